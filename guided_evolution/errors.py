@@ -1,0 +1,27 @@
+"""User-facing errors: one line that names the problem and the fix, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+
+class GeError(Exception):
+    """A mistake the user can fix (bad config, missing file, ...). The CLI prints it on one line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The message and its hint on a single line."""
+        text = self.message.replace("\n", " ")
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class ConfigError(GeError):
+    """ge.toml or a CLI flag is invalid."""
+
+
+class RunStateError(GeError):
+    """The run directory is missing, locked by another process, or inconsistent."""
