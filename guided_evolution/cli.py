@@ -1,0 +1,225 @@
+"""The `ge` command line (typer + rich). Heavy modules are imported inside the commands that need them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from guided_evolution.errors import GeError
+
+app = typer.Typer(
+    name="ge",
+    help=(
+        "Guided Evolution: evolve marked segments of your code with LLMs.\n\n"
+        "Every variant is a git commit in the run repository, scored by your evaluator in a "
+        "sandbox, selected by NSGA-II/SPEA2 on your objectives.\n\n"
+        "Start with [bold]ge init my_seed[/bold], then [bold]ge run my_seed[/bold]."
+    ),
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout, nothing else.")]
+RunDirArg = Annotated[Path, typer.Argument(help="A run directory, e.g. runs/tiny_cnn-20260101-120000.")]
+
+
+def _console(json_mode: bool = False) -> Console:
+    return Console(stderr=json_mode, highlight=False)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------- init
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Directory to create the seed in.")],
+    force: Annotated[bool, typer.Option(help="Overwrite files that already exist.")] = False,
+) -> None:
+    """Write a commented [bold]ge.toml[/bold] and a minimal marked seed into DIRECTORY.
+
+    The seed is a small Python predictor whose segments are marked with `# --OPTION--`; its
+    evaluator writes two objectives. Run it with `ge run DIRECTORY` (offline, no LLM needed).
+    """
+    from guided_evolution.seedinit import write_template
+
+    written = write_template(directory, force=force)
+    console = _console()
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(f"next: [bold]ge run {directory}[/bold]  (edit {directory}/ge.toml to use an LLM)")
+
+
+# --------------------------------------------------------------------------- run / resume
+
+
+@app.command()
+def run(
+    seed_dir: Annotated[
+        Path | None, typer.Argument(help="Seed directory holding ge.toml (default: current dir).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Config file (default: SEED_DIR/ge.toml).")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run directory to create (default: runs/<seed>-<time>).")
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="litellm model string; repeat for an ensemble. 'offline' = built-in no-LLM baseline."
+        ),
+    ] = None,
+    api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.")] = None,
+    generations: Annotated[int | None, typer.Option(help="Generations after the initial population.")] = None,
+    population: Annotated[int | None, typer.Option(help="Offspring per generation.")] = None,
+    initial_population: Annotated[int | None, typer.Option(help="Children of the seed in generation 0.")] = None,
+    slots: Annotated[int | None, typer.Option(help="Concurrent evaluations.")] = None,
+    seed: Annotated[int | None, typer.Option(help="RNG seed.")] = None,
+    budget_usd: Annotated[float | None, typer.Option(help="Stop proposing children after this LLM spend.")] = None,
+    executor: Annotated[str | None, typer.Option(help="Where evaluations run: local or slurm.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Start an evolution from a seed directory.
+
+    Example: [bold]ge run seeds/tiny_cnn[/bold] (offline) or
+    [bold]ge run my_seed --model gpt-4o-mini --budget-usd 2[/bold].
+    """
+    from guided_evolution.engine import start_run
+
+    overrides: dict[str, Any] = {
+        "llm.api_base": api_base,
+        "llm.budget_usd": budget_usd,
+        "evolution.generations": generations,
+        "evolution.population": population,
+        "evolution.initial_population": initial_population,
+        "evolution.seed": seed,
+        "executor.slots": slots,
+        "executor.kind": executor,
+    }
+    if model:
+        overrides["llm.models"] = list(model)
+    summary = start_run(seed_dir, config, run_dir, overrides, json_mode=json_out)
+    _finish(summary, json_out)
+
+
+@app.command()
+def resume(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
+    """Continue a run exactly where it stopped (after Ctrl-C, kill -9 or a reboot).
+
+    No evaluated variant is lost or evaluated twice; unfinished LLM calls and evaluations are
+    redone once, and cached LLM replies are never paid for twice.
+    """
+    from guided_evolution.engine import resume_run
+
+    _finish(resume_run(run_dir, json_mode=json_out), json_out)
+
+
+def _finish(summary: Any, json_out: bool) -> None:
+    from guided_evolution import views
+
+    if json_out:
+        _print_json(summary.as_dict())
+        return
+    views.print_summary(_console(), summary)
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+@app.command()
+def status(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
+    """Progress of a run (live or finished): generation, children, evaluations, LLM calls, spend."""
+    from guided_evolution import inspection, views
+
+    data = inspection.status(run_dir)
+    if json_out:
+        _print_json(data)
+    else:
+        views.print_status(_console(), data)
+
+
+@app.command()
+def best(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
+    """The Pareto front of a run on its selection objectives."""
+    from guided_evolution import inspection, views
+
+    data = inspection.best(run_dir)
+    if json_out:
+        _print_json(data)
+    else:
+        views.print_front(_console(), data)
+
+
+@app.command()
+def show(
+    run_dir: RunDirArg,
+    variant: Annotated[str, typer.Argument(help="Variant id (a unique prefix is enough).")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Everything about one variant: metrics, operator, prompt and reply, reflection, diff."""
+    from guided_evolution import inspection, views
+
+    data = inspection.show(run_dir, variant)
+    if json_out:
+        _print_json(data)
+    else:
+        views.print_variant(_console(), data)
+
+
+@app.command()
+def doctor(
+    run_dir: RunDirArg,
+    repair: Annotated[bool, typer.Option(help="Repair what can be repaired.")] = False,
+    rebuild_index: Annotated[
+        bool, typer.Option("--rebuild-index", help="Rebuild index.sqlite from the git repository.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Check that the index agrees with git (and repair it with --repair or --rebuild-index)."""
+    from guided_evolution import doctor as doctor_mod
+    from guided_evolution.rundir import RunLock
+
+    run_dir = Path(run_dir)
+    if rebuild_index or repair:
+        with RunLock(run_dir):
+            if rebuild_index:
+                doctor_mod.rebuild_index(run_dir)
+            report = doctor_mod.check(run_dir, repair=repair)
+    else:
+        report = doctor_mod.check(run_dir)
+    data = {"ok": report.ok, "problems": report.problems, "repaired": report.repaired}
+    if json_out:
+        _print_json(data)
+    else:
+        console = _console()
+        for line in report.repaired:
+            console.print(f"[green]repaired[/green] {line}")
+        for line in report.problems:
+            console.print(f"[red]problem[/red] {line}")
+        console.print("[green]ok[/green]" if report.ok else "[red]not ok[/red] (try --repair)")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main() -> None:
+    """Entry point of the `ge` script: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except GeError as err:
+        Console(stderr=True, highlight=False).print(f"[red]error:[/red] {err.one_line()}", soft_wrap=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted; continue with `ge resume RUN_DIR`")
+        sys.exit(130)

@@ -1,0 +1,327 @@
+"""The `ge.toml` schema (pydantic), CLI overrides, and the frozen resolved config of a run.
+
+Defaults are the GE paper's (Morris, Jurado, Zutty, GECCO 2024) unless said otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from guided_evolution.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_NAME = "ge.toml"
+OFFLINE_MODEL = "offline"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeedConfig(_Model):
+    """Where the seed code is and which parts of it evolve."""
+
+    dir: str = Field(".", description="seed directory, relative to ge.toml")
+    files: tuple[str, ...] = Field(("model.py",), min_length=1, description="evolvable files")
+    marker: str = Field("# --OPTION--", min_length=1, description="segment marker line")
+    exclude: tuple[str, ...] = Field(
+        ("runs", ".git", "__pycache__", "*.pyc", ".venv", "data"),
+        description="glob patterns of seed files not copied into the run repository",
+    )
+
+
+class ModelEntry(_Model):
+    """One LLM of the ensemble (a litellm model string)."""
+
+    model: str = Field(min_length=1)
+    weight: float = Field(1.0, gt=0)
+    api_base: str | None = None
+    api_key_env: str | None = Field(None, description="name of the env var holding the key")
+    input_cost_per_token: float | None = Field(None, ge=0)
+    output_cost_per_token: float | None = Field(None, ge=0)
+
+
+class LLMConfig(_Model):
+    """LLM endpoints, limits and spend."""
+
+    models: tuple[ModelEntry, ...] = (ModelEntry(model=OFFLINE_MODEL),)
+    api_base: str | None = Field(None, description="default api_base for models without their own")
+    concurrency: int = Field(4, ge=1, le=256)
+    timeout_s: float = Field(120.0, gt=0, description="hard deadline of one call, retries excluded")
+    retries: int = Field(4, ge=0, le=20)
+    backoff_s: float = Field(1.0, ge=0)
+    max_tokens: int | None = Field(None, ge=1)
+    budget_usd: float | None = Field(None, gt=0)
+    budget_tokens: int | None = Field(None, gt=0)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _strings_are_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple)):
+            return [{"model": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @property
+    def offline(self) -> bool:
+        """True when the built-in no-LLM operator set is used."""
+        return all(m.model == OFFLINE_MODEL for m in self.models)
+
+    @model_validator(mode="after")
+    def _offline_alone(self) -> LLMConfig:
+        names = [m.model for m in self.models]
+        if OFFLINE_MODEL in names and len(names) > 1:
+            raise ValueError("'offline' cannot be mixed with LLM models; use it alone")
+        return self
+
+
+class TemperatureRanges(_Model):
+    """Per-operator temperature ranges [low, high]; each call draws uniformly."""
+
+    initial: tuple[float, float] = (0.05, 0.4)
+    mutation: tuple[float, float] = (0.02, 0.35)
+    crossover: tuple[float, float] = (0.05, 0.10)
+    eot: tuple[float, float] = (0.02, 0.35)
+    fix: tuple[float, float] = (0.02, 0.2)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TemperatureRanges:
+        for name in ("initial", "mutation", "crossover", "eot", "fix"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high <= 2:
+                raise ValueError(f"{name} = [{low}, {high}] must satisfy 0 <= low <= high <= 2")
+        return self
+
+
+class EvolutionConfig(_Model):
+    """The generational loop (GE paper defaults)."""
+
+    initial_population: int = Field(144, ge=1)
+    population: int = Field(44, ge=1, description="offspring proposed per generation")
+    elites: int = Field(44, ge=0, description="SPEA2 elites carried to the next generation")
+    hall_of_fame: int = Field(100, ge=1)
+    generations: int = Field(30, ge=0, description="generations after the initial population")
+    crossover_probability: float = Field(0.35, ge=0, le=1)
+    mutation_probability: float = Field(0.8, ge=0, le=1)
+    eot_probability: float = Field(0.25, ge=0, le=1)
+    eot_start_generation: int = Field(1, ge=0, description="first generation that may use EoT")
+    fix_attempts: int = Field(0, ge=0, le=5, description="feed a failure back to the LLM N times")
+    personas: tuple[str, ...] = ("concise", "expert", "inventive", "bumbler")
+    temperature: TemperatureRanges = TemperatureRanges()
+    seed: int = 0
+    max_pending: int = Field(0, ge=0, description="bound of proposed-but-unevaluated children; 0 = 2*slots")
+
+
+class Objective(_Model):
+    """One metric from the evaluator's metrics file."""
+
+    name: str = Field(min_length=1)
+    direction: Literal["max", "min"]
+    select: bool = Field(True, description="false = reported only, never used for selection")
+
+
+class EvaluatorConfig(_Model):
+    """The user's evaluator and its sandbox limits."""
+
+    command: str = Field(min_length=1, description="shell command run in the variant's directory")
+    check: str | None = Field(None, description="cheap check run first (cascade)")
+    timeout_s: float = Field(3600.0, gt=0)
+    check_timeout_s: float = Field(120.0, gt=0)
+    memory_mb: int | None = Field(None, ge=16)
+    cpu_seconds: int | None = Field(None, ge=1)
+    file_size_mb: int | None = Field(1024, ge=1)
+    max_processes: int | None = Field(256, ge=1)
+    network: bool = False
+    pass_env: tuple[str, ...] = ()
+    output_cap_bytes: int = Field(1_000_000, ge=10_000)
+    sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
+
+
+class SlurmConfig(_Model):
+    """sbatch settings for `[executor] kind = "slurm"`."""
+
+    partition: str | None = None
+    time_limit: str = "01:00:00"
+    gres: str | None = None
+    gpus: int | None = Field(None, ge=0)
+    cpus_per_task: int = Field(1, ge=1)
+    mem: str | None = None
+    extra_sbatch: tuple[str, ...] = ()
+    setup: str = ""
+    max_queued: int = Field(16, ge=1)
+    check_on_cluster: bool = False
+    poll_s: float = Field(2.0, gt=0)
+
+
+class ExecutorConfig(_Model):
+    """Where evaluations run."""
+
+    kind: Literal["local", "slurm"] = "local"
+    slots: int | Literal["auto"] = 1
+    gpus: tuple[str, ...] | Literal["auto"] = "auto"
+    slots_per_gpu: int | Literal["auto"] = 1
+    slurm: SlurmConfig = SlurmConfig()
+
+    @field_validator("slots", "slots_per_gpu")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be >= 1 or \"auto\"")
+        return value
+
+
+class RunConfig(_Model):
+    """Where run output goes."""
+
+    dir: str = Field("runs", description="parent directory of runs, relative to the working directory")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class GeConfig(_Model):
+    """The whole `ge.toml`."""
+
+    seed: SeedConfig = SeedConfig()
+    llm: LLMConfig = LLMConfig()
+    evolution: EvolutionConfig = EvolutionConfig()
+    objectives: tuple[Objective, ...] = Field(min_length=1)
+    evaluator: EvaluatorConfig
+    executor: ExecutorConfig = ExecutorConfig()
+    run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GeConfig:
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objective names must be unique, got {names}")
+        if not any(o.select for o in self.objectives):
+            raise ValueError("at least one objective must have select = true")
+        return self
+
+    @property
+    def selected_objectives(self) -> tuple[Objective, ...]:
+        """The objectives that drive selection (validation metrics, never test metrics)."""
+        return tuple(o for o in self.objectives if o.select)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ""
+    for part in first["loc"]:
+        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+    kind = first["type"]
+    value = first.get("input")
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{loc}' (check the spelling; see `ge init` for every key)"
+    if kind == "missing":
+        return f"{source}: missing required key '{loc}'"
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    where = f"'{loc}' = {shown}" if loc else shown
+    return f"{source}: {where}: {msg}"
+
+
+def parse_config(data: dict[str, Any], source: str = CONFIG_NAME) -> GeConfig:
+    """Validate a decoded config mapping; raise ConfigError with one line on failure."""
+    try:
+        return GeConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file, turning every failure into a one-line ConfigError."""
+    if not path.exists():
+        raise ConfigError(
+            f"config file not found: {path}", "create one with `ge init DIR` or pass --config FILE"
+        )
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, expected a ge.toml file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path.name}: invalid TOML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from None
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, last = dotted.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot override '{dotted}': '{part}' is not a table")
+        node = child
+    node[last] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of `data` with dotted-key overrides (from CLI flags) applied; None is skipped."""
+    merged = json.loads(json.dumps(data))
+    for key, value in overrides.items():
+        if value is not None:
+            _set_dotted(merged, key, value)
+    return merged
+
+
+def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GeConfig:
+    """Load `ge.toml`, apply CLI overrides (dotted keys), validate."""
+    data = apply_overrides(read_toml(path), overrides or {})
+    return parse_config(data, source=path.name)
+
+
+def find_config(seed_dir: Path | None, config: Path | None) -> Path:
+    """The config file named by --config, else `ge.toml` in the seed directory (or the cwd)."""
+    if config is not None:
+        return config
+    base = seed_dir if seed_dir is not None else Path.cwd()
+    if not base.exists():
+        raise ConfigError(f"seed directory not found: {base}", "pass an existing directory")
+    return base / CONFIG_NAME
+
+
+# --------------------------------------------------------------------------- frozen run config
+
+
+class ResolvedConfig(_Model):
+    """What a run was started with: the validated config plus resolved locations. Frozen."""
+
+    config: GeConfig
+    config_path: str
+    seed_dir: str
+    run_dir: str
+    ge_version: str
+
+    def dump(self) -> str:
+        """JSON text of the resolved config."""
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> ResolvedConfig:
+        """Read `config.json` of a run directory."""
+        try:
+            return cls.model_validate_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{path.parent} is not a ge run directory (no config.json)",
+                "pass the directory that `ge run` created, e.g. runs/<name>",
+            ) from None
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(str(path), err)) from None

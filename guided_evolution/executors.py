@@ -1,0 +1,65 @@
+"""Build the executor a run's config asks for (local slots or SLURM), with its sandbox."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from guided_evolution.config import ResolvedConfig
+from guided_evolution.rundir import RunPaths
+
+
+def _gpus(setting: Any) -> list[str]:
+    if setting == "auto":
+        from guided_evolution.gpu import visible_gpus
+
+        return visible_gpus()
+    return [str(g) for g in setting]
+
+
+def plan_slots(resolved: ResolvedConfig) -> tuple[int, list[str], int | None]:
+    """(slots, GPU ids, slots per GPU) from the executor config, resolving every "auto"."""
+    ex = resolved.config.executor
+    gpus = _gpus(ex.gpus)
+    per_gpu: int | None
+    if ex.slots_per_gpu == "auto":
+        from guided_evolution.gpu import auto_slots_per_gpu
+
+        per_gpu = auto_slots_per_gpu(gpus) if gpus else None
+    else:
+        per_gpu = ex.slots_per_gpu
+    if ex.slots == "auto":
+        slots = len(gpus) * (per_gpu or 1) if gpus else max(1, os.cpu_count() or 1)
+    else:
+        slots = ex.slots
+    if gpus and per_gpu is not None:
+        slots = min(slots, len(gpus) * per_gpu) if ex.slots == "auto" else slots
+    return slots, gpus, per_gpu
+
+
+def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> tuple[Any, list[str]]:
+    """The executor and the warnings to show at the start of the run (e.g. no network sandbox)."""
+    from guided_evolution.sandbox import Sandbox, SandboxPolicy
+
+    ev = resolved.config.evaluator
+    policy = SandboxPolicy(
+        network=ev.network,
+        memory_mb=ev.memory_mb,
+        cpu_seconds=ev.cpu_seconds,
+        file_size_mb=ev.file_size_mb,
+        max_processes=ev.max_processes,
+        output_cap_bytes=ev.output_cap_bytes,
+        pass_env=ev.pass_env,
+        backend=ev.sandbox,
+    )
+    sandbox = Sandbox(policy)
+    info = sandbox.probe()
+    warnings = [info.warning] if info.warning else []
+    slots, gpus, per_gpu = plan_slots(resolved)
+    if resolved.config.executor.kind == "slurm":
+        from guided_evolution.slurm import SlurmExecutor
+
+        return SlurmExecutor(resolved, paths, sandbox), warnings
+    from guided_evolution.executor import LocalExecutor
+
+    return LocalExecutor(slots, gpus or None, per_gpu, sandbox), warnings

@@ -1,0 +1,186 @@
+"""The run directory: creating it atomically from a seed, locking it, and resolving its paths."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import fnmatch
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from guided_evolution import __version__
+from guided_evolution.config import GeConfig, ResolvedConfig
+from guided_evolution.errors import ConfigError, GeError, RunStateError
+
+CONFIG_FILE = "config.json"
+REPO_DIR = "repo.git"
+INDEX_FILE = "index.sqlite"
+LOCK_FILE = "lock"
+WORK_DIR = "work"
+LOG_DIR = "logs"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each part of a run directory lives."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def repo(self) -> Path:
+        return self.root / REPO_DIR
+
+    @property
+    def index(self) -> Path:
+        return self.root / INDEX_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @property
+    def work(self) -> Path:
+        return self.root / WORK_DIR
+
+    @property
+    def logs(self) -> Path:
+        return self.root / LOG_DIR
+
+
+def open_run(run_dir: Path) -> tuple[RunPaths, ResolvedConfig]:
+    """Paths and frozen config of an existing run; a clear error when it is not one."""
+    if not run_dir.is_dir():
+        raise RunStateError(f"run directory not found: {run_dir}", "pass a directory created by `ge run`")
+    paths = RunPaths(run_dir.resolve())
+    resolved = ResolvedConfig.load(paths.config)
+    if not paths.repo.is_dir() or not paths.index.exists():
+        raise RunStateError(
+            f"{run_dir} is incomplete (missing {REPO_DIR} or {INDEX_FILE})",
+            f"run `ge doctor {run_dir} --rebuild-index`, or start a new run",
+        )
+    return paths, resolved
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on a run directory (fcntl; released when the process dies)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise RunStateError(f"cannot open {self.path}: {err.strerror}", "check that the run directory is writable") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunStateError(
+                f"{self.path.parent} is in use by another ge process (pid {owner})",
+                "wait for it to finish or stop it, then `ge resume`",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def collect_seed(seed_dir: Path, cfg: GeConfig) -> dict[str, bytes]:
+    """Read the seed files (minus excluded patterns); validate that the evolvable files exist."""
+    if not seed_dir.is_dir():
+        raise ConfigError(f"seed directory not found: {seed_dir}", "fix [seed] dir in ge.toml")
+    files: dict[str, bytes] = {}
+    for path in sorted(seed_dir.rglob("*")):
+        rel = path.relative_to(seed_dir).as_posix()
+        parts = rel.split("/")
+        if any(fnmatch.fnmatch(part, pat) for part in parts for pat in cfg.seed.exclude):
+            continue
+        if path.is_file() and not path.is_symlink():
+            files[rel] = path.read_bytes()
+    missing = [f for f in cfg.seed.files if f not in files]
+    if missing:
+        raise ConfigError(
+            f"evolvable file(s) {', '.join(missing)} not found in seed directory {seed_dir}",
+            "fix [seed] files in ge.toml",
+        )
+    return files
+
+
+def default_run_name(seed_dir: Path) -> str:
+    """`<seed dir name>-<local time>`."""
+    name = seed_dir.resolve().name or "run"
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def create_run_dir(resolved: ResolvedConfig, build: RunBuilder) -> RunPaths:
+    """Create the run directory atomically: build everything in a temp sibling, then rename it.
+
+    A failure or a kill before the rename leaves no half-written run behind (only a temp dir
+    that is removed on failure and ignored otherwise).
+    """
+    final = Path(resolved.run_dir)
+    if final.exists():
+        raise RunStateError(f"run directory {final} already exists", "pass another --run-dir, or `ge resume` it")
+    parent = final.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GeError(f"cannot create run directory {parent}: {err.strerror}", "pass a writable --run-dir") from None
+    if not os.access(parent, os.W_OK):
+        raise GeError(f"run directory {parent} is not writable", "pass a writable --run-dir")
+    tmp = parent / f".{final.name}.creating-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        paths = RunPaths(tmp)
+        paths.work.mkdir()
+        paths.logs.mkdir()
+        paths.config.write_text(resolved.dump(), encoding="utf-8")
+        build(paths)
+        os.replace(tmp, final)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise GeError(f"cannot write run directory {final}: {err.strerror or err}", "check free disk space and permissions") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+        raise
+    return RunPaths(final)
+
+
+def resolve(cfg: GeConfig, config_path: Path, run_dir: Path | None) -> ResolvedConfig:
+    """Freeze the config with absolute locations: the seed is relative to ge.toml, runs to the cwd."""
+    base = config_path.resolve().parent
+    seed_dir = (base / cfg.seed.dir).resolve()
+    if run_dir is None:
+        run_dir = Path(cfg.run.dir) / (cfg.run.name or default_run_name(seed_dir))
+    return ResolvedConfig(
+        config=cfg,
+        config_path=str(config_path.resolve()),
+        seed_dir=str(seed_dir),
+        run_dir=str(run_dir.resolve()),
+        ge_version=__version__,
+    )
+
+
+class RunBuilder:
+    """Callable protocol: fills a fresh run directory (repo, index, seed commit)."""
+
+    def __call__(self, paths: RunPaths) -> None:  # pragma: no cover - protocol
+        raise NotImplementedError
