@@ -123,9 +123,11 @@ def start_run(
     parse_genome(text_files, cfg.seed.files, cfg.seed.marker)  # raises on a seed without markers
     _check_evaluator(cfg, seed_path)
     if not cfg.llm.offline:
-        from guided_evolution.llm import validate_models
+        from guided_evolution.llm import LLMClient
 
-        validate_models(_llm_settings(cfg))
+        problems = LLMClient(_llm_settings(cfg)).credential_problems()
+        if problems:
+            raise ConfigError(problems[0], "export the variable, or set api_key_env in [[llm.models]]")
 
     def build(paths: rd.RunPaths) -> None:
         from guided_evolution.index import RunIndex, VariantRecord
@@ -279,7 +281,13 @@ class Engine:
             return None
         from guided_evolution.llm import LLMClient
 
-        return LLMClient(_llm_settings(self.cfg), recorder=self.index)
+        counts = self.index.counts()
+        return LLMClient(
+            _llm_settings(self.cfg),
+            recorder=_IndexRecorder(self.index),
+            spent_usd=counts["cost_usd"],
+            spent_tokens=counts["prompt_tokens"] + counts["completion_tokens"],
+        )
 
     # ----------------------------------------------------------------- loop
 
@@ -550,6 +558,7 @@ class Engine:
             reason_req = ops.eot_reason_request(
                 self.prompts, self._genome(step.other), step.other, elite_ev.metrics if elite_ev else {},
                 self._genome(self.seed_id), seed_ev.metrics if seed_ev else None, rng, temperature_range=temps.eot,
+                directions={o.name: o.direction for o in self.cfg.objectives},
             )
             if reason_req is not None:
                 thought = await self._ask(reason_req, rng, plan, sample)
@@ -621,7 +630,7 @@ class Engine:
             tree[name] = text.encode("utf-8")
         branch = f"v/{plan.generation}/{vid}"
         existing = self.store.branches(branch).get(branch)
-        model = getattr(child, "model", None) or (OFFLINE_MODEL if self.offline else "")
+        model = child.model or (OFFLINE_MODEL if self.offline else "")
         if existing is None:
             subject = f"{child.operator} of {child.segment} ({child.persona or child.prompt_name}, {model}, T={child.temperature:.2f})"
             trailers = {
@@ -656,7 +665,7 @@ class Engine:
                 temperature=child.temperature,
                 status="pending",
                 eot_reflection=child.reflection,
-                llm_call_id=getattr(child, "call_id", None),
+                llm_call_id=child.call_id,
             )
         )
         if child.reflection:
@@ -765,6 +774,39 @@ class Engine:
         )
 
 
+class _IndexRecorder:
+    """Adapts the run index to the LLM client's recorder protocol (calls and the reply cache)."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    def record_call(self, record: Any) -> int:
+        return self.index.record_call(record)
+
+    def cache_get(self, key: str) -> Any:
+        from guided_evolution.llm import CachedReply
+
+        row = self.index.cache_get(key)
+        if row is None:
+            return None
+        usage = row.usage or {}
+        return CachedReply(
+            text=row.reply,
+            model=row.model or "",
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            cost_usd=float(usage.get("cost_usd", 0.0)),
+        )
+
+    def cache_put(self, key: str, reply: Any) -> None:
+        usage = {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "cost_usd": reply.cost_usd,
+        }
+        self.index.cache_put(key, reply.text, usage, reply.model)
+
+
 class _LLMFailed(Exception):
     def __init__(self, reason: str, budget: bool = False) -> None:
         super().__init__(reason)
@@ -776,13 +818,10 @@ def _with_model(child: Any, reply: Any, parents: tuple[str, ...] | None = None) 
     """Attach the model, call id (and merged parents) of the reply that made the child."""
     import dataclasses
 
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {"model": reply.model, "call_id": reply.call_id}
     if parents is not None:
         changes["parents"] = parents
-    new = dataclasses.replace(child, **changes) if changes else child
-    object.__setattr__(new, "model", reply.model)
-    object.__setattr__(new, "call_id", reply.call_id)
-    return new
+    return dataclasses.replace(child, **changes)
 
 
 def _merge_parents(previous: Any, plan: Plan) -> tuple[str, ...]:

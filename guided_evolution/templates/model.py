@@ -3,8 +3,6 @@
 Everything above the first marker is the header and never changes.
 """
 
-import math
-
 
 # --OPTION--
 def features(x):
@@ -30,7 +28,3 @@ def fit(xs, ys, steps=200, lr=0.05):
                 grad[i] += 2 * error * f / len(xs)
         weights = [w - lr * g for w, g in zip(weights, grad)]
     return weights
-
-
-def target(x):
-    return math.sin(2 * x) + 0.3 * x

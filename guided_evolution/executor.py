@@ -1,0 +1,375 @@
+"""Local evaluation slots, GPU assignment, the check → evaluate cascade, the metrics contract."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from guided_evolution.errors import GeError
+from guided_evolution.sandbox import Sandbox, is_secret_name, scrub_env, signal_name
+
+TAIL_KEEP_BYTES = 8 * 1024
+"""Bytes of the end of the output kept in the log when the output is over the cap."""
+OUTPUT_TAIL_BYTES = 4 * 1024
+METRICS_MAX_BYTES = 10 * 1024 * 1024
+READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """One variant to evaluate."""
+
+    variant_id: str
+    workdir: Path
+    run_dir: Path
+    command: str
+    check_command: str | None
+    timeout_s: float
+    check_timeout_s: float
+    metrics_path: Path
+    log_path: Path | None
+    objectives: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Outcome of one evaluation."""
+
+    variant_id: str
+    status: str  # "ok" | "failed"
+    metrics: dict[str, float | str]
+    failure_reason: str | None
+    output_tail: str
+    stage: str  # "check" | "evaluate"
+    started_at: float
+    duration_s: float
+    gpu: str | None
+
+
+def read_metrics(
+    path: Path, objectives: Sequence[str]
+) -> tuple[dict[str, float | str], str | None]:
+    """The metrics in ``path`` and the reason they are unusable (None when they are fine).
+
+    Numbers become floats, strings stay strings, anything else is kept as its JSON text. Every
+    objective must be present, numeric and finite.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return {}, "no metrics file written"
+    except OSError as exc:
+        return {}, f"metrics file unreadable: {exc.strerror or exc}"
+    if not path.is_file():
+        return {}, "metrics path is not a regular file"
+    if size > METRICS_MAX_BYTES:
+        return {}, f"metrics file too large ({size} bytes)"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return {}, f"metrics file is not valid JSON: {str(exc)[:200]}"
+    if not isinstance(data, dict):
+        return {}, f"metrics file must hold a JSON object, got {type(data).__name__}"
+    metrics: dict[str, float | str] = {}
+    for key, value in data.items():
+        if isinstance(value, bool):
+            metrics[str(key)] = float(value)
+        elif isinstance(value, (int, float)):
+            try:
+                metrics[str(key)] = float(value)
+            except OverflowError:
+                metrics[str(key)] = math.inf if value > 0 else -math.inf
+        elif isinstance(value, str):
+            metrics[str(key)] = value
+        else:
+            metrics[str(key)] = json.dumps(value)[:1000]
+    for name in objectives:
+        if name not in data:
+            return metrics, f"metric '{name}' missing"
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return metrics, f"metric '{name}' is not a number ({json.dumps(value)[:50]})"
+        number = metrics[name]
+        if not isinstance(number, float) or not math.isfinite(number):
+            return metrics, f"metric '{name}' is not finite ({number})"
+    return metrics, None
+
+
+class _OutputCapture:
+    """Keeps the head of the output in the log up to the cap, plus the last bytes."""
+
+    def __init__(self, log_path: Path | None, cap: int) -> None:
+        self.cap = max(cap, 2 * TAIL_KEEP_BYTES)
+        self.head_budget = self.cap - TAIL_KEEP_BYTES
+        self.head_written = 0
+        self.total = 0
+        self.tail = bytearray()
+        self.recent = bytearray()
+        self._file: IO[bytes] | None = None
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(log_path, "wb")  # noqa: SIM115 - closed in close()
+
+    def write(self, data: bytes) -> None:
+        self.total += len(data)
+        self.recent += data
+        if len(self.recent) > OUTPUT_TAIL_BYTES:
+            del self.recent[: len(self.recent) - OUTPUT_TAIL_BYTES]
+        room = self.head_budget - self.head_written
+        if room > 0:
+            part = data[:room]
+            if self._file is not None:
+                self._file.write(part)
+            self.head_written += len(part)
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > TAIL_KEEP_BYTES:
+                del self.tail[: len(self.tail) - TAIL_KEEP_BYTES]
+
+    def note(self, text: str) -> None:
+        """A line from ge itself (stage headers), counted like output."""
+        self.write(f"[ge] {text}\n".encode())
+
+    def output_tail(self) -> str:
+        return bytes(self.recent).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        omitted = self.total - self.head_written - len(self.tail)
+        if omitted > 0:
+            self._file.write(f"\n[ge] ... {omitted} bytes of output omitted ...\n".encode())
+        self._file.write(bytes(self.tail))
+        self._file.close()
+        self._file = None
+
+
+@dataclass
+class _Slot:
+    index: int
+    gpu: str | None
+
+
+class LocalExecutor:
+    """Runs evaluations on this machine, at most ``slots`` at a time, each in the sandbox.
+
+    With ``gpus``, slot ``i`` is pinned to ``gpus[i % len(gpus)]`` (round-robin);
+    ``slots_per_gpu`` bounds how many slots may share one GPU.
+    """
+
+    def __init__(
+        self,
+        slots: int,
+        gpus: Sequence[str] | None,
+        slots_per_gpu: int | None,
+        sandbox: Sandbox,
+        *,
+        kill_grace_s: float = 3.0,
+    ) -> None:
+        if slots < 1:
+            raise GeError(f"executor.slots must be >= 1, got {slots}", "set executor.slots = 1")
+        gpu_list = [str(g) for g in gpus] if gpus else []
+        if gpu_list and slots_per_gpu is not None and slots > len(gpu_list) * slots_per_gpu:
+            raise GeError(
+                f"executor.slots = {slots} needs more than {slots_per_gpu} slot(s) per GPU "
+                f"on {len(gpu_list)} GPU(s)",
+                "lower executor.slots, raise executor.slots_per_gpu or list more gpus",
+            )
+        self.sandbox = sandbox
+        self.kill_grace_s = kill_grace_s
+        self.slots = [
+            _Slot(i, gpu_list[i % len(gpu_list)] if gpu_list else None) for i in range(slots)
+        ]
+        self._free: asyncio.Queue[_Slot] | None = None
+        self._running: set[asyncio.subprocess.Process] = set()
+        self._workdirs: set[Path] = set()
+        self._closed = False
+
+    def _queue(self) -> asyncio.Queue[_Slot]:
+        if self._free is None:
+            self._free = asyncio.Queue()
+            for slot in self.slots:
+                self._free.put_nowait(slot)
+        return self._free
+
+    async def evaluate(self, request: EvalRequest) -> EvalResult:
+        """Evaluate one variant; waits for a free slot."""
+        if self._closed:
+            raise RuntimeError("executor is closed")
+        queue = self._queue()
+        slot = await queue.get()
+        try:
+            return await self._evaluate(request, slot)
+        finally:
+            queue.put_nowait(slot)
+
+    async def aclose(self) -> None:
+        """Kill everything still running."""
+        self._closed = True
+        for proc in list(self._running):
+            _kill_group(proc, signal.SIGKILL)
+        for workdir in list(self._workdirs):
+            self.sandbox.cleanup(workdir)
+
+    def _env(self, request: EvalRequest, slot: _Slot) -> dict[str, str]:
+        for name in request.env:
+            if is_secret_name(name):
+                raise GeError(
+                    f"evaluator environment variable {name!r} looks like a secret",
+                    "ge never passes credentials to evaluated code; rename or remove it",
+                )
+        env = scrub_env(os.environ, self.sandbox.policy.pass_env)
+        env.update(request.env)
+        env["GE_METRICS"] = str(request.metrics_path)
+        env["GE_VARIANT_ID"] = request.variant_id
+        env["GE_RUN_DIR"] = str(request.run_dir)
+        env["CUDA_VISIBLE_DEVICES"] = slot.gpu or ""
+        return env
+
+    async def _evaluate(self, request: EvalRequest, slot: _Slot) -> EvalResult:
+        started = time.time()
+        clock = time.monotonic()
+        workdir = Path(os.path.abspath(request.workdir))
+        metrics_path = Path(os.path.abspath(request.metrics_path))
+        metrics_dir = metrics_path.parent
+        writable = [] if _within(metrics_dir, workdir) else [metrics_dir]
+        if not _within(metrics_path, workdir):
+            metrics_dir.mkdir(parents=True, exist_ok=True)
+        env = self._env(request, slot)
+        capture = _OutputCapture(request.log_path, self.sandbox.policy.output_cap_bytes)
+
+        def result(status: str, stage: str, reason: str | None, metrics: dict) -> EvalResult:
+            capture.close()
+            return EvalResult(
+                variant_id=request.variant_id,
+                status=status,
+                metrics=metrics,
+                failure_reason=reason,
+                output_tail=capture.output_tail(),
+                stage=stage,
+                started_at=started,
+                duration_s=time.monotonic() - clock,
+                gpu=slot.gpu,
+            )
+
+        stages = [("evaluate", request.command, request.timeout_s)]
+        if request.check_command:
+            stages.insert(0, ("check", request.check_command, request.check_timeout_s))
+        try:
+            for stage, command, timeout in stages:
+                with contextlib.suppress(FileNotFoundError):
+                    metrics_path.unlink()
+                capture.note(f"{stage}: {command}")
+                reason = await self._run(
+                    command, timeout, workdir, env, writable, request.run_dir, capture
+                )
+                if reason is not None:
+                    return result("failed", stage, reason, {})
+            metrics, reason = read_metrics(metrics_path, request.objectives)
+        except GeError:
+            capture.close()
+            raise
+        except OSError as exc:
+            return result("failed", "evaluate", f"could not run the evaluator: {exc}", {})
+        if reason is not None:
+            return result("failed", "evaluate", reason, metrics)
+        return result("ok", "evaluate", None, metrics)
+
+    async def _run(
+        self,
+        command: str,
+        timeout: float,
+        workdir: Path,
+        env: dict[str, str],
+        writable: list[Path],
+        run_dir: Path,
+        capture: _OutputCapture,
+    ) -> str | None:
+        """Run one stage; the failure reason, or None on exit code 0."""
+        argv, full_env, preexec = self.sandbox.wrap(
+            ["/bin/sh", "-c", command], workdir, env, writable, hide=[run_dir]
+        )
+        self._workdirs.add(workdir)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=workdir,
+                env=full_env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=preexec,
+            )
+        except BaseException:
+            self.sandbox.cleanup(workdir)
+            self._workdirs.discard(workdir)
+            raise
+        self._running.add(proc)
+        assert proc.stdout is not None
+        reader = asyncio.ensure_future(_drain(proc.stdout, capture))
+        timed_out = False
+        try:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except asyncio.TimeoutError:
+                timed_out = True
+                _kill_group(proc, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), self.kill_grace_s)
+                except asyncio.TimeoutError:
+                    _kill_group(proc, signal.SIGKILL)
+                    await proc.wait()
+        finally:
+            _kill_group(proc, signal.SIGKILL)
+            self.sandbox.cleanup(workdir)
+            self._workdirs.discard(workdir)
+            self._running.discard(proc)
+            try:
+                await asyncio.wait_for(asyncio.shield(reader), 5.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                reader.cancel()
+                capture.note("output still open after the command ended; stopped reading")
+            if proc.returncode is None:
+                await proc.wait()
+        if timed_out:
+            return f"timed out after {timeout:g} s"
+        code = proc.returncode
+        if code == 0:
+            return None
+        if code is not None and code < 0:
+            name = signal_name(-code)
+            return f"exit code {code}" + (f" (killed by {name})" if name else "")
+        if code is not None and 128 < code <= 128 + 64:
+            name = signal_name(code - 128)
+            if name:
+                return f"exit code {code} (probably killed by {name})"
+        return f"exit code {code}"
+
+
+async def _drain(stream: asyncio.StreamReader, capture: _OutputCapture) -> None:
+    while True:
+        chunk = await stream.read(READ_CHUNK)
+        if not chunk:
+            return
+        capture.write(chunk)
+
+
+def _kill_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _within(path: Path, parent: Path) -> bool:
+    return path == parent or parent in path.parents

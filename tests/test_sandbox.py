@@ -1,0 +1,202 @@
+"""Sandbox: scrubbed environment, backend probe, file-system layout, fork-bomb containment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from guided_evolution.errors import GeError
+from guided_evolution.sandbox import Sandbox, SandboxPolicy, scrub_env
+
+
+def _run(sandbox: Sandbox, script: str, workdir: Path, hide: list[Path] | None = None, **env):
+    argv, full_env, preexec = sandbox.wrap(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        workdir,
+        {**scrub_env(os.environ), **env},
+        [],
+        hide or [],
+    )
+    try:
+        return subprocess.run(
+            argv,
+            cwd=workdir,
+            env=full_env,
+            preexec_fn=preexec,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        sandbox.cleanup(workdir)
+
+
+def _processes_with(text: str) -> list[int]:
+    found = []
+    needle = text.encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if needle in fh.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    return Sandbox(SandboxPolicy())
+
+
+def test_scrub_env_keeps_allow_list_and_drops_secrets() -> None:
+    environ = {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C",
+        "NVIDIA_DRIVER_CAPABILITIES": "all",
+        "NVIDIA_API_KEY": "nv-secret",
+        "OPENAI_API_KEY": "sk-secret",
+        "AWS_ACCESS_KEY_ID": "x",
+        "GITHUB_TOKEN": "x",
+        "DB_PASSWORD": "x",
+        "RANDOM_THING": "x",
+        "MY_SETTING": "on",
+    }
+    env = scrub_env(environ, allow=("MY_SETTING",))
+    assert env == {
+        "PATH": "/usr/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C",
+        "NVIDIA_DRIVER_CAPABILITIES": "all",
+        "MY_SETTING": "on",
+    }
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "HF_TOKEN", "MY_SECRET", "AWS_REGION"])
+def test_scrub_env_refuses_secret_in_pass_env(name: str) -> None:
+    with pytest.raises(GeError, match=name):
+        scrub_env({name: "x"}, allow=(name,))
+
+
+def test_unknown_backend_is_a_user_error() -> None:
+    with pytest.raises(GeError, match="backend"):
+        Sandbox(SandboxPolicy(backend="docker"))
+
+
+def test_probe_is_cached_and_consistent(sandbox: Sandbox) -> None:
+    info = sandbox.probe()
+    assert sandbox.probe() is info
+    assert info.backend in ("bwrap", "unshare", "none")
+    assert info.network_isolated == (info.backend != "none")
+    assert (info.warning is not None) == (info.backend == "none")
+
+
+def test_python_runs_inside_with_private_home(sandbox: Sandbox, tmp_path: Path) -> None:
+    workdir = tmp_path / "work" / "v1"
+    workdir.mkdir(parents=True)
+    result = _run(
+        sandbox,
+        """
+        import os, pathlib
+        home = pathlib.Path(os.environ["HOME"])
+        (home / "cache").write_text("ok")
+        pathlib.Path("out.txt").write_text("written")
+        print(home)
+        """,
+        workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    home = Path(result.stdout.strip())
+    assert workdir in home.parents
+    assert (workdir / "out.txt").read_text() == "written"
+
+
+def test_run_dir_hidden_and_read_only_outside_workdir(sandbox: Sandbox, tmp_path: Path) -> None:
+    if sandbox.probe().backend != "bwrap":
+        pytest.skip("needs bwrap: only bwrap hides the run directory")
+    run_dir = tmp_path / "run"
+    workdir = run_dir / "work" / "v1"
+    workdir.mkdir(parents=True)
+    (run_dir / "index.sqlite").write_text("index")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    result = _run(
+        sandbox,
+        """
+        import os, pathlib
+        run = pathlib.Path(os.environ["RUN"])
+        print("index visible:", (run / "index.sqlite").exists())
+        for target in (os.environ["OUTSIDE"], "/etc/ge-test-file"):
+            try:
+                pathlib.Path(target).write_text("pwned")
+                print("wrote", target)
+            except OSError as exc:
+                print("refused", target, type(exc).__name__)
+        """,
+        workdir,
+        hide=[run_dir],
+        RUN=str(run_dir),
+        OUTSIDE=str(outside),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "index visible: False" in result.stdout
+    assert "wrote" not in result.stdout
+    assert outside.read_text() == "keep"
+    assert (run_dir / "index.sqlite").read_text() == "index"
+    assert not Path("/etc/ge-test-file").exists()
+
+
+def test_fork_bomb_is_contained(tmp_path: Path) -> None:
+    limit = 40
+    sandbox = Sandbox(SandboxPolicy(max_processes=limit))
+    workdir = tmp_path / "bomb"
+    workdir.mkdir()
+    marker = f"ge-bomb-{uuid.uuid4().hex}"
+    # Bounded: at most 10,000 forks, each child sleeps (and carries the marker in its argv).
+    script = f"""
+        import os, sys, time
+        forked = 0
+        for _ in range(10_000):
+            try:
+                pid = os.fork()
+            except OSError:
+                break
+            if pid == 0:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+                os.execvp(sys.executable, [sys.executable, "-c", "import time; time.sleep(120)", "{marker}"])
+            forked += 1
+        print(forked, flush=True)
+    """
+    argv, env, preexec = sandbox.wrap(
+        [sys.executable, "-c", textwrap.dedent(script)], workdir, scrub_env(os.environ), []
+    )
+    if os.geteuid() == 0 and not sandbox.last_uid_switched:
+        sandbox.cleanup(workdir)
+        pytest.skip("root without a dedicated uid here: RLIMIT_NPROC would not hold")
+    proc = subprocess.Popen(
+        argv,
+        cwd=workdir,
+        env=env,
+        preexec_fn=preexec,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        sandbox.cleanup(workdir)
+    forked = int(out.strip())
+    assert 0 < forked < limit
+    assert _processes_with(marker) == []
