@@ -531,6 +531,14 @@ class Engine:
             self._reject(plan, plan.steps[0].op, err.reason)
             return err.reason
         assert child is not None
+        if len(plan.steps) > 1:
+            # A crossover child that was mutated afterwards is still a merge of two parents: it is
+            # recorded as a crossover, and the description names every step.
+            import dataclasses
+
+            first = plan.steps[0].op
+            operator = child.operator if first != "crossover" else ("offline-crossover" if self.offline else "crossover")
+            child = dataclasses.replace(child, operator=operator, description="; then ".join(descriptions))
         return child
 
     async def _apply(self, step: Step, plan: Plan, genome: Genome, previous: Any, rng: random.Random, sample: int) -> Any:
@@ -581,10 +589,18 @@ class Engine:
         if step.op == "crossover" and step.other is not None:
             files, description = offline_crossover(genome, self._genome(step.other), rng)
             return Child(files, "offline-crossover", "*", "offline", None, plan.parents, 0.0, None, description)
-        segment = rng.choice(genome.segments)
-        edit = offline_mutate(segment, rng)
-        files = splice(genome, segment.key, edit.code)
-        return Child(files, "offline-mutation", segment.key, "offline", None, plan.parents, 0.0, None, edit.description)
+        segments = list(genome.segments)
+        rng.shuffle(segments)
+        last: SpliceError | None = None
+        for segment in segments:  # some segments offer no edit (e.g. no literal, no known call)
+            try:
+                edit = offline_mutate(segment, rng)
+                files = splice(genome, segment.key, edit.code)
+            except SpliceError as err:
+                last = err
+                continue
+            return Child(files, "offline-mutation", segment.key, "offline", None, plan.parents, 0.0, None, edit.description)
+        raise last or SpliceError("no applicable offline edit")
 
     async def _ask(self, req: Any, rng: random.Random, plan: Plan, sample: int) -> Any:
         from guided_evolution.llm import BudgetExhausted, LLMError

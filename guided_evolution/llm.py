@@ -18,7 +18,7 @@ import math
 import os
 import random
 import re
-import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -403,6 +403,8 @@ class LLMClient:
         self._jitter = random.Random()
         self._semaphore: asyncio.Semaphore | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
+        self._module: ModuleType | None = None
+        self._import_lock = threading.Lock()
         self._update_exhausted()
 
     # ---- ensemble
@@ -413,6 +415,22 @@ class LLMClient:
         if len(models) == 1:
             return models[0]
         return rng.choices(models, weights=[m.weight for m in models])[0]
+
+    async def _litellm(self) -> ModuleType:
+        """litellm, imported once in a worker thread (3+ s) so the event loop keeps running.
+
+        Concurrent first calls must not see a half-imported module in ``sys.modules``: every
+        caller waits for the one import under a lock.
+        """
+        if self._module is None:
+            self._module = await asyncio.to_thread(self._import_once)
+        return self._module
+
+    def _import_once(self) -> ModuleType:
+        with self._import_lock:
+            if self._module is None:
+                self._module = load_litellm()
+            return self._module
 
     def credential_problems(self) -> list[str]:
         """One line per model whose ``api_key_env`` is not set (cheap: no request, no import)."""
@@ -528,7 +546,7 @@ class LLMClient:
         elif model.api_base:
             kwargs["api_key"] = DUMMY_API_KEY
 
-        litellm = sys.modules.get("litellm") or await asyncio.to_thread(load_litellm)
+        litellm = await self._litellm()
         started = time.monotonic()  # the one-off import is not latency
         attempts = 0
         while True:

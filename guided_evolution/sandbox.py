@@ -509,13 +509,16 @@ class Sandbox:
         args += ["--perms", "1777", "--tmpfs", "/tmp"]
         masks = [Path("/tmp")]
 
-        def bind(option: str, path: Path) -> None:
+        def parents(path: Path) -> None:
             # Parents that bwrap creates inside a tmpfs would be 0700 root: make them traversable.
             inner = [m for m in masks if _is_within(path, m) and m != path]
             if inner:
                 top = max(inner, key=lambda m: len(m.parts))
                 for depth in range(len(top.parts) + 1, len(path.parts)):
                     args.extend(["--perms", "0755", "--dir", str(Path(*path.parts[:depth]))])
+
+        def bind(option: str, path: Path) -> None:
+            parents(path)
             args.extend([option, str(path), str(path)])
 
         homes = _home_dirs()
@@ -537,12 +540,17 @@ class Sandbox:
                         args += ["--perms", "0755", "--tmpfs", str(top)]
                         masks.append(top)
         for path in _needed_paths(homes):
+            if any(_is_within(target, path) for target in (workdir, *writable)):
+                # An ancestor of the variant's directory: bound back, its real (possibly 0700)
+                # mode would lock the dedicated uid out. `parents()` makes the path instead.
+                continue
             if any(_is_within(path, m) for m in masks) and not any(
                 _is_within(m, path) for m in masks
             ):
                 bind("--ro-bind", path)
         for path in hide:
             if path.is_dir() and not _is_within(path, workdir):
+                parents(path)
                 args += ["--perms", "0755", "--tmpfs", str(path)]
                 masks.append(path)
         for home in homes:

@@ -380,3 +380,40 @@ def test_invalid_settings_are_a_config_error(kwargs: dict[str, Any]) -> None:
     kwargs.setdefault("models", (ModelSpec("openai/x"),))
     with pytest.raises(ConfigError):
         LLMSettings(**kwargs)
+
+
+def test_concurrent_first_calls_in_a_fresh_process_share_one_import() -> None:
+    """Regression: concurrent first calls saw a half-imported litellm ('no attribute Timeout')."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        sys.path.insert(0, ".")
+        from tests.support.openai_server import serve
+        from guided_evolution.llm import LLMClient, LLMSettings, ModelSpec
+
+        async def main(url):
+            client = LLMClient(LLMSettings(models=(ModelSpec("openai/m", api_base=url),), retries=0))
+            msgs = [{"role": "user", "content": "hi"}]
+            replies = await asyncio.gather(*[
+                client.complete(msgs, temperature=0.1, model=client.settings.models[0], sample_index=i)
+                for i in range(6)
+            ])
+            print(len(replies))
+
+        with serve() as server:
+            asyncio.run(main(server.base_url))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "LITELLM_OFFLINE_MODE": "true"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "6"

@@ -1,0 +1,586 @@
+"""The genome: evolvable files split into segments by a marker line; splicing, validation, ids.
+
+A marker is a comment line of its own (default ``# --OPTION--``). The header before the first
+marker never changes; a segment is the text after one marker line up to the next marker line
+(or EOF). ``# -- NOTE --`` ... ``# -- NOTE --`` blocks inside a segment are context for the LLM:
+they are kept out of :attr:`Segment.code` and re-attached unchanged by :func:`splice`.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import io
+import re
+import textwrap
+import tokenize
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from guided_evolution.errors import GeError
+
+DEFAULT_MARKER = "# --OPTION--"
+NOTE_MARKER = "# -- NOTE --"
+CONTEXT_PLACEHOLDER = "# <<< the segment being changed goes here >>>"
+
+_DEF_RE = re.compile(r"^[ \t]*(?:async[ \t]+def|def|class)[ \t]+([A-Za-z_]\w*)")
+_MAX_SCANNED_BYTES = 2_000_000  # non-evolvable files larger than this are not scanned for names
+
+
+class SpliceError(Exception):
+    """A new segment was rejected; ``reason`` is one line that can be shown to the LLM."""
+
+    def __init__(self, reason: str) -> None:
+        reason = " ".join(reason.split())
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One evolvable region of one file."""
+
+    file: str  # relative path of the evolvable file
+    index: int  # 0-based index within that file
+    start: int  # char offset where the body starts (just after the marker line)
+    end: int  # char offset where it ends (next marker line start, or len(text))
+    code: str  # the body without NOTE blocks and surrounding blank lines, LF line endings
+    notes: str  # the NOTE blocks' text (context), "" if none
+    name: str  # first top-level class/def name in the body, else f"{file}:{index}"
+
+    @property
+    def key(self) -> str:
+        """Stable identifier ``file#index``."""
+        return f"{self.file}#{self.index}"
+
+
+@dataclass(frozen=True)
+class Genome:
+    """All files of a variant and the segments of its evolvable files."""
+
+    files: dict[str, str]
+    evolvable: tuple[str, ...]
+    marker: str
+    segments: tuple[Segment, ...]
+
+    def segment(self, key: str) -> Segment:
+        """The segment with this key (``file#index``); KeyError if there is none."""
+        for seg in self.segments:
+            if seg.key == key:
+                return seg
+        raise KeyError(f"no segment {key!r}; known: {', '.join(s.key for s in self.segments)}")
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """All segment keys, in file order then segment order."""
+        return tuple(s.key for s in self.segments)
+
+
+# ---------------------------------------------------------------------------------------------
+# text helpers
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines with their ``\\n`` kept; splits on ``\\n`` only (not on form feeds or U+2028)."""
+    if not text:
+        return []
+    parts = text.split("\n")
+    lines = [p + "\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _indent_of(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def _first_code_line(lines: Iterable[str]) -> str | None:
+    """The first line that is neither blank nor a comment."""
+    for line in lines:
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return line
+    return None
+
+
+def _strip_blank_edges(lines: list[str]) -> list[str]:
+    i, j = 0, len(lines)
+    while i < j and not lines[i].strip():
+        i += 1
+    while j > i and not lines[j - 1].strip():
+        j -= 1
+    return lines[i:j]
+
+
+def _has_code(text: str) -> bool:
+    return _first_code_line(_split_lines(text)) is not None
+
+
+def _comment_only_lines(path: str, text: str) -> dict[int, str]:
+    """Line number -> stripped comment, for lines whose only token is a comment."""
+    out: dict[int, str] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.COMMENT and tok.line.strip() == tok.string.strip():
+                out[tok.start[0]] = tok.string.strip()
+    except (tokenize.TokenError, SyntaxError, IndentationError) as exc:
+        raise GeError(
+            f"{path} cannot be tokenized as Python: {exc}",
+            hint="evolvable files must be valid Python",
+        ) from exc
+    return out
+
+
+def _name_tokens(text: str) -> list[tuple[int, str]]:
+    """(char offset, name) of every NAME token; [] if the text does not tokenize."""
+    starts = [0]
+    for line in _split_lines(text):
+        starts.append(starts[-1] + len(line))
+    names: list[tuple[int, str]] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.NAME:
+                row, col = tok.start
+                names.append((starts[row - 1] + col, tok.string))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return []
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# scanning a file
+
+
+@dataclass(frozen=True)
+class _Note:
+    text: str  # raw lines of the block, both delimiter lines included
+    anchor: str | None  # stripped text of the nearest non-blank code line above it; None: top
+    occurrence: int  # which occurrence of `anchor` among the code lines (0-based)
+
+
+@dataclass(frozen=True)
+class _Body:
+    lead: str  # blank lines before anything
+    code_lines: tuple[str, ...]  # raw code lines (notes removed), between lead and trail
+    trail: str  # blank lines after everything
+    notes: tuple[_Note, ...]
+    marker_indent: str
+
+
+@dataclass(frozen=True)
+class _RawSegment:
+    start: int
+    end: int
+    body: _Body
+
+
+def _anchor_of(code_lines: list[str]) -> tuple[str | None, int]:
+    for i in range(len(code_lines) - 1, -1, -1):
+        stripped = code_lines[i].strip()
+        if stripped:
+            return stripped, sum(1 for line in code_lines[:i] if line.strip() == stripped)
+    return None, 0
+
+
+def _scan_file(path: str, text: str, marker: str) -> list[_RawSegment]:
+    """Split one evolvable file into raw segments; GeError on a misplaced marker or NOTE."""
+    comments = _comment_only_lines(path, text)
+    lines = _split_lines(text)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    marker_rows: list[int] = []  # 0-based line indices
+    for row, line in enumerate(lines):
+        if line.strip() == marker:
+            if comments.get(row + 1) != marker:
+                raise GeError(
+                    f"{path}:{row + 1}: the marker {marker!r} is inside a string literal "
+                    "(e.g. a docstring), so it cannot split the file",
+                    hint="reword that string or move the marker onto a comment line of its own",
+                )
+            marker_rows.append(row)
+    out: list[_RawSegment] = []
+    for n, row in enumerate(marker_rows):
+        end_row = marker_rows[n + 1] if n + 1 < len(marker_rows) else len(lines)
+        body = _analyse_body(path, lines[row + 1 : end_row], row + 2, comments, lines[row])
+        out.append(_RawSegment(starts[row + 1], starts[end_row], body))
+    return out
+
+
+def _analyse_body(
+    path: str, lines: list[str], first_row: int, comments: dict[int, str], marker_line: str
+) -> _Body:
+    n = len(lines)
+    i = 0
+    while i < n and not lines[i].strip():
+        i += 1
+    j = n
+    while j > i and not lines[j - 1].strip():
+        j -= 1
+    code: list[str] = []
+    notes: list[_Note] = []
+    k = i
+    while k < j:
+        if comments.get(first_row + k) == NOTE_MARKER:
+            m = k + 1
+            while m < j and comments.get(first_row + m) != NOTE_MARKER:
+                m += 1
+            if m >= j:
+                raise GeError(
+                    f"{path}:{first_row + k}: a {NOTE_MARKER!r} block is not closed in its segment",
+                    hint=f"end the note with a second {NOTE_MARKER!r} line before the next marker",
+                )
+            anchor, occurrence = _anchor_of(code)
+            notes.append(_Note("".join(lines[k : m + 1]), anchor, occurrence))
+            k = m + 1
+        else:
+            code.append(lines[k])
+            k += 1
+    return _Body(
+        lead="".join(lines[:i]),
+        code_lines=tuple(code),
+        trail="".join(lines[j:]),
+        notes=tuple(notes),
+        marker_indent=_indent_of(marker_line),
+    )
+
+
+def _clean_code(lines: Iterable[str]) -> str:
+    """LF line endings, no blank edges, ending with one newline ("" when there is nothing)."""
+    kept = _strip_blank_edges(_split_lines(_lf("".join(lines))))
+    if not kept:
+        return ""
+    text = "".join(kept)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _dedented_tree(code: str) -> ast.Module | None:
+    try:
+        return ast.parse(textwrap.dedent(code))
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _top_level_defs(code: str) -> dict[str, str]:
+    """Names of the classes/functions defined at the segment's own top level -> kind."""
+    tree = _dedented_tree(code)
+    if tree is not None:
+        out: dict[str, str] = {}
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                out.setdefault(node.name, "class")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                out.setdefault(node.name, "function")
+        return out
+    first = _first_code_line(_split_lines(code))
+    if first is None:
+        return {}
+    base = _indent_of(first)
+    out = {}
+    for line in _split_lines(code):
+        match = _DEF_RE.match(line)
+        if match and _indent_of(line) == base:
+            kind = "class" if line.lstrip().startswith("class") else "function"
+            out.setdefault(match.group(1), kind)
+    return out
+
+
+def _segment_name(code: str, path: str, index: int) -> str:
+    names = _top_level_defs(code)
+    return next(iter(names)) if names else f"{path}:{index}"
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def parse_genome(
+    files: dict[str, str], evolvable: Sequence[str], marker: str = DEFAULT_MARKER
+) -> Genome:
+    """Split every evolvable file into segments. GeError names the file and the fix."""
+    marker = marker.strip()
+    if not marker.startswith("#") or marker == "#":
+        raise GeError(
+            f"the segment marker {marker!r} is not a Python comment",
+            hint='use a comment such as "# --OPTION--" for [seed].marker',
+        )
+    if not evolvable:
+        raise GeError("no evolvable files are configured", hint="list them in [seed].files")
+    paths = tuple(dict.fromkeys(evolvable))
+    segments: list[Segment] = []
+    for path in paths:
+        if path not in files:
+            raise GeError(
+                f"the evolvable file {path} is not in the seed",
+                hint="check [seed].files against the files of [seed].dir",
+            )
+        text = files[path]
+        try:
+            ast.parse(text, filename=path)
+        except SyntaxError as exc:
+            raise GeError(
+                f"{path}:{exc.lineno}: the seed is not valid Python: {exc.msg}",
+                hint="fix the seed so that it runs before evolving it",
+            ) from exc
+        raw = _scan_file(path, text, marker)
+        if not raw:
+            raise GeError(
+                f"{path} has no segment marker, so nothing in it can evolve",
+                hint=f"put a line {marker!r} of its own above each part that may change",
+            )
+        for index, item in enumerate(raw):
+            code = _clean_code(item.body.code_lines)
+            segments.append(
+                Segment(
+                    file=path,
+                    index=index,
+                    start=item.start,
+                    end=item.end,
+                    code=code,
+                    notes=_lf("".join(n.text for n in item.body.notes)),
+                    name=_segment_name(code, path, index),
+                )
+            )
+    return Genome(dict(files), paths, marker, tuple(segments))
+
+
+def variant_id(files: dict[str, str], evolvable: Sequence[str]) -> str:
+    """First 16 hex chars of sha256 over the evolvable files sorted by path, ``path\\0content\\0``."""
+    digest = hashlib.sha256()
+    for path in sorted(set(evolvable)):
+        if path not in files:
+            raise GeError(f"the evolvable file {path} is missing", hint="check [seed].files")
+        digest.update(path.encode("utf-8") + b"\0")
+        digest.update(files[path].encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def differing_segments(a: Genome, b: Genome) -> list[str]:
+    """Keys of the segments whose code differs (or that exist in only one of the genomes)."""
+    codes_b = {s.key: s.code for s in b.segments}
+    keys_a = {s.key for s in a.segments}
+    out = [s.key for s in a.segments if codes_b.get(s.key) != s.code]
+    out += [s.key for s in b.segments if s.key not in keys_a]
+    return out
+
+
+def context_view(genome: Genome, key: str, placeholder: str = CONTEXT_PLACEHOLDER) -> str:
+    """The segment's file with that segment's body replaced by one placeholder line (LF)."""
+    seg = genome.segment(key)
+    text = genome.files[seg.file]
+    body = _scan_file(seg.file, text, genome.marker)[seg.index].body
+    line = f"{_segment_indent(seg.code, body)}{placeholder}\n"
+    return _lf(text[: seg.start] + body.lead + line + body.trail + text[seg.end :])
+
+
+def _segment_indent(code: str, body: _Body) -> str:
+    first = _first_code_line(_split_lines(code))
+    return _indent_of(first) if first is not None else body.marker_indent
+
+
+def _clean_new_code(new_code: str, marker: str) -> list[str]:
+    """LLM code as LF lines: NOTE blocks and an echoed leading marker removed, no blank edges."""
+    lines = _split_lines(_lf(new_code))
+    kept: list[str] = []
+    in_note = False
+    for line in lines:
+        if line.strip() == NOTE_MARKER:
+            in_note = not in_note
+            continue
+        if not in_note:
+            kept.append(line)
+    if in_note:  # a dangling NOTE line: keep what followed it, drop the delimiter only
+        kept = [line for line in lines if line.strip() != NOTE_MARKER]
+    kept = _strip_blank_edges(kept)
+    while kept and kept[0].strip() == marker:
+        kept = _strip_blank_edges(kept[1:])
+    for n, line in enumerate(kept, 1):
+        if line.strip() == marker:
+            raise SpliceError(
+                f"the new code contains the marker line {marker!r} (line {n}); return one segment only"
+            )
+    if kept and not kept[-1].endswith("\n"):
+        kept[-1] += "\n"
+    return kept
+
+
+def _indent_candidates(lines: list[str], base: str) -> list[list[str]]:
+    """Ways to fit the new code at indentation `base`, most plausible first.
+
+    As given; dedented and reindented to `base`; or with only its first line moved to `base`
+    (an LLM often strips the first line's indentation but keeps the rest).
+    """
+    first = _first_code_line(lines)
+    if first is None:
+        return [lines]
+    dedented = textwrap.dedent("".join(lines))
+    reindented = _split_lines("".join(base + x if x.strip() else x for x in _split_lines(dedented)))
+    k = lines.index(first)
+    fixed = [*lines[:k], base + first.lstrip(" \t"), *lines[k + 1 :]]
+    rest = [x for x in lines[k + 1 :] if x.strip()]
+    if _indent_of(first) == base:
+        order = [lines, reindented, fixed]
+    elif (
+        rest and first.rstrip().endswith(":") and min(len(_indent_of(x)) for x in rest) > len(base)
+    ):
+        order = [fixed, reindented, lines]
+    else:
+        order = [reindented, lines, fixed]
+    unique: list[list[str]] = []
+    for cand in order:
+        if cand not in unique:
+            unique.append(cand)
+    return unique
+
+
+def _attach_notes(code_lines: list[str], notes: Sequence[_Note], at_top: bool) -> list[str]:
+    """Insert the NOTE blocks after their anchor lines (or at the top)."""
+    if not notes:
+        return list(code_lines)
+    positions: list[int] = []
+    for note in notes:
+        pos = 0
+        if note.anchor is not None and not at_top:
+            seen = [i for i, line in enumerate(code_lines) if line.strip() == note.anchor]
+            if seen:
+                pos = (seen[note.occurrence] if note.occurrence < len(seen) else seen[0]) + 1
+        positions.append(pos)
+    out: list[str] = []
+    for i in range(len(code_lines) + 1):
+        out.extend(_lf(note.text) for note, pos in zip(notes, positions, strict=True) if pos == i)
+        if i < len(code_lines):
+            out.append(code_lines[i])
+    return out
+
+
+def _syntax_reason(exc: SyntaxError, first_row: int, n_lines: int) -> str:
+    row = (exc.lineno or first_row) - first_row + 1
+    row = min(max(row, 1), max(n_lines, 1))
+    return f"syntax error at line {row}: {exc.msg}"
+
+
+def _compile(text: str, path: str) -> ast.Module:
+    """Parse and compile (which also catches e.g. `return` outside a function); SyntaxError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text, filename=path)
+            compile(tree, path, "exec", dont_inherit=True)
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise SyntaxError(f"cannot parse: {type(exc).__name__}: {exc}") from exc
+    return tree
+
+
+def _defined_names(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def _check_kept_names(genome: Genome, seg: Segment, new_tree: ast.Module) -> None:
+    original = _top_level_defs(seg.code)
+    if not original:
+        return
+    missing = set(original) - _defined_names(new_tree)
+    if not missing:
+        return
+    text = genome.files[seg.file]
+    users: dict[str, str] = {}
+    for offset, name in _name_tokens(text):
+        if name in missing and not seg.start <= offset < seg.end:
+            users.setdefault(name, seg.file)
+    for path, other in genome.files.items():
+        if path == seg.file or not path.endswith(".py") or len(other) > _MAX_SCANNED_BYTES:
+            continue
+        for _, name in _name_tokens(other):
+            if name in missing:
+                users.setdefault(name, path)
+    for name in original:  # report in the segment's order
+        if name in users:
+            raise SpliceError(f"removed {original[name]} {name} used elsewhere in {users[name]}")
+
+
+def splice(genome: Genome, key: str, new_code: str) -> dict[str, str]:
+    """The new file mapping with exactly the segment `key` replaced by `new_code`.
+
+    NOTE blocks of the segment are re-attached unchanged; every byte outside the segment's
+    body stays as it was. Raises SpliceError when the result is rejected.
+    """
+    seg = genome.segment(key)
+    lines = _clean_new_code(new_code, genome.marker)
+    if not _has_code("".join(lines)):
+        raise SpliceError("empty code")
+    if "".join(lines) == seg.code:
+        return dict(genome.files)
+    text = genome.files[seg.file]
+    body = _scan_file(seg.file, text, genome.marker)[seg.index].body
+    eol = "\r\n" if "\r\n" in text else "\n"
+    base = _segment_indent(seg.code, body)
+    prefix = text[: seg.start]
+    if prefix and not prefix.endswith("\n"):  # a marker on the last line without a newline
+        prefix += eol
+    first_row = prefix.count("\n") + body.lead.count("\n") + 1
+    ends_without_newline = seg.end == len(text) and not body.trail and not text.endswith("\n")
+
+    def build(code_lines: list[str], notes: str) -> str:
+        """The new file; `notes` is "none" (code alone), "anchor" or "top"."""
+        attached = (
+            code_lines if notes == "none" else _attach_notes(code_lines, body.notes, notes == "top")
+        )
+        core = "".join(attached)
+        if eol != "\n":
+            core = core.replace("\n", eol)
+        if ends_without_newline and core.endswith(eol):
+            core = core[: -len(eol)]
+        return prefix + body.lead + core + body.trail + text[seg.end :]
+
+    chosen: list[str] | None = None
+    new_tree: ast.Module | None = None
+    first_error: SyntaxError | None = None
+    for cand in _indent_candidates(lines, base):
+        try:
+            new_tree = _compile(build(cand, "none"), seg.file)
+        except SyntaxError as exc:
+            first_error = first_error or exc
+            continue
+        chosen = cand
+        break
+    if chosen is None or new_tree is None:
+        assert first_error is not None
+        raise SpliceError(_syntax_reason(first_error, first_row, len(lines)))
+    new_text = build(chosen, "anchor")
+    if body.notes and not _same_tree(new_text, new_tree, seg.file):
+        new_text = build(chosen, "top")
+    new_raw = _scan_file_for_splice(seg.file, new_text, genome.marker)
+    if len(new_raw) != len(_scan_file(seg.file, text, genome.marker)):
+        raise SpliceError("the new code swallows a segment marker (an unterminated string?)")
+    _check_kept_names(genome, seg, new_tree)
+    files = dict(genome.files)
+    files[seg.file] = new_text
+    return files
+
+
+def _same_tree(text: str, tree: ast.Module, path: str) -> bool:
+    try:
+        return ast.dump(ast.parse(text, filename=path)) == ast.dump(tree)
+    except SyntaxError:
+        return False
+
+
+def _scan_file_for_splice(path: str, text: str, marker: str) -> list[_RawSegment]:
+    try:
+        return _scan_file(path, text, marker)
+    except GeError as exc:
+        raise SpliceError(f"the new code breaks the segment structure: {exc.message}") from exc

@@ -1,0 +1,254 @@
+"""Multi-objective selection on top of deap: NSGA-II parents, SPEA2 elites, a Pareto hall of fame.
+
+Individuals are variant ids with their metrics (`Scored`). `objectives` is a sequence of
+`(name, "max" | "min")` pairs (or objects with `.name` and `.direction`, such as the config's
+`Objective`); pass only the objectives that select, never a test metric. Invalid variants (failed,
+missing or non-finite metrics) are the caller's to drop: every function here raises `ValueError`
+on such a metric rather than guess.
+
+deap draws from the global `random` module; every call into deap that may draw runs with that
+state saved, seeded from this module's own source of randomness, and restored afterwards, so the
+results depend only on the arguments (and on the `rng` passed in) and never disturb other users
+of `random`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, Protocol
+
+from deap import base, tools
+from deap.tools.emo import assignCrowdingDist
+
+
+class _NamedObjective(Protocol):
+    name: str
+    direction: str
+
+
+ObjectiveSpec = tuple[str, str] | _NamedObjective
+_WEIGHT = {"max": 1.0, "min": -1.0}
+_SPEA2_SEED = 0x5EA2
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A variant id and its evaluation metrics."""
+
+    id: str
+    metrics: Mapping[str, float]
+
+
+# --------------------------------------------------------------------------- deap adapters
+
+
+def _weights(objectives: Sequence[ObjectiveSpec]) -> tuple[tuple[str, float], ...]:
+    """(name, +1.0 for max / -1.0 for min) per objective; ValueError on a malformed spec."""
+    out: list[tuple[str, float]] = []
+    for spec in objectives:
+        if isinstance(spec, (tuple, list)) and len(spec) == 2:
+            name, direction = spec
+        elif hasattr(spec, "name") and hasattr(spec, "direction"):
+            name, direction = spec.name, spec.direction
+        else:
+            raise ValueError(f"objective {spec!r} must be a (name, 'max'|'min') pair")
+        if direction not in _WEIGHT:
+            raise ValueError(f"objective {name!r}: direction {direction!r} must be 'max' or 'min'")
+        out.append((str(name), _WEIGHT[direction]))
+    if not out:
+        raise ValueError("at least one objective is needed for selection")
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"objective names must be unique, got {names}")
+    return tuple(out)
+
+
+def _values(item: Scored, weights: Sequence[tuple[str, float]]) -> tuple[float, ...]:
+    """The objective values of one individual; ValueError if one is missing or not finite."""
+    values = []
+    for name, _ in weights:
+        if name not in item.metrics:
+            raise ValueError(f"variant {item.id}: metric {name!r} is missing")
+        value = item.metrics[name]
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise ValueError(f"variant {item.id}: metric {name!r} = {value!r} is not a number")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"variant {item.id}: metric {name!r} = {value} is not finite")
+        values.append(value)
+    return tuple(values)
+
+
+class _Ind:
+    """What deap selects: a fitness plus the position of the Scored it stands for."""
+
+    __slots__ = ("fitness", "index", "rank")
+
+    def __init__(self, fitness: base.Fitness, index: int) -> None:
+        self.fitness = fitness
+        self.index = index
+        self.rank = 0
+
+
+def _wrap(
+    pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec], normalize: bool = False
+) -> list[_Ind]:
+    """deap individuals for `pop` (same order). `normalize` rescales each objective to [0, 1]
+    over `pop`, which leaves dominance unchanged but makes distances scale-free."""
+    weights = _weights(objectives)
+    fitness_cls = type("_Fitness", (base.Fitness,), {"weights": tuple(w for _, w in weights)})
+    rows = [_values(item, weights) for item in pop]
+    if normalize and rows:
+        columns = list(zip(*rows, strict=True))
+        lows = [min(col) for col in columns]
+        spans = [max(col) - low for col, low in zip(columns, lows, strict=True)]
+        rows = [
+            tuple(
+                (v - lo) / sp if sp > 0 else 0.0 for v, lo, sp in zip(row, lows, spans, strict=True)
+            )
+            for row in rows
+        ]
+    return [_Ind(fitness_cls(row), i) for i, row in enumerate(rows)]
+
+
+@contextmanager
+def _isolated_random(seed: int) -> Iterator[None]:
+    """Run deap code with the global `random` seeded to `seed`, restoring its state afterwards."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
+def _rank_and_crowd(inds: list[_Ind]) -> None:
+    """Set `rank` (0 = first front) and `fitness.crowding_dist` on every individual."""
+    for rank, front in enumerate(tools.sortNondominated(inds, len(inds))):
+        assignCrowdingDist(front)
+        for ind in front:
+            ind.rank = rank
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def dominates(a: Scored, b: Scored, objectives: Sequence[ObjectiveSpec]) -> bool:
+    """True if `a` is no worse than `b` in every objective and strictly better in one."""
+    ind_a, ind_b = _wrap([a, b], objectives)
+    return bool(ind_a.fitness.dominates(ind_b.fitness))
+
+
+def pareto_front(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -> list[Scored]:
+    """The non-dominated members of `pop`, in input order (ties in every objective all stay)."""
+    inds = _wrap(pop, objectives)
+    if not inds:
+        return []
+    front = tools.sortNondominated(inds, len(inds), first_front_only=True)[0]
+    return [pop[i] for i in sorted(ind.index for ind in front)]
+
+
+def spea2_elites(
+    pop: Sequence[Scored], k: int, objectives: Sequence[ObjectiveSpec]
+) -> list[Scored]:
+    """SPEA2 environmental selection of `min(k, len(pop))` distinct members of `pop`.
+
+    Objectives are rescaled to [0, 1] over `pop` first, so the density/truncation step is not
+    dominated by the objective with the largest units (e.g. a parameter count next to an accuracy).
+    """
+    inds = _wrap(pop, objectives, normalize=True)
+    if k <= 0 or not inds:
+        return []
+    with _isolated_random(_SPEA2_SEED):
+        chosen = tools.selSPEA2(inds, min(k, len(inds)))
+    return [pop[ind.index] for ind in chosen]
+
+
+def nsga2_parents(
+    pop: Sequence[Scored], n: int, objectives: Sequence[ObjectiveSpec], rng: random.Random
+) -> list[Scored]:
+    """`n` parents by binary tournament on NSGA-II rank, then crowding distance, then a coin flip.
+
+    Like deap's selTournamentDCD, contestants are drawn from successive random permutations of
+    `pop`, so every member takes part in about the same number of tournaments; unlike it, any
+    `n >= 0` works for any population size (members repeat when `n` exceeds the population).
+    Deterministic given the state of `rng`; the global `random` module is not used.
+    """
+    inds = _wrap(pop, objectives)
+    if n <= 0 or not inds:
+        return []
+    if len(inds) == 1:
+        return [pop[0]] * n
+    _rank_and_crowd(inds)
+
+    def winner(a: _Ind, b: _Ind) -> _Ind:
+        if a.rank != b.rank:
+            return a if a.rank < b.rank else b
+        crowd_a, crowd_b = a.fitness.crowding_dist, b.fitness.crowding_dist
+        if crowd_a != crowd_b:
+            return a if crowd_a > crowd_b else b
+        return a if rng.random() < 0.5 else b
+
+    queue: deque[_Ind] = deque()
+    chosen: list[Scored] = []
+    while len(chosen) < n:
+        if len(queue) < 2:
+            perm = rng.sample(inds, len(inds))
+            if queue and perm[0] is queue[-1]:  # never let an individual meet itself
+                perm[0], perm[1] = perm[1], perm[0]
+            queue.extend(perm)
+        first, second = queue.popleft(), queue.popleft()
+        chosen.append(pop[winner(first, second).index])
+    return chosen
+
+
+class HallOfFame:
+    """The best variants ever seen: a Pareto front bounded at `maxsize`.
+
+    `update` merges new variants (a known id takes its newest metrics), keeps the non-dominated
+    set, and while it is larger than `maxsize` removes the most crowded member (smallest crowding
+    distance, recomputed after each removal; among equals the most recently added goes first).
+    """
+
+    def __init__(self, maxsize: int, objectives: Sequence[ObjectiveSpec]) -> None:
+        if maxsize < 1:
+            raise ValueError(f"hall of fame size must be >= 1, got {maxsize}")
+        self.maxsize = maxsize
+        self.objectives: tuple[Any, ...] = tuple(objectives)
+        _weights(self.objectives)  # validate now
+        self._items: list[Scored] = []
+
+    def update(self, pop: Sequence[Scored]) -> None:
+        """Merge `pop` into the hall of fame."""
+        merged: dict[str, Scored] = {item.id: item for item in self._items}
+        for item in pop:
+            merged.pop(item.id, None)  # re-inserted at the end: newest
+            merged[item.id] = item
+        front = pareto_front(list(merged.values()), self.objectives)
+        while len(front) > self.maxsize:
+            inds = _wrap(front, self.objectives)
+            assignCrowdingDist(inds)
+            lowest = min(ind.fitness.crowding_dist for ind in inds)
+            drop = max(ind.index for ind in inds if ind.fitness.crowding_dist == lowest)
+            del front[drop]
+        self._items = front
+
+    @property
+    def items(self) -> list[Scored]:
+        """The members, oldest first."""
+        return list(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Scored]:
+        return iter(list(self._items))
+
+    def __contains__(self, variant_id: object) -> bool:
+        return any(item.id == variant_id for item in self._items)

@@ -1,0 +1,117 @@
+"""Small seeds and a code-writing fake LLM for engine tests and benchmarks."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from guided_evolution import seedinit
+
+from tests.support.openai_server import Action, reply
+
+_FENCE = re.compile(r"```(?:python)?\n(.*?)```", re.S)
+_INT = re.compile(r"(?<![\w.])(\d+)(?![\w.])")
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a str / bool / number / list value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def write_config(
+    path: Path, sections: dict[str, dict[str, Any]], objectives: list[dict[str, Any]]
+) -> None:
+    """Write a ge.toml from plain dicts (dotted section names allowed)."""
+    lines: list[str] = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    for obj in objectives:
+        lines.append("[[objectives]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in obj.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+def template_seed(directory: Path, **evolution: Any) -> Path:
+    """The `ge init` seed with a test-sized config (no GPU, quick generations)."""
+    seedinit.write_template(directory)
+    evo = {
+        "initial_population": 4,
+        "population": 4,
+        "elites": 2,
+        "hall_of_fame": 10,
+        "generations": 2,
+        "seed": 1,
+    }
+    evo.update(evolution)
+    write_config(
+        directory / "ge.toml",
+        {
+            "seed": {"files": ["model.py"]},
+            "llm": {"models": ["offline"], "timeout_s": 10, "retries": 1, "backoff_s": 0.01},
+            "evolution": evo,
+            "evaluator": {
+                "command": "python evaluate.py",
+                "check": "python evaluate.py --check",
+                "timeout_s": 60,
+            },
+            "executor": {"slots": 2, "gpus": []},
+        },
+        [{"name": "score", "direction": "max"}, {"name": "size", "direction": "min"}],
+    )
+    return directory
+
+
+def copy_seed(src: Path, dest: Path) -> Path:
+    """Copy a seed directory (without run output)."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("runs", "__pycache__"))
+    return dest
+
+
+class CodeWriter:
+    """A fake LLM that answers ge's prompts like a cooperative model would.
+
+    Reasoning requests (EoT step one) get prose; every other request gets the first code block of
+    the prompt back with one integer literal changed, so each child really differs.
+    """
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self.kinds: list[str] = []
+
+    def __call__(self, request: dict[str, Any]) -> Action:
+        user = [m for m in request["messages"] if m["role"] == "user"][-1]["content"]
+        with self._lock:
+            n = next(self._counter)
+        if "Do not write any code" in user:
+            self.kinds.append("reason")
+            return reply(f"Lesson {n}: smaller steps helped because the loss surface is smooth.")
+        blocks = _FENCE.findall(user)
+        if not blocks:
+            self.kinds.append("none")
+            return reply("I cannot help with that.")
+        code = blocks[0]
+        match = _INT.search(code.split("\n", 1)[1] if "\n" in code else code)
+        if match:
+            offset = len(code.split("\n", 1)[0]) + 1 if "\n" in code else 0
+            start, end = match.start(1) + offset, match.end(1) + offset
+            code = code[:start] + str(int(code[start:end]) + 1 + n % 3) + code[end:]
+        self.kinds.append("code")
+        return reply(
+            f"Here is the new version.\n\n```python\n{code.rstrip()}\n# revision {n}\n```\n",
+            120,
+            80,
+        )

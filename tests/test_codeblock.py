@@ -1,0 +1,112 @@
+"""Extracting the code block from an LLM reply."""
+
+from __future__ import annotations
+
+import pytest
+
+from guided_evolution.codeblock import ExtractionError, extract_code
+
+CODE = "def f(x):\n    return x + 1\n"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        f"```python\n{CODE}```",
+        f"Here is the improved segment:\n\n```python\n{CODE}```\n\nIt adds one.",
+        f"```\n{CODE}```",
+        f"```py\n{CODE}```",
+        f"```python3\n{CODE}```",
+        f"```Python title=model.py\n{CODE}```",
+        f"~~~python\n{CODE}~~~",
+        f"~~~\n{CODE}~~~\n",
+        f"```python\r\n{CODE.replace(chr(10), chr(13) + chr(10))}```\r\n",
+        f"Sure!\n```python\n{CODE}",  # truncated, but what is there parses
+        f"1. the code:\n   ```python\n   {CODE.replace(chr(10), chr(10) + '   ')}```",
+        f"````python\n{CODE}````",
+    ],
+    ids=[
+        "plain",
+        "prose-around",
+        "no-tag",
+        "py",
+        "python3",
+        "tag-with-extras",
+        "tilde",
+        "tilde-no-tag",
+        "crlf",
+        "truncated-but-parses",
+        "indented-fence",
+        "long-fence",
+    ],
+)
+def test_extracts_the_block(reply: str) -> None:
+    assert extract_code(reply) == CODE
+
+
+def test_takes_the_largest_python_block() -> None:
+    small = "x = 1\n"
+    reply = f"First:\n```python\n{small}```\nThen the whole thing:\n```python\n{CODE}```\n"
+    assert extract_code(reply) == CODE
+    reply = f"```python\n{CODE}```\nand a tiny one\n```python\n{small}```"
+    assert extract_code(reply) == CODE
+
+
+def test_prefers_python_blocks_over_other_languages() -> None:
+    shell = "pip install torch torchvision torchaudio && python train.py --epochs 100\n"
+    reply = f"```bash\n{shell}```\n```python\n{CODE}```"
+    assert extract_code(reply) == CODE
+
+
+def test_a_block_tagged_otherwise_that_is_python_code_is_accepted() -> None:
+    assert extract_code(f"```text\n{CODE}```") == CODE
+
+
+def test_keeps_indentation_of_a_method_body() -> None:
+    method = "    def forward(self, x):\n        return x\n"
+    assert extract_code(f"```python\n{method}```") == method
+
+
+def test_unfenced_code_is_accepted_when_it_looks_like_code() -> None:
+    assert extract_code(CODE) == CODE
+    assert extract_code("\n\nimport math\nY = math.pi\n\n") == "import math\nY = math.pi\n"
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ("", "empty reply"),
+        ("   \n\t\n", "empty reply"),
+        ("I cannot help with that.", "no code block"),
+        ("Sure", "no code block"),  # parses as Python but is not code
+        ("```bash\nls -la | grep foo\n```", "no code block"),
+        ("```python\n```", "empty code block"),
+        ("```python\ndef f(:\n    pass\n```", "syntax error at line 1:"),
+        ("```python\nx = 1\ny = (2\n```", "syntax error at line 2:"),
+        ("Here:\n```python\ndef f(x):\n    return (x +\n", "truncated reply: no closing fence"),
+    ],
+)
+def test_failures_have_named_reasons(reply: str, reason: str) -> None:
+    with pytest.raises(ExtractionError) as info:
+        extract_code(reply)
+    assert info.value.reason.startswith(reason)
+    assert "\n" not in info.value.reason
+
+
+def test_a_valid_smaller_block_wins_over_a_broken_larger_one() -> None:
+    broken = "def g(:\n" + "    pass\n" * 10
+    reply = f"```python\n{broken}```\n```python\n{CODE}```"
+    assert extract_code(reply) == CODE
+
+
+@pytest.mark.timeout(20)
+def test_a_megabyte_reply_is_handled() -> None:
+    body = "".join(f"v{i} = {i} * 2\n" for i in range(60_000))
+    reply = "Thinking... " * 2_000 + "\n```python\n" + body + "```\n" + "done " * 2_000
+    assert len(reply) > 1_000_000
+    assert extract_code(reply) == body
+    prose = ("word " * 200 + "\n") * 1_000
+    with pytest.raises(ExtractionError, match="no code block"):
+        extract_code(prose)
+    with pytest.raises(ExtractionError):
+        extract_code("```" + " " * 1_000_000 + "`")

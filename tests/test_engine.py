@@ -1,0 +1,371 @@
+"""End-to-end evolutions through the `ge` CLI: offline, through the real LLM path, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from guided_evolution.index import RunIndex
+from guided_evolution.store import GitStore
+from tests.support.openai_server import serve, status
+from tests.support.seeds import CodeWriter, template_seed, write_config
+
+
+def ge(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `ge` entry point in a subprocess."""
+    full_env = {**os.environ, "LITELLM_OFFLINE_MODE": "true", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "guided_evolution", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_json(*args: str, cwd: Path, env: dict[str, str] | None = None) -> dict:
+    proc = ge(*args, "--json", cwd=cwd, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "--git-dir", str(repo), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_offline_evolution_creates_evaluates_selects_and_merges(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", crossover_probability=1.0, generations=2)
+    summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert summary["finished"] and summary["stop_reason"] == "completed 2 generations"
+    assert summary["children"] >= 8 and summary["evaluated"] >= 8
+    assert summary["front"], "a Pareto front was selected"
+    repo = tmp_path / "run" / "repo.git"
+    merges = git(repo, "rev-list", "--merges", "--branches").split()
+    assert merges, "crossover children are merge commits"
+    parents = git(repo, "rev-list", "--parents", "-n", "1", merges[0]).split()
+    assert len(parents) == 3
+    assert (
+        subprocess.run(["git", "--git-dir", str(repo), "fsck"], capture_output=True).returncode == 0
+    )
+    index = RunIndex.open(tmp_path / "run" / "index.sqlite", readonly=True)
+    try:
+        assert index.last_generation().generation == 2
+        gen1 = index.get_generation(1)
+        assert gen1.elites and set(gen1.elites) <= set(index.get_generation(0).population)
+        # every variant is on its own branch named after its generation and id
+        for v in index.variants():
+            if v.operator != "seed":
+                assert v.branch == f"v/{v.generation}/{v.id}"
+    finally:
+        index.close()
+    best = run_json("best", str(tmp_path / "run"), cwd=tmp_path)
+    assert {"id", "branch", "metrics"} <= set(best["front"][0])
+
+
+def test_same_seed_same_run(tmp_path: Path) -> None:
+    ids = []
+    for name in ("a", "b"):
+        seed = template_seed(tmp_path / f"seed_{name}", generations=1)
+        run_json("run", str(seed), "--run-dir", str(tmp_path / name), cwd=tmp_path)
+        store = GitStore.open(tmp_path / name / "repo.git")
+        try:
+            ids.append(sorted(b.rsplit("/", 1)[-1] for b in store.branches("v/")))
+        finally:
+            store.close()
+    assert ids[0] == ids[1] and ids[0]
+
+
+def test_llm_evolution_through_real_http(tmp_path: Path) -> None:
+    writer = CodeWriter()
+    seed = template_seed(
+        tmp_path / "seed",
+        crossover_probability=1.0,
+        eot_probability=1.0,
+        eot_start_generation=1,
+        generations=2,
+    )
+    with serve([status(429, retry_after=0)], responder=writer) as server:
+        summary = run_json(
+            "run",
+            str(seed),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--model",
+            "openai/test-model",
+            "--api-base",
+            server.base_url,
+            cwd=tmp_path,
+            env={"OPENAI_API_KEY": "sk-test-secret"},
+        )
+        requests = len(server.requests)
+    assert summary["finished"]
+    assert summary["llm_calls"] >= requests - 1 > 0
+    assert "reason" in writer.kinds and "code" in writer.kinds
+    index = RunIndex.open(tmp_path / "run" / "index.sqlite", readonly=True)
+    try:
+        variants = index.variants()
+        ops = {v.operator for v in variants}
+        assert "crossover" in ops and "eot" in ops and "mutation" in ops
+        eot = next(v for v in variants if v.operator == "eot")
+        assert eot.eot_reflection and "Lesson" in eot.eot_reflection
+        assert index.reflections(eot.id)
+    finally:
+        index.close()
+    shown = run_json("show", str(tmp_path / "run"), eot.id, cwd=tmp_path)
+    assert shown["eot_reflection"] and shown["reply"] and shown["prompt"]
+    assert shown["operator"] == "eot" and shown["parents"]
+    # the API key reached the LLM client, never an evaluation log
+    for log in (tmp_path / "run" / "logs").iterdir():
+        assert "sk-test-secret" not in log.read_text(errors="replace")
+
+
+def test_resume_replays_cached_llm_calls_without_paying_twice(tmp_path: Path) -> None:
+    writer = CodeWriter()
+    seed = template_seed(tmp_path / "seed", generations=1)
+    run_dir = tmp_path / "run"
+    with serve(responder=writer) as server:
+        run_json(
+            "run",
+            str(seed),
+            "--run-dir",
+            str(run_dir),
+            "--model",
+            "openai/m",
+            "--api-base",
+            server.base_url,
+            cwd=tmp_path,
+        )
+        sent = len(server.requests)
+    # Forget the last generation, as if the run had been killed before it was recorded.
+    index = RunIndex.open(run_dir / "index.sqlite")
+    with index.transaction() as conn:
+        conn.execute("DELETE FROM generations WHERE generation = 1")
+        conn.execute("DELETE FROM meta WHERE key = 'finished'")
+    index.close()
+    with serve(responder=writer) as server:
+        summary = run_json("resume", str(run_dir), cwd=tmp_path)
+        assert len(server.requests) == 0, "every reply came from the cache"
+    assert summary["finished"] and sent > 0
+
+
+def _slow_seed(tmp_path: Path) -> Path:
+    seed = template_seed(tmp_path / "seed", generations=2, initial_population=6, population=6)
+    evaluate = seed / "evaluate.py"
+    evaluate.write_text(
+        evaluate.read_text().replace(
+            "    rng = random.Random(0)",
+            "    import time\n    time.sleep(0.4)\n    rng = random.Random(0)",
+        )
+    )
+    return seed
+
+
+def test_resume_after_kill_9_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+    seed = _slow_seed(tmp_path)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "LITELLM_OFFLINE_MODE": "true"}
+    for delay in (1.5, 2.5):
+        args = (
+            ["run", str(seed), "--run-dir", str(run_dir), "--json"]
+            if not run_dir.exists()
+            else ["resume", str(run_dir), "--json"]
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "guided_evolution", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    summary = run_json("resume", str(run_dir), cwd=tmp_path)
+    assert summary["finished"]
+    index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
+    try:
+        ok_per_variant: dict[str, int] = {}
+        for ev in index.evaluations():
+            if ev.status == "ok" and ev.stage == "evaluate":
+                ok_per_variant[ev.variant_id] = ok_per_variant.get(ev.variant_id, 0) + 1
+        assert ok_per_variant and max(ok_per_variant.values()) == 1, (
+            "no variant was evaluated to completion twice"
+        )
+        for v in index.variants():
+            assert v.status in ("evaluated", "failed"), (v.id, v.status)
+    finally:
+        index.close()
+    assert (
+        subprocess.run(
+            ["git", "--git-dir", str(run_dir / "repo.git"), "fsck"], capture_output=True
+        ).returncode
+        == 0
+    )
+    doctor = ge("doctor", str(run_dir), "--json", cwd=tmp_path)
+    assert doctor.returncode == 0 and json.loads(doctor.stdout)["ok"], doctor.stdout
+
+
+def test_second_process_on_same_run_refuses(tmp_path: Path) -> None:
+    seed = _slow_seed(tmp_path)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "LITELLM_OFFLINE_MODE": "true"}
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "guided_evolution",
+            "run",
+            str(seed),
+            "--run-dir",
+            str(run_dir),
+            "--json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 30
+        while not (run_dir / "lock").exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)
+        second = ge("resume", str(run_dir), cwd=tmp_path)
+        assert second.returncode == 2
+        assert "in use by another ge process" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda s: (s / "ge.toml").write_text("[evolution\n"), "invalid TOML"),
+        (
+            lambda s: (s / "ge.toml").write_text(
+                (s / "ge.toml").read_text() + "\n[bogus]\nx = 1\n"
+            ),
+            "unknown key 'bogus'",
+        ),
+        (
+            lambda s: (s / "ge.toml").write_text(
+                (s / "ge.toml").read_text().replace("population = 4", "population = -4", 1)
+            ),
+            "initial_population",
+        ),
+        (lambda s: (s / "model.py").unlink(), "model.py not found"),
+        (lambda s: (s / "model.py").write_text("def f():\n    return 1\n"), "marker"),
+        (
+            lambda s: (s / "model.py").write_text(
+                '"""\n# --OPTION--\n"""\n# --OPTION--\ndef f():\n    return 1\n'
+            ),
+            "string",
+        ),
+        (
+            lambda s: (s / "ge.toml").write_text(
+                (s / "ge.toml")
+                .read_text()
+                .replace('command = "python evaluate.py"', 'command = "no-such-evaluator --go"')
+            ),
+            "not found",
+        ),
+    ],
+    ids=[
+        "malformed-toml",
+        "unknown-key",
+        "bad-value",
+        "missing-seed-file",
+        "no-markers",
+        "marker-in-string",
+        "missing-evaluator",
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    tmp_path: Path, mutate, expected: str
+) -> None:
+    seed = template_seed(tmp_path / "seed")
+    mutate(seed)
+    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "runs" / "x"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_unwritable_run_directory_is_a_clear_error(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = ge("run", str(seed), "--run-dir", str(blocker / "run"), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "run directory" in proc.stderr
+
+
+def test_budget_stops_the_run_cleanly(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", generations=3)
+    cfg = (
+        (seed / "ge.toml")
+        .read_text()
+        .replace(
+            'models = ["offline"]',
+            'models = [{ model = "openai/priced", input_cost_per_token = 0.001, output_cost_per_token = 0.001 }]\nbudget_usd = 0.5',
+        )
+    )
+    (seed / "ge.toml").write_text(cfg)
+    with serve(responder=CodeWriter()) as server:
+        summary = run_json(
+            "run",
+            str(seed),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--api-base",
+            server.base_url,
+            cwd=tmp_path,
+        )
+    assert summary["finished"] and "budget" in summary["stop_reason"]
+    # each call costs 0.2 USD: at most `concurrency` calls can overshoot the 0.5 USD budget
+    assert summary["cost_usd"] <= 0.5 + 4 * 0.2 + 1e-9
+
+
+def test_config_override_flags_win(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", generations=3)
+    summary = run_json(
+        "run",
+        str(seed),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--generations",
+        "0",
+        "--initial-population",
+        "2",
+        cwd=tmp_path,
+    )
+    assert summary["generation"] == 0 and summary["children"] <= 2
+    frozen = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert frozen["config"]["evolution"]["generations"] == 0
+
+
+def test_write_config_helper_roundtrip(tmp_path: Path) -> None:
+    from guided_evolution.config import load_config
+
+    write_config(
+        tmp_path / "ge.toml",
+        {"evaluator": {"command": "true"}},
+        [{"name": "a", "direction": "min"}],
+    )
+    assert load_config(tmp_path / "ge.toml").objectives[0].direction == "min"
