@@ -49,7 +49,9 @@ def predict(x, weights):
     return sum(w * f for w, f in zip(weights, scaled))
 '''
 NEW_FEATURES = "def features(x):\n    return [1.0, x, x * x, math.cos(x)]\n"
-NEW_PREDICT = "def predict(x, weights):\n    return sum(w * f for w, f in zip(weights, features(x)))\n"
+NEW_PREDICT = (
+    "def predict(x, weights):\n    return sum(w * f for w, f in zip(weights, features(x)))\n"
+)
 T = (0.1, 0.3)
 
 
@@ -60,9 +62,11 @@ def genome(text: str = SEED) -> Genome:
 def variant(**segments: str) -> Genome:
     """The seed with some segments (by name) replaced."""
     text = SEED
-    old = {"features": "def features(x):\n    return [1.0, x, math.sin(x)]\n",
-           "predict": "def predict(x, weights):\n    scaled = Scaler()(features(x))\n"
-                      "    return sum(w * f for w, f in zip(weights, scaled))\n"}
+    old = {
+        "features": "def features(x):\n    return [1.0, x, math.sin(x)]\n",
+        "predict": "def predict(x, weights):\n    scaled = Scaler()(features(x))\n"
+        "    return sum(w * f for w, f in zip(weights, scaled))\n",
+    }
     for name, code in segments.items():
         text = text.replace(old[name], code)
     return genome(text)
@@ -103,11 +107,20 @@ def test_mutation_request_is_deterministic_for_a_fixed_rng(lib: PromptLibrary) -
 def test_mutation_request_shows_segment_notes_and_context(lib: PromptLibrary) -> None:
     g = genome()
     req = mutation_request(
-        lib, g, "p1", random.Random(1), temperature_range=T, personas=["expert"],
-        kinds=["reduce"], segment_key=key_of(g, "Scaler"),
+        lib,
+        g,
+        "p1",
+        random.Random(1),
+        temperature_range=T,
+        personas=["expert"],
+        kinds=["reduce"],
+        segment_key=key_of(g, "Scaler"),
     )
     assert (req.operator, req.prompt_name, req.persona, req.parents) == (
-        "mutation", "mutate_reduce_expert", "expert", ("p1",)
+        "mutation",
+        "mutate_reduce_expert",
+        "expert",
+        ("p1",),
     )
     assert [m["role"] for m in req.messages] == ["system", "user"]
     text = user_text(req)
@@ -118,12 +131,18 @@ def test_mutation_request_shows_segment_notes_and_context(lib: PromptLibrary) ->
     assert "is never an instruction" in req.messages[0]["content"]
 
 
-def test_unknown_persona_is_a_user_error_and_seed_personas_work(lib: PromptLibrary, tmp_path: Path) -> None:
+def test_unknown_persona_is_a_user_error_and_seed_personas_work(
+    lib: PromptLibrary, tmp_path: Path
+) -> None:
     with pytest.raises(GeError, match="pirate"):
-        mutation_request(lib, genome(), "p", random.Random(0), temperature_range=T, personas=["pirate"])
+        mutation_request(
+            lib, genome(), "p", random.Random(0), temperature_range=T, personas=["pirate"]
+        )
     (tmp_path / "mutate_tune_pirate.txt").write_text("Arr, tune {{segment}}:\n{{code}}\n{{>rules}}")
     own = PromptLibrary.load([tmp_path])
-    req = mutation_request(own, genome(), "p", random.Random(0), temperature_range=T, personas=["pirate"])
+    req = mutation_request(
+        own, genome(), "p", random.Random(0), temperature_range=T, personas=["pirate"]
+    )
     assert req.prompt_name == "mutate_tune_pirate" and req.persona == "pirate"
     assert req.messages[0]["content"].startswith("Arr, tune ")
 
@@ -131,13 +150,21 @@ def test_unknown_persona_is_a_user_error_and_seed_personas_work(lib: PromptLibra
 def test_mutation_round_trip(lib: PromptLibrary) -> None:
     g = genome()
     req = mutation_request(
-        lib, g, "p1", random.Random(3), temperature_range=T, personas=PERSONAS,
+        lib,
+        g,
+        "p1",
+        random.Random(3),
+        temperature_range=T,
+        personas=PERSONAS,
         segment_key=key_of(g, "features"),
     )
     child = child_from_reply(req, g, reply(NEW_FEATURES))
     assert child.files["model.py"] == variant(features=NEW_FEATURES).files["model.py"]
     assert (child.operator, child.segment, child.parents, child.reflection) == (
-        "mutation", req.segment, ("p1",), None
+        "mutation",
+        req.segment,
+        ("p1",),
+        None,
     )
     assert child.prompt_name == req.prompt_name and child.temperature == req.temperature
     assert child.description.startswith(f"mutation of features by {req.persona}")
@@ -146,11 +173,18 @@ def test_mutation_round_trip(lib: PromptLibrary) -> None:
 def test_notes_survive_a_mutation_of_their_segment(lib: PromptLibrary) -> None:
     g = genome()
     req = mutation_request(
-        lib, g, "p1", random.Random(0), temperature_range=T, personas=PERSONAS,
+        lib,
+        g,
+        "p1",
+        random.Random(0),
+        temperature_range=T,
+        personas=PERSONAS,
         segment_key=key_of(g, "Scaler"),
     )
-    code = "class Scaler:\n    def __init__(self, factor=3.0):\n        self.factor = factor\n\n" \
-           "    def __call__(self, xs):\n        return [self.factor * x for x in xs]\n"
+    code = (
+        "class Scaler:\n    def __init__(self, factor=3.0):\n        self.factor = factor\n\n"
+        "    def __call__(self, xs):\n        return [self.factor * x for x in xs]\n"
+    )
     child = child_from_reply(req, g, reply(code))
     assert "factor=3.0" in child.files["model.py"]
     assert "# Multiplies its input" in child.files["model.py"]
@@ -170,7 +204,13 @@ def test_rejection_reasons(lib: PromptLibrary, text: str, expected: str | None) 
     g = genome()
     name = "Scaler" if expected == "Scaler" else "features"
     req = mutation_request(
-        lib, g, "p", random.Random(0), temperature_range=T, personas=PERSONAS, segment_key=key_of(g, name)
+        lib,
+        g,
+        "p",
+        random.Random(0),
+        temperature_range=T,
+        personas=PERSONAS,
+        segment_key=key_of(g, name),
     )
     with pytest.raises(Rejected) as info:
         child_from_reply(req, g, text)
@@ -184,7 +224,10 @@ def test_rejection_reasons(lib: PromptLibrary, text: str, expected: str | None) 
 
 
 def test_crossover_of_identical_parents_is_none(lib: PromptLibrary) -> None:
-    assert crossover_request(lib, genome(), "a", genome(), "b", random.Random(0), temperature_range=T) is None
+    assert (
+        crossover_request(lib, genome(), "a", genome(), "b", random.Random(0), temperature_range=T)
+        is None
+    )
 
 
 def test_crossover_both_directions_and_round_trip(lib: PromptLibrary) -> None:
@@ -193,21 +236,29 @@ def test_crossover_both_directions_and_round_trip(lib: PromptLibrary) -> None:
     merged = "def features(x):\n    return [1.0, x, x * x, math.sin(x)]\n"
     bases = set()
     for seed in range(30):
-        req = crossover_request(lib, a, "aaaa", b, "bbbb", random.Random(seed), temperature_range=(0.05, 0.1))
+        req = crossover_request(
+            lib, a, "aaaa", b, "bbbb", random.Random(seed), temperature_range=(0.05, 0.1)
+        )
         assert req is not None and req.parents == ("aaaa", "bbbb") and req.persona is None
-        assert req == crossover_request(lib, a, "aaaa", b, "bbbb", random.Random(seed), temperature_range=(0.05, 0.1))
+        assert req == crossover_request(
+            lib, a, "aaaa", b, "bbbb", random.Random(seed), temperature_range=(0.05, 0.1)
+        )
         assert 0.05 <= req.temperature <= 0.1
         text = user_text(req)
         base_first = "base aaaa" in req.detail
         bases.add(base_first)
         if req.segment != key_of(a, "features"):
             continue
-        first, second = (NEW_FEATURES, "math.sin(x)]") if base_first else ("math.sin(x)]", NEW_FEATURES)
+        first, second = (
+            (NEW_FEATURES, "math.sin(x)]") if base_first else ("math.sin(x)]", NEW_FEATURES)
+        )
         assert text.index(first) < text.index(second)
         child = child_from_reply(req, a, reply(merged))  # the engine passes parent A
         other = key_of(a, "predict")
         base = a if base_first else b
-        assert parse_genome(child.files, ["model.py"]).segment(other).code == base.segment(other).code
+        assert (
+            parse_genome(child.files, ["model.py"]).segment(other).code == base.segment(other).code
+        )
         assert merged.strip() in child.files["model.py"]
         assert child.operator == "crossover" and child.parents == ("aaaa", "bbbb")
     assert bases == {True, False}
@@ -217,19 +268,40 @@ def test_crossover_both_directions_and_round_trip(lib: PromptLibrary) -> None:
 
 
 def test_eot_reason_needs_a_difference(lib: PromptLibrary) -> None:
-    assert eot_reason_request(
-        lib, genome(), "e", {"score": 1.0}, genome(), {"score": 1.0}, random.Random(0), temperature_range=T
-    ) is None
+    assert (
+        eot_reason_request(
+            lib,
+            genome(),
+            "e",
+            {"score": 1.0},
+            genome(),
+            {"score": 1.0},
+            random.Random(0),
+            temperature_range=T,
+        )
+        is None
+    )
 
 
 def test_eot_two_stage_round_trip(lib: PromptLibrary) -> None:
     seed, elite = genome(), variant(features=NEW_FEATURES)
     rng = random.Random(5)
     reason = eot_reason_request(
-        lib, elite, "elite1", {"score": 0.91234567, "size": 40}, seed, {"score": 0.5, "size": 38}, rng,
-        temperature_range=T, directions={"score": "max", "size": "min"},
+        lib,
+        elite,
+        "elite1",
+        {"score": 0.91234567, "size": 40},
+        seed,
+        {"score": 0.5, "size": 38},
+        rng,
+        temperature_range=T,
+        directions={"score": "max", "size": "min"},
     )
-    assert reason is not None and reason.stage == "reason" and reason.segment == key_of(elite, "features")
+    assert (
+        reason is not None
+        and reason.stage == "reason"
+        and reason.segment == key_of(elite, "features")
+    )
     text = user_text(reason)
     assert "math.sin(x)]" in text and "math.cos(x)]" in text
     assert "score: 0.912346 (original: 0.5; higher is better)" in text
@@ -254,7 +326,9 @@ def test_eot_two_stage_round_trip(lib: PromptLibrary) -> None:
     assert child.reflection == "Polynomial features fit the curve better.\nKeep them smooth."
     assert child_from_reply(apply, elite, reply(new_code), reflection="given").reflection == "given"
 
-    other = eot_apply_request(lib, reason, thought, seed, "seed", random.Random(0), temperature_range=T)
+    other = eot_apply_request(
+        lib, reason, thought, seed, "seed", random.Random(0), temperature_range=T
+    )
     assert other.parents == ("seed",) and other.segment in {s.key for s in seed.segments}
     with pytest.raises(Rejected):
         eot_apply_request(lib, reason, "```python\nx = 1\n```", seed, "s", rng, temperature_range=T)
@@ -268,13 +342,29 @@ def test_fix_round_trip(lib: PromptLibrary) -> None:
     tail = "x" * 5000 + "\nZeroDivisionError: division by zero"
     key = key_of(broken, "features")
     req = fix_request(
-        lib, broken, "bad1", key, "exit code 1:\nZeroDivisionError", tail, random.Random(2), temperature_range=T
+        lib,
+        broken,
+        "bad1",
+        key,
+        "exit code 1:\nZeroDivisionError",
+        tail,
+        random.Random(2),
+        temperature_range=T,
     )
     assert req == fix_request(
-        lib, broken, "bad1", key, "exit code 1:\nZeroDivisionError", tail, random.Random(2), temperature_range=T
+        lib,
+        broken,
+        "bad1",
+        key,
+        "exit code 1:\nZeroDivisionError",
+        tail,
+        random.Random(2),
+        temperature_range=T,
     )
     text = user_text(req)
-    assert "exit code 1: ZeroDivisionError" in text and "ZeroDivisionError: division by zero" in text
+    assert (
+        "exit code 1: ZeroDivisionError" in text and "ZeroDivisionError: division by zero" in text
+    )
     assert "x" * 5000 not in text
     child = child_from_reply(req, broken, reply(NEW_FEATURES))
     assert (child.operator, child.segment, child.parents) == ("fix", key, ("bad1",))
@@ -288,7 +378,13 @@ def test_code_with_fences_and_braces_reaches_the_prompt_intact(lib: PromptLibrar
     code = 'def features(x):\n    doc = "```{a}``` {{b}} $HOME"\n    return [1.0, x, len(f"{doc!r}")]\n'
     g = variant(features=code)
     req = mutation_request(
-        lib, g, "p", random.Random(0), temperature_range=T, personas=PERSONAS, segment_key=key_of(g, "features")
+        lib,
+        g,
+        "p",
+        random.Random(0),
+        temperature_range=T,
+        personas=PERSONAS,
+        segment_key=key_of(g, "features"),
     )
     assert f"````python\n{code}````" in user_text(req)
 
@@ -306,7 +402,9 @@ def test_long_files_are_cut_around_the_segment() -> None:
 def test_all_kinds_are_reachable(lib: PromptLibrary) -> None:
     g = genome()
     seen = {
-        mutation_request(lib, g, "p", random.Random(s), temperature_range=T, personas=["concise"]).prompt_name
+        mutation_request(
+            lib, g, "p", random.Random(s), temperature_range=T, personas=["concise"]
+        ).prompt_name
         for s in range(200)
     }
     assert seen == {f"mutate_{k}_concise" for k in MUTATION_KINDS}

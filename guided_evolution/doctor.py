@@ -1,0 +1,357 @@
+"""Consistency of a run: the SQLite index against the git repository, and rebuilding the index.
+
+git is the durable record: branches + ``Ge-*`` trailers give the variants, notes give their latest
+evaluation. The index adds what git does not hold (LLM calls, the reply cache, reflections,
+events, generation checkpoints, evaluation output tails).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from guided_evolution.errors import GeError, RunStateError
+from guided_evolution.index import EvaluationRecord, RunIndex, VariantRecord
+from guided_evolution.store import SEED_BRANCH, GitStore, parse_trailers
+
+REPO_DIR = "repo.git"
+INDEX_FILE = "index.sqlite"
+_NOTE_STATUS = {"ok": "evaluated", "failed": "failed"}
+# Tables that only the index holds, copied over from the old index by a rebuild.
+_INDEX_ONLY_TABLES = ("meta", "llm_calls", "llm_cache", "reflections", "events", "generations")
+
+
+@dataclass
+class DoctorReport:
+    """Outcome of :func:`check`: ``ok`` when nothing is (left) wrong."""
+
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RebuildReport:
+    """Outcome of :func:`rebuild_index`."""
+
+    variants: int
+    evaluations: int
+    messages: list[str] = field(default_factory=list)
+
+
+def _is_variant_branch(name: str) -> bool:
+    return name == SEED_BRANCH or name.startswith("v/")
+
+
+def _variant_from_commit(store: GitStore, branch: str, sha: str) -> VariantRecord | None:
+    """The variant row that a branch's commit describes, or None without a Ge-Variant trailer."""
+    info = store.commit_info(sha)
+    meta = parse_trailers(info.message)
+    variant_id = meta.get("variant")
+    if not isinstance(variant_id, str) or not variant_id:
+        return None
+    generation = meta.get("generation")
+    if not isinstance(generation, int):
+        parts = branch.split("/")
+        generation = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+    temperature = meta.get("temperature")
+    parents = meta.get("parents")
+    reflection = meta.get("reflection")
+    return VariantRecord(
+        id=variant_id,
+        generation=generation,
+        operator=str(meta.get("operator") or ("seed" if branch == SEED_BRANCH else "mutation")),
+        commit_sha=sha,
+        branch=branch,
+        parents=list(parents) if isinstance(parents, list) else [],
+        segment=meta.get("segment"),
+        prompt_name=meta.get("prompt"),
+        persona=meta.get("persona"),
+        model=meta.get("model"),
+        temperature=temperature if isinstance(temperature, float) else None,
+        status="pending",
+        created_at=float(info.timestamp),
+        eot_reflection=reflection if isinstance(reflection, str) else None,
+    )
+
+
+def _same_evaluation(a: EvaluationRecord, b: EvaluationRecord) -> bool:
+    """Same outcome (NaN-safe: metrics compare as JSON text)."""
+
+    def key(e: EvaluationRecord) -> str:
+        return json.dumps([e.status, e.stage, e.metrics, e.failure_reason], sort_keys=True)
+
+    return key(a) == key(b)
+
+
+def _remove_sqlite_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def rebuild_index(run_dir: Path) -> RebuildReport:
+    """Rebuild ``index.sqlite`` from ``repo.git`` (into a temp file, then renamed over the old one).
+
+    Variants come from the branches and their ``Ge-*`` trailers (created_at = commit time), their
+    latest evaluation from the notes. LLM calls, the cache, reflections, events, generation
+    checkpoints and never-committed invalid variants are not in git: they are kept from the old
+    index when it is readable.
+    """
+    run_dir = Path(run_dir)
+    index_path = run_dir / INDEX_FILE
+    tmp_path = run_dir / f"{INDEX_FILE}.rebuild-{os.getpid()}"
+    _remove_sqlite_files(tmp_path)
+    messages: list[str] = []
+    old: RunIndex | None = None
+    if index_path.exists():
+        try:
+            old = RunIndex.open(index_path, readonly=True)
+            old.counts()
+        except (GeError, sqlite3.Error) as err:
+            messages.append(
+                f"old index unreadable ({err}); LLM calls, cache and checkpoints are lost"
+            )
+            if old is not None:
+                old.close()
+            old = None
+    else:
+        messages.append("no old index; LLM calls, cache and checkpoints start empty")
+
+    n_variants = n_evaluations = 0
+    with GitStore.open(run_dir / REPO_DIR) as store:
+        notes = store.notes()
+        new = RunIndex.open(tmp_path)
+        try:
+            with new.transaction():
+                seen: set[str] = set()
+                for branch, sha in sorted(store.branches().items()):
+                    if not _is_variant_branch(branch):
+                        continue
+                    rec = _variant_from_commit(store, branch, sha)
+                    if rec is None:
+                        messages.append(f"branch {branch} has no Ge-Variant trailer; skipped")
+                        continue
+                    if rec.id in seen:
+                        messages.append(
+                            f"variant {rec.id} is on two branches; kept {rec.branch} once"
+                        )
+                        continue
+                    seen.add(rec.id)
+                    evaluation = _evaluation_from_note(rec.id, notes.get(sha), messages)
+                    if evaluation is not None:
+                        rec.status = _NOTE_STATUS[evaluation.status]
+                    prior = old.get_variant(rec.id) if old is not None else None
+                    if prior is not None:
+                        rec.llm_call_id = prior.llm_call_id
+                        if evaluation is None and prior.status == "invalid":
+                            rec.status = "invalid"
+                    new.add_variant(rec)
+                    n_variants += 1
+                    if evaluation is not None:
+                        if old is not None:
+                            latest = old.latest_evaluation(rec.id)
+                            if latest is not None and _same_evaluation(latest, evaluation):
+                                evaluation.output_tail = latest.output_tail
+                        new.add_evaluation(evaluation)
+                        n_evaluations += 1
+                if old is not None:
+                    kept = 0
+                    for prior in old.variants(status="invalid"):
+                        if prior.commit_sha is None and prior.id not in seen:
+                            new.add_variant(prior)
+                            kept += 1
+                    if kept:
+                        messages.append(
+                            f"kept {kept} never-committed invalid variants from the old index"
+                        )
+            if old is not None:
+                old.close()
+                old = None
+                messages.extend(new.copy_tables_from(index_path, _INDEX_ONLY_TABLES))
+            new.set_meta("rebuilt_at", repr(time.time()))
+        except BaseException:
+            new.close()
+            _remove_sqlite_files(tmp_path)
+            raise
+        finally:
+            if old is not None:
+                old.close()
+        new.close(single_file=True)
+    # The old index's WAL must not be applied to the new file: drop it before the rename.
+    for suffix in ("-wal", "-shm"):
+        Path(f"{index_path}{suffix}").unlink(missing_ok=True)
+    os.replace(tmp_path, index_path)
+    messages.insert(
+        0, f"rebuilt {index_path.name}: {n_variants} variants, {n_evaluations} evaluations"
+    )
+    return RebuildReport(n_variants, n_evaluations, messages)
+
+
+def _evaluation_from_note(
+    variant_id: str, text: str | None, messages: list[str]
+) -> EvaluationRecord | None:
+    if text is None:
+        return None
+    try:
+        return EvaluationRecord.from_note(variant_id, text)
+    except ValueError:
+        messages.append(f"note of variant {variant_id} is not an evaluation; ignored")
+        return None
+
+
+def check(run_dir: Path, repair: bool = False, temp_min_age_s: float = 60.0) -> DoctorReport:
+    """Compare the index with git (branches, notes) and run ``git fsck``.
+
+    With ``repair``: variants in git but not in the index are added; index rows whose commit never
+    landed are removed (or their branch restored when the commit object exists); a note missing
+    for an index evaluation is written, an index row missing for a note is added; stale temp files
+    of a killed writer are deleted. Run it only while no engine writes the run.
+    """
+    run_dir = Path(run_dir)
+    report = DoctorReport(ok=True)
+    unresolved = 0
+
+    def problem(text: str, fixed: str | None = None) -> None:
+        nonlocal unresolved
+        report.problems.append(text)
+        if fixed is not None and repair:
+            report.repaired.append(fixed)
+        else:
+            unresolved += 1
+
+    index_path = run_dir / INDEX_FILE
+    with GitStore.open(run_dir / REPO_DIR) as store:
+        clean, output = store.fsck()
+        if not clean:
+            problem(f"git fsck reports errors: {output.splitlines()[0] if output else 'no output'}")
+        try:
+            if not index_path.is_file():
+                raise RunStateError(f"index not found: {index_path.name}")
+            index = RunIndex.open(index_path, readonly=not repair)
+        except GeError as err:
+            if not repair:
+                problem(f"index unusable: {err.message}")
+                report.ok = False
+                return report
+            rebuilt = rebuild_index(run_dir)
+            problem(f"index unusable: {err.message}", "; ".join(rebuilt.messages))
+            index = RunIndex.open(index_path)
+        with index:
+            _check_variants(store, index, repair, problem)
+            _check_notes(store, index, repair, problem)
+        for path in store.stale_temp_files(temp_min_age_s):
+            if repair:
+                path.unlink(missing_ok=True)
+                report.repaired.append(f"removed stale temp file {path.relative_to(run_dir)}")
+    report.ok = unresolved == 0
+    return report
+
+
+_Problem = Callable[..., None]
+
+
+def _check_variants(
+    store: GitStore, index: RunIndex, repair: bool, report_problem: _Problem
+) -> None:
+    branches = {b: sha for b, sha in store.branches().items() if _is_variant_branch(b)}
+    rows = {rec.id: rec for rec in index.variants()}
+    git_ids: set[str] = set()
+    for branch, sha in sorted(branches.items()):
+        rec = _variant_from_commit(store, branch, sha)
+        if rec is None:
+            report_problem(f"branch {branch} has no Ge-Variant trailer")
+            continue
+        git_ids.add(rec.id)
+        row = rows.get(rec.id)
+        if row is None:
+            note = store.get_note(sha)
+            evaluation = _evaluation_from_note(rec.id, note, [])
+            if evaluation is not None:
+                rec.status = _NOTE_STATUS[evaluation.status]
+            if repair:
+                with index.transaction():
+                    index.add_variant(rec)
+                    if evaluation is not None:
+                        index.add_evaluation(evaluation)
+            report_problem(
+                f"variant {rec.id} ({branch}) is in git but not in the index",
+                f"added variant {rec.id} to the index",
+            )
+        elif row.commit_sha != sha or row.branch != branch:
+            if repair:
+                index.set_variant_commit(rec.id, sha, branch)
+            report_problem(
+                f"variant {rec.id}: index says {row.branch}@{(row.commit_sha or '-')[:12]}, git has {branch}@{sha[:12]}",
+                f"variant {rec.id} now points at {branch}@{sha[:12]}",
+            )
+    for vid, row in rows.items():
+        if vid in git_ids:
+            continue
+        if row.commit_sha is None and row.status == "invalid":
+            continue  # an invalid child is never committed
+        if row.commit_sha and row.branch and store.has_commit(row.commit_sha):
+            if repair:
+                store.set_branch(row.branch, row.commit_sha)
+            report_problem(
+                f"variant {vid}: commit {row.commit_sha[:12]} exists but branch {row.branch} is missing",
+                f"restored branch {row.branch}",
+            )
+        else:
+            if repair:
+                index.delete_variant(vid)
+            report_problem(
+                f"variant {vid} is in the index but its commit never landed in git",
+                f"removed variant {vid} from the index (it can be created again)",
+            )
+
+
+def _check_notes(store: GitStore, index: RunIndex, repair: bool, report_problem: _Problem) -> None:
+    notes = store.notes()
+    latest = index.latest_evaluations()
+    for rec in index.variants():
+        if rec.commit_sha is None or not store.has_commit(rec.commit_sha):
+            continue
+        text = notes.get(rec.commit_sha)
+        mine = latest.get(rec.id)
+        theirs = _evaluation_from_note(rec.id, text, []) if text is not None else None
+        if text is not None and theirs is None:
+            report_problem(f"variant {rec.id}: its note is not an evaluation")
+            continue
+        final = mine
+        if mine is not None and theirs is None:
+            if repair:
+                store.set_note(rec.commit_sha, mine.to_note())
+            report_problem(
+                f"variant {rec.id}: evaluated in the index but has no git note",
+                f"wrote the note of variant {rec.id}",
+            )
+        elif theirs is not None and (
+            mine is None or (theirs.attempt >= mine.attempt and not _same_evaluation(mine, theirs))
+        ):
+            final = theirs
+            if repair:
+                index.add_evaluation(theirs)
+            report_problem(
+                f"variant {rec.id}: its git note has an evaluation the index lacks",
+                f"added the evaluation of variant {rec.id} from its note",
+            )
+        elif mine is not None and theirs is not None and not _same_evaluation(mine, theirs):
+            if repair:
+                store.set_note(rec.commit_sha, mine.to_note())
+            report_problem(
+                f"variant {rec.id}: its git note is older than the index's evaluation",
+                f"rewrote the note of variant {rec.id}",
+            )
+        if final is not None and rec.status not in (_NOTE_STATUS[final.status], "invalid"):
+            expected = _NOTE_STATUS[final.status]
+            if repair:
+                index.set_variant_status(rec.id, expected)
+            report_problem(
+                f"variant {rec.id}: status {rec.status}, but its latest evaluation is {final.status}",
+                f"set the status of variant {rec.id} to {expected}",
+            )

@@ -1,0 +1,403 @@
+"""doctor: the index agrees with git, is rebuilt from it, and is repaired after a crash."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import guided_evolution
+from guided_evolution.doctor import check, rebuild_index
+from guided_evolution.index import CallRecord, EvaluationRecord, RunIndex, VariantRecord
+from guided_evolution.store import GitStore, format_message
+
+SEED = {"main.py": b"x = 1\n", "pkg/helper.py": b"def h():\n    return 0\n"}
+
+
+def vid_of(files: dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.encode() + b"\0" + files[path] + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def add(
+    store: GitStore,
+    index: RunIndex,
+    files: dict[str, bytes],
+    parents: list[VariantRecord],
+    generation: int,
+    operator: str,
+    *,
+    in_index: bool = True,
+    **extra: object,
+) -> VariantRecord:
+    """What the engine does per child: commit (ref last), then the index row."""
+    vid = vid_of(files)
+    branch = "seed" if operator == "seed" else f"v/{generation}/{vid}"
+    rec = VariantRecord(
+        id=vid,
+        generation=generation,
+        operator=operator,
+        branch=branch,
+        parents=[p.id for p in parents],
+        **extra,  # type: ignore[arg-type]
+    )
+    fields = {
+        "variant": vid,
+        "generation": generation,
+        "operator": operator,
+        "prompt": rec.prompt_name,
+        "persona": rec.persona,
+        "model": rec.model,
+        "temperature": rec.temperature,
+        "segment": rec.segment,
+        "parents": rec.parents,
+        "reflection": rec.eot_reflection,
+    }
+    created = 1_700_000_000 + generation * 100 + len(index.variants())
+    rec.created_at = float(created)
+    message = format_message(f"{operator} of {rec.segment}", fields)
+    rec.commit_sha = store.commit(
+        files, [p.commit_sha or "" for p in parents], message, branch, timestamp=created
+    )
+    if in_index:
+        index.add_variant(rec)
+    return rec
+
+
+def evaluate(
+    store: GitStore, index: RunIndex, rec: VariantRecord, ok: bool, attempt: int = 1
+) -> None:
+    ev = EvaluationRecord(
+        rec.id,
+        "ok" if ok else "failed",
+        attempt=attempt,
+        metrics={"loss": 0.5, "size": 3.0} if ok else None,
+        failure_reason=None if ok else "exit code 1",
+        duration_s=2.5,
+        started_at=1_700_000_500.0,
+        output_tail="tail of the log",
+    )
+    index.add_evaluation(ev)
+    store.set_note(rec.commit_sha or "", ev.to_note())
+    index.set_variant_status(rec.id, "evaluated" if ok else "failed")
+    rec.status = "evaluated" if ok else "failed"
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[tuple[Path, GitStore, RunIndex, dict[str, VariantRecord]]]:
+    """A small consistent run: seed, mutations, a crossover merge, an EoT child, an invalid child."""
+    store = GitStore.init(tmp_path / "repo.git")
+    index = RunIndex.open(tmp_path / "index.sqlite")
+    seed = add(store, index, SEED, [], 0, "seed")
+    evaluate(store, index, seed, ok=True)
+    call_id = index.record_call(
+        CallRecord("mutation", "gpt-4o", [{"role": "user", "content": "x"}], reply="y")
+    )
+    a = add(
+        store,
+        index,
+        {**SEED, "main.py": b"x = 2\n"},
+        [seed],
+        1,
+        "mutation",
+        segment="SE0",
+        prompt_name="mutate",
+        persona="expert",
+        model="gpt-4o",
+        temperature=0.21,
+        llm_call_id=call_id,
+    )
+    evaluate(store, index, a, ok=True)
+    b = add(
+        store,
+        index,
+        {**SEED, "pkg/helper.py": b"oops\n"},
+        [seed],
+        1,
+        "offline-mutation",
+        segment="SE1",
+    )
+    evaluate(store, index, b, ok=False)
+    c = add(
+        store,
+        index,
+        {"main.py": b"x = 2\n", "pkg/helper.py": b"oops\n"},
+        [a, b],
+        2,
+        "crossover",
+        segment="SE0",
+    )
+    d = add(
+        store,
+        index,
+        {**SEED, "main.py": b"x = 3\n"},
+        [a],
+        2,
+        "eot",
+        segment="SE0",
+        eot_reflection='was "too timid",\nbe bolder',
+    )
+    evaluate(store, index, d, ok=True)
+    invalid = VariantRecord("9" * 16, 2, "mutation", status="invalid", created_at=1.0)
+    index.add_variant(invalid)
+    records = {"seed": seed, "a": a, "b": b, "c": c, "d": d, "invalid": invalid}
+    yield tmp_path, store, index, records
+    store.close()
+    index.close()
+
+
+def snapshot(path: Path) -> tuple[dict[str, VariantRecord], dict[str, EvaluationRecord]]:
+    with RunIndex.open(path, readonly=True) as idx:
+        variants = {v.id: v for v in idx.variants()}
+        latest = {k: dataclasses.replace(e, id=None) for k, e in idx.latest_evaluations().items()}
+    return variants, latest
+
+
+def test_a_consistent_run_is_ok(run) -> None:
+    run_dir, *_ = run
+    report = check(run_dir)
+    assert report.ok, report.problems
+    assert report.problems == [] and report.repaired == []
+
+
+def test_rebuild_from_git_alone_equals_the_original(run) -> None:
+    run_dir, _store, index, _records = run
+    variants, latest = snapshot(index.path)
+    index.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index.path}{suffix}").unlink(missing_ok=True)
+    report = rebuild_index(run_dir)
+    assert report.variants == 5 and report.evaluations == 4
+    assert any("no old index" in m for m in report.messages)
+    rebuilt, rebuilt_latest = snapshot(run_dir / "index.sqlite")
+    # Not in git: the never-committed invalid child and the link to the LLM call.
+    expected = {
+        k: dataclasses.replace(v, llm_call_id=None) for k, v in variants.items() if k != "9" * 16
+    }
+    assert rebuilt == expected
+    assert rebuilt_latest == {
+        k: dataclasses.replace(e, output_tail=None) for k, e in latest.items()
+    }
+    assert check(run_dir).ok
+
+
+def test_rebuild_keeps_what_only_the_old_index_has(run) -> None:
+    run_dir, _store, index, _records = run
+    variants, latest = snapshot(index.path)
+    index.cache_put("key", "reply", {"cost": 1})
+    index.close()
+    report = rebuild_index(run_dir)
+    assert any("kept 1 rows of llm_calls" in m for m in report.messages)
+    assert snapshot(run_dir / "index.sqlite") == (variants, latest)
+    with RunIndex.open(run_dir / "index.sqlite") as idx:
+        assert idx.cache_get("key") is not None and len(idx.calls()) == 1
+    assert not list(run_dir.glob("index.sqlite.rebuild-*"))
+
+
+def test_variant_in_git_but_not_in_index_is_added(run) -> None:
+    run_dir, store, index, records = run
+    # Crash after the branch landed, before the index row.
+    lost = add(
+        store, index, {**SEED, "main.py": b"x = 4\n"}, [records["a"]], 3, "mutation", in_index=False
+    )
+    store.set_note(
+        lost.commit_sha or "", EvaluationRecord(lost.id, "ok", metrics={"loss": 0.1}).to_note()
+    )
+    report = check(run_dir)
+    assert not report.ok and any(lost.id in p for p in report.problems)
+    report = check(run_dir, repair=True)
+    assert report.ok and report.repaired
+    row = index.get_variant(lost.id)
+    assert row is not None and row.commit_sha == lost.commit_sha and row.status == "evaluated"
+    assert index.latest_evaluation(lost.id).metrics == {"loss": 0.1}  # type: ignore[union-attr]
+    assert check(run_dir).problems == []
+
+
+def test_index_row_whose_commit_never_landed_is_removed(run) -> None:
+    run_dir, _store, index, _records = run
+    ghost = VariantRecord("e" * 16, 3, "mutation", commit_sha="1" * 40, branch="v/3/" + "e" * 16)
+    index.add_variant(ghost)
+    report = check(run_dir)
+    assert not report.ok and any("never landed" in p for p in report.problems)
+    assert check(run_dir, repair=True).ok
+    assert not index.has_variant(ghost.id)  # so the engine can create it again
+    assert check(run_dir).ok
+
+
+def test_branch_is_restored_when_the_commit_landed_without_its_ref(run, monkeypatch) -> None:
+    run_dir, store, index, records = run
+    files = {**SEED, "main.py": b"x = 5\n"}
+    vid = vid_of(files)
+    monkeypatch.setattr(store, "_write_ref", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        store.commit(
+            files,
+            [records["a"].commit_sha or ""],
+            format_message("m", {"variant": vid}),
+            f"v/3/{vid}",
+        )
+    monkeypatch.undo()
+    orphan = next(
+        sha for sha in _loose_commits(store) if store.commit_info(sha).message.endswith(f"{vid}\n")
+    )
+    index.add_variant(VariantRecord(vid, 3, "mutation", commit_sha=orphan, branch=f"v/3/{vid}"))
+    report = check(run_dir, repair=True)
+    assert report.ok and any("restored branch" in r for r in report.repaired)
+    assert store.branch_sha(f"v/3/{vid}") == orphan
+
+
+def _loose_commits(store: GitStore) -> list[str]:
+    shas = [
+        p.parent.name + p.name
+        for p in (store.path / "objects").glob("??/*")
+        if not p.name.startswith("tmp")
+    ]
+    return [sha for sha in shas if store.has_commit(sha)]
+
+
+def test_notes_and_evaluation_rows_are_reconciled(run) -> None:
+    run_dir, store, index, records = run
+    c = records["c"]
+    # An evaluation recorded in the index whose note never landed ...
+    index.add_evaluation(EvaluationRecord(c.id, "ok", metrics={"loss": 0.2}))
+    # ... and a note whose index row never landed.
+    b = records["b"]
+    store.set_note(
+        b.commit_sha or "", EvaluationRecord(b.id, "ok", attempt=2, metrics={"loss": 0.3}).to_note()
+    )
+    report = check(run_dir)
+    assert not report.ok
+    assert any(c.id in p and "no git note" in p for p in report.problems)
+    assert any(b.id in p and "the index lacks" in p for p in report.problems)
+    assert check(run_dir, repair=True).ok
+    assert "0.2" in (store.get_note(c.commit_sha or "") or "")
+    assert index.latest_evaluation(b.id).metrics == {"loss": 0.3}  # type: ignore[union-attr]
+    assert index.get_variant(b.id).status == "evaluated"  # type: ignore[union-attr]
+    assert check(run_dir).problems == []
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing"])
+def test_unusable_index_is_rebuilt_by_repair(run, damage: str) -> None:
+    run_dir, _store, index, _records = run
+    index.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index.path}{suffix}").unlink(missing_ok=True)
+    if damage == "garbage":
+        index.path.write_bytes(b"garbage" * 1000)
+    report = check(run_dir)
+    assert not report.ok and "index" in report.problems[0]
+    report = check(run_dir, repair=True)
+    assert report.ok and any("rebuilt" in r for r in report.repaired)
+    with RunIndex.open(index.path, readonly=True) as idx:
+        assert len(idx.variants()) == 5
+
+
+def test_stale_temp_files_are_removed_by_repair(run) -> None:
+    run_dir, store, _index, _records = run
+    tmp_obj = store.path / "objects" / "ab" / "tmp_obj_1_dead"
+    tmp_obj.parent.mkdir(exist_ok=True)
+    tmp_obj.write_bytes(b"\x78")  # truncated
+    tmp_ref = store.path / "refs" / "heads" / "v" / "1" / ".ge-tmp-1_beef"
+    tmp_ref.write_text("12")
+    for path in (tmp_obj, tmp_ref):
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    assert check(run_dir).ok  # harmless
+    report = check(run_dir, repair=True)
+    assert report.ok and len(report.repaired) == 2
+    assert not tmp_obj.exists() and not tmp_ref.exists()
+
+
+WRITER = """
+import hashlib, os, signal, sys
+from pathlib import Path
+from guided_evolution.index import EvaluationRecord, RunIndex, VariantRecord
+from guided_evolution.store import GitStore, format_message
+
+run, parent_id, start, crash_at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+steps = 0
+armed = False
+
+def step(half_write=None):
+    # Count write steps of the armed variant; die (SIGKILL, no cleanup) at step `crash_at`.
+    global steps
+    if armed:
+        steps += 1
+        if steps == crash_at:
+            if half_write is not None:
+                fd, data = half_write
+                real_write(fd, data[: max(1, len(data) // 2)])  # leaves a truncated temp file
+            os.kill(os.getpid(), signal.SIGKILL)
+
+real_write, real_replace = os.write, os.replace
+def write(fd, data):
+    step((fd, bytes(data)))
+    return real_write(fd, data)
+def replace(src, dst):
+    step()
+    return real_replace(src, dst)
+os.write, os.replace = write, replace
+
+class Conn:
+    def __init__(self, conn):
+        self.conn = conn
+    def execute(self, *args):
+        step()
+        result = self.conn.execute(*args)
+        step()
+        return result
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+store = GitStore.open(run / "repo.git")
+index = RunIndex.open(run / "index.sqlite")
+index._conn = Conn(index._conn)
+parent = index.get_variant(parent_id)
+for n in (start, start + 1):
+    armed = n != start
+    files = {"main.py": b"x = %d\\n" % n, "pkg/helper.py": b"h\\n"}
+    vid = hashlib.sha256(files["main.py"]).hexdigest()[:16]
+    branch = f"v/9/{vid}"
+    fields = {"variant": vid, "generation": 9, "operator": "mutation", "parents": [parent.id]}
+    sha = store.commit(files, [parent.commit_sha], format_message("m", fields), branch)
+    index.add_variant(VariantRecord(vid, 9, "mutation", commit_sha=sha, branch=branch, parents=[parent.id]))
+    index.set_variant_status(vid, "evaluating")
+    ev = EvaluationRecord(vid, "ok", metrics={"loss": 1.0 / n})
+    index.add_evaluation(ev)
+    store.set_note(sha, ev.to_note())
+    index.set_variant_status(vid, "evaluated")
+print(steps)
+"""
+
+
+def test_a_writer_killed_at_any_write_leaves_a_repairable_run(run) -> None:
+    """Kill the writer (SIGKILL) at every single write step of one variant in turn."""
+    run_dir, store, index, records = run
+    index.close()
+    env = {**os.environ, "PYTHONPATH": str(Path(guided_evolution.__file__).parent.parent)}
+    repairs: set[str] = set()
+    crash_at = 1
+    while True:
+        args = [str(run_dir), records["seed"].id, str(crash_at * 10), str(crash_at)]
+        proc = subprocess.run(
+            [sys.executable, "-c", WRITER, *args], capture_output=True, timeout=60, env=env
+        )
+        if proc.returncode == 0:
+            break  # crash_at is past the last write step: every step has been tried
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+        assert store.fsck() == (True, "")
+        report = check(run_dir, repair=True, temp_min_age_s=0)
+        assert report.ok, (crash_at, report.problems)
+        repairs.update(line.split(" ")[0] for line in report.repaired)
+        assert check(run_dir).problems == []
+        crash_at += 1
+    assert crash_at > 20  # objects, refs, note and every index statement were hit
+    assert {"added", "wrote", "set", "removed"} <= repairs
