@@ -260,6 +260,7 @@ class Engine:
         self.executor: Any = None
         self._genomes: OrderedDict[str, Genome] = OrderedDict()
         self._commits: dict[str, str] = {}
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
         self.stop_reason = ""
         self.warnings: list[str] = []
         self.generation = 0
@@ -349,10 +350,8 @@ class Engine:
         return self.llm is not None and bool(self.llm.exhausted)
 
     async def _ensure_seed_evaluated(self) -> None:
-        row = self.index.get_variant(self.seed_id)
-        if row.status in ("evaluated", "failed"):
-            result = self.index.latest_evaluation(self.seed_id)
-        else:
+        result = self.index.latest_evaluation(self.seed_id)
+        if result is None:
             result = await self._evaluate(self.seed_id)
         if result is None or result.status != "ok":
             reason = result.failure_reason if result else "not evaluated"
@@ -452,17 +451,32 @@ class Engine:
                 return outcome
             vid, fresh = self._commit(plan, child)
             outcome.variant = vid
-            row = self.index.get_variant(vid)
-            if not fresh and row.status in ("evaluated", "failed"):
-                ev = self.index.latest_evaluation(vid)
-                outcome.ok = ev is not None and ev.status == "ok"
+            done = None if fresh else self.index.latest_evaluation(vid)
+            if done is not None:  # evaluated before (this run or before a kill): never again
+                outcome.ok = done.status == "ok"
                 return outcome
-            self.progress.count("queued", +1)
-            async with self.slots:
-                self.progress.count("queued", -1)
+            shared = self._inflight.get(vid)
+            if shared is not None:  # the same child from another plan is being evaluated now
                 self.pending.release()
                 released = True
-                result = await self._evaluate(vid)
+                result = await asyncio.shield(shared)
+                outcome.ok = result.status == "ok"
+                return outcome
+            shared = asyncio.get_running_loop().create_future()
+            self._inflight[vid] = shared
+            try:
+                self.progress.count("queued", +1)
+                async with self.slots:
+                    self.progress.count("queued", -1)
+                    self.pending.release()
+                    released = True
+                    result = await self._evaluate(vid)
+                shared.set_result(result)
+            except BaseException:
+                shared.cancel()
+                raise
+            finally:
+                del self._inflight[vid]
             outcome.ok = result.status == "ok"
             outcome.reason = result.failure_reason
             if not outcome.ok and self.evo.fix_attempts and not self.offline:
@@ -752,8 +766,9 @@ class Engine:
             output_tail=result.output_tail,
             stage=result.stage,
         )
-        self.index.add_evaluation(record)
-        self.index.set_variant_status(vid, "evaluated" if result.status == "ok" else "failed")
+        with self.index.transaction():  # the result and the status land together, or neither
+            self.index.add_evaluation(record)
+            self.index.set_variant_status(vid, "evaluated" if result.status == "ok" else "failed")
         self.store.set_note(self._commit_of(vid), record.to_note())
         shutil.rmtree(workdir, ignore_errors=True)
         if result.status == "ok":
