@@ -659,7 +659,7 @@ class Engine:
         for name, text in child.files.items():
             tree[name] = text.encode("utf-8")
         branch = f"v/{plan.generation}/{vid}"
-        existing = self.store.branches(branch).get(branch)
+        existing = self.store.branch_sha(branch)
         model = child.model or (OFFLINE_MODEL if self.offline else "")
         if existing is None:
             subject = f"{child.operator} of {child.segment} ({child.persona or child.prompt_name}, {model}, T={child.temperature:.2f})"
