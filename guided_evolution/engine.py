@@ -39,6 +39,7 @@ from guided_evolution.segments import Genome, SpliceError, parse_genome, splice,
 from guided_evolution.store import GitStore, format_trailers
 
 SEED_BRANCH = "seed"
+COMPACT_EVERY = 2000  # children between repository compactions
 
 
 # --------------------------------------------------------------------------- plans
@@ -261,6 +262,7 @@ class Engine:
         self._genomes: OrderedDict[str, Genome] = OrderedDict()
         self._commits: dict[str, str] = {}
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._compacted_at = 0
         self.stop_reason = ""
         self.warnings: list[str] = []
         self.generation = 0
@@ -325,8 +327,8 @@ class Engine:
             self.generation = gen
             if self._budget_reached():
                 break
-            self.index.add_event("generation_started", {"generation": gen})
             plans, elites = self._plan(gen, population)
+            self.index.add_event("generation_started", {"generation": gen, "plans": len(plans)})
             self.progress.generation(gen, self.evo.generations, len(plans))
             outcomes = await self._run_plans(plans)
             children = [o.variant for o in sorted(outcomes, key=lambda o: o.plan.index) if o.variant]
@@ -338,6 +340,7 @@ class Engine:
                 break
             self.index.save_generation(GenerationRecord(gen, population, elites, hof))
             self.index.add_event("generation_finished", {"generation": gen, "children": len(children)})
+            self._compact(force=False)
             gen += 1
         if self._budget_reached():
             self.stop_reason = self.llm.exhausted_reason or "budget reached"
@@ -345,6 +348,17 @@ class Engine:
             self.stop_reason = f"completed {self.evo.generations} generations"
         self.index.set_meta("finished", self.stop_reason)
         self.index.add_event("run_finished", {"reason": self.stop_reason})
+        self._compact(force=True)
+
+    def _compact(self, force: bool) -> None:
+        """Pack the repository's loose objects (about 35 KB per variant) between generations.
+
+        Safe here: no plan is in flight, and the run lock keeps other writers out.
+        """
+        children = self.index.counts()["children"]
+        if force or children - self._compacted_at >= COMPACT_EVERY:
+            self.store.compact()
+            self._compacted_at = children
 
     def _budget_reached(self) -> bool:
         return self.llm is not None and bool(self.llm.exhausted)

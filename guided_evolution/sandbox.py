@@ -17,6 +17,7 @@ evaluation" (``Sandbox.cleanup``) reliable.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import os
 import pwd
@@ -25,6 +26,7 @@ import resource
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -37,6 +39,8 @@ from guided_evolution.errors import GeError
 UID_BASE = 1_900_000_000
 """First uid handed to sandboxed commands when ge runs as root (uids are used, not registered)."""
 UID_POOL_SIZE = 4096
+UID_LOCK_DIR = "ge-sandbox-uids"
+"""Directory (in the system temp dir) of per-uid lock files: a uid is leased machine-wide."""
 TOKEN_VAR = "GE_SANDBOX_TOKEN"
 """Environment marker of every sandboxed process tree, used to find leftovers when not root."""
 
@@ -198,6 +202,7 @@ class _Lease:
     uid: int | None
     token: str
     processes_limit: int | None = None
+    lock_fd: int | None = None  # flock on the uid's lock file, held for the lease
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -218,15 +223,12 @@ def _count_processes_of(uid: int) -> int:
     return count
 
 
-def _real_uid_of(pid: str) -> int | None:
+def _proc_owner(pid: str) -> int | None:
+    """The effective uid of a process (owner of /proc/PID), or None when it is gone."""
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("Uid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
         return None
-    return None
 
 
 def _has_token(pid: str, marker: bytes) -> bool:
@@ -250,6 +252,7 @@ class Sandbox:
         self._info: SandboxInfo | None = None
         self._is_root = os.geteuid() == 0
         self._leases: dict[Path, _Lease] = {}
+        self._paths: tuple[list[Path], list[Path]] | None = None
         self._setpriv = shutil.which("setpriv")
         self.last_uid_switched = False
         """Whether the last wrapped command runs under a dedicated uid (root only)."""
@@ -356,10 +359,18 @@ class Sandbox:
         lease = self._leases.pop(Path(os.path.abspath(workdir)), None)
         if lease is None:
             return 0
-        killed = 0
         marker = f"{TOKEN_VAR}={lease.token}".encode()
-        if lease.uid is not None:
-            self._kill_uid(lease.uid)
+        try:
+            if lease.uid is not None:
+                self._kill_uid(lease.uid)
+            return self._kill_leftovers(lease, marker)
+        finally:
+            if lease.lock_fd is not None:
+                os.close(lease.lock_fd)  # the uid is free for other ge processes again
+
+    @staticmethod
+    def _kill_leftovers(lease: _Lease, marker: bytes) -> int:
+        killed = 0
         for _ in range(50):
             victims = [
                 pid
@@ -367,8 +378,11 @@ class Sandbox:
                 if pid.isdigit()
                 and int(pid) != os.getpid()
                 and (
-                    (lease.uid is not None and _real_uid_of(pid) == lease.uid)
-                    or _has_token(pid, marker)
+                    # With a dedicated uid (processes cannot change it: no-new-privs), the cheap
+                    # owner of /proc/PID says enough; otherwise look for the token in environ.
+                    _proc_owner(pid) == lease.uid
+                    if lease.uid is not None
+                    else _has_token(pid, marker)
                 )
             ]
             if not victims:
@@ -402,8 +416,10 @@ class Sandbox:
         uid = None
         if self._is_root and switch_uid:
             used = {lease.uid for lease in self._leases.values()}
-            uid = next(UID_BASE + i for i in range(UID_POOL_SIZE) if UID_BASE + i not in used)
-        lease = _Lease(uid=uid, token=secrets.token_hex(8))
+            uid, lock_fd = _reserve_uid({u for u in used if u is not None})
+        else:
+            lock_fd = None
+        lease = _Lease(uid=uid, token=secrets.token_hex(8), lock_fd=lock_fd)
         limit = self.policy.max_processes
         if limit is not None and not self._is_root:
             # RLIMIT_NPROC counts every process of the uid: leave room for the user's own.
@@ -521,7 +537,10 @@ class Sandbox:
             parents(path)
             args.extend([option, str(path), str(path)])
 
-        homes = _home_dirs()
+        if self._paths is None:  # stat()s of sys.path & co: the same for every evaluation
+            homes = _home_dirs()
+            self._paths = (homes, _needed_paths(homes))
+        homes, needed = self._paths
         if lease.uid is not None:
             # Root's home is private (0700); mask it and bring back what the command needs.
             for home in homes:
@@ -539,7 +558,7 @@ class Sandbox:
                     if top != Path("/"):
                         args += ["--perms", "0755", "--tmpfs", str(top)]
                         masks.append(top)
-        for path in _needed_paths(homes):
+        for path in needed:
             if any(_is_within(target, path) for target in (workdir, *writable)):
                 # An ancestor of the variant's directory: bound back, its real (possibly 0700)
                 # mode would lock the dedicated uid out. `parents()` makes the path instead.
@@ -595,6 +614,55 @@ class Sandbox:
                 os.setuid(uid)
 
         return preexec
+
+
+def _uid_lock_dir() -> Path | None:
+    """The private directory of uid lock files, or None when it cannot be trusted."""
+    path = Path(tempfile.gettempdir()) / UID_LOCK_DIR
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        return None
+    return path
+
+
+def _reserve_uid(taken: set[int]) -> tuple[int, int | None]:
+    """A pool uid that no other ge process holds and that owns no process; (uid, lock fd).
+
+    Every ge process on the machine draws from the same pool, and ``cleanup`` kills *every*
+    process of the uid: without a machine-wide reservation (an flock per uid) two concurrent runs
+    would kill each other's evaluations.
+    """
+    directory = _uid_lock_dir()
+    start = secrets.randbelow(UID_POOL_SIZE)
+    for step in range(UID_POOL_SIZE):
+        uid = UID_BASE + (start + step) % UID_POOL_SIZE
+        if uid in taken:
+            continue
+        fd: int | None = None
+        if directory is not None:
+            try:
+                fd = os.open(
+                    directory / str(uid),
+                    os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                )
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                if fd is not None:
+                    os.close(fd)
+                continue
+        if _count_processes_of(uid) == 0:
+            return uid, fd
+        if fd is not None:
+            os.close(fd)
+    raise GeError(
+        f"no free sandbox uid in {UID_BASE}..{UID_BASE + UID_POOL_SIZE - 1}",
+        "too many concurrent evaluations on this machine; lower executor.slots",
+    )
 
 
 def _home_dirs() -> list[Path]:
