@@ -210,6 +210,97 @@ def doctor(
         raise typer.Exit(1)
 
 
+@app.command("lineage")
+def lineage_cmd(
+    run_dir: RunDirArg,
+    variant: Annotated[str, typer.Argument(help="Variant id (a unique prefix is enough).")],
+    json_out: JsonFlag = False,
+) -> None:
+    """The ancestry of a variant back to the seed, with the operator and metrics at each step."""
+    from guided_evolution import inspection, views
+
+    data = inspection.lineage(run_dir, variant)
+    if json_out:
+        _print_json(data)
+    else:
+        views.print_lineage(_console(), data)
+
+
+@app.command("diff")
+def diff_cmd(
+    run_dir: RunDirArg,
+    a: Annotated[str, typer.Argument(help="Variant id (or unique prefix) to show.")],
+    b: Annotated[str | None, typer.Argument(help="Variant to compare against (default: the seed).")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """What changed from variant B (default: the seed) to variant A."""
+    from guided_evolution import inspection, views
+
+    data = inspection.diff(run_dir, a, b)
+    if json_out:
+        _print_json(data)
+    else:
+        views.print_diff(_console(), data)
+
+
+@app.command("log")
+def log_cmd(
+    run_dir: RunDirArg,
+    eot: Annotated[bool, typer.Option("--eot", help="Show the EoT reflections.")] = False,
+    failures: Annotated[
+        bool, typer.Option("--failures", help="Show failure reasons, grouped and counted.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """The event log of a run (with every evaluation), its EoT reflections or its failures."""
+    from guided_evolution import inspection, views
+
+    data = inspection.log(run_dir, eot=eot, failures=failures)
+    if json_out:
+        _print_json(data)
+    else:
+        views.print_log(_console(), data)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: RunDirArg,
+    variant: Annotated[str, typer.Argument(help="Variant id (a unique prefix is enough).")],
+    dest: Annotated[
+        Path, typer.Argument(help="Directory for the files; with --patch a file, a directory, or - for stdout.")
+    ],
+    patch: Annotated[bool, typer.Option("--patch", help="Write a `git apply`-able patch against the seed.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty destination.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Copy a variant's files into DEST (or write its patch against the seed) for your own project."""
+    from guided_evolution import inspection, views
+
+    data = inspection.export(run_dir, variant, dest, patch=patch, force=force)
+    if json_out:
+        _print_json(data)
+    elif data.get("patch") is not None:
+        sys.stdout.write(data["patch"])
+    else:
+        views.print_export(_console(), data)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: RunDirArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path("report.html"),
+    json_out: JsonFlag = False,
+) -> None:
+    """One self-contained HTML report (opens offline): front, progress, operators, failures, lineage."""
+    from guided_evolution import report
+
+    data = report.write_report(run_dir, output)
+    if json_out:
+        _print_json(data)
+    else:
+        _console().print(f"wrote {data['path']} ({data['bytes'] // 1024} KiB); open it in a browser")
+
+
 # --------------------------------------------------------------------------- entry point
 
 

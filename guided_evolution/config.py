@@ -135,6 +135,15 @@ class EvaluatorConfig(_Model):
 
     command: str = Field(min_length=1, description="shell command run in the variant's directory")
     check: str | None = Field(None, description="cheap check run first (cascade)")
+    worker: str | None = Field(
+        None,
+        min_length=1,
+        description="persistent worker command, one per local slot, that forks one child per "
+        "evaluation (see guided_evolution/workerpool.py); command stays the fallback",
+    )
+    worker_start_timeout_s: float = Field(
+        600.0, gt=0, description="time a worker may take to print its ready line"
+    )
     timeout_s: float = Field(3600.0, gt=0)
     check_timeout_s: float = Field(120.0, gt=0)
     memory_mb: int | None = Field(None, ge=16)
@@ -161,6 +170,12 @@ class SlurmConfig(_Model):
     max_queued: int = Field(16, ge=1)
     check_on_cluster: bool = False
     poll_s: float = Field(2.0, gt=0)
+    python: str | None = Field(
+        None, description="interpreter with ge installed, as the nodes see it (default: ge's own)"
+    )
+    grace_s: float = Field(
+        60.0, gt=0, description="wait for a job's files (shared FS lag) before calling it lost"
+    )
 
 
 class ExecutorConfig(_Model):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import random
 import shlex
@@ -137,7 +136,7 @@ def start_run(
         try:
             vid = variant_id(text_files, cfg.seed.files)
             message = "seed\n\n" + format_trailers(
-                {"Ge-Variant": vid, "Ge-Generation": "0", "Ge-Operator": "seed", "Ge-Parents": ""}
+                {"Ge-Variant": vid, "Ge-Generation": "0", "Ge-Operator": "seed", "Ge-Parents": []}
             )
             commit = store.commit(seed_files, [], message, SEED_BRANCH)
         finally:
@@ -263,6 +262,8 @@ class Engine:
         self._commits: dict[str, str] = {}
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._compacted_at = 0
+        self._notes: dict[str, str] = {}
+        self._calls: dict[tuple[int, int], list[int]] = {}
         self.stop_reason = ""
         self.warnings: list[str] = []
         self.generation = 0
@@ -304,6 +305,7 @@ class Engine:
         try:
             await self._loop()
         finally:
+            self._flush_notes()
             with contextlib.suppress(Exception):
                 await self.executor.aclose()
             if self.llm is not None:
@@ -338,6 +340,7 @@ class Engine:
                 # The generation was cut short: record it so the front is current, then stop.
                 self.index.save_generation(GenerationRecord(gen, population, elites, hof))
                 break
+            self._flush_notes()
             self.index.save_generation(GenerationRecord(gen, population, elites, hof))
             self.index.add_event("generation_finished", {"generation": gen, "children": len(children)})
             self._compact(force=False)
@@ -359,6 +362,15 @@ class Engine:
         if force or children - self._compacted_at >= COMPACT_EVERY:
             self.store.compact()
             self._compacted_at = children
+
+    def _flush_notes(self) -> None:
+        """Attach the metrics notes of this generation's evaluations in one notes commit.
+
+        The index is the primary record; after a kill before this, `ge doctor` (run at every
+        start) writes the missing notes from it.
+        """
+        notes, self._notes = self._notes, {}
+        self.store.set_notes(notes)
 
     def _budget_reached(self) -> bool:
         return self.llm is not None and bool(self.llm.exhausted)
@@ -546,9 +558,10 @@ class Engine:
         descriptions: list[str] = []
         try:
             for n, step in enumerate(plan.steps):
+                if child is not None:  # the next step works on the previous step's result
+                    current = parse_genome(child.files, self.cfg.seed.files, self.cfg.seed.marker)
                 child = await self._apply(step, plan, current, child, rng, sample=n)
                 descriptions.append(child.description)
-                current = parse_genome(child.files, self.cfg.seed.files, self.cfg.seed.marker)
         except Rejected as err:
             self._reject(plan, plan.steps[0].op, err.reason)
             return err.reason
@@ -647,13 +660,22 @@ class Engine:
         except LLMError as err:
             raise _LLMFailed(err.reason) from None
         self.progress.spend(self.llm.spent_usd)
+        if reply.call_id is not None:
+            self._calls.setdefault((plan.generation, plan.index), []).append(reply.call_id)
         return reply
 
     def _reject(self, plan: Plan, operator: str, reason: str) -> None:
         self.progress.count("rejected", +1)
         self.index.add_event(
             "proposal_rejected",
-            {"generation": plan.generation, "plan": plan.index, "operator": operator, "parents": list(plan.parents), "reason": reason},
+            {
+                "generation": plan.generation,
+                "plan": plan.index,
+                "operator": operator,
+                "parents": list(plan.parents),
+                "reason": reason,
+                "calls": self._calls.pop((plan.generation, plan.index), []),
+            },
         )
 
     # ----------------------------------------------------------------- committing
@@ -686,10 +708,10 @@ class Engine:
                 "Ge-Model": model,
                 "Ge-Temperature": f"{child.temperature:.4f}",
                 "Ge-Segment": child.segment,
-                "Ge-Parents": ",".join(parents),
+                "Ge-Parents": parents,
             }
             if child.reflection:
-                trailers["Ge-Reflection"] = json.dumps(child.reflection)
+                trailers["Ge-Reflection"] = child.reflection  # JSON-escaped onto one line
             body = child.description.strip()
             message = f"{subject}\n\n{body}\n\n{format_trailers(trailers)}" if body else f"{subject}\n\n{format_trailers(trailers)}"
             existing = self.store.commit(tree, parent_commits, message, branch)
@@ -712,6 +734,7 @@ class Engine:
                 llm_call_id=child.call_id,
             )
         )
+        self.index.link_calls(vid, self._calls.pop((plan.generation, plan.index), []))
         if child.reflection:
             self.index.add_reflection(
                 ReflectionRecord(variant_id=vid, text=child.reflection, elite_id=plan.steps[-1].other, segment=child.segment)
@@ -783,7 +806,7 @@ class Engine:
         with self.index.transaction():  # the result and the status land together, or neither
             self.index.add_evaluation(record)
             self.index.set_variant_status(vid, "evaluated" if result.status == "ok" else "failed")
-        self.store.set_note(self._commit_of(vid), record.to_note())
+        self._notes[self._commit_of(vid)] = record.to_note()  # written per generation: see _flush_notes
         shutil.rmtree(workdir, ignore_errors=True)
         if result.status == "ok":
             self.progress.count("done", +1)

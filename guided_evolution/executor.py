@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -12,10 +13,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from guided_evolution.errors import GeError
 from guided_evolution.sandbox import Sandbox, is_secret_name, scrub_env, signal_name
+
+if TYPE_CHECKING:
+    from guided_evolution.workerpool import WorkerPool
 
 TAIL_KEEP_BYTES = 8 * 1024
 """Bytes of the end of the output kept in the log when the output is over the cap."""
@@ -166,6 +170,13 @@ class LocalExecutor:
 
     With ``gpus``, slot ``i`` is pinned to ``gpus[i % len(gpus)]`` (round-robin);
     ``slots_per_gpu`` bounds how many slots may share one GPU.
+
+    With ``workers`` (``evaluator.worker``), the evaluate stage goes to a persistent worker of
+    the slot (``workerpool.WorkerPool``) instead of a new sandboxed command; the check stage
+    does not. Isolation is then per slot, not per evaluation: the variants a slot evaluates one
+    after another share that worker's sandbox (uid, ``/tmp``, ``HOME``, the forked-from worker
+    process) and can influence each other; slots stay apart (each variant directory is moved
+    into the slot's own writable directory while it is evaluated).
     """
 
     def __init__(
@@ -176,6 +187,7 @@ class LocalExecutor:
         sandbox: Sandbox,
         *,
         kill_grace_s: float = 3.0,
+        workers: WorkerPool | None = None,
     ) -> None:
         if slots < 1:
             raise GeError(f"executor.slots must be >= 1, got {slots}", "set executor.slots = 1")
@@ -188,6 +200,8 @@ class LocalExecutor:
             )
         self.sandbox = sandbox
         self.kill_grace_s = kill_grace_s
+        self.workers = workers
+        """Persistent per-slot workers for the evaluate stage (``evaluator.worker``), if any."""
         self.slots = [
             _Slot(i, gpu_list[i % len(gpu_list)] if gpu_list else None) for i in range(slots)
         ]
@@ -217,6 +231,8 @@ class LocalExecutor:
     async def aclose(self) -> None:
         """Kill everything still running."""
         self._closed = True
+        if self.workers is not None:
+            await self.workers.aclose()
         for proc in list(self._running):
             _kill_group(proc, signal.SIGKILL)
         for workdir in list(self._workdirs):
@@ -271,9 +287,13 @@ class LocalExecutor:
                 with contextlib.suppress(FileNotFoundError):
                     metrics_path.unlink()
                 capture.note(f"{stage}: {command}")
-                reason = await self._run(
-                    command, timeout, workdir, env, writable, request.run_dir, capture
+                cold = functools.partial(
+                    self._run, command, timeout, workdir, env, writable, request.run_dir, capture
                 )
+                if stage == "evaluate" and self.workers is not None:
+                    reason = await self.workers.evaluate(slot.index, request, env, capture, cold)
+                else:
+                    reason = await cold()
                 if reason is not None:
                     return result("failed", stage, reason, {})
             metrics, reason = read_metrics(metrics_path, request.objectives)

@@ -59,7 +59,18 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> tuple[Any, list
     if resolved.config.executor.kind == "slurm":
         from guided_evolution.slurm import SlurmExecutor
 
+        if ev.worker:
+            warnings.append("evaluator.worker is ignored by the slurm executor")
         return SlurmExecutor(resolved, paths, sandbox), warnings
     from guided_evolution.executor import LocalExecutor
 
-    return LocalExecutor(slots, gpus or None, per_gpu, sandbox), warnings
+    workers = None
+    if ev.worker:
+        from guided_evolution.workerpool import WorkerPool
+
+        workers = WorkerPool(ev.worker, sandbox, start_timeout_s=ev.worker_start_timeout_s)
+        warnings.append(
+            "evaluator.worker: one persistent worker per slot; the variants a slot evaluates "
+            "share its sandbox (uid, /tmp, HOME) and can influence each other"
+        )
+    return LocalExecutor(slots, gpus or None, per_gpu, sandbox, workers=workers), warnings

@@ -564,6 +564,15 @@ class RunIndex:
             conn.execute("UPDATE variants SET llm_call_id = ? WHERE id = ?", (call_id, variant_id))
             conn.execute("UPDATE llm_calls SET variant_id = ? WHERE id = ?", (variant_id, call_id))
 
+    def link_calls(self, variant_id: str, call_ids: list[int]) -> None:
+        """Mark the LLM calls that went into a variant (e.g. an EoT's reasoning and its code)."""
+        if not call_ids:
+            return
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE llm_calls SET variant_id = ? WHERE id = ?", [(variant_id, c) for c in call_ids]
+            )
+
     def delete_variant(self, variant_id: str) -> None:
         """Forget a variant, its evaluations and reflections (its LLM calls stay, unlinked)."""
         with self.transaction() as conn:

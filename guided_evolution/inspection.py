@@ -7,8 +7,12 @@ Every function opens the index read-only and never takes the run lock, so it can
 from __future__ import annotations
 
 import math
+import os
+import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +114,10 @@ def best(run_dir: Path) -> dict[str, Any]:
 def resolve_id(index: Any, prefix: str) -> str:
     """A full variant id from a unique prefix (or a branch name)."""
     prefix = prefix.strip().split("/")[-1]
+    if prefix == "seed" and index.get_meta("seed_variant"):
+        return str(index.get_meta("seed_variant"))
+    if not prefix:
+        raise GeError("empty variant id", "pass a variant id or a unique prefix of one")
     matches = [v.id for v in index.variants() if v.id.startswith(prefix)]
     if not matches:
         raise GeError(f"no variant {prefix!r} in this run", "list variants with `ge best RUN_DIR` or `ge log RUN_DIR`")
@@ -127,7 +135,7 @@ def show(run_dir: Path, variant: str) -> dict[str, Any]:
         v = index.get_variant(vid)
         ev = index.latest_evaluation(vid)
         call = index.get_call(v.llm_call_id) if v.llm_call_id else None
-        calls = index.calls(vid)
+        calls = variant_calls(index, v)
         diff = ""
         parent_id = v.parents[0] if v.parents else None
         if v.commit_sha:
@@ -161,7 +169,400 @@ def show(run_dir: Path, variant: str) -> dict[str, Any]:
             "prompt": prompt,
             "reply": call.reply if call else None,
             "tokens": sum(c.prompt_tokens + c.completion_tokens for c in calls),
+            "prompt_tokens": sum(c.prompt_tokens for c in calls),
+            "completion_tokens": sum(c.completion_tokens for c in calls),
             "cost_usd": sum(c.cost_usd for c in calls),
+            "calls": [_call_row(c) for c in calls],
+            "parent_metrics": {p: _metrics_of(index, p) for p in v.parents},
             "eot_reflection": v.eot_reflection,
+            "diff_base": parent_id if diff else None,
             "diff": diff,
         }
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _call_row(call: Any) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "purpose": call.purpose,
+        "model": call.model,
+        "outcome": call.outcome,
+        "prompt_tokens": call.prompt_tokens,
+        "completion_tokens": call.completion_tokens,
+        "cost_usd": call.cost_usd,
+        "latency_s": call.latency_s,
+    }
+
+
+def _metrics_of(index: Any, variant_id: str) -> dict[str, Any] | None:
+    ev = index.latest_evaluation(variant_id)
+    return ev.metrics if ev is not None else None
+
+
+def variant_calls(index: Any, variant: Any, all_calls: list[Any] | None = None) -> list[Any]:
+    """The LLM calls that made ``variant``, oldest first.
+
+    That is its own call (``llm_call_id``), calls linked to it by ``variant_id``, and for an EoT
+    child the reasoning call whose reply became its reflection (that call is not linked).
+    """
+    found = {c.id: c for c in index.calls(variant.id)}
+    if variant.llm_call_id and variant.llm_call_id not in found:
+        call = index.get_call(variant.llm_call_id)
+        if call is not None:
+            found[call.id] = call
+    if variant.eot_reflection:
+        text = variant.eot_reflection.strip()
+        limit = variant.llm_call_id or math.inf
+        pool = index.calls() if all_calls is None else all_calls
+        matches = [
+            c
+            for c in pool
+            if c.id not in found
+            and c.id < limit
+            and c.purpose.startswith("eot")
+            and (c.reply or "").strip() == text
+        ]
+        if matches:
+            found[matches[-1].id] = matches[-1]
+    return [found[k] for k in sorted(found)]
+
+
+def dominates(a: dict[str, float], b: dict[str, float], objectives: list[tuple[str, str]]) -> bool:
+    """True when scores ``a`` are no worse than ``b`` on every objective and better on one."""
+    better = False
+    for name, direction in objectives:
+        x, y = (a[name], b[name]) if direction == "max" else (b[name], a[name])
+        if x < y:
+            return False
+        better = better or x > y
+    return better
+
+
+_HEX_ID = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{8,64}\b")
+_NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def normalise_reason(reason: str | None) -> str:
+    """A failure reason with ids and numbers blanked, so that variants of one cause group together.
+
+    ``timed out after 3.0 s`` and ``timed out after 12 s`` both become ``timed out after <n> s``.
+    """
+    text = " ".join((reason or "unknown").split())
+    text = _HEX_ID.sub("<id>", text)
+    text = _NUMBER.sub("<n>", text)
+    return text[:240] or "unknown"
+
+
+@dataclass
+class RunData:
+    """What the run-wide views read, loaded once from the read-only index."""
+
+    run_dir: str
+    config: GeConfig
+    seed_id: str | None
+    variants: dict[str, Any]  # id -> VariantRecord, in creation order
+    latest: dict[str, Any]  # id -> latest EvaluationRecord
+    finished: str | None
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(name, direction) of the selection objectives."""
+        return [(o.name, o.direction) for o in self.config.selected_objectives]
+
+    def scores(self, variant_id: str) -> dict[str, float] | None:
+        """The selection objectives of a successfully evaluated variant, or None."""
+        ev = self.latest.get(variant_id)
+        if ev is None or ev.status != "ok" or not ev.metrics:
+            return None
+        values = {name: ev.metrics.get(name) for name, _ in self.objectives}
+        for value in values.values():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return None
+        return {k: float(v) for k, v in values.items() if v is not None}
+
+    def improved(self, variant_id: str) -> bool:
+        """Valid, dominates at least one of its parents and is dominated by none of them."""
+        mine = self.scores(variant_id)
+        v = self.variants.get(variant_id)
+        if mine is None or v is None:
+            return False
+        parents = [s for s in (self.scores(p) for p in v.parents) if s is not None]
+        if not parents:
+            return False
+        objectives = self.objectives
+        return any(dominates(mine, p, objectives) for p in parents) and not any(
+            dominates(p, mine, objectives) for p in parents
+        )
+
+    def ancestry(self, start: list[str]) -> list[str]:
+        """``start`` and every ancestor, each once, breadth first."""
+        order: list[str] = []
+        seen: set[str] = set()
+        queue = list(start)
+        while queue:
+            vid = queue.pop(0)
+            if vid in seen:
+                continue
+            seen.add(vid)
+            order.append(vid)
+            v = self.variants.get(vid)
+            if v is not None:
+                queue.extend(p for p in v.parents if p not in seen)
+        return order
+
+
+def load_run_data(index: Any, resolved: ResolvedConfig, paths: Any) -> RunData:
+    """Variants and their latest evaluations from an open (read-only) index."""
+    return RunData(
+        run_dir=str(paths.root),
+        config=resolved.config,
+        seed_id=index.get_meta("seed_variant"),
+        variants={v.id: v for v in index.variants()},
+        latest=index.latest_evaluations(),
+        finished=index.get_meta("finished"),
+    )
+
+
+def _objectives(cfg: GeConfig) -> list[dict[str, Any]]:
+    return [{"name": o.name, "direction": o.direction, "select": o.select} for o in cfg.objectives]
+
+
+def _node(data: RunData, vid: str) -> dict[str, Any]:
+    v = data.variants.get(vid)
+    ev = data.latest.get(vid)
+    if v is None:
+        return {"id": vid, "missing": True, "parents": []}
+    return {
+        "id": vid,
+        "generation": v.generation,
+        "operator": v.operator,
+        "persona": v.persona,
+        "model": v.model,
+        "segment": v.segment,
+        "status": v.status,
+        "parents": list(v.parents),
+        "metrics": ev.metrics if ev else None,
+        "failure_reason": ev.failure_reason if ev and ev.status != "ok" else None,
+        "improved": data.improved(vid),
+    }
+
+
+# --------------------------------------------------------------------------- lineage, diff, log, export
+
+
+def lineage(run_dir: Path, variant: str) -> dict[str, Any]:
+    """The ancestry of a variant back to the seed: one node per ancestor (deduplicated)."""
+    with _open(run_dir) as (index, resolved, paths):
+        vid = resolve_id(index, variant)
+        data = load_run_data(index, resolved, paths)
+        return {
+            "run_dir": data.run_dir,
+            "id": vid,
+            "seed": data.seed_id,
+            "objectives": _objectives(resolved.config),
+            "nodes": [_node(data, a) for a in data.ancestry([vid])],
+        }
+
+
+def _commit_of(index: Any, vid: str) -> str:
+    v = index.get_variant(vid)
+    if v is None or not v.commit_sha:
+        raise GeError(f"variant {vid} has no commit (it was never stored)", "pick a committed variant from `ge best`")
+    return str(v.commit_sha)
+
+
+def _diff_stats(text: str) -> tuple[list[str], int, int]:
+    files: list[str] = []
+    added = removed = 0
+    for line in text.splitlines():
+        if line.startswith("diff --git "):
+            files.append(line.rsplit(" b/", 1)[-1])
+        elif line.startswith("+") and not line.startswith("+++"):
+            added += 1
+        elif line.startswith("-") and not line.startswith("---"):
+            removed += 1
+    return files, added, removed
+
+
+def diff(run_dir: Path, a: str, b: str | None = None) -> dict[str, Any]:
+    """What changed from variant ``b`` (default: the seed) to variant ``a``, as a unified diff."""
+    from guided_evolution.store import GitStore
+
+    with _open(run_dir) as (index, _resolved, paths):
+        to_id = resolve_id(index, a)
+        from_id = resolve_id(index, b if b is not None else "seed")
+        to_commit, from_commit = _commit_of(index, to_id), _commit_of(index, from_id)
+        with GitStore.open(paths.repo) as store:
+            text = store.diff(from_commit, to_commit)
+        files, added, removed = _diff_stats(text)
+        return {"from": from_id, "to": to_id, "files": files, "added": added, "removed": removed, "diff": text}
+
+
+def failure_groups(data: RunData, events: list[Any]) -> list[dict[str, Any]]:
+    """Evaluation failures and rejected proposals, grouped by normalised reason, most common first."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def add(stage: str, reason: str | None, who: str | None) -> None:
+        key = (stage, normalise_reason(reason))
+        group = groups.setdefault(key, {"stage": stage, "reason": key[1], "count": 0, "examples": [], "variants": []})
+        group["count"] += 1
+        raw = " ".join((reason or "unknown").split())[:500]
+        if raw not in group["examples"] and len(group["examples"]) < 3:
+            group["examples"].append(raw)
+        if who and who not in group["variants"] and len(group["variants"]) < 8:
+            group["variants"].append(who)
+
+    for vid, ev in data.latest.items():
+        if ev.status != "ok":
+            add(f"evaluation ({ev.stage})" if ev.stage != "evaluate" else "evaluation", ev.failure_reason, vid)
+    for event in events:
+        if event.kind == "proposal_rejected":
+            add(f"proposal ({event.data.get('operator', '?')})", event.data.get("reason"), None)
+    return sorted(groups.values(), key=lambda g: (-g["count"], g["stage"], g["reason"]))
+
+
+def _event_rows(index: Any, data: RunData) -> list[dict[str, Any]]:
+    rows = [{"time": e.time, "kind": e.kind, **e.data} for e in index.events()]
+    for ev in index.evaluations():
+        when = (ev.started_at or 0.0) + (ev.duration_s or 0.0)
+        if not when:
+            v = data.variants.get(ev.variant_id)
+            when = v.created_at if v else 0.0
+        row: dict[str, Any] = {
+            "time": when,
+            "kind": "evaluated" if ev.status == "ok" else "evaluation_failed",
+            "variant": ev.variant_id,
+            "stage": ev.stage,
+            "attempt": ev.attempt,
+            "duration_s": ev.duration_s,
+        }
+        if ev.status == "ok":
+            row["metrics"] = ev.metrics
+        else:
+            row["reason"] = ev.failure_reason
+        rows.append(row)
+    rows.sort(key=lambda r: r["time"])
+    return rows
+
+
+def reflection_rows(index: Any, data: RunData, only: set[str] | None = None) -> list[dict[str, Any]]:
+    """EoT reflections (optionally of some variants only), oldest first."""
+    rows = []
+    for r in index.reflections():
+        if only is not None and r.variant_id not in only:
+            continue
+        v = data.variants.get(r.variant_id)
+        ev = data.latest.get(r.variant_id)
+        rows.append(
+            {
+                "variant": r.variant_id,
+                "elite": r.elite_id,
+                "segment": r.segment,
+                "time": r.created_at,
+                "generation": v.generation if v else None,
+                "metrics": ev.metrics if ev else None,
+                "improved": data.improved(r.variant_id),
+                "text": r.text,
+            }
+        )
+    return rows
+
+
+def log(run_dir: Path, eot: bool = False, failures: bool = False) -> dict[str, Any]:
+    """The event log (with evaluations), or with ``eot`` the reflections, with ``failures`` the
+    failure reasons grouped and counted. Both flags together give both sections."""
+    with _open(run_dir) as (index, resolved, paths):
+        data = load_run_data(index, resolved, paths)
+        out: dict[str, Any] = {"run_dir": data.run_dir}
+        if not eot and not failures:
+            out["events"] = _event_rows(index, data)
+        if eot:
+            out["reflections"] = reflection_rows(index, data)
+        if failures:
+            groups = failure_groups(data, index.events("proposal_rejected"))
+            out["failures"] = {"total": sum(g["count"] for g in groups), "groups": groups}
+        return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.ge-tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise GeError(f"cannot write {path}: {err.strerror or err}", "choose a writable destination") from None
+
+
+def export(run_dir: Path, variant: str, dest: Path, patch: bool = False, force: bool = False) -> dict[str, Any]:
+    """Write a variant's files into ``dest``, or with ``patch`` a `git apply`-able patch against
+    the seed (``dest`` is then a file, a directory to put ``<id>.patch`` in, or ``-`` for the
+    returned data only). A non-empty destination is refused unless ``force``."""
+    from guided_evolution.store import GitStore
+
+    dest = Path(dest)
+    if str(dest) == "-" and not patch:
+        raise GeError("DEST '-' (standard output) needs --patch", "give a directory to export the files into")
+    with _open(run_dir) as (index, _resolved, paths):
+        vid = resolve_id(index, variant)
+        commit = _commit_of(index, vid)
+        seed_id = index.get_meta("seed_variant")
+        with GitStore.open(paths.repo) as store:
+            if patch:
+                if not seed_id:
+                    raise GeError("this run has no seed variant recorded", f"run `ge doctor {run_dir} --repair`")
+                text = _patch_text(store, _commit_of(index, seed_id), commit)
+                files, added, removed = _diff_stats(text)
+                result = {"id": vid, "kind": "patch", "files": files, "added": added, "removed": removed}
+                if str(dest) == "-":
+                    return {**result, "path": None, "patch": text}
+                target = dest / f"{vid}.patch" if dest.is_dir() else dest
+                if target.is_dir():
+                    raise GeError(f"{target} is a directory", "give a file name for the patch")
+                if target.exists() and target.stat().st_size > 0 and not force:
+                    raise GeError(f"{target} already exists", "pass --force to overwrite it, or choose another file")
+                if not target.parent.is_dir():
+                    raise GeError(f"directory {target.parent} does not exist", "create it first")
+                _write_atomic(target, text)
+                return {**result, "path": str(target), "bytes": len(text.encode())}
+            return {"id": vid, "kind": "files", "path": str(dest), **_export_files(store, commit, dest, force)}
+
+
+def _patch_text(store: Any, base: str, commit: str) -> str:
+    return str(store.patch(base, commit))
+
+
+def _export_files(store: Any, commit: str, dest: Path, force: bool) -> dict[str, Any]:
+    if dest.exists() and not dest.is_dir():
+        raise GeError(f"{dest} exists and is not a directory", "choose a directory to export into")
+    files = sorted(store.read_files(commit))
+    nonempty = dest.is_dir() and any(dest.iterdir())
+    if not nonempty:
+        try:
+            store.export(commit, dest)
+        except OSError as err:
+            raise GeError(f"cannot export into {dest}: {err.strerror or err}", "choose a writable directory") from None
+        return {"files": files, "overwritten": []}
+    if not force:
+        raise GeError(
+            f"{dest} is not empty",
+            "pass --force to write the variant's files over it (other files are kept), or choose an empty directory",
+        )
+    tmp = dest / f".ge-export-{os.getpid()}"
+    overwritten = [f for f in files if (dest / f).exists()]
+    for name in files:
+        if (dest / name).is_dir():
+            raise GeError(f"{dest / name} is a directory, the variant has a file there", "remove it or export elsewhere")
+    try:
+        store.export(commit, tmp)
+        for name in files:
+            target = dest.joinpath(*name.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp.joinpath(*name.split("/")), target)
+    except OSError as err:
+        raise GeError(f"cannot export into {dest}: {err.strerror or err}", "check that it is writable") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"files": files, "overwritten": overwritten}

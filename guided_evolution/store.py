@@ -681,19 +681,26 @@ class GitStore:
 
     def set_note(self, commit: str, text: str, timestamp: float | None = None) -> None:
         """Attach (or replace) the note of ``commit`` in refs/notes/ge."""
-        sha = self.resolve(commit)
-        if not self.has_commit(sha):
-            raise RunStateError(f"cannot add a note to {sha}: no such commit", "run `ge doctor`")
-        if not text.endswith("\n"):
-            text += "\n"
-        blob = self._write_object(b"blob", text.encode())
+        self.set_notes({commit: text}, timestamp)
+
+    def set_notes(self, notes: Mapping[str, str], timestamp: float | None = None) -> None:
+        """Attach (or replace) several notes with one notes commit (one ref update)."""
+        if not notes:
+            return
         state = self._load_notes()
+        changed: set[str] = set()
         try:
-            bucket = sha[:2]
-            entries = state.buckets.setdefault(bucket, {})
-            entries[sha[2:]] = blob
+            for commit, text in notes.items():
+                sha = self.resolve(commit)
+                if not self.has_commit(sha):
+                    raise RunStateError(f"cannot add a note to {sha}: no such commit", "run `ge doctor`")
+                if not text.endswith("\n"):
+                    text += "\n"
+                blob = self._write_object(b"blob", text.encode())
+                state.buckets.setdefault(sha[:2], {})[sha[2:]] = blob
+                changed.add(sha[:2])
             for name, names in state.buckets.items():
-                if name == bucket or name not in state.bucket_trees:
+                if name in changed or name not in state.bucket_trees:
                     state.bucket_trees[name] = self._flat_tree(names, MODE_FILE)
             root = self._flat_tree(state.bucket_trees, MODE_TREE)
             # No parent: `git log --all` then shows one notes commit, not one per note.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
 
 
 def _fmt(value: Any) -> str:
@@ -78,7 +81,15 @@ def print_variant(console: Console, data: dict[str, Any]) -> None:
         f"operator {data['operator']}  segment {_fmt(data['segment'])}  prompt {_fmt(data['prompt_name'])}  "
         f"persona {_fmt(data['persona'])}  model {_fmt(data['model'])}  T={_fmt(data['temperature'])}"
     )
-    console.print(f"parents {', '.join(data['parents']) or '-'}  tokens {data['tokens']}  cost ${data['cost_usd']:.4f}")
+    console.print(
+        f"parents {', '.join(data['parents']) or '-'}  tokens {data['tokens']}"
+        + (f" ({data['prompt_tokens']} prompt + {data['completion_tokens']} completion)" if data.get("calls") else "")
+        + f"  cost ${data['cost_usd']:.4f}"
+        + (f"  LLM calls {len(data['calls'])}" if data.get("calls") else "")
+    )
+    for parent, metrics in (data.get("parent_metrics") or {}).items():
+        if metrics:
+            console.print(f"  parent {parent}: " + "  ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
     console.print(f"status {data['status']}" + (f"  [red]{data['failure_reason']}[/red]" if data["failure_reason"] else ""))
     if data["metrics"]:
         console.print("metrics " + "  ".join(f"{k}={_fmt(v)}" for k, v in data["metrics"].items()))
@@ -92,8 +103,130 @@ def print_variant(console: Console, data: dict[str, Any]) -> None:
         console.rule("reply")
         console.print(data["reply"], markup=False)
     if data["diff"]:
-        console.rule("diff against parent")
+        console.rule(f"diff against parent {data.get('diff_base') or ''}".rstrip())
         console.print(Syntax(data["diff"], "diff", theme="ansi_dark", word_wrap=True))
     if data["status"] == "failed" and data["output_tail"]:
         console.rule("output tail")
         console.print(data["output_tail"], markup=False)
+
+
+def _metrics_text(metrics: dict[str, Any] | None, objectives: list[dict[str, Any]]) -> str:
+    if not metrics:
+        return ""
+    names = [o["name"] for o in objectives if o["name"] in metrics] or list(metrics)
+    return "  ".join(f"{n}={_fmt(metrics.get(n))}" for n in names)
+
+
+def _node_label(node: dict[str, Any], objectives: list[dict[str, Any]]) -> Text:
+    text = Text()
+    text.append(node["id"], style="bold cyan")
+    if node.get("missing"):
+        text.append("  (not in the index)", style="red")
+        return text
+    text.append(f"  gen {node['generation']}  ", style="dim")
+    op = node["operator"] + (f" ({node['persona']})" if node.get("persona") else "")
+    text.append(op, style="magenta")
+    if node["status"] == "evaluated":
+        text.append("  " + _metrics_text(node.get("metrics"), objectives))
+        if node.get("improved"):
+            text.append("  ▲ improved", style="green")
+    else:
+        text.append(f"  {node['status']}", style="red" if node["status"] in ("failed", "invalid") else "yellow")
+        if node.get("failure_reason"):
+            text.append(f": {node['failure_reason']}", style="red")
+    return text
+
+
+def print_lineage(console: Console, data: dict[str, Any]) -> None:
+    """`ge lineage`: the ancestry as a tree; an ancestor reached twice is shown once."""
+    nodes = {n["id"]: n for n in data["nodes"]}
+    objectives = data["objectives"]
+    shown: set[str] = set()
+
+    def grow(tree: Tree, vid: str) -> None:
+        for parent in nodes[vid]["parents"]:
+            node = nodes.get(parent, {"id": parent, "missing": True, "parents": []})
+            if parent in shown:
+                tree.add(Text(f"{parent}  (shown above)", style="dim"))
+                continue
+            shown.add(parent)
+            grow(tree.add(_node_label(node, objectives)), parent)
+
+    root_id = data["id"]
+    shown.add(root_id)
+    tree = Tree(_node_label(nodes[root_id], objectives), guide_style="dim")
+    grow(tree, root_id)
+    console.print(tree)
+    console.print(f"[dim]{len(nodes)} variants in the ancestry; seed {data['seed']}[/dim]")
+
+
+def print_diff(console: Console, data: dict[str, Any]) -> None:
+    """`ge diff`."""
+    console.print(
+        f"[bold]{data['from']}[/bold] → [bold cyan]{data['to']}[/bold cyan]  "
+        f"{len(data['files'])} file(s)  [green]+{data['added']}[/green] [red]-{data['removed']}[/red]"
+    )
+    if data["diff"]:
+        console.print(Syntax(data["diff"], "diff", theme="ansi_dark", word_wrap=True))
+    else:
+        console.print("no difference")
+
+
+def _clock(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when)) if when else "-"
+
+
+def _event_details(row: dict[str, Any]) -> str:
+    skip = {"time", "kind"}
+    if row["kind"] == "evaluated":
+        return f"{row['variant']}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in (row.get("metrics") or {}).items())
+    if row["kind"] == "evaluation_failed":
+        return f"{row['variant']}  {row.get('stage')}: {row.get('reason')}"
+    return "  ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in skip)
+
+
+def print_log(console: Console, data: dict[str, Any]) -> None:
+    """`ge log`: events, EoT reflections and/or grouped failure reasons."""
+    if "events" in data:
+        table = Table(title="events", title_justify="left", show_edge=False)
+        table.add_column("time", style="dim", no_wrap=True)
+        table.add_column("event", no_wrap=True)
+        table.add_column("details", overflow="fold")
+        styles = {"evaluation_failed": "red", "proposal_rejected": "yellow", "evaluated": "green"}
+        for row in data["events"]:
+            table.add_row(_clock(row["time"]), Text(row["kind"], style=styles.get(row["kind"], "")), Text(_event_details(row)))
+        console.print(table)
+    if "reflections" in data:
+        if not data["reflections"]:
+            console.print("no EoT reflections in this run")
+        for row in data["reflections"]:
+            title = f"{row['variant']} (gen {_fmt(row['generation'])}, elite {_fmt(row['elite'])}, segment {_fmt(row['segment'])})"
+            console.rule(title, align="left")
+            console.print(row["text"], markup=False, highlight=False)
+    if "failures" in data:
+        groups = data["failures"]["groups"]
+        if not groups:
+            console.print("no failures")
+            return
+        table = Table(title=f"failures ({data['failures']['total']})", title_justify="left", show_edge=False)
+        table.add_column("count", justify="right")
+        table.add_column("where")
+        table.add_column("reason", overflow="fold")
+        table.add_column("e.g.", style="dim", overflow="fold")
+        for g in groups:
+            table.add_row(str(g["count"]), g["stage"], Text(g["reason"]), Text(", ".join(g["variants"][:3])))
+        console.print(table)
+
+
+def print_export(console: Console, data: dict[str, Any]) -> None:
+    """`ge export`."""
+    if data["kind"] == "patch":
+        console.print(
+            f"wrote {data['path']}: patch of {data['id']} against the seed, {len(data['files'])} file(s), "
+            f"+{data['added']} -{data['removed']}"
+        )
+        console.print(f"apply it in your project with [bold]git apply {data['path']}[/bold]")
+        return
+    console.print(f"exported {data['id']}: {len(data['files'])} file(s) into {data['path']}")
+    if data["overwritten"]:
+        console.print(f"overwrote {len(data['overwritten'])} existing file(s): {', '.join(data['overwritten'][:10])}")

@@ -1,0 +1,286 @@
+"""Run-inspection commands (show, lineage, diff, log, export) against a real small offline run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from guided_evolution.cli import app
+from guided_evolution.index import CallRecord, EvaluationRecord, ReflectionRecord, RunIndex
+from guided_evolution.inspection import normalise_reason
+from guided_evolution.rundir import RunLock
+from guided_evolution.store import GitStore
+from tests.support.seeds import template_seed
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(seed dir, run dir) of an offline run: 2 generations, crossovers on, no GPU."""
+    root = tmp_path_factory.mktemp("inspect")
+    seed = template_seed(root / "seed", generations=2, crossover_probability=1.0)
+    run = root / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "guided_evolution", "run", str(seed), "--run-dir", str(run), "--json"],
+        cwd=root, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "LITELLM_OFFLINE_MODE": "true"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return seed, run
+
+
+@pytest.fixture()
+def run_copy(made: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A private copy of the run that a test may write into."""
+    return Path(shutil.copytree(made[1], tmp_path / "run"))
+
+
+def ge_json(*args: str) -> dict:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout)
+
+
+def ge_text(*args: str) -> str:
+    result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result.stdout
+
+
+def ge_proc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "guided_evolution", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def variants(run: Path) -> list:
+    index = RunIndex.open(run / "index.sqlite", readonly=True)
+    try:
+        return index.variants()
+    finally:
+        index.close()
+
+
+def evaluated_child(run: Path, parents: int = 1):
+    return next(
+        v for v in variants(run) if v.operator != "seed" and v.status == "evaluated" and len(v.parents) == parents
+    )
+
+
+# --------------------------------------------------------------------------- --json everywhere
+
+
+def test_every_command_prints_parseable_json(made: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run = made
+    vid = evaluated_child(run).id
+    assert ge_json("status", str(run))["finished"]
+    assert ge_json("best", str(run))["front"]
+    assert ge_json("show", str(run), vid)["id"] == vid
+    assert ge_json("lineage", str(run), vid)["nodes"][0]["id"] == vid
+    assert ge_json("diff", str(run), vid)["to"] == vid
+    assert ge_json("log", str(run))["events"]
+    assert "reflections" in ge_json("log", str(run), "--eot")
+    assert "groups" in ge_json("log", str(run), "--failures")["failures"]
+    assert ge_json("export", str(run), vid, str(tmp_path / "out"))["files"]
+    assert ge_json("export", str(run), vid, str(tmp_path / "p.patch"), "--patch")["path"]
+    assert ge_json("report", str(run), "-o", str(tmp_path / "r.html"))["bytes"] > 0
+
+
+# --------------------------------------------------------------------------- show
+
+
+def test_show_counts_tokens_and_cost_of_the_variants_own_calls(run_copy: Path) -> None:
+    child = evaluated_child(run_copy)
+    index = RunIndex.open(run_copy / "index.sqlite")
+    try:
+        thought = "Lesson: smaller steps helped."
+        reason_id = index.record_call(
+            CallRecord("eot:reason", "m", [{"role": "user", "content": "why?"}], reply=thought + "\n",
+                       prompt_tokens=100, completion_tokens=20, cost_usd=0.25)
+        )
+        index.record_call(CallRecord("mutation", "m", [], reply="unrelated", prompt_tokens=999, cost_usd=9.0))
+        call_id = index.record_call(
+            CallRecord("eot", "m", [{"role": "user", "content": "apply it"}], reply="```python\npass\n```",
+                       prompt_tokens=300, completion_tokens=50, cost_usd=0.5)
+        )
+        child.llm_call_id = call_id  # as the engine stores it: the call's own variant_id stays NULL
+        child.eot_reflection = thought
+        index.add_variant(child, replace=True)
+    finally:
+        index.close()
+    shown = ge_json("show", str(run_copy), child.id[:10])
+    assert shown["tokens"] == 470 and shown["prompt_tokens"] == 400 and shown["completion_tokens"] == 70
+    assert shown["cost_usd"] == pytest.approx(0.75)
+    assert [c["id"] for c in shown["calls"]] == [reason_id, call_id]
+    assert "apply it" in shown["prompt"] and shown["reply"].startswith("```python")
+    assert shown["eot_reflection"] == thought
+    assert shown["parent_metrics"][child.parents[0]]["score"] is not None
+    assert shown["diff"].startswith("diff --git") and shown["diff_base"] == child.parents[0]
+    text = ge_text("show", str(run_copy), child.id)
+    assert "470" in text and "Lesson: smaller steps helped." in text
+
+
+# --------------------------------------------------------------------------- lineage
+
+
+def test_lineage_follows_both_parents_of_a_crossover_and_dedupes(made: tuple[Path, Path]) -> None:
+    _, run = made
+    child = evaluated_child(run, parents=2)
+    data = ge_json("lineage", str(run), child.id)
+    ids = [n["id"] for n in data["nodes"]]
+    assert len(ids) == len(set(ids)), "every ancestor appears once"
+    assert set(child.parents) <= set(ids) and data["seed"] in ids
+    by_id = {n["id"]: n for n in data["nodes"]}
+    assert by_id[data["seed"]]["operator"] == "seed"
+    for node in data["nodes"]:  # closed under parents: the walk reached the seed on every branch
+        assert set(node["parents"]) <= set(ids)
+        assert node["operator"] and (node["metrics"] or node["status"] != "evaluated")
+    text = ge_text("lineage", str(run), child.id)
+    assert child.parents[0] in text and child.parents[1] in text
+    assert "(shown above)" in text, "the seed, reached through both parents, is printed once"
+
+
+# --------------------------------------------------------------------------- diff
+
+
+def test_diff_defaults_to_the_seed(made: tuple[Path, Path]) -> None:
+    _, run = made
+    vid = evaluated_child(run).id
+    default = ge_json("diff", str(run), vid)
+    explicit = ge_json("diff", str(run), vid, "seed")
+    assert default == explicit and default["from"] != vid
+    assert default["files"] == ["model.py"] and default["added"] >= 1
+    assert ge_json("diff", str(run), vid, vid)["diff"] == ""
+    assert "model.py" in ge_text("diff", str(run), vid)
+
+
+# --------------------------------------------------------------------------- log
+
+
+def test_normalise_reason_groups_numbers_and_ids() -> None:
+    assert normalise_reason("timed out after 3.0 s") == normalise_reason("timed out after 12 s")
+    assert normalise_reason("exit code 137 in 0123456789abcdef") == "exit code <n> in <id>"
+    assert normalise_reason("no code block") != normalise_reason("timed out after 1 s")
+    assert normalise_reason(None) == "unknown"
+
+
+def test_log_groups_and_counts_failures_and_lists_reflections(run_copy: Path) -> None:
+    kids = [v for v in variants(run_copy) if v.operator != "seed"][:3]
+    index = RunIndex.open(run_copy / "index.sqlite")
+    try:
+        for v, reason in zip(kids, ("timed out after 3.0 s", "timed out after 12.5 s", "exit code 1"), strict=True):
+            index.add_evaluation(EvaluationRecord(v.id, "failed", failure_reason=reason, attempt=2))
+        index.add_event("proposal_rejected", {"operator": "mutation", "reason": "no code block"})
+        index.add_reflection(ReflectionRecord(kids[0].id, "Fewer features generalise better.", elite_id=kids[1].id))
+    finally:
+        index.close()
+    failures = ge_json("log", str(run_copy), "--failures")["failures"]
+    timed_out = [g for g in failures["groups"] if g["reason"].startswith("timed out")]
+    assert len(timed_out) == 1 and timed_out[0]["count"] == 2
+    assert set(timed_out[0]["variants"]) == {kids[0].id, kids[1].id}
+    assert failures["total"] == sum(g["count"] for g in failures["groups"]) >= 4
+    assert any(g["stage"].startswith("proposal") and g["reason"] == "no code block" for g in failures["groups"])
+    both = ge_json("log", str(run_copy), "--eot", "--failures")
+    assert both["reflections"][0]["text"] == "Fewer features generalise better." and "failures" in both
+    events = ge_json("log", str(run_copy))["events"]
+    kinds = [e["kind"] for e in events]
+    assert "run_started" in kinds and "evaluated" in kinds and "evaluation_failed" in kinds
+    assert [e["time"] for e in events] == sorted(e["time"] for e in events)
+    assert "timed out" in ge_text("log", str(run_copy), "--failures")
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_export_files_refuses_non_empty_dest_without_force(made: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run = made
+    vid = evaluated_child(run).id
+    dest = tmp_path / "out"
+    data = ge_json("export", str(run), vid, str(dest))
+    index = RunIndex.open(run / "index.sqlite", readonly=True)
+    with GitStore.open(run / "repo.git") as store:
+        files = store.read_files(index.get_variant(vid).commit_sha)
+    index.close()
+    assert sorted(files) == data["files"]
+    for name, content in files.items():
+        assert (dest / name).read_bytes() == content
+    (dest / "mine.txt").write_text("keep me")
+    (dest / "model.py").write_text("local edit")
+    proc = ge_proc("export", str(run), vid, str(dest), cwd=tmp_path)
+    assert proc.returncode == 2 and "not empty" in proc.stderr and "--force" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (dest / "model.py").read_text() == "local edit"
+    forced = ge_json("export", str(run), vid, str(dest), "--force")
+    assert (dest / "model.py").read_bytes() == files["model.py"] and (dest / "mine.txt").read_text() == "keep me"
+    assert "model.py" in forced["overwritten"] and not list(dest.glob(".ge-export-*"))
+
+
+def test_export_patch_applies_to_the_seed_with_git_apply(made: tuple[Path, Path], tmp_path: Path) -> None:
+    seed, run = made
+    vid = evaluated_child(run, parents=2).id
+    ge_json("export", str(run), vid, str(tmp_path / "variant"))
+    patch = tmp_path / "v.patch"
+    data = ge_json("export", str(run), vid, str(patch), "--patch")
+    assert data["files"] == ["model.py"] and patch.read_text().startswith("diff --git a/model.py b/model.py")
+    project = Path(shutil.copytree(seed, tmp_path / "project", ignore=shutil.ignore_patterns("runs")))
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    applied = subprocess.run(["git", "apply", "--check", str(patch)], cwd=project, capture_output=True, text=True)
+    assert applied.returncode == 0, applied.stderr
+    subprocess.run(["git", "apply", str(patch)], cwd=project, check=True)
+    assert (project / "model.py").read_text() == (tmp_path / "variant" / "model.py").read_text()
+    proc = ge_proc("export", str(run), vid, str(patch), "--patch", cwd=tmp_path)
+    assert proc.returncode == 2 and "already exists" in proc.stderr
+    ge_json("export", str(run), vid, str(patch), "--patch", "--force")
+    (tmp_path / "dir").mkdir()
+    assert ge_json("export", str(run), vid, str(tmp_path / "dir"), "--patch")["path"] == str(tmp_path / "dir" / f"{vid}.patch")
+    to_stdout = runner.invoke(app, ["export", str(run), vid, "-", "--patch"])
+    assert to_stdout.exit_code == 0 and to_stdout.stdout == patch.read_text()
+
+
+# --------------------------------------------------------------------------- live runs, errors
+
+
+def test_commands_read_a_run_while_it_is_being_written(run_copy: Path, tmp_path: Path) -> None:
+    vid = evaluated_child(run_copy).id
+    writer = RunIndex.open(run_copy / "index.sqlite")
+    try:
+        with RunLock(run_copy), writer.transaction():
+            writer.add_event("generation_started", {"generation": 3})  # uncommitted while we read
+            assert ge_json("status", str(run_copy))["children"] > 0
+            assert ge_json("best", str(run_copy))["front"]
+            assert ge_json("show", str(run_copy), vid)["metrics"]
+            assert ge_json("lineage", str(run_copy), vid)["nodes"]
+            assert ge_json("diff", str(run_copy), vid)["diff"]
+            events = ge_json("log", str(run_copy))["events"]
+            assert not any(e.get("generation") == 3 for e in events), "uncommitted writes are invisible"
+            assert ge_json("report", str(run_copy), "-o", str(tmp_path / "live.html"))["front"]
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("show", "ffffffffff"), ("lineage", "ffffffffff"), ("diff", "ffffffffff"), ("diff", "seed", "zz"),
+     ("export", "ffffffffff", "out")],
+)
+def test_a_bad_variant_id_is_one_line_and_exit_2(made: tuple[Path, Path], tmp_path: Path, args: tuple[str, ...]) -> None:
+    _, run = made
+    proc = ge_proc(args[0], str(run), *args[1:], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no variant") and "ge best" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_run_directory_is_a_clear_error(tmp_path: Path) -> None:
+    proc = ge_proc("log", str(tmp_path / "nope"), "--json", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().startswith("error: run directory not found")
