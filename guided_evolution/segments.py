@@ -9,6 +9,7 @@ they are kept out of :attr:`Segment.code` and re-attached unchanged by :func:`sp
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import io
 import re
@@ -188,8 +189,12 @@ def _anchor_of(code_lines: list[str]) -> tuple[str | None, int]:
     return None, 0
 
 
-def _scan_file(path: str, text: str, marker: str) -> list[_RawSegment]:
-    """Split one evolvable file into raw segments; GeError on a misplaced marker or NOTE."""
+@functools.lru_cache(maxsize=256)
+def _scan_file(path: str, text: str, marker: str) -> tuple[_RawSegment, ...]:
+    """Split one evolvable file into raw segments; GeError on a misplaced marker or NOTE.
+
+    Cached: one splice scans the parent's file several times (tokenizing is most of its cost).
+    """
     comments = _comment_only_lines(path, text)
     lines = _split_lines(text)
     starts = [0]
@@ -210,7 +215,7 @@ def _scan_file(path: str, text: str, marker: str) -> list[_RawSegment]:
         end_row = marker_rows[n + 1] if n + 1 < len(marker_rows) else len(lines)
         body = _analyse_body(path, lines[row + 1 : end_row], row + 2, comments, lines[row])
         out.append(_RawSegment(starts[row + 1], starts[end_row], body))
-    return out
+    return tuple(out)
 
 
 def _analyse_body(
