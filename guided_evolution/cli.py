@@ -26,6 +26,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from guided_evolution import __version__
+
+        sys.stdout.write(f"ge {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Guided Evolution: evolve marked segments of your code with LLMs."""
+
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout, nothing else.")]
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory, e.g. runs/tiny_cnn-20260101-120000.")]
 
