@@ -4,11 +4,13 @@ Synthetic CIFAR-shaped data (nothing is downloaded). Prints:
   1. training images/s: the original pipeline (224 px, per-image CPU transforms in a DataLoader
      with 8 workers, fp16 AMP), GPU-resident uint8 data with on-device augmentation in bf16 +
      channels_last at 224 px and at 32 px, and K concurrent 32 px processes (aggregate);
-  2. cold (new process) vs warm (`evaluate.py --worker`) wall time of one evaluation;
+  2. cold (new process) vs warm (`evaluator.worker`) wall time of one evaluation, through ge's
+     LocalExecutor (sandboxed, as in a run) when ge is importable;
   3. evaluations per hour at equal epochs, fast recipe packed K per GPU vs the original.
 
   python benchmarks/exquisitenet_throughput.py                  # CUDA: the full comparison
   python benchmarks/exquisitenet_throughput.py --device cpu --quick   # small sizes, ~1-2 min
+  python benchmarks/exquisitenet_throughput.py --cold-warm-only       # just item 2
 """
 
 from __future__ import annotations
@@ -190,8 +192,83 @@ def child_main(args: argparse.Namespace) -> None:
     print(json.dumps({"images_per_second": rate}), flush=True)
 
 
-def cold_vs_warm(device: str, sizes: Sizes) -> tuple[float, float]:
-    """Median wall seconds of one 1-epoch evaluation: a new process vs a worker request."""
+def cold_vs_warm(device: str, sizes: Sizes) -> tuple[float, float, str]:
+    """Median wall seconds of one 1-epoch evaluation, cold vs warm, and how it was measured.
+
+    Through ge's LocalExecutor when it can be imported: cold = `evaluator.command` (a new
+    sandboxed process per evaluation), warm = `evaluator.worker` (the slot's persistent worker;
+    its start-up, paid by the first evaluation, is printed separately). Otherwise evaluate.py
+    is driven directly (a new process vs `--worker` requests).
+    """
+    sys.path.insert(0, str(ROOT))
+    try:
+        from guided_evolution.executor import LocalExecutor  # noqa: F401
+    except ImportError:
+        cold, warm = _cold_vs_warm_direct(device, sizes)
+        return cold, warm, "evaluate.py driven directly (ge not importable)"
+    return _cold_vs_warm_executor(device, sizes)
+
+
+def _cold_vs_warm_executor(device: str, sizes: Sizes) -> tuple[float, float, str]:
+    import asyncio
+    import shlex
+
+    from guided_evolution.executor import EvalRequest, LocalExecutor
+    from guided_evolution.sandbox import Sandbox, SandboxPolicy
+    from guided_evolution.workerpool import WorkerPool
+    from tests.support.cifar import write_cifar
+
+    flags = f"--data data --epochs 1 --device {device} --seed 0"
+    python = shlex.quote(sys.executable)
+    sandbox = Sandbox(SandboxPolicy())
+    backend = sandbox.probe().backend
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        data = write_cifar(tmp / "cifar-10-batches-py", sizes.cold_warm_train, 100)
+        run = tmp / "run"
+
+        def request(vid: str) -> EvalRequest:
+            # The data lives in the variant's tree (hard links): the sandbox's /tmp is private.
+            workdir = run / "work" / vid
+            (workdir / "data").mkdir(parents=True)
+            for name in ("evaluate.py", "model.py"):
+                (workdir / name).write_text((SEED_DIR / name).read_text())
+            for item in data.iterdir():
+                os.link(item, workdir / "data" / item.name)
+            return EvalRequest(
+                variant_id=vid, workdir=workdir, run_dir=run,
+                command=f"{python} evaluate.py {flags}", check_command=None,
+                timeout_s=3600.0, check_timeout_s=60.0,
+                metrics_path=workdir / ".ge" / "metrics.json", log_path=None,
+                objectives=("val_accuracy",),
+            )
+
+        async def measure(workers: WorkerPool | None, prefix: str) -> list[float]:
+            executor = LocalExecutor(1, None, None, sandbox, workers=workers)
+            times = []
+            try:
+                for i in range(sizes.cold_warm_repeats + (1 if workers else 0)):
+                    result = await executor.evaluate(request(f"{prefix}{i}"))
+                    if result.status != "ok":
+                        raise RuntimeError(f"{prefix}{i} failed: {result.failure_reason}\n"
+                                           f"{result.output_tail}")
+                    times.append(result.duration_s)
+            finally:
+                await executor.aclose()
+            return times
+
+        cold = asyncio.run(measure(None, "cold"))
+        pool = WorkerPool(f"{python} evaluate.py --worker {flags}", sandbox)
+        warm = asyncio.run(measure(pool, "warm"))
+        if pool.stats()[0].starts != 1 or pool.warnings:
+            raise RuntimeError(f"the worker did not serve every evaluation: {pool.warnings}")
+    print(f"through ge's LocalExecutor (sandbox: {backend}), per evaluation: cold "
+          + ", ".join(f"{t:.2f}" for t in cold) + " s; warm: first (worker start-up) "
+          + f"{warm[0]:.2f} s, then " + ", ".join(f"{t:.2f}" for t in warm[1:]) + " s")
+    return statistics.median(cold), statistics.median(warm[1:]), f"ge executor, {backend}"
+
+
+def _cold_vs_warm_direct(device: str, sizes: Sizes) -> tuple[float, float]:
     sys.path.insert(0, str(ROOT))
     from tests.support.cifar import write_cifar
 
@@ -233,12 +310,23 @@ def cold_vs_warm(device: str, sizes: Sizes) -> tuple[float, float]:
     return statistics.median(cold), statistics.median(warm)
 
 
+def cold_vs_warm_line(device: str, sizes: Sizes) -> tuple[float, float]:
+    """Measure and print cold vs warm; returns the medians (s)."""
+    cold, warm, how = cold_vs_warm(device, sizes)
+    print(f"one 1-epoch evaluation on {sizes.cold_warm_train} train images (median of "
+          f"{sizes.cold_warm_repeats}, {how}): cold {cold:.2f} s, warm worker {warm:.2f} s "
+          f"({cold / warm:.1f}x)")
+    return cold, warm
+
+
 def main() -> None:
     """Run every measurement and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--quick", action="store_true", help="small sizes (CPU smoke run)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--cold-warm-only", action="store_true",
+                        help="only the cold vs warm (worker) evaluation comparison")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
@@ -261,6 +349,10 @@ def main() -> None:
               f"workers, {sizes.cold_warm_train} train images); a smoke test, not a result")
     if device == "cpu":
         print("CPU: float32 everywhere (no AMP, no channels_last); GPU-resident rows run on CPU")
+    if args.cold_warm_only:
+        print()
+        cold_vs_warm_line(device, sizes)
+        return
     rows: list[tuple[str, float]] = []
     t_orig = original_pipeline(device, sizes)
     rows.append((f"original: 224 px, CPU transforms, {sizes.loader_workers} workers, fp16 AMP",
@@ -278,11 +370,8 @@ def main() -> None:
     for label, rate in rows:
         print(f"{label:<62} {rate:>10.1f} {rate / t_orig:>7.2f}")
 
-    cold, warm = cold_vs_warm(device, sizes)
     print()
-    print(f"one 1-epoch evaluation on {sizes.cold_warm_train} train images (median of "
-          f"{sizes.cold_warm_repeats}): cold process {cold:.2f} s, warm worker {warm:.2f} s "
-          f"({cold / warm:.1f}x)")
+    cold, warm = cold_vs_warm_line(device, sizes)
 
     k_best = max(packed, key=lambda k: packed[k])
     epoch_imgs = TRAIN_IMAGES * sizes.epochs

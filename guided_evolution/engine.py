@@ -194,7 +194,11 @@ def _decode_evolvable(files: dict[str, bytes], cfg: GeConfig) -> dict[str, str]:
 
 def _check_evaluator(cfg: GeConfig, seed_dir: Path) -> None:
     """The evaluator's program must exist (on PATH or in the seed directory)."""
-    for key, command in (("evaluator.command", cfg.evaluator.command), ("evaluator.check", cfg.evaluator.check)):
+    for key, command in (
+        ("evaluator.command", cfg.evaluator.command),
+        ("evaluator.check", cfg.evaluator.check),
+        ("evaluator.worker", cfg.evaluator.worker),
+    ):
         if not command:
             continue
         try:
@@ -306,6 +310,10 @@ class Engine:
             await self._loop()
         finally:
             self._flush_notes()
+            pool = getattr(self.executor, "workers", None)
+            for line in getattr(pool, "warnings", []):
+                self.warnings.append(line)
+                self.index.add_event("warning", {"message": line})
             with contextlib.suppress(Exception):
                 await self.executor.aclose()
             if self.llm is not None:

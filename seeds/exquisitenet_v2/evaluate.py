@@ -568,8 +568,12 @@ def run_evaluation(workdir: Path, data: Cifar, opts: Options, metrics_path: str 
 # --------------------------------------------------------------------------- worker (zygote)
 
 
-def _child(request: dict[str, Any], data: Cifar, parser: argparse.ArgumentParser) -> int:
-    """Body of a forked evaluation: redirect output, chdir, evaluate. Returns the exit code."""
+def _child(request: dict[str, Any], data: Cifar, parser: argparse.ArgumentParser,
+           defaults: list[str]) -> int:
+    """Body of a forked evaluation: redirect output, chdir, evaluate. Returns the exit code.
+
+    The flags are the worker's own command line (`defaults`), then the request's `args`.
+    """
     log = os.open(request["log_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -588,7 +592,7 @@ def _child(request: dict[str, Any], data: Cifar, parser: argparse.ArgumentParser
                 argv.append(flag)
             elif value not in (None, False):
                 argv += [flag, str(value)]
-        ns = parser.parse_args(argv)
+        ns = parser.parse_args([*defaults, *argv])
         workdir = Path(request["workdir"]).resolve()
         os.chdir(workdir)
         opts = resolve(ns)
@@ -617,7 +621,7 @@ def _reply(message: dict[str, Any]) -> None:
 
 
 def _start(line: str, data: Cifar, parser: argparse.ArgumentParser,
-           running: dict[int, str]) -> None:
+           running: dict[int, str], defaults: list[str]) -> None:
     try:
         request = json.loads(line)
         for key in ("variant_id", "workdir", "metrics_path", "log_path"):
@@ -633,7 +637,7 @@ def _start(line: str, data: Cifar, parser: argparse.ArgumentParser,
         code = EXIT_FAILED
         try:
             os.setpgid(0, 0)
-            code = _child(request, data, parser)
+            code = _child(request, data, parser, defaults)
         finally:
             os._exit(code)
     running[pid] = request["variant_id"]
@@ -653,15 +657,17 @@ def _reap(running: dict[int, str], block: bool) -> None:
         _reply({"variant_id": variant, "exit_code": code, "signal": signum})
 
 
-def serve(data: Cifar) -> None:
+def serve(data: Cifar, defaults: list[str] | None = None) -> None:
     """Read one JSON request per line on stdin, fork a child for each, report starts and ends.
 
     Request: {"variant_id", "workdir", "metrics_path", "log_path", "args": {flag: value},
-    "env": {optional variables set in the child before CUDA starts}}. The parent never
+    "env": {optional variables set in the child before CUDA starts}}; `args` override the
+    `defaults` flags (the worker's own command line less --worker). The parent never
     touches CUDA or runs torch kernels, so forking stays safe; it exits after stdin closes and
     every child has been reported.
     """
     parser = build_parser()
+    defaults = list(defaults or [])
     running: dict[int, str] = {}
     fd = sys.stdin.fileno()
     sel = selectors.DefaultSelector()
@@ -677,10 +683,10 @@ def serve(data: Cifar) -> None:
             *lines, buffer = buffer.split(b"\n")
             for raw in lines:
                 if raw.strip():
-                    _start(raw.decode("utf-8", "replace"), data, parser, running)
+                    _start(raw.decode("utf-8", "replace"), data, parser, running, defaults)
         _reap(running, block=False)
     if buffer.strip():
-        _start(buffer.decode("utf-8", "replace"), data, parser, running)
+        _start(buffer.decode("utf-8", "replace"), data, parser, running, defaults)
     _reap(running, block=True)
 
 
@@ -699,7 +705,8 @@ def main(argv: list[str] | None = None) -> int:
             preload_torch()  # imported once here, shared by every forked child
 
             _reply({"ready": True, "train": len(data.x_train), "pid": os.getpid()})
-            serve(data)
+            raw = list(sys.argv[1:] if argv is None else argv)
+            serve(data, [a for a in raw if a not in ("--worker", "--check")])
             return 0
         run_evaluation(Path.cwd(), data, opts, metrics_path)
         return 0

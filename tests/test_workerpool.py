@@ -1,0 +1,379 @@
+"""Persistent per-slot evaluation workers (`evaluator.worker`) through LocalExecutor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from guided_evolution.errors import GeError
+from guided_evolution.executor import EvalRequest, EvalResult, LocalExecutor
+from guided_evolution.sandbox import Sandbox, SandboxPolicy
+from guided_evolution.workerpool import WorkerPool
+
+PY = shlex.quote(sys.executable)
+ROOT = Path(__file__).resolve().parents[1]
+SEED_DIR = ROOT / "seeds" / "exquisitenet_v2"
+
+# A pure-Python worker that follows the protocol. Each child does what `behaviour.txt` of its
+# variant says; `worker_id` tells which worker start a child was forked from.
+FAKE_WORKER = r'''
+import json, os, random, selectors, signal, sys, time
+
+WORKER_ID = f"{os.getpid()}-{random.random()}"
+if os.path.exists("no-start"):
+    print("cannot start: no-start file", file=sys.stderr)
+    sys.exit(3)
+
+
+def reply(message):
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def child(req):
+    fd = os.open(req["log_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.update(req["env"])
+    os.chdir(req["workdir"])
+    what = open("behaviour.txt").read().split()
+    print(f"child of {WORKER_ID} doing {what}", flush=True)
+    if what[0] == "crash":
+        print("boom", flush=True)
+        return 3
+    if what[0] == "hang":
+        if os.fork() == 0:  # a grandchild that leaves the process group
+            os.setsid()
+            os.execvp("sleep", ["sleep", what[1]])
+        time.sleep(1000)
+    if what[0] == "kill-worker":
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(0.5)
+    if what[0] == "spam":
+        sys.stdout.write("x" * 300_000 + "\nthe end\n")
+        sys.stdout.flush()
+    time.sleep(float(what[1]) if what[0] == "slow" else 0)
+    open("child-was-here", "w").write(os.getcwd())
+    siblings = sorted(os.listdir(os.path.dirname(os.path.dirname(os.getcwd()))))
+    sleepers = 0  # processes left by an earlier evaluation ("ok MARKER")
+    for pid in filter(str.isdigit, os.listdir("/proc")) if len(what) > 1 else ():
+        try:
+            sleepers += ("sleep\0" + what[1]).encode() in open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            pass
+    json.dump({"score": 1.0, "worker_id": WORKER_ID, "cwd": os.getcwd(),
+               "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+               "checked": float(os.path.exists("checked")), "siblings": json.dumps(siblings),
+               "sleepers": float(sleepers)},
+              open(os.environ["GE_METRICS"], "w"))
+    return 0
+
+
+reply({"ready": True})
+running = {}
+sel = selectors.DefaultSelector()
+sel.register(sys.stdin.fileno(), selectors.EVENT_READ)
+buffer, open_input = b"", True
+while open_input or running:
+    if open_input and sel.select(timeout=0.02):
+        chunk = os.read(sys.stdin.fileno(), 65536)
+        open_input = bool(chunk)
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            req = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                os.setpgid(0, 0)
+                code = 1
+                try:
+                    code = child(req)
+                finally:
+                    os._exit(code)
+            running[pid] = req["variant_id"]
+            reply({"variant_id": req["variant_id"], "pid": pid})
+    elif not open_input:
+        time.sleep(0.02)
+    while running:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            break
+        vid = running.pop(pid)
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        reply({"variant_id": vid, "exit_code": code, "signal": sig})
+'''
+
+COLD = (
+    f"{PY} -c "
+    + shlex.quote(
+        "import json, os; json.dump({'score': 2.0, 'cold': 'yes'}, open(os.environ['GE_METRICS'], 'w'))"
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    box = Sandbox(SandboxPolicy(output_cap_bytes=100_000))
+    box.probe()
+    return box
+
+
+def _request(run_dir: Path, vid: str, behaviour: str, **kw: object) -> EvalRequest:
+    workdir = run_dir / "work" / vid
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "fake_worker.py").write_text(FAKE_WORKER)
+    (workdir / "behaviour.txt").write_text(behaviour)
+    (workdir / ".ge").mkdir(exist_ok=True)
+    fields: dict[str, object] = {
+        "variant_id": vid,
+        "workdir": workdir,
+        "run_dir": run_dir,
+        "command": COLD,
+        "check_command": None,
+        "timeout_s": 30.0,
+        "check_timeout_s": 30.0,
+        "metrics_path": workdir / ".ge" / "metrics.json",
+        "log_path": run_dir / "logs" / f"{vid}.log",
+        "objectives": ("score",),
+        "env": {},
+    }
+    fields.update(kw)
+    return EvalRequest(**fields)  # type: ignore[arg-type]
+
+
+def _executor(sandbox: Sandbox, worker: str, slots: int = 1, **kw: object) -> LocalExecutor:
+    pool = WorkerPool(worker, sandbox, start_timeout_s=30.0, reply_timeout_s=10.0, kill_grace_s=0.5)
+    return LocalExecutor(
+        slots, kw.get("gpus"), None, sandbox, kill_grace_s=0.5, workers=pool  # type: ignore[arg-type]
+    )
+
+
+def _in_sequence(executor: LocalExecutor, *requests: EvalRequest) -> list[EvalResult]:
+    async def main() -> list[EvalResult]:
+        try:
+            return [await executor.evaluate(r) for r in requests]
+        finally:
+            await executor.aclose()
+
+    return asyncio.run(main())
+
+
+def _cmdline_has(text: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    if text.encode() in fh.read():
+                        found.append(int(pid))
+            except OSError:
+                continue
+    return found
+
+
+FAKE = f"{PY} fake_worker.py"
+
+
+def test_two_evaluations_reuse_one_worker_after_a_normal_check(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    check = f"{PY} -c " + shlex.quote("open('checked', 'w').close()")
+    first = _request(run, "v1", "ok", check_command=check)
+    second = _request(run, "v2", "spam", check_command=check)
+    executor = _executor(sandbox, FAKE)
+    pool = executor.workers
+    assert pool is not None
+    one, two = _in_sequence(executor, first, second)
+    assert one.status == "ok" and two.status == "ok", (one.failure_reason, two.failure_reason)
+    assert one.metrics["worker_id"] == two.metrics["worker_id"]
+    assert pool.stats()[0].starts == 1 and pool.stats()[0].evaluations == 2
+    assert "cold" not in one.metrics
+    assert one.metrics["checked"] == 1.0  # the check stage ran, as a command, in the variant dir
+    # The child ran in its own variant directory, which is back in place afterwards.
+    assert str(one.metrics["cwd"]).endswith("variant-v1")
+    assert (run / "work" / "v1" / "child-was-here").read_text() == one.metrics["cwd"]
+    log = (run / "logs" / "v1.log").read_text()
+    assert "via the worker of slot 0" in log and "doing ['ok']" in log
+    # Output goes through the same cap as a command's: head, omission marker, tail.
+    big = (run / "logs" / "v2.log").read_text()
+    assert "bytes of output omitted" in big and big.rstrip().endswith("the end")
+    assert len(big) < 120_000
+    assert "the end" in two.output_tail
+    if sandbox.probe().backend == "bwrap":
+        # Under bwrap the worker sees its own slot directory only, not other variants.
+        assert json.loads(str(one.metrics["siblings"])) == [".ge-worker-0"]
+    assert not (run / "work" / ".ge-worker-0").exists()  # removed by aclose
+
+
+def test_a_crashing_child_fails_alone(sandbox: Sandbox, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    executor = _executor(sandbox, FAKE)
+    crash, fine = _in_sequence(executor, _request(run, "c", "crash"), _request(run, "f", "ok"))
+    assert crash.status == "failed" and crash.failure_reason == "exit code 3"
+    assert crash.stage == "evaluate" and "boom" in crash.output_tail
+    assert fine.status == "ok", fine.failure_reason
+    assert executor.workers is not None and executor.workers.stats()[0].starts == 1
+
+
+def test_a_hanging_child_is_killed_at_the_timeout_and_the_worker_survives(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    marker = f"{time.time_ns() % 100_000}.5"
+    requests = (
+        _request(run, "a", "ok"),
+        _request(run, "h", f"hang {marker}", timeout_s=1.5),
+        _request(run, "b", f"ok {marker}"),
+    )
+    executor = _executor(sandbox, FAKE)
+    first, hung, after = _in_sequence(executor, *requests)
+    assert hung.status == "failed" and hung.failure_reason == "timed out after 1.5 s"
+    assert first.status == after.status == "ok"
+    assert first.metrics["worker_id"] == after.metrics["worker_id"]
+    assert after.metrics["sleepers"] == 0  # the escaped grandchild was gone before the next one
+    assert _cmdline_has(f"sleep\0{marker}") == []
+
+
+def test_a_dead_worker_is_restarted_once_then_the_slot_runs_cold(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    requests = (
+        _request(run, "k1", "kill-worker"),
+        _request(run, "ok1", "ok"),
+        _request(run, "k2", "kill-worker"),
+        _request(run, "ok2", "ok"),
+    )
+    executor = _executor(sandbox, FAKE)
+    pool = executor.workers
+    assert pool is not None
+    k1, ok1, k2, ok2 = _in_sequence(executor, *requests)
+    # The evaluation whose worker died is rerun with evaluator.command.
+    assert k1.status == "ok" and k1.metrics.get("cold") == "yes", k1.failure_reason
+    assert "running evaluator.command" in (run / "logs" / "k1.log").read_text()
+    assert ok1.status == "ok" and "worker_id" in ok1.metrics  # a restarted worker
+    assert k2.status == "ok" and k2.metrics.get("cold") == "yes"
+    assert ok2.status == "ok" and ok2.metrics.get("cold") == "yes"  # worker mode is off now
+    stats = pool.stats()[0]
+    assert (stats.starts, stats.deaths, stats.disabled) == (2, 2, True)
+    assert len(pool.warnings) == 2 and "runs evaluator.command from now on" in pool.warnings[1]
+
+
+def test_a_worker_that_cannot_start_falls_back_to_the_command(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    requests = [_request(run, f"v{i}", "ok") for i in range(3)]
+    for request in requests:
+        (request.workdir / "no-start").write_text("")
+    executor = _executor(sandbox, FAKE)
+    pool = executor.workers
+    assert pool is not None
+    results = _in_sequence(executor, *requests)
+    assert [r.metrics.get("cold") for r in results] == ["yes", "yes", "yes"]
+    assert pool.stats()[0].starts == 2 and pool.stats()[0].disabled
+    assert "no-start file" in pool.warnings[0]
+
+
+def test_concurrent_slots_each_get_their_own_worker_and_gpu(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    requests = [_request(run, f"v{i}", "slow 0.3") for i in range(6)]
+    executor = _executor(sandbox, FAKE, slots=2, gpus=["0", "1"])
+    pool = executor.workers
+    assert pool is not None
+
+    async def main() -> list[EvalResult]:
+        try:
+            return list(await asyncio.gather(*(executor.evaluate(r) for r in requests)))
+        finally:
+            await executor.aclose()
+
+    results = asyncio.run(main())
+    assert all(r.status == "ok" for r in results), [r.failure_reason for r in results]
+    by_gpu: dict[str, set[str]] = {}
+    for r in results:
+        assert r.metrics["gpu"] == r.gpu
+        by_gpu.setdefault(str(r.gpu), set()).add(str(r.metrics["worker_id"]))
+    assert sorted(by_gpu) == ["0", "1"]
+    assert all(len(ids) == 1 for ids in by_gpu.values())  # one worker per slot, reused
+    assert by_gpu["0"] != by_gpu["1"]
+    assert {i: s.starts for i, s in pool.stats().items()} == {0: 1, 1: 1}
+
+
+# --------------------------------------------------------------------------- the real seed
+
+
+@pytest.mark.timeout(120)
+def test_exquisitenet_worker_through_the_executor(sandbox: Sandbox, tmp_path: Path) -> None:
+    from tests.support.cifar import write_cifar
+
+    run = tmp_path / "run"
+    requests = []
+    for vid in ("s1", "s2"):
+        workdir = run / "work" / vid
+        workdir.mkdir(parents=True)
+        for name in ("evaluate.py", "model.py"):
+            shutil.copy(SEED_DIR / name, workdir / name)
+        write_cifar(workdir / "data", 100, 20, seed=1)  # inside the tree: /tmp is private
+        requests.append(
+            EvalRequest(
+                variant_id=vid,
+                workdir=workdir,
+                run_dir=run,
+                command="python evaluate.py --data data --epochs 1 --device cpu",
+                check_command=None,
+                timeout_s=100.0,
+                check_timeout_s=60.0,
+                metrics_path=workdir / ".ge" / "metrics.json",
+                log_path=run / "logs" / f"{vid}.log",
+                objectives=("val_accuracy", "params"),
+            )
+        )
+    worker = "python evaluate.py --worker --data data --epochs 1 --device cpu --batch-size 50"
+    executor = _executor(sandbox, worker)
+    pool = executor.workers
+    assert pool is not None
+    one, two = _in_sequence(executor, *requests)
+    assert one.status == "ok" and two.status == "ok", (one.output_tail, two.output_tail)
+    assert one.metrics["params"] == two.metrics["params"] == 518_230.0
+    assert one.metrics == {**two.metrics, **{k: one.metrics[k] for k in ("train_seconds",
+                                                                          "images_per_second")}}
+    assert pool.stats()[0].starts == 1 and pool.stats()[0].evaluations == 2
+    assert "batch 50" in (run / "logs" / "s2.log").read_text()  # the worker's flags apply
+
+
+@pytest.mark.parametrize("backend", ["unshare", "none"])
+def test_other_sandbox_backends_reuse_the_worker_and_enforce_the_timeout(
+    tmp_path: Path, backend: str
+) -> None:
+    box = Sandbox(SandboxPolicy(output_cap_bytes=100_000, backend=backend))
+    try:
+        box.probe()
+    except GeError as exc:  # a backend this machine lacks
+        pytest.skip(f"{backend} does not work here: {exc}")
+    run = tmp_path / "run"
+    marker = f"{time.time_ns() % 100_000}.25"
+    requests = (
+        _request(run, "a", "ok"),
+        _request(run, "h", f"hang {marker}", timeout_s=1.0),
+        _request(run, "b", "crash"),
+        _request(run, "c", f"ok {marker}"),
+    )
+    ok, hung, crash, after = _in_sequence(_executor(box, FAKE), *requests)
+    assert hung.failure_reason == "timed out after 1 s"
+    assert crash.failure_reason == "exit code 3"
+    assert ok.status == after.status == "ok"
+    assert ok.metrics["worker_id"] == after.metrics["worker_id"]
+    assert after.metrics["sleepers"] == 0
