@@ -44,6 +44,10 @@ def _root(
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout, nothing else.")]
+DetachFlag = Annotated[
+    bool,
+    typer.Option("--detach", help="On Ctrl-C leave SLURM jobs running; `ge resume` re-attaches to them."),
+]
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory, e.g. runs/tiny_cnn-20260101-120000.")]
 
 
@@ -103,6 +107,7 @@ def run(
     seed: Annotated[int | None, typer.Option(help="RNG seed.")] = None,
     budget_usd: Annotated[float | None, typer.Option(help="Stop proposing children after this LLM spend.")] = None,
     executor: Annotated[str | None, typer.Option(help="Where evaluations run: local or slurm.")] = None,
+    detach: DetachFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
     """Start an evolution from a seed directory.
@@ -124,12 +129,12 @@ def run(
     }
     if model:
         overrides["llm.models"] = list(model)
-    summary = start_run(seed_dir, config, run_dir, overrides, json_mode=json_out)
+    summary = start_run(seed_dir, config, run_dir, overrides, json_mode=json_out, detach=detach)
     _finish(summary, json_out)
 
 
 @app.command()
-def resume(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
+def resume(run_dir: RunDirArg, detach: DetachFlag = False, json_out: JsonFlag = False) -> None:
     """Continue a run exactly where it stopped (after Ctrl-C, kill -9 or a reboot).
 
     No evaluated variant is lost or evaluated twice; unfinished LLM calls and evaluations are
@@ -137,7 +142,7 @@ def resume(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
     """
     from guided_evolution.engine import resume_run
 
-    _finish(resume_run(run_dir, json_mode=json_out), json_out)
+    _finish(resume_run(run_dir, json_mode=json_out, detach=detach), json_out)
 
 
 def _finish(summary: Any, json_out: bool) -> None:

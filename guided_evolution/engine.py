@@ -112,6 +112,7 @@ def start_run(
     overrides: dict[str, Any],
     *,
     json_mode: bool = False,
+    detach: bool = False,
 ) -> RunSummary:
     """Validate everything, create the run directory atomically, then drive the evolution."""
     cfg_path = find_config(seed_dir, config_path)
@@ -152,16 +153,16 @@ def start_run(
             index.close()
 
     paths = rd.create_run_dir(resolved, build)
-    return _drive(paths, resolved, json_mode)
+    return _drive(paths, resolved, json_mode, detach)
 
 
-def resume_run(run_dir: Path, *, json_mode: bool = False) -> RunSummary:
+def resume_run(run_dir: Path, *, json_mode: bool = False, detach: bool = False) -> RunSummary:
     """Continue a run where it stopped."""
     paths, resolved = rd.open_run(Path(run_dir))
-    return _drive(paths, resolved, json_mode)
+    return _drive(paths, resolved, json_mode, detach)
 
 
-def _drive(paths: rd.RunPaths, resolved: ResolvedConfig, json_mode: bool) -> RunSummary:
+def _drive(paths: rd.RunPaths, resolved: ResolvedConfig, json_mode: bool, detach: bool) -> RunSummary:
     from guided_evolution import doctor
     from guided_evolution.index import RunIndex
 
@@ -171,7 +172,7 @@ def _drive(paths: rd.RunPaths, resolved: ResolvedConfig, json_mode: bool) -> Run
         store = GitStore.open(paths.repo)
         index = RunIndex.open(paths.index)
         progress = make_progress(json_mode, [(o.name, o.direction) for o in resolved.config.selected_objectives])
-        engine = Engine(paths, resolved, store, index, progress)
+        engine = Engine(paths, resolved, store, index, progress, detach=detach)
         try:
             with progress:
                 asyncio.run(engine.run())
@@ -245,7 +246,16 @@ def _llm_settings(cfg: GeConfig) -> Any:
 class Engine:
     """One run's loop. Single-threaded asyncio: all store and index writes happen on this thread."""
 
-    def __init__(self, paths: rd.RunPaths, resolved: ResolvedConfig, store: GitStore, index: Any, progress: Progress) -> None:
+    def __init__(
+        self,
+        paths: rd.RunPaths,
+        resolved: ResolvedConfig,
+        store: GitStore,
+        index: Any,
+        progress: Progress,
+        *,
+        detach: bool = False,
+    ) -> None:
         from guided_evolution.prompts import PromptLibrary
 
         self.paths = paths
@@ -269,6 +279,7 @@ class Engine:
         self._notes: dict[str, str] = {}
         self._calls: dict[tuple[int, int], list[int]] = {}
         self.stop_reason = ""
+        self.detach = detach  # on Ctrl-C leave cluster jobs running for `ge resume` to re-attach
         self.warnings: list[str] = []
         self.generation = 0
 
@@ -315,7 +326,7 @@ class Engine:
                 self.warnings.append(line)
                 self.index.add_event("warning", {"message": line})
             with contextlib.suppress(Exception):
-                await self.executor.aclose()
+                await self.executor.aclose(cancel=not self.detach)
             if self.llm is not None:
                 with contextlib.suppress(Exception):
                     await self.llm.aclose()

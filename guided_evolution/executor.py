@@ -228,8 +228,8 @@ class LocalExecutor:
         finally:
             queue.put_nowait(slot)
 
-    async def aclose(self) -> None:
-        """Kill everything still running."""
+    async def aclose(self, cancel: bool = True) -> None:
+        """Kill everything still running (local processes die with ge: ``cancel`` is moot)."""
         self._closed = True
         if self.workers is not None:
             await self.workers.aclose()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import fcntl
 import fnmatch
 import os
 import shutil
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,14 +155,38 @@ def create_run_dir(resolved: ResolvedConfig, build: RunBuilder) -> RunPaths:
         paths.config.write_text(resolved.dump(), encoding="utf-8")
         build(paths)
         os.replace(tmp, final)
-    except OSError as err:
+    except BaseException as err:
+        full = isinstance(err, (OSError, GeError, sqlite3.Error)) and _disk_full(parent, err)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise GeError(f"cannot write run directory {final}: {err.strerror or err}", "check free disk space and permissions") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
+        if full:
+            raise GeError(
+                f"cannot create run directory {final}: no space left on the device",
+                "free some disk space or pass a --run-dir on another disk",
+            ) from None
+        if isinstance(err, OSError):
+            raise GeError(
+                f"cannot write run directory {final}: {err.strerror or err}", "check free disk space and permissions"
+            ) from None
         raise
     return RunPaths(final)
+
+
+FULL_DISK_BYTES = 1 << 20
+"""Less free space than this (for unprivileged users) while creating a run counts as a full disk."""
+
+
+def _disk_full(directory: Path, err: BaseException) -> bool:
+    """Whether ``err`` (raised while writing a new run under ``directory``) means the disk is full."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err).lower()
+    if "disk is full" in text or "no space left" in text:
+        return True
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < FULL_DISK_BYTES
 
 
 def resolve(cfg: GeConfig, config_path: Path, run_dir: Path | None) -> ResolvedConfig:

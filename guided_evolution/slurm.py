@@ -629,6 +629,8 @@ class SlurmExecutor:
                 return self._failed(job, request, self._ended_reason(job, state))
             if state.state == "COMPLETED":
                 return job  # its result may still be on its way (shared file system)
+        if request is None and state is not None and state.state in LIVE_STATES:
+            await self._scancel(job)  # its files are gone: it cannot deliver a result
         self._forget(job)  # lost: cancelled, purged, or its files are gone
         return None
 
@@ -661,12 +663,10 @@ class SlurmExecutor:
         ended_since: float | None = None
         gone_since: float | None = None
         failing_since: float | None = None
+        result_since: float | None = None
         while True:
             if self._closed:
                 raise RuntimeError(f"executor closed while waiting for SLURM job {job.job_id}")
-            result = self._collect_result(job, request)
-            if result is not None:
-                return result
             exit_info = _read_json(job.dir / "exit.json")
             state, error = await self._monitor.state(job.job_id)
             now = time.monotonic()
@@ -678,6 +678,17 @@ class SlurmExecutor:
                 failing_since = None
                 if state is None:
                     state = await self._monitor.sacct(job.job_id)
+            if (job.dir / "result.json").exists():
+                # The slot (max_queued) is freed once SLURM, too, sees the job end.
+                result_since = result_since or now
+                finishing = error is None and state is not None and state.state in LIVE_STATES
+                if not finishing or now - result_since > grace:
+                    result = self._collect_result(job, request)
+                    if result is not None:
+                        return result
+                if finishing:
+                    await asyncio.sleep(self.cfg.poll_s)
+                    continue
             if state is not None and state.state in LIVE_STATES:
                 gone_since = ended_since = None
                 if state.state == "PENDING" and state.reason in _HOPELESS_PENDING:
@@ -881,6 +892,12 @@ async def _run_job(spec: dict[str, Any], request: EvalRequest) -> int:
         return 0
     if info.warning:
         print(f"[ge] on {socket.gethostname()}: {info.warning}", file=sys.stderr, flush=True)
+    # The sandbox puts ge's interpreter first on PATH unless PATH already names it: name it last,
+    # so that the interpreter the setup snippet activated stays the evaluator's `python`.
+    py_dir = os.path.dirname(sys.executable)
+    path_parts = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    if py_dir and py_dir not in path_parts:
+        os.environ["PATH"] = os.pathsep.join([*path_parts, py_dir])
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or None
     executor = LocalExecutor(1, [gpu] if gpu else None, None, sandbox)
     loop = asyncio.get_running_loop()
