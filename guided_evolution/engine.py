@@ -339,7 +339,11 @@ class Engine:
             self.generation = last.generation if last else 0
             return
         self.index.add_event("run_resumed" if self.index.last_generation() else "run_started", {"pid": _pid()})
+        # litellm takes seconds to import: do it while the seed is evaluated, not on the first call.
+        warm = asyncio.create_task(self.llm.warm_up()) if self.llm is not None else None
         await self._ensure_seed_evaluated()
+        if warm is not None:
+            await warm
         last = self.index.last_generation()
         gen = 0 if last is None else last.generation + 1
         population: list[str] = [self.seed_id] if last is None else list(last.population)
@@ -624,8 +628,8 @@ class Engine:
             seed_ev = self.index.latest_evaluation(self.seed_id)
             elite_ev = self.index.latest_evaluation(step.other)
             reason_req = ops.eot_reason_request(
-                self.prompts, self._genome(step.other), step.other, elite_ev.metrics if elite_ev else {},
-                self._genome(self.seed_id), seed_ev.metrics if seed_ev else None, rng, temperature_range=temps.eot,
+                self.prompts, self._genome(step.other), step.other, self._objective_metrics(elite_ev) or {},
+                self._genome(self.seed_id), self._objective_metrics(seed_ev), rng, temperature_range=temps.eot,
                 directions={o.name: o.direction for o in self.cfg.objectives},
             )
             if reason_req is not None:
@@ -641,6 +645,18 @@ class Engine:
         )
         reply = await self._ask(req, rng, plan, sample)
         return _with_model(ops.child_from_reply(req, genome, reply.text), reply, _merge_parents(previous, plan))
+
+    def _objective_metrics(self, evaluation: Any) -> dict[str, float] | None:
+        """Only the configured objectives' numbers: other metric names and values are the
+        variant's own text and never go into a prompt."""
+        if evaluation is None or not evaluation.metrics:
+            return None
+        out = {}
+        for objective in self.cfg.objectives:
+            value = evaluation.metrics.get(objective.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                out[objective.name] = float(value)
+        return out
 
     def _offline(self, step: Step, plan: Plan, genome: Genome, rng: random.Random) -> Any:
         from guided_evolution.offline import offline_crossover, offline_mutate

@@ -102,7 +102,8 @@ def read_metrics(
             return metrics, f"metric '{name}' missing"
         value = data[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return metrics, f"metric '{name}' is not a number ({json.dumps(value)[:50]})"
+            # The value is the variant's text: name its type only, never quote it (it may reach a prompt).
+            return metrics, f"metric '{name}' is not a number (got {type(value).__name__})"
         number = metrics[name]
         if not isinstance(number, float) or not math.isfinite(number):
             return metrics, f"metric '{name}' is not finite ({number})"

@@ -426,6 +426,10 @@ class LLMClient:
             self._module = await asyncio.to_thread(self._import_once)
         return self._module
 
+    async def warm_up(self) -> None:
+        """Import litellm now (in a thread), e.g. while the seed is being evaluated."""
+        await self._litellm()
+
     def _import_once(self) -> ModuleType:
         with self._import_lock:
             if self._module is None:

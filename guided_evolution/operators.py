@@ -381,7 +381,8 @@ def fix_request(
     tail = output_tail[-OUTPUT_TAIL_CHARS:] if output_tail.strip() else "(no output)"
     values = _segment_values(genome, seg)
     values.update(
-        failure_reason=_one_line(failure_reason, REASON_CHARS) or "unknown",
+        # The reason can carry text the variant wrote: it is data, so it goes in a fence too.
+        failure_reason=fence(_one_line(failure_reason, REASON_CHARS) or "unknown", "text"),
         output_tail=fence(tail, "text"),
     )
     return OperatorRequest(

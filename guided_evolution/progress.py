@@ -58,7 +58,8 @@ class Progress:
         self.cost_usd = cost_usd
 
     def warn(self, message: str) -> None:
-        """Shown once at the start (e.g. a missing network sandbox)."""
+        """Shown once at the start (e.g. a missing network sandbox): on stderr even with --json."""
+        Console(stderr=True, highlight=False).print(f"warning: {message}", markup=False, soft_wrap=True)
 
     def refresh(self) -> None:
         """Redraw, where there is something to draw."""
@@ -93,7 +94,7 @@ class LiveProgress(Progress):
         self.live.stop()
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {message}")
+        self.console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
 
     def refresh(self) -> None:
         now = time.monotonic()

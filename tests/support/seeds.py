@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from guided_evolution import seedinit
-
 from tests.support.openai_server import Action, reply
 
 _FENCE = re.compile(r"```(?:python)?\n(.*?)```", re.S)
