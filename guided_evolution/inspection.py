@@ -486,14 +486,15 @@ def log(run_dir: Path, eot: bool = False, failures: bool = False) -> dict[str, A
         return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, hint: str = "choose a writable destination") -> None:
+    """Write a text file via a temp sibling and a rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.ge-tmp-{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise GeError(f"cannot write {path}: {err.strerror or err}", "choose a writable destination") from None
+        raise GeError(f"cannot write {path}: {err.strerror or err}", hint) from None
 
 
 def export(run_dir: Path, variant: str, dest: Path, patch: bool = False, force: bool = False) -> dict[str, Any]:
@@ -525,7 +526,7 @@ def export(run_dir: Path, variant: str, dest: Path, patch: bool = False, force: 
                     raise GeError(f"{target} already exists", "pass --force to overwrite it, or choose another file")
                 if not target.parent.is_dir():
                     raise GeError(f"directory {target.parent} does not exist", "create it first")
-                _write_atomic(target, text)
+                write_atomic(target, text)
                 return {**result, "path": str(target), "bytes": len(text.encode())}
             return {"id": vid, "kind": "files", "path": str(dest), **_export_files(store, commit, dest, force)}
 

@@ -12,7 +12,6 @@ import bisect
 import hashlib
 import html
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from guided_evolution.inspection import (
     load_run_data,
     reflection_rows,
     variant_calls,
+    write_atomic,
 )
 
 MAX_DIFF_CHARS = 60_000
@@ -883,13 +883,7 @@ def write_report(run_dir: Path, output: Path) -> dict[str, Any]:
         raise GeError(f"directory {output.parent} does not exist", "create it or pass another -o")
     rep = collect(Path(run_dir))
     page = render(rep)
-    tmp = output.with_name(f".{output.name}.ge-tmp-{os.getpid()}")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, output)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise GeError(f"cannot write {output}: {err.strerror or err}", "pass a writable -o") from None
+    write_atomic(output, page, "pass a writable -o")
     return {
         "path": str(output),
         "bytes": len(page.encode()),

@@ -453,7 +453,7 @@ class Sandbox:
             path.mkdir(parents=True, exist_ok=True)
         if lease.uid is not None:
             for path in (workdir, *writable):
-                _chown_tree(path, lease.uid)
+                chown_tree(path, lease.uid)
 
         out_env = dict(env)
         out_env["HOME"] = str(home)
@@ -719,7 +719,8 @@ def _traversable_by_others(path: Path) -> bool:
     return True
 
 
-def _chown_tree(root: Path, uid: int) -> None:
+def chown_tree(root: Path, uid: int) -> None:
+    """Give a directory tree to ``uid`` (the evaluation's dedicated user), best effort."""
     with contextlib.suppress(OSError):
         os.lchown(root, uid, uid)
     for dirpath, dirnames, filenames in os.walk(root):

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from guided_evolution.sandbox import TOKEN_VAR, Sandbox, signal_name
+from guided_evolution.sandbox import TOKEN_VAR, Sandbox, chown_tree, signal_name
 
 if TYPE_CHECKING:
     from guided_evolution.executor import EvalRequest
@@ -303,7 +303,7 @@ class WorkerPool:
                     path.unlink()
             os.mkfifo(fifo, 0o600)
             if worker.uid is not None:
-                _chown_tree(inside, worker.uid)
+                chown_tree(inside, worker.uid)
                 os.chown(fifo, worker.uid, worker.uid)
             read_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
             keep_open = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # no EOF before the child
@@ -525,12 +525,3 @@ def _host_pid(worker: _Worker, ns_pid: int) -> int | None:
         except (OSError, ValueError):
             continue
     return None
-
-
-def _chown_tree(root: Path, uid: int) -> None:
-    with contextlib.suppress(OSError):
-        os.lchown(root, uid, uid)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in (*dirnames, *filenames):
-            with contextlib.suppress(OSError):
-                os.lchown(os.path.join(dirpath, name), uid, uid)
