@@ -83,25 +83,23 @@ def generation_times(run_dir: Path) -> list[tuple[int, int, float]]:
 def overlap(tmp: Path) -> None:
     print("== Part 1: overlap of LLM calls and evaluations (100 children) ==")
     writer = CodeWriter()
-    for name, llm_latency, eval_cmd in (("overlap", 0.5, f"sleep 0.5; {METRICS_ONLY}"),):
-        seed = template_seed(tmp / f"seed-{name}")
-        with serve(responder=lambda req: hang(llm_latency, then=writer(req))) as server:
-            configure(
-                seed,
-                evaluator=eval_cmd,
-                evolution={"initial_population": 100, "population": 4, "elites": 2, "generations": 0},
-                llm={"models": ["openai/bench"], "api_base": server.base_url, "concurrency": 4, "timeout_s": 30},
-                slots=2,
-                sandbox="auto",
-            )
-            wall = ge(["run", str(seed), "--run-dir", str(tmp / f"run-{name}")], cwd=tmp)
-        gens = generation_times(tmp / f"run-{name}")
-        gen_wall = gens[0][2]
-        ideal = max(100 * 0.5 / 4, 100 * 0.5 / 2)
-        print(f"  100 children, LLM 0.5 s x 4 concurrent, evaluation 0.5 s x 2 slots")
-        print(f"  generation wall {gen_wall:.2f} s (process wall incl. start-up and seed evaluation {wall:.2f} s)")
-        print(f"  overlapped ideal {ideal:.1f} s -> ratio {gen_wall / ideal:.3f} (target <= 1.15)")
-        print(f"  serial LLM-then-evaluate per worker would take {100 * 1.0 / 2:.0f} s")
+    seed = template_seed(tmp / "seed-overlap")
+    with serve(responder=lambda req: hang(0.5, then=writer(req))) as server:
+        configure(
+            seed,
+            evaluator=f"sleep 0.5; {METRICS_ONLY}",
+            evolution={"initial_population": 100, "population": 4, "elites": 2, "generations": 0},
+            llm={"models": ["openai/bench"], "api_base": server.base_url, "concurrency": 4, "timeout_s": 30},
+            slots=2,
+            sandbox="auto",
+        )
+        wall = ge(["run", str(seed), "--run-dir", str(tmp / "run-overlap")], cwd=tmp)
+    gen_wall = generation_times(tmp / "run-overlap")[0][2]
+    ideal = max(100 * 0.5 / 4, 100 * 0.5 / 2)
+    print("  100 children, LLM 0.5 s x 4 concurrent, evaluation 0.5 s x 2 slots")
+    print(f"  generation wall {gen_wall:.2f} s (process wall incl. start-up and seed evaluation {wall:.2f} s)")
+    print(f"  overlapped ideal {ideal:.1f} s -> ratio {gen_wall / ideal:.3f} (target <= 1.15)")
+    print(f"  serial LLM-then-evaluate per worker would take {100 * 1.0 / 2:.0f} s")
 
 
 def evaluator_process_cost(tmp: Path, sandbox: str, samples: int = 30) -> float:
@@ -151,7 +149,8 @@ def overhead(tmp: Path, total: int, sandbox: str) -> None:
     for label, value in windows.items():
         print(f"  children {label:>8}: {value * 1000:6.2f} ms per child, overhead {(value - alone) * 1000:6.2f} ms (target <= 15)")
     if len(windows) > 1:
-        first, last = list(windows.values())[0], list(windows.values())[-1]
+        values = list(windows.values())
+        first, last = values[0], values[-1]
         print(f"  last/first per-child ratio: {last / first:.2f}")
 
 
