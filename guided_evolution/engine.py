@@ -400,13 +400,16 @@ class Engine:
 
     async def _ensure_seed_evaluated(self) -> None:
         result = self.index.latest_evaluation(self.seed_id)
-        if result is None:
-            result = await self._evaluate(self.seed_id)
         if result is None or result.status != "ok":
-            reason = result.failure_reason if result else "not evaluated"
+            # A failed seed is retried by every `ge resume`: the cause may have been the
+            # environment (missing data, a busy GPU), which the user can fix in place.
+            result = await self._evaluate(self.seed_id)
+        if result.status != "ok":
+            log = self.paths.logs / f"{self.seed_id}.log"
             raise GeError(
-                f"the seed failed its own evaluation: {reason}",
-                f"fix the evaluator, see {self.paths.logs / (self.seed_id + '.log')}, then `ge resume {self.paths.root}`",
+                f"the seed failed its own evaluation: {result.failure_reason}",
+                f"see {log}; fix the environment and `ge resume {self.paths.root}`, "
+                "or fix the seed's code and start a new `ge run`",
             )
         self.progress.best(self._best_metrics([self.seed_id]))
 

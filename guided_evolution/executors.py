@@ -51,6 +51,7 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> tuple[Any, list
         output_cap_bytes=ev.output_cap_bytes,
         pass_env=ev.pass_env,
         backend=ev.sandbox,
+        readable=(resolved.seed_dir,),  # GE_SEED_DIR: the evaluator may read data kept there
     )
     sandbox = Sandbox(policy)
     info = sandbox.probe()

@@ -185,6 +185,7 @@ class SandboxPolicy:
     output_cap_bytes: int = 1_000_000
     readonly_root: bool = True
     pass_env: tuple[str, ...] = ()
+    readable: tuple[str, ...] = ()  # directories the command may read (e.g. the seed dir and its data)
     backend: str = "auto"  # "auto" | "bwrap" | "unshare" | "none"
 
 
@@ -547,9 +548,10 @@ class Sandbox:
                 if home.is_dir():
                     args += ["--perms", "0755", "--tmpfs", str(home)]
                     masks.append(home)
+        readable = [Path(os.path.abspath(r)) for r in self.policy.readable if os.path.isdir(r)]
         if lease.uid is not None:
             # A private (0700) ancestor would stop the dedicated uid: mask it, bind back below.
-            for target in (workdir, *writable):
+            for target in (workdir, *writable, *readable):
                 if any(_is_within(target, m) for m in masks):
                     continue
                 blocked = [d for d in target.parents if not _traversable_by_others(d)]
@@ -566,6 +568,11 @@ class Sandbox:
             if any(_is_within(path, m) for m in masks) and not any(
                 _is_within(m, path) for m in masks
             ):
+                bind("--ro-bind", path)
+        for path in readable:
+            # Bound back read-only where a mask (private /tmp, a home, a 0700 ancestor) hid it;
+            # the run directory inside it, if any, is hidden again just below.
+            if os.stat(path).st_mode & 0o001 and any(_is_within(path, m) for m in masks):
                 bind("--ro-bind", path)
         for path in hide:
             if path.is_dir() and not _is_within(path, workdir):

@@ -370,3 +370,19 @@ def test_write_config_helper_roundtrip(tmp_path: Path) -> None:
         [{"name": "a", "direction": "min"}],
     )
     assert load_config(tmp_path / "ge.toml").objectives[0].direction == "min"
+
+
+def test_a_failing_seed_stops_with_one_line_and_resume_retries_it(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed")
+    evaluate = seed / "evaluate.py"
+    evaluate.write_text(evaluate.read_text().replace(
+        "    rng = random.Random(0)",
+        "    if not os.path.exists(os.path.join(os.environ['GE_SEED_DIR'], 'data.ok')):\n"
+        "        sys.exit('no data: put data.ok into the seed directory')\n    rng = random.Random(0)",
+    ))
+    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode == 2 and "the seed failed its own evaluation: exit code 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (seed / "data.ok").write_text("")  # the user fixes the environment, not the seed's code
+    summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
+    assert summary["finished"] and summary["evaluated"] > 1
