@@ -1,0 +1,37 @@
+"""The paper's seed end to end through `ge run`: data in the seed directory, worker mode, CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from guided_evolution.index import RunIndex
+from tests.support.cifar import write_cifar
+from tests.support.seeds import copy_seed
+from tests.test_engine import run_json
+
+SEED = Path(__file__).resolve().parent.parent / "seeds" / "exquisitenet_v2"
+
+
+def test_exquisitenet_seed_evolves_offline_on_tiny_cifar(tmp_path: Path) -> None:
+    seed = copy_seed(SEED, tmp_path / "exquisitenet_v2")
+    write_cifar(seed / "data" / "cifar-10-batches-py", n_train=120, n_test=40)
+    text = (seed / "ge.toml").read_text()
+    # CPU-sized: one short epoch; the command and the worker keep reading data from GE_SEED_DIR.
+    text = text.replace("--recipe fast --seed 0", "--recipe fast --seed 0 --epochs 1 --batch-size 32 --device cpu")
+    text = text.replace('slots = "auto"', "slots = 1").replace('gpus = "auto"', "gpus = []")
+    text = text.replace('slots_per_gpu = "auto"', "slots_per_gpu = 1")
+    (seed / "ge.toml").write_text(text)
+    summary = run_json(
+        "run", str(seed), "--run-dir", str(tmp_path / "run"), "--generations", "0", "--initial-population", "2",
+        cwd=tmp_path,
+    )
+    assert summary["finished"] and summary["evaluated"] >= 1, summary
+    front = summary["front"]
+    assert front and {"val_accuracy", "params", "test_accuracy"} <= set(front[0]["metrics"])
+    index = RunIndex.open(tmp_path / "run" / "index.sqlite", readonly=True)
+    try:
+        seed_eval = index.latest_evaluation(index.get_meta("seed_variant"))
+    finally:
+        index.close()
+    assert seed_eval.status == "ok" and seed_eval.metrics["params"] == 518_230  # the paper's network
+    assert 0.0 <= seed_eval.metrics["val_accuracy"] <= 1.0
