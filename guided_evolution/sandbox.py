@@ -255,6 +255,7 @@ class Sandbox:
         self._leases: dict[Path, _Lease] = {}
         self._paths: tuple[list[Path], list[Path]] | None = None
         self._setpriv = shutil.which("setpriv")
+        self._prlimit = shutil.which("prlimit")
         self.last_uid_switched = False
         """Whether the last wrapped command runs under a dedicated uid (root only)."""
 
@@ -362,17 +363,21 @@ class Sandbox:
             return 0
         marker = f"{TOKEN_VAR}={lease.token}".encode()
         try:
-            if lease.uid is not None:
+            killed = self._kill_leftovers(lease, marker, rounds=1)
+            if killed and lease.uid is not None:
+                # Something survived (a fork bomb forks while we kill one by one): kill(-1) as
+                # the uid hits all of them at once, then sweep until nothing is left. In the
+                # common case nothing survived and no process is spawned here.
                 self._kill_uid(lease.uid)
-            return self._kill_leftovers(lease, marker)
+            return killed + (self._kill_leftovers(lease, marker) if killed else 0)
         finally:
             if lease.lock_fd is not None:
                 os.close(lease.lock_fd)  # the uid is free for other ge processes again
 
     @staticmethod
-    def _kill_leftovers(lease: _Lease, marker: bytes) -> int:
+    def _kill_leftovers(lease: _Lease, marker: bytes, rounds: int = 50) -> int:
         killed = 0
-        for _ in range(50):
+        for _ in range(rounds):
             victims = [
                 pid
                 for pid in os.listdir("/proc")
@@ -485,7 +490,28 @@ class Sandbox:
         else:
             full = list(argv)
         switch_uid = lease.uid if backend == "none" else None
+        limits = self._prlimit_argv(lease.processes_limit) if switch_uid is None else None
+        if limits is not None:
+            # rlimits through prlimit(1) rather than a Python preexec hook: without the hook the
+            # parent can vfork, which saves a few ms per evaluation in a large ge process.
+            return [*limits, *full], out_env, None
         return full, out_env, self._preexec(lease.processes_limit, switch_uid)
+
+    def _prlimit_argv(self, processes: int | None) -> list[str] | None:
+        """`prlimit --...=N --` applying the policy's rlimits, or None without prlimit."""
+        if self._prlimit is None:
+            return None
+        p = self.policy
+        args = [self._prlimit, "--core=0"]
+        if p.memory_mb is not None:
+            args.append(f"--as={p.memory_mb * 1024 * 1024}")
+        if p.cpu_seconds is not None:
+            args.append(f"--cpu={p.cpu_seconds}")
+        if p.file_size_mb is not None:
+            args.append(f"--fsize={p.file_size_mb * 1024 * 1024}")
+        if processes is not None:
+            args.append(f"--nproc={processes}")
+        return [*args, "--"]
 
     def _drop_privileges_argv(self, uid: int | None) -> list[str]:
         if uid is None:
