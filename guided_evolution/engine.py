@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import random
 import shlex
 import shutil
-import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -338,7 +338,7 @@ class Engine:
             last = self.index.last_generation()
             self.generation = last.generation if last else 0
             return
-        self.index.add_event("run_resumed" if self.index.last_generation() else "run_started", {"pid": _pid()})
+        self.index.add_event("run_resumed" if self.index.last_generation() else "run_started", {"pid": os.getpid()})
         # litellm takes seconds to import: do it while the seed is evaluated, not on the first call.
         warm = asyncio.create_task(self.llm.warm_up()) if self.llm is not None else None
         await self._ensure_seed_evaluated()
@@ -936,13 +936,3 @@ def _merge_parents(previous: Any, plan: Plan) -> tuple[str, ...]:
 
 def _dedup(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(ids))
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
-
-
-def _now() -> float:
-    return time.time()

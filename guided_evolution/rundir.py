@@ -9,6 +9,7 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def default_run_name(seed_dir: Path) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def create_run_dir(resolved: ResolvedConfig, build: RunBuilder) -> RunPaths:
+def create_run_dir(resolved: ResolvedConfig, build: Callable[[RunPaths], None]) -> RunPaths:
     """Create the run directory atomically: build everything in a temp sibling, then rename it.
 
     A failure or a kill before the rename leaves no half-written run behind (only a temp dir
@@ -202,10 +203,3 @@ def resolve(cfg: GeConfig, config_path: Path, run_dir: Path | None) -> ResolvedC
         run_dir=str(run_dir.resolve()),
         ge_version=__version__,
     )
-
-
-class RunBuilder:
-    """Callable protocol: fills a fresh run directory (repo, index, seed commit)."""
-
-    def __call__(self, paths: RunPaths) -> None:  # pragma: no cover - protocol
-        raise NotImplementedError
