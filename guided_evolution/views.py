@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
@@ -19,24 +20,35 @@ def _fmt(value: Any) -> str:
 
 
 def front_table(front: list[dict[str, Any]], objectives: list[dict[str, Any]], title: str = "Pareto front") -> Table:
-    """A table of the front: one row per variant, one column per objective."""
-    table = Table(title=title, title_justify="left")
+    """A table of the front: one row per variant, one column per objective.
+
+    Selection objectives come first with their direction; reported-only metrics (e.g. test
+    accuracy) follow, dimmed. The branch is `v/<gen>/<id>`, so it needs no column of its own.
+    """
+    selected = [o for o in objectives if o.get("select", True)]
+    reported = [o for o in objectives if not o.get("select", True)]
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption="dim columns are reported only; branch = v/<gen>/<id>" if reported else "branch = v/<gen>/<id>",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     table.add_column("id", style="cyan", no_wrap=True)
     table.add_column("gen", justify="right")
     table.add_column("operator")
-    for o in objectives:
-        arrow = "↑" if o["direction"] == "max" else "↓"
-        label = f"{o['name']} {arrow}" + ("" if o.get("select", True) else " (report)")
-        table.add_column(label, justify="right")
-    table.add_column("branch", style="dim")
+    for o in selected:
+        table.add_column(f"{o['name']} {'↑' if o['direction'] == 'max' else '↓'}", justify="right")
+    for o in reported:
+        table.add_column(o["name"], justify="right", style="dim", header_style="dim")
     for row in front:
         metrics = row.get("metrics") or {}
         table.add_row(
             row["id"],
             _fmt(row.get("generation")),
             _fmt(row.get("operator")),
-            *[_fmt(metrics.get(o["name"])) for o in objectives],
-            _fmt(row.get("branch")),
+            *[_fmt(metrics.get(o["name"])) for o in (*selected, *reported)],
         )
     return table
 
