@@ -14,29 +14,9 @@ import pytest
 
 from guided_evolution.index import RunIndex
 from guided_evolution.store import GitStore
+from tests.support.cli import ge, run_json
 from tests.support.openai_server import serve, status
 from tests.support.seeds import CodeWriter, template_seed, write_config
-
-
-def ge(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    """Run the real `ge` entry point in a subprocess."""
-    full_env = {**os.environ, "LITELLM_OFFLINE_MODE": "true", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "guided_evolution", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def run_json(*args: str, cwd: Path, env: dict[str, str] | None = None) -> dict:
-    proc = ge(*args, "--json", cwd=cwd, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
 
 
 def git(repo: Path, *args: str) -> str:

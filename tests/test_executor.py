@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import shlex
 import socket
 import sys
@@ -18,6 +17,7 @@ import pytest
 from guided_evolution.errors import GeError
 from guided_evolution.executor import EvalRequest, EvalResult, LocalExecutor, read_metrics
 from guided_evolution.sandbox import Sandbox, SandboxPolicy
+from tests.support.cli import processes_with
 
 PY = shlex.quote(sys.executable)
 
@@ -74,17 +74,6 @@ def _evaluate(sandbox: Sandbox, *requests: EvalRequest, **kw) -> list[EvalResult
     return asyncio.run(main())
 
 
-def _processes_with(text: str) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    if text.encode() in fh.read():
-                        found.append(int(pid))
-            except OSError:
-                continue
-    return found
 
 
 # --------------------------------------------------------------------------- read_metrics
@@ -170,7 +159,7 @@ def test_timeout_kills_whole_process_group(sandbox: Sandbox, tmp_path: Path) -> 
     (result,) = _evaluate(sandbox, _request(tmp_path, command, timeout_s=0.5))
     assert result.status == "failed"
     assert result.failure_reason == "timed out after 0.5 s"
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
 
 
 def test_check_stage_rejects_before_training(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -295,7 +284,7 @@ def test_daemon_does_not_survive(sandbox: Sandbox, tmp_path: Path) -> None:
     """
     (result,) = _evaluate(sandbox, _request(tmp_path, _py(script)))
     assert result.status == "ok", result.failure_reason
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
 
 
 HOLD = """

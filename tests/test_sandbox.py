@@ -13,6 +13,7 @@ import pytest
 
 from guided_evolution.errors import GeError
 from guided_evolution.sandbox import Sandbox, SandboxPolicy, scrub_env
+from tests.support.cli import processes_with
 
 
 def _run(sandbox: Sandbox, script: str, workdir: Path, hide: list[Path] | None = None, **env):
@@ -38,19 +39,6 @@ def _run(sandbox: Sandbox, script: str, workdir: Path, hide: list[Path] | None =
         sandbox.cleanup(workdir)
 
 
-def _processes_with(text: str) -> list[int]:
-    found = []
-    needle = text.encode()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if needle in fh.read():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -199,4 +187,4 @@ def test_fork_bomb_is_contained(tmp_path: Path) -> None:
         sandbox.cleanup(workdir)
     forked = int(out.strip())
     assert 0 < forked < limit
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from guided_evolution.index import RunIndex
 from tests.support.cifar import write_cifar
+from tests.support.cli import run_json
 from tests.support.seeds import copy_seed
-from tests.test_engine import run_json
 
 SEED = Path(__file__).resolve().parent.parent / "seeds" / "exquisitenet_v2"
 

@@ -6,9 +6,9 @@ import subprocess
 from pathlib import Path
 
 from guided_evolution.index import RunIndex
+from tests.support.cli import run_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, copy_seed
-from tests.test_engine import run_json
 
 SEED = Path(__file__).resolve().parent.parent / "seeds" / "tiny_cnn"
 

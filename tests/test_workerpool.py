@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shlex
 import shutil
 import sys
@@ -17,6 +16,7 @@ from guided_evolution.errors import GeError
 from guided_evolution.executor import EvalRequest, EvalResult, LocalExecutor
 from guided_evolution.sandbox import Sandbox, SandboxPolicy
 from guided_evolution.workerpool import WorkerPool
+from tests.support.cli import processes_with
 
 PY = shlex.quote(sys.executable)
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,17 +167,6 @@ def _in_sequence(executor: LocalExecutor, *requests: EvalRequest) -> list[EvalRe
     return asyncio.run(main())
 
 
-def _cmdline_has(text: str) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    if text.encode() in fh.read():
-                        found.append(int(pid))
-            except OSError:
-                continue
-    return found
 
 
 FAKE = f"{PY} fake_worker.py"
@@ -241,7 +230,7 @@ def test_a_hanging_child_is_killed_at_the_timeout_and_the_worker_survives(
     assert first.status == after.status == "ok"
     assert first.metrics["worker_id"] == after.metrics["worker_id"]
     assert after.metrics["sleepers"] == 0  # the escaped grandchild was gone before the next one
-    assert _cmdline_has(f"sleep\0{marker}") == []
+    assert processes_with(f"sleep\0{marker}") == []
 
 
 def test_a_dead_worker_is_restarted_once_then_the_slot_runs_cold(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.support import ge, set_config
+from tests.reliability.support import set_config
+from tests.support.cli import ge
 from tests.support.seeds import template_seed
 
 pytestmark = pytest.mark.timeout(120)

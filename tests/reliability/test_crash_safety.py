@@ -25,12 +25,11 @@ import pytest
 from guided_evolution.index import RunIndex
 from tests.reliability.support import (
     assert_store_intact,
-    ge,
     llm_config,
-    run_json,
     set_config,
     stray_processes,
 )
+from tests.support.cli import ge, run_json
 from tests.support.openai_server import Action, hang, serve
 from tests.support.seeds import CodeWriter, template_seed
 

@@ -22,14 +22,13 @@ from guided_evolution.store import GitStore
 from tests.reliability.support import (
     assert_store_intact,
     evaluate_stage_only,
-    ge,
     llm_config,
-    run_json,
     set_config,
     stray_processes,
     tree_digest,
     variants_by_payload,
 )
+from tests.support.cli import ge, run_json
 from tests.support.openai_server import serve
 from tests.support.seeds import template_seed
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.index import RunIndex
-from tests.reliability.support import llm_config, run_json, set_config
+from tests.reliability.support import llm_config, set_config
+from tests.support.cli import run_json
 from tests.support.openai_server import empty, hang, huge, malformed, reply, reset, serve, status
 from tests.support.seeds import CodeWriter, template_seed
 
