@@ -5,7 +5,8 @@ Synthetic CIFAR-shaped data (nothing is downloaded). Prints:
      with 8 workers, fp16 AMP), GPU-resident uint8 data with on-device augmentation in bf16 +
      channels_last at 224 px and at 32 px, and K concurrent 32 px processes (aggregate);
   2. cold (new process) vs warm (`evaluator.worker`) wall time of one evaluation, through ge's
-     LocalExecutor (sandboxed, as in a run) when ge is importable;
+     LocalExecutor (sandboxed, as in a run) when ge is importable, and the same for the
+     cascade's check stage (`evaluator.check` vs `evaluator.worker_check`);
   3. evaluations per hour at equal epochs, fast recipe packed K per GPU vs the original.
 
   python benchmarks/exquisitenet_throughput.py                  # CUDA: the full comparison
@@ -268,6 +269,84 @@ def _cold_vs_warm_executor(device: str, sizes: Sizes) -> tuple[float, float, str
     return statistics.median(cold), statistics.median(warm[1:]), f"ge executor, {backend}"
 
 
+def check_cold_vs_warm(repeats: int = 5) -> tuple[float, float, float] | None:
+    """Median wall seconds of the cascade's check stage (`evaluate.py --check`) per variant.
+
+    Through ge's LocalExecutor: cold = `evaluator.check` as a new sandboxed process, warm =
+    `evaluator.worker_check` (a forked child of the slot's warm worker). Each evaluation is the
+    check plus a no-op evaluate stage, measured alone too. None when ge is not importable.
+    """
+    import asyncio
+    import shlex
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from guided_evolution.executor import EvalRequest, LocalExecutor
+        from guided_evolution.sandbox import Sandbox, SandboxPolicy
+        from guided_evolution.workerpool import WorkerPool
+        from tests.support.cifar import write_cifar
+    except ImportError:
+        return None
+    python = shlex.quote(sys.executable)
+    noop = "printf '{\"params\": 1}' > \"$GE_METRICS\""
+    sandbox = Sandbox(SandboxPolicy())
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        data = write_cifar(tmp / "cifar-10-batches-py", 100, 20)
+        run = tmp / "run"
+
+        def request(vid: str, check: bool) -> EvalRequest:
+            workdir = run / "work" / vid
+            (workdir / "data").mkdir(parents=True)
+            (workdir / ".ge").mkdir()
+            for name in ("evaluate.py", "model.py"):
+                (workdir / name).write_text((SEED_DIR / name).read_text())
+            for item in data.iterdir():
+                os.link(item, workdir / "data" / item.name)
+            return EvalRequest(
+                variant_id=vid, workdir=workdir, run_dir=run, command=noop,
+                check_command=f"{python} evaluate.py --check" if check else None,
+                timeout_s=600.0, check_timeout_s=600.0,
+                metrics_path=workdir / ".ge" / "metrics.json", log_path=None,
+                objectives=("params",),
+            )
+
+        async def measure(workers: WorkerPool | None, prefix: str, check: bool) -> list[float]:
+            executor = LocalExecutor(1, None, None, sandbox, workers=workers)
+            times = []
+            try:
+                for i in range(repeats + (1 if workers else 0)):
+                    result = await executor.evaluate(request(f"{prefix}{i}", check))
+                    if result.status != "ok":
+                        raise RuntimeError(f"{prefix}{i} failed: {result.failure_reason}\n"
+                                           f"{result.output_tail}")
+                    times.append(result.duration_s)
+            finally:
+                await executor.aclose()
+            return times
+
+        noop_only = asyncio.run(measure(None, "noop", False))
+        cold = asyncio.run(measure(None, "cold", True))
+        pool = WorkerPool(f"{python} evaluate.py --worker --data data --device cpu", sandbox,
+                          stages=("check",))
+        warm = asyncio.run(measure(pool, "warm", True))[1:]  # the first one starts the worker
+        if pool.stats()[0].starts != 1 or pool.warnings or pool.stats()[0].checks != repeats + 1:
+            raise RuntimeError(f"the worker did not serve every check: {pool.warnings}")
+    return statistics.median(cold), statistics.median(warm), statistics.median(noop_only)
+
+
+def check_line() -> None:
+    """Measure and print the check stage, cold vs in the warm worker."""
+    figures = check_cold_vs_warm()
+    if figures is None:
+        print("check stage: ge is not importable, skipped")
+        return
+    cold, warm, noop = figures
+    print(f"cascade check stage + a no-op evaluate stage, per variant (median of 5, ge executor):"
+          f" cold `evaluator.check` {cold:.2f} s, in the warm worker (`worker_check`) "
+          f"{warm:.2f} s; the no-op evaluate stage alone {noop:.3f} s")
+
+
 def _cold_vs_warm_direct(device: str, sizes: Sizes) -> tuple[float, float]:
     sys.path.insert(0, str(ROOT))
     from tests.support.cifar import write_cifar
@@ -352,6 +431,7 @@ def main() -> None:
     if args.cold_warm_only:
         print()
         cold_vs_warm_line(device, sizes)
+        check_line()
         return
     rows: list[tuple[str, float]] = []
     t_orig = original_pipeline(device, sizes)
@@ -372,6 +452,7 @@ def main() -> None:
 
     print()
     cold, warm = cold_vs_warm_line(device, sizes)
+    check_line()
 
     k_best = max(packed, key=lambda k: packed[k])
     epoch_imgs = TRAIN_IMAGES * sizes.epochs

@@ -141,6 +141,11 @@ class EvaluatorConfig(_Model):
         description="persistent worker command, one per local slot, that forks one child per "
         "evaluation (see guided_evolution/workerpool.py); command stays the fallback",
     )
+    worker_check: bool = Field(
+        False,
+        description="send the check stage to the worker too, as a request with "
+        'args {"check": true} (the worker must understand it); check stays the fallback',
+    )
     worker_start_timeout_s: float = Field(
         600.0, gt=0, description="time a worker may take to print its ready line"
     )
@@ -154,6 +159,15 @@ class EvaluatorConfig(_Model):
     pass_env: tuple[str, ...] = ()
     output_cap_bytes: int = Field(1_000_000, ge=10_000)
     sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
+
+    @model_validator(mode="after")
+    def _worker_check_needs_both(self) -> EvaluatorConfig:
+        if self.worker_check and not (self.worker and self.check):
+            missing = "worker" if not self.worker else "check"
+            raise ValueError(
+                f"worker_check = true needs evaluator.{missing} too; set it or drop worker_check"
+            )
+        return self
 
 
 class SlurmConfig(_Model):

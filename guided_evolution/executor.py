@@ -172,9 +172,9 @@ class LocalExecutor:
     With ``gpus``, slot ``i`` is pinned to ``gpus[i % len(gpus)]`` (round-robin);
     ``slots_per_gpu`` bounds how many slots may share one GPU.
 
-    With ``workers`` (``evaluator.worker``), the evaluate stage goes to a persistent worker of
-    the slot (``workerpool.WorkerPool``) instead of a new sandboxed command; the check stage
-    does not. Isolation is then per slot, not per evaluation: the variants a slot evaluates one
+    With ``workers`` (``evaluator.worker``), the evaluate stage (and the check stage with
+    ``evaluator.worker_check``) goes to a persistent worker of the slot
+    (``workerpool.WorkerPool``) instead of a new sandboxed command. Isolation is then per slot, not per evaluation: the variants a slot evaluates one
     after another share that worker's sandbox (uid, ``/tmp``, ``HOME``, the forked-from worker
     process) and can influence each other; slots stay apart (each variant directory is moved
     into the slot's own writable directory while it is evaluated).
@@ -291,8 +291,10 @@ class LocalExecutor:
                 cold = functools.partial(
                     self._run, command, timeout, workdir, env, writable, request.run_dir, capture
                 )
-                if stage == "evaluate" and self.workers is not None:
-                    reason = await self.workers.evaluate(slot.index, request, env, capture, cold)
+                if self.workers is not None and stage in self.workers.stages:
+                    reason = await self.workers.evaluate(
+                        slot.index, request, env, capture, cold, stage=stage
+                    )
                 else:
                     reason = await cold()
                 if reason is not None:

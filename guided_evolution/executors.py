@@ -69,7 +69,10 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> tuple[Any, list
     if ev.worker:
         from guided_evolution.workerpool import WorkerPool
 
-        workers = WorkerPool(ev.worker, sandbox, start_timeout_s=ev.worker_start_timeout_s)
+        stages = ("check", "evaluate") if ev.worker_check and ev.check else ("evaluate",)
+        workers = WorkerPool(
+            ev.worker, sandbox, start_timeout_s=ev.worker_start_timeout_s, stages=stages
+        )
         warnings.append(
             "evaluator.worker: one persistent worker per slot; the variants a slot evaluates "
             "share its sandbox (uid, /tmp, HOME) and can influence each other"

@@ -3,8 +3,8 @@
 When an evaluator's start-up (importing torch, loading the data set) dominates a short proxy
 evaluation, ``evaluator.worker`` names a command that does that start-up once and then forks one
 child per evaluation. The local executor starts one such worker per slot, lazily, inside the
-sandbox, and sends it one request per evaluation; the check stage still runs as a normal
-sandboxed command first.
+sandbox, and sends it one request per evaluation. The check stage runs as a normal sandboxed
+command first, or, with ``evaluator.worker_check``, as a request to the same worker.
 
 Protocol (JSON lines; the worker's stdout is the reply channel, its stderr is kept for errors):
 
@@ -12,19 +12,24 @@ Protocol (JSON lines; the worker's stdout is the reply channel, its stderr is ke
   variant it serves (so ``python evaluate.py --worker`` finds the seed's non-evolvable files).
   Its environment is the evaluation environment of the slot (``CUDA_VISIBLE_DEVICES`` of the
   slot's GPU, ``GE_RUN_DIR``, ...). First line it prints: ``{"ready": true}``.
-* Request: ``{"variant_id", "workdir", "metrics_path", "log_path", "args": {}, "env": {...}}``.
+* Request: ``{"variant_id", "stage", "workdir", "metrics_path", "log_path", "args": {},
+  "env": {...}}``; ``stage`` is ``"evaluate"`` or ``"check"``.
   The worker forks a child that makes itself a process group leader, applies ``env``, chdirs
   into ``workdir``, sends stdout and stderr to ``log_path`` (a FIFO that ge reads and caps) and
   writes its metrics to ``metrics_path``. Replies: ``{"variant_id", "pid"}`` once the child
-  exists, ``{"variant_id", "exit_code", "signal"}`` once it ended. ``args`` is always empty:
-  the flags of an evaluation are the worker command's own.
+  exists, ``{"variant_id", "exit_code", "signal"}`` once it ended. For the evaluate stage
+  ``args`` is empty: the flags of an evaluation are the worker command's own. For the check
+  stage (only with ``evaluator.worker_check``) it is ``{"check": true}``: the worker runs its
+  cheap check instead, e.g. ``evaluate.py --check`` in the ExquisiteNetV2 seed, without paying
+  for a new interpreter and ``import torch`` (3-4 s) per variant.
 * The worker exits when its stdin closes.
 
 ge enforces the evaluation timeout by killing the child's process group (the pid of the
 "started" reply, translated out of the sandbox's pid namespace), then kills every other process
 that the evaluation left in the worker's sandbox. A worker that dies or breaks the protocol is
-replaced once; its evaluation is rerun with ``evaluator.command``. When the replacement dies too,
-the slot evaluates with ``evaluator.command`` for the rest of the run (with a warning).
+replaced once; its stage is rerun with the stage's command (``evaluator.command`` or
+``evaluator.check``). When the replacement dies too, the slot runs those commands for the rest of
+the run (with a warning).
 
 Isolation (weaker than one fresh sandbox per evaluation):
 
@@ -90,6 +95,7 @@ class WorkerStats:
     starts: int = 0
     deaths: int = 0
     evaluations: int = 0
+    checks: int = 0
     disabled: bool = False
 
 
@@ -123,8 +129,14 @@ class WorkerPool:
         start_timeout_s: float = 600.0,
         reply_timeout_s: float = 30.0,
         kill_grace_s: float = 3.0,
+        stages: tuple[str, ...] = ("evaluate",),
     ) -> None:
+        unknown = set(stages) - {"check", "evaluate"}
+        if unknown:
+            raise ValueError(f"unknown worker stages {sorted(unknown)}")
         self.command = command
+        self.stages = frozenset(stages)
+        """The cascade stages sent to the worker; the others run as commands."""
         self.sandbox = sandbox
         self.start_timeout_s = start_timeout_s
         self.reply_timeout_s = reply_timeout_s
@@ -144,12 +156,15 @@ class WorkerPool:
         env: dict[str, str],
         output: OutputSink,
         run_cold: Callable[[], Awaitable[str | None]],
+        stage: str = "evaluate",
     ) -> str | None:
-        """Run the evaluate stage of ``request`` on ``slot``'s worker; the failure reason or None.
+        """Run ``stage`` of ``request`` on ``slot``'s worker; the failure reason or None.
 
         ``env`` is the evaluation's environment (as the cold command would get it);
-        ``run_cold`` runs ``evaluator.command`` instead and is used whenever the worker cannot.
+        ``run_cold`` runs the stage's command (``evaluator.command`` or ``evaluator.check``)
+        instead and is used whenever the worker cannot.
         """
+        command = "evaluator.check" if stage == "check" else "evaluator.command"
         state = self._slots.setdefault(slot, _SlotState())
         if state.stats.disabled:
             return await run_cold()
@@ -164,20 +179,23 @@ class WorkerPool:
                 output.note(f"starting the worker of slot {slot}: {self.command}")
                 worker = await self._start(slot, request, env, state.stats)
                 state.worker = worker
-            output.note(f"evaluate via the worker of slot {slot}")
-            reason = await self._run(worker, request, env, output)
-            state.stats.evaluations += 1
+            output.note(f"{stage} via the worker of slot {slot}")
+            reason = await self._run(worker, request, env, output, stage)
+            if stage == "check":
+                state.stats.checks += 1
+            else:
+                state.stats.evaluations += 1
             if worker.broken is not None:
                 output.note(f"worker of slot {slot} is replaced: {worker.broken}")
                 await self._lost(state, slot, worker.broken)
             return reason
         except _NotUsable as exc:
-            output.note(f"not using the worker: {exc}; running evaluator.command")
+            output.note(f"not using the worker: {exc}; running {command}")
             return await run_cold()
         except WorkerFailure as exc:
             if self._closed:
                 return "stopped: the executor was closed"
-            output.note(f"worker of slot {slot} failed: {exc}; running evaluator.command")
+            output.note(f"worker of slot {slot} failed: {exc}; running {command}")
             await self._lost(state, slot, str(exc))
             return await run_cold()
 
@@ -200,7 +218,7 @@ class WorkerPool:
             state.stats.disabled = True
             message = (
                 f"evaluator.worker of slot {slot} failed {state.stats.deaths} times ({why}); "
-                "this slot runs evaluator.command from now on"
+                "this slot runs evaluator.command (and evaluator.check) from now on"
             )
         else:
             message = f"evaluator.worker of slot {slot} failed ({why}); restarting it"
@@ -283,7 +301,12 @@ class WorkerPool:
     # ------------------------------------------------------------------ one evaluation
 
     async def _run(
-        self, worker: _Worker, request: EvalRequest, env: dict[str, str], output: OutputSink
+        self,
+        worker: _Worker,
+        request: EvalRequest,
+        env: dict[str, str],
+        output: OutputSink,
+        stage: str,
     ) -> str | None:
         workdir = Path(os.path.abspath(request.workdir))
         inside = worker.slot_dir / f"variant-{request.variant_id}"
@@ -316,13 +339,15 @@ class WorkerPool:
             child_env["GE_METRICS"] = str(metrics)
             line = {
                 "variant_id": request.variant_id,
+                "stage": stage,
                 "workdir": str(inside),
                 "metrics_path": str(metrics),
                 "log_path": str(fifo),
-                "args": {},
+                "args": {"check": True} if stage == "check" else {},
                 "env": child_env,
             }
-            reason = await self._exchange(worker, request, line)
+            timeout = request.check_timeout_s if stage == "check" else request.timeout_s
+            reason = await self._exchange(worker, request.variant_id, line, timeout)
         finally:
             if keep_open is not None:
                 os.close(keep_open)
@@ -345,12 +370,11 @@ class WorkerPool:
         return reason
 
     async def _exchange(
-        self, worker: _Worker, request: EvalRequest, line: dict[str, Any]
+        self, worker: _Worker, vid: str, line: dict[str, Any], timeout: float
     ) -> str | None:
         """Send the request, wait for its start and end; the failure reason or None."""
         stdin = worker.proc.stdin
         assert stdin is not None
-        vid = request.variant_id
         try:
             stdin.write((json.dumps(line) + "\n").encode())
             await asyncio.wait_for(stdin.drain(), self.reply_timeout_s)
@@ -364,7 +388,7 @@ class WorkerPool:
         if not isinstance(ns_pid, int) or ns_pid <= 1:
             raise WorkerFailure(f"bad start reply {json.dumps(started)[:200]}")
         host_pid = _host_pid(worker, ns_pid)
-        left = request.timeout_s - (time.monotonic() - sent)
+        left = timeout - (time.monotonic() - sent)
         try:
             ended = await _reply_for(worker, vid, max(left, 0.0), "the end reply")
             return _end_reason(ended)
@@ -383,7 +407,7 @@ class WorkerPool:
             except _Timeout:
                 if sig == signal.SIGKILL:
                     worker.broken = "no end reply after its timed-out child was killed"
-        return f"timed out after {request.timeout_s:g} s"
+        return f"timed out after {timeout:g} s"
 
     def _kill_leftovers(self, worker: _Worker) -> None:
         """Kill every process of the worker's sandbox except the worker itself."""

@@ -48,6 +48,11 @@ def test_defaults_are_the_ge_papers() -> None:
         ({"executor": {"slots": 0}}, "'executor.slots'"),
         ({"evaluator": {}}, "missing required key 'evaluator.command'"),
         ({"run": {"name": "a/b"}}, "'run.name'"),
+        ({"evaluator": {"command": "x", "worker_check": True}}, "needs evaluator.worker"),
+        (
+            {"evaluator": {"command": "x", "worker": "w", "worker_check": True}},
+            "needs evaluator.check too",
+        ),
     ],
 )
 def test_bad_values_name_the_key(change: dict, expected: str) -> None:

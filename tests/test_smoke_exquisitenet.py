@@ -30,8 +30,12 @@ def test_exquisitenet_seed_evolves_offline_on_tiny_cifar(tmp_path: Path) -> None
     assert front and {"val_accuracy", "params", "test_accuracy"} <= set(front[0]["metrics"])
     index = RunIndex.open(tmp_path / "run" / "index.sqlite", readonly=True)
     try:
-        seed_eval = index.latest_evaluation(index.get_meta("seed_variant"))
+        index_seed = index.get_meta("seed_variant")
+        seed_eval = index.latest_evaluation(index_seed)
     finally:
         index.close()
     assert seed_eval.status == "ok" and seed_eval.metrics["params"] == 518_230  # the paper's network
     assert 0.0 <= seed_eval.metrics["val_accuracy"] <= 1.0
+    # worker_check = true: the check stage is a forked child of the slot's warm worker too.
+    log = next((tmp_path / "run" / "logs").glob(f"{index_seed}*.log")).read_text()
+    assert "check via the worker of slot 0" in log and "evaluate via the worker of slot 0" in log

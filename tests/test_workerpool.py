@@ -45,6 +45,18 @@ def child(req):
     os.environ.update(req["env"])
     os.chdir(req["workdir"])
     what = open("behaviour.txt").read().split()
+    if req["args"].get("check"):  # the check stage (evaluator.worker_check)
+        assert req["stage"] == "check", req
+        print(f"check in {WORKER_ID}", flush=True)
+        if what[0] == "badcheck":
+            print("check says no", flush=True)
+            return 4
+        if what[0] == "slowcheck":
+            time.sleep(float(what[1]))
+        open("checked-in-worker", "w").write(WORKER_ID)
+        json.dump({"check_worker_id": WORKER_ID}, open(os.environ["GE_METRICS"], "w"))
+        return 0
+    assert req["stage"] == "evaluate" and req["args"] == {}, req
     print(f"child of {WORKER_ID} doing {what}", flush=True)
     if what[0] == "crash":
         print("boom", flush=True)
@@ -72,6 +84,8 @@ def child(req):
     json.dump({"score": 1.0, "worker_id": WORKER_ID, "cwd": os.getcwd(),
                "gpu": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
                "checked": float(os.path.exists("checked")), "siblings": json.dumps(siblings),
+               "checked_in_worker": open("checked-in-worker").read()
+               if os.path.exists("checked-in-worker") else "no",
                "sleepers": float(sleepers)},
               open(os.environ["GE_METRICS"], "w"))
     return 0
@@ -150,8 +164,17 @@ def _request(run_dir: Path, vid: str, behaviour: str, **kw: object) -> EvalReque
     return EvalRequest(**fields)  # type: ignore[arg-type]
 
 
-def _executor(sandbox: Sandbox, worker: str, slots: int = 1, **kw: object) -> LocalExecutor:
-    pool = WorkerPool(worker, sandbox, start_timeout_s=30.0, reply_timeout_s=10.0, kill_grace_s=0.5)
+def _executor(
+    sandbox: Sandbox,
+    worker: str,
+    slots: int = 1,
+    stages: tuple[str, ...] = ("evaluate",),
+    **kw: object,
+) -> LocalExecutor:
+    pool = WorkerPool(
+        worker, sandbox, start_timeout_s=30.0, reply_timeout_s=10.0, kill_grace_s=0.5,
+        stages=stages,
+    )
     return LocalExecutor(
         slots, kw.get("gpus"), None, sandbox, kill_grace_s=0.5, workers=pool  # type: ignore[arg-type]
     )
@@ -202,6 +225,63 @@ def test_two_evaluations_reuse_one_worker_after_a_normal_check(
         # Under bwrap the worker sees its own slot directory only, not other variants.
         assert json.loads(str(one.metrics["siblings"])) == [".ge-worker-0"]
     assert not (run / "work" / ".ge-worker-0").exists()  # removed by aclose
+
+
+CHECK_COLD = f"{PY} -c " + shlex.quote("open('checked', 'w').close()")
+BOTH = ("check", "evaluate")
+
+
+def test_worker_check_sends_the_check_stage_to_the_same_worker(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    requests = [_request(run, f"v{i}", "ok", check_command=CHECK_COLD) for i in range(2)]
+    executor = _executor(sandbox, FAKE, stages=BOTH)
+    pool = executor.workers
+    assert pool is not None
+    one, two = _in_sequence(executor, *requests)
+    assert one.status == two.status == "ok", (one.failure_reason, two.failure_reason)
+    # The check ran in a child of the very worker that then evaluated; the cold check never ran.
+    assert one.metrics["checked_in_worker"] == one.metrics["worker_id"]
+    assert two.metrics["checked_in_worker"] == two.metrics["worker_id"] == one.metrics["worker_id"]
+    assert one.metrics["checked"] == 0.0
+    stats = pool.stats()[0]
+    assert (stats.starts, stats.checks, stats.evaluations) == (1, 2, 2)
+    log = (run / "logs" / "v0.log").read_text()
+    assert "check via the worker of slot 0" in log and "evaluate via the worker of slot 0" in log
+
+
+def test_a_check_failing_in_the_worker_stops_the_cascade(sandbox: Sandbox, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    bad = _request(run, "bad", "badcheck", check_command=CHECK_COLD)
+    slow = _request(run, "slow", "slowcheck 60", check_command=CHECK_COLD, check_timeout_s=1.0)
+    fine = _request(run, "fine", "ok", check_command=CHECK_COLD)
+    executor = _executor(sandbox, FAKE, stages=BOTH)
+    pool = executor.workers
+    assert pool is not None
+    bad_r, slow_r, fine_r = _in_sequence(executor, bad, slow, fine)
+    assert (bad_r.status, bad_r.stage, bad_r.failure_reason) == ("failed", "check", "exit code 4")
+    assert "check says no" in bad_r.output_tail
+    # The check stage gets check_timeout_s, not the evaluation's timeout_s.
+    assert (slow_r.stage, slow_r.failure_reason) == ("check", "timed out after 1 s")
+    assert slow_r.duration_s < 15
+    for request in (bad, slow):  # the evaluate stage never ran
+        assert not (request.workdir / "child-was-here").exists()
+    assert fine_r.status == "ok" and fine_r.metrics["worker_id"] == fine_r.metrics[
+        "checked_in_worker"]
+    assert pool.stats()[0].starts == 1 and not pool.warnings  # failures of variants, not of it
+
+
+def test_worker_check_falls_back_to_the_check_command_when_the_worker_cannot_start(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    request = _request(run, "v", "ok", check_command=CHECK_COLD)
+    (request.workdir / "no-start").write_text("")
+    (result,) = _in_sequence(_executor(sandbox, FAKE, stages=BOTH), request)
+    assert result.status == "ok" and result.metrics.get("cold") == "yes"
+    assert (request.workdir / "checked").exists()  # evaluator.check ran as a command
+    assert "running evaluator.check" in (run / "logs" / "v.log").read_text()
 
 
 def test_a_crashing_child_fails_alone(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -255,7 +335,7 @@ def test_a_dead_worker_is_restarted_once_then_the_slot_runs_cold(
     assert ok2.status == "ok" and ok2.metrics.get("cold") == "yes"  # worker mode is off now
     stats = pool.stats()[0]
     assert (stats.starts, stats.deaths, stats.disabled) == (2, 2, True)
-    assert len(pool.warnings) == 2 and "runs evaluator.command from now on" in pool.warnings[1]
+    assert len(pool.warnings) == 2 and "runs evaluator.command" in pool.warnings[1]
 
 
 def test_a_worker_that_cannot_start_falls_back_to_the_command(
@@ -341,6 +421,51 @@ def test_exquisitenet_worker_through_the_executor(sandbox: Sandbox, tmp_path: Pa
                                                                           "images_per_second")}}
     assert pool.stats()[0].starts == 1 and pool.stats()[0].evaluations == 2
     assert "batch 50" in (run / "logs" / "s2.log").read_text()  # the worker's flags apply
+
+
+@pytest.mark.timeout(120)
+def test_exquisitenet_check_stage_in_the_worker(sandbox: Sandbox, tmp_path: Path) -> None:
+    """`evaluate.py --worker` serves `--check` requests: a bad shape fails at the check stage."""
+    from tests.support.cifar import write_cifar
+
+    run = tmp_path / "run"
+    requests = []
+    for vid in ("good", "bad"):
+        workdir = run / "work" / vid
+        workdir.mkdir(parents=True)
+        shutil.copy(SEED_DIR / "evaluate.py", workdir / "evaluate.py")
+        model = (SEED_DIR / "model.py").read_text()
+        if vid == "bad":
+            model = model.replace("return self.fc(self.drop(x))", "return self.drop(x)")
+        (workdir / "model.py").write_text(model)
+        write_cifar(workdir / "data", 100, 20, seed=1)
+        requests.append(
+            EvalRequest(
+                variant_id=vid,
+                workdir=workdir,
+                run_dir=run,
+                command="python evaluate.py --data data --epochs 1 --device cpu",
+                check_command="python evaluate.py --check",
+                timeout_s=100.0,
+                check_timeout_s=60.0,
+                metrics_path=workdir / ".ge" / "metrics.json",
+                log_path=run / "logs" / f"{vid}.log",
+                objectives=("val_accuracy", "params"),
+            )
+        )
+    worker = "python evaluate.py --worker --data data --epochs 1 --device cpu --batch-size 50"
+    executor = _executor(sandbox, worker, stages=("check", "evaluate"))
+    pool = executor.workers
+    assert pool is not None
+    good, bad = _in_sequence(executor, *requests)
+    assert good.status == "ok", good.output_tail
+    assert good.metrics["params"] == 518_230.0
+    assert (bad.status, bad.stage, bad.failure_reason) == ("failed", "check", "exit code 1")
+    assert "expected (2, 10)" in bad.output_tail
+    stats = pool.stats()[0]
+    assert (stats.starts, stats.checks, stats.evaluations) == (1, 2, 1) and not pool.warnings
+    log = (run / "logs" / "good.log").read_text()
+    assert "check via the worker of slot 0" in log and "check_seconds" in log
 
 
 @pytest.mark.parametrize("backend", ["unshare", "none"])
