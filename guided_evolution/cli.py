@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from guided_evolution.errors import GeError
 
@@ -90,6 +91,13 @@ def run(
         Path | None, typer.Argument(help="Seed directory holding ge.toml (default: current dir).")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="Config file (default: SEED_DIR/ge.toml).")] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Apply the [profile.NAME] tables of the config over it, e.g. 'paper' for the GE "
+            "paper's population settings in seeds/exquisitenet_v2. Flags still win."
+        ),
+    ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Run directory to create (default: runs/<seed>-<time>).")
     ] = None,
@@ -129,7 +137,9 @@ def run(
     }
     if model:
         overrides["llm.models"] = list(model)
-    summary = start_run(seed_dir, config, run_dir, overrides, json_mode=json_out, detach=detach)
+    summary = start_run(
+        seed_dir, config, run_dir, overrides, json_mode=json_out, detach=detach, profile=profile
+    )
     _finish(summary, json_out)
 
 
@@ -331,7 +341,7 @@ def main() -> None:
     try:
         app()
     except GeError as err:
-        Console(stderr=True, highlight=False).print(f"[red]error:[/red] {err.one_line()}", soft_wrap=True)
+        Console(stderr=True, highlight=False).print(f"[red]error:[/red] {escape(err.one_line())}", soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted; continue with `ge resume RUN_DIR`")

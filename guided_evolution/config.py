@@ -310,10 +310,47 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return merged
 
 
-def load_config(path: Path, overrides: dict[str, Any] | None = None) -> GeConfig:
-    """Load `ge.toml`, apply CLI overrides (dotted keys), validate."""
-    data = apply_overrides(read_toml(path), overrides or {})
-    return parse_config(data, source=path.name)
+PROFILES_KEY = "profile"
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`: tables merge key by key, anything else (arrays too) replaces."""
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_profile(data: dict[str, Any], profile: str | None, source: str) -> dict[str, Any]:
+    """Drop the `[profile.*]` tables from `data`; with `profile`, merge that one over the rest."""
+    profiles = data.get(PROFILES_KEY, {})
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise ConfigError(
+            f"{source}: '{PROFILES_KEY}' must hold tables such as [{PROFILES_KEY}.paper.evolution]"
+        )
+    base = {k: v for k, v in data.items() if k != PROFILES_KEY}
+    if profile is None:
+        return base
+    if profile not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(
+            f"{source}: no profile '{profile}' (defined: {known})",
+            f"add a [{PROFILES_KEY}.{profile}] table to {source} or pick a defined one",
+        )
+    return _deep_merge(base, profiles[profile])
+
+
+def load_config(
+    path: Path, overrides: dict[str, Any] | None = None, profile: str | None = None
+) -> GeConfig:
+    """Load `ge.toml`, apply a `[profile.NAME]`, then CLI overrides (dotted keys), validate."""
+    data = apply_profile(read_toml(path), profile, path.name)
+    data = apply_overrides(data, overrides or {})
+    source = path.name if profile is None else f"{path.name} (profile {profile})"
+    return parse_config(data, source=source)
 
 
 def find_config(seed_dir: Path | None, config: Path | None) -> Path:

@@ -113,10 +113,11 @@ def start_run(
     *,
     json_mode: bool = False,
     detach: bool = False,
+    profile: str | None = None,
 ) -> RunSummary:
     """Validate everything, create the run directory atomically, then drive the evolution."""
     cfg_path = find_config(seed_dir, config_path)
-    cfg = load_config(cfg_path, overrides)
+    cfg = load_config(cfg_path, overrides, profile)
     resolved = rd.resolve(cfg, cfg_path, run_dir)
     seed_path = Path(resolved.seed_dir)
     seed_files = rd.collect_seed(seed_path, cfg)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -94,7 +95,7 @@ class LiveProgress(Progress):
         self.live.stop()
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True)
+        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
     def refresh(self) -> None:
         now = time.monotonic()

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
@@ -14,9 +15,19 @@ from rich.tree import Tree
 
 
 def _fmt(value: Any) -> str:
+    """A value as plain text (never rich markup: wrap it in `Text` or `escape` it to print)."""
     if isinstance(value, float):
         return f"{value:.6g}"
     return "-" if value is None else str(value)
+
+
+def _m(value: Any) -> str:
+    """A value for an f-string printed with markup on: formatted, then escaped.
+
+    Metric names and values come from variant code, reasons and reflections from the LLM or
+    the variant: `[/bold]` in them must show as is, not style (or crash) the output.
+    """
+    return escape(_fmt(value))
 
 
 def front_table(front: list[dict[str, Any]], objectives: list[dict[str, Any]], title: str = "Pareto front") -> Table:
@@ -45,10 +56,10 @@ def front_table(front: list[dict[str, Any]], objectives: list[dict[str, Any]], t
     for row in front:
         metrics = row.get("metrics") or {}
         table.add_row(
-            row["id"],
-            _fmt(row.get("generation")),
-            _fmt(row.get("operator")),
-            *[_fmt(metrics.get(o["name"])) for o in (*selected, *reported)],
+            Text(row["id"]),
+            Text(_fmt(row.get("generation"))),
+            Text(_fmt(row.get("operator"))),
+            *[Text(_fmt(metrics.get(o["name"]))) for o in (*selected, *reported)],
         )
     return table
 
@@ -59,22 +70,23 @@ def print_summary(console: Console, summary: Any) -> None:
     console.print(front_table(data["front"], data["objectives"]))
     console.print(
         f"{data['children']} children, {data['evaluated']} evaluated, {data['failed']} failed, "
-        f"{data['llm_calls']} LLM calls, ${data['cost_usd']:.4f}; {data['stop_reason']}"
+        f"{data['llm_calls']} LLM calls, ${data['cost_usd']:.4f}; {_m(data['stop_reason'])}"
     )
-    console.print(f"run: {data['run_dir']}  (inspect: ge best / ge show {data['run_dir']} ID)")
+    run_dir = _m(data["run_dir"])
+    console.print(f"run: {run_dir}  (inspect: ge best / ge show {run_dir} ID)")
 
 
 def print_status(console: Console, data: dict[str, Any]) -> None:
     """`ge status`."""
     state = "finished: " + data["stop_reason"] if data["finished"] else "running or stopped (resume with `ge resume`)"
-    console.print(f"[bold]{data['run_dir']}[/bold]  {state}")
+    console.print(f"[bold]{_m(data['run_dir'])}[/bold]  {escape(state)}")
     console.print(
         f"generation {data['generation']}/{data['generations']}  children {data['children']}  "
         f"evaluated {data['evaluated']}  failed {data['failed']}  pending {data['pending']}"
     )
     console.print(
         f"LLM calls {data['llm_calls']} ({data['llm_errors']} errors)  tokens "
-        f"{data['prompt_tokens'] + data['completion_tokens']}  spend ${data['cost_usd']:.4f}  models {', '.join(data['models'])}"
+        f"{data['prompt_tokens'] + data['completion_tokens']}  spend ${data['cost_usd']:.4f}  models {escape(', '.join(data['models']))}"
     )
 
 
@@ -88,26 +100,27 @@ def print_front(console: Console, data: dict[str, Any]) -> None:
 
 def print_variant(console: Console, data: dict[str, Any]) -> None:
     """`ge show`."""
-    console.print(f"[bold cyan]{data['id']}[/bold cyan]  {data['branch']}  generation {data['generation']}")
+    console.print(f"[bold cyan]{_m(data['id'])}[/bold cyan]  {_m(data['branch'])}  generation {_m(data['generation'])}")
     console.print(
-        f"operator {data['operator']}  segment {_fmt(data['segment'])}  prompt {_fmt(data['prompt_name'])}  "
-        f"persona {_fmt(data['persona'])}  model {_fmt(data['model'])}  T={_fmt(data['temperature'])}"
+        f"operator {_m(data['operator'])}  segment {_m(data['segment'])}  prompt {_m(data['prompt_name'])}  "
+        f"persona {_m(data['persona'])}  model {_m(data['model'])}  T={_m(data['temperature'])}"
     )
     console.print(
-        f"parents {', '.join(data['parents']) or '-'}  tokens {data['tokens']}"
+        f"parents {escape(', '.join(data['parents'])) or '-'}  tokens {data['tokens']}"
         + (f" ({data['prompt_tokens']} prompt + {data['completion_tokens']} completion)" if data.get("calls") else "")
         + f"  cost ${data['cost_usd']:.4f}"
         + (f"  LLM calls {len(data['calls'])}" if data.get("calls") else "")
     )
     for parent, metrics in (data.get("parent_metrics") or {}).items():
         if metrics:
-            console.print(f"  parent {parent}: " + "  ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
-    console.print(f"status {data['status']}" + (f"  [red]{data['failure_reason']}[/red]" if data["failure_reason"] else ""))
+            console.print(f"  parent {_m(parent)}: " + "  ".join(f"{_m(k)}={_m(v)}" for k, v in metrics.items()))
+    reason = data["failure_reason"]
+    console.print(f"status {_m(data['status'])}" + (f"  [red]{_m(reason)}[/red]" if reason else ""))
     if data["metrics"]:
-        console.print("metrics " + "  ".join(f"{k}={_fmt(v)}" for k, v in data["metrics"].items()))
+        console.print("metrics " + "  ".join(f"{_m(k)}={_m(v)}" for k, v in data["metrics"].items()))
     if data["eot_reflection"]:
         console.print("[bold]EoT reflection[/bold]")
-        console.print(data["eot_reflection"])
+        console.print(data["eot_reflection"], markup=False)
     if data["prompt"]:
         console.rule("prompt")
         console.print(data["prompt"], markup=False)
@@ -169,13 +182,13 @@ def print_lineage(console: Console, data: dict[str, Any]) -> None:
     tree = Tree(_node_label(nodes[root_id], objectives), guide_style="dim")
     grow(tree, root_id)
     console.print(tree)
-    console.print(f"[dim]{len(nodes)} variants in the ancestry; seed {data['seed']}[/dim]")
+    console.print(f"[dim]{len(nodes)} variants in the ancestry; seed {_m(data['seed'])}[/dim]")
 
 
 def print_diff(console: Console, data: dict[str, Any]) -> None:
     """`ge diff`."""
     console.print(
-        f"[bold]{data['from']}[/bold] → [bold cyan]{data['to']}[/bold cyan]  "
+        f"[bold]{_m(data['from'])}[/bold] → [bold cyan]{_m(data['to'])}[/bold cyan]  "
         f"{len(data['files'])} file(s)  [green]+{data['added']}[/green] [red]-{data['removed']}[/red]"
     )
     if data["diff"]:
@@ -213,7 +226,7 @@ def print_log(console: Console, data: dict[str, Any]) -> None:
             console.print("no EoT reflections in this run")
         for row in data["reflections"]:
             title = f"{row['variant']} (gen {_fmt(row['generation'])}, elite {_fmt(row['elite'])}, segment {_fmt(row['segment'])})"
-            console.rule(title, align="left")
+            console.rule(Text(title), align="left")
             console.print(row["text"], markup=False, highlight=False)
     if "failures" in data:
         groups = data["failures"]["groups"]
@@ -226,7 +239,7 @@ def print_log(console: Console, data: dict[str, Any]) -> None:
         table.add_column("reason", overflow="fold")
         table.add_column("e.g.", style="dim", overflow="fold")
         for g in groups:
-            table.add_row(str(g["count"]), g["stage"], Text(g["reason"]), Text(", ".join(g["variants"][:3])))
+            table.add_row(str(g["count"]), Text(g["stage"]), Text(g["reason"]), Text(", ".join(g["variants"][:3])))
         console.print(table)
 
 
@@ -234,11 +247,11 @@ def print_export(console: Console, data: dict[str, Any]) -> None:
     """`ge export`."""
     if data["kind"] == "patch":
         console.print(
-            f"wrote {data['path']}: patch of {data['id']} against the seed, {len(data['files'])} file(s), "
+            f"wrote {_m(data['path'])}: patch of {_m(data['id'])} against the seed, {len(data['files'])} file(s), "
             f"+{data['added']} -{data['removed']}"
         )
-        console.print(f"apply it in your project with [bold]git apply {data['path']}[/bold]")
+        console.print(f"apply it in your project with [bold]git apply {_m(data['path'])}[/bold]")
         return
-    console.print(f"exported {data['id']}: {len(data['files'])} file(s) into {data['path']}")
+    console.print(f"exported {_m(data['id'])}: {len(data['files'])} file(s) into {_m(data['path'])}")
     if data["overwritten"]:
-        console.print(f"overwrote {len(data['overwritten'])} existing file(s): {', '.join(data['overwritten'][:10])}")
+        console.print(f"overwrote {len(data['overwritten'])} existing file(s): {escape(', '.join(data['overwritten'][:10]))}")

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from guided_evolution.cli import app
 from guided_evolution.config import ResolvedConfig, load_config, parse_config
 from guided_evolution.errors import ConfigError, GeError
+from tests.support.cli import ge
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = {"objectives": [{"name": "acc", "direction": "max"}], "evaluator": {"command": "python evaluate.py"}}
@@ -74,6 +75,59 @@ def test_overrides_win_and_none_is_ignored(tmp_path: Path) -> None:
     cfg = load_config(path, {"evolution.generations": 2, "evolution.population": None, "llm.models": ["m"]})
     assert cfg.evolution.generations == 2 and cfg.evolution.population == 44
     assert cfg.llm.models[0].model == "m"
+
+
+PROFILED = """
+[evaluator]
+command = "true"
+[[objectives]]
+name = "a"
+direction = "min"
+[evolution]
+generations = 7
+population = 5
+[profile.big.evolution]
+generations = 30
+elites = 44
+[profile.big.llm]
+models = ["m1", "m2"]
+"""
+
+
+def test_a_profile_merges_over_the_file_and_flags_still_win(tmp_path: Path) -> None:
+    path = tmp_path / "ge.toml"
+    path.write_text(PROFILED)
+    plain = load_config(path)  # the [profile.*] tables are not config keys
+    assert (plain.evolution.generations, plain.evolution.elites) == (7, 44)
+    big = load_config(path, {"evolution.generations": 3}, profile="big")
+    assert (big.evolution.generations, big.evolution.population, big.evolution.elites) == (3, 5, 44)
+    assert [m.model for m in big.llm.models] == ["m1", "m2"]
+    with pytest.raises(ConfigError) as err:
+        load_config(path, profile="bigg")
+    assert "no profile 'bigg' (defined: big)" in err.value.one_line()
+    path.write_text(PROFILED + '\n[profile.bad]\nevolution = 3\n')
+    with pytest.raises(ConfigError, match="'evolution' = 3"):
+        load_config(path, profile="bad")
+    path.write_text('profile = 1\n' + PROFILED.split("[profile.big.evolution]")[0])
+    with pytest.raises(ConfigError, match="must hold tables"):
+        load_config(path)
+
+
+def test_the_exquisitenet_paper_profile_has_the_ge_papers_population() -> None:
+    evo = load_config(ROOT / "seeds/exquisitenet_v2/ge.toml", profile="paper").evolution
+    assert (evo.initial_population, evo.population, evo.elites, evo.hall_of_fame, evo.generations) == (
+        144, 44, 44, 100, 30)
+
+
+def test_an_unknown_profile_on_the_command_line_writes_nothing(tmp_path: Path) -> None:
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "ge.toml").write_text(PROFILED)
+    proc = ge("run", str(seed), "--profile", "nope", "--run-dir", str(tmp_path / "r"), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    # The hint keeps its brackets: error lines are never read as rich markup.
+    assert "no profile 'nope' (defined: big)" in proc.stderr and "[profile.nope]" in proc.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:

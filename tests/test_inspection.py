@@ -284,3 +284,28 @@ def test_not_a_run_directory_is_a_clear_error(tmp_path: Path) -> None:
     proc = ge_proc("log", str(tmp_path / "nope"), "--json", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().startswith("error: run directory not found")
+
+
+def test_untrusted_text_is_shown_verbatim_never_as_rich_markup(run_copy: Path) -> None:
+    """Metric keys and values come from variant code, reasons and reflections from an LLM: a
+    `[/bold]` in them must print as is (it used to raise MarkupError and crash `ge show`)."""
+    child = evaluated_child(run_copy)
+    index = RunIndex.open(run_copy / "index.sqlite")
+    try:
+        index.add_evaluation(
+            EvaluationRecord(
+                child.id, "failed", failure_reason="exit code 1 [/bold] [red]x", attempt=3,
+                metrics={"[/red]key": "[bold]value[/oops]"},
+            )
+        )
+        index.add_reflection(ReflectionRecord(child.id, "Use [/x] tags [link=evil]here[/link]."))
+        with index.transaction() as conn:
+            conn.execute("UPDATE variants SET eot_reflection = ? WHERE id = ?", ("why [/nope] it helped", child.id))
+    finally:
+        index.close()
+    shown = ge_text("show", str(run_copy), child.id)
+    assert "exit code 1 [/bold] [red]x" in shown
+    assert "[/red]key=[bold]value[/oops]" in shown
+    assert "why [/nope] it helped" in shown
+    assert "Use [/x] tags [link=evil]here[/link]." in ge_text("log", str(run_copy), "--eot")
+    assert "exit code <n> [/bold] [red]x" in ge_text("log", str(run_copy), "--failures")  # normalised

@@ -468,6 +468,69 @@ def test_exquisitenet_check_stage_in_the_worker(sandbox: Sandbox, tmp_path: Path
     assert "check via the worker of slot 0" in log and "check_seconds" in log
 
 
+@pytest.mark.timeout(180)
+def test_exquisitenet_failures_on_a_shared_gpu_never_disturb_the_other_evaluations(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Two slots packed on one GPU id, four variants at once: an out-of-memory child and a
+    killed child fail alone, with their own reasons; the good ones match and no worker dies."""
+    from tests.support.cifar import write_cifar
+
+    forward = "        x = self.DFSEB1(self.FCT(x))"
+    broken = {
+        "oom": forward.replace("x = ", "torch.empty(1 << 50)\n        x = ", 1),
+        "killed": forward.replace(
+            "x = ", "import os, signal\n        os.kill(os.getpid(), signal.SIGKILL)\n        x = ", 1
+        ),
+    }
+    run = tmp_path / "run"
+    requests = []
+    for vid in ("good1", "oom", "killed", "good2"):
+        workdir = run / "work" / vid
+        workdir.mkdir(parents=True)
+        shutil.copy(SEED_DIR / "evaluate.py", workdir / "evaluate.py")
+        model = (SEED_DIR / "model.py").read_text()
+        assert model.count(forward) == 1
+        (workdir / "model.py").write_text(model.replace(forward, broken.get(vid, forward)))
+        write_cifar(workdir / "data", 100, 20, seed=1)
+        requests.append(
+            EvalRequest(
+                variant_id=vid,
+                workdir=workdir,
+                run_dir=run,
+                command="python evaluate.py --data data --epochs 1 --device cpu",
+                check_command=None,
+                timeout_s=100.0,
+                check_timeout_s=60.0,
+                metrics_path=workdir / ".ge" / "metrics.json",
+                log_path=run / "logs" / f"{vid}.log",
+                objectives=("val_accuracy", "params"),
+            )
+        )
+    worker = "python evaluate.py --worker --data data --epochs 1 --device cpu --batch-size 50"
+    pool = WorkerPool(worker, sandbox, start_timeout_s=60.0, reply_timeout_s=10.0, kill_grace_s=0.5)
+    executor = LocalExecutor(2, ["0"], 2, sandbox, kill_grace_s=0.5, workers=pool)
+
+    async def main() -> list[EvalResult]:
+        try:
+            return list(await asyncio.gather(*(executor.evaluate(r) for r in requests)))
+        finally:
+            await executor.aclose()
+
+    good1, oom, killed, good2 = asyncio.run(main())
+    assert good1.status == good2.status == "ok", (good1.output_tail, good2.output_tail)
+    assert good1.gpu == good2.gpu == oom.gpu == killed.gpu == "0"
+    assert good1.metrics["val_accuracy"] == good2.metrics["val_accuracy"]
+    assert good1.metrics["params"] == 518_230.0
+    assert (oom.status, oom.failure_reason) == ("failed", "exit code 1")
+    assert "allocate" in oom.output_tail
+    assert killed.failure_reason == "exit code -9 (killed by SIGKILL)"
+    assert not pool.warnings
+    stats = pool.stats()
+    assert sorted(stats) == [0, 1] and all(s.starts == 1 and not s.deaths for s in stats.values())
+    assert sum(s.evaluations for s in stats.values()) == 4
+
+
 @pytest.mark.parametrize("backend", ["unshare", "none"])
 def test_other_sandbox_backends_reuse_the_worker_and_enforce_the_timeout(
     tmp_path: Path, backend: str
