@@ -139,18 +139,18 @@ def resident(device: str, image_size: int, batch: int, steps: int) -> float:
     import torch
 
     ev = _evaluate()
-    gen = torch.Generator()
+    gen = torch.Generator(device=device)  # as in the fast recipe: draws stay on the device
     gen.manual_seed(0)
     n = batch * 4
-    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
-    y = torch.randint(0, 10, (n,), generator=gen).to(device)
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen, device=device)
+    y = torch.randint(0, 10, (n,), generator=gen, device=device)
     model, opt = _model(device)
     model.train()
     if device == "cuda":
         model.to(memory_format=torch.channels_last)
     start = 0.0
     for i in range(steps + 1):
-        idx = torch.randint(0, n, (batch,), generator=gen).to(device)
+        idx = torch.randint(0, n, (batch,), generator=gen, device=device)
         xb = ev.augment_on_device(x[idx], gen, image_size)
         if device == "cuda":
             xb = xb.contiguous(memory_format=torch.channels_last)

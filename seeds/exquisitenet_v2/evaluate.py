@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import json
 import math
@@ -255,7 +256,11 @@ def pick_device(requested: str) -> str:
 
 
 def seed_everything(seed: int, device: str) -> Any:
-    """Seed torch; request deterministic kernels on CUDA. Returns a CPU generator."""
+    """Seed torch; request deterministic kernels on CUDA. Returns a generator on `device`.
+
+    The fast recipe draws its shuffles and augmentations from it on the device itself, so a
+    training step never copies host tensors to the GPU (each such copy waits for the GPU).
+    """
     import torch
 
     torch.manual_seed(seed)
@@ -264,9 +269,20 @@ def seed_everything(seed: int, device: str) -> Any:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=True)
-    gen = torch.Generator()
+    gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return gen
+
+
+@functools.lru_cache(maxsize=8)
+def _channel_stats(device: Any) -> tuple[Any, Any]:
+    """MEAN and STD as 1 x 3 x 1 x 1 tensors on `device`, made once (not copied per batch)."""
+    import torch
+
+    def make(values: tuple[float, ...]) -> Any:
+        return torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+
+    return make(MEAN), make(STD)
 
 
 def normalize(x: Any) -> Any:
@@ -275,8 +291,7 @@ def normalize(x: Any) -> Any:
 
     if x.dtype == torch.uint8:
         x = x.float().div_(255.0)
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    mean, std = _channel_stats(x.device)
     return (x - mean) / std
 
 
@@ -304,38 +319,44 @@ def evaluate_split(model: Any, x: np.ndarray, y: np.ndarray, opts: Options, devi
     from torch.nn import functional as F
 
     model.eval()
-    correct, loss_sum = 0, 0.0
     channels_last = device == "cuda"
+    x_all = torch.from_numpy(x).to(device)  # one copy (uint8), not one per chunk
+    y_all = torch.from_numpy(y).to(device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     with torch.no_grad():
         for start in range(0, len(x), 500):
-            xb = normalize(torch.from_numpy(x[start:start + 500]).to(device))
+            xb = normalize(x_all[start:start + 500])
             if opts.image_size != xb.shape[-1]:
                 xb = F.interpolate(xb, size=(opts.image_size, opts.image_size), mode="bilinear",
                                    align_corners=False)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = torch.from_numpy(y[start:start + 500]).to(device)
+            yb = y_all[start:start + 500]
             with autocast(device, amp_dtype):
                 out = model(xb)
-            loss_sum += float(F.cross_entropy(out.float(), yb, reduction="sum"))
-            correct += int((out.argmax(1) == yb).sum())
+            loss_sum += F.cross_entropy(out.float(), yb, reduction="sum").double()
+            correct += (out.argmax(1) == yb).sum()
     n = max(len(x), 1)
-    return correct / n, loss_sum / n
+    return int(correct) / n, float(loss_sum) / n  # the only synchronisation
 
 
 # --------------------------------------------------------------------------- fast recipe
 
 
 def augment_on_device(xb: Any, gen: Any, image_size: int) -> Any:
-    """Pad-4 random crop and horizontal flip of a uint8 batch on its device; normalised float."""
+    """Pad-4 random crop and horizontal flip of a uint8 batch on its device; normalised float.
+
+    `gen` is a generator on the batch's device: the random draws never leave the device.
+    """
     import torch
     from torch.nn import functional as F
 
     n, _, h, w = xb.shape
     dev = xb.device
-    dy = torch.randint(0, 9, (n,), generator=gen).to(dev)
-    dx = torch.randint(0, 9, (n,), generator=gen).to(dev)
-    flip = (torch.rand(n, generator=gen) < 0.5).to(dev)
+    dy = torch.randint(0, 9, (n,), generator=gen, device=dev)
+    dx = torch.randint(0, 9, (n,), generator=gen, device=dev)
+    flip = torch.rand(n, generator=gen, device=dev) < 0.5
     x = F.pad(normalize(xb), (4, 4, 4, 4))
     rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
@@ -374,7 +395,7 @@ def train_fast(model: Any, opt: Any, data: Cifar, opts: Options, device: str,
     t0 = time.perf_counter()
     for _ in range(opts.epochs):
         model.train()
-        order = torch.randperm(n, generator=gen).to(device)
+        order = torch.randperm(n, generator=gen, device=device)
         for i in range(steps):
             idx = order[i * opts.batch_size:(i + 1) * opts.batch_size]
             xb = augment_on_device(x_train[idx], gen, opts.image_size)
@@ -453,8 +474,11 @@ def train_original(model: Any, opt: Any, data: Cifar, opts: Options, device: str
     if workers is None:
         workers = min(8, os.cpu_count() or 1) if device == "cuda" else 0
     dataset = OriginalStyleDataset(data.x_train, data.y_train, opts.image_size, opts.seed)
+    shuffle_gen = torch.Generator()  # the sampler shuffles on the CPU (`gen` may be on the GPU)
+    shuffle_gen.manual_seed(opts.seed)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=opts.batch_size, shuffle=True, generator=gen, num_workers=workers,
+        dataset, batch_size=opts.batch_size, shuffle=True, generator=shuffle_gen,
+        num_workers=workers,
         pin_memory=device == "cuda", worker_init_fn=_loader_worker_init if workers else None)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.7, patience=4)
     start_lr = max(g["lr"] for g in opt.param_groups)
