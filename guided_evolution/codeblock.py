@@ -31,6 +31,38 @@ class ExtractionError(Exception):
         self.reason = reason
 
 
+_REASONING_TAGS = "think|thinking|reasoning"
+_REASONING_BLOCK_RE = re.compile(rf"\A\s*<({_REASONING_TAGS})>(.*?)</\1\s*>", re.I | re.S)
+_REASONING_OPEN_RE = re.compile(rf"\A\s*<({_REASONING_TAGS})>", re.I)
+_REASONING_CLOSE_RE = re.compile(rf"</({_REASONING_TAGS})\s*>", re.I)
+
+
+def strip_reasoning(reply: str) -> str:
+    """The reply without the reasoning a model wrote before its answer.
+
+    Reasoning models served without a reasoning parser (vLLM, Ollama) start their content with
+    ``<think>...</think>`` (or only the closing tag, when the chat template opened it); drafts
+    in there must never be taken for the answer. Tags inside a code block are code and stay.
+    Raises ExtractionError when the reply ends inside its reasoning.
+    """
+    match = _REASONING_BLOCK_RE.match(reply)
+    if match is not None:
+        return reply[match.end():]
+    opening = _REASONING_OPEN_RE.match(reply)
+    if opening is not None:
+        raise ExtractionError(
+            f"the reply ended inside its <{opening.group(1).lower()}> block "
+            "(raise [llm] max_tokens or use a model that thinks less)"
+        )
+    closing = _REASONING_CLOSE_RE.search(reply)
+    if closing is not None:
+        before = reply[: closing.start()].replace("\r\n", "\n").split("\n")
+        fences = sum(1 for line in before if _fence(line) is not None)
+        if fences % 2 == 0:  # outside any fenced block: an orphan closing tag
+            return reply[closing.end():]
+    return reply
+
+
 @dataclass(frozen=True)
 class _Block:
     code: str
@@ -146,7 +178,7 @@ def extract_code(reply: str) -> str:
     """The Python code of an LLM reply (the largest fenced python block); ExtractionError if none."""
     if not reply or not reply.strip():
         raise ExtractionError("empty reply")
-    text = reply.replace("\r\n", "\n").replace("\r", "\n")
+    text = strip_reasoning(reply.replace("\r\n", "\n").replace("\r", "\n"))
     blocks = _blocks(text.split("\n"))
     if not blocks:
         whole = _tidy(text)

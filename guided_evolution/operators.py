@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from guided_evolution.codeblock import ExtractionError, extract_code
+from guided_evolution.codeblock import ExtractionError, extract_code, strip_reasoning
 from guided_evolution.errors import GeError
 from guided_evolution.prompts import PromptLibrary
 from guided_evolution.segments import (
@@ -194,7 +194,12 @@ def _format_metrics(
 
 
 def reflection_text(reply_text: str, limit: int = REFLECTION_CHARS) -> str:
-    """The reasoning of an EoT reply, without code blocks, trimmed to `limit` characters."""
+    """The reasoning of an EoT reply, without the model's <think> block or code blocks, trimmed
+    to `limit` characters."""
+    try:
+        reply_text = strip_reasoning(reply_text)
+    except ExtractionError:
+        return ""  # all of it was unfinished private reasoning: no reflection
     text = re.sub(r"(`{3,}|~{3,}).*?(\1|\Z)", " ", reply_text, flags=re.DOTALL)
     text = re.sub(r"[ \t]+", " ", text)
     text = re.sub(r"\n\s*\n+", "\n", text).strip()

@@ -110,3 +110,38 @@ def test_a_megabyte_reply_is_handled() -> None:
         extract_code(prose)
     with pytest.raises(ExtractionError):
         extract_code("```" + " " * 1_000_000 + "`")
+
+
+DRAFT = "```python\n" + "def draft():\n    return 'thinking out loud, a longer draft than the answer'\n" * 3 + "```"
+ANSWER = "```python\ndef answer():\n    return 1\n```"
+
+
+@pytest.mark.parametrize("tag", ["think", "thinking", "reasoning", "THINK"])
+def test_code_inside_a_reasoning_block_is_never_the_answer(tag: str) -> None:
+    """Reasoning models served by vLLM/Ollama without a reasoning parser put their thoughts,
+    drafts included, in <think>...</think> before the answer: the draft must not win."""
+    reply = f"<{tag}>\nLet me draft it.\n{DRAFT}\nok.\n</{tag}>\nHere it is:\n{ANSWER}\n"
+    assert extract_code(reply) == "def answer():\n    return 1\n"
+
+
+def test_a_reply_that_ends_inside_its_reasoning_block_says_so() -> None:
+    with pytest.raises(ExtractionError) as err:
+        extract_code(f"<think>\nStill drafting\n{DRAFT}\n")
+    assert "inside its <think> block" in err.value.reason
+
+
+def test_a_reasoning_block_with_no_answer_after_it_is_no_code_block() -> None:
+    with pytest.raises(ExtractionError, match="no code block"):
+        extract_code(f"<think>{DRAFT}</think>\nI could not do it.")
+
+
+def test_think_tags_inside_the_code_are_kept() -> None:
+    code = "PROMPT = '<think>x</think>'\n"
+    assert extract_code(f"```python\n{code}```") == code
+
+
+def test_an_orphan_closing_tag_ends_the_reasoning_and_one_inside_code_stays() -> None:
+    reply = f"Okay, the template opened the tag.\n{DRAFT}\n</think>\n\n{ANSWER}"
+    assert extract_code(reply) == "def answer():\n    return 1\n"
+    code = "END = '</think>'\n"
+    assert extract_code(f"```python\n{code}```") == code

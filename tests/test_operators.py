@@ -408,3 +408,10 @@ def test_all_kinds_are_reachable(lib: PromptLibrary) -> None:
         for s in range(200)
     }
     assert seen == {f"mutate_{k}_concise" for k in MUTATION_KINDS}
+
+
+def test_a_reflection_leaves_out_the_models_think_block() -> None:
+    from guided_evolution.operators import reflection_text
+
+    reply = "<think>\nhmm, maybe dropout? ```python\nx = 1\n```\n</think>\nWider kernels saw more context."
+    assert reflection_text(reply) == "Wider kernels saw more context."
