@@ -194,6 +194,15 @@ def _decode_evolvable(files: dict[str, bytes], cfg: GeConfig) -> dict[str, str]:
     return out
 
 
+def _last_output_line(output_tail: str | None, limit: int = 400) -> str:
+    """The evaluator's last line of output (its error, usually), without ge's own notes."""
+    for line in reversed((output_tail or "").splitlines()):
+        text = line.strip()
+        if text and not text.startswith("[ge] "):
+            return text if len(text) <= limit else text[: limit - 3] + "..."
+    return ""
+
+
 def _check_evaluator(cfg: GeConfig, seed_dir: Path) -> None:
     """The evaluator's program must exist (on PATH or in the seed directory)."""
     for key, command in (
@@ -407,8 +416,10 @@ class Engine:
             result = await self._evaluate(self.seed_id)
         if result.status != "ok":
             log = self.paths.logs / f"{self.seed_id}.log"
+            last = _last_output_line(result.output_tail)
             raise GeError(
-                f"the seed failed its own evaluation: {result.failure_reason}",
+                f"the seed failed its own evaluation: {result.failure_reason}"
+                + (f" (last output: {last})" if last else ""),
                 f"see {log}; fix the environment and `ge resume {self.paths.root}`, "
                 "or fix the seed's code and start a new `ge run`",
             )

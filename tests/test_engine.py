@@ -362,6 +362,8 @@ def test_a_failing_seed_stops_with_one_line_and_resume_retries_it(tmp_path: Path
     ))
     proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode == 2 and "the seed failed its own evaluation: exit code 1" in proc.stderr
+    # The evaluator's own last words are in the message: no need to open the log to see why.
+    assert "(last output: no data: put data.ok into the seed directory)" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
     (seed / "data.ok").write_text("")  # the user fixes the environment, not the seed's code
     summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
