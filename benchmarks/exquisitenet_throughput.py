@@ -49,7 +49,8 @@ class Sizes:
     epochs: int
 
 
-FULL = Sizes(216, 256, 30, 200, 8, (1, 4, 8, 16), 10_000, 3, 15)
+FULL = Sizes(216, 256, 30, 200, 8, (1, 4, 8, 16), TRAIN_IMAGES, 3, 15)
+"""Cold vs warm trains one 40,000-image epoch, as in the issue's start-up measurement."""
 
 
 def quick_sizes() -> Sizes:
@@ -245,7 +246,9 @@ def _cold_vs_warm_executor(device: str, sizes: Sizes) -> tuple[float, float, str
             )
 
         async def measure(workers: WorkerPool | None, prefix: str) -> list[float]:
-            executor = LocalExecutor(1, None, None, sandbox, workers=workers)
+            # The executor sets CUDA_VISIBLE_DEVICES from its GPU list ("" without one).
+            gpus = ["0"] if device == "cuda" else None
+            executor = LocalExecutor(1, gpus, None, sandbox, workers=workers)
             times = []
             try:
                 for i in range(sizes.cold_warm_repeats + (1 if workers else 0)):
