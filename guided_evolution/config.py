@@ -199,6 +199,12 @@ class ExecutorConfig(_Model):
     slots: int | Literal["auto"] = 1
     gpus: tuple[str, ...] | Literal["auto"] = "auto"
     slots_per_gpu: int | Literal["auto"] = 1
+    gpu_memory_mb: float = Field(
+        2048.0,
+        gt=0,
+        description='GPU memory one evaluation needs; slots_per_gpu = "auto" packs as many as fit '
+        "into the free memory (less headroom), up to the throughput saturation point",
+    )
     slurm: SlurmConfig = SlurmConfig()
 
     @field_validator("slots", "slots_per_gpu")

@@ -252,6 +252,8 @@ class LocalExecutor:
         env["GE_VARIANT_ID"] = request.variant_id
         env["GE_RUN_DIR"] = str(request.run_dir)
         env["CUDA_VISIBLE_DEVICES"] = slot.gpu or ""
+        if slot.gpu:  # GPU ids are nvidia-smi's (PCI order); CUDA's default order may differ
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         return env
 
     async def _evaluate(self, request: EvalRequest, slot: _Slot) -> EvalResult:

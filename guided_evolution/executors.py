@@ -25,7 +25,7 @@ def plan_slots(resolved: ResolvedConfig) -> tuple[int, list[str], int | None]:
     if ex.slots_per_gpu == "auto":
         from guided_evolution.gpu import auto_slots_per_gpu
 
-        per_gpu = auto_slots_per_gpu(gpus) if gpus else None
+        per_gpu = auto_slots_per_gpu(gpus, ex.gpu_memory_mb) if gpus else None
     else:
         per_gpu = ex.slots_per_gpu
     if ex.slots == "auto":

@@ -131,7 +131,8 @@ def visible_gpus() -> list[str]:
 
 
 # Estimated GPU memory of one fast-recipe ExquisiteNetV2 evaluation (CUDA context, resident
-# uint8 CIFAR-10, batch 256 activations); an estimate, not a measurement.
+# uint8 CIFAR-10, batch 256 activations); an estimate, not a measurement. `[executor]
+# gpu_memory_mb` overrides it.
 DEFAULT_PROCESS_MB = 2048.0
 
 

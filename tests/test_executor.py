@@ -292,7 +292,8 @@ HOLD = """
     start = time.time()
     time.sleep(0.6)
     json.dump({"score": 1, "start": start, "end": time.time(),
-               "gpu": os.environ["CUDA_VISIBLE_DEVICES"]}, open(os.environ["GE_METRICS"], "w"))
+               "gpu": os.environ["CUDA_VISIBLE_DEVICES"],
+               "order": os.environ.get("CUDA_DEVICE_ORDER", "<unset>")}, open(os.environ["GE_METRICS"], "w"))
 """
 
 
@@ -320,6 +321,8 @@ def test_gpu_round_robin(sandbox: Sandbox, tmp_path: Path) -> None:
     assert all(r.status == "ok" for r in results), [r.failure_reason for r in results]
     assert Counter(r.metrics["gpu"] for r in results) == {"0": 2, "1": 2}
     assert all(r.gpu == r.metrics["gpu"] for r in results)
+    # The ids are nvidia-smi's, which count in PCI bus order; CUDA must count the same way.
+    assert {r.metrics["order"] for r in results} == {"PCI_BUS_ID"}
 
 
 def test_slots_beyond_gpu_capacity_is_a_user_error(sandbox: Sandbox) -> None:

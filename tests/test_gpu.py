@@ -78,3 +78,29 @@ def test_gpu_module_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1], timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_auto_slots_per_gpu_follow_the_configured_gpu_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from guided_evolution.config import ResolvedConfig, parse_config
+    from guided_evolution.executors import plan_slots
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    _fake_smi(tmp_path, monkeypatch, "0, 20000\n1, 30000\n")
+
+    def planned(**executor: object) -> tuple[int, list[str], int | None]:
+        cfg = parse_config({
+            "objectives": [{"name": "acc", "direction": "max"}],
+            "evaluator": {"command": "true"},
+            "executor": {"slots": "auto", "gpus": "auto", "slots_per_gpu": "auto", **executor},
+        })
+        resolved = ResolvedConfig(config=cfg, config_path="ge.toml", seed_dir=".", run_dir="r",
+                                  ge_version="0")
+        return plan_slots(resolved)
+
+    # 20,000 MB free on the fuller GPU less 10% headroom: 18,000 MB / 2,048 MB = 8.8 -> 8.
+    assert planned() == (16, ["0", "1"], 8)
+    assert planned(gpu_memory_mb=1000) == (18, ["0", "1"], 9)  # capped at the saturation K
+    assert planned(gpu_memory_mb=4096) == (8, ["0", "1"], 4)  # 18,000 / 4,096 = 4.4
+    assert planned(gpu_memory_mb=30_000) == (2, ["0", "1"], 1)  # never below one per GPU
