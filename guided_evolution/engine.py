@@ -440,6 +440,21 @@ class Engine:
                 out.append(Scored(vid, metrics))
         return out
 
+    def _teachers(self, elites: list[Any]) -> list[str]:
+        """The elites (Scored) better than the seed on at least one objective, in order."""
+        seed = self._valid([self.seed_id])
+        if not seed:
+            return []
+        base = seed[0].metrics
+
+        def better(metrics: Any) -> bool:
+            return any(
+                metrics[name] > base[name] if direction == "max" else metrics[name] < base[name]
+                for name, direction in self.objectives
+            )
+
+        return [e.id for e in elites if e.id != self.seed_id and better(e.metrics)]
+
     def _plan(self, gen: int, population: list[str]) -> tuple[list[Plan], list[str]]:
         """Plans for generation `gen` and the elites carried over (deterministic)."""
         from guided_evolution.selection import nsga2_parents, spea2_elites
@@ -454,13 +469,17 @@ class Engine:
         elites = [s.id for s in spea2_elites(valid, min(self.evo.elites, len(valid)), self.objectives)]
         parents = [s.id for s in nsga2_parents(valid, self.evo.population, self.objectives, rng)]
         plans: list[Plan] = []
-        eot_on = gen >= self.evo.eot_start_generation and bool(elites)
+        # EoT learns from an elite's change to the seed, so the elite must have measured better
+        # than the seed on some objective (what the EoT prompt tells the model); the seed itself
+        # and elites that merely tie with it have nothing to teach.
+        teachers = self._teachers([s for s in valid if s.id in set(elites)])
+        eot_on = gen >= self.evo.eot_start_generation and bool(teachers)
 
         def mutate_step() -> Step | None:
             if rng.random() >= self.evo.mutation_probability:
                 return None
             if eot_on and not self.offline and rng.random() < self.evo.eot_probability:
-                return Step("eot", rng.choice(elites))
+                return Step("eot", rng.choice(teachers))
             return Step("mutation")
 
         for i in range(0, len(parents) - 1, 2):
