@@ -58,7 +58,7 @@ def _cold(variant: Path, data: Path, *flags: str) -> dict[str, Any]:
 
 
 def _without_timings(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if k not in TIMING_KEYS}
+    return {k: v for k, v in metrics.items() if k not in TIMING_KEYS | {"gpu_peak_mb"}}
 
 
 def test_fast_recipe_on_cuda_is_deterministic(data_dir: Path, tmp_path: Path) -> None:
@@ -67,6 +67,9 @@ def test_fast_recipe_on_cuda_is_deterministic(data_dir: Path, tmp_path: Path) ->
     second = _cold(variant, data_dir, "--epochs", "2")
     assert first["params"] == 518_230
     assert 0.0 <= first["val_accuracy"] <= 1.0 and first["images_per_second"] > 0
+    # `[executor] gpu_memory_mb = 2048` (the seed's ge.toml) must hold one evaluation with its
+    # CUDA context (about 0.5 GB), or "auto" packs too many per GPU.
+    assert 0 < first["gpu_peak_mb"] < 1500, first["gpu_peak_mb"]
     assert _without_timings(first) == _without_timings(second)
 
 

@@ -3,7 +3,7 @@
 Run in the variant's directory: it imports ``model.py`` from the current directory, trains
 ``ExquisiteNetV2(10, 3)`` with the optimizer from ``get_optimizer`` and writes a JSON metrics file
 (``--metrics`` or ``$GE_METRICS``): val_accuracy (selects), test_accuracy (reported only),
-params, train_seconds, images_per_second, epochs.
+params, train_seconds, images_per_second, epochs, and on CUDA gpu_peak_mb.
 
 Recipes:
   fast         data resident on the device as uint8, augmentation on the device (pad-4 random
@@ -586,6 +586,10 @@ def run_evaluation(workdir: Path, data: Cifar, opts: Options, metrics_path: str 
     train = train_original if opts.recipe == "ge-original" else train_fast
     metrics = train(model, opt, data, opts, device, gen)
     metrics["params"] = params
+    if device == "cuda":  # what torch's allocator held at most (the CUDA context comes on top)
+        import torch
+
+        metrics["gpu_peak_mb"] = torch.cuda.max_memory_reserved() / 2**20
     write_metrics(metrics, metrics_path)
 
 
