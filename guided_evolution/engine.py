@@ -194,6 +194,27 @@ def _decode_evolvable(files: dict[str, bytes], cfg: GeConfig) -> dict[str, str]:
     return out
 
 
+def _capacity(executor: Any, cfg: GeConfig) -> dict[str, Any]:
+    """Where evaluations will run, for the start of a run and `ge log` (an "executor" event)."""
+    if cfg.executor.kind == "slurm":
+        slurm = cfg.executor.slurm
+        where = f"partition {slurm.partition}" if slurm.partition else "the default partition"
+        summary = f"evaluating as SLURM jobs on {where}, at most {slurm.max_queued} queued"
+        return {"summary": summary, "executor": "slurm", "max_queued": slurm.max_queued}
+    per_gpu: dict[str, int] = {}
+    for slot in executor.slots:
+        if slot.gpu is not None:
+            per_gpu[slot.gpu] = per_gpu.get(slot.gpu, 0) + 1
+    n = len(executor.slots)
+    where = ", ".join(f"GPU {g} x{k}" for g, k in per_gpu.items()) if per_gpu else "no GPU"
+    summary = f"evaluating in {n} slot{'s' if n != 1 else ''} ({where})"
+    workers = getattr(executor, "workers", None)
+    if workers is not None:
+        summary += f"; warm workers serve {' and '.join(sorted(workers.stages))}"
+    return {"summary": summary, "executor": "local", "slots": n, "gpus": per_gpu,
+            "worker_stages": sorted(workers.stages) if workers is not None else []}
+
+
 def _last_output_line(output_tail: str | None, limit: int = 400) -> str:
     """The evaluator's last line of output (its error, usually), without ge's own notes."""
     for line in reversed((output_tail or "").splitlines()):
@@ -303,6 +324,9 @@ class Engine:
         for line in warnings:
             self.progress.warn(line)
             self.index.add_event("warning", {"message": line})
+        details = _capacity(executor, self.cfg)
+        self.index.add_event("executor", details)
+        self.progress.info(details["summary"])
         return executor
 
     def _make_llm(self) -> Any:

@@ -58,6 +58,9 @@ class Progress:
     def spend(self, cost_usd: float) -> None:
         self.cost_usd = cost_usd
 
+    def info(self, message: str) -> None:
+        """A line about the run's set-up (e.g. its evaluation slots); only on a live terminal."""
+
     def warn(self, message: str) -> None:
         """Shown once at the start (e.g. a missing network sandbox): on stderr even with --json."""
         Console(stderr=True, highlight=False).print(f"warning: {message}", markup=False, soft_wrap=True)
@@ -93,6 +96,9 @@ class LiveProgress(Progress):
     def __exit__(self, *exc: object) -> None:
         self.live.update(self._render(), refresh=True)
         self.live.stop()
+
+    def info(self, message: str) -> None:
+        self.console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)

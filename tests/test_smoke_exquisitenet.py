@@ -39,3 +39,8 @@ def test_exquisitenet_seed_evolves_offline_on_tiny_cifar(tmp_path: Path) -> None
     # worker_check = true: the check stage is a forked child of the slot's warm worker too.
     log = next((tmp_path / "run" / "logs").glob(f"{index_seed}*.log")).read_text()
     assert "check via the worker of slot 0" in log and "evaluate via the worker of slot 0" in log
+    # Where evaluations run is on record (and on a terminal, printed at the start).
+    events = run_json("log", str(tmp_path / "run"), cwd=tmp_path)["events"]
+    (executor,) = [e for e in events if e["kind"] == "executor"]
+    assert executor["summary"] == "evaluating in 1 slot (no GPU); warm workers serve check and evaluate"
+    assert executor["slots"] == 1 and executor["worker_stages"] == ["check", "evaluate"]
