@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -60,12 +61,19 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def _path(value: str, what: str, example: str) -> Path:
+    """A path argument that must not be blank (`Path("")` would silently mean the current dir)."""
+    if not value.strip():
+        raise GeError(f"{what} is empty", f"give a path, e.g. {example}")
+    return Path(value)
+
+
 # --------------------------------------------------------------------------- init
 
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="Directory to create the seed in.")],
+    directory: Annotated[str, typer.Argument(help="Directory to create the seed in.")],
     force: Annotated[bool, typer.Option(help="Overwrite files that already exist.")] = False,
 ) -> None:
     """Write a commented [bold]ge.toml[/bold] and a minimal marked seed into DIRECTORY.
@@ -75,7 +83,7 @@ def init(
     """
     from guided_evolution.seedinit import write_template
 
-    written = write_template(directory, force=force)
+    written = write_template(_path(directory, "DIRECTORY", "my_seed"), force=force)
     console = _console()
     for path in written:
         console.print(f"wrote {path}")
@@ -221,23 +229,36 @@ def doctor(
     from guided_evolution.rundir import RunLock
 
     run_dir = Path(run_dir)
+    doctor_mod.require_run_dir(run_dir)  # before the lock: never create a lock file elsewhere
+    writer = None
     if rebuild_index or repair:
         with RunLock(run_dir):
             if rebuild_index:
                 doctor_mod.rebuild_index(run_dir)
             report = doctor_mod.check(run_dir, repair=repair)
     else:
+        writer = doctor_mod.lock_holder(run_dir)
         report = doctor_mod.check(run_dir)
-    data = {"ok": report.ok, "problems": report.problems, "repaired": report.repaired}
+    data = {"ok": report.ok, "problems": report.problems, "repaired": report.repaired, "writer_pid": writer}
     if json_out:
         _print_json(data)
     else:
         console = _console()
         for line in report.repaired:
-            console.print(f"[green]repaired[/green] {line}")
+            console.print(f"[green]repaired[/green] {escape(line)}")
         for line in report.problems:
-            console.print(f"[red]problem[/red] {line}")
-        console.print("[green]ok[/green]" if report.ok else "[red]not ok[/red] (try --repair)")
+            console.print(f"[red]problem[/red] {escape(line)}")
+        if report.ok:
+            console.print("[green]ok[/green]")
+        elif writer is not None:
+            console.print(
+                f"[red]not ok[/red] while ge (pid {escape(writer)}) writes this run: notes and rows in "
+                "flight look like problems; check again after it finishes"
+            )
+        elif repair or rebuild_index:
+            console.print("[red]not ok[/red] (what is left cannot be repaired by ge doctor)")
+        else:
+            console.print("[red]not ok[/red] (try --repair)")
     if not report.ok:
         raise typer.Exit(1)
 
@@ -299,7 +320,7 @@ def export_cmd(
     run_dir: RunDirArg,
     variant: Annotated[str, typer.Argument(help="Variant id (a unique prefix is enough).")],
     dest: Annotated[
-        Path, typer.Argument(help="Directory for the files; with --patch a file, a directory, or - for stdout.")
+        str, typer.Argument(help="Directory for the files; with --patch a file, a directory, or - for stdout.")
     ],
     patch: Annotated[bool, typer.Option("--patch", help="Write a `git apply`-able patch against the seed.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty destination.")] = False,
@@ -308,7 +329,7 @@ def export_cmd(
     """Copy a variant's files into DEST (or write its patch against the seed) for your own project."""
     from guided_evolution import inspection, views
 
-    data = inspection.export(run_dir, variant, dest, patch=patch, force=force)
+    data = inspection.export(run_dir, variant, _path(dest, "DEST", "./best"), patch=patch, force=force)
     if json_out:
         _print_json(data)
     elif data.get("patch") is not None:
@@ -320,13 +341,15 @@ def export_cmd(
 @app.command("report")
 def report_cmd(
     run_dir: RunDirArg,
-    output: Annotated[Path, typer.Option("-o", "--output", help="The HTML file to write.")] = Path("report.html"),
+    output: Annotated[str, typer.Option("-o", "--output", help="The HTML file to write.")] = "report.html",
     json_out: JsonFlag = False,
 ) -> None:
     """One self-contained HTML report (opens offline): front, progress, operators, failures, lineage."""
     from guided_evolution import report
 
-    data = report.write_report(run_dir, output)
+    if output == "-":
+        raise GeError("the report cannot go to standard output", "give an HTML file name, e.g. -o report.html")
+    data = report.write_report(run_dir, _path(output, "-o", "report.html"))
     if json_out:
         _print_json(data)
     else:
@@ -336,13 +359,44 @@ def report_cmd(
 # --------------------------------------------------------------------------- entry point
 
 
+_PATH_ERRNOS = {
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.ENOTDIR: "check the path",
+    errno.ELOOP: "check the path (a symbolic link loops)",
+    errno.EACCES: "check its permissions",
+    errno.EPERM: "check its permissions",
+    errno.EROFS: "choose a writable location",
+    errno.ENOSPC: "free some disk space",
+    errno.EDQUOT: "free some disk space",
+}
+"""OSErrors that a bad or unusable path explains, with their fix (not a missing file: that can be a bug)."""
+
+
+def _fail(err: GeError) -> None:
+    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {escape(err.one_line())}", soft_wrap=True)
+    sys.exit(err.exit_code)
+
+
 def main() -> None:
-    """Entry point of the `ge` script: user errors become one line on stderr and exit code 2."""
+    """Entry point of the `ge` script: user errors become one line on stderr and exit code 2.
+
+    A file-system error on a path the user gave (name too long, permission denied, ...) and a
+    damaged index that slipped past a command's own checks are reported the same way.
+    """
+    import sqlite3
+
     try:
         app()
     except GeError as err:
-        Console(stderr=True, highlight=False).print(f"[red]error:[/red] {escape(err.one_line())}", soft_wrap=True)
-        sys.exit(err.exit_code)
+        _fail(err)
+    except OSError as err:
+        if err.filename is None or err.errno not in _PATH_ERRNOS:
+            raise
+        name = str(err.filename)
+        name = name if len(name) <= 120 else name[:120] + "…"
+        _fail(GeError(f"{name}: {err.strerror or err}", _PATH_ERRNOS[err.errno]))
+    except sqlite3.DatabaseError as err:
+        _fail(GeError(f"the run's index is damaged ({err})", "run `ge doctor RUN_DIR --rebuild-index`"))
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted; continue with `ge resume RUN_DIR`")
         sys.exit(130)

@@ -7,6 +7,7 @@ events, generation checkpoints, evaluation output tails).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -16,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guided_evolution.errors import GeError, RunStateError
-from guided_evolution.index import EvaluationRecord, RunIndex, VariantRecord
+from guided_evolution.index import SCHEMA_VERSION, EvaluationRecord, RunIndex, VariantRecord
 from guided_evolution.store import SEED_BRANCH, GitStore, parse_trailers
 
 REPO_DIR = "repo.git"
 INDEX_FILE = "index.sqlite"
+CONFIG_FILE = "config.json"
+LOCK_FILE = "lock"
+SEED_META = "seed_variant"
 _NOTE_STATUS = {"ok": "evaluated", "failed": "failed"}
 # Tables that only the index holds, copied over from the old index by a rebuild.
 _INDEX_ONLY_TABLES = ("meta", "llm_calls", "llm_cache", "reflections", "events", "generations")
@@ -42,6 +46,61 @@ class RebuildReport:
     variants: int
     evaluations: int
     messages: list[str] = field(default_factory=list)
+
+
+def require_run_dir(run_dir: Path) -> None:
+    """Raise a one-line error unless ``run_dir`` is a directory holding a run's git repository."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        if run_dir.exists():
+            raise RunStateError(f"{run_dir} is a file, not a run directory", "pass a directory created by `ge run`")
+        raise RunStateError(f"run directory not found: {run_dir}", "pass a directory created by `ge run`")
+    if not (run_dir / REPO_DIR).is_dir():
+        if (run_dir / CONFIG_FILE).is_file():
+            raise RunStateError(
+                f"{run_dir} has no {REPO_DIR} (the git record of its variants)",
+                "restore it from a backup, or start a new run",
+            )
+        raise RunStateError(f"{run_dir} is not a ge run directory (no {REPO_DIR})", "pass a directory created by `ge run`")
+
+
+def lock_holder(run_dir: Path) -> str | None:
+    """The pid (as recorded) of the process that holds the run lock, or None when it is free.
+
+    Takes nothing and creates nothing: the lock file is only opened when it exists.
+    """
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _seed_variant(store: GitStore) -> str | None:
+    """The variant id on the seed branch, from its Ge-Variant trailer."""
+    sha = store.branches().get(SEED_BRANCH)
+    rec = _variant_from_commit(store, SEED_BRANCH, sha) if sha else None
+    return rec.id if rec is not None else None
+
+
+def _schema_version(path: Path) -> int | None:
+    """``PRAGMA user_version`` of an SQLite file, or None when it cannot be read."""
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
 
 
 def _is_variant_branch(name: str) -> bool:
@@ -103,7 +162,14 @@ def rebuild_index(run_dir: Path) -> RebuildReport:
     index when it is readable.
     """
     run_dir = Path(run_dir)
+    require_run_dir(run_dir)
     index_path = run_dir / INDEX_FILE
+    version = _schema_version(index_path) if index_path.is_file() else None
+    if version is not None and version > SCHEMA_VERSION:
+        raise GeError(
+            f"{index_path} has schema version {version}, newer than this ge supports ({SCHEMA_VERSION})",
+            "upgrade ge; a rebuild by this version would drop what it cannot read",
+        )
     tmp_path = run_dir / f"{INDEX_FILE}.rebuild-{os.getpid()}"
     _remove_sqlite_files(tmp_path)
     messages: list[str] = []
@@ -111,7 +177,9 @@ def rebuild_index(run_dir: Path) -> RebuildReport:
     if index_path.exists():
         try:
             old = RunIndex.open(index_path, readonly=True)
-            old.counts()
+            old.counts()  # read what the rebuild reads: a damaged index fails here, not half-way
+            old.variants()
+            old.latest_evaluations()
         except (GeError, sqlite3.Error) as err:
             messages.append(
                 f"old index unreadable ({err}); LLM calls, cache and checkpoints are lost"
@@ -173,6 +241,9 @@ def rebuild_index(run_dir: Path) -> RebuildReport:
                 old.close()
                 old = None
                 messages.extend(new.copy_tables_from(index_path, _INDEX_ONLY_TABLES))
+            seed_id = _seed_variant(store)
+            if seed_id and new.get_meta(SEED_META) is None:
+                new.set_meta(SEED_META, seed_id)
             new.set_meta("rebuilt_at", repr(time.time()))
         except BaseException:
             new.close()
@@ -224,32 +295,78 @@ def check(run_dir: Path, repair: bool = False, temp_min_age_s: float = 60.0) -> 
         else:
             unresolved += 1
 
+    require_run_dir(run_dir)
+    _check_config(run_dir, problem)
     index_path = run_dir / INDEX_FILE
+    version = _schema_version(index_path) if index_path.is_file() else None
+    if version is not None and version > SCHEMA_VERSION:
+        problem(
+            f"index has schema version {version}, newer than this ge supports ({SCHEMA_VERSION}): "
+            "upgrade ge (a repair by this version would drop what it cannot read)"
+        )
+        report.ok = False
+        return report
     with GitStore.open(run_dir / REPO_DIR) as store:
         clean, output = store.fsck()
         if not clean:
             problem(f"git fsck reports errors: {output.splitlines()[0] if output else 'no output'}")
-        try:
-            if not index_path.is_file():
-                raise RunStateError(f"index not found: {index_path.name}")
-            index = RunIndex.open(index_path, readonly=not repair)
-        except GeError as err:
-            if not repair:
-                problem(f"index unusable: {err.message}")
-                report.ok = False
-                return report
-            rebuilt = rebuild_index(run_dir)
-            problem(f"index unusable: {err.message}", "; ".join(rebuilt.messages))
-            index = RunIndex.open(index_path)
-        with index:
-            _check_variants(store, index, repair, problem)
-            _check_notes(store, index, repair, problem)
+        for attempt in (1, 2):
+            try:
+                if not index_path.is_file():
+                    raise RunStateError(f"index not found: {index_path.name}")
+                index = RunIndex.open(index_path, readonly=not repair)
+            except GeError as err:
+                if not repair or attempt == 2:
+                    problem(f"index unusable: {err.message}")
+                    report.ok = False
+                    return report
+                rebuilt = rebuild_index(run_dir)
+                problem(f"index unusable: {err.message}", "; ".join(rebuilt.messages))
+                index = RunIndex.open(index_path)
+            try:
+                with index:
+                    _check_variants(store, index, repair, problem)
+                    _check_notes(store, index, repair, problem)
+                    _check_seed(store, index, repair, problem)
+                break
+            except sqlite3.DatabaseError as err:  # a damaged index that still opens (a table missing, ...)
+                if not repair or attempt == 2:
+                    problem(f"index unusable: {err}")
+                    report.ok = False
+                    return report
+                rebuilt = rebuild_index(run_dir)
+                problem(f"index unusable: {err}", "; ".join(rebuilt.messages))
         for path in store.stale_temp_files(temp_min_age_s):
             if repair:
                 path.unlink(missing_ok=True)
                 report.repaired.append(f"removed stale temp file {path.relative_to(run_dir)}")
     report.ok = unresolved == 0
     return report
+
+
+def _check_config(run_dir: Path, report_problem: _Problem) -> None:
+    """The run's frozen config, when there, must load: every other command needs it."""
+    from guided_evolution.config import ResolvedConfig
+
+    if not (run_dir / CONFIG_FILE).exists():
+        return
+    try:
+        ResolvedConfig.load(run_dir / CONFIG_FILE)
+    except GeError as err:
+        report_problem(f"{CONFIG_FILE} unusable: {err.message} (restore it from a backup; doctor cannot rebuild it)")
+
+
+def _check_seed(store: GitStore, index: RunIndex, repair: bool, report_problem: _Problem) -> None:
+    """The index must name the seed variant (`ge resume` and `ge diff` start from it)."""
+    seed_id = _seed_variant(store)
+    if seed_id is None or index.get_meta(SEED_META) == seed_id:
+        return
+    if repair:
+        index.set_meta(SEED_META, seed_id)
+    report_problem(
+        f"the index does not record the seed variant ({seed_id} on branch {SEED_BRANCH})",
+        f"recorded the seed variant {seed_id}",
+    )
 
 
 _Problem = Callable[..., None]

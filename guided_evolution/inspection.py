@@ -6,10 +6,12 @@ Every function opens the index read-only and never takes the run lock, so it can
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +31,10 @@ def _open(run_dir: Path) -> Iterator[tuple[Any, ResolvedConfig, Any]]:
     index = RunIndex.open(paths.index, readonly=True)
     try:
         yield index, resolved, paths
+    except sqlite3.DatabaseError as err:  # e.g. a table missing from a damaged index
+        raise GeError(
+            f"the index of {run_dir} is damaged ({err})", f"run `ge doctor {run_dir} --rebuild-index`"
+        ) from None
     finally:
         index.close()
 
@@ -111,18 +117,38 @@ def best(run_dir: Path) -> dict[str, Any]:
         }
 
 
-def resolve_id(index: Any, prefix: str) -> str:
-    """A full variant id from a unique prefix (or a branch name)."""
-    prefix = prefix.strip().split("/")[-1]
-    if prefix == "seed" and index.get_meta("seed_variant"):
-        return str(index.get_meta("seed_variant"))
+_BRANCH = re.compile(r"v/\d+/([^/]+)")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters for an error message (an argument can be huge)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def resolve_id(index: Any, prefix: str, run_dir: Path | str = "RUN_DIR") -> str:
+    """A full variant id from a unique prefix, a branch name (``v/<gen>/<id>``) or ``seed``."""
+    given = prefix.strip()
+    branch = _BRANCH.fullmatch(given)
+    prefix = branch.group(1) if branch else given
+    if prefix == "seed":
+        seed = index.get_meta("seed_variant") or next((v.id for v in index.variants() if v.branch == "seed"), None)
+        if seed:
+            return str(seed)
+    listing = f"list variants with `ge best {run_dir}` or `ge log {run_dir}`"
     if not prefix:
-        raise GeError("empty variant id", "pass a variant id or a unique prefix of one")
+        raise GeError("empty variant id", f"pass a variant id or a unique prefix of one; {listing}")
+    if _HEX.fullmatch(prefix):
+        prefix = prefix.lower()
     matches = [v.id for v in index.variants() if v.id.startswith(prefix)]
     if not matches:
-        raise GeError(f"no variant {prefix!r} in this run", "list variants with `ge best RUN_DIR` or `ge log RUN_DIR`")
+        raise GeError(f"no variant {_clip(given)!r} in this run", listing)
     if len(matches) > 1:
-        raise GeError(f"variant id {prefix!r} is ambiguous ({len(matches)} matches)", "give more characters of the id")
+        shown = ", ".join(sorted(matches)[:4]) + (", …" if len(matches) > 4 else "")
+        raise GeError(
+            f"variant id {_clip(given)!r} is ambiguous ({len(matches)} matches: {shown})",
+            "give more characters of the id",
+        )
     return matches[0]
 
 
@@ -131,7 +157,7 @@ def show(run_dir: Path, variant: str) -> dict[str, Any]:
     from guided_evolution.store import GitStore
 
     with _open(run_dir) as (index, _resolved, paths):
-        vid = resolve_id(index, variant)
+        vid = resolve_id(index, variant, run_dir)
         v = index.get_variant(vid)
         ev = index.latest_evaluation(vid)
         call = index.get_call(v.llm_call_id) if v.llm_call_id else None
@@ -355,7 +381,7 @@ def _node(data: RunData, vid: str) -> dict[str, Any]:
 def lineage(run_dir: Path, variant: str) -> dict[str, Any]:
     """The ancestry of a variant back to the seed: one node per ancestor (deduplicated)."""
     with _open(run_dir) as (index, resolved, paths):
-        vid = resolve_id(index, variant)
+        vid = resolve_id(index, variant, run_dir)
         data = load_run_data(index, resolved, paths)
         return {
             "run_dir": data.run_dir,
@@ -391,8 +417,8 @@ def diff(run_dir: Path, a: str, b: str | None = None) -> dict[str, Any]:
     from guided_evolution.store import GitStore
 
     with _open(run_dir) as (index, _resolved, paths):
-        to_id = resolve_id(index, a)
-        from_id = resolve_id(index, b if b is not None else "seed")
+        to_id = resolve_id(index, a, run_dir)
+        from_id = resolve_id(index, b if b is not None else "seed", run_dir)
         to_commit, from_commit = _commit_of(index, to_id), _commit_of(index, from_id)
         with GitStore.open(paths.repo) as store:
             text = store.diff(from_commit, to_commit)
@@ -500,53 +526,65 @@ def write_atomic(path: Path, text: str, hint: str = "choose a writable destinati
 def export(run_dir: Path, variant: str, dest: Path, patch: bool = False, force: bool = False) -> dict[str, Any]:
     """Write a variant's files into ``dest``, or with ``patch`` a `git apply`-able patch against
     the seed (``dest`` is then a file, a directory to put ``<id>.patch`` in, or ``-`` for the
-    returned data only). A non-empty destination is refused unless ``force``."""
+    returned data only). A non-empty destination is refused unless ``force``; an error leaves
+    nothing behind that was not there before."""
     from guided_evolution.store import GitStore
 
+    if not str(dest).strip():
+        raise GeError("DEST is empty", "give a directory to export into (with --patch: a file, or - for stdout)")
     dest = Path(dest)
     if str(dest) == "-" and not patch:
         raise GeError("DEST '-' (standard output) needs --patch", "give a directory to export the files into")
     with _open(run_dir) as (index, _resolved, paths):
-        vid = resolve_id(index, variant)
+        vid = resolve_id(index, variant, run_dir)
         commit = _commit_of(index, vid)
-        seed_id = index.get_meta("seed_variant")
+        seed_commit = _commit_of(index, resolve_id(index, "seed", run_dir)) if patch else ""
         with GitStore.open(paths.repo) as store:
-            if patch:
-                if not seed_id:
-                    raise GeError("this run has no seed variant recorded", f"run `ge doctor {run_dir} --repair`")
-                text = _patch_text(store, _commit_of(index, seed_id), commit)
-                files, added, removed = _diff_stats(text)
-                result = {"id": vid, "kind": "patch", "files": files, "added": added, "removed": removed}
-                if str(dest) == "-":
-                    return {**result, "path": None, "patch": text}
-                target = dest / f"{vid}.patch" if dest.is_dir() else dest
-                if target.is_dir():
-                    raise GeError(f"{target} is a directory", "give a file name for the patch")
-                if target.exists() and target.stat().st_size > 0 and not force:
-                    raise GeError(f"{target} already exists", "pass --force to overwrite it, or choose another file")
-                if not target.parent.is_dir():
-                    raise GeError(f"directory {target.parent} does not exist", "create it first")
-                write_atomic(target, text)
-                return {**result, "path": str(target), "bytes": len(text.encode())}
-            return {"id": vid, "kind": "files", "path": str(dest), **_export_files(store, commit, dest, force)}
+            try:
+                if patch:
+                    return _export_patch(store, vid, seed_commit, commit, dest, force)
+                if _inside(dest, paths.root):
+                    raise GeError(f"{dest} is inside the run directory {paths.root}", "export outside the run directory")
+                return {"id": vid, "kind": "files", "path": str(dest), **_export_files(store, commit, dest, force)}
+            except OSError as err:  # probing DEST itself failed: name too long, permission denied, ...
+                raise GeError(
+                    f"cannot export into {_clip(str(dest), 120)}: {err.strerror or err}", "choose another destination"
+                ) from None
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return path.resolve().is_relative_to(directory.resolve())
 
 
 def _patch_text(store: Any, base: str, commit: str) -> str:
     return str(store.patch(base, commit))
 
 
+def _export_patch(store: Any, vid: str, base: str, commit: str, dest: Path, force: bool) -> dict[str, Any]:
+    text = _patch_text(store, base, commit)
+    files, added, removed = _diff_stats(text)
+    result = {"id": vid, "kind": "patch", "files": files, "added": added, "removed": removed}
+    if str(dest) == "-":
+        return {**result, "path": None, "patch": text}
+    target = dest / f"{vid}.patch" if dest.is_dir() else dest
+    if target.is_dir():
+        raise GeError(f"{target} is a directory", "give a file name for the patch")
+    if target.exists() and target.stat().st_size > 0 and not force:
+        raise GeError(f"{target} already exists", "pass --force to overwrite it, or choose another file")
+    if not target.parent.is_dir():
+        raise GeError(f"directory {target.parent} does not exist", "create it first")
+    write_atomic(target, text)
+    return {**result, "path": str(target), "bytes": len(text.encode())}
+
+
 def _export_files(store: Any, commit: str, dest: Path, force: bool) -> dict[str, Any]:
     if dest.exists() and not dest.is_dir():
         raise GeError(f"{dest} exists and is not a directory", "choose a directory to export into")
     files = sorted(store.read_files(commit))
-    nonempty = dest.is_dir() and any(dest.iterdir())
-    if not nonempty:
-        try:
-            store.export(commit, dest)
-        except OSError as err:
-            raise GeError(f"cannot export into {dest}: {err.strerror or err}", "choose a writable directory") from None
+    if not dest.exists():
+        _export_new(store, commit, dest)
         return {"files": files, "overwritten": []}
-    if not force:
+    if any(dest.iterdir()) and not force:
         raise GeError(
             f"{dest} is not empty",
             "pass --force to write the variant's files over it (other files are kept), or choose an empty directory",
@@ -567,3 +605,28 @@ def _export_files(store: Any, commit: str, dest: Path, force: bool) -> dict[str,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"files": files, "overwritten": overwritten}
+
+
+def _export_new(store: Any, commit: str, dest: Path) -> None:
+    """Export into a temp sibling of ``dest`` and rename it into place; on failure remove the temp
+    dir and every parent directory this created, so that a failed export leaves nothing."""
+    dest = dest.absolute()
+    top = dest
+    while not top.parent.exists():
+        top = top.parent
+    tmp = dest.parent / f".ge-export-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        store.export(commit, tmp)
+        os.rename(tmp, dest)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for created in (dest.parent, *dest.parent.parents):
+            if not created.is_relative_to(top):
+                break
+            with contextlib.suppress(OSError):
+                created.rmdir()
+        if isinstance(err, OSError):
+            raise GeError(f"cannot export into {dest}: {err.strerror or err}", "choose a writable directory") from None
+        raise

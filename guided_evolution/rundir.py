@@ -59,14 +59,26 @@ class RunPaths:
 def open_run(run_dir: Path) -> tuple[RunPaths, ResolvedConfig]:
     """Paths and frozen config of an existing run; a clear error when it is not one."""
     if not run_dir.is_dir():
+        if run_dir.exists():
+            raise RunStateError(f"{run_dir} is a file, not a run directory", "pass a directory created by `ge run`")
         raise RunStateError(f"run directory not found: {run_dir}", "pass a directory created by `ge run`")
     paths = RunPaths(run_dir.resolve())
-    resolved = ResolvedConfig.load(paths.config)
-    if not paths.repo.is_dir() or not paths.index.exists():
+    try:
+        resolved = ResolvedConfig.load(paths.config)
+    except ConfigError as err:
+        if err.hint:
+            raise
+        raise ConfigError(
+            f"the run's frozen config is damaged: {err.message}",
+            f"restore {paths.config} from a backup, or start a new run",
+        ) from None
+    if not paths.repo.is_dir():
         raise RunStateError(
-            f"{run_dir} is incomplete (missing {REPO_DIR} or {INDEX_FILE})",
-            f"run `ge doctor {run_dir} --rebuild-index`, or start a new run",
+            f"{run_dir} has no {REPO_DIR} (the git record of its variants)",
+            "restore it from a backup, or start a new run",
         )
+    if not paths.index.exists():
+        raise RunStateError(f"{run_dir} has no {INDEX_FILE}", f"run `ge doctor {run_dir} --rebuild-index`")
     return paths, resolved
 
 
@@ -178,8 +190,8 @@ FULL_DISK_BYTES = 1 << 20
 
 def _disk_full(directory: Path, err: BaseException) -> bool:
     """Whether ``err`` (raised while writing a new run under ``directory``) means the disk is full."""
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
+    if isinstance(err, OSError) and err.errno is not None:
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)  # the errno says it: no guessing
     text = str(err).lower()
     if "disk is full" in text or "no space left" in text:
         return True

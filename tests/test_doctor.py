@@ -98,6 +98,7 @@ def run(tmp_path: Path) -> Iterator[tuple[Path, GitStore, RunIndex, dict[str, Va
     store = GitStore.init(tmp_path / "repo.git")
     index = RunIndex.open(tmp_path / "index.sqlite")
     seed = add(store, index, SEED, [], 0, "seed")
+    index.set_meta("seed_variant", seed.id)  # as the engine records it
     evaluate(store, index, seed, ok=True)
     call_id = index.record_call(
         CallRecord("mutation", "gpt-4o", [{"role": "user", "content": "x"}], reply="y")
