@@ -39,6 +39,7 @@ from guided_evolution.store import GitStore, format_trailers
 
 SEED_BRANCH = "seed"
 COMPACT_EVERY = 2000  # children between repository compactions
+FATAL_STREAK = 5  # HTTP 400s in a row from one model that stop a run
 
 
 # --------------------------------------------------------------------------- plans
@@ -313,6 +314,7 @@ class Engine:
         self.detach = detach  # on Ctrl-C leave cluster jobs running for `ge resume` to re-attach
         self.warnings: list[str] = []
         self.generation = 0
+        self._fatal_streak: dict[str, int] = {}  # model -> LLM errors in a row that will repeat
 
     # ----------------------------------------------------------------- setup
 
@@ -751,11 +753,34 @@ class Engine:
         except BudgetExhausted as err:
             raise _LLMFailed(err.reason, budget=True) from None
         except LLMError as err:
+            self._stop_if_hopeless(model.label, err)
             raise _LLMFailed(err.reason) from None
+        self._fatal_streak.pop(model.label, None)
         self.progress.spend(self.llm.spent_usd)
         if reply.call_id is not None:
             self._calls.setdefault((plan.generation, plan.index), []).append(reply.call_id)
         return reply
+
+    def _stop_if_hopeless(self, model: str, err: Any) -> None:
+        """Stop the run (unfinished, resumable) on an LLM error that will repeat on every call.
+
+        A rejected key or an unknown model/endpoint (HTTP 401/403/404) stops at once; a rejected
+        request (HTTP 400) only after FATAL_STREAK in a row from one model, since a single
+        over-long prompt gets one too. Otherwise every proposal would be rejected and the run
+        would "finish" having evolved nothing.
+        """
+        if not err.fatal:
+            return
+        streak = self._fatal_streak.get(model, 0) + 1
+        self._fatal_streak[model] = streak
+        if err.kind == "bad_request" and streak < FATAL_STREAK:
+            return
+        self.index.add_event("run_stopped", {"reason": err.reason, "model": model})
+        raise GeError(
+            f"the LLM calls keep failing, so the run stopped: {err.reason}",
+            f"{err.hint or 'check the model name, api_base and key'}, then `ge resume "
+            f"{self.paths.root}`; a wrong model name or api_base needs a new `ge run`",
+        )
 
     def _reject(self, plan: Plan, operator: str, reason: str) -> None:
         self.progress.count("rejected", +1)

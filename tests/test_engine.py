@@ -368,3 +368,36 @@ def test_a_failing_seed_stops_with_one_line_and_resume_retries_it(tmp_path: Path
     (seed / "data.ok").write_text("")  # the user fixes the environment, not the seed's code
     summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
     assert summary["finished"] and summary["evaluated"] > 1
+
+
+@pytest.mark.parametrize(
+    ("code", "calls_at_most", "words"),
+    [(401, 4, "authentication failed"), (404, 4, "not found"), (400, 8, "request rejected")],
+)
+def test_an_llm_error_that_repeats_on_every_call_stops_the_run_and_resume_continues(
+    tmp_path: Path, code: int, calls_at_most: int, words: str
+) -> None:
+    """A wrong key, model name or endpoint used to "finish" the run with every proposal
+    rejected (exit 0, nothing evolved). Now it stops at once (401/404) or after a streak of
+    rejected requests (400, which can also be one over-long prompt), unfinished, so `ge resume`
+    carries on once the cause is fixed."""
+    seed = template_seed(tmp_path / "seed", generations=1)
+    failing = True
+
+    def responder(request: dict) -> object:
+        return status(code) if failing else CodeWriter()(request)
+
+    with serve(responder=responder) as server:
+        proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/m",
+                  "--api-base", server.base_url, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        message = " ".join(proc.stderr.split())
+        assert "the LLM calls keep failing" in message and words in message
+        assert "ge resume" in message
+        # Stopped early: no more calls than the concurrent ones in flight (plus the streak).
+        assert len(server.requests) <= calls_at_most + 4
+        status_now = run_json("status", str(tmp_path / "run"), cwd=tmp_path)
+        assert not status_now["finished"]
+        failing = False  # the user fixes the key / the server
+        summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
+    assert summary["finished"] and summary["evaluated"] > 1
