@@ -287,7 +287,10 @@ def read_toml(path: Path) -> dict[str, Any]:
             f"config file not found: {path}", "create one with `ge init DIR` or pass --config FILE"
         )
     if path.is_dir():
-        raise ConfigError(f"{path} is a directory, expected a ge.toml file")
+        raise ConfigError(
+            f"{path} is a directory, expected a ge.toml file",
+            f"pass the file, e.g. --config {path / CONFIG_NAME}, or the directory as SEED_DIR",
+        )
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:

@@ -136,6 +136,9 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "ge.toml").write_text("[evaluator\n")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(tmp_path / "ge.toml")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path)
+    assert f"--config {tmp_path / 'ge.toml'}" in err.value.one_line()
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:
