@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -514,7 +515,7 @@ def log(run_dir: Path, eot: bool = False, failures: bool = False) -> dict[str, A
 
 def write_atomic(path: Path, text: str, hint: str = "choose a writable destination") -> None:
     """Write a text file via a temp sibling and a rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.ge-tmp-{os.getpid()}")
+    tmp = path.with_name(f".ge-tmp-{os.getpid()}-{time.monotonic_ns()}")  # short: any name fits
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)

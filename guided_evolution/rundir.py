@@ -101,7 +101,7 @@ class RunLock:
             os.close(fd)
             raise RunStateError(
                 f"{self.path.parent} is in use by another ge process (pid {owner})",
-                "wait for it to finish or stop it, then `ge resume`",
+                "wait for it to finish or stop it (Ctrl-C, or kill the pid), then try again",
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())

@@ -274,6 +274,11 @@ def test_report_output_mistakes(made: Path, tmp_path: Path) -> None:
     one_line_exit_2(ge("report", str(made), "-o", str(tmp_path / f"{LONG}.html"), cwd=tmp_path), "too long")
     one_line_exit_2(ge("report", str(made), "-o", str(tmp_path / "no" / "r.html"), cwd=tmp_path), "does not exist")
     assert list(tmp_path.iterdir()) == []
+    # A name just under the file-system limit works: the temp file's name must not be longer.
+    longest = tmp_path / ("r" * 250 + ".html")
+    proc = ge("report", str(made), "-o", str(longest), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == [longest.name]
 
 
 def test_init_path_mistakes(tmp_path: Path) -> None:
