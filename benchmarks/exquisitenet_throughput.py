@@ -105,8 +105,45 @@ def _step(model: Any, opt: Any, scaler: Any, xb: Any, yb: Any, device: str, dtyp
         opt.step()
 
 
-def original_pipeline(device: str, sizes: Sizes) -> float:
-    """224 px, per-image CPU transforms in a DataLoader, fp16 AMP: training images/s."""
+class PilDataset:
+    """The original GE train script's input pipeline: torchvision transforms on PIL images.
+
+    Only where torchvision imports (a GPU box); ge's own code never needs it.
+    """
+
+    def __init__(self, x: Any, y: Any, transforms: Any) -> None:
+        from PIL import Image
+
+        self.images = [Image.fromarray(img.transpose(1, 2, 0)) for img in x]
+        self.y, self.transforms = y, transforms
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        return self.transforms(self.images[i]), int(self.y[i])
+
+
+def torchvision_transforms() -> Any:
+    """Resize to 224, flip, colour jitter, translate, to tensor, normalise; None without
+    torchvision (it does not import beside the CPU wheel of the test machines)."""
+    try:
+        from torchvision import transforms as T
+    except Exception:  # ImportError, or a broken install raising anything else
+        return None
+    ev = _evaluate()
+    return T.Compose([
+        T.Resize(224), T.RandomHorizontalFlip(), T.ColorJitter(0.2, 0.2, 0.2),
+        T.RandomAffine(0, translate=(0.1, 0.1)), T.ToTensor(), T.Normalize(ev.MEAN, ev.STD),
+    ])
+
+
+def original_pipeline(device: str, sizes: Sizes, pil_transforms: Any = None) -> float:
+    """224 px, per-image CPU transforms in a DataLoader, fp16 AMP: training images/s.
+
+    The transforms are evaluate.py's (torch ops on tensors), or with `pil_transforms` the
+    original script's torchvision ones on PIL images.
+    """
     import numpy as np
     import torch
 
@@ -115,7 +152,10 @@ def original_pipeline(device: str, sizes: Sizes) -> float:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
     y = rng.integers(0, 10, size=n).astype(np.int64)
-    dataset = ev.OriginalStyleDataset(x, y, 224, seed=0)
+    if pil_transforms is not None:
+        dataset: Any = PilDataset(x, y, pil_transforms)
+    else:
+        dataset = ev.OriginalStyleDataset(x, y, 224, seed=0)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=sizes.batch_224, shuffle=True, num_workers=sizes.loader_workers,
         pin_memory=device == "cuda", worker_init_fn=ev._loader_worker_init, drop_last=True)
@@ -440,6 +480,13 @@ def main() -> None:
     t_orig = original_pipeline(device, sizes)
     rows.append((f"original: 224 px, CPU transforms, {sizes.loader_workers} workers, fp16 AMP",
                  t_orig))
+    pil = torchvision_transforms()
+    if pil is not None:  # the original script's own pipeline, where torchvision is installed
+        try:
+            rows.append(("original: same with torchvision PIL transforms",
+                         original_pipeline(device, sizes, pil)))
+        except Exception as exc:  # an optional row: report it, keep the rest of the run
+            print(f"torchvision PIL row skipped: {type(exc).__name__}: {exc}")
     rows.append(("resident: 224 px, on-device aug, bf16, channels_last",
                  resident(device, 224, sizes.batch_224, sizes.steps_224)))
     t_32 = resident(device, 32, sizes.batch_32, sizes.steps_32)
