@@ -60,6 +60,12 @@ class LLMConfig(_Model):
     retries: int = Field(4, ge=0, le=20)
     backoff_s: float = Field(1.0, ge=0)
     max_tokens: int | None = Field(None, ge=1)
+    give_up_after_s: float = Field(
+        600.0,
+        gt=0,
+        description="stop the run (resumable) when LLM calls have kept failing this long "
+        "without one success; a generation whose calls all fail stops it too",
+    )
     budget_usd: float | None = Field(None, gt=0)
     budget_tokens: int | None = Field(None, gt=0)
 

@@ -18,6 +18,7 @@ import os
 import random
 import shlex
 import shutil
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -315,6 +316,8 @@ class Engine:
         self.warnings: list[str] = []
         self.generation = 0
         self._fatal_streak: dict[str, int] = {}  # model -> LLM errors in a row that will repeat
+        self._llm_ok = self._llm_failed = 0  # LLM calls of the current generation
+        self._llm_ok_at = time.monotonic()  # the last successful LLM call (or the loop's start)
 
     # ----------------------------------------------------------------- setup
 
@@ -380,6 +383,7 @@ class Engine:
         await self._ensure_seed_evaluated()
         if warm is not None:
             await warm
+        self._llm_ok_at = time.monotonic()
         last = self.index.last_generation()
         gen = 0 if last is None else last.generation + 1
         population: list[str] = [self.seed_id] if last is None else list(last.population)
@@ -391,7 +395,16 @@ class Engine:
             plans, elites = self._plan(gen, population)
             self.index.add_event("generation_started", {"generation": gen, "plans": len(plans)})
             self.progress.generation(gen, self.evo.generations, len(plans))
+            self._llm_ok = self._llm_failed = 0
             outcomes = await self._run_plans(plans)
+            if self._llm_failed and not self._llm_ok and not self._budget_reached():
+                # Every proposal of the generation died in its LLM call: nothing would evolve.
+                reasons = [o.reason for o in outcomes if o.reason]
+                self._llm_stop(
+                    f"all {self._llm_failed} LLM calls of generation {gen} failed (e.g. "
+                    f"{reasons[-1] if reasons else 'unknown'})",
+                    None,
+                )
             children = [o.variant for o in sorted(outcomes, key=lambda o: o.plan.index) if o.variant]
             population = _dedup([*elites, *children]) if gen > 0 else _dedup([self.seed_id, *children])
             hof = self._hall_of_fame(hof, population)
@@ -753,9 +766,12 @@ class Engine:
         except BudgetExhausted as err:
             raise _LLMFailed(err.reason, budget=True) from None
         except LLMError as err:
+            self._llm_failed += 1
             self._stop_if_hopeless(model.label, err)
             raise _LLMFailed(err.reason) from None
         self._fatal_streak.pop(model.label, None)
+        self._llm_ok += 1
+        self._llm_ok_at = time.monotonic()
         self.progress.spend(self.llm.spent_usd)
         if reply.call_id is not None:
             self._calls.setdefault((plan.generation, plan.index), []).append(reply.call_id)
@@ -770,16 +786,27 @@ class Engine:
         would "finish" having evolved nothing.
         """
         if not err.fatal:
+            silent = time.monotonic() - self._llm_ok_at
+            if silent >= self.cfg.llm.give_up_after_s:
+                self._llm_stop(
+                    f"no LLM call has succeeded for {silent:.0f} s (llm.give_up_after_s); the "
+                    f"last error: {err.reason}",
+                    model,
+                )
             return
         streak = self._fatal_streak.get(model, 0) + 1
         self._fatal_streak[model] = streak
         if err.kind == "bad_request" and streak < FATAL_STREAK:
             return
-        self.index.add_event("run_stopped", {"reason": err.reason, "model": model})
+        self._llm_stop(err.reason, model, err.hint)
+
+    def _llm_stop(self, reason: str, model: str | None, hint: str | None = None) -> None:
+        """Stop the run, unfinished, because the LLM cannot be reached or keeps refusing."""
+        self.index.add_event("run_stopped", {"reason": reason, "model": model})
         raise GeError(
-            f"the LLM calls keep failing, so the run stopped: {err.reason}",
-            f"{err.hint or 'check the model name, api_base and key'}, then `ge resume "
-            f"{self.paths.root}`; a wrong model name or api_base needs a new `ge run`",
+            f"the LLM calls keep failing, so the run stopped: {reason}",
+            f"{hint or 'check the model name, api_base, key and that the server is up'}, then "
+            f"`ge resume {self.paths.root}`; a wrong model name or api_base needs a new `ge run`",
         )
 
     def _reject(self, plan: Plan, operator: str, reason: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 from guided_evolution.index import RunIndex
 from guided_evolution.store import GitStore
 from tests.support.cli import ge, run_json
-from tests.support.openai_server import serve, status
+from tests.support.openai_server import hang, serve, status
 from tests.support.seeds import CodeWriter, template_seed, write_config
 
 
@@ -401,3 +401,40 @@ def test_an_llm_error_that_repeats_on_every_call_stops_the_run_and_resume_contin
         failing = False  # the user fixes the key / the server
         summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
     assert summary["finished"] and summary["evaluated"] > 1
+
+
+def test_a_generation_whose_llm_calls_all_fail_stops_the_run_and_resume_continues(tmp_path: Path) -> None:
+    """A server that is down (HTTP 500, connection refused, ...) made every proposal fail after
+    its retries, and the run went on to "finish" with nothing evolved."""
+    seed = template_seed(tmp_path / "seed", generations=1)
+    failing = True
+
+    def responder(request: dict) -> object:
+        return status(500) if failing else CodeWriter()(request)
+
+    with serve(responder=responder) as server:
+        proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/m",
+                  "--api-base", server.base_url, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        message = " ".join(proc.stderr.split())
+        assert "all 4 LLM calls of generation 0 failed" in message and "HTTP 500" in message
+        assert not run_json("status", str(tmp_path / "run"), cwd=tmp_path)["finished"]
+        failing = False
+        summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
+    assert summary["finished"] and summary["evaluated"] > 1
+
+
+def test_llm_calls_failing_for_longer_than_give_up_after_s_stop_the_run(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", generations=1, initial_population=40)
+    toml = (seed / "ge.toml").read_text()
+    (seed / "ge.toml").write_text(toml.replace("[llm]\n", "[llm]\ngive_up_after_s = 1.5\nconcurrency = 2\n", 1))
+    with serve(responder=lambda request: hang(0.2, then=status(503))) as server:
+        started = time.monotonic()
+        proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/m",
+                  "--api-base", server.base_url, cwd=tmp_path)
+        took = time.monotonic() - started
+        calls = len(server.requests)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no LLM call has succeeded for" in " ".join(proc.stderr.split())
+    # Stopped mid-generation: far fewer than the 40 children x 2 attempts of 0.2 s each.
+    assert calls < 40 and took < 60
