@@ -843,7 +843,10 @@ class Engine:
         existing = self.store.branch_sha(branch)
         model = child.model or (OFFLINE_MODEL if self.offline else "")
         if existing is None:
-            subject = f"{child.operator} of {child.segment} ({child.persona or child.prompt_name}, {model}, T={child.temperature:.2f})"
+            # A crossover that was then mutated names both steps; the segment is the last step's.
+            steps = len(plan.steps) > 1 and parents_override is None  # not a later fix child
+            what = " then ".join(s.op for s in plan.steps) if steps else child.operator
+            subject = f"{what} of {child.segment} ({child.persona or child.prompt_name}, {model}, T={child.temperature:.2f})"
             trailers = {
                 "Ge-Variant": vid,
                 "Ge-Generation": str(plan.generation),

@@ -139,6 +139,9 @@ def test_exquisitenet_evolves_with_an_llm_on_tiny_cifar(tmp_path: Path) -> None:
     for child in by_operator["crossover"]:
         commit_parents = _git(run_dir, "rev-list", "--parents", "-n", "1", child.commit_sha).split()[1:]
         assert len(child.parents) == 2 and len(commit_parents) == 2, child
+        # ... and then EoT-applied: the subject names both steps, not only the last one.
+        subject = _git(run_dir, "log", "-1", "--format=%s", child.commit_sha).strip()
+        assert subject.startswith("crossover then eot of model.py#"), subject
 
     # The prompts carried the segment's code and its NOTE text (as plain text, not the comments of
     # the surrounding file); the seed's genome tells which segment each prompt was about.
