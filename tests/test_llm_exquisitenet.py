@@ -3,11 +3,9 @@ against the fake OpenAI-compatible server, on tiny CIFAR-format data, on CPU."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +15,10 @@ from guided_evolution.index import RunIndex
 from guided_evolution.segments import Genome, differing_segments, parse_genome
 from tests.support.cifar import write_cifar
 from tests.support.cli import run_json
-from tests.support.openai_server import Action, reply, serve
+from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, copy_seed, template_seed
 
 SEED = Path(__file__).resolve().parent.parent / "seeds" / "exquisitenet_v2"
-_FENCE = re.compile(r"```(?:python)?\n(.*?)```", re.S)
 _FLOAT = re.compile(r"(?<![\w.])(\d+\.\d+)(?![\w.])")
 
 
@@ -32,44 +29,23 @@ _SHRINK = (
 )
 
 
-class SafeEditor:
-    """A fake LLM whose edits keep ExquisiteNetV2 trainable.
+def safe_edit(code: str, n: int) -> str:
+    """An edit that keeps ExquisiteNetV2 trainable, for `CodeWriter(edit=safe_edit)`.
 
-    EoT reasoning requests get prose. Every other request gets the first code block of its last
-    user message back with the first decimal literal scaled down (the lr of get_optimizer, the
-    dropout of the network), one norm or bias made parameter-free where there is one, and a
-    comment line added; changing an integer (CodeWriter's edit) would break a channel count or
-    a kernel size of this network.
+    The first decimal literal is scaled down (the lr of get_optimizer, the dropout of the
+    network) and one norm or bias is made parameter-free where there is one; changing an
+    integer (CodeWriter's default edit) would break a channel count or a kernel size.
     """
-
-    def __init__(self) -> None:
-        self._counter = itertools.count(1)
-        self._lock = threading.Lock()
-        self.kinds: list[str] = []
-
-    def __call__(self, request: dict[str, Any]) -> Action:
-        user = [m for m in request["messages"] if m["role"] == "user"][-1]["content"]
-        with self._lock:
-            n = next(self._counter)
-        if "Do not write any code" in user:
-            self.kinds.append("reason")
-            return reply(f"Lesson {n}: a gentler step size let the short training settle.")
-        blocks = _FENCE.findall(user)
-        if not blocks:
-            self.kinds.append("none")
-            return reply("I cannot help with that.")
-        code, found = blocks[0], _FLOAT.search(blocks[0])
-        if found:
-            value = float(found.group(1)) * (1 - 0.1 * (1 + n % 4))
-            code = f"{code[: found.start(1)]}{value:.4g}{code[found.end(1) :]}"
-        # A smaller network where the segment allows it, so some children beat the seed on
-        # params (an EoT elite must be better than the seed on some objective).
-        for old, new in _SHRINK:
-            if re.search(old, code):
-                code = re.sub(old, new, code, count=1)
-                break
-        self.kinds.append("code")
-        return reply(f"Here it is.\n\n```python\n{code.rstrip()}\n# revision {n}\n```\n", 120, 80)
+    found = _FLOAT.search(code)
+    if found:
+        value = float(found.group(1)) * (1 - 0.1 * (1 + n % 4))
+        code = f"{code[: found.start(1)]}{value:.4g}{code[found.end(1) :]}"
+    # A smaller network where the segment allows it, so some children beat the seed on
+    # params (an EoT elite must be better than the seed on some objective).
+    for old, new in _SHRINK:
+        if re.search(old, code):
+            return re.sub(old, new, code, count=1)
+    return code
 
 
 def _git(run_dir: Path, *args: str) -> str:
@@ -102,7 +78,7 @@ def test_exquisitenet_evolves_with_an_llm_on_tiny_cifar(tmp_path: Path) -> None:
     text = text.replace("[evolution]", f"[evolution]\n{evolution}", 1)
     (seed / "ge.toml").write_text(text)
     run_dir = tmp_path / "run"
-    editor = SafeEditor()
+    editor = CodeWriter(edit=safe_edit)
     with serve(responder=editor) as server:
         summary = run_json(
             "run", str(seed), "--run-dir", str(run_dir), "--model", "openai/exquisite-test",

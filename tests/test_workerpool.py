@@ -383,35 +383,44 @@ def test_concurrent_slots_each_get_their_own_worker_and_gpu(
 
 # --------------------------------------------------------------------------- the real seed
 
+SEED_WORKER = "python evaluate.py --worker --data data --epochs 1 --device cpu --batch-size 50"
+
+
+def _seed_request(
+    run: Path, vid: str, replace: tuple[str, str] | None = None, check: str | None = None
+) -> EvalRequest:
+    """A variant of the ExquisiteNetV2 seed (one text replacement in model.py) with tiny CIFAR
+    data inside its own tree (the sandbox's /tmp is private)."""
+    from tests.support.cifar import write_cifar
+
+    workdir = run / "work" / vid
+    workdir.mkdir(parents=True)
+    shutil.copy(SEED_DIR / "evaluate.py", workdir / "evaluate.py")
+    model = (SEED_DIR / "model.py").read_text()
+    if replace is not None:
+        assert model.count(replace[0]) == 1
+        model = model.replace(*replace)
+    (workdir / "model.py").write_text(model)
+    write_cifar(workdir / "data", 100, 20, seed=1)
+    return EvalRequest(
+        variant_id=vid,
+        workdir=workdir,
+        run_dir=run,
+        command="python evaluate.py --data data --epochs 1 --device cpu",
+        check_command=check,
+        timeout_s=100.0,
+        check_timeout_s=60.0,
+        metrics_path=workdir / ".ge" / "metrics.json",
+        log_path=run / "logs" / f"{vid}.log",
+        objectives=("val_accuracy", "params"),
+    )
+
 
 @pytest.mark.timeout(120)
 def test_exquisitenet_worker_through_the_executor(sandbox: Sandbox, tmp_path: Path) -> None:
-    from tests.support.cifar import write_cifar
-
     run = tmp_path / "run"
-    requests = []
-    for vid in ("s1", "s2"):
-        workdir = run / "work" / vid
-        workdir.mkdir(parents=True)
-        for name in ("evaluate.py", "model.py"):
-            shutil.copy(SEED_DIR / name, workdir / name)
-        write_cifar(workdir / "data", 100, 20, seed=1)  # inside the tree: /tmp is private
-        requests.append(
-            EvalRequest(
-                variant_id=vid,
-                workdir=workdir,
-                run_dir=run,
-                command="python evaluate.py --data data --epochs 1 --device cpu",
-                check_command=None,
-                timeout_s=100.0,
-                check_timeout_s=60.0,
-                metrics_path=workdir / ".ge" / "metrics.json",
-                log_path=run / "logs" / f"{vid}.log",
-                objectives=("val_accuracy", "params"),
-            )
-        )
-    worker = "python evaluate.py --worker --data data --epochs 1 --device cpu --batch-size 50"
-    executor = _executor(sandbox, worker)
+    requests = [_seed_request(run, vid) for vid in ("s1", "s2")]
+    executor = _executor(sandbox, SEED_WORKER)
     pool = executor.workers
     assert pool is not None
     one, two = _in_sequence(executor, *requests)
@@ -426,35 +435,12 @@ def test_exquisitenet_worker_through_the_executor(sandbox: Sandbox, tmp_path: Pa
 @pytest.mark.timeout(120)
 def test_exquisitenet_check_stage_in_the_worker(sandbox: Sandbox, tmp_path: Path) -> None:
     """`evaluate.py --worker` serves `--check` requests: a bad shape fails at the check stage."""
-    from tests.support.cifar import write_cifar
-
     run = tmp_path / "run"
-    requests = []
-    for vid in ("good", "bad"):
-        workdir = run / "work" / vid
-        workdir.mkdir(parents=True)
-        shutil.copy(SEED_DIR / "evaluate.py", workdir / "evaluate.py")
-        model = (SEED_DIR / "model.py").read_text()
-        if vid == "bad":
-            model = model.replace("return self.fc(self.drop(x))", "return self.drop(x)")
-        (workdir / "model.py").write_text(model)
-        write_cifar(workdir / "data", 100, 20, seed=1)
-        requests.append(
-            EvalRequest(
-                variant_id=vid,
-                workdir=workdir,
-                run_dir=run,
-                command="python evaluate.py --data data --epochs 1 --device cpu",
-                check_command="python evaluate.py --check",
-                timeout_s=100.0,
-                check_timeout_s=60.0,
-                metrics_path=workdir / ".ge" / "metrics.json",
-                log_path=run / "logs" / f"{vid}.log",
-                objectives=("val_accuracy", "params"),
-            )
-        )
-    worker = "python evaluate.py --worker --data data --epochs 1 --device cpu --batch-size 50"
-    executor = _executor(sandbox, worker, stages=("check", "evaluate"))
+    check = "python evaluate.py --check"
+    good = _seed_request(run, "good", check=check)
+    bad = _seed_request(run, "bad", ("return self.fc(self.drop(x))", "return self.drop(x)"), check)
+    requests = [good, bad]
+    executor = _executor(sandbox, SEED_WORKER, stages=("check", "evaluate"))
     pool = executor.workers
     assert pool is not None
     good, bad = _in_sequence(executor, *requests)
@@ -474,8 +460,6 @@ def test_exquisitenet_failures_on_a_shared_gpu_never_disturb_the_other_evaluatio
 ) -> None:
     """Two slots packed on one GPU id, four variants at once: an out-of-memory child and a
     killed child fail alone, with their own reasons; the good ones match and no worker dies."""
-    from tests.support.cifar import write_cifar
-
     forward = "        x = self.DFSEB1(self.FCT(x))"
     broken = {
         "oom": forward.replace("x = ", "torch.empty(1 << 50)\n        x = ", 1),
@@ -484,31 +468,13 @@ def test_exquisitenet_failures_on_a_shared_gpu_never_disturb_the_other_evaluatio
         ),
     }
     run = tmp_path / "run"
-    requests = []
-    for vid in ("good1", "oom", "killed", "good2"):
-        workdir = run / "work" / vid
-        workdir.mkdir(parents=True)
-        shutil.copy(SEED_DIR / "evaluate.py", workdir / "evaluate.py")
-        model = (SEED_DIR / "model.py").read_text()
-        assert model.count(forward) == 1
-        (workdir / "model.py").write_text(model.replace(forward, broken.get(vid, forward)))
-        write_cifar(workdir / "data", 100, 20, seed=1)
-        requests.append(
-            EvalRequest(
-                variant_id=vid,
-                workdir=workdir,
-                run_dir=run,
-                command="python evaluate.py --data data --epochs 1 --device cpu",
-                check_command=None,
-                timeout_s=100.0,
-                check_timeout_s=60.0,
-                metrics_path=workdir / ".ge" / "metrics.json",
-                log_path=run / "logs" / f"{vid}.log",
-                objectives=("val_accuracy", "params"),
-            )
-        )
-    worker = "python evaluate.py --worker --data data --epochs 1 --device cpu --batch-size 50"
-    pool = WorkerPool(worker, sandbox, start_timeout_s=60.0, reply_timeout_s=10.0, kill_grace_s=0.5)
+    requests = [
+        _seed_request(run, vid, (forward, broken[vid]) if vid in broken else None)
+        for vid in ("good1", "oom", "killed", "good2")
+    ]
+    pool = WorkerPool(
+        SEED_WORKER, sandbox, start_timeout_s=60.0, reply_timeout_s=10.0, kill_grace_s=0.5
+    )
     executor = LocalExecutor(2, ["0"], 2, sandbox, kill_grace_s=0.5, workers=pool)
 
     async def main() -> list[EvalResult]:

@@ -6,6 +6,7 @@ import itertools
 import re
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +80,28 @@ def copy_seed(src: Path, dest: Path) -> Path:
     return dest
 
 
+def bump_first_integer(code: str, n: int) -> str:
+    """CodeWriter's default edit: the first integer literal after the first line, raised."""
+    match = _INT.search(code.split("\n", 1)[1] if "\n" in code else code)
+    if match:
+        offset = len(code.split("\n", 1)[0]) + 1 if "\n" in code else 0
+        start, end = match.start(1) + offset, match.end(1) + offset
+        code = code[:start] + str(int(code[start:end]) + 1 + n % 3) + code[end:]
+    return code
+
+
 class CodeWriter:
     """A fake LLM that answers ge's prompts like a cooperative model would.
 
     Reasoning requests (EoT step one) get prose; every other request gets the first code block of
-    the prompt back with one integer literal changed, so each child really differs.
+    the prompt back changed by ``edit(code, n)`` (n counts the requests; by default one integer
+    literal changes), so each child really differs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, edit: Callable[[str, int], str] = bump_first_integer) -> None:
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
+        self._edit = edit
         self.kinds: list[str] = []
 
     def __call__(self, request: dict[str, Any]) -> Action:
@@ -102,12 +115,7 @@ class CodeWriter:
         if not blocks:
             self.kinds.append("none")
             return reply("I cannot help with that.")
-        code = blocks[0]
-        match = _INT.search(code.split("\n", 1)[1] if "\n" in code else code)
-        if match:
-            offset = len(code.split("\n", 1)[0]) + 1 if "\n" in code else 0
-            start, end = match.start(1) + offset, match.end(1) + offset
-            code = code[:start] + str(int(code[start:end]) + 1 + n % 3) + code[end:]
+        code = self._edit(blocks[0], n)
         self.kinds.append("code")
         return reply(
             f"Here is the new version.\n\n```python\n{code.rstrip()}\n# revision {n}\n```\n",
