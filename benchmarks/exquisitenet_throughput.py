@@ -234,6 +234,21 @@ def child_main(args: argparse.Namespace) -> None:
     print(json.dumps({"images_per_second": rate}), flush=True)
 
 
+def _variant_dir(run: Path, vid: str, data: Path) -> Path:
+    """A variant directory of the seed for the executor, as a run would export it.
+
+    The data lives in the variant's tree (hard links): the sandbox's /tmp is private.
+    """
+    workdir = run / "work" / vid
+    (workdir / "data").mkdir(parents=True)
+    (workdir / ".ge").mkdir()
+    for name in ("evaluate.py", "model.py"):
+        (workdir / name).write_text((SEED_DIR / name).read_text())
+    for item in data.iterdir():
+        os.link(item, workdir / "data" / item.name)
+    return workdir
+
+
 def cold_vs_warm(device: str, sizes: Sizes) -> tuple[float, float, str]:
     """Median wall seconds of one 1-epoch evaluation, cold vs warm, and how it was measured.
 
@@ -270,13 +285,7 @@ def _cold_vs_warm_executor(device: str, sizes: Sizes) -> tuple[float, float, str
         run = tmp / "run"
 
         def request(vid: str) -> EvalRequest:
-            # The data lives in the variant's tree (hard links): the sandbox's /tmp is private.
-            workdir = run / "work" / vid
-            (workdir / "data").mkdir(parents=True)
-            for name in ("evaluate.py", "model.py"):
-                (workdir / name).write_text((SEED_DIR / name).read_text())
-            for item in data.iterdir():
-                os.link(item, workdir / "data" / item.name)
+            workdir = _variant_dir(run, vid, data)
             return EvalRequest(
                 variant_id=vid, workdir=workdir, run_dir=run,
                 command=f"{python} evaluate.py {flags}", check_command=None,
@@ -339,13 +348,7 @@ def check_cold_vs_warm(repeats: int = 5) -> tuple[float, float, float] | None:
         run = tmp / "run"
 
         def request(vid: str, check: bool) -> EvalRequest:
-            workdir = run / "work" / vid
-            (workdir / "data").mkdir(parents=True)
-            (workdir / ".ge").mkdir()
-            for name in ("evaluate.py", "model.py"):
-                (workdir / name).write_text((SEED_DIR / name).read_text())
-            for item in data.iterdir():
-                os.link(item, workdir / "data" / item.name)
+            workdir = _variant_dir(run, vid, data)
             return EvalRequest(
                 variant_id=vid, workdir=workdir, run_dir=run, command=noop,
                 check_command=f"{python} evaluate.py --check" if check else None,

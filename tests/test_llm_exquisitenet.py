@@ -13,12 +13,10 @@ import pytest
 
 from guided_evolution.index import RunIndex
 from guided_evolution.segments import Genome, differing_segments, parse_genome
-from tests.support.cifar import write_cifar
 from tests.support.cli import run_json
 from tests.support.openai_server import serve
-from tests.support.seeds import CodeWriter, copy_seed, template_seed
+from tests.support.seeds import CodeWriter, cpu_exquisitenet_seed, template_seed
 
-SEED = Path(__file__).resolve().parent.parent / "seeds" / "exquisitenet_v2"
 _FLOAT = re.compile(r"(?<![\w.])(\d+\.\d+)(?![\w.])")
 
 
@@ -67,16 +65,11 @@ def _notes_text(notes: str) -> str:
 
 @pytest.mark.timeout(300)
 def test_exquisitenet_evolves_with_an_llm_on_tiny_cifar(tmp_path: Path) -> None:
-    seed = copy_seed(SEED, tmp_path / "exquisitenet_v2")
-    write_cifar(seed / "data" / "cifar-10-batches-py", n_train=120, n_test=40)
-    text = (seed / "ge.toml").read_text()
-    text = text.replace("--recipe fast --seed 0", "--recipe fast --seed 0 --epochs 1 --batch-size 32 --device cpu")
-    text = text.replace('slots = "auto"', "slots = 1").replace('gpus = "auto"', "gpus = []")
-    text = text.replace('slots_per_gpu = "auto"', "slots_per_gpu = 1")
     # Generation 1 has 3 children: a crossover pair (each then EoT-applied) and one EoT child.
-    evolution = "crossover_probability = 1.0\nmutation_probability = 1.0\neot_probability = 1.0"
-    text = text.replace("[evolution]", f"[evolution]\n{evolution}", 1)
-    (seed / "ge.toml").write_text(text)
+    seed = cpu_exquisitenet_seed(
+        tmp_path / "exquisitenet_v2",
+        crossover_probability=1.0, mutation_probability=1.0, eot_probability=1.0,
+    )
     run_dir = tmp_path / "run"
     editor = CodeWriter(edit=safe_edit)
     with serve(responder=editor) as server:

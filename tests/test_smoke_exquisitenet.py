@@ -5,22 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from guided_evolution.index import RunIndex
-from tests.support.cifar import write_cifar
 from tests.support.cli import run_json
-from tests.support.seeds import copy_seed
-
-SEED = Path(__file__).resolve().parent.parent / "seeds" / "exquisitenet_v2"
+from tests.support.seeds import cpu_exquisitenet_seed
 
 
 def test_exquisitenet_seed_evolves_offline_on_tiny_cifar(tmp_path: Path) -> None:
-    seed = copy_seed(SEED, tmp_path / "exquisitenet_v2")
-    write_cifar(seed / "data" / "cifar-10-batches-py", n_train=120, n_test=40)
-    text = (seed / "ge.toml").read_text()
     # CPU-sized: one short epoch; the command and the worker keep reading data from GE_SEED_DIR.
-    text = text.replace("--recipe fast --seed 0", "--recipe fast --seed 0 --epochs 1 --batch-size 32 --device cpu")
-    text = text.replace('slots = "auto"', "slots = 1").replace('gpus = "auto"', "gpus = []")
-    text = text.replace('slots_per_gpu = "auto"', "slots_per_gpu = 1")
-    (seed / "ge.toml").write_text(text)
+    seed = cpu_exquisitenet_seed(tmp_path / "exquisitenet_v2")
     summary = run_json(
         "run", str(seed), "--run-dir", str(tmp_path / "run"), "--generations", "0", "--initial-population", "2",
         cwd=tmp_path,

@@ -80,6 +80,27 @@ def copy_seed(src: Path, dest: Path) -> Path:
     return dest
 
 
+EXQUISITENET_SEED = Path(__file__).resolve().parents[2] / "seeds" / "exquisitenet_v2"
+
+
+def cpu_exquisitenet_seed(directory: Path, **evolution: Any) -> Path:
+    """The ExquisiteNetV2 seed sized for a CPU test: tiny CIFAR-format data in the seed's
+    data folder (read through GE_SEED_DIR), one short epoch, one slot, no GPU; `evolution`
+    keys are added to its [evolution] table."""
+    from tests.support.cifar import write_cifar
+
+    seed = copy_seed(EXQUISITENET_SEED, directory)
+    write_cifar(seed / "data" / "cifar-10-batches-py", n_train=120, n_test=40)
+    text = (seed / "ge.toml").read_text()
+    text = text.replace("--recipe fast --seed 0", "--recipe fast --seed 0 --epochs 1 --batch-size 32 --device cpu")
+    text = text.replace('slots = "auto"', "slots = 1").replace('gpus = "auto"', "gpus = []")
+    text = text.replace('slots_per_gpu = "auto"', "slots_per_gpu = 1")
+    extra = "".join(f"\n{key} = {toml_value(value)}" for key, value in evolution.items())
+    text = text.replace("[evolution]", f"[evolution]{extra}", 1)
+    (seed / "ge.toml").write_text(text)
+    return seed
+
+
 def bump_first_integer(code: str, n: int) -> str:
     """CodeWriter's default edit: the first integer literal after the first line, raised."""
     match = _INT.search(code.split("\n", 1)[1] if "\n" in code else code)
