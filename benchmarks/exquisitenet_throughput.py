@@ -249,6 +249,21 @@ def _variant_dir(run: Path, vid: str, data: Path) -> Path:
     return workdir
 
 
+async def _durations(executor: Any, requests: list[Any]) -> list[float]:
+    """Wall seconds of each evaluation, one after another; closes the executor."""
+    times = []
+    try:
+        for request in requests:
+            result = await executor.evaluate(request)
+            if result.status != "ok":
+                raise RuntimeError(f"{request.variant_id} failed: {result.failure_reason}\n"
+                                   f"{result.output_tail}")
+            times.append(result.duration_s)
+    finally:
+        await executor.aclose()
+    return times
+
+
 def cold_vs_warm(device: str, sizes: Sizes) -> tuple[float, float, str]:
     """Median wall seconds of one 1-epoch evaluation, cold vs warm, and how it was measured.
 
@@ -298,17 +313,8 @@ def _cold_vs_warm_executor(device: str, sizes: Sizes) -> tuple[float, float, str
             # The executor sets CUDA_VISIBLE_DEVICES from its GPU list ("" without one).
             gpus = ["0"] if device == "cuda" else None
             executor = LocalExecutor(1, gpus, None, sandbox, workers=workers)
-            times = []
-            try:
-                for i in range(sizes.cold_warm_repeats + (1 if workers else 0)):
-                    result = await executor.evaluate(request(f"{prefix}{i}"))
-                    if result.status != "ok":
-                        raise RuntimeError(f"{prefix}{i} failed: {result.failure_reason}\n"
-                                           f"{result.output_tail}")
-                    times.append(result.duration_s)
-            finally:
-                await executor.aclose()
-            return times
+            count = sizes.cold_warm_repeats + (1 if workers else 0)
+            return await _durations(executor, [request(f"{prefix}{i}") for i in range(count)])
 
         cold = asyncio.run(measure(None, "cold"))
         pool = WorkerPool(f"{python} evaluate.py --worker {flags}", sandbox)
@@ -359,17 +365,8 @@ def check_cold_vs_warm(repeats: int = 5) -> tuple[float, float, float] | None:
 
         async def measure(workers: WorkerPool | None, prefix: str, check: bool) -> list[float]:
             executor = LocalExecutor(1, None, None, sandbox, workers=workers)
-            times = []
-            try:
-                for i in range(repeats + (1 if workers else 0)):
-                    result = await executor.evaluate(request(f"{prefix}{i}", check))
-                    if result.status != "ok":
-                        raise RuntimeError(f"{prefix}{i} failed: {result.failure_reason}\n"
-                                           f"{result.output_tail}")
-                    times.append(result.duration_s)
-            finally:
-                await executor.aclose()
-            return times
+            count = repeats + (1 if workers else 0)
+            return await _durations(executor, [request(f"{prefix}{i}", check) for i in range(count)])
 
         noop_only = asyncio.run(measure(None, "noop", False))
         cold = asyncio.run(measure(None, "cold", True))
