@@ -481,18 +481,15 @@ class Engine:
 
     def _teachers(self, elites: list[Any]) -> list[str]:
         """The elites (Scored) better than the seed on at least one objective, in order."""
+        from guided_evolution.selection import better_somewhere
+
         seed = self._valid([self.seed_id])
         if not seed:
             return []
-        base = seed[0].metrics
-
-        def better(metrics: Any) -> bool:
-            return any(
-                metrics[name] > base[name] if direction == "max" else metrics[name] < base[name]
-                for name, direction in self.objectives
-            )
-
-        return [e.id for e in elites if e.id != self.seed_id and better(e.metrics)]
+        return [
+            e.id for e in elites
+            if e.id != self.seed_id and better_somewhere(e, seed[0], self.objectives)
+        ]
 
     def _plan(self, gen: int, population: list[str]) -> tuple[list[Plan], list[str]]:
         """Plans for generation `gen` and the elites carried over (deterministic)."""
@@ -511,7 +508,8 @@ class Engine:
         # EoT learns from an elite's change to the seed, so the elite must have measured better
         # than the seed on some objective (what the EoT prompt tells the model); the seed itself
         # and elites that merely tie with it have nothing to teach.
-        teachers = self._teachers([s for s in valid if s.id in set(elites)])
+        elite_ids = set(elites)
+        teachers = self._teachers([s for s in valid if s.id in elite_ids])
         eot_on = gen >= self.evo.eot_start_generation and bool(teachers)
 
         def mutate_step() -> Step | None:

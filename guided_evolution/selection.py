@@ -145,6 +145,13 @@ def dominates(a: Scored, b: Scored, objectives: Sequence[ObjectiveSpec]) -> bool
     return bool(ind_a.fitness.dominates(ind_b.fitness))
 
 
+def better_somewhere(a: Scored, b: Scored, objectives: Sequence[ObjectiveSpec]) -> bool:
+    """True if `a` is strictly better than `b` in at least one objective."""
+    weights = _weights(objectives)
+    pairs = zip(weights, _values(a, weights), _values(b, weights), strict=True)
+    return any(w * x > w * y for (_, w), x, y in pairs)
+
+
 def pareto_front(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -> list[Scored]:
     """The non-dominated members of `pop`, in input order (ties in every objective all stay)."""
     inds = _wrap(pop, objectives)

@@ -13,6 +13,7 @@ from guided_evolution.config import Objective
 from guided_evolution.selection import (
     HallOfFame,
     Scored,
+    better_somewhere,
     dominates,
     nsga2_parents,
     pareto_front,
@@ -66,6 +67,15 @@ def test_dominates_follows_directions() -> None:
     # minimising both: b wins on acc... and loses on params
     assert dominates(b, a, (("acc", "min"),))
     assert not dominates(a, a, OBJ)  # equal never dominates
+
+
+def test_better_somewhere_follows_directions_and_ignores_ties() -> None:
+    a = Scored("a", {"acc": 0.9, "params": 200.0})
+    b = Scored("b", {"acc": 0.8, "params": 100.0})
+    assert better_somewhere(a, b, OBJ) and better_somewhere(b, a, OBJ)  # acc vs params
+    assert not better_somewhere(a, Scored("c", {"acc": 0.95, "params": 200.0}), OBJ)  # a tie
+    assert not better_somewhere(a, a, OBJ)
+    assert better_somewhere(b, a, (("acc", "min"),))
 
 
 def test_objectives_from_config_objects() -> None:
