@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from guided_evolution.index import RunIndex  # noqa: E402
+from guided_evolution.runstore.run_index import RunIndex  # noqa: E402
 from tests.support.openai_server import hang, serve  # noqa: E402
 from tests.support.seeds import CodeWriter, template_seed, write_config  # noqa: E402
 
@@ -104,7 +104,7 @@ def overlap(tmp: Path) -> None:
 
 def evaluator_process_cost(tmp: Path, sandbox: str, samples: int = 30) -> float:
     """Median seconds of the sandboxed metrics-only evaluator run alone (no ge around it)."""
-    from guided_evolution.sandbox import Sandbox, SandboxPolicy, scrub_env
+    from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy, scrub_env
 
     box = Sandbox(SandboxPolicy(backend=sandbox))
     box.probe()

@@ -274,7 +274,7 @@ def cold_vs_warm(device: str, sizes: Sizes) -> tuple[float, float, str]:
     """
     sys.path.insert(0, str(ROOT))
     try:
-        from guided_evolution.executor import LocalExecutor  # noqa: F401
+        from guided_evolution.evaluation.local import LocalExecutor  # noqa: F401
     except ImportError:
         cold, warm = _cold_vs_warm_direct(device, sizes)
         return cold, warm, "evaluate.py driven directly (ge not importable)"
@@ -285,9 +285,9 @@ def _cold_vs_warm_executor(device: str, sizes: Sizes) -> tuple[float, float, str
     import asyncio
     import shlex
 
-    from guided_evolution.executor import EvalRequest, LocalExecutor
-    from guided_evolution.sandbox import Sandbox, SandboxPolicy
-    from guided_evolution.workerpool import WorkerPool
+    from guided_evolution.evaluation.local import EvalRequest, LocalExecutor
+    from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+    from guided_evolution.evaluation.workers import WorkerPool
     from tests.support.cifar import write_cifar
 
     flags = f"--data data --epochs 1 --device {device} --seed 0"
@@ -339,9 +339,9 @@ def check_cold_vs_warm(repeats: int = 5) -> tuple[float, float, float] | None:
 
     sys.path.insert(0, str(ROOT))
     try:
-        from guided_evolution.executor import EvalRequest, LocalExecutor
-        from guided_evolution.sandbox import Sandbox, SandboxPolicy
-        from guided_evolution.workerpool import WorkerPool
+        from guided_evolution.evaluation.local import EvalRequest, LocalExecutor
+        from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+        from guided_evolution.evaluation.workers import WorkerPool
         from tests.support.cifar import write_cifar
     except ImportError:
         return None

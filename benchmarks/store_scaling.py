@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from guided_evolution.index import EvaluationRecord, RunIndex, VariantRecord
-from guided_evolution.store import GitStore, format_message
+from guided_evolution.runstore.git_store import GitStore, format_message
+from guided_evolution.runstore.run_index import EvaluationRecord, RunIndex, VariantRecord
 
 WINDOW = 100
 

@@ -131,7 +131,7 @@ def run(
     Example: [bold]ge run seeds/tiny_cnn[/bold] (offline) or
     [bold]ge run my_seed --model gpt-4o-mini --budget-usd 2[/bold].
     """
-    from guided_evolution.engine import start_run
+    from guided_evolution.engine.driver import start_run
 
     overrides: dict[str, Any] = {
         "llm.api_base": api_base,
@@ -158,13 +158,13 @@ def resume(run_dir: RunDirArg, detach: DetachFlag = False, json_out: JsonFlag = 
     No evaluated variant is lost or evaluated twice; unfinished LLM calls and evaluations are
     redone once, and cached LLM replies are never paid for twice.
     """
-    from guided_evolution.engine import resume_run
+    from guided_evolution.engine.driver import resume_run
 
     _finish(resume_run(run_dir, json_mode=json_out, detach=detach), json_out)
 
 
 def _finish(summary: Any, json_out: bool) -> None:
-    from guided_evolution import views
+    from guided_evolution.inspection import terminal as views
 
     if json_out:
         _print_json(summary.as_dict())
@@ -178,7 +178,8 @@ def _finish(summary: Any, json_out: bool) -> None:
 @app.command()
 def status(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
     """Progress of a run (live or finished): generation, children, evaluations, LLM calls, spend."""
-    from guided_evolution import inspection, views
+    from guided_evolution.inspection import terminal as views
+    from guided_evolution.inspection import views_data as inspection
 
     data = inspection.status(run_dir)
     if json_out:
@@ -190,7 +191,8 @@ def status(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
 @app.command()
 def best(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
     """The Pareto front of a run on its selection objectives."""
-    from guided_evolution import inspection, views
+    from guided_evolution.inspection import terminal as views
+    from guided_evolution.inspection import views_data as inspection
 
     data = inspection.best(run_dir)
     if json_out:
@@ -206,7 +208,8 @@ def show(
     json_out: JsonFlag = False,
 ) -> None:
     """Everything about one variant: metrics, operator, prompt and reply, reflection, diff."""
-    from guided_evolution import inspection, views
+    from guided_evolution.inspection import terminal as views
+    from guided_evolution.inspection import views_data as inspection
 
     data = inspection.show(run_dir, variant)
     if json_out:
@@ -225,8 +228,8 @@ def doctor(
     json_out: JsonFlag = False,
 ) -> None:
     """Check that the index agrees with git (and repair it with --repair or --rebuild-index)."""
-    from guided_evolution import doctor as doctor_mod
-    from guided_evolution.rundir import RunLock
+    from guided_evolution.runstore import doctor as doctor_mod
+    from guided_evolution.runstore.rundir import RunLock
 
     run_dir = Path(run_dir)
     doctor_mod.require_run_dir(run_dir)  # before the lock: never create a lock file elsewhere
@@ -270,7 +273,8 @@ def lineage_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """The ancestry of a variant back to the seed, with the operator and metrics at each step."""
-    from guided_evolution import inspection, views
+    from guided_evolution.inspection import terminal as views
+    from guided_evolution.inspection import views_data as inspection
 
     data = inspection.lineage(run_dir, variant)
     if json_out:
@@ -287,7 +291,8 @@ def diff_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """What changed from variant B (default: the seed) to variant A."""
-    from guided_evolution import inspection, views
+    from guided_evolution.inspection import terminal as views
+    from guided_evolution.inspection import views_data as inspection
 
     data = inspection.diff(run_dir, a, b)
     if json_out:
@@ -306,7 +311,8 @@ def log_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """The event log of a run (with every evaluation), its EoT reflections or its failures."""
-    from guided_evolution import inspection, views
+    from guided_evolution.inspection import terminal as views
+    from guided_evolution.inspection import views_data as inspection
 
     data = inspection.log(run_dir, eot=eot, failures=failures)
     if json_out:
@@ -327,7 +333,8 @@ def export_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """Copy a variant's files into DEST (or write its patch against the seed) for your own project."""
-    from guided_evolution import inspection, views
+    from guided_evolution.inspection import terminal as views
+    from guided_evolution.inspection import views_data as inspection
 
     data = inspection.export(run_dir, variant, _path(dest, "DEST", "./best"), patch=patch, force=force)
     if json_out:
@@ -345,7 +352,7 @@ def report_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """One self-contained HTML report (opens offline): front, progress, operators, failures, lineage."""
-    from guided_evolution import report
+    from guided_evolution.inspection import html_report as report
 
     if output == "-":
         raise GeError("the report cannot go to standard output", "give an HTML file name, e.g. -o report.html")

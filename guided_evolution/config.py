@@ -145,7 +145,7 @@ class EvaluatorConfig(_Model):
         None,
         min_length=1,
         description="persistent worker command, one per local slot, that forks one child per "
-        "evaluation (see guided_evolution/workerpool.py); command stays the fallback",
+        "evaluation (see guided_evolution/evaluation/workers.py); command stays the fallback",
     )
     worker_check: bool = Field(
         False,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution.index import RunIndex, VariantRecord
+from guided_evolution.runstore.run_index import RunIndex, VariantRecord
 from tests.support.cli import ge
 from tests.support.seeds import template_seed
 

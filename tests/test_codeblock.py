@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from guided_evolution.codeblock import ExtractionError, extract_code
+from guided_evolution.evolution.codeblock import ExtractionError, extract_code
 
 CODE = "def f(x):\n    return x + 1\n"
 

@@ -14,9 +14,14 @@ from pathlib import Path
 import pytest
 
 import guided_evolution
-from guided_evolution.doctor import check, rebuild_index
-from guided_evolution.index import CallRecord, EvaluationRecord, RunIndex, VariantRecord
-from guided_evolution.store import GitStore, format_message
+from guided_evolution.runstore.doctor import check, rebuild_index
+from guided_evolution.runstore.git_store import GitStore, format_message
+from guided_evolution.runstore.run_index import (
+    CallRecord,
+    EvaluationRecord,
+    RunIndex,
+    VariantRecord,
+)
 
 SEED = {"main.py": b"x = 1\n", "pkg/helper.py": b"def h():\n    return 0\n"}
 
@@ -320,8 +325,8 @@ def test_stale_temp_files_are_removed_by_repair(run) -> None:
 WRITER = """
 import hashlib, os, signal, sys
 from pathlib import Path
-from guided_evolution.index import EvaluationRecord, RunIndex, VariantRecord
-from guided_evolution.store import GitStore, format_message
+from guided_evolution.runstore.run_index import EvaluationRecord, RunIndex, VariantRecord
+from guided_evolution.runstore.git_store import GitStore, format_message
 
 run, parent_id, start, crash_at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 steps = 0

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution.index import RunIndex
-from guided_evolution.store import GitStore
+from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge, run_json
 from tests.support.openai_server import hang, serve, status
 from tests.support.seeds import CodeWriter, template_seed, write_config

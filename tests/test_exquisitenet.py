@@ -87,7 +87,7 @@ def test_seed_has_the_published_parameter_count() -> None:
 
 def test_seed_splits_into_nine_named_segments() -> None:
     segments = pytest.importorskip(
-        "guided_evolution.segments", reason="guided_evolution.segments is not written yet"
+        "guided_evolution.evolution.segments", reason="guided_evolution.evolution.segments is not written yet"
     )
     genome = segments.parse_genome({"model.py": SEED_MODEL}, ["model.py"])
     assert [s.name for s in genome.segments] == [

@@ -1,4 +1,4 @@
-"""GPU discovery and slot packing (guided_evolution.gpu), with a fake nvidia-smi."""
+"""GPU discovery and slot packing (guided_evolution.evaluation.gpu), with a fake nvidia-smi."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution import gpu
+from guided_evolution.evaluation import gpu
 
 
 def _fake_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str, rc: int = 0) -> None:
@@ -84,7 +84,7 @@ def test_auto_slots_per_gpu_follow_the_configured_gpu_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from guided_evolution.config import ResolvedConfig, parse_config
-    from guided_evolution.executors import plan_slots
+    from guided_evolution.evaluation.factory import plan_slots
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     _fake_smi(tmp_path, monkeypatch, "0, 20000\n1, 30000\n")

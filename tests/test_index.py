@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError, RunStateError
-from guided_evolution.index import (
+from guided_evolution.runstore.run_index import (
     SCHEMA_VERSION,
     CallRecord,
     EvaluationRecord,

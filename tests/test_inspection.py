@@ -13,10 +13,15 @@ import pytest
 from typer.testing import CliRunner
 
 from guided_evolution.cli import app
-from guided_evolution.index import CallRecord, EvaluationRecord, ReflectionRecord, RunIndex
-from guided_evolution.inspection import normalise_reason
-from guided_evolution.rundir import RunLock
-from guided_evolution.store import GitStore
+from guided_evolution.inspection.views_data import normalise_reason
+from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.run_index import (
+    CallRecord,
+    EvaluationRecord,
+    ReflectionRecord,
+    RunIndex,
+)
+from guided_evolution.runstore.rundir import RunLock
 from tests.support.seeds import template_seed
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from guided_evolution.errors import ConfigError, GeError
-from guided_evolution.llm import (
+from guided_evolution.llm.client import (
     BudgetExhausted,
     CachedReply,
     LLMClient,
@@ -393,7 +393,7 @@ def test_concurrent_first_calls_in_a_fresh_process_share_one_import() -> None:
         import asyncio, sys
         sys.path.insert(0, ".")
         from tests.support.openai_server import serve
-        from guided_evolution.llm import LLMClient, LLMSettings, ModelSpec
+        from guided_evolution.llm.client import LLMClient, LLMSettings, ModelSpec
 
         async def main(url):
             client = LLMClient(LLMSettings(models=(ModelSpec("openai/m", api_base=url),), retries=0))

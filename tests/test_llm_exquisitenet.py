@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from guided_evolution.index import RunIndex
-from guided_evolution.segments import Genome, differing_segments, parse_genome
+from guided_evolution.evolution.segments import Genome, differing_segments, parse_genome
+from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import run_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, cpu_exquisitenet_seed, template_seed

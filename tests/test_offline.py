@@ -9,8 +9,12 @@ import textwrap
 
 import pytest
 
-from guided_evolution.offline import OfflineEdit, offline_crossover, offline_mutate
-from guided_evolution.segments import Genome, Segment, SpliceError, parse_genome, splice
+from guided_evolution.evolution.offline_operators import (
+    OfflineEdit,
+    offline_crossover,
+    offline_mutate,
+)
+from guided_evolution.evolution.segments import Genome, Segment, SpliceError, parse_genome, splice
 
 CNN = '''"""A small CNN (text only: nothing here imports torch)."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError
-from guided_evolution.operators import (
+from guided_evolution.evolution.operators import (
     MUTATION_KINDS,
     PERSONAS,
     Rejected,
@@ -20,8 +20,8 @@ from guided_evolution.operators import (
     fix_request,
     mutation_request,
 )
-from guided_evolution.prompts import PromptLibrary
-from guided_evolution.segments import Genome, parse_genome
+from guided_evolution.evolution.prompts import PromptLibrary
+from guided_evolution.evolution.segments import Genome, parse_genome
 
 SEED = '''"""A toy model."""
 import math
@@ -411,7 +411,7 @@ def test_all_kinds_are_reachable(lib: PromptLibrary) -> None:
 
 
 def test_a_reflection_leaves_out_the_models_think_block() -> None:
-    from guided_evolution.operators import reflection_text
+    from guided_evolution.evolution.operators import reflection_text
 
     reply = "<think>\nhmm, maybe dropout? ```python\nx = 1\n```\n</think>\nWider kernels saw more context."
     assert reflection_text(reply) == "Wider kernels saw more context."

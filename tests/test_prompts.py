@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError
-from guided_evolution.prompts import PromptLibrary, builtin_dir
+from guided_evolution.evolution.prompts import PromptLibrary, builtin_dir
 
 KINDS = ("tune", "unusual", "complex", "reduce", "unorthodox", "significant")
 PERSONAS = ("concise", "expert", "inventive", "bumbler")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from guided_evolution.index import CallRecord, ReflectionRecord, RunIndex
-from guided_evolution.report import write_report
+from guided_evolution.inspection.html_report import write_report
+from guided_evolution.runstore.run_index import CallRecord, ReflectionRecord, RunIndex
 from tests.support.seeds import template_seed
 
 PAYLOAD = (
@@ -46,8 +46,8 @@ def hostile_run(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         front = write_report(copy, copy.parent / "probe.html")["front"]
         assert front
-        from guided_evolution.inspection import front_rows, load_run_data
-        from guided_evolution.rundir import open_run
+        from guided_evolution.inspection.views_data import front_rows, load_run_data
+        from guided_evolution.runstore.rundir import open_run
 
         paths, resolved = open_run(copy)
         best = front_rows(index, resolved.config)[0]["id"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError
-from guided_evolution.sandbox import Sandbox, SandboxPolicy, scrub_env
+from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy, scrub_env
 from tests.support.cli import processes_with
 
 

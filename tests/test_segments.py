@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from guided_evolution.errors import GeError
-from guided_evolution.segments import (
+from guided_evolution.evolution.segments import (
     NOTE_MARKER,
     Genome,
     SpliceError,

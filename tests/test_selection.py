@@ -1,4 +1,4 @@
-"""Tests of guided_evolution.selection against deap and on the edge cases the original GE hit."""
+"""Tests of guided_evolution.evolution.selection against deap and on the edge cases the original GE hit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from deap import base, tools
 
 from guided_evolution.config import Objective
-from guided_evolution.selection import (
+from guided_evolution.evolution.selection import (
     HallOfFame,
     Scored,
     better_somewhere,

@@ -21,10 +21,10 @@ import pytest
 
 from guided_evolution.config import ResolvedConfig, parse_config
 from guided_evolution.errors import GeError
-from guided_evolution.executor import EvalRequest, EvalResult
-from guided_evolution.rundir import RunPaths
-from guided_evolution.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.slurm import SlurmExecutor, job_name, parse_time_limit
+from guided_evolution.evaluation.local import EvalRequest, EvalResult
+from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.slurm import SlurmExecutor, job_name, parse_time_limit
+from guided_evolution.runstore.rundir import RunPaths
 from tests.support.seeds import template_seed, write_config
 from tests.support.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guided_evolution.index import RunIndex
+from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import run_json
 from tests.support.seeds import cpu_exquisitenet_seed
 

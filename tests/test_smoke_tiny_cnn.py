@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from guided_evolution.index import RunIndex
+from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import run_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, copy_seed

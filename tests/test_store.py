@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError, RunStateError
-from guided_evolution.store import (
+from guided_evolution.runstore.git_store import (
     NOTES_REF,
     GitStore,
     format_message,

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError
-from guided_evolution.executor import EvalRequest, EvalResult, LocalExecutor
-from guided_evolution.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.workerpool import WorkerPool
+from guided_evolution.evaluation.local import EvalRequest, EvalResult, LocalExecutor
+from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.workers import WorkerPool
 from tests.support.cli import processes_with
 
 PY = shlex.quote(sys.executable)

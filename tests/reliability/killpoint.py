@@ -37,8 +37,8 @@ def _arm(owner: type, name: str, after: bool, nth: int, when: Callable[..., bool
 
 def main() -> None:
     point, nth, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    from guided_evolution.index import RunIndex
-    from guided_evolution.store import GitStore
+    from guided_evolution.runstore.git_store import GitStore
+    from guided_evolution.runstore.run_index import RunIndex
 
     if point == "ref":
         _arm(GitStore, "_write_ref", False, nth, lambda self, ref, sha: "/v/" in ref)

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from guided_evolution.index import RunIndex
-from guided_evolution.store import GitStore
+from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge
 from tests.support.openai_server import Action, reply
 from tests.support.seeds import CodeWriter

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from guided_evolution.index import RunIndex
+from guided_evolution.runstore.run_index import RunIndex
 from tests.reliability.support import (
     assert_store_intact,
     llm_config,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution.index import RunIndex
-from guided_evolution.store import GitStore
+from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.run_index import RunIndex
 from tests.reliability.support import (
     assert_store_intact,
     evaluate_stage_only,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution.index import RunIndex
+from guided_evolution.runstore.run_index import RunIndex
 from tests.reliability.support import llm_config, set_config
 from tests.support.cli import run_json
 from tests.support.openai_server import empty, hang, huge, malformed, reply, reset, serve, status

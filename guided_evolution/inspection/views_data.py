@@ -21,12 +21,12 @@ from typing import Any
 
 from guided_evolution.config import GeConfig, ResolvedConfig
 from guided_evolution.errors import GeError
-from guided_evolution.rundir import open_run
+from guided_evolution.runstore.rundir import open_run
 
 
 @contextmanager
 def _open(run_dir: Path) -> Iterator[tuple[Any, ResolvedConfig, Any]]:
-    from guided_evolution.index import RunIndex
+    from guided_evolution.runstore.run_index import RunIndex
 
     paths, resolved = open_run(Path(run_dir))
     index = RunIndex.open(paths.index, readonly=True)
@@ -41,7 +41,7 @@ def _open(run_dir: Path) -> Iterator[tuple[Any, ResolvedConfig, Any]]:
 
 
 def _scored(index: Any, cfg: GeConfig, ids: list[str] | None = None) -> list[Any]:
-    from guided_evolution.selection import Scored
+    from guided_evolution.evolution.selection import Scored
 
     selected = [o.name for o in cfg.selected_objectives]
     latest = index.latest_evaluations()
@@ -59,7 +59,7 @@ def _scored(index: Any, cfg: GeConfig, ids: list[str] | None = None) -> list[Any
 
 def front_rows(index: Any, cfg: GeConfig) -> list[dict[str, Any]]:
     """The Pareto front over every evaluated variant: id, branch, generation, operator, metrics."""
-    from guided_evolution.selection import pareto_front
+    from guided_evolution.evolution.selection import pareto_front
 
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
     scored = _scored(index, cfg)
@@ -155,7 +155,7 @@ def resolve_id(index: Any, prefix: str, run_dir: Path | str = "RUN_DIR") -> str:
 
 def show(run_dir: Path, variant: str) -> dict[str, Any]:
     """Everything about one variant, including its prompt, reply and diff against its parent."""
-    from guided_evolution.store import GitStore
+    from guided_evolution.runstore.git_store import GitStore
 
     with _open(run_dir) as (index, _resolved, paths):
         vid = resolve_id(index, variant, run_dir)
@@ -415,7 +415,7 @@ def _diff_stats(text: str) -> tuple[list[str], int, int]:
 
 def diff(run_dir: Path, a: str, b: str | None = None) -> dict[str, Any]:
     """What changed from variant ``b`` (default: the seed) to variant ``a``, as a unified diff."""
-    from guided_evolution.store import GitStore
+    from guided_evolution.runstore.git_store import GitStore
 
     with _open(run_dir) as (index, _resolved, paths):
         to_id = resolve_id(index, a, run_dir)
@@ -529,7 +529,7 @@ def export(run_dir: Path, variant: str, dest: Path, patch: bool = False, force: 
     the seed (``dest`` is then a file, a directory to put ``<id>.patch`` in, or ``-`` for the
     returned data only). A non-empty destination is refused unless ``force``; an error leaves
     nothing behind that was not there before."""
-    from guided_evolution.store import GitStore
+    from guided_evolution.runstore.git_store import GitStore
 
     if not str(dest).strip():
         raise GeError("DEST is empty", "give a directory to export into (with --patch: a file, or - for stdout)")

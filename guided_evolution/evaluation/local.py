@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from guided_evolution.errors import GeError
-from guided_evolution.sandbox import Sandbox, is_secret_name, scrub_env, signal_name
+from guided_evolution.evaluation.sandbox import Sandbox, is_secret_name, scrub_env, signal_name
 
 if TYPE_CHECKING:
-    from guided_evolution.workerpool import WorkerPool
+    from guided_evolution.evaluation.workers import WorkerPool
 
 TAIL_KEEP_BYTES = 8 * 1024
 """Bytes of the end of the output kept in the log when the output is over the cap."""

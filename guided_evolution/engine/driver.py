@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guided_evolution import rundir as rd
 from guided_evolution.config import (
     OFFLINE_MODEL,
     GeConfig,
@@ -32,11 +31,18 @@ from guided_evolution.config import (
     find_config,
     load_config,
 )
+from guided_evolution.engine.progress import Progress, make_progress
 from guided_evolution.errors import ConfigError, GeError
-from guided_evolution.index import GenerationRecord, ReflectionRecord
-from guided_evolution.progress import Progress, make_progress
-from guided_evolution.segments import Genome, SpliceError, parse_genome, splice, variant_id
-from guided_evolution.store import GitStore, format_trailers
+from guided_evolution.evolution.segments import (
+    Genome,
+    SpliceError,
+    parse_genome,
+    splice,
+    variant_id,
+)
+from guided_evolution.runstore import rundir as rd
+from guided_evolution.runstore.git_store import GitStore, format_trailers
+from guided_evolution.runstore.run_index import GenerationRecord, ReflectionRecord
 
 SEED_BRANCH = "seed"
 COMPACT_EVERY = 2000  # children between repository compactions
@@ -127,14 +133,14 @@ def start_run(
     parse_genome(text_files, cfg.seed.files, cfg.seed.marker)  # raises on a seed without markers
     _check_evaluator(cfg, seed_path)
     if not cfg.llm.offline:
-        from guided_evolution.llm import LLMClient
+        from guided_evolution.llm.client import LLMClient
 
         problems = LLMClient(_llm_settings(cfg)).credential_problems()
         if problems:
             raise ConfigError(problems[0], "export the variable, or set api_key_env in [[llm.models]]")
 
     def build(paths: rd.RunPaths) -> None:
-        from guided_evolution.index import RunIndex, VariantRecord
+        from guided_evolution.runstore.run_index import RunIndex, VariantRecord
 
         store = GitStore.init(paths.repo)
         try:
@@ -166,8 +172,8 @@ def resume_run(run_dir: Path, *, json_mode: bool = False, detach: bool = False) 
 
 
 def _drive(paths: rd.RunPaths, resolved: ResolvedConfig, json_mode: bool, detach: bool) -> RunSummary:
-    from guided_evolution import doctor
-    from guided_evolution.index import RunIndex
+    from guided_evolution.runstore import doctor
+    from guided_evolution.runstore.run_index import RunIndex
 
     with rd.RunLock(paths.root):
         # A kill between a git write and an index write leaves them out of step: repair first.
@@ -249,7 +255,7 @@ def _check_evaluator(cfg: GeConfig, seed_dir: Path) -> None:
 
 
 def _llm_settings(cfg: GeConfig) -> Any:
-    from guided_evolution.llm import LLMSettings, ModelSpec
+    from guided_evolution.llm.client import LLMSettings, ModelSpec
 
     return LLMSettings(
         models=tuple(
@@ -289,7 +295,7 @@ class Engine:
         *,
         detach: bool = False,
     ) -> None:
-        from guided_evolution.prompts import PromptLibrary
+        from guided_evolution.evolution.prompts import PromptLibrary
 
         self.paths = paths
         self.resolved = resolved
@@ -322,7 +328,7 @@ class Engine:
     # ----------------------------------------------------------------- setup
 
     def _make_executor(self) -> Any:
-        from guided_evolution.executors import build_executor
+        from guided_evolution.evaluation.factory import build_executor
 
         executor, warnings = build_executor(self.resolved, self.paths)
         self.warnings.extend(warnings)
@@ -337,7 +343,7 @@ class Engine:
     def _make_llm(self) -> Any:
         if self.offline:
             return None
-        from guided_evolution.llm import LLMClient
+        from guided_evolution.llm.client import LLMClient
 
         counts = self.index.counts()
         return LLMClient(
@@ -467,7 +473,7 @@ class Engine:
     # ----------------------------------------------------------------- planning
 
     def _valid(self, ids: list[str]) -> list[Any]:
-        from guided_evolution.selection import Scored
+        from guided_evolution.evolution.selection import Scored
 
         out = []
         for vid in ids:
@@ -481,7 +487,7 @@ class Engine:
 
     def _teachers(self, elites: list[Any]) -> list[str]:
         """The elites (Scored) better than the seed on at least one objective, in order."""
-        from guided_evolution.selection import better_somewhere
+        from guided_evolution.evolution.selection import better_somewhere
 
         seed = self._valid([self.seed_id])
         if not seed:
@@ -493,7 +499,7 @@ class Engine:
 
     def _plan(self, gen: int, population: list[str]) -> tuple[list[Plan], list[str]]:
         """Plans for generation `gen` and the elites carried over (deterministic)."""
-        from guided_evolution.selection import nsga2_parents, spea2_elites
+        from guided_evolution.evolution.selection import nsga2_parents, spea2_elites
 
         rng = random.Random(f"ge:{self.evo.seed}:{gen}:plan")
         if gen == 0:
@@ -535,7 +541,7 @@ class Engine:
         return plans, elites
 
     def _hall_of_fame(self, previous: list[str], population: list[str]) -> list[str]:
-        from guided_evolution.selection import HallOfFame
+        from guided_evolution.evolution.selection import HallOfFame
 
         hof = HallOfFame(self.evo.hall_of_fame, self.objectives)
         hof.update(self._valid(_dedup([*previous, *population])))
@@ -608,7 +614,7 @@ class Engine:
 
     async def _fix(self, plan: Plan, vid: str, result: Any, outcome: Outcome) -> Outcome:
         """Feed an evaluation failure back to the LLM, up to `fix_attempts` times."""
-        from guided_evolution.operators import Rejected, child_from_reply, fix_request
+        from guided_evolution.evolution.operators import Rejected, child_from_reply, fix_request
 
         rng = random.Random(f"ge:{self.evo.seed}:{plan.generation}:{plan.index}:fix")
         for attempt in range(self.evo.fix_attempts):
@@ -644,7 +650,7 @@ class Engine:
 
     async def _propose(self, plan: Plan) -> Any:
         """A child (operators.Child) for the plan, or a one-line reason why none was made."""
-        from guided_evolution.operators import Child, Rejected
+        from guided_evolution.evolution.operators import Child, Rejected
 
         rng = plan.rng(self.evo.seed)
         current: Genome = self._genome(plan.parent)
@@ -677,7 +683,7 @@ class Engine:
         return child
 
     async def _apply(self, step: Step, plan: Plan, genome: Genome, previous: Any, rng: random.Random, sample: int) -> Any:
-        from guided_evolution import operators as ops
+        from guided_evolution.evolution import operators as ops
 
         temps = self.evo.temperature
         mutation_range = temps.initial if plan.generation == 0 else temps.mutation
@@ -730,8 +736,8 @@ class Engine:
         return out
 
     def _offline(self, step: Step, plan: Plan, genome: Genome, rng: random.Random) -> Any:
-        from guided_evolution.offline import offline_crossover, offline_mutate
-        from guided_evolution.operators import Child
+        from guided_evolution.evolution.offline_operators import offline_crossover, offline_mutate
+        from guided_evolution.evolution.operators import Child
 
         if step.op == "crossover" and step.other is not None:
             files, description = offline_crossover(genome, self._genome(step.other), rng)
@@ -750,7 +756,7 @@ class Engine:
         raise last or SpliceError("no applicable offline edit")
 
     async def _ask(self, req: Any, rng: random.Random, plan: Plan, sample: int) -> Any:
-        from guided_evolution.llm import BudgetExhausted, LLMError
+        from guided_evolution.llm.client import BudgetExhausted, LLMError
 
         model = self.llm.pick_model(rng)
         try:
@@ -825,7 +831,7 @@ class Engine:
 
     def _commit(self, plan: Plan, child: Any, parents_override: tuple[str, ...] | None = None) -> tuple[str, bool]:
         """Store the child as a commit on its own branch; (variant id, whether it is new)."""
-        from guided_evolution.index import VariantRecord
+        from guided_evolution.runstore.run_index import VariantRecord
 
         vid = variant_id(child.files, self.cfg.seed.files)
         if self.index.get_variant(vid) is not None:
@@ -909,8 +915,8 @@ class Engine:
     # ----------------------------------------------------------------- evaluating
 
     async def _evaluate(self, vid: str) -> Any:
-        from guided_evolution.executor import EvalRequest
-        from guided_evolution.index import EvaluationRecord
+        from guided_evolution.evaluation.local import EvalRequest
+        from guided_evolution.runstore.run_index import EvaluationRecord
 
         ev_cfg = self.cfg.evaluator
         workdir = self.paths.work / vid
@@ -968,7 +974,7 @@ class Engine:
     # ----------------------------------------------------------------- summary
 
     def summary(self) -> RunSummary:
-        from guided_evolution import inspection
+        from guided_evolution.inspection import views_data as inspection
 
         counts = self.index.counts()
         front = inspection.front_rows(self.index, self.cfg)
@@ -998,7 +1004,7 @@ class _IndexRecorder:
         return self.index.record_call(record)
 
     def cache_get(self, key: str) -> Any:
-        from guided_evolution.llm import CachedReply
+        from guided_evolution.llm.client import CachedReply
 
         row = self.index.cache_get(key)
         if row is None:

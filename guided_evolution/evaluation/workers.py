@@ -58,10 +58,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from guided_evolution.sandbox import TOKEN_VAR, Sandbox, chown_tree, signal_name
+from guided_evolution.evaluation.sandbox import TOKEN_VAR, Sandbox, chown_tree, signal_name
 
 if TYPE_CHECKING:
-    from guided_evolution.executor import EvalRequest
+    from guided_evolution.evaluation.local import EvalRequest
 
 LOG = logging.getLogger(__name__)
 READ_CHUNK = 64 * 1024

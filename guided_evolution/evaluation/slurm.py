@@ -40,17 +40,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from guided_evolution.errors import GeError
-from guided_evolution.executor import (
+from guided_evolution.evaluation.local import (
     OUTPUT_TAIL_BYTES,
     EvalRequest,
     EvalResult,
     LocalExecutor,
 )
-from guided_evolution.sandbox import Sandbox, SandboxPolicy, is_secret_name
+from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy, is_secret_name
 
 if TYPE_CHECKING:
     from guided_evolution.config import ResolvedConfig
-    from guided_evolution.rundir import RunPaths
+    from guided_evolution.runstore.rundir import RunPaths
 
 SLURM_DIR = "slurm"
 COMMAND_TIMEOUT_S = 60.0
@@ -511,10 +511,10 @@ class SlurmExecutor:
             text = extra.strip()
             lines.append(text if text.startswith("#SBATCH") else f"#SBATCH {text}")
         q = shlex.quote
-        package_parent = str(Path(__file__).resolve().parent.parent)
+        package_parent = str(Path(__file__).resolve().parents[2])
         launcher = (
             "import sys; sys.path.append(sys.argv.pop(1)); "
-            "from guided_evolution.slurm import job_main; sys.exit(job_main(sys.argv[1:]))"
+            "from guided_evolution.evaluation.slurm import job_main; sys.exit(job_main(sys.argv[1:]))"
         )
         lines += [
             f"# ge: evaluation of variant {job.variant_id} of run {self.run_name}",

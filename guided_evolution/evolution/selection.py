@@ -139,10 +139,39 @@ def _rank_and_crowd(inds: list[_Ind]) -> None:
 # --------------------------------------------------------------------------- public API
 
 
+class _Evaluation(Protocol):
+    status: str
+    metrics: Mapping[str, Any]
+
+
+def scored(
+    variant_id: str, evaluation: _Evaluation | None, objectives: Sequence[ObjectiveSpec]
+) -> Scored | None:
+    """The variant with its selection objectives as floats, or None when it cannot be selected.
+
+    The one definition of a valid score: the evaluation succeeded and every objective is a finite
+    real number (not a bool). Other metric names never enter the result.
+    """
+    if evaluation is None or evaluation.status != "ok" or not evaluation.metrics:
+        return None
+    values: dict[str, float] = {}
+    for name, _ in _weights(objectives):
+        value = evaluation.metrics.get(name)
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+            return None
+        values[name] = float(value)
+    return Scored(variant_id, values)
+
+
 def dominates(a: Scored, b: Scored, objectives: Sequence[ObjectiveSpec]) -> bool:
     """True if `a` is no worse than `b` in every objective and strictly better in one."""
-    ind_a, ind_b = _wrap([a, b], objectives)
-    return bool(ind_a.fitness.dominates(ind_b.fitness))
+    weights = _weights(objectives)
+    better = False
+    for (_, w), x, y in zip(weights, _values(a, weights), _values(b, weights), strict=True):
+        if w * x < w * y:
+            return False
+        better = better or w * x > w * y
+    return better
 
 
 def better_somewhere(a: Scored, b: Scored, objectives: Sequence[ObjectiveSpec]) -> bool:

@@ -6,12 +6,12 @@ import os
 from typing import Any
 
 from guided_evolution.config import ResolvedConfig
-from guided_evolution.rundir import RunPaths
+from guided_evolution.runstore.rundir import RunPaths
 
 
 def _gpus(setting: Any) -> list[str]:
     if setting == "auto":
-        from guided_evolution.gpu import visible_gpus
+        from guided_evolution.evaluation.gpu import visible_gpus
 
         return visible_gpus()
     return [str(g) for g in setting]
@@ -23,7 +23,7 @@ def plan_slots(resolved: ResolvedConfig) -> tuple[int, list[str], int | None]:
     gpus = _gpus(ex.gpus)
     per_gpu: int | None
     if ex.slots_per_gpu == "auto":
-        from guided_evolution.gpu import auto_slots_per_gpu
+        from guided_evolution.evaluation.gpu import auto_slots_per_gpu
 
         per_gpu = auto_slots_per_gpu(gpus, ex.gpu_memory_mb) if gpus else None
     else:
@@ -39,7 +39,7 @@ def plan_slots(resolved: ResolvedConfig) -> tuple[int, list[str], int | None]:
 
 def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> tuple[Any, list[str]]:
     """The executor and the warnings to show at the start of the run (e.g. no network sandbox)."""
-    from guided_evolution.sandbox import Sandbox, SandboxPolicy
+    from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
 
     ev = resolved.config.evaluator
     policy = SandboxPolicy(
@@ -58,16 +58,16 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> tuple[Any, list
     warnings = [info.warning] if info.warning else []
     slots, gpus, per_gpu = plan_slots(resolved)
     if resolved.config.executor.kind == "slurm":
-        from guided_evolution.slurm import SlurmExecutor
+        from guided_evolution.evaluation.slurm import SlurmExecutor
 
         if ev.worker:
             warnings.append("evaluator.worker is ignored by the slurm executor")
         return SlurmExecutor(resolved, paths, sandbox), warnings
-    from guided_evolution.executor import LocalExecutor
+    from guided_evolution.evaluation.local import LocalExecutor
 
     workers = None
     if ev.worker:
-        from guided_evolution.workerpool import WorkerPool
+        from guided_evolution.evaluation.workers import WorkerPool
 
         stages = ("check", "evaluate") if ev.worker_check and ev.check else ("evaluate",)
         workers = WorkerPool(

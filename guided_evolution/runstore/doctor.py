@@ -17,8 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guided_evolution.errors import GeError, RunStateError
-from guided_evolution.index import SCHEMA_VERSION, EvaluationRecord, RunIndex, VariantRecord
-from guided_evolution.store import SEED_BRANCH, GitStore, parse_trailers
+from guided_evolution.runstore.git_store import SEED_BRANCH, GitStore, parse_trailers
+from guided_evolution.runstore.run_index import (
+    SCHEMA_VERSION,
+    EvaluationRecord,
+    RunIndex,
+    VariantRecord,
+)
 
 REPO_DIR = "repo.git"
 INDEX_FILE = "index.sqlite"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from guided_evolution.errors import GeError
-from guided_evolution.inspection import (
+from guided_evolution.inspection.views_data import (
     RunData,
     _open,
     failure_groups,
@@ -190,7 +190,7 @@ def _progress(data: RunData, index: Any, calls: list[Any], start: float) -> tupl
 
 def collect(run_dir: Path) -> Report:
     """Read everything the report shows from the run (read-only, no lock)."""
-    from guided_evolution.store import GitStore
+    from guided_evolution.runstore.git_store import GitStore
 
     with _open(run_dir) as (index, resolved, paths):
         data = load_run_data(index, resolved, paths)

@@ -17,7 +17,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from guided_evolution.segments import (
+from guided_evolution.evolution.segments import (
     Genome,
     Segment,
     SpliceError,

@@ -12,10 +12,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from guided_evolution.codeblock import ExtractionError, extract_code, strip_reasoning
 from guided_evolution.errors import GeError
-from guided_evolution.prompts import PromptLibrary
-from guided_evolution.segments import (
+from guided_evolution.evolution.codeblock import ExtractionError, extract_code, strip_reasoning
+from guided_evolution.evolution.prompts import PromptLibrary
+from guided_evolution.evolution.segments import (
     CONTEXT_PLACEHOLDER,
     NOTE_MARKER,
     Genome,
