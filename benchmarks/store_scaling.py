@@ -11,7 +11,6 @@ both in wall-clock time and in this process's CPU time (steadier on a shared, no
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
 import sys
 import tempfile
@@ -20,8 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from guided_evolution.runstore.git_store import GitStore, format_message
-from guided_evolution.runstore.run_index import EvaluationRecord, RunIndex, VariantRecord
+from guided_evolution.evolution.segments import variant_id
+from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.recording import record_variant
+from guided_evolution.runstore.records import (
+    SEED_BRANCH,
+    EvaluationRecord,
+    VariantRecord,
+    variant_branch,
+)
+from guided_evolution.runstore.run_index import RunIndex
 
 WINDOW = 100
 
@@ -37,54 +44,30 @@ def seed_files() -> dict[str, bytes]:
     }
 
 
-def variant_id(files: dict[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(files):
-        digest.update(path.encode() + b"\0" + files[path] + b"\0")
-    return digest.hexdigest()[:16]
-
-
 def add_variant(
     store: GitStore, index: RunIndex, files: dict[str, bytes], parent: VariantRecord, n: int
 ) -> VariantRecord:
-    """One child: commit + branch + index row + evaluation + note."""
+    """One child as the engine records it: commit + branch + index row, evaluation + note."""
     files = dict(files)
     files["model.py"] = files["model.py"] + f"\n# mutation {n}\nSCALE = {n * 0.5}\n".encode()
-    vid = variant_id(files)
+    vid = variant_id({"model.py": files["model.py"].decode()}, ["model.py"])
     generation = 1 + n // 100
-    branch = f"v/{generation}/{vid}"
-    fields = {
-        "variant": vid,
-        "generation": generation,
-        "operator": "mutation",
-        "prompt": "mutate",
-        "persona": "expert",
-        "model": "bench",
-        "temperature": 0.7,
-        "segment": "SE0",
-        "parents": [parent.id],
-    }
-    message = format_message(f"mutation of SE0 by expert (bench, T=0.7) #{n}", fields)
-    now = time.time()
-    sha = store.commit(files, [parent.commit_sha or ""], message, branch, timestamp=now)
     rec = VariantRecord(
         id=vid,
         generation=generation,
         operator="mutation",
-        commit_sha=sha,
-        branch=branch,
+        branch=variant_branch(generation, vid),
         parents=[parent.id],
         segment="SE0",
         prompt_name="mutate",
         persona="expert",
         model="bench",
         temperature=0.7,
-        created_at=int(now),
     )
-    index.add_variant(rec)
+    rec = record_variant(store, index, rec, files, [parent.commit_sha or ""])
     evaluation = EvaluationRecord(vid, "ok", metrics={"loss": 1.0 / (n + 1)}, duration_s=0.1)
     index.add_evaluation(evaluation)
-    store.set_note(sha, evaluation.to_note())
+    store.set_note(rec.commit_sha or "", evaluation.to_note())
     index.set_variant_status(vid, "evaluated")
     return rec
 
@@ -93,11 +76,8 @@ def run(n_variants: int, root: Path) -> dict[int, tuple[float, float]]:
     store = GitStore.init(root / "repo.git")
     index = RunIndex.open(root / "index.sqlite")
     files = seed_files()
-    seed_id = variant_id(files)
-    fields = {"variant": seed_id, "generation": 0, "operator": "seed"}
-    seed_sha = store.commit(files, [], format_message("seed", fields), "seed")
-    seed = VariantRecord(seed_id, 0, "seed", seed_sha, "seed")
-    index.add_variant(seed)
+    seed_id = variant_id({"model.py": files["model.py"].decode()}, ["model.py"])
+    seed = record_variant(store, index, VariantRecord(seed_id, 0, "seed", branch=SEED_BRANCH), files)
     checkpoints = sorted({c for c in (100, 1000, 10000, n_variants) if c <= n_variants})
     wall: list[float] = []
     cpu: list[float] = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import signal
 import subprocess
@@ -14,8 +13,12 @@ from pathlib import Path
 import pytest
 
 import guided_evolution
+from guided_evolution.evolution.segments import variant_id
+from guided_evolution.llm.records import CachedReply
 from guided_evolution.runstore.doctor import check, rebuild_index
-from guided_evolution.runstore.git_store import GitStore, format_message
+from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.recording import record_variant
+from guided_evolution.runstore.records import SEED_BRANCH, format_message, variant_branch
 from guided_evolution.runstore.run_index import (
     CallRecord,
     EvaluationRecord,
@@ -27,10 +30,7 @@ SEED = {"main.py": b"x = 1\n", "pkg/helper.py": b"def h():\n    return 0\n"}
 
 
 def vid_of(files: dict[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(files):
-        digest.update(path.encode() + b"\0" + files[path] + b"\0")
-    return digest.hexdigest()[:16]
+    return variant_id({k: v.decode() for k, v in files.items()}, list(files))
 
 
 def add(
@@ -46,36 +46,21 @@ def add(
 ) -> VariantRecord:
     """What the engine does per child: commit (ref last), then the index row."""
     vid = vid_of(files)
-    branch = "seed" if operator == "seed" else f"v/{generation}/{vid}"
     rec = VariantRecord(
         id=vid,
         generation=generation,
         operator=operator,
-        branch=branch,
+        branch=SEED_BRANCH if operator == "seed" else variant_branch(generation, vid),
         parents=[p.id for p in parents],
+        created_at=float(1_700_000_000 + generation * 100 + len(index.variants())),
         **extra,  # type: ignore[arg-type]
     )
-    fields = {
-        "variant": vid,
-        "generation": generation,
-        "operator": operator,
-        "prompt": rec.prompt_name,
-        "persona": rec.persona,
-        "model": rec.model,
-        "temperature": rec.temperature,
-        "segment": rec.segment,
-        "parents": rec.parents,
-        "reflection": rec.eot_reflection,
-    }
-    created = 1_700_000_000 + generation * 100 + len(index.variants())
-    rec.created_at = float(created)
-    message = format_message(f"{operator} of {rec.segment}", fields)
-    rec.commit_sha = store.commit(
-        files, [p.commit_sha or "" for p in parents], message, branch, timestamp=created
-    )
-    if in_index:
-        index.add_variant(rec)
-    return rec
+    if not in_index:  # git only: what a kill between the branch ref and the index row leaves
+        sha = store.commit(files, [p.commit_sha or "" for p in parents], rec.to_commit_message(),
+                           rec.branch or "", timestamp=rec.created_at)
+        return dataclasses.replace(rec, commit_sha=sha)
+    return record_variant(store, index, rec, files, [p.commit_sha or "" for p in parents],
+                          timestamp=rec.created_at)
 
 
 def evaluate(
@@ -199,7 +184,7 @@ def test_rebuild_from_git_alone_equals_the_original(run) -> None:
 def test_rebuild_keeps_what_only_the_old_index_has(run) -> None:
     run_dir, _store, index, _records = run
     variants, latest = snapshot(index.path)
-    index.cache_put("key", "reply", {"cost": 1})
+    index.cache_put("key", CachedReply("reply", "", 0, 0, 1.0))
     index.close()
     report = rebuild_index(run_dir)
     assert any("kept 1 rows of llm_calls" in m for m in report.messages)
@@ -326,7 +311,8 @@ WRITER = """
 import hashlib, os, signal, sys
 from pathlib import Path
 from guided_evolution.runstore.run_index import EvaluationRecord, RunIndex, VariantRecord
-from guided_evolution.runstore.git_store import GitStore, format_message
+from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.recording import record_variant
 
 run, parent_id, start, crash_at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 steps = 0
@@ -371,10 +357,8 @@ for n in (start, start + 1):
     armed = n != start
     files = {"main.py": b"x = %d\\n" % n, "pkg/helper.py": b"h\\n"}
     vid = hashlib.sha256(files["main.py"]).hexdigest()[:16]
-    branch = f"v/9/{vid}"
-    fields = {"variant": vid, "generation": 9, "operator": "mutation", "parents": [parent.id]}
-    sha = store.commit(files, [parent.commit_sha], format_message("m", fields), branch)
-    index.add_variant(VariantRecord(vid, 9, "mutation", commit_sha=sha, branch=branch, parents=[parent.id]))
+    rec = VariantRecord(vid, 9, "mutation", branch=f"v/9/{vid}", parents=[parent.id])
+    sha = record_variant(store, index, rec, files, [parent.commit_sha]).commit_sha
     index.set_variant_status(vid, "evaluating")
     ev = EvaluationRecord(vid, "ok", metrics={"loss": 1.0 / n})
     index.add_evaluation(ev)

@@ -10,13 +10,8 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError, RunStateError
-from guided_evolution.runstore.git_store import (
-    NOTES_REF,
-    GitStore,
-    format_message,
-    format_trailers,
-    parse_trailers,
-)
+from guided_evolution.runstore.git_store import NOTES_REF, GitStore
+from guided_evolution.runstore.records import format_message, format_trailers, parse_trailers
 
 SEED = {
     "main.py": b"x = 1\n",

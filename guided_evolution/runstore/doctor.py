@@ -17,19 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guided_evolution.errors import GeError, RunStateError
-from guided_evolution.runstore.git_store import SEED_BRANCH, GitStore, parse_trailers
-from guided_evolution.runstore.run_index import (
-    SCHEMA_VERSION,
+from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.recording import record_variant
+from guided_evolution.runstore.records import (
+    META_SEED,
+    SEED_BRANCH,
     EvaluationRecord,
-    RunIndex,
     VariantRecord,
+    is_variant_branch,
 )
+from guided_evolution.runstore.run_index import SCHEMA_VERSION, RunIndex
+from guided_evolution.runstore.rundir import CONFIG_FILE, INDEX_FILE, LOCK_FILE, REPO_DIR
 
-REPO_DIR = "repo.git"
-INDEX_FILE = "index.sqlite"
-CONFIG_FILE = "config.json"
-LOCK_FILE = "lock"
-SEED_META = "seed_variant"
 _NOTE_STATUS = {"ok": "evaluated", "failed": "failed"}
 # Tables that only the index holds, copied over from the old index by a rebuild.
 _INDEX_ONLY_TABLES = ("meta", "llm_calls", "llm_cache", "reflections", "events", "generations")
@@ -108,40 +107,10 @@ def _schema_version(path: Path) -> int | None:
         return None
 
 
-def _is_variant_branch(name: str) -> bool:
-    return name == SEED_BRANCH or name.startswith("v/")
-
-
 def _variant_from_commit(store: GitStore, branch: str, sha: str) -> VariantRecord | None:
     """The variant row that a branch's commit describes, or None without a Ge-Variant trailer."""
     info = store.commit_info(sha)
-    meta = parse_trailers(info.message)
-    variant_id = meta.get("variant")
-    if not isinstance(variant_id, str) or not variant_id:
-        return None
-    generation = meta.get("generation")
-    if not isinstance(generation, int):
-        parts = branch.split("/")
-        generation = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
-    temperature = meta.get("temperature")
-    parents = meta.get("parents")
-    reflection = meta.get("reflection")
-    return VariantRecord(
-        id=variant_id,
-        generation=generation,
-        operator=str(meta.get("operator") or ("seed" if branch == SEED_BRANCH else "mutation")),
-        commit_sha=sha,
-        branch=branch,
-        parents=list(parents) if isinstance(parents, list) else [],
-        segment=meta.get("segment"),
-        prompt_name=meta.get("prompt"),
-        persona=meta.get("persona"),
-        model=meta.get("model"),
-        temperature=temperature if isinstance(temperature, float) else None,
-        status="pending",
-        created_at=float(info.timestamp),
-        eot_reflection=reflection if isinstance(reflection, str) else None,
-    )
+    return VariantRecord.from_commit(branch, sha, info.message, info.timestamp)
 
 
 def _same_evaluation(a: EvaluationRecord, b: EvaluationRecord) -> bool:
@@ -158,6 +127,78 @@ def _remove_sqlite_files(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+def _newer_schema(index_path: Path) -> int | None:
+    """The index's schema version when it is newer than this ge supports (else None)."""
+    version = _schema_version(index_path) if index_path.is_file() else None
+    return version if version is not None and version > SCHEMA_VERSION else None
+
+
+def _open_old_index(index_path: Path, messages: list[str]) -> RunIndex | None:
+    """The old index, read-only, when it can be read in full (what a rebuild keeps from it)."""
+    if not index_path.exists():
+        messages.append("no old index; LLM calls, cache and checkpoints start empty")
+        return None
+    old: RunIndex | None = None
+    try:
+        old = RunIndex.open(index_path, readonly=True)
+        old.counts()  # read what the rebuild reads: a damaged index fails here, not half-way
+        old.variants()
+        old.latest_evaluations()
+    except (GeError, sqlite3.Error) as err:
+        messages.append(f"old index unreadable ({err}); LLM calls, cache and checkpoints are lost")
+        if old is not None:
+            old.close()
+        return None
+    return old
+
+
+def _variants_from_git(
+    store: GitStore, old: RunIndex | None, new: RunIndex, messages: list[str]
+) -> tuple[set[str], int]:
+    """Add every variant branch (and its note's evaluation) to ``new``; (ids, evaluations)."""
+    notes = store.notes()
+    seen: set[str] = set()
+    n_evaluations = 0
+    for branch, sha in sorted(store.branches().items()):
+        if not is_variant_branch(branch):
+            continue
+        rec = _variant_from_commit(store, branch, sha)
+        if rec is None:
+            messages.append(f"branch {branch} has no Ge-Variant trailer; skipped")
+            continue
+        if rec.id in seen:
+            messages.append(f"variant {rec.id} is on two branches; kept {rec.branch} once")
+            continue
+        seen.add(rec.id)
+        evaluation = _evaluation_from_note(rec.id, notes.get(sha), messages)
+        if evaluation is not None:
+            rec.status = _NOTE_STATUS[evaluation.status]
+        prior = old.get_variant(rec.id) if old is not None else None
+        if prior is not None:
+            rec.llm_call_id = prior.llm_call_id
+            if evaluation is None and prior.status == "invalid":
+                rec.status = "invalid"
+        new.add_variant(rec)
+        if evaluation is not None:
+            latest = old.latest_evaluation(rec.id) if old is not None else None
+            if latest is not None and _same_evaluation(latest, evaluation):
+                evaluation.output_tail = latest.output_tail
+            new.add_evaluation(evaluation)
+            n_evaluations += 1
+    return seen, n_evaluations
+
+
+def _keep_invalid(old: RunIndex, new: RunIndex, seen: set[str], messages: list[str]) -> None:
+    """Never-committed invalid children live only in the index: carry them over."""
+    kept = 0
+    for prior in old.variants(status="invalid"):
+        if prior.commit_sha is None and prior.id not in seen:
+            new.add_variant(prior)
+            kept += 1
+    if kept:
+        messages.append(f"kept {kept} never-committed invalid variants from the old index")
+
+
 def rebuild_index(run_dir: Path) -> RebuildReport:
     """Rebuild ``index.sqlite`` from ``repo.git`` (into a temp file, then renamed over the old one).
 
@@ -169,8 +210,8 @@ def rebuild_index(run_dir: Path) -> RebuildReport:
     run_dir = Path(run_dir)
     require_run_dir(run_dir)
     index_path = run_dir / INDEX_FILE
-    version = _schema_version(index_path) if index_path.is_file() else None
-    if version is not None and version > SCHEMA_VERSION:
+    version = _newer_schema(index_path)
+    if version is not None:
         raise GeError(
             f"{index_path} has schema version {version}, newer than this ge supports ({SCHEMA_VERSION})",
             "upgrade ge; a rebuild by this version would drop what it cannot read",
@@ -178,77 +219,21 @@ def rebuild_index(run_dir: Path) -> RebuildReport:
     tmp_path = run_dir / f"{INDEX_FILE}.rebuild-{os.getpid()}"
     _remove_sqlite_files(tmp_path)
     messages: list[str] = []
-    old: RunIndex | None = None
-    if index_path.exists():
-        try:
-            old = RunIndex.open(index_path, readonly=True)
-            old.counts()  # read what the rebuild reads: a damaged index fails here, not half-way
-            old.variants()
-            old.latest_evaluations()
-        except (GeError, sqlite3.Error) as err:
-            messages.append(
-                f"old index unreadable ({err}); LLM calls, cache and checkpoints are lost"
-            )
-            if old is not None:
-                old.close()
-            old = None
-    else:
-        messages.append("no old index; LLM calls, cache and checkpoints start empty")
-
-    n_variants = n_evaluations = 0
+    old = _open_old_index(index_path, messages)
     with GitStore.open(run_dir / REPO_DIR) as store:
-        notes = store.notes()
         new = RunIndex.open(tmp_path)
         try:
             with new.transaction():
-                seen: set[str] = set()
-                for branch, sha in sorted(store.branches().items()):
-                    if not _is_variant_branch(branch):
-                        continue
-                    rec = _variant_from_commit(store, branch, sha)
-                    if rec is None:
-                        messages.append(f"branch {branch} has no Ge-Variant trailer; skipped")
-                        continue
-                    if rec.id in seen:
-                        messages.append(
-                            f"variant {rec.id} is on two branches; kept {rec.branch} once"
-                        )
-                        continue
-                    seen.add(rec.id)
-                    evaluation = _evaluation_from_note(rec.id, notes.get(sha), messages)
-                    if evaluation is not None:
-                        rec.status = _NOTE_STATUS[evaluation.status]
-                    prior = old.get_variant(rec.id) if old is not None else None
-                    if prior is not None:
-                        rec.llm_call_id = prior.llm_call_id
-                        if evaluation is None and prior.status == "invalid":
-                            rec.status = "invalid"
-                    new.add_variant(rec)
-                    n_variants += 1
-                    if evaluation is not None:
-                        if old is not None:
-                            latest = old.latest_evaluation(rec.id)
-                            if latest is not None and _same_evaluation(latest, evaluation):
-                                evaluation.output_tail = latest.output_tail
-                        new.add_evaluation(evaluation)
-                        n_evaluations += 1
+                seen, n_evaluations = _variants_from_git(store, old, new, messages)
                 if old is not None:
-                    kept = 0
-                    for prior in old.variants(status="invalid"):
-                        if prior.commit_sha is None and prior.id not in seen:
-                            new.add_variant(prior)
-                            kept += 1
-                    if kept:
-                        messages.append(
-                            f"kept {kept} never-committed invalid variants from the old index"
-                        )
+                    _keep_invalid(old, new, seen, messages)
             if old is not None:
                 old.close()
                 old = None
                 messages.extend(new.copy_tables_from(index_path, _INDEX_ONLY_TABLES))
             seed_id = _seed_variant(store)
-            if seed_id and new.get_meta(SEED_META) is None:
-                new.set_meta(SEED_META, seed_id)
+            if seed_id and new.get_meta(META_SEED) is None:
+                new.set_meta(META_SEED, seed_id)
             new.set_meta("rebuilt_at", repr(time.time()))
         except BaseException:
             new.close()
@@ -262,10 +247,8 @@ def rebuild_index(run_dir: Path) -> RebuildReport:
     for suffix in ("-wal", "-shm"):
         Path(f"{index_path}{suffix}").unlink(missing_ok=True)
     os.replace(tmp_path, index_path)
-    messages.insert(
-        0, f"rebuilt {index_path.name}: {n_variants} variants, {n_evaluations} evaluations"
-    )
-    return RebuildReport(n_variants, n_evaluations, messages)
+    messages.insert(0, f"rebuilt {index_path.name}: {len(seen)} variants, {n_evaluations} evaluations")
+    return RebuildReport(len(seen), n_evaluations, messages)
 
 
 def _evaluation_from_note(
@@ -303,8 +286,8 @@ def check(run_dir: Path, repair: bool = False, temp_min_age_s: float = 60.0) -> 
     require_run_dir(run_dir)
     _check_config(run_dir, problem)
     index_path = run_dir / INDEX_FILE
-    version = _schema_version(index_path) if index_path.is_file() else None
-    if version is not None and version > SCHEMA_VERSION:
+    version = _newer_schema(index_path)
+    if version is not None:
         problem(
             f"index has schema version {version}, newer than this ge supports ({SCHEMA_VERSION}): "
             "upgrade ge (a repair by this version would drop what it cannot read)"
@@ -364,10 +347,10 @@ def _check_config(run_dir: Path, report_problem: _Problem) -> None:
 def _check_seed(store: GitStore, index: RunIndex, repair: bool, report_problem: _Problem) -> None:
     """The index must name the seed variant (`ge resume` and `ge diff` start from it)."""
     seed_id = _seed_variant(store)
-    if seed_id is None or index.get_meta(SEED_META) == seed_id:
+    if seed_id is None or index.get_meta(META_SEED) == seed_id:
         return
     if repair:
-        index.set_meta(SEED_META, seed_id)
+        index.set_meta(META_SEED, seed_id)
     report_problem(
         f"the index does not record the seed variant ({seed_id} on branch {SEED_BRANCH})",
         f"recorded the seed variant {seed_id}",
@@ -380,7 +363,7 @@ _Problem = Callable[..., None]
 def _check_variants(
     store: GitStore, index: RunIndex, repair: bool, report_problem: _Problem
 ) -> None:
-    branches = {b: sha for b, sha in store.branches().items() if _is_variant_branch(b)}
+    branches = {b: sha for b, sha in store.branches().items() if is_variant_branch(b)}
     rows = {rec.id: rec for rec in index.variants()}
     git_ids: set[str] = set()
     for branch, sha in sorted(branches.items()):
@@ -397,7 +380,7 @@ def _check_variants(
                 rec.status = _NOTE_STATUS[evaluation.status]
             if repair:
                 with index.transaction():
-                    index.add_variant(rec)
+                    record_variant(store, index, rec)
                     if evaluation is not None:
                         index.add_evaluation(evaluation)
             report_problem(

@@ -13,7 +13,6 @@ objects; diff and fsck shell out to git.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -27,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from guided_evolution.errors import GeError, RunStateError
+from guided_evolution.fsutil import atomic_write
+from guided_evolution.runstore.records import SEED_BRANCH
 
-SEED_BRANCH = "seed"
 NOTES_REF = "refs/notes/ge"
 STORE_VERSION = 1
 AUTHOR = "ge <ge@localhost>"
-TRAILER_PREFIX = "Ge-"
 
 MODE_FILE = b"100644"
 MODE_EXEC = b"100755"
@@ -46,85 +45,7 @@ REF_TMP_PREFIX = ".ge-tmp-"  # git skips dot-files when it scans loose refs
 _HEX40 = re.compile(r"[0-9a-f]{40}\Z")
 _HEX2 = re.compile(r"[0-9a-f]{2}\Z")
 _REF_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*\Z")
-_TRAILER_LINE = re.compile(r"Ge-([A-Za-z0-9][A-Za-z0-9-]*):[ \t]?(.*)\Z")
 _MAX_KNOWN = 500_000
-
-# --------------------------------------------------------------------------- Ge-* trailers
-
-_INT_TRAILERS = frozenset({"generation"})
-_FLOAT_TRAILERS = frozenset({"temperature"})
-_LIST_TRAILERS = frozenset({"parents"})
-_JSON_TRAILERS = frozenset({"reflection"})
-
-
-def _trailer_name(key: str) -> str:
-    """``prompt_name``/``Ge-Prompt-Name`` -> ``prompt_name`` (the form parse_trailers returns)."""
-    key = key.strip()
-    if key.lower().startswith(TRAILER_PREFIX.lower()):
-        key = key[len(TRAILER_PREFIX) :]
-    return key.replace("-", "_").lower()
-
-
-def format_trailers(fields: Mapping[str, Any]) -> str:
-    """``Ge-*`` trailer lines, one per field; None values are left out.
-
-    Keys are snake_case names (``variant``, ``generation``, ``parents``, ...) and become
-    ``Ge-Variant``, ``Ge-Generation``, ... ``parents`` is a list of variant ids (space separated),
-    ``reflection`` is JSON-escaped onto one line; any other value must be one line of text.
-    """
-    lines = []
-    for key, value in fields.items():
-        if value is None:
-            continue
-        name = _trailer_name(key)
-        label = TRAILER_PREFIX + "-".join(part.capitalize() for part in name.split("_"))
-        if name in _LIST_TRAILERS:
-            text = " ".join(str(item) for item in value)
-        elif name in _JSON_TRAILERS:
-            text = json.dumps(str(value), ensure_ascii=False)
-        else:
-            text = repr(value) if isinstance(value, float) else str(value)
-        if "\n" in text or "\r" in text:
-            raise ValueError(f"trailer {label} must be a single line: {text!r}")
-        lines.append(f"{label}: {text}")
-    return "\n".join(lines)
-
-
-def parse_trailers(message: str) -> dict[str, Any]:
-    """The ``Ge-*`` trailers of a commit message, keyed as format_trailers takes them.
-
-    ``generation`` -> int, ``temperature`` -> float, ``parents`` -> list[str],
-    ``reflection`` -> str (JSON-decoded); other keys stay strings. Malformed numbers stay strings.
-    """
-    result: dict[str, Any] = {}
-    for line in message.split("\n"):
-        match = _TRAILER_LINE.match(line.rstrip("\r"))
-        if not match:
-            continue
-        name = _trailer_name(match.group(1))
-        text = match.group(2).strip()
-        value: Any = text
-        try:
-            if name in _INT_TRAILERS:
-                value = int(text)
-            elif name in _FLOAT_TRAILERS:
-                value = float(text)
-            elif name in _LIST_TRAILERS:
-                value = text.split()
-            elif name in _JSON_TRAILERS:
-                value = json.loads(text)
-        except ValueError:
-            value = text
-        result[name] = value
-    return result
-
-
-def format_message(subject: str, fields: Mapping[str, Any]) -> str:
-    """A commit message: one subject line, a blank line, the ``Ge-*`` trailers."""
-    subject = " ".join(subject.split()) or "variant"
-    trailers = format_trailers(fields)
-    return f"{subject}\n\n{trailers}\n" if trailers else f"{subject}\n"
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -142,25 +63,6 @@ def _git_executable() -> str:
     if exe is None:
         raise GeError("git was not found on PATH", "install git (2.20 or newer)")
     return exe
-
-
-def _atomic_write(path: Path, data: bytes, prefix: str, mode: int, fsync: bool) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.parent / f"{prefix}{os.getpid()}_{os.urandom(6).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _check_branch(name: str) -> None:
@@ -369,7 +271,7 @@ class GitStore:
                 final.parent.mkdir(exist_ok=True)
                 self._object_dirs.add(sha[:2])
             data = zlib.compress(header + body, 1)
-            _atomic_write(final, data, OBJ_TMP_PREFIX, 0o444, self._fsync)
+            atomic_write(final, data, prefix=OBJ_TMP_PREFIX, mode=0o444, fsync=self._fsync)
         if len(self._known) > _MAX_KNOWN:
             self._known.clear()
         self._known.add(sha)
@@ -452,7 +354,7 @@ class GitStore:
     def _write_ref(self, refname: str, sha: str) -> None:
         path = self.path / refname
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, f"{sha}\n".encode(), REF_TMP_PREFIX, 0o644, self._fsync)
+        atomic_write(path, f"{sha}\n".encode(), prefix=REF_TMP_PREFIX, fsync=self._fsync)
 
     def _packed_refs(self) -> dict[str, str]:
         packed = self.path / "packed-refs"

@@ -19,6 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from guided_evolution.errors import GeError, RunStateError
+from guided_evolution.llm.records import CachedReply, CallRecord
+from guided_evolution.runstore.records import (
+    EVALUATION_STATUSES,
+    STAGES,
+    EvaluationRecord,
+    VariantRecord,
+)
 
 SCHEMA_VERSION = 1
 OPERATORS = (
@@ -31,8 +38,6 @@ OPERATORS = (
     "fix",
 )
 VARIANT_STATUSES = ("pending", "evaluating", "evaluated", "failed", "invalid")
-EVALUATION_STATUSES = ("ok", "failed")
-STAGES = ("check", "evaluate")
 CALL_OUTCOMES = ("ok", "error", "cached")
 
 
@@ -125,108 +130,6 @@ CREATE TABLE generations (
 
 
 # --------------------------------------------------------------------------- records
-
-
-@dataclass
-class VariantRecord:
-    """One variant (a committed child, the seed, or an invalid child that never landed)."""
-
-    id: str
-    generation: int
-    operator: str
-    commit_sha: str | None = None
-    branch: str | None = None
-    parents: list[str] = field(default_factory=list)
-    segment: str | None = None
-    prompt_name: str | None = None
-    persona: str | None = None
-    model: str | None = None
-    temperature: float | None = None
-    status: str = "pending"
-    created_at: float = field(default_factory=time.time)
-    eot_reflection: str | None = None
-    llm_call_id: int | None = None
-
-
-@dataclass
-class EvaluationRecord:
-    """One stage of one evaluation attempt of a variant."""
-
-    variant_id: str
-    status: str
-    stage: str = "evaluate"
-    attempt: int = 1
-    metrics: dict[str, Any] | None = None
-    started_at: float | None = None
-    duration_s: float | None = None
-    failure_reason: str | None = None
-    output_tail: str | None = None
-    id: int | None = None
-
-    def to_note(self) -> str:
-        """The JSON note stored on the variant's commit (everything but the output tail)."""
-        return json.dumps(
-            {
-                "status": self.status,
-                "metrics": self.metrics,
-                "failure_reason": self.failure_reason,
-                "duration_s": self.duration_s,
-                "stage": self.stage,
-                "attempt": self.attempt,
-                "started_at": self.started_at,
-            },
-            sort_keys=True,
-        )
-
-    @classmethod
-    def from_note(cls, variant_id: str, text: str) -> EvaluationRecord:
-        """Parse a note written by :meth:`to_note`; ValueError when it is not one."""
-        data = json.loads(text)
-        if not isinstance(data, dict) or data.get("status") not in EVALUATION_STATUSES:
-            raise ValueError(f"not an evaluation note: {text[:80]!r}")
-        metrics = data.get("metrics")
-        return cls(
-            variant_id=variant_id,
-            status=data["status"],
-            stage=data.get("stage") if data.get("stage") in STAGES else "evaluate",
-            attempt=int(data.get("attempt") or 1),
-            metrics=metrics if isinstance(metrics, dict) else None,
-            started_at=data.get("started_at"),
-            duration_s=data.get("duration_s"),
-            failure_reason=data.get("failure_reason"),
-        )
-
-
-@dataclass
-class CallRecord:
-    """One LLM call (or a reply served from the cache)."""
-
-    purpose: str
-    model: str
-    messages: list[dict[str, Any]]
-    reply: str | None = None
-    outcome: str = "ok"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    latency_s: float = 0.0
-    error: str | None = None
-    attempts: int = 1
-    cache_key: str | None = None
-    variant_id: str | None = None
-    created_at: float = field(default_factory=time.time)
-    id: int | None = None
-
-
-@dataclass
-class CachedReply:
-    """A cached LLM reply, so `ge resume` never pays twice for the same prompt."""
-
-    key: str
-    reply: str
-    usage: dict[str, Any]
-    model: str | None
-    created_at: float
 
 
 @dataclass
@@ -678,23 +581,32 @@ class RunIndex:
         return [_call(row) for row in rows]
 
     def cache_get(self, key: str) -> CachedReply | None:
-        """A cached reply for this prompt key, or None."""
+        """The reply cached under this prompt key, or None (missing usage counts read as 0)."""
         row = self._row("SELECT * FROM llm_cache WHERE key = ?", (key,))
         if row is None:
             return None
+        usage = json.loads(row["usage"]) or {}
         return CachedReply(
-            row["key"], row["reply"], json.loads(row["usage"]), row["model"], row["created_at"]
+            text=row["reply"],
+            model=row["model"] or "",
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            cost_usd=float(usage.get("cost_usd", 0.0)),
         )
 
-    def cache_put(
-        self, key: str, reply: str, usage: dict[str, Any] | None = None, model: str | None = None
-    ) -> None:
-        """Remember a reply under its prompt key (replacing an older one)."""
+    def cache_put(self, key: str, reply: CachedReply) -> None:
+        """Cache a reply under its prompt key (replacing an older one); the column ``usage``
+        holds its token counts and cost as JSON."""
+        usage = {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "cost_usd": reply.cost_usd,
+        }
         with self.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO llm_cache (key, reply, usage, model, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (key, reply, _dumps(usage or {}), model, time.time()),
+                (key, reply.text, _dumps(usage), reply.model, time.time()),
             )
 
     # ----------------------------------------------------------------- reflections, events
