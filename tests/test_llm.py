@@ -11,18 +11,11 @@ from typing import Any
 import pytest
 
 from guided_evolution.errors import ConfigError, GeError
-from guided_evolution.llm.client import (
-    BudgetExhausted,
-    CachedReply,
-    LLMClient,
-    LLMError,
-    LLMReply,
-    LLMSettings,
-    MemoryRecorder,
-    ModelSpec,
-    cache_key,
-    load_litellm,
-)
+from guided_evolution.llm.client import LLMClient
+from guided_evolution.llm.errors import BudgetExhausted, LLMError
+from guided_evolution.llm.provider import load_litellm
+from guided_evolution.llm.records import CachedReply, LLMReply, MemoryRecorder, cache_key
+from guided_evolution.llm.settings import LLMSettings, ModelSpec
 from tests.support.openai_server import (
     OpenAIServer,
     empty,
@@ -393,7 +386,8 @@ def test_concurrent_first_calls_in_a_fresh_process_share_one_import() -> None:
         import asyncio, sys
         sys.path.insert(0, ".")
         from tests.support.openai_server import serve
-        from guided_evolution.llm.client import LLMClient, LLMSettings, ModelSpec
+        from guided_evolution.llm.client import LLMClient
+        from guided_evolution.llm.settings import LLMSettings, ModelSpec
 
         async def main(url):
             client = LLMClient(LLMSettings(models=(ModelSpec("openai/m", api_base=url),), retries=0))
