@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError, RunStateError
+from guided_evolution.llm.client import LLMClient
+from guided_evolution.llm.records import CachedReply, CallRecord, cache_key
+from guided_evolution.llm.settings import LLMSettings, ModelSpec
 from guided_evolution.runstore.run_index import (
     SCHEMA_VERSION,
-    CallRecord,
     EvaluationRecord,
     GenerationRecord,
     ReflectionRecord,
@@ -155,9 +158,32 @@ def test_llm_calls_cache_and_cost(index: RunIndex) -> None:
     assert counts["llm_calls"] == 3 and counts["llm_errors"] == 1 and counts["llm_cached"] == 1
     assert counts["cost_usd"] == pytest.approx(0.25) and counts["prompt_tokens"] == 10
     assert index.cache_get("k1") is None
-    index.cache_put("k1", "hello", {"prompt_tokens": 10}, model="gpt-4o")
-    cached = index.cache_get("k1")
-    assert cached is not None and cached.reply == "hello" and cached.usage == {"prompt_tokens": 10}
+    reply = CachedReply("hello", "gpt-4o", 10, 5, 0.25)
+    index.cache_put("k1", reply)
+    assert index.cache_get("k1") == reply
+
+
+def test_cache_rows_of_older_runs_read_with_missing_usage_as_zero(index: RunIndex) -> None:
+    with index.transaction() as conn:
+        conn.execute(
+            "INSERT INTO llm_cache (key, reply, usage, model, created_at) VALUES (?, ?, ?, ?, ?)",
+            ("old", "hello", '{"prompt_tokens": 10}', None, 1.0),
+        )
+    assert index.cache_get("old") == CachedReply("hello", "", 10, 0, 0.0)
+
+
+def test_index_is_the_llm_clients_recorder(index: RunIndex) -> None:
+    model = ModelSpec("openai/m", api_base="http://127.0.0.1:9")  # never reached: cached
+    messages = [{"role": "user", "content": "hi"}]
+    index.cache_put(
+        cache_key(model.model, messages, 0.5, 0), CachedReply("hi!", "openai/m", 3, 4, 1.0)
+    )
+    client = LLMClient(LLMSettings(models=(model,)), recorder=index)
+    out = asyncio.run(client.complete(messages, temperature=0.5, model=model, purpose="mutation"))
+    assert out.cached and out.text == "hi!" and out.cost_usd == 0.0 and client.spent_usd == 0.0
+    (call,) = index.calls()
+    assert (call.id, call.outcome, call.reply, call.attempts) == (out.call_id, "cached", "hi!", 0)
+    assert (call.prompt_tokens, call.completion_tokens, call.purpose) == (3, 4, "mutation")
 
 
 def test_reflections_events_generations(index: RunIndex) -> None:

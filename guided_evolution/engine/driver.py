@@ -348,7 +348,7 @@ class Engine:
         counts = self.index.counts()
         return LLMClient(
             _llm_settings(self.cfg),
-            recorder=_IndexRecorder(self.index),
+            recorder=self.index,
             spent_usd=counts["cost_usd"],
             spent_tokens=counts["prompt_tokens"] + counts["completion_tokens"],
         )
@@ -992,39 +992,6 @@ class Engine:
             front=front,
             warnings=self.warnings,
         )
-
-
-class _IndexRecorder:
-    """Adapts the run index to the LLM client's recorder protocol (calls and the reply cache)."""
-
-    def __init__(self, index: Any) -> None:
-        self.index = index
-
-    def record_call(self, record: Any) -> int:
-        return self.index.record_call(record)
-
-    def cache_get(self, key: str) -> Any:
-        from guided_evolution.llm.client import CachedReply
-
-        row = self.index.cache_get(key)
-        if row is None:
-            return None
-        usage = row.usage or {}
-        return CachedReply(
-            text=row.reply,
-            model=row.model or "",
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            cost_usd=float(usage.get("cost_usd", 0.0)),
-        )
-
-    def cache_put(self, key: str, reply: Any) -> None:
-        usage = {
-            "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": reply.completion_tokens,
-            "cost_usd": reply.cost_usd,
-        }
-        self.index.cache_put(key, reply.text, usage, reply.model)
 
 
 class _LLMFailed(Exception):
