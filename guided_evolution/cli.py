@@ -333,8 +333,8 @@ def export_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """Copy a variant's files into DEST (or write its patch against the seed) for your own project."""
+    from guided_evolution.inspection import export as inspection
     from guided_evolution.inspection import terminal as views
-    from guided_evolution.inspection import views_data as inspection
 
     data = inspection.export(run_dir, variant, _path(dest, "DEST", "./best"), patch=patch, force=force)
     if json_out:

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from guided_evolution.cli import app
-from guided_evolution.inspection.views_data import normalise_reason
+from guided_evolution.inspection.run_data import normalise_reason
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import (
     CallRecord,

@@ -46,7 +46,8 @@ def hostile_run(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         front = write_report(copy, copy.parent / "probe.html")["front"]
         assert front
-        from guided_evolution.inspection.views_data import front_rows, load_run_data
+        from guided_evolution.inspection.run_data import load_run_data
+        from guided_evolution.inspection.views_data import front_rows
         from guided_evolution.runstore.rundir import open_run
 
         paths, resolved = open_run(copy)

@@ -1,0 +1,391 @@
+"""`ge report`, the drawing: inline SVG plots (Pareto front, best so far, lineage) and the
+small formatting helpers (escaping, numbers, metric tooltips) that the HTML shares.
+
+Every piece of run data that reaches the markup goes through `esc`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from guided_evolution.inspection.report_data import Report
+
+_VIRIDIS = (
+    (68, 1, 84), (72, 35, 116), (64, 67, 135), (52, 94, 141), (41, 120, 142), (32, 144, 140),
+    (34, 167, 132), (68, 190, 112), (121, 209, 81), (189, 222, 38), (253, 231, 37),
+)
+_PALETTE = (
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+    "#9c755f", "#bab0ac",
+)
+
+
+def esc(value: Any) -> str:
+    """HTML-escape anything (quotes too, so it is safe in attributes)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def fmt_num(value: Any, digits: int = 5) -> str:
+    """A number for people: thousands separators for ints, ``digits`` significant digits for floats."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value != value or value in (math.inf, -math.inf):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def _gen_color(gen: int, max_gen: int) -> str:
+    """Viridis (cut before the palest yellow) by generation."""
+    t = 0.0 if max_gen <= 0 else min(max(gen / max_gen, 0.0), 1.0) * 0.92
+    pos = t * (len(_VIRIDIS) - 1)
+    i = min(int(pos), len(_VIRIDIS) - 2)
+    f = pos - i
+    rgb = [round(a + (b - a) * f) for a, b in zip(_VIRIDIS[i], _VIRIDIS[i + 1], strict=True)]
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+# --------------------------------------------------------------------------- frames and axes
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> tuple[float, float, list[float]]:
+    """A padded domain and 'nice' tick values inside it."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo, hi = 0.0, 1.0
+    if hi == lo:
+        pad = abs(lo) * 0.05 or 1.0
+        lo, hi = lo - pad, hi + pad
+    pad = (hi - lo) * 0.06
+    lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = mag
+    for m in (1, 2, 2.5, 5, 10):
+        step = m * mag
+        if (hi - lo) / step <= n:
+            break
+    first = math.ceil(lo / step) * step
+    ticks = []
+    k = 0
+    while first + k * step <= hi + step * 1e-9 and k < 50:
+        ticks.append(first + k * step)
+        k += 1
+    return lo, hi, ticks
+
+
+def _robust_range(values: Sequence[float], keep: Sequence[float] = ()) -> tuple[float, float]:
+    """(low, high) of ``values`` without extreme outliers: points farther than three
+    10-90 percentile spans from that band are left out; ``keep`` values always count."""
+    vals = sorted(v for v in values if math.isfinite(v))
+    kept = [v for v in keep if math.isfinite(v)]
+    if not vals and not kept:
+        return 0.0, 1.0
+    if len(vals) >= 5:
+        q1, q9 = vals[int(0.1 * (len(vals) - 1))], vals[math.ceil(0.9 * (len(vals) - 1))]
+        span = (q9 - q1) or max(abs(q1), abs(q9), 1e-12)
+        vals = [v for v in vals if q1 - 3 * span <= v <= q9 + 3 * span]
+    both = vals + kept
+    return min(both), max(both)
+
+
+def _tick_label(value: float, ticks: Sequence[float]) -> str:
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(value) or 1.0
+    big = max(abs(t) for t in ticks) if ticks else abs(value)
+    if big >= 1e6 or (big and big < 1e-3):
+        return f"{value:.3g}"
+    decimals = max(0, -math.floor(math.log10(step)) + (1 if step / 10 ** math.floor(math.log10(step)) == 2.5 else 0))
+    text = f"{value:,.{min(decimals, 6)}f}"
+    return "0" if text.strip("-0.,") == "" else text
+
+
+@dataclass
+class _Frame:
+    """A plot area: data domain -> pixels, with axes drawn by :meth:`axes`."""
+
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+    width: int = 560
+    height: int = 360
+    left: int = 70
+    right: int = 34
+    top: int = 16
+    bottom: int = 52
+    xticks: list[float] = field(default_factory=list)
+    yticks: list[float] = field(default_factory=list)
+
+    @classmethod
+    def fit(
+        cls, xs: Sequence[float], ys: Sequence[float], keep_x: Sequence[float] = (), keep_y: Sequence[float] = (), **kw: Any
+    ) -> _Frame:
+        """A frame around the data, ignoring extreme outliers (but never the ``keep`` values)."""
+        x0, x1, xt = _ticks(*_robust_range(xs, keep_x))
+        y0, y1, yt = _ticks(*_robust_range(ys, keep_y))
+        widest = max((len(_tick_label(t, yt)) for t in yt), default=4)
+        kw["left"] = max(kw.get("left", 56), int(30 + 6.6 * widest))
+        return cls(x0, x1, y0, y1, xticks=xt, yticks=yt, **kw)
+
+    def outside(self, vx: float, vy: float) -> bool:
+        """True when a point lies off the plotted domain (it is drawn clamped to the edge)."""
+        return not (self.x0 <= vx <= self.x1 and self.y0 <= vy <= self.y1)
+
+    def x(self, v: float) -> float:
+        v = min(max(v, self.x0), self.x1)
+        return self.left + (v - self.x0) / (self.x1 - self.x0) * (self.width - self.left - self.right)
+
+    def y(self, v: float) -> float:
+        v = min(max(v, self.y0), self.y1)
+        return self.height - self.bottom - (v - self.y0) / (self.y1 - self.y0) * (self.height - self.top - self.bottom)
+
+    def axes(self, xlabel: str, ylabel: str) -> str:
+        parts = [f'<rect class="area" x="{self.left}" y="{self.top}" width="{self.width - self.left - self.right}" '
+                 f'height="{self.height - self.top - self.bottom}"/>']
+        base = self.height - self.bottom
+        for t in self.xticks:
+            px = self.x(t)
+            parts.append(f'<line class="grid" x1="{px:.1f}" x2="{px:.1f}" y1="{self.top}" y2="{base}"/>')
+            parts.append(f'<text class="tick" x="{px:.1f}" y="{base + 16}" text-anchor="middle">{esc(_tick_label(t, self.xticks))}</text>')
+        for t in self.yticks:
+            py = self.y(t)
+            parts.append(f'<line class="grid" x1="{self.left}" x2="{self.width - self.right}" y1="{py:.1f}" y2="{py:.1f}"/>')
+            parts.append(f'<text class="tick" x="{self.left - 6}" y="{py + 4:.1f}" text-anchor="end">{esc(_tick_label(t, self.yticks))}</text>')
+        parts.append(f'<text class="label" x="{(self.left + self.width - self.right) / 2:.0f}" y="{self.height - 10}" text-anchor="middle">{esc(xlabel)}</text>')
+        cy = (self.top + base) / 2
+        parts.append(f'<text class="label" x="14" y="{cy:.0f}" text-anchor="middle" transform="rotate(-90 14 {cy:.0f})">{esc(ylabel)}</text>')
+        return "".join(parts)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _svg(frame_w: int, frame_h: int, body: str, label: str) -> str:
+    return (f'<svg class="plot" role="img" aria-label="{esc(label)}" viewBox="0 0 {frame_w} {frame_h}" '
+            f'width="{frame_w}" height="{frame_h}" xmlns="http://www.w3.org/2000/svg">{body}</svg>')
+
+
+def _arrow(direction: str) -> str:
+    return "↑ better" if direction == "max" else "↓ better"
+
+
+def metric_tip(metrics: dict[str, Any] | None) -> str:
+    """``name=value`` pairs for a tooltip."""
+    return "  ".join(f"{k}={fmt_num(v)}" for k, v in (metrics or {}).items())
+
+
+def gen_legend(max_gen: int) -> str:
+    """The colour scale of generations, as a small SVG."""
+    stops = "".join(
+        f'<stop offset="{i / 10:.1f}" stop-color="{_gen_color(round(i / 10 * max_gen), max_gen) if max_gen else _gen_color(0, 1)}"/>'
+        for i in range(11)
+    )
+    return (
+        '<svg class="legend" viewBox="0 0 260 34" width="260" height="34" xmlns="http://www.w3.org/2000/svg">'
+        f'<defs><linearGradient id="gen-grad">{stops}</linearGradient></defs>'
+        '<rect x="70" y="4" width="150" height="10" rx="2" fill="url(#gen-grad)"/>'
+        '<text class="tick" x="64" y="13" text-anchor="end">generation</text>'
+        f'<text class="tick" x="70" y="28">0</text><text class="tick" x="220" y="28" text-anchor="end">{max_gen}</text></svg>'
+    )
+
+
+def front_svgs(rep: Report) -> list[str]:
+    """The Pareto front: every valid variant coloured by generation, the front outlined."""
+    if not rep.points:
+        return []
+    pairs: list[tuple[tuple[str, str] | None, tuple[str, str]]]
+    sel = rep.selected
+    if len(sel) == 1:
+        pairs = [(None, sel[0])]
+    else:
+        pairs = [(sel[0], sel[1])] + ([(sel[0], sel[2]), (sel[1], sel[2])] if len(sel) >= 3 else [])
+    out = []
+    for xo, yo in pairs:
+        def xval(p: dict[str, Any], xo: tuple[str, str] | None = xo) -> float:
+            return float(p["generation"]) if xo is None else p["scores"][xo[0]]
+
+        xs = [xval(p) for p in rep.points]
+        ys = [p["scores"][yo[0]] for p in rep.points]
+        front_pts = [p for p in rep.points if p["front"]]
+        fr = _Frame.fit(xs, ys, [xval(p) for p in front_pts], [p["scores"][yo[0]] for p in front_pts], width=560, height=380)
+        off = 0
+        body = [fr.axes("generation" if xo is None else f"{xo[0]}  ({_arrow(xo[1])})", f"{yo[0]}  ({_arrow(yo[1])})")]
+        front = sorted((p for p in rep.points if p["front"]), key=xval)
+        if len(front) > 1 and xo is not None and len(sel) == 2:
+            pts = [(fr.x(xval(p)), fr.y(p["scores"][yo[0]])) for p in front]
+            d = f"M{pts[0][0]:.1f},{pts[0][1]:.1f}" + "".join(f"H{x:.1f}V{y:.1f}" for x, y in pts[1:])
+            body.append(f'<path class="frontline" d="{d}"/>')
+        for p in sorted(rep.points, key=lambda p: (p["front"], p["generation"])):
+            color = _gen_color(p["generation"], rep.max_gen)
+            tip = f"{p['id']}  gen {p['generation']}  {p['operator']}\n{metric_tip(p['scores'])}"
+            cls = "pt front" if p["front"] else "pt"
+            r = 6 if p["front"] else 4
+            px, py = fr.x(xval(p)), fr.y(p["scores"][yo[0]])
+            if fr.outside(xval(p), p["scores"][yo[0]]):
+                off += 1
+                body.append(f'<path class="off" d="M{px:.1f},{py - 5:.1f}l4.5,8h-9z"><title>{esc(tip)} (off scale)</title></path>')
+                continue
+            shape = f'<circle class="{cls}" data-v="{esc(p["id"])}" cx="{px:.1f}" cy="{py:.1f}" r="{r}" fill="{color}"><title>{esc(tip)}</title></circle>'
+            body.append(f'<a href="#v-{esc(p["id"])}">{shape}</a>' if p["front"] else shape)
+        seed = next((p for p in rep.points if p["id"] == rep.seed_id), None)
+        if seed is not None:
+            sx, sy = fr.x(xval(seed)), fr.y(seed["scores"][yo[0]])
+            body.append(f'<text class="seedlabel" x="{sx + 8:.1f}" y="{sy - 8:.1f}">seed</text>')
+        note = f'<div class="offnote">{off} off-scale variant(s) drawn as triangles at the edge</div>' if off else ""
+        out.append(_svg(fr.width, fr.height, "".join(body), f"Pareto front {yo[0]}") + note)
+    return out
+
+
+def _time_unit(span: float) -> tuple[float, str]:
+    if span < 180:
+        return 1.0, "seconds"
+    if span < 3 * 3600:
+        return 60.0, "minutes"
+    return 3600.0, "hours"
+
+
+def progress_svgs(rep: Report, axis: str) -> list[str]:
+    """Best-so-far of each selection objective against wall-clock time or LLM spend."""
+    if not rep.progress:
+        return []
+    if axis == "time":
+        scale, unit = _time_unit(rep.time_span_s)
+        xlabel = f"time since the run started ({unit})"
+        get: Callable[[dict[str, Any]], float] = lambda r: r["t"] / scale  # noqa: E731
+        xmax = rep.time_span_s / scale
+    elif rep.spend_axis == "usd":
+        xlabel, get = "LLM spend (USD)", lambda r: r["usd"]
+        xmax = max(rep.progress[-1]["usd"], rep.counts.get("cost_usd", 0.0))
+    else:
+        xlabel, get = "LLM tokens (no prices known)", lambda r: float(r["tokens"])
+        xmax = float(max(rep.progress[-1]["tokens"], rep.counts.get("prompt_tokens", 0) + rep.counts.get("completion_tokens", 0)))
+    out = []
+    for name, direction in rep.selected:
+        xs = [get(r) for r in rep.progress] + [xmax]
+        ys = [r["scores"][name] for r in rep.progress]
+        fr = _Frame.fit([0.0, *xs], ys, keep_y=[r["best"][name] for r in rep.progress], width=420, height=300)
+        body = [fr.axes(xlabel, f"{name}  ({_arrow(direction)})")]
+        for r in rep.progress:
+            cls = "dot off" if fr.outside(get(r), r["scores"][name]) else "dot"
+            body.append(f'<circle class="{cls}" cx="{fr.x(get(r)):.1f}" cy="{fr.y(r["scores"][name]):.1f}" r="2.5"/>')
+        first = rep.progress[0]
+        d = f"M{fr.x(get(first)):.1f},{fr.y(first['best'][name]):.1f}"
+        marks = []
+        prev = first["best"][name]
+        for r in rep.progress[1:]:
+            value = r["best"][name]
+            if value != prev:
+                d += f"H{fr.x(get(r)):.1f}V{fr.y(value):.1f}"
+                marks.append(f'<circle class="step" cx="{fr.x(get(r)):.1f}" cy="{fr.y(value):.1f}" r="3.5"><title>{esc(r["variant"])}: {esc(fmt_num(value))}</title></circle>')
+                prev = value
+        d += f"H{fr.x(xmax):.1f}"
+        body.append(f'<path class="best" d="{d}"/>')
+        body.extend(marks)
+        out.append(_svg(fr.width, fr.height, "".join(body), f"best {name} over {axis}"))
+    return out
+
+
+def lineage_svg(rep: Report) -> str:
+    """The ancestry of the Pareto variants, one column per generation; the best line in bold."""
+    nodes = {n["id"]: n for n in rep.graph}
+    if not nodes:
+        return ""
+    pos, gen_x, width, height = _lineage_layout(nodes)
+    ops = sorted({n["operator"] for n in nodes.values()})
+    color = {op: _PALETTE[i % len(_PALETTE)] for i, op in enumerate(ops)}
+    body = [f'<text class="tick" x="{x:.0f}" y="18" text-anchor="middle">gen {g}</text>' for g, x in gen_x.items()]
+    body += _lineage_edges(nodes, pos)
+    body += _lineage_nodes(nodes, pos, color, rep.seed_id)
+    legend = "".join(
+        f'<span class="chip"><span class="swatch" style="background:{color[op]}"></span>{esc(op)}</span>' for op in ops
+    )
+    svg = _svg(max(width, 300), max(height, 80), "".join(body), "lineage of the Pareto front")
+    return f'<div class="legendrow">{legend}<span class="chip"><span class="swatch ring"></span>on the Pareto front</span><span class="chip"><span class="bar best"></span>best line</span><span class="chip"><span class="bar second"></span>second parent (crossover)</span></div><div class="scroll">{svg}</div>'
+
+
+def _sub_columns(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Each node's sub-column inside its generation: same-generation chains (fix children) step right."""
+    sub: dict[str, int] = {}
+
+    def depth(vid: str) -> int:
+        if vid not in sub:
+            sub[vid] = 0
+            n = nodes[vid]
+            same = [depth(p) + 1 for p in n["parents"] if p in nodes and nodes[p]["generation"] == n["generation"]]
+            sub[vid] = max(same, default=0)
+        return sub[vid]
+
+    for vid in nodes:
+        depth(vid)
+    return sub
+
+
+def _lineage_layout(
+    nodes: dict[str, dict[str, Any]],
+) -> tuple[dict[str, tuple[float, float]], dict[int, float], int, int]:
+    """Node positions, the x of each generation's first column, and the drawing's width and height."""
+    sub = _sub_columns(nodes)
+    gens = sorted({n["generation"] for n in nodes.values()})
+    max_sub = {g: max(sub[v] for v, n in nodes.items() if n["generation"] == g) for g in gens}
+    col_x: dict[tuple[int, int], float] = {}
+    x = 70.0
+    for g in gens:
+        for s in range(max_sub[g] + 1):
+            col_x[(g, s)] = x
+            x += 54 if s < max_sub[g] else 120
+    columns: dict[tuple[int, int], list[str]] = {}
+    for vid, n in sorted(nodes.items(), key=lambda kv: (kv[1]["generation"], sub[kv[0]])):
+        columns.setdefault((n["generation"], sub[vid]), []).append(vid)
+    row_y: dict[str, float] = {}
+    spacing = 26
+    for key in sorted(columns):  # order each column by the mean height of its parents
+        ids = columns[key]
+        ids.sort(key=lambda v: (sum(row_y.get(p, 0.0) for p in nodes[v]["parents"]) / max(len(nodes[v]["parents"]), 1), v))
+        for i, vid in enumerate(ids):
+            row_y[vid] = 40 + i * spacing
+    pos = {vid: (col_x[(n["generation"], sub[vid])], row_y[vid]) for vid, n in nodes.items()}
+    return pos, {g: col_x[(g, 0)] for g in gens}, int(x - 120 + 150), int(max(row_y.values()) + 40)
+
+
+def _lineage_edges(nodes: dict[str, dict[str, Any]], pos: dict[str, tuple[float, float]]) -> list[str]:
+    """One curve per parent link; dashed for a second parent, bold along the best line."""
+    body = []
+    for vid, n in nodes.items():
+        cx, cy = pos[vid]
+        for i, p in enumerate(n["parents"]):
+            if p not in pos:
+                continue
+            px, py = pos[p]
+            mid = (px + cx) / 2
+            cls = "edge best" if n["best_line"] and nodes[p]["best_line"] and i == 0 else "edge"
+            if i > 0:
+                cls += " second"
+            body.append(f'<path class="{cls}" d="M{px:.1f},{py:.1f} C{mid:.1f},{py:.1f} {mid:.1f},{cy:.1f} {cx:.1f},{cy:.1f}"/>')
+    return body
+
+
+def _lineage_nodes(
+    nodes: dict[str, dict[str, Any]], pos: dict[str, tuple[float, float]], color: dict[str, str], seed_id: str | None
+) -> list[str]:
+    """One circle per variant, coloured by operator; front members are labelled and link to their row."""
+    body = []
+    for vid, n in nodes.items():
+        cx, cy = pos[vid]
+        tip = f"{vid}  gen {n['generation']}  {n['operator']}" + (f" ({n['persona']})" if n.get("persona") else "")
+        tip += "\n" + metric_tip(n.get("metrics"))
+        cls = "node" + (" front" if n["front"] else "") + (" bestnode" if n["best_line"] else "")
+        shape = f'<circle class="{cls}" data-v="{esc(vid)}" cx="{cx:.1f}" cy="{cy:.1f}" r="{7 if n["front"] else 5}" fill="{color[n["operator"]]}"><title>{esc(tip)}</title></circle>'
+        if n["front"]:
+            body.append(f'<a href="#v-{esc(vid)}">{shape}</a>')
+            body.append(f'<text class="nodelabel" x="{cx + 10:.1f}" y="{cy + 4:.1f}">{esc(vid[:8])}</text>')
+        else:
+            body.append(shape)
+        if vid == seed_id:
+            body.append(f'<text class="nodelabel" x="{cx - 10:.1f}" y="{cy + 4:.1f}" text-anchor="end">seed</text>')
+    return body
