@@ -104,7 +104,8 @@ def overlap(tmp: Path) -> None:
 
 def evaluator_process_cost(tmp: Path, sandbox: str, samples: int = 30) -> float:
     """Median seconds of the sandboxed metrics-only evaluator run alone (no ge around it)."""
-    from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy, scrub_env
+    from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+    from guided_evolution.evaluation.sandbox_env import scrub_env
 
     box = Sandbox(SandboxPolicy(backend=sandbox))
     box.probe()
@@ -112,10 +113,10 @@ def evaluator_process_cost(tmp: Path, sandbox: str, samples: int = 30) -> float:
     work.mkdir(exist_ok=True)
     times = []
     for _ in range(samples):
-        argv, env, preexec = box.wrap(["/bin/sh", "-c", METRICS_ONLY], work, scrub_env(os.environ), [])
-        env["GE_METRICS"] = str(work / "metrics.json")
+        command = box.wrap(["/bin/sh", "-c", METRICS_ONLY], work, scrub_env(os.environ), [])
+        env = {**command.env, "GE_METRICS": str(work / "metrics.json")}
         start = time.perf_counter()
-        subprocess.run(argv, env=env, preexec_fn=preexec, cwd=work, check=True)
+        subprocess.run(command.argv, env=env, preexec_fn=command.preexec, cwd=work, check=True)
         times.append(time.perf_counter() - start)
         box.cleanup(work)
     return statistics.median(times)

@@ -285,7 +285,8 @@ def _cold_vs_warm_executor(device: str, sizes: Sizes) -> tuple[float, float, str
     import asyncio
     import shlex
 
-    from guided_evolution.evaluation.local import EvalRequest, LocalExecutor
+    from guided_evolution.evaluation.contract import EvalRequest
+    from guided_evolution.evaluation.local import LocalExecutor
     from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
     from guided_evolution.evaluation.workers import WorkerPool
     from tests.support.cifar import write_cifar
@@ -339,7 +340,8 @@ def check_cold_vs_warm(repeats: int = 5) -> tuple[float, float, float] | None:
 
     sys.path.insert(0, str(ROOT))
     try:
-        from guided_evolution.evaluation.local import EvalRequest, LocalExecutor
+        from guided_evolution.evaluation.contract import EvalRequest
+        from guided_evolution.evaluation.local import LocalExecutor
         from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
         from guided_evolution.evaluation.workers import WorkerPool
         from tests.support.cifar import write_cifar

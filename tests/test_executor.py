@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.local import EvalRequest, EvalResult, LocalExecutor, read_metrics
+from guided_evolution.evaluation.contract import EvalRequest, EvalResult, read_metrics
+from guided_evolution.evaluation.local import LocalExecutor
 from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
 from tests.support.cli import processes_with
 

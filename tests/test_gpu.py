@@ -72,7 +72,7 @@ def test_visible_gpus_from_nvidia_smi_or_none(
 
 def test_gpu_module_does_not_import_torch() -> None:
     code = (
-        "import sys; from guided_evolution import gpu; gpu.visible_gpus(); "
+        "import sys; from guided_evolution.evaluation import gpu; gpu.visible_gpus(); "
         "gpu.recommend_slots_per_gpu(1e5, 1e3); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

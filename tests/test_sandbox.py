@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy, scrub_env
+from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.sandbox_env import scrub_env
 from tests.support.cli import processes_with
 
 
 def _run(sandbox: Sandbox, script: str, workdir: Path, hide: list[Path] | None = None, **env):
-    argv, full_env, preexec = sandbox.wrap(
+    command = sandbox.wrap(
         [sys.executable, "-c", textwrap.dedent(script)],
         workdir,
         {**scrub_env(os.environ), **env},
@@ -26,10 +27,10 @@ def _run(sandbox: Sandbox, script: str, workdir: Path, hide: list[Path] | None =
     )
     try:
         return subprocess.run(
-            argv,
+            command.argv,
             cwd=workdir,
-            env=full_env,
-            preexec_fn=preexec,
+            env=command.env,
+            preexec_fn=command.preexec,
             capture_output=True,
             text=True,
             timeout=60,
@@ -165,17 +166,17 @@ def test_fork_bomb_is_contained(tmp_path: Path) -> None:
             forked += 1
         print(forked, flush=True)
     """
-    argv, env, preexec = sandbox.wrap(
+    command = sandbox.wrap(
         [sys.executable, "-c", textwrap.dedent(script)], workdir, scrub_env(os.environ), []
     )
-    if os.geteuid() == 0 and not sandbox.last_uid_switched:
+    if os.geteuid() == 0 and command.uid is None:
         sandbox.cleanup(workdir)
         pytest.skip("root without a dedicated uid here: RLIMIT_NPROC would not hold")
     proc = subprocess.Popen(
-        argv,
+        command.argv,
         cwd=workdir,
-        env=env,
-        preexec_fn=preexec,
+        env=command.env,
+        preexec_fn=command.preexec,
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,

@@ -21,9 +21,10 @@ import pytest
 
 from guided_evolution.config import ResolvedConfig, parse_config
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.local import EvalRequest, EvalResult
+from guided_evolution.evaluation.contract import EvalRequest, EvalResult
 from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.evaluation.slurm import SlurmExecutor, job_name, parse_time_limit
+from guided_evolution.evaluation.slurm import SlurmExecutor
+from guided_evolution.evaluation.slurm_script import job_name, parse_time_limit
 from guided_evolution.runstore.rundir import RunPaths
 from tests.support.seeds import template_seed, write_config
 from tests.support.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
@@ -333,7 +334,7 @@ def test_ctrl_c_cancels_the_jobs(slurm_cluster: SlurmCluster, tmp_path: Path) ->
 def test_max_queued_bounds_the_jobs_in_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
     run_dir = unique_run_dir(tmp_path)
     ex = executor(slurm_cluster, run_dir, max_queued=2, extra_sbatch=["--hold"])
-    assert len(ex.slots) == 2
+    assert ex.capacity == 2
     prefix = job_name(run_dir.name, "")
     seen: list[int] = []
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.local import EvalRequest, EvalResult, LocalExecutor
+from guided_evolution.evaluation.contract import EvalRequest, EvalResult
+from guided_evolution.evaluation.local import LocalExecutor
 from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
 from guided_evolution.evaluation.workers import WorkerPool
 from tests.support.cli import processes_with

@@ -202,27 +202,6 @@ def _decode_evolvable(files: dict[str, bytes], cfg: GeConfig) -> dict[str, str]:
     return out
 
 
-def _capacity(executor: Any, cfg: GeConfig) -> dict[str, Any]:
-    """Where evaluations will run, for the start of a run and `ge log` (an "executor" event)."""
-    if cfg.executor.kind == "slurm":
-        slurm = cfg.executor.slurm
-        where = f"partition {slurm.partition}" if slurm.partition else "the default partition"
-        summary = f"evaluating as SLURM jobs on {where}, at most {slurm.max_queued} queued"
-        return {"summary": summary, "executor": "slurm", "max_queued": slurm.max_queued}
-    per_gpu: dict[str, int] = {}
-    for slot in executor.slots:
-        if slot.gpu is not None:
-            per_gpu[slot.gpu] = per_gpu.get(slot.gpu, 0) + 1
-    n = len(executor.slots)
-    where = ", ".join(f"GPU {g} x{k}" for g, k in per_gpu.items()) if per_gpu else "no GPU"
-    summary = f"evaluating in {n} slot{'s' if n != 1 else ''} ({where})"
-    workers = getattr(executor, "workers", None)
-    if workers is not None:
-        summary += f"; warm workers serve {' and '.join(sorted(workers.stages))}"
-    return {"summary": summary, "executor": "local", "slots": n, "gpus": per_gpu,
-            "worker_stages": sorted(workers.stages) if workers is not None else []}
-
-
 def _last_output_line(output_tail: str | None, limit: int = 400) -> str:
     """The evaluator's last line of output (its error, usually), without ge's own notes."""
     for line in reversed((output_tail or "").splitlines()):
@@ -330,12 +309,12 @@ class Engine:
     def _make_executor(self) -> Any:
         from guided_evolution.evaluation.factory import build_executor
 
-        executor, warnings = build_executor(self.resolved, self.paths)
-        self.warnings.extend(warnings)
-        for line in warnings:
+        executor = build_executor(self.resolved, self.paths)
+        self.warnings.extend(executor.warnings)
+        for line in executor.warnings:
             self.progress.warn(line)
             self.index.add_event("warning", {"message": line})
-        details = _capacity(executor, self.cfg)
+        details = executor.describe()
         self.index.add_event("executor", details)
         self.progress.info(details["summary"])
         return executor
@@ -358,7 +337,8 @@ class Engine:
     async def run(self) -> None:
         self.executor = self._make_executor()
         self.llm = self._make_llm()
-        self.n_slots = len(self.executor.slots) if isinstance(self.executor.slots, list) else int(self.executor.slots)
+        self.n_slots = self.executor.capacity
+        reported = len(self.executor.warnings)  # the rest arrive by the executor's close
         self.slots = asyncio.Semaphore(self.n_slots)
         bound = self.evo.max_pending or 2 * self.n_slots + self.cfg.llm.concurrency
         self.pending = asyncio.Semaphore(bound)
@@ -366,12 +346,11 @@ class Engine:
             await self._loop()
         finally:
             self._flush_notes()
-            pool = getattr(self.executor, "workers", None)
-            for line in getattr(pool, "warnings", []):
-                self.warnings.append(line)
-                self.index.add_event("warning", {"message": line})
             with contextlib.suppress(Exception):
                 await self.executor.aclose(cancel=not self.detach)
+            for line in self.executor.warnings[reported:]:
+                self.warnings.append(line)
+                self.index.add_event("warning", {"message": line})
             if self.llm is not None:
                 with contextlib.suppress(Exception):
                     await self.llm.aclose()
@@ -915,7 +894,7 @@ class Engine:
     # ----------------------------------------------------------------- evaluating
 
     async def _evaluate(self, vid: str) -> Any:
-        from guided_evolution.evaluation.local import EvalRequest
+        from guided_evolution.evaluation.contract import EvalRequest
         from guided_evolution.runstore.run_index import EvaluationRecord
 
         ev_cfg = self.cfg.evaluator

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from guided_evolution.config import ResolvedConfig
-from guided_evolution.runstore.rundir import RunPaths
+from guided_evolution.evaluation.contract import Executor
+from guided_evolution.evaluation.gpu import auto_slots_per_gpu, visible_gpus
+from guided_evolution.evaluation.local import LocalExecutor
+from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.slurm import SlurmExecutor
+from guided_evolution.evaluation.workers import WorkerPool
+
+if TYPE_CHECKING:
+    from guided_evolution.config import ResolvedConfig
+    from guided_evolution.runstore.rundir import RunPaths
 
 
 def _gpus(setting: Any) -> list[str]:
     if setting == "auto":
-        from guided_evolution.evaluation.gpu import visible_gpus
-
         return visible_gpus()
     return [str(g) for g in setting]
 
@@ -23,8 +29,6 @@ def plan_slots(resolved: ResolvedConfig) -> tuple[int, list[str], int | None]:
     gpus = _gpus(ex.gpus)
     per_gpu: int | None
     if ex.slots_per_gpu == "auto":
-        from guided_evolution.evaluation.gpu import auto_slots_per_gpu
-
         per_gpu = auto_slots_per_gpu(gpus, ex.gpu_memory_mb) if gpus else None
     else:
         per_gpu = ex.slots_per_gpu
@@ -37,10 +41,9 @@ def plan_slots(resolved: ResolvedConfig) -> tuple[int, list[str], int | None]:
     return slots, gpus, per_gpu
 
 
-def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> tuple[Any, list[str]]:
-    """The executor and the warnings to show at the start of the run (e.g. no network sandbox)."""
-    from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-
+def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
+    """The executor the config asks for; its ``warnings`` say what to show at the start of the
+    run (e.g. no network sandbox)."""
     ev = resolved.config.evaluator
     policy = SandboxPolicy(
         network=ev.network,
@@ -58,17 +61,11 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> tuple[Any, list
     warnings = [info.warning] if info.warning else []
     slots, gpus, per_gpu = plan_slots(resolved)
     if resolved.config.executor.kind == "slurm":
-        from guided_evolution.evaluation.slurm import SlurmExecutor
-
         if ev.worker:
             warnings.append("evaluator.worker is ignored by the slurm executor")
-        return SlurmExecutor(resolved, paths, sandbox), warnings
-    from guided_evolution.evaluation.local import LocalExecutor
-
+        return SlurmExecutor(resolved, paths, sandbox, warnings=warnings)
     workers = None
     if ev.worker:
-        from guided_evolution.evaluation.workers import WorkerPool
-
         stages = ("check", "evaluate") if ev.worker_check and ev.check else ("evaluate",)
         workers = WorkerPool(
             ev.worker, sandbox, start_timeout_s=ev.worker_start_timeout_s, stages=stages
@@ -77,4 +74,6 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> tuple[Any, list
             "evaluator.worker: one persistent worker per slot; the variants a slot evaluates "
             "share its sandbox (uid, /tmp, HOME) and can influence each other"
         )
-    return LocalExecutor(slots, gpus or None, per_gpu, sandbox, workers=workers), warnings
+    return LocalExecutor(
+        slots, gpus or None, per_gpu, sandbox, workers=workers, warnings=warnings
+    )

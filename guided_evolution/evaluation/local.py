@@ -1,113 +1,35 @@
-"""Local evaluation slots, GPU assignment, the check → evaluate cascade, the metrics contract."""
+"""Local evaluation slots, GPU assignment, the check → evaluate cascade, the output capture."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
-import json
-import math
 import os
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.sandbox import Sandbox, is_secret_name, scrub_env, signal_name
+from guided_evolution.evaluation.contract import (
+    OUTPUT_TAIL_BYTES,
+    EvalRequest,
+    EvalResult,
+    read_metrics,
+)
+from guided_evolution.evaluation.sandbox import Sandbox, signal_name
+from guided_evolution.evaluation.sandbox_env import is_secret_name, scrub_env
+from guided_evolution.fsutil import is_within
 
 if TYPE_CHECKING:
     from guided_evolution.evaluation.workers import WorkerPool
 
 TAIL_KEEP_BYTES = 8 * 1024
 """Bytes of the end of the output kept in the log when the output is over the cap."""
-OUTPUT_TAIL_BYTES = 4 * 1024
-METRICS_MAX_BYTES = 10 * 1024 * 1024
 READ_CHUNK = 64 * 1024
-
-
-@dataclass(frozen=True)
-class EvalRequest:
-    """One variant to evaluate."""
-
-    variant_id: str
-    workdir: Path
-    run_dir: Path
-    command: str
-    check_command: str | None
-    timeout_s: float
-    check_timeout_s: float
-    metrics_path: Path
-    log_path: Path | None
-    objectives: tuple[str, ...]
-    env: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Outcome of one evaluation."""
-
-    variant_id: str
-    status: str  # "ok" | "failed"
-    metrics: dict[str, float | str]
-    failure_reason: str | None
-    output_tail: str
-    stage: str  # "check" | "evaluate"
-    started_at: float
-    duration_s: float
-    gpu: str | None
-
-
-def read_metrics(
-    path: Path, objectives: Sequence[str]
-) -> tuple[dict[str, float | str], str | None]:
-    """The metrics in ``path`` and the reason they are unusable (None when they are fine).
-
-    Numbers become floats, strings stay strings, anything else is kept as its JSON text. Every
-    objective must be present, numeric and finite.
-    """
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return {}, "no metrics file written"
-    except OSError as exc:
-        return {}, f"metrics file unreadable: {exc.strerror or exc}"
-    if not path.is_file():
-        return {}, "metrics path is not a regular file"
-    if size > METRICS_MAX_BYTES:
-        return {}, f"metrics file too large ({size} bytes)"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return {}, f"metrics file is not valid JSON: {str(exc)[:200]}"
-    if not isinstance(data, dict):
-        return {}, f"metrics file must hold a JSON object, got {type(data).__name__}"
-    metrics: dict[str, float | str] = {}
-    for key, value in data.items():
-        if isinstance(value, bool):
-            metrics[str(key)] = float(value)
-        elif isinstance(value, (int, float)):
-            try:
-                metrics[str(key)] = float(value)
-            except OverflowError:
-                metrics[str(key)] = math.inf if value > 0 else -math.inf
-        elif isinstance(value, str):
-            metrics[str(key)] = value
-        else:
-            metrics[str(key)] = json.dumps(value)[:1000]
-    for name in objectives:
-        if name not in data:
-            return metrics, f"metric '{name}' missing"
-        value = data[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            # The value is the variant's text: name its type only, never quote it (it may reach a prompt).
-            return metrics, f"metric '{name}' is not a number (got {type(value).__name__})"
-        number = metrics[name]
-        if not isinstance(number, float) or not math.isfinite(number):
-            return metrics, f"metric '{name}' is not finite ({number})"
-    return metrics, None
 
 
 class _OutputCapture:
@@ -173,11 +95,12 @@ class LocalExecutor:
     ``slots_per_gpu`` bounds how many slots may share one GPU.
 
     With ``workers`` (``evaluator.worker``), the evaluate stage (and the check stage with
-    ``evaluator.worker_check``) goes to a persistent worker of the slot
-    (``workerpool.WorkerPool``) instead of a new sandboxed command. Isolation is then per slot, not per evaluation: the variants a slot evaluates one
-    after another share that worker's sandbox (uid, ``/tmp``, ``HOME``, the forked-from worker
-    process) and can influence each other; slots stay apart (each variant directory is moved
-    into the slot's own writable directory while it is evaluated).
+    ``evaluator.worker_check``) goes to a persistent worker of the slot (``workers.WorkerPool``)
+    instead of a new sandboxed command. Isolation is then per slot, not per evaluation: the
+    variants a slot evaluates one after another share that worker's sandbox (uid, ``/tmp``,
+    ``HOME``, the forked-from worker process) and can influence each other; slots stay apart
+    (each variant directory is moved into the slot's own writable directory while it is
+    evaluated).
     """
 
     def __init__(
@@ -189,6 +112,7 @@ class LocalExecutor:
         *,
         kill_grace_s: float = 3.0,
         workers: WorkerPool | None = None,
+        warnings: Sequence[str] = (),
     ) -> None:
         if slots < 1:
             raise GeError(f"executor.slots must be >= 1, got {slots}", "set executor.slots = 1")
@@ -206,6 +130,9 @@ class LocalExecutor:
         self.slots = [
             _Slot(i, gpu_list[i % len(gpu_list)] if gpu_list else None) for i in range(slots)
         ]
+        self.capacity = slots
+        self.warnings = list(warnings)
+        """The build-time warnings; after ``aclose``, the workers' warnings too."""
         self._free: asyncio.Queue[_Slot] | None = None
         self._running: set[asyncio.subprocess.Process] = set()
         self._workdirs: set[Path] = set()
@@ -217,6 +144,26 @@ class LocalExecutor:
             for slot in self.slots:
                 self._free.put_nowait(slot)
         return self._free
+
+    def describe(self) -> dict[str, Any]:
+        """The slots, their GPUs and the stages warm workers serve (an "executor" event)."""
+        per_gpu: dict[str, int] = {}
+        for slot in self.slots:
+            if slot.gpu is not None:
+                per_gpu[slot.gpu] = per_gpu.get(slot.gpu, 0) + 1
+        n = len(self.slots)
+        where = ", ".join(f"GPU {g} x{k}" for g, k in per_gpu.items()) if per_gpu else "no GPU"
+        summary = f"evaluating in {n} slot{'s' if n != 1 else ''} ({where})"
+        stages = sorted(self.workers.stages) if self.workers is not None else []
+        if self.workers is not None:
+            summary += f"; warm workers serve {' and '.join(stages)}"
+        return {
+            "summary": summary,
+            "executor": "local",
+            "slots": n,
+            "gpus": per_gpu,
+            "worker_stages": stages,
+        }
 
     async def evaluate(self, request: EvalRequest) -> EvalResult:
         """Evaluate one variant; waits for a free slot."""
@@ -231,8 +178,11 @@ class LocalExecutor:
 
     async def aclose(self, cancel: bool = True) -> None:
         """Kill everything still running (local processes die with ge: ``cancel`` is moot)."""
+        first = not self._closed
         self._closed = True
         if self.workers is not None:
+            if first:
+                self.warnings.extend(self.workers.warnings)
             await self.workers.aclose()
         for proc in list(self._running):
             _kill_group(proc, signal.SIGKILL)
@@ -262,8 +212,8 @@ class LocalExecutor:
         workdir = Path(os.path.abspath(request.workdir))
         metrics_path = Path(os.path.abspath(request.metrics_path))
         metrics_dir = metrics_path.parent
-        writable = [] if _within(metrics_dir, workdir) else [metrics_dir]
-        if not _within(metrics_path, workdir):
+        writable = [] if is_within(metrics_dir, workdir) else [metrics_dir]
+        if not is_within(metrics_path, workdir):
             metrics_dir.mkdir(parents=True, exist_ok=True)
         env = self._env(request, slot)
         capture = _OutputCapture(request.log_path, self.sandbox.policy.output_cap_bytes)
@@ -322,20 +272,20 @@ class LocalExecutor:
         capture: _OutputCapture,
     ) -> str | None:
         """Run one stage; the failure reason, or None on exit code 0."""
-        argv, full_env, preexec = self.sandbox.wrap(
+        wrapped = self.sandbox.wrap(
             ["/bin/sh", "-c", command], workdir, env, writable, hide=[run_dir]
         )
         self._workdirs.add(workdir)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *wrapped.argv,
                 cwd=workdir,
-                env=full_env,
+                env=wrapped.env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=preexec,
+                preexec_fn=wrapped.preexec,
             )
         except BaseException:
             self.sandbox.cleanup(workdir)
@@ -394,7 +344,3 @@ async def _drain(stream: asyncio.StreamReader, capture: _OutputCapture) -> None:
 def _kill_group(proc: asyncio.subprocess.Process, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-
-
-def _within(path: Path, parent: Path) -> bool:
-    return path == parent or parent in path.parents

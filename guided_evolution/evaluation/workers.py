@@ -56,17 +56,28 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from guided_evolution.evaluation.sandbox import TOKEN_VAR, Sandbox, chown_tree, signal_name
-
-if TYPE_CHECKING:
-    from guided_evolution.evaluation.local import EvalRequest
+from guided_evolution.evaluation.contract import EvalRequest
+from guided_evolution.evaluation.sandbox import Sandbox
+from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR, chown_tree
+from guided_evolution.evaluation.worker_channel import (
+    LINE_LIMIT,
+    READ_CHUNK,
+    ReplyTimeout,
+    Worker,
+    WorkerFailure,
+    end_reason,
+    host_pid_of,
+    next_message,
+    pids_with,
+    read_messages,
+    read_stderr,
+    reply_for,
+    stderr_line,
+)
 
 LOG = logging.getLogger(__name__)
-READ_CHUNK = 64 * 1024
-STDERR_KEEP_BYTES = 2048
-LINE_LIMIT = 1 << 20
 SLOT_DIR_PREFIX = ".ge-worker-"
 MAX_DEATHS = 2
 """A slot's worker is replaced after its first death and given up after this many."""
@@ -78,10 +89,6 @@ class OutputSink(Protocol):
     def write(self, data: bytes) -> None: ...
 
     def note(self, text: str) -> None: ...
-
-
-class WorkerFailure(Exception):
-    """The worker died or broke the protocol; the evaluation is rerun cold."""
 
 
 class _NotUsable(Exception):
@@ -100,22 +107,9 @@ class WorkerStats:
 
 
 @dataclass
-class _Worker:
-    proc: asyncio.subprocess.Process
-    slot_dir: Path
-    marker: bytes
-    uid: int | None
-    messages: asyncio.Queue[dict[str, Any] | None]
-    stderr_tail: bytearray = field(default_factory=bytearray)
-    base_pids: set[int] = field(default_factory=set)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    broken: str | None = None  # set when the worker must be replaced after this evaluation
-
-
-@dataclass
 class _SlotState:
     stats: WorkerStats = field(default_factory=WorkerStats)
-    worker: _Worker | None = None
+    worker: Worker | None = None
 
 
 class WorkerPool:
@@ -170,7 +164,7 @@ class WorkerPool:
             return await run_cold()
         worker = state.worker
         if worker is not None and worker.proc.returncode is not None:
-            await self._lost(state, slot, f"it exited between evaluations{_tail(worker)}")
+            await self._lost(state, slot, f"it exited between evaluations{stderr_line(worker)}")
             worker = None
             if state.stats.disabled:
                 return await run_cold()
@@ -227,7 +221,7 @@ class WorkerPool:
 
     async def _start(
         self, slot: int, request: EvalRequest, env: dict[str, str], stats: WorkerStats
-    ) -> _Worker:
+    ) -> Worker:
         workdir = Path(os.path.abspath(request.workdir))
         slot_dir = workdir.parent / f"{SLOT_DIR_PREFIX}{slot}"
         stats.starts += 1
@@ -243,48 +237,47 @@ class WorkerPool:
         except OSError as exc:
             raise WorkerFailure(f"cannot prepare {slot_dir}: {exc}") from exc
         worker_env = {k: v for k, v in env.items() if k not in ("GE_METRICS", "GE_VARIANT_ID")}
-        argv, full_env, preexec = self.sandbox.wrap(
+        wrapped = self.sandbox.wrap(
             ["/bin/sh", "-c", f"cd worker && {self.command}"],
             slot_dir,
             worker_env,
             [],
             hide=[request.run_dir],
         )
-        uid = os.stat(slot_dir).st_uid if self.sandbox.last_uid_switched else None
-        marker = f"{TOKEN_VAR}={full_env[TOKEN_VAR]}".encode()
+        marker = f"{TOKEN_VAR}={wrapped.env[TOKEN_VAR]}".encode()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *wrapped.argv,
                 cwd=slot_dir,
-                env=full_env,
+                env=wrapped.env,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=preexec,
+                preexec_fn=wrapped.preexec,
                 limit=LINE_LIMIT,
             )
         except OSError as exc:
             self.sandbox.cleanup(slot_dir)
             raise WorkerFailure(f"cannot start it: {exc}") from exc
-        worker = _Worker(proc, slot_dir, marker, uid, asyncio.Queue())
+        worker = Worker(proc, slot_dir, marker, wrapped.uid, asyncio.Queue())
         assert proc.stdout is not None and proc.stderr is not None
         worker.tasks = [
-            asyncio.ensure_future(_read_messages(proc.stdout, worker)),
-            asyncio.ensure_future(_read_stderr(proc.stderr, worker)),
+            asyncio.ensure_future(read_messages(proc.stdout, worker)),
+            asyncio.ensure_future(read_stderr(proc.stderr, worker)),
         ]
         try:
             while True:
-                message = await _next(worker, self.start_timeout_s, "a ready line")
+                message = await next_message(worker, self.start_timeout_s, "a ready line")
                 if message.get("ready"):
                     break
         except BaseException:
             await self._stop(worker)
             raise
-        worker.base_pids = _pids_with(marker)
+        worker.base_pids = pids_with(marker)
         return worker
 
-    async def _stop(self, worker: _Worker) -> None:
+    async def _stop(self, worker: Worker) -> None:
         proc = worker.proc
         if proc.stdin is not None:
             with contextlib.suppress(OSError, RuntimeError):
@@ -302,7 +295,7 @@ class WorkerPool:
 
     async def _run(
         self,
-        worker: _Worker,
+        worker: Worker,
         request: EvalRequest,
         env: dict[str, str],
         output: OutputSink,
@@ -370,7 +363,7 @@ class WorkerPool:
         return reason
 
     async def _exchange(
-        self, worker: _Worker, vid: str, line: dict[str, Any], timeout: float
+        self, worker: Worker, vid: str, line: dict[str, Any], timeout: float
     ) -> str | None:
         """Send the request, wait for its start and end; the failure reason or None."""
         stdin = worker.proc.stdin
@@ -381,18 +374,18 @@ class WorkerPool:
         except (OSError, asyncio.TimeoutError) as exc:
             raise WorkerFailure(f"cannot send the request: {exc or 'timed out'}") from exc
         sent = time.monotonic()
-        started = await _reply_for(worker, vid, self.reply_timeout_s, "the start reply")
+        started = await reply_for(worker, vid, self.reply_timeout_s, "the start reply")
         if "pid" not in started:
-            return _end_reason(started)
+            return end_reason(started)
         ns_pid = started["pid"]
         if not isinstance(ns_pid, int) or ns_pid <= 1:
             raise WorkerFailure(f"bad start reply {json.dumps(started)[:200]}")
-        host_pid = _host_pid(worker, ns_pid)
+        host_pid = host_pid_of(worker, ns_pid)
         left = timeout - (time.monotonic() - sent)
         try:
-            ended = await _reply_for(worker, vid, max(left, 0.0), "the end reply")
-            return _end_reason(ended)
-        except _Timeout:
+            ended = await reply_for(worker, vid, max(left, 0.0), "the end reply")
+            return end_reason(ended)
+        except ReplyTimeout:
             pass
         for sig, wait in ((signal.SIGTERM, self.kill_grace_s), (signal.SIGKILL, None)):
             if host_pid is not None:
@@ -402,17 +395,17 @@ class WorkerPool:
                 self._kill_leftovers(worker)
                 wait = self.reply_timeout_s
             try:
-                await _reply_for(worker, vid, wait, "the end reply")
+                await reply_for(worker, vid, wait, "the end reply")
                 break
-            except _Timeout:
+            except ReplyTimeout:
                 if sig == signal.SIGKILL:
                     worker.broken = "no end reply after its timed-out child was killed"
         return f"timed out after {timeout:g} s"
 
-    def _kill_leftovers(self, worker: _Worker) -> None:
+    def _kill_leftovers(self, worker: Worker) -> None:
         """Kill every process of the worker's sandbox except the worker itself."""
         for _ in range(20):
-            victims = _pids_with(worker.marker) - worker.base_pids - {os.getpid()}
+            victims = pids_with(worker.marker) - worker.base_pids - {os.getpid()}
             if not victims:
                 return
             for pid in victims:
@@ -420,132 +413,6 @@ class WorkerPool:
                     os.kill(pid, signal.SIGKILL)
 
 
-class _Timeout(Exception):
-    pass
-
-
-async def _next(worker: _Worker, timeout: float, what: str) -> dict[str, Any]:
-    try:
-        message = await asyncio.wait_for(worker.messages.get(), timeout)
-    except asyncio.TimeoutError:
-        raise WorkerFailure(f"no {what} within {timeout:g} s") from None
-    if message is None:
-        await _dead(worker, what)
-    assert message is not None
-    return message
-
-
-async def _dead(worker: _Worker, what: str) -> None:
-    """Raise ``WorkerFailure`` for a worker whose stdout ended, with its exit status."""
-    worker.messages.put_nowait(None)  # sticky: later waits see the end too
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(worker.proc.wait(), 2.0)
-    code = worker.proc.returncode
-    raise WorkerFailure(f"it exited (code {code}) before {what}{_tail(worker)}")
-
-
-async def _reply_for(worker: _Worker, vid: str, timeout: float, what: str) -> dict[str, Any]:
-    """The next reply about ``vid`` (others are stale and skipped); ``_Timeout`` when late."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _Timeout
-        try:
-            message = await asyncio.wait_for(worker.messages.get(), left)
-        except asyncio.TimeoutError:
-            raise _Timeout from None
-        if message is None:
-            await _dead(worker, what)
-        assert message is not None
-        if "error" in message:
-            raise WorkerFailure(f"it rejected the request: {str(message['error'])[:200]}")
-        if message.get("variant_id") == vid:
-            return message
-
-
-def _end_reason(message: dict[str, Any]) -> str | None:
-    code, sig = message.get("exit_code"), message.get("signal")
-    if isinstance(sig, int) and sig > 0:
-        name = signal_name(sig)
-        return f"exit code {-sig}" + (f" (killed by {name})" if name else "")
-    if code == 0:
-        return None
-    if not isinstance(code, int):
-        raise WorkerFailure(f"bad end reply {json.dumps(message)[:200]}")
-    if 128 < code <= 128 + 64 and (name := signal_name(code - 128)):
-        return f"exit code {code} (probably killed by {name})"
-    return f"exit code {code}"
-
-
-async def _read_messages(stream: asyncio.StreamReader, worker: _Worker) -> None:
-    """Parse the worker's stdout into messages; anything not a JSON object counts as noise."""
-    try:
-        while True:
-            raw = await stream.readline()
-            if not raw:
-                break
-            try:
-                message = json.loads(raw)
-            except ValueError:
-                message = None
-            if isinstance(message, dict):
-                worker.messages.put_nowait(message)
-            else:
-                _keep(worker.stderr_tail, raw)
-    except (ValueError, asyncio.LimitOverrunError, OSError):
-        _keep(worker.stderr_tail, b"[ge] an over-long line on the worker's stdout\n")
-    finally:
-        worker.messages.put_nowait(None)
-
-
-async def _read_stderr(stream: asyncio.StreamReader, worker: _Worker) -> None:
-    with contextlib.suppress(OSError):
-        while chunk := await stream.read(READ_CHUNK):
-            _keep(worker.stderr_tail, chunk)
-
-
 async def _copy(stream: asyncio.StreamReader, output: OutputSink) -> None:
     while chunk := await stream.read(READ_CHUNK):
         output.write(chunk)
-
-
-def _keep(buffer: bytearray, data: bytes) -> None:
-    buffer += data
-    if len(buffer) > STDERR_KEEP_BYTES:
-        del buffer[: len(buffer) - STDERR_KEEP_BYTES]
-
-
-def _tail(worker: _Worker) -> str:
-    text = bytes(worker.stderr_tail).decode("utf-8", "replace").strip()
-    return f": {text.splitlines()[-1][:300]}" if text else ""
-
-
-def _pids_with(marker: bytes) -> set[int]:
-    """Host pids of the processes whose environment holds ``marker`` (one worker's sandbox)."""
-    found: set[int] = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                if marker in fh.read().split(b"\0"):
-                    found.add(int(name))
-        except OSError:
-            continue
-    return found
-
-
-def _host_pid(worker: _Worker, ns_pid: int) -> int | None:
-    """The host pid of the sandbox's process ``ns_pid`` (innermost pid namespace)."""
-    for pid in _pids_with(worker.marker) - worker.base_pids:
-        try:
-            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
-                for text in fh:
-                    if text.startswith("NSpid:"):
-                        if int(text.split()[-1]) == ns_pid:
-                            return pid
-                        break
-        except (OSError, ValueError):
-            continue
-    return None
