@@ -1,4 +1,4 @@
-"""Terminal rendering (rich) of the data that `inspection.py` and the engine return."""
+"""Terminal rendering (rich) of the data that `views_data`, `export` and the engine return."""
 
 from __future__ import annotations
 
