@@ -131,7 +131,7 @@ def run(
     Example: [bold]ge run seeds/tiny_cnn[/bold] (offline) or
     [bold]ge run my_seed --model gpt-4o-mini --budget-usd 2[/bold].
     """
-    from guided_evolution.engine.driver import start_run
+    from guided_evolution.engine.session import start_run
 
     overrides: dict[str, Any] = {
         "llm.api_base": api_base,
@@ -158,14 +158,17 @@ def resume(run_dir: RunDirArg, detach: DetachFlag = False, json_out: JsonFlag = 
     No evaluated variant is lost or evaluated twice; unfinished LLM calls and evaluations are
     redone once, and cached LLM replies are never paid for twice.
     """
-    from guided_evolution.engine.driver import resume_run
+    from guided_evolution.engine.session import resume_run
 
     _finish(resume_run(run_dir, json_mode=json_out, detach=detach), json_out)
 
 
 def _finish(summary: Any, json_out: bool) -> None:
+    """Print the run's summary with its Pareto front (read back from the run, as `ge best`)."""
     from guided_evolution.inspection import terminal as views
+    from guided_evolution.inspection import views_data
 
+    summary.front = views_data.best(Path(summary.run_dir))["front"]
     if json_out:
         _print_json(summary.as_dict())
         return

@@ -154,13 +154,21 @@ def scored(
     """
     if evaluation is None or evaluation.status != "ok" or not evaluation.metrics:
         return None
+    values = finite_values(evaluation.metrics, objectives)
+    return Scored(variant_id, values) if len(values) == len(objectives) else None
+
+
+def finite_values(
+    metrics: Mapping[str, Any] | None, objectives: Sequence[ObjectiveSpec]
+) -> dict[str, float]:
+    """The objectives' values in ``metrics`` that are finite real numbers (not bools), as floats;
+    the others, and every other metric name, are left out."""
     values: dict[str, float] = {}
     for name, _ in _weights(objectives):
-        value = evaluation.metrics.get(name)
-        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-            return None
-        values[name] = float(value)
-    return Scored(variant_id, values)
+        value = (metrics or {}).get(name)
+        if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value):
+            values[name] = float(value)
+    return values
 
 
 def dominates(a: Scored, b: Scored, objectives: Sequence[ObjectiveSpec]) -> bool:

@@ -1,0 +1,399 @@
+"""Proposers turn a plan into a child: the LLM operators, or the offline baseline operators.
+
+The driver sees one interface (:class:`Proposer`) and asks it what it supports (EoT, fixing a
+failed child) instead of branching on the kind of model. A plan that yields no child raises
+:class:`NoChild` with a one-line reason; LLM errors that will repeat on every call raise
+:class:`RunStopped`, which stops the whole run (unfinished, resumable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from typing import Any, Protocol
+
+from guided_evolution.config import GeConfig
+from guided_evolution.engine.progress import Progress
+from guided_evolution.engine.recorder import Recorder
+from guided_evolution.evolution import operators as ops
+from guided_evolution.evolution.offline_operators import offline_crossover, offline_mutate
+from guided_evolution.evolution.operators import Child, Rejected
+from guided_evolution.evolution.plan import Plan, Step
+from guided_evolution.evolution.prompts import PromptLibrary
+from guided_evolution.evolution.segments import Genome, SpliceError, parse_genome, splice
+from guided_evolution.llm.settings import LLMSettings, ModelSpec
+
+FATAL_STREAK = 5  # HTTP 400s in a row from one model that stop a run
+
+
+class NoChild(Exception):
+    """A plan (or a fix) that made no child; ``reason`` is one line."""
+
+    def __init__(self, reason: str, operator: str, budget: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.operator = operator
+        self.budget = budget  # the LLM budget ran out: the generation is cut short
+
+
+class RunStopped(Exception):
+    """The LLM cannot be reached or keeps refusing: the run stops, unfinished."""
+
+    def __init__(self, reason: str, model: str | None, hint: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.model = model
+        self.hint = hint
+
+
+class Proposer(Protocol):
+    """What the driver needs of a source of children."""
+
+    supports_fix: bool  # can feed an evaluation failure back and propose a repaired child
+
+    @property
+    def supports_eot(self) -> bool: ...
+
+    async def propose(self, plan: Plan) -> Child:
+        """The plan's child; NoChild when none was made, RunStopped when the run must stop."""
+        ...
+
+    async def fix(self, plan: Plan, vid: str, failure: str, output_tail: str,
+                  rng: random.Random, attempt: int) -> Child: ...
+
+    def take_calls(self, plan: Plan) -> list[int]:
+        """The LLM call ids spent on ``plan`` since the last take (for the child or rejection)."""
+        ...
+
+    def budget_reached(self) -> bool: ...
+
+    def exhausted_reason(self) -> str | None: ...
+
+    def start_generation(self) -> None: ...
+
+    def end_generation(self, generation: int, reasons: list[str]) -> None:
+        """Raise RunStopped when every LLM call of the generation failed."""
+        ...
+
+    async def warm_up(self) -> None: ...
+
+    def ready(self) -> None:
+        """The loop starts proposing now (the give-up clock starts here)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def llm_settings(cfg: GeConfig) -> LLMSettings:
+    """The LLM client's settings from the run's config."""
+    return LLMSettings(
+        models=tuple(
+            ModelSpec(
+                model=m.model,
+                weight=m.weight,
+                api_base=m.api_base or cfg.llm.api_base,
+                api_key_env=m.api_key_env,
+                input_cost_per_token=m.input_cost_per_token,
+                output_cost_per_token=m.output_cost_per_token,
+            )
+            for m in cfg.llm.models
+        ),
+        concurrency=cfg.llm.concurrency,
+        timeout_s=cfg.llm.timeout_s,
+        retries=cfg.llm.retries,
+        backoff_s=cfg.llm.backoff_s,
+        budget_usd=cfg.llm.budget_usd,
+        budget_tokens=cfg.llm.budget_tokens,
+        max_tokens=cfg.llm.max_tokens,
+    )
+
+
+class _StepProposer:
+    """Applies a plan's steps in order, each to the previous step's result."""
+
+    crossover_operator = "crossover"
+
+    def __init__(self, cfg: GeConfig, source: Recorder) -> None:
+        self.cfg = cfg
+        self.evo = cfg.evolution
+        self.source = source
+
+    async def apply(self, step: Step, plan: Plan, genome: Genome, previous: Child | None,
+                    rng: random.Random, sample: int) -> Child:
+        raise NotImplementedError
+
+    async def propose(self, plan: Plan) -> Child:
+        rng = plan.rng(self.evo.seed)
+        current = self.source.genome(plan.parent)
+        child: Child | None = None
+        descriptions: list[str] = []
+        try:
+            for n, step in enumerate(plan.steps):
+                if child is not None:  # the next step works on the previous step's result
+                    current = parse_genome(child.files, self.cfg.seed.files, self.cfg.seed.marker)
+                child = await self.apply(step, plan, current, child, rng, sample=n)
+                descriptions.append(child.description)
+        except (Rejected, SpliceError) as err:
+            raise NoChild(err.reason, plan.steps[0].op) from None
+        except NoChild as err:
+            raise NoChild(err.reason, plan.steps[0].op, err.budget) from None
+        assert child is not None
+        if len(plan.steps) > 1:
+            # A crossover child that was mutated afterwards is still a merge of two parents: it is
+            # recorded as a crossover, and the description names every step.
+            operator = self.crossover_operator if plan.steps[0].op == "crossover" else child.operator
+            child = dataclasses.replace(child, operator=operator, description="; then ".join(descriptions))
+        return child
+
+    def take_calls(self, plan: Plan) -> list[int]:
+        return []
+
+    def start_generation(self) -> None:
+        return None
+
+    def end_generation(self, generation: int, reasons: list[str]) -> None:
+        return None
+
+    def ready(self) -> None:
+        return None
+
+    async def warm_up(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class OfflineProposer(_StepProposer):
+    """The built-in no-LLM baseline (``--model offline``): classic GP edits, no EoT, no fixing."""
+
+    crossover_operator = "offline-crossover"
+    supports_fix = False
+
+    @property
+    def supports_eot(self) -> bool:
+        return False
+
+    async def apply(self, step: Step, plan: Plan, genome: Genome, previous: Child | None,
+                    rng: random.Random, sample: int) -> Child:
+        if step.op == "crossover" and step.other is not None:
+            files, description = offline_crossover(genome, self.source.genome(step.other), rng)
+            return Child(files, "offline-crossover", "*", "offline", None, plan.parents, 0.0, None, description)
+        segments = list(genome.segments)
+        rng.shuffle(segments)
+        last: SpliceError | None = None
+        for segment in segments:  # some segments offer no edit (e.g. no literal, no known call)
+            try:
+                edit = offline_mutate(segment, rng)
+                files = splice(genome, segment.key, edit.code)
+            except SpliceError as err:
+                last = err
+                continue
+            return Child(files, "offline-mutation", segment.key, "offline", None, plan.parents, 0.0, None, edit.description)
+        raise last or SpliceError("no applicable offline edit")
+
+    async def fix(self, plan: Plan, vid: str, failure: str, output_tail: str,
+                  rng: random.Random, attempt: int) -> Child:
+        raise NoChild("the offline operators cannot fix a failed child", "fix")
+
+    def budget_reached(self) -> bool:
+        return False
+
+    def exhausted_reason(self) -> str | None:
+        return None
+
+
+def with_reply(child: Child, reply: Any, parents: tuple[str, ...] | None = None) -> Child:
+    """The child with the model and call id of the reply that made it (and merged parents)."""
+    changes: dict[str, Any] = {"model": reply.model, "call_id": reply.call_id}
+    if parents is not None:
+        changes["parents"] = parents
+    return dataclasses.replace(child, **changes)
+
+
+def _merged_parents(previous: Child | None, plan: Plan) -> tuple[str, ...]:
+    return tuple(previous.parents) if previous is not None else plan.parents
+
+
+class LLMHealth:
+    """Tells an LLM error that will repeat on every call from one that will pass.
+
+    A rejected key or an unknown model/endpoint (HTTP 401/403/404) stops at once; a rejected
+    request (HTTP 400) only after FATAL_STREAK in a row from one model, since a single over-long
+    prompt gets one too; no success for ``give_up_after_s`` stops as well. Otherwise every
+    proposal would be rejected and the run would "finish" having evolved nothing.
+    """
+
+    def __init__(self, give_up_after_s: float) -> None:
+        self.give_up_after_s = give_up_after_s
+        self.streak: dict[str, int] = {}  # model -> LLM errors in a row that will repeat
+        self.ok = self.failed = 0  # LLM calls of the current generation
+        self.ok_at = time.monotonic()  # the last successful LLM call (or the loop's start)
+
+    def succeeded(self, model: str) -> None:
+        self.streak.pop(model, None)
+        self.ok += 1
+        self.ok_at = time.monotonic()
+
+    def failed_call(self, model: str, err: Any) -> None:
+        """Count a failed call; RunStopped when the failure will repeat."""
+        self.failed += 1
+        if not err.fatal:
+            silent = time.monotonic() - self.ok_at
+            if silent >= self.give_up_after_s:
+                raise RunStopped(
+                    f"no LLM call has succeeded for {silent:.0f} s (llm.give_up_after_s); the "
+                    f"last error: {err.reason}",
+                    model,
+                )
+            return
+        streak = self.streak.get(model, 0) + 1
+        self.streak[model] = streak
+        if err.kind == "bad_request" and streak < FATAL_STREAK:
+            return
+        raise RunStopped(err.reason, model, err.hint)
+
+
+class LLMProposer(_StepProposer):
+    """The LLM operators: mutation with personas, crossover, Evolution of Thought, and fix."""
+
+    supports_fix = True
+
+    def __init__(self, cfg: GeConfig, source: Recorder, prompts: PromptLibrary, llm: Any,
+                 progress: Progress, seed_id: str) -> None:
+        super().__init__(cfg, source)
+        self.prompts = prompts
+        self.llm = llm
+        self.progress = progress
+        self.seed_id = seed_id
+        self.health = LLMHealth(cfg.llm.give_up_after_s)
+        self._calls: dict[tuple[int, int], list[int]] = {}
+
+    @property
+    def supports_eot(self) -> bool:
+        return True
+
+    def take_calls(self, plan: Plan) -> list[int]:
+        return self._calls.pop((plan.generation, plan.index), [])
+
+    def budget_reached(self) -> bool:
+        return bool(self.llm.exhausted)
+
+    def exhausted_reason(self) -> str | None:
+        return self.llm.exhausted_reason
+
+    def start_generation(self) -> None:
+        self.health.ok = self.health.failed = 0
+
+    def end_generation(self, generation: int, reasons: list[str]) -> None:
+        if self.health.failed and not self.health.ok and not self.budget_reached():
+            # Every proposal of the generation died in its LLM call: nothing would evolve.
+            raise RunStopped(
+                f"all {self.health.failed} LLM calls of generation {generation} failed (e.g. "
+                f"{reasons[-1] if reasons else 'unknown'})",
+                None,
+            )
+
+    async def warm_up(self) -> None:
+        await self.llm.warm_up()
+
+    def ready(self) -> None:
+        self.health.ok_at = time.monotonic()
+
+    async def aclose(self) -> None:
+        await self.llm.aclose()
+
+    async def apply(self, step: Step, plan: Plan, genome: Genome, previous: Child | None,
+                    rng: random.Random, sample: int) -> Child:
+        if step.op == "crossover":
+            assert step.other is not None
+            return await self._crossover(step.other, plan, genome, rng, sample)
+        if step.op == "eot":
+            assert step.other is not None
+            child = await self._eot(step.other, plan, genome, previous, rng, sample)
+            if child is not None:
+                return child
+        req = self._mutation_request(plan, genome, rng)
+        reply = await self._ask(req, rng, plan, sample)
+        return with_reply(ops.child_from_reply(req, genome, reply.text), reply, _merged_parents(previous, plan))
+
+    def _mutation_request(self, plan: Plan, genome: Genome, rng: random.Random) -> Any:
+        temps = self.evo.temperature
+        return ops.mutation_request(
+            self.prompts, genome, plan.parent, rng,
+            temperature_range=temps.initial if plan.generation == 0 else temps.mutation,
+            personas=self.evo.personas,
+        )
+
+    async def _crossover(self, other: str, plan: Plan, genome: Genome, rng: random.Random,
+                         sample: int) -> Child:
+        req = ops.crossover_request(
+            self.prompts, genome, plan.parent, self.source.genome(other), other, rng,
+            temperature_range=self.evo.temperature.crossover,
+        )
+        if req is None:  # parents identical in every segment: mutate instead
+            req = self._mutation_request(plan, genome, rng)
+        reply = await self._ask(req, rng, plan, sample)
+        return with_reply(ops.child_from_reply(req, genome, reply.text), reply, plan.parents)
+
+    async def _eot(self, elite: str, plan: Plan, genome: Genome, previous: Child | None,
+                   rng: random.Random, sample: int) -> Child | None:
+        """Ask why the elite's change helped, then to apply that insight; None: no change to explain."""
+        reason_req = ops.eot_reason_request(
+            self.prompts, self.source.genome(elite), elite, self.source.objective_metrics(elite) or {},
+            self.source.genome(self.seed_id), self.source.objective_metrics(self.seed_id), rng,
+            temperature_range=self.evo.temperature.eot,
+            directions={o.name: o.direction for o in self.cfg.objectives},
+        )
+        if reason_req is None:
+            return None
+        thought = await self._ask(reason_req, rng, plan, sample)
+        apply_req = ops.eot_apply_request(
+            self.prompts, reason_req, thought.text, genome, plan.parent, rng,
+            temperature_range=self.evo.temperature.eot,
+        )
+        reply = await self._ask(apply_req, rng, plan, sample + 100)
+        child = ops.child_from_reply(apply_req, genome, reply.text, reflection=thought.text.strip())
+        return with_reply(child, reply, _merged_parents(previous, plan))
+
+    async def fix(self, plan: Plan, vid: str, failure: str, output_tail: str,
+                  rng: random.Random, attempt: int) -> Child:
+        genome = self.source.genome(vid)
+        key = self.source.segment_of(vid) or genome.segments[0].key
+        req = ops.fix_request(
+            self.prompts, genome, vid, key, failure, output_tail, rng,
+            temperature_range=self.evo.temperature.fix,
+        )
+        try:
+            reply = await self._ask(req, rng, plan, sample=1000 + attempt)
+            child = ops.child_from_reply(req, genome, reply.text)
+        except Rejected as err:
+            raise NoChild(err.reason, "fix") from None
+        except NoChild as err:
+            raise NoChild(err.reason, "fix", err.budget) from None
+        return with_reply(child, reply)
+
+    async def _ask(self, req: Any, rng: random.Random, plan: Plan, sample: int) -> Any:
+        from guided_evolution.llm.errors import BudgetExhausted, LLMError
+
+        model = self.llm.pick_model(rng)
+        stage = getattr(req, "stage", "final")
+        try:
+            reply = await self.llm.complete(
+                req.messages,
+                temperature=req.temperature,
+                model=model,
+                sample_index=plan.generation * 1_000_000 + plan.index * 1000 + sample,
+                purpose=f"{req.operator}:{stage}" if stage != "final" else req.operator,
+            )
+        except BudgetExhausted as err:
+            raise NoChild(err.reason, req.operator, budget=True) from None
+        except LLMError as err:
+            self.health.failed_call(model.label, err)
+            raise NoChild(err.reason, req.operator) from None
+        self.health.succeeded(model.label)
+        self.progress.spend(self.llm.spent_usd)
+        if reply.call_id is not None:
+            self._calls.setdefault((plan.generation, plan.index), []).append(reply.call_id)
+        return reply

@@ -1,0 +1,211 @@
+"""The engine's one writer of a run's record: git first, then the index, on the engine's thread.
+
+It commits children (:func:`runstore.recording.record_variant`), records rejections, exports a
+variant for evaluation and records its result (the result and the variant's status in one
+transaction, the git note per generation), and reads back what the loop needs: genomes, commits
+and scores.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+from guided_evolution.config import OFFLINE_MODEL, GeConfig
+from guided_evolution.engine.progress import Progress
+from guided_evolution.evaluation.contract import EvalResult
+from guided_evolution.evolution.operators import Child
+from guided_evolution.evolution.plan import Plan, dedup
+from guided_evolution.evolution.segments import Genome, parse_genome, variant_id
+from guided_evolution.evolution.selection import Scored, finite_values, scored
+from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.recording import record_variant
+from guided_evolution.runstore.records import EvaluationRecord, VariantRecord, variant_branch
+from guided_evolution.runstore.run_index import ReflectionRecord, RunIndex
+
+COMPACT_EVERY = 2000  # children between repository compactions
+GENOME_CACHE = 512  # parsed genomes kept in memory (parents are read again and again)
+
+
+class Recorder:
+    """Writes and reads one run's store and index for the engine (single-threaded)."""
+
+    def __init__(self, store: GitStore, index: RunIndex, cfg: GeConfig, progress: Progress) -> None:
+        self.store = store
+        self.index = index
+        self.cfg = cfg
+        self.progress = progress
+        self.objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
+        self._genomes: OrderedDict[str, Genome] = OrderedDict()
+        self._commits: dict[str, str] = {}
+        self._notes: dict[str, str] = {}
+        self._compacted_at = 0
+
+    # ----------------------------------------------------------------- reading
+
+    def commit_of(self, vid: str) -> str:
+        if vid not in self._commits:
+            row = self.index.get_variant(vid)
+            assert row is not None and row.commit_sha is not None, vid
+            self._commits[vid] = row.commit_sha
+        return self._commits[vid]
+
+    def genome(self, vid: str) -> Genome:
+        """The parsed evolvable files of a variant (an LRU cache over git reads)."""
+        genome = self._genomes.get(vid)
+        if genome is not None:
+            self._genomes.move_to_end(vid)
+            return genome
+        files = self.store.read_files(self.commit_of(vid))
+        text = {name: files[name].decode("utf-8") for name in self.cfg.seed.files if name in files}
+        genome = parse_genome(text, self.cfg.seed.files, self.cfg.seed.marker)
+        self._genomes[vid] = genome
+        if len(self._genomes) > GENOME_CACHE:
+            self._genomes.popitem(last=False)
+        return genome
+
+    def scored(self, ids: Sequence[str]) -> list[Scored]:
+        """The selectable members of ``ids``, in order (see ``selection.scored``)."""
+        out = []
+        for vid in ids:
+            item = scored(vid, self.index.latest_evaluation(vid), self.objectives)
+            if item is not None:
+                out.append(item)
+        return out
+
+    def objective_metrics(self, vid: str) -> dict[str, float] | None:
+        """The configured objectives' finite numbers of a variant's latest evaluation, for a
+        prompt: other metric names and values are the variant's own text and never go there."""
+        evaluation = self.index.latest_evaluation(vid)
+        if evaluation is None or not evaluation.metrics:
+            return None
+        return finite_values(evaluation.metrics, self.cfg.objectives)
+
+    def segment_of(self, vid: str) -> str | None:
+        row = self.index.get_variant(vid)
+        return row.segment if row is not None else None
+
+    # ----------------------------------------------------------------- writing children
+
+    def commit(
+        self, plan: Plan, child: Child, calls: list[int], *, fix_of: str | None = None
+    ) -> tuple[str, bool]:
+        """Store the child as a commit on its own branch, then its index row.
+
+        Returns (variant id, whether it is new); an identical child that exists already is
+        recorded as a duplicate event. ``fix_of`` is the failed variant a fix child repairs (its
+        only parent).
+        """
+        vid = variant_id(child.files, self.cfg.seed.files)
+        if self.index.get_variant(vid) is not None:
+            self.index.add_event("duplicate", {"variant": vid, "generation": plan.generation, "plan": plan.index})
+            return vid, False
+        parents = dedup([fix_of] if fix_of else list(child.parents))
+        parent_commits = [self.commit_of(p) for p in parents]
+        tree = dict(self.store.read_files(parent_commits[0]))
+        for name, text in child.files.items():
+            tree[name] = text.encode("utf-8")
+        record = VariantRecord(
+            id=vid,
+            generation=plan.generation,
+            operator=child.operator,
+            branch=variant_branch(plan.generation, vid),
+            parents=parents,
+            segment=child.segment,
+            prompt_name=child.prompt_name,
+            persona=child.persona,
+            model=child.model or (OFFLINE_MODEL if self.cfg.llm.offline else ""),
+            temperature=child.temperature,
+            status="pending",
+            eot_reflection=child.reflection,
+            llm_call_id=child.call_id,
+        )
+        # A crossover that was then mutated names both steps; the segment is the last step's.
+        steps = [s.op for s in plan.steps] if len(plan.steps) > 1 and fix_of is None else []
+        stored = record_variant(
+            self.store, self.index, record, tree, parent_commits,
+            description=child.description, steps=steps,
+        )
+        self._commits[vid] = stored.commit_sha or ""
+        self.index.link_calls(vid, calls)
+        if child.reflection:
+            self.index.add_reflection(
+                ReflectionRecord(variant_id=vid, text=child.reflection, elite_id=plan.steps[-1].other, segment=child.segment)
+            )
+        self.progress.count("proposed", +1)
+        return vid, True
+
+    def reject(self, plan: Plan, operator: str, reason: str, calls: list[int]) -> None:
+        """A plan that made no child: one event with the reason and the LLM calls it cost."""
+        self.progress.count("rejected", +1)
+        self.index.add_event(
+            "proposal_rejected",
+            {
+                "generation": plan.generation,
+                "plan": plan.index,
+                "operator": operator,
+                "parents": list(plan.parents),
+                "reason": reason,
+                "calls": calls,
+            },
+        )
+
+    # ----------------------------------------------------------------- evaluations
+
+    def checkout(self, vid: str, work: Path) -> Path:
+        """Export the variant's tree into ``work/<id>`` for its evaluation; marks it evaluating."""
+        workdir = work / vid
+        shutil.rmtree(workdir, ignore_errors=True)
+        self.store.export(self.commit_of(vid), workdir)
+        (workdir / ".ge").mkdir(exist_ok=True)
+        self.index.set_variant_status(vid, "evaluating")
+        return workdir
+
+    def record_evaluation(self, vid: str, result: EvalResult) -> EvaluationRecord:
+        """The result and the variant's status land together, or neither; the note follows at
+        the end of the generation (:meth:`flush_notes`)."""
+        attempt = 1 + max((e.attempt for e in self.index.evaluations(vid)), default=0)
+        record = EvaluationRecord(
+            variant_id=vid,
+            attempt=attempt,
+            status=result.status,
+            metrics=dict(result.metrics),
+            started_at=result.started_at,
+            duration_s=result.duration_s,
+            failure_reason=result.failure_reason,
+            output_tail=result.output_tail,
+            stage=result.stage,
+        )
+        with self.index.transaction():
+            self.index.add_evaluation(record)
+            self.index.set_variant_status(vid, "evaluated" if result.status == "ok" else "failed")
+        self._notes[self.commit_of(vid)] = record.to_note()
+        return record
+
+    def best_metrics(self, ids: Sequence[str]) -> dict[str, float]:
+        valid = self.scored(ids)
+        return dict(valid[0].metrics) if valid else {}
+
+    # ----------------------------------------------------------------- between generations
+
+    def flush_notes(self) -> None:
+        """Attach the metrics notes of this generation's evaluations in one notes commit.
+
+        The index is the primary record; after a kill before this, `ge doctor` (run at every
+        start) writes the missing notes from it.
+        """
+        notes, self._notes = self._notes, {}
+        self.store.set_notes(notes)
+
+    def compact(self, force: bool) -> None:
+        """Pack the repository's loose objects (about 35 KB per variant) between generations.
+
+        Safe here: no plan is in flight, and the run lock keeps other writers out.
+        """
+        children = self.index.counts()["children"]
+        if force or children - self._compacted_at >= COMPACT_EVERY:
+            self.store.compact()
+            self._compacted_at = children
+

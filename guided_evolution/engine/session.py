@@ -1,0 +1,187 @@
+"""`ge run` / `ge resume`: validate, create the run directory, wire the parts, drive the loop.
+
+Everything a user can get wrong (config, seed markers, evaluator program, API keys) is checked
+before the run directory exists; the directory is created atomically (temp dir + rename) with the
+seed committed and indexed. Then, under the run lock and after `doctor` has repaired whatever a
+kill left out of step, the engine is built from its parts (recorder, proposer, executor) and run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guided_evolution.config import GeConfig, ResolvedConfig, find_config, load_config
+from guided_evolution.engine.driver import Engine
+from guided_evolution.engine.progress import make_progress
+from guided_evolution.engine.proposer import LLMProposer, OfflineProposer, Proposer, llm_settings
+from guided_evolution.engine.recorder import Recorder
+from guided_evolution.errors import ConfigError
+from guided_evolution.evolution.prompts import PromptLibrary
+from guided_evolution.evolution.segments import parse_genome, variant_id
+from guided_evolution.runstore import rundir as rd
+from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.recording import record_variant
+from guided_evolution.runstore.records import META_FINISHED, META_SEED, SEED_BRANCH, VariantRecord
+from guided_evolution.runstore.run_index import RunIndex
+
+
+@dataclass
+class RunSummary:
+    """What `ge run` / `ge resume` print at the end (the CLI adds the Pareto front)."""
+
+    run_dir: str
+    generation: int
+    children: int
+    evaluated: int
+    failed: int
+    llm_calls: int
+    cost_usd: float
+    finished: bool
+    stop_reason: str
+    objectives: list[dict[str, Any]] = field(default_factory=list)
+    front: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def start_run(
+    seed_dir: Path | None,
+    config_path: Path | None,
+    run_dir: Path | None,
+    overrides: dict[str, Any],
+    *,
+    json_mode: bool = False,
+    detach: bool = False,
+    profile: str | None = None,
+) -> RunSummary:
+    """Validate everything, create the run directory atomically, then drive the evolution."""
+    cfg_path = find_config(seed_dir, config_path)
+    cfg = load_config(cfg_path, overrides, profile)
+    resolved = rd.resolve(cfg, cfg_path, run_dir)
+    seed_path = Path(resolved.seed_dir)
+    seed_files = rd.collect_seed(seed_path, cfg)
+    text_files = _decode_evolvable(seed_files, cfg)
+    parse_genome(text_files, cfg.seed.files, cfg.seed.marker)  # raises on a seed without markers
+    _check_evaluator(cfg, seed_path)
+    if not cfg.llm.offline:
+        from guided_evolution.llm.client import LLMClient
+
+        problems = LLMClient(llm_settings(cfg)).credential_problems()
+        if problems:
+            raise ConfigError(problems[0], "export the variable, or set api_key_env in [[llm.models]]")
+    seed = VariantRecord(id=variant_id(text_files, cfg.seed.files), generation=0, operator="seed",
+                         branch=SEED_BRANCH)
+
+    def build(paths: rd.RunPaths) -> None:
+        with GitStore.init(paths.repo) as store, RunIndex.open(paths.index) as index:
+            record_variant(store, index, seed, seed_files)
+            index.set_meta(META_SEED, seed.id)
+            index.add_event("run_created", {"run_dir": resolved.run_dir, "seed_dir": resolved.seed_dir})
+
+    paths = rd.create_run_dir(resolved, build)
+    return _drive(paths, resolved, json_mode, detach)
+
+
+def resume_run(run_dir: Path, *, json_mode: bool = False, detach: bool = False) -> RunSummary:
+    """Continue a run where it stopped."""
+    paths, resolved = rd.open_run(Path(run_dir))
+    return _drive(paths, resolved, json_mode, detach)
+
+
+def _drive(paths: rd.RunPaths, resolved: ResolvedConfig, json_mode: bool, detach: bool) -> RunSummary:
+    from guided_evolution.runstore import doctor
+
+    cfg = resolved.config
+    with rd.RunLock(paths.root):
+        # A kill between a git write and an index write leaves them out of step: repair first.
+        doctor.check(paths.root, repair=True)
+        store = GitStore.open(paths.repo)
+        index = RunIndex.open(paths.index)
+        progress = make_progress(json_mode, [(o.name, o.direction) for o in cfg.selected_objectives])
+        recorder = Recorder(store, index, cfg, progress)
+        seed_id = index.get_meta(META_SEED) or ""
+        engine = Engine(paths, resolved, recorder, _proposer(resolved, recorder, seed_id), seed_id,
+                        detach=detach)
+        try:
+            with progress:
+                asyncio.run(engine.run())
+        finally:
+            store.close()
+        summary = _summary(engine, index, cfg)
+        index.close()
+    return summary
+
+
+def _proposer(resolved: ResolvedConfig, recorder: Recorder, seed_id: str) -> Proposer:
+    """The LLM operators, or the offline baseline when every model is ``offline``."""
+    cfg = resolved.config
+    # Loaded for every run, so that a broken prompt override in the seed stops `ge run` at once.
+    prompts = PromptLibrary.load([Path(resolved.seed_dir) / "prompts"])
+    if cfg.llm.offline:
+        return OfflineProposer(cfg, recorder)
+    from guided_evolution.llm.client import LLMClient
+
+    counts = recorder.index.counts()
+    llm = LLMClient(
+        llm_settings(cfg),
+        recorder=recorder.index,
+        spent_usd=counts["cost_usd"],
+        spent_tokens=counts["prompt_tokens"] + counts["completion_tokens"],
+    )
+    return LLMProposer(cfg, recorder, prompts, llm, recorder.progress, seed_id)
+
+
+def _summary(engine: Engine, index: RunIndex, cfg: GeConfig) -> RunSummary:
+    counts = index.counts()
+    return RunSummary(
+        run_dir=str(engine.paths.root),
+        generation=engine.generation,
+        children=counts["children"],
+        evaluated=counts["evaluated"],
+        failed=counts["failed"],
+        llm_calls=counts["llm_calls"],
+        cost_usd=counts["cost_usd"],
+        finished=bool(index.get_meta(META_FINISHED)),
+        stop_reason=engine.stop_reason,
+        objectives=[{"name": o.name, "direction": o.direction, "select": o.select} for o in cfg.objectives],
+        warnings=engine.warnings,
+    )
+
+
+def _decode_evolvable(files: dict[str, bytes], cfg: GeConfig) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in cfg.seed.files:
+        try:
+            out[name] = files[name].decode("utf-8").replace("\r\n", "\n")
+        except UnicodeDecodeError:
+            raise ConfigError(f"evolvable file {name} is not UTF-8 text", "list only source files in [seed] files") from None
+    return out
+
+
+def _check_evaluator(cfg: GeConfig, seed_dir: Path) -> None:
+    """The evaluator's program must exist (on PATH or in the seed directory)."""
+    for key, command in (
+        ("evaluator.command", cfg.evaluator.command),
+        ("evaluator.check", cfg.evaluator.check),
+        ("evaluator.worker", cfg.evaluator.worker),
+    ):
+        if not command:
+            continue
+        try:
+            words = shlex.split(command)
+        except ValueError as err:
+            raise ConfigError(f"{key} = {command!r}: {err}") from None
+        words = [w for w in words if "=" not in w.split("/")[0]] or words  # skip VAR=value prefixes
+        program = words[0]
+        if "/" in program:
+            if not (seed_dir / program).exists() and not Path(program).exists():
+                raise ConfigError(f"{key}: program {program!r} not found", "fix the path in ge.toml")
+        elif shutil.which(program) is None and program not in {"exec", "cd", "true", "false", ":"}:
+            raise ConfigError(f"{key}: command {program!r} not found on PATH", "install it or fix the command in ge.toml")

@@ -1,0 +1,149 @@
+"""The generation plan (the GE paper's loop), pure: which children to make, from whom, and how.
+
+Generation 0 is ``initial_population`` mutations of the seed. After that, from the evaluated
+population: SPEA2 picks the elites (carried over); NSGA-II tournaments pick ``population``
+parents; each pair is crossed over with ``crossover_probability`` (both directions); each child is
+then mutated with ``mutation_probability``, and such a mutation is Evolution of Thought with
+``eot_probability`` (from ``eot_start_generation``) once there are teachers: elites that beat the
+seed on some selection objective.
+
+Every draw comes from an RNG seeded by (run seed, generation), and each plan has its own RNG
+seeded by (run seed, generation, child index), so a resumed run re-derives the same plans.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from guided_evolution.config import EvolutionConfig
+from guided_evolution.evolution.selection import (
+    HallOfFame,
+    ObjectiveSpec,
+    Scored,
+    better_somewhere,
+    nsga2_parents,
+    spea2_elites,
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One operator application in a child's plan."""
+
+    op: str  # 'mutation' | 'crossover' | 'eot'
+    other: str | None = None  # crossover partner, or the EoT elite
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one child of a generation is made: a parent and the operators applied in order."""
+
+    generation: int
+    index: int
+    parent: str
+    steps: tuple[Step, ...]
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        partners = [s.other for s in self.steps if s.op == "crossover" and s.other]
+        return (self.parent, *partners)
+
+    def rng(self, seed: int) -> random.Random:
+        """The child's own RNG: the same plan always draws the same numbers."""
+        return random.Random(f"ge:{seed}:{self.generation}:{self.index}")
+
+    def fix_rng(self, seed: int) -> random.Random:
+        """The RNG of the fix attempts that follow this plan's child."""
+        return random.Random(f"ge:{seed}:{self.generation}:{self.index}:fix")
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """The children to make in one generation and the elites carried over into the next."""
+
+    plans: list[Plan]
+    elites: list[str]
+
+
+def dedup(ids: Sequence[str]) -> list[str]:
+    """``ids`` in order, each once."""
+    return list(dict.fromkeys(ids))
+
+
+def eot_teachers(
+    elites: Sequence[Scored], seed: Scored | None, objectives: Sequence[ObjectiveSpec]
+) -> list[str]:
+    """The elites better than the seed on at least one objective, in order.
+
+    EoT learns from an elite's change to the seed, so the elite must have measured better than the
+    seed on some objective (what the EoT prompt tells the model); the seed itself and elites that
+    merely tie with it have nothing to teach.
+    """
+    if seed is None:
+        return []
+    return [e.id for e in elites if e.id != seed.id and better_somewhere(e, seed, objectives)]
+
+
+def plan_generation(
+    generation: int,
+    population: Sequence[Scored],
+    seed: Scored | None,
+    seed_id: str,
+    evo: EvolutionConfig,
+    objectives: Sequence[ObjectiveSpec],
+    *,
+    eot: bool = True,
+) -> GenerationPlan:
+    """Plans for ``generation`` from the valid members of the previous ``population``.
+
+    ``seed`` is the seed's score (None when it has none); it stands in for an empty population.
+    ``eot`` is False when the proposer cannot do Evolution of Thought (the offline operators).
+    """
+    rng = random.Random(f"ge:{evo.seed}:{generation}:plan")
+    if generation == 0:
+        plans = [Plan(0, i, seed_id, (Step("mutation"),)) for i in range(evo.initial_population)]
+        return GenerationPlan(plans, [])
+    valid = list(population) or ([seed] if seed is not None else [])
+    elites = [s.id for s in spea2_elites(valid, min(evo.elites, len(valid)), objectives)]
+    parents = [s.id for s in nsga2_parents(valid, evo.population, objectives, rng)]
+    elite_ids = set(elites)
+    teachers = eot_teachers([s for s in valid if s.id in elite_ids], seed, objectives)
+    eot_on = eot and generation >= evo.eot_start_generation and bool(teachers)
+
+    def mutate_step() -> Step | None:
+        if rng.random() >= evo.mutation_probability:
+            return None
+        if eot_on and rng.random() < evo.eot_probability:
+            return Step("eot", rng.choice(teachers))
+        return Step("mutation")
+
+    plans: list[Plan] = []
+    for i in range(0, len(parents) - 1, 2):
+        a, b = parents[i], parents[i + 1]
+        crossed = a != b and rng.random() < evo.crossover_probability
+        for primary, partner in ((a, b), (b, a)):
+            steps = [Step("crossover", partner)] if crossed else []
+            mut = mutate_step()
+            if mut is not None:
+                steps.append(mut)
+            if steps:
+                plans.append(Plan(generation, len(plans), primary, tuple(steps)))
+    if len(parents) % 2:
+        mut = mutate_step() or Step("mutation")
+        plans.append(Plan(generation, len(plans), parents[-1], (mut,)))
+    return GenerationPlan(plans, elites)
+
+
+def hall_of_fame(
+    previous: Sequence[Scored], population: Sequence[Scored], size: int,
+    objectives: Sequence[ObjectiveSpec],
+) -> list[str]:
+    """The Pareto hall of fame after a generation: ids of the best ``size`` seen so far."""
+    hof = HallOfFame(size, objectives)
+    seen: dict[str, Scored] = {}
+    for item in [*previous, *population]:
+        seen.setdefault(item.id, item)
+    hof.update(list(seen.values()))
+    return [s.id for s in hof.items]
