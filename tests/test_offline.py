@@ -14,7 +14,8 @@ from guided_evolution.evolution.offline_operators import (
     offline_crossover,
     offline_mutate,
 )
-from guided_evolution.evolution.segments import Genome, Segment, SpliceError, parse_genome, splice
+from guided_evolution.evolution.segments import Genome, Segment, parse_genome
+from guided_evolution.evolution.splice import SpliceError, splice
 
 CNN = '''"""A small CNN (text only: nothing here imports torch)."""
 

@@ -11,13 +11,12 @@ from guided_evolution.errors import GeError
 from guided_evolution.evolution.segments import (
     NOTE_MARKER,
     Genome,
-    SpliceError,
     context_view,
     differing_segments,
     parse_genome,
-    splice,
     variant_id,
 )
+from guided_evolution.evolution.splice import SpliceError, splice
 
 MODEL = '''"""A header docstring that mentions the marker style but not the marker line."""
 

@@ -21,7 +21,8 @@ from guided_evolution.evolution.offline_operators import offline_crossover, offl
 from guided_evolution.evolution.operators import Child, Rejected
 from guided_evolution.evolution.plan import Plan, Step
 from guided_evolution.evolution.prompts import PromptLibrary
-from guided_evolution.evolution.segments import Genome, SpliceError, parse_genome, splice
+from guided_evolution.evolution.segments import Genome, parse_genome
+from guided_evolution.evolution.splice import SpliceError, splice
 from guided_evolution.llm.settings import LLMSettings, ModelSpec
 
 FATAL_STREAK = 5  # HTTP 400s in a row from one model that stop a run

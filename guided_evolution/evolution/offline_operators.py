@@ -17,14 +17,8 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from guided_evolution.evolution.segments import (
-    Genome,
-    Segment,
-    SpliceError,
-    differing_segments,
-    parse_genome,
-    splice,
-)
+from guided_evolution.evolution.segments import Genome, Segment, differing_segments, parse_genome
+from guided_evolution.evolution.splice import SpliceError, splice
 
 OPERATORS = ("nudge", "swap", "statement")
 _WEIGHTS = {"nudge": 0.45, "swap": 0.3, "statement": 0.25}

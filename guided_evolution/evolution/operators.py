@@ -20,11 +20,10 @@ from guided_evolution.evolution.segments import (
     NOTE_MARKER,
     Genome,
     Segment,
-    SpliceError,
     context_view,
     differing_segments,
-    splice,
 )
+from guided_evolution.evolution.splice import SpliceError, splice
 
 MUTATION_KINDS: tuple[str, ...] = (
     "tune",

@@ -1,9 +1,9 @@
-"""The genome: evolvable files split into segments by a marker line; splicing, validation, ids.
+"""The genome: evolvable files split into segments by a marker line, and the variant id.
 
 A marker is a comment line of its own (default ``# --OPTION--``). The header before the first
 marker never changes; a segment is the text after one marker line up to the next marker line
 (or EOF). ``# -- NOTE --`` ... ``# -- NOTE --`` blocks inside a segment are context for the LLM:
-they are kept out of :attr:`Segment.code` and re-attached unchanged by :func:`splice`.
+they are kept out of :attr:`Segment.code` and re-attached unchanged by ``splice.splice``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import io
 import re
 import textwrap
 import tokenize
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,15 +26,6 @@ CONTEXT_PLACEHOLDER = "# <<< the segment being changed goes here >>>"
 
 _DEF_RE = re.compile(r"^[ \t]*(?:async[ \t]+def|def|class)[ \t]+([A-Za-z_]\w*)")
 _MAX_SCANNED_BYTES = 2_000_000  # non-evolvable files larger than this are not scanned for names
-
-
-class SpliceError(Exception):
-    """A new segment was rejected; ``reason`` is one line that can be shown to the LLM."""
-
-    def __init__(self, reason: str) -> None:
-        reason = " ".join(reason.split())
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -387,205 +377,3 @@ def context_view(genome: Genome, key: str, placeholder: str = CONTEXT_PLACEHOLDE
 def _segment_indent(code: str, body: _Body) -> str:
     first = _first_code_line(_split_lines(code))
     return _indent_of(first) if first is not None else body.marker_indent
-
-
-def _clean_new_code(new_code: str, marker: str) -> list[str]:
-    """LLM code as LF lines: NOTE blocks and an echoed leading marker removed, no blank edges."""
-    lines = _split_lines(_lf(new_code))
-    kept: list[str] = []
-    in_note = False
-    for line in lines:
-        if line.strip() == NOTE_MARKER:
-            in_note = not in_note
-            continue
-        if not in_note:
-            kept.append(line)
-    if in_note:  # a dangling NOTE line: keep what followed it, drop the delimiter only
-        kept = [line for line in lines if line.strip() != NOTE_MARKER]
-    kept = _strip_blank_edges(kept)
-    while kept and kept[0].strip() == marker:
-        kept = _strip_blank_edges(kept[1:])
-    for n, line in enumerate(kept, 1):
-        if line.strip() == marker:
-            raise SpliceError(
-                f"the new code contains the marker line {marker!r} (line {n}); return one segment only"
-            )
-    if kept and not kept[-1].endswith("\n"):
-        kept[-1] += "\n"
-    return kept
-
-
-def _indent_candidates(lines: list[str], base: str) -> list[list[str]]:
-    """Ways to fit the new code at indentation `base`, most plausible first.
-
-    As given; dedented and reindented to `base`; or with only its first line moved to `base`
-    (an LLM often strips the first line's indentation but keeps the rest).
-    """
-    first = _first_code_line(lines)
-    if first is None:
-        return [lines]
-    dedented = textwrap.dedent("".join(lines))
-    reindented = _split_lines("".join(base + x if x.strip() else x for x in _split_lines(dedented)))
-    k = lines.index(first)
-    fixed = [*lines[:k], base + first.lstrip(" \t"), *lines[k + 1 :]]
-    rest = [x for x in lines[k + 1 :] if x.strip()]
-    if _indent_of(first) == base:
-        order = [lines, reindented, fixed]
-    elif (
-        rest and first.rstrip().endswith(":") and min(len(_indent_of(x)) for x in rest) > len(base)
-    ):
-        order = [fixed, reindented, lines]
-    else:
-        order = [reindented, lines, fixed]
-    unique: list[list[str]] = []
-    for cand in order:
-        if cand not in unique:
-            unique.append(cand)
-    return unique
-
-
-def _attach_notes(code_lines: list[str], notes: Sequence[_Note], at_top: bool) -> list[str]:
-    """Insert the NOTE blocks after their anchor lines (or at the top)."""
-    if not notes:
-        return list(code_lines)
-    positions: list[int] = []
-    for note in notes:
-        pos = 0
-        if note.anchor is not None and not at_top:
-            seen = [i for i, line in enumerate(code_lines) if line.strip() == note.anchor]
-            if seen:
-                pos = (seen[note.occurrence] if note.occurrence < len(seen) else seen[0]) + 1
-        positions.append(pos)
-    out: list[str] = []
-    for i in range(len(code_lines) + 1):
-        out.extend(_lf(note.text) for note, pos in zip(notes, positions, strict=True) if pos == i)
-        if i < len(code_lines):
-            out.append(code_lines[i])
-    return out
-
-
-def _syntax_reason(exc: SyntaxError, first_row: int, n_lines: int) -> str:
-    row = (exc.lineno or first_row) - first_row + 1
-    row = min(max(row, 1), max(n_lines, 1))
-    return f"syntax error at line {row}: {exc.msg}"
-
-
-def _compile(text: str, path: str) -> ast.Module:
-    """Parse and compile (which also catches e.g. `return` outside a function); SyntaxError."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(text, filename=path)
-            compile(tree, path, "exec", dont_inherit=True)
-    except (ValueError, RecursionError, MemoryError) as exc:
-        raise SyntaxError(f"cannot parse: {type(exc).__name__}: {exc}") from exc
-    return tree
-
-
-def _defined_names(tree: ast.AST) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((a.asname or a.name).split(".")[0] for a in node.names)
-    return names
-
-
-def _check_kept_names(genome: Genome, seg: Segment, new_tree: ast.Module) -> None:
-    original = _top_level_defs(seg.code)
-    if not original:
-        return
-    missing = set(original) - _defined_names(new_tree)
-    if not missing:
-        return
-    text = genome.files[seg.file]
-    users: dict[str, str] = {}
-    for offset, name in _name_tokens(text):
-        if name in missing and not seg.start <= offset < seg.end:
-            users.setdefault(name, seg.file)
-    for path, other in genome.files.items():
-        if path == seg.file or not path.endswith(".py") or len(other) > _MAX_SCANNED_BYTES:
-            continue
-        for _, name in _name_tokens(other):
-            if name in missing:
-                users.setdefault(name, path)
-    for name in original:  # report in the segment's order
-        if name in users:
-            raise SpliceError(f"removed {original[name]} {name} used elsewhere in {users[name]}")
-
-
-def splice(genome: Genome, key: str, new_code: str) -> dict[str, str]:
-    """The new file mapping with exactly the segment `key` replaced by `new_code`.
-
-    NOTE blocks of the segment are re-attached unchanged; every byte outside the segment's
-    body stays as it was. Raises SpliceError when the result is rejected.
-    """
-    seg = genome.segment(key)
-    lines = _clean_new_code(new_code, genome.marker)
-    if not _has_code("".join(lines)):
-        raise SpliceError("empty code")
-    if "".join(lines) == seg.code:
-        return dict(genome.files)
-    text = genome.files[seg.file]
-    body = _scan_file(seg.file, text, genome.marker)[seg.index].body
-    eol = "\r\n" if "\r\n" in text else "\n"
-    base = _segment_indent(seg.code, body)
-    prefix = text[: seg.start]
-    if prefix and not prefix.endswith("\n"):  # a marker on the last line without a newline
-        prefix += eol
-    first_row = prefix.count("\n") + body.lead.count("\n") + 1
-    ends_without_newline = seg.end == len(text) and not body.trail and not text.endswith("\n")
-
-    def build(code_lines: list[str], notes: str) -> str:
-        """The new file; `notes` is "none" (code alone), "anchor" or "top"."""
-        attached = (
-            code_lines if notes == "none" else _attach_notes(code_lines, body.notes, notes == "top")
-        )
-        core = "".join(attached)
-        if eol != "\n":
-            core = core.replace("\n", eol)
-        if ends_without_newline and core.endswith(eol):
-            core = core[: -len(eol)]
-        return prefix + body.lead + core + body.trail + text[seg.end :]
-
-    chosen: list[str] | None = None
-    new_tree: ast.Module | None = None
-    first_error: SyntaxError | None = None
-    for cand in _indent_candidates(lines, base):
-        try:
-            new_tree = _compile(build(cand, "none"), seg.file)
-        except SyntaxError as exc:
-            first_error = first_error or exc
-            continue
-        chosen = cand
-        break
-    if chosen is None or new_tree is None:
-        assert first_error is not None
-        raise SpliceError(_syntax_reason(first_error, first_row, len(lines)))
-    new_text = build(chosen, "anchor")
-    if body.notes and not _same_tree(new_text, new_tree, seg.file):
-        new_text = build(chosen, "top")
-    new_raw = _scan_file_for_splice(seg.file, new_text, genome.marker)
-    if len(new_raw) != len(_scan_file(seg.file, text, genome.marker)):
-        raise SpliceError("the new code swallows a segment marker (an unterminated string?)")
-    _check_kept_names(genome, seg, new_tree)
-    files = dict(genome.files)
-    files[seg.file] = new_text
-    return files
-
-
-def _same_tree(text: str, tree: ast.Module, path: str) -> bool:
-    try:
-        return ast.dump(ast.parse(text, filename=path)) == ast.dump(tree)
-    except SyntaxError:
-        return False
-
-
-def _scan_file_for_splice(path: str, text: str, marker: str) -> list[_RawSegment]:
-    try:
-        return _scan_file(path, text, marker)
-    except GeError as exc:
-        raise SpliceError(f"the new code breaks the segment structure: {exc.message}") from exc

@@ -87,7 +87,7 @@ def _group_stats(data: RunData, events: list[Any]) -> tuple[list[dict[str, Any]]
     ops: dict[str, GroupStats] = {}
     personas: dict[str, GroupStats] = {}
     for v in data.variants.values():
-        if v.operator == "seed":
+        if v.is_seed:
             continue
         for key, table in ((v.operator, ops), (v.persona or "(none)", personas)):
             stats = table.setdefault(key, GroupStats(key))

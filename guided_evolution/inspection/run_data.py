@@ -18,6 +18,7 @@ from typing import Any
 from guided_evolution.config import GeConfig, ResolvedConfig
 from guided_evolution.errors import GeError
 from guided_evolution.evolution.selection import Scored, dominates, scored
+from guided_evolution.runstore.records import META_FINISHED, META_SEED, SEED_BRANCH
 from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunPaths, open_run
 
@@ -55,7 +56,7 @@ def resolve_id(index: Any, prefix: str, run_dir: Path | str = "RUN_DIR") -> str:
     branch = _BRANCH.fullmatch(given)
     prefix = branch.group(1) if branch else given
     if prefix == "seed":
-        seed = index.get_meta("seed_variant") or next((v.id for v in index.variants() if v.branch == "seed"), None)
+        seed = index.get_meta(META_SEED) or next((v.id for v in index.variants() if v.branch == SEED_BRANCH), None)
         if seed:
             return str(seed)
     listing = f"list variants with `ge best {run_dir}` or `ge log {run_dir}`"
@@ -204,10 +205,10 @@ def load_run_data(index: Any, resolved: ResolvedConfig, paths: Any) -> RunData:
     return RunData(
         run_dir=str(paths.root),
         config=resolved.config,
-        seed_id=index.get_meta("seed_variant"),
+        seed_id=index.get_meta(META_SEED),
         variants={v.id: v for v in index.variants()},
         latest=index.latest_evaluations(),
-        finished=index.get_meta("finished"),
+        finished=index.get_meta(META_FINISHED),
     )
 
 

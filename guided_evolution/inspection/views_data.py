@@ -24,6 +24,7 @@ from guided_evolution.inspection.run_data import (
     variant_calls,
 )
 from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.records import META_FINISHED
 
 
 def front_rows(index: Any, cfg: GeConfig) -> list[dict[str, Any]]:
@@ -58,7 +59,7 @@ def status(run_dir: Path) -> dict[str, Any]:
     with open_run_index(run_dir) as (index, resolved, paths):
         counts = index.counts()
         last = index.last_generation()
-        finished = index.get_meta("finished")
+        finished = index.get_meta(META_FINISHED)
         return {
             "run_dir": str(paths.root),
             "generation": last.generation if last else 0,
