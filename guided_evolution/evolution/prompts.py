@@ -5,8 +5,9 @@ A prompt file is the user message, or is split into chat messages by marker line
 of the library (template text, so its placeholders are filled too). Values are substituted in a
 single pass and never re-scanned, so code with braces, `$`, `{{x}}` or f-strings is inserted as is.
 
-Lookup: the built-in `prompts/` directory next to the package, then each extra directory (the
-seed's own `prompts/`), whose files add to or override the built-ins by name.
+Lookup: the built-in prompts (the repository's `prompts/`, installed as the package
+`guided_evolution.builtin_prompts`), then each extra directory (the seed's own `prompts/`), whose
+files add to or override the built-ins by name.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import guided_evolution
@@ -23,11 +25,20 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _INCLUDE = re.compile(r"\{\{>\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 _SECTION = re.compile(r"^---(system|user|assistant)---[ \t]*$", re.MULTILINE)
 _MAX_INCLUDE_DEPTH = 8
+_BUILTIN_PACKAGE = "guided_evolution.builtin_prompts"  # the repository's prompts/, installed
 
 
 def builtin_dir() -> Path:
-    """The built-in prompt directory (`prompts/` beside the package)."""
-    return Path(guided_evolution.__file__).resolve().parent.parent / "prompts"
+    """The built-in prompt directory: the installed `guided_evolution.builtin_prompts` package.
+
+    A source checkout on `PYTHONPATH` without an install has no such package; there the
+    repository's `prompts/` beside the package directory is used.
+    """
+    try:
+        root = resources.files(_BUILTIN_PACKAGE)
+    except ModuleNotFoundError:
+        return Path(guided_evolution.__file__).resolve().parent.parent / "prompts"
+    return Path(str(root))
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ class PromptLibrary:
         if not base.is_dir():
             raise GeError(
                 f"the built-in prompt directory {base} is missing",
-                "reinstall ge from its source tree (pip install -e .)",
+                "reinstall ge (pip install . or pip install -e . from its source tree)",
             )
         files: dict[str, PromptFile] = {}
         for directory in (base, *map(Path, extra_dirs)):
