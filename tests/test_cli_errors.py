@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution.runstore.run_index import RunIndex, VariantRecord
+from guided_evolution.runstore.records import VariantRecord
+from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge
 from tests.support.seeds import template_seed
 

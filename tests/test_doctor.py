@@ -14,17 +14,18 @@ import pytest
 
 import guided_evolution
 from guided_evolution.evolution.segments import variant_id
-from guided_evolution.llm.records import CachedReply
+from guided_evolution.llm.records import CachedReply, CallRecord
 from guided_evolution.runstore.doctor import check, rebuild_index
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.recording import record_variant
-from guided_evolution.runstore.records import SEED_BRANCH, format_message, variant_branch
-from guided_evolution.runstore.run_index import (
-    CallRecord,
+from guided_evolution.runstore.records import (
+    SEED_BRANCH,
     EvaluationRecord,
-    RunIndex,
     VariantRecord,
+    format_message,
+    variant_branch,
 )
+from guided_evolution.runstore.run_index import RunIndex
 
 SEED = {"main.py": b"x = 1\n", "pkg/helper.py": b"def h():\n    return 0\n"}
 
@@ -310,7 +311,8 @@ def test_stale_temp_files_are_removed_by_repair(run) -> None:
 WRITER = """
 import hashlib, os, signal, sys
 from pathlib import Path
-from guided_evolution.runstore.run_index import EvaluationRecord, RunIndex, VariantRecord
+from guided_evolution.runstore.records import EvaluationRecord, VariantRecord
+from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.recording import record_variant
 

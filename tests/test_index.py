@@ -13,14 +13,14 @@ from guided_evolution.errors import GeError, RunStateError
 from guided_evolution.llm.client import LLMClient
 from guided_evolution.llm.records import CachedReply, CallRecord, cache_key
 from guided_evolution.llm.settings import LLMSettings, ModelSpec
-from guided_evolution.runstore.run_index import (
-    SCHEMA_VERSION,
+from guided_evolution.runstore.index_schema import SCHEMA_VERSION
+from guided_evolution.runstore.records import (
     EvaluationRecord,
     GenerationRecord,
     ReflectionRecord,
-    RunIndex,
     VariantRecord,
 )
+from guided_evolution.runstore.run_index import RunIndex
 
 
 @pytest.fixture

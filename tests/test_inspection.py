@@ -14,13 +14,10 @@ from typer.testing import CliRunner
 
 from guided_evolution.cli import app
 from guided_evolution.inspection.run_data import normalise_reason
+from guided_evolution.llm.records import CallRecord
 from guided_evolution.runstore.git_store import GitStore
-from guided_evolution.runstore.run_index import (
-    CallRecord,
-    EvaluationRecord,
-    ReflectionRecord,
-    RunIndex,
-)
+from guided_evolution.runstore.records import EvaluationRecord, ReflectionRecord
+from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunLock
 from tests.support.seeds import template_seed
 

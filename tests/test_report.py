@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from guided_evolution.inspection.html_report import write_report
-from guided_evolution.runstore.run_index import CallRecord, ReflectionRecord, RunIndex
+from guided_evolution.llm.records import CallRecord
+from guided_evolution.runstore.records import ReflectionRecord
+from guided_evolution.runstore.run_index import RunIndex
 from tests.support.seeds import template_seed
 
 PAYLOAD = (

@@ -23,8 +23,7 @@ from guided_evolution.engine.recorder import Recorder
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult, Executor
 from guided_evolution.evolution.plan import Plan, dedup, hall_of_fame, plan_generation
-from guided_evolution.runstore.records import META_FINISHED
-from guided_evolution.runstore.run_index import GenerationRecord
+from guided_evolution.runstore.records import META_FINISHED, GenerationRecord
 from guided_evolution.runstore.rundir import RunPaths
 
 

@@ -22,8 +22,13 @@ from guided_evolution.evolution.segments import Genome, parse_genome, variant_id
 from guided_evolution.evolution.selection import Scored, finite_values, scored
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.recording import record_variant
-from guided_evolution.runstore.records import EvaluationRecord, VariantRecord, variant_branch
-from guided_evolution.runstore.run_index import ReflectionRecord, RunIndex
+from guided_evolution.runstore.records import (
+    EvaluationRecord,
+    ReflectionRecord,
+    VariantRecord,
+    variant_branch,
+)
+from guided_evolution.runstore.run_index import RunIndex
 
 COMPACT_EVERY = 2000  # children between repository compactions
 GENOME_CACHE = 512  # parsed genomes kept in memory (parents are read again and again)

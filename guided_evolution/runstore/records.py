@@ -258,3 +258,36 @@ class EvaluationRecord:
             duration_s=data.get("duration_s"),
             failure_reason=data.get("failure_reason"),
         )
+
+
+@dataclass
+class ReflectionRecord:
+    """An EoT reflection written for a variant against an elite."""
+
+    variant_id: str
+    text: str
+    elite_id: str | None = None
+    segment: str | None = None
+    created_at: float = field(default_factory=time.time)
+    id: int | None = None
+
+
+@dataclass
+class EventRecord:
+    """A run event (start, stop, budget reached, ...)."""
+
+    id: int
+    time: float
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass
+class GenerationRecord:
+    """The engine's checkpoint at the end of a generation."""
+
+    generation: int
+    population: list[str]
+    elites: list[str] = field(default_factory=list)
+    hall_of_fame: list[str] = field(default_factory=list)
+    finished_at: float = field(default_factory=time.time)

@@ -14,222 +14,36 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guided_evolution.errors import GeError, RunStateError
+from guided_evolution.errors import RunStateError
 from guided_evolution.llm.records import CachedReply, CallRecord
+from guided_evolution.runstore.index_schema import (
+    CALL_COUNTS_SQL,
+    CALL_OUTCOMES,
+    OPERATORS,
+    REBUILD_HINT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    VARIANT_COUNTS_SQL,
+    VARIANT_STATUSES,
+    call_from_row,
+    check_value,
+    connect,
+    dumps,
+    evaluation_from_row,
+    variant_from_row,
+)
 from guided_evolution.runstore.records import (
     EVALUATION_STATUSES,
     STAGES,
     EvaluationRecord,
+    EventRecord,
+    GenerationRecord,
+    ReflectionRecord,
     VariantRecord,
 )
-
-SCHEMA_VERSION = 1
-OPERATORS = (
-    "seed",
-    "mutation",
-    "crossover",
-    "eot",
-    "offline-mutation",
-    "offline-crossover",
-    "fix",
-)
-VARIANT_STATUSES = ("pending", "evaluating", "evaluated", "failed", "invalid")
-CALL_OUTCOMES = ("ok", "error", "cached")
-
-
-def _in(values: tuple[str, ...]) -> str:
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
-
-
-_SCHEMA = f"""
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE variants (
-    id TEXT PRIMARY KEY,
-    commit_sha TEXT,
-    branch TEXT,
-    generation INTEGER NOT NULL,
-    operator TEXT NOT NULL CHECK (operator IN {_in(OPERATORS)}),
-    parents TEXT NOT NULL DEFAULT '[]',
-    segment TEXT,
-    prompt_name TEXT,
-    persona TEXT,
-    model TEXT,
-    temperature REAL,
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {_in(VARIANT_STATUSES)}),
-    created_at REAL NOT NULL,
-    eot_reflection TEXT,
-    llm_call_id INTEGER
-);
-CREATE INDEX variants_generation ON variants (generation);
-CREATE INDEX variants_status ON variants (status);
-CREATE TABLE evaluations (
-    id INTEGER PRIMARY KEY,
-    variant_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL DEFAULT 1,
-    stage TEXT NOT NULL DEFAULT 'evaluate' CHECK (stage IN {_in(STAGES)}),
-    status TEXT NOT NULL CHECK (status IN {_in(EVALUATION_STATUSES)}),
-    metrics TEXT,
-    started_at REAL,
-    duration_s REAL,
-    failure_reason TEXT,
-    output_tail TEXT
-);
-CREATE INDEX evaluations_variant ON evaluations (variant_id, id);
-CREATE TABLE llm_calls (
-    id INTEGER PRIMARY KEY,
-    variant_id TEXT,
-    purpose TEXT NOT NULL,
-    model TEXT NOT NULL,
-    messages TEXT NOT NULL,
-    reply TEXT,
-    prompt_tokens INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    latency_s REAL NOT NULL DEFAULT 0,
-    outcome TEXT NOT NULL CHECK (outcome IN {_in(CALL_OUTCOMES)}),
-    error TEXT,
-    attempts INTEGER NOT NULL DEFAULT 1,
-    cache_key TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX llm_calls_variant ON llm_calls (variant_id);
-CREATE TABLE llm_cache (
-    key TEXT PRIMARY KEY,
-    reply TEXT NOT NULL,
-    usage TEXT NOT NULL DEFAULT '{{}}',
-    model TEXT,
-    created_at REAL NOT NULL
-);
-CREATE TABLE reflections (
-    id INTEGER PRIMARY KEY,
-    variant_id TEXT NOT NULL,
-    elite_id TEXT,
-    segment TEXT,
-    text TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX reflections_variant ON reflections (variant_id);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    time REAL NOT NULL,
-    kind TEXT NOT NULL,
-    data TEXT NOT NULL DEFAULT '{{}}'
-);
-CREATE TABLE generations (
-    generation INTEGER PRIMARY KEY,
-    population TEXT NOT NULL,
-    elites TEXT NOT NULL DEFAULT '[]',
-    hall_of_fame TEXT NOT NULL DEFAULT '[]',
-    finished_at REAL NOT NULL
-);
-"""
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass
-class ReflectionRecord:
-    """An EoT reflection written for a variant against an elite."""
-
-    variant_id: str
-    text: str
-    elite_id: str | None = None
-    segment: str | None = None
-    created_at: float = field(default_factory=time.time)
-    id: int | None = None
-
-
-@dataclass
-class EventRecord:
-    """A run event (start, stop, budget reached, ...)."""
-
-    id: int
-    time: float
-    kind: str
-    data: dict[str, Any]
-
-
-@dataclass
-class GenerationRecord:
-    """The engine's checkpoint at the end of a generation."""
-
-    generation: int
-    population: list[str]
-    elites: list[str] = field(default_factory=list)
-    hall_of_fame: list[str] = field(default_factory=list)
-    finished_at: float = field(default_factory=time.time)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _variant(row: sqlite3.Row) -> VariantRecord:
-    return VariantRecord(
-        id=row["id"],
-        generation=row["generation"],
-        operator=row["operator"],
-        commit_sha=row["commit_sha"],
-        branch=row["branch"],
-        parents=json.loads(row["parents"]),
-        segment=row["segment"],
-        prompt_name=row["prompt_name"],
-        persona=row["persona"],
-        model=row["model"],
-        temperature=row["temperature"],
-        status=row["status"],
-        created_at=row["created_at"],
-        eot_reflection=row["eot_reflection"],
-        llm_call_id=row["llm_call_id"],
-    )
-
-
-def _evaluation(row: sqlite3.Row) -> EvaluationRecord:
-    return EvaluationRecord(
-        variant_id=row["variant_id"],
-        status=row["status"],
-        stage=row["stage"],
-        attempt=row["attempt"],
-        metrics=json.loads(row["metrics"]) if row["metrics"] is not None else None,
-        started_at=row["started_at"],
-        duration_s=row["duration_s"],
-        failure_reason=row["failure_reason"],
-        output_tail=row["output_tail"],
-        id=row["id"],
-    )
-
-
-def _call(row: sqlite3.Row) -> CallRecord:
-    return CallRecord(
-        purpose=row["purpose"],
-        model=row["model"],
-        messages=json.loads(row["messages"]),
-        reply=row["reply"],
-        outcome=row["outcome"],
-        prompt_tokens=row["prompt_tokens"],
-        completion_tokens=row["completion_tokens"],
-        cost_usd=row["cost_usd"],
-        latency_s=row["latency_s"],
-        error=row["error"],
-        attempts=row["attempts"],
-        cache_key=row["cache_key"],
-        variant_id=row["variant_id"],
-        created_at=row["created_at"],
-        id=row["id"],
-    )
-
-
-def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
-    if value not in allowed:
-        raise ValueError(f"invalid {what} {value!r}; expected one of {', '.join(allowed)}")
-
-
-# --------------------------------------------------------------------------- the index
 
 
 class RunIndex:
@@ -251,44 +65,14 @@ class RunIndex:
         commands can read a live run without blocking its engine.
         """
         path = Path(path)
-        hint = "run `ge doctor RUN_DIR --rebuild-index`"
         if readonly and not path.is_file():
-            raise RunStateError(f"index not found: {path}", hint)
-        try:
-            if readonly:
-                conn = sqlite3.connect(
-                    path.resolve().as_uri() + "?mode=ro",
-                    uri=True,
-                    isolation_level=None,
-                    check_same_thread=False,
-                    timeout=busy_timeout_s,
-                )
-                conn.execute("PRAGMA query_only = ON")
-            else:
-                conn = sqlite3.connect(
-                    path.resolve().as_uri(),
-                    uri=True,
-                    isolation_level=None,
-                    check_same_thread=False,
-                    timeout=busy_timeout_s,
-                )
-            conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as err:
-            raise RunStateError(f"cannot open index {path}: {err}", hint) from err
-        if version > SCHEMA_VERSION:
-            conn.close()
-            raise GeError(
-                f"index {path} has schema version {version}, newer than this ge supports "
-                f"({SCHEMA_VERSION})",
-                "upgrade ge to read this run",
-            )
+            raise RunStateError(f"index not found: {path}", REBUILD_HINT)
+        conn, version = connect(path, readonly, busy_timeout_s)
         index = cls(conn, path, readonly)
         if readonly:
             if version == 0:
                 conn.close()
-                raise RunStateError(f"index {path} is empty (schema version 0)", hint)
+                raise RunStateError(f"index {path} is empty (schema version 0)", REBUILD_HINT)
             return index
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -296,14 +80,14 @@ class RunIndex:
             if version == 0:
                 with index.transaction():
                     if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                        for statement in _SCHEMA.split(";"):
+                        for statement in SCHEMA.split(";"):
                             if statement.strip():
                                 conn.execute(statement)
                         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                         index._set_meta("created_at", repr(time.time()))
         except sqlite3.DatabaseError as err:
             conn.close()
-            raise RunStateError(f"cannot initialise index {path}: {err}", hint) from err
+            raise RunStateError(f"cannot initialise index {path}: {err}", REBUILD_HINT) from err
         return index
 
     def close(self, single_file: bool = False) -> None:
@@ -395,8 +179,8 @@ class RunIndex:
 
     def add_variant(self, rec: VariantRecord, replace: bool = False) -> None:
         """Insert a variant; an existing id is an error unless ``replace``."""
-        _check(rec.operator, OPERATORS, "operator")
-        _check(rec.status, VARIANT_STATUSES, "variant status")
+        check_value(rec.operator, OPERATORS, "operator")
+        check_value(rec.status, VARIANT_STATUSES, "variant status")
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         with self.transaction() as conn:
             conn.execute(
@@ -409,7 +193,7 @@ class RunIndex:
                     rec.branch,
                     rec.generation,
                     rec.operator,
-                    _dumps(list(rec.parents)),
+                    dumps(list(rec.parents)),
                     rec.segment,
                     rec.prompt_name,
                     rec.persona,
@@ -429,7 +213,7 @@ class RunIndex:
     def get_variant(self, variant_id: str) -> VariantRecord | None:
         """One variant, or None."""
         row = self._row("SELECT * FROM variants WHERE id = ?", (variant_id,))
-        return None if row is None else _variant(row)
+        return None if row is None else variant_from_row(row)
 
     def variants(
         self, status: str | None = None, generation: int | None = None
@@ -443,11 +227,11 @@ class RunIndex:
             sql += " AND generation = ?"
             args.append(generation)
         rows = self._rows(sql + " ORDER BY created_at, rowid", tuple(args))
-        return [_variant(row) for row in rows]
+        return [variant_from_row(row) for row in rows]
 
     def set_variant_status(self, variant_id: str, status: str) -> None:
         """Change a variant's status (pending -> evaluating -> evaluated/failed, or invalid)."""
-        _check(status, VARIANT_STATUSES, "variant status")
+        check_value(status, VARIANT_STATUSES, "variant status")
         with self.transaction() as conn:
             cur = conn.execute("UPDATE variants SET status = ? WHERE id = ?", (status, variant_id))
             if cur.rowcount == 0:
@@ -490,8 +274,8 @@ class RunIndex:
 
     def add_evaluation(self, rec: EvaluationRecord) -> int:
         """Insert one evaluation stage result; its row id."""
-        _check(rec.status, EVALUATION_STATUSES, "evaluation status")
-        _check(rec.stage, STAGES, "evaluation stage")
+        check_value(rec.status, EVALUATION_STATUSES, "evaluation status")
+        check_value(rec.stage, STAGES, "evaluation stage")
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO evaluations (variant_id, attempt, stage, status, metrics, started_at,"
@@ -501,7 +285,7 @@ class RunIndex:
                     rec.attempt,
                     rec.stage,
                     rec.status,
-                    None if rec.metrics is None else _dumps(rec.metrics),
+                    None if rec.metrics is None else dumps(rec.metrics),
                     rec.started_at,
                     rec.duration_s,
                     rec.failure_reason,
@@ -516,7 +300,7 @@ class RunIndex:
         row = self._row(
             "SELECT * FROM evaluations WHERE variant_id = ? ORDER BY id DESC LIMIT 1", (variant_id,)
         )
-        return None if row is None else _evaluation(row)
+        return None if row is None else evaluation_from_row(row)
 
     def evaluations(self, variant_id: str | None = None) -> list[EvaluationRecord]:
         """Evaluations in recording order (of one variant, or all)."""
@@ -526,20 +310,20 @@ class RunIndex:
             rows = self._rows(
                 "SELECT * FROM evaluations WHERE variant_id = ? ORDER BY id", (variant_id,)
             )
-        return [_evaluation(row) for row in rows]
+        return [evaluation_from_row(row) for row in rows]
 
     def latest_evaluations(self) -> dict[str, EvaluationRecord]:
         """Variant id -> its latest evaluation, for every evaluated variant."""
         rows = self._rows(
             "SELECT * FROM evaluations WHERE id IN (SELECT max(id) FROM evaluations GROUP BY variant_id)"
         )
-        return {row["variant_id"]: _evaluation(row) for row in rows}
+        return {row["variant_id"]: evaluation_from_row(row) for row in rows}
 
     # ----------------------------------------------------------------- LLM calls and cache
 
     def record_call(self, rec: CallRecord) -> int:
         """Insert one LLM call; its id."""
-        _check(rec.outcome, CALL_OUTCOMES, "call outcome")
+        check_value(rec.outcome, CALL_OUTCOMES, "call outcome")
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO llm_calls (variant_id, purpose, model, messages, reply, prompt_tokens,"
@@ -549,7 +333,7 @@ class RunIndex:
                     rec.variant_id,
                     rec.purpose,
                     rec.model,
-                    _dumps(rec.messages),
+                    dumps(rec.messages),
                     rec.reply,
                     rec.prompt_tokens,
                     rec.completion_tokens,
@@ -568,7 +352,7 @@ class RunIndex:
     def get_call(self, call_id: int) -> CallRecord | None:
         """One LLM call, or None."""
         row = self._row("SELECT * FROM llm_calls WHERE id = ?", (call_id,))
-        return None if row is None else _call(row)
+        return None if row is None else call_from_row(row)
 
     def calls(self, variant_id: str | None = None) -> list[CallRecord]:
         """LLM calls in order (of one variant, or all)."""
@@ -578,7 +362,7 @@ class RunIndex:
             rows = self._rows(
                 "SELECT * FROM llm_calls WHERE variant_id = ? ORDER BY id", (variant_id,)
             )
-        return [_call(row) for row in rows]
+        return [call_from_row(row) for row in rows]
 
     def cache_get(self, key: str) -> CachedReply | None:
         """The reply cached under this prompt key, or None (missing usage counts read as 0)."""
@@ -606,7 +390,7 @@ class RunIndex:
             conn.execute(
                 "INSERT OR REPLACE INTO llm_cache (key, reply, usage, model, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (key, reply.text, _dumps(usage), reply.model, time.time()),
+                (key, reply.text, dumps(usage), reply.model, time.time()),
             )
 
     # ----------------------------------------------------------------- reflections, events
@@ -643,7 +427,7 @@ class RunIndex:
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO events (time, kind, data) VALUES (?, ?, ?)",
-                (time.time() if when is None else when, kind, _dumps(data or {})),
+                (time.time() if when is None else when, kind, dumps(data or {})),
             )
             return int(cur.lastrowid or 0)
 
@@ -668,9 +452,9 @@ class RunIndex:
                 " finished_at) VALUES (?, ?, ?, ?, ?)",
                 (
                     rec.generation,
-                    _dumps(list(rec.population)),
-                    _dumps(list(rec.elites)),
-                    _dumps(list(rec.hall_of_fame)),
+                    dumps(list(rec.population)),
+                    dumps(list(rec.elites)),
+                    dumps(list(rec.hall_of_fame)),
                     rec.finished_at,
                 ),
             )
@@ -702,22 +486,8 @@ class RunIndex:
 
     def counts(self) -> dict[str, Any]:
         """Totals for status lines: variants by status, LLM calls, tokens and cost."""
-        v = self._row(
-            "SELECT count(*) AS variants, coalesce(sum(operator != 'seed'), 0) AS children,"
-            " coalesce(sum(status = 'pending'), 0) AS pending,"
-            " coalesce(sum(status = 'evaluating'), 0) AS evaluating,"
-            " coalesce(sum(status = 'evaluated'), 0) AS evaluated,"
-            " coalesce(sum(status = 'failed'), 0) AS failed,"
-            " coalesce(sum(status = 'invalid'), 0) AS invalid,"
-            " coalesce(max(generation), 0) AS generation FROM variants"
-        )
-        c = self._row(
-            "SELECT count(*) AS llm_calls, coalesce(sum(outcome = 'error'), 0) AS llm_errors,"
-            " coalesce(sum(outcome = 'cached'), 0) AS llm_cached,"
-            " coalesce(sum(prompt_tokens), 0) AS prompt_tokens,"
-            " coalesce(sum(completion_tokens), 0) AS completion_tokens,"
-            " coalesce(sum(cost_usd), 0.0) AS cost_usd FROM llm_calls"
-        )
+        v = self._row(VARIANT_COUNTS_SQL)
+        c = self._row(CALL_COUNTS_SQL)
         assert v is not None and c is not None
         result: dict[str, Any] = {**dict(v), **dict(c)}
         result["cost_usd"] = float(result["cost_usd"])
