@@ -1,5 +1,5 @@
-"""The one home of a variant's stored formats: the commit message with its ``Ge-*`` trailers, and the
-evaluation's git note. Pure: no I/O.
+"""The one home of a run's stored formats: a variant's commit message with its ``Ge-*`` trailers,
+its evaluation's git note, and the index's other records (reflections, events, checkpoints). Pure.
 
 A variant is written twice, to git (the durable record) and to the SQLite index (for queries); the
 index can be rebuilt from git, so every field the index needs about a variant is in its commit
