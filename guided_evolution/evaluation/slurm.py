@@ -43,6 +43,7 @@ from guided_evolution.evaluation.local import LocalExecutor
 from guided_evolution.evaluation.sandbox import Sandbox
 from guided_evolution.evaluation.sandbox_env import is_secret_name
 from guided_evolution.evaluation.slurm_commands import (
+    HOPELESS_PENDING,
     LIVE_STATES,
     JobMonitor,
     JobState,
@@ -77,19 +78,6 @@ SQUEUE_OUTAGE_S = 600.0
 """How long squeue may keep failing before the evaluations waiting on it fail."""
 _DETERMINISTIC = frozenset({"TIMEOUT", "OUT_OF_MEMORY"})
 """Found on resume, these are this variant's failures; other unfinished jobs are resubmitted."""
-_HOPELESS_PENDING = frozenset(
-    {
-        "PartitionTimeLimit",
-        "PartitionNodeLimit",
-        "BadConstraints",
-        "InvalidAccount",
-        "InvalidQOS",
-        "AccountNotAllowed",
-        "DependencyNeverSatisfied",
-        "QOSMaxWallDurationPerJobLimit",
-    }
-)
-"""Pending reasons that never clear by themselves: the job is cancelled and the evaluation fails."""
 
 
 @dataclass
@@ -418,7 +406,7 @@ class SlurmExecutor:
     ) -> EvalResult | None:
         """A queued or running job: failed when SLURM will never start it or it overran."""
         watch.gone = watch.ended = None
-        if state.state == "PENDING" and state.reason in _HOPELESS_PENDING:
+        if state.state == "PENDING" and state.reason in HOPELESS_PENDING:
             await self._scancel(job)
             return self._failed(
                 job,

@@ -37,6 +37,19 @@ LIVE_STATES = frozenset(
     }
 )
 """Job states in which the job may still run (or is running)."""
+HOPELESS_PENDING = frozenset(
+    {
+        "PartitionTimeLimit",
+        "PartitionNodeLimit",
+        "BadConstraints",
+        "InvalidAccount",
+        "InvalidQOS",
+        "AccountNotAllowed",
+        "DependencyNeverSatisfied",
+        "QOSMaxWallDurationPerJobLimit",
+    }
+)
+"""Pending reasons that never clear by themselves: the job is cancelled and the evaluation fails."""
 TRANSIENT_SBATCH = (
     "unable to contact slurm controller",
     "socket timed out",
