@@ -10,11 +10,9 @@ import pytest
 from deap import base, tools
 
 from guided_evolution.config import Objective
+from guided_evolution.evolution.scoring import Scored, better_somewhere, dominates
 from guided_evolution.evolution.selection import (
     HallOfFame,
-    Scored,
-    better_somewhere,
-    dominates,
     nsga2_parents,
     pareto_front,
     spea2_elites,

@@ -18,8 +18,8 @@ from guided_evolution.engine.progress import Progress
 from guided_evolution.evaluation.contract import EvalResult
 from guided_evolution.evolution.operators import Child
 from guided_evolution.evolution.plan import Plan, dedup
+from guided_evolution.evolution.scoring import Scored, finite_values, scored
 from guided_evolution.evolution.segments import Genome, parse_genome, variant_id
-from guided_evolution.evolution.selection import Scored, finite_values, scored
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.recording import record_variant
 from guided_evolution.runstore.records import (

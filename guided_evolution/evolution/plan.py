@@ -18,14 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from guided_evolution.config import EvolutionConfig
-from guided_evolution.evolution.selection import (
-    HallOfFame,
-    ObjectiveSpec,
-    Scored,
-    better_somewhere,
-    nsga2_parents,
-    spea2_elites,
-)
+from guided_evolution.evolution.scoring import ObjectiveSpec, Scored, better_somewhere
+from guided_evolution.evolution.selection import HallOfFame, nsga2_parents, spea2_elites
 
 
 @dataclass(frozen=True)

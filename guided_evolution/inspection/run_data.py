@@ -17,7 +17,7 @@ from typing import Any
 
 from guided_evolution.config import GeConfig, ResolvedConfig
 from guided_evolution.errors import GeError
-from guided_evolution.evolution.selection import Scored, dominates, scored
+from guided_evolution.evolution.scoring import Scored, dominates, scored
 from guided_evolution.runstore.records import META_FINISHED, META_SEED, SEED_BRANCH
 from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunPaths, open_run

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from guided_evolution.config import GeConfig
-from guided_evolution.evolution.selection import pareto_front, scored
+from guided_evolution.evolution.scoring import scored
 from guided_evolution.inspection.run_data import (
     RunData,
     commit_of,
@@ -29,6 +29,8 @@ from guided_evolution.runstore.records import META_FINISHED
 
 def front_rows(index: Any, cfg: GeConfig) -> list[dict[str, Any]]:
     """The Pareto front over every evaluated variant: id, branch, generation, operator, metrics."""
+    from guided_evolution.evolution.selection import pareto_front  # deap: only the front needs it
+
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
     latest = index.latest_evaluations()
     valid = [s for vid, ev in latest.items() if (s := scored(vid, ev, objectives)) is not None]
