@@ -31,6 +31,10 @@ from guided_evolution.llm.records import (
 )
 from guided_evolution.llm.settings import LLMSettings, ModelSpec
 
+WARM_UP_LIMIT_S = 15.0
+"""How long :meth:`LLMClient.warm_up` spends on litellm's first-call setup at most (the import
+aside): it takes ~0.2 s per model, a few seconds on a loaded machine."""
+
 
 @dataclass
 class _Call:
@@ -95,9 +99,30 @@ class LLMClient:
             self._module = await asyncio.to_thread(self._import_once)
         return self._module
 
-    async def warm_up(self) -> None:
-        """Import litellm now (in a thread), e.g. while the seed is being evaluated."""
-        await self._litellm()
+    async def warm_up(self, *, limit_s: float = WARM_UP_LIMIT_S) -> None:
+        """Import litellm (in a thread) and do its first-call setup for every model, e.g. while
+        the seed is being evaluated, so that a first attempt's deadline times its request alone.
+
+        The setup sends nothing and records nothing (:func:`provider.warm_up`); it gives up after
+        ``limit_s`` seconds, and its failures are ignored: a real call meets them again.
+        """
+        litellm = await self._litellm()
+        try:
+            await asyncio.wait_for(self._set_up(litellm), limit_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            pass  # a timeout: the calls do the rest of the setup themselves
+
+    async def _set_up(self, litellm: ModuleType) -> None:
+        """litellm's first-call setup for each distinct model of the ensemble, failures ignored."""
+        for model in {(m.model, m.api_base): m for m in self.settings.models}.values():
+            try:
+                await provider.warm_up(litellm, self.settings, model)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                continue
 
     def _import_once(self) -> ModuleType:
         with self._import_lock:

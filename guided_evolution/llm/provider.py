@@ -1,9 +1,12 @@
-"""litellm's side of a call: importing it, the request it is sent, and reading its response
-(text, token usage, cost). Only the client imports litellm, lazily, through :func:`load_litellm`."""
+"""litellm's side of a call: importing it, its first-call setup, the request it is sent, and
+reading its response (text, token usage, cost). Only the client imports litellm, lazily, through
+:func:`load_litellm`."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from types import ModuleType
 from typing import Any
 
@@ -11,6 +14,12 @@ from guided_evolution.llm.settings import LLMSettings, ModelSpec
 
 DUMMY_API_KEY = "sk-none"
 """Key sent to an ``api_base`` server when no key is configured (the openai client needs one)."""
+
+NOWHERE = "http://127.0.0.1:0/v1"
+"""The ``api_base`` of a warm-up request: port 0 refuses a connection at once, so a warm-up that
+reached the network anyway would fail on the spot instead of reaching a server."""
+
+_WARM_UP_MESSAGES = [{"role": "user", "content": "warm-up"}]
 
 
 def load_litellm() -> ModuleType:
@@ -23,6 +32,64 @@ def load_litellm() -> ModuleType:
     if hasattr(litellm, "telemetry"):
         litellm.telemetry = False
     return litellm
+
+
+async def warm_up(litellm: ModuleType, settings: LLMSettings, model: ModelSpec) -> None:
+    """Do litellm's first-call setup for ``model`` without sending anything or spending.
+
+    The first ``acompletion`` of a process imports modules and builds pydantic schemas for
+    ~0.2 s (more on a loaded machine), which a real call would count against its deadline. A
+    ``mock_response`` call runs routing, request building and logging for any provider; a model
+    litellm sends through the OpenAI SDK then makes one more call through that SDK with an
+    in-memory HTTP transport (response parsing and cost included). Both carry a dummy key; the
+    second also the :data:`NOWHERE` ``api_base``. Raises what litellm raises.
+    """
+    kwargs = request(settings, model, _WARM_UP_MESSAGES, 0.0, DUMMY_API_KEY)
+    await litellm.acompletion(**kwargs, mock_response="ok")
+    if _provider(litellm, model) != "openai":
+        return
+    client = _offline_openai_client()
+    try:
+        response = await litellm.acompletion(**{**kwargs, "api_base": NOWHERE, "client": client})
+    finally:
+        await client.close()
+    cost(litellm, model, response, *usage(response))
+
+
+def _provider(litellm: ModuleType, model: ModelSpec) -> str:
+    """The provider litellm routes ``model`` to (``openai``, ``ollama``...)."""
+    return str(litellm.get_llm_provider(model=model.model, api_base=model.api_base)[1])
+
+
+def _offline_openai_client() -> Any:
+    """An ``openai.AsyncOpenAI`` whose HTTP transport answers every request in memory."""
+    import httpx
+    import openai
+
+    def answer(http_request: Any) -> Any:
+        model = json.loads(http_request.content or b"{}").get("model", "warm-up")
+        return httpx.Response(200, json=_completion_body(str(model)), request=http_request)
+
+    return openai.AsyncOpenAI(
+        api_key=DUMMY_API_KEY,
+        base_url=NOWHERE,
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(answer)),
+    )
+
+
+def _completion_body(model: str) -> dict[str, Any]:
+    """A minimal chat.completion: one assistant message, one token each way."""
+    return {
+        "id": "chatcmpl-warm-up",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
 
 
 def request(
