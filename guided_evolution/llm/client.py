@@ -112,7 +112,7 @@ class LLMClient:
         except asyncio.CancelledError:
             raise
         except Exception:
-            pass  # a timeout: the calls do the rest of the setup themselves
+            pass  # out of time: the first calls do the rest of the setup themselves
 
     async def _set_up(self, litellm: ModuleType) -> None:
         """litellm's first-call setup for each distinct model of the ensemble, failures ignored."""

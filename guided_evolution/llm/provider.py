@@ -62,7 +62,8 @@ def _provider(litellm: ModuleType, model: ModelSpec) -> str:
 
 
 def _offline_openai_client() -> Any:
-    """An ``openai.AsyncOpenAI`` whose HTTP transport answers every request in memory."""
+    """An ``openai.AsyncOpenAI`` whose HTTP transport answers every request in memory (openai and
+    httpx are litellm's dependencies, imported here once litellm is)."""
     import httpx
     import openai
 
