@@ -327,18 +327,21 @@ def step(half_write=None):
         steps += 1
         if steps == crash_at:
             if half_write is not None:
-                fd, data = half_write
-                real_write(fd, data[: max(1, len(data) // 2)])  # leaves a truncated temp file
+                objects, data = half_write  # what libgit2 leaves when killed inside a write
+                (objects / "tmp_object_git2_killed").write_bytes(data[: max(1, len(data) // 2)])
             os.kill(os.getpid(), signal.SIGKILL)
 
-real_write, real_replace = os.write, os.replace
-def write(fd, data):
-    step((fd, bytes(data)))
-    return real_write(fd, data)
-def replace(src, dst):
-    step()
-    return real_replace(src, dst)
-os.write, os.replace = write, replace
+def killable(name):
+    # The store's git writes (libgit2's, not Python's): a step before and after each.
+    real = getattr(GitStore, name)
+    def hooked(self, *args):
+        step((self.path / "objects", args[0]) if name == "_write_blob" else None)
+        result = real(self, *args)
+        step()
+        return result
+    setattr(GitStore, name, hooked)
+for name in ("_write_blob", "_write_tree_entries", "_write_commit", "_write_ref"):
+    killable(name)
 
 class Conn:
     def __init__(self, conn):

@@ -1,13 +1,22 @@
 """The run's bare git repository: the only module that talks to git.
 
-Objects (blobs, trees, commits) are written as loose objects from Python (zlib + sha1), and refs
-are written as files, each through a temporary file and ``os.replace``. A commit's objects land
-first and its branch ref last, so a process killed at any instant leaves either a complete variant
-or none (plus harmless dangling objects). Notes live in ``refs/notes/ge`` with a two-hex-character
-fanout, maintained here, so adding a note costs the same at 10 or 10,000 notes.
+Objects, refs and packs are libgit2's, through pygit2: libgit2 writes each loose object through a
+temporary file and a link, and each ref through ``<ref>.lock`` and a rename, and reads packed
+objects and packed refs itself. A commit's objects land first and its branch ref last, so a
+process killed at any instant leaves either a complete variant or none (plus harmless dangling
+objects and temporary files). A kill inside a ref update can leave a stale ``<ref>.lock`` that
+would refuse every later update of that ref; only the holder of ge's run lock writes, so
+:meth:`GitStore._write_ref` removes such a lock and retries.
 
-Reads use loose objects directly and fall back to a long-lived ``git cat-file --batch`` for packed
-objects; diff and fsck shell out to git.
+Trees are serialized here, in git's entry order, and written as raw objects: libgit2's TreeBuilder
+refuses file names that are not UTF-8 (git stores any bytes) and checks every entry's object,
+which made a notes batch 2x slower than this (``benchmarks/store_backends.py``). Notes live in
+``refs/notes/ge`` with a two-hex-character fanout, maintained here, so adding a note costs the
+same at 10 or 10,000 notes (libgit2's own notes keep one flat tree: 56 ms a note at 10,000).
+Diff, fsck and compaction shell out to git.
+
+The module is long because it is the one place that talks to git: objects, refs, notes and the
+git commands behind one class, shared by the engine, doctor and the inspection commands.
 """
 
 from __future__ import annotations
@@ -17,35 +26,35 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
-import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pygit2
+from pygit2.enums import ObjectType
+
 from guided_evolution.errors import GeError, RunStateError
-from guided_evolution.fsutil import atomic_write
 from guided_evolution.runstore.records import SEED_BRANCH
 
 NOTES_REF = "refs/notes/ge"
 STORE_VERSION = 1
-AUTHOR = "ge <ge@localhost>"
+AUTHOR_NAME, AUTHOR_EMAIL = "ge", "ge@localhost"
 
-MODE_FILE = b"100644"
-MODE_EXEC = b"100755"
-MODE_TREE = b"40000"
-MODE_LINK = b"120000"
-MODE_GITLINK = b"160000"
+MODE_FILE = 0o100644
+MODE_EXEC = 0o100755
+MODE_TREE = 0o040000
+MODE_LINK = 0o120000
+MODE_GITLINK = 0o160000
 
-OBJ_TMP_PREFIX = "tmp_obj_"  # git's own prefix: fsck and prune know to ignore/expire it
-REF_TMP_PREFIX = ".ge-tmp-"  # git skips dot-files when it scans loose refs
+OBJ_TMP_GLOBS = ("tmp_object_git2_*", "??/tmp_obj_*")  # libgit2's; ge's before pygit2
+REF_TMP_GLOBS = ("**/*.lock", "**/.ge-tmp-*")  # a killed ref update's; ge's before pygit2
 
 _HEX40 = re.compile(r"[0-9a-f]{40}\Z")
-_HEX2 = re.compile(r"[0-9a-f]{2}\Z")
 _REF_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*\Z")
 _MAX_KNOWN = 500_000
+_KIND = {ObjectType.COMMIT: "commit", ObjectType.TREE: "tree", ObjectType.BLOB: "blob"}
 
 # --------------------------------------------------------------------------- helpers
 
@@ -84,6 +93,12 @@ def _split_path(path: str) -> list[str]:
     return parts
 
 
+def _tree_body(entries: Iterable[tuple[bytes, int, pygit2.Oid]]) -> bytes:
+    """A tree object's body: entries sorted as git does (a directory sorts as ``name/``)."""
+    items = sorted(entries, key=lambda e: e[0] + b"/" if e[1] == MODE_TREE else e[0])
+    return b"".join(b"%o %s\0%s" % (mode, name, oid.raw) for name, mode, oid in items)
+
+
 @dataclass(frozen=True)
 class CommitInfo:
     """A parsed commit object."""
@@ -100,68 +115,9 @@ class _NotesState:
     """In-memory copy of the notes tree, valid while refs/notes/ge still points at ``ref``."""
 
     ref: str | None
-    buckets: dict[str, dict[str, str]] = field(default_factory=dict)  # "ab" -> {"cdef..": blob}
-    bucket_trees: dict[str, str] = field(default_factory=dict)  # "ab" -> subtree sha
-
-
-class _CatFile:
-    """A long-lived ``git cat-file --batch`` process for objects that are not loose."""
-
-    def __init__(self, git: str, repo: Path) -> None:
-        self._args = [git, "--git-dir", str(repo), "cat-file", "--batch"]
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
-
-    def read(self, sha: str) -> tuple[str, bytes] | None:
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    return self._read(sha)
-                except (BrokenPipeError, OSError, ValueError):
-                    self.close()
-                    if attempt == 2:
-                        raise
-        return None  # pragma: no cover - unreachable
-
-    def _read(self, sha: str) -> tuple[str, bytes] | None:
-        if self._proc is None or self._proc.poll() is not None:
-            self._proc = subprocess.Popen(
-                self._args,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=_git_env(),
-            )
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(sha.encode() + b"\n")
-        self._proc.stdin.flush()
-        header = self._proc.stdout.readline()
-        if not header:
-            raise ValueError("git cat-file exited")
-        fields = header.split()
-        if len(fields) < 3:
-            return None  # "<sha> missing"
-        size = int(fields[2])
-        data = self._proc.stdout.read(size)
-        self._proc.stdout.read(1)
-        if len(data) != size:
-            raise ValueError("short read from git cat-file")
-        return fields[1].decode(), data
-
-    def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            if proc.stdin:
-                proc.stdin.close()
-            proc.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-        finally:
-            if proc.stdout:
-                proc.stdout.close()
+    # "ab" -> {"cdef..": note blob}, and "ab" -> the bucket's tree
+    buckets: dict[str, dict[str, pygit2.Oid]] = field(default_factory=dict)
+    bucket_trees: dict[str, pygit2.Oid] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- the store
@@ -171,16 +127,28 @@ class GitStore:
     """A bare repository holding a run's variants (``seed`` root, ``v/<gen>/<id>`` branches)."""
 
     def __init__(self, path: Path, fsync: bool = False) -> None:
-        """Use :meth:`init` or :meth:`open`."""
+        """Use :meth:`init` or :meth:`open`.
+
+        libgit2's switches are process-wide: ``fsync`` turns fsync on (objects, refs and their
+        directories) for every store of the process, and the check that the repository belongs
+        to this user is off, as for the ``git --git-dir`` commands this module runs (a run
+        directory may be a colleague's).
+        """
         self.path = Path(path)
         self._git = _git_executable()
-        self._objects = self.path / "objects"
         self._fsync = fsync
-        self._known: set[str] = set()
-        self._object_dirs: set[str] = set()  # objects/xx directories known to exist
-        self._cat = _CatFile(self._git, self.path)
+        pygit2.settings.owner_validation = False
+        if fsync:
+            pygit2.option(pygit2.enums.Option.ENABLE_FSYNC_GITDIR, True)
+        self._repo = self._open_repo()
+        self._known: set[pygit2.Oid] = set()  # objects known to be in the repository
         self._notes: _NotesState | None = None
-        self._packed: tuple[tuple[int, int, int], dict[str, str]] | None = None
+
+    def _open_repo(self) -> pygit2.Repository:
+        try:
+            return pygit2.Repository(str(self.path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+        except pygit2.GitError as err:
+            raise RunStateError(f"cannot open git repository {self.path}: {err}") from err
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -196,25 +164,18 @@ class GitStore:
                     f"{path} exists and is not a ge repository",
                     "choose another run directory or remove it",
                 )
-        git = _git_executable()
-        env = _git_env()
-
-        def run(*args: str) -> None:
-            subprocess.run([git, *args], check=True, env=env, capture_output=True)
-
         try:
-            run("init", "--bare", "--quiet", str(path))
+            repo = pygit2.init_repository(str(path), bare=True, initial_head=SEED_BRANCH)
             for key, value in (
                 ("gc.auto", "0"),
                 ("maintenance.auto", "false"),
                 ("core.logAllRefUpdates", "false"),
                 ("ge.version", str(STORE_VERSION)),
             ):
-                run("--git-dir", str(path), "config", key, value)
-        except subprocess.CalledProcessError as err:
-            detail = err.stderr.decode(errors="replace").strip()
-            raise RunStateError(f"cannot create git repository {path}: {detail}") from err
-        (path / "HEAD").write_text(f"ref: refs/heads/{SEED_BRANCH}\n")
+                repo.config[key] = value
+            repo.free()
+        except (pygit2.GitError, OSError) as err:
+            raise RunStateError(f"cannot create git repository {path}: {err}") from err
         (path / "description").write_text("ge run: variants are branches v/<generation>/<id>\n")
         return cls(path, fsync=fsync)
 
@@ -234,18 +195,14 @@ class GitStore:
         config = path / "config"
         if not (path / "objects").is_dir() or not config.is_file():
             return False
-        section = ""
-        for raw in config.read_text(errors="replace").splitlines():
-            line = raw.strip()
-            if line.startswith("["):
-                section = line.strip("[]").strip().lower()
-            elif section == "ge" and line.replace(" ", "").lower().startswith("version="):
-                return True
-        return False
+        try:
+            return "ge.version" in pygit2.Config(str(config))
+        except pygit2.GitError:
+            return False
 
     def close(self) -> None:
-        """Stop the helper git process."""
-        self._cat.close()
+        """Release libgit2's file handles (the store stays usable: they reopen on demand)."""
+        self._repo.free()
 
     def __enter__(self) -> GitStore:
         return self
@@ -255,67 +212,57 @@ class GitStore:
 
     # ----------------------------------------------------------------- objects
 
-    def _object_path(self, sha: str) -> Path:
-        return self._objects / sha[:2] / sha[2:]
-
-    def _write_object(self, kind: bytes, body: bytes) -> str:
-        header = b"%s %d\0" % (kind, len(body))
-        digest = hashlib.sha1(header)
-        digest.update(body)
-        sha = digest.hexdigest()
-        if sha in self._known:
-            return sha
-        final = self._object_path(sha)
-        if not final.exists():
-            if sha[:2] not in self._object_dirs:  # a mkdir() per object costs ~0.2 ms here
-                final.parent.mkdir(exist_ok=True)
-                self._object_dirs.add(sha[:2])
-            data = zlib.compress(header + body, 1)
-            atomic_write(final, data, prefix=OBJ_TMP_PREFIX, mode=0o444, fsync=self._fsync)
+    def _remember(self, oid: pygit2.Oid) -> None:
         if len(self._known) > _MAX_KNOWN:
             self._known.clear()
-        self._known.add(sha)
-        return sha
+        self._known.add(oid)
 
-    def _read_object(self, sha: str) -> tuple[str, bytes] | None:
-        """(type, body) of an object, or None when it does not exist."""
-        if not _HEX40.match(sha):
+    def _write_blob(self, data: bytes) -> pygit2.Oid:
+        oid = pygit2.hash(data)
+        if oid not in self._known:  # libgit2 writes a temporary file even for a known object
+            self._repo.odb.write(ObjectType.BLOB, data)
+            self._remember(oid)
+        return oid
+
+    def _write_tree_entries(self, entries: Iterable[tuple[bytes, int, pygit2.Oid]]) -> pygit2.Oid:
+        body = _tree_body(entries)
+        oid = pygit2.Oid(raw=hashlib.sha1(b"tree %d\0%s" % (len(body), body)).digest())
+        if oid not in self._known:
+            self._repo.odb.write(ObjectType.TREE, body)
+            self._remember(oid)
+        return oid
+
+    def _get(self, sha: str | pygit2.Oid) -> pygit2.Object | None:
+        """The object, or None when it does not exist."""
+        if isinstance(sha, str) and not _HEX40.match(sha):
             return None
         try:
-            raw = zlib.decompress(self._object_path(sha).read_bytes())
-        except FileNotFoundError:
-            return self._cat.read(sha)
-        except zlib.error as err:
-            raise RunStateError(f"corrupt git object {sha}", "run `ge doctor`") from err
-        header, _, body = raw.partition(b"\0")
-        kind, _, _size = header.partition(b" ")
-        return kind.decode(), body
+            return self._repo.get(sha)
+        except pygit2.GitError as err:
+            raise RunStateError(f"corrupt git object {sha}: {err}", "run `ge doctor`") from err
 
-    def _object(self, sha: str, kind: str) -> bytes:
-        found = self._read_object(sha)
+    def _object(self, sha: str | pygit2.Oid, kind: ObjectType) -> Any:
+        found = self._get(sha)
         if found is None:
             raise RunStateError(f"git object {sha} not found in {self.path}", "run `ge doctor`")
-        if found[0] != kind:
-            raise RunStateError(f"git object {sha} is a {found[0]}, not a {kind}")
-        return found[1]
+        if found.type != kind:
+            raise RunStateError(f"git object {sha} is a {found.type_str}, not a {_KIND[kind]}")
+        return found
 
     def has_commit(self, commit: str) -> bool:
         """True when ``commit`` is a full sha of a commit in the repository."""
-        found = self._read_object(commit)
-        return found is not None and found[0] == "commit"
+        found = self._get(commit)
+        return found is not None and found.type == ObjectType.COMMIT
 
-    def _write_tree(self, node: dict[str, Any]) -> str:
-        items: list[tuple[bytes, bytes, bytes, bytes]] = []
+    def _write_tree(self, node: dict[str, Any]) -> pygit2.Oid:
+        entries = []
         for name, value in node.items():
             raw = name.encode("utf-8", "surrogateescape")
             if isinstance(value, dict):
-                sha = bytes.fromhex(self._write_tree(value))
-                items.append((raw + b"/", MODE_TREE, raw, sha))
+                entries.append((raw, MODE_TREE, self._write_tree(value)))
             else:
-                items.append((raw, value[0], raw, value[1]))
-        items.sort(key=lambda item: item[0])
-        body = b"".join(mode + b" " + raw + b"\0" + sha for _, mode, raw, sha in items)
-        return self._write_object(b"tree", body)
+                entries.append((raw, value[0], value[1]))
+        return self._write_tree_entries(entries)
 
     def write_tree(
         self, files: Mapping[str, bytes], executable: frozenset[str] | set[str] = frozenset()
@@ -332,57 +279,44 @@ class GitStore:
                 node = child
             if isinstance(node.get(parts[-1]), dict):
                 raise GeError(f"{path!r} is both a file and a directory")
-            blob = bytes.fromhex(self._write_object(b"blob", bytes(content)))
+            blob = self._write_blob(bytes(content))
             node[parts[-1]] = (MODE_EXEC if path in executable else MODE_FILE, blob)
-        return self._write_tree(root)
+        return str(self._write_tree(root))
 
     def _write_commit(
-        self, tree: str, parents: list[str], message: str, timestamp: float | None
+        self, tree: str | pygit2.Oid, parents: list[str], message: str, timestamp: float | None
     ) -> str:
         when = int(time.time() if timestamp is None else timestamp)
-        lines = [f"tree {tree}"]
-        lines += [f"parent {p}" for p in parents]
-        lines.append(f"author {AUTHOR} {when} +0000")
-        lines.append(f"committer {AUTHOR} {when} +0000")
+        signature = pygit2.Signature(AUTHOR_NAME, AUTHOR_EMAIL, when, 0)
         if not message.endswith("\n"):
             message += "\n"
-        body = ("\n".join(lines) + "\n\n" + message).encode()
-        return self._write_object(b"commit", body)
+        oid = self._repo.create_commit(
+            None, signature, signature, message, pygit2.Oid(hex=str(tree)),
+            [pygit2.Oid(hex=p) for p in parents],
+        )  # fmt: skip
+        return str(oid)
 
     # ----------------------------------------------------------------- refs
 
     def _write_ref(self, refname: str, sha: str) -> None:
-        path = self.path / refname
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, f"{sha}\n".encode(), prefix=REF_TMP_PREFIX, fsync=self._fsync)
-
-    def _packed_refs(self) -> dict[str, str]:
-        packed = self.path / "packed-refs"
+        """Point ``refname`` at ``sha``; every ref update goes through here."""
+        target = pygit2.Oid(hex=sha)
         try:
-            st = packed.stat()
-        except FileNotFoundError:
-            return {}
-        key = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if self._packed is not None and self._packed[0] == key:
-            return self._packed[1]
-        refs: dict[str, str] = {}
-        for line in packed.read_text(errors="replace").splitlines():
-            if not line or line[0] in "#^":
-                continue
-            sha, _, name = line.partition(" ")
-            if _HEX40.match(sha):
-                refs[name.strip()] = sha
-        self._packed = (key, refs)
-        return refs
+            self._repo.references.create(refname, target, force=True)
+        except (OSError, pygit2.GitError):
+            lock = self.path / f"{refname}.lock"
+            if not lock.exists():
+                raise
+            # A writer killed inside an update of this ref left the lock; we hold the run lock.
+            lock.unlink(missing_ok=True)
+            self._repo.references.create(refname, target, force=True)
 
-    def _read_ref(self, refname: str, depth: int = 0) -> str | None:
+    def _read_ref(self, refname: str) -> str | None:
         try:
-            text = (self.path / refname).read_text().strip()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return self._packed_refs().get(refname)
-        if text.startswith("ref:") and depth < 5:
-            return self._read_ref(text[4:].strip(), depth + 1)
-        return text if _HEX40.match(text) else None
+            ref = self._repo.references.get(refname)
+            return None if ref is None else str(ref.resolve().target)
+        except (pygit2.GitError, ValueError, KeyError):  # a bad name, a damaged or dangling ref
+            return None
 
     def branch_sha(self, branch: str) -> str | None:
         """The commit a branch points at, or None."""
@@ -390,24 +324,13 @@ class GitStore:
 
     def branches(self, prefix: str = "") -> dict[str, str]:
         """Branch name -> commit sha, for branches whose name starts with ``prefix``."""
-        result = {
-            name[len("refs/heads/") :]: sha
-            for name, sha in self._packed_refs().items()
-            if name.startswith("refs/heads/" + prefix)
-        }
-        heads = self.path / "refs" / "heads"
-        start = heads / prefix.rpartition("/")[0] if "/" in prefix else heads
-        for dirpath, dirnames, filenames in os.walk(start):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for filename in filenames:
-                if filename.startswith(".") or filename.endswith(".lock"):
-                    continue
-                name = Path(dirpath, filename).relative_to(heads).as_posix()
-                if not name.startswith(prefix):
-                    continue
-                sha = self._read_ref(f"refs/heads/{name}")
+        start = f"refs/heads/{prefix}"
+        result = {}
+        for ref in self._repo.references.iterator():
+            if ref.name.startswith(start):
+                sha = self._read_ref(ref.name)
                 if sha is not None:
-                    result[name] = sha
+                    result[ref.name[len("refs/heads/") :]] = sha
         return result
 
     def set_branch(self, branch: str, commit: str) -> None:
@@ -436,9 +359,9 @@ class GitStore:
         if prune:
             self._run_git("prune", "--expire=now")
         self._run_git("prune-packed", "-q")
-        self._cat.close()
+        self._repo.free()
+        self._repo = self._open_repo()  # the packs it had open are gone
         self._known.clear()
-        self._object_dirs.clear()  # prune-packed removes emptied objects/xx directories
 
     # ----------------------------------------------------------------- commits
 
@@ -478,23 +401,14 @@ class GitStore:
     def commit_info(self, commit: str) -> CommitInfo:
         """Tree, parents, timestamp and message of a commit (sha or branch name)."""
         sha = self.resolve(commit)
-        body = self._object(sha, "commit").decode("utf-8", "replace")
-        head, _, message = body.partition("\n\n")
-        tree = ""
-        parents: list[str] = []
-        when = 0
-        for line in head.split("\n"):
-            key, _, value = line.partition(" ")
-            if key == "tree":
-                tree = value
-            elif key == "parent":
-                parents.append(value)
-            elif key == "committer":
-                try:
-                    when = int(value.rsplit(" ", 2)[-2])
-                except (IndexError, ValueError):
-                    when = 0
-        return CommitInfo(sha, tree, tuple(parents), when, message)
+        found = self._object(sha, ObjectType.COMMIT)
+        return CommitInfo(
+            sha,
+            str(found.tree_id),
+            tuple(str(p) for p in found.parent_ids),
+            found.commit_time,
+            found.raw_message.decode("utf-8", "replace"),
+        )
 
     def resolve(self, rev: str) -> str:
         """A full commit sha for a sha or a branch name."""
@@ -513,29 +427,26 @@ class GitStore:
         """The parent commit shas of a commit."""
         return list(self.commit_info(commit).parents)
 
-    def _walk(self, tree: str, prefix: str = "") -> Iterator[tuple[str, bytes, str]]:
-        body = self._object(tree, "tree")
-        pos = 0
-        while pos < len(body):
-            space = body.index(b" ", pos)
-            nul = body.index(b"\0", space)
-            mode = body[pos:space]
-            name = body[space + 1 : nul].decode("utf-8", "surrogateescape")
-            sha = body[nul + 1 : nul + 21].hex()
-            pos = nul + 21
-            if mode == MODE_TREE:
-                yield from self._walk(sha, f"{prefix}{name}/")
+    def _walk(
+        self, tree: str | pygit2.Oid, prefix: str = ""
+    ) -> Iterator[tuple[str, int, pygit2.Oid]]:
+        """(path, mode, object id) of every entry below ``tree`` that is not a directory."""
+        for entry in self._object(tree, ObjectType.TREE):
+            name = entry.raw_name.decode("utf-8", "surrogateescape")
+            if entry.filemode == MODE_TREE:
+                yield from self._walk(entry.id, f"{prefix}{name}/")
             else:
-                yield f"{prefix}{name}", mode, sha
+                yield f"{prefix}{name}", entry.filemode, entry.id
+
+    def _files(self, commit: str) -> Iterator[tuple[str, int, bytes]]:
+        """(path, mode, content) of every file of a commit (submodule links left out)."""
+        for path, mode, oid in self._walk(self.commit_info(commit).tree):
+            if mode != MODE_GITLINK:
+                yield path, mode, self._object(oid, ObjectType.BLOB).data
 
     def read_files(self, commit: str) -> dict[str, bytes]:
         """Every file of a commit: path -> content."""
-        tree = self.commit_info(commit).tree
-        return {
-            path: self._object(sha, "blob")
-            for path, mode, sha in self._walk(tree)
-            if mode != MODE_GITLINK
-        }
+        return {path: data for path, _mode, data in self._files(commit)}
 
     def executable_files(self, commit: str) -> set[str]:
         """Paths of the executable files of a commit."""
@@ -549,12 +460,9 @@ class GitStore:
         if dest.exists() and any(dest.iterdir()):
             raise RunStateError(f"cannot export into {dest}: it is not empty", "remove it first")
         dest.mkdir(parents=True, exist_ok=True)
-        for path, mode, sha in self._walk(self.commit_info(commit).tree):
-            if mode == MODE_GITLINK:
-                continue
+        for path, mode, data in self._files(commit):
             target = dest.joinpath(*path.split("/"))
             target.parent.mkdir(parents=True, exist_ok=True)
-            data = self._object(sha, "blob")
             if mode == MODE_LINK:
                 os.symlink(data.decode("utf-8", "surrogateescape"), target)
                 continue
@@ -570,20 +478,15 @@ class GitStore:
             return self._notes
         state = _NotesState(ref)
         if ref is not None:
-            tree = self.commit_info(ref).tree
-            for path, _mode, blob in self._walk(tree):
+            for path, _mode, blob in self._walk(self.commit_info(ref).tree):
                 name = path.replace("/", "")
                 if _HEX40.match(name):
                     state.buckets.setdefault(name[:2], {})[name[2:]] = blob
         self._notes = state
         return state
 
-    def _flat_tree(self, entries: Mapping[str, str], mode: bytes) -> str:
-        body = b"".join(
-            mode + b" " + name.encode() + b"\0" + bytes.fromhex(sha)
-            for name, sha in sorted(entries.items())
-        )
-        return self._write_object(b"tree", body)
+    def _flat_tree(self, entries: Mapping[str, pygit2.Oid], mode: int) -> pygit2.Oid:
+        return self._write_tree_entries((name.encode(), mode, oid) for name, oid in entries.items())
 
     def set_note(self, commit: str, text: str, timestamp: float | None = None) -> None:
         """Attach (or replace) the note of ``commit`` in refs/notes/ge."""
@@ -599,11 +502,12 @@ class GitStore:
             for commit, text in notes.items():
                 sha = self.resolve(commit)
                 if not self.has_commit(sha):
-                    raise RunStateError(f"cannot add a note to {sha}: no such commit", "run `ge doctor`")
+                    raise RunStateError(
+                        f"cannot add a note to {sha}: no such commit", "run `ge doctor`"
+                    )
                 if not text.endswith("\n"):
                     text += "\n"
-                blob = self._write_object(b"blob", text.encode())
-                state.buckets.setdefault(sha[:2], {})[sha[2:]] = blob
+                state.buckets.setdefault(sha[:2], {})[sha[2:]] = self._write_blob(text.encode())
                 changed.add(sha[:2])
             for name, names in state.buckets.items():
                 if name in changed or name not in state.bucket_trees:
@@ -621,20 +525,22 @@ class GitStore:
         """The note text of ``commit`` (one trailing newline removed), or None."""
         sha = self.resolve(commit)
         blob = self._load_notes().buckets.get(sha[:2], {}).get(sha[2:])
-        if blob is None:
-            return None
-        return self._object(blob, "blob").decode("utf-8", "replace").removesuffix("\n")
+        return None if blob is None else self._note_text(blob)
+
+    def _note_text(self, blob: pygit2.Oid) -> str:
+        data = self._object(blob, ObjectType.BLOB).data
+        return data.decode("utf-8", "replace").removesuffix("\n")
 
     def notes(self) -> dict[str, str]:
         """Commit sha -> note text, for every note."""
         state = self._load_notes()
         return {
-            bucket + rest: self._object(blob, "blob").decode("utf-8", "replace").removesuffix("\n")
+            bucket + rest: self._note_text(blob)
             for bucket, entries in state.buckets.items()
             for rest, blob in entries.items()
         }
 
-    # ----------------------------------------------------------------- git reads
+    # ----------------------------------------------------------------- git commands
 
     def _run_git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         proc = subprocess.run(
@@ -660,11 +566,11 @@ class GitStore:
         return proc.returncode == 0, output
 
     def stale_temp_files(self, min_age_s: float = 60.0) -> list[Path]:
-        """Leftover temporary files (from a killed writer) older than ``min_age_s``."""
+        """Leftovers of a killed writer (temporary objects, ref locks) older than ``min_age_s``."""
         now = time.time()
         found: list[Path] = []
-        candidates = list(self._objects.glob(f"??/{OBJ_TMP_PREFIX}*"))
-        candidates += list((self.path / "refs").rglob(f"{REF_TMP_PREFIX}*"))
+        candidates = [p for g in OBJ_TMP_GLOBS for p in (self.path / "objects").glob(g)]
+        candidates += [p for g in REF_TMP_GLOBS for p in (self.path / "refs").glob(g)]
         for path in candidates:
             try:
                 if now - path.stat().st_mtime >= min_age_s:
