@@ -5,16 +5,25 @@ one in a subdirectory) whose parent is the seed, a branch ``v/<gen>/<id>`` for i
 generation of 100, one notes commit (two-hex fanout tree) holding a note per child. Each backend
 does exactly that; backends take turns one generation at a time so a noisy machine hurts them
 alike. Prints the median ms per commit over the last 100 commits and per note over the last 10
-batches at 100 / 1,000 / 10,000 variants, the ratio to GitStore, then reading a variant's files and
-exporting its tree (median of 200 / 100 random variants), loose and after ``git repack``.
+batches at 100 / 1,000 / 10,000 variants, then reading a variant's files and exporting its tree
+(median of 200 / 100 random variants), loose and after ``git repack``; every ratio is to the first
+backend, ``GitStore hand-written``.
+
+Backends: ``GitStore hand-written`` is runstore/git_store.py at HAND_WRITTEN (zlib + sha1 loose
+objects and ref files, each through a temporary file and a rename; ``git cat-file --batch`` for
+packed objects); ``GitStore`` is that module now (pygit2). The others do the job on each library's
+own primitives, skipping blobs and subtrees they already wrote as GitStore does: pygit2
+(create_blob, TreeBuilder, create_commit, references.create), GitPython (odb.store(IStream),
+Commit, Head/Reference) on its default object database and on GitDB, and ``pygit2 create_note``:
+pygit2 with libgit2's own notes instead of the fanout.
 
 ``--crash-trials N`` instead SIGKILLs a writer (commits, refs, notes in a loop) N times per
-backend at random moments, and after each kill runs ``git fsck --full`` and checks every ref
-points at a complete commit, counts leftover lock and temporary files, and whether the next
-writer could carry on.
+backend at random moments; after each kill it runs ``git fsck --full --strict``, checks every ref
+points at a commit, counts leftover lock and temporary files, and whether the next writer could
+carry on; then whether a stale ``refs/notes/ge.lock`` stops the next writer.
 
     python benchmarks/store_backends.py [--variants 10000 | --quick] [--dir DIR]
-    python benchmarks/store_backends.py --crash-trials 100
+    python benchmarks/store_backends.py --crash-trials 100 [--backends ...]
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +54,8 @@ from gitdb import IStream
 
 from guided_evolution.runstore.git_store import NOTES_REF, GitStore
 
+ROOT = Path(__file__).resolve().parent.parent
+HAND_WRITTEN = "fcd1edd~1"  # the last commit whose GitStore wrote git objects by hand
 WINDOW = 100  # commits per median
 NOTE_BATCHES = 10  # note batches per median
 GENERATION = 100  # variants per notes batch
@@ -100,14 +113,31 @@ def write_out(dest: Path, walk: Iterator[tuple[str, int, bytes]]) -> None:
             target.chmod(0o755)
 
 
+def hand_written_store() -> Any:
+    """GitStore as it was at HAND_WRITTEN (zlib + sha1 loose objects, ref files, cat-file)."""
+    name = "ge_bench_hand_written_git_store"
+    if name not in sys.modules:
+        source = subprocess.run(
+            ["git", "show", f"{HAND_WRITTEN}:guided_evolution/runstore/git_store.py"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        module = types.ModuleType(name)
+        sys.modules[name] = module  # dataclasses look their module up
+        exec(compile(source, f"git_store.py@{HAND_WRITTEN}", "exec"), module.__dict__)
+    return sys.modules[name].GitStore
+
+
 class StoreBackend:
     """Today's GitStore, used as the engine uses it."""
 
     label = "GitStore"
 
     def __init__(self, path: Path) -> None:
-        self.store = GitStore.init(path)
+        self.store = self.store_class().init(path)
         self.path = path
+
+    def store_class(self) -> Any:
+        return GitStore
 
     def commit(self, files: Mapping[str, bytes], parent: str, msg: str, branch: str) -> str:
         return self.store.commit(files, [parent], msg, branch, timestamp=1_700_000_000)
@@ -126,6 +156,15 @@ class StoreBackend:
 
     def close(self) -> None:
         self.store.close()
+
+
+class HandWrittenBackend(StoreBackend):
+    """The hand-written GitStore of HAND_WRITTEN, the baseline of the ratios."""
+
+    label = "GitStore hand-written"
+
+    def store_class(self) -> Any:
+        return hand_written_store()
 
 
 class LibraryBackend:
@@ -261,8 +300,11 @@ class GitPythonBackend(LibraryBackend):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self.repo = git.Repo(str(path))
+        self.repo = self.open_repo()
         self.actor = git.Actor(NAME, EMAIL)
+
+    def open_repo(self) -> git.Repo:
+        return git.Repo(str(self.path))
 
     def _store(self, kind: bytes, data: bytes) -> bytes:
         return self.repo.odb.store(IStream(kind, len(data), io.BytesIO(data))).binsha
@@ -313,14 +355,33 @@ class GitPythonBackend(LibraryBackend):
             if item.type == "blob":
                 yield item.path, item.mode, item.data_stream.read()
 
+    def compact(self) -> None:
+        super().compact()
+        self.repo.close()
+        self.repo = self.open_repo()  # the object database caches the list of packs
+
     def close(self) -> None:
         self.repo.close()
 
 
+class GitPythonGitDBBackend(GitPythonBackend):
+    """GitPython on its pure-Python object database (deprecated by GitPython; its default spawns
+    ``git hash-object -w --stdin`` per object written and ``git cat-file`` to read)."""
+
+    label = "GitPython (GitDB)"
+
+    def open_repo(self) -> git.Repo:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return git.Repo(str(self.path), odbt=git.GitDB)
+
+
 BACKENDS: dict[str, type[StoreBackend] | type[LibraryBackend]] = {
+    "hand-written": HandWrittenBackend,
     "gitstore": StoreBackend,
     "pygit2": Pygit2Backend,
     "gitpython": GitPythonBackend,
+    "gitpython-gitdb": GitPythonGitDBBackend,
     "pygit2-notes": Pygit2NotesBackend,
 }
 
@@ -399,9 +460,11 @@ def seed_commit(backend: Any) -> str:
 
 def reads(backend: Any, shas: list[str], root: Path, rng: random.Random) -> dict[str, float]:
     """Median ms to read a variant's files and to export its tree."""
-    read = [timed(lambda s=s: backend.read_files(s))[1] for s in rng.sample(shas, 200)]
+    read = [
+        timed(lambda s=s: backend.read_files(s))[1] for s in rng.sample(shas, min(200, len(shas)))
+    ]
     exports = []
-    for i, sha in enumerate(rng.sample(shas, 100)):
+    for i, sha in enumerate(rng.sample(shas, min(100, len(shas)))):
         dest = root / f"export-{i}"
         exports.append(timed(lambda s=sha, d=dest: backend.export(s, d))[1])
     for i in range(100):
@@ -412,10 +475,10 @@ def reads(backend: Any, shas: list[str], root: Path, rng: random.Random) -> dict
 def print_table(
     title: str, names: list[str], rows: dict[str, dict[Any, float]], cols: list[Any]
 ) -> None:
-    """One row per backend: each column's value and its ratio to GitStore."""
+    """One row per backend: each column's value and its ratio to the first backend's."""
     print(f"\n{title}")
     print(f"{'':<20}" + "".join(f"{c!s:>22}" for c in cols))
-    base = rows.get("gitstore")
+    base = rows[names[0]]
     for name in names:
         cells = []
         for c in cols:
