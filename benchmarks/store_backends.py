@@ -431,7 +431,12 @@ def one_generation(backend: Any, seed: str, first: int, times: Timings) -> list[
 
 
 def build(names: list[str], root: Path, n_variants: int) -> tuple[dict, dict, dict]:
-    """Every backend's repository, built a generation at a time, backends taking turns."""
+    """Every backend's repository, built a generation at a time, backends taking turns, after
+    one generation each in a throwaway repository (the first in a process pays for warm-up)."""
+    for name in names:
+        warm_up = BACKENDS[name](root / f"warm-up-{name}.git")
+        one_generation(warm_up, seed_commit(warm_up), 1, Timings())
+        warm_up.close()
     backends = {name: BACKENDS[name](root / f"{name}.git") for name in names}
     seeds = {name: seed_commit(backend) for name, backend in backends.items()}
     times = {name: Timings() for name in names}
