@@ -3,8 +3,7 @@
 Per child the engine writes a commit of a tree with one changed file (about 10 KB over 4 files,
 one in a subdirectory) whose parent is the seed, a branch ``v/<gen>/<id>`` for it, and, once per
 generation of 100, one notes commit (two-hex fanout tree) holding a note per child. Each backend
-does exactly that; backends take turns one generation at a time so a noisy machine hurts them
-alike. Prints the median ms per commit over the last 100 commits and per note over the last 10
+does exactly that; backends take turns every 10 commits so a noisy machine hurts them alike. Prints the median ms per commit over the last 100 commits and per note over the last 10
 batches at 100 / 1,000 / 10,000 variants, then reading a variant's files and exporting its tree
 (median of 200 / 100 random variants), loose and after ``git repack``; every ratio is to the first
 backend, ``GitStore hand-written``.
@@ -41,6 +40,7 @@ import tempfile
 import time
 import types
 import warnings
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ HAND_WRITTEN = "fcd1edd~1"  # the last commit whose GitStore wrote git objects b
 WINDOW = 100  # commits per median
 NOTE_BATCHES = 10  # note batches per median
 GENERATION = 100  # variants per notes batch
+TURN = 10  # commits a backend makes before the next one's turn
 NAME, EMAIL = "ge", "ge@localhost"
 FILE, EXEC, TREE = 0o100644, 0o100755, 0o040000
 
@@ -413,40 +414,52 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return result, time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def one_generation(backend: Any, seed: str, first: int, times: Timings) -> list[str]:
-    """GENERATION children of the seed, then their notes in one batch; their commit shas."""
+def one_generation(
+    backends: Mapping[str, Any], seeds: Mapping[str, str], first: int, times: Mapping[str, Timings]
+) -> dict[str, list[str]]:
+    """GENERATION children of the seed per backend, then each backend's notes in one batch.
+
+    Backends take turns every TURN commits, whoever went first going last next time, so a change
+    in the machine's load falls on all of them alike. Returns each backend's commit shas.
+    """
     files = seed_files()
-    shas = []
-    for n in range(first, first + GENERATION):
-        branch = f"v/{1 + n // GENERATION}/{n:016x}"
-        sha, wall, cpu = timed(
-            lambda n=n, b=branch: backend.commit(child_files(files, n), seed, message(n), b)
-        )
-        times.commit.append((wall, cpu))
-        shas.append(sha)
-    notes = {sha: note(first + i) for i, sha in enumerate(shas)}
-    _, wall, cpu = timed(lambda: backend.set_notes(notes))
-    times.notes.append((wall / len(notes), cpu / len(notes)))
+    order = list(backends)
+    shas: dict[str, list[str]] = {name: [] for name in order}
+    for start in range(first, first + GENERATION, TURN):
+        for name in order:
+            for n in range(start, start + TURN):
+                child = (
+                    child_files(files, n),
+                    seeds[name],
+                    message(n),
+                    f"v/{1 + n // 100}/{n:016x}",
+                )
+                sha, wall, cpu = timed(lambda b=backends[name], c=child: b.commit(*c))
+                times[name].commit.append((wall, cpu))
+                shas[name].append(sha)
+        order = order[1:] + order[:1]
+    for name in order:
+        notes = {sha: note(first + i) for i, sha in enumerate(shas[name])}
+        _, wall, cpu = timed(lambda b=backends[name], ns=notes: b.set_notes(ns))
+        times[name].notes.append((wall / len(notes), cpu / len(notes)))
     return shas
 
 
 def build(names: list[str], root: Path, n_variants: int) -> tuple[dict, dict, dict]:
-    """Every backend's repository, built a generation at a time, backends taking turns, after
-    one generation each in a throwaway repository (the first in a process pays for warm-up)."""
-    for name in names:
-        warm_up = BACKENDS[name](root / f"warm-up-{name}.git")
-        one_generation(warm_up, seed_commit(warm_up), 1, Timings())
-        warm_up.close()
+    """Every backend's repository, built a generation at a time, after one generation each in a
+    throwaway repository (the first to run in a process pays for warming it up)."""
+    warm = {name: BACKENDS[name](root / f"warm-up-{name}.git") for name in names}
+    one_generation(warm, {n: seed_commit(b) for n, b in warm.items()}, 1, defaultdict(Timings))
+    for backend in warm.values():
+        backend.close()
     backends = {name: BACKENDS[name](root / f"{name}.git") for name in names}
     seeds = {name: seed_commit(backend) for name, backend in backends.items()}
     times = {name: Timings() for name in names}
     shas: dict[str, list[str]] = {name: [] for name in names}
     checkpoints = {c for c in (100, 1000, 10_000, n_variants) if c <= n_variants}
-    order = list(names)
     for first in range(1, n_variants + 1, GENERATION):
-        order = order[1:] + order[:1]  # rotate who goes first
-        for name in order:
-            shas[name] += one_generation(backends[name], seeds[name], first, times[name])
+        for name, new in one_generation(backends, seeds, first, times).items():
+            shas[name] += new
         done = first + GENERATION - 1
         for name in names:
             if done in checkpoints:
