@@ -21,22 +21,25 @@ git commands behind one class, shared by the engine, doctor and the inspection c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pygit2
 from pygit2.enums import ObjectType
 
 from guided_evolution.errors import GeError, RunStateError
 from guided_evolution.runstore.records import SEED_BRANCH
+
+_T = TypeVar("_T")
 
 NOTES_REF = "refs/notes/ge"
 STORE_VERSION = 1
@@ -57,6 +60,22 @@ _MAX_KNOWN = 500_000
 _KIND = {ObjectType.COMMIT: "commit", ObjectType.TREE: "tree", ObjectType.BLOB: "blob"}
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _writing(method: Callable[..., _T]) -> Callable[..., _T]:
+    """A write of the store: libgit2's failure (e.g. a full disk, which it may report as "no
+    error") becomes a one-line RunStateError instead of a pygit2 traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: GitStore, *args: Any, **kwargs: Any) -> _T:
+        try:
+            return method(self, *args, **kwargs)
+        except pygit2.GitError as err:
+            raise RunStateError(
+                f"cannot write to {self.path}: {err}", "check free disk space and permissions"
+            ) from None
+
+    return wrapper
 
 
 def _git_env() -> dict[str, str]:
@@ -264,6 +283,7 @@ class GitStore:
                 entries.append((raw, value[0], value[1]))
         return self._write_tree_entries(entries)
 
+    @_writing
     def write_tree(
         self, files: Mapping[str, bytes], executable: frozenset[str] | set[str] = frozenset()
     ) -> str:
@@ -333,6 +353,7 @@ class GitStore:
                     result[ref.name[len("refs/heads/") :]] = sha
         return result
 
+    @_writing
     def set_branch(self, branch: str, commit: str) -> None:
         """Point ``branch`` at an existing commit (used by repairs)."""
         _check_branch(branch)
@@ -365,6 +386,7 @@ class GitStore:
 
     # ----------------------------------------------------------------- commits
 
+    @_writing
     def commit(
         self,
         files: Mapping[str, bytes],
@@ -488,10 +510,12 @@ class GitStore:
     def _flat_tree(self, entries: Mapping[str, pygit2.Oid], mode: int) -> pygit2.Oid:
         return self._write_tree_entries((name.encode(), mode, oid) for name, oid in entries.items())
 
+    @_writing
     def set_note(self, commit: str, text: str, timestamp: float | None = None) -> None:
         """Attach (or replace) the note of ``commit`` in refs/notes/ge."""
         self.set_notes({commit: text}, timestamp)
 
+    @_writing
     def set_notes(self, notes: Mapping[str, str], timestamp: float | None = None) -> None:
         """Attach (or replace) several notes with one notes commit (one ref update)."""
         if not notes:

@@ -103,8 +103,18 @@ class RunLock:
                 f"{self.path.parent} is in use by another ge process (pid {owner})",
                 "wait for it to finish or stop it (Ctrl-C, or kill the pid), then try again",
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as err:  # a full disk, found before anything of the run is written
+            os.close(fd)
+            full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise RunStateError(
+                f"cannot lock {self.path.parent}: "
+                + ("no space left on the device" if full else (err.strerror or str(err))),
+                f"free some disk space, then `ge resume {self.path.parent}`"
+                if full else "check that the run directory is writable",
+            ) from None
         self._fd = fd
         return self
 

@@ -57,8 +57,8 @@ def test_full_disk_while_creating_the_run_leaves_no_run_dir(
     seed = template_seed(tmp_path / "seed")
     if blob:
         (seed / "blob.bin").write_bytes(
-            os.urandom(400_000)
-        )  # incompressible: git cannot squeeze it
+            os.urandom(580_000)
+        )  # incompressible: git cannot squeeze it, and it does not fit beside the config
     with tmpfs(tmp_path / "disk", f"size={size}") as disk:
         proc = ge("run", str(seed), "--run-dir", str(disk / "runs" / "x"), cwd=tmp_path)
         line = _one_line_exit_2(proc, "no space left")
@@ -113,3 +113,22 @@ def test_resume_of_something_that_is_not_a_run(tmp_path: Path, target: str) -> N
     _one_line_exit_2(proc, "run directory", "not a ge run")
     if target == "not-a-run":
         assert list(path.iterdir()) == [], "resume wrote into a directory that is not a run"
+
+
+def test_a_disk_full_right_after_creation_is_one_line_and_the_run_resumes(tmp_path: Path) -> None:
+    """The run directory fits, its lock file's pid does not: one line, then `ge resume` once
+    there is space again (it used to be a traceback from the run lock)."""
+    seed = template_seed(tmp_path / "seed")
+    (seed / "blob.bin").write_bytes(os.urandom(400_000))  # the run fits in 600k, just
+    with tmpfs(tmp_path / "disk", "size=600k") as disk:
+        run_dir = disk / "runs" / "x"
+        proc = ge("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path)
+        line = _one_line_exit_2(proc, "no space left")
+        assert "free some disk space" in line and "ge resume" in line
+        remount = subprocess.run(
+            ["mount", "-o", "remount,size=20m", str(disk)], capture_output=True, text=True
+        )
+        assert remount.returncode == 0, remount.stderr
+        resumed = ge("resume", str(run_dir), "--json", cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert '"finished": true' in resumed.stdout
