@@ -196,6 +196,29 @@ def test_tournament_prefers_less_crowded_on_one_front() -> None:
     assert counts["v0"] > 1.5 * middle and counts["v10"] > 1.5 * middle
 
 
+@pytest.mark.parametrize("shape", ["chain", "one front"])
+def test_tournament_chooses_as_often_as_deap_where_deap_applies(shape: str) -> None:
+    # deap's selTournamentDCD takes n == len(pop) only for a multiple of 4 and compares dominance
+    # where we compare rank; on a chain (dominance is rank) and on one front (crowding distance
+    # decides) of 8 both play every member in exactly two tournaments, so the counts agree.
+    sign = -1 if shape == "chain" else 1
+    pop = [Scored(f"v{i}", {"acc": 0.5 + sign * i / 16, "params": float(i)}) for i in range(8)]
+    ours: Counter[str] = Counter()
+    theirs: Counter[str] = Counter()
+    trials = 400
+    for seed in range(trials):
+        ours.update(p.id for p in nsga2_parents(pop, 8, OBJ, random.Random(seed)))
+        inds = _deap_inds(pop, OBJ)
+        for front in tools.sortNondominated(inds, len(inds)):
+            tools.emo.assignCrowdingDist(front)
+        random.seed(seed)
+        theirs.update(ind.ident for ind in tools.selTournamentDCD(inds, 8))
+    for s in pop:
+        assert abs(ours[s.id] - theirs[s.id]) / trials < 0.15, (s.id, ours, theirs)
+    if shape == "chain":
+        assert ours["v0"] == theirs["v0"] == 2 * trials and ours["v7"] == theirs["v7"] == 0
+
+
 # --------------------------------------------------------------------------- SPEA2 elites
 
 

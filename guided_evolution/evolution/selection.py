@@ -122,8 +122,11 @@ def nsga2_parents(
 
     Like deap's selTournamentDCD, contestants are drawn from successive random permutations of
     `pop`, so every member takes part in about the same number of tournaments; unlike it, any
-    `n >= 0` works for any population size (members repeat when `n` exceeds the population).
-    Deterministic given the state of `rng`; the global `random` module is not used.
+    `n >= 0` works for any population size (members repeat when `n` exceeds the population;
+    deap needs `n <= len(pop)`, a multiple of 4 when equal), and two fronts meet on rank (deap:
+    on dominance, so in ~18% of such pairs the worse front wins on crowding distance; see
+    benchmarks/selection_tournament.py). Deterministic given the state of `rng`; the global
+    `random` module is not used.
     """
     inds = _wrap(pop, objectives)
     if n <= 0 or not inds:
