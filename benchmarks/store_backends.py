@@ -3,10 +3,11 @@
 Per child the engine writes a commit of a tree with one changed file (about 10 KB over 4 files,
 one in a subdirectory) whose parent is the seed, a branch ``v/<gen>/<id>`` for it, and, once per
 generation of 100, one notes commit (two-hex fanout tree) holding a note per child. Each backend
-does exactly that; backends take turns every 10 commits so a noisy machine hurts them alike. Prints the median ms per commit over the last 100 commits and per note over the last 10
-batches at 100 / 1,000 / 10,000 variants, then reading a variant's files and exporting its tree
-(median of 200 / 100 random variants), loose and after ``git repack``; every ratio is to the first
-backend, ``GitStore hand-written``.
+does exactly that; backends take turns every 10 commits so a noisy machine hurts them alike.
+Prints the median ms per commit over the last 100 commits and per note over the last 10 batches
+at 100 / 1,000 / 10,000 variants, then reading a variant's files and exporting its tree (median of
+200 / 100 random variants), loose and after ``git repack``; every ratio is to the first backend,
+``GitStore hand-written``.
 
 Backends: ``GitStore hand-written`` is runstore/git_store.py at HAND_WRITTEN (zlib + sha1 loose
 objects and ref files, each through a temporary file and a rename; ``git cat-file --batch`` for
@@ -20,6 +21,8 @@ pygit2 with libgit2's own notes instead of the fanout.
 backend at random moments; after each kill it runs ``git fsck --full --strict``, checks every ref
 points at a commit, counts leftover lock and temporary files, and whether the next writer could
 carry on; then whether a stale ``refs/notes/ge.lock`` stops the next writer.
+
+Needs GitPython besides ge's own dependencies (``pip install GitPython``).
 
     python benchmarks/store_backends.py [--variants 10000 | --quick] [--dir DIR]
     python benchmarks/store_backends.py --crash-trials 100 [--backends ...]
@@ -54,6 +57,9 @@ from gitdb import IStream
 
 from guided_evolution.runstore.git_store import NOTES_REF, GitStore
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from store_scaling import seed_files  # the same seed as the scaling benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 HAND_WRITTEN = "fcd1edd~1"  # the last commit whose GitStore wrote git objects by hand
 WINDOW = 100  # commits per median
@@ -62,17 +68,6 @@ GENERATION = 100  # variants per notes batch
 TURN = 10  # commits a backend makes before the next one's turn
 NAME, EMAIL = "ge", "ge@localhost"
 FILE, EXEC, TREE = 0o100644, 0o100755, 0o040000
-
-
-def seed_files() -> dict[str, bytes]:
-    """About 10 KB over a few files, one of them in a subdirectory (as store_scaling.py)."""
-    body = "".join(f"def f{i}(x):\n    return x * {i} + 1\n\n" for i in range(120))
-    return {
-        "model.py": body[:4000].encode(),
-        "train.py": body[4000:7000].encode(),
-        "lib/util.py": body[7000:9000].encode(),
-        "README.md": b"# seed\n" * 100,
-    }
 
 
 def child_files(seed: Mapping[str, bytes], n: int) -> dict[str, bytes]:
