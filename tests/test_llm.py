@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -375,10 +378,19 @@ def test_invalid_settings_are_a_config_error(kwargs: dict[str, Any]) -> None:
         LLMSettings(**kwargs)
 
 
+def _fresh_python(script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a new interpreter (nothing imported yet), litellm kept offline."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LITELLM_OFFLINE_MODE": "true"},
+    )
+
+
 def test_concurrent_first_calls_in_a_fresh_process_share_one_import() -> None:
     """Regression: concurrent first calls saw a half-imported litellm ('no attribute Timeout')."""
-    import subprocess
-    import sys
     import textwrap
 
     script = textwrap.dedent(
@@ -402,13 +414,7 @@ def test_concurrent_first_calls_in_a_fresh_process_share_one_import() -> None:
             asyncio.run(main(server.base_url))
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**__import__("os").environ, "LITELLM_OFFLINE_MODE": "true"},
-    )
+    proc = _fresh_python(script)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "6"
 
@@ -418,8 +424,6 @@ def test_warm_up_does_the_first_call_setup_without_sending_or_recording() -> Non
     imported during it; before, litellm imported ~40 and built schemas, ~0.2-0.6 s of the first
     attempt's deadline), and it neither sends a request nor records a call."""
     import json
-    import subprocess
-    import sys
     import textwrap
 
     script = textwrap.dedent(
@@ -450,13 +454,7 @@ def test_warm_up_does_the_first_call_setup_without_sending_or_recording() -> Non
             asyncio.run(main(server))
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**__import__("os").environ, "LITELLM_OFFLINE_MODE": "true"},
-    )
+    proc = _fresh_python(script)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["warm_up_sent"] == 0 and result["warm_up_recorded"] == 0, result
