@@ -22,6 +22,7 @@ from guided_evolution.engine.proposer import NoChild, Proposer, RunStopped
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult, Executor
+from guided_evolution.evaluation.factory import build_executor
 from guided_evolution.evolution.plan import Plan, dedup, hall_of_fame, plan_generation
 from guided_evolution.runstore.records import META_FINISHED, GenerationRecord
 from guided_evolution.runstore.rundir import RunPaths
@@ -69,8 +70,6 @@ class Engine:
     # ----------------------------------------------------------------- setup
 
     def _start_executor(self) -> Executor:
-        from guided_evolution.evaluation.factory import build_executor
-
         executor = build_executor(self.resolved, self.paths)
         self._warn(executor.warnings)
         details = executor.describe()

@@ -23,6 +23,7 @@ from guided_evolution.evolution.plan import Plan, Step
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import Genome, parse_genome
 from guided_evolution.evolution.splice import SpliceError, splice
+from guided_evolution.llm.errors import BudgetExhausted, LLMError
 from guided_evolution.llm.settings import LLMSettings, ModelSpec
 
 FATAL_STREAK = 5  # HTTP 400s in a row from one model that stop a run
@@ -376,8 +377,6 @@ class LLMProposer(_StepProposer):
         return with_reply(child, reply)
 
     async def _ask(self, req: Any, rng: random.Random, plan: Plan, sample: int) -> Any:
-        from guided_evolution.llm.errors import BudgetExhausted, LLMError
-
         model = self.llm.pick_model(rng)
         stage = getattr(req, "stage", "final")
         try:

@@ -23,6 +23,8 @@ from guided_evolution.engine.recorder import Recorder
 from guided_evolution.errors import ConfigError
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import parse_genome, variant_id
+from guided_evolution.llm.client import LLMClient
+from guided_evolution.runstore import doctor
 from guided_evolution.runstore import rundir as rd
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.recording import record_variant
@@ -71,8 +73,6 @@ def start_run(
     parse_genome(text_files, cfg.seed.files, cfg.seed.marker)  # raises on a seed without markers
     _check_evaluator(cfg, seed_path)
     if not cfg.llm.offline:
-        from guided_evolution.llm.client import LLMClient
-
         problems = LLMClient(llm_settings(cfg)).credential_problems()
         if problems:
             raise ConfigError(problems[0], "export the variable, or set api_key_env in [[llm.models]]")
@@ -96,8 +96,6 @@ def resume_run(run_dir: Path, *, json_mode: bool = False, detach: bool = False) 
 
 
 def _drive(paths: rd.RunPaths, resolved: ResolvedConfig, json_mode: bool, detach: bool) -> RunSummary:
-    from guided_evolution.runstore import doctor
-
     cfg = resolved.config
     with rd.RunLock(paths.root):
         # A kill between a git write and an index write leaves them out of step: repair first.
@@ -126,8 +124,6 @@ def _proposer(resolved: ResolvedConfig, recorder: Recorder, seed_id: str) -> Pro
     prompts = PromptLibrary.load([Path(resolved.seed_dir) / "prompts"])
     if cfg.llm.offline:
         return OfflineProposer(cfg, recorder)
-    from guided_evolution.llm.client import LLMClient
-
     counts = recorder.index.counts()
     llm = LLMClient(
         llm_settings(cfg),
