@@ -162,7 +162,7 @@ class Engine:
         children = [o.variant for o in sorted(outcomes, key=lambda o: o.plan.index) if o.variant]
         population = dedup([*planned.elites, *children]) if gen > 0 else dedup([self.seed_id, *children])
         hof = hall_of_fame(
-            self.recorder.scored(hof), self.recorder.scored(population), self.evo.hall_of_fame,
+            self.recorder.scored(dedup([*hof, *population])), self.evo.hall_of_fame,
             self.recorder.objectives,
         )
         record = GenerationRecord(gen, population, planned.elites, hof)

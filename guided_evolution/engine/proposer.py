@@ -52,10 +52,8 @@ class RunStopped(Exception):
 class Proposer(Protocol):
     """What the driver needs of a source of children."""
 
+    supports_eot: bool  # can make Evolution of Thought children
     supports_fix: bool  # can feed an evaluation failure back and propose a repaired child
-
-    @property
-    def supports_eot(self) -> bool: ...
 
     async def propose(self, plan: Plan) -> Child:
         """The plan's child; NoChild when none was made, RunStopped when the run must stop."""
@@ -171,11 +169,8 @@ class OfflineProposer(_StepProposer):
     """The built-in no-LLM baseline (``--model offline``): classic GP edits, no EoT, no fixing."""
 
     crossover_operator = "offline-crossover"
+    supports_eot = False
     supports_fix = False
-
-    @property
-    def supports_eot(self) -> bool:
-        return False
 
     async def apply(self, step: Step, plan: Plan, genome: Genome, previous: Child | None,
                     rng: random.Random, sample: int) -> Child:
@@ -260,6 +255,7 @@ class LLMHealth:
 class LLMProposer(_StepProposer):
     """The LLM operators: mutation with personas, crossover, Evolution of Thought, and fix."""
 
+    supports_eot = True
     supports_fix = True
 
     def __init__(self, cfg: GeConfig, source: Recorder, prompts: PromptLibrary, llm: Any,
@@ -271,10 +267,6 @@ class LLMProposer(_StepProposer):
         self.seed_id = seed_id
         self.health = LLMHealth(cfg.llm.give_up_after_s)
         self._calls: dict[tuple[int, int], list[int]] = {}
-
-    @property
-    def supports_eot(self) -> bool:
-        return True
 
     def take_calls(self, plan: Plan) -> list[int]:
         return self._calls.pop((plan.generation, plan.index), [])

@@ -131,13 +131,10 @@ def plan_generation(
 
 
 def hall_of_fame(
-    previous: Sequence[Scored], population: Sequence[Scored], size: int,
-    objectives: Sequence[ObjectiveSpec],
+    candidates: Sequence[Scored], size: int, objectives: Sequence[ObjectiveSpec]
 ) -> list[str]:
-    """The Pareto hall of fame after a generation: ids of the best ``size`` seen so far."""
+    """The Pareto hall of fame after a generation: ids of the best ``size`` of ``candidates`` (the
+    previous hall of fame and the new population, each variant once)."""
     hof = HallOfFame(size, objectives)
-    seen: dict[str, Scored] = {}
-    for item in [*previous, *population]:
-        seen.setdefault(item.id, item)
-    hof.update(list(seen.values()))
+    hof.update(list(candidates))
     return [s.id for s in hof.items]
