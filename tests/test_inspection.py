@@ -31,8 +31,20 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     seed = template_seed(root / "seed", generations=2, crossover_probability=1.0)
     run = root / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "guided_evolution", "run", str(seed), "--run-dir", str(run), "--json"],
-        cwd=root, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "guided_evolution",
+            "run",
+            str(seed),
+            "--run-dir",
+            str(run),
+            "--json",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=240,
         env={**os.environ, "LITELLM_OFFLINE_MODE": "true"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -59,7 +71,11 @@ def ge_text(*args: str) -> str:
 
 def ge_proc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "guided_evolution", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "guided_evolution", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -73,7 +89,9 @@ def variants(run: Path) -> list:
 
 def evaluated_child(run: Path, parents: int = 1):
     return next(
-        v for v in variants(run) if v.operator != "seed" and v.status == "evaluated" and len(v.parents) == parents
+        v
+        for v in variants(run)
+        if v.operator != "seed" and v.status == "evaluated" and len(v.parents) == parents
     )
 
 
@@ -105,13 +123,29 @@ def test_show_counts_tokens_and_cost_of_the_variants_own_calls(run_copy: Path) -
     try:
         thought = "Lesson: smaller steps helped."
         reason_id = index.record_call(
-            CallRecord("eot:reason", "m", [{"role": "user", "content": "why?"}], reply=thought + "\n",
-                       prompt_tokens=100, completion_tokens=20, cost_usd=0.25)
+            CallRecord(
+                "eot:reason",
+                "m",
+                [{"role": "user", "content": "why?"}],
+                reply=thought + "\n",
+                prompt_tokens=100,
+                completion_tokens=20,
+                cost_usd=0.25,
+            )
         )
-        index.record_call(CallRecord("mutation", "m", [], reply="unrelated", prompt_tokens=999, cost_usd=9.0))
+        index.record_call(
+            CallRecord("mutation", "m", [], reply="unrelated", prompt_tokens=999, cost_usd=9.0)
+        )
         call_id = index.record_call(
-            CallRecord("eot", "m", [{"role": "user", "content": "apply it"}], reply="```python\npass\n```",
-                       prompt_tokens=300, completion_tokens=50, cost_usd=0.5)
+            CallRecord(
+                "eot",
+                "m",
+                [{"role": "user", "content": "apply it"}],
+                reply="```python\npass\n```",
+                prompt_tokens=300,
+                completion_tokens=50,
+                cost_usd=0.5,
+            )
         )
         child.llm_call_id = call_id  # as the engine stores it: the call's own variant_id stays NULL
         child.eot_reflection = thought
@@ -119,7 +153,11 @@ def test_show_counts_tokens_and_cost_of_the_variants_own_calls(run_copy: Path) -
     finally:
         index.close()
     shown = ge_json("show", str(run_copy), child.id[:10])
-    assert shown["tokens"] == 470 and shown["prompt_tokens"] == 400 and shown["completion_tokens"] == 70
+    assert (
+        shown["tokens"] == 470
+        and shown["prompt_tokens"] == 400
+        and shown["completion_tokens"] == 70
+    )
     assert shown["cost_usd"] == pytest.approx(0.75)
     assert [c["id"] for c in shown["calls"]] == [reason_id, call_id]
     assert "apply it" in shown["prompt"] and shown["reply"].startswith("```python")
@@ -178,10 +216,14 @@ def test_log_groups_and_counts_failures_and_lists_reflections(run_copy: Path) ->
     kids = [v for v in variants(run_copy) if v.operator != "seed"][:3]
     index = RunIndex.open(run_copy / "index.sqlite")
     try:
-        for v, reason in zip(kids, ("timed out after 3.0 s", "timed out after 12.5 s", "exit code 1"), strict=True):
+        for v, reason in zip(
+            kids, ("timed out after 3.0 s", "timed out after 12.5 s", "exit code 1"), strict=True
+        ):
             index.add_evaluation(EvaluationRecord(v.id, "failed", failure_reason=reason, attempt=2))
         index.add_event("proposal_rejected", {"operator": "mutation", "reason": "no code block"})
-        index.add_reflection(ReflectionRecord(kids[0].id, "Fewer features generalise better.", elite_id=kids[1].id))
+        index.add_reflection(
+            ReflectionRecord(kids[0].id, "Fewer features generalise better.", elite_id=kids[1].id)
+        )
     finally:
         index.close()
     failures = ge_json("log", str(run_copy), "--failures")["failures"]
@@ -189,9 +231,14 @@ def test_log_groups_and_counts_failures_and_lists_reflections(run_copy: Path) ->
     assert len(timed_out) == 1 and timed_out[0]["count"] == 2
     assert set(timed_out[0]["variants"]) == {kids[0].id, kids[1].id}
     assert failures["total"] == sum(g["count"] for g in failures["groups"]) >= 4
-    assert any(g["stage"].startswith("proposal") and g["reason"] == "no code block" for g in failures["groups"])
+    assert any(
+        g["stage"].startswith("proposal") and g["reason"] == "no code block"
+        for g in failures["groups"]
+    )
     both = ge_json("log", str(run_copy), "--eot", "--failures")
-    assert both["reflections"][0]["text"] == "Fewer features generalise better." and "failures" in both
+    assert (
+        both["reflections"][0]["text"] == "Fewer features generalise better." and "failures" in both
+    )
     events = ge_json("log", str(run_copy))["events"]
     kinds = [e["kind"] for e in events]
     assert "run_started" in kinds and "evaluated" in kinds and "evaluation_failed" in kinds
@@ -202,7 +249,9 @@ def test_log_groups_and_counts_failures_and_lists_reflections(run_copy: Path) ->
 # --------------------------------------------------------------------------- export
 
 
-def test_export_files_refuses_non_empty_dest_without_force(made: tuple[Path, Path], tmp_path: Path) -> None:
+def test_export_files_refuses_non_empty_dest_without_force(
+    made: tuple[Path, Path], tmp_path: Path
+) -> None:
     _, run = made
     vid = evaluated_child(run).id
     dest = tmp_path / "out"
@@ -221,20 +270,30 @@ def test_export_files_refuses_non_empty_dest_without_force(made: tuple[Path, Pat
     assert len(proc.stderr.strip().splitlines()) == 1
     assert (dest / "model.py").read_text() == "local edit"
     forced = ge_json("export", str(run), vid, str(dest), "--force")
-    assert (dest / "model.py").read_bytes() == files["model.py"] and (dest / "mine.txt").read_text() == "keep me"
+    assert (dest / "model.py").read_bytes() == files["model.py"] and (
+        dest / "mine.txt"
+    ).read_text() == "keep me"
     assert "model.py" in forced["overwritten"] and not list(dest.glob(".ge-export-*"))
 
 
-def test_export_patch_applies_to_the_seed_with_git_apply(made: tuple[Path, Path], tmp_path: Path) -> None:
+def test_export_patch_applies_to_the_seed_with_git_apply(
+    made: tuple[Path, Path], tmp_path: Path
+) -> None:
     seed, run = made
     vid = evaluated_child(run, parents=2).id
     ge_json("export", str(run), vid, str(tmp_path / "variant"))
     patch = tmp_path / "v.patch"
     data = ge_json("export", str(run), vid, str(patch), "--patch")
-    assert data["files"] == ["model.py"] and patch.read_text().startswith("diff --git a/model.py b/model.py")
-    project = Path(shutil.copytree(seed, tmp_path / "project", ignore=shutil.ignore_patterns("runs")))
+    assert data["files"] == ["model.py"] and patch.read_text().startswith(
+        "diff --git a/model.py b/model.py"
+    )
+    project = Path(
+        shutil.copytree(seed, tmp_path / "project", ignore=shutil.ignore_patterns("runs"))
+    )
     subprocess.run(["git", "init", "-q", str(project)], check=True)
-    applied = subprocess.run(["git", "apply", "--check", str(patch)], cwd=project, capture_output=True, text=True)
+    applied = subprocess.run(
+        ["git", "apply", "--check", str(patch)], cwd=project, capture_output=True, text=True
+    )
     assert applied.returncode == 0, applied.stderr
     subprocess.run(["git", "apply", str(patch)], cwd=project, check=True)
     assert (project / "model.py").read_text() == (tmp_path / "variant" / "model.py").read_text()
@@ -242,7 +301,9 @@ def test_export_patch_applies_to_the_seed_with_git_apply(made: tuple[Path, Path]
     assert proc.returncode == 2 and "already exists" in proc.stderr
     ge_json("export", str(run), vid, str(patch), "--patch", "--force")
     (tmp_path / "dir").mkdir()
-    assert ge_json("export", str(run), vid, str(tmp_path / "dir"), "--patch")["path"] == str(tmp_path / "dir" / f"{vid}.patch")
+    assert ge_json("export", str(run), vid, str(tmp_path / "dir"), "--patch")["path"] == str(
+        tmp_path / "dir" / f"{vid}.patch"
+    )
     to_stdout = runner.invoke(app, ["export", str(run), vid, "-", "--patch"])
     assert to_stdout.exit_code == 0 and to_stdout.stdout == patch.read_text()
 
@@ -262,7 +323,9 @@ def test_commands_read_a_run_while_it_is_being_written(run_copy: Path, tmp_path:
             assert ge_json("lineage", str(run_copy), vid)["nodes"]
             assert ge_json("diff", str(run_copy), vid)["diff"]
             events = ge_json("log", str(run_copy))["events"]
-            assert not any(e.get("generation") == 3 for e in events), "uncommitted writes are invisible"
+            assert not any(e.get("generation") == 3 for e in events), (
+                "uncommitted writes are invisible"
+            )
             assert ge_json("report", str(run_copy), "-o", str(tmp_path / "live.html"))["front"]
     finally:
         writer.close()
@@ -270,10 +333,17 @@ def test_commands_read_a_run_while_it_is_being_written(run_copy: Path, tmp_path:
 
 @pytest.mark.parametrize(
     "args",
-    [("show", "ffffffffff"), ("lineage", "ffffffffff"), ("diff", "ffffffffff"), ("diff", "seed", "zz"),
-     ("export", "ffffffffff", "out")],
+    [
+        ("show", "ffffffffff"),
+        ("lineage", "ffffffffff"),
+        ("diff", "ffffffffff"),
+        ("diff", "seed", "zz"),
+        ("export", "ffffffffff", "out"),
+    ],
 )
-def test_a_bad_variant_id_is_one_line_and_exit_2(made: tuple[Path, Path], tmp_path: Path, args: tuple[str, ...]) -> None:
+def test_a_bad_variant_id_is_one_line_and_exit_2(
+    made: tuple[Path, Path], tmp_path: Path, args: tuple[str, ...]
+) -> None:
     _, run = made
     proc = ge_proc(args[0], str(run), *args[1:], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
@@ -296,13 +366,19 @@ def test_untrusted_text_is_shown_verbatim_never_as_rich_markup(run_copy: Path) -
     try:
         index.add_evaluation(
             EvaluationRecord(
-                child.id, "failed", failure_reason="exit code 1 [/bold] [red]x", attempt=3,
+                child.id,
+                "failed",
+                failure_reason="exit code 1 [/bold] [red]x",
+                attempt=3,
                 metrics={"[/red]key": "[bold]value[/oops]"},
             )
         )
         index.add_reflection(ReflectionRecord(child.id, "Use [/x] tags [link=evil]here[/link]."))
         with index.transaction() as conn:
-            conn.execute("UPDATE variants SET eot_reflection = ? WHERE id = ?", ("why [/nope] it helped", child.id))
+            conn.execute(
+                "UPDATE variants SET eot_reflection = ? WHERE id = ?",
+                ("why [/nope] it helped", child.id),
+            )
     finally:
         index.close()
     shown = ge_text("show", str(run_copy), child.id)
@@ -310,4 +386,6 @@ def test_untrusted_text_is_shown_verbatim_never_as_rich_markup(run_copy: Path) -
     assert "[/red]key=[bold]value[/oops]" in shown
     assert "why [/nope] it helped" in shown
     assert "Use [/x] tags [link=evil]here[/link]." in ge_text("log", str(run_copy), "--eot")
-    assert "exit code <n> [/bold] [red]x" in ge_text("log", str(run_copy), "--failures")  # normalised
+    assert "exit code <n> [/bold] [red]x" in ge_text(
+        "log", str(run_copy), "--failures"
+    )  # normalised

@@ -33,8 +33,21 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("report")
     seed = template_seed(root / "seed", generations=2, crossover_probability=1.0)
     proc = subprocess.run(
-        [sys.executable, "-m", "guided_evolution", "run", str(seed), "--run-dir", str(root / "run"), "--json"],
-        cwd=root, capture_output=True, text=True, timeout=240, env={**os.environ, "LITELLM_OFFLINE_MODE": "true"},
+        [
+            sys.executable,
+            "-m",
+            "guided_evolution",
+            "run",
+            str(seed),
+            "--run-dir",
+            str(root / "run"),
+            "--json",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "LITELLM_OFFLINE_MODE": "true"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root / "run"
@@ -55,7 +68,9 @@ def hostile_run(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         paths, resolved = open_run(copy)
         best = front_rows(index, resolved.config)[0]["id"]
         v = index.get_variant(best)
-        call = index.record_call(CallRecord("mutation", "m", [{"role": "user", "content": PAYLOAD}], reply=PAYLOAD))
+        call = index.record_call(
+            CallRecord("mutation", "m", [{"role": "user", "content": PAYLOAD}], reply=PAYLOAD)
+        )
         v.llm_call_id, v.persona, v.eot_reflection = call, PAYLOAD, PAYLOAD
         index.add_variant(v, replace=True)
         index.add_reflection(ReflectionRecord(best, PAYLOAD, elite_id=None))
@@ -79,8 +94,14 @@ def test_report_is_one_self_contained_file(run: Path, tmp_path: Path) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, re.I)
     assert "<link" not in page and "@import" not in page and "url(http" not in page
     assert "default-src 'none'" in page
-    for title in ("Pareto front", "Best so far", "Operators and personas", "Failure reasons",
-                  "Lineage of the Pareto front", "EoT reflections along the best line"):
+    for title in (
+        "Pareto front",
+        "Best so far",
+        "Operators and personas",
+        "Failure reasons",
+        "Lineage of the Pareto front",
+        "EoT reflections along the best line",
+    ):
         assert f">{title}</h2>" in page
     assert summary["plots"] >= 4 and page.count('<svg class="plot"') == summary["plots"]
     for row in ("offline-mutation", "offline-crossover"):
@@ -95,7 +116,9 @@ def test_untrusted_text_is_escaped(hostile_run: Path, tmp_path: Path) -> None:
     assert page.count("<script") == 1, "only the report's own script"
     assert "alert(1)</script>" not in page and "<img" not in page
     assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert page.count("alert(1)") >= 3, "the reply, the reflection, the failure and the persona are all shown"
+    assert page.count("alert(1)") >= 3, (
+        "the reply, the reflection, the failure and the persona are all shown"
+    )
 
 
 # --------------------------------------------------------------------------- in a browser
@@ -106,18 +129,34 @@ def _chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip("no chromium binary on PATH: `apt-get install -y --no-install-recommends chromium` to run this test")
+    pytest.skip(
+        "no chromium binary on PATH: `apt-get install -y --no-install-recommends chromium` to run this test"
+    )
 
 
 def _browse(page: Path, tmp_path: Path, *mode: str) -> subprocess.CompletedProcess[bytes]:
     profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
     profile.mkdir()
     return subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars",
-         "--force-device-scale-factor=1", *mode, page.resolve().as_uri()],
-        capture_output=True, timeout=120,
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            *mode,
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
     )
 
 
@@ -141,7 +180,9 @@ def decode_png(data: bytes) -> np.ndarray:
             chunks.append(body)
         pos += 12 + length
     stride = width * channels
-    raw = np.frombuffer(zlib.decompress(b"".join(chunks)), dtype=np.uint8).reshape(height, 1 + stride)
+    raw = np.frombuffer(zlib.decompress(b"".join(chunks)), dtype=np.uint8).reshape(
+        height, 1 + stride
+    )
     out = np.zeros((height, stride), dtype=np.uint8)
     prev = [0] * stride
     for y in range(height):
@@ -189,10 +230,16 @@ def test_decode_png_undoes_every_filter() -> None:
         prev = line
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 5, 8, 6, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 5, 8, 6, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + chunk(b"IEND", b"")
+    )
     assert (decode_png(png) == pixels).all()
 
 

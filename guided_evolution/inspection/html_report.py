@@ -159,8 +159,10 @@ def _rate(count: int, total: int, cls: str = "") -> str:
     if not total:
         return "–"
     share = count / total
-    return (f'<div class="rate"><div class="track"><div class="fill {cls}" style="width:{share * 100:.1f}%"></div></div>'
-            f"<span>{share * 100:.0f}% ({count})</span></div>")
+    return (
+        f'<div class="rate"><div class="track"><div class="fill {cls}" style="width:{share * 100:.1f}%"></div></div>'
+        f"<span>{share * 100:.0f}% ({count})</span></div>"
+    )
 
 
 def _stats_table(title: str, rows: list[dict[str, Any]], note: str) -> str:
@@ -171,9 +173,11 @@ def _stats_table(title: str, rows: list[dict[str, Any]], note: str) -> str:
         f"<td>{_rate(r['improved'], r['decided'])}</td><td class=num>{r['rejected'] or ''}</td><td class=num>{r['pending'] or ''}</td></tr>"
         for r in rows
     )
-    return (f"<h3>{esc(title)}</h3><table><thead><tr><th>{esc(title.split()[-1])}</th><th class=num>children</th>"
-            "<th>valid</th><th>improved on a parent</th><th class=num>rejected</th><th class=num>pending</th></tr></thead>"
-            f"<tbody>{body}</tbody></table><p class=note>{esc(note)}</p>")
+    return (
+        f"<h3>{esc(title)}</h3><table><thead><tr><th>{esc(title.split()[-1])}</th><th class=num>children</th>"
+        "<th>valid</th><th>improved on a parent</th><th class=num>rejected</th><th class=num>pending</th></tr></thead>"
+        f"<tbody>{body}</tbody></table><p class=note>{esc(note)}</p>"
+    )
 
 
 def _failures_html(rep: Report) -> str:
@@ -183,24 +187,35 @@ def _failures_html(rep: Report) -> str:
     rows = "".join(
         f"<tr><td>{_rate(g['count'], total, 'bad')}</td>"
         f"<td>{esc(g['stage'])}</td><td>{esc(g['reason'])}"
-        + (f"<details><summary>examples</summary><pre class=wrap>{esc(chr(10).join(g['examples']))}</pre></details>" if g["examples"] else "")
+        + (
+            f"<details><summary>examples</summary><pre class=wrap>{esc(chr(10).join(g['examples']))}</pre></details>"
+            if g["examples"]
+            else ""
+        )
         + f"</td><td class=id>{esc(', '.join(v[:10] for v in g['variants'][:4]))}</td></tr>"
         for g in rep.failures
     )
-    return ("<table><thead><tr><th>share (count)</th><th>where</th><th>reason (numbers and ids blanked)</th>"
-            f"<th>variants</th></tr></thead><tbody>{rows}</tbody></table>")
+    return (
+        "<table><thead><tr><th>share (count)</th><th>where</th><th>reason (numbers and ids blanked)</th>"
+        f"<th>variants</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def _front_html(rep: Report) -> str:
     if not rep.front:
         return "<p class=note>No successfully evaluated variant yet.</p>"
     objs = rep.objectives
-    head = "".join(f"<th class=num>{esc(o['name'])} {'↑' if o['direction'] == 'max' else '↓'}</th>" for o in objs)
+    head = "".join(
+        f"<th class=num>{esc(o['name'])} {'↑' if o['direction'] == 'max' else '↓'}</th>"
+        for o in objs
+    )
     rows = []
     for r in rep.front:
         vid = r["id"]
         metrics = r.get("metrics") or {}
-        cells = "".join(f"<td class=num>{esc(fmt_num(metrics.get(o['name']), 7))}</td>" for o in objs)
+        cells = "".join(
+            f"<td class=num>{esc(fmt_num(metrics.get(o['name']), 7))}</td>" for o in objs
+        )
         badge = '<span class="badge good">best line</span>' if vid in rep.best_line[:1] else ""
         rows.append(
             f'<tr id="v-{esc(vid)}" data-variant="{esc(vid)}"{" class=main" if r.get("diff") or r.get("reply") or r.get("reflection") else ""}><td class=id>{esc(vid)}{badge}</td><td class=num>{esc(r.get("generation"))}</td>'
@@ -208,20 +223,42 @@ def _front_html(rep: Report) -> str:
         )
         extra = []
         if r.get("diff"):
-            added = sum(1 for line in r["diff"].splitlines() if line.startswith("+") and not line.startswith("+++"))
-            removed = sum(1 for line in r["diff"].splitlines() if line.startswith("-") and not line.startswith("---"))
-            extra.append(f"<details><summary>diff against the seed (+{added} −{removed})</summary>{_diff_html(r['diff'])}</details>")
+            added = sum(
+                1
+                for line in r["diff"].splitlines()
+                if line.startswith("+") and not line.startswith("+++")
+            )
+            removed = sum(
+                1
+                for line in r["diff"].splitlines()
+                if line.startswith("-") and not line.startswith("---")
+            )
+            extra.append(
+                f"<details><summary>diff against the seed (+{added} −{removed})</summary>{_diff_html(r['diff'])}</details>"
+            )
         elif vid == rep.seed_id:
             extra.append("<span class=note>the seed itself</span>")
         if r.get("reflection"):
-            extra.append(f"<details><summary>EoT reflection</summary><pre class=wrap>{esc(r['reflection'])}</pre></details>")
+            extra.append(
+                f"<details><summary>EoT reflection</summary><pre class=wrap>{esc(r['reflection'])}</pre></details>"
+            )
         if r.get("reply"):
-            reply = r["reply"] if len(r["reply"]) <= MAX_REPLY_CHARS else r["reply"][:MAX_REPLY_CHARS] + "\n… (cut)"
-            extra.append(f"<details><summary>LLM reply</summary><pre class=wrap>{esc(reply)}</pre></details>")
+            reply = (
+                r["reply"]
+                if len(r["reply"]) <= MAX_REPLY_CHARS
+                else r["reply"][:MAX_REPLY_CHARS] + "\n… (cut)"
+            )
+            extra.append(
+                f"<details><summary>LLM reply</summary><pre class=wrap>{esc(reply)}</pre></details>"
+            )
         if extra:
-            rows.append(f'<tr class="more"><td colspan="{5 + len(objs)}">{"".join(extra)}</td></tr>')
-    return (f"<table><thead><tr><th>variant</th><th class=num>gen</th><th>operator</th><th>persona</th><th>model</th>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+            rows.append(
+                f'<tr class="more"><td colspan="{5 + len(objs)}">{"".join(extra)}</td></tr>'
+            )
+    return (
+        f"<table><thead><tr><th>variant</th><th class=num>gen</th><th>operator</th><th>persona</th><th>model</th>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _reflections_html(rep: Report) -> str:
@@ -232,7 +269,7 @@ def _reflections_html(rep: Report) -> str:
         badge = '<span class="badge good">improved</span>' if r.get("improved") else ""
         out.append(
             f'<div class="refl"><div class="head"><span class=id>{esc(r["variant"])}</span> · generation {esc(r["generation"])}'
-            f' · elite {esc(r.get("elite") or "–")} · {esc(metric_tip(r.get("metrics")))}{badge}</div>'
+            f" · elite {esc(r.get('elite') or '–')} · {esc(metric_tip(r.get('metrics')))}{badge}</div>"
             f'<pre class="wrap">{esc(r["text"])}</pre></div>'
         )
     return "".join(out)
@@ -256,17 +293,28 @@ def _cards_html(rep: Report) -> str:
         ("tokens", fmt_num(c["prompt_tokens"] + c["completion_tokens"])),
         ("LLM spend", f"${c['cost_usd']:.4f}"),
     ]
-    return "".join(f'<div class="card"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div></div>' for k, v in cards)
+    return "".join(
+        f'<div class="card"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div></div>'
+        for k, v in cards
+    )
 
 
 def _front_block(rep: Report) -> str:
     """The objectives and the Pareto front plots."""
-    objs = ", ".join(f"{o['name']} ({o['direction']}{'' if o['select'] else ', reported only'})" for o in rep.objectives)
+    objs = ", ".join(
+        f"{o['name']} ({o['direction']}{'' if o['select'] else ', reported only'})"
+        for o in rep.objectives
+    )
     fronts = front_svgs(rep)
     if fronts:
-        front_block = ('<div class="legendrow">' + gen_legend(rep.max_gen) + "<span>outlined: on the Pareto front "
-                       "(click a point to jump to its row)</span></div><div class=plots>"
-                       + "".join(_figure(s, "every successfully evaluated variant") for s in fronts) + "</div>")
+        front_block = (
+            '<div class="legendrow">'
+            + gen_legend(rep.max_gen)
+            + "<span>outlined: on the Pareto front "
+            "(click a point to jump to its row)</span></div><div class=plots>"
+            + "".join(_figure(s, "every successfully evaluated variant") for s in fronts)
+            + "</div>"
+        )
     else:
         front_block = "<p class=note>No successfully evaluated variant yet.</p>"
     return f"<p class=note>Selection objectives: {esc(objs)}.</p>{front_block}"
@@ -278,13 +326,31 @@ def _progress_block(rep: Report) -> str:
     if rep.spend_axis is not None and not rep.progress:
         over_spend = "<p class=note>No successful evaluation yet.</p>"
     elif rep.spend_axis is not None:
-        over_spend = "<div class=plots>" + "".join(_figure(s, "best so far (line) and every evaluation (dots)") for s in progress_svgs(rep, "spend")) + "</div>"
+        over_spend = (
+            "<div class=plots>"
+            + "".join(
+                _figure(s, "best so far (line) and every evaluation (dots)")
+                for s in progress_svgs(rep, "spend")
+            )
+            + "</div>"
+        )
     else:
         over_spend = "<p class=note>No LLM calls in this run (offline operators), so there is no spend to plot against.</p>"
     return (
-        ("<h3>Over time</h3><div class=plots>" + "".join(_figure(s, "best so far (line) and every evaluation (dots)") for s in over_time) + "</div>")
-        if over_time else "<p class=note>No successful evaluation yet.</p>"
-    ) + "<h3>Over LLM spend</h3>" + over_spend
+        (
+            (
+                "<h3>Over time</h3><div class=plots>"
+                + "".join(
+                    _figure(s, "best so far (line) and every evaluation (dots)") for s in over_time
+                )
+                + "</div>"
+            )
+            if over_time
+            else "<p class=note>No successful evaluation yet.</p>"
+        )
+        + "<h3>Over LLM spend</h3>"
+        + over_spend
+    )
 
 
 def _sections(rep: Report) -> list[tuple[str, str, str]]:
@@ -292,13 +358,28 @@ def _sections(rep: Report) -> list[tuple[str, str, str]]:
     return [
         ("front", "Pareto front", _front_block(rep)),
         ("progress", "Best so far", _progress_block(rep)),
-        ("operators", "Operators and personas",
-         _stats_table("per operator", rep.operators, "Rates are over children that are decided (not pending). valid = evaluated successfully; improved = dominates at least one parent "
-                      "on the selection objectives and is dominated by none; rejected = the proposal never became a variant "
-                      "(no code block, invalid segment, LLM error).")
-         + _stats_table("per persona", rep.personas, "Rejected proposals have no persona and are left out of this table.")),
+        (
+            "operators",
+            "Operators and personas",
+            _stats_table(
+                "per operator",
+                rep.operators,
+                "Rates are over children that are decided (not pending). valid = evaluated successfully; improved = dominates at least one parent "
+                "on the selection objectives and is dominated by none; rejected = the proposal never became a variant "
+                "(no code block, invalid segment, LLM error).",
+            )
+            + _stats_table(
+                "per persona",
+                rep.personas,
+                "Rejected proposals have no persona and are left out of this table.",
+            ),
+        ),
         ("failures", "Failure reasons", _failures_html(rep)),
-        ("lineage", "Lineage of the Pareto front", lineage_svg(rep) or "<p class=note>No Pareto variant yet.</p>"),
+        (
+            "lineage",
+            "Lineage of the Pareto front",
+            lineage_svg(rep) or "<p class=note>No Pareto variant yet.</p>",
+        ),
         ("eot", "EoT reflections along the best line", _reflections_html(rep)),
         ("table", "The Pareto front, variant by variant", _front_html(rep)),
     ]
@@ -309,7 +390,9 @@ def render(rep: Report) -> str:
     c = rep.counts
     sections = _sections(rep)
     nav = " · ".join(f'<a href="#{k}">{esc(t)}</a>' for k, t, _ in sections)
-    body = "".join(f'<section id="{k}"><h2>{esc(t)}</h2>{content}</section>' for k, t, content in sections)
+    body = "".join(
+        f'<section id="{k}"><h2>{esc(t)}</h2>{content}</section>' for k, t, content in sections
+    )
     script = _SCRIPT
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     csp = f"default-src 'none'; style-src 'unsafe-inline'; img-src data:; script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"

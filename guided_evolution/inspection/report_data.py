@@ -83,7 +83,9 @@ def _operator_name(op: str | None, offline: bool) -> str:
     return op
 
 
-def _group_stats(data: RunData, events: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _group_stats(
+    data: RunData, events: list[Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     ops: dict[str, GroupStats] = {}
     personas: dict[str, GroupStats] = {}
     for v in data.variants.values():
@@ -109,7 +111,9 @@ def _group_stats(data: RunData, events: list[Any]) -> tuple[list[dict[str, Any]]
     ]
 
 
-def _progress(data: RunData, index: Any, calls: list[Any], start: float) -> tuple[list[dict[str, Any]], str | None]:
+def _progress(
+    data: RunData, index: Any, calls: list[Any], start: float
+) -> tuple[list[dict[str, Any]], str | None]:
     """One row per successful evaluation in time order: time, LLM spend so far, best so far."""
     times = [c.created_at for c in calls]
     cost = [0.0]
@@ -125,7 +129,15 @@ def _progress(data: RunData, index: Any, calls: list[Any], start: float) -> tupl
             continue
         when = (ev.started_at or start) + (ev.duration_s or 0.0)
         k = bisect.bisect_right(times, when)
-        rows.append({"variant": ev.variant_id, "t": max(when - start, 0.0), "usd": cost[k], "tokens": tokens[k], "scores": scores})
+        rows.append(
+            {
+                "variant": ev.variant_id,
+                "t": max(when - start, 0.0),
+                "usd": cost[k],
+                "tokens": tokens[k],
+                "scores": scores,
+            }
+        )
     rows.sort(key=lambda r: r["t"])
     best: dict[str, float] = {}
     for row in rows:
@@ -147,7 +159,10 @@ def collect(run_dir: Path) -> Report:
         events = index.events()
         calls = index.calls()
         last = index.last_generation()
-        start = min([e.time for e in events] + [v.created_at for v in data.variants.values()] or [time.time()])
+        start = min(
+            [e.time for e in events] + [v.created_at for v in data.variants.values()]
+            or [time.time()]
+        )
         rows = front_rows(index, cfg) if data.objectives else []
         front_ids = {r["id"] for r in rows}
         progress, spend_axis = _progress(data, index, calls, start)
@@ -160,11 +175,20 @@ def collect(run_dir: Path) -> Report:
         return Report(
             title=Path(data.run_dir).name,
             run_dir=data.run_dir,
-            state=f"finished: {data.finished}" if data.finished else "running or stopped (not finished)",
+            state=f"finished: {data.finished}"
+            if data.finished
+            else "running or stopped (not finished)",
             generated_at=time.time(),
-            counts={**counts, "generation": last.generation if last else 0, "generations": cfg.evolution.generations,
-                    "models": ", ".join(m.model for m in cfg.llm.models)},
-            objectives=[{"name": o.name, "direction": o.direction, "select": o.select} for o in cfg.objectives],
+            counts={
+                **counts,
+                "generation": last.generation if last else 0,
+                "generations": cfg.evolution.generations,
+                "models": ", ".join(m.model for m in cfg.llm.models),
+            },
+            objectives=[
+                {"name": o.name, "direction": o.direction, "select": o.select}
+                for o in cfg.objectives
+            ],
             selected=data.objectives,
             max_gen=max((v.generation for v in data.variants.values()), default=0),
             points=_points(data, front_ids),
@@ -189,12 +213,20 @@ def _points(data: RunData, front_ids: set[str]) -> list[dict[str, Any]]:
         scores = data.scores(v.id)
         if scores is not None:
             points.append(
-                {"id": v.id, "generation": v.generation, "operator": v.operator, "scores": scores, "front": v.id in front_ids}
+                {
+                    "id": v.id,
+                    "generation": v.generation,
+                    "operator": v.operator,
+                    "scores": scores,
+                    "front": v.id in front_ids,
+                }
             )
     return points
 
 
-def _graph(data: RunData, front: list[str], front_ids: set[str], on_line: set[str]) -> list[dict[str, Any]]:
+def _graph(
+    data: RunData, front: list[str], front_ids: set[str], on_line: set[str]
+) -> list[dict[str, Any]]:
     """The front and every ancestor of it: one node per variant, breadth first."""
     graph = []
     for vid in data.ancestry(front):
@@ -204,9 +236,14 @@ def _graph(data: RunData, front: list[str], front_ids: set[str], on_line: set[st
         ev = data.latest.get(vid)
         graph.append(
             {
-                "id": vid, "generation": v.generation, "operator": v.operator, "persona": v.persona,
-                "parents": [p for p in v.parents if p in data.variants], "front": vid in front_ids,
-                "best_line": vid in on_line, "metrics": ev.metrics if ev else None,
+                "id": vid,
+                "generation": v.generation,
+                "operator": v.operator,
+                "persona": v.persona,
+                "parents": [p for p in v.parents if p in data.variants],
+                "front": vid in front_ids,
+                "best_line": vid in on_line,
+                "metrics": ev.metrics if ev else None,
             }
         )
     return graph
@@ -222,14 +259,24 @@ def _best_line_reflections(index: Any, data: RunData, best_line: list[str]) -> l
         if v is not None and v.eot_reflection and vid not in seen:
             ev = data.latest.get(vid)
             reflections.append(
-                {"variant": vid, "elite": None, "segment": v.segment, "time": v.created_at, "generation": v.generation,
-                 "metrics": ev.metrics if ev else None, "improved": data.improved(vid), "text": v.eot_reflection}
+                {
+                    "variant": vid,
+                    "elite": None,
+                    "segment": v.segment,
+                    "time": v.created_at,
+                    "generation": v.generation,
+                    "metrics": ev.metrics if ev else None,
+                    "improved": data.improved(vid),
+                    "text": v.eot_reflection,
+                }
             )
     reflections.sort(key=lambda r: (r["generation"] or 0, r["time"] or 0))
     return reflections
 
 
-def _add_front_details(rows: list[dict[str, Any]], data: RunData, index: Any, calls: list[Any], store: GitStore) -> None:
+def _add_front_details(
+    rows: list[dict[str, Any]], data: RunData, index: Any, calls: list[Any], store: GitStore
+) -> None:
     """Add to each front row its persona, model, parents, reflection, LLM reply and (for the
     first `MAX_FRONT_DIFFS` rows) its diff against the seed."""
     seed_commit = data.variants[data.seed_id].commit_sha if data.seed_id in data.variants else None

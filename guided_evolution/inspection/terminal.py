@@ -30,7 +30,9 @@ def _m(value: Any) -> str:
     return escape(_fmt(value))
 
 
-def front_table(front: list[dict[str, Any]], objectives: list[dict[str, Any]], title: str = "Pareto front") -> Table:
+def front_table(
+    front: list[dict[str, Any]], objectives: list[dict[str, Any]], title: str = "Pareto front"
+) -> Table:
     """A table of the front: one row per variant, one column per objective.
 
     Selection objectives come first with their direction; reported-only metrics (e.g. test
@@ -41,7 +43,9 @@ def front_table(front: list[dict[str, Any]], objectives: list[dict[str, Any]], t
     table = Table(
         title=title,
         title_justify="left",
-        caption="dim columns are reported only; branch = v/<gen>/<id>" if reported else "branch = v/<gen>/<id>",
+        caption="dim columns are reported only; branch = v/<gen>/<id>"
+        if reported
+        else "branch = v/<gen>/<id>",
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -78,7 +82,11 @@ def print_summary(console: Console, summary: Any) -> None:
 
 def print_status(console: Console, data: dict[str, Any]) -> None:
     """`ge status`."""
-    state = "finished: " + data["stop_reason"] if data["finished"] else "running or stopped (resume with `ge resume`)"
+    state = (
+        "finished: " + data["stop_reason"]
+        if data["finished"]
+        else "running or stopped (resume with `ge resume`)"
+    )
     console.print(f"[bold]{_m(data['run_dir'])}[/bold]  {escape(state)}")
     console.print(
         f"generation {data['generation']}/{data['generations']}  children {data['children']}  "
@@ -100,24 +108,35 @@ def print_front(console: Console, data: dict[str, Any]) -> None:
 
 def print_variant(console: Console, data: dict[str, Any]) -> None:
     """`ge show`."""
-    console.print(f"[bold cyan]{_m(data['id'])}[/bold cyan]  {_m(data['branch'])}  generation {_m(data['generation'])}")
+    console.print(
+        f"[bold cyan]{_m(data['id'])}[/bold cyan]  {_m(data['branch'])}  generation {_m(data['generation'])}"
+    )
     console.print(
         f"operator {_m(data['operator'])}  segment {_m(data['segment'])}  prompt {_m(data['prompt_name'])}  "
         f"persona {_m(data['persona'])}  model {_m(data['model'])}  T={_m(data['temperature'])}"
     )
     console.print(
         f"parents {escape(', '.join(data['parents'])) or '-'}  tokens {data['tokens']}"
-        + (f" ({data['prompt_tokens']} prompt + {data['completion_tokens']} completion)" if data.get("calls") else "")
+        + (
+            f" ({data['prompt_tokens']} prompt + {data['completion_tokens']} completion)"
+            if data.get("calls")
+            else ""
+        )
         + f"  cost ${data['cost_usd']:.4f}"
         + (f"  LLM calls {len(data['calls'])}" if data.get("calls") else "")
     )
     for parent, metrics in (data.get("parent_metrics") or {}).items():
         if metrics:
-            console.print(f"  parent {_m(parent)}: " + "  ".join(f"{_m(k)}={_m(v)}" for k, v in metrics.items()))
+            console.print(
+                f"  parent {_m(parent)}: "
+                + "  ".join(f"{_m(k)}={_m(v)}" for k, v in metrics.items())
+            )
     reason = data["failure_reason"]
     console.print(f"status {_m(data['status'])}" + (f"  [red]{_m(reason)}[/red]" if reason else ""))
     if data["metrics"]:
-        console.print("metrics " + "  ".join(f"{_m(k)}={_m(v)}" for k, v in data["metrics"].items()))
+        console.print(
+            "metrics " + "  ".join(f"{_m(k)}={_m(v)}" for k, v in data["metrics"].items())
+        )
     if data["eot_reflection"]:
         console.print("[bold]EoT reflection[/bold]")
         console.print(data["eot_reflection"], markup=False)
@@ -156,7 +175,10 @@ def _node_label(node: dict[str, Any], objectives: list[dict[str, Any]]) -> Text:
         if node.get("improved"):
             text.append("  ▲ improved", style="green")
     else:
-        text.append(f"  {node['status']}", style="red" if node["status"] in ("failed", "invalid") else "yellow")
+        text.append(
+            f"  {node['status']}",
+            style="red" if node["status"] in ("failed", "invalid") else "yellow",
+        )
         if node.get("failure_reason"):
             text.append(f": {node['failure_reason']}", style="red")
     return text
@@ -204,7 +226,9 @@ def _clock(when: float) -> str:
 def _event_details(row: dict[str, Any]) -> str:
     skip = {"time", "kind"}
     if row["kind"] == "evaluated":
-        return f"{row['variant']}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in (row.get("metrics") or {}).items())
+        return f"{row['variant']}  " + "  ".join(
+            f"{k}={_fmt(v)}" for k, v in (row.get("metrics") or {}).items()
+        )
     if row["kind"] == "evaluation_failed":
         return f"{row['variant']}  {row.get('stage')}: {row.get('reason')}"
     return "  ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in skip)
@@ -219,7 +243,11 @@ def print_log(console: Console, data: dict[str, Any]) -> None:
         table.add_column("details", overflow="fold")
         styles = {"evaluation_failed": "red", "proposal_rejected": "yellow", "evaluated": "green"}
         for row in data["events"]:
-            table.add_row(_clock(row["time"]), Text(row["kind"], style=styles.get(row["kind"], "")), Text(_event_details(row)))
+            table.add_row(
+                _clock(row["time"]),
+                Text(row["kind"], style=styles.get(row["kind"], "")),
+                Text(_event_details(row)),
+            )
         console.print(table)
     if "reflections" in data:
         if not data["reflections"]:
@@ -233,13 +261,20 @@ def print_log(console: Console, data: dict[str, Any]) -> None:
         if not groups:
             console.print("no failures")
             return
-        table = Table(title=f"failures ({data['failures']['total']})", title_justify="left", show_edge=False)
+        table = Table(
+            title=f"failures ({data['failures']['total']})", title_justify="left", show_edge=False
+        )
         table.add_column("count", justify="right")
         table.add_column("where")
         table.add_column("reason", overflow="fold")
         table.add_column("e.g.", style="dim", overflow="fold")
         for g in groups:
-            table.add_row(str(g["count"]), Text(g["stage"]), Text(g["reason"]), Text(", ".join(g["variants"][:3])))
+            table.add_row(
+                str(g["count"]),
+                Text(g["stage"]),
+                Text(g["reason"]),
+                Text(", ".join(g["variants"][:3])),
+            )
         console.print(table)
 
 
@@ -252,6 +287,10 @@ def print_export(console: Console, data: dict[str, Any]) -> None:
         )
         console.print(f"apply it in your project with [bold]git apply {_m(data['path'])}[/bold]")
         return
-    console.print(f"exported {_m(data['id'])}: {len(data['files'])} file(s) into {_m(data['path'])}")
+    console.print(
+        f"exported {_m(data['id'])}: {len(data['files'])} file(s) into {_m(data['path'])}"
+    )
     if data["overwritten"]:
-        console.print(f"overwrote {len(data['overwritten'])} existing file(s): {escape(', '.join(data['overwritten'][:10]))}")
+        console.print(
+            f"overwrote {len(data['overwritten'])} existing file(s): {escape(', '.join(data['overwritten'][:10]))}"
+        )

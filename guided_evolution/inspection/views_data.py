@@ -211,7 +211,14 @@ def diff(run_dir: Path, a: str, b: str | None = None) -> dict[str, Any]:
         with GitStore.open(paths.repo) as store:
             text = store.diff(from_commit, to_commit)
         files, added, removed = diff_stats(text)
-        return {"from": from_id, "to": to_id, "files": files, "added": added, "removed": removed, "diff": text}
+        return {
+            "from": from_id,
+            "to": to_id,
+            "files": files,
+            "added": added,
+            "removed": removed,
+            "diff": text,
+        }
 
 
 def _event_rows(index: Any, data: RunData) -> list[dict[str, Any]]:
