@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from guided_evolution.cli import app
 from guided_evolution.inspection.run_data import normalise_reason
+from guided_evolution.inspection.terminal import print_status
 from guided_evolution.llm.records import CallRecord
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.records import EvaluationRecord, ReflectionRecord
@@ -389,3 +391,133 @@ def test_untrusted_text_is_shown_verbatim_never_as_rich_markup(run_copy: Path) -
     assert "exit code <n> [/bold] [red]x" in ge_text(
         "log", str(run_copy), "--failures"
     )  # normalised
+
+
+# --------------------------------------------------------------------------- isolation in ge status
+
+BWRAP = {
+    "backend": "bwrap",
+    "layers": ["bwrap", "mount namespace", "pid namespace", "network namespace", "rlimits"],
+    "filesystem": "writes only in the variant directory and a private /tmp",
+    "network": "none",
+    "secrets": "environment scrubbed; run directory and home credentials hidden",
+    "processes": "own pid namespace; dedicated uid; rlimits",
+    "resources": "memory 2048 MB per process (RLIMIT_AS), not per evaluation",
+    "summary": "bwrap — writes only in the variant dir; no network; secrets scrubbed",
+    "warnings": [],
+}
+UNSANDBOXED = {
+    "backend": "none",
+    "layers": ["rlimits"],
+    "filesystem": "writable wherever ge's user can write",
+    "network": "open",
+    "secrets": "environment scrubbed; run directory and home credentials readable",
+    "processes": "rlimits",
+    "resources": "files up to 1024 MB each",
+    "summary": "none — no sandbox",
+    "warnings": ["sandbox: disabled [/bold] (evaluator.sandbox = none)"],
+}
+
+
+def set_isolation(run: Path, *records: dict, extra_starts: int = 0) -> None:
+    """Replace the run's isolation events by ``records`` (one per start, oldest first)."""
+    index = RunIndex.open(run / "index.sqlite")
+    try:
+        with index.transaction() as conn:
+            conn.execute("DELETE FROM events WHERE kind = 'isolation'")
+        for _ in range(extra_starts):
+            index.add_event("executor", {"summary": "an earlier start"}, when=1.0)
+        for n, data in enumerate(records):
+            index.add_event("isolation", data, when=1_700_000_000.0 + n)
+    finally:
+        index.close()
+
+
+def test_status_shows_the_isolation_of_the_latest_start(run_copy: Path) -> None:
+    set_isolation(run_copy, BWRAP)
+    data = ge_json("status", str(run_copy))
+    assert data["isolation"] == {**BWRAP, "time": 1_700_000_000.0, "uncontained": []}
+    assert data["isolation_changes"] == [] and len(data["isolation_history"]) == 1
+    text = ge_text("status", str(run_copy))
+    assert "isolation  bwrap  layers: bwrap, mount namespace, pid namespace" in text
+    for aspect in ("filesystem", "network", "secrets", "processes", "resources"):
+        line = next(x for x in text.splitlines() if x.strip().startswith(aspect))
+        assert BWRAP[aspect] in line and "not contained" not in line
+    assert "changed" not in text and "warning" not in text
+
+
+def test_status_warns_about_no_sandbox_and_every_uncontained_aspect(run_copy: Path) -> None:
+    set_isolation(run_copy, UNSANDBOXED)
+    data = ge_json("status", str(run_copy))
+    assert data["isolation"]["uncontained"] == ["backend", "filesystem", "network", "secrets"]
+    text = ge_text("status", str(run_copy))
+    assert "isolation  none  (no sandbox)" in text
+    assert "writable wherever ge's user can write  (not contained)" in text
+    assert "network     open  (not contained)" in text
+    assert "rlimits  (not contained)" not in text, "processes is contained"
+    assert "warning: sandbox: disabled [/bold] (evaluator.sandbox = none)" in text, (
+        "verbatim, not markup"
+    )
+    console = Console(record=True, force_terminal=True, color_system="standard", width=200)
+    print_status(console, data)
+    styled = console.export_text(styles=True)
+    network = next(x for x in styled.splitlines() if "network" in x and "open" in x)
+    resources = next(x for x in styled.splitlines() if "resources" in x)
+    assert "\x1b[1;31m" in network and "\x1b[31m" not in resources and "\x1b[1;31m" not in resources
+
+
+def test_status_of_a_run_older_than_isolation_records(run_copy: Path) -> None:
+    set_isolation(run_copy)
+    data = ge_json("status", str(run_copy))
+    assert data["isolation"] is None and data["isolation_history"] == []
+    text = ge_text("status", str(run_copy))
+    assert "isolation  not recorded (run started before ge recorded its isolation)" in text
+
+
+def test_status_says_when_a_resume_changed_the_isolation(run_copy: Path) -> None:
+    landlock = {**BWRAP, "backend": "landlock", "layers": ["landlock ABI 7", "rlimits"]}
+    set_isolation(run_copy, BWRAP, BWRAP, landlock)
+    data = ge_json("status", str(run_copy))
+    assert data["isolation"]["backend"] == "landlock"
+    assert [h["backend"] for h in data["isolation_history"]] == ["bwrap", "bwrap", "landlock"]
+    assert data["isolation_changes"] == ["bwrap → landlock"]
+    assert "isolation changed during the run: bwrap → landlock" in ge_text("status", str(run_copy))
+    set_isolation(run_copy, BWRAP, {**BWRAP, "network": "open"})
+    assert ge_json("status", str(run_copy))["isolation_changes"] == ["network none → open"]
+
+
+def test_status_says_which_starts_ran_before_isolation_was_recorded(run_copy: Path) -> None:
+    """An old run resumed by a newer ge: its first start ran under isolation nobody recorded."""
+    set_isolation(run_copy, BWRAP)
+    assert ge_json("status", str(run_copy))["isolation_unrecorded_starts"] == 0
+    set_isolation(run_copy, BWRAP, extra_starts=1)
+    assert ge_json("status", str(run_copy))["isolation_unrecorded_starts"] == 1
+    assert "isolation not recorded for the first 1 start(s)" in ge_text("status", str(run_copy))
+
+
+def test_status_trusts_the_records_contained_flags_and_does_not_repeat_warnings(
+    run_copy: Path,
+) -> None:
+    """The sandbox records per aspect whether it is contained, and one warning per uncontained one."""
+    processes = "ge's pid namespace, ge's uid: evaluated code can signal and trace ge"
+    record = {
+        **BWRAP,
+        "backend": "landlock",
+        "processes": processes,
+        "contained": {
+            "filesystem": True,
+            "network": True,
+            "secrets": True,
+            "processes": False,
+            "resources": True,
+        },
+        "warnings": [
+            f"sandbox (landlock): processes: {processes}",
+            "memory is not capped per evaluation",
+        ],
+    }
+    set_isolation(run_copy, record)
+    assert ge_json("status", str(run_copy))["isolation"]["uncontained"] == ["processes"]
+    text = ge_text("status", str(run_copy))
+    assert f"{processes}  (not contained)" in text and text.count("signal and trace ge") == 1
+    assert "warning: memory is not capped per evaluation" in text

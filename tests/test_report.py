@@ -75,6 +75,8 @@ def hostile_run(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         index.add_variant(v, replace=True)
         index.add_reflection(ReflectionRecord(best, PAYLOAD, elite_id=None))
         index.add_event("proposal_rejected", {"operator": "mutation", "reason": PAYLOAD})
+        hostile = {k: PAYLOAD for k in ("backend", "filesystem", "network", "summary")}
+        index.add_event("isolation", {**hostile, "layers": [PAYLOAD], "warnings": [PAYLOAD]})
         assert load_run_data(index, resolved, paths).variants[best].persona == PAYLOAD
     finally:
         index.close()
@@ -95,6 +97,7 @@ def test_report_is_one_self_contained_file(run: Path, tmp_path: Path) -> None:
     assert "<link" not in page and "@import" not in page and "url(http" not in page
     assert "default-src 'none'" in page
     for title in (
+        "Isolation of the evaluations",
         "Pareto front",
         "Best so far",
         "Operators and personas",
@@ -119,6 +122,9 @@ def test_untrusted_text_is_escaped(hostile_run: Path, tmp_path: Path) -> None:
     assert page.count("alert(1)") >= 3, (
         "the reply, the reflection, the failure and the persona are all shown"
     )
+    isolation = page[page.index('<section id="isolation">') : page.index('<section id="front">')]
+    assert isolation.count("alert(1)") >= 4, "backend, layers, aspects and warnings are shown"
+    assert "<img" not in isolation and "<script" not in isolation
 
 
 # --------------------------------------------------------------------------- in a browser
@@ -278,3 +284,71 @@ def test_injected_script_stays_inert_in_the_browser(hostile_run: Path, tmp_path:
     assert len(re.findall(r"<script", html)) == 1 and "<img" not in html
     assert "alert(1)" in html, "the text itself is still shown"
     assert not _console_lines(dom.stderr), _console_lines(dom.stderr)
+
+
+# --------------------------------------------------------------------------- isolation
+
+
+def _isolation_section(run_dir: Path, out: Path, *records: dict) -> str:
+    """The report's isolation section after replacing the run's isolation events by ``records``."""
+    index = RunIndex.open(run_dir / "index.sqlite")
+    try:
+        with index.transaction() as conn:
+            conn.execute("DELETE FROM events WHERE kind = 'isolation'")
+        for n, data in enumerate(records):
+            index.add_event("isolation", data, when=1_700_000_000.0 + n)
+    finally:
+        index.close()
+    write_report(run_dir, out)
+    page = out.read_text()
+    start, end = page.index('<section id="isolation">'), page.index('<section id="front">')
+    assert start < end and start < page.index('<section id="progress">'), "near the top"
+    return page[start:end]
+
+
+def test_report_shows_isolation_with_uncontained_aspects_as_warnings(
+    run: Path, tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(run, tmp_path / "run"))
+    bwrap = {
+        "backend": "bwrap",
+        "layers": ["bwrap", "pid namespace", "network namespace"],
+        "filesystem": "writes only in the variant directory and a private /tmp",
+        "network": "none",
+        "secrets": "environment scrubbed; run directory and home credentials hidden",
+        "processes": "own pid namespace; dedicated uid; rlimits",
+        "resources": "files up to 1024 MB each",
+        "summary": "bwrap — writes only in the variant dir",
+    }
+    section = _isolation_section(copy, tmp_path / "a.html", bwrap)
+    assert (
+        "<td>backend</td><td>bwrap <span class=note>· layers: bwrap, pid namespace, network namespace<"
+        in section
+    )
+    assert "<tr><td>network</td><td>none</td></tr>" in section
+    assert "class=warn" not in section and "warnbox" not in section
+    opened = {
+        **bwrap,
+        "backend": "none",
+        "filesystem": "writable wherever ge's user can write",
+        "network": "open",
+        "warnings": ["evaluated code runs WITH network access"],
+        "summary": "none — no sandbox",
+    }
+    section = _isolation_section(copy, tmp_path / "b.html", bwrap, opened)
+    assert "<tr class=warn><td>backend</td><td>none (no sandbox)" in section
+    assert "<tr class=warn><td>network</td><td>open (not contained)</td></tr>" in section
+    assert (
+        "<tr class=warn><td>filesystem</td><td>writable wherever ge&#x27;s user can write"
+        in section
+    )
+    assert "<tr><td>secrets</td>" in section, "a contained aspect is not a warning"
+    assert "<div class=warnbox>warning: evaluated code runs WITH network access</div>" in section
+    assert "isolation changed during the run: bwrap → none" in section
+    assert "bwrap — writes only in the variant dir" in section and "none — no sandbox" in section
+
+
+def test_report_of_a_run_older_than_isolation_records(run: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(run, tmp_path / "run"))
+    section = _isolation_section(copy, tmp_path / "r.html")
+    assert "Isolation not recorded (run started before ge recorded its isolation)." in section

@@ -26,6 +26,12 @@ from guided_evolution.inspection.report_svg import (
     metric_tip,
     progress_svgs,
 )
+from guided_evolution.inspection.views_data import (
+    ISOLATION_ASPECTS,
+    ISOLATION_NOT_RECORDED,
+    isolation_notes,
+    isolation_warnings,
+)
 
 MAX_DIFF_CHARS = 60_000
 MAX_REPLY_CHARS = 20_000
@@ -106,6 +112,9 @@ summary{cursor:pointer;color:var(--accent)}
 .badge.good{background:#dafbe1;color:#116329}
 .refl{border:1px solid var(--line);border-radius:8px;padding:10px 14px;margin:10px 0;background:#fff}
 .refl .head{font-size:12.5px;color:var(--muted)}
+.iso td:first-child{width:120px;color:var(--muted)}
+.iso tr.warn td{background:#fff1f0;color:var(--bad);font-weight:600}
+.warnbox{border:1px solid #ffc1bd;background:#fff1f0;color:var(--bad);border-radius:6px;padding:6px 12px;margin:6px 0}
 footer{color:var(--muted);font-size:12px;margin-top:40px;border-top:1px solid var(--line);padding-top:10px}
 """
 
@@ -275,6 +284,56 @@ def _reflections_html(rep: Report) -> str:
     return "".join(out)
 
 
+def _clock(when: Any) -> str:
+    return (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+        if isinstance(when, (int, float))
+        else "–"
+    )
+
+
+def _isolation_html(rep: Report) -> str:
+    """The isolation the evaluations ran under: backend and five aspects, uncontained ones in red."""
+    info = rep.isolation
+    iso = info.get("isolation")
+    if not iso:
+        return f'<div class="warnbox">Isolation {esc(ISOLATION_NOT_RECORDED)}.</div>'
+    bad = set(iso.get("uncontained") or [])
+    layers = iso.get("layers") if isinstance(iso.get("layers"), list) else []
+    backend = esc(iso.get("backend") or "–") + (" (no sandbox)" if "backend" in bad else "")
+    rows = [
+        f"<tr{' class=warn' if 'backend' in bad else ''}><td>backend</td><td>{backend}"
+        + (
+            f" <span class=note>· layers: {esc(', '.join(str(x) for x in layers))}</span>"
+            if layers
+            else ""
+        )
+        + "</td></tr>"
+    ]
+    for aspect in ISOLATION_ASPECTS:
+        value = iso.get(aspect)
+        text = (
+            "not recorded"
+            if value is None
+            else esc(value) + (" (not contained)" if aspect in bad else "")
+        )
+        rows.append(
+            f"<tr{' class=warn' if aspect in bad else ''}><td>{esc(aspect)}</td><td>{text}</td></tr>"
+        )
+    warnings = [f"warning: {w}" for w in isolation_warnings(iso)] + isolation_notes(info)
+    notes = "".join(f"<div class=warnbox>{esc(w)}</div>" for w in warnings)
+    if info.get("isolation_changes"):
+        notes += (
+            "<table><thead><tr><th>started</th><th>backend</th><th>summary</th></tr></thead><tbody>"
+        )
+        for h in info["isolation_history"]:
+            notes += f"<tr><td class=nw>{esc(_clock(h.get('time')))}</td><td>{esc(h.get('backend'))}</td>"
+            notes += f"<td>{esc(h.get('summary') or '')}</td></tr>"
+        notes += "</tbody></table>"
+    since = f"<p class=note>As recorded at the latest start ({esc(_clock(iso.get('time')))}).</p>"
+    return since + f'<table class="iso"><tbody>{"".join(rows)}</tbody></table>' + notes
+
+
 def _figure(svg: str, caption: str) -> str:
     return f"<figure>{svg}<figcaption>{esc(caption)}</figcaption></figure>"
 
@@ -356,6 +415,7 @@ def _progress_block(rep: Report) -> str:
 def _sections(rep: Report) -> list[tuple[str, str, str]]:
     """(anchor, title, HTML) of each section, in page order."""
     return [
+        ("isolation", "Isolation of the evaluations", _isolation_html(rep)),
         ("front", "Pareto front", _front_block(rep)),
         ("progress", "Best so far", _progress_block(rep)),
         (

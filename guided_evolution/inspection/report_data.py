@@ -1,5 +1,6 @@
 """`ge report`, the data: everything the page shows, read once from the run into a `Report`
-(front, every valid point, best-so-far series, operator and persona rates, failures, lineage).
+(isolation, front, every valid point, best-so-far series, operator and persona rates, failures,
+lineage).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from guided_evolution.inspection.run_data import (
     reflection_rows,
     variant_calls,
 )
-from guided_evolution.inspection.views_data import front_rows
+from guided_evolution.inspection.views_data import front_rows, isolation_info
 from guided_evolution.runstore.git_store import GitStore
 
 MAX_FRONT_DIFFS = 60
@@ -74,6 +75,7 @@ class Report:
     reflections: list[dict[str, Any]] = field(default_factory=list)
     seed_id: str | None = None
     time_span_s: float = 0.0
+    isolation: dict[str, Any] = field(default_factory=dict)  # `views_data.isolation_info`
 
 
 def _operator_name(op: str | None, offline: bool) -> str:
@@ -203,6 +205,7 @@ def collect(run_dir: Path) -> Report:
             reflections=_best_line_reflections(index, data, best_line),
             seed_id=data.seed_id,
             time_span_s=max(end - start, progress[-1]["t"] if progress else 0.0),
+            isolation=isolation_info(index),
         )
 
 

@@ -13,6 +13,13 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from guided_evolution.inspection.views_data import (
+    ISOLATION_ASPECTS,
+    ISOLATION_NOT_RECORDED,
+    isolation_notes,
+    isolation_warnings,
+)
+
 
 def _fmt(value: Any) -> str:
     """A value as plain text (never rich markup: wrap it in `Text` or `escape` it to print)."""
@@ -96,6 +103,41 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
         f"LLM calls {data['llm_calls']} ({data['llm_errors']} errors)  tokens "
         f"{data['prompt_tokens'] + data['completion_tokens']}  spend ${data['cost_usd']:.4f}  models {escape(', '.join(data['models']))}"
     )
+    for line in _isolation_lines(data):
+        console.print(line)
+
+
+def _isolation_lines(data: dict[str, Any]) -> list[Text]:
+    """The isolation block of `ge status`: backend and the five aspects, uncontained ones in red."""
+    iso = data.get("isolation")
+    if not iso:
+        return [Text("isolation  ") + Text(ISOLATION_NOT_RECORDED, style="yellow")]
+    bad = set(iso.get("uncontained") or [])
+    backend = _fmt(iso.get("backend"))
+    head = Text("isolation  ", style="bold") + Text(
+        backend, style="bold red" if "backend" in bad else "green"
+    )
+    if "backend" in bad:
+        head.append("  (no sandbox)", style="bold red")
+    layers = iso.get("layers")
+    if isinstance(layers, list) and layers:
+        head.append("  layers: " + ", ".join(_fmt(layer) for layer in layers), style="dim")
+    lines = [head]
+    for aspect in ISOLATION_ASPECTS:
+        value = iso.get(aspect)
+        line = Text(f"  {aspect:<12}")
+        if value is None:
+            line.append("not recorded", style="dim")
+        elif aspect in bad:
+            line.append(_fmt(value) + "  (not contained)", style="bold red")
+        else:
+            line.append(_fmt(value))
+        lines.append(line)
+    for warning in isolation_warnings(iso):
+        lines.append(Text("  warning: " + warning, style="yellow"))
+    for note in isolation_notes(data):
+        lines.append(Text("  " + note, style="yellow"))
+    return lines
 
 
 def print_front(console: Console, data: dict[str, Any]) -> None:

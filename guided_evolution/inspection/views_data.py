@@ -1,12 +1,17 @@
 """Read-only views of a run (live or finished) as plain JSON-able data: what `ge status`, `ge best`,
 `ge show`, `ge lineage`, `ge diff` and `ge log` print (`terminal.py` renders them for a terminal).
 
+`isolation_info` reads the isolation the run's evaluations ran under (its "isolation" events)
+for `ge status` and `ge report`.
+
 Every function opens the index read-only and never takes the run lock, so it can be used while
 `ge run` is writing.
 """
 
 from __future__ import annotations
 
+import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,19 @@ from guided_evolution.inspection.run_data import (
 )
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.records import META_FINISHED
+
+ISOLATION_ASPECTS = ("filesystem", "network", "secrets", "processes", "resources")
+ISOLATION_NOT_RECORDED = "not recorded (run started before ge recorded its isolation)"
+# What makes an aspect's free text "not contained" when the record has no ``contained`` flags.
+# The sandbox's words: "writable wherever ge's user can write", network "open"; "not ..." is fine.
+_UNCONTAINED = {
+    "filesystem": re.compile(r"(?<!not )\bwritable\b(?!\s+only)|\bwherever\b|\banywhere\b", re.I),
+    "network": re.compile(r"(?<!not )\bopen\b", re.I),
+    "secrets": re.compile(
+        r"(?<!not )\b(visible|readable|unscrubbed)\b|\bnot (scrubbed|hidden)\b", re.I
+    ),
+    "processes": re.compile(r"(?<!not )\bshare[sd]?\b|\bge's (uid|user)\b", re.I),
+}
 
 
 def front_rows(index: Any, cfg: GeConfig) -> list[dict[str, Any]]:
@@ -56,8 +74,87 @@ def _objectives(cfg: GeConfig) -> list[dict[str, Any]]:
     return [{"name": o.name, "direction": o.direction, "select": o.select} for o in cfg.objectives]
 
 
+def _uncontained(data: dict[str, Any]) -> list[str]:
+    """The keys of one isolation record that leave evaluated code uncontained ("backend" for none):
+    the record's own ``contained`` flags, or for a record without them, its words."""
+    out = ["backend"] if str(data.get("backend", "")).strip().lower() == "none" else []
+    contained = data.get("contained")
+    if isinstance(contained, dict):
+        return out + [k for k in ISOLATION_ASPECTS if contained.get(k) is False]
+    return out + [
+        k for k, rx in _UNCONTAINED.items() if isinstance(data.get(k), str) and rx.search(data[k])
+    ]
+
+
+def isolation_warnings(iso: dict[str, Any]) -> list[str]:
+    """The record's warnings, less those that only repeat an uncontained aspect's text."""
+    bad = [k for k in iso.get("uncontained") or [] if k in ISOLATION_ASPECTS and iso.get(k)]
+    repeated = [
+        f"{k}: {iso[k]}" for k in bad
+    ]  # the sandbox writes "sandbox (BACKEND): ASPECT: TEXT"
+    return [str(w) for w in iso.get("warnings") or [] if not any(r in str(w) for r in repeated)]
+
+
+def _signature(data: dict[str, Any]) -> tuple[str, ...]:
+    keys = ("backend", "layers", *ISOLATION_ASPECTS)
+    return tuple(str(data.get(k)) for k in keys)
+
+
+def _change(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """One change of isolation between two starts, in words."""
+    if a.get("backend") != b.get("backend"):
+        return f"{a.get('backend') or 'unknown'} → {b.get('backend') or 'unknown'}"
+    parts = [
+        f"{k} {a.get(k) or '-'} → {b.get(k) or '-'}"
+        for k in ISOLATION_ASPECTS
+        if a.get(k) != b.get(k)
+    ]
+    return "; ".join(parts) or f"layers {_layers(a)} → {_layers(b)}"
+
+
+def _layers(data: dict[str, Any]) -> str:
+    layers = data.get("layers")
+    return ", ".join(map(str, layers)) if isinstance(layers, list) else str(layers or "-")
+
+
+def isolation_info(index: Any) -> dict[str, Any]:
+    """The isolation the run's evaluations ran under, from its "isolation" events (one per start).
+
+    ``isolation``: the latest event's data plus its ``time`` and ``uncontained`` (the keys that
+    leave code uncontained), or None for a run that predates these events; ``isolation_history``:
+    every event, oldest first; ``isolation_changes``: each change between consecutive starts;
+    ``isolation_unrecorded_starts``: starts (``executor`` events) before ge recorded isolation.
+    """
+    history = [{**e.data, "time": e.time} for e in index.events("isolation")]
+    for entry in history:
+        entry["uncontained"] = _uncontained(entry)
+        if isinstance(entry.get("warnings"), str):
+            entry["warnings"] = [entry["warnings"]]
+    changes = [_change(a, b) for a, b in pairwise(history) if _signature(a) != _signature(b)]
+    starts = len(index.events("executor"))
+    return {
+        "isolation": history[-1] if history else None,
+        "isolation_history": history,
+        "isolation_changes": changes,
+        "isolation_unrecorded_starts": max(starts - len(history), 0) if history else 0,
+    }
+
+
+def isolation_notes(info: dict[str, Any]) -> list[str]:
+    """What a reader must also know about the isolation of `isolation_info`: changes, gaps."""
+    notes = []
+    if info.get("isolation_changes"):
+        notes.append("isolation changed during the run: " + "; ".join(info["isolation_changes"]))
+    if info.get("isolation_unrecorded_starts"):
+        n = info["isolation_unrecorded_starts"]
+        notes.append(
+            f"isolation not recorded for the first {n} start(s) of the run (ge did not record it then)"
+        )
+    return notes
+
+
 def status(run_dir: Path) -> dict[str, Any]:
-    """Progress counters of a run."""
+    """Progress counters of a run, and the isolation its evaluations ran under."""
     with open_run_index(run_dir) as (index, resolved, paths):
         counts = index.counts()
         last = index.last_generation()
@@ -78,6 +175,7 @@ def status(run_dir: Path) -> dict[str, Any]:
             "finished": bool(finished),
             "stop_reason": finished or None,
             "models": [m.model for m in resolved.config.llm.models],
+            **isolation_info(index),
         }
 
 
