@@ -83,6 +83,8 @@ def test_rights_mask_follows_the_abi() -> None:
     assert landlock._fs_rights(1) == (1 << 13) - 1
     assert landlock._fs_rights(1) & newer == 0
     assert landlock._fs_rights(3) & newer == ACCESS_FS["REFER"] | ACCESS_FS["TRUNCATE"]
+    assert landlock._fs_rights(4) == landlock._fs_rights(3)
+    assert landlock._fs_rights(5) & ACCESS_FS["IOCTL_DEV"]
     assert landlock._fs_rights(7) == sum(ACCESS_FS.values())
 
 

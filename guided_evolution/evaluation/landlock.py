@@ -186,7 +186,7 @@ def restrict(plan: Plan) -> dict:
     if abi <= 0:
         raise LandlockError("Landlock is unavailable: the kernel lacks it or it is not in lsm=")
     handled = _fs_rights(abi)
-    scopes = [name for bit, name in _SCOPES if plan.scope and abi >= 6]
+    scopes = [name for _, name in _SCOPES if plan.scope and abi >= 6]
     attr = _RulesetAttr(
         handled,
         _NET_TCP if plan.deny_tcp and abi >= 4 else 0,
