@@ -164,7 +164,21 @@ class EvaluatorConfig(_Model):
     network: bool = False
     pass_env: tuple[str, ...] = ()
     output_cap_bytes: int = Field(1_000_000, ge=10_000)
-    sandbox: Literal["auto", "bwrap", "unshare", "none"] = "auto"
+    tmpfs_mb: int | None = Field(
+        1024, ge=1, description="size cap of the evaluated code's private /tmp and /dev/shm, each"
+    )
+    sandbox: Literal["auto", "bwrap", "landlock", "none"] = Field(
+        "auto",
+        description="auto = bwrap where it works, else ge's own Landlock + namespaces sandbox, else "
+        'refuse to start; "none" runs evaluated code without isolation (only in a throw-away VM)',
+    )
+
+    @field_validator("sandbox", mode="before")
+    @classmethod
+    def _unshare_is_landlock(cls, value: Any) -> Any:
+        # "unshare" (pid + network namespaces only) left the file system writable; ge's own
+        # sandbox is its successor and includes those namespaces.
+        return "landlock" if value == "unshare" else value
 
     @model_validator(mode="after")
     def _worker_check_needs_both(self) -> EvaluatorConfig:

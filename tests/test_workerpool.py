@@ -498,7 +498,7 @@ def test_exquisitenet_failures_on_a_shared_gpu_never_disturb_the_other_evaluatio
     assert sum(s.evaluations for s in stats.values()) == 4
 
 
-@pytest.mark.parametrize("backend", ["unshare", "none"])
+@pytest.mark.parametrize("backend", ["landlock", "none"])
 def test_other_sandbox_backends_reuse_the_worker_and_enforce_the_timeout(
     tmp_path: Path, backend: str
 ) -> None:

@@ -54,6 +54,7 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
         output_cap_bytes=ev.output_cap_bytes,
         pass_env=ev.pass_env,
         backend=ev.sandbox,
+        tmpfs_mb=ev.tmpfs_mb,
         readable=(resolved.seed_dir,),  # GE_SEED_DIR: the evaluator may read data kept there
     )
     sandbox = Sandbox(policy)

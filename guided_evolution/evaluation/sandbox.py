@@ -1,12 +1,17 @@
-"""Wrapping an evaluation command: bwrap / unshare, scrubbed env, rlimits, a dedicated uid.
+"""Wrapping an evaluation command: bwrap or ge's own launcher, scrubbed env, rlimits, a uid.
 
-The evaluated code is untrusted. Layers, strongest first:
+The evaluated code is untrusted. Backends, strongest first (``auto`` takes the first that runs
+here and refuses to start when none does: it never silently runs code unconfined):
 
-* ``bwrap``: new pid/net/ipc/uts namespaces, read-only ``/``, private ``/tmp`` and ``/dev/shm``,
-  the run directory hidden behind a tmpfs, only the variant's directory (and the explicitly
-  writable paths) writable, credential files of the home directory hidden (``sandbox_bwrap``).
-* ``unshare``: new pid and net namespaces only (no read-only root).
-* ``none``: rlimits and a new session only (a warning is reported).
+* ``bwrap``: new pid/net/ipc/uts namespaces, read-only ``/``, private size-capped ``/tmp`` and
+  ``/dev/shm``, the run directory hidden behind a tmpfs, only the variant's directory (and the
+  explicitly writable paths) writable, credential files of the home directory hidden
+  (``sandbox_bwrap``).
+* ``landlock``: ge's own launcher (``confine.py``, needs no package): the same namespaces and
+  layout where the kernel allows (root, or user namespaces), plus Landlock (writes only in the
+  variant's directory, TCP denied, signals and abstract sockets scoped); the probe picks the
+  strongest of its ``MODES`` that works (``sandbox_confine``).
+* ``none``: rlimits and a new session only, chosen explicitly (a warning says what is exposed).
 
 When ge runs as root, RLIMIT_NPROC is not enforced for uid 0, so the command is switched to a
 dedicated unprivileged uid (one per running evaluation, ``sandbox_uids``); the variant's directory
@@ -30,11 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guided_evolution.errors import GeError
+from guided_evolution.evaluation.isolation import Findings, Isolation, describe
 from guided_evolution.evaluation.sandbox_bwrap import (
     BwrapRequest,
     HostPaths,
     bwrap_args,
     traversable_by_others,
+)
+from guided_evolution.evaluation.sandbox_confine import (
+    MODES,
+    ConfineMode,
+    RLimits,
+    confine_argv,
+    private_tmp,
 )
 from guided_evolution.evaluation.sandbox_uids import (
     TOKEN_VAR,
@@ -45,7 +58,11 @@ from guided_evolution.evaluation.sandbox_uids import (
     release,
 )
 
-BACKENDS = ("bwrap", "unshare", "none")
+BACKENDS = ("bwrap", "landlock", "none")
+FIX_HINT = (
+    "install bubblewrap (apt-get install bubblewrap) or use a Linux kernel with Landlock (5.13+); "
+    'to run evaluated code without isolation anyway: evaluator.sandbox = "none" or --no-sandbox'
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +78,8 @@ class SandboxPolicy:
     readonly_root: bool = True
     pass_env: tuple[str, ...] = ()
     readable: tuple[str, ...] = ()  # directories the command may read (e.g. the seed dir and its data)
-    backend: str = "auto"  # "auto" | "bwrap" | "unshare" | "none"
+    backend: str = "auto"  # "auto" | "bwrap" | "landlock" | "none"
+    tmpfs_mb: int | None = 1024  # size cap of the private /tmp and /dev/shm, each
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,9 @@ class SandboxInfo:
     backend: str
     network_isolated: bool
     warning: str | None
+    isolation: Isolation
+    mode: ConfineMode | None = None
+    """The layers of ge's own sandbox in use (backend ``landlock``)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,7 @@ class Sandbox:
         if policy.backend not in ("auto", *BACKENDS):
             raise GeError(
                 f"unknown sandbox backend {policy.backend!r}",
-                "use one of auto, bwrap, unshare, none",
+                "use one of auto, bwrap, landlock, none",
             )
         self.policy = policy
         self._info: SandboxInfo | None = None
@@ -100,79 +121,115 @@ class Sandbox:
         self._host: HostPaths | None = None
         self._setpriv = shutil.which("setpriv")
         self._prlimit = shutil.which("prlimit")
+        self._bwrap_size = False  # whether this bwrap knows --size (0.7+)
 
     # ------------------------------------------------------------------ probing
 
     def probe(self) -> SandboxInfo:
-        """Find (once, cached on this object) the strongest backend that actually runs here."""
+        """Find (once, cached on this object) the strongest backend that actually runs here.
+
+        Raises ``GeError`` when the configured backend (or, for ``auto``, every backend that can
+        stop writes outside the variant's directory) does not work: ge fails closed.
+        """
         if self._info is not None:
             return self._info
         wanted = self.policy.backend
-        candidates = BACKENDS if wanted == "auto" else (wanted,)
         failures: list[str] = []
-        chosen = "none"
-        for backend in candidates:
-            error = self._try_backend(backend)
-            if error is None:
-                chosen = backend
+        chosen: tuple[str, ConfineMode | None, str] | None = None
+        if wanted == "none":
+            chosen = ("none", None, "")
+        for backend in ("bwrap", "landlock") if wanted == "auto" else (wanted,):
+            if chosen is not None:
                 break
-            failures.append(f"{backend}: {error}")
-        else:
-            if wanted != "auto":
-                raise GeError(
-                    f"sandbox backend {wanted!r} does not work here ({'; '.join(failures)})",
-                    'set evaluator.sandbox = "auto" or install bubblewrap',
-                )
-        isolated = chosen in ("bwrap", "unshare") and not self.policy.network
-        warning = None
-        if chosen == "none" and wanted == "none":
-            warning = (
-                'sandbox: disabled (evaluator.sandbox = "none"); evaluated code runs WITH '
-                "network access and without filesystem isolation"
+            modes: tuple[ConfineMode | None, ...] = MODES if backend == "landlock" else (None,)
+            for mode in modes:
+                error, applied = self._try_backend(backend, mode)
+                if error is None:
+                    chosen = (backend, mode, applied)
+                    break
+                failures.append(f"{backend}{f' ({mode.label})' if mode else ''}: {error}")
+        if chosen is None:
+            what = (
+                f"sandbox backend {wanted!r} does not work here"
+                if wanted != "auto"
+                else "no sandbox can stop evaluated code writing outside its directory here"
             )
-        elif chosen == "none":
-            warning = (
-                "sandbox: neither bwrap nor unshare works here"
-                + (f" ({'; '.join(failures)})" if failures else "")
-                + "; evaluated code runs WITH network access and without filesystem isolation"
-                " (install bubblewrap)"
-            )
-        elif chosen == "unshare" and self.policy.readonly_root and not self._is_root:
-            warning = (
-                "sandbox: bwrap is unavailable; unshare isolates network and processes but "
-                "the file system stays writable for evaluated code (install bubblewrap)"
-            )
-        self._info = SandboxInfo(backend=chosen, network_isolated=isolated, warning=warning)
+            raise GeError(f"{what} ({'; '.join(failures)})", FIX_HINT)
+        self._info = self._describe(*chosen)
         return self._info
 
-    def _try_backend(self, backend: str) -> str | None:
-        """Run ``true`` through the backend; None when it works, else a short reason."""
-        if backend == "bwrap" and shutil.which("bwrap") is None:
-            return "bwrap not installed"
-        if backend == "unshare" and shutil.which("unshare") is None:
-            return "unshare not installed"
+    def _describe(self, backend: str, mode: ConfineMode | None, applied: str) -> SandboxInfo:
+        p = self.policy
+        namespaces = backend == "bwrap" or bool(mode and mode.namespaces)
+        landlock = next((part for part in applied.split("; ") if part.startswith("landlock")), "")
+        dedicated = self._is_root and (namespaces or self._reachable(()))
+        isolation = describe(
+            Findings(
+                backend=backend,
+                namespaces=namespaces,
+                landlock=landlock,
+                dedicated_uid=dedicated,
+                is_root=self._is_root,
+                network_allowed=p.network,
+                tmpfs_mb=p.tmpfs_mb if backend != "bwrap" or self._bwrap_size else None,
+                memory_mb=p.memory_mb,
+                file_size_mb=p.file_size_mb,
+                max_processes=p.max_processes,
+            )
+        )
+        warning = None
+        if backend == "none":
+            warning = (
+                'sandbox: disabled (evaluator.sandbox = "none"); evaluated code runs WITH '
+                "network access and without filesystem isolation: "
+                + "; ".join(isolation.text[a] for a in ("filesystem", "secrets", "processes"))
+            )
+        elif isolation.warnings():
+            warning = "; ".join(isolation.warnings())
+        return SandboxInfo(
+            backend=backend,
+            network_isolated=isolation.contained["network"],
+            warning=warning,
+            isolation=isolation,
+            mode=mode,
+        )
+
+    def _try_backend(self, backend: str, mode: ConfineMode | None) -> tuple[str | None, str]:
+        """Run ``true`` through the backend: (None, what was applied) when it works, else
+        (a short reason, "")."""
+        if backend == "bwrap":
+            bwrap = shutil.which("bwrap")
+            if bwrap is None:
+                return "bwrap not installed", ""
+            self._bwrap_size = _bwrap_knows_size(bwrap)
         with tempfile.TemporaryDirectory(prefix="ge-sandbox-probe-") as tmp:
-            workdir = Path(tmp)
+            workdir = Path(tmp) / "work"
+            workdir.mkdir()
+            os.chmod(tmp, 0o755)
             try:
-                command = self._build(backend, ["true"], workdir, {"PATH": os.defpath}, [], [])
+                command = self._build(
+                    backend, ["true"], workdir, {"PATH": os.defpath}, [], [], mode=mode, report=True
+                )
                 result = subprocess.run(
                     command.argv,
                     env=command.env,
                     cwd=workdir,
                     preexec_fn=command.preexec,
                     stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
+                    capture_output=True,
                     timeout=20,
                     check=False,
                 )
             except (OSError, subprocess.SubprocessError) as exc:
-                return str(exc)
+                return str(exc), ""
             finally:
                 self.cleanup(workdir)
+        out = result.stdout.decode(errors="replace")
         if result.returncode != 0:
-            text = result.stdout.decode(errors="replace").strip().splitlines()
-            return (text[-1] if text else f"exit code {result.returncode}")[:200]
+            text = result.stderr.decode(errors="replace").strip().splitlines()
+            return (text[-1] if text else f"exit code {result.returncode}")[:200], ""
+        applied = [line for line in out.splitlines() if line.startswith("confine: ")]
+        return None, applied[-1].removeprefix("confine: ") if applied else ""
 
     # ------------------------------------------------------------------ wrapping
 
@@ -193,7 +250,7 @@ class Sandbox:
         after the command ended, it kills leftovers and releases the uid.
         """
         info = self.probe()
-        return self._build(info.backend, argv, workdir, env, writable, hide)
+        return self._build(info.backend, argv, workdir, env, writable, hide, mode=info.mode)
 
     def cleanup(self, workdir: Path) -> int:
         """Kill every process left by the command started for ``workdir``; returns how many."""
@@ -211,6 +268,13 @@ class Sandbox:
         self._leases[Path(os.path.abspath(workdir))] = lease
         return lease
 
+    def _reachable(self, paths: Sequence[Path]) -> bool:
+        """Whether a dedicated uid can reach ``paths`` and the interpreter on the real tree."""
+        return all(
+            traversable_by_others(p.parent)
+            for p in (*paths, Path(os.path.realpath(sys.executable)))
+        )
+
     def _build(
         self,
         backend: str,
@@ -219,37 +283,38 @@ class Sandbox:
         env: dict[str, str],
         writable: Sequence[Path],
         hide: Sequence[Path],
+        mode: ConfineMode | None = None,
+        report: bool = False,
     ) -> SandboxedCommand:
         workdir = Path(os.path.abspath(workdir))
         writable = [Path(os.path.abspath(p)) for p in writable]
-        # Outside bwrap the dedicated uid must be able to reach the directories and the
-        # interpreter on the real file system; where it cannot, the command stays root.
-        reachable = all(
-            traversable_by_others(p.parent)
-            for p in (workdir, *writable, Path(os.path.realpath(sys.executable)))
-        )
-        lease = self._lease(workdir, switch_uid=backend == "bwrap" or reachable)
+        own_mounts = backend == "bwrap" or bool(mode and mode.namespaces)
+        # Without a mount layout the dedicated uid must reach the directories and the
+        # interpreter on the real file system; where it cannot, the command keeps ge's uid.
+        switch = own_mounts or self._reachable((workdir, *writable))
+        lease = self._lease(workdir, switch_uid=switch)
         home = workdir / ".ge-home"
         home.mkdir(parents=True, exist_ok=True)
-        for path in writable:
+        extra = [] if own_mounts or backend == "none" else [private_tmp(workdir)]
+        for path in (*writable, *extra):
             path.mkdir(parents=True, exist_ok=True)
         if lease.uid is not None:
             for path in (workdir, *writable):
                 chown_tree(path, lease.uid)
         out_env = self._env(env, home, lease)
-        drop = self._drop_privileges_argv(lease.uid) if backend != "none" else []
+        if extra:
+            out_env["TMPDIR"] = str(extra[0])
+        hidden = [Path(os.path.abspath(p)) for p in hide]
+        if backend == "landlock":
+            assert mode is not None
+            request = self._bwrap_request(workdir, writable, hidden, lease, backend)
+            args = confine_argv(mode, request, self._hosts(), self._limits(lease), report=report)
+            return SandboxedCommand((*args, *argv), out_env, None, lease.uid)
         if backend == "bwrap":
-            hidden = [Path(os.path.abspath(p)) for p in hide]
-            request = self._bwrap_request(workdir, writable, hidden, lease)
+            drop = self._drop_privileges_argv(lease.uid)
+            request = self._bwrap_request(workdir, writable, hidden, lease, backend)
             layout = bwrap_args(request, self._hosts())
             full = [shutil.which("bwrap") or "bwrap", *layout, "--", *drop, *argv]
-        elif backend == "unshare":
-            ns = ["--pid", "--fork", "--kill-child", "--mount-proc"]
-            if not self.policy.network:
-                ns.append("--net")
-            if not self._is_root:
-                ns = ["--user", "--map-root-user", *ns]
-            full = [shutil.which("unshare") or "unshare", *ns, "--", *drop, *argv]
         else:
             full = list(argv)
         switch_uid = lease.uid if backend == "none" else None
@@ -260,6 +325,16 @@ class Sandbox:
             return SandboxedCommand((*limits, *full), out_env, None, lease.uid)
         preexec = self._preexec(lease.processes_limit, switch_uid)
         return SandboxedCommand(tuple(full), out_env, preexec, lease.uid)
+
+    def _limits(self, lease: Lease) -> RLimits:
+        p = self.policy
+        mb = 1024 * 1024
+        return RLimits(
+            memory_bytes=p.memory_mb * mb if p.memory_mb is not None else None,
+            cpu_seconds=p.cpu_seconds,
+            file_bytes=p.file_size_mb * mb if p.file_size_mb is not None else None,
+            processes=lease.processes_limit,
+        )
 
     @staticmethod
     def _env(env: dict[str, str], home: Path, lease: Lease) -> dict[str, str]:
@@ -279,7 +354,12 @@ class Sandbox:
         return self._host
 
     def _bwrap_request(
-        self, workdir: Path, writable: Sequence[Path], hide: Sequence[Path], lease: Lease
+        self,
+        workdir: Path,
+        writable: Sequence[Path],
+        hide: Sequence[Path],
+        lease: Lease,
+        backend: str,
     ) -> BwrapRequest:
         readable = [Path(os.path.abspath(r)) for r in self.policy.readable if os.path.isdir(r)]
         return BwrapRequest(
@@ -291,7 +371,14 @@ class Sandbox:
             network=self.policy.network,
             readonly_root=self.policy.readonly_root,
             is_root=self._is_root,
+            tmpfs_bytes=self._tmpfs_bytes(backend),
         )
+
+    def _tmpfs_bytes(self, backend: str) -> int | None:
+        """The size cap of the private /tmp and /dev/shm (None: bwrap too old for --size)."""
+        if self.policy.tmpfs_mb is None or (backend == "bwrap" and not self._bwrap_size):
+            return None
+        return self.policy.tmpfs_mb * 1024 * 1024
 
     def _prlimit_argv(self, processes: int | None) -> list[str] | None:
         """`prlimit --...=N --` applying the policy's rlimits, or None without prlimit."""
@@ -356,6 +443,17 @@ class Sandbox:
                 os.setuid(uid)
 
         return preexec
+
+
+def _bwrap_knows_size(bwrap: str) -> bool:
+    """Whether this bubblewrap accepts ``--size`` (a size cap for ``--tmpfs``, bwrap 0.7+)."""
+    try:
+        result = subprocess.run(
+            [bwrap, "--help"], capture_output=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return b"--size" in result.stdout + result.stderr
 
 
 _SIGNAL_NAME = re.compile(r"^SIG[A-Z0-9]+$")

@@ -47,6 +47,7 @@ class BwrapRequest:
     network: bool
     readonly_root: bool
     is_root: bool
+    tmpfs_bytes: int | None = None  # size cap of the private /tmp and /dev/shm
 
 
 @dataclass
@@ -55,6 +56,8 @@ class _Mounts:
 
     args: list[str]
     masks: list[Path] = field(default_factory=lambda: [Path("/tmp")])
+    empty: list[Path] = field(default_factory=list)
+    """tmpfs that must stay empty (masks, credential directories): remounted read-only."""
 
     def masked(self, path: Path) -> bool:
         return any(is_within(path, m) for m in self.masks)
@@ -75,6 +78,7 @@ class _Mounts:
         """Cover ``path`` with an empty, traversable tmpfs."""
         self.args.extend(["--perms", "0755", "--tmpfs", str(path)])
         self.masks.append(path)
+        self.empty.append(path)
 
     def mask_private_ancestors(self, targets: Iterable[Path]) -> None:
         """A private (0700) ancestor would stop the dedicated uid: mask it (bound back later)."""
@@ -93,6 +97,7 @@ class _Mounts:
                 cred = home / rel
                 if cred.is_dir():
                     self.args.extend(["--tmpfs", str(cred)])
+                    self.empty.append(cred)
                 elif cred.exists():
                     self.args.extend(["--ro-bind", "/dev/null", str(cred)])
 
@@ -110,8 +115,9 @@ def _base_args(req: BwrapRequest) -> list[str]:
     args += ["--dev", "/dev"]
     for dev in sorted(Path("/dev").glob("nvidia*")):
         args += ["--dev-bind", str(dev), str(dev)]
-    args += ["--perms", "1777", "--tmpfs", "/dev/shm", "--proc", "/proc"]
-    args += ["--perms", "1777", "--tmpfs", "/tmp"]
+    size = ["--size", str(req.tmpfs_bytes)] if req.tmpfs_bytes else []
+    args += ["--perms", "1777", *size, "--tmpfs", "/dev/shm", "--proc", "/proc"]
+    args += ["--perms", "1777", *size, "--tmpfs", "/tmp"]
     return args
 
 
@@ -144,6 +150,9 @@ def bwrap_args(req: BwrapRequest, host: HostPaths) -> list[str]:
     m.hide_credentials(host.homes)
     for path in targets:
         m.bind("--bind", path)
+    for mask in m.empty:
+        # Empty on purpose: read-only, so that nothing can fill them (a tmpfs is RAM).
+        m.args += ["--remount-ro", str(mask)]
     if req.uid is not None:
         m.args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     m.args += ["--chdir", str(req.workdir)]

@@ -1,0 +1,174 @@
+"""What the sandbox really gives evaluated code here, in words: the "isolation" event of a run.
+
+``describe`` turns the probe's findings (backend, the layers ``confine.py`` reported, the policy)
+into five aspects a user can check: file system, network, secrets, processes, resources. Each
+aspect says whether it is contained; every uncontained one becomes a warning at the run's start.
+SECURITY.md's table and ``tests/reliability/test_sandbox_threats.py`` hold the same claims.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ASPECTS = ("filesystem", "network", "secrets", "processes", "resources")
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """The isolation in force for a run's evaluations."""
+
+    backend: str
+    layers: tuple[str, ...]
+    text: dict[str, str]
+    contained: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        short = {
+            "filesystem": "writes only in the variant dir"
+            if self.contained.get("filesystem")
+            else "file system WRITABLE",
+            "network": "no network" if self.contained.get("network") else "network OPEN",
+        }
+        return f"{self.backend}: {short['filesystem']}; {short['network']}; " + (
+            "secrets scrubbed" if self.contained.get("secrets") else "secrets EXPOSED"
+        )
+
+    def warnings(self) -> list[str]:
+        """One line per aspect that is not contained."""
+        return [
+            f"sandbox ({self.backend}): {name}: {self.text[name]}"
+            for name in ASPECTS
+            if not self.contained.get(name, False)
+        ]
+
+    def to_event(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "layers": list(self.layers),
+            **self.text,
+            "contained": dict(self.contained),
+            "summary": self.summary,
+            "warnings": self.warnings(),
+        }
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the probe established."""
+
+    backend: str  # bwrap | landlock | none
+    namespaces: bool
+    landlock: str  # the layer confine.py reported, e.g. "landlock ABI 7, tcp denied, ..." or ""
+    dedicated_uid: bool
+    is_root: bool
+    network_allowed: bool
+    tmpfs_mb: int | None
+    memory_mb: int | None
+    file_size_mb: int | None
+    max_processes: int | None
+
+
+def describe(f: Findings) -> Isolation:
+    """The five aspects for these findings."""
+    contained_fs = f.backend == "bwrap" or f.namespaces or bool(f.landlock)
+    layers = _layers(f)
+    return Isolation(
+        backend=f.backend,
+        layers=tuple(layers),
+        text={
+            "filesystem": _filesystem(f, contained_fs),
+            "network": _network(f)[0],
+            "secrets": _secrets(f)[0],
+            "processes": _processes(f)[0],
+            "resources": _resources(f)[0],
+        },
+        contained={
+            "filesystem": contained_fs,
+            "network": _network(f)[1],
+            "secrets": _secrets(f)[1],
+            "processes": _processes(f)[1],
+            "resources": _resources(f)[1],
+        },
+    )
+
+
+def _layers(f: Findings) -> list[str]:
+    layers = ["bwrap"] if f.backend == "bwrap" else []
+    if f.backend == "bwrap" or f.namespaces:
+        layers += ["mount namespace", "pid namespace"]
+        if not f.network_allowed:
+            layers.append("network namespace")
+    if f.landlock:
+        layers.append(f.landlock)
+    if f.dedicated_uid:
+        layers.append("dedicated uid")
+    elif f.is_root and f.backend != "none":
+        layers.append("uid 0 without capabilities")
+    return [*layers, "scrubbed environment", "rlimits", "process-group kill"]
+
+
+def _own_mounts(f: Findings) -> bool:
+    return f.backend == "bwrap" or f.namespaces
+
+
+def _filesystem(f: Findings, contained: bool) -> str:
+    if not contained:
+        who = "root" if f.is_root and not f.dedicated_uid else "ge's user"
+        return f"WRITABLE: evaluated code can write wherever {who} can"
+    if _own_mounts(f):
+        return "writes only in the variant directory and a private /tmp; the run directory and homes hidden"
+    return (
+        "writes only in the variant directory (Landlock), temp files in its .ge-tmp; "
+        "the run directory and homes hidden from reads"
+    )
+
+
+def _network(f: Findings) -> tuple[str, bool]:
+    if f.network_allowed:
+        return "open (evaluator.network = true)", False
+    if _own_mounts(f):
+        return "none (empty network namespace)", True
+    if "tcp denied" in f.landlock:
+        return "TCP denied (Landlock) but UDP and unix sockets OPEN (no network namespace)", False
+    return "OPEN: no network namespace and no Landlock network rules", False
+
+
+def _secrets(f: Findings) -> tuple[str, bool]:
+    if f.backend == "none":
+        exposed = "ge's /proc entries (its environment, API keys)" if not f.dedicated_uid else "files readable by others"
+        return f"environment scrubbed, but {exposed} and the run directory are readable", False
+    if _own_mounts(f):
+        return "environment scrubbed; run directory and home credentials hidden; /proc shows only the evaluation", True
+    return "environment scrubbed; run directory and homes hidden; other processes' /proc entries denied (Landlock)", True
+
+
+def _processes(f: Findings) -> tuple[str, bool]:
+    own = "own pid namespace" if _own_mounts(f) else "ge's pid namespace"
+    who = "dedicated uid" if f.dedicated_uid else ("uid 0" if f.is_root else "ge's uid")
+    if f.backend == "none":
+        return f"{own}, {who}: evaluated code can signal and trace ge and leave daemons behind", False
+    scoped = _own_mounts(f) or "signals scoped" in f.landlock
+    if not scoped:
+        return f"{own}, {who}: signals to ge's other processes are NOT blocked (Landlock ABI < 6)", False
+    limit = f"at most {f.max_processes} processes" if f.max_processes else "no process-count limit"
+    if f.is_root and not f.dedicated_uid:
+        limit = "no process-count limit (uid 0)"
+    return f"{own}, {who}, {limit}; leftovers killed after each evaluation", True
+
+
+def _resources(f: Findings) -> tuple[str, bool]:
+    memory = (
+        f"memory {f.memory_mb} MB per process (RLIMIT_AS), not per evaluation (no cgroup limit)"
+        if f.memory_mb
+        else "memory unbounded (set evaluator.memory_mb)"
+    )
+    if _own_mounts(f):
+        tmp = f"/tmp and /dev/shm capped at {f.tmpfs_mb} MB each" if f.tmpfs_mb else "/tmp and /dev/shm uncapped (RAM)"
+    else:
+        tmp = "temp files on disk in the variant directory"
+    files = f"files up to {f.file_size_mb} MB each" if f.file_size_mb else "file size unbounded"
+    text = f"{memory}; {tmp}; {files}; the variant directory as a whole is not capped"
+    # Memory per evaluation is never bounded as a whole (said in the text, not a warning).
+    return text, bool(f.tmpfs_mb or not _own_mounts(f))

@@ -1,0 +1,140 @@
+"""The command line of ge's own sandbox (``sandbox = "landlock"``): ``confine.py`` and its options.
+
+``confine.py`` runs under ge's interpreter with ``-I -S`` and applies, in one process start, what
+the probe found works here (a ``ConfineMode``): namespaces with bwrap's file-system layout
+(planned by ``sandbox_bwrap.bwrap_args``), the dedicated uid, rlimits and Landlock. Without
+namespaces, Landlock alone hides the run directory and the homes from reads (``--ll-hide``) and
+the command gets a private temp directory inside its own directory (``TMPDIR``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from guided_evolution.evaluation.sandbox_bwrap import BwrapRequest, HostPaths, bwrap_args
+from guided_evolution.evaluation.sandbox_env import CREDENTIAL_PATHS
+from guided_evolution.fsutil import is_within
+
+CONFINE = Path(__file__).with_name("confine.py")
+PRIVATE_TMP = ".ge-tmp"
+"""Private temp directory inside the variant's directory when there is no mount namespace."""
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+
+
+@dataclass(frozen=True)
+class ConfineMode:
+    """Which layers of ge's own sandbox to apply (the probe picks the strongest that runs)."""
+
+    namespaces: bool
+    landlock: bool
+
+    @property
+    def label(self) -> str:
+        return " + ".join(
+            n for n, on in (("namespaces", self.namespaces), ("Landlock", self.landlock)) if on
+        )
+
+
+MODES = (ConfineMode(True, True), ConfineMode(True, False), ConfineMode(False, True))
+"""Strongest first: namespaces need root or user namespaces, Landlock a 5.13+ kernel."""
+
+
+@dataclass(frozen=True)
+class RLimits:
+    """The rlimits of one command (None: unlimited)."""
+
+    memory_bytes: int | None
+    cpu_seconds: int | None
+    file_bytes: int | None
+    processes: int | None
+
+    def options(self) -> list[str]:
+        values = (
+            ("as", self.memory_bytes),
+            ("cpu", self.cpu_seconds),
+            ("fsize", self.file_bytes),
+            ("nproc", self.processes),
+            ("core", 0),
+        )
+        out: list[str] = []
+        for name, value in values:
+            if value is not None:
+                out += ["--rlimit", f"{name}={value}"]
+        return out
+
+
+def confine_argv(
+    mode: ConfineMode,
+    req: BwrapRequest,
+    host: HostPaths,
+    limits: RLimits,
+    *,
+    report: bool = False,
+) -> list[str]:
+    """``python -I -S confine.py OPTIONS --`` for one command (append the command's argv)."""
+    args = [sys.executable, "-I", "-S", str(CONFINE)]
+    if report:
+        args.append("--report")
+    if mode.namespaces:
+        args += ["--ns", *bwrap_args(req, host)]
+    else:
+        args += ["--chdir", str(req.workdir)]
+    if req.uid is not None:
+        args += ["--uid", str(req.uid)]
+    elif req.is_root:
+        args.append("--drop-caps")
+    args += limits.options()
+    if mode.landlock:
+        args += _landlock_options(mode, req, host)
+    return [*args, "--"]
+
+
+def _landlock_options(mode: ConfineMode, req: BwrapRequest, host: HostPaths) -> list[str]:
+    writable = [req.workdir, *req.writable]
+    if mode.namespaces:
+        # The layout already hides what must not be read and gives a private /tmp.
+        args = ["--ll-read", "/"]
+        writable += [Path("/tmp"), Path("/dev/shm")]
+    else:
+        args = []
+        for path in hidden_without_namespaces(req, host):
+            args += ["--ll-hide", str(path)]
+        for path in readable_without_namespaces(req, host):
+            args += ["--ll-read", str(path)]
+    for path in writable:
+        args += ["--ll-write", str(path)]
+    devices = [*DEVICES, *(str(p) for p in sorted(Path("/dev").glob("nvidia*")))]
+    for device in devices:
+        if os.path.exists(device):
+            args += ["--ll-dev", device]
+    if not req.network:
+        args.append("--ll-deny-tcp")
+    return [*args, "--ll-scope"]
+
+
+def hidden_without_namespaces(req: BwrapRequest, host: HostPaths) -> list[Path]:
+    """What Landlock alone keeps from reads: the run directory, the homes (or, when the command
+    keeps ge's own uid and home, their credential files)."""
+    hidden = [p for p in req.hide if p.exists()]
+    for home in host.homes:
+        if req.uid is not None or req.is_root:
+            hidden.append(home)
+        else:
+            hidden += [home / rel for rel in CREDENTIAL_PATHS if (home / rel).exists()]
+    return [p for p in hidden if p not in req.readable]
+
+
+def readable_without_namespaces(req: BwrapRequest, host: HostPaths) -> list[Path]:
+    """Hidden directories' parts the command needs back: the interpreter, sys.path, the seed."""
+    hidden = hidden_without_namespaces(req, host)
+    wanted: Sequence[Path] = (*host.needed, *req.readable)
+    return [p for p in wanted if any(is_within(p, h) for h in hidden)]
+
+
+def private_tmp(workdir: Path) -> Path:
+    """The command's own temp directory when there is no private /tmp (``TMPDIR``)."""
+    return workdir / PRIVATE_TMP
