@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult, Executor
 from guided_evolution.evaluation.factory import build_executor
 from guided_evolution.evolution.plan import Plan, dedup, hall_of_fame, plan_generation
+from guided_evolution.fsutil import remove_tree
 from guided_evolution.runstore.records import META_FINISHED, GenerationRecord
 from guided_evolution.runstore.rundir import RunPaths
 
@@ -75,6 +75,9 @@ class Engine:
         details = executor.describe()
         self.index.add_event("executor", details)
         self.progress.info(details["summary"])
+        isolation = executor.isolation()
+        self.index.add_event("isolation", isolation)
+        self.progress.notice(f"isolation: {isolation['summary']}")
         return executor
 
     def _warn(self, lines: list[str], show: bool = True) -> None:
@@ -314,7 +317,7 @@ class Engine:
         finally:
             self.progress.count("evaluating", -1)
         self.recorder.record_evaluation(vid, result)
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tree(workdir)  # never raises; never follows what the variant left there
         if result.status == "ok":
             self.progress.count("done", +1)
             self.progress.best(self.recorder.best_metrics([vid]))

@@ -8,7 +8,6 @@ and scores.
 
 from __future__ import annotations
 
-import shutil
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from guided_evolution.evolution.operators import Child
 from guided_evolution.evolution.plan import Plan, dedup
 from guided_evolution.evolution.scoring import Scored, finite_values, scored
 from guided_evolution.evolution.segments import Genome, parse_genome, variant_id
+from guided_evolution.fsutil import remove_tree
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.recording import record_variant
 from guided_evolution.runstore.records import (
@@ -162,7 +162,7 @@ class Recorder:
     def checkout(self, vid: str, work: Path) -> Path:
         """Export the variant's tree into ``work/<id>`` for its evaluation; marks it evaluating."""
         workdir = work / vid
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_tree(workdir)  # a leftover of an interrupted evaluation
         self.store.export(self.commit_of(vid), workdir)
         (workdir / ".ge").mkdir(exist_ok=True)
         self.index.set_variant_status(vid, "evaluating")

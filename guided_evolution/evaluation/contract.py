@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
+
+from guided_evolution.fsutil import UnsafeFileError, UnsafePathError, is_within, read_beneath
 
 OUTPUT_TAIL_BYTES = 4 * 1024
 """Bytes of the end of an evaluation's output kept in ``EvalResult.output_tail``."""
@@ -63,6 +66,10 @@ class Executor(Protocol):
         """Where evaluations run: a one-line ``summary`` plus details (an "executor" event)."""
         ...
 
+    def isolation(self) -> dict[str, Any]:
+        """The isolation in force for evaluated code (an "isolation" event; ``isolation.py``)."""
+        ...
+
     async def evaluate(self, request: EvalRequest) -> EvalResult:
         """Evaluate one variant; waits for free capacity."""
         ...
@@ -72,31 +79,59 @@ class Executor(Protocol):
         ...
 
 
+def metrics_location(path: Path, root: Path | None = None) -> tuple[Path, PurePosixPath]:
+    """Where ge opens the metrics file ``path`` from: (a directory of ge's own, the path below it).
+
+    With the variant's directory ``root`` (and ``path`` inside it), that is ``root``'s parent and
+    ``<root name>/.../metrics.json``, so that nothing at or below ``root`` is followed; otherwise
+    ``path``'s own directory and its name.
+    """
+    path = Path(os.path.abspath(path))
+    if root is not None:
+        root = Path(os.path.abspath(root))
+        if is_within(path, root) and path != root:
+            return root.parent, PurePosixPath(path.relative_to(root.parent))
+    return path.parent, PurePosixPath(path.name)
+
+
+def replaced_reason(exc: UnsafePathError, root: Path | None = None) -> str:
+    """The failure reason for a directory on the metrics path that the variant replaced."""
+    if root is not None and exc.component == Path(os.path.abspath(root)).name:
+        return "the variant replaced its own directory"
+    return f"the variant replaced its {exc.component} directory"
+
+
 def read_metrics(
-    path: Path, objectives: Sequence[str]
+    path: Path, objectives: Sequence[str], *, root: Path | None = None
 ) -> tuple[dict[str, float | str], str | None]:
     """The metrics in ``path`` and the reason they are unusable (None when they are fine).
 
-    Numbers become floats, strings stay strings, anything else is kept as its JSON text. Every
-    objective must be present, numeric and finite.
+    ``root`` is the variant's directory: nothing at or below it is followed (without it, the
+    file itself is not). The file must be a regular file with no other hard link and at most
+    ``METRICS_MAX_BYTES``. Numbers become floats, strings stay strings, anything else is kept as
+    its JSON text. Every objective must be present, numeric and finite. A reason never quotes
+    what the variant wrote: it may reach a prompt or a terminal.
     """
+    base, relpath = metrics_location(path, root)
     try:
-        size = path.stat().st_size
+        raw = read_beneath(base, relpath, METRICS_MAX_BYTES)
     except FileNotFoundError:
         return {}, "no metrics file written"
+    except UnsafePathError as exc:
+        return {}, replaced_reason(exc, root)
+    except UnsafeFileError as exc:
+        return {}, _UNSAFE_REASONS[exc.kind].format(size=exc.size)
     except OSError as exc:
-        return {}, f"metrics file unreadable: {exc.strerror or exc}"
-    if not path.is_file():
-        return {}, "metrics path is not a regular file"
-    if size > METRICS_MAX_BYTES:
-        return {}, f"metrics file too large ({size} bytes)"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return {}, f"metrics file is not valid JSON: {str(exc)[:200]}"
+        return {}, f"metrics file unreadable: {exc.strerror or type(exc).__name__}"
+    data, reason = _parse(raw)
+    if reason is not None:
+        return {}, reason
     if not isinstance(data, dict):
         return {}, f"metrics file must hold a JSON object, got {type(data).__name__}"
-    metrics = {str(key): _metric_value(value) for key, value in data.items()}
+    try:
+        metrics = {str(key): _metric_value(value) for key, value in data.items()}
+    except RecursionError:
+        return {}, "metrics file is nested too deeply"
     for name in objectives:
         if name not in data:
             return metrics, f"metric '{name}' missing"
@@ -108,6 +143,30 @@ def read_metrics(
         if not isinstance(number, float) or not math.isfinite(number):
             return metrics, f"metric '{name}' is not finite ({number})"
     return metrics, None
+
+
+_UNSAFE_REASONS = {
+    "symlink": "metrics file is a symbolic link",
+    "not_regular": "metrics path is not a regular file",
+    "hard_links": "metrics file has other hard links",
+    "too_large": "metrics file too large ({size} bytes)",
+}
+
+
+def _parse(raw: bytes) -> tuple[Any, str | None]:
+    """The JSON value of ``raw``, or the reason it has none (positions only, never its bytes)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"metrics file is not UTF-8 (byte offset {exc.start})"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"metrics file is not valid JSON (line {exc.lineno}, column {exc.colno})"
+    except ValueError:  # e.g. an integer over Python's digit limit
+        return None, "metrics file is not valid JSON (a value cannot be read)"
+    except RecursionError:
+        return None, "metrics file is nested too deeply"
 
 
 def _metric_value(value: Any) -> float | str:

@@ -18,11 +18,13 @@ from guided_evolution.evaluation.contract import (
     OUTPUT_TAIL_BYTES,
     EvalRequest,
     EvalResult,
+    metrics_location,
     read_metrics,
+    replaced_reason,
 )
 from guided_evolution.evaluation.sandbox import Sandbox, signal_name
 from guided_evolution.evaluation.sandbox_env import is_secret_name, scrub_env
-from guided_evolution.fsutil import is_within
+from guided_evolution.fsutil import UnsafePathError, is_within, unlink_beneath
 
 if TYPE_CHECKING:
     from guided_evolution.evaluation.workers import WorkerPool
@@ -165,6 +167,10 @@ class LocalExecutor:
             "worker_stages": stages,
         }
 
+    def isolation(self) -> dict[str, Any]:
+        """The isolation evaluations run under here (an "isolation" event)."""
+        return self.sandbox.probe().isolation.to_event()
+
     async def evaluate(self, request: EvalRequest) -> EvalResult:
         """Evaluate one variant; waits for a free slot."""
         if self._closed:
@@ -237,8 +243,9 @@ class LocalExecutor:
             stages.insert(0, ("check", request.check_command, request.check_timeout_s))
         try:
             for stage, command, timeout in stages:
-                with contextlib.suppress(FileNotFoundError):
-                    metrics_path.unlink()
+                problem = clear_metrics(metrics_path, workdir)
+                if problem is not None:
+                    return result("failed", stage, problem, {})
                 capture.note(f"{stage}: {command}")
                 cold = functools.partial(
                     self._run, command, timeout, workdir, env, writable, request.run_dir, capture
@@ -251,7 +258,7 @@ class LocalExecutor:
                     reason = await cold()
                 if reason is not None:
                     return result("failed", stage, reason, {})
-            metrics, reason = read_metrics(metrics_path, request.objectives)
+            metrics, reason = read_metrics(metrics_path, request.objectives, root=workdir)
         except GeError:
             capture.close()
             raise
@@ -331,6 +338,18 @@ class LocalExecutor:
             if name:
                 return f"exit code {code} (probably killed by {name})"
         return f"exit code {code}"
+
+
+def clear_metrics(metrics_path: Path, workdir: Path) -> str | None:
+    """Remove an earlier stage's metrics file, never through a link the variant planted; the
+    failure reason when a directory on its path is not the one ge made (then nothing is touched)."""
+    base, relpath = metrics_location(metrics_path, workdir)
+    try:
+        if unlink_beneath(base, relpath):
+            return None
+    except UnsafePathError as exc:
+        return replaced_reason(exc, workdir)
+    return "could not remove the metrics path left by the previous stage"
 
 
 async def _drain(stream: asyncio.StreamReader, capture: _OutputCapture) -> None:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.contract import EvalRequest, EvalResult
+from guided_evolution.evaluation.contract import EvalRequest, EvalResult, metrics_location
 from guided_evolution.evaluation.local import LocalExecutor
 from guided_evolution.evaluation.sandbox import Sandbox
 from guided_evolution.evaluation.sandbox_env import is_secret_name
@@ -63,7 +63,7 @@ from guided_evolution.evaluation.slurm_outcomes import (
     read_result,
 )
 from guided_evolution.evaluation.slurm_script import job_name, job_script, parse_time_limit
-from guided_evolution.fsutil import atomic_write, is_within
+from guided_evolution.fsutil import atomic_write, is_within, remove_tree, unlink_beneath
 
 if TYPE_CHECKING:
     from guided_evolution.config import ResolvedConfig
@@ -156,6 +156,19 @@ class SlurmExecutor:
         """Ids of the jobs this instance is waiting on (submitted or re-attached)."""
         return [j.job_id for j in self._live.values() if j.job_id]
 
+    def isolation(self) -> dict[str, Any]:
+        """Decided on each node: its probe picks the sandbox, or the job fails (fail closed)."""
+        backend = self.sandbox.policy.backend
+        text = f"decided on each node by its probe (evaluator.sandbox = {backend!r})"
+        return {
+            "backend": backend,
+            "layers": [],
+            "summary": f"slurm: {text}; a node that cannot isolate fails the job",
+            **{aspect: text for aspect in ("filesystem", "network", "secrets", "processes", "resources")},
+            "contained": {a: backend != "none" for a in ("filesystem", "network", "secrets", "processes", "resources")},
+            "warnings": [],
+        }
+
     def describe(self) -> dict[str, Any]:
         """The partition and the queue bound (an "executor" event)."""
         where = f"partition {self.cfg.partition}" if self.cfg.partition else "the default partition"
@@ -214,8 +227,8 @@ class SlurmExecutor:
         result = await self._checker.evaluate(probe)
         if result.stage == "check":
             return result
-        with contextlib.suppress(OSError):
-            Path(request.metrics_path).unlink()
+        with contextlib.suppress(OSError):  # never through a link the variant planted
+            unlink_beneath(*metrics_location(request.metrics_path, request.workdir))
         return None
 
     # ------------------------------------------------------------------ submitting
@@ -226,16 +239,19 @@ class SlurmExecutor:
     async def _submit(self, request: EvalRequest) -> _Job:
         vid = request.variant_id
         token = secrets.token_hex(4)
-        shutil.rmtree(self.dir / vid, ignore_errors=True)  # earlier, lost submissions
-        job = _Job(vid, token, job_name(self.run_name, vid), None, time.time(), self._job_dir(vid, token))
+        remove_tree(self.dir / vid)  # earlier, lost submissions
+        job = _Job(
+            vid, token, job_name(self.run_name, vid), None, time.time(), self._job_dir(vid, token)
+        )
         job.dir.mkdir(parents=True)
         source = Path(os.path.abspath(request.workdir))
         work = job.dir / "work"
         try:
             shutil.move(str(source), str(work))
-        except OSError as exc:
+        except (OSError, RecursionError) as exc:  # a copy (another file system) can recurse
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
             raise GeError(
-                f"cannot move the variant's tree into {work}: {exc}",
+                f"cannot move the variant's tree into {work}: {why}",
                 "check free space and permissions of the run directory",
             ) from None
         metrics = Path(os.path.abspath(request.metrics_path))
@@ -253,7 +269,10 @@ class SlurmExecutor:
             "log_path": str(os.path.abspath(request.log_path)) if request.log_path else None,
             "objectives": list(request.objectives),
             "env": dict(request.env),
-            "policy": {**asdict(self.sandbox.policy), "pass_env": list(self.sandbox.policy.pass_env)},
+            "policy": {
+                **asdict(self.sandbox.policy),
+                "pass_env": list(self.sandbox.policy.pass_env),
+            },
             "result_path": str(job.dir / "result.json"),
         }
         script = job_script(self.cfg, job.dir, vid, self.run_name, self.python)
@@ -440,7 +459,9 @@ class SlurmExecutor:
         assert job.job_id is not None
         if exit_info is not None and (exit_info.get("exit") != 0 or exit_info.get("signal")):
             result = self._collect_result(job, request)
-            return result or self._failed(job, request, exit_reason(job.job_id, exit_info, job.dir, self.python))
+            return result or self._failed(
+                job, request, exit_reason(job.job_id, exit_info, job.dir, self.python)
+            )
         grace = self.cfg.grace_s
         watch.ended = watch.ended or now
         if now - watch.ended <= grace:
@@ -487,7 +508,7 @@ class SlurmExecutor:
         if current is not None and current.get("token") == job.token:
             with contextlib.suppress(OSError):
                 record.unlink()
-        shutil.rmtree(job.dir / "work", ignore_errors=True)
+        remove_tree(job.dir / "work")
 
 
 def _write(path: Path, text: str) -> None:

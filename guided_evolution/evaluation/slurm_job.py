@@ -83,7 +83,10 @@ async def _run_job(spec: dict[str, Any], request: EvalRequest) -> int:
         info = sandbox.probe()
     except (GeError, TypeError) as exc:
         message = exc.one_line() if isinstance(exc, GeError) else str(exc)
-        _write_result(spec, _node_failure(request, f"sandbox on node {socket.gethostname()}: {message}", started))
+        _write_result(
+            spec,
+            _node_failure(request, f"sandbox on node {socket.gethostname()}: {message}", started),
+        )
         return 0
     if info.warning:
         print(f"[ge] on {socket.gethostname()}: {info.warning}", file=sys.stderr, flush=True)

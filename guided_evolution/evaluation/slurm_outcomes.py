@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from guided_evolution.evaluation.contract import OUTPUT_TAIL_BYTES, EvalRequest, EvalResult
+from guided_evolution.evaluation.contract import (
+    METRICS_MAX_BYTES,
+    OUTPUT_TAIL_BYTES,
+    EvalRequest,
+    EvalResult,
+)
 from guided_evolution.evaluation.slurm_commands import JobState
 from guided_evolution.evaluation.slurm_job import read_json
+from guided_evolution.fsutil import atomic_write, is_within, read_beneath
 
 JOB_OUTPUT_TAIL_BYTES = 8 * 1024
 
@@ -53,10 +58,12 @@ def read_result(job_dir: Path, request: EvalRequest, submitted_at: float) -> Eva
     except (TypeError, ValueError, KeyError):
         return None
     spec = read_json(job_dir / "spec.json") or {}
-    path = Path(str(spec.get("metrics_path", "")))
-    if path.is_file():
+    path = Path(os.path.abspath(str(spec.get("metrics_path") or job_dir)))
+    if is_within(path, job_dir / "work") and path != job_dir / "work":
+        # The variant wrote it: read it without following a link, as read_metrics does.
         with contextlib.suppress(OSError):
-            shutil.copyfile(path, job_dir / "metrics.json")
+            data = read_beneath(job_dir, path.relative_to(job_dir), METRICS_MAX_BYTES)
+            atomic_write(job_dir / "metrics.json", data)
     return result
 
 

@@ -52,15 +52,16 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from guided_evolution.evaluation.contract import EvalRequest
+from guided_evolution.evaluation.contract import EvalRequest, metrics_location, replaced_reason
 from guided_evolution.evaluation.sandbox import Sandbox
-from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR, chown_tree
+from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR
 from guided_evolution.evaluation.worker_channel import (
     LINE_LIMIT,
     READ_CHUNK,
@@ -76,9 +77,20 @@ from guided_evolution.evaluation.worker_channel import (
     reply_for,
     stderr_line,
 )
+from guided_evolution.fsutil import (
+    DIR_NOFOLLOW,
+    UnsafePathError,
+    chown_tree,
+    open_dir_beneath,
+    remove_tree,
+)
 
 LOG = logging.getLogger(__name__)
 SLOT_DIR_PREFIX = ".ge-worker-"
+IO_DIR = "io"
+"""The slot's directory for the child's metrics file and log FIFO (new for every evaluation)."""
+METRICS_NAME = "metrics.json"
+FIFO_NAME = "log.fifo"
 MAX_DEATHS = 2
 """A slot's worker is replaced after its first death and given up after this many."""
 
@@ -225,17 +237,22 @@ class WorkerPool:
         workdir = Path(os.path.abspath(request.workdir))
         slot_dir = workdir.parent / f"{SLOT_DIR_PREFIX}{slot}"
         stats.starts += 1
+        remove_tree(slot_dir)
         try:
-            shutil.rmtree(slot_dir, ignore_errors=True)
+            slot_dir.mkdir()
+            # The variant's check stage may have left anything there: copy links as links, and
+            # never name its files in the message (a deep tree makes copytree recurse too far).
             shutil.copytree(
                 workdir,
                 slot_dir / "worker",
                 symlinks=True,
                 ignore=shutil.ignore_patterns(".ge", ".ge-home"),
             )
-            (slot_dir / "io").mkdir()
-        except OSError as exc:
-            raise WorkerFailure(f"cannot prepare {slot_dir}: {exc}") from exc
+        except (OSError, RecursionError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise WorkerFailure(
+                f"cannot copy the variant's directory into {slot_dir}: {why}"
+            ) from None
         worker_env = {k: v for k, v in env.items() if k not in ("GE_METRICS", "GE_VARIANT_ID")}
         wrapped = self.sandbox.wrap(
             ["/bin/sh", "-c", f"cd worker && {self.command}"],
@@ -289,7 +306,7 @@ class WorkerPool:
             await asyncio.wait_for(proc.wait(), 10.0)
         for task in worker.tasks:
             task.cancel()
-        shutil.rmtree(worker.slot_dir, ignore_errors=True)
+        remove_tree(worker.slot_dir)
 
     # ------------------------------------------------------------------ one evaluation
 
@@ -302,40 +319,38 @@ class WorkerPool:
         stage: str,
     ) -> str | None:
         workdir = Path(os.path.abspath(request.workdir))
-        inside = worker.slot_dir / f"variant-{request.variant_id}"
-        io_dir = worker.slot_dir / "io"
-        metrics = io_dir / "metrics.json"
-        fifo = io_dir / "log.fifo"
+        name = f"variant-{request.variant_id}"
+        inside = worker.slot_dir / name
+        io_dir = worker.slot_dir / IO_DIR
         try:
+            remove_tree(inside)  # whatever an earlier evaluation of the slot left under this name
             os.rename(workdir, inside)
         except OSError as exc:
-            raise _NotUsable(f"cannot move {workdir} into {worker.slot_dir}: {exc}") from exc
+            raise _NotUsable(
+                f"cannot move {workdir} into {worker.slot_dir}: {exc.strerror}"
+            ) from exc
         reader: asyncio.Task[None] | None = None
         keep_open: int | None = None
+        io_fd: int | None = None
         transport: asyncio.BaseTransport | None = None
         try:
-            for path in (metrics, fifo):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-            os.mkfifo(fifo, 0o600)
+            io_fd = _fresh_io(worker.slot_dir, worker.uid)
             if worker.uid is not None:
-                chown_tree(inside, worker.uid)
-                os.chown(fifo, worker.uid, worker.uid)
-            read_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-            keep_open = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # no EOF before the child
+                chown_tree(inside, worker.uid, worker.uid)
+            read_fd, keep_open = _open_log(io_fd)  # keep_open: no EOF before the child
             stream = asyncio.StreamReader(limit=LINE_LIMIT)
             transport, _ = await asyncio.get_running_loop().connect_read_pipe(
                 lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(read_fd, "rb", 0)
             )
             reader = asyncio.ensure_future(_copy(stream, output))
             child_env = dict(env)
-            child_env["GE_METRICS"] = str(metrics)
+            child_env["GE_METRICS"] = str(io_dir / METRICS_NAME)
             line = {
                 "variant_id": request.variant_id,
                 "stage": stage,
                 "workdir": str(inside),
-                "metrics_path": str(metrics),
-                "log_path": str(fifo),
+                "metrics_path": child_env["GE_METRICS"],
+                "log_path": str(io_dir / FIFO_NAME),
                 "args": {"check": True} if stage == "check" else {},
                 "env": child_env,
             }
@@ -353,14 +368,14 @@ class WorkerPool:
                     output.note("output still open after the evaluation ended; stopped reading")
             if transport is not None:
                 transport.close()
-            with contextlib.suppress(OSError):
-                os.rename(inside, workdir)
-        if metrics.exists():
-            target = Path(os.path.abspath(request.metrics_path))
-            with contextlib.suppress(OSError):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(metrics), str(target))
-        return reason
+            try:
+                moved = _move_back(worker.slot_dir, name, workdir)
+                if moved is None and stage == "evaluate" and io_fd is not None:
+                    moved = _take_metrics(io_fd, workdir, Path(request.metrics_path))
+            finally:
+                if io_fd is not None:
+                    os.close(io_fd)
+        return reason if reason is not None else moved
 
     async def _exchange(
         self, worker: Worker, vid: str, line: dict[str, Any], timeout: float
@@ -379,7 +394,7 @@ class WorkerPool:
             return end_reason(started)
         ns_pid = started["pid"]
         if not isinstance(ns_pid, int) or ns_pid <= 1:
-            raise WorkerFailure(f"bad start reply {json.dumps(started)[:200]}")
+            raise WorkerFailure("bad start reply (no valid pid)")
         host_pid = host_pid_of(worker, ns_pid)
         left = timeout - (time.monotonic() - sent)
         try:
@@ -411,6 +426,73 @@ class WorkerPool:
             for pid in victims:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def _fresh_io(slot_dir: Path, uid: int | None) -> int:
+    """A new ``io`` directory of the slot with the log FIFO in it; its descriptor. What the
+    worker's sandbox left there (a symlink in place of ``io``, ...) is removed first."""
+    slot_fd = os.open(slot_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        remove_tree(slot_dir / IO_DIR)
+        os.mkdir(IO_DIR, 0o700, dir_fd=slot_fd)
+        io_fd = os.open(IO_DIR, DIR_NOFOLLOW, dir_fd=slot_fd)
+    finally:
+        os.close(slot_fd)
+    try:
+        os.mkfifo(FIFO_NAME, 0o600, dir_fd=io_fd)
+        if uid is not None:
+            os.fchown(io_fd, uid, uid)
+            os.chown(FIFO_NAME, uid, uid, dir_fd=io_fd, follow_symlinks=False)
+    except BaseException:
+        os.close(io_fd)
+        raise
+    return io_fd
+
+
+def _open_log(io_fd: int) -> tuple[int, int]:
+    """The log FIFO of ``io_fd`` opened for reading and (kept open) for writing."""
+    read_fd = os.open(
+        FIFO_NAME, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=io_fd
+    )
+    try:
+        if not stat.S_ISFIFO(os.fstat(read_fd).st_mode):
+            raise WorkerFailure("its log FIFO was replaced")
+        flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        return read_fd, os.open(FIFO_NAME, flags, dir_fd=io_fd)
+    except BaseException:
+        os.close(read_fd)
+        raise
+
+
+def _move_back(slot_dir: Path, name: str, workdir: Path) -> str | None:
+    """Move the slot's ``name`` back to ``workdir``; the failure reason. What is no longer a
+    directory there (the variant replaced it) is removed, not moved."""
+    try:
+        if not stat.S_ISDIR(os.lstat(slot_dir / name).st_mode):
+            remove_tree(slot_dir / name)
+            return "the variant replaced its own directory"
+        os.rename(slot_dir / name, workdir)
+    except FileNotFoundError:
+        return "the variant replaced its own directory"
+    except OSError as exc:
+        return f"could not move the variant's directory back: {exc.strerror}"
+    return None
+
+
+def _take_metrics(io_fd: int, workdir: Path, metrics_path: Path) -> str | None:
+    """Move the child's ``io/metrics.json``, whatever it is, to ``metrics_path`` through
+    descriptors (``read_metrics`` judges it); the reason when the variant replaced a directory."""
+    base, relpath = metrics_location(metrics_path, workdir)
+    try:
+        dst_fd = open_dir_beneath(base, relpath.parent, create=True)
+    except UnsafePathError as exc:
+        return replaced_reason(exc, workdir)
+    except OSError:
+        return None  # read_metrics says what is missing
+    with contextlib.suppress(OSError):  # nothing written: read_metrics says so
+        os.rename(METRICS_NAME, relpath.name, src_dir_fd=io_fd, dst_dir_fd=dst_fd)
+    os.close(dst_fd)
+    return None
 
 
 async def _copy(stream: asyncio.StreamReader, output: OutputSink) -> None:
