@@ -50,6 +50,14 @@ DetachFlag = Annotated[
     bool,
     typer.Option("--detach", help="On Ctrl-C leave SLURM jobs running; `ge resume` re-attaches to them."),
 ]
+NoSandboxFlag = Annotated[
+    bool,
+    typer.Option(
+        "--no-sandbox",
+        help='Evaluate WITHOUT isolation (evaluator.sandbox = "none"): the LLM-written code gets '
+        "your network, files and processes. Only in a throw-away VM or container.",
+    ),
+]
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory, e.g. runs/tiny_cnn-20260101-120000.")]
 
 
@@ -123,6 +131,7 @@ def run(
     seed: Annotated[int | None, typer.Option(help="RNG seed.")] = None,
     budget_usd: Annotated[float | None, typer.Option(help="Stop proposing children after this LLM spend.")] = None,
     executor: Annotated[str | None, typer.Option(help="Where evaluations run: local or slurm.")] = None,
+    no_sandbox: NoSandboxFlag = False,
     detach: DetachFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -145,6 +154,8 @@ def run(
     }
     if model:
         overrides["llm.models"] = list(model)
+    if no_sandbox:
+        overrides["evaluator.sandbox"] = "none"
     summary = start_run(
         seed_dir, config, run_dir, overrides, json_mode=json_out, detach=detach, profile=profile
     )
@@ -152,7 +163,12 @@ def run(
 
 
 @app.command()
-def resume(run_dir: RunDirArg, detach: DetachFlag = False, json_out: JsonFlag = False) -> None:
+def resume(
+    run_dir: RunDirArg,
+    no_sandbox: NoSandboxFlag = False,
+    detach: DetachFlag = False,
+    json_out: JsonFlag = False,
+) -> None:
     """Continue a run exactly where it stopped (after Ctrl-C, kill -9 or a reboot).
 
     No evaluated variant is lost or evaluated twice; unfinished LLM calls and evaluations are
@@ -160,7 +176,7 @@ def resume(run_dir: RunDirArg, detach: DetachFlag = False, json_out: JsonFlag = 
     """
     from guided_evolution.engine.session import resume_run
 
-    _finish(resume_run(run_dir, json_mode=json_out, detach=detach), json_out)
+    _finish(resume_run(run_dir, json_mode=json_out, detach=detach, no_sandbox=no_sandbox), json_out)
 
 
 def _finish(summary: Any, json_out: bool) -> None:

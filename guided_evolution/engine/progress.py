@@ -18,7 +18,13 @@ class Progress:
     def __init__(self, objectives: Sequence[tuple[str, str]] = ()) -> None:
         self.objectives = list(objectives)
         self.counts: dict[str, int] = {
-            "proposing": 0, "proposed": 0, "rejected": 0, "queued": 0, "evaluating": 0, "done": 0, "failed": 0,
+            "proposing": 0,
+            "proposed": 0,
+            "rejected": 0,
+            "queued": 0,
+            "evaluating": 0,
+            "done": 0,
+            "failed": 0,
         }
         self.best_values: dict[str, float] = {}
         self.cost_usd = 0.0
@@ -42,7 +48,9 @@ class Progress:
     def generation(self, gen: int, total: int, planned: int) -> None:
         self.gen, self.generations, self.planned = gen, total, planned
         self.gen_started = time.monotonic()
-        self.gen_done_at_start = self.counts["done"] + self.counts["failed"] + self.counts["rejected"]
+        self.gen_done_at_start = (
+            self.counts["done"] + self.counts["failed"] + self.counts["rejected"]
+        )
         self.refresh()
 
     def best(self, metrics: dict[str, float]) -> None:
@@ -61,16 +69,27 @@ class Progress:
     def info(self, message: str) -> None:
         """A line about the run's set-up (e.g. its evaluation slots); only on a live terminal."""
 
+    def notice(self, message: str) -> None:
+        """A line every run prints at its start (the isolation in force): on stderr, always."""
+        Console(stderr=True, highlight=False).print(message, markup=False, soft_wrap=True)
+
     def warn(self, message: str) -> None:
         """Shown once at the start (e.g. a missing network sandbox): on stderr even with --json."""
-        Console(stderr=True, highlight=False).print(f"warning: {message}", markup=False, soft_wrap=True)
+        Console(stderr=True, highlight=False).print(
+            f"warning: {message}", markup=False, soft_wrap=True
+        )
 
     def refresh(self) -> None:
         """Redraw, where there is something to draw."""
 
     def eta_s(self) -> float | None:
         """Seconds left in the run, from this generation's rate."""
-        finished = self.counts["done"] + self.counts["failed"] + self.counts["rejected"] - self.gen_done_at_start
+        finished = (
+            self.counts["done"]
+            + self.counts["failed"]
+            + self.counts["rejected"]
+            - self.gen_done_at_start
+        )
         elapsed = time.monotonic() - self.gen_started
         if finished <= 0 or elapsed <= 0:
             return None
@@ -86,7 +105,9 @@ class LiveProgress(Progress):
     def __init__(self, objectives: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(objectives)
         self.console = Console(stderr=True)
-        self.live = Live(console=self.console, refresh_per_second=4, transient=False, auto_refresh=False)
+        self.live = Live(
+            console=self.console, refresh_per_second=4, transient=False, auto_refresh=False
+        )
         self._last = 0.0
 
     def __enter__(self) -> Progress:
@@ -99,6 +120,9 @@ class LiveProgress(Progress):
 
     def info(self, message: str) -> None:
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    def notice(self, message: str) -> None:
+        self.info(message)
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)

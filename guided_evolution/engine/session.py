@@ -21,6 +21,7 @@ from guided_evolution.engine.progress import make_progress
 from guided_evolution.engine.proposer import LLMProposer, OfflineProposer, Proposer, llm_settings
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.errors import ConfigError
+from guided_evolution.evaluation.factory import check_sandbox
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import parse_genome, variant_id
 from guided_evolution.llm.client import LLMClient
@@ -72,6 +73,7 @@ def start_run(
     text_files = _decode_evolvable(seed_files, cfg)
     parse_genome(text_files, cfg.seed.files, cfg.seed.marker)  # raises on a seed without markers
     _check_evaluator(cfg, seed_path)
+    check_sandbox(resolved)  # fail closed before anything is written
     if not cfg.llm.offline:
         problems = LLMClient(llm_settings(cfg)).credential_problems()
         if problems:
@@ -89,9 +91,17 @@ def start_run(
     return _drive(paths, resolved, json_mode, detach)
 
 
-def resume_run(run_dir: Path, *, json_mode: bool = False, detach: bool = False) -> RunSummary:
-    """Continue a run where it stopped."""
+def resume_run(
+    run_dir: Path, *, json_mode: bool = False, detach: bool = False, no_sandbox: bool = False
+) -> RunSummary:
+    """Continue a run where it stopped (``no_sandbox``: evaluate without isolation from now on)."""
     paths, resolved = rd.open_run(Path(run_dir))
+    if no_sandbox:
+        cfg = resolved.config
+        evaluator = cfg.evaluator.model_copy(update={"sandbox": "none"})
+        config = cfg.model_copy(update={"evaluator": evaluator})
+        resolved = resolved.model_copy(update={"config": config})
+    check_sandbox(resolved)
     return _drive(paths, resolved, json_mode, detach)
 
 

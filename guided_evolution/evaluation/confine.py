@@ -287,7 +287,7 @@ def build_layout(kernel: Kernel, spec: Spec) -> None:
                 x for x in (f"mode={op[2] or '0755'}", f"size={op[3]}" if op[3] else "") if x
             )
             kernel.mount("tmpfs", op[1], "tmpfs", MS_NOSUID | MS_NODEV, options)
-        elif kind == "--dir":
+        elif kind == "--dir" and not os.path.isdir(op[1]):  # an existing one stays as it is
             os.makedirs(op[1], exist_ok=True)
             os.chmod(op[1], int(op[2] or "0755", 8))
         elif kind == "--proc":

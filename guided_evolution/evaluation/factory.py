@@ -41,11 +41,10 @@ def plan_slots(resolved: ResolvedConfig) -> tuple[int, list[str], int | None]:
     return slots, gpus, per_gpu
 
 
-def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
-    """The executor the config asks for; its ``warnings`` say what to show at the start of the
-    run (e.g. no network sandbox)."""
+def sandbox_policy(resolved: ResolvedConfig) -> SandboxPolicy:
+    """The sandbox policy of a run's evaluations, from its evaluator config."""
     ev = resolved.config.evaluator
-    policy = SandboxPolicy(
+    return SandboxPolicy(
         network=ev.network,
         memory_mb=ev.memory_mb,
         cpu_seconds=ev.cpu_seconds,
@@ -57,14 +56,31 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
         tmpfs_mb=ev.tmpfs_mb,
         readable=(resolved.seed_dir,),  # GE_SEED_DIR: the evaluator may read data kept there
     )
-    sandbox = Sandbox(policy)
-    info = sandbox.probe()
-    warnings = [info.warning] if info.warning else []
+
+
+def check_sandbox(resolved: ResolvedConfig) -> None:
+    """Refuse to start (``GeError``) when evaluations could not be isolated on this machine.
+
+    SLURM evaluations are checked on each node instead (a node that cannot isolate fails the
+    job); a check stage that runs here is checked here."""
+    cfg = resolved.config
+    local_check = bool(cfg.evaluator.check) and not cfg.executor.slurm.check_on_cluster
+    if cfg.executor.kind != "slurm" or local_check:
+        Sandbox(sandbox_policy(resolved)).probe()
+
+
+def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
+    """The executor the config asks for; its ``warnings`` say what to show at the start of the
+    run (e.g. no network sandbox)."""
+    ev = resolved.config.evaluator
+    sandbox = Sandbox(sandbox_policy(resolved))
     slots, gpus, per_gpu = plan_slots(resolved)
     if resolved.config.executor.kind == "slurm":
-        if ev.worker:
-            warnings.append("evaluator.worker is ignored by the slurm executor")
+        # The sandbox is probed on each node (slurm_job), not on the submitting machine.
+        warnings = ["evaluator.worker is ignored by the slurm executor"] if ev.worker else []
         return SlurmExecutor(resolved, paths, sandbox, warnings=warnings)
+    info = sandbox.probe()
+    warnings = [info.warning] if info.warning else []
     workers = None
     if ev.worker:
         stages = ("check", "evaluate") if ev.worker_check and ev.check else ("evaluate",)
@@ -75,6 +91,4 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
             "evaluator.worker: one persistent worker per slot; the variants a slot evaluates "
             "share its sandbox (uid, /tmp, HOME) and can influence each other"
         )
-    return LocalExecutor(
-        slots, gpus or None, per_gpu, sandbox, workers=workers, warnings=warnings
-    )
+    return LocalExecutor(slots, gpus or None, per_gpu, sandbox, workers=workers, warnings=warnings)
