@@ -159,7 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="scale to 1,000 children instead of 10,000")
     parser.add_argument("--skip-overlap", action="store_true")
-    parser.add_argument("--sandbox", default="auto", choices=["auto", "none", "bwrap"])
+    parser.add_argument("--sandbox", default="auto", choices=["auto", "none", "bwrap", "landlock"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ge-bench-") as tmp_name:
         tmp = Path(tmp_name)

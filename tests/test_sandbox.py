@@ -13,6 +13,7 @@ import pytest
 
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.sandbox_bwrap import traversable_by_others
 from guided_evolution.evaluation.sandbox_env import scrub_env
 from tests.support.cli import processes_with
 
@@ -38,8 +39,6 @@ def _run(sandbox: Sandbox, script: str, workdir: Path, hide: list[Path] | None =
         )
     finally:
         sandbox.cleanup(workdir)
-
-
 
 
 @pytest.fixture(scope="module", params=["bwrap", "landlock"])
@@ -194,3 +193,73 @@ def test_fork_bomb_is_contained(tmp_path: Path) -> None:
     forked = int(out.strip())
     assert 0 < forked < limit
     assert processes_with(marker) == []
+
+
+_AS_USER = """
+import os, subprocess, sys
+from pathlib import Path
+from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.sandbox_env import scrub_env
+box = Sandbox(SandboxPolicy(backend="landlock"))
+info = box.probe()
+print("MODE", info.mode.label, "|", "; ".join(info.isolation.layers))
+work = Path(sys.argv[1]) / "run" / "work" / "v1"
+work.mkdir(parents=True)
+(Path(sys.argv[1]) / "run" / "index.sqlite").write_text("index")
+script = (
+    "import os, pathlib\\n"
+    "for t in (os.environ['OUTSIDE'], os.environ['INDEX']):\\n"
+    "    try:\\n        pathlib.Path(t).write_text('pwned'); print('WROTE', t)\\n"
+    "    except OSError as e:\\n        print('refused', type(e).__name__)\\n"
+    "pathlib.Path('mine.txt').write_text('ok')\\n"
+)
+env = {**scrub_env(os.environ), "OUTSIDE": sys.argv[2], "INDEX": str(work.parents[1] / "index.sqlite")}
+command = box.wrap([sys.executable, "-c", script], work, env, [], [work.parents[1]])
+result = subprocess.run(command.argv, env=command.env, cwd=work, capture_output=True, text=True)
+box.cleanup(work)
+print(result.stdout, result.stderr, "MINE", (work / "mine.txt").read_text())
+"""
+
+
+def test_landlock_backend_works_for_an_unprivileged_user(tmp_path: Path) -> None:
+    """Not root: ge's own sandbox uses a user namespace (no setuid helper, no package)."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root (to become an unprivileged user for the test) and setpriv")
+    base = Path(tempfile.mkdtemp(prefix="ge-unpriv-"))
+    try:
+        os.chmod(base, 0o755)
+        outside = base / "outside.txt"
+        outside.write_text("keep")
+        os.chown(base, 65534, 65534)
+        repo = Path(__file__).resolve().parents[1]
+        # An interpreter every user can run (a venv under root's 0700 home is not one).
+        python = next(
+            (
+                p
+                for p in (sys.executable, "/usr/bin/python3")
+                if traversable_by_others(Path(os.path.realpath(p)))
+            ),
+            None,
+        )
+        if python is None:
+            pytest.skip("no Python interpreter here that an unprivileged user can run")
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+             "--", python, "-c", _AS_USER, str(base), str(outside)],
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(repo), "HOME": str(base)},
+            cwd=base, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        if "No module named" in result.stderr or "Permission denied" in result.stderr:
+            pytest.skip(f"ge is not readable by an unprivileged user here: {result.stderr[-300:]}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        out = result.stdout
+        assert "MODE namespaces + Landlock" in out, out
+        assert "MINE ok" in out, out
+        # A write may land in the private /tmp (a tmpfs of its own): the real files never change.
+        assert outside.read_text() == "keep"
+        assert (base / "run" / "index.sqlite").read_text() == "index"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

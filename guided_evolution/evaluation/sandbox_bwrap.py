@@ -95,10 +95,10 @@ class _Mounts:
         for home in homes:
             for rel in CREDENTIAL_PATHS:
                 cred = home / rel
-                if cred.is_dir():
+                if os.path.isdir(cred):
                     self.args.extend(["--tmpfs", str(cred)])
                     self.empty.append(cred)
-                elif cred.exists():
+                elif os.path.lexists(cred):
                     self.args.extend(["--ro-bind", "/dev/null", str(cred)])
 
 
@@ -128,7 +128,7 @@ def bwrap_args(req: BwrapRequest, host: HostPaths) -> list[str]:
     if req.uid is not None:
         # Root's home is private (0700); mask it and bring back what the command needs.
         for home in host.homes:
-            if home.is_dir():
+            if os.path.isdir(home):
                 m.mask(home)
         m.mask_private_ancestors((*targets, *req.readable))
     for path in host.needed:
@@ -144,7 +144,7 @@ def bwrap_args(req: BwrapRequest, host: HostPaths) -> list[str]:
         if os.stat(path).st_mode & 0o001 and m.masked(path):
             m.bind("--ro-bind", path)
     for path in req.hide:
-        if path.is_dir() and not is_within(path, req.workdir):
+        if os.path.isdir(path) and not is_within(path, req.workdir):
             m.parents(path)
             m.mask(path)
     m.hide_credentials(host.homes)
@@ -191,7 +191,7 @@ def _needed_paths(homes: Sequence[Path]) -> list[Path]:
         if not item or not os.path.isabs(item):
             continue
         for candidate in (Path(os.path.normpath(item)), Path(os.path.realpath(item))):
-            if candidate.exists() and candidate not in found and candidate != Path("/"):
+            if os.path.exists(candidate) and candidate not in found and candidate != Path("/"):
                 found.append(candidate)
     found.sort(key=lambda q: len(q.parts))
     kept: list[Path] = []

@@ -119,12 +119,12 @@ def _landlock_options(mode: ConfineMode, req: BwrapRequest, host: HostPaths) -> 
 def hidden_without_namespaces(req: BwrapRequest, host: HostPaths) -> list[Path]:
     """What Landlock alone keeps from reads: the run directory, the homes (or, when the command
     keeps ge's own uid and home, their credential files)."""
-    hidden = [p for p in req.hide if p.exists()]
+    hidden = [p for p in req.hide if os.path.exists(p)]
     for home in host.homes:
         if req.uid is not None or req.is_root:
             hidden.append(home)
         else:
-            hidden += [home / rel for rel in CREDENTIAL_PATHS if (home / rel).exists()]
+            hidden += [home / rel for rel in CREDENTIAL_PATHS if os.path.lexists(home / rel)]
     return [p for p in hidden if p not in req.readable]
 
 
