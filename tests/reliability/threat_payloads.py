@@ -1,0 +1,278 @@
+"""The payloads of the hostile-variant threat suite (``test_sandbox_threats.py``), one per threat.
+
+Each is evaluate-stage code appended to the template seed's ``model.py``: it attacks at import
+and prints one line ``RESULT <threat> <verdict> <notes>`` to its log. The verdict is the inside
+view: ``ESCAPED`` / ``CONTAINED`` where the variant can tell for sure (the real file opened for
+writing, a connection accepted by a listener no sandbox could host), ``TRIED`` where only the
+host can tell (a write that may have landed in a private /tmp, a datagram, a daemon); ``ERROR``
+when the payload itself broke. The parameters (paths, ports, the secrets' marker) come as JSON.
+Attacks that would wreck the control run (``sandbox = "none"``) prove the right first and undo
+it: SIGSTOP then SIGCONT before any SIGKILL, reads of ge's memory before PTRACE_SEIZE, opens of
+the run's files for writing without writing.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests.reliability.support import evaluate_stage_only
+
+THREATS = (
+    "tmp-write", "home-write", "run-dir-write", "run-dir-read", "seed-write",
+    "world-writable-write", "env-secrets", "parent-environ", "home-secrets", "tcp", "udp",
+    "owner-only-read", "unix-abstract", "unix-path", "unix-path-owner", "daemon", "daemon-env-i", "signal-ge", "ptrace-ge",
+    "metrics-symlink", "metrics-hardlink", "metrics-fifo", "inherited-fds",
+)  # fmt: skip
+
+_PRELUDE = """
+def _ge_threat():
+    import ctypes, json, os, signal, socket, sys, time
+    P = json.loads(_GE_PARAMS)
+    notes = []
+    verdict = "TRIED"
+
+    def attempt(what, fn):
+        try:
+            out = fn()
+        except OSError as e:
+            notes.append(f"{what}: blocked ({e.strerror or e})")
+            return False
+        notes.append(f"{what}: done" + ("" if out is None else f" ({out})"))
+        return True
+
+    def ge_pids():
+        seen, pid = set(), os.getpid()
+        while pid > 1 and pid not in seen:
+            seen.add(pid)
+            try:
+                pid = int(open(f"/proc/{pid}/status").read().split("PPid:")[1].split()[0])
+            except (OSError, IndexError, ValueError):
+                break
+        found = []
+        for pid in sorted(seen | {int(e) for e in os.listdir("/proc") if e.isdigit()}):
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if b"guided_evolution" in cmd and P["run"].encode() in cmd:
+                found.append(pid)
+        return found
+"""
+_EPILOGUE = """
+    return verdict, notes
+try:
+    _ge_v, _ge_n = _ge_threat()
+except BaseException as _ge_e:
+    _ge_v, _ge_n = "ERROR", [repr(_ge_e)]
+print("RESULT", _GE_NAME, _ge_v, " | ".join(_ge_n).replace("\\n", " "), flush=True)
+"""
+_BODIES = {
+    "tmp-write": """
+for d in ("/tmp", "/dev/shm"):
+    p = os.path.join(d, "ge-threat-" + P["tag"])
+    attempt("write " + p, lambda: open(p, "w").write("pwned"))
+""",
+    "home-write": """
+h = P["home"]
+attempt("create ~/pwned", lambda: open(os.path.join(h, "pwned"), "w").write("x"))
+attempt("append ~/notes.txt", lambda: open(os.path.join(h, "notes.txt"), "a").write("pwned"))
+attempt("delete ~/victim.txt", lambda: os.unlink(os.path.join(h, "victim.txt")))
+""",
+    "run-dir-write": """
+r, hits = os.environ["GE_RUN_DIR"], []
+for name in ("index.sqlite", "config.json", "lock"):
+    p = os.path.join(r, name)  # O_APPEND without O_CREAT: success means the real file is writable
+    hits.append(attempt("open " + p + " for writing", lambda: os.close(os.open(p, os.O_WRONLY | os.O_APPEND))))
+probe = os.path.join(r, "repo.git", "objects", "ge-threat-probe")
+if os.path.isdir(os.path.dirname(probe)):
+    hits.append(attempt("create " + probe, lambda: (open(probe, "w").close(), os.unlink(probe)) and None))
+verdict = "ESCAPED" if any(hits) else "CONTAINED"
+""",
+    "run-dir-read": """
+r = os.environ["GE_RUN_DIR"]
+hits = [attempt("read " + n, lambda: len(open(os.path.join(r, n), "rb").read(64))) for n in ("index.sqlite", "config.json")]
+verdict = "ESCAPED" if any(hits) else "CONTAINED"
+""",
+    "seed-write": """
+s = os.environ.get("GE_SEED_DIR") or P["seed"]
+attempt("append evaluate.py", lambda: open(os.path.join(s, "evaluate.py"), "a").write("# pwned"))
+attempt("create pwned.py", lambda: open(os.path.join(s, "pwned.py"), "w").write("x"))
+""",
+    "world-writable-write": """
+d = P["shared"]
+attempt("append canary.txt (0666)", lambda: open(os.path.join(d, "canary.txt"), "a").write("pwned"))
+attempt("create in drop/ (1777)", lambda: open(os.path.join(d, "drop", "pwned"), "w").write("x"))
+""",
+    "env-secrets": """
+found = sorted(k for k, v in os.environ.items() if P["secret"] in v)
+notes.append(f"secret variables: {found}")
+verdict = "ESCAPED" if found else "CONTAINED"
+""",
+    "parent-environ": """
+found, pid = [], os.getpid()
+while pid > 1:  # up the PPid chain to ge, then every process
+    try:
+        pid = int(open(f"/proc/{pid}/status").read().split("PPid:")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        break
+    notes.append(f"ancestor {pid}")
+for e in [str(pid)] + [e for e in os.listdir("/proc") if e.isdigit()]:
+    try:
+        if P["secret"].encode() in open(f"/proc/{e}/environ", "rb").read():
+            found.append(int(e))
+    except OSError:
+        pass
+notes.append(f"environ with a secret: pids {sorted(set(found))}")
+verdict = "ESCAPED" if found else "CONTAINED"
+""",
+    "home-secrets": """
+found = []
+for rel in (".netrc", ".ssh/id_rsa", ".aws/credentials"):
+    for p in (os.path.join(P["home"], rel), os.path.expanduser("~/" + rel)):
+        try:
+            if P["secret"] in open(p).read():
+                found.append(p)
+        except OSError as e:
+            notes.append(f"{p}: {e.strerror}")
+notes.append(f"read: {found}")
+verdict = "ESCAPED" if found else "CONTAINED"
+""",
+    "tcp": """
+def go():
+    c = socket.create_connection(("127.0.0.1", P["tcp"]), timeout=3)
+    c.sendall(P["tag"].encode())
+    c.close()
+verdict = "ESCAPED" if attempt("connect 127.0.0.1", go) else "CONTAINED"
+""",
+    "udp": """
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3):
+    attempt("sendto 127.0.0.1", lambda: u.sendto(P["tag"].encode(), ("127.0.0.1", P["udp"])))
+""",
+    "owner-only-read": """
+def go():
+    return "stolen" in open(P["owner_only"]).read() or None
+verdict = "ESCAPED" if attempt("read " + P["owner_only"] + " (0600, ge's user)", go) else "CONTAINED"
+""",
+    "unix-abstract": """
+def go():
+    c = socket.socket(socket.AF_UNIX)
+    c.connect("\\0" + P["abstract"])
+    c.sendall(P["tag"].encode())
+    c.close()
+verdict = "ESCAPED" if attempt("connect @" + P["abstract"], go) else "CONTAINED"
+""",
+    "unix-path": """
+def go():
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(os.path.join(P["shared"], "s"))
+    c.sendall(P["tag"].encode())
+    c.close()
+verdict = "ESCAPED" if attempt("connect " + P["shared"] + "/s", go) else "CONTAINED"
+""",
+    "unix-path-owner": """
+def go():  # 0600, ge's user's: like docker.sock, an ssh-agent or the user's D-Bus socket
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(os.path.join(P["shared"], "owner"))
+    c.sendall(P["tag"].encode())
+    c.close()
+verdict = "ESCAPED" if attempt("connect " + P["shared"] + "/owner", go) else "CONTAINED"
+""",
+    "daemon": """
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        fd = os.open(os.devnull, os.O_RDWR)
+        for n in (0, 1, 2):
+            os.dup2(fd, n)
+        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(120)", P["stray"] + "-daemon"])
+    os._exit(0)
+os.wait()
+notes.append("double fork + setsid")
+""",
+    "daemon-env-i": """
+import subprocess
+cmd = ["env", "-i", "setsid", "-f", sys.executable, "-c", "import time; time.sleep(120)", P["stray"] + "-envi"]
+attempt("env -i setsid -f", lambda: subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode)
+""",
+    "signal-ge": """
+pids = ge_pids()
+notes.append(f"ge pids seen: {pids}")
+verdict = "CONTAINED"
+for pid in pids:  # SIGSTOP proves the right (and is undone); SIGKILL only where it was refused
+    if attempt(f"SIGSTOP {pid}", lambda: os.kill(pid, signal.SIGSTOP)):
+        time.sleep(0.2)
+        attempt("state", lambda: open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0])
+        attempt(f"SIGCONT {pid}", lambda: os.kill(pid, signal.SIGCONT))
+        verdict = "ESCAPED"
+    elif attempt(f"SIGKILL {pid}", lambda: os.kill(pid, signal.SIGKILL)):
+        verdict = "ESCAPED"
+""",
+    "ptrace-ge": """
+def peek(pid):
+    start = int(open(f"/proc/{pid}/maps").readline().split("-")[0], 16)
+    with open(f"/proc/{pid}/mem", "rb") as m:
+        m.seek(start)
+        return f"{len(m.read(64))} bytes of ge's memory"
+def seize(pid):  # PTRACE_SEIZE does not stop ge; the tracer's exit detaches
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.ptrace(0x4206, pid, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+pids = ge_pids()
+notes.append(f"ge pids seen: {pids}")
+verdict = "CONTAINED"
+for pid in pids:
+    if attempt(f"read /proc/{pid}/mem", lambda: peek(pid)) or attempt(f"PTRACE_SEIZE {pid}", lambda: seize(pid)):
+        verdict = "ESCAPED"
+""",
+    "metrics-symlink": """
+import atexit
+def swap():  # after evaluate.py wrote its metrics: ge must not follow a link out of the workdir
+    m = os.environ["GE_METRICS"]
+    os.unlink(m)
+    os.symlink(P["owner_only"], m)
+atexit.register(swap)
+notes.append("metrics.json becomes a symlink at exit")
+""",
+    "metrics-hardlink": """
+import atexit
+def swap():  # a hard link is a regular file, not a symlink: O_NOFOLLOW alone lets it through
+    m = os.environ["GE_METRICS"]
+    os.unlink(m)
+    os.link(P["beside"], m)
+atexit.register(swap)
+notes.append("metrics.json becomes a hard link at exit")
+""",
+    "metrics-fifo": """
+import atexit
+def swap():  # a FIFO with no writer: ge must not block reading it
+    m = os.environ["GE_METRICS"]
+    os.unlink(m)
+    os.mkfifo(m)
+atexit.register(swap)
+notes.append("metrics.json becomes a FIFO at exit")
+""",
+    "inherited-fds": """
+wd, bad = os.getcwd(), []
+for fd in range(3, 65):
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        continue
+    if target != wd and not target.startswith(wd + os.sep):
+        bad.append(f"{fd} -> {target}")
+notes.append(f"open fds outside the workdir: {bad} (of {sorted(os.listdir('/proc/self/fd'))})")
+verdict = "ESCAPED" if bad else "CONTAINED"
+""",
+}
+
+
+def payload(name: str, params: dict[str, object]) -> str:
+    """The evaluate-stage code of one threat: its body between the prelude and the RESULT line."""
+    body = "\n".join(
+        "    " + line if line.strip() else "" for line in _BODIES[name].strip().splitlines()
+    )
+    code = (
+        f"_GE_NAME = {name!r}\n_GE_PARAMS = {json.dumps(params)!r}\n{_PRELUDE}{body}\n{_EPILOGUE}"
+    )
+    return evaluate_stage_only(code)
