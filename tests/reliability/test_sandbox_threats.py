@@ -10,9 +10,10 @@ single source of truth: backend -> the threats it contains; the observed row mus
 Backends: ``bwrap``; ``landlock`` (ge's own launcher, namespaces + Landlock); ``landlock-only``
 and ``namespaces-only`` (the same launcher on a machine whose kernel denies namespaces,
 respectively Landlock, simulated with ``tests/support/seccomp.py``); ``none``, the control, where
-the attacks must get through (the payloads can see an escape). The table holds for ge run as
-root (CI, and how ge is often run); as root under ``none`` with a private (0700) run directory the
-variant runs as root too. ``fail-closed``: no backend can stop writes -> `ge run` refuses.
+the attacks must get through (the payloads can see an escape). ``CONTAINED`` is for ge run as
+root (CI, and how ge is often run; under ``none`` with a private (0700) run directory the variant
+then runs as root too); ``SAME_UID`` is what escapes in addition when ge is not root. The payloads
+are in ``threat_payloads.py``. ``fail-closed``: no backend can stop writes -> `ge run` refuses.
 """
 
 from __future__ import annotations
@@ -20,18 +21,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,10 +40,9 @@ from tests.reliability.support import (
     llm_config,
     set_config,
     stray_processes,
-    tree_digest,
     variants_by_payload,
 )
-from tests.reliability.threat_payloads import THREATS, payload
+from tests.reliability.threats import THREATS, Listeners, Scene, payload
 from tests.support import seccomp
 from tests.support.openai_server import serve
 from tests.support.seeds import template_seed
@@ -81,152 +77,56 @@ CONTAINED: dict[str, frozenset[str]] = {
     "namespaces-only": ALL,
     "none": GE_DEFENDED,
 }
+SAME_UID = frozenset({"owner-only-read", "unix-path-owner"})
+"""Escape every backend when ge is not root: the evaluated code keeps ge's uid, so files and
+sockets only that user may use (outside homes, /tmp and the run) stay usable (measured)."""
+
+
+def expected(backend: str) -> frozenset[str]:
+    """The threats ``backend`` contains for the uid this test runs ge as."""
+    return CONTAINED[backend] - (SAME_UID if os.geteuid() != 0 else frozenset())
 
 
 @dataclass(frozen=True)
 class Setup:
-    """How one backend row is run: the configured sandbox and the kernel features denied."""
+    """How one backend row is run: the configured sandbox, the kernel features denied to it, and
+    what the row needs from this kernel (the Landlock ABI, new namespaces)."""
 
     sandbox: str
     denials: tuple[str, ...] = ()
+    landlock_abi: int = 0
+    namespaces: bool = False
 
 
 SETUPS = {
     "bwrap": Setup("bwrap"),
-    "landlock": Setup("landlock"),
-    "landlock-only": Setup("landlock", ("namespaces",)),
-    "namespaces-only": Setup("landlock", ("landlock",)),
+    "landlock": Setup("landlock", landlock_abi=6, namespaces=True),
+    "landlock-only": Setup("landlock", ("namespaces",), landlock_abi=6),
+    "namespaces-only": Setup("landlock", ("landlock",), namespaces=True),
     "none": Setup("none"),
 }
+_KERNEL_PROBE = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+flags = 0x60020000 | (0 if os.geteuid() == 0 else 0x10000000)  # NEWNS|NEWPID|NEWNET (|NEWUSER)
+print(max(libc.syscall(444, None, 0, 1), 0), int(libc.unshare(flags) == 0))
+"""
 
 
-class Listeners:
-    """A TCP, a UDP, an abstract and a path-named unix listener on this host; what each heard."""
-
-    def __init__(self, shared: Path, abstract: str) -> None:
-        tcp = socket.socket()
-        tcp.bind(("127.0.0.1", 0))
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("127.0.0.1", 0))
-        unix_abstract = socket.socket(socket.AF_UNIX)
-        unix_abstract.bind("\0" + abstract)
-        self.sockets = {"tcp": tcp, "udp": udp, "unix-abstract": unix_abstract}
-        # world-connectable like /run/dbus/system_bus_socket; ge's user's only like docker.sock
-        for name, mode in (("unix-path", 0o777), ("unix-path-owner", 0o600)):
-            path = shared / ("s" if mode == 0o777 else "owner")
-            self.sockets[name] = socket.socket(socket.AF_UNIX)
-            self.sockets[name].bind(str(path))
-            path.chmod(mode)
-        for name, sock in self.sockets.items():
-            if name != "udp":
-                sock.listen(16)
-        self.heard: dict[str, list[bytes]] = {name: [] for name in self.sockets}
-        self.tcp_port, self.udp_port = tcp.getsockname()[1], udp.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            for name, sock in self.sockets.items():
-                selector.register(sock, selectors.EVENT_READ, name)
-            while not self._stop.is_set():
-                for key, _ in selector.select(0.2):
-                    sock = key.fileobj
-                    assert isinstance(sock, socket.socket)
-                    if key.data == "udp":
-                        self.heard["udp"].append(sock.recv(4096))
-                        continue
-                    conn, _ = sock.accept()
-                    conn.settimeout(1)
-                    try:
-                        data = conn.recv(4096)
-                    except OSError:
-                        data = b""
-                    self.heard[key.data].append(data or b"(connected)")
-                    conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for sock in self.sockets.values():
-            sock.close()
-
-
-@dataclass
-class Scene:
-    """The files and names one backend's run attacks, all made by the test."""
-
-    root: Path
-    shared: Path
-    tag: str = field(default_factory=lambda: secrets.token_hex(5))
-
-    @property
-    def home(self) -> Path:
-        return self.root / "home"
-
-    @property
-    def seed(self) -> Path:
-        return self.root / "seed"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.root / "run"
-
-    @property
-    def secret(self) -> str:
-        return f"gesecret{self.tag}"
-
-    @property
-    def owner_only(self) -> list[Path]:
-        """A 0600 JSON file of ge's user outside /tmp, and one beside the run (for a hard link)."""
-        return [self.shared / "owner-only.json", self.root / "outside" / "owner-only.json"]
-
-    @property
-    def token(self) -> str:
-        return f"owneronly{self.tag[::-1]}"
-
-    @property
-    def stray(self) -> str:
-        return f"GE-STRAY-{self.tag}"
-
-    def build(self) -> None:
-        """The user's home (credentials 0600), owner-only JSON files, a world-writable dir."""
-        for rel in (".netrc", ".ssh/id_rsa", ".aws/credentials"):
-            path = self.home / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"password {self.secret}-{rel}\n")
-            path.chmod(0o600)
-        (self.home / "notes.txt").write_text("the user's own file\n")
-        (self.home / "victim.txt").write_text("delete me\n")
-        self.shared.chmod(0o755)
-        self.owner_only[1].parent.mkdir()
-        for path in self.owner_only:
-            path.write_text(json.dumps({"score": -1.0, "size": 1, "stolen": self.token}))
-            path.chmod(0o600)
-        (self.shared / "canary.txt").write_text("must not change\n")
-        (self.shared / "canary.txt").chmod(0o666)
-        (self.shared / "drop").mkdir()
-        (self.shared / "drop").chmod(0o1777)
-
-    def params(self, ears: Listeners) -> dict[str, object]:
-        return {
-            "tag": self.tag, "home": str(self.home), "seed": str(self.seed),
-            "run": str(self.run_dir), "shared": str(self.shared), "secret": self.secret,
-            "owner_only": str(self.owner_only[0]), "beside": str(self.owner_only[1]), "stray": self.stray, "tcp": ears.tcp_port,
-            "udp": ears.udp_port, "abstract": f"ge-threat-{self.tag}",
-        }  # fmt: skip
-
-    def digests(self) -> dict[str, str]:
-        return tree_digest(
-            self.home, self.seed, self.shared,
-            skip=lambda p: "__pycache__" in p.parts or p.is_socket(),
-        )  # fmt: skip
-
-    def host_tmp_files(self) -> list[Path]:
-        return [
-            p for p in (Path("/tmp"), Path("/dev/shm")) if (p / f"ge-threat-{self.tag}").exists()
-        ]
+def skip_unless_measurable(setup: Setup) -> None:
+    """Skip (saying why) a row this machine cannot show: a missing tool or kernel feature."""
+    if setup.sandbox == "bwrap" and shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
+    if setup.denials and not seccomp.supported():
+        pytest.skip(f"the seccomp simulation supports x86_64 and aarch64, not {seccomp.machine()}")
+    if setup.landlock_abi or setup.namespaces:
+        out = subprocess.run([sys.executable, "-c", _KERNEL_PROBE], capture_output=True, text=True)
+        abi, namespaces = (int(x) for x in out.stdout.split())
+        if abi < setup.landlock_abi:
+            pytest.skip(f"this kernel's Landlock ABI is {abi}; the row needs {setup.landlock_abi}")
+        if setup.namespaces and not namespaces:
+            pytest.skip("this kernel (or container) refuses new namespaces to this user")
 
 
 @dataclass
@@ -318,10 +218,7 @@ def _kill_strays(scene: Scene) -> None:
 def run_backend(backend: str, root: Path) -> Row:
     """One `ge run` of every threat under ``backend``; the verdicts (the common promises asserted)."""
     setup = SETUPS[backend]
-    if setup.sandbox == "bwrap" and shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
-    if setup.denials and not seccomp.supported():
-        pytest.skip(f"the seccomp simulation supports x86_64 and aarch64, not {seccomp.machine()}")
+    skip_unless_measurable(setup)
     scene = Scene(root, Path(tempfile.mkdtemp(prefix="ge-threat-", dir=SHARED_PARENT)))
     ears = Listeners(scene.shared, f"ge-threat-{scene.tag}")
     try:
@@ -370,7 +267,7 @@ def table(rows: dict[str, Row]) -> str:
     for threat in THREATS:
         cells = []
         for backend in names:
-            want = "ok" if threat in CONTAINED[backend] else "ESC"
+            want = "ok" if threat in expected(backend) else "ESC"
             got = rows[backend].verdicts[threat] if backend in rows else want
             got = {"CONTAINED": "ok", "ESCAPED": "ESC"}.get(got, got)
             cells.append((got if got == want else f"{got}! (want {want})").rjust(17))
@@ -402,7 +299,7 @@ def row(
 def test_each_backend_contains_exactly_the_threats_of_the_table(row: Row) -> None:
     broken = {t: v for t, v in row.verdicts.items() if v not in ("ESCAPED", "CONTAINED")}
     assert not broken, f"payloads that did not report: {broken} ({[row.notes[t] for t in broken]})"
-    want = CONTAINED[row.backend]
+    want = expected(row.backend)
     escaped = sorted(want - row.contained)
     unexpected = sorted(row.contained - want)
     assert not escaped, f"{row.backend}: escaped: " + "; ".join(

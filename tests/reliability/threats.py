@@ -1,4 +1,8 @@
-"""The payloads of the hostile-variant threat suite (``test_sandbox_threats.py``), one per threat.
+"""The threats of the hostile-variant suite (``test_sandbox_threats.py``): payloads and their scene.
+
+``Scene`` makes what the variants attack (a home with credentials, owner-only files, a
+world-writable directory); ``Listeners`` are the host's TCP, UDP and unix servers they try to
+reach; ``payload`` is the code of one threat.
 
 Each is evaluate-stage code appended to the template seed's ``model.py``: it attacks at import
 and prints one line ``RESULT <threat> <verdict> <notes>`` to its log. The verdict is the inside
@@ -14,8 +18,14 @@ the run's files for writing without writing.
 from __future__ import annotations
 
 import json
+import secrets
+import selectors
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from tests.reliability.support import evaluate_stage_only
+from tests.reliability.support import evaluate_stage_only, tree_digest
 
 THREATS = (
     "tmp-write", "home-write", "run-dir-write", "run-dir-read", "seed-write",
@@ -54,7 +64,7 @@ def _ge_threat():
                 cmd = open(f"/proc/{pid}/cmdline", "rb").read()
             except OSError:
                 continue
-            if b"guided_evolution" in cmd and P["run"].encode() in cmd:
+            if b"guided_evolution\\0run\\0" in cmd and P["run"].encode() in cmd:  # ge, not a launcher
                 found.append(pid)
         return found
 """
@@ -276,3 +286,132 @@ def payload(name: str, params: dict[str, object]) -> str:
         f"_GE_NAME = {name!r}\n_GE_PARAMS = {json.dumps(params)!r}\n{_PRELUDE}{body}\n{_EPILOGUE}"
     )
     return evaluate_stage_only(code)
+
+
+class Listeners:
+    """A TCP, a UDP, an abstract and a path-named unix listener on this host; what each heard."""
+
+    def __init__(self, shared: Path, abstract: str) -> None:
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        unix_abstract = socket.socket(socket.AF_UNIX)
+        unix_abstract.bind("\0" + abstract)
+        self.sockets = {"tcp": tcp, "udp": udp, "unix-abstract": unix_abstract}
+        # world-connectable like /run/dbus/system_bus_socket; ge's user's only like docker.sock
+        for name, mode in (("unix-path", 0o777), ("unix-path-owner", 0o600)):
+            path = shared / ("s" if mode == 0o777 else "owner")
+            self.sockets[name] = socket.socket(socket.AF_UNIX)
+            self.sockets[name].bind(str(path))
+            path.chmod(mode)
+        for name, sock in self.sockets.items():
+            if name != "udp":
+                sock.listen(16)
+        self.heard: dict[str, list[bytes]] = {name: [] for name in self.sockets}
+        self.tcp_port, self.udp_port = tcp.getsockname()[1], udp.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            for name, sock in self.sockets.items():
+                selector.register(sock, selectors.EVENT_READ, name)
+            while not self._stop.is_set():
+                for key, _ in selector.select(0.2):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    if key.data == "udp":
+                        self.heard["udp"].append(sock.recv(4096))
+                        continue
+                    conn, _ = sock.accept()
+                    conn.settimeout(1)
+                    try:
+                        data = conn.recv(4096)
+                    except OSError:
+                        data = b""
+                    self.heard[key.data].append(data or b"(connected)")
+                    conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for sock in self.sockets.values():
+            sock.close()
+
+
+@dataclass
+class Scene:
+    """The files and names one backend's run attacks, all made by the test."""
+
+    root: Path
+    shared: Path
+    tag: str = field(default_factory=lambda: secrets.token_hex(5))
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def seed(self) -> Path:
+        return self.root / "seed"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def secret(self) -> str:
+        return f"gesecret{self.tag}"
+
+    @property
+    def owner_only(self) -> list[Path]:
+        """A 0600 JSON file of ge's user outside /tmp, and one beside the run (for a hard link)."""
+        return [self.shared / "owner-only.json", self.root / "outside" / "owner-only.json"]
+
+    @property
+    def token(self) -> str:
+        return f"owneronly{self.tag[::-1]}"
+
+    @property
+    def stray(self) -> str:
+        return f"GE-STRAY-{self.tag}"
+
+    def build(self) -> None:
+        """The user's home (credentials 0600), owner-only JSON files, a world-writable dir."""
+        for rel in (".netrc", ".ssh/id_rsa", ".aws/credentials"):
+            path = self.home / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"password {self.secret}-{rel}\n")
+            path.chmod(0o600)
+        (self.home / "notes.txt").write_text("the user's own file\n")
+        (self.home / "victim.txt").write_text("delete me\n")
+        self.shared.chmod(0o755)
+        self.owner_only[1].parent.mkdir()
+        for path in self.owner_only:
+            path.write_text(json.dumps({"score": -1.0, "size": 1, "stolen": self.token}))
+            path.chmod(0o600)
+        (self.shared / "canary.txt").write_text("must not change\n")
+        (self.shared / "canary.txt").chmod(0o666)
+        (self.shared / "drop").mkdir()
+        (self.shared / "drop").chmod(0o1777)
+
+    def params(self, ears: Listeners) -> dict[str, object]:
+        return {
+            "tag": self.tag, "home": str(self.home), "seed": str(self.seed),
+            "run": str(self.run_dir), "shared": str(self.shared), "secret": self.secret,
+            "owner_only": str(self.owner_only[0]), "beside": str(self.owner_only[1]), "stray": self.stray, "tcp": ears.tcp_port,
+            "udp": ears.udp_port, "abstract": f"ge-threat-{self.tag}",
+        }  # fmt: skip
+
+    def digests(self) -> dict[str, str]:
+        return tree_digest(
+            self.home, self.seed, self.shared,
+            skip=lambda p: "__pycache__" in p.parts or p.is_socket(),
+        )  # fmt: skip
+
+    def host_tmp_files(self) -> list[Path]:
+        return [
+            p for p in (Path("/tmp"), Path("/dev/shm")) if (p / f"ge-threat-{self.tag}").exists()
+        ]
