@@ -4,7 +4,7 @@
 world-writable directory); ``Listeners`` are the host's TCP, UDP and unix servers they try to
 reach; ``payload`` is the code of one threat.
 
-Each is evaluate-stage code appended to the template seed's ``model.py``: it attacks at import
+Each payload is evaluate-stage code appended to the template seed's ``model.py``: it attacks at import
 and prints one line ``RESULT <threat> <verdict> <notes>`` to its log. The verdict is the inside
 view: ``ESCAPED`` / ``CONTAINED`` where the variant can tell for sure (the real file opened for
 writing, a connection accepted by a listener no sandbox could host), ``TRIED`` where only the
@@ -30,8 +30,9 @@ from tests.reliability.support import evaluate_stage_only, tree_digest
 THREATS = (
     "tmp-write", "home-write", "run-dir-write", "run-dir-read", "seed-write",
     "world-writable-write", "env-secrets", "parent-environ", "home-secrets", "tcp", "udp",
-    "owner-only-read", "unix-abstract", "unix-path", "unix-path-owner", "daemon", "daemon-env-i", "signal-ge", "ptrace-ge",
-    "metrics-symlink", "metrics-hardlink", "metrics-fifo", "inherited-fds",
+    "owner-only-read", "unix-abstract", "unix-path", "unix-path-owner", "daemon",
+    "daemon-env-i", "signal-ge", "ptrace-ge", "metrics-symlink", "metrics-hardlink",
+    "metrics-fifo", "inherited-fds",
 )  # fmt: skip
 
 _PRELUDE = """
@@ -320,19 +321,24 @@ class Listeners:
                 selector.register(sock, selectors.EVENT_READ, name)
             while not self._stop.is_set():
                 for key, _ in selector.select(0.2):
-                    sock = key.fileobj
-                    assert isinstance(sock, socket.socket)
-                    if key.data == "udp":
-                        self.heard["udp"].append(sock.recv(4096))
-                        continue
-                    conn, _ = sock.accept()
-                    conn.settimeout(1)
-                    try:
-                        data = conn.recv(4096)
-                    except OSError:
-                        data = b""
-                    self.heard[key.data].append(data or b"(connected)")
-                    conn.close()
+                    assert isinstance(key.fileobj, socket.socket)
+                    self.heard[key.data].append(self._hear(key.fileobj, key.data == "udp"))
+
+    @staticmethod
+    def _hear(sock: socket.socket, datagram: bool) -> bytes:
+        """What one datagram or connection brought (a connection that sent nothing counts too)."""
+        try:
+            if datagram:
+                return sock.recv(4096)
+            conn, _ = sock.accept()
+        except OSError as exc:
+            return f"(error: {exc})".encode()
+        with conn:
+            conn.settimeout(1)
+            try:
+                return conn.recv(4096) or b"(connected)"
+            except OSError:
+                return b"(connected)"
 
     def close(self) -> None:
         self._stop.set()
@@ -401,8 +407,9 @@ class Scene:
         return {
             "tag": self.tag, "home": str(self.home), "seed": str(self.seed),
             "run": str(self.run_dir), "shared": str(self.shared), "secret": self.secret,
-            "owner_only": str(self.owner_only[0]), "beside": str(self.owner_only[1]), "stray": self.stray, "tcp": ears.tcp_port,
-            "udp": ears.udp_port, "abstract": f"ge-threat-{self.tag}",
+            "owner_only": str(self.owner_only[0]), "beside": str(self.owner_only[1]),
+            "stray": self.stray, "tcp": ears.tcp_port, "udp": ears.udp_port,
+            "abstract": f"ge-threat-{self.tag}",
         }  # fmt: skip
 
     def digests(self) -> dict[str, str]:
