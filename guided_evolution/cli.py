@@ -246,7 +246,13 @@ def doctor(
     ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Check that the index agrees with git (and repair it with --repair or --rebuild-index)."""
+    """Check a run: the index against git, and damage to either (explained one line per kind).
+
+    [bold]--repair[/bold] repairs what can be repaired (lost branches are put back from the
+    commits still in git, an unusable index is rebuilt); [bold]--rebuild-index[/bold] rebuilds
+    index.sqlite from the git repository. A run that stopped on damage is usable again once
+    doctor finds nothing left to repair.
+    """
     from guided_evolution.runstore import doctor as doctor_mod
     from guided_evolution.runstore.rundir import RunLock
 
@@ -255,34 +261,44 @@ def doctor(
     writer = None
     if rebuild_index or repair:
         with RunLock(run_dir):
-            if rebuild_index:
-                doctor_mod.rebuild_index(run_dir)
-            report = doctor_mod.check(run_dir, repair=repair)
+            rebuilt = doctor_mod.rebuild_index(run_dir).messages if rebuild_index else []
+            report = doctor_mod.check(run_dir, repair=repair, clear_record=True)
+            report.repaired[:0] = rebuilt
     else:
         writer = doctor_mod.lock_holder(run_dir)
         report = doctor_mod.check(run_dir)
-    data = {"ok": report.ok, "problems": report.problems, "repaired": report.repaired, "writer_pid": writer}
+    data = {
+        "ok": report.ok,
+        "repairable": report.repairable,
+        "problems": report.problems,
+        "repaired": report.repaired,
+        "writer_pid": writer,
+    }
     if json_out:
         _print_json(data)
     else:
-        console = _console()
-        for line in report.repaired:
-            console.print(f"[green]repaired[/green] {escape(line)}")
-        for line in report.problems:
-            console.print(f"[red]problem[/red] {escape(line)}")
-        if report.ok:
-            console.print("[green]ok[/green]")
-        elif writer is not None:
-            console.print(
-                f"[red]not ok[/red] while ge (pid {escape(writer)}) writes this run: notes and rows in "
-                "flight look like problems; check again after it finishes"
-            )
-        elif repair or rebuild_index:
-            console.print("[red]not ok[/red] (what is left cannot be repaired by ge doctor)")
-        else:
-            console.print("[red]not ok[/red] (try --repair)")
+        _print_doctor(report, writer, repair or rebuild_index)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _print_doctor(report: Any, writer: str | None, repairing: bool) -> None:
+    console = _console()
+    for line in report.repaired:
+        console.print(f"[green]repaired[/green] {escape(line)}")
+    for line in report.problems:
+        console.print(f"[red]problem[/red] {escape(line)}")
+    if report.ok:
+        console.print("[green]ok[/green]")
+    elif writer is not None:
+        console.print(
+            f"[red]not ok[/red] while ge (pid {escape(writer)}) writes this run: notes and rows in "
+            "flight look like problems; check again after it finishes"
+        )
+    elif repairing or not report.repairable:
+        console.print("[red]not ok[/red] (what is left cannot be repaired by ge doctor)")
+    else:
+        console.print("[red]not ok[/red] (try --repair)")
 
 
 @app.command("lineage")
@@ -407,7 +423,8 @@ def main() -> None:
     """Entry point of the `ge` script: user errors become one line on stderr and exit code 2.
 
     A file-system error on a path the user gave (name too long, permission denied, ...) and a
-    damaged index that slipped past a command's own checks are reported the same way.
+    damaged index or git repository that slipped past a command's own checks are reported the
+    same way (a run that finds its record damaged says so itself: a ``RunDamagedError``).
     """
     import sqlite3
 
@@ -423,6 +440,10 @@ def main() -> None:
         _fail(GeError(f"{name}: {err.strerror or err}", _PATH_ERRNOS[err.errno]))
     except sqlite3.DatabaseError as err:
         _fail(GeError(f"the run's index is damaged ({err})", "run `ge doctor RUN_DIR --rebuild-index`"))
+    except Exception as err:
+        if type(err).__module__.partition(".")[0] not in ("_pygit2", "pygit2"):
+            raise
+        _fail(GeError(f"the run's git repository is damaged ({err})", "run `ge doctor RUN_DIR`"))
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted; continue with `ge resume RUN_DIR`")
         sys.exit(130)

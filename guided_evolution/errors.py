@@ -25,3 +25,22 @@ class ConfigError(GeError):
 
 class RunStateError(GeError):
     """The run directory is missing, locked by another process, or inconsistent."""
+
+
+class RunDamagedError(RunStateError):
+    """Part of a run's record (index.sqlite, repo.git, config.json) is damaged or gone.
+
+    ``what`` says what is damaged; ``flag`` is the `ge doctor` flag that repairs it
+    (``--repair``, ``--rebuild-index``), or None when doctor can only say what is left.
+    """
+
+    def __init__(
+        self, run_dir: object, what: str, flag: str | None, hint: str | None = None
+    ) -> None:
+        self.run_dir = str(run_dir)
+        self.what = what
+        self.flag = flag
+        doctor = f"ge doctor {self.run_dir}" + (f" {flag}" if flag else "")
+        if hint is None:
+            hint = f"run `{doctor}`" if flag else f"`{doctor}` says what is left"
+        super().__init__(f"{self.run_dir} is damaged: {what}", hint)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import guided_evolution
+from guided_evolution.config import load_config
 from guided_evolution.evolution.segments import variant_id
 from guided_evolution.llm.records import CachedReply, CallRecord
 from guided_evolution.runstore.doctor import check, rebuild_index
@@ -26,6 +27,8 @@ from guided_evolution.runstore.records import (
     variant_branch,
 )
 from guided_evolution.runstore.run_index import RunIndex
+from guided_evolution.runstore.rundir import resolve
+from guided_evolution.seedinit import write_template
 
 SEED = {"main.py": b"x = 1\n", "pkg/helper.py": b"def h():\n    return 0\n"}
 
@@ -86,6 +89,9 @@ def evaluate(
 @pytest.fixture
 def run(tmp_path: Path) -> Iterator[tuple[Path, GitStore, RunIndex, dict[str, VariantRecord]]]:
     """A small consistent run: seed, mutations, a crossover merge, an EoT child, an invalid child."""
+    write_template(tmp_path / "seed")
+    config = tmp_path / "seed" / "ge.toml"
+    (tmp_path / "config.json").write_text(resolve(load_config(config), config, tmp_path).dump())
     store = GitStore.init(tmp_path / "repo.git")
     index = RunIndex.open(tmp_path / "index.sqlite")
     seed = add(store, index, SEED, [], 0, "seed")

@@ -9,17 +9,20 @@ and scores.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from guided_evolution.config import OFFLINE_MODEL, GeConfig
 from guided_evolution.engine.progress import Progress
+from guided_evolution.errors import RunDamagedError
 from guided_evolution.evaluation.contract import EvalResult
 from guided_evolution.evolution.operators import Child
 from guided_evolution.evolution.plan import Plan, dedup
 from guided_evolution.evolution.scoring import Scored, finite_values, scored
 from guided_evolution.evolution.segments import Genome, parse_genome, variant_id
 from guided_evolution.fsutil import remove_tree
+from guided_evolution.runstore import damage
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.recording import record_variant
 from guided_evolution.runstore.records import (
@@ -37,16 +40,55 @@ GENOME_CACHE = 512  # parsed genomes kept in memory (parents are read again and 
 class Recorder:
     """Writes and reads one run's store and index for the engine (single-threaded)."""
 
-    def __init__(self, store: GitStore, index: RunIndex, cfg: GeConfig, progress: Progress) -> None:
+    def __init__(
+        self,
+        store: GitStore,
+        index: RunIndex,
+        cfg: GeConfig,
+        progress: Progress,
+        watch: damage.RunWatch | None = None,
+    ) -> None:
         self.store = store
         self.index = index
         self.cfg = cfg
         self.progress = progress
+        self.watch = watch
+        self.damaged: RunDamagedError | None = (
+            None  # set once damage is found: nothing more is written
+        )
         self.objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
         self._genomes: OrderedDict[str, Genome] = OrderedDict()
         self._commits: dict[str, str] = {}
         self._notes: dict[str, str] = {}
         self._compacted_at = 0
+
+    # ----------------------------------------------------------------- damage
+
+    def _damage(self) -> RunDamagedError | None:
+        found = self.watch.damage() if self.watch is not None else []
+        return damage.error(self.watch.index_path.parent, found) if self.watch and found else None
+
+    def check(self) -> None:
+        """Raise the damage that something else did to the run's record (before a write)."""
+        if self.damaged is None:
+            self.damaged = self._damage()
+        if self.damaged is not None:
+            raise self.damaged
+
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """A write or read of the record: when it fails and the record is damaged, the error
+        says what is damaged (not what libgit2 or SQLite made of it)."""
+        try:
+            yield
+        except Exception as err:
+            found = self._damage()
+            if found is None:
+                if not isinstance(err, RunDamagedError):
+                    raise
+                found = err
+            self.damaged = found
+            raise found from None
 
     # ----------------------------------------------------------------- reading
 
@@ -63,7 +105,8 @@ class Recorder:
         if genome is not None:
             self._genomes.move_to_end(vid)
             return genome
-        files = self.store.read_files(self.commit_of(vid))
+        with self._guarded():
+            files = self.store.read_files(self.commit_of(vid))
         text = {name: files[name].decode("utf-8") for name in self.cfg.seed.files if name in files}
         genome = parse_genome(text, self.cfg.seed.files, self.cfg.seed.marker)
         self._genomes[vid] = genome
@@ -103,9 +146,18 @@ class Recorder:
         recorded as a duplicate event. ``fix_of`` is the failed variant a fix child repairs (its
         only parent).
         """
+        self.check()
+        with self._guarded():
+            return self._commit(plan, child, calls, fix_of)
+
+    def _commit(
+        self, plan: Plan, child: Child, calls: list[int], fix_of: str | None
+    ) -> tuple[str, bool]:
         vid = variant_id(child.files, self.cfg.seed.files)
         if self.index.get_variant(vid) is not None:
-            self.index.add_event("duplicate", {"variant": vid, "generation": plan.generation, "plan": plan.index})
+            self.index.add_event(
+                "duplicate", {"variant": vid, "generation": plan.generation, "plan": plan.index}
+            )
             return vid, False
         parents = dedup([fix_of] if fix_of else list(child.parents))
         parent_commits = [self.commit_of(p) for p in parents]
@@ -130,14 +182,24 @@ class Recorder:
         # A crossover that was then mutated names both steps; the segment is the last step's.
         steps = [s.op for s in plan.steps] if len(plan.steps) > 1 and fix_of is None else []
         stored = record_variant(
-            self.store, self.index, record, tree, parent_commits,
-            description=child.description, steps=steps,
+            self.store,
+            self.index,
+            record,
+            tree,
+            parent_commits,
+            description=child.description,
+            steps=steps,
         )
         self._commits[vid] = stored.commit_sha or ""
         self.index.link_calls(vid, calls)
         if child.reflection:
             self.index.add_reflection(
-                ReflectionRecord(variant_id=vid, text=child.reflection, elite_id=plan.steps[-1].other, segment=child.segment)
+                ReflectionRecord(
+                    variant_id=vid,
+                    text=child.reflection,
+                    elite_id=plan.steps[-1].other,
+                    segment=child.segment,
+                )
             )
         self.progress.count("proposed", +1)
         return vid, True
@@ -163,14 +225,17 @@ class Recorder:
         """Export the variant's tree into ``work/<id>`` for its evaluation; marks it evaluating."""
         workdir = work / vid
         remove_tree(workdir)  # a leftover of an interrupted evaluation
-        self.store.export(self.commit_of(vid), workdir)
-        (workdir / ".ge").mkdir(exist_ok=True)
-        self.index.set_variant_status(vid, "evaluating")
+        with self._guarded():
+            self.store.export(self.commit_of(vid), workdir)
+            (workdir / ".ge").mkdir(exist_ok=True)
+            self.index.set_variant_status(vid, "evaluating")
         return workdir
 
     def record_evaluation(self, vid: str, result: EvalResult) -> EvaluationRecord:
         """The result and the variant's status land together, or neither; the note follows at
-        the end of the generation (:meth:`flush_notes`)."""
+        the end of the generation (:meth:`flush_notes`). An evaluation is when unsandboxed code
+        can damage the record, so the record is checked first."""
+        self.check()
         attempt = 1 + max((e.attempt for e in self.index.evaluations(vid)), default=0)
         record = EvaluationRecord(
             variant_id=vid,
@@ -183,7 +248,7 @@ class Recorder:
             output_tail=result.output_tail,
             stage=result.stage,
         )
-        with self.index.transaction():
+        with self._guarded(), self.index.transaction():
             self.index.add_evaluation(record)
             self.index.set_variant_status(vid, "evaluated" if result.status == "ok" else "failed")
         self._notes[self.commit_of(vid)] = record.to_note()
@@ -201,8 +266,12 @@ class Recorder:
         The index is the primary record; after a kill before this, `ge doctor` (run at every
         start) writes the missing notes from it.
         """
+        if self.damaged is not None:
+            return  # the run is stopping on it: nothing more is written (doctor rewrites notes)
+        self.check()
         notes, self._notes = self._notes, {}
-        self.store.set_notes(notes)
+        with self._guarded():
+            self.store.set_notes(notes)
 
     def compact(self, force: bool) -> None:
         """Pack the repository's loose objects (about 35 KB per variant) between generations.
@@ -211,6 +280,12 @@ class Recorder:
         """
         children = self.index.counts()["children"]
         if force or children - self._compacted_at >= COMPACT_EVERY:
-            self.store.compact()
+            self.check()
+            with self._guarded():
+                # `git prune` would delete the commits of variants whose branch was deleted.
+                found = damage.branch_damage(self.store, self.index.variants())
+                if found:
+                    self.damaged = damage.error(self.index.path.parent, found)
+                    raise self.damaged
+                self.store.compact()
             self._compacted_at = children
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 import shutil
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,12 @@ from guided_evolution.engine.driver import Engine
 from guided_evolution.engine.progress import make_progress
 from guided_evolution.engine.proposer import LLMProposer, OfflineProposer, Proposer, llm_settings
 from guided_evolution.engine.recorder import Recorder
-from guided_evolution.errors import ConfigError
+from guided_evolution.errors import ConfigError, RunDamagedError
 from guided_evolution.evaluation.factory import check_sandbox
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import parse_genome, variant_id
 from guided_evolution.llm.client import LLMClient
-from guided_evolution.runstore import doctor
+from guided_evolution.runstore import damage, doctor
 from guided_evolution.runstore import rundir as rd
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.recording import record_variant
@@ -77,15 +78,20 @@ def start_run(
     if not cfg.llm.offline:
         problems = LLMClient(llm_settings(cfg)).credential_problems()
         if problems:
-            raise ConfigError(problems[0], "export the variable, or set api_key_env in [[llm.models]]")
-    seed = VariantRecord(id=variant_id(text_files, cfg.seed.files), generation=0, operator="seed",
-                         branch=SEED_BRANCH)
+            raise ConfigError(
+                problems[0], "export the variable, or set api_key_env in [[llm.models]]"
+            )
+    seed = VariantRecord(
+        id=variant_id(text_files, cfg.seed.files), generation=0, operator="seed", branch=SEED_BRANCH
+    )
 
     def build(paths: rd.RunPaths) -> None:
         with GitStore.init(paths.repo) as store, RunIndex.open(paths.index) as index:
             record_variant(store, index, seed, seed_files)
             index.set_meta(META_SEED, seed.id)
-            index.add_event("run_created", {"run_dir": resolved.run_dir, "seed_dir": resolved.seed_dir})
+            index.add_event(
+                "run_created", {"run_dir": resolved.run_dir, "seed_dir": resolved.seed_dir}
+            )
 
     paths = rd.create_run_dir(resolved, build)
     return _drive(paths, resolved, json_mode, detach)
@@ -95,7 +101,7 @@ def resume_run(
     run_dir: Path, *, json_mode: bool = False, detach: bool = False, no_sandbox: bool = False
 ) -> RunSummary:
     """Continue a run where it stopped (``no_sandbox``: evaluate without isolation from now on)."""
-    paths, resolved = rd.open_run(Path(run_dir))
+    paths, resolved = rd.open_run(Path(run_dir), check_damage=False)  # _drive repairs first
     if no_sandbox:
         cfg = resolved.config
         evaluator = cfg.evaluator.model_copy(update={"sandbox": "none"})
@@ -105,26 +111,68 @@ def resume_run(
     return _drive(paths, resolved, json_mode, detach)
 
 
-def _drive(paths: rd.RunPaths, resolved: ResolvedConfig, json_mode: bool, detach: bool) -> RunSummary:
+def _drive(
+    paths: rd.RunPaths, resolved: ResolvedConfig, json_mode: bool, detach: bool
+) -> RunSummary:
     cfg = resolved.config
     with rd.RunLock(paths.root):
-        # A kill between a git write and an index write leaves them out of step: repair first.
-        doctor.check(paths.root, repair=True)
+        _repair(paths)
         store = GitStore.open(paths.repo)
         index = RunIndex.open(paths.index)
-        progress = make_progress(json_mode, [(o.name, o.direction) for o in cfg.selected_objectives])
-        recorder = Recorder(store, index, cfg, progress)
         seed_id = index.get_meta(META_SEED) or ""
-        engine = Engine(paths, resolved, recorder, _proposer(resolved, recorder, seed_id), seed_id,
-                        detach=detach)
+        seed_row = index.get_variant(seed_id)
+        watch = damage.RunWatch(paths.index, store, seed_row.commit_sha if seed_row else None)
+        progress = make_progress(
+            json_mode, [(o.name, o.direction) for o in cfg.selected_objectives]
+        )
+        recorder = Recorder(store, index, cfg, progress, watch)
+        engine = Engine(
+            paths,
+            resolved,
+            recorder,
+            _proposer(resolved, recorder, seed_id),
+            seed_id,
+            detach=detach,
+        )
         try:
             with progress:
                 asyncio.run(engine.run())
+            summary = _summary(engine, index, cfg)
+        except Exception as err:
+            raise _damage_error(paths, watch, err) or err from None
         finally:
             store.close()
-        summary = _summary(engine, index, cfg)
-        index.close()
+            index.close()
+        found = damage.verify_run(paths.index, watch)  # fresh handles, after the index's checkpoint
+        if found:
+            damage.record(paths.damage, found, "ge run")
+            raise damage.error(paths.root, found)
     return summary
+
+
+def _repair(paths: rd.RunPaths) -> None:
+    """A kill between a git write and an index write leaves them out of step: repair first. A run
+    that stopped on damage goes on only once doctor's repair leaves nothing of it."""
+    doctor.check(paths.root, repair=True)
+    recorded = damage.recorded(paths.damage)
+    if recorded:
+        raise damage.error(paths.root, recorded)
+
+
+def _damage_error(
+    paths: rd.RunPaths, watch: damage.RunWatch, err: Exception
+) -> RunDamagedError | None:
+    """The run stopped on ``err``: when the run's record is damaged, the error that says so
+    (recorded for later commands); None when it is not."""
+    found = watch.damage()
+    if not found and isinstance(err, RunDamagedError):
+        found = [damage.Damage(err.what, err.flag)]
+    elif not found and isinstance(err, sqlite3.DatabaseError) and damage.index_error(err):
+        found = [damage.Damage(f"{paths.index.name} is damaged ({err})", damage.REBUILD)]
+    if not found:
+        return None
+    damage.record(paths.damage, found, "ge run")
+    return damage.error(paths.root, found)
 
 
 def _proposer(resolved: ResolvedConfig, recorder: Recorder, seed_id: str) -> Proposer:
@@ -156,7 +204,9 @@ def _summary(engine: Engine, index: RunIndex, cfg: GeConfig) -> RunSummary:
         cost_usd=counts["cost_usd"],
         finished=bool(index.get_meta(META_FINISHED)),
         stop_reason=engine.stop_reason,
-        objectives=[{"name": o.name, "direction": o.direction, "select": o.select} for o in cfg.objectives],
+        objectives=[
+            {"name": o.name, "direction": o.direction, "select": o.select} for o in cfg.objectives
+        ],
         warnings=engine.warnings,
     )
 
@@ -167,7 +217,9 @@ def _decode_evolvable(files: dict[str, bytes], cfg: GeConfig) -> dict[str, str]:
         try:
             out[name] = files[name].decode("utf-8").replace("\r\n", "\n")
         except UnicodeDecodeError:
-            raise ConfigError(f"evolvable file {name} is not UTF-8 text", "list only source files in [seed] files") from None
+            raise ConfigError(
+                f"evolvable file {name} is not UTF-8 text", "list only source files in [seed] files"
+            ) from None
     return out
 
 
@@ -188,6 +240,11 @@ def _check_evaluator(cfg: GeConfig, seed_dir: Path) -> None:
         program = words[0]
         if "/" in program:
             if not (seed_dir / program).exists() and not Path(program).exists():
-                raise ConfigError(f"{key}: program {program!r} not found", "fix the path in ge.toml")
+                raise ConfigError(
+                    f"{key}: program {program!r} not found", "fix the path in ge.toml"
+                )
         elif shutil.which(program) is None and program not in {"exec", "cd", "true", "false", ":"}:
-            raise ConfigError(f"{key}: command {program!r} not found on PATH", "install it or fix the command in ge.toml")
+            raise ConfigError(
+                f"{key}: command {program!r} not found on PATH",
+                "install it or fix the command in ge.toml",
+            )

@@ -1,37 +1,69 @@
-"""Consistency of a run: the SQLite index against the git repository, and rebuilding the index.
+"""Consistency of a run: the SQLite index against the git repository, checked and repaired.
 
 git is the durable record: branches + ``Ge-*`` trailers give the variants, notes give their latest
 evaluation. The index adds what git does not hold (LLM calls, the reply cache, reflections,
-events, generation checkpoints, evaluation output tails).
+events, generation checkpoints, evaluation output tails); ``rebuild`` makes it again from git.
+A damaged run (code evaluated without a sandbox can write the run directory) is explained in
+one line per kind of damage, repaired where the objects are still there (``salvage``), and its
+damage record is cleared once nothing is left to repair.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import sqlite3
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from guided_evolution.config import ResolvedConfig
 from guided_evolution.errors import GeError, RunStateError
+from guided_evolution.runstore import damage
 from guided_evolution.runstore.git_store import GitStore
-from guided_evolution.runstore.recording import record_variant
-from guided_evolution.runstore.records import (
-    META_SEED,
-    SEED_BRANCH,
-    EvaluationRecord,
-    VariantRecord,
-    is_variant_branch,
+from guided_evolution.runstore.rebuild import (
+    NOTE_STATUS,
+    RebuildReport,
+    evaluation_from_note,
+    newer_schema,
+    rebuild_index,
+    same_evaluation,
+    seed_variant,
+    variant_from_commit,
 )
+from guided_evolution.runstore.recording import record_variant
+from guided_evolution.runstore.records import META_SEED, SEED_BRANCH, is_variant_branch
 from guided_evolution.runstore.run_index import SCHEMA_VERSION, RunIndex
-from guided_evolution.runstore.rundir import CONFIG_FILE, INDEX_FILE, LOCK_FILE, REPO_DIR
+from guided_evolution.runstore.rundir import CONFIG_FILE, LOCK_FILE, RunPaths, require_run_dir
+from guided_evolution.runstore.salvage import recover_refs, what_is_left
 
-_NOTE_STATUS = {"ok": "evaluated", "failed": "failed"}
-# Tables that only the index holds, copied over from the old index by a rebuild.
-_INDEX_ONLY_TABLES = ("meta", "llm_calls", "llm_cache", "reflections", "events", "generations")
+__all__ = [
+    "DoctorReport",
+    "RebuildReport",
+    "check",
+    "lock_holder",
+    "rebuild_index",
+    "require_run_dir",
+]
+
+_RECORD = "record"  # the group of the damage record's line
+_GROUP_AT = 4  # this many problems of one kind or more are told in one line
+_KINDS = {  # kind -> (problem line, repaired line) for a group; {n} is how many, {first} one of them
+    "branch": ("{n} variant branches are missing, but their commits are still in git (e.g. {first})",
+               "restored {n} branches from the index's commit ids"),
+    "gone": ("{n} variants of the index have no commit in git (never landed, or deleted; e.g. {first})",
+             "removed {n} variants from the index (they can be created again)"),
+    "added": ("{n} variants are in git but not in the index (e.g. {first})", "added {n} variants to the index"),
+    "moved": ("{n} variants point elsewhere in git than in the index (e.g. {first})",
+              "pointed {n} variants of the index at their git branches"),
+    "note": ("{n} evaluated variants have no git note (e.g. {first})", "wrote the notes of {n} variants"),
+    "note-new": ("{n} git notes have an evaluation the index lacks (e.g. {first})",
+                 "added the evaluations of {n} variants from their notes"),
+    "note-old": ("{n} git notes are older than the index's evaluation (e.g. {first})",
+                 "rewrote the notes of {n} variants"),
+    "status": ("{n} variants' status disagrees with their latest evaluation (e.g. {first})",
+               "set the status of {n} variants"),
+}  # fmt: skip
 
 
 @dataclass
@@ -41,31 +73,44 @@ class DoctorReport:
     ok: bool
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    repairable: bool = True  # every problem left has a repair (`ge doctor --repair`)
 
 
 @dataclass
-class RebuildReport:
-    """Outcome of :func:`rebuild_index`."""
+class _Findings:
+    """What a check found, grouped by kind: many problems of one kind become one line."""
 
-    variants: int
-    evaluations: int
-    messages: list[str] = field(default_factory=list)
+    repair: bool
+    groups: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
+    unresolved: int = 0
+    unrepairable: int = 0
 
+    def __call__(self, text: str, fixed: str | None = None, kind: str | None = None) -> None:
+        """A problem; ``fixed`` says how ``repair`` fixed it (None: it cannot be repaired)."""
+        done = fixed if self.repair else None
+        self.groups.setdefault(kind or f"one:{len(self.groups)}", []).append((text, done))
+        if done is None:
+            self.unresolved += 1
+        if fixed is None:
+            self.unrepairable += 1
 
-def require_run_dir(run_dir: Path) -> None:
-    """Raise a one-line error unless ``run_dir`` is a directory holding a run's git repository."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        if run_dir.exists():
-            raise RunStateError(f"{run_dir} is a file, not a run directory", "pass a directory created by `ge run`")
-        raise RunStateError(f"run directory not found: {run_dir}", "pass a directory created by `ge run`")
-    if not (run_dir / REPO_DIR).is_dir():
-        if (run_dir / CONFIG_FILE).is_file():
-            raise RunStateError(
-                f"{run_dir} has no {REPO_DIR} (the git record of its variants)",
-                "restore it from a backup, or start a new run",
-            )
-        raise RunStateError(f"{run_dir} is not a ge run directory (no {REPO_DIR})", "pass a directory created by `ge run`")
+    def resolved(self, problem: str, fixed: str, kind: str | None = None) -> None:
+        """A problem already fixed (``problem`` may be empty: a stale temp file needs no line)."""
+        self.groups.setdefault(kind or f"one:{len(self.groups)}", []).append((problem, fixed))
+
+    def report(self) -> DoctorReport:
+        report = DoctorReport(ok=self.unresolved == 0, repairable=self.unrepairable == 0)
+        for kind, items in self.groups.items():
+            done = [fixed for _, fixed in items if fixed]
+            if kind in _KINDS and len(items) >= _GROUP_AT:
+                problem, repaired = _KINDS[kind]
+                report.problems.append(problem.format(n=len(items), first=items[0][0]))
+                if done:
+                    report.repaired.append(repaired.format(n=len(done)))
+                continue
+            report.problems.extend(text for text, _ in items if text)
+            report.repaired.extend(done)
+        return report
 
 
 def lock_holder(run_dir: Path) -> str | None:
@@ -88,265 +133,142 @@ def lock_holder(run_dir: Path) -> str | None:
         os.close(fd)
 
 
-def _seed_variant(store: GitStore) -> str | None:
-    """The variant id on the seed branch, from its Ge-Variant trailer."""
-    sha = store.branches().get(SEED_BRANCH)
-    rec = _variant_from_commit(store, SEED_BRANCH, sha) if sha else None
-    return rec.id if rec is not None else None
-
-
-def _schema_version(path: Path) -> int | None:
-    """``PRAGMA user_version`` of an SQLite file, or None when it cannot be read."""
-    try:
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-        try:
-            return int(conn.execute("PRAGMA user_version").fetchone()[0])
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None
-
-
-def _variant_from_commit(store: GitStore, branch: str, sha: str) -> VariantRecord | None:
-    """The variant row that a branch's commit describes, or None without a Ge-Variant trailer."""
-    info = store.commit_info(sha)
-    return VariantRecord.from_commit(branch, sha, info.message, info.timestamp)
-
-
-def _same_evaluation(a: EvaluationRecord, b: EvaluationRecord) -> bool:
-    """Same outcome (NaN-safe: metrics compare as JSON text)."""
-
-    def key(e: EvaluationRecord) -> str:
-        return json.dumps([e.status, e.stage, e.metrics, e.failure_reason], sort_keys=True)
-
-    return key(a) == key(b)
-
-
-def _remove_sqlite_files(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
-def _newer_schema(index_path: Path) -> int | None:
-    """The index's schema version when it is newer than this ge supports (else None)."""
-    version = _schema_version(index_path) if index_path.is_file() else None
-    return version if version is not None and version > SCHEMA_VERSION else None
-
-
-def _open_old_index(index_path: Path, messages: list[str]) -> RunIndex | None:
-    """The old index, read-only, when it can be read in full (what a rebuild keeps from it)."""
-    if not index_path.exists():
-        messages.append("no old index; LLM calls, cache and checkpoints start empty")
-        return None
-    old: RunIndex | None = None
-    try:
-        old = RunIndex.open(index_path, readonly=True)
-        old.counts()  # read what the rebuild reads: a damaged index fails here, not half-way
-        old.variants()
-        old.latest_evaluations()
-    except (GeError, sqlite3.Error) as err:
-        messages.append(f"old index unreadable ({err}); LLM calls, cache and checkpoints are lost")
-        if old is not None:
-            old.close()
-        return None
-    return old
-
-
-def _variants_from_git(
-    store: GitStore, old: RunIndex | None, new: RunIndex, messages: list[str]
-) -> tuple[set[str], int]:
-    """Add every variant branch (and its note's evaluation) to ``new``; (ids, evaluations)."""
-    notes = store.notes()
-    seen: set[str] = set()
-    n_evaluations = 0
-    for branch, sha in sorted(store.branches().items()):
-        if not is_variant_branch(branch):
-            continue
-        rec = _variant_from_commit(store, branch, sha)
-        if rec is None:
-            messages.append(f"branch {branch} has no Ge-Variant trailer; skipped")
-            continue
-        if rec.id in seen:
-            messages.append(f"variant {rec.id} is on two branches; kept {rec.branch} once")
-            continue
-        seen.add(rec.id)
-        evaluation = _evaluation_from_note(rec.id, notes.get(sha), messages)
-        if evaluation is not None:
-            rec.status = _NOTE_STATUS[evaluation.status]
-        prior = old.get_variant(rec.id) if old is not None else None
-        if prior is not None:
-            rec.llm_call_id = prior.llm_call_id
-            if evaluation is None and prior.status == "invalid":
-                rec.status = "invalid"
-        new.add_variant(rec)
-        if evaluation is not None:
-            latest = old.latest_evaluation(rec.id) if old is not None else None
-            if latest is not None and _same_evaluation(latest, evaluation):
-                evaluation.output_tail = latest.output_tail
-            new.add_evaluation(evaluation)
-            n_evaluations += 1
-    return seen, n_evaluations
-
-
-def _keep_invalid(old: RunIndex, new: RunIndex, seen: set[str], messages: list[str]) -> None:
-    """Never-committed invalid children live only in the index: carry them over."""
-    kept = 0
-    for prior in old.variants(status="invalid"):
-        if prior.commit_sha is None and prior.id not in seen:
-            new.add_variant(prior)
-            kept += 1
-    if kept:
-        messages.append(f"kept {kept} never-committed invalid variants from the old index")
-
-
-def rebuild_index(run_dir: Path) -> RebuildReport:
-    """Rebuild ``index.sqlite`` from ``repo.git`` (into a temp file, then renamed over the old one).
-
-    Variants come from the branches and their ``Ge-*`` trailers (created_at = commit time), their
-    latest evaluation from the notes. LLM calls, the cache, reflections, events, generation
-    checkpoints and never-committed invalid variants are not in git: they are kept from the old
-    index when it is readable.
-    """
-    run_dir = Path(run_dir)
-    require_run_dir(run_dir)
-    index_path = run_dir / INDEX_FILE
-    version = _newer_schema(index_path)
-    if version is not None:
-        raise GeError(
-            f"{index_path} has schema version {version}, newer than this ge supports ({SCHEMA_VERSION})",
-            "upgrade ge; a rebuild by this version would drop what it cannot read",
-        )
-    tmp_path = run_dir / f"{INDEX_FILE}.rebuild-{os.getpid()}"
-    _remove_sqlite_files(tmp_path)
-    messages: list[str] = []
-    old = _open_old_index(index_path, messages)
-    with GitStore.open(run_dir / REPO_DIR) as store:
-        new = RunIndex.open(tmp_path)
-        try:
-            with new.transaction():
-                seen, n_evaluations = _variants_from_git(store, old, new, messages)
-                if old is not None:
-                    _keep_invalid(old, new, seen, messages)
-            if old is not None:
-                old.close()
-                old = None
-                messages.extend(new.copy_tables_from(index_path, _INDEX_ONLY_TABLES))
-            seed_id = _seed_variant(store)
-            if seed_id and new.get_meta(META_SEED) is None:
-                new.set_meta(META_SEED, seed_id)
-            new.set_meta("rebuilt_at", repr(time.time()))
-        except BaseException:
-            new.close()
-            _remove_sqlite_files(tmp_path)
-            raise
-        finally:
-            if old is not None:
-                old.close()
-        new.close(single_file=True)
-    # The old index's WAL must not be applied to the new file: drop it before the rename.
-    for suffix in ("-wal", "-shm"):
-        Path(f"{index_path}{suffix}").unlink(missing_ok=True)
-    os.replace(tmp_path, index_path)
-    messages.insert(0, f"rebuilt {index_path.name}: {len(seen)} variants, {n_evaluations} evaluations")
-    return RebuildReport(len(seen), n_evaluations, messages)
-
-
-def _evaluation_from_note(
-    variant_id: str, text: str | None, messages: list[str]
-) -> EvaluationRecord | None:
-    if text is None:
-        return None
-    try:
-        return EvaluationRecord.from_note(variant_id, text)
-    except ValueError:
-        messages.append(f"note of variant {variant_id} is not an evaluation; ignored")
-        return None
-
-
-def check(run_dir: Path, repair: bool = False, temp_min_age_s: float = 60.0) -> DoctorReport:
+def check(
+    run_dir: Path, repair: bool = False, temp_min_age_s: float = 60.0, clear_record: bool = False
+) -> DoctorReport:
     """Compare the index with git (branches, notes) and run ``git fsck``.
 
-    With ``repair``: variants in git but not in the index are added; index rows whose commit never
-    landed are removed (or their branch restored when the commit object exists); a note missing
-    for an index evaluation is written, an index row missing for a note is added; stale temp files
-    of a killed writer are deleted. Run it only while no engine writes the run.
+    With ``repair``: lost branches are put back from the commits left in git; variants in git
+    but not in the index are added; index rows whose commit never landed are removed (or their
+    branch restored when the commit object exists); a note missing for an index evaluation is
+    written, an index row missing for a note is added; stale temp files of a killed writer are
+    deleted. Run it only while no engine writes the run. The damage record a run left is
+    cleared (with ``repair`` or ``clear_record``) once nothing is left to repair.
     """
-    run_dir = Path(run_dir)
-    report = DoctorReport(ok=True)
-    unresolved = 0
-
-    def problem(text: str, fixed: str | None = None) -> None:
-        nonlocal unresolved
-        report.problems.append(text)
-        if fixed is not None and repair:
-            report.repaired.append(fixed)
-        else:
-            unresolved += 1
-
-    require_run_dir(run_dir)
-    _check_config(run_dir, problem)
-    index_path = run_dir / INDEX_FILE
-    version = _newer_schema(index_path)
+    paths = RunPaths(Path(run_dir))
+    require_run_dir(paths.root)
+    found = _Findings(repair)
+    found.groups[_RECORD] = []  # the damage record's line comes first, though checked last
+    _check_config(paths.root, found)
+    version = newer_schema(paths.index)
     if version is not None:
-        problem(
+        found(
             f"index has schema version {version}, newer than this ge supports ({SCHEMA_VERSION}): "
             "upgrade ge (a repair by this version would drop what it cannot read)"
         )
-        report.ok = False
-        return report
-    with GitStore.open(run_dir / REPO_DIR) as store:
-        clean, output = store.fsck()
-        if not clean:
-            problem(f"git fsck reports errors: {output.splitlines()[0] if output else 'no output'}")
-        for attempt in (1, 2):
-            try:
-                if not index_path.is_file():
-                    raise RunStateError(f"index not found: {index_path.name}")
-                index = RunIndex.open(index_path, readonly=not repair)
-            except GeError as err:
-                if not repair or attempt == 2:
-                    problem(f"index unusable: {err.message}")
-                    report.ok = False
-                    return report
-                rebuilt = rebuild_index(run_dir)
-                problem(f"index unusable: {err.message}", "; ".join(rebuilt.messages))
-                index = RunIndex.open(index_path)
-            try:
-                with index:
-                    _check_variants(store, index, repair, problem)
-                    _check_notes(store, index, repair, problem)
-                    _check_seed(store, index, repair, problem)
-                break
-            except sqlite3.DatabaseError as err:  # a damaged index that still opens (a table missing, ...)
-                if not repair or attempt == 2:
-                    problem(f"index unusable: {err}")
-                    report.ok = False
-                    return report
-                rebuilt = rebuild_index(run_dir)
-                problem(f"index unusable: {err}", "; ".join(rebuilt.messages))
-        for path in store.stale_temp_files(temp_min_age_s):
-            if repair:
-                path.unlink(missing_ok=True)
-                report.repaired.append(f"removed stale temp file {path.relative_to(run_dir)}")
-    report.ok = unresolved == 0
-    return report
+        return found.report()
+    if _check_layout(paths, repair, found):
+        with GitStore.open(paths.repo) as store:
+            _check_refs(store, paths, repair, found)
+            clean, output = store.fsck()
+            if not clean:
+                found(
+                    f"git fsck reports errors: {output.splitlines()[0] if output else 'no output'}"
+                )
+            _check_index(store, paths, repair, found)
+            for path in store.stale_temp_files(temp_min_age_s):
+                if repair:
+                    path.unlink(missing_ok=True)
+                    found.resolved("", f"removed stale temp file {path.relative_to(paths.root)}")
+    _check_record(paths, repair or clear_record, found)
+    return found.report()
+
+
+def _check_layout(paths: RunPaths, repair: bool, found: _Findings) -> bool:
+    """Whether the repository can be opened (after putting back its refs/ and HEAD, if asked)."""
+    layout = GitStore.layout_damage(paths.repo)
+    if layout is None:
+        return True
+    if not GitStore.layout_restorable(paths.repo):
+        found(f"{layout}; {what_is_left(paths.root, paths.index, paths.logs)}")
+        return False
+    if not repair:
+        found(f"{layout}; --repair puts them back from the commits still in its objects", "")
+        return False
+    found.resolved("", "; ".join(GitStore.restore_layout(paths.repo)))  # _check_refs says the rest
+    return True
+
+
+def _check_refs(store: GitStore, paths: RunPaths, repair: bool, found: _Findings) -> None:
+    """A repository without its seed branch lost its refs: put them back from its objects."""
+    if store.branch_sha(SEED_BRANCH) is not None:
+        return
+    text = f"{paths.repo.name} lost its branches (refs deleted)"
+    if not repair:
+        found(f"{text}; --repair puts them back from the commits still in its objects", "")
+        return
+    known: dict[str, str] = {}
+    try:
+        with RunIndex.open(paths.index, readonly=True) as index:
+            known = {v.branch: v.commit_sha for v in index.variants() if v.branch and v.commit_sha}
+    except (GeError, sqlite3.Error):
+        pass  # the index is damaged too: the newest commit of each branch is taken
+    restored = recover_refs(store, known)
+    found(text, "; ".join(restored) if store.branch_sha(SEED_BRANCH) else None)
+
+
+def _check_index(store: GitStore, paths: RunPaths, repair: bool, found: _Findings) -> None:
+    """The index opens and agrees with git; an unusable one is rebuilt when repairing."""
+    for attempt in (1, 2):
+        try:
+            if not paths.index.is_file():
+                raise RunStateError(f"index not found: {paths.index.name}")
+            index = RunIndex.open(paths.index, readonly=not repair)
+        except GeError as err:
+            if not repair or attempt == 2:
+                found(f"index unusable: {err.message}", None if repair else "")
+                return
+            found(f"index unusable: {err.message}", "; ".join(rebuild_index(paths.root).messages))
+            index = RunIndex.open(paths.index)
+        try:
+            with index:
+                _check_variants(store, index, repair, found)
+                _check_notes(store, index, repair, found)
+                _check_seed(store, index, repair, found)
+            return
+        except (
+            sqlite3.DatabaseError
+        ) as err:  # a damaged index that still opens (a table missing, ...)
+            if not repair or attempt == 2:
+                found(f"index unusable: {err}", None if repair else "")
+                return
+            found(f"index unusable: {err}", "; ".join(rebuild_index(paths.root).messages))
+
+
+def _check_record(paths: RunPaths, clear: bool, found: _Findings) -> None:
+    """The damage a run recorded when it stopped: cleared once nothing is left to repair."""
+    recorded = damage.recorded(paths.damage)
+    if not recorded:
+        return
+    text = "the run stopped on damage: " + "; ".join(d.what for d in recorded)
+    if clear and found.unresolved == 0:
+        damage.clear(paths.damage)
+        found.resolved(text, f"cleared {paths.damage.name}: nothing of that damage is left", _RECORD)
+        return
+    said = [line for kind, items in found.groups.items() if kind != _RECORD for line, _ in items]
+    if found.unresolved and all(any(d.what in line for line in said) for d in recorded):
+        return  # the lines above say it already
+    found(text, "", kind=_RECORD)
 
 
 def _check_config(run_dir: Path, report_problem: _Problem) -> None:
     """The run's frozen config, when there, must load: every other command needs it."""
-    from guided_evolution.config import ResolvedConfig
-
     if not (run_dir / CONFIG_FILE).exists():
+        report_problem(
+            f"{CONFIG_FILE} is gone (the run's frozen config: restore it from a backup; doctor cannot rebuild it)"
+        )
         return
     try:
         ResolvedConfig.load(run_dir / CONFIG_FILE)
     except GeError as err:
-        report_problem(f"{CONFIG_FILE} unusable: {err.message} (restore it from a backup; doctor cannot rebuild it)")
+        report_problem(
+            f"{CONFIG_FILE} unusable: {err.message} (restore it from a backup; doctor cannot rebuild it)"
+        )
 
 
 def _check_seed(store: GitStore, index: RunIndex, repair: bool, report_problem: _Problem) -> None:
     """The index must name the seed variant (`ge resume` and `ge diff` start from it)."""
-    seed_id = _seed_variant(store)
+    seed_id = seed_variant(store)
     if seed_id is None or index.get_meta(META_SEED) == seed_id:
         return
     if repair:
@@ -367,7 +289,7 @@ def _check_variants(
     rows = {rec.id: rec for rec in index.variants()}
     git_ids: set[str] = set()
     for branch, sha in sorted(branches.items()):
-        rec = _variant_from_commit(store, branch, sha)
+        rec = variant_from_commit(store, branch, sha)
         if rec is None:
             report_problem(f"branch {branch} has no Ge-Variant trailer")
             continue
@@ -375,9 +297,9 @@ def _check_variants(
         row = rows.get(rec.id)
         if row is None:
             note = store.get_note(sha)
-            evaluation = _evaluation_from_note(rec.id, note, [])
+            evaluation = evaluation_from_note(rec.id, note, [])
             if evaluation is not None:
-                rec.status = _NOTE_STATUS[evaluation.status]
+                rec.status = NOTE_STATUS[evaluation.status]
             if repair:
                 with index.transaction():
                     record_variant(store, index, rec)
@@ -386,6 +308,7 @@ def _check_variants(
             report_problem(
                 f"variant {rec.id} ({branch}) is in git but not in the index",
                 f"added variant {rec.id} to the index",
+                kind="added",
             )
         elif row.commit_sha != sha or row.branch != branch:
             if repair:
@@ -393,6 +316,7 @@ def _check_variants(
             report_problem(
                 f"variant {rec.id}: index says {row.branch}@{(row.commit_sha or '-')[:12]}, git has {branch}@{sha[:12]}",
                 f"variant {rec.id} now points at {branch}@{sha[:12]}",
+                kind="moved",
             )
     for vid, row in rows.items():
         if vid in git_ids:
@@ -405,6 +329,7 @@ def _check_variants(
             report_problem(
                 f"variant {vid}: commit {row.commit_sha[:12]} exists but branch {row.branch} is missing",
                 f"restored branch {row.branch}",
+                kind="branch",
             )
         else:
             if repair:
@@ -412,31 +337,34 @@ def _check_variants(
             report_problem(
                 f"variant {vid} is in the index but its commit never landed in git",
                 f"removed variant {vid} from the index (it can be created again)",
+                kind="gone",
             )
 
 
 def _check_notes(store: GitStore, index: RunIndex, repair: bool, report_problem: _Problem) -> None:
     notes = store.notes()
     latest = index.latest_evaluations()
+    to_write: dict[str, str] = {}  # one notes commit for all the notes written
     for rec in index.variants():
         if rec.commit_sha is None or not store.has_commit(rec.commit_sha):
             continue
         text = notes.get(rec.commit_sha)
         mine = latest.get(rec.id)
-        theirs = _evaluation_from_note(rec.id, text, []) if text is not None else None
+        theirs = evaluation_from_note(rec.id, text, []) if text is not None else None
         if text is not None and theirs is None:
             report_problem(f"variant {rec.id}: its note is not an evaluation")
             continue
         final = mine
         if mine is not None and theirs is None:
             if repair:
-                store.set_note(rec.commit_sha, mine.to_note())
+                to_write[rec.commit_sha] = mine.to_note()
             report_problem(
                 f"variant {rec.id}: evaluated in the index but has no git note",
                 f"wrote the note of variant {rec.id}",
+                kind="note",
             )
         elif theirs is not None and (
-            mine is None or (theirs.attempt >= mine.attempt and not _same_evaluation(mine, theirs))
+            mine is None or (theirs.attempt >= mine.attempt and not same_evaluation(mine, theirs))
         ):
             final = theirs
             if repair:
@@ -444,19 +372,23 @@ def _check_notes(store: GitStore, index: RunIndex, repair: bool, report_problem:
             report_problem(
                 f"variant {rec.id}: its git note has an evaluation the index lacks",
                 f"added the evaluation of variant {rec.id} from its note",
+                kind="note-new",
             )
-        elif mine is not None and theirs is not None and not _same_evaluation(mine, theirs):
+        elif mine is not None and theirs is not None and not same_evaluation(mine, theirs):
             if repair:
-                store.set_note(rec.commit_sha, mine.to_note())
+                to_write[rec.commit_sha] = mine.to_note()
             report_problem(
                 f"variant {rec.id}: its git note is older than the index's evaluation",
                 f"rewrote the note of variant {rec.id}",
+                kind="note-old",
             )
-        if final is not None and rec.status not in (_NOTE_STATUS[final.status], "invalid"):
-            expected = _NOTE_STATUS[final.status]
+        if final is not None and rec.status not in (NOTE_STATUS[final.status], "invalid"):
+            expected = NOTE_STATUS[final.status]
             if repair:
                 index.set_variant_status(rec.id, expected)
             report_problem(
                 f"variant {rec.id}: status {rec.status}, but its latest evaluation is {final.status}",
                 f"set the status of variant {rec.id} to {expected}",
+                kind="status",
             )
+    store.set_notes(to_write)

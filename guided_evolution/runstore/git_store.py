@@ -21,6 +21,7 @@ git commands behind one class, shared by the engine, doctor and the inspection c
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
@@ -36,12 +37,13 @@ from typing import Any, TypeVar
 import pygit2
 from pygit2.enums import ObjectType
 
-from guided_evolution.errors import GeError, RunStateError
+from guided_evolution.errors import GeError, RunDamagedError, RunStateError
 from guided_evolution.runstore.records import SEED_BRANCH
 
 _T = TypeVar("_T")
 
 NOTES_REF = "refs/notes/ge"
+NOTES_MESSAGE = "Notes added by ge\n"  # every notes commit's message (they have no parents)
 STORE_VERSION = 1
 AUTHOR_NAME, AUTHOR_EMAIL = "ge", "ge@localhost"
 
@@ -64,13 +66,20 @@ _KIND = {ObjectType.COMMIT: "commit", ObjectType.TREE: "tree", ObjectType.BLOB: 
 
 def _writing(method: Callable[..., _T]) -> Callable[..., _T]:
     """A write of the store: libgit2's failure (e.g. a full disk, which it may report as "no
-    error") becomes a one-line RunStateError instead of a pygit2 traceback."""
+    error", or a repository deleted under the run) becomes a one-line RunStateError (a
+    RunDamagedError when the repository is damaged) instead of a pygit2 traceback."""
 
     @functools.wraps(method)
     def wrapper(self: GitStore, *args: Any, **kwargs: Any) -> _T:
         try:
             return method(self, *args, **kwargs)
-        except pygit2.GitError as err:
+        except (pygit2.GitError, OSError) as err:
+            damage = GitStore.layout_damage(self.path)
+            if damage is not None:
+                flag = "--repair" if GitStore.layout_restorable(self.path) else None
+                raise RunDamagedError(self.path.parent, damage, flag) from None
+            if isinstance(err, OSError) and err.errno not in (errno.ENOSPC, errno.EDQUOT, None):
+                raise
             raise RunStateError(
                 f"cannot write to {self.path}: {err}", "check free disk space and permissions"
             ) from None
@@ -219,6 +228,46 @@ class GitStore:
         except pygit2.GitError:
             return False
 
+    @staticmethod
+    def layout_damage(path: Path) -> str | None:
+        """What is missing from the repository's layout (one line), or None when it is whole.
+
+        Only looks at the file system: cheap enough to call between writes.
+        """
+        name = path.name
+        if not path.is_dir():
+            return f"{name} is gone (the git record of every variant)"
+        if not (path / "objects").is_dir():
+            return f"{name}/objects is gone (the code of every variant)"
+        if not GitStore._is_ge_repo(path):
+            return f"{name}/config is gone or damaged: it is not a ge repository any more"
+        missing = [part for part in ("refs", "HEAD") if not (path / part).exists()]
+        if "refs" in missing:
+            return f"{name} lost its branches ({' and '.join(missing)} deleted)"
+        return f"{name} lost its HEAD" if missing else None
+
+    @staticmethod
+    def layout_restorable(path: Path) -> bool:
+        """Whether :meth:`restore_layout` can make the repository whole (it kept its objects)."""
+        return (Path(path) / "objects").is_dir() and GitStore._is_ge_repo(Path(path))
+
+    @staticmethod
+    def restore_layout(path: Path) -> list[str]:
+        """Recreate ``refs/`` and ``HEAD`` of a repository that still has its objects and config
+        (what libgit2 needs to open it); one line per thing recreated."""
+        path = Path(path)
+        if not GitStore.layout_restorable(path):
+            return []
+        done = []
+        if not (path / "refs" / "heads").is_dir():
+            for sub in ("heads", "tags"):
+                (path / "refs" / sub).mkdir(parents=True, exist_ok=True)
+            done.append(f"recreated {path.name}/refs")
+        if not (path / "HEAD").is_file():
+            (path / "HEAD").write_text(f"ref: refs/heads/{SEED_BRANCH}\n")
+            done.append(f"recreated {path.name}/HEAD")
+        return done
+
     def close(self) -> None:
         """Release libgit2's file handles (the store stays usable: they reopen on demand)."""
         self._repo.free()
@@ -257,16 +306,38 @@ class GitStore:
             return None
         try:
             return self._repo.get(sha)
-        except pygit2.GitError as err:
-            raise RunStateError(f"corrupt git object {sha}: {err}", "run `ge doctor`") from err
+        except (pygit2.GitError, OSError) as err:
+            raise self._damaged(f"git object {str(sha)[:12]} cannot be read ({err})") from None
+
+    def _damaged(self, what: str) -> RunDamagedError:
+        """The error for a read that failed: the repository's layout damage when it has some."""
+        layout = self.layout_damage(self.path)
+        flag = "--repair" if layout and self.layout_restorable(self.path) else None
+        return RunDamagedError(self.path.parent, layout or what, flag)
 
     def _object(self, sha: str | pygit2.Oid, kind: ObjectType) -> Any:
         found = self._get(sha)
         if found is None:
-            raise RunStateError(f"git object {sha} not found in {self.path}", "run `ge doctor`")
+            raise self._damaged(f"git object {str(sha)[:12]} is missing from {self.path.name}")
         if found.type != kind:
             raise RunStateError(f"git object {sha} is a {found.type_str}, not a {_KIND[kind]}")
         return found
+
+    def missing_objects(self, shas: Iterable[str]) -> list[str]:
+        """The shas (full, hex) of ``shas`` whose object is not in the repository (cheap: no
+        object is read)."""
+        odb = self._repo.odb
+        try:
+            return [sha for sha in shas if not _HEX40.match(sha) or not odb.exists(sha)]
+        except (pygit2.GitError, OSError) as err:
+            raise self._damaged(f"its objects cannot be read ({err})") from None
+
+    def commits(self) -> Iterator[CommitInfo]:
+        """Every commit object of the repository, reachable or not (for recovering lost refs)."""
+        odb = self._repo.odb
+        for oid in odb:
+            if odb.read_header(oid)[0] == ObjectType.COMMIT:
+                yield self.commit_info(str(oid))
 
     def has_commit(self, commit: str) -> bool:
         """True when ``commit`` is a full sha of a commit in the repository."""
@@ -346,11 +417,15 @@ class GitStore:
         """Branch name -> commit sha, for branches whose name starts with ``prefix``."""
         start = f"refs/heads/{prefix}"
         result = {}
-        for ref in self._repo.references.iterator():
-            if ref.name.startswith(start):
-                sha = self._read_ref(ref.name)
+        try:
+            names = [ref.name for ref in self._repo.references.iterator()]
+        except (pygit2.GitError, OSError) as err:
+            raise self._damaged(f"its refs cannot be read ({err})") from None
+        for name in names:
+            if name.startswith(start):
+                sha = self._read_ref(name)
                 if sha is not None:
-                    result[ref.name[len("refs/heads/") :]] = sha
+                    result[name[len("refs/heads/") :]] = sha
         return result
 
     @_writing
@@ -494,10 +569,26 @@ class GitStore:
 
     # ----------------------------------------------------------------- notes
 
+    def notes_at(self, notes_commit: str) -> dict[str, str]:
+        """Commit sha -> note text in one notes commit (an old one too: for recovering notes)."""
+        found = {}
+        for path, _mode, blob in self._walk(self.commit_info(notes_commit).tree):
+            name = path.replace("/", "")
+            if _HEX40.match(name):
+                found[name] = self._note_text(blob)
+        return found
+
     def _load_notes(self) -> _NotesState:
         ref = self._read_ref(NOTES_REF)
         if self._notes is not None and self._notes.ref == ref:
             return self._notes
+        if self._notes is not None and self._notes.ref is not None and ref is None:
+            self._notes = None
+            raise RunDamagedError(
+                self.path.parent,
+                f"{self.path.name} lost {NOTES_REF} (the evaluations' notes)",
+                "--repair",
+            )
         state = _NotesState(ref)
         if ref is not None:
             for path, _mode, blob in self._walk(self.commit_info(ref).tree):
@@ -509,6 +600,14 @@ class GitStore:
 
     def _flat_tree(self, entries: Mapping[str, pygit2.Oid], mode: int) -> pygit2.Oid:
         return self._write_tree_entries((name.encode(), mode, oid) for name, oid in entries.items())
+
+    @_writing
+    def set_notes_commit(self, commit: str) -> None:
+        """Point refs/notes/ge at an existing notes commit (used by repairs)."""
+        if not self.has_commit(commit):
+            raise RunStateError(f"cannot point {NOTES_REF} at {commit}: no such commit")
+        self._write_ref(NOTES_REF, commit)
+        self._notes = None
 
     @_writing
     def set_note(self, commit: str, text: str, timestamp: float | None = None) -> None:
@@ -538,7 +637,7 @@ class GitStore:
                     state.bucket_trees[name] = self._flat_tree(names, MODE_FILE)
             root = self._flat_tree(state.bucket_trees, MODE_TREE)
             # No parent: `git log --all` then shows one notes commit, not one per note.
-            note_commit = self._write_commit(root, [], "Notes added by ge\n", timestamp)
+            note_commit = self._write_commit(root, [], NOTES_MESSAGE, timestamp)
             self._write_ref(NOTES_REF, note_commit)
             state.ref = note_commit
         except BaseException:

@@ -38,9 +38,13 @@ def record_variant(
     sha = store.branch_sha(record.branch)
     if sha is None:
         if tree is None:
-            raise ValueError(f"variant {record.id}: branch {record.branch} is missing and no tree given")
+            raise ValueError(
+                f"variant {record.id}: branch {record.branch} is missing and no tree given"
+            )
         message = record.to_commit_message(description, steps)
-        sha = store.commit(dict(tree), list(parent_commits), message, record.branch, timestamp=timestamp)
+        sha = store.commit(
+            dict(tree), list(parent_commits), message, record.branch, timestamp=timestamp
+        )
     stored = dataclasses.replace(record, commit_sha=sha)
     index.add_variant(stored)
     return stored

@@ -151,7 +151,9 @@ class VariantRecord:
             return "seed"
         what = " then ".join(steps) if steps else self.operator
         who = self.persona or self.prompt_name
-        return f"{what} of {self.segment} ({who}, {self.model or ''}, T={self.temperature or 0.0:.2f})"
+        return (
+            f"{what} of {self.segment} ({who}, {self.model or ''}, T={self.temperature or 0.0:.2f})"
+        )
 
     def trailers(self) -> dict[str, Any]:
         """The ``Ge-*`` fields the index is rebuilt from (see :meth:`from_commit`)."""

@@ -257,7 +257,8 @@ class RunIndex:
             return
         with self.transaction() as conn:
             conn.executemany(
-                "UPDATE llm_calls SET variant_id = ? WHERE id = ?", [(variant_id, c) for c in call_ids]
+                "UPDATE llm_calls SET variant_id = ? WHERE id = ?",
+                [(variant_id, c) for c in call_ids],
             )
 
     def delete_variant(self, variant_id: str) -> None:

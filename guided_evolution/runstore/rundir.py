@@ -15,7 +15,8 @@ from pathlib import Path
 
 from guided_evolution import __version__
 from guided_evolution.config import GeConfig, ResolvedConfig
-from guided_evolution.errors import ConfigError, GeError, RunStateError
+from guided_evolution.errors import ConfigError, GeError, RunDamagedError, RunStateError
+from guided_evolution.runstore import damage
 
 CONFIG_FILE = "config.json"
 REPO_DIR = "repo.git"
@@ -23,6 +24,9 @@ INDEX_FILE = "index.sqlite"
 LOCK_FILE = "lock"
 WORK_DIR = "work"
 LOG_DIR = "logs"
+DAMAGE_FILE = "damage.json"  # written by a run that found its record damaged; cleared by doctor
+_OWN_MARKS = (CONFIG_FILE, REPO_DIR, INDEX_FILE, DAMAGE_FILE)  # only ge makes these
+_SHARED_MARKS = (LOCK_FILE, LOG_DIR, WORK_DIR)  # common names: two of them make a run
 
 
 @dataclass(frozen=True)
@@ -52,17 +56,58 @@ class RunPaths:
         return self.root / WORK_DIR
 
     @property
+    def damage(self) -> Path:
+        return self.root / DAMAGE_FILE
+
+    @property
     def logs(self) -> Path:
         return self.root / LOG_DIR
 
 
-def open_run(run_dir: Path) -> tuple[RunPaths, ResolvedConfig]:
-    """Paths and frozen config of an existing run; a clear error when it is not one."""
+def looks_like_run(run_dir: Path) -> bool:
+    """Whether a directory holds parts of a run (so it is a damaged run, not some directory):
+    its config, repository, index or damage record, or two of its lock, logs/ and work/."""
+    run_dir = Path(run_dir)
+    if any((run_dir / name).exists() for name in _OWN_MARKS):
+        return True
+    return sum((run_dir / name).exists() for name in _SHARED_MARKS) >= 2
+
+
+def require_run_dir(run_dir: Path) -> None:
+    """Raise a one-line error unless ``run_dir`` is a run directory, whole or damaged (before a
+    command takes its lock: never create a lock file elsewhere)."""
+    run_dir = Path(run_dir)
     if not run_dir.is_dir():
         if run_dir.exists():
-            raise RunStateError(f"{run_dir} is a file, not a run directory", "pass a directory created by `ge run`")
-        raise RunStateError(f"run directory not found: {run_dir}", "pass a directory created by `ge run`")
+            raise RunStateError(
+                f"{run_dir} is a file, not a run directory", "pass a directory created by `ge run`"
+            )
+        raise RunStateError(
+            f"run directory not found: {run_dir}", "pass a directory created by `ge run`"
+        )
+    if not looks_like_run(run_dir):
+        raise RunStateError(
+            f"{run_dir} is not a ge run directory (no {REPO_DIR})",
+            "pass a directory created by `ge run`",
+        )
+
+
+def open_run(run_dir: Path, check_damage: bool = True) -> tuple[RunPaths, ResolvedConfig]:
+    """Paths and frozen config of an existing run; a clear error when it is not one.
+
+    A directory that holds parts of a run but lost others is damaged, not "not a run": the error
+    says what is gone and names `ge doctor`. With ``check_damage`` (every reader), the damage that
+    a run recorded when it stopped and the cheap signs of damage (the index's header, the
+    repository's layout and seed branch) are reported too; `ge resume` repairs instead.
+    """
+    if not run_dir.is_dir():
+        require_run_dir(run_dir)
     paths = RunPaths(run_dir.resolve())
+    left = f"restore it from a backup; `ge doctor {run_dir}` says what is left"
+    if not paths.config.exists() and looks_like_run(paths.root):
+        raise RunDamagedError(
+            run_dir, f"its {CONFIG_FILE} is gone (the run's frozen config)", None, left
+        )
     try:
         resolved = ResolvedConfig.load(paths.config)
     except ConfigError as err:
@@ -73,12 +118,15 @@ def open_run(run_dir: Path) -> tuple[RunPaths, ResolvedConfig]:
             f"restore {paths.config} from a backup, or start a new run",
         ) from None
     if not paths.repo.is_dir():
-        raise RunStateError(
-            f"{run_dir} has no {REPO_DIR} (the git record of its variants)",
-            "restore it from a backup, or start a new run",
+        raise RunDamagedError(
+            run_dir, f"it has no {REPO_DIR} (the git record of its variants)", None, left
         )
     if not paths.index.exists():
-        raise RunStateError(f"{run_dir} has no {INDEX_FILE}", f"run `ge doctor {run_dir} --rebuild-index`")
+        raise RunDamagedError(run_dir, f"it has no {INDEX_FILE}", damage.REBUILD)
+    if check_damage:
+        found = damage.recorded(paths.damage) + damage.current(paths.index, paths.repo)
+        if found:
+            raise damage.error(run_dir, found)
     return paths, resolved
 
 
@@ -93,7 +141,10 @@ class RunLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise RunStateError(f"cannot open {self.path}: {err.strerror}", "check that the run directory is writable") from None
+            raise RunStateError(
+                f"cannot open {self.path}: {err.strerror}",
+                "check that the run directory is writable",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -113,7 +164,8 @@ class RunLock:
                 f"cannot lock {self.path.parent}: "
                 + ("no space left on the device" if full else (err.strerror or str(err))),
                 f"free some disk space, then `ge resume {self.path.parent}`"
-                if full else "check that the run directory is writable",
+                if full
+                else "check that the run directory is writable",
             ) from None
         self._fd = fd
         return self
@@ -160,12 +212,16 @@ def create_run_dir(resolved: ResolvedConfig, build: Callable[[RunPaths], None]) 
     """
     final = Path(resolved.run_dir)
     if final.exists():
-        raise RunStateError(f"run directory {final} already exists", "pass another --run-dir, or `ge resume` it")
+        raise RunStateError(
+            f"run directory {final} already exists", "pass another --run-dir, or `ge resume` it"
+        )
     parent = final.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise GeError(f"cannot create run directory {parent}: {err.strerror}", "pass a writable --run-dir") from None
+        raise GeError(
+            f"cannot create run directory {parent}: {err.strerror}", "pass a writable --run-dir"
+        ) from None
     if not os.access(parent, os.W_OK):
         raise GeError(f"run directory {parent} is not writable", "pass a writable --run-dir")
     tmp = parent / f".{final.name}.creating-{os.getpid()}"
@@ -188,7 +244,8 @@ def create_run_dir(resolved: ResolvedConfig, build: Callable[[RunPaths], None]) 
             ) from None
         if isinstance(err, OSError):
             raise GeError(
-                f"cannot write run directory {final}: {err.strerror or err}", "check free disk space and permissions"
+                f"cannot write run directory {final}: {err.strerror or err}",
+                "check free disk space and permissions",
             ) from None
         raise
     return RunPaths(final)
