@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -192,6 +193,10 @@ def test_fork_bomb_is_contained(tmp_path: Path) -> None:
         sandbox.cleanup(workdir)
     forked = int(out.strip())
     assert 0 < forked < limit
+    # SIGKILL is asynchronous: a killed process may still be listed for a moment.
+    deadline = time.monotonic() + 5
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert processes_with(marker) == []
 
 
@@ -263,3 +268,35 @@ def test_landlock_backend_works_for_an_unprivileged_user(tmp_path: Path) -> None
         assert (base / "run" / "index.sqlite").read_text() == "index"
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_devices_work_and_socket_directories_are_empty(sandbox: Sandbox, tmp_path: Path) -> None:
+    """/dev/null stays a device (also when a credential file is masked with it); the directories
+    that hold path-named unix sockets (/run, /var/tmp) are empty; /etc is read-only."""
+    workdir = tmp_path / "work" / "v1"
+    workdir.mkdir(parents=True)
+    result = _run(
+        sandbox,
+        """
+        import os, stat
+        print("null is a device:", stat.S_ISCHR(os.stat("/dev/null").st_mode))
+        with open("/dev/null", "r+b") as fh:
+            fh.write(b"x")
+        for d in ("/run", "/var/tmp"):
+            if os.path.isdir(d):
+                print("listing", d, os.listdir(d))
+        try:
+            open("/etc/ge-test-file", "w")
+            print("wrote /etc")
+        except OSError as exc:
+            print("refused", type(exc).__name__)
+        """,
+        workdir,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "null is a device: True" in result.stdout
+    for line in result.stdout.splitlines():
+        if line.startswith("listing"):
+            assert line.endswith("[]"), line
+    assert "wrote /etc" not in result.stdout
+    assert not Path("/etc/ge-test-file").exists()

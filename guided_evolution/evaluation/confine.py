@@ -20,12 +20,14 @@ strongest set that works on this machine:
 ``--report`` prints what was applied (one ``confine: ...`` line on stdout) before the exec.
 """
 
+import _signal as signal  # the C module: `signal` would import enum (+3 ms a start)
 import ctypes
 import os
 import resource
-import signal
 import stat
 import sys
+import time
+from types import ModuleType
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -40,10 +42,15 @@ OPEN_TREE_CLONE, AT_RECURSIVE, AT_FDCWD = 1, 0x8000, -100
 MOVE_MOUNT_F_EMPTY_PATH = 4
 MOUNT_ATTR_RDONLY = 1
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_CAP_AMBIENT = 1, 24, 28, 47
+PR_SET_CHILD_SUBREAPER = 36
+SIGKILL = 9
 SECURE_NOROOT_AND_LOCKS = 0x3F  # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS_LOCKED and their locks
 RLIMITS = {"as": 9, "cpu": 0, "fsize": 1, "nproc": 6, "core": 4}
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 EXIT_SETUP = 125
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))  # fmt: skip
 
 
 class ConfineError(Exception):
@@ -232,25 +239,63 @@ def enter_namespaces(kernel: Kernel, spec: Spec) -> list[str]:
     return names
 
 
-def supervise(child: int) -> None:
-    """Wait for ``child``; exit as it did. Termination signals become SIGKILL of the child."""
+def supervise(child: int, reap: bool = False) -> None:
+    """Wait for ``child``; exit as it did. Termination signals become SIGKILL of the child.
+
+    With ``reap`` (no pid namespace to end them), this process is a child subreaper: whatever
+    the command left behind (daemons, ``setsid``) is re-parented here and killed at the end."""
 
     def forward(_signum: int, _frame: object) -> None:
-        os.kill(child, signal.SIGKILL)
+        os.kill(child, SIGKILL)
 
     for sig in SIGNALS:
         signal.signal(sig, forward)
+    status = 0
     while True:
         try:
             _pid, status = os.waitpid(child, 0)
         except InterruptedError:
             continue
         except ChildProcessError:
-            os._exit(EXIT_SETUP)
+            status = EXIT_SETUP << 8
         break
+    if reap:
+        kill_descendants()
     if os.WIFSIGNALED(status):
         os._exit(128 + os.WTERMSIG(status))
     os._exit(os.WEXITSTATUS(status))
+
+
+def kill_descendants(rounds: int = 200) -> None:
+    """SIGKILL every process re-parented to this subreaper until none is left."""
+    me = str(os.getpid())
+    for _ in range(rounds):
+        for pid in _children_of(me):
+            try:  # noqa: SIM105 - contextlib would cost start-up time
+                os.kill(int(pid), SIGKILL)
+            except OSError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            return  # no children at all: nothing can be re-parented here any more
+        time.sleep(0.001)
+
+
+def _children_of(parent: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 1 and fields[1].decode() == parent:
+            found.append(pid)
+    return found
 
 
 def _mountpoint(path: str, is_dir: bool) -> None:
@@ -265,22 +310,24 @@ def _mountpoint(path: str, is_dir: bool) -> None:
 
 
 def build_layout(kernel: Kernel, spec: Spec) -> None:
-    """Apply the mount operations in order; bind sources are cloned from the original tree."""
+    """Apply the mount operations in order; bind sources are cloned from the original tree
+    first (one clone per operation: a clone is a mount, and a mount is in one place only)."""
     kernel.mount("none", "/", None, MS_REC | MS_PRIVATE, "")
-    clones: dict[str, int] = {}
-    for op in spec.ops:
+    clones: dict[tuple[int, str], int] = {}
+    for i, op in enumerate(spec.ops):
         binds = op[0] in ("--bind", "--ro-bind", "--dev-bind") and op[1:] != ("/", "/")
-        if binds and op[1] not in clones:
-            clones[op[1]] = kernel.open_tree(op[1])
-    for op in spec.ops:
+        sources = [op[1]] if binds else []
+        if op[0] == "--dev":
+            sources = [f"/dev/{n}" for n in DEV_NODES if os.path.exists(f"/dev/{n}")]
+        for source in sources:
+            clones[(i, source)] = kernel.open_tree(source)
+    read_only_last: list[str] = []
+    for i, op in enumerate(spec.ops):
         kind = op[0]
         if kind == "--ro-bind" and op[1:] == ("/", "/"):
             kernel.read_only("/", recursive=True)
         elif kind in ("--bind", "--ro-bind", "--dev-bind"):
-            _mountpoint(op[2], stat.S_ISDIR(os.fstat(clones[op[1]]).st_mode))
-            kernel.move_mount(clones[op[1]], op[2])
-            if kind == "--ro-bind":
-                kernel.read_only(op[2], recursive=True)
+            _place(kernel, clones[(i, op[1])], op[2], read_only=kind == "--ro-bind")
         elif kind == "--tmpfs":
             _mountpoint(op[1], True)
             options = ",".join(
@@ -294,9 +341,34 @@ def build_layout(kernel: Kernel, spec: Spec) -> None:
             kernel.mount("proc", op[1], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "")
         elif kind == "--remount-ro":
             kernel.read_only(op[1], recursive=False)
-        # --dev: the host's /dev stays (read-only; device access is Landlock's and the uid's)
+        elif kind == "--dev":
+            nodes = {source: fd for (j, source), fd in clones.items() if j == i}
+            _minimal_dev(kernel, op[1], nodes)
+            read_only_last.append(op[1])
     for fd in clones.values():
         os.close(fd)
+    for path in read_only_last:
+        kernel.read_only(path, recursive=False)
+
+
+def _place(kernel: Kernel, clone: int, target: str, read_only: bool) -> None:
+    _mountpoint(target, stat.S_ISDIR(os.fstat(clone).st_mode))
+    kernel.move_mount(clone, target)
+    if read_only:
+        kernel.read_only(target, recursive=True)
+
+
+def _minimal_dev(kernel: Kernel, dev: str, clones: dict[str, int]) -> None:
+    """A fresh /dev (like bwrap's ``--dev``): the harmless nodes only, no sockets (/dev/log),
+    no disks; GPUs are added by ``--dev-bind`` after it."""
+    kernel.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=65536")
+    for name in DEV_NODES:
+        source = f"/dev/{name}"
+        if source in clones:
+            _place(kernel, clones[source], f"{dev}/{name}", read_only=False)
+    for name, target in DEV_LINKS:
+        os.symlink(target, f"{dev}/{name}")
+    os.mkdir(f"{dev}/shm", 0o755)
 
 
 def drop_privileges(kernel: Kernel, spec: Spec) -> str | None:
@@ -316,11 +388,16 @@ def drop_privileges(kernel: Kernel, spec: Spec) -> str | None:
     return None
 
 
-def apply_landlock(spec: Spec) -> str:
-    """Landlock as the spec asks; a short description of what the kernel applied."""
+def load_landlock() -> ModuleType:
+    """The ``landlock`` module next to this file (imported before the layout hides anything)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import landlock
 
+    return landlock
+
+
+def apply_landlock(landlock: ModuleType, spec: Spec) -> str:
+    """Landlock as the spec asks; a short description of what the kernel applied."""
     read = list(spec.ll_read)
     if spec.ll_hide:
         read += landlock.hiding_rules(spec.ll_hide, "/")
@@ -345,36 +422,42 @@ def apply_landlock(spec: Spec) -> str:
 def confine(spec: Spec) -> list[str]:
     """Apply every layer to this process (forking for the pid namespace); what was applied."""
     kernel = Kernel()
+    landlock = load_landlock() if spec.landlock else None
     applied: list[str] = []
-    kernel.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    kernel.prctl(PR_SET_PDEATHSIG, SIGKILL)
     if spec.ns:
+        # The command becomes pid 1 of the new pid namespace: when it ends, the kernel kills
+        # everything left in it. It dies with this supervisor, which dies with ge.
         applied.append("namespaces: " + ", ".join(enter_namespaces(kernel, spec)))
         child = os.fork()
         if child:
             supervise(child)
-        kernel.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # pid 1 of the new namespace
+        kernel.prctl(PR_SET_PDEATHSIG, SIGKILL)
         build_layout(kernel, spec)
         applied.append("mount layout")
-        for sig in SIGNALS:  # the init: pid 1 ignores what it has no handler for anyway
-            signal.signal(sig, signal.SIG_IGN)
-        child = os.fork()
-        if child:
-            supervise(child)
-        for sig in SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)
     if spec.chdir:
         os.chdir(spec.chdir)
     who = drop_privileges(kernel, spec)
     if who:
         applied.append(who)
+        kernel.prctl(PR_SET_PDEATHSIG, SIGKILL)  # a credential change cleared it
     for kind, value in spec.rlimits:
         soft_hard = resource.getrlimit(kind)[1]
         value = value if soft_hard == resource.RLIM_INFINITY else min(value, soft_hard)
         resource.setrlimit(kind, (value, value))
     if spec.rlimits:
         applied.append("rlimits")
-    if spec.landlock:
-        applied.append(apply_landlock(spec))
+    if landlock is not None:
+        applied.append(apply_landlock(landlock, spec))
+    if not spec.ns:
+        # No pid namespace: stay as a confined subreaper around the command and kill what it
+        # leaves behind (a daemon without ge's token, `env -i setsid ...`).
+        kernel.prctl(PR_SET_CHILD_SUBREAPER, 1)
+        child = os.fork()
+        if child:
+            supervise(child, reap=True)
+        kernel.prctl(PR_SET_PDEATHSIG, SIGKILL)
+        applied.append("subreaper")
     return applied
 
 
@@ -387,11 +470,24 @@ def main(args: list[str]) -> None:
         os._exit(EXIT_SETUP)
     if spec.report:
         os.write(1, ("confine: " + "; ".join(applied) + "\n").encode())
-    try:
-        os.execvp(spec.argv[0], spec.argv)
-    except OSError as exc:
-        os.write(2, f"confine: cannot run {spec.argv[0]}: {exc.strerror}\n".encode())
-        os._exit(127)
+    exec_command(spec.argv)
+
+
+def exec_command(argv: list[str]) -> None:
+    """``execvp`` without its lazy imports (the stdlib may be out of reach after the uid switch)."""
+    name = argv[0]
+    dirs = [""] if "/" in name else os.environ.get("PATH", os.defpath).split(":")
+    error: OSError = FileNotFoundError(2, "not found on PATH")
+    for directory in dirs:
+        try:
+            os.execv(os.path.join(directory, name) if directory else name, argv)
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+            error = exc if not isinstance(error, PermissionError) else error
+        except OSError as exc:
+            error = exc
+            break
+    os.write(2, f"confine: cannot run {name}: {error.strerror}\n".encode())
+    os._exit(127)
 
 
 if __name__ == "__main__":

@@ -137,21 +137,45 @@ def _network(f: Findings) -> tuple[str, bool]:
 
 def _secrets(f: Findings) -> tuple[str, bool]:
     if f.backend == "none":
-        exposed = "ge's /proc entries (its environment, API keys)" if not f.dedicated_uid else "files readable by others"
+        exposed = (
+            "ge's /proc entries (its environment, API keys)"
+            if not f.dedicated_uid
+            else "files readable by others"
+        )
         return f"environment scrubbed, but {exposed} and the run directory are readable", False
     if _own_mounts(f):
-        return "environment scrubbed; run directory and home credentials hidden; /proc shows only the evaluation", True
-    return "environment scrubbed; run directory and homes hidden; other processes' /proc entries denied (Landlock)", True
+        return (
+            "environment scrubbed; run directory and home credentials hidden; /proc shows only the evaluation",
+            True,
+        )
+    if f.is_root and not f.dedicated_uid:
+        return (
+            "environment scrubbed; run directory and homes hidden, but the code runs as uid 0: "
+            "root-only files elsewhere (e.g. /etc/shadow) are READABLE. Fix: keep ge's Python "
+            "and the run directory outside private (0700) directories such as /root, so that a "
+            "dedicated uid can run them",
+            False,
+        )
+    return (
+        "environment scrubbed; run directory and homes hidden; other processes' /proc entries denied (Landlock)",
+        True,
+    )
 
 
 def _processes(f: Findings) -> tuple[str, bool]:
     own = "own pid namespace" if _own_mounts(f) else "ge's pid namespace"
     who = "dedicated uid" if f.dedicated_uid else ("uid 0" if f.is_root else "ge's uid")
     if f.backend == "none":
-        return f"{own}, {who}: evaluated code can signal and trace ge and leave daemons behind", False
+        return (
+            f"{own}, {who}: evaluated code can signal and trace ge and leave daemons behind",
+            False,
+        )
     scoped = _own_mounts(f) or "signals scoped" in f.landlock
     if not scoped:
-        return f"{own}, {who}: signals to ge's other processes are NOT blocked (Landlock ABI < 6)", False
+        return (
+            f"{own}, {who}: signals to ge's other processes are NOT blocked (Landlock ABI < 6)",
+            False,
+        )
     limit = f"at most {f.max_processes} processes" if f.max_processes else "no process-count limit"
     if f.is_root and not f.dedicated_uid:
         limit = "no process-count limit (uid 0)"
@@ -165,7 +189,11 @@ def _resources(f: Findings) -> tuple[str, bool]:
         else "memory unbounded (set evaluator.memory_mb)"
     )
     if _own_mounts(f):
-        tmp = f"/tmp and /dev/shm capped at {f.tmpfs_mb} MB each" if f.tmpfs_mb else "/tmp and /dev/shm uncapped (RAM)"
+        tmp = (
+            f"/tmp and /dev/shm capped at {f.tmpfs_mb} MB each"
+            if f.tmpfs_mb
+            else "/tmp and /dev/shm uncapped (RAM)"
+        )
     else:
         tmp = "temp files on disk in the variant directory"
     files = f"files up to {f.file_size_mb} MB each" if f.file_size_mb else "file size unbounded"

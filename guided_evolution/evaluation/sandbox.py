@@ -77,7 +77,9 @@ class SandboxPolicy:
     output_cap_bytes: int = 1_000_000
     readonly_root: bool = True
     pass_env: tuple[str, ...] = ()
-    readable: tuple[str, ...] = ()  # directories the command may read (e.g. the seed dir and its data)
+    readable: tuple[
+        str, ...
+    ] = ()  # directories the command may read (e.g. the seed dir and its data)
     backend: str = "auto"  # "auto" | "bwrap" | "landlock" | "none"
     tmpfs_mb: int | None = 1024  # size cap of the private /tmp and /dev/shm, each
 
@@ -448,9 +450,7 @@ class Sandbox:
 def _bwrap_knows_size(bwrap: str) -> bool:
     """Whether this bubblewrap accepts ``--size`` (a size cap for ``--tmpfs``, bwrap 0.7+)."""
     try:
-        result = subprocess.run(
-            [bwrap, "--help"], capture_output=True, timeout=10, check=False
-        )
+        result = subprocess.run([bwrap, "--help"], capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return False
     return b"--size" in result.stdout + result.stderr

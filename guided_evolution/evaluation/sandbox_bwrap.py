@@ -19,6 +19,9 @@ from pathlib import Path
 from guided_evolution.evaluation.sandbox_env import CREDENTIAL_PATHS
 from guided_evolution.fsutil import is_within
 
+SOCKET_DIRS = ("/run", "/var/run", "/var/tmp")
+"""Masked with an empty tmpfs (bound back where the command's own paths lie inside)."""
+
 
 @dataclass(frozen=True)
 class HostPaths:
@@ -125,6 +128,14 @@ def bwrap_args(req: BwrapRequest, host: HostPaths) -> list[str]:
     """The bwrap options (before ``--``) that run a command as ``req`` describes."""
     m = _Mounts(_base_args(req))
     targets = (req.workdir, *req.writable)
+    for name in SOCKET_DIRS:
+        # Path-named unix sockets (D-Bus, docker.sock, a user's services) ignore the network
+        # namespace and read-only mounts: hide the directories that hold them.
+        if os.path.isdir(name) and not os.path.islink(name):
+            m.mask(Path(name))
+    resolv = Path(os.path.realpath("/etc/resolv.conf"))
+    if req.network and m.masked(resolv) and os.path.isdir(resolv.parent):
+        m.bind("--ro-bind", resolv.parent)  # DNS for evaluator.network = true
     if req.uid is not None:
         # Root's home is private (0700); mask it and bring back what the command needs.
         for home in host.homes:

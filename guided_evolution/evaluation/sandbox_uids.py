@@ -118,9 +118,7 @@ def _kill_leftovers(lease: Lease, rounds: int = 50) -> int:
             and (
                 # With a dedicated uid (processes cannot change it: no-new-privs), the cheap
                 # owner of /proc/PID says enough; otherwise look for the token in environ.
-                _proc_owner(pid) == lease.uid
-                if lease.uid is not None
-                else _has_token(pid, marker)
+                _proc_owner(pid) == lease.uid if lease.uid is not None else _has_token(pid, marker)
             )
         ]
         if not victims:

@@ -164,8 +164,14 @@ class SlurmExecutor:
             "backend": backend,
             "layers": [],
             "summary": f"slurm: {text}; a node that cannot isolate fails the job",
-            **{aspect: text for aspect in ("filesystem", "network", "secrets", "processes", "resources")},
-            "contained": {a: backend != "none" for a in ("filesystem", "network", "secrets", "processes", "resources")},
+            **{
+                aspect: text
+                for aspect in ("filesystem", "network", "secrets", "processes", "resources")
+            },
+            "contained": {
+                a: backend != "none"
+                for a in ("filesystem", "network", "secrets", "processes", "resources")
+            },
             "warnings": [],
         }
 
