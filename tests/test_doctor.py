@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,9 +15,11 @@ from pathlib import Path
 import pytest
 
 import guided_evolution
-from guided_evolution.config import load_config
+from guided_evolution.config import ConfigError, load_config
+from guided_evolution.errors import RunDamagedError
 from guided_evolution.evolution.segments import variant_id
 from guided_evolution.llm.records import CachedReply, CallRecord
+from guided_evolution.runstore import damage
 from guided_evolution.runstore.doctor import check, rebuild_index
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.recording import record_variant
@@ -27,7 +31,7 @@ from guided_evolution.runstore.records import (
     variant_branch,
 )
 from guided_evolution.runstore.run_index import RunIndex
-from guided_evolution.runstore.rundir import resolve
+from guided_evolution.runstore.rundir import open_run, resolve
 from guided_evolution.seedinit import write_template
 
 SEED = {"main.py": b"x = 1\n", "pkg/helper.py": b"def h():\n    return 0\n"}
@@ -60,11 +64,17 @@ def add(
         **extra,  # type: ignore[arg-type]
     )
     if not in_index:  # git only: what a kill between the branch ref and the index row leaves
-        sha = store.commit(files, [p.commit_sha or "" for p in parents], rec.to_commit_message(),
-                           rec.branch or "", timestamp=rec.created_at)
+        sha = store.commit(
+            files,
+            [p.commit_sha or "" for p in parents],
+            rec.to_commit_message(),
+            rec.branch or "",
+            timestamp=rec.created_at,
+        )
         return dataclasses.replace(rec, commit_sha=sha)
-    return record_variant(store, index, rec, files, [p.commit_sha or "" for p in parents],
-                          timestamp=rec.created_at)
+    return record_variant(
+        store, index, rec, files, [p.commit_sha or "" for p in parents], timestamp=rec.created_at
+    )
 
 
 def evaluate(
@@ -312,6 +322,188 @@ def test_stale_temp_files_are_removed_by_repair(run) -> None:
     report = check(run_dir, repair=True)
     assert report.ok and len(report.repaired) == 2
     assert not tmp_obj.exists() and not tmp_ref.exists()
+
+
+# --------------------------------------------------------------------------- damage
+
+
+def _delete_refs(store: GitStore) -> None:
+    """What a hostile variant can do: every ref (loose and packed) gone, the objects left."""
+    shutil.rmtree(store.path / "refs")
+    (store.path / "packed-refs").unlink(missing_ok=True)
+
+
+def _branches(records: dict[str, VariantRecord]) -> dict[str, str]:
+    return {r.branch or "": r.commit_sha or "" for r in records.values() if r.commit_sha}
+
+
+def test_rebuild_keeps_evaluations_whose_note_was_not_written(run) -> None:
+    """Notes are written once per generation: a rebuild from git alone dropped the evaluations
+    of the generation in flight although the old index still had them."""
+    run_dir, store, index, records = run
+    c = records["c"]
+    index.add_evaluation(
+        EvaluationRecord(c.id, "ok", metrics={"loss": 0.2}, output_tail="c's tail")
+    )
+    index.close()
+    report = rebuild_index(run_dir)
+    assert any("kept 1 evaluations" in m for m in report.messages), report.messages
+    with RunIndex.open(run_dir / "index.sqlite", readonly=True) as idx:
+        kept = idx.latest_evaluation(c.id)
+        assert kept is not None and kept.metrics == {"loss": 0.2} and kept.output_tail == "c's tail"
+    assert "0.2" in (store.get_note(c.commit_sha or "") or "")
+    assert check(run_dir).ok
+
+
+def test_lost_refs_are_put_back_from_the_index_commit_ids(run) -> None:
+    run_dir, store, index, records = run
+    index.close()
+    _delete_refs(store)
+    report = check(run_dir)
+    assert not report.ok and report.repairable, report
+    assert len(report.problems) == 1 and "lost its branches" in report.problems[0], report.problems
+    report = check(run_dir, repair=True)
+    assert report.ok, report.problems
+    assert any("restored 5 branches" in line for line in report.repaired), report.repaired
+    reopened = GitStore.open(store.path)
+    assert {b: reopened.branch_sha(b) for b in _branches(records)} == _branches(records)
+    assert check(run_dir).problems == []
+
+
+def test_lost_refs_and_a_garbage_index_are_recovered_from_the_objects(run) -> None:
+    """Neither the refs nor the index's commit ids are left: the variant commits' trailers name
+    their branches, and the notes commits still hold the evaluations."""
+    run_dir, store, index, records = run
+    variants, latest = snapshot(index.path)
+    index.close()
+    _delete_refs(store)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index.path}{suffix}").unlink(missing_ok=True)
+    index.path.write_bytes(os.urandom(4096))
+    report = check(run_dir, repair=True)
+    assert report.ok, report.problems
+    reopened = GitStore.open(store.path)
+    assert {b: reopened.branch_sha(b) for b in _branches(records)} == _branches(records)
+    rebuilt, rebuilt_latest = snapshot(index.path)
+    assert set(rebuilt) == {k for k, v in variants.items() if v.commit_sha}
+    assert {k: e.metrics for k, e in rebuilt_latest.items()} == {
+        k: e.metrics for k, e in latest.items()
+    }
+
+
+def test_a_missing_repository_is_explained_in_one_line(run) -> None:
+    run_dir, store, index, _records = run
+    index.close()
+    shutil.rmtree(store.path)
+    for repair in (False, True):
+        report = check(run_dir, repair=repair)
+        assert not report.ok and not report.repairable, report
+        assert len(report.problems) == 1, report.problems
+        assert "repo.git is gone" in report.problems[0] and "6 variants" in report.problems[0]
+    with pytest.raises(
+        RunDamagedError, match=re.escape("cannot rebuild index.sqlite: repo.git is gone")
+    ):
+        rebuild_index(run_dir)
+    assert (run_dir / "index.sqlite").is_file()
+
+
+def test_a_deleted_repository_is_a_one_line_error_at_the_next_write(run) -> None:
+    """libgit2 reported it as an OSError (a traceback in `ge run`)."""
+    run_dir, store, _index, _records = run
+    shutil.rmtree(store.path)
+    with pytest.raises(RunDamagedError, match=re.escape("repo.git is gone")) as err:
+        store.commit({"a.py": b"1"}, [], "m", "v/9/x")
+    assert f"ge doctor {run_dir}" in err.value.one_line()
+
+
+@pytest.mark.parametrize("kind", ["header", "replaced", "refs", "repository"])
+def test_the_watch_finds_what_changed_under_the_engine(run, kind: str) -> None:
+    _run_dir, store, index, records = run
+    watch = damage.RunWatch(index.path, store, records["seed"].commit_sha)
+    assert watch.damage() == []
+    if kind == "header":
+        with open(index.path, "r+b") as fh:
+            fh.write(b"hostile!" * 4)
+    elif kind == "replaced":
+        copy = index.path.with_name("copy.sqlite")
+        shutil.copy(index.path, copy)
+        os.replace(copy, index.path)
+    elif kind == "refs":
+        _delete_refs(store)
+    else:
+        shutil.rmtree(store.path)
+    expected = {
+        "header": "header",
+        "replaced": "replaced",
+        "refs": "lost its branches",
+        "repository": "is gone",
+    }
+    found = watch.damage()
+    assert len(found) == 1 and expected[kind] in found[0].what, found
+    assert found[0].flag == {"header": "--rebuild-index", "replaced": "--rebuild-index"}.get(
+        kind, None if kind == "repository" else "--repair"
+    )
+
+
+def test_the_end_of_run_check_finds_deleted_branches_and_objects(run) -> None:
+    _run_dir, store, index, records = run
+    watch = damage.RunWatch(index.path, store, records["seed"].commit_sha)
+    assert damage.verify_run(index.path, watch) == []
+    store.delete_branch(records["a"].branch or "")
+    d_sha = records["d"].commit_sha or ""
+    (store.path / "objects" / d_sha[:2] / d_sha[2:]).unlink()  # loose: the run was not compacted
+    found = damage.verify_run(index.path, watch)
+    assert [(d.what.split(" (")[0], d.flag) for d in found] == [
+        ("the commits of 1 of 5 variants are gone from repo.git", None),
+        ("1 of 5 variant branches are gone from repo.git", "--repair"),
+    ], found
+
+
+def test_a_directory_with_parts_of_a_run_is_a_damaged_run(tmp_path: Path) -> None:
+    """`ge status` called a run whose config.json a variant deleted "not a ge run directory"."""
+    for name in ("logs", "work"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "lock").write_text("")
+    with pytest.raises(RunDamagedError, match=re.escape("config.json is gone")) as err:
+        open_run(tmp_path)
+    assert f"ge doctor {tmp_path}" in err.value.one_line()
+    (tmp_path / "lock").unlink()
+    (tmp_path / "work").rmdir()
+    with pytest.raises(ConfigError, match="not a ge run directory"):  # only logs/: any directory
+        open_run(tmp_path)
+
+
+def test_a_recorded_damage_is_reported_until_doctor_clears_it(run) -> None:
+    run_dir, _store, index, _records = run
+    index.close()
+    damage.record(
+        run_dir / "damage.json",
+        [damage.Damage("index.sqlite was replaced", "--rebuild-index")],
+        "test",
+    )
+    with pytest.raises(RunDamagedError, match=re.escape("index.sqlite was replaced")) as err:
+        open_run(run_dir)
+    assert "--rebuild-index" in err.value.one_line()
+    report = check(run_dir)
+    assert not report.ok and report.problems == [
+        "the run stopped on damage: index.sqlite was replaced"
+    ]
+    report = check(run_dir, clear_record=True)
+    assert report.ok and report.repaired == ["cleared damage.json: nothing of that damage is left"]
+    open_run(run_dir)
+
+
+def test_many_problems_of_one_kind_are_one_line(run) -> None:
+    run_dir, store, _index, records = run
+    for key in ("a", "b", "c", "d"):
+        store.delete_branch(records[key].branch or "")
+    report = check(run_dir)
+    assert report.problems == [
+        f"4 variant branches are missing, but their commits are still in git (e.g. variant {records['a'].id}: "
+        f"commit {(records['a'].commit_sha or '')[:12]} exists but branch {records['a'].branch} is missing)"
+    ]
+    report = check(run_dir, repair=True)
+    assert report.ok and report.repaired == ["restored 4 branches from the index's commit ids"]
 
 
 WRITER = """

@@ -243,7 +243,9 @@ def _check_record(paths: RunPaths, clear: bool, found: _Findings) -> None:
     text = "the run stopped on damage: " + "; ".join(d.what for d in recorded)
     if clear and found.unresolved == 0:
         damage.clear(paths.damage)
-        found.resolved(text, f"cleared {paths.damage.name}: nothing of that damage is left", _RECORD)
+        found.resolved(
+            text, f"cleared {paths.damage.name}: nothing of that damage is left", _RECORD
+        )
         return
     said = [line for kind, items in found.groups.items() if kind != _RECORD for line, _ in items]
     if found.unresolved and all(any(d.what in line for line in said) for d in recorded):

@@ -162,7 +162,9 @@ def _variants_from_git(
             n_evaluations += 1
     if unnoted:
         store.set_notes(unnoted)
-        messages.append(f"kept {len(unnoted)} evaluations from the old index and wrote their git notes")
+        messages.append(
+            f"kept {len(unnoted)} evaluations from the old index and wrote their git notes"
+        )
     return seen, n_evaluations
 
 

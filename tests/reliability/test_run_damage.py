@@ -47,7 +47,9 @@ VARIANT_REFS = (
 REPOSITORY = f"import shutil as _sh\n{_REPO}_sh.rmtree(_r)\n"
 
 
-def damaging_run(tmp_path: Path, payload: str, *flags: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def damaging_run(
+    tmp_path: Path, payload: str, *flags: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """`ge run` without a sandbox, where the first child of generation 0 runs ``payload``."""
     seed = template_seed(tmp_path / "seed", generations=1, initial_population=3)
     set_config(seed, "evaluator", sandbox="none")
