@@ -32,7 +32,7 @@ THREATS = (
     "world-writable-write", "env-secrets", "parent-environ", "home-secrets", "tcp", "udp",
     "owner-only-read", "unix-abstract", "unix-path", "unix-path-owner", "daemon",
     "daemon-env-i", "signal-ge", "ptrace-ge", "metrics-symlink", "metrics-hardlink",
-    "metrics-fifo", "inherited-fds",
+    "metrics-fifo", "inherited-fds", "umount-proc", "setns-net", "interpreter-write",
 )  # fmt: skip
 
 _PRELUDE = """
@@ -235,6 +235,46 @@ verdict = "CONTAINED"
 for pid in pids:
     if attempt(f"read /proc/{pid}/mem", lambda: peek(pid)) or attempt(f"PTRACE_SEIZE {pid}", lambda: seize(pid)):
         verdict = "ESCAPED"
+""",
+    "umount-proc": """
+libc = ctypes.CDLL(None, use_errno=True)
+# The attack pass on `unshare` as root detached /proc to reach the host's. Prove the right without
+# using it (the control run shares ge's mount namespace): MNT_EXPIRE|MNT_DETACH is refused with
+# EPERM without the right and with EINVAL, after the permission check, with it.
+r = libc.umount2(b"/proc", 4 | 2)
+err = ctypes.get_errno() if r != 0 else 0
+notes.append(f"umount2 /proc (probe): {os.strerror(err) if err else 'allowed'}")
+verdict = "CONTAINED" if err in (1, 13) else "ESCAPED"
+""",
+    "setns-net": """
+libc = ctypes.CDLL(None, use_errno=True)
+joined = []
+for e in [e for e in os.listdir("/proc") if e.isdigit()]:
+    try:
+        fd = os.open(f"/proc/{e}/ns/net", os.O_RDONLY)
+    except OSError:
+        continue
+    if libc.setns(fd, 0x40000000) == 0:
+        joined.append(int(e))
+        os.close(fd)
+        break
+    os.close(fd)
+notes.append(f"joined the network namespace of: {joined}")
+def go():
+    c = socket.create_connection(("127.0.0.1", P["tcp"]), timeout=3)
+    c.sendall(P["tag"].encode())
+    c.close()
+verdict = "ESCAPED" if joined and attempt("connect 127.0.0.1 after setns", go) else "CONTAINED"
+""",
+    "interpreter-write": """
+import sysconfig
+hits = []
+for d in {sys.prefix, sysconfig.get_paths()["purelib"], "/etc/cron.d", "/usr/local/bin"}:
+    p = os.path.join(d, "ge-threat-" + P["tag"])
+    if attempt("create " + p, lambda: open(p, "w").close()):
+        hits.append(p)
+        os.unlink(p)
+verdict = "ESCAPED" if hits else "CONTAINED"
 """,
     "metrics-symlink": """
 import atexit
