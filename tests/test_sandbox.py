@@ -150,9 +150,15 @@ def test_run_dir_hidden_and_read_only_outside_workdir(sandbox: Sandbox, tmp_path
     assert not Path("/etc/ge-test-file").exists()
 
 
-def test_fork_bomb_is_contained(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["bwrap", "landlock"])
+def test_fork_bomb_is_contained(tmp_path: Path, backend: str) -> None:
+    """Also as root: the dedicated uid makes RLIMIT_NPROC hold (uid 0 is exempt from it)."""
     limit = 40
-    sandbox = Sandbox(SandboxPolicy(max_processes=limit))
+    sandbox = Sandbox(SandboxPolicy(max_processes=limit, backend=backend))
+    try:
+        sandbox.probe()
+    except GeError as exc:
+        pytest.skip(f"sandbox {backend} does not work here: {exc}")
     workdir = tmp_path / "bomb"
     workdir.mkdir()
     marker = f"ge-bomb-{uuid.uuid4().hex}"
@@ -300,3 +306,39 @@ def test_devices_work_and_socket_directories_are_empty(sandbox: Sandbox, tmp_pat
             assert line.endswith("[]"), line
     assert "wrote /etc" not in result.stdout
     assert not Path("/etc/ge-test-file").exists()
+
+
+def test_private_tmp_and_shm_are_size_capped(tmp_path: Path) -> None:
+    """A variant cannot fill the machine's RAM through its private /tmp or /dev/shm."""
+    tried = []
+    for backend in ("bwrap", "landlock"):
+        sandbox = Sandbox(SandboxPolicy(backend=backend, tmpfs_mb=2))
+        try:
+            info = sandbox.probe()
+        except GeError:
+            continue
+        if "2 MB" not in info.isolation.text["resources"]:
+            continue  # a bwrap without --size: the isolation event says "uncapped"
+        workdir = tmp_path / backend
+        workdir.mkdir()
+        result = _run(
+            sandbox,
+            """
+            import errno
+            for d in ("/tmp", "/dev/shm"):
+                try:
+                    with open(d + "/fill", "wb") as fh:
+                        for _ in range(8):
+                            fh.write(b"x" * (1 << 20))
+                            fh.flush()
+                    print(d, "filled 8 MB")
+                except OSError as exc:
+                    print(d, "stopped", errno.errorcode[exc.errno])
+            """,
+            workdir,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("stopped ENOSPC") == 2, (backend, result.stdout)
+        tried.append(backend)
+    if not tried:
+        pytest.skip("no backend with size-capped private /tmp works here")
