@@ -159,13 +159,14 @@ def check(
         return found.report()
     if _check_layout(paths, repair, found):
         with GitStore.open(paths.repo) as store:
-            _check_refs(store, paths, repair, found)
+            refs_whole = _check_refs(store, paths, repair, found)
             clean, output = store.fsck()
             if not clean:
                 found(
                     f"git fsck reports errors: {output.splitlines()[0] if output else 'no output'}"
                 )
-            _check_index(store, paths, repair, found)
+            if refs_whole:  # else every variant would look missing from git: one line says it
+                _check_index(store, paths, repair, found)
             for path in store.stale_temp_files(temp_min_age_s):
                 if repair:
                     path.unlink(missing_ok=True)
@@ -189,14 +190,15 @@ def _check_layout(paths: RunPaths, repair: bool, found: _Findings) -> bool:
     return True
 
 
-def _check_refs(store: GitStore, paths: RunPaths, repair: bool, found: _Findings) -> None:
-    """A repository without its seed branch lost its refs: put them back from its objects."""
+def _check_refs(store: GitStore, paths: RunPaths, repair: bool, found: _Findings) -> bool:
+    """A repository without its seed branch lost its refs: put them back from its objects.
+    Whether its refs are whole (again)."""
     if store.branch_sha(SEED_BRANCH) is not None:
-        return
+        return True
     text = f"{paths.repo.name} lost its branches (refs deleted)"
     if not repair:
         found(f"{text}; --repair puts them back from the commits still in its objects", "")
-        return
+        return False
     known: dict[str, str] = {}
     try:
         with RunIndex.open(paths.index, readonly=True) as index:
@@ -204,7 +206,11 @@ def _check_refs(store: GitStore, paths: RunPaths, repair: bool, found: _Findings
     except (GeError, sqlite3.Error):
         pass  # the index is damaged too: the newest commit of each branch is taken
     restored = recover_refs(store, known)
-    found(text, "; ".join(restored) if store.branch_sha(SEED_BRANCH) else None)
+    if store.branch_sha(SEED_BRANCH) is None:
+        found(f"{text}; the seed's commit is gone too, so nothing can be restored")
+        return False
+    found(text, "; ".join(restored))
+    return True
 
 
 def _check_index(store: GitStore, paths: RunPaths, repair: bool, found: _Findings) -> None:
