@@ -63,6 +63,11 @@ def is_within(path: Path, parent: Path, *, resolve: bool = False) -> bool:
     return Path(path).is_relative_to(parent)
 
 
+def error_text(exc: BaseException) -> str:
+    """What went wrong, without the file names an ``OSError`` carries (a variant chose them)."""
+    return (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
+
+
 # --------------------------------------------------------------------------- no-follow access
 
 

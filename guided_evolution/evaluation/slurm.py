@@ -1,7 +1,6 @@
 """The SLURM executor: each evaluation is one sbatch job; status from squeue (and sacct).
 
-On the submitting side, ``SlurmExecutor`` is an ``Executor`` (``contract``) like
-``LocalExecutor``. Per variant it keeps, under ``<run_dir>/slurm/``:
+``SlurmExecutor``, an ``Executor`` (``contract``), keeps per variant under ``<run_dir>/slurm/``:
 
 ```
 <variant>.json            the live job (id, token), written atomically; what `ge resume` re-attaches to
@@ -13,8 +12,8 @@ On the submitting side, ``SlurmExecutor`` is an ``Executor`` (``contract``) like
 On the node, the job script (``slurm_script``) runs the setup snippet, then ``slurm_job.job_main``
 with the interpreter that runs ge: it probes the sandbox there and evaluates through a one-slot
 ``LocalExecutor``, so the check → evaluate cascade, the sandbox wrapper, the output cap and the
-metrics contract are the same as locally. The evaluation's log goes to ``<run_dir>/logs/``.
-SLURM's client commands and the squeue/sacct monitoring are in ``slurm_commands``.
+metrics contract are the same as locally (the log goes to ``<run_dir>/logs/``); SLURM's
+commands and the squeue/sacct monitoring are in ``slurm_commands``.
 
 A job that SLURM ends (time limit, out of memory, node failure, scancel) is a failed evaluation
 with that reason. Without accounting, the script's exit file says how it ended; a job that
@@ -33,7 +32,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +52,7 @@ from guided_evolution.evaluation.slurm_commands import (
     scancel,
     scontrol_exit,
 )
-from guided_evolution.evaluation.slurm_job import read_json, request_from_spec
+from guided_evolution.evaluation.slurm_job import read_json, request_from_spec, spec_of
 from guided_evolution.evaluation.slurm_outcomes import (
     ENDED_BY_SLURM,
     ended_reason,
@@ -63,7 +62,7 @@ from guided_evolution.evaluation.slurm_outcomes import (
     read_result,
 )
 from guided_evolution.evaluation.slurm_script import job_name, job_script, parse_time_limit
-from guided_evolution.fsutil import atomic_write, is_within, remove_tree, unlink_beneath
+from guided_evolution.fsutil import atomic_write, error_text, remove_tree, unlink_beneath
 
 if TYPE_CHECKING:
     from guided_evolution.config import ResolvedConfig
@@ -239,15 +238,12 @@ class SlurmExecutor:
 
     # ------------------------------------------------------------------ submitting
 
-    def _job_dir(self, vid: str, token: str) -> Path:
-        return self.dir / vid / token
-
     async def _submit(self, request: EvalRequest) -> _Job:
         vid = request.variant_id
         token = secrets.token_hex(4)
         remove_tree(self.dir / vid)  # earlier, lost submissions
         job = _Job(
-            vid, token, job_name(self.run_name, vid), None, time.time(), self._job_dir(vid, token)
+            vid, token, job_name(self.run_name, vid), None, time.time(), self.dir / vid / token
         )
         job.dir.mkdir(parents=True)
         source = Path(os.path.abspath(request.workdir))
@@ -255,32 +251,11 @@ class SlurmExecutor:
         try:
             shutil.move(str(source), str(work))
         except (OSError, RecursionError) as exc:  # a copy (another file system) can recurse
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
             raise GeError(
-                f"cannot move the variant's tree into {work}: {why}",
+                f"cannot move the variant's tree into {work}: {error_text(exc)}",
                 "check free space and permissions of the run directory",
             ) from None
-        metrics = Path(os.path.abspath(request.metrics_path))
-        if is_within(metrics, source):
-            metrics = work / metrics.relative_to(source)
-        spec = {
-            "variant_id": vid,
-            "workdir": str(work),
-            "run_dir": str(Path(os.path.abspath(request.run_dir))),
-            "command": request.command,
-            "check_command": request.check_command if self.cfg.check_on_cluster else None,
-            "timeout_s": request.timeout_s,
-            "check_timeout_s": request.check_timeout_s,
-            "metrics_path": str(metrics),
-            "log_path": str(os.path.abspath(request.log_path)) if request.log_path else None,
-            "objectives": list(request.objectives),
-            "env": dict(request.env),
-            "policy": {
-                **asdict(self.sandbox.policy),
-                "pass_env": list(self.sandbox.policy.pass_env),
-            },
-            "result_path": str(job.dir / "result.json"),
-        }
+        spec = spec_of(request, job.dir, self.sandbox.policy, check=self.cfg.check_on_cluster)
         script = job_script(self.cfg, job.dir, vid, self.run_name, self.python)
         _write(job.dir / "spec.json", json.dumps(spec, indent=1))
         _write(job.dir / "job.sh", script)
@@ -330,7 +305,7 @@ class SlurmExecutor:
             str(record.get("name") or job_name(self.run_name, vid)),
             str(record["job_id"]) if record.get("job_id") else None,
             float(record.get("submitted_at") or time.time()),
-            self._job_dir(vid, token),
+            self.dir / vid / token,
         )
         if job.job_id is None:  # killed between sbatch and the record: look the job up
             job.job_id = await find_by_comment(job.name, f"ge:{job.token}")

@@ -25,7 +25,7 @@ from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult
 from guided_evolution.evaluation.local import LocalExecutor
 from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.fsutil import atomic_write
+from guided_evolution.fsutil import atomic_write, is_within
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -55,6 +55,33 @@ def request_from_spec(spec: dict[str, Any]) -> EvalRequest | None:
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def spec_of(
+    request: EvalRequest, job_dir: Path, policy: SandboxPolicy, *, check: bool
+) -> dict[str, Any]:
+    """The spec.json of ``request`` once its tree is in ``job_dir/work`` (``request_from_spec``
+    reads it back on the node); ``check``: the check stage runs there too."""
+    source = Path(os.path.abspath(request.workdir))
+    work = job_dir / "work"
+    metrics = Path(os.path.abspath(request.metrics_path))
+    if is_within(metrics, source):
+        metrics = work / metrics.relative_to(source)
+    return {
+        "variant_id": request.variant_id,
+        "workdir": str(work),
+        "run_dir": str(Path(os.path.abspath(request.run_dir))),
+        "command": request.command,
+        "check_command": request.check_command if check else None,
+        "timeout_s": request.timeout_s,
+        "check_timeout_s": request.check_timeout_s,
+        "metrics_path": str(metrics),
+        "log_path": str(os.path.abspath(request.log_path)) if request.log_path else None,
+        "objectives": list(request.objectives),
+        "env": dict(request.env),
+        "policy": {**asdict(policy), "pass_env": list(policy.pass_env)},
+        "result_path": str(job_dir / "result.json"),
+    }
 
 
 def job_main(argv: Sequence[str]) -> int:

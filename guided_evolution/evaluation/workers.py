@@ -81,6 +81,7 @@ from guided_evolution.fsutil import (
     DIR_NOFOLLOW,
     UnsafePathError,
     chown_tree,
+    error_text,
     open_dir_beneath,
     remove_tree,
 )
@@ -249,9 +250,8 @@ class WorkerPool:
                 ignore=shutil.ignore_patterns(".ge", ".ge-home"),
             )
         except (OSError, RecursionError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
             raise WorkerFailure(
-                f"cannot copy the variant's directory into {slot_dir}: {why}"
+                f"cannot copy the variant's directory into {slot_dir}: {error_text(exc)}"
             ) from None
         worker_env = {k: v for k, v in env.items() if k not in ("GE_METRICS", "GE_VARIANT_ID")}
         wrapped = self.sandbox.wrap(
