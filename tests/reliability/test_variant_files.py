@@ -364,20 +364,23 @@ def _run(tmp_path: Path, payloads: list[tuple[str, str]], outside: Path) -> tupl
     set_config(seed, "evaluator", timeout_s=60)
     run_dir = tmp_path / "run"
     before = _snapshot(outside)
-    with serve(responder=PayloadWriter(payloads)) as server:
-        llm_config(seed, server.base_url, concurrency=2)
-        summary = run_json(
-            "run",
-            str(seed),
-            "--run-dir",
-            str(run_dir),
-            cwd=tmp_path,
-            env={"OPENAI_API_KEY": "sk-variant-files"},
-        )
+    try:
+        with serve(responder=PayloadWriter(payloads)) as server:
+            llm_config(seed, server.base_url, concurrency=2)
+            summary = run_json(
+                "run",
+                str(seed),
+                "--run-dir",
+                str(run_dir),
+                cwd=tmp_path,
+                env={"OPENAI_API_KEY": "sk-variant-files"},
+            )
+        assert [p.name for p in (run_dir / "work").iterdir()] == []
+    finally:  # a tree that ge left (when it fails) would crash pytest's own clean-up
+        remove_tree(run_dir / "work")
     assert summary["finished"], summary
     assert _snapshot(outside) == before, "ge changed files outside the variants' directories"
     assert_store_intact(run_dir, tmp_path)
-    assert [p.name for p in (run_dir / "work").iterdir()] == []
     found = variants_by_payload(run_dir)
     assert set(found) == {name for name, _ in payloads}, sorted(found)
     return run_dir, found
