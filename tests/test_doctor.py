@@ -391,20 +391,24 @@ def test_lost_refs_and_a_garbage_index_are_recovered_from_the_objects(run) -> No
     }
 
 
-def test_a_missing_repository_is_explained_in_one_line(run) -> None:
-    run_dir, store, index, _records = run
+@pytest.mark.parametrize("gone", ["repo.git", "repo.git/objects"])
+def test_a_missing_repository_is_explained_in_one_line(run, gone: str) -> None:
+    """Also when the run recorded the repository gone and a last ref write made repo.git again."""
+    run_dir, _store, index, _records = run
     index.close()
-    shutil.rmtree(store.path)
+    shutil.rmtree(run_dir / gone)
+    what = damage.Damage("repo.git is gone (the git record of every variant)")
+    damage.record(run_dir / "damage.json", [what], "test")
     for repair in (False, True):
         report = check(run_dir, repair=repair)
         assert not report.ok and not report.repairable, report
         assert len(report.problems) == 1, report.problems
-        assert "repo.git is gone" in report.problems[0] and "6 variants" in report.problems[0]
+        assert f"{gone} is gone" in report.problems[0] and "6 variants" in report.problems[0]
     with pytest.raises(
-        RunDamagedError, match=re.escape("cannot rebuild index.sqlite: repo.git is gone")
+        RunDamagedError, match=re.escape(f"cannot rebuild index.sqlite: {gone} is gone")
     ):
         rebuild_index(run_dir)
-    assert (run_dir / "index.sqlite").is_file()
+    assert (run_dir / "index.sqlite").is_file() and (run_dir / "damage.json").is_file()
 
 
 def test_a_deleted_repository_is_a_one_line_error_at_the_next_write(run) -> None:

@@ -254,8 +254,10 @@ def _check_record(paths: RunPaths, clear: bool, found: _Findings) -> None:
         )
         return
     said = [line for kind, items in found.groups.items() if kind != _RECORD for line, _ in items]
-    if found.unresolved and all(any(d.what in line for line in said) for d in recorded):
-        return  # the lines above say it already
+    if found.unrepairable or (
+        found.unresolved and all(any(d.what in line for line in said) for d in recorded)
+    ):
+        return  # the lines above say it already, or what is left cannot be repaired
     found(text, "", kind=_RECORD)
 
 
