@@ -52,11 +52,11 @@ from guided_evolution.evaluation.sandbox_confine import (
 from guided_evolution.evaluation.sandbox_uids import (
     TOKEN_VAR,
     Lease,
-    chown_tree,
     count_processes_of,
     new_lease,
     release,
 )
+from guided_evolution.fsutil import chown_tree, open_dir_beneath
 
 BACKENDS = ("bwrap", "landlock", "none")
 FIX_HINT = (
@@ -294,15 +294,19 @@ class Sandbox:
         # Without a mount layout the dedicated uid must reach the directories and the
         # interpreter on the real file system; where it cannot, the command keeps ge's uid.
         switch = own_mounts or self._reachable((workdir, *writable))
-        lease = self._lease(workdir, switch_uid=switch)
         home = workdir / ".ge-home"
-        home.mkdir(parents=True, exist_ok=True)
         extra = [] if own_mounts or backend == "none" else [private_tmp(workdir)]
-        for path in (*writable, *extra):
+        workdir.mkdir(parents=True, exist_ok=True)
+        for inside in (home, *extra):
+            # The variant's own directory: a link planted by an earlier stage is not followed
+            # (UnsafePathError, an OSError: the stage fails, nothing outside is touched).
+            os.close(open_dir_beneath(workdir, inside.name, create=True))
+        for path in writable:
             path.mkdir(parents=True, exist_ok=True)
+        lease = self._lease(workdir, switch_uid=switch)
         if lease.uid is not None:
             for path in (workdir, *writable):
-                chown_tree(path, lease.uid)
+                chown_tree(path, lease.uid, lease.uid)
         out_env = self._env(env, home, lease)
         if extra:
             out_env["TMPDIR"] = str(extra[0])

@@ -80,16 +80,6 @@ def count_processes_of(uid: int) -> int:
     return count
 
 
-def chown_tree(root: Path, uid: int) -> None:
-    """Give a directory tree to ``uid`` (the evaluation's dedicated user), best effort."""
-    with contextlib.suppress(OSError):
-        os.lchown(root, uid, uid)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in (*dirnames, *filenames):
-            with contextlib.suppress(OSError):
-                os.lchown(os.path.join(dirpath, name), uid, uid)
-
-
 def _proc_owner(pid: str) -> int | None:
     """The effective uid of a process (owner of /proc/PID), or None when it is gone."""
     try:

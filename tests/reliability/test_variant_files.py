@@ -467,6 +467,36 @@ def test_a_check_stage_that_replaces_ge_dir_fails_and_ge_touches_nothing(tmp_pat
     assert (outside / "metrics.json").read_text() == "the user's file\n"
 
 
+def test_a_check_stage_that_plants_a_deep_tree_or_a_home_link_never_crashes_ge(
+    tmp_path: Path,
+) -> None:
+    """Before the evaluate stage ge gives the variant's directory to the stage's uid (root) and
+    makes its private HOME: a 3,000-deep tree must not crash that (chown was recursive), and a
+    ``.ge-home`` link to a directory outside must not be followed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("the user's file\n")
+    deep = (
+        "import os as _os, sys as _sys\n"
+        "if '--check' in _sys.argv and not _os.path.isdir('d'):\n"
+        "    _here = _os.open('.', _os.O_RDONLY)\n"
+        "    for _ in range(3000):\n"
+        "        _os.mkdir('d')\n"
+        "        _os.chdir('d')\n"
+        "    _os.fchdir(_here)\n"
+    )
+    home_link = (
+        "import os as _os, shutil as _sh, sys as _sys\n"
+        "if '--check' in _sys.argv and not _os.path.islink('.ge-home'):\n"
+        "    _sh.rmtree('.ge-home', ignore_errors=True)\n"
+        f"    _os.symlink({str(outside)!r}, '.ge-home')\n"
+    )
+    _run_dir, found = _run(tmp_path, [("check-deep", deep), ("home-link", home_link)], outside)
+    assert found["check-deep"]["status"] in ("evaluated", "failed"), found["check-deep"]
+    assert found["home-link"]["status"] == "failed", found["home-link"]
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+
+
 # --------------------------------------------------------------------------- workers
 
 WORKER = r"""
