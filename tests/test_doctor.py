@@ -463,6 +463,20 @@ def test_the_end_of_run_check_finds_deleted_branches_and_objects(run) -> None:
     ], found
 
 
+def test_the_end_of_run_check_finds_the_notes_ref_gone(run) -> None:
+    run_dir, store, index, records = run
+    watch = damage.RunWatch(index.path, store, records["seed"].commit_sha)
+    subprocess.run(
+        ["git", "--git-dir", str(store.path), "update-ref", "-d", "refs/notes/ge"], check=True
+    )
+    assert damage.verify_run(index.path, watch) == [
+        damage.Damage("repo.git lost refs/notes/ge (the evaluations' notes)", "--repair")
+    ]
+    index.close()
+    assert check(run_dir, repair=True).ok
+    assert damage.verify_run(index.path, watch) == []
+
+
 def test_a_directory_with_parts_of_a_run_is_a_damaged_run(tmp_path: Path) -> None:
     """`ge status` called a run whose config.json a variant deleted "not a ge run directory"."""
     for name in ("logs", "work"):

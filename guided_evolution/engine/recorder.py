@@ -3,7 +3,9 @@
 It commits children (:func:`runstore.recording.record_variant`), records rejections, exports a
 variant for evaluation and records its result (the result and the variant's status in one
 transaction, the git note per generation), and reads back what the loop needs: genomes, commits
-and scores.
+and scores. Before each commit and each recorded evaluation (when unsandboxed code may have run)
+its ``RunWatch`` checks that nothing else damaged the record; once damage is found, nothing more
+is written and every failure names the damage.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Everything a user can get wrong (config, seed markers, evaluator program, API ke
 before the run directory exists; the directory is created atomically (temp dir + rename) with the
 seed committed and indexed. Then, under the run lock and after `doctor` has repaired whatever a
 kill left out of step, the engine is built from its parts (recorder, proposer, executor) and run.
+A run whose record was damaged under it (``runstore.damage``: the recorder's watch between
+writes, and ``verify_run`` once it ends) stops with one line naming the damage and `ge doctor`,
+records it for later commands, and is never summarised as a success.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from guided_evolution.errors import GeError, RunDamagedError
 from guided_evolution.fsutil import atomic_write
-from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.git_store import NOTES_REF, GitStore
 from guided_evolution.runstore.index_schema import connect
 from guided_evolution.runstore.records import SEED_BRANCH, VariantRecord
 from guided_evolution.runstore.run_index import RunIndex
@@ -151,6 +151,13 @@ def branch_damage(store: GitStore, variants: Iterable[VariantRecord]) -> list[Da
     return found
 
 
+def notes_damage(store: GitStore, variants: Iterable[VariantRecord]) -> Damage | None:
+    """At the end of a run every evaluation has its note: the notes ref must be there."""
+    if not store.has_notes() and any(v.status in ("evaluated", "failed") for v in variants):
+        return Damage(f"{store.path.name} lost {NOTES_REF} (the evaluations' notes)", REPAIR)
+    return None
+
+
 def current(index_path: Path, repo_path: Path) -> list[Damage]:
     """The cheap signs of damage of a run at rest: the index's header, the repository's layout
     and its seed branch (what every reading command checks first); never raises."""
@@ -213,7 +220,7 @@ class RunWatch:
 
 def verify_run(index_path: Path, watch: RunWatch) -> list[Damage]:
     """The end-of-run check: the watch's, ``PRAGMA quick_check``, then every variant's branch
-    and commit (one ref listing and one existence test per commit)."""
+    and commit (one ref listing and one existence test per commit) and the notes ref."""
     found = watch.damage()
     if found:
         return found
@@ -225,7 +232,8 @@ def verify_run(index_path: Path, watch: RunWatch) -> list[Damage]:
             GitStore.open(watch.store.path) as store,
             RunIndex.open(index_path, readonly=True) as index,
         ):
-            return branch_damage(store, index.variants())
+            variants = index.variants()
+            return [*branch_damage(store, variants), *filter(None, [notes_damage(store, variants)])]
     except RunDamagedError as err:
         return [Damage(err.what, err.flag)]
     except (GeError, sqlite3.DatabaseError) as err:

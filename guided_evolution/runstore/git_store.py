@@ -569,6 +569,10 @@ class GitStore:
 
     # ----------------------------------------------------------------- notes
 
+    def has_notes(self) -> bool:
+        """Whether refs/notes/ge exists (a run writes it once its first evaluations are done)."""
+        return self._read_ref(NOTES_REF) is not None
+
     def notes_at(self, notes_commit: str) -> dict[str, str]:
         """Commit sha -> note text in one notes commit (an old one too: for recovering notes)."""
         found = {}

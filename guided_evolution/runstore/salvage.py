@@ -57,7 +57,7 @@ def recover_refs(store: GitStore, known: Mapping[str, str]) -> list[str]:
     lines = []
     if chosen:
         lines.append(f"restored {len(chosen)} branches from the commits left in {store.path.name}")
-    if store.branch_sha(SEED_BRANCH) is not None and notes_commits and _notes_missing(store):
+    if store.branch_sha(SEED_BRANCH) is not None and notes_commits and not store.has_notes():
         merged: dict[str, str] = {}
         for info in sorted(notes_commits, key=lambda c: c.timestamp):
             merged.update(store.notes_at(info.sha))
@@ -67,14 +67,6 @@ def recover_refs(store: GitStore, known: Mapping[str, str]) -> list[str]:
             f"restored {NOTES_REF} ({len(keep)} notes) from {len(notes_commits)} notes commits"
         )
     return lines
-
-
-def _notes_missing(store: GitStore) -> bool:
-    try:
-        store.resolve(NOTES_REF)
-    except GeError:
-        return True
-    return False
 
 
 def what_is_left(run_dir: Path, index_path: Path, logs: Path) -> str:
