@@ -355,6 +355,17 @@ def test_rebuild_keeps_evaluations_whose_note_was_not_written(run) -> None:
     assert check(run_dir).ok
 
 
+def test_rebuild_index_works_over_an_index_whose_header_is_garbage(run) -> None:
+    run_dir, _store, index, _records = run
+    index.close()
+    with open(index.path, "r+b") as fh:
+        fh.write(b"hostile!" * 16)
+    report = rebuild_index(run_dir)
+    assert report.variants == 5 and report.evaluations == 4
+    assert any(m.startswith("old index unreadable") for m in report.messages), report.messages
+    assert check(run_dir).ok
+
+
 def test_lost_refs_are_put_back_from_the_index_commit_ids(run) -> None:
     run_dir, store, index, records = run
     index.close()
