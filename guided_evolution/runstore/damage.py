@@ -117,9 +117,7 @@ def repo_damage(store: GitStore, seed_commit: str | None) -> Damage | None:
         return layout
     sha = store.branch_sha(SEED_BRANCH)
     if sha is None or (seed_commit is not None and sha != seed_commit):
-        return Damage(
-            f"{store.path.name} lost its branches (its refs were deleted or moved)", REPAIR
-        )
+        return Damage(f"{store.path.name} lost its branches (refs deleted or moved)", REPAIR)
     return None
 
 
