@@ -103,12 +103,14 @@ class Engine:
                 f"`ge resume {self.paths.root}`; a wrong model name or api_base needs a new `ge run`",
             ) from None
         finally:
-            self.recorder.flush_notes()
+            # Close first: a damaged store makes flush_notes raise, and the evaluations still
+            # running and the LLM client must end either way.
             with contextlib.suppress(Exception):
                 await executor.aclose(cancel=not self.detach)
-            self._warn(executor.warnings[seen_warnings:], show=False)
             with contextlib.suppress(Exception):
                 await self.proposer.aclose()
+            self._warn(executor.warnings[seen_warnings:], show=False)
+            self.recorder.flush_notes()
 
     # ----------------------------------------------------------------- the loop
 
