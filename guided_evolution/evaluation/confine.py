@@ -1,13 +1,16 @@
 """Confine one evaluated command without bubblewrap, then exec it (ge's own sandbox launcher).
 
-Run as ``python -I -S confine.py OPTIONS -- ARGV`` (stdlib only, no package imports: it starts in
-~8 ms). It applies, in this order, whatever layers ge asked for and fails (exit 125, one line on
+Run as ``python -I -S -c 'import confine; confine.main(...)' OPTIONS -- ARGV`` (see
+``sandbox_confine``; stdlib only, no package imports, its .pyc reused: it starts in ~10 ms). It
+applies, in this order, whatever layers ge asked for and fails (exit 125, one line on
 stderr starting ``confine:``) when one of them cannot be applied, so that ge's probe can pick the
 strongest set that works on this machine:
 
 1. ``--ns``: new mount, pid, network, ipc and uts namespaces (plus a user namespace when not
    root, mapping the caller's own uid), then the file-system layout below; the command runs as
-   pid 2 under a small init that dies with ge and takes every leftover process with it.
+   pid 1 of the new pid namespace (when it ends, the kernel kills everything left in it), under
+   a supervisor that dies with ge and turns SIGTERM into SIGKILL. Without namespaces the
+   supervisor is a child subreaper that kills what the command leaves behind.
 2. The layout, in bwrap's own vocabulary (``sandbox_bwrap.bwrap_args`` plans it for both):
    ``--ro-bind / /`` makes the whole tree read-only, ``--tmpfs`` (``--perms``, ``--size``) masks or
    adds private size-capped directories, ``--bind``/``--ro-bind SRC DST`` brings back paths from
