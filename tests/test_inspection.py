@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.records import EvaluationRecord, ReflectionRecord
 from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunLock
+from tests.support.cli import run_json
 from tests.support.seeds import template_seed
 
 runner = CliRunner()
@@ -32,24 +32,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("inspect")
     seed = template_seed(root / "seed", generations=2, crossover_probability=1.0)
     run = root / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "guided_evolution",
-            "run",
-            str(seed),
-            "--run-dir",
-            str(run),
-            "--json",
-        ],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "LITELLM_OFFLINE_MODE": "true"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_json("run", str(seed), "--run-dir", str(run), cwd=root)
     return seed, run
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from guided_evolution.inspection.html_report import write_report
 from guided_evolution.llm.records import CallRecord
 from guided_evolution.runstore.records import ReflectionRecord
 from guided_evolution.runstore.run_index import RunIndex
+from tests.support.cli import run_json
 from tests.support.seeds import template_seed
 
 PAYLOAD = (
@@ -32,24 +31,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An offline run: template seed, no GPU, 2 generations, crossovers on."""
     root = tmp_path_factory.mktemp("report")
     seed = template_seed(root / "seed", generations=2, crossover_probability=1.0)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "guided_evolution",
-            "run",
-            str(seed),
-            "--run-dir",
-            str(root / "run"),
-            "--json",
-        ],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "LITELLM_OFFLINE_MODE": "true"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_json("run", str(seed), "--run-dir", str(root / "run"), cwd=root)
     return root / "run"
 
 
