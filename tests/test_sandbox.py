@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -342,3 +343,43 @@ def test_private_tmp_and_shm_are_size_capped(tmp_path: Path) -> None:
         tried.append(backend)
     if not tried:
         pytest.skip("no backend with size-capped private /tmp works here")
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "landlock", "none"])
+def test_memory_is_capped_per_evaluation_not_only_per_process(tmp_path: Path, backend: str) -> None:
+    """Four children of 200 MB each pass RLIMIT_AS = 400 MB one by one, not together: the
+    evaluation's cgroup (v2, or v1 where that is what the machine offers) stops them."""
+    from guided_evolution.evaluation.cgroups import find_cgroups
+
+    found, why = find_cgroups(("memory",))
+    if found is None:
+        pytest.skip(f"no cgroup memory controller ge may use here: {why}")
+    sandbox = Sandbox(SandboxPolicy(backend=backend, memory_mb=400))
+    try:
+        info = sandbox.probe()
+    except GeError as exc:
+        pytest.skip(f"sandbox {backend} does not work here: {exc}")
+    assert "per evaluation" in info.isolation.text["resources"], info.isolation.text
+    workdir = tmp_path / "hog"
+    workdir.mkdir()
+    script = """
+        import os, time
+        kids = []
+        for _ in range(4):
+            pid = os.fork()
+            if pid == 0:
+                hog = b"x" * (200 << 20)
+                time.sleep(3)
+                os._exit(0)
+            kids.append(pid)
+        codes = [os.waitpid(pid, 0)[1] for pid in kids]
+        print("killed:", sum(os.WIFSIGNALED(c) for c in codes))
+    """
+    result = _run(sandbox, script, workdir)
+    killed = re.search(r"killed: (\d)", result.stdout)
+    assert (killed and int(killed.group(1)) > 0) or result.returncode != 0, (
+        result.returncode,
+        result.stdout,
+        result.stderr[-500:],
+    )
+    assert not list(found.hierarchies[0].base.glob("ge-*")), "the evaluation's cgroup stayed"

@@ -21,6 +21,10 @@ strongest set that works on this machine:
    ``--ll-deny-tcp``, ``--ll-scope``; module ``landlock`` next to this file).
 
 ``--report`` prints what was applied (one ``confine: ...`` line on stdout) before the exec.
+
+The module is long because it must stay one stdlib-only file that starts before anything else of
+ge (only ``landlock.py`` beside it): the option parser, the syscalls, the layout and the
+supervisor cannot live in the package without importing it.
 """
 
 import _signal as signal  # the C module: `signal` would import enum (+3 ms a start)
@@ -74,6 +78,7 @@ class Spec:
         self.uid: int | None = None
         self.drop_caps = False
         self.rlimits: list[tuple[int, int]] = []
+        self.cgroups: list[str] = []
         self.chdir: str | None = None
         self.ll_read: list[str] = []
         self.ll_write: list[str] = []
@@ -88,7 +93,7 @@ class Spec:
 
 _ONE_ARG = ("--tmpfs", "--dir", "--proc", "--remount-ro", "--dev")
 _TWO_ARGS = ("--bind", "--ro-bind", "--dev-bind")
-_VALUED = ("--uid", "--chdir", "--rlimit", "--cap-add")
+_VALUED = ("--uid", "--chdir", "--rlimit", "--cap-add", "--cgroup")
 _LL_FLAGS = ("--ll-deny-tcp", "--ll-scope")
 _IGNORED = ("--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
             "--unshare-user", "--die-with-parent", "--new-session")  # fmt: skip
@@ -136,6 +141,8 @@ def _value(spec: Spec, opt: str, value: str) -> None:
         spec.rlimits.append((RLIMITS[name], int(number)))
     elif opt == "--cap-add":
         pass  # bwrap's way to let the command switch uid; confine switches itself
+    elif opt == "--cgroup":
+        spec.cgroups.append(value)
     else:
         spec.landlock = True
         {"--ll-read": spec.ll_read, "--ll-write": spec.ll_write, "--ll-dev": spec.ll_dev,
@@ -427,6 +434,11 @@ def confine(spec: Spec) -> list[str]:
     kernel = Kernel()
     landlock = load_landlock() if spec.landlock else None
     applied: list[str] = []
+    for procs in spec.cgroups:  # first: everything below runs in the evaluation's cgroups
+        with open(procs, "w") as fh:
+            fh.write("0")
+    if spec.cgroups:
+        applied.append("cgroups")
     kernel.prctl(PR_SET_PDEATHSIG, SIGKILL)
     if spec.ns:
         # The command becomes pid 1 of the new pid namespace: when it ends, the kernel kills

@@ -68,6 +68,8 @@ class Findings:
     memory_mb: int | None
     file_size_mb: int | None
     max_processes: int | None
+    cgroups: str = ""  # e.g. "memory (cgroup v1), pids (cgroup v1)"; "" without
+    cgroup_problem: str = ""  # why a wanted cgroup cap is missing
 
 
 def describe(f: Findings) -> Isolation:
@@ -177,17 +179,25 @@ def _processes(f: Findings) -> tuple[str, bool]:
             False,
         )
     limit = f"at most {f.max_processes} processes" if f.max_processes else "no process-count limit"
-    if f.is_root and not f.dedicated_uid:
+    if f.max_processes and "pids" in f.cgroups:
+        limit += f" per evaluation ({_cgroup_of(f, 'pids')})"
+    elif f.is_root and not f.dedicated_uid:
         limit = "no process-count limit (uid 0)"
     return f"{own}, {who}, {limit}; leftovers killed after each evaluation", True
 
 
 def _resources(f: Findings) -> tuple[str, bool]:
-    memory = (
-        f"memory {f.memory_mb} MB per process (RLIMIT_AS), not per evaluation (no cgroup limit)"
-        if f.memory_mb
-        else "memory unbounded (set evaluator.memory_mb)"
-    )
+    if not f.memory_mb:
+        memory = "memory unbounded (set evaluator.memory_mb)"
+    elif "memory" in f.cgroups:
+        memory = (
+            f"memory {f.memory_mb} MB per evaluation ({_cgroup_of(f, 'memory')}) and per process"
+        )
+    else:
+        memory = (
+            f"memory {f.memory_mb} MB per process (RLIMIT_AS), NOT per evaluation: "
+            f"{f.cgroup_problem or 'no cgroup'}"
+        )
     if _own_mounts(f):
         tmp = (
             f"/tmp and /dev/shm capped at {f.tmpfs_mb} MB each"
@@ -200,3 +210,11 @@ def _resources(f: Findings) -> tuple[str, bool]:
     text = f"{memory}; {tmp}; {files}; the variant directory as a whole is not capped"
     # Memory per evaluation is never bounded as a whole (said in the text, not a warning).
     return text, bool(f.tmpfs_mb or not _own_mounts(f))
+
+
+def _cgroup_of(f: Findings, controller: str) -> str:
+    """ "cgroup v1" for ``controller`` from a label like "memory (cgroup v1), pids (cgroup v2)"."""
+    for part in f.cgroups.split(", "):
+        if controller in part.split(" (")[0].split("+"):
+            return part.split("(")[-1].rstrip(")")
+    return "cgroup"

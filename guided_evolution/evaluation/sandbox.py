@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guided_evolution.errors import GeError
+from guided_evolution.evaluation.cgroups import MEMORY, PIDS, Cgroups, find_cgroups
 from guided_evolution.evaluation.isolation import Findings, Isolation, describe
 from guided_evolution.evaluation.sandbox_bwrap import (
     BwrapRequest,
@@ -48,6 +48,12 @@ from guided_evolution.evaluation.sandbox_confine import (
     RLimits,
     confine_argv,
     private_tmp,
+)
+from guided_evolution.evaluation.sandbox_exec import (
+    JOIN_CGROUPS,
+    drop_privileges_argv,
+    preexec_hook,
+    prlimit_argv,
 )
 from guided_evolution.evaluation.sandbox_uids import (
     TOKEN_VAR,
@@ -124,6 +130,7 @@ class Sandbox:
         self._setpriv = shutil.which("setpriv")
         self._prlimit = shutil.which("prlimit")
         self._bwrap_size = False  # whether this bwrap knows --size (0.7+)
+        self._cgroup_search: tuple[Cgroups | None, str] | None = None
 
     # ------------------------------------------------------------------ probing
 
@@ -165,6 +172,8 @@ class Sandbox:
         namespaces = backend == "bwrap" or bool(mode and mode.namespaces)
         landlock = next((part for part in applied.split("; ") if part.startswith("landlock")), "")
         dedicated = self._is_root and (namespaces or self._reachable(()))
+        cgroups = self._cgroups()
+        problem = self._cgroup_search[1] if self._cgroup_search else ""
         isolation = describe(
             Findings(
                 backend=backend,
@@ -177,6 +186,8 @@ class Sandbox:
                 memory_mb=p.memory_mb,
                 file_size_mb=p.file_size_mb,
                 max_processes=p.max_processes,
+                cgroups=cgroups.label if cgroups is not None else "",
+                cgroup_problem=problem,
             )
         )
         warning = None
@@ -268,7 +279,23 @@ class Sandbox:
             limit += count_processes_of(os.getuid())
         lease.processes_limit = limit
         self._leases[Path(os.path.abspath(workdir))] = lease
+        cgroups = self._cgroups()
+        if cgroups is not None:
+            p = self.policy
+            memory = p.memory_mb * 1024 * 1024 if p.memory_mb is not None else None
+            lease.cgroup = cgroups.create(f"ge-{lease.token}", memory, p.max_processes)
         return lease
+
+    def _cgroups(self) -> Cgroups | None:
+        """Where each evaluation gets a capped cgroup of its own (found once), or None."""
+        if self._cgroup_search is None:
+            wanted = tuple(
+                c
+                for c, limit in ((MEMORY, self.policy.memory_mb), (PIDS, self.policy.max_processes))
+                if limit is not None
+            )
+            self._cgroup_search = find_cgroups(wanted) if wanted else (None, "")
+        return self._cgroup_search[0]
 
     def _reachable(self, paths: Sequence[Path]) -> bool:
         """Whether a dedicated uid can reach ``paths`` and the interpreter on the real tree."""
@@ -311,25 +338,29 @@ class Sandbox:
         if extra:
             out_env["TMPDIR"] = str(extra[0])
         hidden = [Path(os.path.abspath(p)) for p in hide]
+        joins = [str(f) for f in lease.cgroup.procs_files] if lease.cgroup is not None else []
         if backend == "landlock":
             assert mode is not None
             request = self._bwrap_request(workdir, writable, hidden, lease, backend)
-            args = confine_argv(mode, request, self._hosts(), self._limits(lease), report=report)
+            limits = self._limits(lease)
+            args = confine_argv(mode, request, self._hosts(), limits, joins, report=report)
             return SandboxedCommand((*args, *argv), out_env, None, lease.uid)
         if backend == "bwrap":
-            drop = self._drop_privileges_argv(lease.uid)
+            drop = drop_privileges_argv(self._setpriv, lease.uid)
             request = self._bwrap_request(workdir, writable, hidden, lease, backend)
             layout = bwrap_args(request, self._hosts())
             full = [shutil.which("bwrap") or "bwrap", *layout, "--", *drop, *argv]
         else:
             full = list(argv)
         switch_uid = lease.uid if backend == "none" else None
-        limits = self._prlimit_argv(lease.processes_limit) if switch_uid is None else None
-        if limits is not None:
+        limits = self._limits(lease)
+        if switch_uid is None and self._prlimit is not None:
             # rlimits through prlimit(1) rather than a Python preexec hook: without the hook the
             # parent can vfork, which saves a few ms per evaluation in a large ge process.
-            return SandboxedCommand((*limits, *full), out_env, None, lease.uid)
-        preexec = self._preexec(lease.processes_limit, switch_uid)
+            join = [*JOIN_CGROUPS, *joins, "--"] if joins else []
+            prlimit = prlimit_argv(self._prlimit, limits)
+            return SandboxedCommand((*join, *prlimit, *full), out_env, None, lease.uid)
+        preexec = preexec_hook(limits, switch_uid, joins)
         return SandboxedCommand(tuple(full), out_env, preexec, lease.uid)
 
     def _limits(self, lease: Lease) -> RLimits:
@@ -385,70 +416,6 @@ class Sandbox:
         if self.policy.tmpfs_mb is None or (backend == "bwrap" and not self._bwrap_size):
             return None
         return self.policy.tmpfs_mb * 1024 * 1024
-
-    def _prlimit_argv(self, processes: int | None) -> list[str] | None:
-        """`prlimit --...=N --` applying the policy's rlimits, or None without prlimit."""
-        if self._prlimit is None:
-            return None
-        p = self.policy
-        args = [self._prlimit, "--core=0"]
-        if p.memory_mb is not None:
-            args.append(f"--as={p.memory_mb * 1024 * 1024}")
-        if p.cpu_seconds is not None:
-            args.append(f"--cpu={p.cpu_seconds}")
-        if p.file_size_mb is not None:
-            args.append(f"--fsize={p.file_size_mb * 1024 * 1024}")
-        if processes is not None:
-            args.append(f"--nproc={processes}")
-        return [*args, "--"]
-
-    def _drop_privileges_argv(self, uid: int | None) -> list[str]:
-        if uid is None:
-            return []
-        if self._setpriv:
-            return [
-                self._setpriv,
-                f"--reuid={uid}",
-                f"--regid={uid}",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-                "--no-new-privs",
-                "--",
-            ]
-        code = (
-            "import os,sys;os.setgroups([]);os.setgid(int(sys.argv[1]));"
-            "os.setuid(int(sys.argv[1]));os.execvp(sys.argv[2],sys.argv[2:])"
-        )
-        return [sys.executable, "-I", "-c", code, str(uid)]
-
-    def _preexec(self, processes: int | None, uid: int | None) -> Callable[[], None] | None:
-        p = self.policy
-        limits: list[tuple[int, int]] = []
-        if p.memory_mb is not None:
-            limits.append((resource.RLIMIT_AS, p.memory_mb * 1024 * 1024))
-        if p.cpu_seconds is not None:
-            limits.append((resource.RLIMIT_CPU, p.cpu_seconds))
-        if p.file_size_mb is not None:
-            limits.append((resource.RLIMIT_FSIZE, p.file_size_mb * 1024 * 1024))
-        if processes is not None:
-            limits.append((resource.RLIMIT_NPROC, processes))
-        limits.append((resource.RLIMIT_CORE, 0))
-        if not limits and uid is None:
-            return None
-
-        def preexec() -> None:
-            for kind, value in limits:
-                _soft, hard = resource.getrlimit(kind)
-                if hard != resource.RLIM_INFINITY:
-                    value = min(value, hard)
-                resource.setrlimit(kind, (value, value))
-            if uid is not None:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-
-        return preexec
 
 
 def _bwrap_knows_size(bwrap: str) -> bool:

@@ -74,13 +74,17 @@ def confine_argv(
     req: BwrapRequest,
     host: HostPaths,
     limits: RLimits,
+    cgroups: Sequence[str] = (),
     *,
     report: bool = False,
 ) -> list[str]:
-    """``python -I -S confine.py OPTIONS --`` for one command (append the command's argv)."""
+    """``python -I -S -c BOOT OPTIONS --`` for one command (append the command's argv);
+    ``cgroups``: the ``cgroup.procs`` files the command joins first."""
     args = [sys.executable, "-I", "-S", "-c", _BOOT.format(directory=str(CONFINE.parent))]
     if report:
         args.append("--report")
+    for procs in cgroups:
+        args += ["--cgroup", procs]
     if mode.namespaces:
         args += ["--ns", *bwrap_args(req, host)]
     else:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guided_evolution.errors import GeError
+from guided_evolution.evaluation.cgroups import CgroupLease
 
 UID_BASE = 1_900_000_000
 """First uid handed to sandboxed commands when ge runs as root (uids are used, not registered)."""
@@ -38,6 +39,7 @@ class Lease:
     token: str
     processes_limit: int | None = None
     lock_fd: int | None = None  # flock on the uid's lock file, held for the lease
+    cgroup: CgroupLease | None = None  # the evaluation's own cgroups, where the machine allows
 
     @property
     def marker(self) -> bytes:
@@ -54,7 +56,8 @@ def new_lease(switch_uid: bool, taken: set[int]) -> Lease:
 def release(lease: Lease) -> int:
     """Kill every process left by the lease's command, free its uid; how many were killed."""
     try:
-        killed = _kill_leftovers(lease, rounds=1)
+        killed = lease.cgroup.release() if lease.cgroup is not None else 0
+        killed += _kill_leftovers(lease, rounds=1)
         if killed and lease.uid is not None:
             # Something survived (a fork bomb forks while we kill one by one): kill(-1) as
             # the uid hits all of them at once, then sweep until nothing is left. In the
