@@ -382,4 +382,5 @@ def test_memory_is_capped_per_evaluation_not_only_per_process(tmp_path: Path, ba
         result.stdout,
         result.stderr[-500:],
     )
+    sandbox.close()
     assert not list(found.hierarchies[0].base.glob("ge-*")), "the evaluation's cgroup stayed"

@@ -54,21 +54,32 @@ class CgroupLease:
     def procs_files(self) -> list[Path]:
         return [d / "cgroup.procs" for d in self.dirs]
 
-    def release(self) -> int:
-        """Kill every process left in the cgroups and remove them; how many were killed."""
+    def release(self, wait: bool = True) -> int:
+        """Kill every process left in the cgroups and remove them; how many were killed.
+
+        Without ``wait``: one pass, no sleeping; a cgroup whose killed processes are not gone yet
+        stays in ``dirs`` (call again later)."""
         killed = 0
+        left: list[Path] = []
         for directory in self.dirs:
-            killed += _empty(directory)
-            for _ in range(100):
-                try:
-                    directory.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:  # EBUSY: a killed process is not gone yet
-                    time.sleep(0.01)
-        self.dirs = []
+            killed += _empty(directory, rounds=200 if wait else 1)
+            if not _remove(directory, tries=100 if wait else 1):
+                left.append(directory)
+        self.dirs = left
         return killed
+
+
+def _remove(directory: Path, tries: int) -> bool:
+    for attempt in range(tries):
+        try:
+            directory.rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:  # EBUSY: a killed process is not gone yet
+            if attempt + 1 < tries:
+                time.sleep(0.01)
+    return False
 
 
 @dataclass(frozen=True)
@@ -169,12 +180,12 @@ def _works(h: Hierarchy) -> bool:
             probe.rmdir()
 
 
-def _empty(directory: Path) -> int:
+def _empty(directory: Path, rounds: int) -> int:
     """SIGKILL everything in the cgroup until it is empty (cgroup.kill where the kernel has it)."""
     killed = 0
     with contextlib.suppress(OSError):
         _write(directory / "cgroup.kill", "1")
-    for _ in range(200):
+    for round_ in range(rounds):
         try:
             pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
         except (OSError, ValueError):
@@ -185,7 +196,8 @@ def _empty(directory: Path) -> int:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
-        time.sleep(0.005)
+        if round_ + 1 < rounds:
+            time.sleep(0.005)
     return killed
 
 

@@ -194,6 +194,7 @@ class LocalExecutor:
             _kill_group(proc, signal.SIGKILL)
         for workdir in list(self._workdirs):
             self.sandbox.cleanup(workdir)
+        self.sandbox.close()
 
     def _env(self, request: EvalRequest, slot: _Slot) -> dict[str, str]:
         for name in request.env:

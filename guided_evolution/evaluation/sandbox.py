@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.cgroups import MEMORY, PIDS, Cgroups, find_cgroups
+from guided_evolution.evaluation.cgroups import MEMORY, PIDS, CgroupLease, Cgroups, find_cgroups
 from guided_evolution.evaluation.isolation import Findings, Isolation, describe
 from guided_evolution.evaluation.sandbox_bwrap import (
     BwrapRequest,
@@ -131,6 +131,7 @@ class Sandbox:
         self._prlimit = shutil.which("prlimit")
         self._bwrap_size = False  # whether this bwrap knows --size (0.7+)
         self._cgroup_search: tuple[Cgroups | None, str] | None = None
+        self._unremoved: list[CgroupLease] = []
 
     # ------------------------------------------------------------------ probing
 
@@ -268,7 +269,17 @@ class Sandbox:
     def cleanup(self, workdir: Path) -> int:
         """Kill every process left by the command started for ``workdir``; returns how many."""
         lease = self._leases.pop(Path(os.path.abspath(workdir)), None)
-        return 0 if lease is None else release(lease)
+        killed = 0 if lease is None else release(lease)
+        if lease is not None and lease.cgroup is not None and lease.cgroup.dirs:
+            self._unremoved.append(lease.cgroup)  # its killed processes are still exiting
+        self._unremoved = [c for c in self._unremoved if c.release(wait=False) >= 0 and c.dirs]
+        return killed
+
+    def close(self) -> None:
+        """Remove the cgroups whose processes were still exiting at their ``cleanup``."""
+        for cgroup in self._unremoved:
+            cgroup.release(wait=True)
+        self._unremoved = []
 
     def _lease(self, workdir: Path, switch_uid: bool) -> Lease:
         taken = {lease.uid for lease in self._leases.values() if lease.uid is not None}
@@ -289,12 +300,11 @@ class Sandbox:
     def _cgroups(self) -> Cgroups | None:
         """Where each evaluation gets a capped cgroup of its own (found once), or None."""
         if self._cgroup_search is None:
-            wanted = tuple(
-                c
-                for c, limit in ((MEMORY, self.policy.memory_mb), (PIDS, self.policy.max_processes))
-                if limit is not None
-            )
-            self._cgroup_search = find_cgroups(wanted) if wanted else (None, "")
+            # Only with memory_mb: moving a process into a cgroup costs ~4 ms an evaluation
+            # (benchmarks/engine_overhead.py), worth it for the one cap rlimits cannot give.
+            wanted = (MEMORY, PIDS) if self.policy.max_processes is not None else (MEMORY,)
+            search = find_cgroups(wanted) if self.policy.memory_mb is not None else (None, "")
+            self._cgroup_search = search
         return self._cgroup_search[0]
 
     def _reachable(self, paths: Sequence[Path]) -> bool:

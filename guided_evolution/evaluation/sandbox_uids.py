@@ -56,7 +56,7 @@ def new_lease(switch_uid: bool, taken: set[int]) -> Lease:
 def release(lease: Lease) -> int:
     """Kill every process left by the lease's command, free its uid; how many were killed."""
     try:
-        killed = lease.cgroup.release() if lease.cgroup is not None else 0
+        killed = lease.cgroup.release(wait=False) if lease.cgroup is not None else 0
         killed += _kill_leftovers(lease, rounds=1)
         if killed and lease.uid is not None:
             # Something survived (a fork bomb forks while we kill one by one): kill(-1) as

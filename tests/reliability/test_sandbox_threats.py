@@ -33,7 +33,6 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution.evaluation.cgroups import find_cgroups
 from guided_evolution.runstore.run_index import RunIndex
 from tests.reliability.support import (
     PayloadWriter,
@@ -88,11 +87,7 @@ def expected(backend: str, row: Row | None = None) -> frozenset[str]:
     is not root, or root's when no dedicated uid could reach ge's Python (its isolation event
     then says "uid 0 without capabilities" and marks secrets as not contained)."""
     same_uid = os.geteuid() != 0 or (row is not None and row.same_uid)
-    contained = CONTAINED[backend] - (SAME_UID if same_uid else frozenset())
-    if find_cgroups(("pids",))[0] is not None:
-        # Each evaluation in a cgroup of its own: whatever it leaves is found there and killed.
-        contained |= {"daemon-env-i"}
-    return contained
+    return CONTAINED[backend] - (SAME_UID if same_uid else frozenset())
 
 
 @dataclass(frozen=True)
