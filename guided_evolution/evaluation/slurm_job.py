@@ -139,6 +139,7 @@ async def _run_job(spec: dict[str, Any], request: EvalRequest) -> int:
     except GeError as exc:
         result = _node_failure(request, exc.one_line(), started)
     _write_result(spec, result)
+    await executor.aclose()  # leftovers and the evaluation's cgroup, if any
     return 0
 
 
