@@ -131,7 +131,9 @@ class _StepProposer:
         try:
             for n, step in enumerate(plan.steps):
                 if child is not None:  # the next step works on the previous step's result
-                    current = parse_genome(child.files, self.cfg.seed.files, self.cfg.seed.marker)
+                    current = parse_genome(
+                        child.files, self.cfg.seed.files, self.cfg.seed.marker, current.kept
+                    )
                 child = await self.apply(step, plan, current, child, rng, sample=n)
                 descriptions.append(child.description)
         except (Rejected, SpliceError) as err:

@@ -22,7 +22,7 @@ from guided_evolution.evaluation.contract import EvalResult
 from guided_evolution.evolution.operators import Child
 from guided_evolution.evolution.plan import Plan, dedup
 from guided_evolution.evolution.scoring import Scored, finite_values, scored
-from guided_evolution.evolution.segments import Genome, parse_genome, variant_id
+from guided_evolution.evolution.segments import Genome, kept_names, parse_genome, variant_id
 from guided_evolution.fsutil import remove_tree
 from guided_evolution.runstore import damage
 from guided_evolution.runstore.git_store import GitStore
@@ -60,6 +60,7 @@ class Recorder:
         )
         self.objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
         self._genomes: OrderedDict[str, Genome] = OrderedDict()
+        self._kept: dict[str, str] | None = None  # names other seed files use
         self._commits: dict[str, str] = {}
         self._notes: dict[str, str] = {}
         self._compacted_at = 0
@@ -110,7 +111,12 @@ class Recorder:
         with self._guarded():
             files = self.store.read_files(self.commit_of(vid))
         text = {name: files[name].decode("utf-8") for name in self.cfg.seed.files if name in files}
-        genome = parse_genome(text, self.cfg.seed.files, self.cfg.seed.marker)
+        if self._kept is None:  # children change evolvable files only: the others are the seed's
+            python = {
+                n: b.decode("utf-8", "replace") for n, b in files.items() if n.endswith(".py")
+            }
+            self._kept = kept_names(python, self.cfg.seed.files)
+        genome = parse_genome(text, self.cfg.seed.files, self.cfg.seed.marker, self._kept)
         self._genomes[vid] = genome
         if len(self._genomes) > GENOME_CACHE:
             self._genomes.popitem(last=False)

@@ -15,8 +15,8 @@ import io
 import re
 import textwrap
 import tokenize
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from guided_evolution.errors import GeError
 
@@ -54,6 +54,7 @@ class Genome:
     evolvable: tuple[str, ...]
     marker: str
     segments: tuple[Segment, ...]
+    kept: Mapping[str, str] = field(default_factory=dict)  # name -> the other file that uses it
 
     def segment(self, key: str) -> Segment:
         """The segment with this key (``file#index``); KeyError if there is none."""
@@ -296,9 +297,15 @@ def _segment_name(code: str, path: str, index: int) -> str:
 
 
 def parse_genome(
-    files: dict[str, str], evolvable: Sequence[str], marker: str = DEFAULT_MARKER
+    files: dict[str, str],
+    evolvable: Sequence[str],
+    marker: str = DEFAULT_MARKER,
+    kept: Mapping[str, str] | None = None,
 ) -> Genome:
-    """Split every evolvable file into segments. GeError names the file and the fix."""
+    """Split every evolvable file into segments. GeError names the file and the fix.
+
+    ``kept`` (see :func:`kept_names`) are the names other files use: a splice keeps them.
+    """
     marker = marker.strip()
     if not marker.startswith("#") or marker == "#":
         raise GeError(
@@ -342,7 +349,65 @@ def parse_genome(
                     name=_segment_name(code, path, index),
                 )
             )
-    return Genome(dict(files), paths, marker, tuple(segments))
+    return Genome(dict(files), paths, marker, tuple(segments), dict(kept or {}))
+
+
+def _module_names(path: str) -> set[str]:
+    """The dotted names `a/b/m.py` can be imported as (m, b.m, a.b.m: the import root varies)."""
+    parts = path.removesuffix(".py").split("/")
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return {".".join(parts[i:]) for i in range(len(parts))}
+
+
+def _names_used_from(tree: ast.Module, modules: set[str]) -> set[str] | None:
+    """Names `tree` may take from `modules`; None on a star import from one of them.
+
+    Imported names, every attribute read (``model.fit``, also on a module loaded by
+    ``importlib``) and every identifier-like string (``getattr(module, "Net")``): an over-estimate
+    that only ever protects a name too many, never one too few for these uses.
+    """
+    used: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "") in modules:
+            if any(a.name == "*" for a in node.names):
+                return None
+            used.update(a.name for a in node.names)
+        elif isinstance(node, ast.Attribute):
+            used.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            used.update([node.value] if node.value.isidentifier() else [])
+    return used
+
+
+def _defs_of(text: str) -> set[str]:
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return set()
+    kinds = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return {node.name for node in ast.walk(tree) if isinstance(node, kinds)}
+
+
+def kept_names(files: Mapping[str, str], evolvable: Sequence[str]) -> dict[str, str]:
+    """Name -> file, for the classes and functions of the evolvable files that a non-evolvable
+    Python file uses (see ``_names_used_from``); a file that does not parse or star-imports an
+    evolvable module uses every name it mentions."""
+    modules = {m for p in evolvable if p.endswith(".py") for m in _module_names(p)}
+    defined = {name for p in evolvable if p in files for name in _defs_of(files[p])}
+    out: dict[str, str] = {}
+    for path, text in sorted(files.items()):
+        if path in evolvable or not path.endswith(".py") or len(text) > _MAX_SCANNED_BYTES:
+            continue
+        try:
+            names = _names_used_from(ast.parse(text, filename=path), modules)
+        except (SyntaxError, ValueError, RecursionError):
+            names = None
+        if names is None:
+            names = {name for _, name in _name_tokens(text)}
+        for name in sorted(names & defined):
+            out.setdefault(name, path)
+    return out
 
 
 def variant_id(files: dict[str, str], evolvable: Sequence[str]) -> str:

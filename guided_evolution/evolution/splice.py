@@ -155,7 +155,7 @@ def _check_kept_names(genome: Genome, seg: Segment, new_tree: ast.Module) -> Non
     if not missing:
         return
     text = genome.files[seg.file]
-    users: dict[str, str] = {}
+    users = {name: genome.kept[name] for name in missing if name in genome.kept}
     for offset, name in _name_tokens(text):
         if name in missing and not seg.start <= offset < seg.end:
             users.setdefault(name, seg.file)
