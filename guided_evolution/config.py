@@ -109,6 +109,23 @@ class TemperatureRanges(_Model):
         return self
 
 
+OPERATOR_KINDS = ("initial", "mutation", "crossover", "eot", "fix")
+"""The operator kinds with a temperature range and a top_p each (initial = generation 0's mutation)."""
+
+
+class TopP(_Model):
+    """Per-operator nucleus sampling ``top_p``; unset (None) is not sent: the provider's default.
+
+    ``top_p = 0.1`` (one number) sets every operator; the GE paper sampled with 0.1.
+    """
+
+    initial: float | None = Field(None, gt=0, le=1)
+    mutation: float | None = Field(None, gt=0, le=1)
+    crossover: float | None = Field(None, gt=0, le=1)
+    eot: float | None = Field(None, gt=0, le=1)
+    fix: float | None = Field(None, gt=0, le=1)
+
+
 class EvolutionConfig(_Model):
     """The generational loop (GE paper defaults)."""
 
@@ -124,8 +141,16 @@ class EvolutionConfig(_Model):
     fix_attempts: int = Field(0, ge=0, le=5, description="feed a failure back to the LLM N times")
     personas: tuple[str, ...] = ("concise", "expert", "inventive", "bumbler")
     temperature: TemperatureRanges = TemperatureRanges()
+    top_p: TopP = TopP()
     seed: int = 0
     max_pending: int = Field(0, ge=0, description="bound of proposed-but-unevaluated children; 0 = 2*slots")
+
+    @field_validator("top_p", mode="before")
+    @classmethod
+    def _one_top_p_for_all(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {kind: value for kind in OPERATOR_KINDS}
+        return value
 
 
 class Objective(_Model):

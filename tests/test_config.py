@@ -41,6 +41,8 @@ def test_defaults_are_the_ge_papers() -> None:
         ({"evolution": {"population": 0}}, "'evolution.population' = 0"),
         ({"evolution": {"crossover_probability": 1.5}}, "less than or equal to 1"),
         ({"evolution": {"temperature": {"mutation": [0.5, 0.1]}}}, "mutation = [0.5, 0.1]"),
+        ({"evolution": {"top_p": {"eot": 0}}}, "'evolution.top_p.eot' = 0"),
+        ({"evolution": {"top_p": 1.5}}, "less than or equal to 1"),
         ({"objectives": [{"name": "acc", "direction": "up"}]}, "'objectives[0].direction' = \"up\""),
         ({"objectives": [{"name": "acc", "direction": "max", "select": False}]}, "select = true"),
         ({"objectives": [{"name": "a", "direction": "max"}, {"name": "a", "direction": "min"}]}, "unique"),
@@ -117,6 +119,15 @@ def test_the_exquisitenet_paper_profile_has_the_ge_papers_population() -> None:
     evo = load_config(ROOT / "seeds/exquisitenet_v2/ge.toml", profile="paper").evolution
     assert (evo.initial_population, evo.population, evo.elites, evo.hall_of_fame, evo.generations) == (
         144, 44, 44, 100, 30)
+    assert set(evo.top_p.model_dump().values()) == {0.1}  # GE sampled every call with top_p 0.1
+    plain = load_config(ROOT / "seeds/exquisitenet_v2/ge.toml").evolution.top_p
+    assert set(plain.model_dump().values()) == {None}  # unset: not sent
+
+
+def test_top_p_is_per_operator_or_one_number_for_all() -> None:
+    evo = parse_config({**MINIMAL, "evolution": {"top_p": {"crossover": 0.3}}}).evolution
+    assert evo.top_p.crossover == 0.3 and evo.top_p.mutation is None
+    assert parse_config(MINIMAL).evolution.top_p.eot is None
 
 
 def test_an_unknown_profile_on_the_command_line_writes_nothing(tmp_path: Path) -> None:

@@ -88,6 +88,16 @@ def test_round_trip_sends_request_and_records_call() -> None:
     assert (record.prompt_tokens, record.completion_tokens) == (12, 7)
 
 
+def test_top_p_is_sent_only_when_given() -> None:
+    with serve([reply("a"), reply("b")]) as server:
+        model = spec(server)
+        client = client_for(model)
+        call(client, model)
+        call(client, model, top_p=0.1, sample_index=1)
+        plain, nucleus = server.requests
+    assert "top_p" not in plain and nucleus["top_p"] == 0.1
+
+
 def test_key_is_read_from_the_named_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GE_TEST_LLM_KEY", "sk-secret-123")
     with serve() as server:

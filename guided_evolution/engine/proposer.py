@@ -340,7 +340,7 @@ class LLMProposer(_StepProposer):
             self.prompts, self.source.genome(elite), elite, self.source.objective_metrics(elite) or {},
             self.source.genome(self.seed_id), self.source.objective_metrics(self.seed_id), rng,
             temperature_range=self.evo.temperature.eot,
-            directions={o.name: o.direction for o in self.cfg.objectives},
+            directions={o.name: o.direction for o in self.cfg.selected_objectives},
         )
         if reason_req is None:
             return None
@@ -357,6 +357,8 @@ class LLMProposer(_StepProposer):
                   rng: random.Random, attempt: int) -> Child:
         genome = self.source.genome(vid)
         key = self.source.segment_of(vid) or genome.segments[0].key
+        # The evaluator's words may quote a held-out metric: those lines never reach the LLM.
+        failure, output_tail = self.source.withheld(vid, failure), self.source.withheld(vid, output_tail)
         req = ops.fix_request(
             self.prompts, genome, vid, key, failure, output_tail, rng,
             temperature_range=self.evo.temperature.fix,
@@ -370,6 +372,13 @@ class LLMProposer(_StepProposer):
             raise NoChild(err.reason, "fix", err.budget) from None
         return with_reply(child, reply)
 
+    def _top_p(self, operator: str, generation: int) -> float | None:
+        """The configured top_p of an operator's calls (a mutation of generation 0 is 'initial',
+        as for its temperature); None: none is sent."""
+        kind = "initial" if operator == "mutation" and generation == 0 else operator
+        value = getattr(self.evo.top_p, kind, None)
+        return float(value) if value is not None else None
+
     async def _ask(self, req: Any, rng: random.Random, plan: Plan, sample: int) -> Any:
         model = self.llm.pick_model(rng)
         stage = getattr(req, "stage", "final")
@@ -377,6 +386,7 @@ class LLMProposer(_StepProposer):
             reply = await self.llm.complete(
                 req.messages,
                 temperature=req.temperature,
+                top_p=self._top_p(req.operator, plan.generation),
                 model=model,
                 sample_index=plan.generation * 1_000_000 + plan.index * 1000 + sample,
                 purpose=f"{req.operator}:{stage}" if stage != "final" else req.operator,

@@ -37,6 +37,15 @@ from guided_evolution.runstore.run_index import RunIndex
 
 COMPACT_EVERY = 2000  # children between repository compactions
 GENOME_CACHE = 512  # parsed genomes kept in memory (parents are read again and again)
+WITHHELD_LINE = "[line withheld: it shows a reported-only metric]"
+
+
+def _number_forms(value: float) -> set[str]:
+    """The usual printed forms of a metric value (to find it in an evaluator's output)."""
+    forms = {repr(value), f"{value:.6g}", f"{value:.4f}", f"{value:.3f}"}
+    if 0 <= value <= 1:
+        forms |= {f"{100 * value:.2f}", f"{100 * value:.1f}%"}
+    return {form for form in forms if sum(ch.isdigit() for ch in form) >= 3}
 
 
 class Recorder:
@@ -131,13 +140,36 @@ class Recorder:
                 out.append(item)
         return out
 
+    # ----------------------------------------------------------------- what an LLM may see
+
     def objective_metrics(self, vid: str) -> dict[str, float] | None:
-        """The configured objectives' finite numbers of a variant's latest evaluation, for a
-        prompt: other metric names and values are the variant's own text and never go there."""
+        """The selecting objectives' finite numbers of a variant's latest evaluation: the only
+        metrics a prompt may show. Reported-only objectives (``select = false``, e.g. a held-out
+        test accuracy) never reach an LLM, or the search would see the test set; other metric
+        names and values are the variant's own text and never go there either."""
         evaluation = self.index.latest_evaluation(vid)
         if evaluation is None or not evaluation.metrics:
             return None
-        return finite_values(evaluation.metrics, self.cfg.objectives)
+        return finite_values(evaluation.metrics, self.cfg.selected_objectives)
+
+    def withheld(self, vid: str, text: str) -> str:
+        """``text`` (an evaluation's failure reason or output, for a fix prompt) without the
+        lines that name a reported-only objective or show a value recorded for one of them."""
+        held = [o.name for o in self.cfg.objectives if not o.select]
+        if not held or not text:
+            return text
+        evaluation = self.index.latest_evaluation(vid)
+        recorded = finite_values(
+            evaluation.metrics if evaluation else None, [(name, "max") for name in held]
+        )
+        needles = [name.lower() for name in held] + [
+            form for value in recorded.values() for form in _number_forms(value)
+        ]
+        lines = [
+            WITHHELD_LINE if any(n in line.lower() for n in needles) else line
+            for line in text.splitlines()
+        ]
+        return "\n".join(lines)
 
     def segment_of(self, vid: str) -> str | None:
         row = self.index.get_variant(vid)

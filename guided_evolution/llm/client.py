@@ -182,15 +182,19 @@ class LLMClient:
         sample_index: int = 0,
         purpose: str = "",
         variant_hint: str | None = None,
+        top_p: float | None = None,
     ) -> LLMReply:
         """One chat completion (or its cached reply). Raises LLMError / BudgetExhausted.
 
-        A cached reply is served even when the budget is exhausted; a budget stop sends nothing
-        and records nothing; every other outcome is recorded once.
+        ``top_p`` is sent only when given (None: the provider's default). A cached reply is
+        served even when the budget is exhausted; a budget stop sends nothing and records
+        nothing; every other outcome is recorded once.
         """
         if self._closed:
             raise LLMError("the LLM client is closed", "closed")
-        key = cache_key(model.model, messages, temperature, sample_index)
+        # A top_p is part of what was asked (the key without one is the one earlier runs used).
+        keyed = model.model if top_p is None else f"{model.model} top_p={top_p!r}"
+        key = cache_key(keyed, messages, temperature, sample_index)
         call = _Call(model, messages, key, purpose, variant_hint)
         hit = self._from_cache(call)
         if hit is not None:
@@ -198,6 +202,8 @@ class LLMClient:
         if self._exhausted_reason is not None:
             raise BudgetExhausted(self._exhausted_reason)
         kwargs = self._request(call, temperature)
+        if top_p is not None:
+            kwargs["top_p"] = top_p
         litellm = await self._litellm()
         call.started = time.monotonic()  # the one-off import is not latency
         response, attempts = await self._send(litellm, call, kwargs)
