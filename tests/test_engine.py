@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -331,14 +332,25 @@ def test_config_override_flags_win(tmp_path: Path) -> None:
         "--run-dir",
         str(tmp_path / "run"),
         "--generations",
-        "0",
+        "1",
         "--initial-population",
-        "2",
+        "3",
+        "--population",
+        "5",
         cwd=tmp_path,
-    )
-    assert summary["generation"] == 0 and summary["children"] <= 2
-    frozen = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert frozen["config"]["evolution"]["generations"] == 0
+    )  # the seed's ge.toml says 3 generations of 4, and 4 children of the seed
+    frozen = json.loads((tmp_path / "run" / "config.json").read_text())["config"]["evolution"]
+    assert (frozen["generations"], frozen["initial_population"], frozen["population"]) == (1, 3, 5)
+    index = RunIndex.open(tmp_path / "run" / "index.sqlite", readonly=True)
+    try:
+        plans = [e.data["plans"] for e in index.events("generation_started")]
+        made = Counter(v.generation for v in index.variants() if v.operator != "seed")
+    finally:
+        index.close()
+    assert plans == [3, 5], plans
+    # the offline baseline (seed 1) makes every planned child: exactly the counts the flags ask for
+    assert (made[0], made[1], sum(made.values())) == (3, 5, summary["children"]), made
+    assert summary["generation"] == 1 and summary["finished"]
 
 
 def test_write_config_helper_roundtrip(tmp_path: Path) -> None:
@@ -429,12 +441,10 @@ def test_llm_calls_failing_for_longer_than_give_up_after_s_stop_the_run(tmp_path
     toml = (seed / "ge.toml").read_text()
     (seed / "ge.toml").write_text(toml.replace("[llm]\n", "[llm]\ngive_up_after_s = 1.5\nconcurrency = 2\n", 1))
     with serve(responder=lambda request: hang(0.2, then=status(503))) as server:
-        started = time.monotonic()
         proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/m",
                   "--api-base", server.base_url, cwd=tmp_path)
-        took = time.monotonic() - started
         calls = len(server.requests)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "no LLM call has succeeded for" in " ".join(proc.stderr.split())
     # Stopped mid-generation: far fewer than the 40 children x 2 attempts of 0.2 s each.
-    assert calls < 40 and took < 60
+    assert calls < 40  # a call count, not a wall time: that fails on a loaded machine

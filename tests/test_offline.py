@@ -222,9 +222,17 @@ def test_indented_segment_stays_indented() -> None:
 def test_bracketed_fragment_segment() -> None:
     text = "layers = [\n    # --OPTION--\n    nn.Conv2d(3, 16, 3),\n    nn.ReLU(),\n]\n"
     g = parse_genome({"m.py": text}, ["m.py"])
+    seg = g.segments[0]
     for seed in range(10):
-        edit = offline_mutate(g.segments[0], random.Random(seed))
-        splice(g, g.segments[0].key, edit.code)
+        edit = offline_mutate(seg, random.Random(seed))
+        new = splice(g, seg.key, edit.code)["m.py"]
+        assert new != text and edit.description, f"seed {seed}: the edit changed nothing"
+        # still a two-element list literal; only the segment's lines changed
+        (stmt,) = ast.parse(new).body
+        assert isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.List), new
+        assert len(stmt.value.elts) == 2, new
+        assert new.startswith("layers = [\n    # --OPTION--\n    nn.") and new.endswith("\n]\n")
+        assert parse_genome({"m.py": new}, ["m.py"]).segments[0].code != seg.code
 
 
 def test_nothing_applicable_raises() -> None:
