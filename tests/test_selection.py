@@ -222,18 +222,54 @@ def test_tournament_chooses_as_often_as_deap_where_deap_applies(shape: str) -> N
 # --------------------------------------------------------------------------- SPEA2 elites
 
 
-def test_spea2_matches_deap_on_rescaled_objectives() -> None:
+def _unit_pop(rng: random.Random, size: int) -> list[Scored]:
+    """Random variants whose objectives already span exactly [0, 1]: rescaling is the identity."""
+    pop = _pop(rng, size)
+    pop[0] = Scored(pop[0].id, {"acc": 0.0, "params": 1.0})
+    pop[-1] = Scored(pop[-1].id, {"acc": 1.0, "params": 0.0})
+    return pop
+
+
+def test_spea2_matches_deap_where_rescaling_changes_nothing() -> None:
     rng = random.Random(11)
-    for size in (1, 2, 5, 12, 30):
-        pop = _pop(rng, size)
+    for size in (2, 5, 12, 30):
+        pop = _unit_pop(rng, size)
         for k in (1, 3, 10, 40):
             ours = [s.id for s in spea2_elites(pop, k, OBJ)]
-            random.seed(0x5EA2)
-            theirs = [
-                i.ident for i in tools.selSPEA2(_deap_inds(pop, OBJ, scale=True), min(k, size))
-            ]
-            assert sorted(ours) == sorted(theirs)
+            random.seed(size * 100 + k)  # deap's pivots are random; the selection is not
+            theirs = [i.ident for i in tools.selSPEA2(_deap_inds(pop, OBJ), min(k, size))]
+            assert sorted(ours) == sorted(theirs), (size, k)
             assert len(ours) == len(set(ours)) == min(k, size)
+    single = _pop(rng, 1)
+    assert spea2_elites(single, 3, OBJ) == single
+
+
+def _truncated(points: dict[str, tuple[float, float]], k: int) -> set[str]:
+    """SPEA2's archive truncation as the paper (Zitzler, Laumanns, Thiele 2001) states it: while
+    the archive is too large, drop the member whose ascending distances to the others are
+    lexicographically smallest. Written here, independently of deap."""
+    alive = set(points)
+
+    def distances(i: str) -> list[float]:
+        return sorted(math.dist(points[i], points[j]) for j in alive if j != i)
+
+    while len(alive) > k:
+        alive.remove(min(sorted(alive), key=distances))
+    return alive
+
+
+def test_spea2_truncates_a_large_front_like_the_paper_on_rescaled_objectives() -> None:
+    rng = random.Random(3)
+    for size in (8, 15, 30):
+        # a trade-off: more accuracy costs more parameters, so (nearly) everyone is on the front
+        us = [rng.random() for _ in range(size)]
+        pop = [Scored(f"v{i:03d}", {"acc": u, "params": 1e6 * u + 50.0}) for i, u in enumerate(us)]
+        front = {s.id for s in pareto_front(pop, OBJ)}
+        assert len(front) == size
+        lo, hi = min(us), max(us)
+        unit = {s.id: ((u - lo) / (hi - lo),) * 2 for s, u in zip(pop, us, strict=True)}
+        for k in (1, 2, 5, size - 1):
+            assert {s.id for s in spea2_elites(pop, k, OBJ)} == _truncated(unit, k), (size, k)
 
 
 def test_spea2_keeps_the_front_first_and_is_scale_free() -> None:
