@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from guided_evolution.errors import GeError
+from guided_evolution.evolution import operators
 from guided_evolution.evolution.prompts import PromptLibrary, builtin_dir
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[1]
 
 KINDS = ("tune", "unusual", "complex", "reduce", "unorthodox", "significant")
 PERSONAS = ("concise", "expert", "inventive", "bumbler")
@@ -101,8 +112,41 @@ def test_missing_extra_directory_is_ignored(tmp_path: Path) -> None:
     assert lib.names() == PromptLibrary.load().names()
 
 
-def test_builtin_prompts_are_in_the_repository() -> None:
-    assert (builtin_dir() / "rules.txt").is_file()
+def _used_by_operators(lib: PromptLibrary) -> set[str]:
+    """The prompts the operators render, and every prompt those include (``{{>name}}``)."""
+    source = inspect.getsource(operators)
+    rendered = set(re.findall(r'lib\.render\("(\w+)"', source))
+    rendered |= {
+        operators.mutation_prompt_name(k, p)
+        for k in operators.MUTATION_KINDS
+        for p in operators.PERSONAS
+    }
+    used, todo = set(), list(rendered)
+    while todo:
+        name = todo.pop()
+        if name not in used:
+            used.add(name)
+            todo += re.findall(r"\{\{>\s*([\w.-]+)\s*\}\}", lib.path(name).read_text())
+    return used
+
+
+def test_builtin_prompts_load_are_used_and_ship_in_the_wheel() -> None:
+    lib = PromptLibrary.load()
+    files = sorted(builtin_dir().glob("*.txt"))
+    assert files and {f.stem for f in files} == set(lib.names())
+    for f in files:  # each renders with all its placeholders filled, includes resolved
+        messages = lib.render(f.stem, **{k: "x" for k in lib.placeholders(f.stem)})
+        assert messages and all(m["content"].strip() for m in messages), f.name
+        assert "{{" not in "".join(m["content"] for m in messages), f.name
+    unused = set(lib.names()) - _used_by_operators(lib)
+    assert not unused, f"built-in prompts no operator renders or includes: {sorted(unused)}"
+    # the wheel: prompts/ is installed as guided_evolution.builtin_prompts with every *.txt
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "guided_evolution.builtin_prompts" in project["packages"]
+    assert project["package-dir"]["guided_evolution.builtin_prompts"] == "prompts"
+    assert project["package-data"]["guided_evolution.builtin_prompts"] == ["*.txt"]
+    shipped = {p.name for p in (REPO / "prompts").iterdir() if p.is_file()}
+    assert shipped == {f.name for f in files} | {"__init__.py"}, "a file the wheel would drop"
 
 
 @pytest.mark.parametrize("kind", KINDS)
