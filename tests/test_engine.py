@@ -367,15 +367,19 @@ def test_write_config_helper_roundtrip(tmp_path: Path) -> None:
 def test_a_failing_seed_stops_with_one_line_and_resume_retries_it(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed")
     evaluate = seed / "evaluate.py"
-    evaluate.write_text(evaluate.read_text().replace(
-        "    rng = random.Random(0)",
-        "    if not os.path.exists(os.path.join(os.environ['GE_SEED_DIR'], 'data.ok')):\n"
-        "        sys.exit('no data: put data.ok into the seed directory')\n    rng = random.Random(0)",
-    ))
+    evaluate.write_text(
+        evaluate.read_text().replace(
+            "    rng = random.Random(0)",
+            "    if not os.path.exists(os.path.join(os.environ['GE_SEED_DIR'], 'data.ok')):\n"
+            "        sys.exit('no data: put data.ok into the seed directory')\n    rng = random.Random(0)",
+        )
+    )
     proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode == 2 and "the seed failed its own evaluation: exit code 1" in proc.stderr
     # The evaluator's own last words are in the message: no need to open the log to see why.
-    assert "(last output: no data: put data.ok into the seed directory)" in " ".join(proc.stderr.split())
+    assert "(last output: no data: put data.ok into the seed directory)" in " ".join(
+        proc.stderr.split()
+    )
     assert "Traceback" not in proc.stderr
     (seed / "data.ok").write_text("")  # the user fixes the environment, not the seed's code
     summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
@@ -400,8 +404,17 @@ def test_an_llm_error_that_repeats_on_every_call_stops_the_run_and_resume_contin
         return status(code) if failing else CodeWriter()(request)
 
     with serve(responder=responder) as server:
-        proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/m",
-                  "--api-base", server.base_url, cwd=tmp_path)
+        proc = ge(
+            "run",
+            str(seed),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--model",
+            "openai/m",
+            "--api-base",
+            server.base_url,
+            cwd=tmp_path,
+        )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         message = " ".join(proc.stderr.split())
         assert "the LLM calls keep failing" in message and words in message
@@ -415,7 +428,9 @@ def test_an_llm_error_that_repeats_on_every_call_stops_the_run_and_resume_contin
     assert summary["finished"] and summary["evaluated"] > 1
 
 
-def test_a_generation_whose_llm_calls_all_fail_stops_the_run_and_resume_continues(tmp_path: Path) -> None:
+def test_a_generation_whose_llm_calls_all_fail_stops_the_run_and_resume_continues(
+    tmp_path: Path,
+) -> None:
     """A server that is down (HTTP 500, connection refused, ...) made every proposal fail after
     its retries, and the run went on to "finish" with nothing evolved."""
     seed = template_seed(tmp_path / "seed", generations=1)
@@ -425,8 +440,17 @@ def test_a_generation_whose_llm_calls_all_fail_stops_the_run_and_resume_continue
         return status(500) if failing else CodeWriter()(request)
 
     with serve(responder=responder) as server:
-        proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/m",
-                  "--api-base", server.base_url, cwd=tmp_path)
+        proc = ge(
+            "run",
+            str(seed),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--model",
+            "openai/m",
+            "--api-base",
+            server.base_url,
+            cwd=tmp_path,
+        )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         message = " ".join(proc.stderr.split())
         assert "all 4 LLM calls of generation 0 failed" in message and "HTTP 500" in message
@@ -439,10 +463,21 @@ def test_a_generation_whose_llm_calls_all_fail_stops_the_run_and_resume_continue
 def test_llm_calls_failing_for_longer_than_give_up_after_s_stop_the_run(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=1, initial_population=40)
     toml = (seed / "ge.toml").read_text()
-    (seed / "ge.toml").write_text(toml.replace("[llm]\n", "[llm]\ngive_up_after_s = 1.5\nconcurrency = 2\n", 1))
+    (seed / "ge.toml").write_text(
+        toml.replace("[llm]\n", "[llm]\ngive_up_after_s = 1.5\nconcurrency = 2\n", 1)
+    )
     with serve(responder=lambda request: hang(0.2, then=status(503))) as server:
-        proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/m",
-                  "--api-base", server.base_url, cwd=tmp_path)
+        proc = ge(
+            "run",
+            str(seed),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--model",
+            "openai/m",
+            "--api-base",
+            server.base_url,
+            cwd=tmp_path,
+        )
         calls = len(server.requests)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "no LLM call has succeeded for" in " ".join(proc.stderr.split())

@@ -19,10 +19,7 @@ SEED_DIR = Path(__file__).resolve().parents[1] / "seeds" / "exquisitenet_v2"
 EVALUATE = SEED_DIR / "evaluate.py"
 SEED_MODEL = (SEED_DIR / "model.py").read_text(encoding="utf-8")
 TIMING_KEYS = {"train_seconds", "images_per_second"}
-ADAM_GENE = (
-    "def get_optimizer(params):\n"
-    "    return torch.optim.Adam(params, lr=1e-3)\n"
-)
+ADAM_GENE = "def get_optimizer(params):\n    return torch.optim.Adam(params, lr=1e-3)\n"
 
 
 def _load(path: Path, name: str) -> Any:
@@ -48,7 +45,7 @@ def _variant(root: Path, name: str, old: str = "", new: str = "") -> Path:
 
 def _seed_gene() -> str:
     start = SEED_MODEL.index("def get_optimizer")
-    return SEED_MODEL[start:SEED_MODEL.index("# --OPTION--", start)].rstrip() + "\n"
+    return SEED_MODEL[start : SEED_MODEL.index("# --OPTION--", start)].rstrip() + "\n"
 
 
 def _without_timings(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +65,9 @@ def evaluate(monkeypatch: pytest.MonkeyPatch) -> Any:
     return _load(EVALUATE, "exquisitenet_evaluate")
 
 
-def _run(evaluate: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, dict]:
+def _run(
+    evaluate: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[int, dict]:
     monkeypatch.chdir(workdir)
     metrics = workdir / "metrics.json"
     metrics.unlink(missing_ok=True)
@@ -88,7 +87,15 @@ def test_seed_has_the_published_parameter_count() -> None:
 def test_seed_splits_into_nine_named_segments() -> None:
     genome = parse_genome({"model.py": SEED_MODEL}, ["model.py"])
     assert [s.name for s in genome.segments] == [
-        "get_optimizer", "SE", "SE_LN", "DFSEBV2", "FCT", "EVE", "ME", "DW", "ExquisiteNetV2",
+        "get_optimizer",
+        "SE",
+        "SE_LN",
+        "DFSEBV2",
+        "FCT",
+        "EVE",
+        "ME",
+        "DW",
+        "ExquisiteNetV2",
     ]
     noted = {s.name for s in genome.segments if s.notes}
     assert {"get_optimizer", "ExquisiteNetV2"} <= noted
@@ -113,8 +120,12 @@ def test_check_passes_and_reports_params(
 def test_check_rejects_a_wrong_output_shape(
     evaluate: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    broken = _variant(tmp_path, "broken", "self.fc = nn.Linear(384, class_num)",
-                      "self.fc = nn.Linear(384, class_num + 3)")
+    broken = _variant(
+        tmp_path,
+        "broken",
+        "self.fc = nn.Linear(384, class_num)",
+        "self.fc = nn.Linear(384, class_num + 3)",
+    )
     code, metrics = _run(evaluate, broken, monkeypatch, "--check")
     assert code == 1
     assert metrics == {}
@@ -140,8 +151,9 @@ def test_fast_recipe_writes_every_metric_and_is_deterministic(
     args = ("--data", str(data_dir), "--epochs", "1", "--device", "cpu", "--seed", "3")
     code, first = _run(evaluate, seed, monkeypatch, *args)
     assert code == 0
-    assert {"val_accuracy", "test_accuracy", "params", "train_seconds",
-            "images_per_second"} <= set(first)
+    assert {"val_accuracy", "test_accuracy", "params", "train_seconds", "images_per_second"} <= set(
+        first
+    )
     assert first["params"] == 518_230 and first["epochs"] == 1
     assert 0.0 <= first["val_accuracy"] <= 1.0 and first["images_per_second"] > 0
     _, second = _run(evaluate, seed, monkeypatch, *args)
@@ -151,7 +163,10 @@ def test_fast_recipe_writes_every_metric_and_is_deterministic(
 
 
 def test_training_uses_the_optimizer_gene(
-    evaluate: Any, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    evaluate: Any,
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
     args = ("--data", str(data_dir), "--epochs", "1", "--device", "cpu")
@@ -166,9 +181,21 @@ def test_training_uses_the_optimizer_gene(
 def test_ge_original_recipe_runs_on_cpu(
     evaluate: Any, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code, metrics = _run(evaluate, _variant(tmp_path, "seed"), monkeypatch, "--data",
-                         str(data_dir), "--recipe", "ge-original", "--image-size", "32",
-                         "--epochs", "1", "--device", "cpu")
+    code, metrics = _run(
+        evaluate,
+        _variant(tmp_path, "seed"),
+        monkeypatch,
+        "--data",
+        str(data_dir),
+        "--recipe",
+        "ge-original",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert code == 0
     assert metrics["epochs"] == 1 and metrics["params"] == 518_230
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
@@ -178,7 +205,11 @@ def test_missing_data_is_a_clear_usage_error(tmp_path: Path) -> None:
     variant = _variant(tmp_path, "seed")
     out = subprocess.run(
         [sys.executable, str(EVALUATE), "--data", str(tmp_path / "nowhere")],
-        cwd=variant, capture_output=True, text=True, timeout=120, check=False,
+        cwd=variant,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
@@ -192,8 +223,14 @@ def test_missing_data_is_a_clear_usage_error(tmp_path: Path) -> None:
 def _cold(variant: Path, args: list[str]) -> dict:
     metrics = variant / "cold.json"
     env = {k: v for k, v in os.environ.items() if k != "GE_METRICS"}
-    subprocess.run([sys.executable, str(EVALUATE), *args, "--metrics", str(metrics)],
-                   cwd=variant, env=env, check=True, capture_output=True, timeout=180)
+    subprocess.run(
+        [sys.executable, str(EVALUATE), *args, "--metrics", str(metrics)],
+        cwd=variant,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
     return json.loads(metrics.read_text())
 
 
@@ -208,29 +245,39 @@ def _ask(worker: subprocess.Popen, request: dict) -> tuple[dict, dict]:
 
 
 @pytest.mark.timeout(240)
-def test_worker_matches_cold_runs_and_survives_a_crash(
-    data_dir: Path, tmp_path: Path
-) -> None:
+def test_worker_matches_cold_runs_and_survives_a_crash(data_dir: Path, tmp_path: Path) -> None:
     args = {"epochs": 1, "device": "cpu", "seed": 5}
     flags = [f"--{k}" for k in ("data", "epochs", "device", "seed")]
     cli = [x for pair in zip(flags, [str(data_dir), "1", "cpu", "5"], strict=True) for x in pair]
     seed = _variant(tmp_path, "seed")
     adam = _variant(tmp_path, "adam", _seed_gene(), ADAM_GENE)
-    crash = _variant(tmp_path, "crash", "        super().__init__()\n        self.FCT",
-                     "        super().__init__()\n        import os, signal\n"
-                     "        os.kill(os.getpid(), signal.SIGKILL)\n        self.FCT")
+    crash = _variant(
+        tmp_path,
+        "crash",
+        "        super().__init__()\n        self.FCT",
+        "        super().__init__()\n        import os, signal\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n        self.FCT",
+    )
     env = {k: v for k, v in os.environ.items() if k != "GE_METRICS"}
     worker = subprocess.Popen(
         [sys.executable, str(EVALUATE), "--worker", "--data", str(data_dir)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         assert json.loads(worker.stdout.readline())["ready"] is True  # type: ignore[union-attr]
         results = {}
         for name, variant in (("seed", seed), ("crash", crash), ("adam", adam)):
-            request = {"variant_id": name, "workdir": str(variant),
-                       "metrics_path": str(tmp_path / f"{name}.json"),
-                       "log_path": str(tmp_path / f"{name}.log"), "args": args}
+            request = {
+                "variant_id": name,
+                "workdir": str(variant),
+                "metrics_path": str(tmp_path / f"{name}.json"),
+                "log_path": str(tmp_path / f"{name}.log"),
+                "args": args,
+            }
             results[name] = _ask(worker, request)
         worker.stdin.close()  # type: ignore[union-attr]
         assert worker.wait(timeout=60) == 0
@@ -262,7 +309,9 @@ def test_ge_toml_selects_on_validation_and_size_and_reports_test_accuracy() -> N
 
     config = load_config(SEED_DIR / "ge.toml")
     assert [(o.name, o.direction, o.select) for o in config.objectives] == [
-        ("val_accuracy", "max", True), ("params", "min", True), ("test_accuracy", "max", False),
+        ("val_accuracy", "max", True),
+        ("params", "min", True),
+        ("test_accuracy", "max", False),
     ]
     assert config.evaluator.check == "python evaluate.py --check"
     assert "GE_DATA" in config.evaluator.pass_env
