@@ -122,7 +122,7 @@ def offline_crossover(a: Genome, b: Genome, rng: random.Random) -> tuple[dict[st
                 files = splice(genome, key, b.segment(key).code)
             except SpliceError:
                 continue
-            genome = parse_genome(files, a.evolvable, a.marker)
+            genome = parse_genome(files, a.evolvable, a.marker, a.kept)
             taken.append(key)
     kept = [k for k in keys if k not in taken]
     parts = [f"{', '.join(taken) or 'nothing'} from the second parent"]
