@@ -138,6 +138,17 @@ class EvolutionConfig(_Model):
     mutation_probability: float = Field(0.8, ge=0, le=1)
     eot_probability: float = Field(0.25, ge=0, le=1)
     eot_start_generation: int = Field(1, ge=0, description="first generation that may use EoT")
+    eot_teachers: Literal["beat_seed", "spea2_top"] = Field(
+        "beat_seed",
+        description="EoT teachers: elites that beat the seed on some objective, or (the GE paper) "
+        "the SPEA2 top `eot_teacher_pool` of the population",
+    )
+    eot_teacher_pool: int = Field(10, ge=1, description="spea2_top: how many (GE paper: 10)")
+    parent_tournament: Literal["rank_crowding", "dcd"] = Field(
+        "rank_crowding",
+        description="NSGA-II rank then crowding, or (the GE paper) deap's selTournamentDCD: "
+        "pairwise dominance, then crowding",
+    )
     fix_attempts: int = Field(0, ge=0, le=5, description="feed a failure back to the LLM N times")
     personas: tuple[str, ...] = ("concise", "expert", "inventive", "bumbler")
     temperature: TemperatureRanges = TemperatureRanges()

@@ -5,7 +5,11 @@ population: SPEA2 picks the elites (carried over); NSGA-II tournaments pick ``po
 parents; each pair is crossed over with ``crossover_probability`` (both directions); each child is
 then mutated with ``mutation_probability``, and such a mutation is Evolution of Thought with
 ``eot_probability`` (from ``eot_start_generation``) once there are teachers: elites that beat the
-seed on some selection objective.
+seed on some selection objective (``eot_teachers = "beat_seed"``), or the paper's SPEA2 top
+``eot_teacher_pool`` (``"spea2_top"``). ``parent_tournament = "dcd"`` swaps the tournament for
+deap's selTournamentDCD (the paper's). A planned child that draws neither crossover nor mutation
+is dropped, as GE's unchanged offspring were clones of their parent (see README, "Differences
+from the GE paper").
 
 Every draw comes from an RNG seeded by (run seed, generation), and each plan has its own RNG
 seeded by (run seed, generation, child index), so a resumed run re-derives the same plans.
@@ -19,7 +23,12 @@ from dataclasses import dataclass
 
 from guided_evolution.config import EvolutionConfig
 from guided_evolution.evolution.scoring import ObjectiveSpec, Scored, better_somewhere
-from guided_evolution.evolution.selection import HallOfFame, nsga2_parents, spea2_elites
+from guided_evolution.evolution.selection import (
+    HallOfFame,
+    dcd_parents,
+    nsga2_parents,
+    spea2_elites,
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,15 @@ def eot_teachers(
     return [e.id for e in elites if e.id != seed.id and better_somewhere(e, seed, objectives)]
 
 
+def spea2_teachers(
+    population: Sequence[Scored], seed_id: str, pool: int, objectives: Sequence[ObjectiveSpec]
+) -> list[str]:
+    """The GE paper's EoT teachers: the SPEA2 top ``pool`` of the population, less the seed itself
+    (it has no change to teach); whether a teacher beat the seed is not asked."""
+    top = spea2_elites(population, min(pool, len(population)), objectives)
+    return [s.id for s in top if s.id != seed_id]
+
+
 def plan_generation(
     generation: int,
     population: Sequence[Scored],
@@ -101,9 +119,13 @@ def plan_generation(
         return GenerationPlan(plans, [])
     valid = list(population) or ([seed] if seed is not None else [])
     elites = [s.id for s in spea2_elites(valid, min(evo.elites, len(valid)), objectives)]
-    parents = [s.id for s in nsga2_parents(valid, evo.population, objectives, rng)]
-    elite_ids = set(elites)
-    teachers = eot_teachers([s for s in valid if s.id in elite_ids], seed, objectives)
+    tournament = dcd_parents if evo.parent_tournament == "dcd" else nsga2_parents
+    parents = [s.id for s in tournament(valid, evo.population, objectives, rng)]
+    if evo.eot_teachers == "spea2_top":
+        teachers = spea2_teachers(valid, seed_id, evo.eot_teacher_pool, objectives)
+    else:
+        elite_ids = set(elites)
+        teachers = eot_teachers([s for s in valid if s.id in elite_ids], seed, objectives)
     eot_on = eot and generation >= evo.eot_start_generation and bool(teachers)
 
     def mutate_step() -> Step | None:

@@ -156,6 +156,29 @@ def nsga2_parents(
     return chosen
 
 
+def dcd_parents(
+    pop: Sequence[Scored], n: int, objectives: Sequence[ObjectiveSpec], rng: random.Random
+) -> list[Scored]:
+    """`n` parents by deap's selTournamentDCD, the GE paper's rule: pairwise dominance first,
+    then crowding distance (within each NSGA-II front), then a coin flip.
+
+    deap needs a list whose length is a multiple of 4 and at least `n`; `pop` is repeated in
+    full as often as fits and the rest padded with distinct members drawn by `rng`, and the
+    first `n` winners are kept. Deterministic given the state of `rng`.
+    """
+    inds = _wrap(pop, objectives)
+    if n <= 0 or not inds:
+        return []
+    _rank_and_crowd(inds)
+    size = -(-max(n, len(inds)) // 4) * 4
+    padded = inds * (size // len(inds))
+    while len(padded) < size:
+        padded.extend(rng.sample(inds, min(len(inds), size - len(padded))))
+    with _isolated_random(rng.getrandbits(64)):
+        chosen = tools.selTournamentDCD(padded, size)
+    return [pop[ind.index] for ind in chosen[:n]]
+
+
 class HallOfFame:
     """The best variants ever seen: a Pareto front bounded at `maxsize`.
 
