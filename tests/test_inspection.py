@@ -504,3 +504,34 @@ def test_status_trusts_the_records_contained_flags_and_does_not_repeat_warnings(
     text = ge_text("status", str(run_copy))
     assert f"{processes}  (not contained)" in text and text.count("signal and trace ge") == 1
     assert "warning: memory is not capped per evaluation" in text
+
+
+# --------------------------------------------------------------------------- children per generation
+
+
+def test_status_shows_configured_planned_and_new_children_per_generation(run_copy: Path) -> None:
+    rows = ge_json("status", str(run_copy))["children_per_generation"]
+    assert [r["generation"] for r in rows] == [0, 1, 2]
+    assert all(r["configured"] == 4 for r in rows)  # initial_population and population
+    index = RunIndex.open(run_copy / "index.sqlite")
+    try:
+        for r in rows:
+            made = [v for v in index.variants(generation=r["generation"]) if v.operator != "seed"]
+            assert r["new"] == len(made) and 0 < r["new"] <= r["planned"] <= r["configured"]
+        index.add_event(
+            "generation_started", {"generation": 3, "plans": 3}
+        )  # a generation under way
+    finally:
+        index.close()
+    data = ge_json("status", str(run_copy))
+    assert data["children_per_generation"][-1] == {
+        "generation": 3,
+        "configured": 4,
+        "planned": 3,
+        "new": None,
+    }
+    cells = [f"{r['generation']}: 4/{r['planned']}/{r['new']}" for r in rows]
+    line = next(
+        x for x in ge_text("status", str(run_copy)).splitlines() if "configured/planned/new" in x
+    )
+    assert all(cell in line for cell in cells) and "3: 4/3/-" in line

@@ -103,6 +103,13 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
         f"LLM calls {data['llm_calls']} ({data['llm_errors']} errors)  tokens "
         f"{data['prompt_tokens'] + data['completion_tokens']}  spend ${data['cost_usd']:.4f}  models {escape(', '.join(data['models']))}"
     )
+    per_gen = data.get("children_per_generation") or []
+    if per_gen:
+        cells = [
+            f"{r['generation']}: {r['configured']}/{_fmt(r['planned'])}/{_fmt(r['new'])}"
+            for r in per_gen
+        ]
+        console.print("children per generation (configured/planned/new)  " + "  ".join(cells))
     for line in _isolation_lines(data):
         console.print(line)
 

@@ -153,6 +153,27 @@ def isolation_notes(info: dict[str, Any]) -> list[str]:
     return notes
 
 
+def children_per_generation(index: Any, evo: Any) -> list[dict[str, Any]]:
+    """Per generation: children the config asks for, children planned (a planned child needs at
+    least one operator; the rest are dropped, as GE's unchanged offspring were clones), and new
+    children made (None while the generation runs). A resumed generation counts its last start."""
+    rows: dict[int, dict[str, Any]] = {}
+    for event in index.events("generation_started"):
+        gen = int(event.data["generation"])
+        configured = evo.initial_population if gen == 0 else evo.population
+        rows[gen] = {
+            "generation": gen,
+            "configured": configured,
+            "planned": event.data.get("plans"),
+            "new": None,
+        }
+    for event in index.events("generation_finished"):
+        row = rows.get(int(event.data["generation"]))
+        if row is not None:
+            row["new"] = event.data.get("children")
+    return [rows[g] for g in sorted(rows)]
+
+
 def status(run_dir: Path) -> dict[str, Any]:
     """Progress counters of a run, and the isolation its evaluations ran under."""
     with open_run_index(run_dir) as (index, resolved, paths):
@@ -175,6 +196,7 @@ def status(run_dir: Path) -> dict[str, Any]:
             "finished": bool(finished),
             "stop_reason": finished or None,
             "models": [m.model for m in resolved.config.llm.models],
+            "children_per_generation": children_per_generation(index, resolved.config.evolution),
             **isolation_info(index),
         }
 
