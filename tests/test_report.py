@@ -334,3 +334,30 @@ def test_report_of_a_run_older_than_isolation_records(run: Path, tmp_path: Path)
     copy = Path(shutil.copytree(run, tmp_path / "run"))
     section = _isolation_section(copy, tmp_path / "r.html")
     assert "Isolation not recorded (run started before ge recorded its isolation)." in section
+
+
+def test_report_shows_configured_planned_and_new_children_per_generation(
+    run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report.html"
+    write_report(run, out)
+    page = out.read_text()
+    index = RunIndex.open(run / "index.sqlite")
+    try:
+        planned = {
+            e.data["generation"]: e.data["plans"] for e in index.events("generation_started")
+        }
+        new = {
+            e.data["generation"]: e.data["children"] for e in index.events("generation_finished")
+        }
+    finally:
+        index.close()
+    assert "<h3>children per generation</h3>" in page and sorted(planned) == [0, 1, 2]
+    for gen in planned:
+        cells = (
+            gen,
+            4,
+            planned[gen],
+            new[gen],
+        )  # template_seed: initial_population = population = 4
+        assert "<tr>" + "".join(f"<td class=num>{c}</td>" for c in cells) + "</tr>" in page

@@ -412,6 +412,13 @@ def _progress_block(rep: Report) -> str:
     )
 
 
+def _children_html(rep: Report) -> str:
+    """Children per generation: configured, planned (given an operator) and new (made)."""
+    row = "<tr><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>"
+    body = "".join(row.format(*map(fmt_num, r.values())) for r in rep.children)
+    return f"<h3>children per generation</h3><table><thead><tr><th class=num>generation</th><th class=num>configured</th><th class=num>planned</th><th class=num>new</th></tr></thead><tbody>{body}</tbody></table>"
+
+
 def _sections(rep: Report) -> list[tuple[str, str, str]]:
     """(anchor, title, HTML) of each section, in page order."""
     return [
@@ -432,7 +439,8 @@ def _sections(rep: Report) -> list[tuple[str, str, str]]:
                 "per persona",
                 rep.personas,
                 "Rejected proposals have no persona and are left out of this table.",
-            ),
+            )
+            + _children_html(rep),
         ),
         ("failures", "Failure reasons", _failures_html(rep)),
         (

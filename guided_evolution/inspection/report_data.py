@@ -19,7 +19,11 @@ from guided_evolution.inspection.run_data import (
     reflection_rows,
     variant_calls,
 )
-from guided_evolution.inspection.views_data import front_rows, isolation_info
+from guided_evolution.inspection.views_data import (
+    children_per_generation,
+    front_rows,
+    isolation_info,
+)
 from guided_evolution.runstore.git_store import GitStore
 
 MAX_FRONT_DIFFS = 60
@@ -76,6 +80,7 @@ class Report:
     seed_id: str | None = None
     time_span_s: float = 0.0
     isolation: dict[str, Any] = field(default_factory=dict)  # `views_data.isolation_info`
+    children: list[dict[str, Any]] = field(default_factory=list)  # per generation: planned, new
 
 
 def _operator_name(op: str | None, offline: bool) -> str:
@@ -206,6 +211,7 @@ def collect(run_dir: Path) -> Report:
             seed_id=data.seed_id,
             time_span_s=max(end - start, progress[-1]["t"] if progress else 0.0),
             isolation=isolation_info(index),
+            children=children_per_generation(index, cfg.evolution),
         )
 
 
