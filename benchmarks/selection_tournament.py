@@ -3,8 +3,9 @@
 Times both on random two-objective populations of 44 (the original GE's) and 1,000 variants,
 choosing as many parents as there are variants (the one size deap accepts for both, as 44 and
 1,000 are multiples of 4), median of repeats; the rank/crowding pass both need is timed apart.
-Then checks what the engine relies on: any number of parents for any population size, the
-tournament rule (rank, then crowding distance) and isolation from the global ``random``.
+Then checks what the engine relies on: any number of parents for any population size (ours, and
+``dcd_parents``: deap's rule padded to the sizes deap accepts, the paper profile's
+``parent_tournament = "dcd"``), and how often the two rules decide a pair differently.
 
     python benchmarks/selection_tournament.py [--repeats 200]
 """
@@ -29,6 +30,7 @@ from guided_evolution.evolution.selection import (
     _isolated_random,
     _rank_and_crowd,
     _wrap,
+    dcd_parents,
     nsga2_parents,
 )
 
@@ -86,7 +88,8 @@ def sizes() -> None:
         rng = random.Random(0)
         ours = attempt(lambda p=pop, k=n, r=rng: nsga2_parents(p, k, OBJ, r))
         theirs = attempt(lambda p=pop, k=n, r=rng: deap_parents(p, k, r))
-        print(f"  {n:>3} of {size:>3}: ours {ours:<12} deap {theirs}")
+        padded = attempt(lambda p=pop, k=n, r=rng: dcd_parents(p, k, OBJ, r))
+        print(f"  {n:>3} of {size:>3}: ours {ours:<12} dcd_parents {padded:<12} deap {theirs}")
 
 
 def rule(trials: int) -> None:
