@@ -4,7 +4,6 @@ stays within budget, and every failure is recorded with its reason."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -60,7 +59,6 @@ def test_fault_storm_is_survived_bounded_recorded_and_within_budget(tmp_path: Pa
             )
         )
         (seed / "ge.toml").write_text(text)
-        started = time.monotonic()
         summary = run_json(
             "run",
             str(seed),
@@ -69,7 +67,6 @@ def test_fault_storm_is_survived_bounded_recorded_and_within_budget(tmp_path: Pa
             cwd=tmp_path,
             env={"OPENAI_API_KEY": "sk-x"},
         )
-        elapsed = time.monotonic() - started
         sent = len(server.requests)
         assert server.pending == 0, "every scripted fault was served"
     assert summary["finished"] and summary["stop_reason"].startswith("completed"), summary
@@ -104,7 +101,10 @@ def test_fault_storm_is_survived_bounded_recorded_and_within_budget(tmp_path: Pa
     assert any(c.outcome == "ok" and c.attempts == attempts for c in calls), (
         "the short storm was retried"
     )
-    assert elapsed < 90, f"hangs were not cut at the deadline ({elapsed:.0f} s)"
+    # the hangs were cut at the deadline, all three attempts of one call (uncut, each would end
+    # in a code-less "ok" reply)
+    cut = f"deadline of 1 s exceeded after {attempts} attempts"
+    assert any((c.error or "").endswith(cut) for c in errors), reasons
     # every failed proposal is an event with its reason: the LLM errors and the unusable replies
     assert all(r.get("reason") for r in rejected)
     rejected_reasons = [r["reason"] for r in rejected]
