@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Mutation testing of the generation plan and of selection with mutmut (pinned below).
 #
-# Mutates guided_evolution/evolution/plan.py and selection.py only, runs tests/test_plan.py and
-# tests/test_selection.py against each mutant, and prints the mutants that no test killed.
+# Mutates guided_evolution/evolution/plan.py and selection.py only, runs their unit tests
+# (tests/test_plan.py, test_selection.py and, where present, test_plan_paper.py; not the slow
+# end-to-end temperature test) against each mutant, and prints the mutants that no test killed.
 # Runs in a scratch copy of the package and tests (mutmut writes a mutants/ folder and needs its
 # own config), so the working tree is left alone. Installs mutmut into the venv when missing.
 #
@@ -24,17 +25,22 @@ if [[ ${1:-} == --keep ]]; then
 else
     trap 'rm -rf "$work"' EXIT
 fi
-tar -C "$root" --exclude=__pycache__ -cf - guided_evolution tests pyproject.toml | tar -C "$work" -xf -
+tar -C "$root" --exclude=__pycache__ -cf - guided_evolution tests pyproject.toml seeds/*/ge.toml |
+    tar -C "$work" -xf -
 # The project's pyproject has no [tool.mutmut]: mutmut falls back to this setup.cfg.
 cat > "$work/setup.cfg" <<'CFG'
 [mutmut]
 source_paths = guided_evolution
+also_copy = seeds
 only_mutate =
     guided_evolution/evolution/plan.py
     guided_evolution/evolution/selection.py
 pytest_add_cli_args_test_selection =
-    tests/test_plan.py
-    tests/test_selection.py
+CFG
+for test in tests/test_plan.py tests/test_selection.py tests/test_plan_paper.py; do
+    if [[ -f $root/$test ]]; then echo "    $test" >> "$work/setup.cfg"; fi
+done
+cat >> "$work/setup.cfg" <<'CFG'
 pytest_add_cli_args =
     -p
     no:cacheprovider
