@@ -83,9 +83,8 @@ class SandboxPolicy:
     output_cap_bytes: int = 1_000_000
     readonly_root: bool = True
     pass_env: tuple[str, ...] = ()
-    readable: tuple[
-        str, ...
-    ] = ()  # directories the command may read (e.g. the seed dir and its data)
+    # directories the command may read (e.g. the seed dir and its data)
+    readable: tuple[str, ...] = ()
     backend: str = "auto"  # "auto" | "bwrap" | "landlock" | "none"
     tmpfs_mb: int | None = 1024  # size cap of the private /tmp and /dev/shm, each
 
@@ -269,10 +268,12 @@ class Sandbox:
     def cleanup(self, workdir: Path) -> int:
         """Kill every process left by the command started for ``workdir``; returns how many."""
         lease = self._leases.pop(Path(os.path.abspath(workdir)), None)
+        for cgroup in self._unremoved:  # earlier ones, whose processes had not exited yet
+            cgroup.release(wait=False)
+        self._unremoved = [c for c in self._unremoved if c.dirs]
         killed = 0 if lease is None else release(lease)
         if lease is not None and lease.cgroup is not None and lease.cgroup.dirs:
             self._unremoved.append(lease.cgroup)  # its killed processes are still exiting
-        self._unremoved = [c for c in self._unremoved if c.release(wait=False) >= 0 and c.dirs]
         return killed
 
     def close(self) -> None:

@@ -107,9 +107,10 @@ def _landlock_options(mode: ConfineMode, req: BwrapRequest, host: HostPaths) -> 
         writable += [Path("/tmp"), Path("/dev/shm")]
     else:
         args = []
-        for path in hidden_without_namespaces(req, host):
+        hidden = hidden_without_namespaces(req, host)
+        for path in hidden:
             args += ["--ll-hide", str(path)]
-        for path in readable_without_namespaces(req, host):
+        for path in readable_without_namespaces(req, host, hidden):
             args += ["--ll-read", str(path)]
     for path in writable:
         args += ["--ll-write", str(path)]
@@ -134,9 +135,10 @@ def hidden_without_namespaces(req: BwrapRequest, host: HostPaths) -> list[Path]:
     return [p for p in hidden if p not in req.readable]
 
 
-def readable_without_namespaces(req: BwrapRequest, host: HostPaths) -> list[Path]:
-    """Hidden directories' parts the command needs back: the interpreter, sys.path, the seed."""
-    hidden = hidden_without_namespaces(req, host)
+def readable_without_namespaces(
+    req: BwrapRequest, host: HostPaths, hidden: Sequence[Path]
+) -> list[Path]:
+    """Parts of the ``hidden`` paths the command needs back: the interpreter, sys.path, the seed."""
     wanted: Sequence[Path] = (*host.needed, *req.readable)
     return [p for p in wanted if any(is_within(p, h) for h in hidden)]
 
