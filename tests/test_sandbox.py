@@ -360,6 +360,8 @@ def test_memory_is_capped_per_evaluation_not_only_per_process(tmp_path: Path, ba
     except GeError as exc:
         pytest.skip(f"sandbox {backend} does not work here: {exc}")
     assert "per evaluation" in info.isolation.text["resources"], info.isolation.text
+    # The probe ran `true` in a cgroup of its own: it is gone, not left for a later cleanup.
+    assert not [p for h in found.hierarchies for p in h.base.glob("ge-*")], "the probe's cgroup"
     workdir = tmp_path / "hog"
     workdir.mkdir()
     script = """
@@ -383,4 +385,5 @@ def test_memory_is_capped_per_evaluation_not_only_per_process(tmp_path: Path, ba
         result.stderr[-500:],
     )
     sandbox.close()
-    assert not list(found.hierarchies[0].base.glob("ge-*")), "the evaluation's cgroup stayed"
+    left = [p for h in found.hierarchies for p in h.base.glob("ge-*")]
+    assert not left, f"the evaluation's cgroup stayed: {left}"

@@ -237,6 +237,7 @@ class Sandbox:
                 return str(exc), ""
             finally:
                 self.cleanup(workdir)
+                self.close()  # a one-off: its cgroup must not wait for a later cleanup
         out = result.stdout.decode(errors="replace")
         if result.returncode != 0:
             text = result.stderr.decode(errors="replace").strip().splitlines()
