@@ -34,7 +34,6 @@ _TIME = re.compile(
     r"|\b\d+(?:\.\d+)? ?(?:ms|s|min|h)\b"  # durations (evaluation and call times)
 )
 _PROGRESS = re.compile(r'<section id="progress">.*?</section>', re.S)
-_POINT = re.compile(r'<circle class="pt".*?</circle>', re.S)
 EVOLUTION = {
     "generations": 2,
     "initial_population": 4,
@@ -103,8 +102,6 @@ def normalized_report(run_dir: Path, tmp_path: Path, cards: tuple[str, ...] = ()
     - the run directory's path and name -> ``RUN``; timestamps and durations -> ``TIME``;
     - the "Best so far" section (plots over wall-clock time, and over the spend paid by the time
       each evaluation ended) -> ``PROGRESS``;
-    - the order of the front plot's points: variants of one generation are listed in commit
-      order (``created_at``), which follows LLM reply arrival, so points are compared as a set;
     - the values of the counter ``cards`` named (for a resumed run, see the test).
     """
     out = tmp_path / f"{run_dir.name}.html"
@@ -119,8 +116,7 @@ def normalized_report(run_dir: Path, tmp_path: Path, cards: tuple[str, ...] = ()
             rf'(<div class="k">{re.escape(card)}</div><div class="v">)[^<]*', r"\1CARD", text
         )
         assert n == 1, card
-    points = sorted(_POINT.findall(text))
-    return _TIME.sub("TIME", _POINT.sub("POINT", text) + "".join(points))
+    return _TIME.sub("TIME", text)
 
 
 def operators(snap: dict[str, Any]) -> dict[int, list[str]]:

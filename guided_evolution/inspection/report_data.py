@@ -216,7 +216,8 @@ def collect(run_dir: Path) -> Report:
 
 
 def _points(data: RunData, front_ids: set[str]) -> list[dict[str, Any]]:
-    """Every successfully evaluated variant with its selection scores, in creation order."""
+    """Every successfully evaluated variant with its selection scores, by generation and id
+    (not creation order, which follows LLM reply arrival)."""
     points = []
     for v in data.variants.values():
         scores = data.scores(v.id)
@@ -230,7 +231,7 @@ def _points(data: RunData, front_ids: set[str]) -> list[dict[str, Any]]:
                     "front": v.id in front_ids,
                 }
             )
-    return points
+    return sorted(points, key=lambda p: (p["generation"], p["id"]))
 
 
 def _graph(

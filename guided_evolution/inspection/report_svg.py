@@ -216,12 +216,12 @@ def front_svgs(rep: Report) -> list[str]:
         fr = _Frame.fit(xs, ys, [xval(p) for p in front_pts], [p["scores"][yo[0]] for p in front_pts], width=560, height=380)
         off = 0
         body = [fr.axes("generation" if xo is None else f"{xo[0]}  ({_arrow(xo[1])})", f"{yo[0]}  ({_arrow(yo[1])})")]
-        front = sorted((p for p in rep.points if p["front"]), key=xval)
+        front = sorted((p for p in rep.points if p["front"]), key=lambda p: (xval(p), p["id"]))
         if len(front) > 1 and xo is not None and len(sel) == 2:
             pts = [(fr.x(xval(p)), fr.y(p["scores"][yo[0]])) for p in front]
             d = f"M{pts[0][0]:.1f},{pts[0][1]:.1f}" + "".join(f"H{x:.1f}V{y:.1f}" for x, y in pts[1:])
             body.append(f'<path class="frontline" d="{d}"/>')
-        for p in sorted(rep.points, key=lambda p: (p["front"], p["generation"])):
+        for p in sorted(rep.points, key=lambda p: (p["front"], p["generation"], p["id"])):
             color = _gen_color(p["generation"], rep.max_gen)
             tip = f"{p['id']}  gen {p['generation']}  {p['operator']}\n{metric_tip(p['scores'])}"
             cls = "pt front" if p["front"] else "pt"

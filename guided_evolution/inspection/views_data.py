@@ -65,8 +65,11 @@ def front_rows(index: Any, cfg: GeConfig) -> list[dict[str, Any]]:
                 "metrics": latest[s.id].metrics,
             }
         )
-    first = objectives[0]
-    rows.sort(key=lambda r: r["metrics"][first[0]], reverse=first[1] == "max")
+    name, direction = objectives[0]
+    sign = -1.0 if direction == "max" else 1.0
+    # Ties (equal first objective) are ordered by generation and id, not by creation order,
+    # which follows LLM reply arrival: identical runs list their front identically.
+    rows.sort(key=lambda r: (sign * r["metrics"][name], r["generation"] or 0, r["id"]))
     return rows
 
 
