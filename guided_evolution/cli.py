@@ -415,7 +415,8 @@ _PATH_ERRNOS = {
 
 
 def _fail(err: GeError) -> None:
-    Console(stderr=True, highlight=False).print(f"[red]error:[/red] {escape(err.one_line())}", soft_wrap=True)
+    label = "[yellow]stopped:[/yellow]" if err.exit_code == 130 else "[red]error:[/red]"
+    Console(stderr=True, highlight=False).print(f"{label} {escape(err.one_line())}", soft_wrap=True)
     sys.exit(err.exit_code)
 
 

@@ -12,6 +12,7 @@ records it for later commands, and is never summarised as a success.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import shutil
 import sqlite3
@@ -24,7 +25,7 @@ from guided_evolution.engine.driver import Engine
 from guided_evolution.engine.progress import make_progress
 from guided_evolution.engine.proposer import LLMProposer, OfflineProposer, Proposer, llm_settings
 from guided_evolution.engine.recorder import Recorder
-from guided_evolution.errors import ConfigError, RunDamagedError
+from guided_evolution.errors import ConfigError, GeError, RunDamagedError
 from guided_evolution.evaluation.factory import check_sandbox
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import parse_genome, variant_id
@@ -35,6 +36,12 @@ from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.recording import record_variant
 from guided_evolution.runstore.records import META_FINISHED, META_SEED, SEED_BRANCH, VariantRecord
 from guided_evolution.runstore.run_index import RunIndex
+
+
+class RunInterrupted(GeError):
+    """Ctrl-C stopped the run: where it is and how to continue it (exit code 130)."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -129,19 +136,19 @@ def _drive(
             json_mode, [(o.name, o.direction) for o in cfg.selected_objectives]
         )
         recorder = Recorder(store, index, cfg, progress, watch)
-        engine = Engine(
-            paths,
-            resolved,
-            recorder,
-            _proposer(resolved, recorder, seed_id),
-            seed_id,
-            detach=detach,
-        )
+        progress.notice(f"run: {paths.root}  (Ctrl-C stops it; `ge resume {paths.root}` goes on)")
+        engine: Engine | None = None
         try:
+            proposer = _proposer(resolved, recorder, seed_id)
+            engine = Engine(paths, resolved, recorder, proposer, seed_id, detach=detach)
             with progress:
                 asyncio.run(engine.run())
             summary = _summary(engine, index, cfg)
+        except KeyboardInterrupt:
+            raise _interrupted(paths, cfg, engine.generation if engine else 0, index) from None
         except Exception as err:
+            if isinstance(err, GeError) and not isinstance(err, RunDamagedError):
+                _note(index, "run_error", {"reason": err.message, "fix": err.hint})
             raise _damage_error(paths, watch, err) or err from None
         finally:
             store.close()
@@ -151,6 +158,28 @@ def _drive(
             damage.record(paths.damage, found, "ge run")
             raise damage.error(paths.root, found)
     return summary
+
+
+def _interrupted(
+    paths: rd.RunPaths, cfg: GeConfig, generation: int, index: RunIndex
+) -> RunInterrupted:
+    """Where a run stopped by Ctrl-C is (recorded as a ``run_interrupted`` event)."""
+    try:
+        counts = index.counts()
+    except sqlite3.Error:
+        counts = {"children": "?", "evaluated": "?"}
+    _note(index, "run_interrupted", {"generation": generation})
+    return RunInterrupted(
+        f"interrupted in generation {generation}/{cfg.evolution.generations}: "
+        f"{counts['children']} children so far, {counts['evaluated']} evaluated",
+        f"continue with `ge resume {paths.root}`",
+    )
+
+
+def _note(index: RunIndex, kind: str, data: dict[str, Any]) -> None:
+    """Record why the run stopped, for `ge status`; never hides the error being raised."""
+    with contextlib.suppress(Exception):
+        index.add_event(kind, data)
 
 
 def _repair(paths: rd.RunPaths) -> None:
