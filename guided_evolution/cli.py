@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,7 +112,7 @@ def run(
     profile: Annotated[
         str | None,
         typer.Option(
-            help="Apply the [profile.NAME] tables of the config over it, e.g. 'paper' for the GE "
+            help="Apply the \\[profile.NAME] tables of the config over it, e.g. 'paper' for the GE "
             "paper's population settings in seeds/exquisitenet_v2. Flags still win."
         ),
     ] = None,
@@ -414,6 +416,22 @@ _PATH_ERRNOS = {
 """OSErrors that a bad or unusable path explains, with their fix (not a missing file: that can be a bug)."""
 
 
+def _readable(command: Any) -> Any:
+    """The click command of ``app`` as a reader should see its --help: a docstring's paragraphs
+    flow (typer's rich mode keeps their source line breaks), flags carry no ``<bool>`` label."""
+    import click
+
+    command.help = re.sub(r"(?<!\n)\n(?!\n)", " ", inspect.cleandoc(command.help or ""))
+    for param in command.get_params(click.Context(command)):
+        if param.metavar is None and getattr(param, "is_flag", False):
+            param.metavar = ""
+        elif param.metavar is None and param.param_type_name == "argument":
+            param.metavar = (param.name or "").upper()
+    for sub in getattr(command, "commands", {}).values():
+        _readable(sub)
+    return command
+
+
 def _fail(err: GeError) -> None:
     label = "[yellow]stopped:[/yellow]" if err.exit_code == 130 else "[red]error:[/red]"
     Console(stderr=True, highlight=False).print(f"{label} {escape(err.one_line())}", soft_wrap=True)
@@ -429,8 +447,10 @@ def main() -> None:
     """
     import sqlite3
 
+    import typer.main
+
     try:
-        app()
+        _readable(typer.main.get_command(app))()
     except GeError as err:
         _fail(err)
     except OSError as err:

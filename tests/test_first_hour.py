@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.cli import run_json
+from tests.support.cli import ge, run_json
 from tests.support.seeds import template_seed
 
 
@@ -43,3 +43,36 @@ def test_ctrl_c_says_where_the_run_is_and_how_to_resume(tmp_path: Path) -> None:
     assert "Traceback" not in err
     done = run_json("resume", str(run), cwd=tmp_path)
     assert done["finished"] and done["generation"] == 3
+
+
+def _commands() -> list[tuple[list[str], str]]:
+    """Every command of `ge` (the app itself first) with its help text as written."""
+    import typer.main
+
+    from guided_evolution.cli import app
+
+    group = typer.main.get_command(app)
+    return [([], group.help or "")] + [
+        ([name], cmd.help or "")
+        for name, cmd in group.commands.items()  # type: ignore[attr-defined]
+    ]
+
+
+def test_every_help_reads_as_written(tmp_path: Path) -> None:
+    import inspect
+    import re
+
+    from rich.text import Text
+
+    for words, help_text in _commands():
+        proc = ge(*words, "--help", cwd=tmp_path, env={"COLUMNS": "400"})
+        assert proc.returncode == 0, proc.stderr
+        out = proc.stdout
+        assert "<bool>" not in out, words
+        assert not re.search(r"\[/?(bold|red|green|dim|cyan)\]", out), (words, out)
+        lines = [" ".join(line.strip(" │").split()) for line in out.splitlines()]
+        for paragraph in inspect.cleandoc(help_text).split("\n\n"):
+            plain = " ".join(Text.from_markup(paragraph).plain.split())
+            assert plain in lines, (words, plain, out)  # one paragraph, one unbroken line
+    run_help = ge("run", "--help", cwd=tmp_path, env={"COLUMNS": "400"}).stdout
+    assert "Apply the [profile.NAME] tables" in run_help
