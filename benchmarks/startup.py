@@ -1,0 +1,135 @@
+"""Start-up and memory of `ge`: medians over several runs of
+
+  (a) `ge --help`, wall seconds;
+  (b) `ge run` of the tiny seed against the fake OpenAI-compatible server: seconds from the
+      subprocess's start to the first LLM request arriving at the server, and to the run's end;
+  (c) ge's peak RSS (VmHWM of the ge process itself, sampled from /proc every 10 ms, so the
+      evaluator processes it starts are not counted) for that run and for an offline run.
+
+    python benchmarks/startup.py                        # this checkout, 5 runs each
+    python benchmarks/startup.py --tree /tmp/ge-before  # another checkout (e.g. a git worktree)
+
+The tree is put first on PYTHONPATH of the measured `python -m guided_evolution`; the fake server
+and the seed come from this checkout's tests/support.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.openai_server import Action, serve  # noqa: E402
+from tests.support.seeds import CodeWriter, template_seed  # noqa: E402
+
+
+def _env(tree: Path) -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "LITELLM_OFFLINE_MODE": "true"}
+
+
+def _peak_kib(pid: int) -> int:
+    """VmHWM of ``pid`` in KiB (0 once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _watched(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int]:
+    """Run ``args``: (start monotonic, end monotonic, peak RSS of the process in MiB)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out: dict[str, str] = {}
+    reader = threading.Thread(
+        target=lambda: out.update(zip(("stdout", "stderr"), proc.communicate(), strict=True)),
+        daemon=True,
+    )
+    reader.start()
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _peak_kib(proc.pid))
+        time.sleep(0.01)
+    reader.join()
+    end = time.monotonic()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{out.get('stderr', '')[-2000:]}")
+    return start, end, peak // 1024
+
+
+def _help(tree: Path, work: Path) -> float:
+    start = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "guided_evolution", "--help"],
+        cwd=work, env=_env(tree), capture_output=True, check=True,
+    )  # fmt: skip
+    return time.monotonic() - start
+
+
+def _run(tree: Path, work: Path, n: int, model: list[str]) -> dict[str, float]:
+    """One `ge run` of the tiny seed; with ``model`` = [] an offline run."""
+    seed = template_seed(work / f"seed{n}")
+    args = [sys.executable, "-m", "guided_evolution", "run", str(seed)]
+    args += ["--run-dir", str(work / f"run{n}"), "--json"]
+    if not model:
+        start, end, peak = _watched(args, work, _env(tree))
+        return {"wall_s": end - start, "peak_mib": peak}
+    writer = CodeWriter()
+    first: list[float] = []
+
+    def respond(request: dict[str, Any]) -> Action:
+        if not first:
+            first.append(time.monotonic())
+        return writer(request)
+
+    with serve(responder=respond) as server:
+        args += ["--model", model[0], "--api-base", server.base_url]
+        start, end, peak = _watched(args, work, _env(tree))
+    return {"first_request_s": first[0] - start, "wall_s": end - start, "peak_mib": peak}
+
+
+def _median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout to measure")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--model", default="openai/bench-model")
+    opts = parser.parse_args()
+    tree = opts.tree.resolve()
+    with tempfile.TemporaryDirectory(prefix="ge-startup-") as tmp:
+        work = Path(tmp)
+        helps = [_help(tree, work) for _ in range(opts.runs)]
+        online = [_run(tree, work, i, [opts.model]) for i in range(opts.runs)]
+        offline = [_run(tree, work, 100 + i, []) for i in range(opts.runs)]
+    print(f"tree: {tree}  runs: {opts.runs} (medians)")
+    print(f"ge --help                                  {statistics.median(helps):6.2f} s")
+    print(f"ge run (OpenAI-compatible) first request   {_median(online, 'first_request_s'):6.2f} s")
+    print(f"ge run (OpenAI-compatible) wall            {_median(online, 'wall_s'):6.2f} s")
+    print(f"ge run (OpenAI-compatible) peak RSS        {_median(online, 'peak_mib'):6.0f} MiB")
+    print(f"ge run (offline) wall                      {_median(offline, 'wall_s'):6.2f} s")
+    print(f"ge run (offline) peak RSS                  {_median(offline, 'peak_mib'):6.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
