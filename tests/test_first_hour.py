@@ -7,11 +7,16 @@ Every test drives the real `ge` entry point in a subprocess on the offline templ
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from guided_evolution.runstore.records import EvaluationRecord, VariantRecord
+from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge, run_json
 from tests.support.seeds import template_seed
 
@@ -76,3 +81,38 @@ def test_every_help_reads_as_written(tmp_path: Path) -> None:
             assert plain in lines, (words, plain, out)  # one paragraph, one unbroken line
     run_help = ge("run", "--help", cwd=tmp_path, env={"COLUMNS": "400"}).stdout
     assert "Apply the [profile.NAME] tables" in run_help
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished offline run of one generation (copy it before writing into it)."""
+    root = tmp_path_factory.mktemp("finished")
+    seed = template_seed(root / "seed", generations=1)
+    run_json("run", str(seed), "--run-dir", str(root / "run"), cwd=root)
+    return root / "run"
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def _children(run: Path) -> list[VariantRecord]:
+    with RunIndex.open(run / "index.sqlite", readonly=True) as index:
+        return [v for v in index.variants() if v.operator != "seed"]
+
+
+def _evaluate(run: Path, vid: str, **fields: object) -> None:
+    with RunIndex.open(run / "index.sqlite") as index:
+        index.add_evaluation(EvaluationRecord(vid, attempt=5, **fields))  # type: ignore[arg-type]
+
+
+def test_front_table_prints_enough_digits_to_tell_members_apart(
+    finished: Path, tmp_path: Path
+) -> None:
+    run = _copy(finished, tmp_path)
+    a, b = _children(run)[:2]
+    _evaluate(run, a.id, status="ok", metrics={"score": 10.00000041, "size": 216})
+    _evaluate(run, b.id, status="ok", metrics={"score": 10.00000012, "size": 192})
+    out = ge("best", str(run), cwd=tmp_path, env={"COLUMNS": "200"}).stdout
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert rows[a.id][3] != rows[b.id][3], out  # 10.0000004 vs 10.0000001, not 10 and 10

@@ -21,11 +21,21 @@ from guided_evolution.inspection.views_data import (
 )
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, digits: int = 6) -> str:
     """A value as plain text (never rich markup: wrap it in `Text` or `escape` it to print)."""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.{digits}g}"
     return "-" if value is None else str(value)
+
+
+def _digits(values: list[Any]) -> int:
+    """Significant digits (6 at least) that print every distinct value of a column distinctly:
+    two front members must never look equal (and so one dominated) for rounding alone."""
+    numbers = {v for v in values if isinstance(v, float)}
+    for digits in range(6, 17):
+        if len({f"{v:.{digits}g}" for v in numbers}) == len(numbers):
+            return digits
+    return 17
 
 
 def _m(value: Any) -> str:
@@ -64,13 +74,15 @@ def front_table(
         table.add_column(f"{o['name']} {'↑' if o['direction'] == 'max' else '↓'}", justify="right")
     for o in reported:
         table.add_column(o["name"], justify="right", style="dim", header_style="dim")
+    columns = [o["name"] for o in (*selected, *reported)]
+    digits = {n: _digits([(r.get("metrics") or {}).get(n) for r in front]) for n in columns}
     for row in front:
         metrics = row.get("metrics") or {}
         table.add_row(
             Text(row["id"]),
             Text(_fmt(row.get("generation"))),
             Text(_fmt(row.get("operator"))),
-            *[Text(_fmt(metrics.get(o["name"]))) for o in (*selected, *reported)],
+            *[Text(_fmt(metrics.get(n), digits[n])) for n in columns],
         )
     return table
 
