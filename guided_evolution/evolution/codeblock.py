@@ -6,6 +6,7 @@ import ast
 import re
 import textwrap
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 _FENCE_RE = re.compile(r"( *)(`{3,}|~{3,})(.*)")
@@ -68,6 +69,7 @@ class _Block:
     code: str
     closed: bool
     python: bool  # tagged python, or untagged
+    tag: str
 
 
 def _fence(line: str) -> tuple[int, str, str] | None:
@@ -111,7 +113,8 @@ def _blocks(lines: list[str]) -> list[_Block]:
                 break
             body.append(_unindent(lines[j], indent))
             j += 1
-        out.append(_Block("\n".join(body), closed, _tag_word(info) in _PYTHON_TAGS))
+        tag = _tag_word(info)
+        out.append(_Block("\n".join(body), closed, tag in _PYTHON_TAGS, tag))
         i = j + 1
     return out
 
@@ -174,8 +177,31 @@ def _looks_like_code(code: str) -> bool:
     return any(isinstance(node, _CODE_NODES) for node in tree.body)
 
 
-def extract_code(reply: str) -> str:
-    """The Python code of an LLM reply (the largest fenced python block); ExtractionError if none."""
+@dataclass(frozen=True)
+class CodeBlock:
+    """A candidate code block of a reply: its code (tidied, LF) and why it is unusable."""
+
+    code: str
+    error: SyntaxError | None  # None: the block parses
+    closed: bool  # False: the reply ended inside the block
+
+
+_DIFF_REASON = "the reply is a diff, not the complete new code of the segment"
+
+
+def _looks_like_diff(code: str) -> bool:
+    """A unified diff (or +/- lines) rather than code."""
+    lines = [line for line in code.split("\n") if line.strip()]
+    if any(line.startswith(("--- ", "+++ ", "@@ ")) for line in lines[:3]):
+        return True
+    plus = sum(1 for line in lines if line.startswith("+"))
+    minus = sum(1 for line in lines if line.startswith("-"))
+    return plus > 0 and minus > 0 and plus + minus >= len(lines) / 2
+
+
+def code_blocks(reply: str) -> list[CodeBlock]:
+    """The candidate Python blocks of a reply, in reply order (the reply itself when it has no
+    fence and looks like code). ExtractionError with a named reason when there is none."""
     if not reply or not reply.strip():
         raise ExtractionError("empty reply")
     text = strip_reasoning(reply.replace("\r\n", "\n").replace("\r", "\n"))
@@ -183,29 +209,48 @@ def extract_code(reply: str) -> str:
     if not blocks:
         whole = _tidy(text)
         if _looks_like_code(whole):
-            return whole
-        raise ExtractionError("no code block")
-    candidates = [b for b in blocks if b.python] or [
+            return [CodeBlock(whole, None, True)]
+        raise ExtractionError(_DIFF_REASON if _looks_like_diff(whole) else "no code block")
+    diffs = [b for b in blocks if _tag_is_diff(b) or _looks_like_diff(b.code)]
+    candidates = [b for b in blocks if b.python and b not in diffs] or [
         b for b in blocks if _looks_like_code(_tidy(b.code))
     ]
-    ordered = sorted(
-        (b for b in candidates if _tidy(b.code)), key=lambda b: len(b.code), reverse=True
-    )
-    first_error: SyntaxError | None = None
-    truncated = False
-    for block in ordered:
-        code = _tidy(block.code)
-        error = _syntax_error(code)
-        if error is None:
-            return code
-        if block.closed:
-            first_error = first_error or error
-        else:
-            truncated = True
-    if first_error is not None:
-        raise ExtractionError(_reason(first_error))
-    if truncated:
-        raise ExtractionError("truncated reply: no closing fence")
+    out = [
+        CodeBlock(code, _syntax_error(code), b.closed)
+        for b in candidates
+        if (code := _tidy(b.code))
+    ]
+    if out:
+        return out
     if any(b.python and not _tidy(b.code) for b in blocks):
         raise ExtractionError("empty code block")
-    raise ExtractionError("no code block")
+    raise ExtractionError(_DIFF_REASON if diffs else "no code block")
+
+
+def _tag_is_diff(block: _Block) -> bool:
+    return block.tag in ("diff", "patch", "udiff")
+
+
+def best_blocks(blocks: Sequence[CodeBlock], rank: Callable[[str], int] | None = None) -> list[str]:
+    """The usable code of the highest-ranked blocks (all blocks rank 0 without `rank`), largest
+    first. A lower-ranked block is never used, even when every higher-ranked one is broken:
+    ExtractionError then names why (the first syntax error, or a truncated reply)."""
+    ranks = [rank(b.code) if rank is not None else 0 for b in blocks]
+    top = max(ranks, default=0)
+    group = sorted(
+        (b for b, r in zip(blocks, ranks, strict=True) if r == top),
+        key=lambda b: len(b.code),
+        reverse=True,
+    )
+    usable = [b.code for b in group if b.error is None]
+    if usable:
+        return usable
+    error = next((b.error for b in group if b.closed and b.error is not None), None)
+    if error is not None:
+        raise ExtractionError(_reason(error))
+    raise ExtractionError("truncated reply: no closing fence")
+
+
+def extract_code(reply: str) -> str:
+    """The code of an LLM reply (its largest usable python block); ExtractionError if none."""
+    return best_blocks(code_blocks(reply))[0]
