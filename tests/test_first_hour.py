@@ -116,3 +116,44 @@ def test_front_table_prints_enough_digits_to_tell_members_apart(
     out = ge("best", str(run), cwd=tmp_path, env={"COLUMNS": "200"}).stdout
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     assert rows[a.id][3] != rows[b.id][3], out  # 10.0000004 vs 10.0000001, not 10 and 10
+
+
+def _crash(message: str) -> str:
+    """An evaluator's output tail ending in a Python traceback and ge's own note."""
+    lines = [
+        "epoch 1",
+        "Traceback (most recent call last):",
+        '  File "train.py", line 3',
+        "    model(x)",
+    ]
+    return "\n".join([*lines, message, "[ge] evaluator exited with code 1", ""])
+
+
+def test_log_failures_groups_by_the_evaluators_own_error(finished: Path, tmp_path: Path) -> None:
+    run = _copy(finished, tmp_path)
+    kids = _children(run)
+    shape = "RuntimeError: Given groups=1, weight of size [{0}, 5, 3, 3], expected 5 channels, but got {1}"
+    for v, (a, b) in zip(kids[:3], [(23, 8), (17, 6), (23, 8)], strict=True):
+        _evaluate(
+            run,
+            v.id,
+            status="failed",
+            failure_reason="exit code 1",
+            output_tail=_crash(shape.format(a, b)),
+        )
+    _evaluate(
+        run,
+        kids[3].id,
+        status="failed",
+        failure_reason="exit code 1",
+        output_tail=_crash("ValueError: bad learning rate"),
+    )
+    groups = run_json("log", str(run), "--failures", cwd=tmp_path)["failures"]["groups"]
+    by_reason = {g["reason"]: g for g in groups}
+    channels = [r for r in by_reason if r.startswith("RuntimeError: Given groups")]
+    assert len(channels) == 1 and by_reason[channels[0]]["count"] == 3, groups
+    assert by_reason[channels[0]]["details"] == ["exit code 1"]
+    assert by_reason["ValueError: bad learning rate"]["count"] == 1
+    assert not any(r.startswith("exit code") for r in by_reason)
+    text = ge("log", str(run), "--failures", cwd=tmp_path, env={"COLUMNS": "300"}).stdout
+    assert "ValueError: bad learning rate" in text and "exit code 1" in text

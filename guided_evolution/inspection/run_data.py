@@ -212,23 +212,52 @@ def load_run_data(index: Any, resolved: ResolvedConfig, paths: Any) -> RunData:
     )
 
 
+_ERROR_LINE = re.compile(
+    r"(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Fault|Failure)\b(?::.*)?"
+)
+
+
+def error_line(output_tail: str | None) -> str | None:
+    """The evaluator's own last error line (``RuntimeError: ...``) in its output, or None."""
+    for line in reversed((output_tail or "").splitlines()):
+        text = line.strip()
+        if _ERROR_LINE.fullmatch(text) and not text.startswith("[ge] "):
+            return text
+    return None
+
+
+def failure_cause(reason: str | None, output_tail: str | None) -> tuple[str | None, str | None]:
+    """(cause, detail) of an evaluation failure: for a crash (``exit code 1``), the evaluator's
+    last error line is the cause and the exit code the detail; otherwise the reason alone."""
+    line = error_line(output_tail) if (reason or "").startswith("exit code") else None
+    return (line, reason) if line else (reason, None)
+
+
 def failure_groups(data: RunData, events: list[Any]) -> list[dict[str, Any]]:
-    """Evaluation failures and rejected proposals, grouped by normalised reason, most common first."""
+    """Evaluation failures and rejected proposals, grouped by normalised cause (an evaluator's
+    crash by its own last error line, its exit code a detail), most common first."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def add(stage: str, reason: str | None, who: str | None) -> None:
+    def add(stage: str, reason: str | None, who: str | None, detail: str | None = None) -> None:
         key = (stage, normalise_reason(reason))
-        group = groups.setdefault(key, {"stage": stage, "reason": key[1], "count": 0, "examples": [], "variants": []})
+        group = groups.setdefault(
+            key,
+            {"stage": stage, "reason": key[1], "count": 0, "examples": [], "variants": [], "details": []},
+        )
         group["count"] += 1
         raw = " ".join((reason or "unknown").split())[:500]
         if raw not in group["examples"] and len(group["examples"]) < 3:
             group["examples"].append(raw)
         if who and who not in group["variants"] and len(group["variants"]) < 8:
             group["variants"].append(who)
+        if detail and detail not in group["details"] and len(group["details"]) < 4:
+            group["details"].append(detail)
 
     for vid, ev in data.latest.items():
         if ev.status != "ok":
-            add(f"evaluation ({ev.stage})" if ev.stage != "evaluate" else "evaluation", ev.failure_reason, vid)
+            stage = f"evaluation ({ev.stage})" if ev.stage != "evaluate" else "evaluation"
+            cause, detail = failure_cause(ev.failure_reason, ev.output_tail)
+            add(stage, cause, vid, detail)
     for event in events:
         if event.kind == "proposal_rejected":
             add(f"proposal ({event.data.get('operator', '?')})", event.data.get("reason"), None)

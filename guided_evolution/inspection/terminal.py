@@ -328,12 +328,14 @@ def print_log(console: Console, data: dict[str, Any]) -> None:
         table.add_column("count", justify="right")
         table.add_column("where")
         table.add_column("reason", overflow="fold")
+        table.add_column("detail", overflow="fold")
         table.add_column("e.g.", style="dim", overflow="fold")
         for g in groups:
             table.add_row(
                 str(g["count"]),
                 Text(g["stage"]),
                 Text(g["reason"]),
+                Text(", ".join(g.get("details") or [])),
                 Text(", ".join(g["variants"][:3])),
             )
         console.print(table)
