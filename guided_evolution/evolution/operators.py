@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from guided_evolution.errors import GeError
-from guided_evolution.evolution.codeblock import ExtractionError, extract_code, strip_reasoning
+from guided_evolution.evolution.codeblock import ExtractionError, strip_reasoning
 from guided_evolution.evolution.prompts import PromptLibrary
+from guided_evolution.evolution.reply_match import segment_code
 from guided_evolution.evolution.segments import (
     CONTEXT_PLACEHOLDER,
     NOTE_MARKER,
@@ -421,22 +422,23 @@ def child_from_reply(
     *,
     reflection: str | None = None,
 ) -> Child:
-    """The child a reply makes: its code block spliced into the parent (crossover: into the
-    primary parent). Raises Rejected with a one-line reason. For EoT the reflection defaults to the
-    reasoning carried in the request's conversation."""
+    """The child a reply makes: the new code of the requested segment (``reply_match``: the block
+    that defines the segment's names; the segment's part of a whole-file echo) spliced into the
+    parent (crossover: into the primary parent). Raises Rejected with a one-line reason. For EoT
+    the reflection defaults to the reasoning carried in the request's conversation."""
     if request.stage == "reason":
         raise ValueError(
             "the 'reason' stage of EoT gives reasoning, not a child: use eot_apply_request"
         )
     base = request.base if request.base is not None else parent_genome
     try:
-        code = extract_code(reply_text)
-    except ExtractionError as err:
-        raise Rejected(_one_line(getattr(err, "reason", "") or str(err), REASON_CHARS)) from None
-    try:
         seg = base.segment(request.segment)
     except (KeyError, ValueError, LookupError):
         raise Rejected(f"the parent has no segment {request.segment}") from None
+    try:
+        code = segment_code(reply_text, base, request.segment)
+    except ExtractionError as err:
+        raise Rejected(_one_line(getattr(err, "reason", "") or str(err), REASON_CHARS)) from None
     try:
         files = splice(base, request.segment, code)
     except SpliceError as err:
