@@ -191,6 +191,15 @@ class EvaluatorConfig(_Model):
     worker_start_timeout_s: float = Field(
         600.0, gt=0, description="time a worker may take to print its ready line"
     )
+    preload: tuple[str, ...] = Field(
+        (),
+        description='modules (e.g. ["torch"]) that one sandboxed worker per local slot imports '
+        "once; every check and evaluate stage then runs in a confined fork of it (command and "
+        "check must be `python SCRIPT [ARGS]` or `python -m MODULE [ARGS]`)",
+    )
+    preload_recycle_after: int = Field(
+        50, ge=1, description="variants a preloading worker serves before a fresh one replaces it"
+    )
     timeout_s: float = Field(3600.0, gt=0)
     check_timeout_s: float = Field(120.0, gt=0)
     memory_mb: int | None = Field(None, ge=16)
@@ -215,6 +224,32 @@ class EvaluatorConfig(_Model):
         # "unshare" (pid + network namespaces only) left the file system writable; ge's own
         # sandbox is its successor and includes those namespaces.
         return "landlock" if value == "unshare" else value
+
+    @field_validator("preload")
+    @classmethod
+    def _module_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(f"{name!r} is not a module name (e.g. preload = [\"torch\"])")
+        return value
+
+    @model_validator(mode="after")
+    def _preload_needs_python(self) -> EvaluatorConfig:
+        if not self.preload:
+            return self
+        if self.worker:
+            raise ValueError("preload and worker exclude each other; keep one of them")
+        for key in ("command", "check"):
+            words = str(getattr(self, key) or "python x").split()
+            first = words[1] if len(words) > 1 else ""
+            if not words[0].rsplit("/", 1)[-1].startswith("python") or (
+                first.startswith("-") and first != "-m"
+            ):
+                raise ValueError(
+                    f"preload needs evaluator.{key} = \"python SCRIPT [ARGS]\" or \"python -m "
+                    f"MODULE [ARGS]\", got {getattr(self, key)!r}; drop preload or change it"
+                )
+        return self
 
     @model_validator(mode="after")
     def _worker_check_needs_both(self) -> EvaluatorConfig:

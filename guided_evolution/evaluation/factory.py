@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from guided_evolution.evaluation.contract import Executor
 from guided_evolution.evaluation.gpu import auto_slots_per_gpu, visible_gpus
 from guided_evolution.evaluation.local import LocalExecutor
+from guided_evolution.evaluation.preload import preload_pool
 from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
 from guided_evolution.evaluation.slurm import SlurmExecutor
 from guided_evolution.evaluation.workers import WorkerPool
@@ -77,12 +78,23 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
     slots, gpus, per_gpu = plan_slots(resolved)
     if resolved.config.executor.kind == "slurm":
         # The sandbox is probed on each node (slurm_job), not on the submitting machine.
-        warnings = ["evaluator.worker is ignored by the slurm executor"] if ev.worker else []
+        ignored = [k for k in ("worker", "preload") if getattr(ev, k)]
+        warnings = [f"evaluator.{k} is ignored by the slurm executor" for k in ignored]
         return SlurmExecutor(resolved, paths, sandbox, warnings=warnings)
     info = sandbox.probe()
     warnings = [info.warning] if info.warning else []
     workers = None
-    if ev.worker:
+    if ev.preload:
+        workers, more = preload_pool(
+            sandbox,
+            ev.preload,
+            ev.command,
+            ev.check,
+            start_timeout_s=ev.worker_start_timeout_s,
+            recycle_after=ev.preload_recycle_after,
+        )
+        warnings += more
+    elif ev.worker:
         stages = ("check", "evaluate") if ev.worker_check and ev.check else ("evaluate",)
         workers = WorkerPool(
             ev.worker, sandbox, start_timeout_s=ev.worker_start_timeout_s, stages=stages

@@ -40,6 +40,7 @@ class Worker:
     base_pids: set[int] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     broken: str | None = None  # set when the worker must be replaced after this evaluation
+    served: int = 0  # variants evaluated (evaluate stages), for WorkerPool.recycle_after
 
 
 class ReplyTimeout(Exception):

@@ -52,19 +52,17 @@ import logging
 import os
 import shutil
 import signal
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from guided_evolution.evaluation.contract import EvalRequest, metrics_location, replaced_reason
+from guided_evolution.evaluation.contract import EvalRequest
 from guided_evolution.evaluation.sandbox import Sandbox
 from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR
 from guided_evolution.evaluation.worker_channel import (
     LINE_LIMIT,
-    READ_CHUNK,
     ReplyTimeout,
     Worker,
     WorkerFailure,
@@ -77,31 +75,23 @@ from guided_evolution.evaluation.worker_channel import (
     reply_for,
     stderr_line,
 )
-from guided_evolution.fsutil import (
-    DIR_NOFOLLOW,
-    UnsafePathError,
-    chown_tree,
-    error_text,
-    open_dir_beneath,
-    remove_tree,
+from guided_evolution.evaluation.worker_files import (
+    FIFO_NAME,
+    IO_DIR,
+    METRICS_NAME,
+    OutputSink,
+    copy_output,
+    fresh_io,
+    move_back,
+    open_log,
+    take_metrics,
 )
+from guided_evolution.fsutil import chown_tree, error_text, remove_tree
 
 LOG = logging.getLogger(__name__)
 SLOT_DIR_PREFIX = ".ge-worker-"
-IO_DIR = "io"
-"""The slot's directory for the child's metrics file and log FIFO (new for every evaluation)."""
-METRICS_NAME = "metrics.json"
-FIFO_NAME = "log.fifo"
 MAX_DEATHS = 2
 """A slot's worker is replaced after its first death and given up after this many."""
-
-
-class OutputSink(Protocol):
-    """Where an evaluation's output goes (the executor's capped log capture)."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def note(self, text: str) -> None: ...
 
 
 class _NotUsable(Exception):
@@ -137,6 +127,8 @@ class WorkerPool:
         reply_timeout_s: float = 30.0,
         kill_grace_s: float = 3.0,
         stages: tuple[str, ...] = ("evaluate",),
+        recycle_after: int | None = None,
+        copy_variant: bool = True,
     ) -> None:
         unknown = set(stages) - {"check", "evaluate"}
         if unknown:
@@ -148,6 +140,10 @@ class WorkerPool:
         self.start_timeout_s = start_timeout_s
         self.reply_timeout_s = reply_timeout_s
         self.kill_grace_s = kill_grace_s
+        self.recycle_after = recycle_after
+        """A slot's worker is replaced by a fresh one after evaluating this many variants."""
+        self.copy_variant = copy_variant
+        """Start the worker in a copy of the first variant's directory (else an empty one)."""
         self.warnings: list[str] = []
         self._slots: dict[int, _SlotState] = {}
         self._closed = False
@@ -192,9 +188,13 @@ class WorkerPool:
                 state.stats.checks += 1
             else:
                 state.stats.evaluations += 1
+                worker.served += 1
             if worker.broken is not None:
                 output.note(f"worker of slot {slot} is replaced: {worker.broken}")
                 await self._lost(state, slot, worker.broken)
+            elif self.recycle_after is not None and worker.served >= self.recycle_after:
+                await self._stop(worker)  # a fresh worker for the next variants (not a death)
+                state.worker = None
             return reason
         except _NotUsable as exc:
             output.note(f"not using the worker: {exc}; running {command}")
@@ -243,12 +243,15 @@ class WorkerPool:
             slot_dir.mkdir()
             # The variant's check stage may have left anything there: copy links as links, and
             # never name its files in the message (a deep tree makes copytree recurse too far).
-            shutil.copytree(
-                workdir,
-                slot_dir / "worker",
-                symlinks=True,
-                ignore=shutil.ignore_patterns(".ge", ".ge-home"),
-            )
+            if not self.copy_variant:
+                (slot_dir / "worker").mkdir()
+            else:
+                shutil.copytree(
+                    workdir,
+                    slot_dir / "worker",
+                    symlinks=True,
+                    ignore=shutil.ignore_patterns(".ge", ".ge-home"),
+                )
         except (OSError, RecursionError) as exc:
             raise WorkerFailure(
                 f"cannot copy the variant's directory into {slot_dir}: {error_text(exc)}"
@@ -334,15 +337,15 @@ class WorkerPool:
         io_fd: int | None = None
         transport: asyncio.BaseTransport | None = None
         try:
-            io_fd = _fresh_io(worker.slot_dir, worker.uid)
+            io_fd = fresh_io(worker.slot_dir, worker.uid)
             if worker.uid is not None:
                 chown_tree(inside, worker.uid, worker.uid)
-            read_fd, keep_open = _open_log(io_fd)  # keep_open: no EOF before the child
+            read_fd, keep_open = open_log(io_fd)  # keep_open: no EOF before the child
             stream = asyncio.StreamReader(limit=LINE_LIMIT)
             transport, _ = await asyncio.get_running_loop().connect_read_pipe(
                 lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(read_fd, "rb", 0)
             )
-            reader = asyncio.ensure_future(_copy(stream, output))
+            reader = asyncio.ensure_future(copy_output(stream, output))
             child_env = dict(env)
             child_env["GE_METRICS"] = str(io_dir / METRICS_NAME)
             line = {
@@ -369,9 +372,9 @@ class WorkerPool:
             if transport is not None:
                 transport.close()
             try:
-                moved = _move_back(worker.slot_dir, name, workdir)
+                moved = move_back(worker.slot_dir, name, workdir)
                 if moved is None and stage == "evaluate" and io_fd is not None:
-                    moved = _take_metrics(io_fd, workdir, Path(request.metrics_path))
+                    moved = take_metrics(io_fd, workdir, Path(request.metrics_path))
             finally:
                 if io_fd is not None:
                     os.close(io_fd)
@@ -426,75 +429,3 @@ class WorkerPool:
             for pid in victims:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-
-
-def _fresh_io(slot_dir: Path, uid: int | None) -> int:
-    """A new ``io`` directory of the slot with the log FIFO in it; its descriptor. What the
-    worker's sandbox left there (a symlink in place of ``io``, ...) is removed first."""
-    slot_fd = os.open(slot_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        remove_tree(slot_dir / IO_DIR)
-        os.mkdir(IO_DIR, 0o700, dir_fd=slot_fd)
-        io_fd = os.open(IO_DIR, DIR_NOFOLLOW, dir_fd=slot_fd)
-    finally:
-        os.close(slot_fd)
-    try:
-        os.mkfifo(FIFO_NAME, 0o600, dir_fd=io_fd)
-        if uid is not None:
-            os.fchown(io_fd, uid, uid)
-            os.chown(FIFO_NAME, uid, uid, dir_fd=io_fd, follow_symlinks=False)
-    except BaseException:
-        os.close(io_fd)
-        raise
-    return io_fd
-
-
-def _open_log(io_fd: int) -> tuple[int, int]:
-    """The log FIFO of ``io_fd`` opened for reading and (kept open) for writing."""
-    read_fd = os.open(
-        FIFO_NAME, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=io_fd
-    )
-    try:
-        if not stat.S_ISFIFO(os.fstat(read_fd).st_mode):
-            raise WorkerFailure("its log FIFO was replaced")
-        flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
-        return read_fd, os.open(FIFO_NAME, flags, dir_fd=io_fd)
-    except BaseException:
-        os.close(read_fd)
-        raise
-
-
-def _move_back(slot_dir: Path, name: str, workdir: Path) -> str | None:
-    """Move the slot's ``name`` back to ``workdir``; the failure reason. What is no longer a
-    directory there (the variant replaced it) is removed, not moved."""
-    try:
-        if not stat.S_ISDIR(os.lstat(slot_dir / name).st_mode):
-            remove_tree(slot_dir / name)
-            return "the variant replaced its own directory"
-        os.rename(slot_dir / name, workdir)
-    except FileNotFoundError:
-        return "the variant replaced its own directory"
-    except OSError as exc:
-        return f"could not move the variant's directory back: {exc.strerror}"
-    return None
-
-
-def _take_metrics(io_fd: int, workdir: Path, metrics_path: Path) -> str | None:
-    """Move the child's ``io/metrics.json``, whatever it is, to ``metrics_path`` through
-    descriptors (``read_metrics`` judges it); the reason when the variant replaced a directory."""
-    base, relpath = metrics_location(metrics_path, workdir)
-    try:
-        dst_fd = open_dir_beneath(base, relpath.parent, create=True)
-    except UnsafePathError as exc:
-        return replaced_reason(exc, workdir)
-    except OSError:
-        return None  # read_metrics says what is missing
-    with contextlib.suppress(OSError):  # nothing written: read_metrics says so
-        os.rename(METRICS_NAME, relpath.name, src_dir_fd=io_fd, dst_dir_fd=dst_fd)
-    os.close(dst_fd)
-    return None
-
-
-async def _copy(stream: asyncio.StreamReader, output: OutputSink) -> None:
-    while chunk := await stream.read(READ_CHUNK):
-        output.write(chunk)

@@ -1,0 +1,94 @@
+"""``[evaluator] preload``: one forking worker per slot (``zygote.py``) for any Python evaluator.
+
+The evaluator's commands must be plain Python invocations, ``python SCRIPT [ARGS]`` or
+``python -m MODULE [ARGS]``. The slot's worker runs ``zygote.py`` with that interpreter, imports
+the ``preload`` modules once, and forks one confined child per stage (see ``zygote.py``); the
+``workers.WorkerPool`` protocol, fallback and leftover killing apply unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from guided_evolution.evaluation import landlock
+from guided_evolution.evaluation.sandbox import Sandbox
+from guided_evolution.evaluation.sandbox_confine import DEVICES
+from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR
+from guided_evolution.evaluation.workers import WorkerPool
+
+ZYGOTE = Path(__file__).with_name("zygote.py")
+_SHELL = set("|&;<>()$`\\*?[]#~\n")
+
+
+@dataclass(frozen=True)
+class PythonCommand:
+    """A command ``INTERPRETER ARGS`` where ARGS is ``SCRIPT ...`` or ``-m MODULE ...``."""
+
+    interpreter: str
+    args: tuple[str, ...]
+
+
+def python_command(command: str) -> PythonCommand | None:
+    """The command as a plain Python invocation, or None when it is anything else."""
+    if any(c in _SHELL for c in command.replace("'", "").replace('"', "")):
+        return None
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if len(words) < 2 or not os.path.basename(words[0]).startswith("python"):
+        return None
+    if words[1] == "-m":
+        return PythonCommand(words[0], tuple(words[1:])) if len(words) > 2 else None
+    if words[1].startswith("-"):
+        return None
+    return PythonCommand(words[0], tuple(words[1:]))
+
+
+def preload_pool(
+    sandbox: Sandbox,
+    preload: tuple[str, ...],
+    command: str,
+    check: str | None,
+    *,
+    start_timeout_s: float,
+    recycle_after: int,
+) -> tuple[WorkerPool | None, list[str]]:
+    """The pool of zygote workers for ``preload`` (or None) and the warnings to show."""
+    evaluate = python_command(command)
+    if evaluate is None:
+        return None, [f"evaluator.preload is not used: {command!r} is not `python SCRIPT ...`"]
+    confined = sandbox.probe().backend != "none"
+    if confined and landlock.abi_version() <= 0:
+        return None, [
+            "evaluator.preload is not used: without Landlock the forked evaluations could not "
+            "be confined; every stage starts a fresh process"
+        ]
+    checked = python_command(check) if check else None
+    stages = ("evaluate",)
+    if checked is not None and checked.interpreter == evaluate.interpreter:
+        stages = ("check", "evaluate")
+    devices = [*DEVICES, *(str(p) for p in sorted(Path("/dev").glob("nvidia*")))]
+    spec = {
+        "preload": list(preload),
+        "evaluate": list(evaluate.args),
+        "check": list(checked.args) if "check" in stages and checked else None,
+        "landlock": confined,
+        "deny_tcp": not sandbox.policy.network,
+        "devices": [d for d in devices if os.path.exists(d)],
+        "keep_env": ["PATH", TOKEN_VAR],
+    }
+    worker = shlex.join(["exec", evaluate.interpreter, str(ZYGOTE), json.dumps(spec)])
+    pool = WorkerPool(
+        worker,
+        sandbox,
+        start_timeout_s=start_timeout_s,
+        stages=stages,
+        recycle_after=recycle_after,
+        copy_variant=False,
+    )
+    return pool, []

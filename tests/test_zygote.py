@@ -1,0 +1,228 @@
+"""`[evaluator] preload`: a per-slot worker imports modules once and forks a confined child per
+stage (guided_evolution/evaluation/zygote.py). The isolation claims of SECURITY.md, in both
+sandbox backends: what a forked variant cannot write, see, signal or leave behind."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from guided_evolution.evaluation import landlock
+from guided_evolution.evaluation.contract import EvalRequest, EvalResult
+from guided_evolution.evaluation.local import LocalExecutor
+from guided_evolution.evaluation.preload import preload_pool, python_command
+from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from tests.support.cli import ge, processes_with, run_json
+from tests.support.seeds import template_seed, write_config
+
+PRELOADED = "xml.dom.minidom"  # a stdlib module nothing imports at start-up
+
+# The evaluator of every variant: does what its behaviour.txt says, then reports what it saw.
+EVALUATE = r"""
+import json, os, signal, sys, time
+
+preloaded = "xml.dom.minidom" in sys.modules  # before this script imports anything
+import xml.dom.minidom as minidom
+
+what = open("behaviour.txt").read().split()
+if "--check" in sys.argv:
+    open("checked", "w").write(str(os.getpid()))
+    sys.exit(7 if what[0] == "badcheck" else 0)
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+fds = [fd for fd in range(3, 1024) if is_open(fd)]
+escapes = []
+for target in ["../worker/pwned", "../pwned", "../.ge-home/pwned", "/tmp/pwned",
+               "/dev/shm/pwned", os.environ["OTHER_VARIANT"] + "/pwned"]:
+    try:
+        open(target, "w").write("x")
+        escapes.append(target)
+    except OSError:
+        pass
+try:
+    os.kill(os.getppid(), signal.SIGTERM)
+    escapes.append("signal to the worker")
+except OSError:
+    pass
+try:
+    open(f"/proc/{os.getppid()}/fd/0", "rb").close()
+    escapes.append("the worker's descriptors")
+except OSError:
+    pass
+tmp = os.environ["TMPDIR"]
+os.makedirs(tmp, exist_ok=True)
+seen_tmp = sorted(n for n in os.listdir("/tmp") if n.startswith("ge-zygote-test"))
+try:
+    open("/tmp/ge-zygote-test-" + os.environ["GE_VARIANT_ID"], "w").write("x")
+    escapes.append("/tmp")
+except OSError:
+    pass
+open(os.path.join(tmp, "mine"), "w").write("x")
+intact = callable(minidom.parseString)
+if what[0] == "corrupt":
+    minidom.parseString = None
+    sys.modules["json"].dumps = None
+if what[0] == "crash":
+    os.abort()
+if what[0] == "hang":
+    if os.fork() == 0:
+        os.setsid()
+        os.execvp("sleep", ["sleep", "987"])
+    time.sleep(1000)
+with open(f"/proc/{os.getppid()}/stat") as fh:
+    worker_start = fh.read().rsplit(")", 1)[1].split()[19]
+import json as fresh_json
+metrics = {"score": 1.0, "preloaded": float(preloaded), "intact": float(intact),
+           "escapes": ",".join(escapes) or "none", "fds": str(fds), "worker": worker_start,
+           "seen_tmp": ",".join(seen_tmp) or "none", "checked": float(os.path.exists("checked")),
+           "home": os.environ["HOME"], "cwd": os.getcwd(), "argv": " ".join(sys.argv)}
+if what[0] != "corrupt":
+    open(os.environ["GE_METRICS"], "w").write(fresh_json.dumps(metrics))
+"""
+
+
+@pytest.fixture(params=["bwrap", "landlock"])
+def sandbox(request: pytest.FixtureRequest) -> Sandbox:
+    if request.param == "bwrap" and shutil.which("bwrap") is None:
+        pytest.skip("bwrap is not installed here")
+    if landlock.abi_version() <= 0:
+        pytest.skip("no Landlock in this kernel: preload falls back to fresh processes")
+    box = Sandbox(SandboxPolicy(backend=request.param, output_cap_bytes=100_000))
+    box.probe()
+    return box
+
+
+def _request(run_dir: Path, vid: str, behaviour: str, timeout_s: float = 30.0) -> EvalRequest:
+    workdir = run_dir / "work" / vid
+    workdir.mkdir(parents=True)
+    (workdir / "evaluate.py").write_text(EVALUATE)
+    (workdir / "behaviour.txt").write_text(behaviour)
+    (workdir / ".ge").mkdir()
+    return EvalRequest(
+        variant_id=vid,
+        workdir=workdir,
+        run_dir=run_dir,
+        command="python evaluate.py --seed 3",
+        check_command="python evaluate.py --check",
+        timeout_s=timeout_s,
+        check_timeout_s=30.0,
+        metrics_path=workdir / ".ge" / "metrics.json",
+        log_path=run_dir / "logs" / f"{vid}.log",
+        objectives=("score",),
+        env={"OTHER_VARIANT": str(run_dir / "work" / "first")},
+    )
+
+
+def _evaluate(sandbox: Sandbox, requests: list[EvalRequest], recycle: int) -> list[EvalResult]:
+    pool, warnings = preload_pool(
+        sandbox,
+        (PRELOADED,),
+        requests[0].command,
+        requests[0].check_command,
+        start_timeout_s=30.0,
+        recycle_after=recycle,
+    )
+    assert pool is not None and not warnings and pool.stages == {"check", "evaluate"}
+    pool.reply_timeout_s, pool.kill_grace_s = 10.0, 0.5
+    executor = LocalExecutor(1, None, None, sandbox, kill_grace_s=0.5, workers=pool)
+
+    async def main() -> list[EvalResult]:
+        try:
+            return [await executor.evaluate(r) for r in requests]
+        finally:
+            await executor.aclose()
+
+    results = asyncio.run(main())
+    assert pool.warnings == []  # no worker died or was given up
+    return results
+
+
+def test_forked_variants_are_confined_and_independent(sandbox: Sandbox, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    behaviours = ["ok", "corrupt", "ok", "crash", "ok", "hang", "ok", "badcheck", "ok", "ok"]
+    requests = [_request(run_dir, "first", "ok")]
+    requests += [
+        _request(run_dir, f"v{i}", b, timeout_s=3.0 if b == "hang" else 30.0)
+        for i, b in enumerate(behaviours[1:], 1)
+    ]
+    results = _evaluate(sandbox, requests, recycle=4)
+    by_id = {r.variant_id: r for r in results}
+    ok = [r for r in results if r.status == "ok"]
+    assert [r.variant_id for r in ok] == ["first", "v2", "v4", "v6", "v8", "v9"]
+    for result in ok:
+        m = result.metrics
+        log = result.output_tail
+        assert "check via the worker" in log and "evaluate via the worker" in log, log
+        assert m["preloaded"] == 1.0 and m["checked"] == 1.0  # imported once, check ran first
+        assert m["escapes"] == "none" and m["seen_tmp"] == "none"
+        assert m["fds"] == "[]"  # nothing of the worker's descriptors (protocol pipes) is open
+        assert m["intact"] == 1.0  # a variant that broke the preloaded module changed nothing
+        assert m["argv"] == "evaluate.py --seed 3"
+        assert str(m["home"]).endswith(f"variant-{result.variant_id}/.ge-home")
+        assert (run_dir / "work" / result.variant_id / ".ge-tmp" / "mine").exists()
+    assert not (run_dir / "work" / "first" / "pwned").exists()
+    assert by_id["v1"].status == "failed"  # wrote no metrics
+    assert "SIGABRT" in str(by_id["v3"].failure_reason)
+    assert by_id["v5"].failure_reason == "timed out after 3 s"
+    assert by_id["v7"].stage == "check" and by_id["v7"].failure_reason == "exit code 7"
+    # recycle_after=4 counts evaluate stages: first..v3, then v4..v8 (v7 stopped at its check),
+    # then v9 each came from a new worker start
+    workers = [by_id[v].metrics["worker"] for v in ("first", "v2", "v4", "v6", "v8", "v9")]
+    assert workers[0] == workers[1] != workers[2] == workers[3] == workers[4] != workers[5]
+    assert processes_with("sleep\x00987") == []
+
+
+def test_python_commands_that_a_zygote_can_run() -> None:
+    assert python_command("python evaluate.py --check").args == ("evaluate.py", "--check")
+    assert python_command("python3 -m pkg.eval --lr=0.1").args == ("-m", "pkg.eval", "--lr=0.1")
+    for other in ("sh run.sh", "python -u evaluate.py", "python a.py && rm x", "python a.py > o"):
+        assert python_command(other) is None
+
+
+def _seed(tmp_path: Path, evaluator: dict) -> Path:
+    seed = template_seed(tmp_path / "seed")
+    (seed / "evaluate.py").write_text(
+        "import json, os, sys\n"
+        f"json.dump({{'score': float({PRELOADED!r} in sys.modules), 'size': 1.0}},"
+        " open(os.environ['GE_METRICS'], 'w'))\n"
+    )
+    write_config(
+        seed / "ge.toml",
+        {
+            "seed": {"files": ["model.py"]},
+            "llm": {"models": ["offline"]},
+            "evolution": {"initial_population": 3, "population": 3, "elites": 2, "generations": 1},
+            "evaluator": {"timeout_s": 60, **evaluator},
+            "executor": {"slots": 1, "gpus": []},
+        },
+        [{"name": "score", "direction": "max"}, {"name": "size", "direction": "min"}],
+    )
+    return seed
+
+
+def test_ge_run_with_preload_evaluates_in_forks(tmp_path: Path) -> None:
+    seed = _seed(tmp_path, {"command": "python evaluate.py", "preload": [PRELOADED]})
+    summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert summary["finished"] and summary["evaluated"] >= 3
+    # score 1.0: the module was in sys.modules before evaluate.py ran, i.e. preloaded
+    assert summary["front"] and all(r["metrics"]["score"] == 1.0 for r in summary["front"])
+
+
+@pytest.mark.parametrize(
+    ("evaluator", "message"),
+    [
+        ({"command": "sh run.sh", "preload": ["torch"]}, "preload needs evaluator.command"),
+        ({"command": "python e.py", "preload": ["no-such"]}, "is not a module name"),
+    ],
+)
+def test_preload_config_errors_are_one_line(tmp_path: Path, evaluator: dict, message: str) -> None:
+    seed = _seed(tmp_path, evaluator)
+    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
