@@ -208,6 +208,14 @@ def test_search_in_the_frozen_rest_of_the_file_is_outside(net: Segment) -> None:
     assert info.value.reason == diffedit.REASON_NOT_FOUND
 
 
+def test_editing_a_note_line_is_outside(net: Segment) -> None:
+    """The notes are shown to the model but kept out of the segment's code: they are frozen."""
+    note = next(line for line in net.notes.splitlines() if "ceil_mode pooling" in line)
+    with pytest.raises(DiffError) as info:
+        apply_diff(block(note + "\n", "\n"), net.code, outside=net.notes)
+    assert (info.value.reason, info.value.block) == (diffedit.REASON_OUTSIDE, 1)
+
+
 # --------------------------------------------------------------------------- generated blocks
 
 

@@ -1,7 +1,7 @@
 """Diff edits: SEARCH/REPLACE blocks from an LLM reply, applied to one segment's code.
 
 For a large segment, asking for edits instead of the whole segment saves most of the reply's
-tokens (``benchmarks/diff_tokens.py``). The block syntax (``prompts/diff_format.txt`` teaches it)::
+tokens (``benchmarks/diff_tokens.py``). The block syntax (``prompts/diff_rules.txt`` teaches it)::
 
     <<<<<<< SEARCH
     lines copied from the segment, exactly
