@@ -17,7 +17,9 @@ import pytest
 
 from guided_evolution.runstore.records import EvaluationRecord, VariantRecord
 from guided_evolution.runstore.run_index import RunIndex
+from guided_evolution.runstore.rundir import RunLock
 from tests.support.cli import ge, run_json
+from tests.support.openai_server import serve, status
 from tests.support.seeds import template_seed
 
 
@@ -46,6 +48,9 @@ def test_ctrl_c_says_where_the_run_is_and_how_to_resume(tmp_path: Path) -> None:
     assert "interrupted in generation" in err and "children so far" in err, err
     assert f"ge resume {run}" in err, err
     assert "Traceback" not in err
+    state = run_json("status", str(run), cwd=tmp_path)
+    assert state["state"] == "stopped" and state["stop_reason"].startswith("interrupted"), state
+    assert f"ge resume {run}" in state["fix"]
     done = run_json("resume", str(run), cwd=tmp_path)
     assert done["finished"] and done["generation"] == 3
 
@@ -157,3 +162,39 @@ def test_log_failures_groups_by_the_evaluators_own_error(finished: Path, tmp_pat
     assert not any(r.startswith("exit code") for r in by_reason)
     text = ge("log", str(run), "--failures", cwd=tmp_path, env={"COLUMNS": "300"}).stdout
     assert "ValueError: bad learning rate" in text and "exit code 1" in text
+
+
+def test_status_says_live_with_the_writers_pid(finished: Path, tmp_path: Path) -> None:
+    run = _copy(finished, tmp_path)
+    assert run_json("status", str(run), cwd=tmp_path)["state"] == "finished"
+    with RunLock(run):
+        data = run_json("status", str(run), cwd=tmp_path)
+        text = ge("status", str(run), cwd=tmp_path, env={"COLUMNS": "300"}).stdout
+    assert data["state"] == "live" and data["pid"] == str(os.getpid())
+    assert f"live (pid {os.getpid()})" in text
+
+
+def test_status_says_once_why_a_run_stopped_and_the_fix(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", generations=1)
+    run = tmp_path / "run"
+    denied = {"error": {"message": "Incorrect API key", "type": "invalid_request_error"}}
+    with serve(responder=lambda _request: status(401, denied)) as server:
+        proc = ge(
+            "run",
+            str(seed),
+            "--run-dir",
+            str(run),
+            "--model",
+            "openai/gpt-x",
+            "--api-base",
+            server.base_url,
+            cwd=tmp_path,
+            env={"OPENAI_API_KEY": "sk-wrong"},
+        )
+    assert proc.returncode == 2, proc.stderr
+    data = run_json("status", str(run), cwd=tmp_path)
+    assert data["state"] == "stopped" and "authentication failed" in data["stop_reason"], data
+    assert f"ge resume {run}" in data["fix"]
+    text = ge("status", str(run), cwd=tmp_path, env={"COLUMNS": "400"}).stdout
+    assert text.count("authentication failed") == 1, text
+    assert "stopped: " in text and "check the model name" in text

@@ -136,9 +136,9 @@ def _drive(
             json_mode, [(o.name, o.direction) for o in cfg.selected_objectives]
         )
         recorder = Recorder(store, index, cfg, progress, watch)
-        progress.notice(f"run: {paths.root}  (Ctrl-C stops it; `ge resume {paths.root}` goes on)")
         engine: Engine | None = None
         try:
+            progress.notice(f"run: {paths.root}  (Ctrl-C stops it; `ge resume {paths.root}` goes on)")
             proposer = _proposer(resolved, recorder, seed_id)
             engine = Engine(paths, resolved, recorder, proposer, seed_id, detach=detach)
             with progress:

@@ -101,12 +101,14 @@ def print_summary(console: Console, summary: Any) -> None:
 
 def print_status(console: Console, data: dict[str, Any]) -> None:
     """`ge status`."""
-    state = (
-        "finished: " + data["stop_reason"]
-        if data["finished"]
-        else "running or stopped (resume with `ge resume`)"
-    )
-    console.print(f"[bold]{_m(data['run_dir'])}[/bold]  {escape(state)}")
+    state = data.get("state")
+    if state == "live":
+        line = Text(f"live (pid {data['pid']})", style="green")
+    elif state == "stopped":
+        line = Text("stopped: ", style="bold yellow") + Text(f"{data['stop_reason']} — {data['fix']}")
+    else:
+        line = Text(f"finished: {data['stop_reason']}")
+    console.print(Text(data["run_dir"], style="bold") + Text("  ") + line)
     console.print(
         f"generation {data['generation']}/{data['generations']}  children {data['children']}  "
         f"evaluated {data['evaluated']}  failed {data['failed']}  pending {data['pending']}"

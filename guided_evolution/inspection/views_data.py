@@ -177,8 +177,40 @@ def children_per_generation(index: Any, evo: Any) -> list[dict[str, Any]]:
     return [rows[g] for g in sorted(rows)]
 
 
+_RUN_EVENTS = ("run_started", "run_resumed", "run_stopped", "run_error", "run_interrupted")
+_LLM_FIX = "check the model name, api_base, key and that the server is up"
+
+
+def run_state(index: Any, root: Path, finished: str | None) -> dict[str, Any]:
+    """Whether a run is live (a process holds its lock), finished, or stopped, and why: the
+    ``state``, the writer's ``pid``, the ``stop_reason`` and its ``fix`` (from its last start or
+    stop event; a run that stopped on repeated LLM errors says it once, with the fix)."""
+    from guided_evolution.runstore.doctor import lock_holder
+
+    pid = lock_holder(root)
+    if pid is not None:
+        return {"state": "live", "pid": pid, "stop_reason": None, "fix": None}
+    if finished:
+        return {"state": "finished", "pid": None, "stop_reason": finished, "fix": None}
+    resume = f"`ge resume {root}`"
+    events = [e for e in index.events() if e.kind in _RUN_EVENTS]
+    last = events[-1] if events else None
+    if last is None or last.kind in ("run_started", "run_resumed"):
+        reason, fix = "the ge process ended before the run finished (killed or crashed)", resume
+    elif last.kind == "run_interrupted":
+        reason = f"interrupted (Ctrl-C) in generation {last.data.get('generation', '?')}"
+        fix = f"continue with {resume}"
+    elif last.kind == "run_error":
+        reason, fix = str(last.data.get("reason")), str(last.data.get("fix") or resume)
+    else:
+        reason = f"the LLM calls kept failing: {last.data.get('reason')}"
+        fix = f"{_LLM_FIX}, then {resume}"
+    return {"state": "stopped", "pid": None, "stop_reason": reason, "fix": fix}
+
+
 def status(run_dir: Path) -> dict[str, Any]:
-    """Progress counters of a run, and the isolation its evaluations ran under."""
+    """Progress counters of a run, whether it is live, stopped (why) or finished, and the
+    isolation its evaluations ran under."""
     with open_run_index(run_dir) as (index, resolved, paths):
         counts = index.counts()
         last = index.last_generation()
@@ -197,7 +229,7 @@ def status(run_dir: Path) -> dict[str, Any]:
             "completion_tokens": counts["completion_tokens"],
             "cost_usd": counts["cost_usd"],
             "finished": bool(finished),
-            "stop_reason": finished or None,
+            **run_state(index, paths.root, finished),
             "models": [m.model for m in resolved.config.llm.models],
             "children_per_generation": children_per_generation(index, resolved.config.evolution),
             **isolation_info(index),
