@@ -167,6 +167,13 @@ def run(
 @app.command()
 def resume(
     run_dir: RunDirArg,
+    generations: Annotated[
+        int | None,
+        typer.Option(
+            help="Generations in total from now on: more than the run completed extends it, "
+            "a finished run too (kept by later resumes)."
+        ),
+    ] = None,
     no_sandbox: NoSandboxFlag = False,
     detach: DetachFlag = False,
     json_out: JsonFlag = False,
@@ -174,11 +181,15 @@ def resume(
     """Continue a run exactly where it stopped (after Ctrl-C, kill -9 or a reboot).
 
     No evaluated variant is lost or evaluated twice; unfinished LLM calls and evaluations are
-    redone once, and cached LLM replies are never paid for twice.
+    redone once, and cached LLM replies are never paid for twice. A finished run says so;
+    [bold]--generations N[/bold] extends it to N generations.
     """
     from guided_evolution.engine.session import resume_run
 
-    _finish(resume_run(run_dir, json_mode=json_out, detach=detach, no_sandbox=no_sandbox), json_out)
+    summary = resume_run(
+        run_dir, json_mode=json_out, detach=detach, no_sandbox=no_sandbox, generations=generations
+    )
+    _finish(summary, json_out)
 
 
 def _finish(summary: Any, json_out: bool) -> None:

@@ -198,3 +198,22 @@ def test_status_says_once_why_a_run_stopped_and_the_fix(tmp_path: Path) -> None:
     text = ge("status", str(run), cwd=tmp_path, env={"COLUMNS": "400"}).stdout
     assert text.count("authentication failed") == 1, text
     assert "stopped: " in text and "check the model name" in text
+
+
+def test_resume_of_a_finished_run_says_so_and_extends_it(finished: Path, tmp_path: Path) -> None:
+    run = _copy(finished, tmp_path)
+    before = {v.id for v in _children(run)}
+    again = ge("resume", str(run), cwd=tmp_path, env={"COLUMNS": "300"})
+    assert again.returncode == 0, again.stderr
+    assert "this run is finished" in again.stderr and "--generations 2" in again.stderr
+    assert {v.id for v in _children(run)} == before
+    too_few = ge("resume", str(run), "--generations", "1", cwd=tmp_path)
+    assert too_few.returncode == 2 and "already completed generation 1" in too_few.stderr
+    done = run_json("resume", str(run), "--generations", "2", cwd=tmp_path)
+    assert done["finished"] and done["generation"] == 2, done
+    new = [v for v in _children(run) if v.id not in before]
+    assert new and {v.generation for v in new} == {2}
+    status = run_json("status", str(run), cwd=tmp_path)
+    assert status["generations"] == 2 and status["state"] == "finished"
+    later = ge("resume", str(run), cwd=tmp_path)  # the new total is kept
+    assert "this run is finished" in later.stderr and "--generations 3" in later.stderr

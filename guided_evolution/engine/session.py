@@ -22,7 +22,7 @@ from typing import Any
 
 from guided_evolution.config import GeConfig, ResolvedConfig, find_config, load_config
 from guided_evolution.engine.driver import Engine
-from guided_evolution.engine.progress import make_progress
+from guided_evolution.engine.progress import Progress, make_progress
 from guided_evolution.engine.proposer import LLMProposer, OfflineProposer, Proposer, llm_settings
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.errors import ConfigError, GeError, RunDamagedError
@@ -108,25 +108,89 @@ def start_run(
 
 
 def resume_run(
-    run_dir: Path, *, json_mode: bool = False, detach: bool = False, no_sandbox: bool = False
+    run_dir: Path,
+    *,
+    json_mode: bool = False,
+    detach: bool = False,
+    no_sandbox: bool = False,
+    generations: int | None = None,
 ) -> RunSummary:
-    """Continue a run where it stopped (``no_sandbox``: evaluate without isolation from now on)."""
+    """Continue a run where it stopped (``no_sandbox``: evaluate without isolation from now on;
+    ``generations``: the new total, which also extends a finished run)."""
     paths, resolved = rd.open_run(Path(run_dir), check_damage=False)  # _drive repairs first
+    if generations is None:
+        finished = _finished(paths, resolved.config)
+        if finished is not None:
+            return finished
+    elif generations < 1:
+        raise ConfigError(f"--generations {generations} is not a number of generations", "pass N >= 1")
     if no_sandbox:
         cfg = resolved.config
         evaluator = cfg.evaluator.model_copy(update={"sandbox": "none"})
         config = cfg.model_copy(update={"evaluator": evaluator})
         resolved = resolved.model_copy(update={"config": config})
     check_sandbox(resolved)
-    return _drive(paths, resolved, json_mode, detach)
+    return _drive(paths, resolved, json_mode, detach, generations)
+
+
+def _finished(paths: rd.RunPaths, cfg: GeConfig) -> RunSummary | None:
+    """The summary of a finished run (saying so, and how to extend it), or None."""
+    with RunIndex.open(paths.index, readonly=True) as index:
+        reason = index.get_meta(META_FINISHED)
+        if not reason:
+            return None
+        last = index.last_generation()
+        done = last.generation if last else 0
+        counts = index.counts()
+    note = (
+        f"this run is finished ({reason}); to extend it: "
+        f"`ge resume {paths.root} --generations {max(done, cfg.evolution.generations) + 1}`"
+    )
+    Progress().notice(note)
+    return RunSummary(
+        run_dir=str(paths.root),
+        generation=done,
+        children=counts["children"],
+        evaluated=counts["evaluated"],
+        failed=counts["failed"],
+        llm_calls=counts["llm_calls"],
+        cost_usd=counts["cost_usd"],
+        finished=True,
+        stop_reason=reason,
+        objectives=_objectives(cfg),
+        warnings=[note],
+    )
+
+
+def _extend(
+    paths: rd.RunPaths, resolved: ResolvedConfig, index: RunIndex, generations: int
+) -> ResolvedConfig:
+    """Raise the run's total to ``generations`` (under the lock): saved, unfinished, recorded."""
+    last = index.last_generation()
+    if last is not None and generations <= last.generation:
+        raise ConfigError(
+            f"the run already completed generation {last.generation}",
+            f"pass --generations greater than {last.generation}",
+        )
+    extended = rd.extend_generations(paths, resolved, generations)
+    index.set_meta(META_FINISHED, "")
+    index.add_event("run_extended", {"generations": generations})
+    return extended
 
 
 def _drive(
-    paths: rd.RunPaths, resolved: ResolvedConfig, json_mode: bool, detach: bool
+    paths: rd.RunPaths,
+    resolved: ResolvedConfig,
+    json_mode: bool,
+    detach: bool,
+    generations: int | None = None,
 ) -> RunSummary:
-    cfg = resolved.config
     with rd.RunLock(paths.root):
         _repair(paths)
+        if generations is not None:
+            with RunIndex.open(paths.index) as index:
+                resolved = _extend(paths, resolved, index, generations)
+        cfg = resolved.config
         store = GitStore.open(paths.repo)
         index = RunIndex.open(paths.index)
         seed_id = index.get_meta(META_SEED) or ""
@@ -236,11 +300,13 @@ def _summary(engine: Engine, index: RunIndex, cfg: GeConfig) -> RunSummary:
         cost_usd=counts["cost_usd"],
         finished=bool(index.get_meta(META_FINISHED)),
         stop_reason=engine.stop_reason,
-        objectives=[
-            {"name": o.name, "direction": o.direction, "select": o.select} for o in cfg.objectives
-        ],
+        objectives=_objectives(cfg),
         warnings=engine.warnings,
     )
+
+
+def _objectives(cfg: GeConfig) -> list[dict[str, Any]]:
+    return [{"name": o.name, "direction": o.direction, "select": o.select} for o in cfg.objectives]
 
 
 def _decode_evolvable(files: dict[str, bytes], cfg: GeConfig) -> dict[str, str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from guided_evolution import __version__
 from guided_evolution.config import GeConfig, ResolvedConfig
 from guided_evolution.errors import ConfigError, GeError, RunDamagedError, RunStateError
+from guided_evolution.fsutil import atomic_write
 from guided_evolution.runstore import damage
 
 CONFIG_FILE = "config.json"
@@ -128,6 +129,16 @@ def open_run(run_dir: Path, check_damage: bool = True) -> tuple[RunPaths, Resolv
         if found:
             raise damage.error(run_dir, found)
     return paths, resolved
+
+
+def extend_generations(paths: RunPaths, resolved: ResolvedConfig, generations: int) -> ResolvedConfig:
+    """The run's frozen config with ``generations`` in total, saved in its config.json (atomically),
+    so that every later `ge resume` keeps the new total. Call it under the run lock."""
+    evolution = resolved.config.evolution.model_copy(update={"generations": generations})
+    config = resolved.config.model_copy(update={"evolution": evolution})
+    extended = resolved.model_copy(update={"config": config})
+    atomic_write(paths.config, extended.dump(), fsync=True)
+    return extended
 
 
 class RunLock:
