@@ -1,4 +1,6 @@
-"""The LLM client through the real litellm path, over real HTTP, against a scripted local server."""
+"""The LLM client over real HTTP against a scripted local server, through both of its paths: the
+openai client (what OpenAI-compatible endpoints get) and litellm (what other providers get), forced
+per model with ``ModelSpec.client``. Every test runs once per path."""
 
 from __future__ import annotations
 
@@ -33,8 +35,18 @@ from tests.support.openai_server import (
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
 
+CLIENT_ENV = "GE_TEST_LLM_CLIENT"
+"""Which library the models of a test use (also read by the fresh interpreters of a test)."""
+
+
+@pytest.fixture(autouse=True, params=["openai", "litellm"])
+def client_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(CLIENT_ENV, request.param)
+    return str(request.param)
+
 
 def spec(server: OpenAIServer, name: str = "openai/test-model", **kw: Any) -> ModelSpec:
+    kw.setdefault("client", os.environ[CLIENT_ENV])
     return ModelSpec(model=name, api_base=server.base_url, **kw)
 
 
@@ -171,7 +183,8 @@ def test_auth_failure_names_the_env_var() -> None:
 
 def test_hang_past_deadline_fails_within_bounded_time() -> None:
     timeout, retries, max_backoff = 0.3, 1, 0.05
-    load_litellm()  # the one-off import is not part of the bound
+    if os.environ[CLIENT_ENV] == "litellm":
+        load_litellm()  # the one-off import is not part of the bound
     with serve(responder=lambda _: hang(30)) as server:
         model = spec(server)
         client = client_for(model, timeout_s=timeout, retries=retries, max_backoff_s=max_backoff)
@@ -371,6 +384,7 @@ def test_closed_client_refuses_calls() -> None:
         {"weight": float("nan")},
         {"api_key_env": "sk-abc123-not-a-name"},
         {"input_cost_per_token": -1.0},
+        {"client": "requests"},
     ],
 )
 def test_invalid_model_spec_is_a_config_error(kwargs: dict[str, Any]) -> None:
@@ -405,14 +419,15 @@ def test_concurrent_first_calls_in_a_fresh_process_share_one_import() -> None:
 
     script = textwrap.dedent(
         """
-        import asyncio, sys
+        import asyncio, os, sys
         sys.path.insert(0, ".")
         from tests.support.openai_server import serve
         from guided_evolution.llm.client import LLMClient
         from guided_evolution.llm.settings import LLMSettings, ModelSpec
 
         async def main(url):
-            client = LLMClient(LLMSettings(models=(ModelSpec("openai/m", api_base=url),), retries=0))
+            model = ModelSpec("openai/m", api_base=url, client=os.environ["GE_TEST_LLM_CLIENT"])
+            client = LLMClient(LLMSettings(models=(model,), retries=0))
             msgs = [{"role": "user", "content": "hi"}]
             replies = await asyncio.gather(*[
                 client.complete(msgs, temperature=0.1, model=client.settings.models[0], sample_index=i)
@@ -438,7 +453,7 @@ def test_warm_up_does_the_first_call_setup_without_sending_or_recording() -> Non
 
     script = textwrap.dedent(
         """
-        import asyncio, json, sys
+        import asyncio, json, os, sys
         sys.path.insert(0, ".")
         from tests.support.openai_server import serve
         from guided_evolution.llm.client import LLMClient
@@ -448,7 +463,7 @@ def test_warm_up_does_the_first_call_setup_without_sending_or_recording() -> Non
         LIBRARIES = ("litellm", "openai", "httpx", "httpcore", "aiohttp", "pydantic")
 
         async def main(server):
-            model = ModelSpec("openai/m", api_base=server.base_url)
+            model = ModelSpec("openai/m", api_base=server.base_url, client=os.environ["GE_TEST_LLM_CLIENT"])
             recorder = MemoryRecorder()
             client = LLMClient(LLMSettings(models=(model,), timeout_s=2, retries=0), recorder)
             await client.warm_up()

@@ -1,11 +1,14 @@
 """The LLM client: ensemble choice, bounded concurrency, hard per-attempt deadline, retries, spend
 and budget, use of the reply cache, and a record of every call.
 
-All providers go through litellm (imported lazily: the import takes seconds). Any litellm model
-string works: hosted (``gpt-4o``), ``ollama/...``, ``hosted_vllm/...``, or any OpenAI-compatible
-server as ``openai/<name>`` with ``api_base``. litellm's own retries are off (its ``timeout`` is per
-attempt); this module retries with exponential backoff and jitter, so a call takes at most
-``(retries + 1) * timeout_s`` plus the backoff waits.
+Any litellm model string works. OpenAI and OpenAI-compatible endpoints (``gpt-4o``,
+``openai/<name>`` or ``hosted_vllm/<name>`` with ``api_base``...) are sent with the openai client
+(:mod:`.direct`, ~0.4 s to import); every other provider (``anthropic/...``, ``ollama/...``...)
+with litellm (:mod:`.provider`, seconds and ~200 MB to import, so only when a model needs it).
+Either library is imported in a worker thread, by :meth:`LLMClient.warm_up` while the seed is
+evaluated. Their own retries are off (their timeout is per attempt); this module retries with
+exponential backoff and jitter, so a call takes at most ``(retries + 1) * timeout_s`` plus the
+backoff waits.
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
-from guided_evolution.llm import provider
-from guided_evolution.llm.errors import BudgetExhausted, Failure, LLMError, classify
+from guided_evolution.llm import direct, provider
+from guided_evolution.llm.errors import BudgetExhausted, Failure, LLMError
 from guided_evolution.llm.records import (
     CachedReply,
     CallRecord,
@@ -32,8 +34,43 @@ from guided_evolution.llm.records import (
 from guided_evolution.llm.settings import LLMSettings, ModelSpec
 
 WARM_UP_LIMIT_S = 15.0
-"""How long :meth:`LLMClient.warm_up` spends on litellm's first-call setup at most (the import
-aside): it takes ~0.2 s per model, a few seconds on a loaded machine."""
+"""How long :meth:`LLMClient.warm_up` spends on the first-call setup at most (the imports aside):
+it takes ~0.2 s per model, a few seconds on a loaded machine."""
+
+OPENAI, LITELLM = "openai", "litellm"
+
+
+class Backend(Protocol):
+    """What sends one attempt: :class:`direct.OpenAIBackend` or :class:`provider.LiteLLMBackend`."""
+
+    def request(
+        self,
+        settings: LLMSettings,
+        model: ModelSpec,
+        messages: list[dict],
+        temperature: float,
+        api_key: str | None,
+        top_p: float | None = None,
+    ) -> dict[str, Any]: ...
+
+    async def send(self, kwargs: dict[str, Any]) -> Any: ...
+
+    def classify(self, model: ModelSpec, error: BaseException) -> Failure: ...
+
+    def cost(
+        self, model: ModelSpec, response: Any, prompt_tokens: int, completion_tokens: int
+    ) -> tuple[float, bool]: ...
+
+    async def warm_up(self, settings: LLMSettings, model: ModelSpec) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _load(kind: str) -> Backend:
+    """The backend ``kind``, its library imported (seconds: call it in a thread)."""
+    if kind == OPENAI:
+        return direct.OpenAIBackend(direct.load_openai())
+    return provider.LiteLLMBackend(provider.load_litellm())
 
 
 @dataclass
@@ -76,7 +113,7 @@ class LLMClient:
         self._jitter = random.Random()
         self._semaphore: asyncio.Semaphore | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
-        self._module: ModuleType | None = None
+        self._backends: dict[str, Backend] = {}
         self._import_lock = threading.Lock()
         self._update_exhausted()
 
@@ -89,46 +126,51 @@ class LLMClient:
             return models[0]
         return rng.choices(models, weights=[m.weight for m in models])[0]
 
-    async def _litellm(self) -> ModuleType:
-        """litellm, imported once in a worker thread (3+ s) so the event loop keeps running.
+    async def _backend(self, model: ModelSpec) -> Backend:
+        """The backend of ``model``, its library imported once in a worker thread (seconds) so
+        the event loop keeps running.
 
         Concurrent first calls must not see a half-imported module in ``sys.modules``: every
         caller waits for the one import under a lock.
         """
-        if self._module is None:
-            self._module = await asyncio.to_thread(self._import_once)
-        return self._module
+        kind = OPENAI if direct.uses_openai(model) else LITELLM
+        backend = self._backends.get(kind)
+        if backend is None:
+            backend = await asyncio.to_thread(self._import_once, kind)
+        return backend
+
+    def _import_once(self, kind: str) -> Backend:
+        with self._import_lock:
+            if kind not in self._backends:
+                self._backends[kind] = _load(kind)
+            return self._backends[kind]
 
     async def warm_up(self, *, limit_s: float = WARM_UP_LIMIT_S) -> None:
-        """Import litellm (in a thread) and do its first-call setup for every model, e.g. while
-        the seed is being evaluated, so that a first attempt's deadline times its request alone.
+        """Import the libraries the models need (in a thread) and do their first-call setup for
+        every model, e.g. while the seed is being evaluated, so that a first attempt's deadline
+        times its request alone.
 
-        The setup sends nothing and records nothing (:func:`provider.warm_up`); it gives up after
-        ``limit_s`` seconds, and its failures are ignored: a real call meets them again.
+        The setup sends nothing and records nothing; it gives up after ``limit_s`` seconds, and
+        its failures are ignored: a real call meets them again.
         """
-        litellm = await self._litellm()
+        models = list({(m.model, m.api_base, m.client): m for m in self.settings.models}.values())
+        pairs = [(m, await self._backend(m)) for m in models]
         try:
-            await asyncio.wait_for(self._set_up(litellm), limit_s)
+            await asyncio.wait_for(self._set_up(pairs), limit_s)
         except asyncio.CancelledError:
             raise
         except Exception:
             pass  # out of time: the first calls do the rest of the setup themselves
 
-    async def _set_up(self, litellm: ModuleType) -> None:
-        """litellm's first-call setup for each distinct model of the ensemble, failures ignored."""
-        for model in {(m.model, m.api_base): m for m in self.settings.models}.values():
+    async def _set_up(self, pairs: list[tuple[ModelSpec, Backend]]) -> None:
+        """The first-call setup of each distinct model of the ensemble, failures ignored."""
+        for model, backend in pairs:
             try:
-                await provider.warm_up(litellm, self.settings, model)
+                await backend.warm_up(self.settings, model)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 continue
-
-    def _import_once(self) -> ModuleType:
-        with self._import_lock:
-            if self._module is None:
-                self._module = provider.load_litellm()
-            return self._module
 
     def credential_problems(self) -> list[str]:
         """One line per model whose ``api_key_env`` is not set (cheap: no request, no import)."""
@@ -201,17 +243,19 @@ class LLMClient:
             return hit
         if self._exhausted_reason is not None:
             raise BudgetExhausted(self._exhausted_reason)
-        kwargs = self._request(call, temperature)
-        if top_p is not None:
-            kwargs["top_p"] = top_p
-        litellm = await self._litellm()
+        api_key = self._api_key(call)
+        backend = await self._backend(model)
         call.started = time.monotonic()  # the one-off import is not latency
-        response, attempts = await self._send(litellm, call, kwargs)
-        return self._accept(litellm, call, response, attempts)
+        kwargs = backend.request(self.settings, model, messages, temperature, api_key, top_p)
+        response, attempts = await self._send(backend, call, kwargs)
+        return self._accept(backend, call, response, attempts)
 
     async def aclose(self) -> None:
-        """Refuse further calls. litellm's pooled HTTP clients are shared and closed at exit."""
+        """Refuse further calls and close the HTTP clients (litellm's are shared: closed at
+        exit)."""
         self._closed = True
+        for backend in list(self._backends.values()):
+            await backend.aclose()
 
     def _from_cache(self, call: _Call) -> LLMReply | None:
         """The cached reply for ``call`` (recorded as 'cached', costing nothing), or None."""
@@ -230,8 +274,9 @@ class LLMClient:
             call.elapsed(), 0, True, call_id,
         )  # fmt: skip
 
-    def _request(self, call: _Call, temperature: float) -> dict[str, Any]:
-        """litellm's arguments for ``call``; a named key variable that is unset fails the call."""
+    def _api_key(self, call: _Call) -> str | None:
+        """The configured key of ``call``'s model (None: none configured); a named key variable
+        that is unset fails the call."""
         model = call.model
         api_key = None
         if model.api_key_env:
@@ -241,17 +286,15 @@ class LLMClient:
                 call_id = self._record(call, "error", error=reason)
                 hint = f"export {model.api_key_env}=<your key>"
                 raise LLMError(reason, "auth", hint=hint, call_id=call_id)
-        return provider.request(self.settings, model, call.messages, temperature, api_key)
+        return api_key
 
-    async def _send(
-        self, litellm: ModuleType, call: _Call, kwargs: dict[str, Any]
-    ) -> tuple[Any, int]:
+    async def _send(self, backend: Backend, call: _Call, kwargs: dict[str, Any]) -> tuple[Any, int]:
         """(response, attempts it took): retries retryable failures with backoff; the last
         failure is recorded and raised as LLMError."""
         attempts = 0
         while True:
             attempts += 1
-            response, failure = await self._attempt(litellm, call.model, kwargs)
+            response, failure = await self._attempt(backend, call.model, kwargs)
             if failure is None:
                 return response, attempts
             if not failure.retryable or attempts > self.settings.retries:
@@ -263,7 +306,7 @@ class LLMClient:
             await asyncio.sleep(self._delay(attempts, failure.retry_after))
 
     async def _attempt(
-        self, litellm: ModuleType, model: ModelSpec, kwargs: dict[str, Any]
+        self, backend: Backend, model: ModelSpec, kwargs: dict[str, Any]
     ) -> tuple[Any, Failure | None]:
         """One request in a concurrency slot under the deadline: (response, None) or (None,
         failure). Raises BudgetExhausted when the budget ran out while waiting for the slot."""
@@ -271,22 +314,18 @@ class LLMClient:
             if self._exhausted_reason is not None:  # reached while we waited for a slot
                 raise BudgetExhausted(self._exhausted_reason)
             try:
-                response = await asyncio.wait_for(
-                    litellm.acompletion(**kwargs), self.settings.timeout_s
-                )
+                response = await asyncio.wait_for(backend.send(kwargs), self.settings.timeout_s)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                return None, classify(litellm, model, error)
+                return None, backend.classify(model, error)
         return response, None
 
-    def _accept(self, litellm: ModuleType, call: _Call, response: Any, attempts: int) -> LLMReply:
+    def _accept(self, backend: Backend, call: _Call, response: Any, attempts: int) -> LLMReply:
         """Count the spend of a successful response, record it, cache it and hand it back."""
-        text = provider.text(response)
-        prompt_tokens, completion_tokens = provider.usage(response)
-        cost, cost_known = provider.cost(
-            litellm, call.model, response, prompt_tokens, completion_tokens
-        )
+        text = direct.text(response)
+        prompt_tokens, completion_tokens = direct.usage(response)
+        cost, cost_known = backend.cost(call.model, response, prompt_tokens, completion_tokens)
         self._spent_usd += cost
         self._spent_tokens += prompt_tokens + completion_tokens
         self._update_exhausted()

@@ -1,11 +1,14 @@
-"""How a call fails: the errors the client raises, and the classification of litellm's exceptions
-into failure kinds (retryable or not, with a one-line reason and, for auth, which key to set)."""
+"""How a call fails: the errors the client raises, and the classification of the exceptions of
+litellm or the openai client into failure kinds (retryable or not, with a one-line reason and, for
+auth, which key to set; a prompt too long for the model's context window is named as such)."""
 
 from __future__ import annotations
 
 import email.utils
+import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -17,6 +20,10 @@ RETRYABLE_KINDS = frozenset({"rate_limit", "server", "timeout", "connection", "m
 
 FATAL_KINDS = frozenset({"auth", "bad_request", "not_found"})
 """Error kinds that will fail every call the same way: the run should stop and tell the user."""
+
+_CONTEXT = re.compile(
+    r"context.{0,20}(length|window)|maximum context|too many tokens|prompt is too long", re.I
+)
 
 _MISSING_KEY = re.compile(
     r"missing credentials|api[_ ]?key.{0,40}(must be set|not set|missing)", re.I
@@ -70,39 +77,79 @@ class Failure:
         return self.kind in RETRYABLE_KINDS
 
 
-def classify(litellm: ModuleType, spec: ModelSpec, error: BaseException) -> Failure:
-    """Turn an exception from litellm into a failure kind and a one-line detail."""
+@dataclass(frozen=True)
+class ErrorTypes:
+    """The exception classes of one client library (litellm or openai: the same names) and how
+    to find which key a model lacks. Built with :meth:`of`."""
+
+    timeout: tuple[type, ...]
+    rate_limit: tuple[type, ...]
+    auth: tuple[type, ...]
+    not_found: tuple[type, ...]
+    connection: tuple[type, ...]
+    context_window: tuple[type, ...]
+    api: tuple[type, ...]
+    internal: tuple[type, ...]
+    provider_keys: Callable[[ModelSpec], list[str]]
+
+    @classmethod
+    def of(cls, library: ModuleType, provider_keys: Callable[[ModelSpec], list[str]]) -> ErrorTypes:
+        """The classes ``library`` defines (a missing name matches nothing)."""
+
+        def named(*names: str) -> tuple[type, ...]:
+            found = (getattr(library, n, None) for n in names)
+            return tuple(c for c in found if isinstance(c, type) and issubclass(c, BaseException))
+
+        return cls(
+            timeout=(TimeoutError, *named("Timeout", "APITimeoutError")),
+            rate_limit=named("RateLimitError"),
+            auth=named("AuthenticationError", "PermissionDeniedError"),
+            not_found=named("NotFoundError"),
+            connection=named("APIConnectionError"),
+            context_window=named("ContextWindowExceededError"),
+            api=named("APIError", "OpenAIError"),
+            internal=named("InternalServerError"),
+            provider_keys=provider_keys,
+        )
+
+
+def classify(types: ErrorTypes, spec: ModelSpec, error: BaseException) -> Failure:
+    """Turn an exception of a client library into a failure kind and a one-line detail."""
     message = _short(error)
     code = getattr(error, "status_code", None)
-    if isinstance(error, (TimeoutError, litellm.Timeout)):
+    if isinstance(error, types.timeout):
         return Failure("timeout", "")
-    if isinstance(error, litellm.RateLimitError) or code == 429:
+    if isinstance(error, types.rate_limit) or code == 429:
         return Failure("rate_limit", "HTTP 429 (rate limited)", _retry_after(error))
-    if (
-        isinstance(error, (litellm.AuthenticationError, litellm.PermissionDeniedError))
-        or code in (401, 403)
-        or _MISSING_KEY.search(message)
-    ):
-        hint = _key_hint(litellm, spec)
+    if isinstance(error, types.auth) or code in (401, 403) or _MISSING_KEY.search(message):
+        hint = _key_hint(types, spec)
         return Failure("auth", f"authentication failed: {hint}")
-    if isinstance(error, litellm.NotFoundError) or code == 404:
+    if isinstance(error, types.not_found) or code == 404:
         return Failure(
             "not_found",
             f"model or endpoint not found (HTTP 404: {message})",
             hint="check the model name and api_base",
         )
-    if isinstance(error, litellm.APIConnectionError) or "connection error" in message.lower():
+    if isinstance(error, types.connection) or "connection error" in message.lower():
         return Failure("connection", f"connection failed ({message})")
+    if isinstance(error, types.context_window) or (code == 400 and _CONTEXT.search(message)):
+        return Failure(
+            "bad_request",
+            f"the prompt exceeds the model's context window (HTTP 400: {message})",
+            hint="use a model with a longer context, or a lower llm.max_tokens",
+        )
     if isinstance(code, int) and 400 <= code < 500 and code not in (408, 409):
         return Failure(
             "bad_request",
             f"request rejected (HTTP {code}: {message})",
             hint="check model and settings",
         )
-    if isinstance(error, (litellm.APIError, litellm.OpenAIError)) or isinstance(code, int):
+    if isinstance(error, json.JSONDecodeError):  # the openai client on a body that is not JSON
+        return Failure("malformed", f"invalid response ({message})")
+    if isinstance(error, types.api) or isinstance(code, int):
         # A real HTTP error response carries headers; a body litellm could not parse has none.
         real = bool(getattr(getattr(error, "response", None), "headers", None))
-        if real or not isinstance(error, litellm.InternalServerError):
+        if real or not isinstance(error, types.internal):
             return Failure("server", f"HTTP {code or 500}", _retry_after(error))
         return Failure("malformed", f"invalid response ({message})")
     return Failure("unexpected", f"{type(error).__name__}: {message}")
@@ -113,6 +160,7 @@ def _short(error: BaseException, limit: int = 160) -> str:
     text = " ".join(str(error).split())
     text = text.rsplit("Exception - ", 1)[-1] if "Exception - " in text else text
     text = re.sub(r"^litellm\.\w+: (\w+: )?", "", text)
+    text = re.sub(r"^Error code: \d+ - ", "", text)  # the openai client's prefix
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -135,14 +183,14 @@ def _retry_after(error: BaseException) -> float | None:
     return None
 
 
-def _key_hint(litellm: ModuleType, spec: ModelSpec) -> str:
+def _key_hint(types: ErrorTypes, spec: ModelSpec) -> str:
     """Which environment variable to set for ``spec``."""
     if spec.api_key_env:
         return f"set {spec.api_key_env}"
     if spec.api_base:
         return "set api_key_env to the variable that holds this server's key"
     try:
-        missing = litellm.validate_environment(spec.model).get("missing_keys") or []
+        missing = types.provider_keys(spec)
     except Exception:
         missing = []
     keys = [k for k in missing if "KEY" in k or "TOKEN" in k]

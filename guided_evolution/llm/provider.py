@@ -1,23 +1,26 @@
-"""litellm's side of a call: importing it, its first-call setup, the request it is sent, and
-reading its response (text, token usage, cost). Only the client imports litellm, lazily, through
-:func:`load_litellm`."""
+"""litellm's side of a call, for the providers the openai client does not serve (anthropic,
+bedrock, vertex, ollama...; see :func:`guided_evolution.llm.direct.uses_openai`): importing it,
+its first-call setup, the request it is sent, one attempt, and its cost. Only the client imports
+litellm, lazily, through :func:`load_litellm`, and only when a model needs it."""
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from types import ModuleType
 from typing import Any
 
+from guided_evolution.llm.direct import (
+    DUMMY_API_KEY,
+    NOWHERE,
+    offline_client,
+    text,
+    usage,
+    user_cost,
+)
+from guided_evolution.llm.errors import ErrorTypes, Failure, classify
 from guided_evolution.llm.settings import LLMSettings, ModelSpec
 
-DUMMY_API_KEY = "sk-none"
-"""Key sent to an ``api_base`` server when no key is configured (the openai client needs one)."""
-
-NOWHERE = "http://127.0.0.1:0/v1"
-"""The ``api_base`` of a warm-up request: port 0 refuses a connection at once, so a warm-up that
-reached the network anyway would fail on the spot instead of reaching a server."""
+__all__ = ["DUMMY_API_KEY", "NOWHERE", "LiteLLMBackend", "load_litellm", "text", "usage"]
 
 _WARM_UP_MESSAGES = [{"role": "user", "content": "warm-up"}]
 
@@ -48,7 +51,9 @@ async def warm_up(litellm: ModuleType, settings: LLMSettings, model: ModelSpec) 
     await litellm.acompletion(**kwargs, mock_response="ok")
     if _provider(litellm, model) != "openai":
         return
-    client = _offline_openai_client()
+    import openai  # litellm's dependency, imported with it
+
+    client = offline_client(openai)
     try:
         response = await litellm.acompletion(**{**kwargs, "api_base": NOWHERE, "client": client})
     finally:
@@ -59,38 +64,6 @@ async def warm_up(litellm: ModuleType, settings: LLMSettings, model: ModelSpec) 
 def _provider(litellm: ModuleType, model: ModelSpec) -> str:
     """The provider litellm routes ``model`` to (``openai``, ``ollama``...)."""
     return str(litellm.get_llm_provider(model=model.model, api_base=model.api_base)[1])
-
-
-def _offline_openai_client() -> Any:
-    """An ``openai.AsyncOpenAI`` whose HTTP transport answers every request in memory (openai and
-    httpx are litellm's dependencies, imported here once litellm is)."""
-    import httpx
-    import openai
-
-    def answer(http_request: Any) -> Any:
-        model = json.loads(http_request.content or b"{}").get("model", "warm-up")
-        return httpx.Response(200, json=_completion_body(str(model)), request=http_request)
-
-    return openai.AsyncOpenAI(
-        api_key=DUMMY_API_KEY,
-        base_url=NOWHERE,
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(answer)),
-    )
-
-
-def _completion_body(model: str) -> dict[str, Any]:
-    """A minimal chat.completion: one assistant message, one token each way."""
-    return {
-        "id": "chatcmpl-warm-up",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
 
 
 def request(
@@ -124,27 +97,6 @@ def request(
     return kwargs
 
 
-def usage(response: Any) -> tuple[int, int]:
-    """(prompt tokens, completion tokens) of a response; 0 where the server did not say."""
-    counts = getattr(response, "usage", None)
-    prompt = getattr(counts, "prompt_tokens", 0) if counts is not None else 0
-    completion = getattr(counts, "completion_tokens", 0) if counts is not None else 0
-    return int(prompt or 0), int(completion or 0)
-
-
-def text(response: Any) -> str:
-    """The reply text of a response's first choice ('' when there is none)."""
-    choices = getattr(response, "choices", None) or []
-    if not choices:
-        return ""
-    content = getattr(getattr(choices[0], "message", None), "content", None)
-    if content is None:
-        return ""
-    if isinstance(content, list):  # content parts
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return str(content)
-
-
 def cost(
     litellm: ModuleType,
     model: ModelSpec,
@@ -154,12 +106,57 @@ def cost(
 ) -> tuple[float, bool]:
     """(cost in USD, whether the price is known): user prices, else litellm's table, else 0."""
     if model.has_prices:
-        return (
-            prompt_tokens * (model.input_cost_per_token or 0.0)
-            + completion_tokens * (model.output_cost_per_token or 0.0),
-            True,
-        )
+        return user_cost(model, prompt_tokens, completion_tokens), True
     try:
         return float(litellm.completion_cost(completion_response=response, model=model.model)), True
     except Exception:
         return 0.0, False
+
+
+def _missing_keys(litellm: ModuleType, model: ModelSpec) -> list[str]:
+    """The key variables litellm finds unset for ``model``."""
+    return list(litellm.validate_environment(model.model).get("missing_keys") or [])
+
+
+class LiteLLMBackend:
+    """Sends chat completions through litellm (its own retries off: the LLM client retries)."""
+
+    def __init__(self, litellm: ModuleType) -> None:
+        self.litellm = litellm
+        self.errors = ErrorTypes.of(litellm, lambda model: _missing_keys(litellm, model))
+
+    def request(
+        self,
+        settings: LLMSettings,
+        model: ModelSpec,
+        messages: list[dict],
+        temperature: float,
+        api_key: str | None,
+        top_p: float | None = None,
+    ) -> dict[str, Any]:
+        """The keyword arguments of ``litellm.acompletion`` (``top_p`` only when given)."""
+        kwargs = request(settings, model, messages, temperature, api_key)
+        if top_p is not None:
+            kwargs["top_p"] = top_p
+        return kwargs
+
+    async def send(self, kwargs: dict[str, Any]) -> Any:
+        """One attempt; raises what litellm raises."""
+        return await self.litellm.acompletion(**kwargs)
+
+    def classify(self, model: ModelSpec, error: BaseException) -> Failure:
+        """The failure kind of an exception of :meth:`send`."""
+        return classify(self.errors, model, error)
+
+    def cost(
+        self, model: ModelSpec, response: Any, prompt_tokens: int, completion_tokens: int
+    ) -> tuple[float, bool]:
+        """(cost in USD, whether the price is known), see :func:`cost`."""
+        return cost(self.litellm, model, response, prompt_tokens, completion_tokens)
+
+    async def warm_up(self, settings: LLMSettings, model: ModelSpec) -> None:
+        """litellm's first-call setup for ``model`` (:func:`warm_up`)."""
+        await warm_up(self.litellm, settings, model)
+
+    async def aclose(self) -> None:
+        """Nothing to close: litellm's pooled HTTP clients are shared and closed at exit."""

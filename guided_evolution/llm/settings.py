@@ -10,6 +10,10 @@ from guided_evolution.errors import ConfigError
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+CLIENTS = ("auto", "openai", "litellm")
+"""Which library sends a model's requests: ``auto`` (the openai client for OpenAI and
+OpenAI-compatible endpoints, litellm for the rest), or one of them forced."""
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -21,8 +25,13 @@ class ModelSpec:
     api_key_env: str | None = None
     input_cost_per_token: float | None = None
     output_cost_per_token: float | None = None
+    client: str = "auto"  # auto | openai | litellm (see guided_evolution.llm.direct.uses_openai)
 
     def __post_init__(self) -> None:
+        if self.client not in CLIENTS:
+            raise ConfigError(
+                f"model {self.model}: client {self.client!r} is not one of {', '.join(CLIENTS)}"
+            )
         if not self.model.strip():
             raise ConfigError(
                 "an LLM model name is empty", "give a litellm model string, e.g. gpt-4o"
