@@ -4,7 +4,7 @@
 held-out grid together. Its output, cast to float32, is compared with float64 numpy exp.
 
     python evaluate.py [--metrics FILE]   # metrics go to $GE_METRICS (or FILE)
-    python evaluate.py --check            # the rules, the import, a small grid: shape, dtype, finite
+    python evaluate.py --check            # rules, import, a small grid: shape, dtype, finite
 
 Metrics: accuracy (selects, max): -log10 of the maximum relative error on the validation grid
 (131,073 evenly spaced points of [-87, 88]); ops (selects, min): the weighted operation count per

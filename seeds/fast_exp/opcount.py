@@ -46,8 +46,8 @@ EXP_LIKE = frozenset(
 )  # fmt: skip
 MAX_POWER = 16  # x ** n is allowed for integer constants 1 <= n <= MAX_POWER
 FLOAT_DTYPES = (np.dtype(np.float32),)
-INT_DTYPES = tuple(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8,
-                                         np.uint16, np.uint32, np.uint64, np.bool_))  # fmt: skip
+_INTS = (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)
+INT_DTYPES = tuple(np.dtype(t) for t in _INTS)
 VIEW_DTYPES = tuple(np.dtype(t) for t in (np.float32, np.int32, np.uint32))
 ALLOWED_IMPORTS = frozenset({"numpy", "math"})
 FORBIDDEN_NAMES = frozenset(
@@ -69,9 +69,9 @@ class Tape:
     cost: int = 0
     violations: list[str] = field(default_factory=list)
 
-    def add(self, name: str, weight: int) -> None:
-        self.counts[name] = self.counts.get(name, 0) + 1
-        self.cost += weight
+    def add(self, name: str, weight: int, times: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + times
+        self.cost += weight * times
 
     def fail(self, reason: str) -> Escape:
         """Record the violation (even if the candidate catches the exception) and return it."""
@@ -103,19 +103,25 @@ class Traced:
         tape = self._tape
         name = ufunc.__name__
         if method != "__call__":
-            raise tape.fail(f"np.{name}.{method} works across elements: only elementwise "
-                            "operations are allowed")  # fmt: skip
+            raise tape.fail(
+                f"np.{name}.{method} works across elements: only elementwise operations are allowed"
+            )
         if kwargs:
-            raise tape.fail(f"np.{name} with keyword arguments ({', '.join(kwargs)}): "
-                            "call it with positional arguments only")  # fmt: skip
+            raise tape.fail(
+                f"np.{name} with keyword arguments ({', '.join(kwargs)}): "
+                "call it with positional arguments only"
+            )
         if name in ("power", "float_power") and _is_traced(inputs[0]) and len(inputs) == 2:
             return self._power(inputs[0], inputs[1])
         if name in EXP_LIKE:
-            raise tape.fail(f"np.{name} computes an exponential itself: build exp from "
-                            "+ - * / and the allowed operations instead")  # fmt: skip
+            raise tape.fail(
+                f"np.{name} computes an exponential itself: build exp from "
+                "+ - * / and the allowed operations instead"
+            )
         if name not in WEIGHTS:
-            raise tape.fail(f"np.{name} is not an allowed operation (see the op table in "
-                            "README.md)")  # fmt: skip
+            raise tape.fail(
+                f"np.{name} is not an allowed operation (see the op table in README.md)"
+            )
         return self._record(name, ufunc(*(_raw(v) for v in inputs)))
 
     def _record(self, name: str, result: Any) -> Any:
@@ -136,8 +142,10 @@ class Traced:
                 "(Python float literals are fine; np.float64 constants or arrays are not)"
             )
         if values.shape != self._values.shape:
-            raise self._tape.fail(f"np.{name} changed the shape {self._values.shape} to "
-                                  f"{values.shape}: only elementwise operations are allowed")  # fmt: skip
+            raise self._tape.fail(
+                f"np.{name} changed the shape {self._values.shape} to "
+                f"{values.shape}: only elementwise operations are allowed"
+            )
         return Traced(values, self._tape)
 
     def _power(self, base: Traced, exponent: Any) -> Traced:
@@ -145,27 +153,30 @@ class Traced:
             with np.errstate(all="ignore"):
                 values = base._values ** int(exponent)
             out = self._checked("power", values)
-            self._tape.cost += _power_cost(int(exponent))
-            self._tape.counts["multiply"] = (
-                self._tape.counts.get("multiply", 0) + _power_cost(int(exponent))
-            )
+            self._tape.add("multiply", WEIGHTS["multiply"], _power_cost(int(exponent)))
             return out
-        raise self._tape.fail(f"x ** {_describe(exponent)}: only constant integer powers "
-                              f"1..{MAX_POWER} are allowed (a variable exponent is an "
-                              "exponential)")  # fmt: skip
+        raise self._tape.fail(
+            f"x ** {_describe(exponent)}: only constant integer powers "
+            f"1..{MAX_POWER} are allowed (a variable exponent is an "
+            "exponential)"
+        )
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         tape = self._tape
         name = getattr(func, "__name__", str(func))
         if kwargs:
-            raise tape.fail(f"np.{name} with keyword arguments ({', '.join(kwargs)}): "
-                            "call it with positional arguments only")  # fmt: skip
+            raise tape.fail(
+                f"np.{name} with keyword arguments ({', '.join(kwargs)}): "
+                "call it with positional arguments only"
+            )
         if name == "where" and len(args) == 3:
             return self._record("where", np.where(*(_raw(a) for a in args)))
         if name == "clip" and len(args) == 3 and _is_traced(args[0]):
             return self._record("clip", np.clip(*(_raw(a) for a in args)))
-        raise tape.fail(f"np.{name} is not an allowed operation on the input (allowed numpy "
-                        "functions: where, clip and the ufuncs of README.md's op table)")  # fmt: skip
+        raise tape.fail(
+            f"np.{name} is not an allowed operation on the input (allowed numpy "
+            "functions: where, clip and the ufuncs of README.md's op table)"
+        )
 
     def astype(self, dtype: Any) -> Traced:
         """A conversion (float32 <-> integer), counted as one operation."""
@@ -178,8 +189,10 @@ class Traced:
         """Reinterpreting the bits (float32 <-> int32/uint32), free."""
         target = np.dtype(dtype)
         if target not in VIEW_DTYPES or self._values.dtype not in VIEW_DTYPES:
-            raise self._tape.fail(f".view({target}) of {self._values.dtype}: only float32, int32 "
-                                  "and uint32 may be reinterpreted as each other")  # fmt: skip
+            raise self._tape.fail(
+                f".view({target}) of {self._values.dtype}: only float32, int32 "
+                "and uint32 may be reinterpreted as each other"
+            )
         return self._record("view", self._values.view(target))
 
     @property
@@ -232,8 +245,10 @@ class Traced:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        raise self._tape.fail(f"x.{name} is not available on the traced input (only astype, "
-                              "view, dtype, shape and the arithmetic operators)")  # fmt: skip
+        raise self._tape.fail(
+            f"x.{name} is not available on the traced input (only astype, "
+            "view, dtype, shape and the arithmetic operators)"
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -254,20 +269,36 @@ def _unary(ufunc: np.ufunc) -> Any:
 
 
 for _name, _ufunc in {
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "truediv": np.divide,
-    "floordiv": np.floor_divide, "mod": np.remainder, "pow": np.power, "and": np.bitwise_and,
-    "or": np.bitwise_or, "xor": np.bitwise_xor, "lshift": np.left_shift,
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "truediv": np.divide,
+    "floordiv": np.floor_divide,
+    "mod": np.remainder,
+    "pow": np.power,
+    "and": np.bitwise_and,
+    "or": np.bitwise_or,
+    "xor": np.bitwise_xor,
+    "lshift": np.left_shift,
     "rshift": np.right_shift,
-}.items():  # fmt: skip
+}.items():
     setattr(Traced, f"__{_name}__", _binary(_ufunc))
     setattr(Traced, f"__r{_name}__", _binary(_ufunc, reflected=True))
 for _name, _ufunc in {
-    "lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
-    "eq": np.equal, "ne": np.not_equal,
-}.items():  # fmt: skip
+    "lt": np.less,
+    "le": np.less_equal,
+    "gt": np.greater,
+    "ge": np.greater_equal,
+    "eq": np.equal,
+    "ne": np.not_equal,
+}.items():
     setattr(Traced, f"__{_name}__", _binary(_ufunc))
-for _name, _ufunc in {"neg": np.negative, "pos": np.positive, "abs": np.absolute,
-                      "invert": np.invert}.items():  # fmt: skip
+for _name, _ufunc in {
+    "neg": np.negative,
+    "pos": np.positive,
+    "abs": np.absolute,
+    "invert": np.invert,
+}.items():
     setattr(Traced, f"__{_name}__", _unary(_ufunc))
 
 
@@ -301,9 +332,22 @@ def trace(function: Any, values: np.ndarray) -> tuple[np.ndarray, Tape]:
         elif isinstance(result, (int, float, np.number)):
             out = np.full(values.shape, result, dtype=np.float32)
         else:
-            raise Escape(f"fast_exp returned {type(result).__name__}: return the traced array "
-                         "(or a number for a constant)")  # fmt: skip
+            raise Escape(
+                f"fast_exp returned {type(result).__name__}: return the traced array "
+                "(or a number for a constant)"
+            )
     return out, tape
+
+
+def _foreign_imports(node: ast.AST) -> str:
+    """The modules other than numpy and math that an import statement imports ("" if none)."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom):
+        names = [node.module or "."]
+    else:
+        return ""
+    return ", ".join(n for n in names if n.split(".")[0] not in ALLOWED_IMPORTS)
 
 
 def source_violations(source: str) -> list[str]:
@@ -315,14 +359,9 @@ def source_violations(source: str) -> list[str]:
     out: list[str] = []
     for node in ast.walk(tree):
         line = getattr(node, "lineno", "?")
-        if isinstance(node, ast.Import):
-            bad = [a.name for a in node.names if a.name.split(".")[0] not in ALLOWED_IMPORTS]
-        elif isinstance(node, ast.ImportFrom):
-            bad = [node.module or "."] if (node.module or "").split(".")[0] not in ALLOWED_IMPORTS else []
-        else:
-            bad = []
+        bad = _foreign_imports(node)
         if bad:
-            out.append(f"line {line}: imports {', '.join(bad)}: only numpy and math may be imported")
+            out.append(f"line {line}: imports {bad}: only numpy and math may be imported")
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             out.append(f"line {line}: the private attribute .{node.attr} (no introspection)")
         if isinstance(node, ast.Attribute) and isinstance(node.ctx, (ast.Store, ast.Del)):
