@@ -112,16 +112,35 @@ def segment_code(reply: str, genome: Genome, key: str) -> str:
     for code in best_blocks(code_blocks(reply), rank):
         try:
             new = _segment_part(code, genome, seg)
+            if _norm(new) != _norm(seg.code):
+                _check_kept(new, genome, names)
+                return new
         except ExtractionError as exc:
             first_error = first_error or exc
             continue
-        if _norm(new) != _norm(seg.code):
-            return new
         unchanged = unchanged or new
     if unchanged is not None:
         return unchanged
     assert first_error is not None  # best_blocks returns at least one block
     raise first_error
+
+
+def _check_kept(code: str, genome: Genome, names: set[str]) -> None:
+    """ExtractionError when the new code imports, instead of defining, a name of the segment that
+    another file uses: an example-usage or test block (``splice`` names a kept name that is gone)."""
+    tree = _parse(code)
+    imported = {
+        (a.asname or a.name).split(".")[0]
+        for node in (ast.walk(tree) if tree is not None else ())
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for a in node.names
+    }
+    missing = sorted(n for n in names - defined_names(code) if n in genome.kept and n in imported)
+    if missing:
+        raise ExtractionError(
+            f"the reply's code imports {missing[0]} instead of defining it (an example or a test, "
+            f"not the segment); {genome.kept[missing[0]]} uses it"
+        )
 
 
 class _ParentFile:
