@@ -65,6 +65,12 @@ try:
 except OSError:
     pass
 open(os.path.join(tmp, "mine"), "w").write("x")
+seen_shm = False
+if os.environ["SYSV_CHECK"] == "1":  # a SysV segment left for the next variant of the worker
+    import ctypes
+    libc = ctypes.CDLL(None)
+    seen_shm = libc.shmget(0x6765, 0, 0) != -1
+    libc.shmget(0x6765, 4096, 0o1000 | 0o600)
 intact = callable(minidom.parseString)
 if what[0] == "corrupt":
     minidom.parseString = None
@@ -81,7 +87,7 @@ with open(f"/proc/{os.getppid()}/stat") as fh:
 import json as fresh_json
 metrics = {"score": 1.0, "preloaded": float(preloaded), "intact": float(intact),
            "escapes": ",".join(escapes) or "none", "fds": str(fds), "worker": worker_start,
-           "seen_tmp": ",".join(seen_tmp) or "none", "checked": float(os.path.exists("checked")),
+           "seen_tmp": ",".join(seen_tmp) or "none", "seen_shm": float(seen_shm), "checked": float(os.path.exists("checked")),
            "home": os.environ["HOME"], "cwd": os.getcwd(), "argv": " ".join(sys.argv)}
 if what[0] != "corrupt":
     open(os.environ["GE_METRICS"], "w").write(fresh_json.dumps(metrics))
@@ -99,7 +105,9 @@ def sandbox(request: pytest.FixtureRequest) -> Sandbox:
     return box
 
 
-def _request(run_dir: Path, vid: str, behaviour: str, timeout_s: float = 30.0) -> EvalRequest:
+def _request(
+    run_dir: Path, vid: str, behaviour: str, private_ipc: str, timeout_s: float = 30.0
+) -> EvalRequest:
     workdir = run_dir / "work" / vid
     workdir.mkdir(parents=True)
     (workdir / "evaluate.py").write_text(EVALUATE)
@@ -116,7 +124,7 @@ def _request(run_dir: Path, vid: str, behaviour: str, timeout_s: float = 30.0) -
         metrics_path=workdir / ".ge" / "metrics.json",
         log_path=run_dir / "logs" / f"{vid}.log",
         objectives=("score",),
-        env={"OTHER_VARIANT": str(run_dir / "work" / "first")},
+        env={"OTHER_VARIANT": str(run_dir / "work" / "first"), "SYSV_CHECK": private_ipc},
     )
 
 
@@ -147,9 +155,11 @@ def _evaluate(sandbox: Sandbox, requests: list[EvalRequest], recycle: int) -> li
 def test_forked_variants_are_confined_and_independent(sandbox: Sandbox, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     behaviours = ["ok", "corrupt", "ok", "crash", "ok", "hang", "ok", "badcheck", "ok", "ok"]
-    requests = [_request(run_dir, "first", "ok")]
+    info = sandbox.probe()
+    private_ipc = "1" if info.backend == "bwrap" or (info.mode and info.mode.namespaces) else "0"
+    requests = [_request(run_dir, "first", "ok", private_ipc)]
     requests += [
-        _request(run_dir, f"v{i}", b, timeout_s=3.0 if b == "hang" else 30.0)
+        _request(run_dir, f"v{i}", b, private_ipc, timeout_s=3.0 if b == "hang" else 30.0)
         for i, b in enumerate(behaviours[1:], 1)
     ]
     results = _evaluate(sandbox, requests, recycle=4)
@@ -161,7 +171,7 @@ def test_forked_variants_are_confined_and_independent(sandbox: Sandbox, tmp_path
         log = result.output_tail
         assert "check via the worker" in log and "evaluate via the worker" in log, log
         assert m["preloaded"] == 1.0 and m["checked"] == 1.0  # imported once, check ran first
-        assert m["escapes"] == "none" and m["seen_tmp"] == "none"
+        assert m["escapes"] == "none" and m["seen_tmp"] == "none" and m["seen_shm"] == 0.0
         assert m["fds"] == "[]"  # nothing of the worker's descriptors (protocol pipes) is open
         assert m["intact"] == 1.0  # a variant that broke the preloaded module changed nothing
         assert m["argv"] == "evaluate.py --seed 3"

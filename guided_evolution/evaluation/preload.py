@@ -62,7 +62,8 @@ def preload_pool(
     evaluate = python_command(command)
     if evaluate is None:
         return None, [f"evaluator.preload is not used: {command!r} is not `python SCRIPT ...`"]
-    confined = sandbox.probe().backend != "none"
+    info = sandbox.probe()
+    confined = info.backend != "none"
     if confined and landlock.abi_version() <= 0:
         return None, [
             "evaluator.preload is not used: without Landlock the forked evaluations could not "
@@ -81,6 +82,7 @@ def preload_pool(
         "deny_tcp": not sandbox.policy.network,
         "devices": [d for d in devices if os.path.exists(d)],
         "keep_env": ["PATH", TOKEN_VAR],
+        "private_ipc": info.backend == "bwrap" or bool(info.mode and info.mode.namespaces),
     }
     worker = shlex.join(["exec", evaluate.interpreter, str(ZYGOTE), json.dumps(spec)])
     pool = WorkerPool(

@@ -8,7 +8,8 @@ installed); ``landlock.py`` is loaded from beside this file, before anything is 
 SPEC (JSON): ``preload`` (module names), ``evaluate`` and ``check`` (the argv after the
 interpreter: ``["evaluate.py", "--check"]`` or ``["-m", "pkg.mod", ...]``; ``check`` may be
 null), ``landlock`` (confine each child), ``deny_tcp``, ``devices`` (device files a child may
-use), ``keep_env`` (variables of this worker's environment a child keeps: ``PATH``, ge's token).
+use), ``keep_env`` (variables of this worker's environment a child keeps: ``PATH``, ge's token),
+``private_ipc`` (this worker has an ipc namespace of its own).
 
 Each request forks a child that, before any evaluator code runs: starts a new session; reads
 stdin from /dev/null; sends stdout and stderr to the request's log FIFO; closes every other
@@ -17,7 +18,8 @@ descriptor (the protocol pipes included); takes the request's environment (with 
 variant's directory and the request's io directory (no TCP unless allowed, no signals or
 abstract sockets outside itself, no ptrace of this worker); reseeds the RNGs a fresh process
 would seed; then runs the script with ``runpy`` as ``__main__`` with the command's argv. After it
-ends, this worker (a child subreaper) kills and reaps whatever the child left, then replies.
+ends, this worker (a child subreaper) kills and reaps whatever the child left and, in its own ipc
+namespace, removes every SysV IPC object the child made; then it replies.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ import traceback
 _PR_SET_CHILD_SUBREAPER = 36
 _EXIT_SETUP = 125
 """A child's exit code when it could not be set up (as confine.py's)."""
+_OWN_FRAMES = (__file__, "<frozen runpy>", getattr(runpy, "__file__", ""))
+_IPC_RMID = 0
+_SYSV = ("shm", "sem", "msg")
 
 
 def _load_landlock() -> object:
@@ -81,6 +86,22 @@ def kill_leftovers() -> None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.002)
+
+
+def remove_sysv_ipc(libc: object) -> None:
+    """Remove every SysV shared memory segment, semaphore set and message queue (only called in
+    the worker's own ipc namespace, where everything was made by an earlier child)."""
+    for kind in _SYSV:
+        try:
+            with open(f"/proc/sysvipc/{kind}") as fh:
+                ids = [int(line.split()[1]) for line in fh.readlines()[1:] if line.strip()]
+        except (OSError, ValueError, IndexError):
+            continue
+        for ipc_id in ids:
+            if kind == "sem":
+                libc.semctl(ipc_id, 0, _IPC_RMID, 0)  # type: ignore[attr-defined]
+            else:
+                getattr(libc, f"{kind}ctl")(ipc_id, _IPC_RMID, None)
 
 
 def _child_env(req: dict, spec: dict) -> dict[str, str]:
@@ -143,8 +164,11 @@ def _run(argv: list[str]) -> int:
         else:
             print(exc.code, file=sys.stderr)
             code = 1
-    except BaseException:
-        traceback.print_exc()
+    except BaseException as exc:
+        tb = exc.__traceback__  # from the evaluator's first frame on, as a fresh process shows
+        while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FRAMES:
+            tb = tb.tb_next
+        traceback.print_exception(type(exc), exc, tb)
         code = 1
     try:
         atexit._run_exitfuncs()
@@ -155,7 +179,7 @@ def _run(argv: list[str]) -> int:
     return code
 
 
-def _serve(req: dict, spec: dict, landlock: object, proto: int) -> None:
+def _serve(req: dict, spec: dict, landlock: object, proto: int, libc: object) -> None:
     """Fork the child of one request, wait for it, clean up after it; reply twice."""
     vid = req.get("variant_id")
     argv = spec["check"] if req.get("args", {}).get("check") else spec["evaluate"]
@@ -177,6 +201,8 @@ def _serve(req: dict, spec: dict, landlock: object, proto: int) -> None:
     _reply(proto, {"variant_id": vid, "pid": pid})
     _, status = os.waitpid(pid, 0)
     kill_leftovers()
+    if spec["private_ipc"]:
+        remove_sysv_ipc(libc)
     signaled = os.WIFSIGNALED(status)
     _reply(
         proto,
@@ -197,12 +223,15 @@ def main(args: list[str]) -> None:
     landlock = _load_landlock()
     if spec["landlock"] and landlock.abi_version() <= 0:  # type: ignore[attr-defined]
         sys.exit("ge zygote: Landlock is unavailable here; cannot confine the forked children")
-    landlock._libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # type: ignore[attr-defined]
+    libc = landlock._libc()  # type: ignore[attr-defined]
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if spec["private_ipc"]:
+        remove_sysv_ipc(libc)
     for name in spec["preload"]:
         importlib.import_module(name)
     _reply(proto, {"ready": True})
     for raw in iter(sys.stdin.buffer.readline, b""):
-        _serve(json.loads(raw), spec, landlock, proto)
+        _serve(json.loads(raw), spec, landlock, proto, libc)
 
 
 if __name__ == "__main__":
