@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from guided_evolution.evolution.codeblock import ExtractionError, extract_code
+from guided_evolution.evolution.codeblock import (
+    ExtractionError,
+    best_blocks,
+    code_blocks,
+    extract_code,
+)
 
 CODE = "def f(x):\n    return x + 1\n"
 
@@ -145,3 +150,44 @@ def test_an_orphan_closing_tag_ends_the_reasoning_and_one_inside_code_stays() ->
     assert extract_code(reply) == "def answer():\n    return 1\n"
     code = "END = '</think>'\n"
     assert extract_code(f"```python\n{code}```") == code
+
+
+# --------------------------------------------------------------------------- ranked blocks
+
+UNIFIED_DIFF = (
+    "--- a/m.py\n+++ b/m.py\n@@ -1,2 +1,2 @@\n def f(x):\n-    return x + 1\n+    return x + 2\n"
+)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "Lower it:\n```diff\n-    return x + 1\n+    return x + 2\n```",
+        f"```\n{UNIFIED_DIFF}```",
+        UNIFIED_DIFF,
+    ],
+    ids=["diff-tag", "untagged-unified-diff", "unfenced-diff"],
+)
+def test_a_diff_is_named_as_such(reply: str) -> None:
+    with pytest.raises(ExtractionError) as info:
+        extract_code(reply)
+    assert info.value.reason == "the reply is a diff, not the complete new code of the segment"
+
+
+def test_code_blocks_keeps_every_candidate_in_reply_order() -> None:
+    reply = f"```python\n{CODE}```\n```bash\nls\n```\n```python\nprint(f(1))\n```"
+    assert [b.code for b in code_blocks(reply)] == [CODE, "print(f(1))\n"]
+
+
+def test_the_highest_ranked_block_wins_over_a_larger_one() -> None:
+    usage = "x = f(1)\ny = f(2)\nprint(x, y, x + y)\n"
+    blocks = code_blocks(f"```python\n{CODE}```\n```python\n{usage}```")
+    assert best_blocks(blocks) == [usage, CODE]
+    assert best_blocks(blocks, rank=lambda code: int("def f" in code)) == [CODE]
+
+
+def test_a_broken_highest_ranked_block_is_reported_not_replaced_by_a_lower_one() -> None:
+    blocks = code_blocks("```python\ndef f(x:\n    return x\n```\n```python\nprint(f(1))\n```")
+    with pytest.raises(ExtractionError) as info:
+        best_blocks(blocks, rank=lambda code: int("def f" in code))
+    assert info.value.reason.startswith("syntax error at line 1")

@@ -119,7 +119,7 @@ def test_whole_file_with_crlf_line_endings(lib: PromptLibrary) -> None:
 def test_changed_imports_of_the_frozen_header_do_not_leak(lib: PromptLibrary) -> None:
     g = seed_genome("exquisitenet_v2")
     made = child(lib, g, "get_optimizer", recorded("exquisitenet_header_changed.txt"))
-    new = "    return torch.optim.SGD(params, lr=0.08, momentum=0.9, nesterov=True, weight_decay=5e-5)\n"
+    new = EXQ_SGD.replace("lr=0.1", "lr=0.08").replace("1e-4", "5e-5")
     assert made.files["model.py"] == model(g, (EXQ_SGD, new))
     assert "import math" not in made.files["model.py"]
 

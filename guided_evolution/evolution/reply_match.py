@@ -25,6 +25,7 @@ import re
 import textwrap
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 
 from guided_evolution.evolution.codeblock import ExtractionError, best_blocks, code_blocks
 from guided_evolution.evolution.segments import (
@@ -37,7 +38,7 @@ from guided_evolution.evolution.segments import (
 )
 
 HEADER = -1  # label of the file's part before its first marker
-MAX_ALIGNED_LINES = 5000  # longer replies or files are taken as the segment alone (no alignment)
+MAX_ALIGNED_LINES = 3000  # longer replies or files are taken as the segment alone (no alignment)
 _DEF_RE = re.compile(r"^[ \t]*(?:async[ \t]+def|def|class)[ \t]+([A-Za-z_]\w*)", re.M)
 _ASSIGN_RE = re.compile(r"^[ \t]*([A-Za-z_]\w*)[ \t]*(?::[^=\n]*)?=(?!=)", re.M)
 
@@ -126,8 +127,8 @@ def segment_code(reply: str, genome: Genome, key: str) -> str:
 
 
 def _check_kept(code: str, genome: Genome, names: set[str]) -> None:
-    """ExtractionError when the new code imports, instead of defining, a name of the segment that
-    another file uses: an example-usage or test block (``splice`` names a kept name that is gone)."""
+    """ExtractionError when the new code imports, instead of defining, a segment's name that another
+    file uses: an example-usage or test block (``splice`` names a kept name that is just gone)."""
     tree = _parse(code)
     imported = {
         (a.asname or a.name).split(".")[0]
@@ -157,9 +158,19 @@ class _ParentFile:
             self.lines.append(line)
             self.labels.append(label)
         self.markers = label + 1
+        self._texts = _texts(self.lines, self.labels)
 
     def text(self, label: int) -> str:
-        return "".join(x for x, lab in zip(self.lines, self.labels, strict=True) if lab == label)
+        return self._texts.get(label, "")
+
+
+def _texts(lines: list[str], labels: Sequence[int | None]) -> dict[int, str]:
+    """The lines of each label, joined in order."""
+    parts: dict[int, list[str]] = {}
+    for line, label in zip(lines, labels, strict=True):
+        if label is not None:
+            parts.setdefault(label, []).append(line)
+    return {label: "".join(x) for label, x in parts.items()}
 
 
 def _chunks(lines: list[str], marker: str) -> list[list[int]]:
@@ -199,20 +210,14 @@ def _segment_part(code: str, genome: Genome, seg: Segment) -> str:
         if any(line.strip() == genome.marker for line in lines):  # echoed markers at the edges
             return "".join(line for line in lines if line.strip() != genome.marker)
         return code
-    labels = _labels(lines, parent, genome.marker, seg.index)
-
-    def part(label: int) -> str:
-        return "".join(x for x, lab in zip(lines, labels, strict=True) if lab == label)
-
-    present = [lab for lab in sorted({x for x in labels if x is not None}) if _norm(part(lab))]
-
-    if seg.index in present and _norm(part(seg.index)) != _norm(seg.code):
-        return part(seg.index)
-    changed = [
+    parts = _texts(lines, _labels(lines, parent, genome.marker, seg.index))
+    mine = parts.pop(seg.index, "")
+    if _norm(mine) and _norm(mine) != _norm(seg.code):
+        return mine
+    changed = [  # comments dropped: a model often drops them from what it echoes
         lab
-        for lab in present
-        if lab != seg.index
-        and _norm(part(lab), comments=False) != _norm(parent.text(lab), comments=False)
+        for lab, text in sorted(parts.items())
+        if _norm(text) and _norm(text, comments=False) != _norm(parent.text(lab), comments=False)
     ]
     others = [s for s in genome.segments if s.file == seg.file and s.index in changed]
     if others:
