@@ -2,11 +2,19 @@
 
     python benchmarks/engine_overhead.py            # both parts, scaling up to 10,000 children
     python benchmarks/engine_overhead.py --quick    # scaling up to 1,000 children
+    python benchmarks/engine_overhead.py --mix-only --repeat 3   # GE's operator mix, both modes
 
 Part 1 (overlap): a fake OpenAI-compatible server answers every call after 0.5 s, the evaluator
 sleeps 0.5 s, 4 concurrent LLM calls and 2 evaluation slots, 100 children. The overlapped ideal
 is max(100 x 0.5 / 4, 100 x 0.5 / 2) = 25 s; a worker that runs LLM-then-evaluate serially would
 need 100 x 1.0 / 2 = 50 s.
+
+Part 1b (operator mix): the same latencies with GE's real operator mix (crossover p=0.35, then
+mutation p=0.8, a quarter of which is Evolution of Thought with its two turns), so a child
+costs one to three chained LLM calls; about 100 children (initial population 24, then 4
+generations of 22), in the generational and in the steady-state mode. The ideal is the larger of
+the LLM work (calls x 0.5 s / 4) and the evaluation work (evaluations x 0.5 s / 2), about 25 s;
+the ratio to it is reported with the median of ``--repeat`` runs.
 
 Part 2 (overhead): zero-latency proposals (the built-in offline operators) and an evaluator that
 only writes its metrics (a shell builtin), one slot. Per-child wall time minus the cost of the same
@@ -24,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +111,76 @@ def overlap(tmp: Path) -> None:
     print(f"  serial LLM-then-evaluate per worker would take {100 * 1.0 / 2:.0f} s")
 
 
+VARIED_METRICS = (  # metrics that differ between variants, so that some beat the seed (EoT teachers)
+    's=$(cksum < model.py | cut -d" " -f1); '
+    'echo "{\\"score\\": $((s % 1000)), \\"size\\": $((s % 97))}" > "$GE_METRICS"'
+)
+MIX = {"crossover_probability": 0.35, "mutation_probability": 0.8, "eot_probability": 0.25}
+
+
+def llm_work(run_dir: Path) -> tuple[int, int, float, list[float], str]:
+    """(LLM calls, evaluations, wall from generation 0's start to the last generation's end,
+    seconds of evaluation, the children's operators) of a finished run."""
+    index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
+    try:
+        counts = index.counts()
+        events = index.events()
+        first = next(ev.time for ev in events if ev.kind == "generation_started")
+        last = max(ev.time for ev in events if ev.kind == "generation_finished")
+        evals = [e for e in index.evaluations() if e.started_at and e.started_at >= first - 1e-3]
+        busy = [e.duration_s or 0.0 for e in evals]
+        variants = [v for v in index.variants() if v.operator != "seed"]
+    finally:
+        index.close()
+    ops = Counter(v.operator for v in variants)
+    ops["eot-reflection"] = sum(1 for v in variants if v.eot_reflection)
+    mix = ", ".join(f"{k} {n}" for k, n in sorted(ops.items()))
+    return counts["llm_calls"], len(evals), last - first, busy, mix
+
+
+def operator_mix(tmp: Path, mode: str, repeat: int, extra: dict, sandbox: str) -> None:
+    """Part 1b: GE's operator mix in one mode, ``repeat`` runs; medians."""
+    ratios, walls, lines, measured = [], [], [], []
+    for n in range(repeat):
+        writer = CodeWriter()
+        seed = template_seed(tmp / f"seed-mix-{mode}-{n}")
+        run_dir = tmp / f"run-mix-{mode}-{n}"
+        with serve(responder=lambda req, w=writer: hang(0.5, then=w(req))) as server:
+            configure(
+                seed,
+                evaluator=f"sleep 0.5; {VARIED_METRICS}",
+                evolution={
+                    "initial_population": 24, "population": 22, "elites": 10, "generations": 4,
+                    "eot_start_generation": 1, **MIX, **extra,
+                    **({"mode": mode} if mode != "generational" else {}),
+                },
+                llm={"models": ["openai/bench"], "api_base": server.base_url, "concurrency": 4, "timeout_s": 30},
+                slots=2,
+                sandbox=sandbox,
+            )
+            ge(["run", str(seed), "--run-dir", str(run_dir)], cwd=tmp)
+        calls, evals, wall, busy, mix = llm_work(run_dir)
+        ideal = max(calls * 0.5 / 4, evals * 0.5 / 2)
+        ratios.append(wall / ideal)
+        walls.append(wall)
+        measured.append(wall / max(calls * 0.5 / 4, sum(busy) / 2))
+        lines.append(
+            f"    run {n + 1}: {evals} evaluations, {calls} LLM calls, wall {wall:.2f} s, "
+            f"ideal {ideal:.2f} s, ratio {wall / ideal:.3f}, slot use {sum(busy) / (2 * wall):.0%}, "
+            f"median evaluation {statistics.median(busy):.3f} s"
+            f"\n      children: {mix}"
+        )
+    target = 1.15 if mode == "steady" else 1.35
+    label = f"{mode}, sandbox={sandbox}" + (f" {extra}" if extra else "")
+    print(f"== Part 1b: GE's operator mix, {label} ==")
+    print("\n".join(lines))
+    print(
+        f"  median wall {statistics.median(walls):.2f} s, median ratio to the ideal "
+        f"{statistics.median(ratios):.3f} (target <= {target}); to the ideal with the evaluations' "
+        f"measured durations (sandbox start included) {statistics.median(measured):.3f}"
+    )
+
+
 def evaluator_process_cost(tmp: Path, sandbox: str, samples: int = 30) -> float:
     """Median seconds of the sandboxed metrics-only evaluator run alone (no ge around it)."""
     from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
@@ -160,9 +239,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="scale to 1,000 children instead of 10,000")
     parser.add_argument("--skip-overlap", action="store_true")
     parser.add_argument("--sandbox", default="auto", choices=["auto", "none", "bwrap", "landlock"])
+    parser.add_argument("--mix-only", action="store_true", help="only part 1b (the operator mix)")
+    parser.add_argument("--skip-mix", action="store_true")
+    parser.add_argument("--modes", default="generational,steady", help="modes of part 1b")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per mode in part 1b")
+    parser.add_argument(
+        "--evolution", action="append", default=[], metavar="KEY=VALUE",
+        help="extra [evolution] settings for part 1b (JSON values)",
+    )
     args = parser.parse_args()
+    extra = {k: json.loads(v) for k, _, v in (e.partition("=") for e in args.evolution)}
     with tempfile.TemporaryDirectory(prefix="ge-bench-") as tmp_name:
         tmp = Path(tmp_name)
+        if not args.skip_mix:
+            for mode in args.modes.split(","):
+                operator_mix(tmp, mode, args.repeat, extra, args.sandbox)
+        if args.mix_only:
+            return
         if not args.skip_overlap:
             overlap(tmp)
         overhead(tmp, 1_000 if args.quick else 10_000, args.sandbox)

@@ -155,6 +155,21 @@ class EvolutionConfig(_Model):
     top_p: TopP = TopP()
     seed: int = 0
     max_pending: int = Field(0, ge=0, description="bound of proposed-but-unevaluated children; 0 = 2*slots")
+    mode: Literal["generational", "steady"] = Field(
+        "generational",
+        description="generational (the GE paper): a generation is planned from the whole evaluated "
+        "previous one; steady: a child is planned whenever an LLM call or a slot frees, from the "
+        "population as it stands, reported in generations of `population` children",
+    )
+
+    @model_validator(mode="after")
+    def _steady_needs_an_archive(self) -> EvolutionConfig:
+        if self.mode == "steady" and self.elites < 1:
+            raise ValueError(
+                'mode = "steady" keeps its population in the SPEA2 archive of `elites`; with '
+                "elites = 0 parents would come only from the last few children: set elites >= 1"
+            )
+        return self
 
     @field_validator("top_p", mode="before")
     @classmethod

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from guided_evolution.config import ResolvedConfig
+from guided_evolution.engine.outcome import Outcome, failed_generation
 from guided_evolution.engine.proposer import NoChild, Proposer, RunStopped
 from guided_evolution.engine.recorder import Recorder
+from guided_evolution.engine.steady import SteadyLoop
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult, Executor
 from guided_evolution.evaluation.factory import build_executor
@@ -26,16 +27,6 @@ from guided_evolution.evolution.plan import Plan, dedup, hall_of_fame, plan_gene
 from guided_evolution.fsutil import remove_tree
 from guided_evolution.runstore.records import META_FINISHED, GenerationRecord
 from guided_evolution.runstore.rundir import RunPaths
-
-
-@dataclass
-class Outcome:
-    """What became of one plan."""
-
-    plan: Plan
-    variant: str | None = None
-    ok: bool = False
-    reason: str | None = None
 
 
 class Engine:
@@ -63,6 +54,7 @@ class Engine:
         self.detach = detach  # on Ctrl-C leave cluster jobs running for `ge resume` to re-attach
         self.executor: Executor | None = None
         self._inflight: dict[str, asyncio.Future[EvalResult]] = {}
+        self._retry: dict[str, int] = {}  # failed children of a stopped generation to evaluate again
         self.stop_reason = ""
         self.warnings: list[str] = []
         self.generation = 0
@@ -122,6 +114,8 @@ class Engine:
             self.generation = last.generation if last else 0
             return
         self.index.add_event("run_resumed" if self.index.last_generation() else "run_started", {"pid": os.getpid()})
+        stops = self.index.events("run_stopped")
+        self._retry = dict(stops[-1].data.get("retry") or {}) if stops else {}
         # litellm takes seconds to import: do it while the seed is evaluated, not on the first call.
         warm = asyncio.create_task(self.proposer.warm_up())
         await self._ensure_seed_evaluated()
@@ -131,7 +125,9 @@ class Engine:
         gen = 0 if last is None else last.generation + 1
         population: list[str] = [self.seed_id] if last is None else list(last.population)
         hof = list(last.hall_of_fame) if last else []
-        while gen <= self.evo.generations:
+        if self.evo.mode == "steady":
+            await SteadyLoop(self).run(gen, population, hof)
+        while self.evo.mode != "steady" and gen <= self.evo.generations:
             self.generation = gen
             if self.proposer.budget_reached():
                 break
@@ -163,7 +159,7 @@ class Engine:
         self.progress.generation(gen, self.evo.generations, len(planned.plans))
         self.proposer.start_generation()
         outcomes = await self._run_plans(planned.plans)
-        self.proposer.end_generation(gen, [o.reason for o in outcomes if o.reason])
+        self.end_generation(gen, outcomes)
         children = [o.variant for o in sorted(outcomes, key=lambda o: o.plan.index) if o.variant]
         population = dedup([*planned.elites, *children]) if gen > 0 else dedup([self.seed_id, *children])
         hof = hall_of_fame(
@@ -180,6 +176,24 @@ class Engine:
         self.index.add_event("generation_finished", {"generation": gen, "children": len(children)})
         self.recorder.compact(force=False)
         return population, hof, False
+
+    def end_generation(self, gen: int, outcomes: list[Outcome]) -> None:
+        """Stop the run when every LLM call of the generation failed (the proposer's rule), or
+        when no child of it succeeded for one common reason (``outcome.failed_generation``)."""
+        self.proposer.end_generation(gen, [o.reason for o in outcomes if o.reason])
+        attempts = {}
+        for o in outcomes:
+            if o.variant is not None and not o.ok:
+                done = self.index.latest_evaluation(o.variant)
+                attempts[o.variant] = done.attempt if done is not None else 0
+        failed = failed_generation(gen, outcomes, attempts)
+        if failed is None:
+            return
+        error = failed.error(self.paths.root, self.resolved.seed_dir)
+        self.index.add_event(
+            "run_stopped", {"reason": error.args[0], "generation": gen, "retry": failed.retry}
+        )
+        raise error
 
     async def _ensure_seed_evaluated(self) -> None:
         result = self.index.latest_evaluation(self.seed_id)
@@ -211,8 +225,13 @@ class Engine:
             raise
 
     async def _run_plan(self, plan: Plan) -> Outcome:
-        outcome = Outcome(plan)
         await self.pending.acquire()
+        return await self.run_held(plan)
+
+    async def run_held(self, plan: Plan) -> Outcome:
+        """Propose, commit, evaluate and record one plan's child; the caller holds a place of
+        ``pending``, released once the child holds a slot (or made nothing)."""
+        outcome = Outcome(plan)
         released = False
         try:
             if self.proposer.budget_reached():
@@ -230,8 +249,12 @@ class Engine:
             vid, fresh = self.recorder.commit(plan, child, self.proposer.take_calls(plan))
             outcome.variant = vid
             done = None if fresh else self.index.latest_evaluation(vid)
+            if done is not None and self._retry.get(vid) == done.attempt and done.status != "ok":
+                del self._retry[vid]  # a child of a stopped generation: the user fixed the cause
+                done = None
             if done is not None:  # evaluated before (this run or before a kill): never again
                 outcome.ok = done.status == "ok"
+                outcome.reason = done.failure_reason
                 return outcome
             shared = self._inflight.get(vid)
             if shared is not None:  # the same child from another plan is being evaluated now
@@ -239,6 +262,7 @@ class Engine:
                 released = True
                 result = await asyncio.shield(shared)
                 outcome.ok = result.status == "ok"
+                outcome.reason = result.failure_reason
                 return outcome
             released = True  # _evaluate_once releases `pending` once the child holds a slot
             result = await self._evaluate_once(vid)

@@ -13,6 +13,8 @@ from the GE paper").
 
 Every draw comes from an RNG seeded by (run seed, generation), and each plan has its own RNG
 seeded by (run seed, generation, child index), so a resumed run re-derives the same plans.
+``plan_child`` is the steady-state mode's plan of one child, drawn from the population as it
+stands, with the same rules.
 """
 
 from __future__ import annotations
@@ -150,6 +152,62 @@ def plan_generation(
         mut = mutate_step() or Step("mutation")
         plans.append(Plan(generation, len(plans), parents[-1], (mut,)))
     return GenerationPlan(plans, elites)
+
+
+def plan_child(
+    generation: int,
+    index: int,
+    population: Sequence[Scored],
+    seed: Scored | None,
+    seed_id: str,
+    evo: EvolutionConfig,
+    objectives: Sequence[ObjectiveSpec],
+    *,
+    eot: bool = True,
+) -> Plan | None:
+    """The steady-state mode's plan of child ``index`` of virtual ``generation``, drawn from the
+    ``population`` as it stands (the SPEA2 archive and the children evaluated since); None when
+    the child draws neither crossover nor mutation (a clone, dropped as in ``plan_generation``).
+
+    The same rules as a generation's plan, per child: generation 0 mutates the seed; later, an
+    NSGA-II (or ``dcd``) tournament over the population picks the parent and, with
+    ``crossover_probability``, a partner; then the mutation, EoT, teacher and start-generation
+    rules of ``plan_generation``. Every draw comes from an RNG seeded by (run seed, generation,
+    index), so a child planned from the same population is always the same plan.
+    """
+    if generation == 0:
+        return Plan(0, index, seed_id, (Step("mutation"),))
+    rng = random.Random(f"ge:{evo.seed}:{generation}:{index}:steady")
+    valid = list(population) or ([seed] if seed is not None else [])
+    if not valid:
+        return Plan(generation, index, seed_id, (Step("mutation"),))
+    tournament = dcd_parents if evo.parent_tournament == "dcd" else nsga2_parents
+    parent, partner = (s.id for s in tournament(valid, 2, objectives, rng))
+    steps: list[Step] = []
+    if parent != partner and rng.random() < evo.crossover_probability:
+        steps.append(Step("crossover", partner))
+    if rng.random() < evo.mutation_probability:
+        # Drawn before the teachers are known, so that SPEA2 runs only for the EoT children.
+        wants_eot = eot and generation >= evo.eot_start_generation
+        wants_eot = wants_eot and rng.random() < evo.eot_probability
+        teachers = _teachers(valid, seed, seed_id, evo, objectives) if wants_eot else []
+        steps.append(Step("eot", rng.choice(teachers)) if teachers else Step("mutation"))
+    return Plan(generation, index, parent, tuple(steps)) if steps else None
+
+
+def _teachers(
+    valid: Sequence[Scored],
+    seed: Scored | None,
+    seed_id: str,
+    evo: EvolutionConfig,
+    objectives: Sequence[ObjectiveSpec],
+) -> list[str]:
+    """EoT teachers of a population: as in ``plan_generation`` (its SPEA2 elites that beat the
+    seed, or the paper's SPEA2 top ``eot_teacher_pool``)."""
+    if evo.eot_teachers == "spea2_top":
+        return spea2_teachers(valid, seed_id, evo.eot_teacher_pool, objectives)
+    elite_ids = {s.id for s in spea2_elites(valid, min(evo.elites, len(valid)), objectives)}
+    return eot_teachers([s for s in valid if s.id in elite_ids], seed, objectives)
 
 
 def hall_of_fame(
