@@ -266,6 +266,8 @@ def test_llm_run_changes_the_polynomial_degree(tmp_path: Path) -> None:
             "--api-base", server.base_url, cwd=tmp_path,
         )  # fmt: skip
     assert summary["finished"] and summary["llm_calls"] > 0 and summary["front"]
+    # the seed's prompts/persona_expert.txt replaces the built-in expert persona
+    assert any("numerical analysis" in json.dumps(r["messages"]) for r in server.requests)
     evaluated, failed = _evaluated(tmp_path / "run")
     seed_metrics = evaluated[failed.pop("seed")]
     accuracy = seed_metrics["accuracy"]
