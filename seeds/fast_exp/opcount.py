@@ -139,7 +139,8 @@ class Traced:
         if values.dtype not in FLOAT_DTYPES + INT_DTYPES:
             raise self._tape.fail(
                 f"np.{name} produced a {values.dtype} intermediate: keep every value float32 "
-                "(Python float literals are fine; np.float64 constants or arrays are not)"
+                "(no np.float64 constants or arrays; a Python float meeting an integer array "
+                "becomes float64: write np.float32(c) there)"
             )
         if values.shape != self._values.shape:
             raise self._tape.fail(
