@@ -22,9 +22,11 @@ from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import (
     CONTEXT_PLACEHOLDER,
     Genome,
+    differing_segments,
     kept_names,
     parse_genome,
 )
+from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import run_json
 from tests.support.openai_server import Action, reply, serve
@@ -136,6 +138,12 @@ def test_several_segments_changed_gives_the_requested_one(lib: PromptLibrary) ->
     assert "eps=1e-3" not in made.files["model.py"]
 
 
+def test_two_segments_without_markers_give_the_requested_one(lib: PromptLibrary) -> None:
+    g = seed_genome("tiny_cnn")
+    made = child(lib, g, "Net", recorded("tiny_cnn_two_segments_no_markers.txt"))
+    assert made.files["model.py"] == model(g, ("x = x.mean(dim=(2, 3))", "x = x.amax(dim=(2, 3))"))
+
+
 def test_only_another_segment_changed_is_rejected_with_its_name(lib: PromptLibrary) -> None:
     g = seed_genome("exquisitenet_v2")
     reason = rejection(lib, g, "FCT", recorded("exquisitenet_other_segment_changed.txt"))
@@ -224,7 +232,8 @@ _FENCE = re.compile(r"```(?:python)?\n(.*?)```", re.S)
 
 
 class WholeFileEcho:
-    """A fake LLM that answers with the whole file, markers and all, one segment changed."""
+    """A fake LLM that answers with the whole file, markers and all, one segment changed (and an
+    import added to the frozen header, which must not reach the child)."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -239,10 +248,8 @@ class WholeFileEcho:
         if not blocks or context is None:
             return reply("I cannot help with that.")
         code = bump_first_integer(blocks[0], self.n).rstrip("\n") + f"\n# revision {self.n}"
-        lines = [
-            code if line.strip() == CONTEXT_PLACEHOLDER else line for line in context.split("\n")
-        ]
-        whole = "\n".join(lines).rstrip("\n")
+        lines = [code if x.strip() == CONTEXT_PLACEHOLDER else x for x in context.split("\n")]
+        whole = "import os\n" + "\n".join(lines).rstrip("\n")
         return reply(f"Here is the complete updated file:\n\n```python\n{whole}\n```\n")
 
 
@@ -261,10 +268,31 @@ def test_a_run_whose_model_echoes_the_whole_file_makes_children(tmp_path: Path) 
             cwd=tmp_path,
         )
     assert summary["finished"]
-    assert summary["children"] >= 4, summary
+    assert summary["children"] >= 4, summary  # before whole-file replies were matched: none
+    made = [v for v in index_variants(tmp_path / "run") if v.operator != "seed" and v.commit_sha]
     index = RunIndex.open(tmp_path / "run" / "index.sqlite", readonly=True)
     try:
-        made = [v for v in index.variants() if v.operator != "seed"]
+        reasons = [str(e.data.get("reason", "")) for e in index.events("proposal_rejected")]
     finally:
         index.close()
-    assert made and all(v.operator in ("mutation", "crossover", "eot", "fix") for v in made)
+    assert not any("marker" in r for r in reasons), reasons
+    commits = {v.id: v.commit_sha for v in index_variants(tmp_path / "run")}
+    with GitStore.open(tmp_path / "run" / "repo.git") as store:
+
+        def genome_of(sha: str) -> Genome:
+            return parse_genome(
+                {"model.py": store.read_files(sha)["model.py"].decode()}, ["model.py"]
+            )
+
+        for v in made:
+            child_genome, parent = genome_of(v.commit_sha), genome_of(commits[v.parents[0]])
+            assert "import os" not in child_genome.files["model.py"]  # the seed's frozen header
+            assert differing_segments(parent, child_genome) == [v.segment]
+
+
+def index_variants(run_dir: Path) -> list[Any]:
+    index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
+    try:
+        return index.variants()
+    finally:
+        index.close()
