@@ -61,6 +61,46 @@ NoSandboxFlag = Annotated[
     ),
 ]
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory, e.g. runs/tiny_cnn-20260101-120000.")]
+LatestRunArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="A run directory, e.g. runs/tiny_cnn-20260101-120000 (default: the latest run "
+        "under ./runs, or under \\[run] dir of ./ge.toml).",
+        show_default=False,
+    ),
+]
+
+
+def _run_dir(value: str | None) -> Path:
+    """The run directory given, or the latest run of the current directory (said on stderr)."""
+    if value is not None:
+        return _path(value, "RUN_DIR", "runs/NAME")
+    from guided_evolution.runstore.rundir import latest_run, runs_dir_of
+
+    runs = runs_dir_of(Path("."))
+    found = latest_run(runs)
+    if found is None:
+        raise GeError(
+            f"no run found in {runs}/", "pass a run directory, or start one with `ge run SEED_DIR`"
+        )
+    Console(stderr=True, highlight=False).print(f"run: {found} (the latest)", markup=False)
+    return found
+
+
+def _run_and(words: list[str | None], usage: str) -> tuple[Path, list[str | None]]:
+    """The run and the other positional words of a command whose RUN_DIR may be left out: the
+    first word is the run when every word is given or it is a run directory."""
+    from guided_evolution.runstore.rundir import looks_like_run
+
+    given = [w for w in words if w is not None]
+    if given and (len(given) == len(words) or looks_like_run(Path(given[0]))):
+        run, rest = _run_dir(given[0]), given[1:]
+    else:
+        run, rest = _run_dir(None), given
+    needed = [w for w in usage.split()[2:] if not w.startswith("[")]
+    if len(rest) < len(needed):
+        raise GeError(f"missing {needed[len(rest)]}", f"usage: {usage}; variant ids: `ge best`")
+    return run, rest + [None] * (len(words) - 1 - len(rest))
 
 
 def _console(json_mode: bool = False) -> Console:
@@ -166,7 +206,7 @@ def run(
 
 @app.command()
 def resume(
-    run_dir: RunDirArg,
+    run_dir: LatestRunArg = None,
     generations: Annotated[
         int | None,
         typer.Option(
@@ -187,7 +227,7 @@ def resume(
     from guided_evolution.engine.session import resume_run
 
     summary = resume_run(
-        run_dir, json_mode=json_out, detach=detach, no_sandbox=no_sandbox, generations=generations
+        _run_dir(run_dir), json_mode=json_out, detach=detach, no_sandbox=no_sandbox, generations=generations
     )
     _finish(summary, json_out)
 
@@ -208,12 +248,12 @@ def _finish(summary: Any, json_out: bool) -> None:
 
 
 @app.command()
-def status(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
+def status(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
     """Progress of a run (live or finished): generation, children, evaluations, LLM calls, spend."""
     from guided_evolution.inspection import terminal as views
     from guided_evolution.inspection import views_data as inspection
 
-    data = inspection.status(run_dir)
+    data = inspection.status(_run_dir(run_dir))
     if json_out:
         _print_json(data)
     else:
@@ -221,12 +261,12 @@ def status(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
 
 
 @app.command()
-def best(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
+def best(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
     """The Pareto front of a run on its selection objectives."""
     from guided_evolution.inspection import terminal as views
     from guided_evolution.inspection import views_data as inspection
 
-    data = inspection.best(run_dir)
+    data = inspection.best(_run_dir(run_dir))
     if json_out:
         _print_json(data)
     else:
@@ -235,15 +275,16 @@ def best(run_dir: RunDirArg, json_out: JsonFlag = False) -> None:
 
 @app.command()
 def show(
-    run_dir: RunDirArg,
-    variant: Annotated[str, typer.Argument(help="Variant id (a unique prefix is enough).")],
+    run_dir: LatestRunArg = None,
+    variant: Annotated[str | None, typer.Argument(help="Variant id (a unique prefix is enough).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Everything about one variant: metrics, operator, prompt and reply, reflection, diff."""
     from guided_evolution.inspection import terminal as views
     from guided_evolution.inspection import views_data as inspection
 
-    data = inspection.show(run_dir, variant)
+    run, (vid,) = _run_and([run_dir, variant], "ge show [RUN_DIR] VARIANT")
+    data = inspection.show(run, str(vid))
     if json_out:
         _print_json(data)
     else:
@@ -316,15 +357,16 @@ def _print_doctor(report: Any, writer: str | None, repairing: bool) -> None:
 
 @app.command("lineage")
 def lineage_cmd(
-    run_dir: RunDirArg,
-    variant: Annotated[str, typer.Argument(help="Variant id (a unique prefix is enough).")],
+    run_dir: LatestRunArg = None,
+    variant: Annotated[str | None, typer.Argument(help="Variant id (a unique prefix is enough).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """The ancestry of a variant back to the seed, with the operator and metrics at each step."""
     from guided_evolution.inspection import terminal as views
     from guided_evolution.inspection import views_data as inspection
 
-    data = inspection.lineage(run_dir, variant)
+    run, (vid,) = _run_and([run_dir, variant], "ge lineage [RUN_DIR] VARIANT")
+    data = inspection.lineage(run, str(vid))
     if json_out:
         _print_json(data)
     else:
@@ -333,8 +375,8 @@ def lineage_cmd(
 
 @app.command("diff")
 def diff_cmd(
-    run_dir: RunDirArg,
-    a: Annotated[str, typer.Argument(help="Variant id (or unique prefix) to show.")],
+    run_dir: LatestRunArg = None,
+    a: Annotated[str | None, typer.Argument(help="Variant id (or unique prefix) to show.")] = None,
     b: Annotated[str | None, typer.Argument(help="Variant to compare against (default: the seed).")] = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -342,7 +384,8 @@ def diff_cmd(
     from guided_evolution.inspection import terminal as views
     from guided_evolution.inspection import views_data as inspection
 
-    data = inspection.diff(run_dir, a, b)
+    run, (to, base) = _run_and([run_dir, a, b], "ge diff [RUN_DIR] A [B]")
+    data = inspection.diff(run, str(to), base)
     if json_out:
         _print_json(data)
     else:
@@ -351,7 +394,7 @@ def diff_cmd(
 
 @app.command("log")
 def log_cmd(
-    run_dir: RunDirArg,
+    run_dir: LatestRunArg = None,
     eot: Annotated[bool, typer.Option("--eot", help="Show the EoT reflections.")] = False,
     failures: Annotated[
         bool, typer.Option("--failures", help="Show failure reasons, grouped and counted.")
@@ -362,7 +405,7 @@ def log_cmd(
     from guided_evolution.inspection import terminal as views
     from guided_evolution.inspection import views_data as inspection
 
-    data = inspection.log(run_dir, eot=eot, failures=failures)
+    data = inspection.log(_run_dir(run_dir), eot=eot, failures=failures)
     if json_out:
         _print_json(data)
     else:
@@ -371,11 +414,12 @@ def log_cmd(
 
 @app.command("export")
 def export_cmd(
-    run_dir: RunDirArg,
-    variant: Annotated[str, typer.Argument(help="Variant id (a unique prefix is enough).")],
+    run_dir: LatestRunArg = None,
+    variant: Annotated[str | None, typer.Argument(help="Variant id (a unique prefix is enough).")] = None,
     dest: Annotated[
-        str, typer.Argument(help="Directory for the files; with --patch a file, a directory, or - for stdout.")
-    ],
+        str | None,
+        typer.Argument(help="Directory for the files; with --patch a file, a directory, or - for stdout."),
+    ] = None,
     patch: Annotated[bool, typer.Option("--patch", help="Write a `git apply`-able patch against the seed.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty destination.")] = False,
     json_out: JsonFlag = False,
@@ -384,7 +428,8 @@ def export_cmd(
     from guided_evolution.inspection import export as inspection
     from guided_evolution.inspection import terminal as views
 
-    data = inspection.export(run_dir, variant, _path(dest, "DEST", "./best"), patch=patch, force=force)
+    run, (vid, out) = _run_and([run_dir, variant, dest], "ge export [RUN_DIR] VARIANT DEST")
+    data = inspection.export(run, str(vid), _path(str(out), "DEST", "./best"), patch=patch, force=force)
     if json_out:
         _print_json(data)
     elif data.get("patch") is not None:
@@ -395,7 +440,7 @@ def export_cmd(
 
 @app.command("report")
 def report_cmd(
-    run_dir: RunDirArg,
+    run_dir: LatestRunArg = None,
     output: Annotated[str, typer.Option("-o", "--output", help="The HTML file to write.")] = "report.html",
     json_out: JsonFlag = False,
 ) -> None:
@@ -404,7 +449,7 @@ def report_cmd(
 
     if output == "-":
         raise GeError("the report cannot go to standard output", "give an HTML file name, e.g. -o report.html")
-    data = report.write_report(run_dir, _path(output, "-o", "report.html"))
+    data = report.write_report(_run_dir(run_dir), _path(output, "-o", "report.html"))
     if json_out:
         _print_json(data)
     else:

@@ -6,6 +6,7 @@ Every test drives the real `ge` entry point in a subprocess on the offline templ
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -86,6 +87,20 @@ def test_every_help_reads_as_written(tmp_path: Path) -> None:
             assert plain in lines, (words, plain, out)  # one paragraph, one unbroken line
     run_help = ge("run", "--help", cwd=tmp_path, env={"COLUMNS": "400"}).stdout
     assert "Apply the [profile.NAME] tables" in run_help
+
+
+def test_option_help_brackets_are_escaped() -> None:
+    """A `[word]` in an option's help is rich markup unless escaped: it would vanish."""
+    import click
+    import typer.main
+
+    from guided_evolution.cli import app
+
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        for param in cmd.get_params(click.Context(cmd)):
+            text = getattr(param, "help", None) or ""
+            assert text.count("[") == text.count("\\["), (name, param.name, text)
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +232,27 @@ def test_resume_of_a_finished_run_says_so_and_extends_it(finished: Path, tmp_pat
     assert status["generations"] == 2 and status["state"] == "finished"
     later = ge("resume", str(run), cwd=tmp_path)  # the new total is kept
     assert "this run is finished" in later.stderr and "--generations 3" in later.stderr
+
+
+def test_inspection_commands_default_to_the_latest_run(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", generations=0)
+    for name in ("first", "second"):
+        run_json("run", "seed", "--run-dir", f"runs/{name}", cwd=tmp_path)
+    latest = tmp_path / "runs" / "latest"
+    assert latest.is_symlink() and latest.resolve() == (tmp_path / "runs" / "second").resolve()
+    proc = ge("status", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["run_dir"] == str((tmp_path / "runs" / "second").resolve())
+    assert "(the latest)" in proc.stderr and "second" in proc.stderr
+    assert run_json("show", "seed", cwd=tmp_path)["operator"] == "seed"
+    assert run_json("diff", "seed", cwd=tmp_path)["files"] == []
+    assert run_json("best", cwd=tmp_path)["front"]
+    assert run_json("lineage", "seed", cwd=tmp_path)["nodes"]
+    assert "events" in run_json("log", cwd=tmp_path)
+    explicit = run_json("show", "runs/first", "seed", cwd=tmp_path)  # an explicit run still wins
+    assert explicit["id"] == run_json("show", "seed", cwd=tmp_path)["id"]
+    assert run_json("status", "runs/first", cwd=tmp_path)["run_dir"].endswith("first")
+    missing = ge("show", cwd=tmp_path)
+    assert missing.returncode == 2 and "missing VARIANT" in missing.stderr
+    empty = ge("status", cwd=seed)
+    assert empty.returncode == 2 and "no run found" in empty.stderr

@@ -118,11 +118,7 @@ def resume_run(
     """Continue a run where it stopped (``no_sandbox``: evaluate without isolation from now on;
     ``generations``: the new total, which also extends a finished run)."""
     paths, resolved = rd.open_run(Path(run_dir), check_damage=False)  # _drive repairs first
-    if generations is None:
-        finished = _finished(paths, resolved.config)
-        if finished is not None:
-            return finished
-    elif generations < 1:
+    if generations is not None and generations < 1:
         raise ConfigError(f"--generations {generations} is not a number of generations", "pass N >= 1")
     if no_sandbox:
         cfg = resolved.config
@@ -133,15 +129,14 @@ def resume_run(
     return _drive(paths, resolved, json_mode, detach, generations)
 
 
-def _finished(paths: rd.RunPaths, cfg: GeConfig) -> RunSummary | None:
+def _finished(paths: rd.RunPaths, cfg: GeConfig, index: RunIndex) -> RunSummary | None:
     """The summary of a finished run (saying so, and how to extend it), or None."""
-    with RunIndex.open(paths.index, readonly=True) as index:
-        reason = index.get_meta(META_FINISHED)
-        if not reason:
-            return None
-        last = index.last_generation()
-        done = last.generation if last else 0
-        counts = index.counts()
+    reason = index.get_meta(META_FINISHED)
+    if not reason:
+        return None
+    last = index.last_generation()
+    done = last.generation if last else 0
+    counts = index.counts()
     note = (
         f"this run is finished ({reason}); to extend it: "
         f"`ge resume {paths.root} --generations {max(done, cfg.evolution.generations) + 1}`"
@@ -187,9 +182,11 @@ def _drive(
 ) -> RunSummary:
     with rd.RunLock(paths.root):
         _repair(paths)
-        if generations is not None:
-            with RunIndex.open(paths.index) as index:
+        with RunIndex.open(paths.index) as index:
+            if generations is not None:
                 resolved = _extend(paths, resolved, index, generations)
+            elif (finished := _finished(paths, resolved.config, index)) is not None:
+                return finished
         cfg = resolved.config
         store = GitStore.open(paths.repo)
         index = RunIndex.open(paths.index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import fnmatch
@@ -25,6 +26,7 @@ INDEX_FILE = "index.sqlite"
 LOCK_FILE = "lock"
 WORK_DIR = "work"
 LOG_DIR = "logs"
+LATEST = "latest"  # in the runs directory: names the run created last (a link, or a file)
 DAMAGE_FILE = "damage.json"  # written by a run that found its record damaged; cleared by doctor
 _OWN_MARKS = (CONFIG_FILE, REPO_DIR, INDEX_FILE, DAMAGE_FILE)  # only ge makes these
 _SHARED_MARKS = (LOCK_FILE, LOG_DIR, WORK_DIR)  # common names: two of them make a run
@@ -245,6 +247,9 @@ def create_run_dir(resolved: ResolvedConfig, build: Callable[[RunPaths], None]) 
         paths.config.write_text(resolved.dump(), encoding="utf-8")
         build(paths)
         os.replace(tmp, final)
+        runs = Path(resolved.config.run.dir).resolve()
+        if runs == parent or runs.is_dir():
+            point_latest(runs, final)
     except BaseException as err:
         full = isinstance(err, (OSError, GeError, sqlite3.Error)) and _disk_full(parent, err)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -260,6 +265,57 @@ def create_run_dir(resolved: ResolvedConfig, build: Callable[[RunPaths], None]) 
             ) from None
         raise
     return RunPaths(final)
+
+
+def point_latest(runs_dir: Path, run: Path) -> None:
+    """Make ``runs_dir/latest`` name ``run``, atomically (a temporary link renamed over it); a
+    small file holding the name where links cannot be made. Never fails the run."""
+    link = runs_dir / LATEST
+    if run.name == LATEST or (link.is_dir() and not link.is_symlink()):
+        return  # a run, or some directory, that is itself called "latest"
+    target = run.name if run.parent == runs_dir else str(run)
+    tmp = runs_dir / f".{LATEST}.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.symlink(target, tmp)
+        except OSError:
+            tmp.write_text(target + "\n", encoding="utf-8")
+        os.replace(tmp, link)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def latest_run(runs_dir: Path) -> Path | None:
+    """The run that ``runs_dir/latest`` names, else the newest run directory in ``runs_dir``."""
+    link = runs_dir / LATEST
+    target: Path | None = None
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if link.is_symlink():
+            target = link.resolve()
+        elif link.is_file():
+            target = runs_dir / link.read_text(encoding="utf-8").strip()
+    if target is not None and (target / CONFIG_FILE).is_file():
+        return target
+    try:
+        runs = [d for d in runs_dir.iterdir() if d.name[0] != "." and d.name != LATEST]
+    except OSError:
+        return None
+    runs = [d for d in runs if (d / CONFIG_FILE).is_file()]
+    return max(runs, key=lambda d: (d / CONFIG_FILE).stat().st_mtime, default=None)
+
+
+def runs_dir_of(directory: Path) -> Path:
+    """Where `ge run` in ``directory`` puts runs: ``[run] dir`` of its ge.toml, else ``runs``."""
+    import tomllib
+
+    name = "runs"
+    with contextlib.suppress(OSError, tomllib.TOMLDecodeError, AttributeError):
+        with (directory / "ge.toml").open("rb") as fh:
+            value = tomllib.load(fh).get("run", {}).get("dir")
+        name = value if isinstance(value, str) and value.strip() else name
+    return directory / name
 
 
 FULL_DISK_BYTES = 1 << 20
