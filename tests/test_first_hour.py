@@ -12,6 +12,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,7 +25,7 @@ from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunLock
 from tests.support.cli import ge, run_json
 from tests.support.openai_server import serve, status
-from tests.support.seeds import template_seed
+from tests.support.seeds import CodeWriter, template_seed
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -256,3 +260,72 @@ def test_inspection_commands_default_to_the_latest_run(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "missing VARIANT" in missing.stderr
     empty = ge("status", cwd=seed)
     assert empty.returncode == 2 and "no run found" in empty.stderr
+
+
+@contextmanager
+def _models_server(code: int, ids: list[str]) -> Iterator[str]:
+    """An OpenAI-style server whose GET /models answers ``code`` listing ``ids``; its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+        def do_GET(self) -> None:
+            body = json.dumps({"object": "list", "data": [{"id": i} for i in ids]}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _no_run(tmp_path: Path) -> bool:
+    return not (tmp_path / "run").exists() and not any(tmp_path.glob(".run.creating-*"))
+
+
+def test_a_missing_key_fails_before_the_run_directory_exists(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed")
+    env = {k: "" for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_API_BASE")}
+    for model, var in (
+        ("gpt-4o-mini", "OPENAI_API_KEY"),
+        ("anthropic/claude-x", "ANTHROPIC_API_KEY"),
+    ):
+        proc = ge("run", str(seed), "--run-dir", "run", "--model", model, cwd=tmp_path,
+                  env={**env, "ANTHROPIC_API_KEY": ""})  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert f"{var} is not set" in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert _no_run(tmp_path)
+
+
+def test_an_api_base_server_is_asked_which_models_it_serves(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed")
+    with _models_server(200, ["qwen-7b", "llama-3"]) as base:
+        proc = ge("run", str(seed), "--run-dir", "run", "--model", "openai/gpt-x",
+                  "--api-base", base, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and _no_run(tmp_path), proc.stderr
+    assert "does not serve model 'gpt-x'" in proc.stderr and "qwen-7b, llama-3" in proc.stderr
+    assert "openai/qwen-7b" in proc.stderr  # the fix names a model it has
+    with _models_server(401, []) as base:
+        proc = ge("run", str(seed), "--run-dir", "run", "--model", "openai/qwen-7b",
+                  "--api-base", base, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2 and "refuses the key (HTTP 401" in proc.stderr, proc.stderr
+    assert _no_run(tmp_path)
+
+
+def test_a_served_model_passes_the_preflight(tmp_path: Path) -> None:
+    """The fake server (no /models listing) and a listed model both start the run."""
+    seed = template_seed(tmp_path / "seed", generations=0, initial_population=1)
+    with serve(responder=CodeWriter()) as server:
+        done = run_json("run", str(seed), "--run-dir", "run", "--model", "openai/any",
+                        "--api-base", server.base_url, cwd=tmp_path)  # fmt: skip
+    assert done["llm_calls"] >= 1

@@ -30,6 +30,7 @@ from guided_evolution.evaluation.factory import check_sandbox
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import parse_genome, variant_id
 from guided_evolution.llm.client import LLMClient
+from guided_evolution.llm.preflight import preflight
 from guided_evolution.runstore import damage, doctor
 from guided_evolution.runstore import rundir as rd
 from guided_evolution.runstore.git_store import GitStore
@@ -84,13 +85,8 @@ def start_run(
     text_files = _decode_evolvable(seed_files, cfg)
     parse_genome(text_files, cfg.seed.files, cfg.seed.marker)  # raises on a seed without markers
     _check_evaluator(cfg, seed_path)
+    _preflight(cfg)  # keys and servers, before the run directory exists
     check_sandbox(resolved)  # fail closed before anything is written
-    if not cfg.llm.offline:
-        problems = LLMClient(llm_settings(cfg)).credential_problems()
-        if problems:
-            raise ConfigError(
-                problems[0], "export the variable, or set api_key_env in [[llm.models]]"
-            )
     seed = VariantRecord(
         id=variant_id(text_files, cfg.seed.files), generation=0, operator="seed", branch=SEED_BRANCH
     )
@@ -126,7 +122,14 @@ def resume_run(
         config = cfg.model_copy(update={"evaluator": evaluator})
         resolved = resolved.model_copy(update={"config": config})
     check_sandbox(resolved)
-    return _drive(paths, resolved, json_mode, detach, generations)
+    return _drive(paths, resolved, json_mode, detach, generations, check_llm=True)
+
+
+def _preflight(cfg: GeConfig) -> None:
+    """The models' keys and servers (llm.preflight): a missing key fails here, in well under a
+    second, instead of after the run started and its first LLM calls kept failing."""
+    if not cfg.llm.offline:
+        preflight(llm_settings(cfg).models)
 
 
 def _finished(paths: rd.RunPaths, cfg: GeConfig, index: RunIndex) -> RunSummary | None:
@@ -179,6 +182,7 @@ def _drive(
     json_mode: bool,
     detach: bool,
     generations: int | None = None,
+    check_llm: bool = False,
 ) -> RunSummary:
     with rd.RunLock(paths.root):
         _repair(paths)
@@ -188,6 +192,8 @@ def _drive(
             elif (finished := _finished(paths, resolved.config, index)) is not None:
                 return finished
         cfg = resolved.config
+        if check_llm:
+            _preflight(cfg)
         store = GitStore.open(paths.repo)
         index = RunIndex.open(paths.index)
         seed_id = index.get_meta(META_SEED) or ""
