@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -329,3 +330,47 @@ def test_a_served_model_passes_the_preflight(tmp_path: Path) -> None:
         done = run_json("run", str(seed), "--run-dir", "run", "--model", "openai/any",
                         "--api-base", server.base_url, cwd=tmp_path)  # fmt: skip
     assert done["llm_calls"] >= 1
+
+
+def _on_a_terminal(args: list[str], cwd: Path) -> str:
+    """Run `ge ARGS` with its output on a pseudo-terminal (so the live panel draws); the text."""
+    import pty
+
+    env = {**os.environ, "LITELLM_OFFLINE_MODE": "true", "COLUMNS": "250", "TERM": "xterm"}
+    main, side = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "guided_evolution", *args], cwd=cwd, env=env,
+        stdin=subprocess.DEVNULL, stdout=side, stderr=side,
+    )  # fmt: skip
+    os.close(side)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=240)
+    os.close(main)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+
+
+def test_live_progress_shows_the_front_with_each_best_variant(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", generations=1)
+    text = _on_a_terminal(["run", str(seed), "--run-dir", "run"], tmp_path)
+    assert "generation 0/0" not in text and "generation 1/1" in text, text[-3000:]
+    lines = [line for line in text.splitlines() if "front: " in line]
+    assert lines, text[-3000:]
+    front = run_json("best", "run", cwd=tmp_path)["front"]
+    match = re.search(
+        r"front: (\d+)  best score ↑ (\S+) \((\w+)\)  size ↓ (\S+) \((\w+)\)", lines[-1]
+    )
+    assert match, lines[-1]
+    assert int(match[1]) == len(front)
+    by_id = {row["id"][:8]: row["metrics"] for row in front}
+    assert float(match[2]) == pytest.approx(by_id[match[3]]["score"], rel=1e-5)  # its own value
+    assert float(match[4]) == pytest.approx(by_id[match[5]]["size"], rel=1e-5)
+    assert by_id[match[3]]["score"] == max(m["score"] for m in by_id.values())
+    assert by_id[match[5]]["size"] == min(m["size"] for m in by_id.values())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -11,11 +11,15 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from guided_evolution.evolution.scoring import Scored, dominates
+
 
 class Progress:
     """Counts what the engine does; subclasses render it. The base class renders nothing."""
 
-    def __init__(self, objectives: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self, objectives: Sequence[tuple[str, str]] = (), generations: int = 0
+    ) -> None:
         self.objectives = list(objectives)
         self.counts: dict[str, int] = {
             "proposing": 0,
@@ -26,10 +30,10 @@ class Progress:
             "done": 0,
             "failed": 0,
         }
-        self.best_values: dict[str, float] = {}
+        self.front: list[Scored] = []  # the Pareto front of what was evaluated so far
         self.cost_usd = 0.0
-        self.gen = 0
-        self.generations = 0
+        self.gen: int | None = None  # None while the seed is evaluated, before generation 0
+        self.generations = generations
         self.planned = 0
         self.started = time.monotonic()
         self.gen_started = self.started
@@ -53,15 +57,41 @@ class Progress:
         )
         self.refresh()
 
-    def best(self, metrics: dict[str, float]) -> None:
+    def best(self, point: Scored | None) -> None:
+        """A newly evaluated variant (None: not selectable) joins the front if nothing in it
+        dominates or equals it, and pushes out what it dominates."""
+        if point is not None and self._add(point):
+            self.refresh()
+
+    def load(self, points: Iterable[Scored]) -> None:
+        """The variants a resumed run had evaluated before, into the front (no redraw)."""
+        for point in points:
+            self._add(point)
+
+    def _add(self, point: Scored) -> bool:
+        objectives, values = self.objectives, dict(point.metrics)
+        if any(dict(p.metrics) == values or dominates(p, point, objectives) for p in self.front):
+            return False
+        self.front = [p for p in self.front if not dominates(point, p, objectives)] + [point]
+        return True
+
+    def best_of_front(self) -> list[tuple[str, str, float, str]]:
+        """Per objective: (name, direction, best value in the front, id of the variant with it)."""
+        out = []
         for name, direction in self.objectives:
-            if name not in metrics:
-                continue
-            value = metrics[name]
-            old = self.best_values.get(name)
-            if old is None or (value > old if direction == "max" else value < old):
-                self.best_values[name] = value
-        self.refresh()
+            sign = 1.0 if direction == "max" else -1.0
+            top = max(self.front, key=lambda p: (sign * p.metrics[name], p.id), default=None)
+            if top is not None:
+                out.append((name, direction, top.metrics[name], top.id))
+        return out
+
+    def front_line(self) -> str:
+        """``front: N  best score ↑ 0.826 (id)  size ↓ 164 (id)``: each value with its variant."""
+        best = "  ".join(
+            f"{name} {'↑' if d == 'max' else '↓'} {value:.6g} ({vid[:8]})"
+            for name, d, value, vid in self.best_of_front()
+        )
+        return f"front: {len(self.front)}  best {best}" if self.front else "front: -"
 
     def spend(self, cost_usd: float) -> None:
         self.cost_usd = cost_usd
@@ -91,7 +121,7 @@ class Progress:
             - self.gen_done_at_start
         )
         elapsed = time.monotonic() - self.gen_started
-        if finished <= 0 or elapsed <= 0:
+        if self.gen is None or finished <= 0 or elapsed <= 0:
             return None
         per_child = elapsed / finished
         left_now = max(self.planned - finished, 0)
@@ -100,10 +130,12 @@ class Progress:
 
 
 class LiveProgress(Progress):
-    """A rich Live panel on stderr: generation, children by state, best so far, spend, ETA."""
+    """A rich Live panel on stderr: generation, children by state, the front, spend, ETA."""
 
-    def __init__(self, objectives: Sequence[tuple[str, str]] = ()) -> None:
-        super().__init__(objectives)
+    def __init__(
+        self, objectives: Sequence[tuple[str, str]] = (), generations: int = 0
+    ) -> None:
+        super().__init__(objectives, generations)
         self.console = Console(stderr=True)
         self.live = Live(
             console=self.console, refresh_per_second=4, transient=False, auto_refresh=False
@@ -137,8 +169,9 @@ class LiveProgress(Progress):
     def _render(self) -> Group:
         c = self.counts
         table = Table.grid(padding=(0, 2))
+        where = "seed" if self.gen is None else f"generation {self.gen}"
         table.add_row(
-            Text(f"generation {self.gen}/{self.generations}", style="bold"),
+            Text(f"{where}/{self.generations}", style="bold"),
             f"proposing {c['proposing']}",
             f"queued {c['queued']}",
             f"evaluating {c['evaluating']}",
@@ -146,21 +179,18 @@ class LiveProgress(Progress):
             Text(f"failed {c['failed']}", style="red" if c["failed"] else ""),
             f"rejected {c['rejected']}",
         )
-        best = "  ".join(
-            f"{name} {'↑' if d == 'max' else '↓'} {self.best_values[name]:.6g}"
-            for name, d in self.objectives
-            if name in self.best_values
-        )
         eta = self.eta_s()
         elapsed = time.monotonic() - self.started
-        line = f"best: {best or '-'}   spend: ${self.cost_usd:.4f}   elapsed: {elapsed:.0f}s" + (
+        line = f"   spend: ${self.cost_usd:.4f}   elapsed: {elapsed:.0f}s" + (
             f"   ETA: {eta:.0f}s" if eta is not None else ""
         )
-        return Group(table, Text(line))
+        return Group(table, Text(self.front_line() + line))
 
 
-def make_progress(json_mode: bool, objectives: Sequence[tuple[str, str]] = ()) -> Progress:
+def make_progress(
+    json_mode: bool, objectives: Sequence[tuple[str, str]] = (), generations: int = 0
+) -> Progress:
     """Silent counters in --json mode or when stderr is not a terminal, a live panel otherwise."""
     if json_mode or not Console(stderr=True).is_terminal:
-        return Progress(objectives)
-    return LiveProgress(objectives)
+        return Progress(objectives, generations)
+    return LiveProgress(objectives, generations)

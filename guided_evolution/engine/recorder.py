@@ -294,9 +294,11 @@ class Recorder:
         self._notes[self.commit_of(vid)] = record.to_note()
         return record
 
-    def best_metrics(self, ids: Sequence[str]) -> dict[str, float]:
+    def best_metrics(self, ids: Sequence[str]) -> Scored | None:
+        """The first selectable member of ``ids`` (its id and objectives) for the progress's
+        front, or None."""
         valid = self.scored(ids)
-        return dict(valid[0].metrics) if valid else {}
+        return valid[0] if valid else None
 
     # ----------------------------------------------------------------- between generations
 

@@ -28,6 +28,7 @@ from guided_evolution.engine.recorder import Recorder
 from guided_evolution.errors import ConfigError, GeError, RunDamagedError
 from guided_evolution.evaluation.factory import check_sandbox
 from guided_evolution.evolution.prompts import PromptLibrary
+from guided_evolution.evolution.scoring import scored
 from guided_evolution.evolution.segments import parse_genome, variant_id
 from guided_evolution.llm.client import LLMClient
 from guided_evolution.llm.preflight import preflight
@@ -199,10 +200,11 @@ def _drive(
         seed_id = index.get_meta(META_SEED) or ""
         seed_row = index.get_variant(seed_id)
         watch = damage.RunWatch(paths.index, store, seed_row.commit_sha if seed_row else None)
-        progress = make_progress(
-            json_mode, [(o.name, o.direction) for o in cfg.selected_objectives]
-        )
+        objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
+        progress = make_progress(json_mode, objectives, cfg.evolution.generations)
         recorder = Recorder(store, index, cfg, progress, watch)
+        latest = index.latest_evaluations().items()
+        progress.load(s for vid, ev in latest if (s := scored(vid, ev, objectives)) is not None)
         engine: Engine | None = None
         try:
             progress.notice(f"run: {paths.root}  (Ctrl-C stops it; `ge resume {paths.root}` goes on)")
