@@ -3,6 +3,7 @@
     python benchmarks/main_job.py              # 3 runs of the seed as it is
     python benchmarks/main_job.py --repeat 5
     python benchmarks/main_job.py --no-preload # the same seed with [evaluator] preload removed
+    python benchmarks/main_job.py --compare    # both, alternating run by run (same load)
 
 Each run uses a fresh run directory and the seed's own ge.toml (offline operators, 2 slots). The
 1-minute load average before each run is printed too: the figures mean little on a busy machine.
@@ -59,18 +60,28 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs (the median is printed)")
     parser.add_argument("--no-preload", action="store_true", help="drop [evaluator] preload")
+    parser.add_argument("--compare", action="store_true", help="with and without preload")
     args = parser.parse_args()
-    walls = []
+    modes = [True, False] if args.compare else [not args.no_preload]
+    walls: dict[bool, list[float]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="ge-main-job-") as tmp:
-        seed = seed_copy(Path(tmp), preload=not args.no_preload)
+        seeds = {m: seed_copy(Path(tmp), preload=m) for m in modes}
         for i in range(args.repeat):
-            load = os.getloadavg()[0]
-            wall = one_run(seed, Path(tmp) / f"run-{i}")
-            walls.append(wall)
-            print(f"run {i + 1}: {wall:6.1f} s wall (load average before: {load:.2f})", flush=True)
-    print(
-        f"median wall of {len(walls)} runs: {statistics.median(walls):.1f} s on {os.cpu_count()} cores"
-    )
+            for mode in modes:
+                load = os.getloadavg()[0]
+                wall = one_run(seeds[mode], Path(tmp) / f"run-{mode}-{i}")
+                walls[mode].append(wall)
+                label = "preload" if mode else "no preload"
+                print(
+                    f"run {i + 1} ({label}): {wall:6.1f} s wall (load average before: {load:.2f})",
+                    flush=True,
+                )
+    for mode, values in walls.items():
+        label = "preload" if mode else "no preload"
+        median = statistics.median(values)
+        print(
+            f"{label}: median wall of {len(values)} runs {median:.1f} s on {os.cpu_count()} cores"
+        )
 
 
 if __name__ == "__main__":

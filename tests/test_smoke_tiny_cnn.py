@@ -39,6 +39,9 @@ def _assert_evolved(run_dir: Path, summary: dict) -> None:
         capture_output=True, text=True, check=True,
     ).stdout.split()
     assert merges, "a crossover produced a merge commit"
+    logs = [p.read_text() for p in (run_dir / "logs").glob("*.log")]
+    # preload = ["torch", "numpy"]: every stage ran in a fork of a slot's worker
+    assert logs and all("evaluate via the worker of slot" in t for t in logs if "evaluate:" in t)
 
 
 def test_tiny_cnn_offline_smoke(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -14,6 +15,11 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.config import load_config
+from guided_evolution.errors import GeError
+from guided_evolution.evaluation.contract import EvalRequest
+from guided_evolution.evaluation.local import LocalExecutor
+from guided_evolution.evaluation.preload import preload_pool
+from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
 
 pytest.importorskip("torch")
 pytest.importorskip("numpy")
@@ -99,6 +105,47 @@ def test_evaluation_is_deterministic(two_evaluations: list[dict[str, float]]) ->
     first, second = two_evaluations
     for key in ("val_accuracy", "test_accuracy", "params"):
         assert first[key] == second[key], key
+
+
+def test_forked_evaluation_gives_what_a_fresh_process_gives(
+    two_evaluations: list[dict[str, float]], tmp_path: Path
+) -> None:
+    """The seed's `preload` (torch, numpy): check and evaluate run in forks of a worker that
+    imported them once, with the same metrics as a fresh `python evaluate.py`."""
+    config = load_config(SEED / "ge.toml")
+    assert set(config.evaluator.preload) == {"torch", "numpy"}
+    sandbox = Sandbox(SandboxPolicy())
+    try:
+        sandbox.probe()
+    except GeError as exc:
+        pytest.skip(f"no sandbox here: {exc}")
+    pool, warnings = preload_pool(
+        sandbox, config.evaluator.preload, config.evaluator.command, config.evaluator.check,
+        start_timeout_s=120.0, recycle_after=config.evaluator.preload_recycle_after,
+    )
+    if pool is None:
+        pytest.skip(warnings[0])
+    workdir = _copy_seed(tmp_path / "run" / "work" / "v0")
+    request = EvalRequest(
+        variant_id="v0", workdir=workdir, run_dir=tmp_path / "run",
+        command=config.evaluator.command, check_command=config.evaluator.check,
+        timeout_s=120.0, check_timeout_s=60.0, metrics_path=workdir / ".ge" / "metrics.json",
+        log_path=tmp_path / "run" / "logs" / "v0.log", objectives=METRICS, env={},
+    )
+    executor = LocalExecutor(1, None, None, sandbox, workers=pool)
+
+    async def main() -> object:
+        try:
+            return await executor.evaluate(request)
+        finally:
+            await executor.aclose()
+
+    result = asyncio.run(main())
+    log = request.log_path.read_text()
+    assert result.status == "ok", log
+    assert "check via the worker" in log and "evaluate via the worker" in log
+    for key in ("val_accuracy", "test_accuracy", "params"):
+        assert result.metrics[key] == two_evaluations[0][key], key
 
 
 def test_config_loads_and_selects_validation_metrics_only() -> None:

@@ -57,13 +57,13 @@ try:
 except OSError:
     pass
 tmp = os.environ["TMPDIR"]
-os.makedirs(tmp, exist_ok=True)
 seen_tmp = sorted(n for n in os.listdir("/tmp") if n.startswith("ge-zygote-test"))
 try:
     open("/tmp/ge-zygote-test-" + os.environ["GE_VARIANT_ID"], "w").write("x")
     escapes.append("/tmp")
 except OSError:
     pass
+seen_mine = os.path.exists(os.path.join(tmp, "mine"))  # left by an earlier variant?
 open(os.path.join(tmp, "mine"), "w").write("x")
 seen_shm = False
 if os.environ["SYSV_CHECK"] == "1":  # a SysV segment left for the next variant of the worker
@@ -87,8 +87,8 @@ with open(f"/proc/{os.getppid()}/stat") as fh:
 import json as fresh_json
 metrics = {"score": 1.0, "preloaded": float(preloaded), "intact": float(intact),
            "escapes": ",".join(escapes) or "none", "fds": str(fds), "worker": worker_start,
-           "seen_tmp": ",".join(seen_tmp) or "none", "seen_shm": float(seen_shm), "checked": float(os.path.exists("checked")),
-           "home": os.environ["HOME"], "cwd": os.getcwd(), "argv": " ".join(sys.argv)}
+           "seen_tmp": ",".join(seen_tmp) or "none", "seen_shm": float(seen_shm), "seen_mine": float(seen_mine), "checked": float(os.path.exists("checked")),
+           "home": os.environ["HOME"] == os.path.dirname(os.environ["GE_METRICS"]), "cwd": os.getcwd(), "argv": " ".join(sys.argv)}
 if what[0] != "corrupt":
     open(os.environ["GE_METRICS"], "w").write(fresh_json.dumps(metrics))
 """
@@ -171,12 +171,11 @@ def test_forked_variants_are_confined_and_independent(sandbox: Sandbox, tmp_path
         log = result.output_tail
         assert "check via the worker" in log and "evaluate via the worker" in log, log
         assert m["preloaded"] == 1.0 and m["checked"] == 1.0  # imported once, check ran first
-        assert m["escapes"] == "none" and m["seen_tmp"] == "none" and m["seen_shm"] == 0.0
+        assert m["escapes"] == "none" and m["seen_tmp"] == "none" and m["seen_shm"] == 0.0, m
         assert m["fds"] == "[]"  # nothing of the worker's descriptors (protocol pipes) is open
         assert m["intact"] == 1.0  # a variant that broke the preloaded module changed nothing
         assert m["argv"] == "evaluate.py --seed 3"
-        assert str(m["home"]).endswith(f"variant-{result.variant_id}/.ge-home")
-        assert (run_dir / "work" / result.variant_id / ".ge-tmp" / "mine").exists()
+        assert m["home"] == 1.0 and m["seen_mine"] == 0.0  # HOME, TMPDIR: new for each stage
     assert not (run_dir / "work" / "first" / "pwned").exists()
     assert by_id["v1"].status == "failed"  # wrote no metrics
     assert "SIGABRT" in str(by_id["v3"].failure_reason)

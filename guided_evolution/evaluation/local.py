@@ -102,7 +102,8 @@ class LocalExecutor:
     variants a slot evaluates one after another share that worker's sandbox (uid, ``/tmp``,
     ``HOME``, the forked-from worker process) and can influence each other; slots stay apart
     (each variant directory is moved into the slot's own writable directory while it is
-    evaluated).
+    evaluated). With ``evaluator.preload`` the workers are ge's own (``zygote.py``): each stage
+    is a fork confined to its variant, see ``preload.py``.
     """
 
     def __init__(

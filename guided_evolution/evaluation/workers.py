@@ -41,6 +41,12 @@ Isolation (weaker than one fresh sandbox per evaluation):
   variant can leave files there that later variants of the slot read, and can signal, trace or
   kill its worker (the worker is then replaced). Leftover processes are killed after every
   evaluation. Use ``evaluator.command`` alone where variants must not influence each other.
+
+``evaluator.preload`` uses this pool with ge's own worker (``zygote.py``, built in
+``preload.py``), which starts in an empty directory and confines every child it forks to the
+variant's own directory (Landlock), its own environment and a clean process tree, so that the
+sharing above shrinks to what the module docs of ``zygote.py`` and SECURITY.md list; such a
+worker is replaced after ``recycle_after`` variants.
 """
 
 from __future__ import annotations
@@ -398,13 +404,13 @@ class WorkerPool:
         ns_pid = started["pid"]
         if not isinstance(ns_pid, int) or ns_pid <= 1:
             raise WorkerFailure("bad start reply (no valid pid)")
-        host_pid = host_pid_of(worker, ns_pid)
         left = timeout - (time.monotonic() - sent)
         try:
             ended = await reply_for(worker, vid, max(left, 0.0), "the end reply")
             return end_reason(ended)
         except ReplyTimeout:
             pass
+        host_pid = host_pid_of(worker, ns_pid)  # only now: a scan of /proc costs milliseconds
         for sig, wait in ((signal.SIGTERM, self.kill_grace_s), (signal.SIGKILL, None)):
             if host_pid is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):

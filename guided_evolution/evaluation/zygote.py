@@ -13,8 +13,8 @@ use), ``keep_env`` (variables of this worker's environment a child keeps: ``PATH
 
 Each request forks a child that, before any evaluator code runs: starts a new session; reads
 stdin from /dev/null; sends stdout and stderr to the request's log FIFO; closes every other
-descriptor (the protocol pipes included); takes the request's environment (with ``HOME`` and
-``TMPDIR`` inside the variant's directory); restricts itself with Landlock to writing only the
+descriptor (the protocol pipes included); takes the request's environment (``HOME`` and
+``TMPDIR``: the request's io directory, new for every stage); restricts itself with Landlock to writing only the
 variant's directory and the request's io directory (no TCP unless allowed, no signals or
 abstract sockets outside itself, no ptrace of this worker); reseeds the RNGs a fresh process
 would seed; then runs the script with ``runpy`` as ``__main__`` with the command's argv. After it
@@ -109,8 +109,9 @@ def _child_env(req: dict, spec: dict) -> dict[str, str]:
     for name in spec["keep_env"]:
         if name in os.environ:
             env[name] = os.environ[name]
-    env["HOME"] = os.path.join(req["workdir"], ".ge-home")
-    env["TMPDIR"] = os.path.join(req["workdir"], ".ge-tmp")
+    # The request's io directory: new for every stage and removed by ge at the next one, so no
+    # file left there reaches a later variant (and no directory is added to the variant's).
+    env["HOME"] = env["TMPDIR"] = os.path.dirname(req["metrics_path"])
     return env
 
 
@@ -134,8 +135,6 @@ def _prepare(req: dict, spec: dict, landlock: object, proto: int) -> None:
             scope=True,
         )
         landlock.restrict(plan)  # type: ignore[attr-defined]
-    for path in (env["HOME"], env["TMPDIR"]):  # after Landlock: a planted link leads nowhere
-        os.makedirs(path, exist_ok=True)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(req["workdir"])
