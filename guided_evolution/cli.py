@@ -1,4 +1,8 @@
-"""The `ge` command line (typer + rich). Heavy modules are imported inside the commands that need them."""
+"""The `ge` command line (typer + rich). Heavy modules are imported inside the commands that need them.
+
+It is long because it declares every command with its arguments, options and help text (typer
+reads them from the signatures), and says which run a command means when none is given.
+"""
 
 from __future__ import annotations
 
