@@ -16,8 +16,10 @@ import pytest
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge, run_json
-from tests.support.openai_server import hang, serve, status
+from tests.support.openai_server import hang, reply, serve, status
 from tests.support.seeds import CodeWriter, template_seed, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def git(repo: Path, *args: str) -> str:
@@ -483,3 +485,104 @@ def test_llm_calls_failing_for_longer_than_give_up_after_s_stop_the_run(tmp_path
     assert "no LLM call has succeeded for" in " ".join(proc.stderr.split())
     # Stopped mid-generation: far fewer than the 40 children x 2 attempts of 0.2 s each.
     assert calls < 40  # a call count, not a wall time: that fails on a loaded machine
+
+
+FIXED_RULE = "Answer with the changed segment in one python code block."
+
+
+def test_a_generation_whose_every_proposal_is_rejected_stops_the_run_and_resume_continues(
+    tmp_path: Path,
+) -> None:
+    """A model whose replies hold no usable code had every proposal rejected, yet `ge run`
+    exited 0 with "completed 2 generations" and nothing evolved. Now the generation stops the
+    run unfinished with the common reason; a prompt override in the seed fixes it for resume."""
+    seed = template_seed(tmp_path / "seed", generations=2)
+    run_dir = tmp_path / "run"
+    writer = CodeWriter()
+
+    def responder(request: dict) -> object:
+        user = [m for m in request["messages"] if m["role"] == "user"][-1]["content"]
+        if FIXED_RULE in user:
+            return writer(request)
+        return reply("Sure! I would make the model deeper and add dropout to it.")
+
+    llm = ("--model", "openai/m", "--api-base")
+    with serve(responder=responder) as server:
+        proc = ge("run", str(seed), "--run-dir", str(run_dir), *llm, server.base_url, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        message = " ".join(proc.stderr.split())
+        assert "every proposal of generation 0 was rejected: no code block (4 of 4)" in message
+        assert f"ge resume {run_dir}" in message and "prompts" in message
+        index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
+        try:
+            stops = index.events("run_stopped")
+            assert stops and "no code block" in stops[-1].data["reason"]
+            assert index.last_generation() is None, "the failed generation is not checkpointed"
+        finally:
+            index.close()
+        assert not run_json("status", str(run_dir), cwd=tmp_path)["finished"]
+        (seed / "prompts").mkdir()
+        rules = (ROOT / "prompts" / "rules.txt").read_text()
+        (seed / "prompts" / "rules.txt").write_text(f"{rules.rstrip()}\n- {FIXED_RULE}\n")
+        summary = run_json("resume", str(run_dir), cwd=tmp_path)
+    assert summary["finished"] and summary["evaluated"] > 4, summary
+
+
+def _evaluator_failing_children(seed: Path, which: str) -> None:
+    """Children (not the seed) fail while the seed directory has no data.ok: all of them, or
+    (which = "half") those whose model.py hashes to an odd number."""
+    evaluate = seed / "evaluate.py"
+    chosen = "True" if which == "all" else "int(hashlib.sha256(own.encode()).hexdigest(), 16) % 2"
+    evaluate.write_text(
+        evaluate.read_text().replace(
+            "    rng = random.Random(0)",
+            "    import hashlib\n"
+            "    own = Path('model.py').read_text()\n"
+            "    seed_dir = os.environ['GE_SEED_DIR']\n"
+            "    is_seed = own == Path(seed_dir, 'model.py').read_text()\n"
+            f"    if not is_seed and {chosen} and not Path(seed_dir, 'data.ok').exists():\n"
+            "        sys.exit('no data: put data.ok into the seed directory')\n"
+            "    rng = random.Random(0)",
+        )
+    )
+
+
+def test_a_generation_whose_every_child_fails_evaluation_stops_and_resume_evaluates_again(
+    tmp_path: Path,
+) -> None:
+    seed = template_seed(tmp_path / "seed", generations=1)
+    _evaluator_failing_children(seed, "all")
+    run_dir = tmp_path / "run"
+    proc = ge("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    message = " ".join(proc.stderr.split())
+    assert "every child of generation 0 failed its evaluation: exit code 1 (4 of 4)" in message
+    assert f"ge resume {run_dir}" in message
+    assert not run_json("status", str(run_dir), cwd=tmp_path)["finished"]
+    (seed / "data.ok").write_text("")  # the user fixes the environment
+    summary = run_json("resume", str(run_dir), cwd=tmp_path)
+    assert summary["finished"] and summary["evaluated"] >= 8, summary
+    index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
+    try:
+        gen0 = [v for v in index.variants() if v.generation == 0 and v.operator != "seed"]
+        for v in gen0:  # the failed children were evaluated again, once, and are ok now
+            attempts = [e.attempt for e in index.evaluations(v.id) if e.stage == "evaluate"]
+            assert v.status == "evaluated" and max(attempts) == 2, (v.id, attempts)
+    finally:
+        index.close()
+
+
+def test_a_generation_where_some_children_succeed_goes_on(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", generations=1)
+    _evaluator_failing_children(seed, "half")
+    summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert summary["finished"] and summary["failed"] > 0 and summary["evaluated"] > 1, summary
+
+
+def test_steady_mode_without_elites_is_a_one_line_config_error(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", mode="steady", elites=0)
+    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert 'mode = "steady"' in lines[0] and "elites >= 1" in lines[0]
+    assert not (tmp_path / "run").exists()

@@ -140,7 +140,8 @@ class SteadyLoop:
         if gen.drawn == 0:
             self.engine.generation = gen.number
             self.index.add_event(
-                "generation_started", {"generation": gen.number, "plans": gen.size, "mode": "steady"}
+                "generation_started",
+                {"generation": gen.number, "plans": gen.size, "mode": "steady"},
             )
             self.engine.progress.generation(gen.number, self.evo.generations, gen.size)
 
@@ -216,7 +217,9 @@ class SteadyLoop:
         engine = self.engine
         engine.end_generation(gen.number, gen.outcomes)
         engine.proposer.start_generation()
-        children = [o.variant for o in sorted(gen.outcomes, key=lambda o: o.plan.index) if o.variant]
+        children = [
+            o.variant for o in sorted(gen.outcomes, key=lambda o: o.plan.index) if o.variant
+        ]
         head = gen.archive if gen.number > 0 else [engine.seed_id]
         population = dedup([*head, *children])
         candidates = [s for s in map(self._score, dedup([*self.hof, *population])) if s]

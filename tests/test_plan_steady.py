@@ -1,0 +1,143 @@
+"""The steady-state mode's plan of one child (``plan.plan_child``): the generational rules, per
+child, drawn from the population as it stands.
+
+Frequencies are checked within 5 binomial standard deviations over thousands of seeded draws, as
+in tests/test_plan.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+from guided_evolution.config import EvolutionConfig
+from guided_evolution.evolution.plan import Plan, Step, plan_child
+from guided_evolution.evolution.scoring import Scored
+
+OBJ = (("score", "max"), ("size", "min"))
+SEED = Scored("seed", {"score": 0.5, "size": 50.0})
+DRAWS = 4000
+
+
+def evo(**kw: Any) -> EvolutionConfig:
+    base: dict[str, Any] = {
+        "population": 100,
+        "elites": 4,
+        "crossover_probability": 0.0,
+        "mutation_probability": 1.0,
+        "eot_probability": 0.0,
+        "eot_start_generation": 1,
+    }
+    base.update(kw)
+    return EvolutionConfig(**base)
+
+
+def front(n: int) -> list[Scored]:
+    """``n`` mutually non-dominated variants; all but the first beat the seed on score."""
+    return [Scored(f"f{i}", {"score": 0.5 + i / n, "size": 50.0 + i}) for i in range(n)]
+
+
+def chain(n: int) -> list[Scored]:
+    """``n`` variants, each dominating the next: c0 is best (one per front)."""
+    return [Scored(f"c{i}", {"score": 1.0 - i / n, "size": 10.0 + i}) for i in range(n)]
+
+
+def draws(cfg: EvolutionConfig, pop: list[Scored], n: int = DRAWS, **kw: Any) -> list[Plan | None]:
+    """``n`` children drawn from ``pop``, spread over generations 1.. as a steady run numbers them."""
+    per = cfg.population
+    return [plan_child(1 + k // per, k % per, pop, SEED, "seed", cfg, OBJ, **kw) for k in range(n)]
+
+
+def assert_rate(k: int, n: int, p: float, what: str) -> None:
+    sigma = math.sqrt(n * p * (1 - p))
+    assert n > 0 and abs(k - n * p) <= 5 * sigma + 1e-9, (
+        f"{what}: {k}/{n} = {k / n:.3f}, expected {p:.3f} ± {5 * sigma / n:.3f}"
+    )
+
+
+def test_generation_zero_mutates_the_seed() -> None:
+    for i in range(5):
+        assert plan_child(0, i, front(6), SEED, "seed", evo(), OBJ) == Plan(
+            0, i, "seed", (Step("mutation"),)
+        )
+
+
+def test_the_same_child_from_the_same_population_is_the_same_plan() -> None:
+    cfg = evo(crossover_probability=0.5, eot_probability=0.5)
+    pop = front(8)
+    first = [plan_child(3, i, pop, SEED, "seed", cfg, OBJ) for i in range(50)]
+    assert first == [plan_child(3, i, pop, SEED, "seed", cfg, OBJ) for i in range(50)]
+    # ... and children, generations and run seeds draw differently
+    assert len({(p.parent, p.steps) for p in first if p}) > 10
+    other = [plan_child(4, i, pop, SEED, "seed", cfg, OBJ) for i in range(50)]
+    assert other != first
+    reseeded = [
+        plan_child(3, i, pop, SEED, "seed", evo(seed=9, **_probs(cfg)), OBJ) for i in range(50)
+    ]
+    assert reseeded != first
+
+
+def _probs(cfg: EvolutionConfig) -> dict[str, float]:
+    return {
+        "crossover_probability": cfg.crossover_probability,
+        "eot_probability": cfg.eot_probability,
+    }
+
+
+def test_crossover_and_mutation_probabilities() -> None:
+    cfg = evo(crossover_probability=0.35, mutation_probability=0.8)
+    pop = front(20)
+    out = draws(cfg, pop)
+    made = [p for p in out if p is not None]
+    crossed = [p for p in made if p.steps[0].op == "crossover"]
+    # parent and partner differ unless the tournament drew the same member twice (rare in 20)
+    assert_rate(len(crossed), DRAWS, 0.35 * 0.95, "crossover")
+    mutated = sum(1 for p in made if p.steps[-1].op == "mutation")
+    assert_rate(mutated, DRAWS, 0.8, "mutation")
+    # a draw with neither operator is a clone: no child, as in the generational plan
+    assert_rate(sum(1 for p in out if p is None), DRAWS, (1 - 0.35 * 0.95) * 0.2, "no child")
+    for p in crossed:
+        assert p.steps[0].other in {s.id for s in pop} and p.steps[0].other != p.parent
+        assert p.parents == (p.parent, p.steps[0].other)
+
+
+def test_eot_probability_teachers_and_start_generation() -> None:
+    cfg = evo(eot_probability=0.25, eot_start_generation=3, population=50)
+    pop = front(10)
+    out = [p for p in draws(cfg, pop) if p is not None]
+    late = [p for p in out if p.generation >= 3]
+    eot = [p for p in late if p.steps[-1].op == "eot"]
+    assert_rate(len(eot), len(late), 0.25, "EoT among mutations")
+    assert not any(p.steps[-1].op == "eot" for p in out if p.generation < 3)
+    # teachers: the SPEA2 elites (4) that beat the seed; f0 ties the seed on score
+    teachers = Counter(p.steps[-1].other for p in eot)
+    assert set(teachers) <= {s.id for s in pop} - {"f0"} and len(teachers) <= 4
+    # a proposer without EoT never gets one
+    assert not any(p and p.steps[-1].op == "eot" for p in draws(cfg, pop, eot=False))
+
+
+def test_spea2_top_teachers_leave_out_only_the_seed() -> None:
+    cfg = evo(eot_probability=1.0, eot_teachers="spea2_top", eot_teacher_pool=3)
+    pop = [SEED, *front(6)]
+    out = [p for p in draws(cfg, pop, 600) if p is not None]
+    teachers = {p.steps[-1].other for p in out}
+    assert "seed" not in teachers and 1 <= len(teachers) <= 3
+
+
+def test_the_tournament_favours_better_fronts() -> None:
+    """On a dominance chain of 8 a binary tournament's winner is the better contestant: member i
+    is the parent when it meets a worse one, (7 - i) / 7 x 2 / 8 of draws (uniform: 1/8)."""
+    pop = chain(8)
+    for tournament in ("rank_crowding", "dcd"):
+        out = [p for p in draws(evo(parent_tournament=tournament), pop) if p is not None]
+        shares = Counter(p.parent for p in out)
+        for i in (0, 3):
+            assert_rate(shares[f"c{i}"], len(out), (7 - i) / 7 * 2 / 8, f"{tournament} c{i}")
+        assert shares["c7"] == 0, tournament
+
+
+def test_an_empty_population_falls_back_to_the_seed() -> None:
+    plan = plan_child(2, 0, [], SEED, "seed", evo(), OBJ)
+    assert plan is not None and plan.parent == "seed"
+    assert plan_child(2, 0, [], None, "seed", evo(), OBJ) == Plan(2, 0, "seed", (Step("mutation"),))
