@@ -161,6 +161,15 @@ class EvolutionConfig(_Model):
         "previous one; steady: a child is planned whenever an LLM call or a slot frees, from the "
         "population as it stands, reported in generations of `population` children",
     )
+    edit_mode: Literal["never", "always", "auto"] = Field(
+        "never",
+        description="how mutation, EoT and fix replies change a segment: never = the whole new "
+        "segment (the GE paper); always = SEARCH/REPLACE edit blocks; auto = edit blocks for "
+        "segments of at least `diff_min_chars` characters",
+    )
+    diff_min_chars: int = Field(
+        800, ge=0, description='edit_mode = "auto": the segment size from which edits are asked for'
+    )
 
     @model_validator(mode="after")
     def _steady_needs_an_archive(self) -> EvolutionConfig:

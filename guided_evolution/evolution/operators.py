@@ -14,8 +14,16 @@ from dataclasses import dataclass
 
 from guided_evolution.errors import GeError
 from guided_evolution.evolution.codeblock import ExtractionError, strip_reasoning
+from guided_evolution.evolution.diff_ops import (
+    EDIT_DIFF,
+    EDIT_WHOLE,
+    diff_note,
+    edit_for,
+    reply_code,
+    with_diff_rules,
+)
+from guided_evolution.evolution.diffedit import DiffError
 from guided_evolution.evolution.prompts import PromptLibrary
-from guided_evolution.evolution.reply_match import segment_code
 from guided_evolution.evolution.segments import (
     CONTEXT_PLACEHOLDER,
     NOTE_MARKER,
@@ -38,6 +46,7 @@ MUTATION_KINDS: tuple[str, ...] = (
 complex modification, fewer parameters, an unorthodox change, a significant change."""
 PERSONAS: tuple[str, ...] = ("concise", "expert", "inventive", "bumbler")
 
+DIFF_MIN_CHARS = 800  # [evolution] diff_min_chars: "auto" asks large segments for diffs
 CONTEXT_CHARS = 6000
 OUTPUT_TAIL_CHARS = 3000
 REASON_CHARS = 500
@@ -58,6 +67,7 @@ class OperatorRequest:
     stage: str = "final"  # EoT: 'reason', then 'apply'
     detail: str = ""  # extra words for the child's description
     base: Genome | None = None  # genome the reply is spliced into, when not the caller's parent
+    edit: str = EDIT_WHOLE  # 'whole': the reply is the new segment; 'diff': SEARCH/REPLACE blocks
 
 
 @dataclass(frozen=True)
@@ -219,11 +229,15 @@ def mutation_request(
     personas: Sequence[str],
     kinds: Sequence[str] | None = None,
     segment_key: str | None = None,
+    edit_mode: str = "never",
+    diff_min_chars: int = DIFF_MIN_CHARS,
 ) -> OperatorRequest:
     """Mutate one segment (random unless `segment_key`) with a random (task kind, persona) prompt.
 
     A persona outside PERSONAS works when the library has `mutate_<kind>_<persona>` files for it
-    (a seed can add its own personas in its `prompts/` directory)."""
+    (a seed can add its own personas in its `prompts/` directory). When `edit_mode` asks for a
+    diff (``diff_ops``), the same prompt asks for SEARCH/REPLACE blocks instead (``diff_rules``
+    for ``rules``; the generic ``mutation_diff`` when a seed's prompt does not include the rules)."""
     kinds = tuple(kinds) if kinds else MUTATION_KINDS
     if not personas:
         raise GeError(
@@ -240,15 +254,22 @@ def mutation_request(
     seg = _segment_or_pick(genome, segment_key, rng)
     kind, persona = rng.choice(choices)
     name = mutation_prompt_name(kind, persona)
+    values = _segment_values(genome, seg)
+    edit = edit_for(seg.code, edit_mode, diff_min_chars)
+    if edit == EDIT_DIFF:
+        messages = with_diff_rules(lib, name, values) or lib.render("mutation_diff", **values)
+    else:
+        messages = lib.render(name, **values)
     return OperatorRequest(
         operator="mutation",
         segment=seg.key,
         prompt_name=name,
         persona=persona,
-        messages=lib.render(name, **_segment_values(genome, seg)),
+        messages=messages,
         temperature=_temperature(rng, temperature_range),
         parents=(parent_id,),
         detail=kind,
+        edit=edit,
     )
 
 
@@ -339,10 +360,13 @@ def eot_apply_request(
     rng: random.Random,
     *,
     temperature_range: Sequence[float],
+    edit_mode: str = "never",
+    diff_min_chars: int = DIFF_MIN_CHARS,
 ) -> OperatorRequest:
     """Evolution of Thought, step 2: the same conversation continues with the model's reasoning
     and asks to apply it to a segment of `target` (not the examined segment of the elite itself,
-    unless it has no other)."""
+    unless it has no other); as SEARCH/REPLACE blocks when `edit_mode` asks for a diff and the
+    ``eot_apply`` prompt includes the rules."""
     if reason_request.stage != "reason":
         raise ValueError("eot_apply_request needs the request of the 'reason' stage")
     thought = reflection_text(reasoning)
@@ -352,9 +376,12 @@ def eot_apply_request(
     if target_id == reason_request.parents[0]:
         segments = [s for s in segments if s.key != reason_request.segment] or segments
     seg = rng.choice(segments) if segments else _segment_or_pick(target, None, rng)
-    follow_up = [
-        m for m in lib.render("eot_apply", **_segment_values(target, seg)) if m["role"] != "system"
-    ]
+    values = _segment_values(target, seg)
+    diffed = None
+    if edit_for(seg.code, edit_mode, diff_min_chars) == EDIT_DIFF:
+        diffed = with_diff_rules(lib, "eot_apply", values)
+    rendered = diffed or lib.render("eot_apply", **values)
+    follow_up = [m for m in rendered if m["role"] != "system"]
     return OperatorRequest(
         operator="eot",
         segment=seg.key,
@@ -365,6 +392,7 @@ def eot_apply_request(
         parents=(target_id,),
         stage="apply",
         detail=reason_request.detail,
+        edit=EDIT_DIFF if diffed else EDIT_WHOLE,
     )
 
 
@@ -378,9 +406,12 @@ def fix_request(
     rng: random.Random,
     *,
     temperature_range: Sequence[float],
+    edit_mode: str = "never",
+    diff_min_chars: int = DIFF_MIN_CHARS,
 ) -> OperatorRequest:
     """Repair a failed variant's segment from the evaluator's failure reason and output tail.
-    An unknown `segment_key` (e.g. '*' from an offline crossover) picks a random segment."""
+    An unknown `segment_key` (e.g. '*' from an offline crossover) picks a random segment. When
+    `edit_mode` asks for a diff, the ``fix_diff`` prompt asks for SEARCH/REPLACE blocks."""
     keys = {s.key for s in genome.segments}
     seg = _segment_or_pick(genome, segment_key if segment_key in keys else None, rng)
     tail = output_tail[-OUTPUT_TAIL_CHARS:] if output_tail.strip() else "(no output)"
@@ -390,14 +421,17 @@ def fix_request(
         failure_reason=fence(_one_line(failure_reason, REASON_CHARS) or "unknown", "text"),
         output_tail=fence(tail, "text"),
     )
+    edit = edit_for(seg.code, edit_mode, diff_min_chars)
+    diff = edit == EDIT_DIFF
     return OperatorRequest(
         operator="fix",
         segment=seg.key,
-        prompt_name="fix",
+        prompt_name="fix_diff" if diff else "fix",
         persona=None,
-        messages=lib.render("fix", **values),
+        messages=lib.render("fix_diff", **values) if diff else lib.render("fix", **values),
         temperature=_temperature(rng, temperature_range),
         parents=(parent_id,),
+        edit=edit,
     )
 
 
@@ -423,8 +457,9 @@ def child_from_reply(
     reflection: str | None = None,
 ) -> Child:
     """The child a reply makes: the new code of the requested segment (``reply_match``: the block
-    that defines the segment's names; the segment's part of a whole-file echo) spliced into the
-    parent (crossover: into the primary parent). Raises Rejected with a one-line reason. For EoT
+    that defines the segment's names; the segment's part of a whole-file echo; a diff request:
+    its SEARCH/REPLACE blocks applied, ``diff_ops``) spliced into the parent (crossover: into
+    the primary parent). Raises Rejected with a one-line reason. For EoT
     the reflection defaults to the reasoning carried in the request's conversation."""
     if request.stage == "reason":
         raise ValueError(
@@ -436,7 +471,9 @@ def child_from_reply(
     except (KeyError, ValueError, LookupError):
         raise Rejected(f"the parent has no segment {request.segment}") from None
     try:
-        code = segment_code(reply_text, base, request.segment)
+        code, diff = reply_code(reply_text, base, request.segment, request.edit)
+    except DiffError as err:
+        raise Rejected(str(err)) from None
     except ExtractionError as err:
         raise Rejected(_one_line(getattr(err, "reason", "") or str(err), REASON_CHARS)) from None
     try:
@@ -459,5 +496,5 @@ def child_from_reply(
         parents=request.parents,
         temperature=request.temperature,
         reflection=reflection,
-        description=_description(request, seg),
+        description=_description(request, seg) + diff_note(diff),
     )

@@ -97,6 +97,11 @@ class PromptLibrary:
                 files[path.stem] = PromptFile(path.stem, path, text)
         return cls(files)
 
+    def with_part(self, name: str, replacement: str) -> PromptLibrary:
+        """A copy in which prompt `name` (and every `{{>name}}` include) resolves to the file of
+        `replacement`: diff edits render the same task prompts with `diff_rules` as `rules`."""
+        return PromptLibrary({**self._files, name: self._get(replacement)})
+
     def names(self) -> list[str]:
         """Every prompt name, sorted (partials such as `rules` included)."""
         return sorted(self._files)
