@@ -120,6 +120,10 @@ def test_accurate_candidate_scores_high_and_constant_scores_low(tmp_path: Path) 
         ("def fast_exp(x):\n    return 1.0 + x ** 3\n", 3, "add 1, multiply 2"),
         ("import numpy as np\ndef fast_exp(x):\n    return np.where(x > 0, x, 1.0)\n", 2,
          "greater 1, where 1"),
+        # a Python float is a float32 constant, also next to an integer array
+        ("import numpy as np\ndef fast_exp(x):\n"
+         "    return np.ldexp(0.75, np.floor(x * 1.4427).astype(np.int32))\n", 4,
+         "astype 1, floor 1, ldexp 1, multiply 1"),
     ],
 )  # fmt: skip
 def test_op_count_follows_the_weight_table(

@@ -139,8 +139,8 @@ class Traced:
         if values.dtype not in FLOAT_DTYPES + INT_DTYPES:
             raise self._tape.fail(
                 f"np.{name} produced a {values.dtype} intermediate: keep every value float32 "
-                "(no np.float64 constants or arrays; a Python float meeting an integer array "
-                "becomes float64: write np.float32(c) there)"
+                "(no np.float64 constants or arrays; float32 with an int32/int64 array gives "
+                "float64: convert the integers with .astype(np.float32) first)"
             )
         if values.shape != self._values.shape:
             raise self._tape.fail(
@@ -308,9 +308,11 @@ def _is_traced(value: Any) -> bool:
 
 
 def _raw(value: Any) -> Any:
-    """The values of a traced operand; a constant as it is."""
+    """The values of a traced operand; a Python float as a float32 constant; others as they are."""
     if isinstance(value, Traced):
         return value._values
+    if type(value) is float:
+        return np.float32(value)
     return value
 
 
