@@ -215,15 +215,9 @@ class EvaluatorConfig(_Model):
     worker_start_timeout_s: float = Field(
         600.0, gt=0, description="time a worker may take to print its ready line"
     )
-    preload: tuple[str, ...] = Field(
-        (),
-        description='modules (e.g. ["torch"]) that one sandboxed worker per local slot imports '
-        "once; every check and evaluate stage then runs in a confined fork of it (command and "
-        "check must be `python SCRIPT [ARGS]` or `python -m MODULE [ARGS]`)",
-    )
-    preload_recycle_after: int = Field(
-        50, ge=1, description="variants a preloading worker serves before a fresh one replaces it"
-    )
+    preload: tuple[str, ...] = Field((), description="modules (e.g. torch) one sandboxed worker "
+        "per local slot imports once; each stage runs in a confined fork (evaluation/preload.py)")
+    preload_recycle_after: int = Field(50, ge=1, description="variants per preloading worker")
     timeout_s: float = Field(3600.0, gt=0)
     check_timeout_s: float = Field(120.0, gt=0)
     memory_mb: int | None = Field(None, ge=16)
@@ -249,30 +243,17 @@ class EvaluatorConfig(_Model):
         # sandbox is its successor and includes those namespaces.
         return "landlock" if value == "unshare" else value
 
-    @field_validator("preload")
-    @classmethod
-    def _module_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if not all(part.isidentifier() for part in name.split(".")):
-                raise ValueError(f"{name!r} is not a module name (e.g. preload = [\"torch\"])")
-        return value
-
     @model_validator(mode="after")
     def _preload_needs_python(self) -> EvaluatorConfig:
-        if not self.preload:
-            return self
-        if self.worker:
-            raise ValueError("preload and worker exclude each other; keep one of them")
-        for key in ("command", "check"):
-            words = str(getattr(self, key) or "python x").split()
-            first = words[1] if len(words) > 1 else ""
-            if not words[0].rsplit("/", 1)[-1].startswith("python") or (
-                first.startswith("-") and first != "-m"
-            ):
-                raise ValueError(
-                    f"preload needs evaluator.{key} = \"python SCRIPT [ARGS]\" or \"python -m "
-                    f"MODULE [ARGS]\", got {getattr(self, key)!r}; drop preload or change it"
-                )
+        bad = [f"{n!r} is not a module name" for n in self.preload if not all(
+            p.isidentifier() for p in n.split("."))] + ["it excludes worker"] * bool(self.worker)
+        for c in filter(None, (self.command, self.check)):
+            w = [*c.split(), ""]
+            arg = w[1] == "-m" or (w[1] and w[1][0] != "-")
+            if not (w[0].rsplit("/", 1)[-1].startswith("python") and arg):
+                bad.append(f"{c!r} is not `python SCRIPT [ARGS]` or `python -m MODULE [ARGS]`")
+        if self.preload and bad:
+            raise ValueError(f"evaluator.preload: {bad[0]}; fix it or drop preload")
         return self
 
     @model_validator(mode="after")

@@ -227,7 +227,7 @@ def test_ge_run_with_preload_evaluates_in_forks(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("evaluator", "message"),
     [
-        ({"command": "sh run.sh", "preload": ["torch"]}, "preload needs evaluator.command"),
+        ({"command": "sh run.sh", "preload": ["torch"]}, "is not `python SCRIPT [ARGS]`"),
         ({"command": "python e.py", "preload": ["no-such"]}, "is not a module name"),
     ],
 )
