@@ -140,7 +140,7 @@ def llm_work(run_dir: Path) -> tuple[int, int, float, list[float], str]:
 
 def operator_mix(tmp: Path, mode: str, repeat: int, extra: dict, sandbox: str) -> None:
     """Part 1b: GE's operator mix in one mode, ``repeat`` runs; medians."""
-    ratios, walls, lines, measured = [], [], [], []
+    ratios, walls, lines, measured, idle = [], [], [], [], []
     for n in range(repeat):
         writer = CodeWriter()
         seed = template_seed(tmp / f"seed-mix-{mode}-{n}")
@@ -164,10 +164,11 @@ def operator_mix(tmp: Path, mode: str, repeat: int, extra: dict, sandbox: str) -
         ratios.append(wall / ideal)
         walls.append(wall)
         measured.append(wall / max(calls * 0.5 / 4, sum(busy) / 2))
+        idle.append(wall - sum(busy) / 2)
         lines.append(
             f"    run {n + 1}: {evals} evaluations, {calls} LLM calls, wall {wall:.2f} s, "
             f"ideal {ideal:.2f} s, ratio {wall / ideal:.3f}, slot use {sum(busy) / (2 * wall):.0%}, "
-            f"median evaluation {statistics.median(busy):.3f} s"
+            f"idle {wall - sum(busy) / 2:.2f} s per slot, median evaluation {statistics.median(busy):.3f} s"
             f"\n      children: {mix}"
         )
     target = 1.15 if mode == "steady" else 1.35
@@ -177,7 +178,8 @@ def operator_mix(tmp: Path, mode: str, repeat: int, extra: dict, sandbox: str) -
     print(
         f"  median wall {statistics.median(walls):.2f} s, median ratio to the ideal "
         f"{statistics.median(ratios):.3f} (target <= {target}); to the ideal with the evaluations' "
-        f"measured durations (sandbox start included) {statistics.median(measured):.3f}"
+        f"measured durations (sandbox start included) {statistics.median(measured):.3f}; median "
+        f"idle time per slot {statistics.median(idle):.2f} s"
     )
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from guided_evolution.config import ResolvedConfig
@@ -27,6 +29,8 @@ from guided_evolution.evolution.plan import Plan, dedup, hall_of_fame, plan_gene
 from guided_evolution.fsutil import remove_tree
 from guided_evolution.runstore.records import META_FINISHED, GenerationRecord
 from guided_evolution.runstore.rundir import RunPaths
+
+SlotHold = Callable[[], AbstractAsyncContextManager[None]]  # holds an evaluation slot
 
 
 class Engine:
@@ -215,9 +219,10 @@ class Engine:
     # ----------------------------------------------------------------- the scheduler
 
     async def _run_plans(self, plans: list[Plan]) -> list[Outcome]:
-        tasks = [asyncio.create_task(self._run_plan(p)) for p in plans]
+        tasks = [asyncio.create_task(self._run_plan(p)) for p in start_order(plans)]
         try:
-            return list(await asyncio.gather(*tasks))
+            done = await asyncio.gather(*tasks)
+            return sorted(done, key=lambda o: o.plan.index)
         except BaseException:
             for t in tasks:
                 t.cancel()
@@ -280,13 +285,19 @@ class Engine:
         shared = asyncio.get_running_loop().create_future()
         self._inflight[vid] = shared
         released = False
-        try:
+
+        @contextlib.asynccontextmanager
+        async def slot() -> AsyncIterator[None]:
+            nonlocal released
             self.progress.count("queued", +1)
             async with self.slots:
                 self.progress.count("queued", -1)
                 self.pending.release()
                 released = True
-                result = await self._evaluate(vid)
+                yield
+
+        try:
+            result = await self._evaluate(vid, slot)
             shared.set_result(result)
             return result
         except BaseException:
@@ -319,12 +330,13 @@ class Engine:
             vid = fixed
         return outcome
 
-    async def _evaluate(self, vid: str) -> EvalResult:
-        """Export, evaluate in the executor (sandboxed), record; the work tree is removed after."""
+    async def _evaluate(self, vid: str, slot: SlotHold | None = None) -> EvalResult:
+        """Export, evaluate in the executor (sandboxed), record; the work tree is removed after.
+        Only the evaluation itself holds ``slot``: the export before it and the record after it
+        leave the slot to the next child."""
         assert self.executor is not None
         ev_cfg = self.cfg.evaluator
         workdir = self.recorder.checkout(vid, self.paths.work)
-        self.progress.count("evaluating", +1)
         request = EvalRequest(
             variant_id=vid,
             workdir=workdir,
@@ -338,10 +350,12 @@ class Engine:
             objectives=tuple(name for name, _ in self.recorder.objectives),
             env={"GE_SEED_DIR": str(Path(self.resolved.seed_dir))},
         )
-        try:
-            result = await self.executor.evaluate(request)
-        finally:
-            self.progress.count("evaluating", -1)
+        async with slot() if slot is not None else contextlib.nullcontext():
+            self.progress.count("evaluating", +1)
+            try:
+                result = await self.executor.evaluate(request)
+            finally:
+                self.progress.count("evaluating", -1)
         self.recorder.record_evaluation(vid, result)
         remove_tree(workdir)  # never raises; never follows what the variant left there
         if result.status == "ok":
@@ -350,6 +364,15 @@ class Engine:
         else:
             self.progress.count("failed", +1)
         return result
+
+
+def start_order(plans: list[Plan]) -> list[Plan]:
+    """The order a generation's children start in (which children it makes does not change):
+    the fewest LLM calls first (a mutation, then crossover-then-mutation and EoT's two turns,
+    then crossover-then-EoT), in plan order among equals. Evaluations then start one LLM latency
+    after the generation does, and the LLM, faster than the slots, proposes the longer chains
+    while the first children are evaluated; the pending bound keeps it from running ahead."""
+    return sorted(plans, key=lambda plan: sum(2 if s.op == "eot" else 1 for s in plan.steps))
 
 
 def _last_output_line(output_tail: str | None, limit: int = 400) -> str:

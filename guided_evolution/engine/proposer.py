@@ -8,7 +8,10 @@ failed child) instead of branching on the kind of model. A plan that yields no c
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import heapq
+import itertools
 import random
 import time
 from typing import Any, Protocol
@@ -254,6 +257,38 @@ class LLMHealth:
         raise RunStopped(err.reason, model, err.hint)
 
 
+class CallGate:
+    """At most ``size`` LLM calls at once, and a waiting call that continues a child's chain
+    (a crossover's mutation, EoT's second turn, a fix) goes before a child's first call, so
+    that children already begun reach their evaluation first; FIFO otherwise."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, urgent: bool) -> None:
+        if self.free > 0 and not self._waiting:
+            self.free -= 1
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (0 if urgent else 1, next(self._order), granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release()  # granted, then cancelled before it ran: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, waiter = heapq.heappop(self._waiting)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
+
+
 class LLMProposer(_StepProposer):
     """The LLM operators: mutation with personas, crossover, Evolution of Thought, and fix."""
 
@@ -269,6 +304,7 @@ class LLMProposer(_StepProposer):
         self.seed_id = seed_id
         self.health = LLMHealth(cfg.llm.give_up_after_s)
         self._calls: dict[tuple[int, int], list[int]] = {}
+        self.gate = CallGate(cfg.llm.concurrency)
 
     def take_calls(self, plan: Plan) -> list[int]:
         return self._calls.pop((plan.generation, plan.index), [])
@@ -382,6 +418,7 @@ class LLMProposer(_StepProposer):
     async def _ask(self, req: Any, rng: random.Random, plan: Plan, sample: int) -> Any:
         model = self.llm.pick_model(rng)
         stage = getattr(req, "stage", "final")
+        await self.gate.acquire(urgent=sample > 0)  # sample 0: the first call of a child
         try:
             reply = await self.llm.complete(
                 req.messages,
@@ -396,6 +433,8 @@ class LLMProposer(_StepProposer):
         except LLMError as err:
             self.health.failed_call(model.label, err)
             raise NoChild(err.reason, req.operator) from None
+        finally:
+            self.gate.release()
         self.health.succeeded(model.label)
         self.progress.spend(self.llm.spent_usd)
         if reply.call_id is not None:
