@@ -151,7 +151,8 @@ def test_a_seed_prompt_without_the_rules_falls_back_to_mutation_diff(
         edit_mode="always",
     )
     user = req.messages[-1]["content"]
-    assert req.edit == "diff" and SEARCH in user and "Tune " not in user
+    assert (req.edit, req.prompt_name) == ("diff", "mutation_diff")
+    assert SEARCH in user and "Tune " not in user
     assert user.startswith("Improve this segment")
 
 

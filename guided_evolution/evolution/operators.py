@@ -255,11 +255,10 @@ def mutation_request(
     kind, persona = rng.choice(choices)
     name = mutation_prompt_name(kind, persona)
     values = _segment_values(genome, seg)
-    edit = edit_for(seg.code, edit_mode, diff_min_chars)
-    if edit == EDIT_DIFF:
-        messages = with_diff_rules(lib, name, values) or lib.render("mutation_diff", **values)
-    else:
-        messages = lib.render(name, **values)
+    diff = edit_for(seg.code, edit_mode, diff_min_chars) == EDIT_DIFF
+    messages = with_diff_rules(lib, name, values) if diff else lib.render(name, **values)
+    if messages is None:  # a seed's prompt without the rules: the generic diff prompt
+        name, messages = "mutation_diff", lib.render("mutation_diff", **values)
     return OperatorRequest(
         operator="mutation",
         segment=seg.key,
@@ -269,7 +268,7 @@ def mutation_request(
         temperature=_temperature(rng, temperature_range),
         parents=(parent_id,),
         detail=kind,
-        edit=edit,
+        edit=EDIT_DIFF if diff else EDIT_WHOLE,
     )
 
 
