@@ -132,7 +132,8 @@ def test_auto_asks_for_blocks_from_diff_min_chars_on(lib: PromptLibrary, genome:
     size = len(genome.segment(key_of(genome, "fit")).code)
     assert mutate(lib, genome, "auto", diff_min_chars=size).edit == "diff"
     assert mutate(lib, genome, "auto", diff_min_chars=size + 1).edit == "whole"
-    assert mutate(lib, genome, "auto", segment="features", diff_min_chars=size).edit == "whole"
+    small = mutate(lib, genome, "auto", segment="features", diff_min_chars=size)
+    assert small.edit == "whole" and WHOLE_RULE in small.messages[-1]["content"]  # lib unchanged
 
 
 def test_a_seed_prompt_without_the_rules_falls_back_to_mutation_diff(
