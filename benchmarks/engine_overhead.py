@@ -203,20 +203,36 @@ def evaluator_process_cost(tmp: Path, sandbox: str, samples: int = 30) -> float:
     return statistics.median(times)
 
 
-def overhead(tmp: Path, total: int, sandbox: str) -> None:
+def steady_per_child(run_dir: Path, windows: list[tuple[str, int, int]]) -> dict[str, float]:
+    """Seconds per child between the ends of evaluations number lo and hi (steady mode has no
+    generation spans to divide)."""
+    index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
+    try:
+        ends = sorted((e.started_at or 0.0) + (e.duration_s or 0.0) for e in index.evaluations())
+    finally:
+        index.close()
+    return {
+        label: (ends[hi] - ends[lo]) / (hi - lo) for label, lo, hi in windows if hi < len(ends)
+    }
+
+
+def overhead(tmp: Path, total: int, sandbox: str, mode: str = "generational") -> None:
     per_gen = 100
     generations = total // per_gen - 1
-    print(f"== Part 2: per-child overhead, {total} children, sandbox={sandbox} ==")
+    print(f"== Part 2: per-child overhead, {total} children, sandbox={sandbox}, mode={mode} ==")
     seed = template_seed(tmp / f"seed-{sandbox}-{total}")
     configure(
         seed,
         evaluator=METRICS_ONLY,
-        evolution={"initial_population": per_gen, "population": per_gen, "elites": 20, "generations": generations},
+        evolution={
+            "initial_population": per_gen, "population": per_gen, "elites": 20, "generations": generations,
+            **({"mode": mode} if mode != "generational" else {}),
+        },
         llm={"models": ["offline"]},
         slots=1,
         sandbox=sandbox,
     )
-    run_dir = tmp / f"run-{sandbox}-{total}"
+    run_dir = tmp / f"run-{sandbox}-{total}-{mode}"
     wall = ge(["run", str(seed), "--run-dir", str(run_dir)], cwd=tmp)
     alone = evaluator_process_cost(tmp, sandbox)
     gens = generation_times(run_dir)
@@ -226,6 +242,9 @@ def overhead(tmp: Path, total: int, sandbox: str) -> None:
         sel = [c for g, c in per_child if lo <= g <= hi]
         if sel:
             windows[label] = statistics.median(sel)
+    if mode == "steady":
+        spans = [("~100", 100, 400), ("~1,000", 800, 1100), ("~10,000", 9700, 9999)]
+        windows = steady_per_child(run_dir, spans)
     print(f"  total wall {wall:.1f} s for {sum(p for _, p, _ in gens)} proposals in {len(gens)} generations")
     print(f"  evaluator process alone (sandbox={sandbox}): {alone * 1000:.2f} ms (median of 30)")
     for label, value in windows.items():
@@ -242,6 +261,7 @@ def main() -> None:
     parser.add_argument("--skip-overlap", action="store_true")
     parser.add_argument("--sandbox", default="auto", choices=["auto", "none", "bwrap", "landlock"])
     parser.add_argument("--mix-only", action="store_true", help="only part 1b (the operator mix)")
+    parser.add_argument("--overhead-mode", default="generational", choices=["generational", "steady"])
     parser.add_argument("--skip-mix", action="store_true")
     parser.add_argument("--modes", default="generational,steady", help="modes of part 1b")
     parser.add_argument("--repeat", type=int, default=3, help="runs per mode in part 1b")
@@ -260,7 +280,7 @@ def main() -> None:
             return
         if not args.skip_overlap:
             overlap(tmp)
-        overhead(tmp, 1_000 if args.quick else 10_000, args.sandbox)
+        overhead(tmp, 1_000 if args.quick else 10_000, args.sandbox, args.overhead_mode)
     print(json.dumps({"python": sys.version.split()[0], "cpus": os.cpu_count()}))
 
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.runstore.run_index import RunIndex
+from tests.reliability.support import llm_config
 from tests.support.cli import ge, run_json
-from tests.support.seeds import template_seed
+from tests.support.openai_server import serve, status
+from tests.support.seeds import CodeWriter, template_seed
 from tests.test_reproducibility import snapshot
 
 pytestmark = pytest.mark.timeout(240)
@@ -154,3 +156,49 @@ def test_a_kill_loses_nothing_and_evaluates_nothing_twice(tmp_path: Path) -> Non
         index.close()
     doctor = ge("doctor", str(run_dir), "--json", cwd=tmp_path)
     assert doctor.returncode == 0 and json.loads(doctor.stdout)["ok"], doctor.stdout
+
+
+def test_an_llm_error_stops_a_steady_run_and_resume_continues(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", **STEADY)
+    failing = True
+    writer = CodeWriter()
+
+    def responder(request: dict) -> object:
+        return status(401) if failing else writer(request)
+
+    with serve(responder=responder) as server:
+        llm_config(seed, server.base_url)
+        proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        message = " ".join(proc.stderr.split())
+        assert "the LLM calls keep failing" in message and "ge resume" in message
+        failing = False
+        summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
+    assert summary["finished"] and summary["generation"] == 3 and summary["evaluated"] > 8
+
+
+def test_the_budget_ends_a_steady_run_with_its_last_generation_recorded(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", **STEADY)
+    with serve(responder=CodeWriter()) as server:
+        llm_config(seed, server.base_url)
+        toml = (
+            (seed / "ge.toml")
+            .read_text()
+            .replace(
+                'models = ["openai/test-model"]',
+                'models = [{ model = "openai/priced", input_cost_per_token = 0.001, '
+                "output_cost_per_token = 0.001 }]\nbudget_usd = 1.5",
+            )
+        )
+        (seed / "ge.toml").write_text(toml)
+        summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert summary["finished"] and "budget" in summary["stop_reason"], summary
+    assert summary["cost_usd"] <= 1.5 + 4 * 0.2 + 1e-9
+    index = RunIndex.open(tmp_path / "run" / "index.sqlite", readonly=True)
+    try:
+        for v in index.variants():  # every evaluated child is in its generation's checkpoint
+            record = index.get_generation(v.generation)
+            if v.operator != "seed" and v.status == "evaluated":
+                assert record is not None and v.id in record.population, v.id
+    finally:
+        index.close()
