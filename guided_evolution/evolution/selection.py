@@ -18,10 +18,7 @@ import random
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
-
-from deap import base, tools
-from deap.tools.emo import assignCrowdingDist
+from typing import TYPE_CHECKING, Any
 
 from guided_evolution.evolution.scoring import (
     ObjectiveSpec,
@@ -29,6 +26,9 @@ from guided_evolution.evolution.scoring import (
     objective_values,
     objective_weights,
 )
+
+if TYPE_CHECKING:  # deap pulls in numpy (~0.1 s, 25 MB): imported where selection runs
+    from deap import base
 
 _SPEA2_SEED = 0x5EA2
 
@@ -52,6 +52,8 @@ def _wrap(
 ) -> list[_Ind]:
     """deap individuals for `pop` (same order). `normalize` rescales each objective to [0, 1]
     over `pop`, which leaves dominance unchanged but makes distances scale-free."""
+    from deap import base
+
     weights = objective_weights(objectives)
     fitness_cls = type("_Fitness", (base.Fitness,), {"weights": tuple(w for _, w in weights)})
     rows = [objective_values(item, weights) for item in pop]
@@ -81,6 +83,9 @@ def _isolated_random(seed: int) -> Iterator[None]:
 
 def _rank_and_crowd(inds: list[_Ind]) -> None:
     """Set `rank` (0 = first front) and `fitness.crowding_dist` on every individual."""
+    from deap import tools
+    from deap.tools.emo import assignCrowdingDist
+
     for rank, front in enumerate(tools.sortNondominated(inds, len(inds))):
         assignCrowdingDist(front)
         for ind in front:
@@ -92,6 +97,8 @@ def _rank_and_crowd(inds: list[_Ind]) -> None:
 
 def pareto_front(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -> list[Scored]:
     """The non-dominated members of `pop`, in input order (ties in every objective all stay)."""
+    from deap import tools
+
     inds = _wrap(pop, objectives)
     if not inds:
         return []
@@ -107,6 +114,8 @@ def spea2_elites(
     Objectives are rescaled to [0, 1] over `pop` first, so the density/truncation step is not
     dominated by the objective with the largest units (e.g. a parameter count next to an accuracy).
     """
+    from deap import tools
+
     inds = _wrap(pop, objectives, normalize=True)
     if k <= 0 or not inds:
         return []
@@ -166,6 +175,8 @@ def dcd_parents(
     full as often as fits and the rest padded with distinct members drawn by `rng`, and the
     first `n` winners are kept. Deterministic given the state of `rng`.
     """
+    from deap import tools
+
     inds = _wrap(pop, objectives)
     if n <= 0 or not inds:
         return []
@@ -197,6 +208,8 @@ class HallOfFame:
 
     def update(self, pop: Sequence[Scored]) -> None:
         """Merge `pop` into the hall of fame."""
+        from deap.tools.emo import assignCrowdingDist
+
         merged: dict[str, Scored] = {item.id: item for item in self._items}
         for item in pop:
             merged.pop(item.id, None)  # re-inserted at the end: newest
