@@ -211,9 +211,12 @@ def steady_per_child(run_dir: Path, windows: list[tuple[str, int, int]]) -> dict
         ends = sorted((e.started_at or 0.0) + (e.duration_s or 0.0) for e in index.evaluations())
     finally:
         index.close()
-    return {
-        label: (ends[hi] - ends[lo]) / (hi - lo) for label, lo, hi in windows if hi < len(ends)
-    }
+    out = {}
+    for label, lo, hi in windows:
+        hi = min(hi, len(ends) - 1)
+        if hi - lo >= 50:
+            out[label] = (ends[hi] - ends[lo]) / (hi - lo)
+    return out
 
 
 def overhead(tmp: Path, total: int, sandbox: str, mode: str = "generational") -> None:
@@ -243,7 +246,7 @@ def overhead(tmp: Path, total: int, sandbox: str, mode: str = "generational") ->
         if sel:
             windows[label] = statistics.median(sel)
     if mode == "steady":
-        spans = [("~100", 100, 400), ("~1,000", 800, 1100), ("~10,000", 9700, 9999)]
+        spans = [("~100", 100, 300), ("~1,000", 700, 1000), ("~10,000", 9700, 9999)]
         windows = steady_per_child(run_dir, spans)
     print(f"  total wall {wall:.1f} s for {sum(p for _, p, _ in gens)} proposals in {len(gens)} generations")
     print(f"  evaluator process alone (sandbox={sandbox}): {alone * 1000:.2f} ms (median of 30)")

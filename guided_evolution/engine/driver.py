@@ -1,11 +1,15 @@
-"""The driver of one run: the generational loop and the scheduler that overlaps proposals and
-evaluations. It only schedules: the plan comes from ``evolution.plan``, children from a
-``Proposer``, evaluations from an ``Executor``, and every write goes through the ``Recorder``.
+"""The driver of one run: the generational loop (``mode = "steady"``: ``engine.steady``'s loop)
+and the scheduler that overlaps proposals and evaluations. It only schedules: the plan comes from
+``evolution.plan``, children from a ``Proposer``, evaluations from an ``Executor``, and every
+write goes through the ``Recorder``.
 
 Per child: propose → commit (git, then index) → evaluate (in a sandbox) → record (index; the git
 note per generation). While evaluation slots are busy, the next children are already proposed;
-``pending`` bounds the children proposed but not yet evaluating. Single-threaded asyncio: all
-store and index writes happen on this thread, in order.
+``pending`` bounds the children proposed but not yet evaluating. A generation's children start
+fewest LLM calls first, the next call of a chain goes before new first calls
+(``proposer.CallGate``), and a child holds its slot only while it is evaluated (not while it is
+exported or recorded). Single-threaded asyncio: all store and index writes happen on this
+thread, in order.
 """
 
 from __future__ import annotations
@@ -131,14 +135,8 @@ class Engine:
         hof = list(last.hall_of_fame) if last else []
         if self.evo.mode == "steady":
             await SteadyLoop(self).run(gen, population, hof)
-        while self.evo.mode != "steady" and gen <= self.evo.generations:
-            self.generation = gen
-            if self.proposer.budget_reached():
-                break
-            population, hof, cut_short = await self._generation(gen, population, hof)
-            if cut_short:
-                break
-            gen += 1
+        else:
+            await self._generations(gen, population, hof)
         if self.proposer.budget_reached():
             self.stop_reason = self.proposer.exhausted_reason() or "budget reached"
         else:
@@ -146,6 +144,18 @@ class Engine:
         self.index.set_meta(META_FINISHED, self.stop_reason)
         self.index.add_event("run_finished", {"reason": self.stop_reason})
         self.recorder.compact(force=True)
+
+    async def _generations(self, gen: int, population: list[str], hof: list[str]) -> None:
+        """The generational mode: generations ``gen`` .. ``evolution.generations``, each planned
+        from the whole evaluated previous one (its checkpoint's ``population``)."""
+        while gen <= self.evo.generations:
+            self.generation = gen
+            if self.proposer.budget_reached():
+                return
+            population, hof, cut_short = await self._generation(gen, population, hof)
+            if cut_short:
+                return
+            gen += 1
 
     async def _generation(
         self, gen: int, population: list[str], hof: list[str]
