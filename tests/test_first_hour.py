@@ -374,3 +374,17 @@ def test_live_progress_shows_the_front_with_each_best_variant(tmp_path: Path) ->
     assert float(match[4]) == pytest.approx(by_id[match[5]]["size"], rel=1e-5)
     assert by_id[match[3]]["score"] == max(m["score"] for m in by_id.values())
     assert by_id[match[5]]["size"] == min(m["size"] for m in by_id.values())
+
+
+def test_a_seed_without_its_data_says_so_once(tmp_path: Path) -> None:
+    """ExquiteNetV2 without CIFAR-10: its persistent worker and its command both fail on the
+    missing data; the error used to be printed three times (two worker warnings, then the seed's
+    failure)."""
+    root = Path(__file__).resolve().parent.parent
+    seed = tmp_path / "exquisitenet_v2"
+    shutil.copytree(root / "seeds" / "exquisitenet_v2", seed, ignore=shutil.ignore_patterns("data"))
+    proc = ge("run", str(seed), "--model", "offline", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("CIFAR-10 not found") == 1, proc.stderr
+    assert "the seed failed its own evaluation" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -209,8 +209,17 @@ class WorkerPool:
             if self._closed:
                 return "stopped: the executor was closed"
             output.note(f"worker of slot {slot} failed: {exc}; running {command}")
-            await self._lost(state, slot, str(exc))
-            return await run_cold()
+            message = await self._lost(state, slot, str(exc), show=False)
+            reason = await run_cold()
+            # Shown once the slot gives up on its worker, and only when the command works where
+            # the worker did not: when both fail (the seed's data is missing, the variant is
+            # broken) the evaluation's own failure says it once, and this line would repeat the
+            # same error. Every such line stays in the variant's log and the run's events.
+            if reason is None and state.stats.disabled:
+                LOG.warning("%s", message)
+            else:
+                output.note(message)
+            return reason
 
     async def aclose(self) -> None:
         """Stop every worker and remove their directories."""
@@ -222,7 +231,9 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def _lost(self, state: _SlotState, slot: int, why: str) -> None:
+    async def _lost(self, state: _SlotState, slot: int, why: str, show: bool = True) -> str:
+        """Stop a failed worker, count the death (disabling the slot's worker after
+        `MAX_DEATHS`), record the warning (shown now unless `show` is false) and return it."""
         if state.worker is not None:
             await self._stop(state.worker)
             state.worker = None
@@ -236,7 +247,9 @@ class WorkerPool:
         else:
             message = f"evaluator.worker of slot {slot} failed ({why}); restarting it"
         self.warnings.append(message)
-        LOG.warning("%s", message)
+        if show:
+            LOG.warning("%s", message)
+        return message
 
     async def _start(
         self, slot: int, request: EvalRequest, env: dict[str, str], stats: WorkerStats
