@@ -1,0 +1,255 @@
+"""A cheap, deterministic code distance between variants, and diversity measures of a population.
+
+A variant is seen as its evolvable segments: ``{segment key: code}`` (:func:`segment_codes`).
+Code is compared as Python tokens (``tokenize``), so comments, blank lines, indentation width and
+line breaks inside brackets never count; a statement break (newline or ``;``) is one token. The
+distance of two segments is the token edit distance (Levenshtein, exact: common prefix and suffix
+cut, then the bit-parallel algorithm of Myers/Hyyrö on Python integers) divided by the longer
+token count, so it lies in [0, 1]: 0 for the same code, 1 for code with nothing in common. Two
+variants' distance is the mean over the segment positions of either.
+
+Pure: no I/O. A :class:`DistanceCache` remembers tokens and distances by text, so a population
+whose members share most segments (the usual case: a child changes one) costs little.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import random
+import re
+import textwrap
+import tokenize
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from guided_evolution.evolution.segments import Genome
+
+Codes = Mapping[str, str]  # segment key -> code
+EXACT_PAIRS_UP_TO = 50  # members; above this, mean pairwise distance is over a sample of pairs
+SAMPLE_SEED = 0
+
+_DROPPED = {
+    tokenize.COMMENT,
+    tokenize.NL,
+    tokenize.INDENT,
+    tokenize.DEDENT,
+    tokenize.ENDMARKER,
+    tokenize.ENCODING,
+}
+_BREAK = "<newline>"  # NEWLINE and ";" alike: one statement break
+_FALLBACK = re.compile(r"\w+|[^\w\s]")
+
+
+def segment_codes(genome: Genome) -> dict[str, str]:
+    """``{segment key: code}`` of a genome: what the distance compares."""
+    return {s.key: s.code for s in genome.segments}
+
+
+def tokens(code: str) -> tuple[str, ...]:
+    """The code's Python tokens without comments and layout; a statement break is one token.
+
+    Code that does not tokenize (an unclosed bracket) falls back to words and symbols.
+    """
+    out: list[str] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(textwrap.dedent(code)).readline):
+            if tok.type in _DROPPED:
+                continue
+            if tok.type == tokenize.NEWLINE or tok.string == ";":
+                if out and out[-1] != _BREAK:
+                    out.append(_BREAK)
+                continue
+            out.append(tok.string)
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return tuple(_FALLBACK.findall(code))
+    while out and out[-1] == _BREAK:
+        out.pop()
+    return tuple(out)
+
+
+def edit_distance(a: Sequence[object], b: Sequence[object]) -> int:
+    """Levenshtein distance of two sequences of hashable items (exact)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi and a[lo] == b[lo]:
+        lo += 1
+    ea, eb = len(a), len(b)
+    while ea > lo and eb > lo and a[ea - 1] == b[eb - 1]:
+        ea -= 1
+        eb -= 1
+    a, b = a[lo:ea], b[lo:eb]
+    if len(a) > len(b):
+        a, b = b, a
+    if not a:
+        return len(b)
+    return _myers(a, b)
+
+
+def _myers(a: Sequence[object], b: Sequence[object]) -> int:
+    """Bit-parallel edit distance (Myers 1999, Hyyrö's formulation): one bit per item of ``a``."""
+    m = len(a)
+    peq: dict[object, int] = {}
+    for i, item in enumerate(a):
+        peq[item] = peq.get(item, 0) | (1 << i)
+    mask = (1 << m) - 1
+    top = 1 << (m - 1)
+    pv, mv, score = mask, 0, m
+    for item in b:
+        eq = peq.get(item, 0)
+        xv = eq | mv
+        xh = (((eq & pv) + pv) ^ pv) | eq
+        ph = mv | (~(xh | pv) & mask)
+        mh = pv & xh
+        if ph & top:
+            score += 1
+        elif mh & top:
+            score -= 1
+        ph = ((ph << 1) | 1) & mask
+        mh = (mh << 1) & mask
+        pv = mh | (~(xv | ph) & mask)
+        mv = ph & xv
+    return score
+
+
+def token_distance(a: Sequence[str], b: Sequence[str]) -> float:
+    """Edit distance of two token sequences over the longer one's length: in [0, 1]."""
+    longest = max(len(a), len(b))
+    return edit_distance(a, b) / longest if longest else 0.0
+
+
+@dataclass
+class DistanceCache:
+    """Tokens and segment distances remembered by text (memory only, one inspection or run)."""
+
+    token_cache: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    pair_cache: dict[tuple[str, str], float] = field(default_factory=dict)
+    computed: int = 0  # distances actually computed (not found in the cache)
+
+    def tokens(self, code: str) -> tuple[str, ...]:
+        """``tokens(code)``, remembered."""
+        found = self.token_cache.get(code)
+        if found is None:
+            found = self.token_cache[code] = tokens(code)
+        return found
+
+    def segment_distance(self, a: str, b: str) -> float:
+        """Normalised token edit distance of two segments' code."""
+        if a == b:
+            return 0.0
+        key = (a, b) if a < b else (b, a)
+        found = self.pair_cache.get(key)
+        if found is None:
+            self.computed += 1
+            found = self.pair_cache[key] = token_distance(self.tokens(a), self.tokens(b))
+        return found
+
+
+def _keys(a: Codes, b: Codes) -> list[str]:
+    return sorted(set(a) | set(b))
+
+
+def per_position(
+    a: Codes, b: Codes, cache: DistanceCache | None = None, keys: Iterable[str] | None = None
+) -> dict[str, float]:
+    """Distance per segment position (``keys``, default: every position of either variant); a
+    position only one of them has is at distance 1."""
+    cache = cache if cache is not None else DistanceCache()
+    out: dict[str, float] = {}
+    for key in _keys(a, b) if keys is None else keys:
+        x, y = a.get(key), b.get(key)
+        out[key] = 1.0 if x is None or y is None else cache.segment_distance(x, y)
+    return out
+
+
+def distance(
+    a: Codes, b: Codes, cache: DistanceCache | None = None, keys: Iterable[str] | None = None
+) -> float:
+    """The code distance of two variants: the mean of :func:`per_position`, in [0, 1]."""
+    values = per_position(a, b, cache, keys)
+    return sum(values.values()) / len(values) if values else 0.0
+
+
+def nearest(
+    candidate: Codes,
+    others: Sequence[Codes],
+    cache: DistanceCache | None = None,
+    keys: Iterable[str] | None = None,
+    stop_at: float = 0.0,
+) -> tuple[int, float] | None:
+    """(index, distance) of the member of ``others`` closest to ``candidate``, the first on ties;
+    None when there are none. ``keys`` limits the comparison to some positions (e.g. the segment
+    a proposal changed); the search stops at the first member within ``stop_at``."""
+    cache = cache if cache is not None else DistanceCache()
+    wanted = None if keys is None else list(keys)
+    best: tuple[int, float] | None = None
+    for i, other in enumerate(others):
+        d = distance(candidate, other, cache, wanted)
+        if best is None or d < best[1]:
+            best = (i, d)
+            if d <= stop_at:
+                break
+    return best
+
+
+def distinct_segments(
+    population: Sequence[Codes], cache: DistanceCache | None = None
+) -> dict[str, int]:
+    """Per segment position: how many different segments (by tokens: comments and layout
+    ignored) the population holds there."""
+    cache = cache if cache is not None else DistanceCache()
+    seen: dict[str, set[tuple[str, ...]]] = {}
+    for member in population:
+        for key, code in member.items():
+            seen.setdefault(key, set()).add(cache.tokens(code))
+    return {key: len(seen[key]) for key in sorted(seen)}
+
+
+def _pairs(n: int, exact_up_to: int, seed: int) -> tuple[list[tuple[int, int]], bool]:
+    """All index pairs of ``n`` members, or a deterministic sample of as many pairs as
+    ``exact_up_to`` members have; and whether it is a sample."""
+    total = n * (n - 1) // 2
+    budget = exact_up_to * (exact_up_to - 1) // 2
+    if n <= exact_up_to or total <= budget:
+        return list(itertools.combinations(range(n), 2)), False
+    picks = sorted(random.Random(seed).sample(range(total), budget))
+    pairs, k, p = [], 0, 0
+    for i in range(n):  # walk the pairs in order, taking the picked ranks
+        row = n - 1 - i
+        while p < len(picks) and picks[p] < k + row:
+            pairs.append((i, i + 1 + picks[p] - k))
+            p += 1
+        k += row
+    return pairs, True
+
+
+def mean_pairwise_distance(
+    population: Sequence[Codes],
+    cache: DistanceCache | None = None,
+    exact_up_to: int = EXACT_PAIRS_UP_TO,
+    seed: int = SAMPLE_SEED,
+) -> tuple[float | None, bool]:
+    """Mean distance over the population's pairs (None under two members), and whether it was
+    estimated from a deterministic sample of pairs (populations over ``exact_up_to`` members)."""
+    cache = cache if cache is not None else DistanceCache()
+    pairs, sampled = _pairs(len(population), exact_up_to, seed)
+    if not pairs:
+        return None, False
+    total = sum(distance(population[i], population[j], cache) for i, j in pairs)
+    return total / len(pairs), sampled
+
+
+@dataclass(frozen=True)
+class PopulationDiversity:
+    """Diversity measures of one population."""
+
+    size: int
+    distinct: dict[str, int]  # segment key -> distinct segments there
+    mean_distance: float | None
+    sampled: bool  # mean_distance estimated from a sample of pairs
+
+
+def measure(population: Sequence[Codes], cache: DistanceCache | None = None) -> PopulationDiversity:
+    """Size, distinct segments per position and mean pairwise distance of a population."""
+    cache = cache if cache is not None else DistanceCache()
+    mean, sampled = mean_pairwise_distance(population, cache)
+    return PopulationDiversity(len(population), distinct_segments(population, cache), mean, sampled)
