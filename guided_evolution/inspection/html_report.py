@@ -17,6 +17,7 @@ from typing import Any
 from guided_evolution.errors import GeError
 from guided_evolution.inspection.export import write_atomic
 from guided_evolution.inspection.report_data import Report, collect
+from guided_evolution.inspection.report_diversity import diversity_html
 from guided_evolution.inspection.report_svg import (
     esc,
     fmt_num,
@@ -35,7 +36,6 @@ from guided_evolution.inspection.views_data import (
 
 MAX_DIFF_CHARS = 60_000
 MAX_REPLY_CHARS = 20_000
-
 
 _CSS = """
 :root{--fg:#1f2328;--muted:#656d76;--line:#d0d7de;--bg:#ffffff;--panel:#f6f8fa;--accent:#0969da;--good:#1a7f37;--bad:#cf222e}
@@ -413,10 +413,10 @@ def _progress_block(rep: Report) -> str:
 
 
 def _children_html(rep: Report) -> str:
-    """Children per generation: configured, planned (given an operator) and new (made)."""
+    """Children per generation: configured, planned (given an operator) and new; then diversity."""
     row = "<tr><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>"
     body = "".join(row.format(*map(fmt_num, r.values())) for r in rep.children)
-    return f"<h3>children per generation</h3><table><thead><tr><th class=num>generation</th><th class=num>configured</th><th class=num>planned</th><th class=num>new</th></tr></thead><tbody>{body}</tbody></table>"
+    return f"<h3>children per generation</h3><table><thead><tr><th class=num>generation</th><th class=num>configured</th><th class=num>planned</th><th class=num>new</th></tr></thead><tbody>{body}</tbody></table>{diversity_html(rep.diversity)}"
 
 
 def _sections(rep: Report) -> list[tuple[str, str, str]]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from guided_evolution.inspection.report_diversity import diversity_per_generation
 from guided_evolution.inspection.run_data import (
     RunData,
     failure_groups,
@@ -81,6 +82,7 @@ class Report:
     time_span_s: float = 0.0
     isolation: dict[str, Any] = field(default_factory=dict)  # `views_data.isolation_info`
     children: list[dict[str, Any]] = field(default_factory=list)  # per generation: planned, new
+    diversity: list[dict[str, Any]] = field(default_factory=list)  # report_diversity
 
 
 def _operator_name(op: str | None, offline: bool) -> str:
@@ -212,6 +214,7 @@ def collect(run_dir: Path) -> Report:
             time_span_s=max(end - start, progress[-1]["t"] if progress else 0.0),
             isolation=isolation_info(index),
             children=children_per_generation(index, cfg.evolution),
+            diversity=diversity_per_generation(index, cfg, paths.repo),
         )
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from guided_evolution.inspection.report_diversity import diversity_line
 from guided_evolution.inspection.views_data import (
     ISOLATION_ASPECTS,
     ISOLATION_NOT_RECORDED,
@@ -124,6 +125,9 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
             for r in per_gen
         ]
         console.print("children per generation (configured/planned/new)  " + "  ".join(cells))
+    diversity = diversity_line(data.get("diversity") or [])
+    if diversity:
+        console.print(Text(diversity))
     for line in _isolation_lines(data):
         console.print(line)
 

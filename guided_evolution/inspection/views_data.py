@@ -17,6 +17,7 @@ from typing import Any
 
 from guided_evolution.config import GeConfig
 from guided_evolution.evolution.scoring import scored
+from guided_evolution.inspection.report_diversity import diversity_per_generation
 from guided_evolution.inspection.run_data import (
     RunData,
     commit_of,
@@ -232,6 +233,7 @@ def status(run_dir: Path) -> dict[str, Any]:
             **run_state(index, paths.root, finished),
             "models": [m.model for m in resolved.config.llm.models],
             "children_per_generation": children_per_generation(index, resolved.config.evolution),
+            "diversity": diversity_per_generation(index, resolved.config, paths.repo),
             **isolation_info(index),
         }
 
