@@ -1,25 +1,43 @@
 """The evaluation contract: what the engine asks for, what it gets back, what every executor offers.
 
 ``EvalRequest`` describes one variant to evaluate, ``EvalResult`` its outcome, ``read_metrics``
-the metrics-file rules every executor applies, and ``Executor`` the interface of
-``local.LocalExecutor`` and ``slurm.SlurmExecutor``.
+the metrics-file rules every executor applies, ``read_feedback`` the optional feedback text
+(``GE_FEEDBACK``) and ``Executor`` the interface of ``local.LocalExecutor`` and
+``slurm.SlurmExecutor``.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import stat
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from guided_evolution.fsutil import UnsafeFileError, UnsafePathError, is_within, read_beneath
+from guided_evolution.fsutil import (
+    FILE_NOFOLLOW,
+    UnsafeFileError,
+    UnsafePathError,
+    is_within,
+    open_dir_beneath,
+    read_beneath,
+)
 
 OUTPUT_TAIL_BYTES = 4 * 1024
 """Bytes of the end of an evaluation's output kept in ``EvalResult.output_tail``."""
 METRICS_MAX_BYTES = 10 * 1024 * 1024
+FEEDBACK_NAME = "feedback.txt"
+"""The feedback file (``GE_FEEDBACK``), beside the metrics file."""
+FEEDBACK_MAX_CHARS = 2000
+"""``[evaluator] feedback_max_chars``: characters of feedback kept (the head, then a marker)."""
+FEEDBACK_CUT = "\n[ge: feedback cut at {chars} characters; the file has {size} bytes]"
+FEEDBACK_LINE_CHARS = 400
+"""Characters of a failed evaluation's last output line kept in its feedback."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,12 @@ class EvalRequest:
     log_path: Path | None
     objectives: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
+    feedback_max_chars: int = FEEDBACK_MAX_CHARS
+
+    @property
+    def feedback_path(self) -> Path:
+        """Where the evaluator may write its feedback text (``GE_FEEDBACK``): beside the metrics."""
+        return Path(self.metrics_path).parent / FEEDBACK_NAME
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,8 @@ class EvalResult:
     started_at: float
     duration_s: float
     gpu: str | None
+    feedback: str = ""
+    """The evaluator's feedback text (``read_feedback``), else for a failure ``failure_feedback``."""
 
 
 class Executor(Protocol):
@@ -144,6 +170,106 @@ def read_metrics(
             return metrics, f"metric '{name}' is not finite ({number})"
     return metrics, None
 
+
+def read_feedback(
+    path: Path, max_chars: int, *, root: Path | None = None
+) -> tuple[str, str | None]:
+    """The evaluator's feedback text in ``path`` (``GE_FEEDBACK``), and a note when it was ignored.
+
+    Opened like the metrics file (nothing at or below ``root`` followed; a regular file with one
+    link), but only its head is read: past ``max_chars`` characters the text is cut, with a
+    marker. Text that is not UTF-8 or holds NUL bytes is ignored; other control characters
+    (terminal escapes) are dropped. No file is no feedback and no note. A note never quotes the file.
+    """
+    base, relpath = metrics_location(path, root)
+    limit = 4 * max(max_chars, 1) + 4  # UTF-8: at most 4 bytes a character
+    try:
+        raw, size = _read_head(base, relpath, limit)
+    except FileNotFoundError:
+        return "", None
+    except UnsafePathError as exc:
+        return "", f"feedback ignored: {replaced_reason(exc, root)}"
+    except UnsafeFileError as exc:
+        return "", f"feedback ignored: {_UNSAFE_FEEDBACK.get(exc.kind, exc.kind)}"
+    except OSError as exc:
+        return "", f"feedback ignored: the file is unreadable ({exc.strerror or type(exc).__name__})"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if size <= len(raw) or exc.start < len(raw) - 3:  # not a character cut by the head
+            return "", f"feedback ignored: the file is not UTF-8 text (byte offset {exc.start})"
+        text = raw[: exc.start].decode("utf-8")
+    if "\x00" in text:
+        return "", "feedback ignored: the file holds binary data (NUL bytes)"
+    text = clean_text(text).strip()
+    if len(text) > max_chars or size > len(raw):
+        text = text[:max_chars].rstrip() + FEEDBACK_CUT.format(chars=max_chars, size=size)
+    return text, None
+
+
+def failure_feedback(stage: str, reason: str | None, output_tail: str) -> str:
+    """The feedback of a failed evaluation whose evaluator wrote none: the failure reason and
+    the last line of its output (a traceback's error line), as the fix prompt shows them."""
+    lines = [f"the {stage} stage failed: {reason or 'unknown reason'}"]
+    for line in reversed(clean_text(output_tail).splitlines()):
+        line = line.strip()
+        if line and not line.startswith("[ge]"):
+            cut = line if len(line) <= FEEDBACK_LINE_CHARS else line[:FEEDBACK_LINE_CHARS] + "..."
+            lines.append(f"last output line: {cut}")
+            break
+    return "\n".join(lines)
+
+
+def clean_text(text: str) -> str:
+    """``text`` with line ends normalised and control characters other than newline and tab
+    (terminal escapes, bidirectional overrides) dropped."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(
+        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf")
+    )
+
+
+def _read_head(base: Path, relpath: PurePosixPath, limit: int) -> tuple[bytes, int]:
+    """The first ``limit`` bytes of the regular file ``base/relpath`` and its size; raises like
+    ``fsutil.read_beneath``, except that a larger file is not refused."""
+    dir_fd = open_dir_beneath(base, relpath.parent)
+    try:
+        _check_file(os.stat(relpath.name, dir_fd=dir_fd, follow_symlinks=False))
+        try:
+            fd = os.open(relpath.name, FILE_NOFOLLOW, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeFileError("symlink") from None
+            raise
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(fd)
+        _check_file(st)
+        chunks: list[bytes] = []
+        total = 0
+        while total < limit and (chunk := os.read(fd, limit - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks), max(st.st_size, total)
+    finally:
+        os.close(fd)
+
+
+def _check_file(st: os.stat_result) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeFileError("symlink")
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeFileError("not_regular")
+    if st.st_nlink != 1:
+        raise UnsafeFileError("hard_links")
+
+
+_UNSAFE_FEEDBACK = {
+    "symlink": "the file is a symbolic link",
+    "not_regular": "the path is not a regular file",
+    "hard_links": "the file has other hard links",
+}
 
 _UNSAFE_REASONS = {
     "symlink": "metrics file is a symbolic link",

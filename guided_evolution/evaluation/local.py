@@ -18,7 +18,9 @@ from guided_evolution.evaluation.contract import (
     OUTPUT_TAIL_BYTES,
     EvalRequest,
     EvalResult,
+    failure_feedback,
     metrics_location,
+    read_feedback,
     read_metrics,
     replaced_reason,
 )
@@ -207,6 +209,7 @@ class LocalExecutor:
         env = scrub_env(os.environ, self.sandbox.policy.pass_env)
         env.update(request.env)
         env["GE_METRICS"] = str(request.metrics_path)
+        env["GE_FEEDBACK"] = str(request.feedback_path)
         env["GE_VARIANT_ID"] = request.variant_id
         env["GE_RUN_DIR"] = str(request.run_dir)
         env["CUDA_VISIBLE_DEVICES"] = slot.gpu or ""
@@ -227,7 +230,14 @@ class LocalExecutor:
         capture = _OutputCapture(request.log_path, self.sandbox.policy.output_cap_bytes)
 
         def result(status: str, stage: str, reason: str | None, metrics: dict) -> EvalResult:
+            feedback, note = read_feedback(
+                request.feedback_path, request.feedback_max_chars, root=workdir
+            )
+            if note is not None:
+                capture.note(note)
             capture.close()
+            if not feedback and status != "ok":
+                feedback = failure_feedback(stage, reason, capture.output_tail())
             return EvalResult(
                 variant_id=request.variant_id,
                 status=status,
@@ -238,6 +248,7 @@ class LocalExecutor:
                 started_at=started,
                 duration_s=time.monotonic() - clock,
                 gpu=slot.gpu,
+                feedback=feedback,
             )
 
         stages = [("evaluate", request.command, request.timeout_s)]
@@ -248,6 +259,7 @@ class LocalExecutor:
                 problem = clear_metrics(metrics_path, workdir)
                 if problem is not None:
                     return result("failed", stage, problem, {})
+                clear_metrics(request.feedback_path, workdir)  # the stage's own feedback only
                 capture.note(f"{stage}: {command}")
                 cold = functools.partial(
                     self._run, command, timeout, workdir, env, writable, request.run_dir, capture

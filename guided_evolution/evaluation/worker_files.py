@@ -1,4 +1,4 @@
-"""The files of one evaluation on a worker: its ``io`` directory, log FIFO and metrics file.
+"""The files of one evaluation on a worker: its ``io`` directory, log FIFO, metrics and feedback.
 
 ``workers.WorkerPool`` moves the variant's directory into the slot's directory for the
 evaluation; these helpers make the fresh ``io`` directory with the log FIFO the child writes to,
@@ -83,9 +83,12 @@ def move_back(slot_dir: Path, name: str, workdir: Path) -> str | None:
     return None
 
 
-def take_metrics(io_fd: int, workdir: Path, metrics_path: Path) -> str | None:
-    """Move the child's ``io/metrics.json``, whatever it is, to ``metrics_path`` through
-    descriptors (``read_metrics`` judges it); the reason when the variant replaced a directory."""
+def take_metrics(
+    io_fd: int, workdir: Path, metrics_path: Path, name: str = METRICS_NAME
+) -> str | None:
+    """Move the child's ``io/metrics.json`` (or ``io/<name>``: its feedback file), whatever it
+    is, to ``metrics_path`` through descriptors (``read_metrics`` or ``read_feedback`` judges
+    it); the reason when the variant replaced a directory."""
     base, relpath = metrics_location(metrics_path, workdir)
     try:
         dst_fd = open_dir_beneath(base, relpath.parent, create=True)
@@ -94,7 +97,7 @@ def take_metrics(io_fd: int, workdir: Path, metrics_path: Path) -> str | None:
     except OSError:
         return None  # read_metrics says what is missing
     with contextlib.suppress(OSError):  # nothing written: read_metrics says so
-        os.rename(METRICS_NAME, relpath.name, src_dir_fd=io_fd, dst_dir_fd=dst_fd)
+        os.rename(name, relpath.name, src_dir_fd=io_fd, dst_dir_fd=dst_fd)
     os.close(dst_fd)
     return None
 

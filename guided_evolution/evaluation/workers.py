@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guided_evolution.evaluation.contract import EvalRequest
+from guided_evolution.evaluation.contract import FEEDBACK_NAME, EvalRequest
 from guided_evolution.evaluation.sandbox import Sandbox
 from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR
 from guided_evolution.evaluation.worker_channel import (
@@ -275,7 +275,8 @@ class WorkerPool:
             raise WorkerFailure(
                 f"cannot copy the variant's directory into {slot_dir}: {error_text(exc)}"
             ) from None
-        worker_env = {k: v for k, v in env.items() if k not in ("GE_METRICS", "GE_VARIANT_ID")}
+        per_variant = ("GE_METRICS", "GE_FEEDBACK", "GE_VARIANT_ID")
+        worker_env = {k: v for k, v in env.items() if k not in per_variant}
         wrapped = self.sandbox.wrap(
             ["/bin/sh", "-c", f"cd worker && {self.command}"],
             slot_dir,
@@ -367,6 +368,7 @@ class WorkerPool:
             reader = asyncio.ensure_future(copy_output(stream, output))
             child_env = dict(env)
             child_env["GE_METRICS"] = str(io_dir / METRICS_NAME)
+            child_env["GE_FEEDBACK"] = str(io_dir / FEEDBACK_NAME)
             line = {
                 "variant_id": request.variant_id,
                 "stage": stage,
@@ -394,6 +396,8 @@ class WorkerPool:
                 moved = move_back(worker.slot_dir, name, workdir)
                 if moved is None and stage == "evaluate" and io_fd is not None:
                     moved = take_metrics(io_fd, workdir, Path(request.metrics_path))
+                if moved is None and io_fd is not None:  # every stage's feedback
+                    take_metrics(io_fd, workdir, request.feedback_path, FEEDBACK_NAME)
             finally:
                 if io_fd is not None:
                     os.close(io_fd)

@@ -14,7 +14,8 @@ use), ``keep_env`` (variables of this worker's environment a child keeps: ``PATH
 Each request forks a child that, before any evaluator code runs: starts a new session; reads
 stdin from /dev/null; sends stdout and stderr to the request's log FIFO; closes every other
 descriptor (the protocol pipes included); takes the request's environment (``HOME`` and
-``TMPDIR``: the request's io directory, new for every stage); restricts itself with Landlock to writing only the
+``TMPDIR``: the request's io directory, new for every stage, where ``GE_METRICS`` and
+``GE_FEEDBACK`` point too); restricts itself with Landlock to writing only the
 variant's directory and the request's io directory (no TCP unless allowed, no signals or
 abstract sockets outside itself, no ptrace of this worker); reseeds the RNGs a fresh process
 would seed; then runs the script with ``runpy`` as ``__main__`` with the command's argv. After it

@@ -16,7 +16,11 @@ from guided_evolution.runstore.records import (
     VariantRecord,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE evaluations ADD COLUMN feedback TEXT",),  # the evaluator's feedback text
+}
+"""Schema version -> the statements that bring an index of the version before up to it."""
 REBUILD_HINT = "run `ge doctor RUN_DIR --rebuild-index`"
 OPERATORS = (
     "seed",
@@ -66,7 +70,8 @@ CREATE TABLE evaluations (
     started_at REAL,
     duration_s REAL,
     failure_reason TEXT,
-    output_tail TEXT
+    output_tail TEXT,
+    feedback TEXT
 );
 CREATE INDEX evaluations_variant ON evaluations (variant_id, id);
 CREATE TABLE llm_calls (
@@ -155,6 +160,8 @@ def evaluation_from_row(row: sqlite3.Row) -> EvaluationRecord:
         failure_reason=row["failure_reason"],
         output_tail=row["output_tail"],
         id=row["id"],
+        # A run created before schema version 2, opened read-only, has no such column.
+        feedback=row["feedback"] if "feedback" in row.keys() else None,  # noqa: SIM118
     )
 
 
@@ -209,6 +216,32 @@ def connect(path: Path, readonly: bool, busy_timeout_s: float) -> tuple[sqlite3.
             "upgrade ge to read this run",
         )
     return conn, version
+
+
+def prepare(conn: sqlite3.Connection) -> bool:
+    """Create the schema in an empty index, or bring one of an earlier schema version up to
+    SCHEMA_VERSION (each later version's MIGRATIONS), inside the caller's transaction; True
+    when the index was new."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    for number in range(version + 1, SCHEMA_VERSION + 1) if version else ():
+        for statement in MIGRATIONS.get(number, ()):
+            conn.execute(statement)
+    if version < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return version == 0
+
+
+def copy_statement(conn: sqlite3.Connection, table: str) -> str:
+    """The statement that copies ``table`` from the attached ``source`` index into the main one,
+    column by column: an index of an earlier schema version may lack some (left NULL)."""
+    main = [row[1] for row in conn.execute(f"PRAGMA main.table_info({table})")]
+    source = {row[1] for row in conn.execute(f"PRAGMA source.table_info({table})")}
+    cols = ", ".join(f'"{name}"' for name in main if name in source)
+    return f"INSERT INTO main.{table} ({cols}) SELECT {cols} FROM source.{table}"
 
 
 # Totals for status lines (RunIndex.counts): variants by status, LLM calls, tokens and cost.

@@ -11,6 +11,7 @@ field of its latest evaluation is in its note (:meth:`EvaluationRecord.to_note` 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -227,20 +228,38 @@ class EvaluationRecord:
     failure_reason: str | None = None
     output_tail: str | None = None
     id: int | None = None
+    feedback: str | None = None
+    """The evaluator's feedback text (``GE_FEEDBACK``), or a failure's reason and last line."""
 
     def to_note(self) -> str:
         """The JSON note stored on the variant's commit (everything but the output tail)."""
-        return json.dumps(
-            {
-                "status": self.status,
-                "metrics": self.metrics,
-                "failure_reason": self.failure_reason,
-                "duration_s": self.duration_s,
-                "stage": self.stage,
-                "attempt": self.attempt,
-                "started_at": self.started_at,
-            },
-            sort_keys=True,
+        fields: dict[str, Any] = {
+            "status": self.status,
+            "metrics": self.metrics,
+            "failure_reason": self.failure_reason,
+            "duration_s": self.duration_s,
+            "stage": self.stage,
+            "attempt": self.attempt,
+            "started_at": self.started_at,
+        }
+        if self.feedback:  # left out when empty: notes of runs without feedback stay the same
+            fields["feedback"] = self.feedback
+        return json.dumps(fields, sort_keys=True)
+
+    def prompt_feedback(self, withheld: Sequence[str]) -> str:
+        """The feedback as a prompt may show it: every printed form of a value recorded for a
+        ``withheld`` (reported-only) metric replaced, and every line naming one withheld."""
+        text = self.feedback or ""
+        if not text or not withheld:
+            return text
+        values = [v for name in withheld if _is_number(v := (self.metrics or {}).get(name))]
+        forms = sorted({f for v in values for f in _number_forms(float(v))}, key=len, reverse=True)
+        for form in forms:
+            text = re.sub(rf"(?<![\w.]){re.escape(form)}(?![\w])", WITHHELD_VALUE, text)
+        names = [name.lower() for name in withheld]
+        return "\n".join(
+            WITHHELD_LINE if any(n in line.lower() for n in names) else line
+            for line in text.splitlines()
         )
 
     @classmethod
@@ -259,7 +278,24 @@ class EvaluationRecord:
             started_at=data.get("started_at"),
             duration_s=data.get("duration_s"),
             failure_reason=data.get("failure_reason"),
+            feedback=data["feedback"] if isinstance(data.get("feedback"), str) else None,
         )
+
+
+WITHHELD_VALUE = "[withheld: a reported-only metric]"
+WITHHELD_LINE = "[line withheld: it names a reported-only metric]"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number_forms(value: float) -> set[str]:
+    """The usual printed forms of a metric value (to find it in an evaluator's words)."""
+    forms = {repr(value), f"{value:.6g}", f"{value:.5f}", f"{value:.4f}", f"{value:.3f}"}
+    if 0 <= value <= 1:
+        forms |= {f"{100 * value:.3f}", f"{100 * value:.2f}", f"{100 * value:.1f}"}
+    return {form for form in forms if sum(ch.isdigit() for ch in form) >= 3}
 
 
 @dataclass

@@ -24,15 +24,16 @@ from guided_evolution.runstore.index_schema import (
     CALL_OUTCOMES,
     OPERATORS,
     REBUILD_HINT,
-    SCHEMA,
     SCHEMA_VERSION,
     VARIANT_COUNTS_SQL,
     VARIANT_STATUSES,
     call_from_row,
     check_value,
     connect,
+    copy_statement,
     dumps,
     evaluation_from_row,
+    prepare,
     variant_from_row,
 )
 from guided_evolution.runstore.records import (
@@ -77,13 +78,9 @@ class RunIndex:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            if version == 0:
+            if version < SCHEMA_VERSION:  # new, or made by an earlier ge: add what it lacks
                 with index.transaction():
-                    if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                        for statement in SCHEMA.split(";"):
-                            if statement.strip():
-                                conn.execute(statement)
-                        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    if prepare(conn):
                         index._set_meta("created_at", repr(time.time()))
         except sqlite3.DatabaseError as err:
             conn.close()
@@ -109,7 +106,7 @@ class RunIndex:
                     try:
                         with self.transaction():
                             conn.execute(f"DELETE FROM main.{table}")
-                            conn.execute(f"INSERT INTO main.{table} SELECT * FROM source.{table}")
+                            conn.execute(copy_statement(conn, table))
                         count = conn.execute(f"SELECT count(*) FROM main.{table}").fetchone()[0]
                         messages.append(f"kept {count} rows of {table} from the old index")
                     except sqlite3.Error as err:
@@ -280,7 +277,8 @@ class RunIndex:
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO evaluations (variant_id, attempt, stage, status, metrics, started_at,"
-                " duration_s, failure_reason, output_tail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " duration_s, failure_reason, output_tail, feedback)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rec.variant_id,
                     rec.attempt,
@@ -291,6 +289,7 @@ class RunIndex:
                     rec.duration_s,
                     rec.failure_reason,
                     rec.output_tail,
+                    rec.feedback,
                 ),
             )
             rec.id = int(cur.lastrowid or 0)
