@@ -3,8 +3,9 @@
 The job script (``slurm.SlurmExecutor``) runs the setup snippet, then ``job_main`` with the
 interpreter that runs ge: it reads the job's spec.json, probes the sandbox there and evaluates
 through a one-slot ``LocalExecutor``, so the check → evaluate cascade, the sandbox wrapper, the
-output cap and the metrics contract are the same as locally. It writes result.json (the
-``EvalResult``, fsynced: the submitter reads it over a shared file system).
+output cap, the metrics contract and the feedback file (``GE_FEEDBACK``) are the same as locally.
+It writes result.json (the ``EvalResult`` with its feedback, fsynced: the submitter reads it over
+a shared file system).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.contract import EvalRequest, EvalResult
+from guided_evolution.evaluation.contract import FEEDBACK_MAX_CHARS, EvalRequest, EvalResult
 from guided_evolution.evaluation.local import LocalExecutor
 from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
 from guided_evolution.fsutil import atomic_write, is_within
@@ -52,6 +53,7 @@ def request_from_spec(spec: dict[str, Any]) -> EvalRequest | None:
             log_path=Path(spec["log_path"]) if spec.get("log_path") else None,
             objectives=tuple(str(o) for o in spec.get("objectives", ())),
             env={str(k): str(v) for k, v in dict(spec.get("env") or {}).items()},
+            feedback_max_chars=int(spec.get("feedback_max_chars") or FEEDBACK_MAX_CHARS),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -79,6 +81,7 @@ def spec_of(
         "log_path": str(os.path.abspath(request.log_path)) if request.log_path else None,
         "objectives": list(request.objectives),
         "env": dict(request.env),
+        "feedback_max_chars": request.feedback_max_chars,
         "policy": {**asdict(policy), "pass_env": list(policy.pass_env)},
         "result_path": str(job_dir / "result.json"),
     }

@@ -1,7 +1,7 @@
 """What an ended SLURM job means: the result it wrote, or a failure with SLURM's reason.
 
 A job that SLURM ends (time limit, out of memory, node failure, scancel) is a failed evaluation
-with that reason; without accounting, the job script's exit file says how it ended. A failure's
+with that reason (its feedback, as locally, the reason and the output's last line); without accounting, the job script's exit file says how it ended. A failure's
 reason and the end of the job's output are appended to the variant's log.
 """
 
@@ -18,6 +18,8 @@ from guided_evolution.evaluation.contract import (
     OUTPUT_TAIL_BYTES,
     EvalRequest,
     EvalResult,
+    clean_text,
+    failure_feedback,
 )
 from guided_evolution.evaluation.slurm_commands import JobState
 from guided_evolution.evaluation.slurm_job import read_json
@@ -54,6 +56,7 @@ def read_result(job_dir: Path, request: EvalRequest, submitted_at: float) -> Eva
             started_at=float(data.get("started_at") or submitted_at),
             duration_s=float(data.get("duration_s") or 0.0),
             gpu=data.get("gpu"),
+            feedback=_feedback(data.get("feedback"), request.feedback_max_chars),
         )
     except (TypeError, ValueError, KeyError):
         return None
@@ -98,6 +101,7 @@ def failed_result(
         started_at=submitted_at,
         duration_s=max(0.0, time.time() - submitted_at),
         gpu=None,
+        feedback=failure_feedback("evaluate", reason, output_tail),
     )
 
 
@@ -129,6 +133,15 @@ def exit_reason(job_id: str | None, info: dict[str, Any], job_dir: Path, python:
         f"{job_dir / 'job.out'} (is ge importable by {python} on the node? "
         "set [executor.slurm] python)"
     )
+
+
+def _feedback(value: Any, max_chars: int) -> str:
+    """The feedback of a job's result.json (read on the node by ``read_feedback``), checked
+    again here: text, control characters dropped, at most ``max_chars`` (and the marker)."""
+    if not isinstance(value, str):
+        return ""
+    text = clean_text(value)
+    return text if len(text) <= max_chars + 100 else text[:max_chars]
 
 
 def _tail(path: Path, limit: int) -> str:
