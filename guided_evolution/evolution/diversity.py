@@ -117,6 +117,11 @@ def token_distance(a: Sequence[str], b: Sequence[str]) -> float:
     return edit_distance(a, b) / longest if longest else 0.0
 
 
+def code_distance(a: str, b: str) -> float:
+    """Normalised token edit distance of two pieces of code, in [0, 1]."""
+    return token_distance(tokens(a), tokens(b))
+
+
 @dataclass
 class DistanceCache:
     """Tokens and segment distances remembered by text (memory only, one inspection or run)."""

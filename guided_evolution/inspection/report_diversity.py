@@ -80,20 +80,21 @@ def diversity_per_generation(
     return rows
 
 
-def diversity_line(rows: list[dict[str, Any]], series: int = 10) -> str | None:
-    """`ge status`'s compact line: the last generation's measures and the mean distance of the
-    last ``series`` generations; None without a finished generation."""
+def diversity_lines(rows: list[dict[str, Any]], series: int = 10) -> list[str]:
+    """`ge status`'s compact lines: the last generation's measures, then the mean pairwise
+    distance of the last ``series`` generations ([] without a finished generation)."""
     if not rows:
-        return None
+        return []
     r = rows[-1]
     distinct = "/".join(str(n) for n in r["distinct"].values()) or "-"
-    trend = " ".join(f"{_dist(x['mean_distance'])}" for x in rows[-series:])
-    return (
-        f"diversity (gen {r['generation']})  population {r['population']}  front {r['front']}  "
-        f"distinct segments {distinct}  mean distance {_dist(r['mean_distance'])}"
-        f"{'~' if r['distance_sampled'] else ''}  (mean distance, last {min(series, len(rows))} "
-        f"generations: {trend})"
-    )
+    approx = "~" if r["distance_sampled"] else ""
+    trend = "  ".join(f"{x['generation']}: {_dist(x['mean_distance'])}" for x in rows[-series:])
+    return [
+        f"diversity (generation {r['generation']})  population {r['population']}  front "
+        f"{r['front']}  distinct segments {distinct}  mean distance {_dist(r['mean_distance'])}"
+        f"{approx}",
+        f"mean distance per generation  {trend}",
+    ]
 
 
 def _dist(value: float | None) -> str:

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from guided_evolution.inspection.report_diversity import diversity_line
+from guided_evolution.inspection.report_diversity import diversity_lines
 from guided_evolution.inspection.views_data import (
     ISOLATION_ASPECTS,
     ISOLATION_NOT_RECORDED,
@@ -125,9 +125,8 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
             for r in per_gen
         ]
         console.print("children per generation (configured/planned/new)  " + "  ".join(cells))
-    diversity = diversity_line(data.get("diversity") or [])
-    if diversity:
-        console.print(Text(diversity))
+    for line in diversity_lines(data.get("diversity") or []):
+        console.print(Text(line))
     for line in _isolation_lines(data):
         console.print(line)
 
@@ -204,6 +203,9 @@ def print_variant(console: Console, data: dict[str, Any]) -> None:
         console.print(
             "metrics " + "  ".join(f"{_m(k)}={_m(v)}" for k, v in data["metrics"].items())
         )
+    if data.get("feedback"):  # the evaluator's words (or a failure's reason and last line)
+        console.rule("evaluator feedback")
+        console.print(data["feedback"], markup=False)
     if data["eot_reflection"]:
         console.print("[bold]EoT reflection[/bold]")
         console.print(data["eot_reflection"], markup=False)
