@@ -155,12 +155,8 @@ class EvolutionConfig(_Model):
     top_p: TopP = TopP()
     seed: int = 0
     max_pending: int = Field(0, ge=0, description="bound of proposed-but-unevaluated children; 0 = 2*slots")
-    mode: Literal["generational", "steady"] = Field(
-        "generational",
-        description="generational (the GE paper): a generation is planned from the whole evaluated "
-        "previous one; steady: a child is planned whenever an LLM call or a slot frees, from the "
-        "population as it stands, reported in generations of `population` children",
-    )
+    mode: Literal["generational", "steady"] = "generational"  # steady: no generation barrier
+    overlap_tail: int = Field(0, ge=0)  # generational: plan g+1 while N children of g evaluate
     edit_mode: Literal["never", "always", "auto"] = Field(
         "never",
         description="how mutation, EoT and fix replies change a segment: never = the whole new "
@@ -172,12 +168,16 @@ class EvolutionConfig(_Model):
     )
 
     @model_validator(mode="after")
-    def _steady_needs_an_archive(self) -> EvolutionConfig:
-        if self.mode == "steady" and self.elites < 1:
-            raise ValueError(
-                'mode = "steady" keeps its population in the SPEA2 archive of `elites`; with '
-                "elites = 0 parents would come only from the last few children: set elites >= 1"
-            )
+    def _mode_options(self) -> EvolutionConfig:
+        problem = (
+            'mode = "steady" keeps its population in the SPEA2 archive: set elites >= 1'
+            if self.mode == "steady" and self.elites < 1
+            else 'overlap_tail is for mode = "generational" and without fix_attempts'
+            if self.overlap_tail and (self.mode == "steady" or self.fix_attempts)
+            else None
+        )
+        if problem:
+            raise ValueError(problem)
         return self
 
     @field_validator("top_p", mode="before")

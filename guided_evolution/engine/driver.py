@@ -63,6 +63,10 @@ class Engine:
         self.executor: Executor | None = None
         self._inflight: dict[str, asyncio.Future[EvalResult]] = {}
         self._retry: dict[str, int] = {}  # failed children of a stopped generation to evaluate again
+        self._carried: list[asyncio.Task[Outcome]] = []  # overlap_tail: last generation's late ones
+        self._late_tasks: list[asyncio.Task[Outcome]] = []  # every late task (cancelled on failure)
+        self._in_slot: set[asyncio.Task[Outcome] | None] = set()  # plan tasks now evaluating
+        self._slot_taken = asyncio.Event()
         self.stop_reason = ""
         self.warnings: list[str] = []
         self.generation = 0
@@ -148,14 +152,22 @@ class Engine:
     async def _generations(self, gen: int, population: list[str], hof: list[str]) -> None:
         """The generational mode: generations ``gen`` .. ``evolution.generations``, each planned
         from the whole evaluated previous one (its checkpoint's ``population``)."""
-        while gen <= self.evo.generations:
-            self.generation = gen
-            if self.proposer.budget_reached():
-                return
-            population, hof, cut_short = await self._generation(gen, population, hof)
-            if cut_short:
-                return
-            gen += 1
+        if self.evo.overlap_tail and gen > 0:
+            self._carry_late(gen - 1, population)
+        try:
+            while gen <= self.evo.generations:
+                self.generation = gen
+                if self.proposer.budget_reached():
+                    return
+                population, hof, cut_short = await self._generation(gen, population, hof)
+                if cut_short:
+                    return
+                gen += 1
+        finally:
+            left = [t for t in self._late_tasks if not t.done()]  # only when the loop failed
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
 
     async def _generation(
         self, gen: int, population: list[str], hof: list[str]
@@ -172,10 +184,18 @@ class Engine:
         self.index.add_event("generation_started", {"generation": gen, "plans": len(planned.plans)})
         self.progress.generation(gen, self.evo.generations, len(planned.plans))
         self.proposer.start_generation()
-        outcomes = await self._run_plans(planned.plans)
-        self.end_generation(gen, outcomes)
-        children = [o.variant for o in sorted(outcomes, key=lambda o: o.plan.index) if o.variant]
-        population = dedup([*planned.elites, *children]) if gen > 0 else dedup([self.seed_id, *children])
+        tail = self.evo.overlap_tail if gen < self.evo.generations else 0
+        outcomes, late = await self._run_plans(planned.plans, tail)
+        self._late_tasks = [*self._carried, *late]
+        if self.proposer.budget_reached() and late:  # cut short: no next generation to join
+            outcomes = sorted([*outcomes, *await asyncio.gather(*late)], key=lambda o: o.plan.index)
+            late = []
+        self.end_generation(gen, outcomes, complete=not late)
+        carried = [o.variant for o in await asyncio.gather(*self._carried) if o.variant]
+        self._carried = late
+        children = [o.variant for o in outcomes if o.variant]
+        head = [*planned.elites, *carried] if gen > 0 else [self.seed_id]
+        population = dedup([*head, *children])
         hof = hall_of_fame(
             self.recorder.scored(dedup([*hof, *population])), self.evo.hall_of_fame,
             self.recorder.objectives,
@@ -191,10 +211,13 @@ class Engine:
         self.recorder.compact(force=False)
         return population, hof, False
 
-    def end_generation(self, gen: int, outcomes: list[Outcome]) -> None:
+    def end_generation(self, gen: int, outcomes: list[Outcome], complete: bool = True) -> None:
         """Stop the run when every LLM call of the generation failed (the proposer's rule), or
-        when no child of it succeeded for one common reason (``outcome.failed_generation``)."""
+        when no child of it succeeded for one common reason (``outcome.failed_generation``;
+        not while some of its children are still evaluated: ``complete`` False)."""
         self.proposer.end_generation(gen, [o.reason for o in outcomes if o.reason])
+        if not complete:
+            return
         attempts = {}
         for o in outcomes:
             if o.variant is not None and not o.ok:
@@ -228,16 +251,52 @@ class Engine:
 
     # ----------------------------------------------------------------- the scheduler
 
-    async def _run_plans(self, plans: list[Plan]) -> list[Outcome]:
+    async def _run_plans(
+        self, plans: list[Plan], tail: int = 0
+    ) -> tuple[list[Outcome], list[asyncio.Task[Outcome]]]:
+        """The outcomes of ``plans`` in plan order, once all are resolved but at most ``tail``
+        children that are being evaluated (their tasks are returned, still running)."""
         tasks = [asyncio.create_task(self._run_plan(p)) for p in start_order(plans)]
         try:
-            done = await asyncio.gather(*tasks)
-            return sorted(done, key=lambda o: o.plan.index)
+            if not tail:
+                await asyncio.gather(*tasks)
+            while tail:
+                waiting = [t for t in tasks if not t.done()]
+                for task in tasks:
+                    if task.done() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                if len(waiting) <= tail and all(t in self._in_slot for t in waiting):
+                    break
+                self._slot_taken.clear()
+                taken = asyncio.ensure_future(self._slot_taken.wait())
+                await asyncio.wait([*waiting, taken], return_when=asyncio.FIRST_COMPLETED)
+                taken.cancel()
         except BaseException:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        done = sorted((t.result() for t in tasks if t.done()), key=lambda o: o.plan.index)
+        return done, [t for t in tasks if not t.done()]
+
+    def _carry_late(self, gen: int, population: list[str]) -> None:
+        """On resume with ``overlap_tail``: generation ``gen``'s children that were still being
+        evaluated at its checkpoint (its variants outside its population) join this generation,
+        evaluated first where they have no result."""
+        late = [
+            v.id for v in self.index.variants()
+            if v.generation == gen and v.operator != "seed" and v.id not in population
+        ]  # fmt: skip
+        self._carried = [asyncio.create_task(self._late(gen, vid)) for vid in late]
+        self._late_tasks = list(self._carried)
+
+    async def _late(self, gen: int, vid: str) -> Outcome:
+        done = self.index.latest_evaluation(vid)
+        if done is None:
+            await self.pending.acquire()  # _evaluate_once releases it
+            result = await self._evaluate_once(vid)
+            return Outcome(Plan(gen, -1, vid, ()), vid, result.status == "ok", result.failure_reason)
+        return Outcome(Plan(gen, -1, vid, ()), vid, done.status == "ok", done.failure_reason)
 
     async def _run_plan(self, plan: Plan) -> Outcome:
         await self.pending.acquire()
@@ -304,7 +363,13 @@ class Engine:
                 self.progress.count("queued", -1)
                 self.pending.release()
                 released = True
-                yield
+                task = asyncio.current_task()
+                self._in_slot.add(task)  # type: ignore[arg-type]
+                self._slot_taken.set()
+                try:
+                    yield
+                finally:
+                    self._in_slot.discard(task)  # type: ignore[arg-type]
 
         try:
             result = await self._evaluate(vid, slot)
