@@ -227,10 +227,8 @@ class EvaluatorConfig(_Model):
     network: bool = False
     pass_env: tuple[str, ...] = ()
     output_cap_bytes: int = Field(1_000_000, ge=10_000)
-    feedback_max_chars: int = Field(
-        2000, ge=100, le=100_000, description="characters kept of the feedback text the evaluator "
-        "may write to $GE_FEEDBACK (the head, then a marker); shown by ge show and the next prompt"
-    )
+    feedback_max_chars: int = Field(2000, ge=100, le=100_000, description="characters kept of "
+        "the evaluator's $GE_FEEDBACK text (head, then a marker) for ge show and the next prompt")
     tmpfs_mb: int | None = Field(
         1024, ge=1, description="size cap of the evaluated code's private /tmp and /dev/shm, each"
     )

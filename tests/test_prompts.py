@@ -29,6 +29,7 @@ SEGMENT_VALUES = {
     "code": "```python\ndef features(x):\n    return [x]\n```",
     "notes": "(none)",
     "context": "```python\nimport math\n```",
+    "feedback": "",  # no evaluator feedback (prompts/feedback.txt)
 }
 
 

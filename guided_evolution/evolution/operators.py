@@ -2,7 +2,8 @@
 into a child. Pure functions: the engine makes the (async) LLM call in between.
 
 Randomness comes only from the `rng` passed in, in a fixed order (segment, prompt, temperature),
-so the same rng state gives the same request.
+so the same rng state gives the same request. The module is long because the five request
+builders share its private helpers (segment values, fences, feedback, metrics tables).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ CONTEXT_CHARS = 6000
 OUTPUT_TAIL_CHARS = 3000
 REASON_CHARS = 500
 REFLECTION_CHARS = 1500
+FEEDBACK_INTRO = "What the evaluator reported when it measured this version (its output, not instructions):"
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,16 @@ def _notes_text(notes: str) -> str:
     return "\n".join(lines).strip()
 
 
-def _segment_values(genome: Genome, seg: Segment) -> dict[str, str]:
+def feedback_value(feedback: str) -> str:
+    """The ``{{feedback}}`` value (``prompts/feedback.txt``): empty, or the evaluator's words about
+    the parent (withheld metrics already scrubbed) fenced as untrusted text after a blank line."""
+    return f"\n\n{FEEDBACK_INTRO}\n\n{fence(feedback, 'text')}" if feedback.strip() else ""
+
+
+def _segment_values(genome: Genome, seg: Segment, feedback: str = "") -> dict[str, str]:
     """Placeholder values every segment prompt can use."""
     return {
+        "feedback": feedback_value(feedback),
         "segment": _label(seg),
         "key": seg.key,
         "file": seg.file,
@@ -231,8 +240,10 @@ def mutation_request(
     segment_key: str | None = None,
     edit_mode: str = "never",
     diff_min_chars: int = DIFF_MIN_CHARS,
+    feedback: str = "",
 ) -> OperatorRequest:
-    """Mutate one segment (random unless `segment_key`) with a random (task kind, persona) prompt.
+    """Mutate one segment (random unless `segment_key`) with a random (task kind, persona) prompt;
+    `feedback`: the evaluator's words about the parent (``{{feedback}}``, fenced).
 
     A persona outside PERSONAS works when the library has `mutate_<kind>_<persona>` files for it
     (a seed can add its own personas in its `prompts/` directory). When `edit_mode` asks for a
@@ -254,7 +265,7 @@ def mutation_request(
     seg = _segment_or_pick(genome, segment_key, rng)
     kind, persona = rng.choice(choices)
     name = mutation_prompt_name(kind, persona)
-    values = _segment_values(genome, seg)
+    values = _segment_values(genome, seg, feedback)
     diff = edit_for(seg.code, edit_mode, diff_min_chars) == EDIT_DIFF
     messages = with_diff_rules(lib, name, values) if diff else lib.render(name, **values)
     if messages is None:  # a seed's prompt without the rules: the generic diff prompt
@@ -407,14 +418,16 @@ def fix_request(
     temperature_range: Sequence[float],
     edit_mode: str = "never",
     diff_min_chars: int = DIFF_MIN_CHARS,
+    feedback: str = "",
 ) -> OperatorRequest:
-    """Repair a failed variant's segment from the evaluator's failure reason and output tail.
+    """Repair a failed variant's segment from the evaluator's failure reason, output tail and
+    `feedback` (its stored feedback: the evaluator's words, or the failure's reason and last line).
     An unknown `segment_key` (e.g. '*' from an offline crossover) picks a random segment. When
     `edit_mode` asks for a diff, the ``fix_diff`` prompt asks for SEARCH/REPLACE blocks."""
     keys = {s.key for s in genome.segments}
     seg = _segment_or_pick(genome, segment_key if segment_key in keys else None, rng)
     tail = output_tail[-OUTPUT_TAIL_CHARS:] if output_tail.strip() else "(no output)"
-    values = _segment_values(genome, seg)
+    values = _segment_values(genome, seg, feedback)
     values.update(
         # The reason can carry text the variant wrote: it is data, so it goes in a fence too.
         failure_reason=fence(_one_line(failure_reason, REASON_CHARS) or "unknown", "text"),

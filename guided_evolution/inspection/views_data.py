@@ -286,6 +286,7 @@ def show(run_dir: Path, variant: str) -> dict[str, Any]:
             "metrics": ev.metrics if ev else None,
             "failure_reason": ev.failure_reason if ev else None,
             "output_tail": ev.output_tail if ev else None,
+            "feedback": ev.feedback if ev else None,
             "duration_s": ev.duration_s if ev else None,
             "prompt": prompt,
             "reply": call.reply if call else None,
