@@ -113,7 +113,7 @@ def _run_figures(run: Path, repeat: int) -> None:
     from guided_evolution.inspection.report_diversity import diversity_per_generation
     from guided_evolution.inspection.run_data import open_run_index
 
-    ge = [sys.executable, "-m", "guided_evolution.cli", "status", str(run), "--json"]
+    ge = [sys.executable, "-m", "guided_evolution", "status", str(run), "--json"]
     status_ms = _median_ms(lambda: subprocess.run(ge, check=True, capture_output=True), repeat)
 
     def rows() -> list[dict[str, Any]]:

@@ -100,6 +100,24 @@ def test_variant_distance_is_the_mean_over_positions_and_nearest_finds_the_close
     assert diversity.nearest(a, []) is None
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        EXQUISITE,
+        SEED / "approx.py",
+        Path(__file__).resolve().parents[1] / "seeds/tiny_cnn/model.py",
+    ],
+)
+def test_splitting_at_markers_gives_the_genome_segments_tokens(path: Path) -> None:
+    text = path.read_text()  # each seed has NOTE blocks inside segments
+    assert "# -- NOTE --" in text
+    genome = parse_genome({"m.py": text}, ["m.py"])
+    split = diversity.split_segments({"m.py": text}, ["m.py"], genome.marker)
+    full = diversity.segment_codes(genome)
+    assert split.keys() == full.keys() and len(full) > 1
+    assert all(diversity.tokens(split[k]) == diversity.tokens(full[k]) for k in full)
+
+
 # --------------------------------------------------------------------------- population measures
 
 

@@ -46,6 +46,34 @@ def segment_codes(genome: Genome) -> dict[str, str]:
     return {s.key: s.code for s in genome.segments}
 
 
+def split_segments(
+    files: Mapping[str, str], evolvable: Sequence[str], marker: str
+) -> dict[str, str]:
+    """``{segment key: body}`` of a stored variant's files, cut at the marker lines only.
+
+    A cheap stand-in for :func:`segment_codes` of ``parse_genome`` when only distances are
+    wanted: the body keeps its NOTE blocks and blank lines, which are comments and layout to
+    :func:`tokens`, so the distances agree (a stored variant's markers were checked when it was
+    made). An evolvable file missing from ``files`` has no segments.
+    """
+    out: dict[str, str] = {}
+    wanted = marker.strip()
+    for path in dict.fromkeys(evolvable):
+        if path not in files:
+            continue
+        index, body = -1, []
+        for line in files[path].split("\n"):  # as segments.py: "\n" only, not form feeds
+            if line.strip() == wanted:
+                if index >= 0:
+                    out[f"{path}#{index}"] = "\n".join(body)
+                index, body = index + 1, []
+            elif index >= 0:
+                body.append(line)
+        if index >= 0:
+            out[f"{path}#{index}"] = "\n".join(body)
+    return out
+
+
 def tokens(code: str) -> tuple[str, ...]:
     """The code's Python tokens without comments and layout; a statement break is one token.
 
@@ -124,29 +152,65 @@ def code_distance(a: str, b: str) -> float:
 
 @dataclass
 class DistanceCache:
-    """Tokens and segment distances remembered by text (memory only, one inspection or run)."""
+    """Segments by text and distances by pair, remembered (memory only, one inspection or run).
 
-    token_cache: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    pair_cache: dict[tuple[str, str], float] = field(default_factory=dict)
+    Each distinct token sequence gets a small integer id, so equal code (comments and layout
+    aside) is recognised without comparing texts, and a pair's distance is computed once.
+    """
+
+    ids: dict[str, int] = field(default_factory=dict)  # code -> id of its tokens
+    by_tokens: dict[tuple[str, ...], int] = field(default_factory=dict)
+    sequences: list[tuple[str, ...]] = field(default_factory=list)  # id -> tokens
+    pairs: dict[tuple[int, int], float] = field(default_factory=dict)
     computed: int = 0  # distances actually computed (not found in the cache)
+
+    def segment_id(self, code: str) -> int:
+        """The id of the code's tokens: equal ids, equal code."""
+        found = self.ids.get(code)
+        if found is None:
+            toks = tokens(code)
+            found = self.by_tokens.get(toks)
+            if found is None:
+                found = self.by_tokens[toks] = len(self.sequences)
+                self.sequences.append(toks)
+            self.ids[code] = found
+        return found
 
     def tokens(self, code: str) -> tuple[str, ...]:
         """``tokens(code)``, remembered."""
-        found = self.token_cache.get(code)
+        return self.sequences[self.segment_id(code)]
+
+    def id_distance(self, a: int, b: int) -> float:
+        """Normalised token edit distance of two segments given by id."""
+        if a == b:
+            return 0.0
+        key = (a, b) if a < b else (b, a)
+        found = self.pairs.get(key)
         if found is None:
-            found = self.token_cache[code] = tokens(code)
+            self.computed += 1
+            found = token_distance(self.sequences[a], self.sequences[b])
+            self.pairs[key] = found
         return found
 
     def segment_distance(self, a: str, b: str) -> float:
         """Normalised token edit distance of two segments' code."""
-        if a == b:
-            return 0.0
-        key = (a, b) if a < b else (b, a)
-        found = self.pair_cache.get(key)
-        if found is None:
-            self.computed += 1
-            found = self.pair_cache[key] = token_distance(self.tokens(a), self.tokens(b))
-        return found
+        return 0.0 if a == b else self.id_distance(self.segment_id(a), self.segment_id(b))
+
+    def coded(self, member: Codes) -> dict[str, int]:
+        """``{segment key: segment id}`` of a variant."""
+        return {key: self.segment_id(code) for key, code in member.items()}
+
+
+def _coded_distance(a: Mapping[str, int], b: Mapping[str, int], cache: DistanceCache) -> float:
+    """:func:`distance` of two coded variants over every position of either."""
+    keys = sorted(a.keys() | b.keys())  # a fixed order: the same sum on every run
+    if not keys:
+        return 0.0
+    total = 0.0
+    for key in keys:
+        x, y = a.get(key), b.get(key)
+        total += 1.0 if x is None or y is None else cache.id_distance(x, y)
+    return total / len(keys)
 
 
 def _keys(a: Codes, b: Codes) -> list[str]:
@@ -202,10 +266,10 @@ def distinct_segments(
     """Per segment position: how many different segments (by tokens: comments and layout
     ignored) the population holds there."""
     cache = cache if cache is not None else DistanceCache()
-    seen: dict[str, set[tuple[str, ...]]] = {}
+    seen: dict[str, set[int]] = {}
     for member in population:
         for key, code in member.items():
-            seen.setdefault(key, set()).add(cache.tokens(code))
+            seen.setdefault(key, set()).add(cache.segment_id(code))
     return {key: len(seen[key]) for key in sorted(seen)}
 
 
@@ -239,7 +303,8 @@ def mean_pairwise_distance(
     pairs, sampled = _pairs(len(population), exact_up_to, seed)
     if not pairs:
         return None, False
-    total = sum(distance(population[i], population[j], cache) for i, j in pairs)
+    coded = [cache.coded(member) for member in population]
+    total = sum(_coded_distance(coded[i], coded[j], cache) for i, j in pairs)
     return total / len(pairs), sampled
 
 

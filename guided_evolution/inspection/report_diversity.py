@@ -20,7 +20,6 @@ from guided_evolution.config import GeConfig
 from guided_evolution.errors import GeError
 from guided_evolution.evolution import diversity
 from guided_evolution.evolution.scoring import scored
-from guided_evolution.evolution.segments import parse_genome
 from guided_evolution.runstore.git_store import GitStore
 
 
@@ -31,10 +30,10 @@ def _member_codes(index: Any, store: GitStore, cfg: GeConfig, vid: str) -> dict[
         return None
     try:
         raw = store.read_files(v.commit_sha)
-        files = {p: raw[p].decode("utf-8", "surrogateescape") for p in cfg.seed.files if p in raw}
-        return diversity.segment_codes(parse_genome(files, cfg.seed.files, cfg.seed.marker))
     except (GeError, KeyError, ValueError):
         return None
+    files = {p: raw[p].decode("utf-8", "surrogateescape") for p in cfg.seed.files if p in raw}
+    return diversity.split_segments(files, cfg.seed.files, cfg.seed.marker) or None
 
 
 def diversity_per_generation(
