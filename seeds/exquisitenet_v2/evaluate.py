@@ -3,7 +3,8 @@
 Run in the variant's directory: it imports ``model.py`` from the current directory, trains
 ``ExquisiteNetV2(10, 3)`` with the optimizer from ``get_optimizer`` and writes a JSON metrics file
 (``--metrics`` or ``$GE_METRICS``): val_accuracy (selects), test_accuracy (reported only),
-params, train_seconds, images_per_second, epochs, and on CUDA gpu_peak_mb.
+params, train_seconds, images_per_second, epochs, and on CUDA gpu_peak_mb. With ``$GE_FEEDBACK``
+set it also writes there the validation accuracy after each epoch and the parameters per block.
 
 Recipes:
   fast         data resident on the device as uint8, augmentation on the device (pad-4 random
@@ -377,8 +378,9 @@ def fast_lr_factor(step: int, total: int) -> float:
 
 
 def train_fast(model: Any, opt: Any, data: Cifar, opts: Options, device: str,
-               gen: Any) -> dict[str, float]:
-    """The fast recipe; returns the metrics other than params."""
+               gen: Any, curve: list[float] | None = None) -> dict[str, float]:
+    """The fast recipe; returns the metrics other than params. ``curve`` gets the validation
+    accuracy after each epoch (evaluated without gradients and left out of the timing)."""
     import torch
     from torch.nn import functional as F
 
@@ -407,12 +409,20 @@ def train_fast(model: Any, opt: Any, data: Cifar, opts: Options, device: str,
             loss.backward()
             opt.step()
             sched.step()
+        if curve is not None and len(curve) < opts.epochs - 1:  # the last one is the metric
+            sync(device)
+            paused = time.perf_counter()
+            curve.append(evaluate_split(model, data.x_val, data.y_val, opts, device, "bfloat16")[0])
+            sync(device)
+            t0 += time.perf_counter() - paused
     sync(device)
     seconds = time.perf_counter() - t0
     if not math.isfinite(float(loss.detach())):
         raise VariantError(f"training diverged: the last loss is {float(loss.detach())}")
     val_acc, val_loss = evaluate_split(model, data.x_val, data.y_val, opts, device, "bfloat16")
     test_acc, _ = evaluate_split(model, data.x_test, data.y_test, opts, device, "bfloat16")
+    if curve is not None:
+        curve.append(val_acc)
     return {"val_accuracy": val_acc, "val_loss": val_loss, "test_accuracy": test_acc,
             "train_seconds": seconds, "images_per_second": n * opts.epochs / seconds,
             "epochs": opts.epochs}
@@ -465,8 +475,9 @@ def _loader_worker_init(_: int) -> None:
 
 
 def train_original(model: Any, opt: Any, data: Cifar, opts: Options, device: str,
-                   gen: Any) -> dict[str, float]:
-    """The GE paper's recipe; keeps the weights of the best validation epoch."""
+                   gen: Any, curve: list[float] | None = None) -> dict[str, float]:
+    """The GE paper's recipe; keeps the weights of the best validation epoch (``curve`` gets
+    each epoch's validation accuracy)."""
     import torch
     from torch.nn import functional as F
 
@@ -506,6 +517,8 @@ def train_original(model: Any, opt: Any, data: Cifar, opts: Options, device: str
         if not math.isfinite(float(loss.detach())):
             raise VariantError(f"training diverged in epoch {epoch}: loss {float(loss.detach())}")
         val_acc, val_loss = evaluate_split(model, data.x_val, data.y_val, opts, device, "float16")
+        if curve is not None:
+            curve.append(val_acc)
         print(f"epoch {epoch}: val_accuracy {val_acc:.4f} val_loss {val_loss:.4f} "
               f"lr {max(g['lr'] for g in opt.param_groups):.5f}", flush=True)
         if best is None or val_acc > best[0]:
@@ -584,13 +597,29 @@ def run_evaluation(workdir: Path, data: Cifar, opts: Options, metrics_path: str 
           f"batch {opts.batch_size} train {len(data.x_train)} val {len(data.x_val)} "
           f"test {len(data.x_test)} params {params} optimizer {type(opt).__name__}", flush=True)
     train = train_original if opts.recipe == "ge-original" else train_fast
-    metrics = train(model, opt, data, opts, device, gen)
+    curve: list[float] | None = [] if os.environ.get("GE_FEEDBACK") else None
+    metrics = train(model, opt, data, opts, device, gen, curve)
     metrics["params"] = params
     if device == "cuda":  # what torch's allocator held at most (the CUDA context comes on top)
         import torch
 
         metrics["gpu_peak_mb"] = torch.cuda.max_memory_reserved() / 2**20
     write_metrics(metrics, metrics_path)
+    write_feedback(model, curve or [])
+
+
+def write_feedback(model: Any, curve: list[float]) -> None:
+    """A few lines for the next prompt in $GE_FEEDBACK (ge shows them; nothing without it): the
+    validation curve and the parameters of each top-level block. Never the test accuracy."""
+    path = os.environ.get("GE_FEEDBACK")
+    if not path:
+        return
+    blocks = [f"{name} {count_params(child)}" for name, child in model.named_children()]
+    lines = [
+        "val_accuracy after each epoch: " + ", ".join(f"{acc:.3f}" for acc in curve),
+        f"parameters per block: {', '.join(blocks) or 'none'} (total {count_params(model)})",
+    ]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- worker (zygote)

@@ -11,6 +11,8 @@ Metrics: accuracy (selects, max): -log10 of the maximum relative error on the va
 element; heldout_accuracy (reported only): the same as accuracy on 131,072 random points of the
 range; max_rel_error, heldout_max_rel_error, op_counts (reported only). A candidate that breaks
 the contract (calls exp, leaves float32, loops over elements, ...) fails with one line saying so.
+Feedback ($GE_FEEDBACK, when set): where the validation error is largest and the operations by
+kind, or the line saying why the candidate was rejected.
 """
 
 from __future__ import annotations
@@ -89,12 +91,18 @@ def run(module, x: np.ndarray, opcount) -> tuple[np.ndarray, object]:
     return y, tape
 
 
-def score(module, opcount) -> dict[str, float | str]:
-    """The metrics of the candidate: one traced run over both grids."""
+def score(module, opcount, feedback: list[str] | None = None) -> dict[str, float | str]:
+    """The metrics of the candidate: one traced run over both grids; ``feedback`` gets where on
+    the validation grid the error is largest and the operations by kind (nothing held out)."""
     val, held = validation_grid(), heldout_grid()
     y, tape = run(module, np.concatenate([val, held]), opcount)
-    val_error, _ = max_relative_error(val, y[: len(val)])
+    val_error, where = max_relative_error(val, y[: len(val)])
     held_error, _ = max_relative_error(held, y[len(val) :])
+    if feedback is not None:
+        feedback += [
+            f"largest relative error on the validation grid: {val_error:.3g} at x = {where:g}",
+            f"operations per element by kind (weighted total {tape.cost}): {tape.summary()}",
+        ]
     return {
         "accuracy": digits(val_error),
         "ops": tape.cost,
@@ -115,6 +123,12 @@ def check(module, opcount) -> str:
     return f"check ok: {tape.cost} ops, max relative error {error:.3g} (at x = {where:g})"
 
 
+def write_feedback(lines: list[str]) -> None:
+    """The lines for the next prompt in $GE_FEEDBACK (ge shows them; nothing without it)."""
+    if os.environ.get("GE_FEEDBACK"):
+        Path(os.environ["GE_FEEDBACK"]).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="rules, import and a small grid")
@@ -124,16 +138,19 @@ def main() -> int:
     sys.path.insert(0, str(here))
     import opcount
 
+    feedback: list[str] = []
     try:
         module = load(here, opcount)
         if args.check:
             print(check(module, opcount))
             return 0
-        metrics = score(module, opcount)
+        metrics = score(module, opcount, feedback)
     except opcount.Escape as exc:
         print(f"fast_exp rejected: {exc}", file=sys.stderr)
+        write_feedback([f"fast_exp rejected: {exc}"])
         return 1
     Path(args.metrics).write_text(json.dumps(metrics), encoding="utf-8")
+    write_feedback(feedback)
     print(json.dumps(metrics))
     return 0
 
