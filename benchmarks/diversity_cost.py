@@ -8,6 +8,10 @@ With ``--run RUN``: the seconds of `ge status --json` on that run and of its div
 (`report_diversity.diversity_per_generation`). Every figure is the median of ``--repeat`` runs.
 
     python benchmarks/diversity_cost.py [--run runs/fast_exp-paper] [--repeat 5]
+    PYTHONPATH=/tmp/before python benchmarks/diversity_cost.py --run RUN --status-only
+
+The second line times `ge status --json` alone with another tree's ge (e.g. one whose status has
+no diversity rows), for a before/after comparison.
 """
 
 from __future__ import annotations
@@ -132,7 +136,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a run directory to time `ge status --json` on")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--status-only",
+        action="store_true",
+        help="time `ge status --json` only (the baseline: run with PYTHONPATH=<a tree without it>)",
+    )
     args = parser.parse_args()
+    if args.status_only:
+        ge = [sys.executable, "-m", "guided_evolution", "status", str(args.run), "--json"]
+        ms = _median_ms(lambda: subprocess.run(ge, check=True, capture_output=True), args.repeat)
+        print(f"ge status --json {args.run}: {ms / 1000:.2f} s")
+        return
     for name in SEEDS:
         _seed_figures(name, args.repeat)
     if args.run is not None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 import itertools
 import random
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -135,6 +137,14 @@ def test_measures_of_a_hand_built_population() -> None:
     assert found.mean_distance == pytest.approx(sum(pairs) / 3) and not found.sampled
     assert diversity.measure(population[:1]).mean_distance is None
 
+    cache = diversity.DistanceCache()
+    assert diversity.measure(population * 3, cache).distinct == found.distinct
+    assert cache.computed == 2  # CODE vs one_token, "x = 1" vs "x = 2"; the rest are equal
+    small = diversity.DistanceCache(max_pairs=1)  # the cache starts over: the same answers
+    assert diversity.measure(population * 3, small).mean_distance == pytest.approx(
+        diversity.measure(population * 3).mean_distance
+    )
+
 
 def test_a_large_population_is_measured_on_a_fixed_sample_of_pairs() -> None:
     rng = random.Random(5)
@@ -223,3 +233,18 @@ def test_report_has_the_diversity_table(run: Path, tmp_path: Path) -> None:
         cells = [r["generation"], r["population"], r["valid"], r["front"], *r["distinct"].values()]
         row = "".join(f"<td class=num>{c}</td>" for c in cells)
         assert f"<tr>{row}<td>" in section and f"{r['mean_distance']:.3f}</span>" in section
+
+
+def test_a_run_without_a_finished_generation_has_no_diversity_rows(
+    run: Path, tmp_path: Path
+) -> None:
+    copy = Path(shutil.copytree(run, tmp_path / "run"))
+    with sqlite3.connect(copy / "index.sqlite") as conn:  # as in generation 0, before its end
+        conn.execute("DELETE FROM generations")
+    assert run_json("status", str(copy), cwd=tmp_path)["diversity"] == []
+    proc = ge("status", str(copy), cwd=tmp_path)
+    assert proc.returncode == 0 and "diversity" not in proc.stdout, proc.stderr
+    proc = ge("report", str(copy), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "<h3 id=diversity>diversity per generation</h3><p class=note>No finished" in page

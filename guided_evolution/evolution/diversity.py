@@ -163,6 +163,7 @@ class DistanceCache:
     sequences: list[tuple[str, ...]] = field(default_factory=list)  # id -> tokens
     pairs: dict[tuple[int, int], float] = field(default_factory=dict)
     computed: int = 0  # distances actually computed (not found in the cache)
+    max_pairs: int = 250_000  # the pair cache starts over beyond this (~40 MB): a long run's bound
 
     def segment_id(self, code: str) -> int:
         """The id of the code's tokens: equal ids, equal code."""
@@ -189,6 +190,8 @@ class DistanceCache:
         if found is None:
             self.computed += 1
             found = token_distance(self.sequences[a], self.sequences[b])
+            if len(self.pairs) >= self.max_pairs:
+                self.pairs.clear()
             self.pairs[key] = found
         return found
 
