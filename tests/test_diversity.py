@@ -137,6 +137,8 @@ def test_measures_of_a_hand_built_population() -> None:
     assert found.mean_distance == pytest.approx(sum(pairs) / 3) and not found.sampled
     assert diversity.measure(population[:1]).mean_distance is None
 
+    many = [{f"m.py#{i}": "x = 1\n" for i in (10, 2, 0)}]
+    assert list(diversity.distinct_segments(many)) == ["m.py#0", "m.py#2", "m.py#10"]
     cache = diversity.DistanceCache()
     assert diversity.measure(population * 3, cache).distinct == found.distinct
     assert cache.computed == 2  # CODE vs one_token, "x = 1" vs "x = 2"; the rest are equal
@@ -227,12 +229,14 @@ def test_report_has_the_diversity_table(run: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     page = out.read_text()
     section = page[page.index("<h3 id=diversity>") :]
-    for key in rows[0]["distinct"]:
-        assert f"distinct {html.escape(key)}" in section
+    for n, key in enumerate(rows[0]["distinct"]):  # one file: each position headed #index
+        assert f'<th class=num title="{html.escape(key)}">#{n}</th>' in section
     for r in rows:
-        cells = [r["generation"], r["population"], r["valid"], r["front"], *r["distinct"].values()]
-        row = "".join(f"<td class=num>{c}</td>" for c in cells)
-        assert f"<tr>{row}<td>" in section and f"{r['mean_distance']:.3f}</span>" in section
+        head = [r["generation"], r["population"], r["valid"], r["front"]]
+        mean = f"{r['mean_distance']:.3f}</span></div></td>"
+        cells = "".join(f"<td class=num>{c}</td>" for c in r["distinct"].values())
+        assert "<tr>" + "".join(f"<td class=num>{c}</td>" for c in head) + "<td>" in section
+        assert f"{mean}{cells}</tr>" in section
 
 
 def test_a_run_without_a_finished_generation_has_no_diversity_rows(

@@ -74,6 +74,12 @@ def split_segments(
     return out
 
 
+def position_order(key: str) -> tuple[str, int, str]:
+    """Sort key of a segment key ``file#index``: by file, then by index as a number."""
+    path, _, index = key.rpartition("#")
+    return (path, int(index), "") if index.isdigit() else (path, -1, key)
+
+
 def tokens(code: str) -> tuple[str, ...]:
     """The code's Python tokens without comments and layout; a statement break is one token.
 
@@ -217,7 +223,7 @@ def _coded_distance(a: Mapping[str, int], b: Mapping[str, int], cache: DistanceC
 
 
 def _keys(a: Codes, b: Codes) -> list[str]:
-    return sorted(set(a) | set(b))
+    return sorted(set(a) | set(b), key=position_order)
 
 
 def per_position(
@@ -273,7 +279,7 @@ def distinct_segments(
     for member in population:
         for key, code in member.items():
             seen.setdefault(key, set()).add(cache.segment_id(code))
-    return {key: len(seen[key]) for key in sorted(seen)}
+    return {key: len(seen[key]) for key in sorted(seen, key=position_order)}
 
 
 def _pairs(n: int, exact_up_to: int, seed: int) -> tuple[list[tuple[int, int]], bool]:

@@ -100,14 +100,20 @@ def _dist(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _short(key: str, keys: list[str]) -> str:
+    """``#i`` when every position is in one file, else the whole key."""
+    return key[key.rindex("#") :] if len({k.rpartition("#")[0] for k in keys}) == 1 else key
+
+
 def diversity_html(rows: list[dict[str, Any]]) -> str:
-    """The report's table of `diversity_per_generation`: a bar for the mean pairwise distance."""
+    """The report's table of `diversity_per_generation`: a bar for the mean pairwise distance,
+    then the distinct segments of each position."""
     head = "<h3 id=diversity>diversity per generation</h3>"
     if not rows:
         return head + "<p class=note>No finished generation yet.</p>"
-    keys = sorted({k for r in rows for k in r["distinct"]})
+    keys = sorted({k for r in rows for k in r["distinct"]}, key=diversity.position_order)
     esc = html.escape
-    th = "".join(f"<th class=num>distinct {esc(k)}</th>" for k in keys)
+    th = "".join(f'<th class=num title="{esc(k)}">{esc(_short(k, keys))}</th>' for k in keys)
     body = []
     for r in rows:
         mean = r["mean_distance"]
@@ -119,17 +125,17 @@ def diversity_html(rows: list[dict[str, Any]]) -> str:
         cells = "".join(f"<td class=num>{r['distinct'].get(k, '–')}</td>" for k in keys)
         body.append(
             f"<tr><td class=num>{r['generation']}</td><td class=num>{r['population']}</td>"
-            f"<td class=num>{r['valid']}</td><td class=num>{r['front']}</td>{cells}<td>{bar}</td></tr>"
+            f"<td class=num>{r['valid']}</td><td class=num>{r['front']}</td><td>{bar}</td>{cells}</tr>"
         )
     note = (
-        "<p class=note>Per generation's population (its checkpoint): members, valid members, the "
-        "Pareto front among them, distinct segments per position (comments and layout ignored) and "
-        "the mean pairwise code distance (token edit distance over the longer segment, averaged "
-        "over positions: 0 = identical, 1 = nothing in common; ~ = estimated from a fixed sample "
-        "of pairs).</p>"
+        "<p class=note>Each generation's population (its checkpoint): members, valid members, the "
+        "Pareto front among them, the mean pairwise code distance (token edit distance over the "
+        "longer segment, averaged over positions: 0 = identical, 1 = nothing in common; ~ = "
+        "estimated from a fixed sample of pairs) and the distinct segments at each position "
+        f"({esc(', '.join(keys))}; comments and layout ignored).</p>"
     )
     return (
         f"{head}{note}<div class=scroll><table><thead><tr><th class=num>generation</th>"
-        f"<th class=num>population</th><th class=num>valid</th><th class=num>front</th>{th}"
-        f"<th>mean distance</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        f"<th class=num>population</th><th class=num>valid</th><th class=num>front</th>"
+        f"<th>mean distance</th>{th}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
