@@ -579,12 +579,22 @@ def test_a_generation_where_some_children_succeed_goes_on(tmp_path: Path) -> Non
     assert summary["finished"] and summary["failed"] > 0 and summary["evaluated"] > 1, summary
 
 
-def test_steady_mode_without_elites_is_a_one_line_config_error(tmp_path: Path) -> None:
-    seed = template_seed(tmp_path / "seed", mode="steady", elites=0)
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"mode": "steady", "elites": 0}, "elites >= 1"),
+        ({"mode": "steady", "overlap_tail": 2}, 'overlap_tail is for mode = "generational"'),
+        ({"overlap_tail": 2, "fix_attempts": 1}, "without fix_attempts"),
+    ],
+)
+def test_mode_options_that_make_no_sense_are_a_one_line_config_error(
+    tmp_path: Path, options: dict, words: str
+) -> None:
+    seed = template_seed(tmp_path / "seed", **options)
     proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert 'mode = "steady"' in lines[0] and "elites >= 1" in lines[0]
+    assert words in lines[0] and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
 
 
