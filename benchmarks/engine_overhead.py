@@ -14,12 +14,16 @@ mutation p=0.8, a quarter of which is Evolution of Thought with its two turns), 
 costs one to three chained LLM calls; about 100 children (initial population 24, then 4
 generations of 22), in the generational and in the steady-state mode. The ideal is the larger of
 the LLM work (calls x 0.5 s / 4) and the evaluation work (evaluations x 0.5 s / 2), about 25 s;
-the ratio to it is reported with the median of ``--repeat`` runs.
+the ratio to it is reported with the median of ``--repeat`` runs, with the ratio to the ideal
+at the evaluations' measured durations (sandbox start and machine load included) and the idle
+time per slot, the scheduler's own share. ``--evolution KEY=VALUE`` (JSON values) changes the
+[evolution] table, e.g. ``--evolution population=10 --evolution overlap_tail=2``.
 
 Part 2 (overhead): zero-latency proposals (the built-in offline operators) and an evaluator that
 only writes its metrics (a shell builtin), one slot. Per-child wall time minus the cost of the same
 sandboxed evaluator process run on its own is ge's overhead; it is reported per window of
-generations to show it stays flat from 100 to 10,000 children. Medians throughout.
+generations to show it stays flat from 100 to 10,000 children (``--overhead-mode steady``: per
+window of evaluation ends). Medians throughout.
 """
 
 from __future__ import annotations
