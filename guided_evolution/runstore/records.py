@@ -246,13 +246,17 @@ class EvaluationRecord:
             fields["feedback"] = self.feedback
         return json.dumps(fields, sort_keys=True)
 
-    def prompt_feedback(self, withheld: Sequence[str]) -> str:
+    def prompt_feedback(
+        self, withheld: Sequence[str], others: Sequence[Mapping[str, Any] | None] = ()
+    ) -> str:
         """The feedback as a prompt may show it: every printed form of a value recorded for a
-        ``withheld`` (reported-only) metric replaced, and every line naming one withheld."""
+        ``withheld`` (reported-only) metric, in this evaluation or in ``others`` (the parents'
+        metrics: a variant that failed has none of its own), replaced, and every line naming one."""
         text = self.feedback or ""
         if not text or not withheld:
             return text
-        values = [v for name in withheld if _is_number(v := (self.metrics or {}).get(name))]
+        recorded = [self.metrics or {}, *(m or {} for m in others)]
+        values = [v for m in recorded for name in withheld if _is_number(v := m.get(name))]
         forms = sorted({f for v in values for f in _number_forms(float(v))}, key=len, reverse=True)
         for form in forms:
             text = re.sub(rf"(?<![\w.]){re.escape(form)}(?![\w])", WITHHELD_VALUE, text)
