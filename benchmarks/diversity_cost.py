@@ -2,8 +2,10 @@
 
 On the segments of ExquisiteNetV2's and fast_exp's seeds: tokens per segment, ms to tokenize one,
 ms per segment distance (tokens given: a small edit, and two unrelated segments), ms per variant
-distance with an empty cache (tokenizing included), and ms to measure a population of 44
-variants (each the seed with offline mutations of a few segments, 1 to 5 in a row; empty cache).
+distance with an empty cache (tokenizing included), ms to measure a population of 44 variants
+(each the seed with offline mutations of a few segments, 1 to 5 in a row; empty cache), and ms to
+measure 31 paper-sized generations (144, then 44 carried over + 38 mutated children) with one
+cache, as `ge status` does (git reads not included).
 With ``--run RUN``: the seconds of `ge status --json` on that run and of its diversity rows alone
 (`report_diversity.diversity_per_generation`). Every figure is the median of ``--repeat`` runs.
 
@@ -113,6 +115,43 @@ def _seed_figures(name: str, repeat: int) -> None:
     )
 
 
+def _generations(genome: Genome, rng: random.Random) -> list[list[dict[str, str]]]:
+    """31 paper-sized populations: 44 members carried over (drawn at random: no fitness here)
+    plus 38 children, each a member with one segment mutated offline (1 to 3 edits)."""
+    mutable = [s for s in genome.segments if s.code.strip()]
+    population = _population(genome, 144, rng)
+    out = [population]
+    for _ in range(30):
+        kept = rng.sample(population, 44)
+        children = []
+        for _ in range(38):
+            child = dict(rng.choice(kept))
+            seg = mutable[rng.randrange(len(mutable))]
+            current = dataclasses.replace(seg, code=child[seg.key])
+            for _ in range(rng.randint(1, 3)):
+                try:
+                    current = dataclasses.replace(current, code=offline_mutate(current, rng).code)
+                except SpliceError:
+                    break
+            child[seg.key] = current.code
+            children.append(child)
+        population = kept + children
+        out.append(population)
+    return out
+
+
+def _paper_sized(name: str, repeat: int) -> None:
+    gens = _generations(_seed_genome(name), random.Random(1))
+
+    def measure_all() -> None:
+        cache = diversity.DistanceCache()
+        for population in gens:
+            diversity.measure(population, cache)
+
+    ms = _median_ms(measure_all, max(1, repeat // 2))
+    print(f"  31 paper-sized generations (82 members, sampled pairs), one cache: {ms:.0f} ms")
+
+
 def _run_figures(run: Path, repeat: int) -> None:
     from guided_evolution.inspection.report_diversity import diversity_per_generation
     from guided_evolution.inspection.run_data import open_run_index
@@ -149,6 +188,7 @@ def main() -> None:
         return
     for name in SEEDS:
         _seed_figures(name, args.repeat)
+        _paper_sized(name, args.repeat)
     if args.run is not None:
         try:
             _run_figures(args.run, args.repeat)

@@ -112,10 +112,10 @@ def edit_distance(a: Sequence[object], b: Sequence[object]) -> int:
         ea -= 1
         eb -= 1
     a, b = a[lo:ea], b[lo:eb]
-    if len(a) > len(b):
+    if len(a) < len(b):  # the longer one as bits, the loop over the shorter
         a, b = b, a
-    if not a:
-        return len(b)
+    if not b:
+        return len(a)
     return _myers(a, b)
 
 
@@ -312,8 +312,17 @@ def mean_pairwise_distance(
     pairs, sampled = _pairs(len(population), exact_up_to, seed)
     if not pairs:
         return None, False
-    coded = [cache.coded(member) for member in population]
-    total = sum(_coded_distance(coded[i], coded[j], cache) for i, j in pairs)
+    keys = sorted({k for member in population for k in member}, key=position_order)
+    if any(len(member) != len(keys) for member in population):  # positions differ: the slow way
+        coded = [cache.coded(member) for member in population]
+        total = sum(_coded_distance(coded[i], coded[j], cache) for i, j in pairs)
+        return total / len(pairs), sampled
+    rows = [tuple(cache.segment_id(member[k]) for k in keys) for member in population]
+    total = 0.0
+    for i, j in pairs:
+        a, b = rows[i], rows[j]
+        if a != b:
+            total += sum(cache.id_distance(x, y) for x, y in zip(a, b, strict=True)) / len(keys)
     return total / len(pairs), sampled
 
 
