@@ -157,7 +157,10 @@ def _run_figures(run: Path, repeat: int) -> None:
     from guided_evolution.inspection.run_data import open_run_index
 
     ge = [sys.executable, "-m", "guided_evolution", "status", str(run), "--json"]
-    status_ms = _median_ms(lambda: subprocess.run(ge, check=True, capture_output=True), repeat)
+    run = run.resolve()
+    status_ms = _median_ms(
+        lambda: subprocess.run(ge, check=True, capture_output=True, cwd=run.parent), repeat
+    )
 
     def rows() -> list[dict[str, Any]]:
         with open_run_index(run) as (index, resolved, paths):
@@ -183,7 +186,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.status_only:
         ge = [sys.executable, "-m", "guided_evolution", "status", str(args.run), "--json"]
-        ms = _median_ms(lambda: subprocess.run(ge, check=True, capture_output=True), args.repeat)
+        out = args.run.resolve().parent  # not the repository: PYTHONPATH's tree is the one run
+        ms = _median_ms(
+            lambda: subprocess.run(ge, check=True, capture_output=True, cwd=out), args.repeat
+        )
         print(f"ge status --json {args.run}: {ms / 1000:.2f} s")
         return
     for name in SEEDS:
