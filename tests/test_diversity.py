@@ -71,6 +71,8 @@ def test_identical_code_is_at_distance_zero_and_comments_and_layout_are_ignored(
     assert diversity.tokens("a = 1; b = 2\n") == diversity.tokens("a = 1\nb = 2\n")
     indented = "    " + CODE.strip().replace("\n", "\n    ") + "\n"
     assert diversity.code_distance(CODE, indented) == 0.0
+    inside = "if x:\n    a = 1\n    b = 2\n"  # a statement moved into the block counts
+    assert 0.0 < diversity.code_distance(inside, "if x:\n    a = 1\nb = 2\n") < 0.3
 
 
 def test_distance_is_symmetric_bounded_small_for_one_token_and_large_for_a_rewrite() -> None:

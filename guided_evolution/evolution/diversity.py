@@ -2,14 +2,16 @@
 
 A variant is seen as its evolvable segments: ``{segment key: code}`` (:func:`segment_codes`).
 Code is compared as Python tokens (``tokenize``), so comments, blank lines, indentation width and
-line breaks inside brackets never count; a statement break (newline or ``;``) is one token. The
+line breaks inside brackets never count; a statement break (newline or ``;``) is one token, and so
+is a block's start and end (a statement moved into an ``if`` is a change). The
 distance of two segments is the token edit distance (Levenshtein, exact: common prefix and suffix
 cut, then the bit-parallel algorithm of Myers/Hyyrö on Python integers) divided by the longer
 token count, so it lies in [0, 1]: 0 for the same code, 1 for code with nothing in common. Two
 variants' distance is the mean over the segment positions of either.
 
-Pure: no I/O. A :class:`DistanceCache` remembers tokens and distances by text, so a population
-whose members share most segments (the usual case: a child changes one) costs little.
+Pure: no I/O. A :class:`DistanceCache` gives each distinct token sequence an id and remembers
+distances by id pair, so a population whose members share most segments (the usual case: a
+child changes one) costs little.
 """
 
 from __future__ import annotations
@@ -29,15 +31,9 @@ Codes = Mapping[str, str]  # segment key -> code
 EXACT_PAIRS_UP_TO = 50  # members; above this, mean pairwise distance is over a sample of pairs
 SAMPLE_SEED = 0
 
-_DROPPED = {
-    tokenize.COMMENT,
-    tokenize.NL,
-    tokenize.INDENT,
-    tokenize.DEDENT,
-    tokenize.ENDMARKER,
-    tokenize.ENCODING,
-}
+_DROPPED = {tokenize.COMMENT, tokenize.NL, tokenize.ENDMARKER, tokenize.ENCODING}
 _BREAK = "<newline>"  # NEWLINE and ";" alike: one statement break
+_BLOCK = {tokenize.INDENT: "<indent>", tokenize.DEDENT: "<dedent>"}  # the width is not kept
 _FALLBACK = re.compile(r"\w+|[^\w\s]")
 
 
@@ -81,7 +77,8 @@ def position_order(key: str) -> tuple[str, int, str]:
 
 
 def tokens(code: str) -> tuple[str, ...]:
-    """The code's Python tokens without comments and layout; a statement break is one token.
+    """The code's Python tokens without comments and layout; a statement break is one token,
+    and so are a block's start and end (whatever the indentation width).
 
     Code that does not tokenize (an unclosed bracket) falls back to words and symbols.
     """
@@ -94,7 +91,7 @@ def tokens(code: str) -> tuple[str, ...]:
                 if out and out[-1] != _BREAK:
                     out.append(_BREAK)
                 continue
-            out.append(tok.string)
+            out.append(_BLOCK.get(tok.type, tok.string))
     except (tokenize.TokenError, SyntaxError, IndentationError):
         return tuple(_FALLBACK.findall(code))
     while out and out[-1] == _BREAK:
