@@ -257,7 +257,9 @@ def status(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
     from guided_evolution.inspection import terminal as views
     from guided_evolution.inspection import views_data as inspection
 
-    data = inspection.status(_run_dir(run_dir))
+    # The text shows the last 10 generations' diversity: computing every generation's costs ~1 s
+    # on a 30-generation paper-sized run, which a live `watch ge status` should not pay.
+    data = inspection.status(_run_dir(run_dir), diversity_last=None if json_out else 10)
     if json_out:
         _print_json(data)
     else:

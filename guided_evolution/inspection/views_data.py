@@ -209,9 +209,10 @@ def run_state(index: Any, root: Path, finished: str | None) -> dict[str, Any]:
     return {"state": "stopped", "pid": None, "stop_reason": reason, "fix": fix}
 
 
-def status(run_dir: Path) -> dict[str, Any]:
-    """Progress counters of a run, whether it is live, stopped (why) or finished, and the
-    isolation its evaluations ran under."""
+def status(run_dir: Path, diversity_last: int | None = None) -> dict[str, Any]:
+    """Progress counters of a run, whether it is live, stopped (why) or finished, the diversity
+    of its generations (the ``diversity_last`` ones only, if given) and the isolation its
+    evaluations ran under."""
     with open_run_index(run_dir) as (index, resolved, paths):
         counts = index.counts()
         last = index.last_generation()
@@ -233,7 +234,9 @@ def status(run_dir: Path) -> dict[str, Any]:
             **run_state(index, paths.root, finished),
             "models": [m.model for m in resolved.config.llm.models],
             "children_per_generation": children_per_generation(index, resolved.config.evolution),
-            "diversity": diversity_per_generation(index, resolved.config, paths.repo),
+            "diversity": diversity_per_generation(
+                index, resolved.config, paths.repo, last=diversity_last
+            ),
             **isolation_info(index),
         }
 
