@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import shlex
 import shutil
 import sqlite3
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -34,6 +36,7 @@ from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import parse_genome
 from guided_evolution.runstore.records import EvaluationRecord
 from guided_evolution.runstore.rundir import RunPaths
+from tests.support.cifar import write_cifar
 from tests.support.cli import ge, run_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, template_seed
@@ -372,3 +375,61 @@ def test_feedback_reaches_the_next_prompts_fenced_without_withheld_values(
     assert any("fit on 60 points" in t for t in fenced)  # a mutation of an evaluated parent
     assert any("made the program fail" in t for t in fenced)  # a fix prompt
     assert all(HELD_VALUE not in t for t in texts)
+
+
+# --------------------------------------------------------------------------- the seeds' feedback
+
+SEEDS = Path(__file__).resolve().parents[1] / "seeds"
+TIMINGS = {"train_seconds", "images_per_second"}
+
+
+def _seed_evaluation(seed: str, tmp_path: Path, feedback: bool, *args: str) -> tuple[dict, str]:
+    """The metrics (timings left out) and feedback of one run of a seed's evaluate.py."""
+    work = tmp_path / f"{seed}-{feedback}"
+    shutil.copytree(SEEDS / seed, work, ignore=shutil.ignore_patterns("runs", "__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k not in ("GE_METRICS", "GE_FEEDBACK")}
+    env["GE_METRICS"] = str(work / "metrics.json")
+    if feedback:
+        env["GE_FEEDBACK"] = str(work / "feedback.txt")
+    proc = subprocess.run(
+        [sys.executable, "evaluate.py", *args], cwd=work, env=env, capture_output=True,
+        text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((work / "metrics.json").read_text())
+    text = (work / "feedback.txt").read_text() if feedback else ""
+    return {k: v for k, v in metrics.items() if k not in TIMINGS}, text
+
+
+@pytest.mark.parametrize("seed", ["tiny_cnn", "exquisitenet_v2"])
+def test_cnn_seeds_write_a_curve_and_parameters_with_the_same_metrics(
+    seed: str, tmp_path: Path
+) -> None:
+    args: tuple[str, ...] = ()
+    if seed == "exquisitenet_v2":
+        data = write_cifar(tmp_path / "cifar-10-batches-py", 200, 50, seed=1)
+        args = ("--data", str(data), "--epochs", "3", "--device", "cpu", "--seed", "3")
+    plain, _ = _seed_evaluation(seed, tmp_path, False, *args)
+    metrics, text = _seed_evaluation(seed, tmp_path, True, *args)
+    assert metrics == plain  # the feedback changes nothing the evaluator measures
+    curve, params = text.splitlines()
+    accuracies = curve.split(": ", 1)[1].split(", ")
+    assert len(accuracies) == (3 if args else 4)
+    assert accuracies[-1] == f"{metrics['val_accuracy']:.3f}"
+    assert params.endswith(f"(total {metrics['params']})") and params.count(",") >= 1
+    assert "test" not in text
+
+
+def test_fast_exp_says_where_the_error_peaks_and_counts_operations(tmp_path: Path) -> None:
+    plain, _ = _seed_evaluation("fast_exp", tmp_path, False)
+    metrics, text = _seed_evaluation("fast_exp", tmp_path, True)
+    assert metrics == plain
+    where, ops = text.splitlines()
+    assert where.startswith(
+        f"largest relative error on the validation grid: {metrics['max_rel_error']:.3g} at x = "
+    )
+    assert (
+        ops
+        == f"operations per element by kind (weighted total {metrics['ops']}): {metrics['op_counts']}"
+    )
+    assert "held" not in text and str(metrics["heldout_accuracy"]) not in text
