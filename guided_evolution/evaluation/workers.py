@@ -17,8 +17,8 @@ Protocol (JSON lines; the worker's stdout is the reply channel, its stderr is ke
   The worker forks a child that makes itself a process group leader, applies ``env``, chdirs
   into ``workdir``, sends stdout and stderr to ``log_path`` (a FIFO that ge reads and caps) and
   writes its metrics to ``metrics_path`` (and any feedback text to ``env["GE_FEEDBACK"]``, beside
-  it; ge takes both back into the variant's ``.ge``). Replies: ``{"variant_id", "pid"}`` once the child
-  exists, ``{"variant_id", "exit_code", "signal"}`` once it ended. For the evaluate stage
+  it; ge takes both back into the variant's ``.ge``). Replies: ``{"variant_id", "pid"}`` once
+  the child exists, ``{"variant_id", "exit_code", "signal"}`` once it ended. For the evaluate stage
   ``args`` is empty: the flags of an evaluation are the worker command's own. For the check
   stage (only with ``evaluator.worker_check``) it is ``{"check": true}``: the worker runs its
   cheap check instead, e.g. ``evaluate.py --check`` in the ExquisiteNetV2 seed, without paying
