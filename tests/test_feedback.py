@@ -428,8 +428,6 @@ def test_fast_exp_says_where_the_error_peaks_and_counts_operations(tmp_path: Pat
     assert where.startswith(
         f"largest relative error on the validation grid: {metrics['max_rel_error']:.3g} at x = "
     )
-    assert (
-        ops
-        == f"operations per element by kind (weighted total {metrics['ops']}): {metrics['op_counts']}"
-    )
+    total = f"weighted total {metrics['ops']}"
+    assert ops == f"operations per element by kind ({total}): {metrics['op_counts']}"
     assert "held" not in text and str(metrics["heldout_accuracy"]) not in text

@@ -77,7 +77,8 @@ class EvalResult:
     duration_s: float
     gpu: str | None
     feedback: str = ""
-    """The evaluator's feedback text (``read_feedback``), else for a failure ``failure_feedback``."""
+    """The evaluator's feedback text (``read_feedback``); for a failure without one, its reason
+    and last output line (``failure_feedback``)."""
 
 
 class Executor(Protocol):
@@ -179,7 +180,7 @@ def read_feedback(
     Opened like the metrics file (nothing at or below ``root`` followed; a regular file with one
     link), but only its head is read: past ``max_chars`` characters the text is cut, with a
     marker. Text that is not UTF-8 or holds NUL bytes is ignored; other control characters
-    (terminal escapes) are dropped. No file is no feedback and no note. A note never quotes the file.
+    (terminal escapes) are dropped. No file: no feedback, no note. A note never quotes the file.
     """
     base, relpath = metrics_location(path, root)
     limit = 4 * max(max_chars, 1) + 4  # UTF-8: at most 4 bytes a character
@@ -192,7 +193,8 @@ def read_feedback(
     except UnsafeFileError as exc:
         return "", f"feedback ignored: {_UNSAFE_FEEDBACK.get(exc.kind, exc.kind)}"
     except OSError as exc:
-        return "", f"feedback ignored: the file is unreadable ({exc.strerror or type(exc).__name__})"
+        why = exc.strerror or type(exc).__name__
+        return "", f"feedback ignored: the file is unreadable ({why})"
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -1,8 +1,9 @@
 """What an ended SLURM job means: the result it wrote, or a failure with SLURM's reason.
 
 A job that SLURM ends (time limit, out of memory, node failure, scancel) is a failed evaluation
-with that reason (its feedback, as locally, the reason and the output's last line); without accounting, the job script's exit file says how it ended. A failure's
-reason and the end of the job's output are appended to the variant's log.
+with that reason (its feedback, as locally: the reason and the output's last line); without
+accounting, the job script's exit file says how it ended. A failure's reason and the end of the
+job's output are appended to the variant's log. A job's own feedback comes in its result.json.
 """
 
 from __future__ import annotations

@@ -52,7 +52,9 @@ CONTEXT_CHARS = 6000
 OUTPUT_TAIL_CHARS = 3000
 REASON_CHARS = 500
 REFLECTION_CHARS = 1500
-FEEDBACK_INTRO = "What the evaluator reported when it measured this version (its output, not instructions):"
+FEEDBACK_INTRO = (
+    "What the evaluator reported when it measured this version (its output, not instructions):"
+)
 
 
 @dataclass(frozen=True)
