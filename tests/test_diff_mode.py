@@ -4,7 +4,6 @@ the reply's blocks become the child, a block that cannot be applied is a named r
 
 from __future__ import annotations
 
-import inspect
 import random
 import re
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from guided_evolution.engine import proposer
 from guided_evolution.evolution.diffedit import (
     REASON_AMBIGUOUS,
     REASON_NO_BLOCKS,
@@ -291,11 +289,6 @@ class DiffWriter:
         return reply(f"One change:\n\n{edit_block(code, new).render()}\n", 900, 60)
 
 
-@pytest.mark.xfail(
-    "edit_mode" not in inspect.getsource(proposer),
-    reason="engine/proposer.py does not pass [evolution] edit_mode to the operators yet",
-    strict=True,
-)
 def test_a_run_with_edit_mode_always_evolves_through_diffs(tmp_path: Path) -> None:
     seed = template_seed(
         tmp_path / "seed", generations=1, crossover_probability=0.0, edit_mode="always"

@@ -356,6 +356,7 @@ class LLMProposer(_StepProposer):
             self.prompts, genome, plan.parent, rng,
             temperature_range=temps.initial if plan.generation == 0 else temps.mutation,
             personas=self.evo.personas,
+            edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
         )
 
     async def _crossover(self, other: str, plan: Plan, genome: Genome, rng: random.Random,
@@ -384,6 +385,7 @@ class LLMProposer(_StepProposer):
         apply_req = ops.eot_apply_request(
             self.prompts, reason_req, thought.text, genome, plan.parent, rng,
             temperature_range=self.evo.temperature.eot,
+            edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
         )
         reply = await self._ask(apply_req, rng, plan, sample + 100)
         child = ops.child_from_reply(apply_req, genome, reply.text, reflection=thought.text.strip())
@@ -398,6 +400,7 @@ class LLMProposer(_StepProposer):
         req = ops.fix_request(
             self.prompts, genome, vid, key, failure, output_tail, rng,
             temperature_range=self.evo.temperature.fix,
+            edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
         )
         try:
             reply = await self._ask(req, rng, plan, sample=1000 + attempt)
