@@ -1,6 +1,8 @@
 """The `ge.toml` schema (pydantic), CLI overrides, and the frozen resolved config of a run.
 
-Defaults are the GE paper's (Morris, Jurado, Zutty, GECCO 2024) unless said otherwise.
+Defaults are the GE paper's (Morris, Jurado, Zutty, GECCO 2024) unless said otherwise. The
+module is long because it is the one schema of `ge.toml`: every key with its type, bounds and
+description in one place (the template and `--help` are checked against it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ class ModelEntry(_Model):
     api_key_env: str | None = Field(None, description="name of the env var holding the key")
     input_cost_per_token: float | None = Field(None, ge=0)
     output_cost_per_token: float | None = Field(None, ge=0)
+    client: Literal["auto", "openai", "litellm"] = Field(
+        "auto",
+        description="library that makes the calls: auto = the openai client for OpenAI and "
+        "OpenAI-compatible endpoints (any api_base), litellm for other providers",
+    )
 
 
 class LLMConfig(_Model):

@@ -169,3 +169,19 @@ def test_init_writes_a_runnable_template_and_refuses_to_overwrite(tmp_path: Path
     assert load_config(tmp_path / "s" / "ge.toml").seed.files == ("model.py",)
     again = runner.invoke(app, ["init", str(tmp_path / "s")])
     assert isinstance(again.exception, GeError) and "already exist" in again.exception.one_line()
+
+
+def test_a_models_client_library_reaches_the_llm_settings() -> None:
+    """`client` in `[[llm.models]]` forces the library that sends the model's requests."""
+    from guided_evolution.engine.proposer import llm_settings
+    from guided_evolution.llm.direct import uses_openai
+
+    models = [
+        {"model": "qwen-coder", "api_base": "http://127.0.0.1:9/v1"},
+        {"model": "qwen-coder", "api_base": "http://127.0.0.1:9/v1", "client": "litellm"},
+    ]
+    specs = llm_settings(parse_config({**MINIMAL, "llm": {"models": models}})).models
+    assert [s.client for s in specs] == ["auto", "litellm"]
+    assert uses_openai(specs[0]) and not uses_openai(specs[1])
+    with pytest.raises(ConfigError, match="client"):
+        parse_config({**MINIMAL, "llm": {"models": [{"model": "m", "client": "requests"}]}})

@@ -128,7 +128,7 @@ class Engine:
         self.index.add_event("run_resumed" if self.index.last_generation() else "run_started", {"pid": os.getpid()})
         stops = self.index.events("run_stopped")
         self._retry = dict(stops[-1].data.get("retry") or {}) if stops else {}
-        # litellm takes seconds to import: do it while the seed is evaluated, not on the first call.
+        # The LLM client library (litellm for some providers) loads while the seed is evaluated, not on the first call.
         warm = asyncio.create_task(self.proposer.warm_up())
         await self._ensure_seed_evaluated()
         await warm

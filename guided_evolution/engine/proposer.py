@@ -99,6 +99,7 @@ def llm_settings(cfg: GeConfig) -> LLMSettings:
                 api_key_env=m.api_key_env,
                 input_cost_per_token=m.input_cost_per_token,
                 output_cost_per_token=m.output_cost_per_token,
+                client=m.client,
             )
             for m in cfg.llm.models
         ),
