@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import sqlite3
@@ -291,6 +292,7 @@ FEEDBACK_TAIL = f'''
     if os.environ.get("GE_FEEDBACK"):
         Path(os.environ["GE_FEEDBACK"]).write_text(
             f"fit on {{len(xs)}} points; mse {{mse:.5f}}\\nheld-out split: {HELD_VALUE}\\n"
+            + "curve " * 40
         )
     import re
     revisions = re.findall(r"# revision (\\d+)", Path("model.py").read_text())
@@ -320,15 +322,25 @@ def _variant_with_feedback(run_dir: Path, cwd: Path) -> dict[str, Any]:
     return run_json("show", str(run_dir), best["front"][0]["id"], cwd=cwd)
 
 
+CAP_100 = "[evaluator]\nfeedback_max_chars = 100\n"
+
+
 @pytest.mark.xfail(strict=True, reason=WIRING)
 def test_feedback_is_stored_and_shown_after_a_run(tmp_path: Path) -> None:
     seed = _seed(tmp_path / "seed")
+    config = seed / "ge.toml"
+    config.write_text(config.read_text().replace("[evaluator]\n", CAP_100, 1))
     run_dir = tmp_path / "run"
     assert run_json(
         "run", str(seed), "--run-dir", str(run_dir), "--model", "offline", cwd=tmp_path
     )["finished"]
     shown = _variant_with_feedback(run_dir, tmp_path)
     assert shown["feedback"].startswith("fit on 60 points; mse ")  # stored as written (ge show)
+    assert re.fullmatch(
+        r"[^\n]*\n[^\n]*\ncurve[ a-z]*\n\[ge: feedback cut at 100 characters; "
+        r"the file has \d+ bytes\]",
+        shown["feedback"],
+    )  # the configured cap
     text = ge("show", str(run_dir), shown["id"], cwd=tmp_path)
     assert "evaluator feedback" in text.stdout and "fit on 60 points" in text.stdout
     # The note carries it too: an index rebuilt from git still has it.
