@@ -461,7 +461,8 @@ def test_a_check_stage_that_replaces_ge_dir_fails_and_ge_touches_nothing(tmp_pat
         "    _sh.rmtree('.ge')\n"
         f"    _os.symlink({str(outside)!r}, '.ge')\n"
     )
-    _run_dir, found = _run(tmp_path, [("replace-ge", replace)], outside)
+    # A plain child beside it: a generation in which every child fails stops the run.
+    _run_dir, found = _run(tmp_path, [("replace-ge", replace), ("plain", "pass\n")], outside)
     _failed_with(found, "replace-ge", "the variant replaced its .ge directory")
     assert found["replace-ge"]["evaluation"].stage == "evaluate"
     assert (outside / "metrics.json").read_text() == "the user's file\n"
