@@ -46,7 +46,6 @@ from tests.support.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F40
 PY = shlex.quote(sys.executable)
 HELD = "heldout_accuracy"
 HELD_VALUE = "0.917364"
-WIRING = "needs the engine wiring of the report (recorder: feedback=result.feedback; proposer)"
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +324,6 @@ def _variant_with_feedback(run_dir: Path, cwd: Path) -> dict[str, Any]:
 CAP_100 = "[evaluator]\nfeedback_max_chars = 100\n"
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_feedback_is_stored_and_shown_after_a_run(tmp_path: Path) -> None:
     seed = _seed(tmp_path / "seed")
     config = seed / "ge.toml"
@@ -370,7 +368,6 @@ def test_an_index_from_before_the_feedback_column_is_migrated(tmp_path: Path) ->
         db.close()
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_feedback_reaches_the_next_prompts_fenced_without_withheld_values(
     tmp_path: Path,
 ) -> None:

@@ -424,6 +424,7 @@ class Engine:
             log_path=self.paths.logs / f"{vid}.log",
             objectives=tuple(name for name, _ in self.recorder.objectives),
             env={"GE_SEED_DIR": str(Path(self.resolved.seed_dir))},
+            feedback_max_chars=ev_cfg.feedback_max_chars,
         )
         async with slot() if slot is not None else contextlib.nullcontext():
             self.progress.count("evaluating", +1)

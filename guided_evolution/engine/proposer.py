@@ -347,18 +347,31 @@ class LLMProposer(_StepProposer):
             child = await self._eot(step.other, plan, genome, previous, rng, sample)
             if child is not None:
                 return child
-        req = self._mutation_request(plan, genome, rng)
+        req = self._mutation_request(plan, genome, rng, of_parent=previous is None)
         reply = await self._ask(req, rng, plan, sample)
         return with_reply(ops.child_from_reply(req, genome, reply.text), reply, _merged_parents(previous, plan))
 
-    def _mutation_request(self, plan: Plan, genome: Genome, rng: random.Random) -> Any:
+    def _mutation_request(self, plan: Plan, genome: Genome, rng: random.Random,
+                          of_parent: bool = True) -> Any:
         temps = self.evo.temperature
         return ops.mutation_request(
             self.prompts, genome, plan.parent, rng,
             temperature_range=temps.initial if plan.generation == 0 else temps.mutation,
             personas=self.evo.personas,
             edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
+            feedback=self._feedback(plan.parent) if of_parent else "",
         )
+
+    def _feedback(self, vid: str) -> str:
+        """The evaluator's feedback on ``vid`` as a prompt may show it: values (its own or its
+        parents') and lines of reported-only objectives (``select = false``) scrubbed."""
+        index = self.source.index
+        evaluation, variant = index.latest_evaluation(vid), index.get_variant(vid)
+        if evaluation is None or variant is None:
+            return ""
+        parents = [index.latest_evaluation(p) for p in variant.parents]
+        withheld = [o.name for o in self.cfg.objectives if not o.select]
+        return evaluation.prompt_feedback(withheld, [e.metrics for e in parents if e is not None])
 
     async def _crossover(self, other: str, plan: Plan, genome: Genome, rng: random.Random,
                          sample: int) -> Child:
@@ -402,6 +415,7 @@ class LLMProposer(_StepProposer):
             self.prompts, genome, vid, key, failure, output_tail, rng,
             temperature_range=self.evo.temperature.fix,
             edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
+            feedback=self._feedback(vid),
         )
         try:
             reply = await self._ask(req, rng, plan, sample=1000 + attempt)

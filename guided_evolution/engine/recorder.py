@@ -287,6 +287,7 @@ class Recorder:
             failure_reason=result.failure_reason,
             output_tail=result.output_tail,
             stage=result.stage,
+            feedback=result.feedback or None,
         )
         with self._guarded(), self.index.transaction():
             self.index.add_evaluation(record)
