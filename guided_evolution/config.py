@@ -75,6 +75,14 @@ class LLMConfig(_Model):
     )
     budget_usd: float | None = Field(None, gt=0)
     budget_tokens: int | None = Field(None, gt=0)
+    bandit: Literal["off", "thompson", "ucb1"] = Field(
+        "off",
+        description="adapt the choice of model and persona to the children that improved on a "
+        "parent (off = the configured weights; thompson is recommended)",
+    )
+    bandit_per_dollar: bool = Field(
+        False, description="bandit rewards divided by the child's cost relative to the median"
+    )
 
     @field_validator("models", mode="before")
     @classmethod

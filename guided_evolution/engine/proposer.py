@@ -17,9 +17,12 @@ import time
 from typing import Any, Protocol
 
 from guided_evolution.config import GeConfig
+from guided_evolution.engine.bandit_history import Bandits
 from guided_evolution.engine.progress import Progress
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.evolution import operators as ops
+from guided_evolution.evolution.diff_ops import EDIT_DIFF, EDIT_WHOLE
+from guided_evolution.evolution.offline_operators import OPERATORS as OFFLINE_EDITS
 from guided_evolution.evolution.offline_operators import offline_crossover, offline_mutate
 from guided_evolution.evolution.operators import Child, Rejected
 from guided_evolution.evolution.plan import Plan, Step
@@ -122,6 +125,13 @@ class _StepProposer:
         self.cfg = cfg
         self.evo = cfg.evolution
         self.source = source
+        offline = cfg.llm.offline
+        # The arms: the ensemble's models, and the personas (offline: the edit classes).
+        self.bandits = Bandits(
+            cfg.llm.bandit, cfg.llm.bandit_per_dollar, source.index, source.objectives,
+            {} if offline else {m.model: m.weight for m in cfg.llm.models},
+            dict.fromkeys(OFFLINE_EDITS if offline else self.evo.personas, 1.0),
+        )  # fmt: skip
 
     async def apply(self, step: Step, plan: Plan, genome: Genome, previous: Child | None,
                     rng: random.Random, sample: int) -> Child:
@@ -183,17 +193,19 @@ class OfflineProposer(_StepProposer):
         if step.op == "crossover" and step.other is not None:
             files, description = offline_crossover(genome, self.source.genome(step.other), rng)
             return Child(files, "offline-crossover", "*", "offline", None, plan.parents, 0.0, None, description)
+        arm = self.bandits.persona(plan.generation, rng)  # None unless the bandit is on
+        edits = (arm,) if arm else OFFLINE_EDITS
         segments = list(genome.segments)
         rng.shuffle(segments)
         last: SpliceError | None = None
         for segment in segments:  # some segments offer no edit (e.g. no literal, no known call)
             try:
-                edit = offline_mutate(segment, rng)
+                edit = offline_mutate(segment, rng, operators=edits)
                 files = splice(genome, segment.key, edit.code)
             except SpliceError as err:
                 last = err
                 continue
-            return Child(files, "offline-mutation", segment.key, "offline", None, plan.parents, 0.0, None, edit.description)
+            return Child(files, "offline-mutation", segment.key, "offline", arm, plan.parents, 0.0, None, edit.description)
         raise last or SpliceError("no applicable offline edit")
 
     async def fix(self, plan: Plan, vid: str, failure: str, output_tail: str,
@@ -360,6 +372,7 @@ class LLMProposer(_StepProposer):
             personas=self.evo.personas,
             edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
             feedback=self._feedback(plan.parent) if of_parent else "",
+            persona=self.bandits.persona(plan.generation, rng),
         )
 
     def _feedback(self, vid: str) -> str:
@@ -434,8 +447,11 @@ class LLMProposer(_StepProposer):
         return float(value) if value is not None else None
 
     async def _ask(self, req: Any, rng: random.Random, plan: Plan, sample: int) -> Any:
-        model = self.llm.pick_model(rng)
+        model = self.llm.pick_model(rng, self.bandits.model(plan.generation, rng))
         stage = getattr(req, "stage", "final")
+        purpose = f"{req.operator}:{stage}" if stage != "final" else req.operator
+        if getattr(req, "edit", EDIT_WHOLE) == EDIT_DIFF:
+            purpose += ":diff"  # tokens per operator and mode (whole segment or edit blocks)
         await self.gate.acquire(urgent=sample > 0)  # sample 0: the first call of a child
         try:
             reply = await self.llm.complete(
@@ -444,7 +460,7 @@ class LLMProposer(_StepProposer):
                 top_p=self._top_p(req.operator, plan.generation),
                 model=model,
                 sample_index=plan.generation * 1_000_000 + plan.index * 1000 + sample,
-                purpose=f"{req.operator}:{stage}" if stage != "final" else req.operator,
+                purpose=purpose,
             )
         except BudgetExhausted as err:
             raise NoChild(err.reason, req.operator, budget=True) from None

@@ -119,9 +119,12 @@ class LLMClient:
 
     # ---- ensemble and setup
 
-    def pick_model(self, rng: random.Random) -> ModelSpec:
-        """A model of the ensemble, chosen with probability proportional to its weight."""
+    def pick_model(self, rng: random.Random, chosen: str | None = None) -> ModelSpec:
+        """A model of the ensemble, chosen with probability proportional to its weight, or the
+        first named ``chosen`` (a bandit's choice; no draw from ``rng`` then)."""
         models = self.settings.models
+        if chosen is not None:
+            return next((m for m in models if m.model == chosen), models[0])
         if len(models) == 1:
             return models[0]
         return rng.choices(models, weights=[m.weight for m in models])[0]
