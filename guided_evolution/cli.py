@@ -405,13 +405,16 @@ def log_cmd(
     failures: Annotated[
         bool, typer.Option("--failures", help="Show failure reasons, grouped and counted.")
     ] = False,
+    bandit: Annotated[
+        bool, typer.Option("--bandit", help="Show the bandits' arms and per-generation states.")
+    ] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """The event log of a run (with every evaluation), its EoT reflections or its failures."""
+    """The event log of a run (with every evaluation), its EoT reflections, failures or bandits."""
     from guided_evolution.inspection import terminal as views
     from guided_evolution.inspection import views_data as inspection
 
-    data = inspection.log(_run_dir(run_dir), eot=eot, failures=failures)
+    data = inspection.log(_run_dir(run_dir), eot=eot, failures=failures, bandit=bandit)
     if json_out:
         _print_json(data)
     else:

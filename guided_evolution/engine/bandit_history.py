@@ -4,8 +4,8 @@ A child is a pull of the model that wrote it (``variants.model``) and of its per
 (``variants.persona``; for ``--model offline`` with the bandit on, its offline edit class). Its
 reward is 1 when it improved on a parent (valid, dominates at least one parent on the selection
 objectives and is dominated by none: ``RunData.improved``), else 0; a failed child is 0, and a
-proposal rejected before evaluation is a 0 pull of the model of its last LLM call (its persona is
-not recorded, so it does not count for the persona bandit). A child not evaluated yet is not
+proposal rejected before evaluation is a 0 pull of the model of its last LLM call and, when the
+bandit drew its persona, of that persona (a ``bandit_rejected`` event names it). A child not evaluated yet is not
 decided and does not count. Cost: the summed cost of the child's LLM calls.
 """
 
@@ -19,6 +19,8 @@ from typing import Any
 from guided_evolution.evolution.bandit import ArmStats, Pull, choose, per_dollar, state_dict, tally
 from guided_evolution.evolution.scoring import ObjectiveSpec, dominates, scored
 
+REJECTED = "bandit_rejected"  # event: the persona the bandit drew for a plan that made no child
+
 
 @dataclass(frozen=True)
 class History:
@@ -28,8 +30,9 @@ class History:
     personas: list[Pull]
 
 
-def improved(vid: str, parents: Sequence[str], latest: dict[str, Any],
-             objectives: Sequence[ObjectiveSpec]) -> bool:
+def improved(
+    vid: str, parents: Sequence[str], latest: dict[str, Any], objectives: Sequence[ObjectiveSpec]
+) -> bool:
     """Valid, dominates at least one of its parents and is dominated by none of them."""
     mine = scored(vid, latest.get(vid), objectives)
     found = [scored(p, latest.get(p), objectives) for p in parents]
@@ -41,8 +44,9 @@ def improved(vid: str, parents: Sequence[str], latest: dict[str, Any],
     )
 
 
-def read_history(index: Any, objectives: Sequence[ObjectiveSpec],
-                 before: int | None = None) -> History:
+def read_history(
+    index: Any, objectives: Sequence[ObjectiveSpec], before: int | None = None
+) -> History:
     """The pulls of the children of generations < ``before`` (None: all) decided so far."""
     latest = index.latest_evaluations()
     calls = {c.id: c for c in index.calls()}
@@ -63,22 +67,34 @@ def read_history(index: Any, objectives: Sequence[ObjectiveSpec],
             models.append(Pull(v.model, reward, spent))
         if v.persona:
             personas.append(Pull(v.persona, reward, spent))
+    spent_on: dict[tuple[int, int], float] = {}
     for event in index.events("proposal_rejected"):
         data = event.data
         if before is not None and int(data.get("generation", 0)) >= before:
             continue
         made = [calls[i] for i in data.get("calls") or [] if i in calls]
+        spent = sum(float(c.cost_usd or 0.0) for c in made)
+        spent_on[(int(data.get("generation", 0)), int(data.get("plan", -1)))] = spent
         if made:
-            spent = sum(float(c.cost_usd or 0.0) for c in made)
             models.append(Pull(made[-1].model, 0.0, spent))
+    drawn = {}  # a resumed run may reject the same plan again: once per plan
+    for event in index.events(REJECTED):
+        key = (int(event.data["generation"]), int(event.data["plan"]))
+        if before is None or key[0] < before:
+            drawn[key] = str(event.data["persona"])
+    personas += [Pull(arm, 0.0, spent_on.get(key, 0.0)) for key, arm in sorted(drawn.items())]
     return History(models, personas)
 
 
 def _arms(stored: list[dict[str, Any]]) -> list[ArmStats]:
     return [
         ArmStats(
-            str(a["arm"]), float(a["prior"]), int(a["pulls"]), float(a["rewards"]),
-            int(a["improvements"]), float(a["cost_usd"]),
+            str(a["arm"]),
+            float(a["prior"]),
+            int(a["pulls"]),
+            float(a["rewards"]),
+            int(a["improvements"]),
+            float(a["cost_usd"]),
         )
         for a in stored
     ]
@@ -97,9 +113,15 @@ class Bandits:
     first choice from the children decided before it, stored as a ``bandit`` event, and read back
     from that event by a resumed run, so that the same plan always makes the same choices."""
 
-    def __init__(self, algorithm: str, per_dollar_rewards: bool, index: Any,
-                 objectives: Sequence[ObjectiveSpec], models: dict[str, float],
-                 personas: dict[str, float]) -> None:
+    def __init__(
+        self,
+        algorithm: str,
+        per_dollar_rewards: bool,
+        index: Any,
+        objectives: Sequence[ObjectiveSpec],
+        models: dict[str, float],
+        personas: dict[str, float],
+    ) -> None:
         self.algorithm = algorithm
         self.per_dollar = per_dollar_rewards
         self.index = index
@@ -107,6 +129,7 @@ class Bandits:
         self.model_weights = models
         self.persona_weights = personas
         self._states: dict[int, BanditState] = {}
+        self._drawn: dict[tuple[int, int], str] = {}  # (generation, plan) -> persona drawn
 
     @property
     def on(self) -> bool:
@@ -147,8 +170,17 @@ class Bandits:
             return None
         return choose(self.algorithm, self.state(generation).models, rng)
 
-    def persona(self, generation: int, rng: random.Random) -> str | None:
-        """The persona (offline: edit class) of a mutation (None: off or only one)."""
+    def persona(self, generation: int, rng: random.Random, plan: int = -1) -> str | None:
+        """The persona (offline: edit class) of a mutation of plan ``plan`` (None: off or only
+        one)."""
         if not self.on or len(self.persona_weights) < 2:
             return None
-        return choose(self.algorithm, self.state(generation).personas, rng)
+        arm = choose(self.algorithm, self.state(generation).personas, rng)
+        self._drawn[(generation, plan)] = arm
+        return arm
+
+    def rejected(self, generation: int, plan: int) -> None:
+        """Plan ``plan`` made no child: its drawn persona (if any) is a pull with reward 0."""
+        arm = self._drawn.pop((generation, plan), None)
+        if arm is not None:
+            self.index.add_event(REJECTED, {"generation": generation, "plan": plan, "persona": arm})

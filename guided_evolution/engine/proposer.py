@@ -151,8 +151,10 @@ class _StepProposer:
                 child = await self.apply(step, plan, current, child, rng, sample=n)
                 descriptions.append(child.description)
         except (Rejected, SpliceError) as err:
+            self.bandits.rejected(plan.generation, plan.index)
             raise NoChild(err.reason, plan.steps[0].op) from None
         except NoChild as err:
+            self.bandits.rejected(plan.generation, plan.index)
             raise NoChild(err.reason, plan.steps[0].op, err.budget) from None
         assert child is not None
         if len(plan.steps) > 1:
@@ -193,7 +195,7 @@ class OfflineProposer(_StepProposer):
         if step.op == "crossover" and step.other is not None:
             files, description = offline_crossover(genome, self.source.genome(step.other), rng)
             return Child(files, "offline-crossover", "*", "offline", None, plan.parents, 0.0, None, description)
-        arm = self.bandits.persona(plan.generation, rng)  # None unless the bandit is on
+        arm = self.bandits.persona(plan.generation, rng, plan.index)  # None unless it is on
         edits = (arm,) if arm else OFFLINE_EDITS
         segments = list(genome.segments)
         rng.shuffle(segments)
@@ -372,7 +374,7 @@ class LLMProposer(_StepProposer):
             personas=self.evo.personas,
             edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
             feedback=self._feedback(plan.parent) if of_parent else "",
-            persona=self.bandits.persona(plan.generation, rng),
+            persona=self.bandits.persona(plan.generation, rng, plan.index),
         )
 
     def _feedback(self, vid: str) -> str:

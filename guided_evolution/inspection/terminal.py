@@ -127,6 +127,8 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
         console.print("children per generation (configured/planned/new)  " + "  ".join(cells))
     for line in diversity_lines(data.get("diversity") or []):
         console.print(Text(line))
+    for line in spend_lines(data.get("tokens"), data.get("bandit")):
+        console.print(Text(line))
     for line in _isolation_lines(data):
         console.print(line)
 
@@ -303,6 +305,35 @@ def _event_details(row: dict[str, Any]) -> str:
     return "  ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in skip)
 
 
+def _arms_text(state: dict[str, Any]) -> str:
+    arms = [*state.get("models", []), *state.get("personas", [])]
+    return "  ".join(f"{a['arm']} {a['improvements']}/{a['pulls']}" for a in arms) or "-"
+
+
+def spend_lines(tokens: dict[str, Any] | None, bandit: dict[str, Any] | None) -> list[str]:
+    """Tokens per operator and mode, tokens per valid child, and each bandit arm's
+    improvements/pulls, improvement rate and spend."""
+    lines: list[str] = []
+    if tokens and tokens.get("by_operator"):
+        cells = [
+            f"{r['operator']}/{r['mode']} {r['prompt_tokens']}+{r['completion_tokens']}"
+            for r in tokens["by_operator"]
+        ]
+        lines.append("tokens (prompt+completion) " + "  ".join(cells))
+        lines.append(f"tokens per valid child {_fmt(tokens.get('tokens_per_valid_child'))}")
+    if bandit:
+        for name in ("models", "personas"):
+            arms = bandit.get(name) or []
+            if len(arms) < 2:
+                continue
+            cells = [
+                f"{a['arm']} {a['improvements']}/{a['pulls']} ({a['rate']:.0%}, ${a['cost_usd']:.4f})"
+                for a in arms
+            ]
+            lines.append(f"bandit {bandit['algorithm']} {name}: " + "  ".join(cells))
+    return lines
+
+
 def print_log(console: Console, data: dict[str, Any]) -> None:
     """`ge log`: events, EoT reflections and/or grouped failure reasons."""
     if "events" in data:
@@ -325,6 +356,11 @@ def print_log(console: Console, data: dict[str, Any]) -> None:
             title = f"{row['variant']} (gen {_fmt(row['generation'])}, elite {_fmt(row['elite'])}, segment {_fmt(row['segment'])})"
             console.rule(Text(title), align="left")
             console.print(row["text"], markup=False, highlight=False)
+    if "bandit" in data:
+        for line in spend_lines(None, data["bandit"]):
+            console.print(Text(line))
+        for state in data["bandit"].get("generations") or []:
+            console.print(Text(f"  generation {state['generation']} drew from: " + _arms_text(state)))
     if "failures" in data:
         groups = data["failures"]["groups"]
         if not groups:

@@ -17,6 +17,7 @@ from typing import Any
 
 from guided_evolution.config import GeConfig
 from guided_evolution.evolution.scoring import scored
+from guided_evolution.inspection.report_bandit import bandit_view, token_view
 from guided_evolution.inspection.report_diversity import diversity_per_generation
 from guided_evolution.inspection.run_data import (
     RunData,
@@ -238,6 +239,8 @@ def status(run_dir: Path, diversity_last: int | None = None) -> dict[str, Any]:
                 index, resolved.config, paths.repo, last=diversity_last
             ),
             **isolation_info(index),
+            "tokens": token_view(index),
+            "bandit": bandit_view(index, resolved.config),
         }
 
 
@@ -406,17 +409,22 @@ def _event_rows(index: Any, data: RunData) -> list[dict[str, Any]]:
     return rows
 
 
-def log(run_dir: Path, eot: bool = False, failures: bool = False) -> dict[str, Any]:
+def log(
+    run_dir: Path, eot: bool = False, failures: bool = False, bandit: bool = False
+) -> dict[str, Any]:
     """The event log (with evaluations), or with ``eot`` the reflections, with ``failures`` the
-    failure reasons grouped and counted. Both flags together give both sections."""
+    failure reasons grouped and counted, with ``bandit`` the bandits' arms and per-generation
+    states. Several flags together give several sections."""
     with open_run_index(run_dir) as (index, resolved, paths):
         data = load_run_data(index, resolved, paths)
         out: dict[str, Any] = {"run_dir": data.run_dir}
-        if not eot and not failures:
+        if not eot and not failures and not bandit:
             out["events"] = _event_rows(index, data)
         if eot:
             out["reflections"] = reflection_rows(index, data)
         if failures:
             groups = failure_groups(data, index.events("proposal_rejected"))
             out["failures"] = {"total": sum(g["count"] for g in groups), "groups": groups}
+        if bandit:
+            out["bandit"] = bandit_view(index, resolved.config, history=True)
         return out

@@ -1,0 +1,105 @@
+"""Where the LLM spend went: the bandits' arms (which model and persona made the children that
+improved on a parent, at what cost) and the tokens per operator and edit mode, for `ge status`,
+`ge log --bandit` and the report.
+
+The arms are tallied from the index with the engine's own rule (``bandit_history``), so they are
+shown whether the bandit is on or off; with it on, ``generations`` lists the state each
+generation's choices were drawn from (its ``bandit`` events).
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from guided_evolution.config import GeConfig
+from guided_evolution.engine.bandit_history import read_history
+from guided_evolution.evolution.bandit import per_dollar, state_dict, tally
+from guided_evolution.evolution.offline_operators import OPERATORS as OFFLINE_EDITS
+
+OPERATOR_ORDER = ("mutation", "crossover", "eot", "fix")
+
+
+def bandit_view(index: Any, cfg: GeConfig, history: bool = False) -> dict[str, Any]:
+    """The arms of both bandits now (and, with ``history``, the stored per-generation states)."""
+    objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
+    found = read_history(index, objectives)
+    models, personas = found.models, found.personas
+    if cfg.llm.bandit_per_dollar:
+        models, personas = per_dollar(models), per_dollar(personas)
+    offline = cfg.llm.offline
+    persona_arms = OFFLINE_EDITS if offline else cfg.evolution.personas
+    out: dict[str, Any] = {
+        "algorithm": cfg.llm.bandit,
+        "per_dollar": cfg.llm.bandit_per_dollar,
+        "models": state_dict(
+            tally({} if offline else {m.model: m.weight for m in cfg.llm.models}, models)
+        ),
+        "personas": state_dict(tally(dict.fromkeys(persona_arms, 1.0), personas)),
+    }
+    if history:
+        out["generations"] = [e.data for e in index.events("bandit")]
+    return out
+
+
+def _mode(purpose: str) -> tuple[str, str]:
+    """(operator, mode) of an LLM call's purpose: ``eot:apply:diff`` -> (eot, diff)."""
+    parts = purpose.split(":")
+    mode = "diff" if "diff" in parts[1:] else "reason" if "reason" in parts[1:] else "whole"
+    return parts[0], mode
+
+
+def token_view(index: Any) -> dict[str, Any]:
+    """Prompt and completion tokens per operator and mode (whole segment, edit blocks, EoT's
+    reasoning turn), and tokens per valid child (every call's tokens over the valid children)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    total = 0
+    for call in index.calls():
+        op, mode = _mode(call.purpose)
+        row = rows.setdefault(
+            (op, mode),
+            {"operator": op, "mode": mode, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0},
+        )
+        row["calls"] += 1
+        row["prompt_tokens"] += call.prompt_tokens
+        row["completion_tokens"] += call.completion_tokens
+        total += call.prompt_tokens + call.completion_tokens
+    valid = sum(1 for v in index.variants(status="evaluated") if v.parents)
+    rank = {op: i for i, op in enumerate(OPERATOR_ORDER)}
+    ordered = sorted(
+        rows.values(), key=lambda r: (rank.get(r["operator"], 99), r["operator"], r["mode"])
+    )
+    return {
+        "by_operator": ordered,
+        "valid_children": valid,
+        "tokens_per_valid_child": round(total / valid, 1) if valid else None,
+    }
+
+
+def _arm_rows(arms: list[dict[str, Any]]) -> str:
+    return "".join(
+        f"<tr><td>{escape(str(a['arm']))}</td><td>{a['pulls']}</td><td>{a['improvements']}</td>"
+        f"<td>{a['rate']:.0%}</td><td>${a['cost_usd']:.4f}</td></tr>"
+        for a in arms
+    )
+
+
+def bandit_html(bandit: dict[str, Any], tokens: dict[str, Any]) -> str:
+    """The report's section: an arms table per bandit and the tokens table."""
+    head = "<tr><th>arm</th><th>pulls</th><th>improvements</th><th>rate</th><th>spend</th></tr>"
+    parts = [f"<h2>LLM spend</h2><p>bandit: {escape(str(bandit['algorithm']))}</p>"]
+    for name in ("models", "personas"):
+        if bandit[name]:
+            parts.append(f"<h3>{name}</h3><table>{head}{_arm_rows(bandit[name])}</table>")
+    if tokens["by_operator"]:
+        rows = "".join(
+            f"<tr><td>{escape(r['operator'])}</td><td>{escape(r['mode'])}</td><td>{r['calls']}</td>"
+            f"<td>{r['prompt_tokens']}</td><td>{r['completion_tokens']}</td></tr>"
+            for r in tokens["by_operator"]
+        )
+        parts.append(
+            "<h3>tokens</h3><table><tr><th>operator</th><th>mode</th><th>calls</th>"
+            f"<th>prompt</th><th>completion</th></tr>{rows}</table>"
+            f"<p>tokens per valid child: {tokens['tokens_per_valid_child'] or '-'}</p>"
+        )
+    return "".join(parts)

@@ -1,0 +1,187 @@
+"""The bandit over models and personas: the pure module, and real `ge run`s against the fake
+OpenAI server where one model's replies improve the score and the other's make it worse."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guided_evolution.evolution.bandit import ArmStats, Pull, choose, per_dollar, tally
+from tests.support.cli import ge, run_json
+from tests.support.openai_server import Action, serve
+from tests.support.seeds import CodeWriter, template_seed
+
+_VALUE = re.compile(r"VALUE = (-?\d+)")
+
+
+# --------------------------------------------------------------------------- the pure module
+
+
+def _picks(algorithm: str, arms: list[ArmStats], n: int = 400, seed: int = 0) -> Counter[str]:
+    return Counter(choose(algorithm, arms, random.Random(f"{seed}:{i}")) for i in range(n))
+
+
+@pytest.mark.parametrize("algorithm", ["thompson", "ucb1"])
+def test_the_better_arm_is_chosen_more_often_after_rewards(algorithm: str) -> None:
+    weights = {"a": 1.0, "b": 1.0}
+    pulls = [Pull("a", 1.0)] * 6 + [Pull("a", 0.0)] * 4 + [Pull("b", 0.0)] * 9 + [Pull("b", 1.0)]
+    picks = _picks(algorithm, tally(weights, pulls))
+    assert picks["a"] > 0.8 * sum(picks.values())
+    before = _picks(algorithm, tally(weights, []))
+    if algorithm == "thompson":  # with no rewards yet, equal priors split the choices
+        assert 120 < before["a"] < 280
+
+
+def test_priors_follow_the_configured_weights() -> None:
+    arms = tally({"heavy": 3.0, "light": 1.0}, [])
+    assert [a.prior_mean for a in arms] == [0.5, pytest.approx(1 / 6)]
+    picks = _picks("thompson", arms)
+    assert picks["heavy"] > 2 * picks["light"]
+    assert choose("ucb1", arms, random.Random(0)) == "heavy"  # unpulled, heaviest first
+
+
+def test_choices_are_a_function_of_the_state_and_the_rng() -> None:
+    arms = tally({"a": 1.0, "b": 2.0, "c": 1.0}, [Pull("a", 1.0), Pull("b", 0.0), Pull("c", 1.0)])
+    first = [choose("thompson", arms, random.Random(f"ge:1:{i}")) for i in range(50)]
+    again = [choose("thompson", arms, random.Random(f"ge:1:{i}")) for i in range(50)]
+    assert first == again and len(set(first)) > 1
+
+
+def test_per_dollar_rewards_favour_the_cheaper_arm() -> None:
+    pulls = [Pull("dear", 1.0, cost=4.0)] * 5 + [Pull("cheap", 1.0, cost=1.0)] * 5
+    plain = {a.arm: a.rewards for a in tally({"dear": 1, "cheap": 1}, pulls)}
+    scaled = {a.arm: a.rewards for a in tally({"dear": 1, "cheap": 1}, per_dollar(pulls))}
+    assert plain["dear"] == plain["cheap"] == 5
+    assert scaled["cheap"] == 5 and scaled["dear"] < 5
+    picks = _picks("thompson", tally({"dear": 1, "cheap": 1}, per_dollar(pulls * 4)))
+    assert picks["cheap"] > picks["dear"]
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+def counter_seed(directory: Path, api_base: str, bandit: str, **evolution: Any) -> Path:
+    """A seed whose one segment holds ``VALUE``; the score is VALUE (maximised); two models."""
+    seed = template_seed(directory, **evolution)
+    (seed / "model.py").write_text('"""A counter."""\n\n\n# --OPTION--\nVALUE = 10\n')
+    (seed / "evaluate.py").write_text(
+        "import json, os, re\nfrom pathlib import Path\n"
+        "v = int(re.search(r'VALUE = (-?\\d+)', Path('model.py').read_text()).group(1))\n"
+        "Path(os.environ.get('GE_METRICS', 'metrics.json')).write_text(json.dumps({'score': v}))\n"
+    )
+    text = (seed / "ge.toml").read_text()
+    text = re.sub(r'models = \["offline"\]', (
+        'models = [{ model = "openai/good", weight = 1 }, { model = "openai/bad", weight = 1 }]\n'
+        f'api_base = "{api_base}"\nbandit = "{bandit}"'
+    ), text)  # fmt: skip
+    text = text.replace('check = "python evaluate.py --check"\n', "")
+    text = text.split("[[objectives]]")[0] + '[[objectives]]\nname = "score"\ndirection = "max"\n'
+    (seed / "ge.toml").write_text(text)
+    return seed
+
+
+def two_models(request: dict[str, Any]) -> Action:
+    """openai/good raises VALUE, openai/bad lowers it (by 1-3, so that children differ)."""
+    sign = 1 if request["model"] == "good" else -1
+
+    def edit(code: str, n: int) -> str:
+        return _VALUE.sub(lambda m: f"VALUE = {int(m.group(1)) + sign * (1 + n % 3)}", code)
+
+    return CodeWriter(edit)(request)
+
+
+def _models_by_generation(run_dir: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(run_dir / "index.sqlite") as conn:
+        rows = conn.execute("SELECT generation, model FROM variants WHERE model != ''").fetchall()
+    return [(int(g), str(m)) for g, m in rows]
+
+
+def _good_share_late(run_dir: Path) -> float:
+    late = [m for g, m in _models_by_generation(run_dir) if g >= 2]
+    return sum(m == "openai/good" for m in late) / len(late)
+
+
+def _run(tmp_path: Path, name: str, bandit: str) -> Path:
+    run_dir = tmp_path / f"run-{name}"
+    with serve(responder=two_models) as server:
+        seed = counter_seed(
+            tmp_path / f"seed-{name}", server.base_url, bandit,
+            generations=4, initial_population=6, population=6, elites=3, eot_probability=0.0,
+        )  # fmt: skip
+        run_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path,
+                 env={"OPENAI_API_KEY": "sk-test"})  # fmt: skip
+    return run_dir
+
+
+def test_the_bandit_favours_the_model_whose_children_improve(tmp_path: Path) -> None:
+    fixed = _run(tmp_path, "off", "off")
+    adaptive = _run(tmp_path, "on", "thompson")
+    assert _good_share_late(adaptive) > _good_share_late(fixed) + 0.15
+    assert _good_share_late(adaptive) >= 0.75
+
+    status = run_json("status", str(adaptive), cwd=tmp_path)
+    arms = {a["arm"]: a for a in status["bandit"]["models"]}
+    assert status["bandit"]["algorithm"] == "thompson"
+    assert arms["openai/good"]["improvements"] > 0 and arms["openai/bad"]["improvements"] == 0
+    assert arms["openai/good"]["pulls"] > arms["openai/bad"]["pulls"]
+    modes = {(r["operator"], r["mode"]) for r in status["tokens"]["by_operator"]}
+    assert ("mutation", "whole") in modes and status["tokens"]["tokens_per_valid_child"] > 0
+    log = run_json("log", str(adaptive), "--bandit", cwd=tmp_path)
+    assert [s["generation"] for s in log["bandit"]["generations"]] == [0, 1, 2, 3, 4]
+    assert "bandit_rejected" not in {
+        e["kind"] for e in run_json("log", str(fixed), cwd=tmp_path)["events"]
+    }
+    with sqlite3.connect(fixed / "index.sqlite") as conn:
+        assert not conn.execute("SELECT 1 FROM events WHERE kind = 'bandit'").fetchall()
+
+
+def test_a_resumed_run_makes_the_same_choices(tmp_path: Path) -> None:
+    """The last generation is undone (as a kill before its checkpoint leaves it) together with its
+    stored bandit state: the resume recomputes the state from the index and asks the same models
+    for the same children, so every reply comes from the cache."""
+    run_dir = _run(tmp_path, "resume", "thompson")
+    before = sorted(_models_by_generation(run_dir))
+    with sqlite3.connect(run_dir / "index.sqlite") as conn:
+        conn.execute("DELETE FROM generations WHERE generation = 4")
+        conn.execute("DELETE FROM meta WHERE key = 'finished'")
+        stored = conn.execute("SELECT data FROM events WHERE kind = 'bandit'").fetchall()
+        conn.execute(
+            "DELETE FROM events WHERE kind = 'bandit' AND data LIKE '%\"generation\": 4,%'"
+        )
+    assert len(stored) == 5
+    with serve(responder=two_models) as server:
+        summary = run_json("resume", str(run_dir), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test"})
+        assert len(server.requests) == 0, "the same model was asked for the same child"
+    assert summary["finished"]
+    assert sorted(_models_by_generation(run_dir)) == before
+    with sqlite3.connect(run_dir / "index.sqlite") as conn:
+        again = conn.execute("SELECT data FROM events WHERE kind = 'bandit'").fetchall()
+    assert [json.loads(r[0]) for r in again] == [json.loads(r[0]) for r in stored]
+
+
+def test_the_offline_operators_are_arms(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", generations=3, initial_population=6, population=6)
+    text = (seed / "ge.toml").read_text().replace("[llm]\n", '[llm]\nbandit = "ucb1"\n')
+    (seed / "ge.toml").write_text(text)
+    run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    status = run_json("status", str(tmp_path / "run"), cwd=tmp_path)
+    arms = {a["arm"]: a for a in status["bandit"]["personas"]}
+    assert set(arms) == {"nudge", "swap", "statement"}
+    assert sum(a["pulls"] for a in arms.values()) >= 6
+    text_status = ge("status", str(tmp_path / "run"), cwd=tmp_path).stdout
+    assert "bandit ucb1 personas: nudge" in " ".join(text_status.split())
+
+
+def test_an_unknown_bandit_is_one_clear_line(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed")
+    text = (seed / "ge.toml").read_text().replace("[llm]\n", '[llm]\nbandit = "greedy"\n')
+    (seed / "ge.toml").write_text(text)
+    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode != 0 and "bandit" in proc.stderr and "Traceback" not in proc.stderr
