@@ -3,6 +3,7 @@ OpenAI server where one model's replies improve the score and the other's make i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -15,10 +16,11 @@ import pytest
 
 from guided_evolution.evolution.bandit import ArmStats, Pull, choose, per_dollar, tally
 from tests.support.cli import ge, run_json
-from tests.support.openai_server import Action, serve
-from tests.support.seeds import CodeWriter, template_seed
+from tests.support.openai_server import Action, reply, serve
+from tests.support.seeds import template_seed
 
 _VALUE = re.compile(r"VALUE = (-?\d+)")
+_FENCE = re.compile(r"```(?:python)?\n(.*?)```", re.S)
 
 
 # --------------------------------------------------------------------------- the pure module
@@ -88,13 +90,19 @@ def counter_seed(directory: Path, api_base: str, bandit: str, **evolution: Any) 
 
 
 def two_models(request: dict[str, Any]) -> Action:
-    """openai/good raises VALUE, openai/bad lowers it (by 1-3, so that children differ)."""
-    sign = 1 if request["model"] == "good" else -1
-
-    def edit(code: str, n: int) -> str:
-        return _VALUE.sub(lambda m: f"VALUE = {int(m.group(1)) + sign * (1 + n % 3)}", code)
-
-    return CodeWriter(edit)(request)
+    """openai/good raises VALUE, openai/bad lowers it, by 1-3 drawn from a hash of the request
+    (so that children differ, and the same request always gets the same reply)."""
+    user = [m for m in request["messages"] if m["role"] == "user"][-1]["content"]
+    if "Do not write any code" in user:
+        return reply("Larger values helped: the score is the value.")
+    blocks = _FENCE.findall(user)
+    if not blocks:
+        return reply("I cannot help with that.")
+    key = json.dumps([request["messages"], request.get("temperature"), request["model"]])
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    step = (1 + int(digest, 16) % 3) * (1 if request["model"] == "good" else -1)
+    code = _VALUE.sub(lambda m: f"VALUE = {int(m.group(1)) + step}", blocks[0])
+    return reply(f"Here it is.\n\n```python\n{code.rstrip()}\n# {digest[:8]}\n```\n", 120, 80)
 
 
 def _models_by_generation(run_dir: Path) -> list[tuple[int, str]]:
@@ -140,6 +148,8 @@ def test_the_bandit_favours_the_model_whose_children_improve(tmp_path: Path) -> 
     }
     with sqlite3.connect(fixed / "index.sqlite") as conn:
         assert not conn.execute("SELECT 1 FROM events WHERE kind = 'bandit'").fetchall()
+        personas = conn.execute("SELECT DISTINCT persona FROM variants WHERE persona != ''")
+        assert len(personas.fetchall()) > 1, "off: every persona is drawn, as before"
 
 
 def test_a_resumed_run_makes_the_same_choices(tmp_path: Path) -> None:

@@ -374,7 +374,7 @@ class LLMProposer(_StepProposer):
             personas=self.evo.personas,
             edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
             feedback=self._feedback(plan.parent) if of_parent else "",
-            persona=self.bandits.persona(plan.generation, rng, plan.index),
+            chosen_persona=self.bandits.persona(plan.generation, rng, plan.index),
         )
 
     def _feedback(self, vid: str) -> str:

@@ -243,11 +243,11 @@ def mutation_request(
     edit_mode: str = "never",
     diff_min_chars: int = DIFF_MIN_CHARS,
     feedback: str = "",
-    persona: str | None = None,
+    chosen_persona: str | None = None,
 ) -> OperatorRequest:
     """Mutate one segment (random unless `segment_key`) with a random (task kind, persona) prompt;
-    `feedback`: the evaluator's words about the parent (``{{feedback}}``, fenced); `persona`: the
-    bandit's choice (only its prompts are drawn from).
+    `feedback`: the evaluator's words about the parent (``{{feedback}}``, fenced); `chosen_persona`:
+    the bandit's choice (only its prompts are drawn from).
 
     A persona outside PERSONAS works when the library has `mutate_<kind>_<persona>` files for it
     (a seed can add its own personas in its `prompts/` directory). When `edit_mode` asks for a
@@ -266,8 +266,8 @@ def mutation_request(
                 f"the seed, or use one of {', '.join(PERSONAS)}",
             )
     choices = [(k, p) for k in kinds for p in personas if mutation_prompt_name(k, p) in lib]
-    if persona:
-        choices = [c for c in choices if c[1] == persona] or choices
+    if chosen_persona:
+        choices = [c for c in choices if c[1] == chosen_persona] or choices
     seg = _segment_or_pick(genome, segment_key, rng)
     kind, persona = rng.choice(choices)
     name = mutation_prompt_name(kind, persona)

@@ -16,7 +16,7 @@ from typing import Any
 
 from guided_evolution.errors import GeError
 from guided_evolution.inspection.export import write_atomic
-from guided_evolution.inspection.report_data import Report, collect
+from guided_evolution.inspection.report_data import Report, bandit_html, collect
 from guided_evolution.inspection.report_diversity import diversity_html
 from guided_evolution.inspection.report_svg import (
     esc,
@@ -440,7 +440,7 @@ def _sections(rep: Report) -> list[tuple[str, str, str]]:
                 rep.personas,
                 "Rejected proposals have no persona and are left out of this table.",
             )
-            + _children_html(rep),
+            + _children_html(rep) + bandit_html(rep.bandit, rep.tokens),
         ),
         ("failures", "Failure reasons", _failures_html(rep)),
         (

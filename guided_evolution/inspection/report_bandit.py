@@ -51,10 +51,13 @@ def _mode(purpose: str) -> tuple[str, str]:
 
 def token_view(index: Any) -> dict[str, Any]:
     """Prompt and completion tokens per operator and mode (whole segment, edit blocks, EoT's
-    reasoning turn), and tokens per valid child (every call's tokens over the valid children)."""
+    reasoning turn), and tokens per valid child (the tokens of every call over the valid
+    children); replies served from the cache are left out (they cost nothing)."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     total = 0
     for call in index.calls():
+        if call.outcome == "cached":
+            continue  # paid for by the call it repeats (a resumed run re-asks from the cache)
         op, mode = _mode(call.purpose)
         row = rows.setdefault(
             (op, mode),

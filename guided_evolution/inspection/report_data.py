@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from guided_evolution.inspection.report_bandit import bandit_html, bandit_view, token_view
 from guided_evolution.inspection.report_diversity import diversity_per_generation
 from guided_evolution.inspection.run_data import (
     RunData,
@@ -83,6 +84,11 @@ class Report:
     isolation: dict[str, Any] = field(default_factory=dict)  # `views_data.isolation_info`
     children: list[dict[str, Any]] = field(default_factory=list)  # per generation: planned, new
     diversity: list[dict[str, Any]] = field(default_factory=list)  # report_diversity
+    bandit: dict[str, Any] = field(default_factory=dict)  # report_bandit: arms per model/persona
+    tokens: dict[str, Any] = field(default_factory=dict)  # report_bandit: per operator and mode
+
+
+__all__ = ["Report", "bandit_html", "collect"]  # bandit_html: for html_report
 
 
 def _operator_name(op: str | None, offline: bool) -> str:
@@ -215,6 +221,8 @@ def collect(run_dir: Path) -> Report:
             isolation=isolation_info(index),
             children=children_per_generation(index, cfg.evolution),
             diversity=diversity_per_generation(index, cfg, paths.repo),
+            bandit=bandit_view(index, cfg),
+            tokens=token_view(index),
         )
 
 
