@@ -2,8 +2,9 @@
 
 1. Bandit. Real `ge run`s against the fake OpenAI server, on a seed whose one segment holds
    ``VALUE`` (the score, maximised). Two scripted models: ``strong`` raises VALUE (an
-   improvement over the parent) for 60 % of its replies and lowers it otherwise, at $3/$12 per
-   million prompt/completion tokens; ``weak`` improves 20 % of the time at $1/$4. Which replies
+   improvement over the parent) for 60 % of its replies and lowers it otherwise, at $5/$20 per
+   million prompt/completion tokens; ``weak`` improves 20 % of the time at $1/$4 (three times
+   less often, five times cheaper: the better model per call, the worse per dollar). Which replies
    improve is drawn from a hash of the request, so a run is reproducible. For each policy
    (``[llm] bandit`` off = the configured equal weights, thompson, ucb1, thompson per dollar) and
    each RNG seed, it counts the children that improved on a parent (``RunData.improved``: what
@@ -45,7 +46,7 @@ _VALUE = re.compile(r"VALUE = (-?\d+)")
 _INT = re.compile(r"(?<![\w.])\d+(?![\w.])")
 _FENCE = re.compile(r"(`{3,})(?:python)?\n(.*?)\1", re.S)
 MODELS = {  # name: (share of improving replies, $ per prompt token, $ per completion token)
-    "strong": (0.60, 3e-6, 12e-6),
+    "strong": (0.60, 5e-6, 20e-6),
     "weak": (0.20, 1e-6, 4e-6),
 }
 POLICIES = (("fixed weights", "off", False), ("thompson", "thompson", False),

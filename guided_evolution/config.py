@@ -81,7 +81,9 @@ class LLMConfig(_Model):
         "parent (off = the configured weights; thompson is recommended)",
     )
     bandit_per_dollar: bool = Field(
-        False, description="bandit rewards divided by the child's cost relative to the median"
+        False,
+        description="bandit rewards per dollar: times min(1, the cheapest arm's median child "
+        "cost / the child's cost)",
     )
 
     @field_validator("models", mode="before")

@@ -79,14 +79,19 @@ class ArmStats:
 
 
 def per_dollar(pulls: Sequence[Pull]) -> list[Pull]:
-    """Rewards divided by the pull's cost normalised by the median cost of the priced pulls,
-    capped at 1 (a pull at or below the median cost keeps its reward; twice the median halves it)."""
-    priced = [p.cost for p in pulls if p.cost > 0]
-    if not priced:
+    """Rewards per dollar, kept in [0, 1]: each reward times ``min(1, ref / cost)``, where ``ref``
+    is the median cost of the children of the cheapest arm (by its median). A child as cheap as
+    the cheapest arm's typical child keeps its reward; one of an arm five times dearer keeps a
+    fifth. Arm medians do not move with how often an arm is pulled, so neither does the scale."""
+    by_arm: dict[str, list[float]] = {}
+    for p in pulls:
+        if p.cost > 0:
+            by_arm.setdefault(p.arm, []).append(p.cost)
+    if not by_arm:
         return list(pulls)
-    median = statistics.median(priced)
+    ref = min(statistics.median(costs) for costs in by_arm.values())
     return [
-        Pull(p.arm, p.reward * min(1.0, median / p.cost) if p.cost > 0 else p.reward, p.cost)
+        Pull(p.arm, p.reward * min(1.0, ref / p.cost) if p.cost > 0 else p.reward, p.cost)
         for p in pulls
     ]
 
