@@ -195,3 +195,18 @@ def test_an_unknown_bandit_is_one_clear_line(tmp_path: Path) -> None:
     (seed / "ge.toml").write_text(text)
     proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode != 0 and "bandit" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_steady_mode_draws_from_a_stored_state_per_virtual_generation(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    with serve(responder=two_models) as server:
+        seed = counter_seed(
+            tmp_path / "seed", server.base_url, "thompson", mode="steady",
+            generations=4, initial_population=6, population=6, elites=3, eot_probability=0.0,
+        )  # fmt: skip
+        summary = run_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path,
+                           env={"OPENAI_API_KEY": "sk-test"})  # fmt: skip
+    assert summary["finished"]
+    states = run_json("log", str(run_dir), "--bandit", cwd=tmp_path)["bandit"]["generations"]
+    assert sorted(s["generation"] for s in states) == [0, 1, 2, 3, 4]
+    assert _good_share_late(run_dir) >= 0.75
