@@ -324,13 +324,13 @@ def spend_lines(tokens: dict[str, Any] | None, bandit: dict[str, Any] | None) ->
     if bandit:
         for name in ("models", "personas"):
             arms = bandit.get(name) or []
-            if len(arms) < 2:
+            if len(arms) < 2 or not any(a["pulls"] for a in arms):
                 continue
             cells = [
                 f"{a['arm']} {a['improvements']}/{a['pulls']} ({a['rate']:.0%}, ${a['cost_usd']:.4f})"
                 for a in arms
             ]
-            lines.append(f"bandit {bandit['algorithm']} {name}: " + "  ".join(cells))
+            lines.append(f"{name} (bandit {bandit['algorithm']}): " + "  ".join(cells))
     return lines
 
 
