@@ -279,6 +279,7 @@ def segment_values(genome: Genome, seg: Segment) -> dict[str, str]:
         "context": fence(file_context(genome, seg)),
         "failure_reason": fence("RuntimeError: shape mismatch", "text"),
         "output_tail": fence("Traceback ...", "text"),
+        "feedback": "",  # the evaluator's feedback block: empty when there is none
     }
 
 
