@@ -77,6 +77,7 @@ def prompt_values(genome: Genome, seg: Segment) -> dict[str, str]:
         "code": fence(seg.code),
         "notes": seg.notes.strip() or "(none)",
         "context": fence(file_context(genome, seg)),
+        "feedback": "",  # no evaluator feedback: the prompt as a first mutation sees it
     }
 
 
