@@ -1,11 +1,14 @@
 """The bandits' pulls, read from a run's index: every child decided before a generation.
 
-A child is a pull of the model that wrote it (``variants.model``) and of its persona
-(``variants.persona``; for ``--model offline`` with the bandit on, its offline edit class). Its
+A child is a pull of the model that wrote it (``variants.model``) and of its (operator, persona)
+arm: ``eot/-`` when its last step was Evolution of Thought (it has a reflection; EoT has no
+persona), ``mutation/<persona>`` when it was a mutation (``variants.persona``); a crossover child
+that was then mutated counts for the arm of that mutation, one that was not counts for none. For
+``--model offline`` the arms are the offline edit classes (there is no EoT offline). Its
 reward is 1 when it improved on a parent (valid, dominates at least one parent on the selection
 objectives and is dominated by none: ``RunData.improved``), else 0; a failed child is 0, and a
 proposal rejected before evaluation is a 0 pull of the model of its last LLM call and, when the
-bandit drew its persona, of that persona (a ``bandit_rejected`` event names it). A child not evaluated yet is not
+bandit drew its arm, of that arm (a ``bandit_rejected`` event names it). A child not evaluated yet is not
 decided and does not count. Cost: the summed cost of the child's LLM calls.
 """
 
@@ -16,10 +19,34 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from guided_evolution.config import GeConfig
 from guided_evolution.evolution.bandit import ArmStats, Pull, choose, per_dollar, state_dict, tally
+from guided_evolution.evolution.offline_operators import OPERATORS as OFFLINE_EDITS
 from guided_evolution.evolution.scoring import ObjectiveSpec, dominates, scored
 
-REJECTED = "bandit_rejected"  # event: the persona the bandit drew for a plan that made no child
+REJECTED = "bandit_rejected"  # event: the arm the bandit drew for a plan that made no child
+EOT_ARM = "eot/-"  # EoT's arm: its turns use no persona
+MUTATION = "mutation/"  # prefix of the mutation arms: mutation/<persona>
+
+
+def operator_arms(cfg: GeConfig) -> dict[str, float]:
+    """The second bandit's arms and weights: ``mutation/<persona>`` for each persona and ``eot/-``
+    (unless ``eot_probability = 0``); offline, the edit classes."""
+    if cfg.llm.offline:
+        return dict.fromkeys(OFFLINE_EDITS, 1.0)
+    arms = {f"{MUTATION}{p}": 1.0 for p in cfg.evolution.personas}
+    if cfg.evolution.eot_probability > 0:
+        arms[EOT_ARM] = 1.0
+    return arms
+
+
+def arm_of(variant: Any, offline: bool) -> str | None:
+    """The (operator, persona) arm a child counts for (offline: its edit class); None: none."""
+    if offline:
+        return variant.persona or None
+    if variant.eot_reflection:
+        return EOT_ARM
+    return f"{MUTATION}{variant.persona}" if variant.persona else None
 
 
 @dataclass(frozen=True)
@@ -45,9 +72,11 @@ def improved(
 
 
 def read_history(
-    index: Any, objectives: Sequence[ObjectiveSpec], before: int | None = None
+    index: Any, objectives: Sequence[ObjectiveSpec], before: int | None = None,
+    offline: bool = False,
 ) -> History:
-    """The pulls of the children of generations < ``before`` (None: all) decided so far."""
+    """The pulls of the children of generations < ``before`` (None: all) decided so far
+    (``offline``: the second bandit's arms are the offline edit classes)."""
     latest = index.latest_evaluations()
     calls = {c.id: c for c in index.calls()}
     cost: dict[str, float] = {}
@@ -65,8 +94,9 @@ def read_history(
         spent = cost.get(v.id, 0.0)
         if v.model:
             models.append(Pull(v.model, reward, spent))
-        if v.persona:
-            personas.append(Pull(v.persona, reward, spent))
+        arm = arm_of(v, offline)
+        if arm:
+            personas.append(Pull(arm, reward, spent))
     spent_on: dict[tuple[int, int], float] = {}
     for event in index.events("proposal_rejected"):
         data = event.data
@@ -81,7 +111,7 @@ def read_history(
     for event in index.events(REJECTED):
         key = (int(event.data["generation"]), int(event.data["plan"]))
         if before is None or key[0] < before:
-            drawn[key] = str(event.data["persona"])
+            drawn[key] = str(event.data.get("arm") or event.data.get("persona"))
     personas += [Pull(arm, 0.0, spent_on.get(key, 0.0)) for key, arm in sorted(drawn.items())]
     return History(models, personas)
 
@@ -109,27 +139,32 @@ class BanditState:
 
 
 class Bandits:
-    """The run's two bandits (``[llm] bandit``): the state of each generation is computed at its
-    first choice from the children decided before it, stored as a ``bandit`` event, and read back
-    from that event by a resumed run, so that the same plan always makes the same choices."""
+    """The run's two bandits (``[llm] bandit``): over the ensemble's models, and over the
+    (operator, persona) arms of mutation steps (offline: the edit classes). The state of each
+    generation is computed at its first choice from the children decided before it, stored as a
+    ``bandit`` event (the second bandit under ``personas``), and read back from that event by a
+    resumed run, so that the same plan always makes the same choices."""
 
     def __init__(
         self,
-        algorithm: str,
-        per_dollar_rewards: bool,
+        cfg: GeConfig,
         index: Any,
         objectives: Sequence[ObjectiveSpec],
-        models: dict[str, float],
-        personas: dict[str, float],
     ) -> None:
-        self.algorithm = algorithm
-        self.per_dollar = per_dollar_rewards
+        self.algorithm = cfg.llm.bandit
+        self.per_dollar = cfg.llm.bandit_per_dollar
+        self.offline = cfg.llm.offline
         self.index = index
         self.objectives = objectives
-        self.model_weights = models
-        self.persona_weights = personas
+        self.model_weights = {} if self.offline else {m.model: m.weight for m in cfg.llm.models}
+        self.persona_weights = operator_arms(cfg)
         self._states: dict[int, BanditState] = {}
-        self._drawn: dict[tuple[int, int], str] = {}  # (generation, plan) -> persona drawn
+        self._drawn: dict[tuple[int, int], str] = {}  # (generation, plan) -> arm drawn
+
+    @property
+    def chooses_eot(self) -> bool:
+        """The bandit, not the ``eot_probability`` coin, chooses EoT where it is possible."""
+        return self.on and EOT_ARM in self.persona_weights
 
     @property
     def on(self) -> bool:
@@ -152,7 +187,7 @@ class Bandits:
 
     def snapshot(self, generation: int) -> dict[str, Any]:
         """The ``bandit`` event of ``generation``: each arm's tally of the children before it."""
-        history = read_history(self.index, self.objectives, before=generation)
+        history = read_history(self.index, self.objectives, generation, self.offline)
         models, personas = history.models, history.personas
         if self.per_dollar:
             models, personas = per_dollar(models), per_dollar(personas)
@@ -171,16 +206,35 @@ class Bandits:
         return choose(self.algorithm, self.state(generation).models, rng)
 
     def persona(self, generation: int, rng: random.Random, plan: int = -1) -> str | None:
-        """The persona (offline: edit class) of a mutation of plan ``plan`` (None: off or only
-        one)."""
-        if not self.on or len(self.persona_weights) < 2:
+        """The persona (offline: edit class) of a mutation of plan ``plan`` where EoT is not a
+        choice (None: off or only one)."""
+        chosen = self.operator(generation, rng, plan, eot=False)
+        return chosen[1] if chosen else None
+
+    def operator(
+        self, generation: int, rng: random.Random, plan: int, eot: bool
+    ) -> tuple[str, str | None] | None:
+        """(operator, persona) of a mutation step of plan ``plan``: ``("eot", None)`` (only when
+        ``eot``: EoT is possible there) or ``("mutation", persona)``; offline ``("mutation", edit
+        class)``. None: the bandit is off, or there is nothing to choose from."""
+        names = [
+            n
+            for n in self.persona_weights
+            if self.offline or n.startswith(MUTATION) or (eot and n == EOT_ARM)
+        ]
+        if not self.on or len(names) < 2:
             return None
-        arm = choose(self.algorithm, self.state(generation).personas, rng)
+        arms = [a for a in self.state(generation).personas if a.arm in names]
+        arm = choose(self.algorithm, arms, rng)
         self._drawn[(generation, plan)] = arm
-        return arm
+        if self.offline:
+            return "mutation", arm
+        if arm == EOT_ARM:
+            return "eot", None
+        return "mutation", arm.removeprefix(MUTATION)
 
     def rejected(self, generation: int, plan: int) -> None:
-        """Plan ``plan`` made no child: its drawn persona (if any) is a pull with reward 0."""
+        """Plan ``plan`` made no child: its drawn arm (if any) is a pull with reward 0."""
         arm = self._drawn.pop((generation, plan), None)
         if arm is not None:
-            self.index.add_event(REJECTED, {"generation": generation, "plan": plan, "persona": arm})
+            self.index.add_event(REJECTED, {"generation": generation, "plan": plan, "arm": arm})

@@ -25,7 +25,7 @@ from guided_evolution.evolution.diff_ops import EDIT_DIFF, EDIT_WHOLE
 from guided_evolution.evolution.offline_operators import OPERATORS as OFFLINE_EDITS
 from guided_evolution.evolution.offline_operators import offline_crossover, offline_mutate
 from guided_evolution.evolution.operators import Child, Rejected
-from guided_evolution.evolution.plan import Plan, Step
+from guided_evolution.evolution.plan import EOT_BY_BANDIT, Plan, Step
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import Genome, parse_genome
 from guided_evolution.evolution.splice import SpliceError, splice
@@ -58,7 +58,9 @@ class RunStopped(Exception):
 class Proposer(Protocol):
     """What the driver needs of a source of children."""
 
-    supports_eot: bool  # can make Evolution of Thought children
+    # Can make Evolution of Thought children: True (where the plan's eot_probability coin says), or
+    # EOT_BY_BANDIT (its bandit chooses EoT or a mutation where the plan says EoT is possible).
+    supports_eot: bool | str
     supports_fix: bool  # can feed an evaluation failure back and propose a repaired child
 
     async def propose(self, plan: Plan) -> Child:
@@ -125,13 +127,8 @@ class _StepProposer:
         self.cfg = cfg
         self.evo = cfg.evolution
         self.source = source
-        offline = cfg.llm.offline
-        # The arms: the ensemble's models, and the personas (offline: the edit classes).
-        self.bandits = Bandits(
-            cfg.llm.bandit, cfg.llm.bandit_per_dollar, source.index, source.objectives,
-            {} if offline else {m.model: m.weight for m in cfg.llm.models},
-            dict.fromkeys(OFFLINE_EDITS if offline else self.evo.personas, 1.0),
-        )  # fmt: skip
+        # The arms: the ensemble's models, and (operator, persona) (offline: the edit classes).
+        self.bandits = Bandits(cfg, source.index, source.objectives)
 
     async def apply(self, step: Step, plan: Plan, genome: Genome, previous: Child | None,
                     rng: random.Random, sample: int) -> Child:
@@ -313,6 +310,7 @@ class LLMProposer(_StepProposer):
     def __init__(self, cfg: GeConfig, source: Recorder, prompts: PromptLibrary, llm: Any,
                  progress: Progress, seed_id: str) -> None:
         super().__init__(cfg, source)
+        self.supports_eot = EOT_BY_BANDIT if self.bandits.chooses_eot else True
         self.prompts = prompts
         self.llm = llm
         self.progress = progress
@@ -356,25 +354,35 @@ class LLMProposer(_StepProposer):
         if step.op == "crossover":
             assert step.other is not None
             return await self._crossover(step.other, plan, genome, rng, sample)
-        if step.op == "eot":
+        # With the bandit choosing EoT, a mutation step with a teacher is EoT or a mutation with a
+        # persona, as its (operator, persona) arm says.
+        arm = None
+        if step.op == "mutation" and step.other is not None:
+            arm = self.bandits.operator(plan.generation, rng, plan.index, eot=True)
+        if step.op == "eot" or (arm is not None and arm[0] == "eot"):
             assert step.other is not None
             child = await self._eot(step.other, plan, genome, previous, rng, sample)
             if child is not None:
                 return child
-        req = self._mutation_request(plan, genome, rng, of_parent=previous is None)
+            arm = None  # no change to explain: a mutation, its persona drawn as usual
+        persona = arm[1] if arm is not None else None
+        req = self._mutation_request(plan, genome, rng, of_parent=previous is None, persona=persona)
         reply = await self._ask(req, rng, plan, sample)
         return with_reply(ops.child_from_reply(req, genome, reply.text), reply, _merged_parents(previous, plan))
 
     def _mutation_request(self, plan: Plan, genome: Genome, rng: random.Random,
-                          of_parent: bool = True) -> Any:
+                          of_parent: bool = True, persona: str | None = None) -> Any:
+        """A mutation with ``persona`` (None: the bandit's, or the operator's draw)."""
         temps = self.evo.temperature
+        if persona is None:
+            persona = self.bandits.persona(plan.generation, rng, plan.index)
         return ops.mutation_request(
             self.prompts, genome, plan.parent, rng,
             temperature_range=temps.initial if plan.generation == 0 else temps.mutation,
             personas=self.evo.personas,
             edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
             feedback=self._feedback(plan.parent) if of_parent else "",
-            chosen_persona=self.bandits.persona(plan.generation, rng, plan.index),
+            chosen_persona=persona,
         )
 
     def _feedback(self, vid: str) -> str:

@@ -11,6 +11,11 @@ deap's selTournamentDCD (the paper's). A planned child that draws neither crosso
 is dropped, as GE's unchanged offspring were clones of their parent (see README, "Differences
 from the GE paper").
 
+With the bandit on (``[llm] bandit``, an LLM run: ``eot=EOT_BY_BANDIT``), a mutation step where EoT
+is possible (``eot_probability > 0``, from ``eot_start_generation``, with teachers) is
+``Step("mutation", teacher)``: the proposer's bandit chooses mutation (with a persona) or EoT (with
+that teacher) instead of the ``eot_probability`` coin; crossover keeps its probability.
+
 Every draw comes from an RNG seeded by (run seed, generation), and each plan has its own RNG
 seeded by (run seed, generation, child index), so a resumed run re-derives the same plans.
 ``plan_child`` is the steady-state mode's plan of one child, drawn from the population as it
@@ -38,7 +43,12 @@ class Step:
     """One operator application in a child's plan."""
 
     op: str  # 'mutation' | 'crossover' | 'eot'
-    other: str | None = None  # crossover partner, or the EoT elite
+    # The crossover partner, or the EoT elite; of a mutation, the teacher the bandit may choose
+    # EoT with (only with the bandit on, see EOT_BY_BANDIT).
+    other: str | None = None
+
+
+EOT_BY_BANDIT = "bandit"  # plan ``eot``: the proposer's bandit chooses EoT, not the coin
 
 
 @dataclass(frozen=True)
@@ -108,12 +118,13 @@ def plan_generation(
     evo: EvolutionConfig,
     objectives: Sequence[ObjectiveSpec],
     *,
-    eot: bool = True,
+    eot: bool | str = True,
 ) -> GenerationPlan:
     """Plans for ``generation`` from the valid members of the previous ``population``.
 
     ``seed`` is the seed's score (None when it has none); it stands in for an empty population.
-    ``eot`` is False when the proposer cannot do Evolution of Thought (the offline operators).
+    ``eot`` is False when the proposer cannot do Evolution of Thought (the offline operators), and
+    EOT_BY_BANDIT when its bandit chooses EoT (mutation steps carry a teacher where EoT is possible).
     """
     rng = random.Random(f"ge:{evo.seed}:{generation}:plan")
     if generation == 0:
@@ -128,11 +139,14 @@ def plan_generation(
     else:
         elite_ids = set(elites)
         teachers = eot_teachers([s for s in valid if s.id in elite_ids], seed, objectives)
-    eot_on = eot and generation >= evo.eot_start_generation and bool(teachers)
+    eot_on = bool(eot) and generation >= evo.eot_start_generation and bool(teachers)
+    by_bandit = eot_on and eot == EOT_BY_BANDIT and evo.eot_probability > 0
 
     def mutate_step() -> Step | None:
         if rng.random() >= evo.mutation_probability:
             return None
+        if by_bandit:
+            return Step("mutation", rng.choice(teachers))
         if eot_on and rng.random() < evo.eot_probability:
             return Step("eot", rng.choice(teachers))
         return Step("mutation")
@@ -163,7 +177,7 @@ def plan_child(
     evo: EvolutionConfig,
     objectives: Sequence[ObjectiveSpec],
     *,
-    eot: bool = True,
+    eot: bool | str = True,
 ) -> Plan | None:
     """The steady-state mode's plan of child ``index`` of virtual ``generation``, drawn from the
     ``population`` as it stands (the SPEA2 archive and the children evaluated since); None when
@@ -188,10 +202,12 @@ def plan_child(
         steps.append(Step("crossover", partner))
     if rng.random() < evo.mutation_probability:
         # Drawn before the teachers are known, so that SPEA2 runs only for the EoT children.
-        wants_eot = eot and generation >= evo.eot_start_generation
-        wants_eot = wants_eot and rng.random() < evo.eot_probability
+        wants_eot = bool(eot) and generation >= evo.eot_start_generation
+        by_bandit = wants_eot and eot == EOT_BY_BANDIT and evo.eot_probability > 0
+        wants_eot = by_bandit or (wants_eot and rng.random() < evo.eot_probability)
         teachers = _teachers(valid, seed, seed_id, evo, objectives) if wants_eot else []
-        steps.append(Step("eot", rng.choice(teachers)) if teachers else Step("mutation"))
+        op = "mutation" if by_bandit else "eot"
+        steps.append(Step(op, rng.choice(teachers)) if teachers else Step("mutation"))
     return Plan(generation, index, parent, tuple(steps)) if steps else None
 
 

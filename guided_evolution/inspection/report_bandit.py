@@ -1,5 +1,6 @@
-"""Where the LLM spend went: the bandits' arms (which model and persona made the children that
-improved on a parent, at what cost) and the tokens per operator and edit mode, for `ge status`,
+"""Where the LLM spend went: the bandits' arms (which model and which (operator, persona) arm,
+such as ``mutation/expert`` or ``eot/-``, offline the edit class, made the children that improved
+on a parent, at what cost) and the tokens per operator and edit mode, for `ge status`,
 `ge log --bandit` and the report.
 
 The arms are tallied from the index with the engine's own rule (``bandit_history``), so they are
@@ -13,9 +14,8 @@ from html import escape
 from typing import Any
 
 from guided_evolution.config import GeConfig
-from guided_evolution.engine.bandit_history import read_history
+from guided_evolution.engine.bandit_history import operator_arms, read_history
 from guided_evolution.evolution.bandit import per_dollar, state_dict, tally
-from guided_evolution.evolution.offline_operators import OPERATORS as OFFLINE_EDITS
 
 OPERATOR_ORDER = ("mutation", "crossover", "eot", "fix")
 
@@ -23,19 +23,18 @@ OPERATOR_ORDER = ("mutation", "crossover", "eot", "fix")
 def bandit_view(index: Any, cfg: GeConfig, history: bool = False) -> dict[str, Any]:
     """The arms of both bandits now (and, with ``history``, the stored per-generation states)."""
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
-    found = read_history(index, objectives)
+    offline = cfg.llm.offline
+    found = read_history(index, objectives, offline=offline)
     models, personas = found.models, found.personas
     if cfg.llm.bandit_per_dollar:
         models, personas = per_dollar(models), per_dollar(personas)
-    offline = cfg.llm.offline
-    persona_arms = OFFLINE_EDITS if offline else cfg.evolution.personas
     out: dict[str, Any] = {
         "algorithm": cfg.llm.bandit,
         "per_dollar": cfg.llm.bandit_per_dollar,
         "models": state_dict(
             tally({} if offline else {m.model: m.weight for m in cfg.llm.models}, models)
         ),
-        "personas": state_dict(tally(dict.fromkeys(persona_arms, 1.0), personas)),
+        "personas": state_dict(tally(operator_arms(cfg), personas)),
     }
     if history:
         out["generations"] = [e.data for e in index.events("bandit")]
