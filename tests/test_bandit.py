@@ -1,5 +1,6 @@
-"""The bandit over models and personas: the pure module, and real `ge run`s against the fake
-OpenAI server where one model's replies improve the score and the other's make it worse."""
+"""The bandits over models and over (operator, persona) arms: the pure module, the plan, and real
+`ge run`s against the fake OpenAI server where one model's replies (or EoT's) improve the score
+and the others' make it worse."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from typing import Any
 
 import pytest
 
+from guided_evolution.config import EvolutionConfig
 from guided_evolution.evolution.bandit import ArmStats, Pull, choose, per_dollar, tally
+from guided_evolution.evolution.plan import EOT_BY_BANDIT, Step, plan_generation
+from guided_evolution.evolution.scoring import Scored
 from tests.support.cli import ge, run_json
 from tests.support.openai_server import Action, reply, serve
 from tests.support.seeds import template_seed
@@ -210,3 +214,115 @@ def test_steady_mode_draws_from_a_stored_state_per_virtual_generation(tmp_path: 
     states = run_json("log", str(run_dir), "--bandit", cwd=tmp_path)["bandit"]["generations"]
     assert sorted(s["generation"] for s in states) == [0, 1, 2, 3, 4]
     assert _good_share_late(run_dir) >= 0.75
+
+
+# --------------------------------------------------------------------------- operator x persona
+
+
+def test_with_the_bandit_a_mutation_step_where_eot_is_possible_carries_its_teacher() -> None:
+    """The plan leaves the choice of EoT to the bandit (no coin), only where EoT is possible; with
+    the bandit off (``eot=True``) it is the coin's plan, as before."""
+    objectives = [("score", "max")]
+    pop = [Scored(f"v{i}", {"score": float(i)}) for i in range(8)]
+    seed = Scored("seed", {"score": -1.0})
+    evo = EvolutionConfig(population=8, elites=3, mutation_probability=1.0, eot_probability=0.5,
+                          crossover_probability=0.0, eot_start_generation=2)  # fmt: skip
+    late = plan_generation(3, pop, seed, "seed", evo, objectives, eot=EOT_BY_BANDIT).plans
+    assert late and all(p.steps[-1].op == "mutation" for p in late)
+    assert all(p.steps[-1].other in {"v7", "v6", "v5"} for p in late), "teachers: the elites"
+    early = plan_generation(1, pop, seed, "seed", evo, objectives, eot=EOT_BY_BANDIT).plans
+    assert all(p.steps[-1] == Step("mutation") for p in early), "before eot_start_generation"
+    coin = plan_generation(3, pop, seed, "seed", evo, objectives, eot=True).plans
+    assert {p.steps[-1].op for p in coin} == {"mutation", "eot"}
+    assert all(s.other is None for p in coin for s in p.steps if s.op == "mutation")
+    no_eot = evo.model_copy(update={"eot_probability": 0.0})
+    off = plan_generation(3, pop, seed, "seed", no_eot, objectives, eot=EOT_BY_BANDIT).plans
+    assert all(p.steps[-1] == Step("mutation") for p in off), "eot_probability = 0: no EoT arm"
+
+
+def eot_helps(request: dict[str, Any]) -> Action:
+    """EoT's apply turn (the conversation holds the model's reasoning) raises VALUE by 1-3; any
+    other request (mutation, crossover) lowers it by 1-3."""
+    user = [m for m in request["messages"] if m["role"] == "user"][-1]["content"]
+    if "Do not write any code" in user:
+        return reply("Larger values helped: the score is the value.")
+    blocks = _FENCE.findall(user)
+    if not blocks:
+        return reply("I cannot help with that.")
+    key = json.dumps([request["messages"], request.get("temperature")])
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    sign = 1 if any(m["role"] == "assistant" for m in request["messages"]) else -1
+    step = (1 + int(digest, 16) % 3) * sign
+    code = _VALUE.sub(lambda m: f"VALUE = {int(m.group(1)) + step}", blocks[0])
+    return reply(f"Here it is.\n\n```python\n{code.rstrip()}\n# {digest[:8]}\n```\n", 120, 80)
+
+
+def _eot_run(tmp_path: Path, name: str, bandit: str) -> Path:
+    run_dir = tmp_path / f"run-{name}"
+    with serve(responder=eot_helps) as server:
+        seed = counter_seed(
+            tmp_path / f"seed-{name}", server.base_url, bandit,
+            generations=4, initial_population=8, population=8, elites=3, eot_probability=0.25,
+            eot_teachers="spea2_top", crossover_probability=0.0,
+        )  # fmt: skip
+        text = (seed / "ge.toml").read_text()
+        text = text.replace(", { model = \"openai/bad\", weight = 1 }", "")  # one model
+        (seed / "ge.toml").write_text(text)
+        summary = run_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path,
+                           env={"OPENAI_API_KEY": "sk-test"})  # fmt: skip
+    assert summary["finished"]
+    return run_dir
+
+
+def _arms_by_generation(run_dir: Path) -> list[tuple[int, str]]:
+    """(generation, operator arm) of every child with a mutation step, in id order."""
+    with sqlite3.connect(run_dir / "index.sqlite") as conn:
+        rows = conn.execute(
+            "SELECT generation, persona, eot_reflection FROM variants WHERE generation > 0 "
+            "ORDER BY id"
+        ).fetchall()
+    return [(int(g), "eot/-" if r else f"mutation/{p}") for g, p, r in rows if p or r]
+
+
+def _eot_share_late(run_dir: Path) -> float:
+    late = [a for g, a in _arms_by_generation(run_dir) if g >= 2]
+    return sum(a == "eot/-" for a in late) / len(late)
+
+
+def test_the_bandit_chooses_eot_where_eot_children_improve(tmp_path: Path) -> None:
+    fixed = _eot_run(tmp_path, "off", "off")
+    adaptive = _eot_run(tmp_path, "on", "thompson")
+    assert _eot_share_late(adaptive) > _eot_share_late(fixed) + 0.25
+    assert _eot_share_late(adaptive) >= 0.6
+
+    status = run_json("status", str(adaptive), cwd=tmp_path)
+    arms = {a["arm"]: a for a in status["bandit"]["personas"]}
+    assert set(arms) == {f"mutation/{p}" for p in EvolutionConfig().personas} | {"eot/-"}
+    assert arms["eot/-"]["improvements"] > 0 and arms["eot/-"]["rate"] == 1.0
+    assert all(a["improvements"] == 0 for n, a in arms.items() if n != "eot/-")
+    states = run_json("log", str(adaptive), "--bandit", cwd=tmp_path)["bandit"]["generations"]
+    assert "eot/-" in {a["arm"] for a in states[-1]["personas"]}
+    assert "eot/-" in " ".join(ge("status", str(adaptive), cwd=tmp_path).stdout.split())
+
+
+def test_a_resumed_run_makes_the_same_operator_choices(tmp_path: Path) -> None:
+    """As for the models: the last generation and its stored state are undone; the resume draws
+    the same (operator, persona) arms, so every reply comes from the cache."""
+    run_dir = _eot_run(tmp_path, "resume", "thompson")
+    before = sorted(_arms_by_generation(run_dir))
+    assert any(a == "eot/-" for g, a in before if g == 4)
+    with sqlite3.connect(run_dir / "index.sqlite") as conn:
+        conn.execute("DELETE FROM generations WHERE generation = 4")
+        conn.execute("DELETE FROM meta WHERE key = 'finished'")
+        stored = conn.execute("SELECT data FROM events WHERE kind = 'bandit'").fetchall()
+        conn.execute(
+            "DELETE FROM events WHERE kind = 'bandit' AND data LIKE '%\"generation\": 4,%'"
+        )
+    with serve(responder=eot_helps) as server:
+        summary = run_json("resume", str(run_dir), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test"})
+        assert len(server.requests) == 0, "the same arm was drawn for the same child"
+    assert summary["finished"]
+    assert sorted(_arms_by_generation(run_dir)) == before
+    with sqlite3.connect(run_dir / "index.sqlite") as conn:
+        again = conn.execute("SELECT data FROM events WHERE kind = 'bandit'").fetchall()
+    assert [json.loads(r[0]) for r in again] == [json.loads(r[0]) for r in stored]
