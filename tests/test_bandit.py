@@ -257,13 +257,13 @@ def eot_helps(request: dict[str, Any]) -> Action:
     return reply(f"Here it is.\n\n```python\n{code.rstrip()}\n# {digest[:8]}\n```\n", 120, 80)
 
 
-def _eot_run(tmp_path: Path, name: str, bandit: str) -> Path:
+def _eot_run(tmp_path: Path, name: str, bandit: str, **evolution: Any) -> Path:
     run_dir = tmp_path / f"run-{name}"
     with serve(responder=eot_helps) as server:
         seed = counter_seed(
             tmp_path / f"seed-{name}", server.base_url, bandit,
             generations=4, initial_population=8, population=8, elites=3, eot_probability=0.25,
-            eot_teachers="spea2_top", crossover_probability=0.0,
+            eot_teachers="spea2_top", crossover_probability=0.0, **evolution,
         )  # fmt: skip
         text = (seed / "ge.toml").read_text()
         text = text.replace(", { model = \"openai/bad\", weight = 1 }", "")  # one model
@@ -326,3 +326,13 @@ def test_a_resumed_run_makes_the_same_operator_choices(tmp_path: Path) -> None:
     with sqlite3.connect(run_dir / "index.sqlite") as conn:
         again = conn.execute("SELECT data FROM events WHERE kind = 'bandit'").fetchall()
     assert [json.loads(r[0]) for r in again] == [json.loads(r[0]) for r in stored]
+
+
+def test_steady_mode_stores_the_teacher_the_bandit_may_choose_eot_with(tmp_path: Path) -> None:
+    run_dir = _eot_run(tmp_path, "steady", "thompson", mode="steady")
+    assert _eot_share_late(run_dir) >= 0.6
+    with sqlite3.connect(run_dir / "index.sqlite") as conn:
+        rows = conn.execute("SELECT data FROM events WHERE kind = 'child_planned'").fetchall()
+    steps = [s for r in rows for s in json.loads(r[0])["steps"]]
+    assert any(op == "mutation" and other for op, other in steps)
+    assert not any(op == "eot" for op, _ in steps), "the bandit, not the coin, chooses EoT"
