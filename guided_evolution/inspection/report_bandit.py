@@ -90,9 +90,9 @@ def bandit_html(bandit: dict[str, Any], tokens: dict[str, Any]) -> str:
     """The report's section: an arms table per bandit and the tokens table."""
     head = "<tr><th>arm</th><th>pulls</th><th>improvements</th><th>rate</th><th>spend</th></tr>"
     parts = [f"<h2>LLM spend</h2><p>bandit: {escape(str(bandit['algorithm']))}</p>"]
-    for name in ("models", "personas"):
+    for name, title in (("models", "models"), ("personas", "operator/persona (offline: edit)")):
         if bandit[name]:
-            parts.append(f"<h3>{name}</h3><table>{head}{_arm_rows(bandit[name])}</table>")
+            parts.append(f"<h3>{title}</h3><table>{head}{_arm_rows(bandit[name])}</table>")
     if tokens["by_operator"]:
         rows = "".join(
             f"<tr><td>{escape(r['operator'])}</td><td>{escape(r['mode'])}</td><td>{r['calls']}</td>"
