@@ -330,7 +330,8 @@ def spend_lines(tokens: dict[str, Any] | None, bandit: dict[str, Any] | None) ->
                 f"{a['arm']} {a['improvements']}/{a['pulls']} ({a['rate']:.0%}, ${a['cost_usd']:.4f})"
                 for a in arms
             ]
-            lines.append(f"{name} (bandit {bandit['algorithm']}): " + "  ".join(cells))
+            label = "operator/persona" if name == "personas" else name
+            lines.append(f"{label} (bandit {bandit['algorithm']}): " + "  ".join(cells))
     return lines
 
 
