@@ -190,7 +190,7 @@ def test_the_offline_operators_are_arms(tmp_path: Path) -> None:
     assert set(arms) == {"nudge", "swap", "statement"}
     assert sum(a["pulls"] for a in arms.values()) >= 6
     text_status = ge("status", str(tmp_path / "run"), cwd=tmp_path).stdout
-    assert "personas (bandit ucb1): nudge" in " ".join(text_status.split())
+    assert "operator/persona (bandit ucb1): nudge" in " ".join(text_status.split())
 
 
 def test_an_unknown_bandit_is_one_clear_line(tmp_path: Path) -> None:
