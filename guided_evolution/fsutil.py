@@ -139,25 +139,23 @@ def open_beneath(
         os.close(dir_fd)
 
 
-def _file_problem(st: os.stat_result, max_bytes: int) -> UnsafeFileError | None:
+def _file_problem(st: os.stat_result, max_bytes: int | None) -> UnsafeFileError | None:
     if stat.S_ISLNK(st.st_mode):
         return UnsafeFileError("symlink")
     if not stat.S_ISREG(st.st_mode):
         return UnsafeFileError("not_regular")
     if st.st_nlink != 1:
         return UnsafeFileError("hard_links")
-    if st.st_size > max_bytes:
+    if max_bytes is not None and st.st_size > max_bytes:
         return UnsafeFileError("too_large", st.st_size)
     return None
 
 
-def read_beneath(base: Path, relpath: str | PurePosixPath | Path, max_bytes: int) -> bytes:
-    """The bytes of the regular file ``base/relpath``, never following a link in ``relpath``.
-
-    Raises ``FileNotFoundError``, ``UnsafePathError`` (a directory on the way was replaced) or
-    ``UnsafeFileError`` (a symlink, not a regular file - a FIFO is never opened for a blocking
-    read -, another hard link to the same file, more than ``max_bytes``).
-    """
+def _open_beneath(
+    base: Path, relpath: str | PurePosixPath | Path, max_bytes: int | None
+) -> tuple[int, os.stat_result]:
+    """A read-only fd of the regular file ``base/relpath`` and its ``fstat``, checked before and
+    after opening (see `read_beneath`); ``max_bytes`` None: any size."""
     parts = _parts(relpath)
     dir_fd = open_dir_beneath(base, PurePosixPath(*parts[:-1]) if parts[1:] else "")
     try:
@@ -172,10 +170,23 @@ def read_beneath(base: Path, relpath: str | PurePosixPath | Path, max_bytes: int
             raise
     finally:
         os.close(dir_fd)
+    st = os.fstat(fd)
+    problem = _file_problem(st, max_bytes)
+    if problem is not None:
+        os.close(fd)
+        raise problem
+    return fd, st
+
+
+def read_beneath(base: Path, relpath: str | PurePosixPath | Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``base/relpath``, never following a link in ``relpath``.
+
+    Raises ``FileNotFoundError``, ``UnsafePathError`` (a directory on the way was replaced) or
+    ``UnsafeFileError`` (a symlink, not a regular file - a FIFO is never opened for a blocking
+    read -, another hard link to the same file, more than ``max_bytes``).
+    """
+    fd, _ = _open_beneath(base, relpath, max_bytes)
     try:
-        problem = _file_problem(os.fstat(fd), max_bytes)
-        if problem is not None:
-            raise problem
         chunks: list[bytes] = []
         total = 0
         while total <= max_bytes:
@@ -187,6 +198,23 @@ def read_beneath(base: Path, relpath: str | PurePosixPath | Path, max_bytes: int
         if total > max_bytes:
             raise UnsafeFileError("too_large", total)
         return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_head_beneath(
+    base: Path, relpath: str | PurePosixPath | Path, limit: int
+) -> tuple[bytes, int]:
+    """The first ``limit`` bytes of the regular file ``base/relpath`` and its size; raises like
+    `read_beneath`, except that a larger file is cut, not refused."""
+    fd, st = _open_beneath(base, relpath, None)
+    try:
+        chunks: list[bytes] = []
+        total = 0
+        while total < limit and (chunk := os.read(fd, limit - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks), max(st.st_size, total)
     finally:
         os.close(fd)
 

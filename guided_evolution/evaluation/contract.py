@@ -8,11 +8,9 @@ the metrics-file rules every executor applies, ``read_feedback`` the optional fe
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
-import stat
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,12 +18,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from guided_evolution.fsutil import (
-    FILE_NOFOLLOW,
     UnsafeFileError,
     UnsafePathError,
     is_within,
-    open_dir_beneath,
     read_beneath,
+    read_head_beneath,
 )
 
 OUTPUT_TAIL_BYTES = 4 * 1024
@@ -185,7 +182,7 @@ def read_feedback(
     base, relpath = metrics_location(path, root)
     limit = 4 * max(max_chars, 1) + 4  # UTF-8: at most 4 bytes a character
     try:
-        raw, size = _read_head(base, relpath, limit)
+        raw, size = read_head_beneath(base, relpath, limit)
     except FileNotFoundError:
         return "", None
     except UnsafePathError as exc:
@@ -229,42 +226,6 @@ def clean_text(text: str) -> str:
     return "".join(
         ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf")
     )
-
-
-def _read_head(base: Path, relpath: PurePosixPath, limit: int) -> tuple[bytes, int]:
-    """The first ``limit`` bytes of the regular file ``base/relpath`` and its size; raises like
-    ``fsutil.read_beneath``, except that a larger file is not refused."""
-    dir_fd = open_dir_beneath(base, relpath.parent)
-    try:
-        _check_file(os.stat(relpath.name, dir_fd=dir_fd, follow_symlinks=False))
-        try:
-            fd = os.open(relpath.name, FILE_NOFOLLOW, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise UnsafeFileError("symlink") from None
-            raise
-    finally:
-        os.close(dir_fd)
-    try:
-        st = os.fstat(fd)
-        _check_file(st)
-        chunks: list[bytes] = []
-        total = 0
-        while total < limit and (chunk := os.read(fd, limit - total)):
-            chunks.append(chunk)
-            total += len(chunk)
-        return b"".join(chunks), max(st.st_size, total)
-    finally:
-        os.close(fd)
-
-
-def _check_file(st: os.stat_result) -> None:
-    if stat.S_ISLNK(st.st_mode):
-        raise UnsafeFileError("symlink")
-    if not stat.S_ISREG(st.st_mode):
-        raise UnsafeFileError("not_regular")
-    if st.st_nlink != 1:
-        raise UnsafeFileError("hard_links")
 
 
 _UNSAFE_FEEDBACK = {
