@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import guided_evolution
 from guided_evolution.evaluation import landlock
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult
 from guided_evolution.evaluation.local import LocalExecutor
@@ -222,6 +223,25 @@ def test_ge_run_with_preload_evaluates_in_forks(tmp_path: Path) -> None:
     assert summary["finished"] and summary["evaluated"] >= 3
     # score 1.0: the module was in sys.modules before evaluate.py ran, i.e. preloaded
     assert summary["front"] and all(r["metrics"]["score"] == 1.0 for r in summary["front"])
+
+
+def test_preload_works_where_ge_itself_is_installed_under_a_hidden_path(tmp_path: Path) -> None:
+    """ge installed under /tmp or $HOME (a clone there, an editable install): the sandbox hides
+    those, so the worker could not open ge's zygote.py and every stage silently fell back to a
+    fresh process (a clean clone's CI under /tmp caught it)."""
+    installed = tmp_path / "site"
+    shutil.copytree(
+        Path(guided_evolution.__file__).parent,
+        installed / "guided_evolution",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    seed = _seed(tmp_path, {"command": "python evaluate.py", "preload": [PRELOADED]})
+    env = {"PYTHONPATH": str(installed)}
+    summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path, env=env)
+    assert summary["evaluated"] >= 3
+    assert all(r["metrics"]["score"] == 1.0 for r in summary["front"]), summary["front"]
+    logs = " ".join(p.read_text() for p in (tmp_path / "run" / "logs").iterdir())
+    assert str(installed) in logs and "running evaluator.command" not in logs
 
 
 @pytest.mark.parametrize(

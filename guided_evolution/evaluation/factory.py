@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from guided_evolution.evaluation.contract import Executor
 from guided_evolution.evaluation.gpu import auto_slots_per_gpu, visible_gpus
 from guided_evolution.evaluation.local import LocalExecutor
-from guided_evolution.evaluation.preload import preload_pool
+from guided_evolution.evaluation.preload import ZYGOTE, preload_pool
 from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
 from guided_evolution.evaluation.slurm import SlurmExecutor
 from guided_evolution.evaluation.workers import WorkerPool
@@ -55,7 +55,10 @@ def sandbox_policy(resolved: ResolvedConfig) -> SandboxPolicy:
         pass_env=ev.pass_env,
         backend=ev.sandbox,
         tmpfs_mb=ev.tmpfs_mb,
-        readable=(resolved.seed_dir,),  # GE_SEED_DIR: the evaluator may read data kept there
+        # GE_SEED_DIR: the evaluator may read data kept there. With preload, the worker runs ge's
+        # zygote.py, which must be readable where ge is installed under a hidden path (a checkout
+        # in $HOME or /tmp): its directory holds ge's own evaluation code, nothing secret.
+        readable=(resolved.seed_dir, *([str(ZYGOTE.parent)] if ev.preload else [])),
     )
 
 
