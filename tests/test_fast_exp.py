@@ -4,11 +4,13 @@ its ge.toml, and whole `ge run`s with the offline operators and with a (fake) LL
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import re
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -251,11 +253,23 @@ def _poly(degree: int) -> str:
     return "\n".join([*lines, "    return p"])
 
 
-def _change_degree(code: str, n: int) -> str:
-    """The fake LLM's edit: the polynomial becomes degree 3, degree 7, or calls np.exp."""
-    if not code.lstrip().startswith("def poly("):
-        return code
-    return (_poly(3), _poly(7), "def poly(r):\n    return np.exp(r)")[n % 3]
+class _ChangeDegree:
+    """The fake LLM's edit: the polynomial becomes degree 3, degree 7, or calls np.exp, in turn.
+
+    It counts the requests for the polynomial only: counting every request (as ``CodeWriter``'s
+    ``n`` does) made which kinds appear depend on the order concurrent requests arrived in, and a
+    loaded machine could give no degree-3 child at all."""
+
+    def __init__(self) -> None:
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+
+    def __call__(self, code: str, n: int) -> str:
+        if not code.lstrip().startswith("def poly("):
+            return code
+        with self._lock:
+            turn = next(self._turn)
+        return (_poly(3), _poly(7), "def poly(r):\n    return np.exp(r)")[turn % 3]
 
 
 def test_llm_run_changes_the_polynomial_degree(tmp_path: Path) -> None:
@@ -263,7 +277,7 @@ def test_llm_run_changes_the_polynomial_degree(tmp_path: Path) -> None:
     text = (seed / "ge.toml").read_text().replace("generations = 6", "generations = 2")
     text = text.replace("[llm]", "[llm]\ntimeout_s = 20\nretries = 1\nbackoff_s = 0.01", 1)
     (seed / "ge.toml").write_text(text)
-    writer = CodeWriter(_change_degree)
+    writer = CodeWriter(_ChangeDegree())
     with serve(responder=writer) as server:
         summary = run_json(
             "run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/fake",
