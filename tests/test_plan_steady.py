@@ -14,33 +14,9 @@ from typing import Any
 from guided_evolution.config import EvolutionConfig
 from guided_evolution.evolution.plan import Plan, Step, plan_child
 from guided_evolution.evolution.scoring import Scored
+from tests.test_plan import OBJ, SEED, chain, evo, front
 
-OBJ = (("score", "max"), ("size", "min"))
-SEED = Scored("seed", {"score": 0.5, "size": 50.0})
 DRAWS = 4000
-
-
-def evo(**kw: Any) -> EvolutionConfig:
-    base: dict[str, Any] = {
-        "population": 100,
-        "elites": 4,
-        "crossover_probability": 0.0,
-        "mutation_probability": 1.0,
-        "eot_probability": 0.0,
-        "eot_start_generation": 1,
-    }
-    base.update(kw)
-    return EvolutionConfig(**base)
-
-
-def front(n: int) -> list[Scored]:
-    """``n`` mutually non-dominated variants; all but the first beat the seed on score."""
-    return [Scored(f"f{i}", {"score": 0.5 + i / n, "size": 50.0 + i}) for i in range(n)]
-
-
-def chain(n: int) -> list[Scored]:
-    """``n`` variants, each dominating the next: c0 is best (one per front)."""
-    return [Scored(f"c{i}", {"score": 1.0 - i / n, "size": 10.0 + i}) for i in range(n)]
 
 
 def draws(cfg: EvolutionConfig, pop: list[Scored], n: int = DRAWS, **kw: Any) -> list[Plan | None]:
