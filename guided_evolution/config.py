@@ -183,6 +183,25 @@ class EvolutionConfig(_Model):
     diff_min_chars: int = Field(
         800, ge=0, description='edit_mode = "auto": the segment size from which edits are asked for'
     )
+    # Beyond GE (evolution/islands.py, mate_choice.py, novelty.py); off by default.
+    islands: int = Field(1, ge=1, le=64, description="populations evolved apart (1 = GE's one)")
+    migration_interval: int = Field(5, ge=1, description="generations between migrations")
+    migration_size: int = Field(2, ge=0, description="best variants each island sends")
+    migration_topology: Literal["ring", "random"] = "ring"
+    mate_choice: Literal["tournament", "dissimilar", "self_adaptive"] = Field(
+        "tournament",
+        description="crossover partner: the tournament's (GE), one drawn more often the more its "
+        "code differs (dissimilar), or by each variant's own evolving preference (self_adaptive)",
+    )
+    mate_strength: float = Field(2.0, ge=0, le=50, description="how strongly mate choice weighs")
+    mating_sigma: float = Field(0.1, ge=0, le=1, description="self_adaptive: gene mutation step")
+    novelty_distance: float = Field(
+        0.0, ge=0, le=1, description="reject a proposal this close to an evaluated one (0 = off)"
+    )
+    novelty_retries: int = Field(1, ge=0, le=3, description="re-proposals after a near-duplicate")
+    novelty_embedding_model: str | None = Field(
+        None, description="a litellm embedding model for the novelty distance (default: tokens)"
+    )
 
     @model_validator(mode="after")
     def _mode_options(self) -> EvolutionConfig:
@@ -191,6 +210,9 @@ class EvolutionConfig(_Model):
             if self.mode == "steady" and self.elites < 1
             else 'overlap_tail is for mode = "generational" and without fix_attempts'
             if self.overlap_tail and (self.mode == "steady" or self.fix_attempts)
+            else 'islands > 1 is for mode = "generational" (an island is a population per '
+            'generation); set islands = 1 or mode = "generational"'
+            if self.islands > 1 and self.mode == "steady"
             else None
         )
         if problem:

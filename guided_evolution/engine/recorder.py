@@ -218,6 +218,8 @@ class Recorder:
             status="pending",
             eot_reflection=child.reflection,
             llm_call_id=child.call_id,
+            island=plan.island if self.cfg.evolution.islands > 1 else None,
+            mating_preference=plan.mating_preference,
         )
         # A crossover that was then mutated names both steps; the segment is the last step's.
         steps = [s.op for s in plan.steps] if len(plan.steps) > 1 and fix_of is None else []

@@ -59,6 +59,8 @@ class Plan:
     index: int
     parent: str
     steps: tuple[Step, ...]
+    island: int = 0  # the island the child is born on ([evolution] islands > 1)
+    mating_preference: float | None = None  # its gene (mate_choice = "self_adaptive")
 
     @property
     def parents(self) -> tuple[str, ...]:

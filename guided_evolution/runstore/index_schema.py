@@ -16,9 +16,14 @@ from guided_evolution.runstore.records import (
     VariantRecord,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE evaluations ADD COLUMN feedback TEXT",),  # the evaluator's feedback text
+    3: (  # islands and the mating-preference gene
+        "ALTER TABLE variants ADD COLUMN island INTEGER",
+        "ALTER TABLE variants ADD COLUMN mating_preference REAL",
+        "ALTER TABLE generations ADD COLUMN islands TEXT NOT NULL DEFAULT '[]'",
+    ),
 }
 """Schema version -> the statements that bring an index of the version before up to it."""
 REBUILD_HINT = "run `ge doctor RUN_DIR --rebuild-index`"
@@ -56,7 +61,9 @@ CREATE TABLE variants (
     status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {sql_in(VARIANT_STATUSES)}),
     created_at REAL NOT NULL,
     eot_reflection TEXT,
-    llm_call_id INTEGER
+    llm_call_id INTEGER,
+    island INTEGER,
+    mating_preference REAL
 );
 CREATE INDEX variants_generation ON variants (generation);
 CREATE INDEX variants_status ON variants (status);
@@ -119,7 +126,8 @@ CREATE TABLE generations (
     population TEXT NOT NULL,
     elites TEXT NOT NULL DEFAULT '[]',
     hall_of_fame TEXT NOT NULL DEFAULT '[]',
-    finished_at REAL NOT NULL
+    finished_at REAL NOT NULL,
+    islands TEXT NOT NULL DEFAULT '[]'
 );
 """
 
@@ -145,6 +153,11 @@ def variant_from_row(row: sqlite3.Row) -> VariantRecord:
         created_at=row["created_at"],
         eot_reflection=row["eot_reflection"],
         llm_call_id=row["llm_call_id"],
+        # A run created before schema version 3, opened read-only, has no such columns.
+        island=row["island"] if "island" in row.keys() else None,  # noqa: SIM118
+        mating_preference=(
+            row["mating_preference"] if "mating_preference" in row.keys() else None  # noqa: SIM118
+        ),
     )
 
 

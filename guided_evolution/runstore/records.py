@@ -28,8 +28,8 @@ EVALUATION_STATUSES = ("ok", "failed")
 STAGES = ("check", "evaluate")
 
 _TRAILER_LINE = re.compile(r"Ge-([A-Za-z0-9][A-Za-z0-9-]*):[ \t]?(.*)\Z")
-_INT_TRAILERS = frozenset({"generation"})
-_FLOAT_TRAILERS = frozenset({"temperature"})
+_INT_TRAILERS = frozenset({"generation", "island"})
+_FLOAT_TRAILERS = frozenset({"temperature", "mating_preference"})
 _LIST_TRAILERS = frozenset({"parents"})
 _JSON_TRAILERS = frozenset({"reflection"})
 
@@ -138,6 +138,10 @@ class VariantRecord:
     created_at: float = field(default_factory=time.time)
     eot_reflection: str | None = None
     llm_call_id: int | None = None
+    island: int | None = None
+    """The island the variant was born on (``[evolution] islands`` > 1), else None."""
+    mating_preference: float | None = None
+    """Its mating-preference gene (``mate_choice = "self_adaptive"``), else None."""
 
     @property
     def is_seed(self) -> bool:
@@ -172,6 +176,10 @@ class VariantRecord:
             "segment": self.segment,
             "parents": self.parents,
             "reflection": self.eot_reflection or None,  # JSON-escaped onto one line
+            "island": None if self.island is None else str(self.island),
+            "mating_preference": (
+                None if self.mating_preference is None else f"{self.mating_preference:.6f}"
+            ),
         }
 
     def to_commit_message(self, description: str = "", steps: Sequence[str] = ()) -> str:
@@ -195,6 +203,7 @@ class VariantRecord:
         temperature = meta.get("temperature")
         parents = meta.get("parents")
         reflection = meta.get("reflection")
+        island, gene = meta.get("island"), meta.get("mating_preference")
         return cls(
             id=variant_id,
             generation=generation,
@@ -211,6 +220,8 @@ class VariantRecord:
             status="pending",
             created_at=float(timestamp),
             eot_reflection=reflection if isinstance(reflection, str) else None,
+            island=island if isinstance(island, int) else None,
+            mating_preference=gene if isinstance(gene, float) else None,
         )
 
 
@@ -333,3 +344,5 @@ class GenerationRecord:
     elites: list[str] = field(default_factory=list)
     hall_of_fame: list[str] = field(default_factory=list)
     finished_at: float = field(default_factory=time.time)
+    islands: list[list[str]] = field(default_factory=list)
+    """Each island's population after migration (``[evolution] islands`` > 1), else empty."""

@@ -183,7 +183,8 @@ class RunIndex:
             conn.execute(
                 f"{verb} INTO variants (id, commit_sha, branch, generation, operator, parents,"
                 " segment, prompt_name, persona, model, temperature, status, created_at,"
-                " eot_reflection, llm_call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " eot_reflection, llm_call_id, island, mating_preference)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rec.id,
                     rec.commit_sha,
@@ -200,6 +201,8 @@ class RunIndex:
                     rec.created_at,
                     rec.eot_reflection,
                     rec.llm_call_id,
+                    rec.island,
+                    rec.mating_preference,
                 ),
             )
 
@@ -449,13 +452,14 @@ class RunIndex:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO generations (generation, population, elites, hall_of_fame,"
-                " finished_at) VALUES (?, ?, ?, ?, ?)",
+                " finished_at, islands) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     rec.generation,
                     dumps(list(rec.population)),
                     dumps(list(rec.elites)),
                     dumps(list(rec.hall_of_fame)),
                     rec.finished_at,
+                    dumps([list(members) for members in rec.islands]),
                 ),
             )
 
@@ -468,6 +472,8 @@ class RunIndex:
             json.loads(row["elites"]),
             json.loads(row["hall_of_fame"]),
             row["finished_at"],
+            # A run created before schema version 3, opened read-only, has no such column.
+            json.loads(row["islands"]) if "islands" in row.keys() else [],  # noqa: SIM118
         )
 
     def last_generation(self) -> GenerationRecord | None:
