@@ -121,16 +121,23 @@ def plan_generation(
     objectives: Sequence[ObjectiveSpec],
     *,
     eot: bool | str = True,
+    island: int = 0,
+    first_index: int = 0,
 ) -> GenerationPlan:
     """Plans for ``generation`` from the valid members of the previous ``population``.
 
     ``seed`` is the seed's score (None when it has none); it stands in for an empty population.
     ``eot`` is False when the proposer cannot do Evolution of Thought (the offline operators), and
     EOT_BY_BANDIT when its bandit chooses EoT (mutation steps carry a teacher where EoT is possible).
+    ``island`` (> 0: its own RNG stream) is stamped on every plan; plans are numbered from
+    ``first_index`` (an island's plans follow the earlier islands' in the generation).
     """
-    rng = random.Random(f"ge:{evo.seed}:{generation}:plan")
+    rng = random.Random(f"ge:{evo.seed}:{generation}:plan" + (f":{island}" if island else ""))
     if generation == 0:
-        plans = [Plan(0, i, seed_id, (Step("mutation"),)) for i in range(evo.initial_population)]
+        plans = [
+            Plan(0, first_index + i, seed_id, (Step("mutation"),), island)
+            for i in range(evo.initial_population)
+        ]
         return GenerationPlan(plans, [])
     valid = list(population) or ([seed] if seed is not None else [])
     elites = [s.id for s in spea2_elites(valid, min(evo.elites, len(valid)), objectives)]
@@ -163,10 +170,11 @@ def plan_generation(
             if mut is not None:
                 steps.append(mut)
             if steps:
-                plans.append(Plan(generation, len(plans), primary, tuple(steps)))
+                index = first_index + len(plans)
+                plans.append(Plan(generation, index, primary, tuple(steps), island))
     if len(parents) % 2:
         mut = mutate_step() or Step("mutation")
-        plans.append(Plan(generation, len(plans), parents[-1], (mut,)))
+        plans.append(Plan(generation, first_index + len(plans), parents[-1], (mut,), island))
     return GenerationPlan(plans, elites)
 
 
