@@ -29,7 +29,14 @@ from guided_evolution.engine.steady import SteadyLoop
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult, Executor
 from guided_evolution.evaluation.factory import build_executor
-from guided_evolution.evolution.plan import Plan, dedup, hall_of_fame, plan_generation
+from guided_evolution.evolution.islands import island_configs, migrate, migrates_after
+from guided_evolution.evolution.plan import (
+    GenerationPlan,
+    Plan,
+    dedup,
+    hall_of_fame,
+    plan_generation,
+)
 from guided_evolution.fsutil import remove_tree
 from guided_evolution.runstore.records import META_FINISHED, GenerationRecord
 from guided_evolution.runstore.rundir import RunPaths
@@ -140,7 +147,9 @@ class Engine:
         if self.evo.mode == "steady":
             await SteadyLoop(self).run(gen, population, hof)
         else:
-            await self._generations(gen, population, hof)
+            k = self.evo.islands
+            islands = last.islands if last and k > 1 else [population] * k
+            await self._generations(gen, islands, hof)
         if self.proposer.budget_reached():
             self.stop_reason = self.proposer.exhausted_reason() or "budget reached"
         else:
@@ -149,17 +158,18 @@ class Engine:
         self.index.add_event("run_finished", {"reason": self.stop_reason})
         self.recorder.compact(force=True)
 
-    async def _generations(self, gen: int, population: list[str], hof: list[str]) -> None:
-        """The generational mode: generations ``gen`` .. ``evolution.generations``, each planned
-        from the whole evaluated previous one (its checkpoint's ``population``)."""
+    async def _generations(self, gen: int, islands: list[list[str]], hof: list[str]) -> None:
+        """The generational mode: generations ``gen`` .. ``evolution.generations``, each island
+        planned from its whole evaluated previous population (its checkpoint's ``population``,
+        or its ``islands``)."""
         if self.evo.overlap_tail and gen > 0:
-            self._carry_late(gen - 1, population)
+            self._carry_late(gen - 1, dedup([v for members in islands for v in members]))
         try:
             while gen <= self.evo.generations:
                 self.generation = gen
                 if self.proposer.budget_reached():
                     return
-                population, hof, cut_short = await self._generation(gen, population, hof)
+                islands, hof, cut_short = await self._generation(gen, islands, hof)
                 if cut_short:
                     return
                 gen += 1
@@ -170,46 +180,70 @@ class Engine:
             await asyncio.gather(*left, return_exceptions=True)
 
     async def _generation(
-        self, gen: int, population: list[str], hof: list[str]
-    ) -> tuple[list[str], list[str], bool]:
-        """Plan, propose and evaluate one generation, then checkpoint it.
+        self, gen: int, islands: list[list[str]], hof: list[str]
+    ) -> tuple[list[list[str]], list[str], bool]:
+        """Plan each island from its own population, propose and evaluate all their children
+        together (they share the slots), migrate, then checkpoint the generation.
 
-        Returns the new population, hall of fame, and whether the LLM budget cut it short.
+        Returns the islands' new populations, the hall of fame, and whether the LLM budget cut
+        the generation short.
         """
         seed = self.recorder.scored([self.seed_id])
-        planned = plan_generation(
-            gen, self.recorder.scored(population), seed[0] if seed else None, self.seed_id,
-            self.evo, self.recorder.objectives, eot=self.proposer.supports_eot,
-        )
-        self.index.add_event("generation_started", {"generation": gen, "plans": len(planned.plans)})
-        self.progress.generation(gen, self.evo.generations, len(planned.plans))
+        planned: list[GenerationPlan] = []
+        for k, (evo, members) in enumerate(zip(island_configs(self.evo), islands, strict=True)):
+            planned.append(plan_generation(
+                gen, self.recorder.scored(members), seed[0] if seed else None, self.seed_id,
+                evo, self.recorder.objectives, eot=self.proposer.supports_eot,
+                island=k, first_index=sum(len(p.plans) for p in planned),
+            ))  # fmt: skip
+        plans = [plan for p in planned for plan in p.plans]
+        self.index.add_event("generation_started", {"generation": gen, "plans": len(plans)})
+        self.progress.generation(gen, self.evo.generations, len(plans))
         self.proposer.start_generation()
         tail = self.evo.overlap_tail if gen < self.evo.generations else 0
-        outcomes, late = await self._run_plans(planned.plans, tail)
+        outcomes, late = await self._run_plans(plans, tail)
         self._late_tasks = [*self._carried, *late]
         if self.proposer.budget_reached() and late:  # cut short: no next generation to join
             outcomes = sorted([*outcomes, *await asyncio.gather(*late)], key=lambda o: o.plan.index)
             late = []
         self.end_generation(gen, outcomes, complete=not late)
-        carried = [o.variant for o in await asyncio.gather(*self._carried) if o.variant]
+        carried = [o for o in await asyncio.gather(*self._carried) if o.variant]
         self._carried = late
         children = [o.variant for o in outcomes if o.variant]
-        head = [*planned.elites, *carried] if gen > 0 else [self.seed_id]
-        population = dedup([*head, *children])
+        islands = [
+            dedup([
+                *([*p.elites, *(o.variant for o in carried if o.plan.island == k)]
+                  if gen > 0 else [self.seed_id]),
+                *(o.variant for o in outcomes if o.variant and o.plan.island == k),
+            ])
+            for k, p in enumerate(planned)
+        ]  # fmt: skip
+        population = dedup([v for members in islands for v in members])
         hof = hall_of_fame(
             self.recorder.scored(dedup([*hof, *population])), self.evo.hall_of_fame,
             self.recorder.objectives,
         )
-        record = GenerationRecord(gen, population, planned.elites, hof)
-        if self.proposer.budget_reached() and any(o.reason == "budget" for o in outcomes):
-            # The generation was cut short: record it so the front is current, then stop.
+        moves: list[dict[str, object]] = []
+        if migrates_after(gen, self.evo):
+            scored = [self.recorder.scored(members) for members in islands]
+            islands, made = migrate(islands, scored, self.evo, self.recorder.objectives, gen)
+            moves = [m.as_event() for m in made]
+        elites = dedup([e for p in planned for e in p.elites])
+        record = GenerationRecord(
+            gen, population, elites, hof, islands=islands if self.evo.islands > 1 else []
+        )
+        cut_short = self.proposer.budget_reached() and any(o.reason == "budget" for o in outcomes)
+        if not cut_short:  # cut short: record it so the front is current, then stop
+            self.recorder.flush_notes()
+        with self.index.transaction():  # the checkpoint and its migration, or neither
             self.index.save_generation(record)
-            return population, hof, True
-        self.recorder.flush_notes()
-        self.index.save_generation(record)
+            if moves:
+                self.index.add_event("migration", {"generation": gen, "moves": moves})
+        if cut_short:
+            return islands, hof, True
         self.index.add_event("generation_finished", {"generation": gen, "children": len(children)})
         self.recorder.compact(force=False)
-        return population, hof, False
+        return islands, hof, False
 
     def end_generation(self, gen: int, outcomes: list[Outcome], complete: bool = True) -> None:
         """Stop the run when every LLM call of the generation failed (the proposer's rule), or
@@ -284,19 +318,20 @@ class Engine:
         evaluated at its checkpoint (its variants outside its population) join this generation,
         evaluated first where they have no result."""
         late = [
-            v.id for v in self.index.variants()
+            (v.id, v.island or 0) for v in self.index.variants()
             if v.generation == gen and v.operator != "seed" and v.id not in population
         ]  # fmt: skip
-        self._carried = [asyncio.create_task(self._late(gen, vid)) for vid in late]
+        self._carried = [asyncio.create_task(self._late(gen, v, island)) for v, island in late]
         self._late_tasks = list(self._carried)
 
-    async def _late(self, gen: int, vid: str) -> Outcome:
+    async def _late(self, gen: int, vid: str, island: int) -> Outcome:
+        plan = Plan(gen, -1, vid, (), island)
         done = self.index.latest_evaluation(vid)
         if done is None:
             await self.pending.acquire()  # _evaluate_once releases it
             result = await self._evaluate_once(vid)
-            return Outcome(Plan(gen, -1, vid, ()), vid, result.status == "ok", result.failure_reason)
-        return Outcome(Plan(gen, -1, vid, ()), vid, done.status == "ok", done.failure_reason)
+            return Outcome(plan, vid, result.status == "ok", result.failure_reason)
+        return Outcome(plan, vid, done.status == "ok", done.failure_reason)
 
     async def _run_plan(self, plan: Plan) -> Outcome:
         await self.pending.acquire()

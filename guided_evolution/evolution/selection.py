@@ -165,6 +165,19 @@ def nsga2_parents(
     return chosen
 
 
+def rank_crowding_order(
+    pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]
+) -> list[Scored]:
+    """`pop` best first: NSGA-II Pareto rank, then crowding distance (larger first), then the
+    order of `pop` (so the result depends only on the arguments)."""
+    inds = _wrap(pop, objectives)
+    if not inds:
+        return []
+    _rank_and_crowd(inds)
+    inds.sort(key=lambda ind: (ind.rank, -ind.fitness.crowding_dist, ind.index))
+    return [pop[ind.index] for ind in inds]
+
+
 def dcd_parents(
     pop: Sequence[Scored], n: int, objectives: Sequence[ObjectiveSpec], rng: random.Random
 ) -> list[Scored]:
