@@ -267,12 +267,24 @@ def status(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
 
 
 @app.command()
-def best(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
+def best(
+    run_dir: LatestRunArg = None,
+    island: Annotated[
+        int | None,
+        typer.Option(
+            "--island",
+            metavar="K",
+            help="Only the variants that lived on island K (0, 1, ...; `ge status` lists them): "
+            "born there, or migrated into it, so its front as the island knew it.",
+        ),
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
     """The Pareto front of a run on its selection objectives."""
     from guided_evolution.inspection import terminal as views
     from guided_evolution.inspection import views_data as inspection
 
-    data = inspection.best(_run_dir(run_dir))
+    data = inspection.best(_run_dir(run_dir), island=island)
     if json_out:
         _print_json(data)
     else:

@@ -16,7 +16,7 @@ from typing import Any
 
 from guided_evolution.errors import GeError
 from guided_evolution.inspection.export import write_atomic
-from guided_evolution.inspection.report_data import Report, bandit_html, collect
+from guided_evolution.inspection.report_data import Report, bandit_html, collect, with_islands
 from guided_evolution.inspection.report_diversity import diversity_html
 from guided_evolution.inspection.report_svg import (
     esc,
@@ -456,7 +456,7 @@ def _sections(rep: Report) -> list[tuple[str, str, str]]:
 def render(rep: Report) -> str:
     """The whole HTML page."""
     c = rep.counts
-    sections = _sections(rep)
+    sections = with_islands(_sections(rep), rep.islands)  # islands, gene: when present
     nav = " · ".join(f'<a href="#{k}">{esc(t)}</a>' for k, t, _ in sections)
     body = "".join(
         f'<section id="{k}"><h2>{esc(t)}</h2>{content}</section>' for k, t, content in sections

@@ -13,6 +13,7 @@ from typing import Any
 
 from guided_evolution.inspection.report_bandit import bandit_html, bandit_view, token_view
 from guided_evolution.inspection.report_diversity import diversity_per_generation
+from guided_evolution.inspection.report_islands import report_view, with_islands
 from guided_evolution.inspection.run_data import (
     RunData,
     failure_groups,
@@ -86,9 +87,11 @@ class Report:
     diversity: list[dict[str, Any]] = field(default_factory=list)  # report_diversity
     bandit: dict[str, Any] = field(default_factory=dict)  # report_bandit: arms per model/persona
     tokens: dict[str, Any] = field(default_factory=dict)  # report_bandit: per operator and mode
+    islands: dict[str, Any] = field(default_factory=dict)  # report_islands ({}: no section)
 
 
-__all__ = ["Report", "bandit_html", "collect"]  # bandit_html: for html_report
+# bandit_html, with_islands: for html_report
+__all__ = ["Report", "bandit_html", "collect", "with_islands"]
 
 
 def _operator_name(op: str | None, offline: bool) -> str:
@@ -223,6 +226,7 @@ def collect(run_dir: Path) -> Report:
             diversity=diversity_per_generation(index, cfg, paths.repo),
             bandit=bandit_view(index, cfg),
             tokens=token_view(index),
+            islands=report_view(index, cfg),
         )
 
 

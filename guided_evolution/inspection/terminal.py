@@ -14,6 +14,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from guided_evolution.inspection.report_diversity import diversity_lines
+from guided_evolution.inspection.report_islands import island_lines, migration_words
 from guided_evolution.inspection.views_data import (
     ISOLATION_ASPECTS,
     ISOLATION_NOT_RECORDED,
@@ -125,7 +126,7 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
             for r in per_gen
         ]
         console.print("children per generation (configured/planned/new)  " + "  ".join(cells))
-    for line in diversity_lines(data.get("diversity") or []):
+    for line in [*diversity_lines(data.get("diversity") or []), *island_lines(data)]:
         console.print(Text(line))
     for line in spend_lines(data.get("tokens"), data.get("bandit")):
         console.print(Text(line))
@@ -167,11 +168,12 @@ def _isolation_lines(data: dict[str, Any]) -> list[Text]:
 
 
 def print_front(console: Console, data: dict[str, Any]) -> None:
-    """`ge best`."""
+    """`ge best` (``--island``: the front of one island's variants)."""
+    where = f" on island {data['island']}" if "island" in data else ""
     if not data["front"]:
-        console.print("no evaluated variant yet")
+        console.print(f"no evaluated variant yet{where}")
         return
-    console.print(front_table(data["front"], data["objectives"]))
+    console.print(front_table(data["front"], data["objectives"], f"Pareto front{where}"))
 
 
 def print_variant(console: Console, data: dict[str, Any]) -> None:
@@ -239,6 +241,8 @@ def _node_label(node: dict[str, Any], objectives: list[dict[str, Any]]) -> Text:
         text.append("  (not in the index)", style="red")
         return text
     text.append(f"  gen {node['generation']}  ", style="dim")
+    if node.get("island") is not None:
+        text.append(f"island {node['island']}  ", style="blue")
     op = node["operator"] + (f" ({node['persona']})" if node.get("persona") else "")
     text.append(op, style="magenta")
     if node["status"] == "evaluated":
@@ -252,6 +256,8 @@ def _node_label(node: dict[str, Any], objectives: list[dict[str, Any]]) -> Text:
         )
         if node.get("failure_reason"):
             text.append(f": {node['failure_reason']}", style="red")
+    if node.get("migrations"):
+        text.append(f"  ⇄ {migration_words(node['migrations'])}", style="blue")
     return text
 
 

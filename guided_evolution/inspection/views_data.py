@@ -17,6 +17,7 @@ from typing import Any
 
 from guided_evolution.config import GeConfig
 from guided_evolution.evolution.scoring import scored
+from guided_evolution.inspection import report_islands
 from guided_evolution.inspection.report_bandit import bandit_view, token_view
 from guided_evolution.inspection.report_diversity import diversity_per_generation
 from guided_evolution.inspection.run_data import (
@@ -47,12 +48,15 @@ _UNCONTAINED = {
 }
 
 
-def front_rows(index: Any, cfg: GeConfig) -> list[dict[str, Any]]:
-    """The Pareto front over every evaluated variant: id, branch, generation, operator, metrics."""
+def front_rows(index: Any, cfg: GeConfig, only: set[str] | None = None) -> list[dict[str, Any]]:
+    """The Pareto front over every evaluated variant (or those in ``only``): id, branch,
+    generation, operator, metrics."""
     from guided_evolution.evolution.selection import pareto_front  # deap: only the front needs it
 
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
     latest = index.latest_evaluations()
+    if only is not None:
+        latest = {vid: ev for vid, ev in latest.items() if vid in only}
     valid = [s for vid, ev in latest.items() if (s := scored(vid, ev, objectives)) is not None]
     front = pareto_front(valid, objectives) if valid else []
     rows = []
@@ -241,17 +245,20 @@ def status(run_dir: Path, diversity_last: int | None = None) -> dict[str, Any]:
             **isolation_info(index),
             "tokens": token_view(index),
             "bandit": bandit_view(index, resolved.config),
+            **report_islands.status_view(index, resolved.config),
         }
 
 
-def best(run_dir: Path) -> dict[str, Any]:
-    """The Pareto front on the selection objectives."""
+def best(run_dir: Path, island: int | None = None) -> dict[str, Any]:
+    """The Pareto front on the selection objectives (of the variants that lived on ``island``)."""
     with open_run_index(run_dir) as (index, resolved, paths):
         cfg = resolved.config
+        only = None if island is None else report_islands.island_members(index, cfg, island)
         return {
             "run_dir": str(paths.root),
             "objectives": _objectives(cfg),
-            "front": front_rows(index, cfg),
+            "front": front_rows(index, cfg, only),
+            **({} if island is None else {"island": island}),
         }
 
 
@@ -357,12 +364,14 @@ def lineage(run_dir: Path, variant: str) -> dict[str, Any]:
     with open_run_index(run_dir) as (index, resolved, paths):
         vid = resolve_id(index, variant, run_dir)
         data = load_run_data(index, resolved, paths)
+        nodes = [_node(data, a) for a in data.ancestry([vid])]
+        report_islands.mark_lineage(index, resolved.config, nodes)  # islands only
         return {
             "run_dir": data.run_dir,
             "id": vid,
             "seed": data.seed_id,
             "objectives": _objectives(resolved.config),
-            "nodes": [_node(data, a) for a in data.ancestry([vid])],
+            "nodes": nodes,
         }
 
 

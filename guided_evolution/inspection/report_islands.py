@@ -1,0 +1,473 @@
+"""Islands and the mating-preference gene, for `ge status`, `ge best --island`, `ge lineage` and
+`ge report`: the data (from the index only), `ge status`'s lines and the report's sections.
+
+A run has islands when its config asks for more than one or its records carry them (a variant's
+``island``, a checkpoint's ``islands``); islands are numbered from 0. A variant *lived on* island
+K when it was born there or appears in one of K's checkpointed populations (the seed is in every
+island's first population; a migrant joins its destination's). A *migrant* appears in an island
+other than its birth island: its moves come from the ``migration`` events, else (events lost)
+from the first checkpoint that shows it there. The gene's statistics are over each finished
+generation's population (its checkpoint), or, for a run without checkpoints, over the children
+born in each generation.
+
+Runs without islands or genes get None / [] / no section: their report is unchanged. This module
+imports `report_svg` (drawing) only inside the functions that draw, so `views_data` and
+`report_data` can import it without a cycle.
+"""
+
+from __future__ import annotations
+
+import html
+import statistics
+from typing import Any
+
+from guided_evolution.config import GeConfig
+from guided_evolution.errors import GeError
+from guided_evolution.evolution.scoring import Scored, scored
+
+ISLAND_COLOURS = ("#0969da", "#e8590c", "#1a7f37", "#8250df", "#bf3989", "#9a6700", "#57606a")
+STATUS_GENE_GENERATIONS = 5  # `ge status` text: the gene of the last few generations
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _checkpoints(index: Any) -> list[Any]:
+    """Every finished generation's checkpoint, oldest first."""
+    last = index.last_generation()
+    if last is None:
+        return []
+    found = (index.get_generation(g) for g in range(last.generation + 1))
+    return [rec for rec in found if rec is not None]
+
+
+def island_count(index: Any, cfg: GeConfig, variants: list[Any] | None = None) -> int:
+    """How many islands the run has (0 when it has none): from its config and its records."""
+    variants = index.variants() if variants is None else variants
+    born = max((v.island for v in variants if v.island is not None), default=-1) + 1
+    stored = max((len(rec.islands) for rec in _checkpoints(index)), default=0)
+    count = max(cfg.evolution.islands, born, stored)
+    return count if count > 1 or born > 0 else 0
+
+
+def _no_island(k: int, count: int) -> GeError:
+    if not count:
+        return GeError(
+            "this run has no islands",
+            "leave out --island (islands run with `[evolution] islands = K` > 1 in ge.toml)",
+        )
+    return GeError(
+        f"island {k} does not exist in this run (islands 0–{count - 1})",
+        f"pass --island 0 to {count - 1}",
+    )
+
+
+def island_members(index: Any, cfg: GeConfig, k: int) -> set[str]:
+    """The ids of the variants that lived on island ``k``; a GeError naming the valid islands
+    when ``k`` does not exist (or the run has none)."""
+    variants = index.variants()
+    count = island_count(index, cfg, variants)
+    if not 0 <= k < count:
+        raise _no_island(k, count)
+    members = {v.id for v in variants if v.island == k}
+    for rec in _checkpoints(index):
+        if k < len(rec.islands):
+            members.update(rec.islands[k])
+    return members
+
+
+def _best(valid: list[Scored], objectives: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """Per objective the best value and its variant (ties: the smallest id)."""
+    out = {}
+    for name, direction in objectives:
+        sign = -1.0 if direction == "max" else 1.0
+        top = min(valid, key=lambda s: (sign * s.metrics[name], s.id), default=None)
+        if top is not None:
+            out[name] = {"value": top.metrics[name], "id": top.id}
+    return out
+
+
+def _island_row(
+    k: int, members: list[str], latest: dict[str, Any], objectives: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """One island's population in one checkpoint: its size, valid members, front and bests."""
+    from guided_evolution.evolution.selection import pareto_front  # deap: only when needed
+
+    valid = [s for vid in members if (s := scored(vid, latest.get(vid), objectives))]
+    front = pareto_front(valid, objectives) if valid and objectives else []
+    return {
+        "island": k,
+        "population": len(members),
+        "valid": len(valid),
+        "front": len(front),
+        "front_members": sorted(
+            ({"id": s.id, "scores": dict(s.metrics)} for s in front), key=lambda r: r["id"]
+        ),
+        "best": _best(valid, objectives),
+    }
+
+
+def island_view(index: Any, cfg: GeConfig) -> dict[str, Any] | None:
+    """The run's islands (None without): ``count``; ``per_generation`` (each checkpoint with
+    islands: one row per island); ``latest`` (the last of them) and its ``generation``;
+    ``migrations`` (every migration event's data) and ``last_migration``."""
+    count = island_count(index, cfg)
+    if not count:
+        return None
+    objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
+    latest = index.latest_evaluations()
+    per_generation = [
+        {
+            "generation": rec.generation,
+            "islands": [_island_row(k, m, latest, objectives) for k, m in enumerate(rec.islands)],
+        }
+        for rec in _checkpoints(index)
+        if rec.islands
+    ]
+    migrations = [e.data for e in index.events("migration")]
+    return {
+        "count": count,
+        "generation": per_generation[-1]["generation"] if per_generation else None,
+        "latest": per_generation[-1]["islands"] if per_generation else [],
+        "per_generation": per_generation,
+        "migrations": migrations,
+        "last_migration": migrations[-1] if migrations else None,
+    }
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    q1, _, q3 = (
+        statistics.quantiles(values, n=4, method="inclusive")
+        if len(values) > 1
+        else [values[0]] * 3
+    )
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "q1": q1,
+        "q3": q3,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def gene_per_generation(index: Any, variants: list[Any] | None = None) -> list[dict[str, Any]]:
+    """The mating-preference gene per generation ([] when no variant carries it): ``n``,
+    ``median``, ``q1``, ``q3``, ``min``, ``max`` over the generation's population (``source``
+    "population"), or over its children for a run without checkpoints (``source`` "born")."""
+    variants = index.variants() if variants is None else variants
+    gene = {v.id: v.mating_preference for v in variants if v.mating_preference is not None}
+    if not gene:
+        return []
+    rows = []
+    for rec in _checkpoints(index):
+        values = [gene[vid] for vid in rec.population if vid in gene]
+        if values:
+            rows.append({"generation": rec.generation, "source": "population", **_spread(values)})
+    if rows:
+        return rows
+    born: dict[int, list[float]] = {}
+    for v in variants:
+        if v.id in gene:
+            born.setdefault(v.generation, []).append(gene[v.id])
+    return [{"generation": g, "source": "born", **_spread(born[g])} for g in sorted(born)]
+
+
+def status_view(index: Any, cfg: GeConfig) -> dict[str, Any]:
+    """`ge status`'s keys: ``islands`` (`island_view`, None without) and ``mating_preference``
+    (`gene_per_generation`, [] without)."""
+    return {"islands": island_view(index, cfg), "mating_preference": gene_per_generation(index)}
+
+
+def _moves_of(events: list[dict[str, Any]], vid: str) -> list[dict[str, Any]]:
+    return [
+        {"from": m.get("from"), "to": m.get("to"), "generation": e.get("generation")}
+        for e in events
+        for m in e.get("moves") or []
+        if vid in (m.get("variants") or [])
+    ]
+
+
+def mark_lineage(index: Any, cfg: GeConfig, nodes: list[dict[str, Any]]) -> None:
+    """Give each lineage node its birth ``island`` and its ``migrations`` ({from, to,
+    generation}); nothing for a run without islands."""
+    if not island_count(index, cfg):
+        return
+    events = [e.data for e in index.events("migration")]
+    checkpoints = [rec for rec in _checkpoints(index) if rec.generation > 0 and rec.islands]
+    for node in nodes:
+        if node.get("missing"):
+            continue
+        v = index.get_variant(node["id"])
+        node["island"] = v.island if v is not None else None
+        moves = _moves_of(events, node["id"])
+        reached = {m["to"] for m in moves}
+        for rec in checkpoints:  # a migrant the events do not tell of (e.g. an index rebuilt)
+            for k, members in enumerate(rec.islands):
+                if node["id"] in members and k != node["island"] and k not in reached:
+                    if node["island"] is not None:
+                        moves.append(
+                            {"from": node["island"], "to": k, "generation": rec.generation}
+                        )
+                    reached.add(k)
+        node["migrations"] = moves
+
+
+def migration_words(moves: list[dict[str, Any]]) -> str:
+    """``migrated 0→1 at gen 4, 1→2 at gen 8`` ('' for none)."""
+    parts = [f"{m['from']}→{m['to']} at gen {m['generation']}" for m in moves]
+    return "migrated " + ", ".join(parts) if parts else ""
+
+
+# --------------------------------------------------------------------------- text (ge status)
+
+
+def _v(value: Any) -> str:
+    return "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _move_text(moves: list[dict[str, Any]]) -> str:
+    return "; ".join(
+        f"{m.get('from')}→{m.get('to')} {', '.join(m.get('variants') or []) or '-'}" for m in moves
+    )
+
+
+def island_lines(data: dict[str, Any]) -> list[str]:
+    """`ge status`'s lines: each island's latest population, front and bests, the last
+    migration, and the gene of the last few generations ([] for a run with neither)."""
+    lines = []
+    view = data.get("islands")
+    if view:
+        gen = view["generation"]
+        lines.append(
+            f"islands {view['count']}" + (f" (generation {gen})" if gen is not None else "")
+        )
+        for row in view["latest"]:
+            best = "  ".join(
+                f"{name} {_v(b['value'])} ({b['id']})" for name, b in row["best"].items()
+            )
+            lines.append(
+                f"  island {row['island']}  population {row['population']}  front {row['front']}"
+                + (f"  best {best}" if best else "")
+            )
+        last = view["last_migration"]
+        lines.append(
+            f"  last migration: generation {last.get('generation')}  {_move_text(last.get('moves') or [])}"
+            if last
+            else "  no migration yet"
+        )
+    gene = data.get("mating_preference") or []
+    if gene:
+        cells = "  ".join(
+            f"{r['generation']}: {r['median']:.3f} [{r['q1']:.3f}–{r['q3']:.3f}]"
+            for r in gene[-STATUS_GENE_GENERATIONS:]
+        )
+        lines.append(f"mating preference per generation (median [IQR])  {cells}")
+    return lines
+
+
+# --------------------------------------------------------------------------- html (ge report)
+
+
+def report_view(index: Any, cfg: GeConfig) -> dict[str, Any]:
+    """What the report's sections need ({} for a run with neither islands nor genes)."""
+    view = status_view(index, cfg)
+    if view["islands"] is None and not view["mating_preference"]:
+        return {}
+    return {**view, "objectives": [(o.name, o.direction) for o in cfg.selected_objectives]}
+
+
+def esc(value: Any) -> str:
+    """HTML-escape anything, quotes too (as `report_svg.esc`)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def fmt_num(value: Any) -> str:
+    """A number as the report writes it (`report_svg.fmt_num`)."""
+    from guided_evolution.inspection.report_svg import fmt_num as number
+
+    return number(value)
+
+
+def _colour(k: int) -> str:
+    return ISLAND_COLOURS[k % len(ISLAND_COLOURS)]
+
+
+def _best_svg(per_gen: list[dict[str, Any]], name: str, direction: str) -> str:
+    """The best value of one objective per generation, one line per island."""
+    from guided_evolution.inspection.report_svg import _Frame, _svg
+
+    points: dict[int, list[tuple[float, float]]] = {}
+    for g in per_gen:
+        for row in g["islands"]:
+            if name in row["best"]:
+                points.setdefault(row["island"], []).append(
+                    (g["generation"], row["best"][name]["value"])
+                )
+    if not points:
+        return ""
+    xs = [float(x) for pts in points.values() for x, _ in pts]
+    ys = [y for pts in points.values() for _, y in pts]
+    fr = _Frame.fit(xs, ys, keep_y=ys, width=420, height=280)
+    arrow = "↑ better" if direction == "max" else "↓ better"
+    body = [fr.axes("generation", f"best {name}  ({arrow})")]
+    for k, pts in sorted(points.items()):
+        path = " ".join(f"{fr.x(x):.1f},{fr.y(y):.1f}" for x, y in pts)
+        body.append(
+            f'<polyline fill="none" stroke="{_colour(k)}" stroke-width="2" points="{path}">'
+            f"<title>island {k}</title></polyline>"
+        )
+        body.extend(
+            f'<circle cx="{fr.x(x):.1f}" cy="{fr.y(y):.1f}" r="3" fill="{_colour(k)}">'
+            f"<title>island {k}, generation {x:g}: {esc(fmt_num(y))}</title></circle>"
+            for x, y in pts
+        )
+    return _svg(fr.width, fr.height, "".join(body), f"best {name} per island over generations")
+
+
+def _legend(count: int) -> str:
+    return " ".join(f'<span style="color:{_colour(k)}">■</span> island {k}' for k in range(count))
+
+
+def _island_table(k: int, per_gen: list[dict[str, Any]], objectives: list[tuple[str, str]]) -> str:
+    """One island over the generations: population, valid, front, best per objective."""
+    th = "".join(
+        f"<th class=num>best {esc(n)} {'↑' if d == 'max' else '↓'}</th>" for n, d in objectives
+    )
+    body = []
+    for g in per_gen:
+        row = next((r for r in g["islands"] if r["island"] == k), None)
+        if row is None:
+            continue
+        cells = "".join(
+            f'<td class=num title="{esc(b["id"])}">{esc(fmt_num(b["value"]))} <code>{esc(b["id"][:8])}</code></td>'
+            if (b := row["best"].get(n))
+            else "<td class=num>–</td>"
+            for n, _ in objectives
+        )
+        body.append(
+            f"<tr><td class=num>{g['generation']}</td><td class=num>{row['population']}</td>"
+            f"<td class=num>{row['valid']}</td><td class=num>{row['front']}</td>{cells}</tr>"
+        )
+    return (
+        f"<h3>island {k}</h3><div class=scroll><table><thead><tr><th class=num>generation</th>"
+        f"<th class=num>population</th><th class=num>valid</th><th class=num>front</th>{th}</tr>"
+        f"</thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _front_table(latest: list[dict[str, Any]], objectives: list[tuple[str, str]]) -> str:
+    """Each island's front in the latest checkpoint, member by member."""
+    th = "".join(f"<th class=num>{esc(n)}</th>" for n, _ in objectives)
+    body = "".join(
+        f"<tr><td class=num>{row['island']}</td><td><code>{esc(m['id'])}</code></td>"
+        + "".join(f"<td class=num>{esc(fmt_num(m['scores'].get(n)))}</td>" for n, _ in objectives)
+        + "</tr>"
+        for row in latest
+        for m in row["front_members"]
+    )
+    return (
+        "<h3>each island's front now</h3><div class=scroll><table><thead><tr>"
+        f"<th class=num>island</th><th>variant</th>{th}</tr></thead><tbody>{body}</tbody></table></div>"
+    )
+
+
+def _migrations_table(migrations: list[dict[str, Any]]) -> str:
+    body = "".join(
+        f"<tr><td class=num>{esc(e.get('generation'))}</td><td class=num>{esc(m.get('from'))} → "
+        f"{esc(m.get('to'))}</td><td>{esc(', '.join(m.get('variants') or [])) or '–'}</td></tr>"
+        for e in migrations
+        for m in e.get("moves") or []
+    )
+    if not body:
+        return "<h3>migrations</h3><p class=note>No migration yet.</p>"
+    return (
+        "<h3>migrations</h3><div class=scroll><table><thead><tr><th class=num>generation</th>"
+        f"<th class=num>from → to</th><th>variants (copies; each keeps its id)</th></tr></thead>"
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+def islands_html(view: dict[str, Any]) -> str:
+    """The report's islands section: best per objective per island over the generations (plots,
+    then a table per island), each island's front now, and the migrations."""
+    isl = view["islands"]
+    per_gen, objectives = isl["per_generation"], view["objectives"]
+    note = (
+        f"<p class=note>{isl['count']} islands, each its own population and selection; every "
+        "finished generation's checkpoint after migration: members, valid members, the Pareto "
+        "front among them and the best value of each selection objective (with its variant). "
+        f"{_legend(isl['count'])}</p>"
+    )
+    if not per_gen:
+        return (
+            note
+            + "<p class=note>No finished generation yet.</p>"
+            + _migrations_table(isl["migrations"])
+        )
+    plots = "".join(
+        f"<figure>{svg}<figcaption>best {esc(n)} per island</figcaption></figure>"
+        for n, d in objectives
+        if (svg := _best_svg(per_gen, n, d))
+    )
+    tables = "".join(_island_table(k, per_gen, objectives) for k in range(isl["count"]))
+    return (
+        f"{note}<div class=plots>{plots}</div>{tables}"
+        f"{_front_table(isl['latest'], objectives)}{_migrations_table(isl['migrations'])}"
+    )
+
+
+def _gene_svg(rows: list[dict[str, Any]]) -> str:
+    """The gene's median (line) and IQR (band) per generation."""
+    from guided_evolution.inspection.report_svg import _Frame, _svg
+
+    xs = [float(r["generation"]) for r in rows]
+    ys = [y for r in rows for y in (r["min"], r["max"])]
+    fr = _Frame.fit(xs, ys, keep_y=ys, width=420, height=260)
+    upper = " ".join(f"{fr.x(x):.1f},{fr.y(r['q3']):.1f}" for x, r in zip(xs, rows, strict=True))
+    lower = " ".join(
+        f"{fr.x(x):.1f},{fr.y(r['q1']):.1f}" for x, r in reversed(list(zip(xs, rows, strict=True)))
+    )
+    median = " ".join(
+        f"{fr.x(x):.1f},{fr.y(r['median']):.1f}" for x, r in zip(xs, rows, strict=True)
+    )
+    body = (
+        fr.axes("generation", "mating preference")
+        + f'<polygon points="{upper} {lower}" fill="#0969da" opacity=".18"/>'
+        + f'<polyline class="best" points="{median}"/>'
+    )
+    return _svg(fr.width, fr.height, body, "mating preference per generation")
+
+
+def gene_html(rows: list[dict[str, Any]]) -> str:
+    """The report's gene section: its median and spread per generation (plot and table)."""
+    source = "population" if rows[0]["source"] == "population" else "children born in it"
+    body = "".join(
+        f"<tr><td class=num>{r['generation']}</td><td class=num>{r['n']}</td>"
+        f"<td class=num>{r['median']:.4f}</td><td class=num>{r['q1']:.4f} – {r['q3']:.4f}</td>"
+        f"<td class=num>{r['min']:.4f} – {r['max']:.4f}</td></tr>"
+        for r in rows
+    )
+    return (
+        "<p class=note>Each variant's mating-preference gene (inherited and mutated with the "
+        f"child, used when it picks a partner), over each generation's {source}: the median "
+        "(line), the interquartile range (band) and the extremes.</p>"
+        f"<div class=plots><figure>{_gene_svg(rows)}<figcaption>median and IQR</figcaption>"
+        "</figure></div><div class=scroll><table><thead><tr><th class=num>generation</th>"
+        "<th class=num>carriers</th><th class=num>median</th><th class=num>IQR</th>"
+        f"<th class=num>min – max</th></tr></thead><tbody>{body}</tbody></table></div>"
+    )
+
+
+def with_islands(
+    sections: list[tuple[str, str, str]], view: dict[str, Any]
+) -> list[tuple[str, str, str]]:
+    """The report's sections with the islands and gene sections after "operators" (unchanged
+    for a run with neither)."""
+    extra = []
+    if view.get("islands"):
+        extra.append(("islands", "Islands", islands_html(view)))
+    if view.get("mating_preference"):
+        extra.append(("gene", "Mating preference", gene_html(view["mating_preference"])))
+    at = next((i + 1 for i, s in enumerate(sections) if s[0] == "operators"), len(sections))
+    return [*sections[:at], *extra, *sections[at:]]
