@@ -313,8 +313,9 @@ def _best_svg(per_gen: list[dict[str, Any]], name: str, direction: str) -> str:
     body = [fr.axes("generation", f"best {name}  ({arrow})")]
     for k, pts in sorted(points.items()):
         path = " ".join(f"{fr.x(x):.1f},{fr.y(y):.1f}" for x, y in pts)
+        dash = ' stroke-dasharray="6 4"' if k % 2 else ""  # islands with equal bests stay visible
         body.append(
-            f'<polyline fill="none" stroke="{_colour(k)}" stroke-width="2" points="{path}">'
+            f'<polyline fill="none" stroke="{_colour(k)}" stroke-width="2"{dash} points="{path}">'
             f"<title>island {k}</title></polyline>"
         )
         body.extend(
