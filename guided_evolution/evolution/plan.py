@@ -20,6 +20,12 @@ Every draw comes from an RNG seeded by (run seed, generation), and each plan has
 seeded by (run seed, generation, child index), so a resumed run re-derives the same plans.
 ``plan_child`` is the steady-state mode's plan of one child, drawn from the population as it
 stands, with the same rules.
+
+``[evolution] mate_choice`` other than ``"tournament"`` (see ``mate_choice.py``; ``mates`` gives
+the run's code distances and genes): when a pair crosses over, the first parent's partner is drawn
+by mate choice from the tournament winners (a pair of the same variant may then cross too), and
+with ``"self_adaptive"`` every plan carries its child's ``mating_preference``, drawn after the
+child's other draws. With ``"tournament"`` the draws are GE's, number for number.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from guided_evolution.config import EvolutionConfig
+from guided_evolution.evolution.mate_choice import MateChoice, Mates, mate_choice
 from guided_evolution.evolution.scoring import ObjectiveSpec, Scored, better_somewhere
 from guided_evolution.evolution.selection import (
     HallOfFame,
@@ -123,6 +130,7 @@ def plan_generation(
     eot: bool | str = True,
     island: int = 0,
     first_index: int = 0,
+    mates: Mates | None = None,
 ) -> GenerationPlan:
     """Plans for ``generation`` from the valid members of the previous ``population``.
 
@@ -130,12 +138,14 @@ def plan_generation(
     ``eot`` is False when the proposer cannot do Evolution of Thought (the offline operators), and
     EOT_BY_BANDIT when its bandit chooses EoT (mutation steps carry a teacher where EoT is possible).
     ``island`` (> 0: its own RNG stream) is stamped on every plan; plans are numbered from
-    ``first_index`` (an island's plans follow the earlier islands' in the generation).
+    ``first_index`` (an island's plans follow the earlier islands' in the generation). ``mates``
+    (needed unless ``mate_choice = "tournament"``) gives code distances and genes.
     """
     rng = random.Random(f"ge:{evo.seed}:{generation}:plan" + (f":{island}" if island else ""))
+    mating = mate_choice(evo.mate_choice, mates, evo.mate_strength, evo.mating_sigma)
     if generation == 0:
         plans = [
-            Plan(0, first_index + i, seed_id, (Step("mutation"),), island)
+            Plan(0, first_index + i, seed_id, (Step("mutation"),), island, _gene(mating, (), rng))
             for i in range(evo.initial_population)
         ]
         return GenerationPlan(plans, [])
@@ -163,19 +173,32 @@ def plan_generation(
     plans: list[Plan] = []
     for i in range(0, len(parents) - 1, 2):
         a, b = parents[i], parents[i + 1]
-        crossed = a != b and rng.random() < evo.crossover_probability
+        if mating is None:
+            crossed = a != b and rng.random() < evo.crossover_probability
+        elif rng.random() < evo.crossover_probability:
+            chosen = mating.partner(a, parents, rng)
+            crossed, b = chosen is not None, chosen or b
+        else:
+            crossed = False
         for primary, partner in ((a, b), (b, a)):
             steps = [Step("crossover", partner)] if crossed else []
             mut = mutate_step()
             if mut is not None:
                 steps.append(mut)
             if steps:
+                gene = _gene(mating, (primary, partner) if crossed else (primary,), rng)
                 index = first_index + len(plans)
-                plans.append(Plan(generation, index, primary, tuple(steps), island))
+                plans.append(Plan(generation, index, primary, tuple(steps), island, gene))
     if len(parents) % 2:
         mut = mutate_step() or Step("mutation")
-        plans.append(Plan(generation, first_index + len(plans), parents[-1], (mut,), island))
+        gene = _gene(mating, (parents[-1],), rng)
+        plans.append(Plan(generation, first_index + len(plans), parents[-1], (mut,), island, gene))
     return GenerationPlan(plans, elites)
+
+
+def _gene(mating: MateChoice | None, parents: tuple[str, ...], rng: random.Random) -> float | None:
+    """The child's mating preference (self-adaptive mate choice only; no draw otherwise)."""
+    return None if mating is None else mating.gene(parents, rng)
 
 
 def plan_child(
@@ -188,6 +211,7 @@ def plan_child(
     objectives: Sequence[ObjectiveSpec],
     *,
     eot: bool | str = True,
+    mates: Mates | None = None,
 ) -> Plan | None:
     """The steady-state mode's plan of child ``index`` of virtual ``generation``, drawn from the
     ``population`` as it stands (the SPEA2 archive and the children evaluated since); None when
@@ -198,18 +222,28 @@ def plan_child(
     ``crossover_probability``, a partner; then the mutation, EoT, teacher and start-generation
     rules of ``plan_generation``. Every draw comes from an RNG seeded by (run seed, generation,
     index), so a child planned from the same population is always the same plan.
+
+    With mate choice, a crossover's partner is drawn by it from ``population`` more tournament
+    winners (drawn for this child only when it crosses over).
     """
-    if generation == 0:
-        return Plan(0, index, seed_id, (Step("mutation"),))
     rng = random.Random(f"ge:{evo.seed}:{generation}:{index}:steady")
+    mating = mate_choice(evo.mate_choice, mates, evo.mate_strength, evo.mating_sigma)
+    if generation == 0:
+        return Plan(0, index, seed_id, (Step("mutation"),), 0, _gene(mating, (), rng))
     valid = list(population) or ([seed] if seed is not None else [])
     if not valid:
-        return Plan(generation, index, seed_id, (Step("mutation"),))
+        return Plan(generation, index, seed_id, (Step("mutation"),), 0, _gene(mating, (), rng))
     tournament = dcd_parents if evo.parent_tournament == "dcd" else nsga2_parents
     parent, partner = (s.id for s in tournament(valid, 2, objectives, rng))
     steps: list[Step] = []
-    if parent != partner and rng.random() < evo.crossover_probability:
-        steps.append(Step("crossover", partner))
+    if mating is None:
+        if parent != partner and rng.random() < evo.crossover_probability:
+            steps.append(Step("crossover", partner))
+    elif rng.random() < evo.crossover_probability:
+        pool = [s.id for s in tournament(valid, evo.population, objectives, rng)]
+        chosen = mating.partner(parent, pool, rng)
+        if chosen is not None:
+            steps.append(Step("crossover", chosen))
     if rng.random() < evo.mutation_probability:
         # Drawn before the teachers are known, so that SPEA2 runs only for the EoT children.
         wants_eot = bool(eot) and generation >= evo.eot_start_generation
@@ -218,7 +252,11 @@ def plan_child(
         teachers = _teachers(valid, seed, seed_id, evo, objectives) if wants_eot else []
         op = "mutation" if by_bandit else "eot"
         steps.append(Step(op, rng.choice(teachers)) if teachers else Step("mutation"))
-    return Plan(generation, index, parent, tuple(steps)) if steps else None
+    if not steps:
+        return None
+    partners = [s.other for s in steps if s.op == "crossover" and s.other]
+    gene = _gene(mating, (parent, *partners), rng)
+    return Plan(generation, index, parent, tuple(steps), 0, gene)
 
 
 def _teachers(
