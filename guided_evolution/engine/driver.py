@@ -22,6 +22,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from guided_evolution.config import ResolvedConfig
+from guided_evolution.engine.mates import run_mates
 from guided_evolution.engine.outcome import Outcome, failed_generation
 from guided_evolution.engine.proposer import NoChild, Proposer, RunStopped
 from guided_evolution.engine.recorder import Recorder
@@ -77,6 +78,7 @@ class Engine:
         self.stop_reason = ""
         self.warnings: list[str] = []
         self.generation = 0
+        self.mates = run_mates(recorder, self.evo)  # mate choice's distances and genes
 
     # ----------------------------------------------------------------- setup
 
@@ -194,7 +196,7 @@ class Engine:
             planned.append(plan_generation(
                 gen, self.recorder.scored(members), seed[0] if seed else None, self.seed_id,
                 evo, self.recorder.objectives, eot=self.proposer.supports_eot,
-                island=k, first_index=sum(len(p.plans) for p in planned),
+                island=k, first_index=sum(len(p.plans) for p in planned), mates=self.mates,
             ))  # fmt: skip
         plans = [plan for p in planned for plan in p.plans]
         self.index.add_event("generation_started", {"generation": gen, "plans": len(plans)})

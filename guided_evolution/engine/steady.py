@@ -154,6 +154,7 @@ class SteadyLoop:
             plan = plan_child(
                 gen.number, gen.drawn, self._population(), self.seed, self.engine.seed_id,
                 self.evo, self.recorder.objectives, eot=self.engine.proposer.supports_eot,
+                mates=self.engine.mates,
             )  # fmt: skip
             self.index.add_event(PLANNED, plan_event(gen.number, gen.drawn, plan))
         gen.drawn += 1
