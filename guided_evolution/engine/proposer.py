@@ -4,6 +4,9 @@ The driver sees one interface (:class:`Proposer`) and asks it what it supports (
 failed child) instead of branching on the kind of model. A plan that yields no child raises
 :class:`NoChild` with a one-line reason; LLM errors that will repeat on every call raise
 :class:`RunStopped`, which stops the whole run (unfinished, resumable).
+
+The module is long because the LLM proposer's call gate and health rules live beside the
+operators they govern.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from typing import Any, Protocol
 
 from guided_evolution.config import GeConfig
 from guided_evolution.engine.bandit_history import Bandits
+from guided_evolution.engine.novelty_gate import NoveltyGate
 from guided_evolution.engine.progress import Progress
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.evolution import operators as ops
 from guided_evolution.evolution.diff_ops import EDIT_DIFF, EDIT_WHOLE
+from guided_evolution.evolution.novelty import NearDuplicate
 from guided_evolution.evolution.offline_operators import OPERATORS as OFFLINE_EDITS
 from guided_evolution.evolution.offline_operators import offline_crossover, offline_mutate
 from guided_evolution.evolution.operators import Child, Rejected
@@ -129,6 +134,7 @@ class _StepProposer:
         self.source = source
         # The arms: the ensemble's models, and (operator, persona) (offline: the edit classes).
         self.bandits = Bandits(cfg, source.index, source.objectives)
+        self.novelty = NoveltyGate(cfg, source) if self.evo.novelty_distance > 0 else None
 
     async def apply(self, step: Step, plan: Plan, genome: Genome, previous: Child | None,
                     rng: random.Random, sample: int) -> Child:
@@ -138,6 +144,7 @@ class _StepProposer:
         rng = plan.rng(self.evo.seed)
         current = self.source.genome(plan.parent)
         child: Child | None = None
+        previous: Child | None = None
         descriptions: list[str] = []
         try:
             for n, step in enumerate(plan.steps):
@@ -145,8 +152,14 @@ class _StepProposer:
                     current = parse_genome(
                         child.files, self.cfg.seed.files, self.cfg.seed.marker, current.kept
                     )
-                child = await self.apply(step, plan, current, child, rng, sample=n)
+                previous, child = child, await self.apply(step, plan, current, child, rng, sample=n)
                 descriptions.append(child.description)
+            if self.novelty is not None and child is not None:
+                child = await self.novelty.novel(
+                    plan, child, self.evo.novelty_retries,
+                    lambda near, k, last: self.repropose(plan, current, previous, last, near, rng, k),
+                )
+                descriptions[-1] = child.description
         except (Rejected, SpliceError) as err:
             self.bandits.rejected(plan.generation, plan.index)
             raise NoChild(err.reason, plan.steps[0].op) from None
@@ -160,6 +173,11 @@ class _StepProposer:
             operator = self.crossover_operator if plan.steps[0].op == "crossover" else child.operator
             child = dataclasses.replace(child, operator=operator, description="; then ".join(descriptions))
         return child
+
+    async def repropose(self, plan: Plan, genome: Genome, previous: Child | None, child: Child,
+                        near: NearDuplicate, rng: random.Random, attempt: int) -> Child:
+        """The plan's last step again (offline: another draw from the plan's RNG)."""
+        return await self.apply(plan.steps[-1], plan, genome, previous, rng, sample=len(plan.steps))
 
     def take_calls(self, plan: Plan) -> list[int]:
         return []
@@ -317,9 +335,22 @@ class LLMProposer(_StepProposer):
         self.seed_id = seed_id
         self.health = LLMHealth(cfg.llm.give_up_after_s)
         self._calls: dict[tuple[int, int], list[int]] = {}
+        self._last: dict[tuple[int, int], tuple[Any, Any]] = {}  # the plan's last (request, reply)
         self.gate = CallGate(cfg.llm.concurrency)
 
+    async def repropose(self, plan: Plan, genome: Genome, previous: Child | None, child: Child,
+                        near: NearDuplicate, rng: random.Random, attempt: int) -> Child:
+        """The last request again, continued with its reply and ``prompts/novelty.txt``."""
+        req, reply = self._last[(plan.generation, plan.index)]
+        again = ops.novelty_request(
+            self.prompts, req, reply.text, genome, near.variant, near.code, near.distance
+        )
+        answer = await self._ask(again, rng, plan, sample=300 + attempt)
+        new = ops.child_from_reply(again, genome, answer.text, reflection=child.reflection)
+        return with_reply(new, answer, child.parents)
+
     def take_calls(self, plan: Plan) -> list[int]:
+        self._last.pop((plan.generation, plan.index), None)  # the plan's child is decided
         return self._calls.pop((plan.generation, plan.index), [])
 
     def budget_reached(self) -> bool:
@@ -483,4 +514,6 @@ class LLMProposer(_StepProposer):
         self.progress.spend(self.llm.spent_usd)
         if reply.call_id is not None:
             self._calls.setdefault((plan.generation, plan.index), []).append(reply.call_id)
+        if self.novelty is not None and stage != "reason" and req.operator != "fix":
+            self._last[(plan.generation, plan.index)] = (req, reply)
         return reply

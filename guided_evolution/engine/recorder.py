@@ -19,6 +19,7 @@ from guided_evolution.config import OFFLINE_MODEL, GeConfig
 from guided_evolution.engine.progress import Progress
 from guided_evolution.errors import RunDamagedError
 from guided_evolution.evaluation.contract import EvalResult
+from guided_evolution.evolution.diversity import split_segments
 from guided_evolution.evolution.operators import Child
 from guided_evolution.evolution.plan import Plan, dedup
 from guided_evolution.evolution.scoring import Scored, finite_values, scored
@@ -170,6 +171,29 @@ class Recorder:
             for line in text.splitlines()
         ]
         return "\n".join(lines)
+
+    def segment_texts(self, vid_or_files: str | dict[str, str]) -> dict[str, str]:
+        """``{segment key: code}`` of a variant (by id) or of a child's files, cut at the
+        marker lines (``diversity.split_segments``): what novelty rejection compares."""
+        files = self.genome(vid_or_files).files if isinstance(vid_or_files, str) else vid_or_files
+        return split_segments(files, self.cfg.seed.files, self.cfg.seed.marker)
+
+    def evaluated_before(self, generation: int) -> list[str]:
+        """Variants of generations before ``generation`` with an evaluation (ok or failed), by
+        generation then id (an order that does not depend on when they were evaluated)."""
+        rows = [*self.index.variants(status="evaluated"), *self.index.variants(status="failed")]
+        rows.sort(key=lambda v: (v.generation, v.id))
+        return [v.id for v in rows if v.generation < generation]
+
+    def near_duplicate(self, plan: Plan, details: dict[str, object]) -> None:
+        """A proposal found to nearly repeat an evaluated variant (re-proposed or rejected)."""
+        self.index.add_event(
+            "near_duplicate", {"generation": plan.generation, "plan": plan.index, **details}
+        )
+
+    def warning(self, message: str) -> None:
+        """A one-line warning for the run's event log."""
+        self.index.add_event("warning", {"message": message})
 
     def segment_of(self, vid: str) -> str | None:
         row = self.index.get_variant(vid)

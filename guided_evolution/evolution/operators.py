@@ -8,6 +8,7 @@ builders share its private helpers (segment values, fences, feedback, metrics ta
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -451,6 +452,30 @@ def fix_request(
         parents=(parent_id,),
         edit=edit,
     )
+
+
+def novelty_request(
+    lib: PromptLibrary,
+    request: OperatorRequest,
+    reply_text: str,
+    genome: Genome,
+    duplicate_id: str,
+    duplicate_code: str,
+    distance: float,
+) -> OperatorRequest:
+    """The same request again after a reply that nearly repeated an evaluated variant
+    (``[evolution] novelty_distance``): the conversation continues with that reply and
+    ``novelty``, which shows the evaluated variant's segment fenced and asks for another idea in
+    the same form (whole segment or edit blocks) against the same parent segment."""
+    base = request.base if request.base is not None else genome
+    key = request.segment
+    label = _label(base.segment(key)) if key in base.keys else key
+    code = fence(duplicate_code)
+    rendered = lib.render("novelty", segment=label, variant=duplicate_id, duplicate_code=code,
+                          distance=f"{distance:.3g}")  # fmt: skip
+    follow_up = [m for m in rendered if m["role"] != "system"]
+    said = {"role": "assistant", "content": reply_text}
+    return dataclasses.replace(request, messages=[*request.messages, said, *follow_up])
 
 
 # --------------------------------------------------------------------------- replies

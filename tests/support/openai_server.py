@@ -8,6 +8,11 @@ Usage::
         ...  # point a client at server.base_url ("http://127.0.0.1:PORT/v1")
         assert len(server.requests) == 2
 
+``POST /v1/embeddings`` (or ``/embeddings``) answers each input with a deterministic vector
+(:func:`bag_of_words`: similar text, similar vector; ``encoding_format`` ``base64`` honoured);
+``embedding_status`` set to an HTTP code makes it fail instead. Those requests are kept in
+``embedding_requests``, apart from the chat requests.
+
 Each request to ``POST /v1/chat/completions`` (or ``/chat/completions``) takes the next action from
 the script queue; once the queue is empty the ``responder`` (a callable ``request_json -> Action``)
 decides, and without a responder the server replies ``"ok"``. Actions are built with :func:`reply`,
@@ -18,12 +23,15 @@ The server runs on 127.0.0.1 with an ephemeral port in a daemon thread and stops
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
+import re
 import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +39,36 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Responder = Callable[[dict[str, Any]], "Action"]
+EMBEDDING_DIMENSIONS = 64
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def bag_of_words(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """A deterministic embedding: counts of the text's words and symbols hashed (crc32) into
+    ``dimensions`` buckets, so texts that share most words have a cosine similarity near 1."""
+    vector = [0.0] * dimensions
+    for word in _WORD.findall(text):
+        vector[zlib.crc32(word.encode()) % dimensions] += 1.0
+    return vector
+
+
+def embeddings_json(request: dict[str, Any]) -> dict[str, Any]:
+    """The body of an embeddings response for ``request`` (one vector per input)."""
+    inputs = request.get("input", [])
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    data = []
+    for i, text in enumerate(inputs):
+        vector: Any = bag_of_words(str(text))
+        if request.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    tokens = sum(len(_WORD.findall(str(t))) for t in inputs)
+    return {
+        "object": "list",
+        "data": data,
+        "model": str(request.get("model", "test-embedding")),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 @dataclass(frozen=True)
@@ -126,6 +164,8 @@ class OpenAIServer:
         self.request_headers: list[dict[str, str]] = []  # lower-cased headers, same order
         self.in_flight = 0
         self.max_in_flight = 0
+        self.embedding_requests: list[dict[str, Any]] = []  # embeddings bodies, in order
+        self.embedding_status: int | None = None  # an HTTP code: embeddings fail with it
         self._script: collections.deque[Action] = collections.deque(script)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -193,6 +233,9 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if self.path.rstrip("/") in ("/v1/embeddings", "/embeddings"):
+                self._embeddings(raw)
+                return
             if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
                 self._send(404, json.dumps({"error": {"message": f"no route {self.path}"}}))
                 return
@@ -210,6 +253,20 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True  # the client went away: nothing to do
             finally:
                 server._leave()
+
+        def _embeddings(self, raw: bytes) -> None:
+            try:
+                request = json.loads(raw or b"{}")
+            except ValueError:
+                self._send(400, json.dumps({"error": {"message": "request body is not JSON"}}))
+                return
+            with server._lock:
+                server.embedding_requests.append(request)
+                failing = server.embedding_status
+            if failing is not None:
+                self._send(failing, status(failing).body)
+                return
+            self._send(200, json.dumps(embeddings_json(request)))
 
         def _act(self, action: Action, request: dict[str, Any]) -> None:
             if action.kind == "hang":

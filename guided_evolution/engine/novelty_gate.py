@@ -1,0 +1,102 @@
+"""Novelty rejection in the engine (``[evolution] novelty_distance``): the per-run archive of
+evaluated variants' segments kept current from the recorder, optional embedding vectors, the
+``near_duplicate`` events, and the re-proposal loop the proposers share."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+from guided_evolution.config import GeConfig
+from guided_evolution.engine.recorder import Recorder
+from guided_evolution.evolution.novelty import NearDuplicate, NoveltyArchive, new_keys
+from guided_evolution.evolution.operators import Child, Rejected
+from guided_evolution.evolution.plan import Plan
+from guided_evolution.llm.embeddings import EmbeddingClient, EmbeddingError
+
+Repropose = Callable[[NearDuplicate, int, Child], Awaitable[Child]]
+
+
+class NoveltyGate:
+    """``[evolution] novelty_distance``: is a proposal's new code within that distance of an
+    evaluated variant's (``evolution/novelty.py``)?
+
+    The archive holds the variants of earlier generations that have an evaluation, read once per
+    generation (so, with ``overlap_tail = 0``, the same seed rejects the same proposals), and the
+    plan's parents. With ``novelty_embedding_model``, the distance is the cosine distance of the
+    segments' embeddings; if the model fails, one warning and the token distance from then on.
+    """
+
+    def __init__(self, cfg: GeConfig, source: Recorder) -> None:
+        self.source = source
+        self.archive = NoveltyArchive(cfg.evolution.novelty_distance)
+        self.synced = -1  # the archive holds the evaluated variants of generations below this
+        self.embedder: EmbeddingClient | None = None
+        if cfg.evolution.novelty_embedding_model:
+            first = cfg.llm.models[0] if cfg.llm.models else None
+            self.embedder = EmbeddingClient(
+                cfg.evolution.novelty_embedding_model,
+                api_base=cfg.llm.api_base or (first.api_base if first else None),
+                api_key_env=first.api_key_env if first else None,
+                timeout_s=cfg.llm.timeout_s,
+            )
+
+    def _sync(self, plan: Plan, parents: tuple[str, ...]) -> None:
+        if plan.generation > self.synced:
+            for vid in self.source.evaluated_before(plan.generation):
+                if vid not in self.archive:
+                    self.archive.add(vid, self.source.segment_texts(vid))
+            self.synced = plan.generation
+        for vid in parents:  # evaluated (they were selected); the seed in generation 0
+            if vid not in self.archive:
+                self.archive.add(vid, self.source.segment_texts(vid))
+
+    async def check(self, plan: Plan, child: Child) -> NearDuplicate | None:
+        """The evaluated variant the child's new segments nearly repeat, or None."""
+        parents = tuple(dict.fromkeys([*plan.parents, *child.parents]))
+        self._sync(plan, parents)
+        codes = self.source.segment_texts(child.files)
+        keys = new_keys(codes, [self.source.segment_texts(p) for p in parents])
+        vectors = None
+        if self.embedder is not None and keys:
+            texts = self.archive.texts_for(codes, keys)
+            try:
+                found = await self.embedder.embed(list(texts.values()))
+                vectors = dict(zip(texts, found, strict=True))
+            except EmbeddingError as err:
+                self.source.warning(
+                    f"novelty_embedding_model {self.embedder.model} failed ({err.reason}): "
+                    "novelty rejection uses the token distance from now on"
+                )
+                self.embedder = None
+        return self.archive.check(codes, keys, vectors)
+
+    def details(self, near: NearDuplicate, action: str) -> dict[str, object]:
+        """The ``near_duplicate`` event's fields."""
+        return {
+            "variant": near.variant,
+            "distance": round(near.distance, 6),
+            "threshold": near.threshold,
+            "segments": list(near.keys),
+            "metric": "tokens" if self.embedder is None else "embedding",
+            "action": action,
+        }
+
+    async def novel(self, plan: Plan, child: Child, retries: int, repropose: Repropose) -> Child:
+        """The child, or (``retries`` times) ``repropose(near, attempt, child)`` while it nearly
+        repeats an evaluated variant; then Rejected with the reason. Each near-duplicate found
+        is a ``near_duplicate`` event (``action``: re-proposed or rejected)."""
+        for attempt in range(retries + 1):
+            near = await self.check(plan, child)
+            if near is None:
+                return child
+            last = attempt == retries
+            self.source.near_duplicate(
+                plan, self.details(near, "rejected" if last else "re-proposed")
+            )
+            if last:
+                raise Rejected(near.reason)
+            child = await repropose(near, attempt, child)
+            note = f" (proposed again: the first try nearly repeated {near.variant})"
+            child = dataclasses.replace(child, description=child.description + note)
+        raise AssertionError("unreachable")
