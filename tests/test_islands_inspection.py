@@ -110,7 +110,7 @@ def test_best_island_is_the_front_of_the_variants_that_lived_there(islands_run: 
         fronts.append(set(ids))
         text = _text("best", str(islands_run), "--island", str(k), cwd=islands_run.parent)
         assert f"Pareto front on island {k}" in text and ids[0] in text
-    assert fronts[0] != fronts[1] or fronts[0] != everyone
+    assert any(front != everyone for front in fronts)  # --island filters
     for bad in ("2", "-1"):
         proc = ge("best", str(islands_run), "--island", bad, cwd=islands_run.parent)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr

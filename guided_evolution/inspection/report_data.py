@@ -13,7 +13,8 @@ from typing import Any
 
 from guided_evolution.inspection.report_bandit import bandit_html, bandit_view, token_view
 from guided_evolution.inspection.report_diversity import diversity_per_generation
-from guided_evolution.inspection.report_islands import report_view, with_islands
+from guided_evolution.inspection.report_islands import report_view
+from guided_evolution.inspection.report_islands_html import with_islands
 from guided_evolution.inspection.run_data import (
     RunData,
     failure_groups,

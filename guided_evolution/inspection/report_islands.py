@@ -1,5 +1,5 @@
 """Islands and the mating-preference gene, for `ge status`, `ge best --island`, `ge lineage` and
-`ge report`: the data (from the index only), `ge status`'s lines and the report's sections.
+`ge report`: the data (from the index only) and `ge status`'s lines.
 
 A run has islands when its config asks for more than one or its records carry them (a variant's
 ``island``, a checkpoint's ``islands``); islands are numbered from 0. A variant *lived on* island
@@ -10,14 +10,12 @@ from the first checkpoint that shows it there. The gene's statistics are over ea
 generation's population (its checkpoint), or, for a run without checkpoints, over the children
 born in each generation.
 
-Runs without islands or genes get None / [] / no section: their report is unchanged. This module
-imports `report_svg` (drawing) only inside the functions that draw, so `views_data` and
-`report_data` can import it without a cycle.
+Runs without islands or genes get None / [] / {}: their report has no such section. The
+report's sections are drawn by `report_islands_html`.
 """
 
 from __future__ import annotations
 
-import html
 import statistics
 from typing import Any
 
@@ -25,7 +23,6 @@ from guided_evolution.config import GeConfig
 from guided_evolution.errors import GeError
 from guided_evolution.evolution.scoring import Scored, scored
 
-ISLAND_COLOURS = ("#0969da", "#e8590c", "#1a7f37", "#8250df", "#bf3989", "#9a6700", "#57606a")
 STATUS_GENE_GENERATIONS = 5  # `ge status` text: the gene of the last few generations
 
 
@@ -266,209 +263,9 @@ def island_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------- html (ge report)
-
-
 def report_view(index: Any, cfg: GeConfig) -> dict[str, Any]:
     """What the report's sections need ({} for a run with neither islands nor genes)."""
     view = status_view(index, cfg)
     if view["islands"] is None and not view["mating_preference"]:
         return {}
     return {**view, "objectives": [(o.name, o.direction) for o in cfg.selected_objectives]}
-
-
-def esc(value: Any) -> str:
-    """HTML-escape anything, quotes too (as `report_svg.esc`)."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def fmt_num(value: Any) -> str:
-    """A number as the report writes it (`report_svg.fmt_num`)."""
-    from guided_evolution.inspection.report_svg import fmt_num as number
-
-    return number(value)
-
-
-def _colour(k: int) -> str:
-    return ISLAND_COLOURS[k % len(ISLAND_COLOURS)]
-
-
-def _best_svg(per_gen: list[dict[str, Any]], name: str, direction: str) -> str:
-    """The best value of one objective per generation, one line per island."""
-    from guided_evolution.inspection.report_svg import _Frame, _svg
-
-    points: dict[int, list[tuple[float, float]]] = {}
-    for g in per_gen:
-        for row in g["islands"]:
-            if name in row["best"]:
-                points.setdefault(row["island"], []).append(
-                    (g["generation"], row["best"][name]["value"])
-                )
-    if not points:
-        return ""
-    xs = [float(x) for pts in points.values() for x, _ in pts]
-    ys = [y for pts in points.values() for _, y in pts]
-    fr = _Frame.fit(xs, ys, keep_y=ys, width=420, height=280)
-    arrow = "↑ better" if direction == "max" else "↓ better"
-    body = [fr.axes("generation", f"best {name}  ({arrow})")]
-    for k, pts in sorted(points.items()):
-        path = " ".join(f"{fr.x(x):.1f},{fr.y(y):.1f}" for x, y in pts)
-        dash = ' stroke-dasharray="6 4"' if k % 2 else ""  # islands with equal bests stay visible
-        body.append(
-            f'<polyline fill="none" stroke="{_colour(k)}" stroke-width="2"{dash} points="{path}">'
-            f"<title>island {k}</title></polyline>"
-        )
-        body.extend(
-            f'<circle cx="{fr.x(x):.1f}" cy="{fr.y(y):.1f}" r="3" fill="{_colour(k)}">'
-            f"<title>island {k}, generation {x:g}: {esc(fmt_num(y))}</title></circle>"
-            for x, y in pts
-        )
-    return _svg(fr.width, fr.height, "".join(body), f"best {name} per island over generations")
-
-
-def _legend(count: int) -> str:
-    return " ".join(f'<span style="color:{_colour(k)}">■</span> island {k}' for k in range(count))
-
-
-def _island_table(k: int, per_gen: list[dict[str, Any]], objectives: list[tuple[str, str]]) -> str:
-    """One island over the generations: population, valid, front, best per objective."""
-    th = "".join(
-        f"<th class=num>best {esc(n)} {'↑' if d == 'max' else '↓'}</th>" for n, d in objectives
-    )
-    body = []
-    for g in per_gen:
-        row = next((r for r in g["islands"] if r["island"] == k), None)
-        if row is None:
-            continue
-        cells = "".join(
-            f'<td class=num title="{esc(b["id"])}">{esc(fmt_num(b["value"]))} <code>{esc(b["id"][:8])}</code></td>'
-            if (b := row["best"].get(n))
-            else "<td class=num>–</td>"
-            for n, _ in objectives
-        )
-        body.append(
-            f"<tr><td class=num>{g['generation']}</td><td class=num>{row['population']}</td>"
-            f"<td class=num>{row['valid']}</td><td class=num>{row['front']}</td>{cells}</tr>"
-        )
-    return (
-        f"<h3>island {k}</h3><div class=scroll><table><thead><tr><th class=num>generation</th>"
-        f"<th class=num>population</th><th class=num>valid</th><th class=num>front</th>{th}</tr>"
-        f"</thead><tbody>{''.join(body)}</tbody></table></div>"
-    )
-
-
-def _front_table(latest: list[dict[str, Any]], objectives: list[tuple[str, str]]) -> str:
-    """Each island's front in the latest checkpoint, member by member."""
-    th = "".join(f"<th class=num>{esc(n)}</th>" for n, _ in objectives)
-    body = "".join(
-        f"<tr><td class=num>{row['island']}</td><td><code>{esc(m['id'])}</code></td>"
-        + "".join(f"<td class=num>{esc(fmt_num(m['scores'].get(n)))}</td>" for n, _ in objectives)
-        + "</tr>"
-        for row in latest
-        for m in row["front_members"]
-    )
-    return (
-        "<h3>each island's front now</h3><div class=scroll><table><thead><tr>"
-        f"<th class=num>island</th><th>variant</th>{th}</tr></thead><tbody>{body}</tbody></table></div>"
-    )
-
-
-def _migrations_table(migrations: list[dict[str, Any]]) -> str:
-    body = "".join(
-        f"<tr><td class=num>{esc(e.get('generation'))}</td><td class=num>{esc(m.get('from'))} → "
-        f"{esc(m.get('to'))}</td><td>{esc(', '.join(m.get('variants') or [])) or '–'}</td></tr>"
-        for e in migrations
-        for m in e.get("moves") or []
-    )
-    if not body:
-        return "<h3>migrations</h3><p class=note>No migration yet.</p>"
-    return (
-        "<h3>migrations</h3><div class=scroll><table><thead><tr><th class=num>generation</th>"
-        f"<th class=num>from → to</th><th>variants (copies; each keeps its id)</th></tr></thead>"
-        f"<tbody>{body}</tbody></table></div>"
-    )
-
-
-def islands_html(view: dict[str, Any]) -> str:
-    """The report's islands section: best per objective per island over the generations (plots,
-    then a table per island), each island's front now, and the migrations."""
-    isl = view["islands"]
-    per_gen, objectives = isl["per_generation"], view["objectives"]
-    note = (
-        f"<p class=note>{isl['count']} islands, each its own population and selection; every "
-        "finished generation's checkpoint after migration: members, valid members, the Pareto "
-        "front among them and the best value of each selection objective (with its variant). "
-        f"{_legend(isl['count'])}</p>"
-    )
-    if not per_gen:
-        return (
-            note
-            + "<p class=note>No finished generation yet.</p>"
-            + _migrations_table(isl["migrations"])
-        )
-    plots = "".join(
-        f"<figure>{svg}<figcaption>best {esc(n)} per island</figcaption></figure>"
-        for n, d in objectives
-        if (svg := _best_svg(per_gen, n, d))
-    )
-    tables = "".join(_island_table(k, per_gen, objectives) for k in range(isl["count"]))
-    return (
-        f"{note}<div class=plots>{plots}</div>{tables}"
-        f"{_front_table(isl['latest'], objectives)}{_migrations_table(isl['migrations'])}"
-    )
-
-
-def _gene_svg(rows: list[dict[str, Any]]) -> str:
-    """The gene's median (line) and IQR (band) per generation."""
-    from guided_evolution.inspection.report_svg import _Frame, _svg
-
-    xs = [float(r["generation"]) for r in rows]
-    ys = [y for r in rows for y in (r["min"], r["max"])]
-    fr = _Frame.fit(xs, ys, keep_y=ys, width=420, height=260)
-    upper = " ".join(f"{fr.x(x):.1f},{fr.y(r['q3']):.1f}" for x, r in zip(xs, rows, strict=True))
-    lower = " ".join(
-        f"{fr.x(x):.1f},{fr.y(r['q1']):.1f}" for x, r in reversed(list(zip(xs, rows, strict=True)))
-    )
-    median = " ".join(
-        f"{fr.x(x):.1f},{fr.y(r['median']):.1f}" for x, r in zip(xs, rows, strict=True)
-    )
-    body = (
-        fr.axes("generation", "mating preference")
-        + f'<polygon points="{upper} {lower}" fill="#0969da" opacity=".18"/>'
-        + f'<polyline class="best" points="{median}"/>'
-    )
-    return _svg(fr.width, fr.height, body, "mating preference per generation")
-
-
-def gene_html(rows: list[dict[str, Any]]) -> str:
-    """The report's gene section: its median and spread per generation (plot and table)."""
-    source = "population" if rows[0]["source"] == "population" else "children born in it"
-    body = "".join(
-        f"<tr><td class=num>{r['generation']}</td><td class=num>{r['n']}</td>"
-        f"<td class=num>{r['median']:.4f}</td><td class=num>{r['q1']:.4f} – {r['q3']:.4f}</td>"
-        f"<td class=num>{r['min']:.4f} – {r['max']:.4f}</td></tr>"
-        for r in rows
-    )
-    return (
-        "<p class=note>Each variant's mating-preference gene (inherited and mutated with the "
-        f"child, used when it picks a partner), over each generation's {source}: the median "
-        "(line), the interquartile range (band) and the extremes.</p>"
-        f"<div class=plots><figure>{_gene_svg(rows)}<figcaption>median and IQR</figcaption>"
-        "</figure></div><div class=scroll><table><thead><tr><th class=num>generation</th>"
-        "<th class=num>carriers</th><th class=num>median</th><th class=num>IQR</th>"
-        f"<th class=num>min – max</th></tr></thead><tbody>{body}</tbody></table></div>"
-    )
-
-
-def with_islands(
-    sections: list[tuple[str, str, str]], view: dict[str, Any]
-) -> list[tuple[str, str, str]]:
-    """The report's sections with the islands and gene sections after "operators" (unchanged
-    for a run with neither)."""
-    extra = []
-    if view.get("islands"):
-        extra.append(("islands", "Islands", islands_html(view)))
-    if view.get("mating_preference"):
-        extra.append(("gene", "Mating preference", gene_html(view["mating_preference"])))
-    at = next((i + 1 for i, s in enumerate(sections) if s[0] == "operators"), len(sections))
-    return [*sections[:at], *extra, *sections[at:]]
