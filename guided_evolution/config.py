@@ -193,8 +193,16 @@ class EvolutionConfig(_Model):
         description="crossover partner: the tournament's (GE), one drawn more often the more its "
         "code differs (dissimilar), or by each variant's own evolving preference (self_adaptive)",
     )
-    mate_strength: float = Field(2.0, ge=0, le=50, description="how strongly mate choice weighs")
-    mating_sigma: float = Field(0.1, ge=0, le=1, description="self_adaptive: gene mutation step")
+    mate_strength: float = Field(
+        2.0,
+        ge=0,
+        le=50,
+        description="mate choice's sharpness: dissimilar weighs a partner (distance + 0.001) ** "
+        "strength; self_adaptive exp(-4 strength (relative distance - gene)^2); 0 = uniform",
+    )
+    mating_sigma: float = Field(
+        0.1, ge=0, le=1, description="self_adaptive: std of the gene's Gaussian step per child"
+    )
     novelty_distance: float = Field(
         0.0, ge=0, le=1, description="reject a proposal this close to an evaluated one (0 = off)"
     )
