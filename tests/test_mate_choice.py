@@ -213,14 +213,26 @@ def test_plans_and_genes_are_deterministic_and_tournament_ignores_mates() -> Non
 # --------------------------------------------------------------------------- a real run
 
 
-def test_offline_run_stores_inherited_genes_in_trailers_and_index(tmp_path: Path) -> None:
-    seed = copy_seed(FAST_EXP, tmp_path / "seed")
+def mating_seed(directory: Path) -> Path:
+    """fast_exp, 3 generations, self-adaptive mate choice with a small gene step."""
+    seed = copy_seed(FAST_EXP, directory)
     toml = seed / "ge.toml"
     text = toml.read_text().replace(
         "seed = 0\n",
         'seed = 0\nmate_choice = "self_adaptive"\nmating_sigma = 0.02\ncrossover_probability = 0.5\n',
     )
     toml.write_text(text.replace("generations = 6", "generations = 3"))
+    return seed
+
+
+def lineage(run: Path) -> list[tuple[int, str, tuple[str, ...], float | None]]:
+    index = RunIndex.open(run / "index.sqlite", readonly=True)
+    rows = [(v.generation, v.id, tuple(v.parents), v.mating_preference) for v in index.variants()]
+    return sorted(rows)
+
+
+def test_offline_run_stores_inherited_genes_in_trailers_and_index(tmp_path: Path) -> None:
+    seed = mating_seed(tmp_path / "seed")
     run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     index = RunIndex.open(tmp_path / "run" / "index.sqlite", readonly=True)
     variants = {v.id: v for v in index.variants()}
@@ -242,3 +254,8 @@ def test_offline_run_stores_inherited_genes_in_trailers_and_index(tmp_path: Path
             assert v.commit_sha is not None
             message = store.commit_message(v.commit_sha)
             assert f"Ge-Mating-Preference: {genes[v.id]:.6f}" in message
+    # A run stopped after generation 1 and resumed re-derives the same partners and genes.
+    resumed = tmp_path / "resumed"
+    run_json("run", str(seed), "--run-dir", str(resumed), "--generations", "1", cwd=tmp_path)
+    run_json("resume", str(resumed), "--generations", "3", cwd=tmp_path)
+    assert lineage(resumed) == lineage(tmp_path / "run")
