@@ -7,7 +7,7 @@ teachers), with an ``EvolutionConfig`` copy holding its shares (``island_configs
 
 Migration follows generation ``g`` when ``g > 0`` and ``g % migration_interval == 0``: each
 island sends copies of its ``migration_size`` best (NSGA-II Pareto rank, then crowding distance,
-then population order) to one destination: the next island on a ring, or a derangement drawn from
+then population order) that the destination does not hold already to one destination: the next island on a ring, or a derangement drawn from
 an RNG seeded by (run seed, g), so no island sends to itself. A migrant keeps its id and lineage
 and is appended to the destination's population; every island chooses from its population
 before any migrant arrives, so the result does not depend on the order of the islands.
@@ -83,9 +83,17 @@ def destinations(k: int, topology: str, seed: int, generation: int) -> list[int]
             return order
 
 
-def best(population: Sequence[Scored], n: int, objectives: Sequence[ObjectiveSpec]) -> list[str]:
-    """The ids of the ``n`` best of ``population`` (NSGA-II rank, then crowding, then order)."""
-    return [s.id for s in rank_crowding_order(population, objectives)[:n]]
+def best(
+    population: Sequence[Scored],
+    n: int,
+    objectives: Sequence[ObjectiveSpec],
+    held: Sequence[str] = (),
+) -> list[str]:
+    """The ids of the ``n`` best of ``population`` (NSGA-II rank, then crowding, then order)
+    that are not in ``held`` (what the destination has already)."""
+    have = set(held)
+    ranked = [s.id for s in rank_crowding_order(population, objectives) if s.id not in have]
+    return ranked[:n]
 
 
 def migrate(
@@ -101,7 +109,7 @@ def migrate(
     """
     targets = destinations(len(islands), evo.migration_topology, evo.seed, generation)
     moves = [
-        Move(i, targets[i], tuple(best(scored[i], evo.migration_size, objectives)))
+        Move(i, targets[i], tuple(best(scored[i], evo.migration_size, objectives, islands[targets[i]])))
         for i in range(len(islands))
     ]
     after = [list(members) for members in islands]
