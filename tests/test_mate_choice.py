@@ -259,3 +259,14 @@ def test_offline_run_stores_inherited_genes_in_trailers_and_index(tmp_path: Path
     run_json("run", str(seed), "--run-dir", str(resumed), "--generations", "1", cwd=tmp_path)
     run_json("resume", str(resumed), "--generations", "3", cwd=tmp_path)
     assert lineage(resumed) == lineage(tmp_path / "run")
+
+
+def test_a_steady_runs_replayed_plan_keeps_its_gene() -> None:
+    from guided_evolution.engine.steady import plan_event, plan_from_event
+    from guided_evolution.evolution.plan import Plan, Step
+
+    plan = Plan(3, 5, "p", (Step("crossover", "q"), Step("mutation")), mating_preference=0.25)
+    assert plan_from_event(plan_event(3, 5, plan)) == plan
+    plain = Plan(3, 6, "p", (Step("mutation"),))
+    assert "mating_preference" not in plan_event(3, 6, plain)  # events of other runs unchanged
+    assert plan_from_event(plan_event(3, 6, plain)) == plain

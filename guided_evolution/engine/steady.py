@@ -49,13 +49,16 @@ class _Generation:
 
 
 def plan_event(generation: int, index: int, plan: Plan | None) -> dict[str, Any]:
-    """The ``child_planned`` event of one draw."""
-    return {
+    """The ``child_planned`` event of one draw (its gene too, under self-adaptive mate choice)."""
+    data: dict[str, Any] = {
         "generation": generation,
         "index": index,
         "parent": plan.parent if plan else None,
         "steps": [[s.op, s.other] for s in plan.steps] if plan else [],
     }
+    if plan is not None and plan.mating_preference is not None:
+        data["mating_preference"] = plan.mating_preference
+    return data
 
 
 def plan_from_event(data: dict[str, Any]) -> Plan | None:
@@ -63,7 +66,14 @@ def plan_from_event(data: dict[str, Any]) -> Plan | None:
     if not data.get("steps"):
         return None
     steps = tuple(Step(op, other) for op, other in data["steps"])
-    return Plan(int(data["generation"]), int(data["index"]), str(data["parent"]), steps)
+    gene = data.get("mating_preference")
+    return Plan(
+        int(data["generation"]),
+        int(data["index"]),
+        str(data["parent"]),
+        steps,
+        mating_preference=float(gene) if isinstance(gene, (int, float)) else None,
+    )
 
 
 class SteadyLoop:
