@@ -213,22 +213,3 @@ def test_random_topology_runs_are_the_same_run_also_when_killed_before_a_migrati
     assert _state(_run(seed, tmp_path / "beta")) == alpha
     assert _state(_killed_then_resumed(seed, tmp_path / "resumed")) == alpha
 
-
-def test_an_island_sends_its_best_that_the_destination_does_not_hold_already() -> None:
-    from guided_evolution.config import EvolutionConfig
-    from guided_evolution.evolution.islands import migrate
-    from guided_evolution.evolution.scoring import Scored
-
-    evo = EvolutionConfig(islands=2, migration_size=1, migration_interval=1)
-    objectives = [("accuracy", "max"), ("ops", "min")]
-    top, second = (
-        Scored("top", {"accuracy": 7.0, "ops": 10.0}),
-        Scored("b", {"accuracy": 6.0, "ops": 11.0}),
-    )
-    other = Scored("c", {"accuracy": 1.0, "ops": 30.0})
-    # Island 0's best ("top") migrated to island 1 earlier: its next best goes instead.
-    after, moves = migrate(
-        [["top", "b"], ["c", "top"]], [[top, second], [other, top]], evo, objectives, 1
-    )
-    assert [(m.source, m.dest, m.variants) for m in moves] == [(0, 1, ("b",)), (1, 0, ("c",))]
-    assert after == [["top", "b", "c"], ["c", "top", "b"]]

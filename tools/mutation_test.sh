@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Mutation testing of the generation plan and of selection with mutmut (pinned below).
 #
-# Mutates guided_evolution/evolution/plan.py and selection.py only, runs their unit tests
-# (tests/test_plan.py, test_selection.py and, where present, test_plan_paper.py; not the slow
-# end-to-end temperature test) against each mutant, and prints the mutants that no test killed.
+# Mutates guided_evolution/evolution/plan.py, selection.py, mate_choice.py and islands.py, runs
+# their fast unit tests against each mutant (tests/test_plan.py, test_plan_paper.py,
+# test_plan_steady.py, test_selection.py, test_mate_choice.py, test_islands_pure.py, those present;
+# not the slow end-to-end runs: the temperature test, mate choice's offline run, test_islands.py),
+# and prints the mutants that no test killed.
 # Runs in a scratch copy of the package and tests (mutmut writes a mutants/ folder and needs its
 # own config), so the working tree is left alone. Installs mutmut into the venv when missing.
 #
 # Usage: tools/mutation_test.sh [--keep]    (--keep: leave the scratch copy for `mutmut show`)
-# Takes a few minutes on 2 cores. Not part of .ci/run.
+# Takes about 20 minutes on 2 busy cores (about 1100 mutants). Not part of .ci/run.
 set -euo pipefail
 
 MUTMUT_VERSION=3.8.1
@@ -35,9 +37,12 @@ also_copy = seeds
 only_mutate =
     guided_evolution/evolution/plan.py
     guided_evolution/evolution/selection.py
+    guided_evolution/evolution/mate_choice.py
+    guided_evolution/evolution/islands.py
 pytest_add_cli_args_test_selection =
 CFG
-for test in tests/test_plan.py tests/test_selection.py tests/test_plan_paper.py; do
+for test in tests/test_plan.py tests/test_plan_paper.py tests/test_plan_steady.py \
+    tests/test_selection.py tests/test_mate_choice.py tests/test_islands_pure.py; do
     if [[ -f $root/$test ]]; then echo "    $test" >> "$work/setup.cfg"; fi
 done
 cat >> "$work/setup.cfg" <<'CFG'
@@ -45,7 +50,7 @@ pytest_add_cli_args =
     -p
     no:cacheprovider
     -k
-    not temperature
+    not temperature and not offline_run
 CFG
 
 cd "$work"
