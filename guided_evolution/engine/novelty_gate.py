@@ -58,16 +58,18 @@ class NoveltyGate:
         codes = self.source.segment_texts(child.files)
         keys = new_keys(codes, [self.source.segment_texts(p) for p in parents])
         vectors = None
-        if self.embedder is not None and keys:
+        embedder = self.embedder
+        if embedder is not None and keys:
             texts = self.archive.texts_for(codes, keys)
             try:
-                found = await self.embedder.embed(list(texts.values()))
+                found = await embedder.embed(list(texts.values()))
                 vectors = dict(zip(texts, found, strict=True))
             except EmbeddingError as err:
-                self.source.warning(
-                    f"novelty_embedding_model {self.embedder.model} failed ({err.reason}): "
-                    "novelty rejection uses the token distance from now on"
-                )
+                if self.embedder is not None:  # one warning, whichever check saw it first
+                    self.source.warning(
+                        f"novelty_embedding_model {embedder.model} failed ({err.reason}): "
+                        "novelty rejection uses the token distance from now on"
+                    )
                 self.embedder = None
         return self.archive.check(codes, keys, vectors)
 

@@ -4,6 +4,7 @@ request only (:func:`guided_evolution.llm.provider.load_litellm`, offline cost m
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import struct
@@ -46,6 +47,7 @@ class EmbeddingClient:
     timeout_s: float = 60.0
     vectors: dict[str, list[float]] = field(default_factory=dict)
     requests: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one batch at a time: none twice
 
     def _kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": self.model, "timeout": self.timeout_s}
@@ -60,6 +62,11 @@ class EmbeddingClient:
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """The texts' vectors, in order; EmbeddingError when the model cannot give them."""
+        async with self.lock:
+            await self._fetch(texts)
+        return [self.vectors[t] for t in texts]
+
+    async def _fetch(self, texts: Sequence[str]) -> None:
         missing = list(dict.fromkeys(t for t in texts if t not in self.vectors))
         if missing:
             from guided_evolution.llm.provider import load_litellm
@@ -80,4 +87,3 @@ class EmbeddingClient:
                 if len(got) != len(batch):
                     raise EmbeddingError(f"{len(got)} vectors for {len(batch)} texts")
                 self.vectors.update(zip(batch, got, strict=True))
-        return [self.vectors[t] for t in texts]
