@@ -204,11 +204,19 @@ class EvolutionConfig(_Model):
         0.1, ge=0, le=1, description="self_adaptive: std of the gene's Gaussian step per child"
     )
     novelty_distance: float = Field(
-        0.0, ge=0, le=1, description="reject a proposal this close to an evaluated one (0 = off)"
+        0.0,
+        ge=0,
+        le=1,
+        description="reject a proposal whose new segments are within this distance (token edit "
+        "distance, 0-1) of an evaluated variant's, before its evaluation (0 = off)",
     )
-    novelty_retries: int = Field(1, ge=0, le=3, description="re-proposals after a near-duplicate")
+    novelty_retries: int = Field(
+        1, ge=0, le=3, description="re-proposals after a near-duplicate (0: reject at once)"
+    )
     novelty_embedding_model: str | None = Field(
-        None, description="a litellm embedding model for the novelty distance (default: tokens)"
+        None,
+        description="a litellm embedding model: the novelty distance is then the cosine distance "
+        "of the segments' embeddings (api_base and key as the run's models; default: tokens)",
     )
 
     @model_validator(mode="after")
