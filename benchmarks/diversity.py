@@ -14,7 +14,8 @@ they were recorded) are scored, so every configuration gets the same evaluation 
   ``evolution/diversity.py``) of an earlier evaluated variant's: evaluations spent on (near)
   repeats;
 - ``avoided``: proposals never evaluated because they repeated a variant: byte-identical children
-  (``duplicate`` events) and near-duplicates rejected by novelty rejection;
+  (``duplicate`` events) and near-duplicates caught by novelty rejection (``near_duplicate``
+  events: re-proposed or rejected);
 - ``mean_dist``, ``distinct``, ``front``: the diversity measures of the last finished generation
   (mean pairwise code distance, distinct segments summed over positions, its Pareto front size).
 
@@ -166,11 +167,9 @@ def analyse(run_dir: Path, budget: int) -> dict[str, Any]:
                 found = diversity.nearest(mine, seen, cache, keys=changed, stop_at=NEAR)
                 near += found is not None and found[1] <= NEAR
             seen.append(mine)
-    events = [json.loads(r["data"]) | {"kind": r["kind"]} for r in conn.execute(
-        "SELECT kind, data FROM events WHERE kind IN ('duplicate', 'proposal_rejected')")]  # fmt: skip
-    novelty = sum(e["kind"] == "proposal_rejected" and "near-duplicate" in str(e.get("reason"))
-                  for e in events)  # fmt: skip
-    duplicates = sum(e["kind"] == "duplicate" for e in events)
+    kinds = [r[0] for r in conn.execute(
+        "SELECT kind FROM events WHERE kind IN ('duplicate', 'near_duplicate')")]  # fmt: skip
+    novelty, duplicates = kinds.count("near_duplicate"), kinds.count("duplicate")
     last = conn.execute("SELECT * FROM generations ORDER BY generation DESC LIMIT 1").fetchone()
     population = json.loads(last["population"]) if last else []
     with GitStore.open(run_dir / "repo.git") as store:
