@@ -247,3 +247,18 @@ def test_off_by_default_prompts_and_variants_unchanged(tmp_path: Path) -> None:
     assert sorted(map(key, a.requests)) == sorted(map(key, b.requests))
     assert _variants(plain) == _variants(off) and len(_variants(plain)) > 1
     assert not b.embedding_requests and not _events(off, "near_duplicate")
+
+
+def test_a_generation_of_near_duplicates_stops_the_run_with_the_novelty_fix(tmp_path: Path) -> None:
+    from guided_evolution.engine.outcome import Outcome, failed_generation
+    from guided_evolution.evolution.plan import Plan, Step
+
+    reasons = [f"near-duplicate of {vid} (distance 0.0{i} <= 0.05)" for i, vid in
+               enumerate(["9ae2ab80a6aa9e27", "be8485c3d3329fd0", "8b3c66c6a3c5a98e"])]  # fmt: skip
+    outcomes = [Outcome(Plan(2, i, "p", (Step("mutation"),)), None, False, r)
+                for i, r in enumerate(reasons)]  # fmt: skip
+    failed = failed_generation(2, outcomes, {})
+    assert failed is not None, "different variants named, but one cause: the run must stop"
+    error = failed.error(tmp_path / "run", str(tmp_path / "seed"))
+    assert "repeated an evaluated variant (3 of 3)" in error.message
+    assert "novelty_distance" in (error.hint or "")

@@ -18,6 +18,7 @@ from pathlib import Path
 from guided_evolution.errors import GeError
 from guided_evolution.evolution.plan import Plan
 
+NEAR_DUPLICATE = "near-duplicate of "  # how novelty rejection's reasons begin
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -46,6 +47,14 @@ class FailedGeneration:
     def error(self, run_dir: Path, seed_dir: str) -> GeError:
         """The one line that stops the run, with what to change."""
         share = f"({self.count} of {self.total})"
+        if self.rejected and self.reason.startswith(NEAR_DUPLICATE):
+            return GeError(
+                f"every proposal of generation {self.generation} repeated an evaluated variant "
+                f"{share}, e.g. {self.reason}",
+                f"lower `[evolution] novelty_distance` (or raise `novelty_retries`) in "
+                f"{Path(seed_dir) / 'ge.toml'} and start a new `ge run`: a one-token edit of a "
+                "30-token segment is at distance 0.03",
+            )
         if self.rejected:
             return GeError(
                 f"every proposal of generation {self.generation} was rejected: {self.reason} "
@@ -64,6 +73,8 @@ class FailedGeneration:
 
 
 def _key(reason: str) -> str:
+    if reason.startswith(NEAR_DUPLICATE):  # names a different variant each time: one reason
+        return NEAR_DUPLICATE
     return _NUMBER.sub("N", reason.strip().lower())
 
 
