@@ -15,6 +15,7 @@ from guided_evolution.evolution.selection import (
     HallOfFame,
     nsga2_parents,
     pareto_front,
+    rank_crowding_order,
     spea2_elites,
 )
 
@@ -194,6 +195,27 @@ def test_tournament_prefers_less_crowded_on_one_front() -> None:
     counts = Counter(p.id for p in nsga2_parents(pop, 2000, OBJ, random.Random(0)))
     middle = sum(counts[f"v{i}"] for i in range(1, 10)) / 9
     assert counts["v0"] > 1.5 * middle and counts["v10"] > 1.5 * middle
+
+
+@pytest.mark.parametrize("size", [3, 5, 7])
+def test_tournament_contestants_come_from_whole_permutations_also_across_passes(size: int) -> None:
+    """On a dominance chain the best wins every tournament it is in, so it is chosen as often as
+    it takes part: a share 2/size of the contestants, to within one, when every pass is a whole
+    permutation (odd sizes: a pass's last member meets the next pass's first, never itself)."""
+    pop = [Scored(f"v{i}", {"acc": 1.0 - i / 10, "params": float(i)}) for i in range(size)]
+    for seed in range(5):
+        n = 3001
+        counts = Counter(p.id for p in nsga2_parents(pop, n, OBJ, random.Random(seed)))
+        assert abs(counts["v0"] - 2 * n / size) <= 2, (seed, counts)
+
+
+def test_rank_crowding_order_is_rank_then_larger_crowding_then_input_order() -> None:
+    # one front: the ends (infinite crowding) in input order, then the less crowded middle one
+    a, b, c, d = (Scored(k, {"acc": x, "params": x}) for k, x in zip("abcd", (0, 1, 2, 10), strict=True))
+    dominated = Scored("e", {"acc": 0.0, "params": 11.0})
+    order = rank_crowding_order([dominated, a, b, c, d], OBJ)
+    assert [s.id for s in order] == ["a", "d", "c", "b", "e"]
+    assert rank_crowding_order([], OBJ) == []
 
 
 @pytest.mark.parametrize("shape", ["chain", "one front"])
