@@ -211,7 +211,9 @@ def test_tournament_contestants_come_from_whole_permutations_also_across_passes(
 
 def test_rank_crowding_order_is_rank_then_larger_crowding_then_input_order() -> None:
     # one front: the ends (infinite crowding) in input order, then the less crowded middle one
-    a, b, c, d = (Scored(k, {"acc": x, "params": x}) for k, x in zip("abcd", (0, 1, 2, 10), strict=True))
+    a, b, c, d = (
+        Scored(k, {"acc": x, "params": x}) for k, x in zip("abcd", (0, 1, 2, 10), strict=True)
+    )
     dominated = Scored("e", {"acc": 0.0, "params": 11.0})
     order = rank_crowding_order([dominated, a, b, c, d], OBJ)
     assert [s.id for s in order] == ["a", "d", "c", "b", "e"]
