@@ -18,6 +18,7 @@ import pytest
 
 from guided_evolution.config import EvolutionConfig
 from guided_evolution.evolution.plan import (
+    EOT_BY_BANDIT,
     GenerationPlan,
     Plan,
     Step,
@@ -179,6 +180,39 @@ def test_no_eot_without_teachers_or_support() -> None:
     worse = [Scored(f"w{i}", {"score": 0.1, "size": 90.0 + i}) for i in range(5)]
     assert {ops(x) for x in plans(cfg, worse)} == {("mutation",)}
     assert {ops(x) for x in plans(cfg, front(10), generations=[1])} == {("eot",)}
+
+
+def test_with_the_bandit_mutations_carry_a_teacher_and_no_coin_makes_eot() -> None:
+    """eot=EOT_BY_BANDIT: where EoT is possible each mutation step carries a teacher (the same
+    teachers the coin would use) for the proposer's bandit; eot_probability 0 keeps EoT off."""
+    pop = front(10)
+    coin = Counter(x.steps[-1].other for x in plans(evo(eot_probability=1.0), pop))
+    steps = [x.steps[-1] for x in plans(evo(eot_probability=0.3), pop, eot=EOT_BY_BANDIT)]
+    assert {s.op for s in steps} == {"mutation"}
+    assert {s.other for s in steps} == set(coin) and len(coin) > 1
+    off = plans(evo(eot_probability=0.0), pop, eot=EOT_BY_BANDIT)
+    assert {x.steps[-1] for x in off} == {Step("mutation")}
+    early = plans(evo(eot_probability=0.3, eot_start_generation=5), pop, [1], eot=EOT_BY_BANDIT)
+    assert {x.steps[-1] for x in early} == {Step("mutation")}
+
+
+def test_an_islands_plans_carry_it_and_draw_from_its_own_stream() -> None:
+    pop = front(10)
+    cfg = evo(population=7, crossover_probability=0.5, initial_population=3)
+    for g in (0, 1, 2):
+        out = plan_generation(g, pop, SEED, "seed", cfg, OBJ, island=2, first_index=5).plans
+        assert {x.island for x in out} == {2}
+        assert [x.index for x in out] == list(range(5, 5 + len(out)))
+    shape = [
+        [
+            (x.parent, x.steps)
+            for x in plan_generation(g, pop, SEED, "seed", cfg, OBJ, island=i).plans
+        ]
+        for i in (0, 1)
+        for g in GENERATIONS
+    ]
+    half = len(GENERATIONS)
+    assert shape[:half] != shape[half:]
 
 
 # --------------------------------------------------------------------------- parents
