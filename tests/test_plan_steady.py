@@ -12,9 +12,11 @@ from collections import Counter
 from typing import Any
 
 from guided_evolution.config import EvolutionConfig
-from guided_evolution.evolution.plan import Plan, Step, plan_child
+from guided_evolution.evolution.plan import EOT_BY_BANDIT, Plan, Step, plan_child
 from guided_evolution.evolution.scoring import Scored
 from tests.test_plan import OBJ, SEED, chain, evo, front
+from tests.test_plan_paper import OBJ as PAPER_OBJ
+from tests.test_plan_paper import C, X, Y, Z
 
 DRAWS = 4000
 
@@ -117,3 +119,59 @@ def test_an_empty_population_falls_back_to_the_seed() -> None:
     plan = plan_child(2, 0, [], SEED, "seed", evo(), OBJ)
     assert plan is not None and plan.parent == "seed"
     assert plan_child(2, 0, [], None, "seed", evo(), OBJ) == Plan(2, 0, "seed", (Step("mutation"),))
+
+
+def test_a_child_is_numbered_as_asked_on_island_zero() -> None:
+    cfg = evo(population=7, crossover_probability=0.5)
+    out = draws(cfg, front(8), 70)
+    assert [(p.generation, p.index, p.island) for p in out if p] == [
+        (1 + k // 7, k % 7, 0) for k, p in enumerate(out) if p
+    ]
+
+
+def test_an_empty_population_with_a_seed_plans_from_the_seed_like_a_population_of_one() -> None:
+    """The seed is the only contestant: no crossover with itself, and the mutation coin applies."""
+    assert all(p is None for p in draws(evo(mutation_probability=0.0), [], 50))
+    made = draws(evo(crossover_probability=1.0, eot_probability=1.0), [], 50)
+    assert {(p.parent, p.steps) for p in made if p} == {("seed", (Step("mutation"),))}
+
+
+def test_with_the_bandit_mutations_carry_a_teacher_and_no_coin_makes_eot() -> None:
+    pop = front(10)
+    coin = {p.steps[-1].other for p in draws(evo(eot_probability=1.0), pop, 600) if p}
+    bandit = [
+        p.steps[-1] for p in draws(evo(eot_probability=0.3), pop, 600, eot=EOT_BY_BANDIT) if p
+    ]
+    assert {s.op for s in bandit} == {"mutation"}
+    assert {s.other for s in bandit} == coin and len(coin) > 1
+    off = draws(evo(eot_probability=0.0), pop, 300, eot=EOT_BY_BANDIT)
+    assert {p.steps[-1] for p in off if p} == {Step("mutation")}
+
+
+def test_spea2_top_teachers_need_not_beat_the_seed_but_are_never_the_seed() -> None:
+    """A seed that dominates the population: no elite beats it (no EoT with ``beat_seed``), but
+    the SPEA2 top less the seed teaches with ``spea2_top``."""
+    best = Scored("seed", {"score": 2.0, "size": 1.0})
+    pop = [best, *chain(6)]
+
+    def children(cfg: EvolutionConfig) -> list[Plan]:
+        out = [plan_child(1 + k // 9, k % 9, pop, best, "seed", cfg, OBJ) for k in range(300)]
+        return [p for p in out if p]
+
+    beat = children(evo(eot_probability=1.0, eot_teacher_pool=3))
+    assert {p.steps[-1] for p in beat} == {Step("mutation")}
+    top = children(evo(eot_probability=1.0, eot_teacher_pool=3, eot_teachers="spea2_top"))
+    assert {p.steps[-1].op for p in top} == {"eot"}
+    assert {p.steps[-1].other for p in top} == {"c0", "c1"}
+
+
+def test_the_dcd_tournament_lets_a_non_dominated_member_of_a_worse_front_win() -> None:
+    """tests/test_plan_paper.py's population: DCD picks C, rank never does."""
+    pop = [X, Z, Y, C]
+    parents = {}
+    for tournament in ("rank_crowding", "dcd"):
+        cfg = evo(parent_tournament=tournament, population=4)
+        out = [plan_child(1 + k // 4, k % 4, pop, SEED, "seed", cfg, PAPER_OBJ) for k in range(800)]
+        parents[tournament] = Counter(p.parent for p in out if p)
+    assert parents["rank_crowding"]["C"] == 0
+    assert parents["dcd"]["C"] > 50
