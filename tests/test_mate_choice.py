@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from guided_evolution.evolution.mate_choice import choose_partner
+from guided_evolution.evolution.mate_choice import (
+    MATE_EPSILON,
+    NEUTRAL_GENE,
+    child_gene,
+    choose_partner,
+    mate_choice,
+    partner_weights,
+)
 from guided_evolution.evolution.plan import Plan, plan_child, plan_generation
 from guided_evolution.evolution.scoring import Scored
 from guided_evolution.runstore.git_store import GitStore
@@ -270,3 +277,67 @@ def test_a_steady_runs_replayed_plan_keeps_its_gene() -> None:
     plain = Plan(3, 6, "p", (Step("mutation"),))
     assert "mating_preference" not in plan_event(3, 6, plain)  # events of other runs unchanged
     assert plan_from_event(plan_event(3, 6, plain)) == plain
+
+
+# --------------------------------------------------------------------------- edge cases
+
+
+def test_partner_weights_at_the_edges() -> None:
+    near, far = partner_weights("dissimilar", [0.0, 0.5], 1.0)
+    assert near == pytest.approx(MATE_EPSILON) and far == pytest.approx(0.5 + MATE_EPSILON)
+    assert partner_weights("self_adaptive", [], 1.0) == []
+    # equal distances: every candidate sits at relative distance 0.5
+    assert partner_weights("self_adaptive", [0.3, 0.3], 1.0, 0.5) == [1.0, 1.0]
+    assert partner_weights("self_adaptive", [0.3, 0.3], 1.0, 0.0) == [math.exp(-1.0)] * 2
+    with pytest.raises(ValueError, match="unknown mate choice 'x'"):
+        partner_weights("x", [0.1], 1.0)
+    with pytest.raises(ValueError, match="unknown mate choice 'x'"):
+        mate_choice("x", LineMates({}), 1.0, 0.1)
+
+
+def test_weights_that_all_underflow_draw_uniformly() -> None:
+    mates = LineMates({"a": 0.0, "b": 0.0, "c": 0.0})
+    picks = draw_partners("a", ["a", "b", "c"], mates, "dissimilar", 2000.0)
+    assert_rate(picks.count("b"), len(picks), 0.5, "b among identical partners")
+
+
+def test_a_gene_without_parents_is_neutral_and_genes_stay_in_zero_one() -> None:
+    rng = random.Random(3)
+    assert child_gene([], 0.0, rng) == NEUTRAL_GENE
+    genes = [child_gene([1.0], 0.5, rng) for _ in range(1000)] + [
+        child_gene([0.0], 0.5, rng) for _ in range(1000)
+    ]
+    assert min(genes) == 0.0 and max(genes) == 1.0
+    assert_rate(genes.count(1.0), 2000, 0.25, "genes clipped to 1 or 0")
+
+
+def test_every_child_inherits_its_parents_genes_also_the_odd_last_and_steady_ones() -> None:
+    """mating_sigma 0: a child's gene is exactly its parents' mean (the EoT teacher's gene does
+    not count); the odd parent's child too, and a steady child without a population draws one."""
+    pop = front(9)
+    mates = LineMates(
+        {s.id: i / 8 for i, s in enumerate(pop)}, {s.id: i / 8 for i, s in enumerate(pop)}
+    )
+    cfg = evo(
+        mate_choice="self_adaptive",
+        mating_sigma=0.0,
+        population=5,
+        crossover_probability=0.5,
+        eot_probability=1.0,
+    )
+    out = plans(cfg, pop, mates)
+    steady = [
+        plan_child(g, i, pop, SEED, "seed", cfg, OBJ, mates=mates)
+        for g in GENERATIONS
+        for i in range(5)
+    ]
+    odd = [p for p in out if p.index == 4]
+    assert len(odd) == len(GENERATIONS)
+    children = out + [p for p in steady if p]
+    assert sum(len(p.parents) == 2 for p in children) > 50
+    assert sum(p.steps[-1].op == "eot" for p in children) > 50
+    for p in children:
+        assert p.mating_preference == round(statistics.fmean(mates.genes[x] for x in p.parents), 6)
+        assert p.island == 0
+    orphan = plan_child(2, 0, [], None, "seed", cfg, OBJ, mates=mates)
+    assert orphan is not None and 0.0 <= (orphan.mating_preference or -1.0) <= 1.0
