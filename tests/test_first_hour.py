@@ -38,17 +38,21 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell without job control starts background jobs with SIGINT ignored (`pytest &`),
+        # and children inherit that: give ge the terminal's default, as a user's Ctrl-C finds it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
-def test_ctrl_c_says_where_the_run_is_and_how_to_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_says_where_the_run_is_and_how_to_resume(tmp_path: Path, sig: int) -> None:
     seed = template_seed(tmp_path / "seed", generations=3)
     run = tmp_path / "run"
     proc = _start(["run", str(seed), "--run-dir", str(run)], tmp_path)
     assert proc.stderr is not None
     first = proc.stderr.readline()  # the run directory is named as the run starts
     assert f"run: {run}" in first, first
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted in generation" in err and "children so far" in err, err

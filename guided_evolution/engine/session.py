@@ -15,7 +15,10 @@ import asyncio
 import contextlib
 import shlex
 import shutil
+import signal
 import sqlite3
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,7 +188,7 @@ def _drive(
     generations: int | None = None,
     check_llm: bool = False,
 ) -> RunSummary:
-    with rd.RunLock(paths.root):
+    with _term_as_interrupt(), rd.RunLock(paths.root):
         _repair(paths)
         with RunIndex.open(paths.index) as index:
             if generations is not None:
@@ -227,6 +230,23 @@ def _drive(
             damage.record(paths.damage, found, "ge run")
             raise damage.error(paths.root, found)
     return summary
+
+
+@contextlib.contextmanager
+def _term_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill PID``, a scheduler or container stopping ge) ends the run as Ctrl-C does:
+    evaluations stopped, ``run_interrupted`` recorded, one line saying how to resume. Before, it
+    killed ge on the spot (resumable, but with no word of it). A SIGTERM disposition set by the
+    caller (e.g. ignored) is kept."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupted(
