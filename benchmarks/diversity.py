@@ -100,7 +100,9 @@ def run_until(seed_dir: Path, run_dir: Path, budget: int, timeout_s: float) -> f
     cmd = [sys.executable, "-m", "guided_evolution", "run", str(seed_dir), "--run-dir",
            str(run_dir), "--model", "offline", "--json"]  # fmt: skip
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # SIGINT is ge's Ctrl-C; a background shell job inherits it ignored, so restore it.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     while proc.poll() is None:
         if evaluated_count(run_dir / "index.sqlite") >= budget:
             proc.send_signal(signal.SIGINT)
@@ -109,7 +111,11 @@ def run_until(seed_dir: Path, run_dir: Path, budget: int, timeout_s: float) -> f
             proc.kill()
             raise SystemExit(f"{run_dir}: no {budget} evaluations within {timeout_s:.0f} s")
         time.sleep(0.2)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise SystemExit(f"{run_dir}: ge run did not stop within 120 s of Ctrl-C") from None
     if proc.returncode not in (0, 130):
         raise SystemExit(f"ge run failed ({proc.returncode}): {err.decode()[-2000:]}")
     return time.monotonic() - start
