@@ -535,3 +535,18 @@ def test_status_shows_configured_planned_and_new_children_per_generation(run_cop
         x for x in ge_text("status", str(run_copy)).splitlines() if "configured/planned/new" in x
     )
     assert all(cell in line for cell in cells) and "3: 4/3/-" in line
+
+
+def test_status_text_shows_the_last_ten_generations_of_a_long_run(run_copy: Path) -> None:
+    index = RunIndex.open(run_copy / "index.sqlite")
+    try:
+        for gen in range(3, 40):  # a long run: one line per generation would fill the screen
+            index.add_event("generation_started", {"generation": gen, "plans": 4})
+    finally:
+        index.close()
+    assert len(ge_json("status", str(run_copy))["children_per_generation"]) == 40
+    line = next(
+        x for x in ge_text("status", str(run_copy)).splitlines() if "configured/planned/new" in x
+    )
+    assert "(last 10 of 40)" in line and "39: 4/4/-" in line and "30: 4/4/-" in line
+    assert "29: " not in line and " 0: " not in line

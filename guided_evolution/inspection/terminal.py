@@ -22,6 +22,8 @@ from guided_evolution.inspection.views_data import (
     isolation_warnings,
 )
 
+STATUS_GENERATIONS = 10  # generations `ge status` prints per-generation rows for (--json: all)
+
 
 def _fmt(value: Any, digits: int = 6) -> str:
     """A value as plain text (never rich markup: wrap it in `Text` or `escape` it to print)."""
@@ -120,12 +122,16 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
         f"{data['prompt_tokens'] + data['completion_tokens']}  spend ${data['cost_usd']:.4f}  models {escape(', '.join(data['models']))}"
     )
     per_gen = data.get("children_per_generation") or []
-    if per_gen:
+    if per_gen:  # the last ten on a terminal (a long run has hundreds); --json has them all
         cells = [
             f"{r['generation']}: {r['configured']}/{_fmt(r['planned'])}/{_fmt(r['new'])}"
-            for r in per_gen
+            for r in per_gen[-STATUS_GENERATIONS:]
         ]
-        console.print("children per generation (configured/planned/new)  " + "  ".join(cells))
+        older = len(per_gen) - len(cells)
+        label = f" (last {len(cells)} of {len(per_gen)})" if older else ""
+        console.print(
+            f"children per generation{label} (configured/planned/new)  " + "  ".join(cells)
+        )
     for line in [*diversity_lines(data.get("diversity") or []), *island_lines(data)]:
         console.print(Text(line))
     for line in spend_lines(data.get("tokens"), data.get("bandit")):
