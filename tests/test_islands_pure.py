@@ -57,6 +57,8 @@ def test_island_configs_hold_each_islands_shares_and_the_rest_of_the_run() -> No
         (3, 1, 2),
     ]
     assert all(c.seed == 5 and c.islands == 3 for c in configs)
+    two = island_configs(EvolutionConfig(islands=2, population=5, elites=3, initial_population=4))
+    assert [(c.population, c.elites, c.initial_population) for c in two] == [(3, 2, 2), (2, 1, 2)]
 
 
 def test_migration_follows_every_interval_th_generation_after_the_first() -> None:

@@ -10,7 +10,7 @@
 # own config), so the working tree is left alone. Installs mutmut into the venv when missing.
 #
 # Usage: tools/mutation_test.sh [--keep]    (--keep: leave the scratch copy for `mutmut show`)
-# Takes about 20 minutes on 2 busy cores (about 1100 mutants). Not part of .ci/run.
+# Takes about 13 minutes on 2 busy cores (1032 mutants, about 1.4 a second). Not part of .ci/run.
 set -euo pipefail
 
 MUTMUT_VERSION=3.8.1
