@@ -21,7 +21,7 @@ they were recorded) are scored, so every configuration gets the same evaluation 
 
 Each cell is the median over the seeds with the range in brackets.
 
-    python benchmarks/diversity.py                       # 5 seeds x 5 configurations, 300 evals
+    python benchmarks/diversity.py                       # 5 seeds x 6 configurations, 300 evals
     python benchmarks/diversity.py --seeds 2 --evaluations 80 --configs baseline,islands
     python benchmarks/diversity.py --json results.json   # every run's numbers as well
 """
@@ -59,6 +59,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "dissimilar": {"mate_choice": "dissimilar", "mate_strength": 2.0},
     "self_adaptive": {"mate_choice": "self_adaptive", "mate_strength": 2.0},
     "novelty": {"novelty_distance": NEAR, "novelty_retries": 1},
+    "novelty_0.02": {"novelty_distance": 0.02, "novelty_retries": 1},
 }
 
 
