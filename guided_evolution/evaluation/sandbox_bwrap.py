@@ -142,13 +142,19 @@ def bwrap_args(req: BwrapRequest, host: HostPaths) -> list[str]:
             if os.path.isdir(home):
                 m.mask(home)
         m.mask_private_ancestors((*targets, *req.readable))
-    for path in host.needed:
+    bound: list[Path] = []
+    for path in host.needed:  # shortest first
         if any(is_within(target, path) for target in targets):
-            # An ancestor of the variant's directory: bound back, its real (possibly 0700)
-            # mode would lock the dedicated uid out. `parents()` makes the path instead.
+            # An ancestor of the variant's directory (a checkout holding `runs/` and `.venv`):
+            # bound whole, its real (possibly 0700) mode would lock the dedicated uid out, and
+            # the run directory would show. `parents()` makes the path; the needed paths inside
+            # it (the venv) are bound one by one below.
             continue
+        if any(is_within(path, b) for b in bound):
+            continue  # inside a path bound back already
         if m.masked(path) and not any(is_within(mask, path) for mask in m.masks):
             m.bind("--ro-bind", path)
+            bound.append(path)
     for path in req.readable:
         # Bound back read-only where a mask (private /tmp, a home, a 0700 ancestor) hid it;
         # the run directory inside it, if any, is hidden again just below.
@@ -204,12 +210,10 @@ def _needed_paths(homes: Sequence[Path]) -> list[Path]:
         for candidate in (Path(os.path.normpath(item)), Path(os.path.realpath(item))):
             if os.path.exists(candidate) and candidate not in found and candidate != Path("/"):
                 found.append(candidate)
-    found.sort(key=lambda q: len(q.parts))
-    kept: list[Path] = []
-    for path in found:
-        if not any(is_within(path, k) for k in kept):
-            kept.append(path)
-    return kept
+    # Shortest first. Paths inside others are kept: when the outer one cannot be bound back (it
+    # holds the variant's directory: an editable checkout on sys.path with `runs/` and `.venv`
+    # inside), the inner ones are bound instead.
+    return sorted(found, key=lambda q: len(q.parts))
 
 
 def traversable_by_others(path: Path) -> bool:

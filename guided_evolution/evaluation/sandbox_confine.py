@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from guided_evolution.evaluation.landlock import hiding_rules
 from guided_evolution.evaluation.sandbox_bwrap import BwrapRequest, HostPaths, bwrap_args
 from guided_evolution.evaluation.sandbox_env import CREDENTIAL_PATHS
 from guided_evolution.fsutil import is_within
@@ -138,9 +139,19 @@ def hidden_without_namespaces(req: BwrapRequest, host: HostPaths) -> list[Path]:
 def readable_without_namespaces(
     req: BwrapRequest, host: HostPaths, hidden: Sequence[Path]
 ) -> list[Path]:
-    """Parts of the ``hidden`` paths the command needs back: the interpreter, sys.path, the seed."""
-    wanted: Sequence[Path] = (*host.needed, *req.readable)
-    return [p for p in wanted if any(is_within(p, h) for h in hidden)]
+    """Parts of the ``hidden`` paths the command needs back: the interpreter, sys.path, the seed.
+
+    A wanted path that holds a hidden one (a checkout in the home holding the run directory) is
+    granted all but that hidden path: Landlock rules only add, so granting the whole checkout
+    would make the run directory readable again."""
+    out: list[Path] = []
+    for path in (*host.needed, *req.readable):
+        if not any(is_within(path, h) for h in hidden):
+            continue
+        inner = [str(h) for h in hidden if h != path and is_within(h, path)]
+        parts = [Path(g) for g in hiding_rules(inner, str(path))] if inner else [path]
+        out += [g for g in parts if g not in out]
+    return out
 
 
 def private_tmp(workdir: Path) -> Path:
