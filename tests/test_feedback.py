@@ -35,6 +35,7 @@ from guided_evolution.evaluation.slurm import SlurmExecutor
 from guided_evolution.evolution.operators import FEEDBACK_INTRO, fix_request, mutation_request
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import parse_genome
+from guided_evolution.runstore.index_schema import SCHEMA_VERSION
 from guided_evolution.runstore.records import EvaluationRecord
 from guided_evolution.runstore.rundir import RunPaths
 from tests.support.cifar import write_cifar
@@ -361,7 +362,7 @@ def test_an_index_from_before_the_feedback_column_is_migrated(tmp_path: Path) ->
     assert summary["finished"]
     db = sqlite3.connect(run_dir / "index.sqlite")
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # 2 and later
         columns = [row[1] for row in db.execute("PRAGMA table_info(evaluations)")]
         assert "feedback" in columns
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution.evolution.scoring import scored
+from guided_evolution.evolution.scoring import Scored, scored
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge, run_json
 from tests.support.seeds import copy_seed
@@ -93,10 +93,6 @@ def test_status_shows_each_island_and_the_last_migration(islands_run: Path) -> N
 def test_best_island_is_the_front_of_the_variants_that_lived_there(islands_run: Path) -> None:
     variants, latest, _ = _stored(islands_run)
     checkpoints = _checkpoints(islands_run)
-    everyone = {
-        r["id"] for r in run_json("best", str(islands_run), cwd=islands_run.parent)["front"]
-    }
-    fronts = []
     for k in (0, 1):
         data = run_json("best", str(islands_run), "--island", str(k), cwd=islands_run.parent)
         lived = {v for v in variants if variants[v].island == k}
@@ -108,10 +104,11 @@ def test_best_island_is_the_front_of_the_variants_that_lived_there(islands_run: 
             key=lambda s: (s.metrics["accuracy"], -s.metrics["ops"]),
         )
         assert best.id in ids  # nothing on the island dominates its most accurate variant
-        fronts.append(set(ids))
+        # --island filters: exactly the island's own Pareto front, computed here.
+        mine = [s for v in lived if (s := scored(v, latest.get(v), OBJECTIVES))]
+        assert set(ids) == {a.id for a in mine if not any(_dominates(b, a) for b in mine)}
         text = _text("best", str(islands_run), "--island", str(k), cwd=islands_run.parent)
         assert f"Pareto front on island {k}" in text and ids[0] in text
-    assert any(front != everyone for front in fronts)  # --island filters
     for bad in ("2", "-1"):
         proc = ge("best", str(islands_run), "--island", bad, cwd=islands_run.parent)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -234,3 +231,27 @@ def test_a_run_without_islands_or_genes_shows_none_of_it(plain_run: Path, tmp_pa
     proc = ge("best", str(plain_run), "--island", "0", cwd=cwd)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "this run has no islands" in proc.stderr and "--island" in proc.stderr
+
+
+def _dominates(a: Scored, b: Scored) -> bool:
+    """``a`` is at least as good as ``b`` on accuracy (max) and ops (min), better on one."""
+    x, y = (a.metrics["accuracy"], -a.metrics["ops"]), (b.metrics["accuracy"], -b.metrics["ops"])
+    return all(p >= q for p, q in zip(x, y, strict=True)) and x != y
+
+
+def test_best_island_of_islands_that_never_met_differs_from_the_run_front(tmp_path: Path) -> None:
+    run = _run(tmp_path, "islands = 2\nmigration_size = 0\n", 2)  # no migration: apart
+    everyone = {r["id"] for r in run_json("best", str(run), cwd=tmp_path)["front"]}
+    fronts = [
+        {r["id"] for r in run_json("best", str(run), "--island", str(k), cwd=tmp_path)["front"]}
+        for k in (0, 1)
+    ]
+    assert all(front <= everyone | _lived(run, k) for k, front in enumerate(fronts))
+    assert any(front != everyone for front in fronts), "--island must filter"
+
+
+def _lived(run: Path, k: int) -> set[str]:
+    variants, _, _ = _stored(run)
+    return {v for v in variants if variants[v].island == k} | {
+        vid for rec in _checkpoints(run) for vid in rec.islands[k]
+    }
