@@ -37,15 +37,7 @@ class RunMates:
 
     def distance(self, a: str, b: str) -> float:
         """``diversity.distance`` of two stored variants (mean over every segment position)."""
-        x, y = self.coded(a), self.coded(b)
-        keys = sorted(x.keys() | y.keys())  # a fixed order: the same sum on every run
-        if not keys:
-            return 0.0
-        total = 0.0
-        for key in keys:
-            i, j = x.get(key), y.get(key)
-            total += 1.0 if i is None or j is None else self.cache.id_distance(i, j)
-        return total / len(keys)
+        return diversity.coded_distance(self.coded(a), self.coded(b), self.cache)
 
     def gene(self, vid: str) -> float | None:
         """The variant's stored mating preference (None: it has none)."""

@@ -207,7 +207,7 @@ class DistanceCache:
         return {key: self.segment_id(code) for key, code in member.items()}
 
 
-def _coded_distance(a: Mapping[str, int], b: Mapping[str, int], cache: DistanceCache) -> float:
+def coded_distance(a: Mapping[str, int], b: Mapping[str, int], cache: DistanceCache) -> float:
     """:func:`distance` of two coded variants over every position of either."""
     keys = sorted(a.keys() | b.keys())  # a fixed order: the same sum on every run
     if not keys:
@@ -312,7 +312,7 @@ def mean_pairwise_distance(
     keys = sorted({k for member in population for k in member}, key=position_order)
     if any(len(member) != len(keys) for member in population):  # positions differ: the slow way
         coded = [cache.coded(member) for member in population]
-        total = sum(_coded_distance(coded[i], coded[j], cache) for i, j in pairs)
+        total = sum(coded_distance(coded[i], coded[j], cache) for i, j in pairs)
         return total / len(pairs), sampled
     rows = [tuple(cache.segment_id(member[k]) for k in keys) for member in population]
     total = 0.0
