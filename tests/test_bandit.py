@@ -162,22 +162,9 @@ def test_a_resumed_run_makes_the_same_choices(tmp_path: Path) -> None:
     for the same children, so every reply comes from the cache."""
     run_dir = _run(tmp_path, "resume", "thompson")
     before = sorted(_models_by_generation(run_dir))
-    with sqlite3.connect(run_dir / "index.sqlite") as conn:
-        conn.execute("DELETE FROM generations WHERE generation = 4")
-        conn.execute("DELETE FROM meta WHERE key = 'finished'")
-        stored = conn.execute("SELECT data FROM events WHERE kind = 'bandit'").fetchall()
-        conn.execute(
-            "DELETE FROM events WHERE kind = 'bandit' AND data LIKE '%\"generation\": 4,%'"
-        )
+    stored = _resume_after_undoing_the_last_generation(run_dir, tmp_path, two_models, "model")
     assert len(stored) == 5
-    with serve(responder=two_models) as server:
-        summary = run_json("resume", str(run_dir), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test"})
-        assert len(server.requests) == 0, "the same model was asked for the same child"
-    assert summary["finished"]
     assert sorted(_models_by_generation(run_dir)) == before
-    with sqlite3.connect(run_dir / "index.sqlite") as conn:
-        again = conn.execute("SELECT data FROM events WHERE kind = 'bandit'").fetchall()
-    assert [json.loads(r[0]) for r in again] == [json.loads(r[0]) for r in stored]
 
 
 def test_the_offline_operators_are_arms(tmp_path: Path) -> None:
@@ -319,21 +306,8 @@ def test_a_resumed_run_makes_the_same_operator_choices(tmp_path: Path) -> None:
     run_dir = _eot_run(tmp_path, "resume", "thompson")
     before = sorted(_arms_by_generation(run_dir))
     assert any(a == "eot/-" for g, a in before if g == 4)
-    with sqlite3.connect(run_dir / "index.sqlite") as conn:
-        conn.execute("DELETE FROM generations WHERE generation = 4")
-        conn.execute("DELETE FROM meta WHERE key = 'finished'")
-        stored = conn.execute("SELECT data FROM events WHERE kind = 'bandit'").fetchall()
-        conn.execute(
-            "DELETE FROM events WHERE kind = 'bandit' AND data LIKE '%\"generation\": 4,%'"
-        )
-    with serve(responder=eot_helps) as server:
-        summary = run_json("resume", str(run_dir), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test"})
-        assert len(server.requests) == 0, "the same arm was drawn for the same child"
-    assert summary["finished"]
+    _resume_after_undoing_the_last_generation(run_dir, tmp_path, eot_helps, "arm")
     assert sorted(_arms_by_generation(run_dir)) == before
-    with sqlite3.connect(run_dir / "index.sqlite") as conn:
-        again = conn.execute("SELECT data FROM events WHERE kind = 'bandit'").fetchall()
-    assert [json.loads(r[0]) for r in again] == [json.loads(r[0]) for r in stored]
 
 
 def test_steady_mode_stores_the_teacher_the_bandit_may_choose_eot_with(tmp_path: Path) -> None:
@@ -346,3 +320,26 @@ def test_steady_mode_stores_the_teacher_the_bandit_may_choose_eot_with(tmp_path:
     steps = [s for r in rows for s in json.loads(r[0])["steps"]]
     assert any(op == "mutation" and other for op, other in steps)
     assert not any(op == "eot" for op, _ in steps), "the bandit, not the coin, chooses EoT"
+
+
+def _resume_after_undoing_the_last_generation(
+    run_dir: Path, tmp_path: Path, responder: Any, what: str
+) -> list[Any]:
+    """Undo generation 4 and its stored bandit state (as a kill before its checkpoint leaves
+    them), resume, and check that every reply came from the cache (the same ``what`` for each
+    child) and that the bandit states recomputed equal the ones stored; those are returned."""
+    with sqlite3.connect(run_dir / "index.sqlite") as conn:
+        conn.execute("DELETE FROM generations WHERE generation = 4")
+        conn.execute("DELETE FROM meta WHERE key = 'finished'")
+        stored = conn.execute("SELECT data FROM events WHERE kind = 'bandit'").fetchall()
+        conn.execute(
+            "DELETE FROM events WHERE kind = 'bandit' AND data LIKE '%\"generation\": 4,%'"
+        )
+    with serve(responder=responder) as server:
+        summary = run_json("resume", str(run_dir), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test"})
+        assert len(server.requests) == 0, f"the same {what} was chosen for the same child"
+    assert summary["finished"]
+    with sqlite3.connect(run_dir / "index.sqlite") as conn:
+        again = conn.execute("SELECT data FROM events WHERE kind = 'bandit'").fetchall()
+    assert [json.loads(r[0]) for r in again] == [json.loads(r[0]) for r in stored]
+    return stored
