@@ -222,6 +222,9 @@ class _Server(ThreadingHTTPServer):
         """Clients that give up (timeouts, cancellations) are expected: stay quiet."""
 
 
+EMBEDDINGS = ("/v1/embeddings", "/embeddings")  # the routes of embedding requests
+
+
 def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -233,16 +236,17 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            if self.path.rstrip("/") in ("/v1/embeddings", "/embeddings"):
-                self._embeddings(raw)
-                return
-            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            route = self.path.rstrip("/")
+            if route not in (*EMBEDDINGS, "/v1/chat/completions", "/chat/completions"):
                 self._send(404, json.dumps({"error": {"message": f"no route {self.path}"}}))
                 return
             try:
                 request = json.loads(raw or b"{}")
             except ValueError:
                 self._send(400, json.dumps({"error": {"message": "request body is not JSON"}}))
+                return
+            if route in EMBEDDINGS:
+                self._embeddings(request)
                 return
             with server._lock:
                 server.request_headers.append({k.lower(): v for k, v in self.headers.items()})
@@ -254,12 +258,7 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             finally:
                 server._leave()
 
-        def _embeddings(self, raw: bytes) -> None:
-            try:
-                request = json.loads(raw or b"{}")
-            except ValueError:
-                self._send(400, json.dumps({"error": {"message": "request body is not JSON"}}))
-                return
+        def _embeddings(self, request: dict[str, Any]) -> None:
             with server._lock:
                 server.embedding_requests.append(request)
                 failing = server.embedding_status
