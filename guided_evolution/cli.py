@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from guided_evolution.errors import GeError
+from guided_evolution.termsafe import inert
 
 app = typer.Typer(
     name="ge",
@@ -87,7 +88,7 @@ def _run_dir(value: str | None) -> Path:
         raise GeError(
             f"no run found in {runs}/", "pass a run directory, or start one with `ge run SEED_DIR`"
         )
-    Console(stderr=True, highlight=False).print(f"run: {found} (the latest)", markup=False)
+    Console(stderr=True, highlight=False).print(f"run: {inert(found)} (the latest)", markup=False)
     return found
 
 
@@ -357,15 +358,15 @@ def doctor(
 def _print_doctor(report: Any, writer: str | None, repairing: bool) -> None:
     console = _console()
     for line in report.repaired:
-        console.print(f"[green]repaired[/green] {escape(line)}")
+        console.print(f"[green]repaired[/green] {escape(inert(line))}")
     for line in report.problems:
-        console.print(f"[red]problem[/red] {escape(line)}")
+        console.print(f"[red]problem[/red] {escape(inert(line))}")
     if report.ok:
         console.print("[green]ok[/green]")
     elif writer is not None:
         console.print(
-            f"[red]not ok[/red] while ge (pid {escape(writer)}) writes this run: notes and rows in "
-            "flight look like problems; check again after it finishes"
+            f"[red]not ok[/red] while ge (pid {escape(inert(writer))}) writes this run: notes and "
+            "rows in flight look like problems; check again after it finishes"
         )
     elif repairing or not report.repairable:
         console.print("[red]not ok[/red] (what is left cannot be repaired by ge doctor)")
@@ -511,7 +512,10 @@ def _readable(command: Any) -> Any:
 
 def _fail(err: GeError) -> None:
     label = "[yellow]stopped:[/yellow]" if err.exit_code == 130 else "[red]error:[/red]"
-    Console(stderr=True, highlight=False).print(f"{label} {escape(err.one_line())}", soft_wrap=True)
+    # The message may quote a variant (the seed's last output line, a generation's failure
+    # reason): its control characters are shown escaped, its markup as written.
+    message = escape(inert(err.one_line()))
+    Console(stderr=True, highlight=False).print(f"{label} {message}", soft_wrap=True)
     sys.exit(err.exit_code)
 
 

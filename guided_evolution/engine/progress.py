@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from guided_evolution.evolution.scoring import Scored, dominates
+from guided_evolution.termsafe import inert
 
 
 class Progress:
@@ -101,12 +102,14 @@ class Progress:
 
     def notice(self, message: str) -> None:
         """A line every run prints at its start (the isolation in force): on stderr, always."""
-        Console(stderr=True, highlight=False).print(message, markup=False, soft_wrap=True)
+        Console(stderr=True, highlight=False).print(
+            inert(message, multiline=True), markup=False, soft_wrap=True
+        )
 
     def warn(self, message: str) -> None:
         """Shown once at the start (e.g. a missing network sandbox): on stderr even with --json."""
         Console(stderr=True, highlight=False).print(
-            f"warning: {message}", markup=False, soft_wrap=True
+            f"warning: {inert(message, multiline=True)}", markup=False, soft_wrap=True
         )
 
     def refresh(self) -> None:
@@ -151,13 +154,17 @@ class LiveProgress(Progress):
         self.live.stop()
 
     def info(self, message: str) -> None:
-        self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+        self.console.print(
+            inert(message, multiline=True), markup=False, highlight=False, soft_wrap=True
+        )
 
     def notice(self, message: str) -> None:
         self.info(message)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+        self.console.print(
+            f"[yellow]warning:[/yellow] {escape(inert(message, multiline=True))}", soft_wrap=True
+        )
 
     def refresh(self) -> None:
         now = time.monotonic()
@@ -184,7 +191,7 @@ class LiveProgress(Progress):
         line = f"   spend: ${self.cost_usd:.4f}   elapsed: {elapsed:.0f}s" + (
             f"   ETA: {eta:.0f}s" if eta is not None else ""
         )
-        return Group(table, Text(self.front_line() + line))
+        return Group(table, Text(inert(self.front_line() + line)))
 
 
 def make_progress(

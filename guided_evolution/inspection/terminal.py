@@ -1,4 +1,10 @@
-"""Terminal rendering (rich) of the data that `views_data`, `export` and the engine return."""
+"""Terminal rendering (rich) of the data that `views_data`, `export` and the engine return.
+
+Every string of run data goes through `_fmt` (or `termsafe.inert`) before it is printed: metric
+names and values, output tails, reasons, feedback, prompts and replies are the variant's or the
+LLM's, and their control characters (terminal escapes) must show, not act. With markup on, `_m`
+escapes rich markup too.
+"""
 
 from __future__ import annotations
 
@@ -21,15 +27,22 @@ from guided_evolution.inspection.views_data import (
     isolation_notes,
     isolation_warnings,
 )
+from guided_evolution.termsafe import inert
 
 STATUS_GENERATIONS = 10  # generations `ge status` prints per-generation rows for (--json: all)
 
 
 def _fmt(value: Any, digits: int = 6) -> str:
-    """A value as plain text (never rich markup: wrap it in `Text` or `escape` it to print)."""
+    """A value as one inert line of plain text (control characters shown escaped; never rich
+    markup: wrap it in `Text` or `escape` it to print)."""
     if isinstance(value, float):
         return f"{value:.{digits}g}"
-    return "-" if value is None else str(value)
+    return "-" if value is None else inert(value)
+
+
+def _block(value: Any) -> str:
+    """A block of text (output, feedback, a reply, a diff) made inert, its lines kept."""
+    return inert(value, multiline=True)
 
 
 def _digits(values: list[Any]) -> int:
@@ -75,15 +88,16 @@ def front_table(
     table.add_column("gen", justify="right")
     table.add_column("operator")
     for o in selected:
-        table.add_column(f"{o['name']} {'↑' if o['direction'] == 'max' else '↓'}", justify="right")
+        arrow = "↑" if o["direction"] == "max" else "↓"
+        table.add_column(Text(f"{_fmt(o['name'])} {arrow}"), justify="right")
     for o in reported:
-        table.add_column(o["name"], justify="right", style="dim", header_style="dim")
+        table.add_column(Text(_fmt(o["name"])), justify="right", style="dim", header_style="dim")
     columns = [o["name"] for o in (*selected, *reported)]
     digits = {n: _digits([(r.get("metrics") or {}).get(n) for r in front]) for n in columns}
     for row in front:
         metrics = row.get("metrics") or {}
         table.add_row(
-            Text(row["id"]),
+            Text(_fmt(row["id"])),
             Text(_fmt(row.get("generation"))),
             Text(_fmt(row.get("operator"))),
             *[Text(_fmt(metrics.get(n), digits[n])) for n in columns],
@@ -107,19 +121,21 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
     """`ge status`."""
     state = data.get("state")
     if state == "live":
-        line = Text(f"live (pid {data['pid']})", style="green")
+        line = Text(f"live (pid {_fmt(data['pid'])})", style="green")
     elif state == "stopped":
-        line = Text("stopped: ", style="bold yellow") + Text(f"{data['stop_reason']} — {data['fix']}")
+        line = Text("stopped: ", style="bold yellow") + Text(
+            f"{_fmt(data['stop_reason'])} — {_fmt(data['fix'])}"
+        )
     else:
-        line = Text(f"finished: {data['stop_reason']}")
-    console.print(Text(data["run_dir"], style="bold") + Text("  ") + line)
+        line = Text(f"finished: {_fmt(data['stop_reason'])}")
+    console.print(Text(_fmt(data["run_dir"]), style="bold") + Text("  ") + line)
     console.print(
         f"generation {data['generation']}/{data['generations']}  children {data['children']}  "
         f"evaluated {data['evaluated']}  failed {data['failed']}  pending {data['pending']}"
     )
     console.print(
         f"LLM calls {data['llm_calls']} ({data['llm_errors']} errors)  tokens "
-        f"{data['prompt_tokens'] + data['completion_tokens']}  spend ${data['cost_usd']:.4f}  models {escape(', '.join(data['models']))}"
+        f"{data['prompt_tokens'] + data['completion_tokens']}  spend ${data['cost_usd']:.4f}  models {_m(', '.join(data['models']))}"
     )
     per_gen = data.get("children_per_generation") or []
     if per_gen:  # the last ten on a terminal (a long run has hundreds); --json has them all
@@ -133,9 +149,9 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
             f"children per generation{label} (configured/planned/new)  " + "  ".join(cells)
         )
     for line in [*diversity_lines(data.get("diversity") or []), *island_lines(data)]:
-        console.print(Text(line))
+        console.print(Text(_fmt(line)))
     for line in spend_lines(data.get("tokens"), data.get("bandit")):
-        console.print(Text(line))
+        console.print(Text(_fmt(line)))
     for line in _isolation_lines(data):
         console.print(line)
 
@@ -167,9 +183,9 @@ def _isolation_lines(data: dict[str, Any]) -> list[Text]:
             line.append(_fmt(value))
         lines.append(line)
     for warning in isolation_warnings(iso):
-        lines.append(Text("  warning: " + warning, style="yellow"))
+        lines.append(Text("  warning: " + _fmt(warning), style="yellow"))
     for note in isolation_notes(data):
-        lines.append(Text("  " + note, style="yellow"))
+        lines.append(Text("  " + _fmt(note), style="yellow"))
     return lines
 
 
@@ -192,7 +208,7 @@ def print_variant(console: Console, data: dict[str, Any]) -> None:
         f"persona {_m(data['persona'])}  model {_m(data['model'])}  T={_m(data['temperature'])}"
     )
     console.print(
-        f"parents {escape(', '.join(data['parents'])) or '-'}  tokens {data['tokens']}"
+        f"parents {_m(', '.join(data['parents'])) or '-'}  tokens {data['tokens']}"
         + (
             f" ({data['prompt_tokens']} prompt + {data['completion_tokens']} completion)"
             if data.get("calls")
@@ -215,41 +231,41 @@ def print_variant(console: Console, data: dict[str, Any]) -> None:
         )
     if data.get("feedback"):  # the evaluator's words (or a failure's reason and last line)
         console.rule("evaluator feedback")
-        console.print(data["feedback"], markup=False)
+        console.print(_block(data["feedback"]), markup=False)
     if data["eot_reflection"]:
         console.print("[bold]EoT reflection[/bold]")
-        console.print(data["eot_reflection"], markup=False)
+        console.print(_block(data["eot_reflection"]), markup=False)
     if data["prompt"]:
         console.rule("prompt")
-        console.print(data["prompt"], markup=False)
+        console.print(_block(data["prompt"]), markup=False)
     if data["reply"]:
         console.rule("reply")
-        console.print(data["reply"], markup=False)
+        console.print(_block(data["reply"]), markup=False)
     if data["diff"]:
-        console.rule(f"diff against parent {data.get('diff_base') or ''}".rstrip())
-        console.print(Syntax(data["diff"], "diff", theme="ansi_dark", word_wrap=True))
+        console.rule(Text(f"diff against parent {_fmt(data.get('diff_base') or '')}".rstrip()))
+        console.print(Syntax(_block(data["diff"]), "diff", theme="ansi_dark", word_wrap=True))
     if data["status"] == "failed" and data["output_tail"]:
         console.rule("output tail")
-        console.print(data["output_tail"], markup=False)
+        console.print(_block(data["output_tail"]), markup=False)
 
 
 def _metrics_text(metrics: dict[str, Any] | None, objectives: list[dict[str, Any]]) -> str:
     if not metrics:
         return ""
     names = [o["name"] for o in objectives if o["name"] in metrics] or list(metrics)
-    return "  ".join(f"{n}={_fmt(metrics.get(n))}" for n in names)
+    return "  ".join(f"{_fmt(n)}={_fmt(metrics.get(n))}" for n in names)
 
 
 def _node_label(node: dict[str, Any], objectives: list[dict[str, Any]]) -> Text:
     text = Text()
-    text.append(node["id"], style="bold cyan")
+    text.append(_fmt(node["id"]), style="bold cyan")
     if node.get("missing"):
         text.append("  (not in the index)", style="red")
         return text
     text.append(f"  gen {node['generation']}  ", style="dim")
     if node.get("island") is not None:
         text.append(f"island {node['island']}  ", style="blue")
-    op = node["operator"] + (f" ({node['persona']})" if node.get("persona") else "")
+    op = _fmt(node["operator"]) + (f" ({_fmt(node['persona'])})" if node.get("persona") else "")
     text.append(op, style="magenta")
     if node["status"] == "evaluated":
         text.append("  " + _metrics_text(node.get("metrics"), objectives))
@@ -257,13 +273,13 @@ def _node_label(node: dict[str, Any], objectives: list[dict[str, Any]]) -> Text:
             text.append("  ▲ improved", style="green")
     else:
         text.append(
-            f"  {node['status']}",
+            f"  {_fmt(node['status'])}",
             style="red" if node["status"] in ("failed", "invalid") else "yellow",
         )
         if node.get("failure_reason"):
-            text.append(f": {node['failure_reason']}", style="red")
+            text.append(f": {_fmt(node['failure_reason'])}", style="red")
     if node.get("migrations"):
-        text.append(f"  ⇄ {migration_words(node['migrations'])}", style="blue")
+        text.append(f"  ⇄ {_fmt(migration_words(node['migrations']))}", style="blue")
     return text
 
 
@@ -277,7 +293,7 @@ def print_lineage(console: Console, data: dict[str, Any]) -> None:
         for parent in nodes[vid]["parents"]:
             node = nodes.get(parent, {"id": parent, "missing": True, "parents": []})
             if parent in shown:
-                tree.add(Text(f"{parent}  (shown above)", style="dim"))
+                tree.add(Text(f"{_fmt(parent)}  (shown above)", style="dim"))
                 continue
             shown.add(parent)
             grow(tree.add(_node_label(node, objectives)), parent)
@@ -297,7 +313,7 @@ def print_diff(console: Console, data: dict[str, Any]) -> None:
         f"{len(data['files'])} file(s)  [green]+{data['added']}[/green] [red]-{data['removed']}[/red]"
     )
     if data["diff"]:
-        console.print(Syntax(data["diff"], "diff", theme="ansi_dark", word_wrap=True))
+        console.print(Syntax(_block(data["diff"]), "diff", theme="ansi_dark", word_wrap=True))
     else:
         console.print("no difference")
 
@@ -309,17 +325,17 @@ def _clock(when: float) -> str:
 def _event_details(row: dict[str, Any]) -> str:
     skip = {"time", "kind"}
     if row["kind"] == "evaluated":
-        return f"{row['variant']}  " + "  ".join(
-            f"{k}={_fmt(v)}" for k, v in (row.get("metrics") or {}).items()
+        return f"{_fmt(row['variant'])}  " + "  ".join(
+            f"{_fmt(k)}={_fmt(v)}" for k, v in (row.get("metrics") or {}).items()
         )
     if row["kind"] == "evaluation_failed":
-        return f"{row['variant']}  {row.get('stage')}: {row.get('reason')}"
-    return "  ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in skip)
+        return f"{_fmt(row['variant'])}  {_fmt(row.get('stage'))}: {_fmt(row.get('reason'))}"
+    return "  ".join(f"{_fmt(k)}={_fmt(v)}" for k, v in row.items() if k not in skip)
 
 
 def _arms_text(state: dict[str, Any]) -> str:
     arms = [*state.get("models", []), *state.get("personas", [])]
-    return "  ".join(f"{a['arm']} {a['improvements']}/{a['pulls']}" for a in arms) or "-"
+    return "  ".join(f"{_fmt(a['arm'])} {a['improvements']}/{a['pulls']}" for a in arms) or "-"
 
 
 def spend_lines(tokens: dict[str, Any] | None, bandit: dict[str, Any] | None) -> list[str]:
@@ -358,7 +374,7 @@ def print_log(console: Console, data: dict[str, Any]) -> None:
         for row in data["events"]:
             table.add_row(
                 _clock(row["time"]),
-                Text(row["kind"], style=styles.get(row["kind"], "")),
+                Text(_fmt(row["kind"]), style=styles.get(row["kind"], "")),
                 Text(_event_details(row)),
             )
         console.print(table)
@@ -366,12 +382,12 @@ def print_log(console: Console, data: dict[str, Any]) -> None:
         if not data["reflections"]:
             console.print("no EoT reflections in this run")
         for row in data["reflections"]:
-            title = f"{row['variant']} (gen {_fmt(row['generation'])}, elite {_fmt(row['elite'])}, segment {_fmt(row['segment'])})"
+            title = f"{_fmt(row['variant'])} (gen {_fmt(row['generation'])}, elite {_fmt(row['elite'])}, segment {_fmt(row['segment'])})"
             console.rule(Text(title), align="left")
-            console.print(row["text"], markup=False, highlight=False)
+            console.print(_block(row["text"]), markup=False, highlight=False)
     if "bandit" in data:
         for line in spend_lines(None, data["bandit"]):
-            console.print(Text(line))
+            console.print(Text(_fmt(line)))
         for state in data["bandit"].get("generations") or []:
             console.print(Text(f"  generation {state['generation']} drew from: " + _arms_text(state)))
     if "failures" in data:
@@ -390,10 +406,10 @@ def print_log(console: Console, data: dict[str, Any]) -> None:
         for g in groups:
             table.add_row(
                 str(g["count"]),
-                Text(g["stage"]),
-                Text(g["reason"]),
-                Text(", ".join(g.get("details") or [])),
-                Text(", ".join(g["variants"][:3])),
+                Text(_fmt(g["stage"])),
+                Text(_fmt(g["reason"])),
+                Text(_fmt(", ".join(g.get("details") or []))),
+                Text(_fmt(", ".join(g["variants"][:3]))),
             )
         console.print(table)
 
@@ -412,5 +428,5 @@ def print_export(console: Console, data: dict[str, Any]) -> None:
     )
     if data["overwritten"]:
         console.print(
-            f"overwrote {len(data['overwritten'])} existing file(s): {escape(', '.join(data['overwritten'][:10]))}"
+            f"overwrote {len(data['overwritten'])} existing file(s): {_m(', '.join(data['overwritten'][:10]))}"
         )
