@@ -2,8 +2,9 @@
 
 The evaluator's commands must be plain Python invocations, ``python SCRIPT [ARGS]`` or
 ``python -m MODULE [ARGS]``. The slot's worker runs ``zygote.py`` with that interpreter, imports
-the ``preload`` modules once, and forks one confined child per stage (see ``zygote.py``); the
-``workers.WorkerPool`` protocol, fallback and leftover killing apply unchanged.
+the ``preload`` modules once, and forks one confined child per stage, each pid 1 of a pid namespace
+of its own (see ``zygote.py``); the ``workers.WorkerPool`` protocol and fallback apply, and a timed
+out child is killed through the worker (``{"signal": N}``), which takes its namespace with it.
 """
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ def preload_pool(
             "evaluator.preload is not used: without Landlock the forked evaluations could not "
             "be confined; every stage starts a fresh process"
         ]
+    own_mounts = info.backend == "bwrap" or bool(info.mode and info.mode.namespaces)
+    if confined and not own_mounts:
+        return None, [
+            "evaluator.preload is not used: without namespaces a forked evaluation cannot be "
+            "boxed off from its worker and the other evaluations; every stage starts a fresh "
+            "process"
+        ]
     checked = python_command(check) if check else None
     stages = ("evaluate",)
     if checked is not None and checked.interpreter == evaluate.interpreter:
@@ -82,7 +90,8 @@ def preload_pool(
         "deny_tcp": not sandbox.policy.network,
         "devices": [d for d in devices if os.path.exists(d)],
         "keep_env": ["PATH", TOKEN_VAR],
-        "private_ipc": info.backend == "bwrap" or bool(info.mode and info.mode.namespaces),
+        "private_tmp": own_mounts,
+        "tmpfs_bytes": sandbox.policy.tmpfs_mb * 1024 * 1024 if sandbox.policy.tmpfs_mb else None,
     }
     worker = shlex.join(["exec", evaluate.interpreter, str(ZYGOTE), json.dumps(spec)])
     pool = WorkerPool(
@@ -92,5 +101,6 @@ def preload_pool(
         stages=stages,
         recycle_after=recycle_after,
         copy_variant=False,
+        boxed=True,
     )
     return pool, []

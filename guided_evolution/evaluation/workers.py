@@ -136,6 +136,7 @@ class WorkerPool:
         stages: tuple[str, ...] = ("evaluate",),
         recycle_after: int | None = None,
         copy_variant: bool = True,
+        boxed: bool = False,
     ) -> None:
         unknown = set(stages) - {"check", "evaluate"}
         if unknown:
@@ -151,6 +152,10 @@ class WorkerPool:
         """A slot's worker is replaced by a fresh one after evaluating this many variants."""
         self.copy_variant = copy_variant
         """Start the worker in a copy of the first variant's directory (else an empty one)."""
+        self.boxed = boxed
+        """ge's own worker (``zygote.py``): each child is the init of a pid namespace of its own,
+        so nothing it starts outlives it; a timed-out child is killed through the worker, and
+        no process is looked for by its environment."""
         self.warnings: list[str] = []
         self._slots: dict[int, _SlotState] = {}
         self._closed = False
@@ -284,6 +289,7 @@ class WorkerPool:
             worker_env,
             [],
             hide=[request.run_dir],
+            own_userns=self.boxed,
         )
         marker = f"{TOKEN_VAR}={wrapped.env[TOKEN_VAR]}".encode()
         try:
@@ -315,7 +321,8 @@ class WorkerPool:
         except BaseException:
             await self._stop(worker)
             raise
-        worker.base_pids = pids_with(marker)
+        if not self.boxed:
+            worker.base_pids = pids_with(marker)
         return worker
 
     async def _stop(self, worker: Worker) -> None:
@@ -358,7 +365,10 @@ class WorkerPool:
         io_fd: int | None = None
         transport: asyncio.BaseTransport | None = None
         try:
-            io_fd = fresh_io(worker.slot_dir, worker.uid)
+            try:
+                io_fd = fresh_io(worker.slot_dir, worker.uid)
+            except OSError as exc:  # jammed by an earlier stage: a new worker, a new directory
+                raise WorkerFailure(f"its io directory cannot be renewed: {exc.strerror}") from None
             if worker.uid is not None:
                 chown_tree(inside, worker.uid, worker.uid)
             read_fd, keep_open = open_log(io_fd)  # keep_open: no EOF before the child
@@ -384,7 +394,8 @@ class WorkerPool:
         finally:
             if keep_open is not None:
                 os.close(keep_open)
-            self._kill_leftovers(worker)
+            if not self.boxed:
+                self._kill_leftovers(worker)
             if reader is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(reader), 5.0)
@@ -425,9 +436,14 @@ class WorkerPool:
         left = timeout - (time.monotonic() - sent)
         try:
             ended = await reply_for(worker, vid, max(left, 0.0), "the end reply")
+            if ended.get("broken"):
+                worker.broken = str(ended["broken"])[:300]
             return end_reason(ended)
         except ReplyTimeout:
             pass
+        if self.boxed:
+            await self._stop_boxed(worker, vid)
+            return f"timed out after {timeout:g} s"
         host_pid = host_pid_of(worker, ns_pid)  # only now: a scan of /proc costs milliseconds
         for sig, wait in ((signal.SIGTERM, self.kill_grace_s), (signal.SIGKILL, None)):
             if host_pid is not None:
@@ -443,6 +459,26 @@ class WorkerPool:
                 if sig == signal.SIGKILL:
                     worker.broken = "no end reply after its timed-out child was killed"
         return f"timed out after {timeout:g} s"
+
+    async def _stop_boxed(self, worker: Worker, vid: str) -> None:
+        """SIGTERM, then SIGKILL, to the timed-out child's init, sent by its worker: the whole pid
+        namespace of the evaluation goes with it."""
+        stdin = worker.proc.stdin
+        assert stdin is not None
+        for sig, wait in (
+            (signal.SIGTERM, self.kill_grace_s),
+            (signal.SIGKILL, self.reply_timeout_s),
+        ):
+            try:
+                stdin.write((json.dumps({"signal": int(sig)}) + "\n").encode())
+                await asyncio.wait_for(stdin.drain(), self.reply_timeout_s)
+                await reply_for(worker, vid, wait, "the end reply")
+                return
+            except ReplyTimeout:
+                continue
+            except (OSError, asyncio.TimeoutError):
+                break
+        worker.broken = "no end reply after its timed-out child was killed"
 
     def _kill_leftovers(self, worker: Worker) -> None:
         """Kill every process of the worker's sandbox except the worker itself."""

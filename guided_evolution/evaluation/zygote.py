@@ -9,40 +9,69 @@ SPEC (JSON): ``preload`` (module names), ``evaluate`` and ``check`` (the argv af
 interpreter: ``["evaluate.py", "--check"]`` or ``["-m", "pkg.mod", ...]``; ``check`` may be
 null), ``landlock`` (confine each child), ``deny_tcp``, ``devices`` (device files a child may
 use), ``keep_env`` (variables of this worker's environment a child keeps: ``PATH``, ge's token),
-``private_ipc`` (this worker has an ipc namespace of its own).
+``private_tmp`` (the slot has a mount namespace of its own: each child gets its own ``/tmp``,
+``/dev/shm`` and ``/proc``), ``tmpfs_bytes`` (their size cap, or null).
 
-Each request forks a child that, before any evaluator code runs: starts a new session; reads
-stdin from /dev/null; sends stdout and stderr to the request's log FIFO; closes every other
-descriptor (the protocol pipes included); takes the request's environment (``HOME`` and
-``TMPDIR``: the request's io directory, new for every stage, where ``GE_METRICS`` and
-``GE_FEEDBACK`` point too); restricts itself with Landlock to writing only the
-variant's directory and the request's io directory (no TCP unless allowed, no signals or
-abstract sockets outside itself, no ptrace of this worker); reseeds the RNGs a fresh process
-would seed; then runs the script with ``runpy`` as ``__main__`` with the command's argv. After it
-ends, this worker (a child subreaper) kills and reaps whatever the child left and, in its own ipc
-namespace, removes every SysV IPC object the child made; then it replies.
+**Each child is a box of its own** (the boundary between variants): the worker holds a user
+namespace of its own (``confine.py --userns``, or made here at start under bwrap), and forks every
+child as **pid 1 of a new pid namespace**, in a new ipc and mount namespace. The child therefore
+cannot name the worker or any other evaluation (no ``prlimit``, ``setpriority``,
+``sched_setscheduler``, ``ioprio_set``, ``kill`` or ``ptrace`` of a pid it cannot see), its SysV
+and POSIX IPC objects die with it, and **when it ends the kernel kills every process it started**
+(a pid namespace's processes cannot outlive its init, whatever they do to their environment or
+session). No process tree is walked and no environment marker trusted.
+
+Before any evaluator code runs, the child: starts a new session; takes private ``/tmp``,
+``/dev/shm`` and ``/proc`` (``private_tmp``); reads stdin from /dev/null; sends stdout and stderr to
+the request's log FIFO; closes every other descriptor (the protocol pipes included); takes the
+request's environment (``HOME`` and ``TMPDIR``: the request's io directory, new for every stage,
+where ``GE_METRICS`` and ``GE_FEEDBACK`` point too); restricts itself with Landlock to writing only
+the variant's directory, the io directory and its private temp directories (no TCP unless allowed,
+no signals or abstract sockets outside itself, no ptrace); drops every capability (with
+no_new_privs); reseeds the RNGs a fresh process would seed; then runs the script with ``runpy`` as
+``__main__`` with the command's argv.
+
+While a child runs, the worker also reads control lines (``{"signal": N}``: ge's timeout) and
+forwards the signal to the child's init, which takes the whole namespace with it. After each child
+the worker checks its own rlimits, priority, scheduling, CPU affinity and I/O class against the
+ones it started with and says ``broken`` in its end reply if any changed (it is then replaced).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import importlib
 import importlib.util
 import json
 import os
+import platform
+import resource
 import runpy
+import select
 import signal
 import sys
-import time
 import traceback
+from collections.abc import Callable
 
-_PR_SET_CHILD_SUBREAPER = 36
 _EXIT_SETUP = 125
 """A child's exit code when it could not be set up (as confine.py's)."""
 _OWN_FRAMES = (__file__, "<frozen runpy>", getattr(runpy, "__file__", ""))
-_IPC_RMID = 0
-_SYSV = ("shm", "sem", "msg")
+CLONE_NEWNS, CLONE_NEWIPC = 0x00020000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID = 0x10000000, 0x20000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP = 1, 24
+PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 38, 47
+_CAP_VERSION_3 = 0x20080522
+_IOPRIO_GET = {"x86_64": 252, "aarch64": 31}.get(platform.machine())
+_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(platform.machine())
+_KEYCTL_JOIN_SESSION_KEYRING = 1
+_RLIMITS = tuple(getattr(resource, n) for n in sorted(dir(resource)) if n.startswith("RLIMIT_"))
+
+
+class SetupError(Exception):
+    """A layer of the per-child boundary could not be applied."""
 
 
 def _load_landlock() -> object:
@@ -58,51 +87,154 @@ def _reply(fd: int, message: dict) -> None:
     os.write(fd, (json.dumps(message) + "\n").encode())
 
 
-def _children(me: int) -> list[int]:
-    """Pids whose parent is ``me`` (no /proc/PID/task/TID/children on every kernel)."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+class Kernel:
+    """The libc calls the boundary needs."""
+
+    def __init__(self) -> None:
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.syscall.restype = ctypes.c_long
+
+    def check(self, result: int, what: str) -> None:
+        if result < 0:
+            raise SetupError(f"{what}: {os.strerror(ctypes.get_errno())}")
+
+    def unshare(self, flags: int, what: str) -> None:
+        self.check(self.libc.unshare(ctypes.c_int(flags)), what)
+
+    def mount(self, source: str, target: str, fstype: str | None, flags: int, data: str) -> None:
+        result = self.libc.mount(
+            source.encode(), target.encode(), fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags), data.encode() if data else None,
+        )  # fmt: skip
+        self.check(result, f"mount {target}")
+
+    def prctl(self, option: int, arg: int) -> int:
+        return self.libc.prctl(
+            ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+        )  # fmt: skip
+
+    def drop_capabilities(self) -> None:
+        """No capability left, in any set, for good (``no_new_privs``: exec grants none)."""
+        self.check(self.prctl(PR_SET_NO_NEW_PRIVS, 1), "no_new_privs")
+        self.prctl(PR_CAP_AMBIENT, 4)  # PR_CAP_AMBIENT_CLEAR_ALL
+        for cap in range(64):
+            if self.prctl(PR_CAPBSET_DROP, cap) < 0 and ctypes.get_errno() == 22:
+                break  # EINVAL: past the last capability this kernel knows
+        header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+        data = (ctypes.c_uint32 * 6)()
+        self.check(self.libc.capset(header, data), "capset")
+
+    def ioprio(self) -> int | None:
+        if _IOPRIO_GET is None:
+            return None
+        return int(
+            self.libc.syscall(ctypes.c_long(_IOPRIO_GET), ctypes.c_long(1), ctypes.c_long(0))
+        )
+
+    def fresh_session_keyring(self) -> None:
+        """An empty anonymous session keyring (a denied keyctl leaves none reachable anyway)."""
+        if _KEYCTL is not None:
+            self.libc.syscall(
+                ctypes.c_long(_KEYCTL), ctypes.c_long(_KEYCTL_JOIN_SESSION_KEYRING), None
+            )
+
+
+def _mounts_beneath(path: str) -> bool:
+    """Whether a mount point lies strictly beneath ``path`` (``/proc/self/mountinfo``)."""
+    prefix = path.rstrip("/").encode() + b"/"
+    with open("/proc/self/mountinfo", "rb") as fh:
+        return any(line.split()[4].startswith(prefix) for line in fh)
+
+
+def own_user_namespace(kernel: Kernel) -> None:
+    """Hold capabilities over new namespaces: a user namespace mapping only our own ids (made
+    here under bwrap; ge's own sandbox made it with ``confine.py --userns``)."""
+    if _has_cap_sys_admin():
+        return  # ge's own sandbox made it (confine --userns)
+    uid, gid = os.getuid(), os.getgid()
+    kernel.unshare(CLONE_NEWUSER, "a user namespace for the forked evaluations")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                       ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
         try:
-            with open(f"/proc/{name}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 1 and int(fields[1]) == me:
-            found.append(int(name))
-    return found
+            with open(f"/proc/self/{name}", "w") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise SetupError(f"mapping the worker's ids: {exc.strerror}") from None
 
 
-def kill_leftovers() -> None:
-    """Kill and reap every remaining descendant (orphans come to this subreaper)."""
-    me = os.getpid()
-    for _ in range(200):
+def _has_cap_sys_admin() -> bool:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> 21 & 1)
+    return False
+
+
+class Boxes:
+    """Forks, each the init of a new pid namespace. This process must be the init of a pid
+    namespace owned by its own user namespace (``become_init``): it may then point its next
+    child into a new pid namespace and back into its own after every fork."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+
+    def spawn(self, child: Callable[[], int]) -> int:
+        """Run ``child()`` in a fork that is pid 1 of a new pid namespace; its pid."""
+        self.kernel.unshare(CLONE_NEWPID, "a pid namespace for the evaluation")
+        pid = os.fork()
+        if pid == 0:
+            code = _EXIT_SETUP
+            try:
+                code = child()
+            except BaseException as exc:
+                os.write(2, f"ge zygote: {exc}\n".encode(errors="replace"))
+            finally:
+                os._exit(code)
+        self.kernel.check(
+            self.kernel.libc.setns(ctypes.c_int(self.own), ctypes.c_int(CLONE_NEWPID)),
+            "back to the worker's pid namespace",
+        )
+        return pid
+
+
+def become_init(kernel: Kernel) -> None:
+    """Continue as pid 1 of a new pid namespace owned by our user namespace (the worker's own
+    children may then be pointed into new namespaces again and again); the original process
+    stays as its parent and exits as it does."""
+    kernel.unshare(CLONE_NEWPID, "a pid namespace for the worker")
+    pid = os.fork()
+    if pid == 0:
+        kernel.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda _n, _f: os.kill(pid, signal.SIGKILL))
+    while True:
         try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            return  # no child at all
-        for pid in _children(me):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.002)
-
-
-def remove_sysv_ipc(libc: object) -> None:
-    """Remove every SysV shared memory segment, semaphore set and message queue (only called in
-    the worker's own ipc namespace, where everything was made by an earlier child)."""
-    for kind in _SYSV:
-        try:
-            with open(f"/proc/sysvipc/{kind}") as fh:
-                ids = [int(line.split()[1]) for line in fh.readlines()[1:] if line.strip()]
-        except (OSError, ValueError, IndexError):
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
             continue
-        for ipc_id in ids:
-            if kind == "sem":
-                libc.semctl(ipc_id, 0, _IPC_RMID, 0)  # type: ignore[attr-defined]
-            else:
-                getattr(libc, f"{kind}ctl")(ipc_id, _IPC_RMID, None)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def attributes(kernel: Kernel) -> dict[str, object]:
+    """What a forked child must never change about its worker."""
+    return {
+        "rlimits": [resource.getrlimit(r) for r in _RLIMITS],
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "scheduler": (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority),
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "ioprio": kernel.ioprio(),
+        "umask": _umask(),
+    }
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _child_env(req: dict, spec: dict) -> dict[str, str]:
@@ -116,26 +248,76 @@ def _child_env(req: dict, spec: dict) -> dict[str, str]:
     return env
 
 
-def _prepare(req: dict, spec: dict, landlock: object, proto: int) -> None:
-    """Make this fresh fork look like a new sandboxed process of the variant (module doc)."""
+def _box_init(req: dict, spec: dict, landlock: object, kernel: Kernel, status_fd: int) -> int:
+    """The init (pid 1) of one evaluation's pid namespace: make its mount and ipc namespaces,
+    fork the evaluator (pid 2, so that it dies of its own signals as a fresh process does), pass
+    it ge's SIGTERM, reap whatever it leaves, and write its wait status to ``status_fd``. When
+    this process ends, the kernel kills whatever is left in the namespace."""
     os.setsid()
-    os.close(proto)
+    log = os.open(req["log_path"], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    os.dup2(log, 2)  # a failure to set up is said in the variant's log
+    os.close(log)
+    kernel.unshare(CLONE_NEWNS | CLONE_NEWIPC, "new mount and ipc namespaces")
+    # A private /tmp and /dev/shm, new for this stage; not where the slot bound the run's or
+    # the interpreter's directories beneath them (then they stay read-only, as the slot's).
+    private = [p for p in ("/tmp", "/dev/shm") if spec["private_tmp"] and not _mounts_beneath(p)]
+    if spec["private_tmp"]:
+        kernel.mount("none", "/", None, MS_REC | MS_PRIVATE, "")
+        size = f",size={spec['tmpfs_bytes']}" if spec.get("tmpfs_bytes") else ""
+        for path in private:
+            kernel.mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" + size)
+        # /proc of this namespace only (refused where the slot's /proc is partly covered)
+        with contextlib.suppress(SetupError):
+            kernel.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "")
+    evaluator = os.fork()
+    if evaluator == 0:
+        code = _EXIT_SETUP
+        try:
+            _prepare_evaluator(req, spec, landlock, kernel, private)
+            code = _run(spec["check"] if req.get("args", {}).get("check") else spec["evaluate"])
+        except BaseException as exc:
+            os.write(2, f"ge zygote: cannot set up the child: {exc}\n".encode(errors="replace"))
+        finally:
+            os._exit(code)
+    signal.signal(signal.SIGTERM, lambda _n, _f: os.kill(evaluator, signal.SIGTERM))
+    os.closerange(0, status_fd)
+    os.closerange(status_fd + 1, _max_fd())
+    kernel.drop_capabilities()
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        if pid == evaluator:
+            os.write(status_fd, str(status).encode())
+            return 0
+
+
+def _max_fd() -> int:
+    return os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
+
+
+def _prepare_evaluator(
+    req: dict, spec: dict, landlock: object, kernel: Kernel, private: list[str]
+) -> None:
+    """Make this fork a new sandboxed process of the variant (module doc)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     null = os.open(os.devnull, os.O_RDONLY)
-    log = os.open(req["log_path"], os.O_WRONLY | os.O_NOFOLLOW)
     os.dup2(null, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536)
+    os.dup2(2, 1)
+    os.closerange(3, _max_fd())
     env = _child_env(req, spec)
+    kernel.fresh_session_keyring()
     if spec["landlock"]:
         plan = landlock.Plan(  # type: ignore[attr-defined]
             read=("/",),
-            write=(req["workdir"], os.path.dirname(req["metrics_path"])),
+            write=(req["workdir"], os.path.dirname(req["metrics_path"]), *private),
             devices=tuple(spec["devices"]),
             deny_tcp=spec["deny_tcp"],
             scope=True,
         )
         landlock.restrict(plan)  # type: ignore[attr-defined]
+    kernel.drop_capabilities()
     os.environ.clear()
     os.environ.update(env)
     os.chdir(req["workdir"])
@@ -179,39 +361,112 @@ def _run(argv: list[str]) -> int:
     return code
 
 
-def _serve(req: dict, spec: dict, landlock: object, proto: int, libc: object) -> None:
-    """Fork the child of one request, wait for it, clean up after it; reply twice."""
+class Requests:
+    """ge's JSON lines on stdin, read without buffering (so that ``select`` sees what is left)."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.closed = False
+
+    def fill(self) -> None:
+        data = os.read(0, 65536)
+        if data:
+            self.pending += data
+        else:
+            self.closed = True
+
+    def take(self) -> dict | None:
+        """The next complete line as an object, or None."""
+        line, sep, rest = self.pending.partition(b"\n")
+        if not sep:
+            return None
+        self.pending = rest
+        return json.loads(line)
+
+    def next(self) -> dict | None:
+        """Block until the next request; None when ge closed stdin."""
+        while True:
+            message = self.take()
+            if message is not None or self.closed:
+                return message
+            self.fill()
+
+
+def _wait_child(pid: int, requests: Requests) -> int:
+    """Wait for the child, forwarding ge's ``{"signal": N}`` lines to it; its wait status."""
+    try:
+        watch = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        watch = None
+    try:
+        while True:
+            ready, _, _ = select.select(
+                [0] if watch is None else [0, watch], [], [], None if watch is not None else 0.01
+            )
+            if watch is None or watch in ready:
+                done, status = os.waitpid(pid, 0 if watch is not None else os.WNOHANG)
+                if done:
+                    return status
+            if 0 in ready:
+                requests.fill()
+                if requests.closed:  # ge is gone: so is this evaluation
+                    os.kill(pid, signal.SIGKILL)
+                while (message := requests.take()) is not None:
+                    number = message.get("signal")
+                    if isinstance(number, int) and number in (signal.SIGTERM, signal.SIGKILL):
+                        os.kill(pid, number)
+    finally:
+        if watch is not None:
+            os.close(watch)
+
+
+def _serve(
+    req: dict, spec: dict, landlock: object, boxes: Boxes, proto: int, requests: Requests
+) -> dict:
+    """Run one request in a box of its own (``_box_init``), wait for it; reply twice. The end
+    reply: the evaluator's exit code or signal."""
     vid = req.get("variant_id")
-    argv = spec["check"] if req.get("args", {}).get("check") else spec["evaluate"]
-    if not argv:
+    if req.get("args", {}).get("check") and not spec["check"]:
         _reply(proto, {"variant_id": vid, "error": "this worker has no check command"})
-        return
+        return {}
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = _EXIT_SETUP
-        try:
-            _prepare(req, spec, landlock, proto)
-            code = _run(argv)
-        except BaseException as exc:
-            os.write(2, f"ge zygote: cannot set up the child: {exc}\n".encode(errors="replace"))
-        finally:
-            os._exit(code)
+    read_end, write_end = os.pipe()
+    try:
+        pid = boxes.spawn(lambda: _box_init(req, spec, landlock, boxes.kernel, write_end))
+    finally:
+        os.close(write_end)
     _reply(proto, {"variant_id": vid, "pid": pid})
-    _, status = os.waitpid(pid, 0)
-    kill_leftovers()
-    if spec["private_ipc"]:
-        remove_sysv_ipc(libc)
+    status = _wait_child(pid, requests)
+    with os.fdopen(read_end, "rb") as fh:
+        reported = fh.read(32)
+    if reported.strip().isdigit():  # the evaluator's own status, as its init saw it
+        status = int(reported)
     signaled = os.WIFSIGNALED(status)
-    _reply(
-        proto,
-        {
-            "variant_id": vid,
-            "exit_code": None if signaled else os.waitstatus_to_exitcode(status),
-            "signal": os.WTERMSIG(status) if signaled else None,
-        },
-    )
+    return {
+        "variant_id": vid,
+        "exit_code": None if signaled else os.waitstatus_to_exitcode(status),
+        "signal": os.WTERMSIG(status) if signaled else None,
+    }
+
+
+def _trial(spec: dict, boxes: Boxes) -> None:
+    """Make sure every layer of the per-child boundary works here before saying ready."""
+
+    def child() -> int:
+        if os.getpid() != 1:
+            raise SetupError("the child is not the init of its own pid namespace")
+        boxes.kernel.unshare(CLONE_NEWNS | CLONE_NEWIPC, "new mount and ipc namespaces")
+        if spec["private_tmp"]:
+            boxes.kernel.mount("none", "/", None, MS_REC | MS_PRIVATE, "")
+            boxes.kernel.mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+        boxes.kernel.drop_capabilities()
+        return 0
+
+    for _ in range(2):  # twice: the second proves the way back into the worker's namespace
+        _, status = os.waitpid(boxes.spawn(child), 0)
+        if status != 0:
+            raise SetupError("a forked evaluation cannot get namespaces of its own here")
 
 
 def main(args: list[str]) -> None:
@@ -223,15 +478,32 @@ def main(args: list[str]) -> None:
     landlock = _load_landlock()
     if spec["landlock"] and landlock.abi_version() <= 0:  # type: ignore[attr-defined]
         sys.exit("ge zygote: Landlock is unavailable here; cannot confine the forked children")
-    libc = landlock._libc()  # type: ignore[attr-defined]
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    if spec["private_ipc"]:
-        remove_sysv_ipc(libc)
+    kernel = Kernel()
+    try:
+        own_user_namespace(kernel)
+        become_init(kernel)
+        boxes = Boxes(kernel)
+        _trial(spec, boxes)
+    except (SetupError, OSError) as exc:
+        sys.exit(f"ge zygote: cannot box each evaluation: {exc}")
     for name in spec["preload"]:
         importlib.import_module(name)
+    before = attributes(kernel)
     _reply(proto, {"ready": True})
-    for raw in iter(sys.stdin.buffer.readline, b""):
-        _serve(json.loads(raw), spec, landlock, proto, libc)
+    requests = Requests()
+    while (req := requests.next()) is not None:
+        if "signal" in req:
+            continue  # a late signal for a child that already ended
+        end = _serve(req, spec, landlock, boxes, proto, requests)
+        if not end:
+            continue
+        after = attributes(kernel)
+        changed = [name for name in before if before[name] != after[name]]
+        if changed:
+            end["broken"] = "an evaluation changed the worker's " + ", ".join(changed)
+        _reply(proto, end)
+        if changed:
+            return
 
 
 if __name__ == "__main__":
