@@ -5,9 +5,10 @@
     python benchmarks/zygote_overhead.py --modes preload
 
 Zero-latency proposals (``--model offline`` operators), one slot, and ``python evaluate.py``
-that only writes its metrics. ``fresh``: every evaluation is a new sandboxed interpreter (the
-default); ``preload``: ``[evaluator] preload = ["json"]``, so every evaluation is a confined fork
-of the slot's worker (evaluation/zygote.py). Population 50; the per-child time is the median
+that only writes its metrics. ``fresh``: every evaluation is a new sandboxed interpreter
+(``preload = false``); ``preload``: ``[evaluator] preload = ["json"]`` (the default for a Python
+evaluator preloads the standard library the same way), so every evaluation is a fork of the
+slot's worker, boxed in pid, mount and ipc namespaces of its own (evaluation/zygote.py). Population 50; the per-child time is the median
 over generations >= 1 of (generation wall / children planned), as in engine_overhead.py part 2.
 """
 
@@ -37,8 +38,7 @@ def seed_for(tmp: Path, children: int, mode: str, sandbox: str) -> Path:
     seed = template_seed(tmp / f"seed-{mode}-{sandbox}-{children}")
     (seed / "evaluate.py").write_text(EVALUATE)
     evaluator = {"command": "python evaluate.py", "timeout_s": 60, "sandbox": sandbox}
-    if mode == "preload":
-        evaluator["preload"] = ["json"]
+    evaluator["preload"] = ["json"] if mode == "preload" else False
     write_config(
         seed / "ge.toml",
         {

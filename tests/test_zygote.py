@@ -47,18 +47,21 @@ for target in ["../worker/pwned", "../pwned", "../.ge-home/pwned",
         escapes.append(target)
     except OSError:
         pass
-if os.getpid() != 1 or os.getppid() != 0:  # the init of its own pid namespace
+if os.getpid() != 2 or os.getppid() != 1:  # under the init of its own pid namespace
     escapes.append(f"pid {os.getpid()} ppid {os.getppid()}")
-for pid in range(2, 70000):  # no other process is visible, none can be signalled
+for pid in range(1, 70000):  # only its init is visible, and it cannot be signalled
+    if pid == os.getpid():
+        continue
     try:
         os.kill(pid, 0)
-        escapes.append(f"pid {pid} is visible")
+        escapes.append(f"pid {pid} can be signalled")
         break
     except ProcessLookupError:
         continue
     except OSError:
-        escapes.append(f"pid {pid} exists")
-        break
+        if pid != 1:
+            escapes.append(f"pid {pid} exists")
+            break
 tmp = os.environ["TMPDIR"]
 seen_tmp = sorted(n for n in os.listdir("/tmp") + os.listdir("/dev/shm") if n.startswith("ge-zygote-test"))
 for shared in ("/tmp", "/dev/shm"):  # private and new for each stage, or read-only

@@ -302,6 +302,7 @@ class WorkerPool:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
                 preexec_fn=wrapped.preexec,
+                pass_fds=wrapped.pass_fds,
                 limit=LINE_LIMIT,
             )
         except OSError as exc:
