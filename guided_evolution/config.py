@@ -275,7 +275,12 @@ class EvaluatorConfig(_Model):
     preload_recycle_after: int = Field(50, ge=1, description="variants per preloading worker")
     timeout_s: float = Field(3600.0, gt=0)
     check_timeout_s: float = Field(120.0, gt=0)
-    memory_mb: int | None = Field(None, ge=16)
+    memory_mb: int | Literal["auto"] = Field(
+        "auto",
+        description='memory bound of one evaluation in MB: "auto" = 3/4 of the machine\'s memory '
+        "(or of ge's cgroup limit) shared by the slots; 0 = unbounded. A cgroup of its own caps "
+        "the evaluation as a whole where the machine allows, else RLIMIT_AS each process",
+    )
     cpu_seconds: int | None = Field(None, ge=1)
     file_size_mb: int | None = Field(1024, ge=1)
     max_processes: int | None = Field(256, ge=1)
@@ -287,11 +292,30 @@ class EvaluatorConfig(_Model):
     tmpfs_mb: int | None = Field(
         1024, ge=1, description="size cap of the evaluated code's private /tmp and /dev/shm, each"
     )
+    disk_reserve_mb: int | Literal["auto"] = Field(
+        "auto",
+        description="free space in MB kept on the file system of the run directory: an "
+        'evaluation that brings it lower is stopped and failed; "auto" = 1 % of the file '
+        "system, between 1024 and 10240 MB; 0 = no reserve",
+    )
     sandbox: Literal["auto", "bwrap", "landlock", "none"] = Field(
         "auto",
         description="auto = bwrap where it works, else ge's own Landlock + namespaces sandbox, else "
         'refuse to start; "none" runs evaluated code without isolation (only in a throw-away VM)',
     )
+
+    @field_validator("memory_mb", "disk_reserve_mb", mode="before")
+    @classmethod
+    def _auto_or_megabytes(cls, value: Any, info: Any) -> Any:
+        if value is None:  # memory_mb of a run's stored config from before the "auto" default
+            return "auto"
+        if isinstance(value, bool):
+            raise ValueError('must be a number of MB or "auto"')
+        if isinstance(value, int):
+            low = 16 if info.field_name == "memory_mb" else 1
+            if value < 0 or 0 < value < low:
+                raise ValueError(f'must be 0 (none), at least {low} (MB) or "auto"')
+        return value
 
     @field_validator("sandbox", mode="before")
     @classmethod

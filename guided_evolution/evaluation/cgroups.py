@@ -68,6 +68,15 @@ class CgroupLease:
         self.dirs = left
         return killed
 
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for going over the memory cap (call before
+        ``release``)."""
+        total = 0
+        for directory in self.dirs:
+            for name in ("memory.events", "memory.oom_control"):  # cgroup v2, v1
+                total += _counter(directory / name, "oom_kill")
+        return total
+
 
 def _remove(directory: Path, tries: int) -> bool:
     for attempt in range(tries):
@@ -160,6 +169,39 @@ def _v2_base(mount: str | None, own: str | None, wanted: tuple[str, ...]) -> Hie
         return None
     h = Hierarchy(2, base, tuple(at_root))
     return h if _works(h) else None
+
+
+def own_memory_limit() -> int | None:
+    """The memory limit in bytes of ge's own cgroup (the smallest on its way up: a container's
+    or a SLURM job's limit), or None without one."""
+    mounts, own = _mounts(), _own_cgroups()
+    limits: list[int] = []
+    if MEMORY in mounts and own.get(MEMORY) is not None:
+        stat = Path(mounts[MEMORY]) / own[MEMORY].lstrip("/") / "memory.stat"
+        limits.append(_counter(stat, "hierarchical_memory_limit"))
+    if "cgroup2" in mounts and own.get("") is not None:
+        root = Path(mounts["cgroup2"])
+        directory = root / own[""].lstrip("/")
+        while root == directory or root in directory.parents:
+            words = _words(directory / "memory.max")
+            if words and words[0].isdigit():
+                limits.append(int(words[0]))
+            directory = directory.parent
+    usable = [limit for limit in limits if 0 < limit < 1 << 60]
+    return min(usable) if usable else None
+
+
+def _counter(path: Path, key: str) -> int:
+    """The value of ``key`` in a cgroup file of "key value" lines; 0 without it."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return 0
 
 
 def _works(h: Hierarchy) -> bool:

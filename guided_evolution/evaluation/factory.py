@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from guided_evolution.errors import GeError
+from guided_evolution.evaluation.cgroups import own_memory_limit
 from guided_evolution.evaluation.contract import Executor
+from guided_evolution.evaluation.disk_reserve import MB, DiskReserve
 from guided_evolution.evaluation.gpu import auto_slots_per_gpu, visible_gpus
 from guided_evolution.evaluation.local import LocalExecutor
 from guided_evolution.evaluation.preload import ZYGOTE, preload_pool
@@ -16,6 +20,18 @@ from guided_evolution.evaluation.workers import WorkerPool
 if TYPE_CHECKING:
     from guided_evolution.config import ResolvedConfig
     from guided_evolution.runstore.rundir import RunPaths
+
+
+MEMORY_SHARE = 3 / 4
+"""``memory_mb = "auto"``: the part of the machine's memory (or of ge's own cgroup limit) that the
+slots share; the rest stays with ge, the system and the page cache."""
+MEMORY_DEFAULT_MIN_MB = 256
+ADDRESS_SPACE_MIN_MB = 4096
+"""Without a cgroup, the default RLIMIT_AS of each process is twice the evaluation's share and
+at least this: address space is not memory (``import torch`` maps 0.65 GB for 0.2 GB resident;
+every thread reserves its stack and a 64 MB malloc arena)."""
+
+Plan = tuple[int, list[str], int | None]
 
 
 def _gpus(setting: Any) -> list[str]:
@@ -42,12 +58,56 @@ def plan_slots(resolved: ResolvedConfig) -> tuple[int, list[str], int | None]:
     return slots, gpus, per_gpu
 
 
-def sandbox_policy(resolved: ResolvedConfig) -> SandboxPolicy:
-    """The sandbox policy of a run's evaluations, from its evaluator config."""
+def machine_memory_mb() -> tuple[int, str]:
+    """The memory evaluations may share: the machine's, or ge's cgroup limit where lower (a
+    container, a SLURM job); and which of the two, in words."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = own_memory_limit()
+    if limit is not None and limit < total:
+        return limit // MB, "ge's cgroup limit"
+    return total // MB, "the machine's memory"
+
+
+def memory_policy(resolved: ResolvedConfig, plan: Plan) -> dict[str, Any]:
+    """``memory_mb`` and how it was chosen: ``evaluator.memory_mb``, or for "auto" 3/4 of the
+    machine's memory over the slots (and, without a cgroup, an RLIMIT_AS of twice that, at least
+    4 GB, none with GPUs: CUDA reserves more address space than any such limit)."""
+    setting = resolved.config.evaluator.memory_mb
+    if setting != "auto":
+        return {"memory_mb": setting or None}
+    if resolved.config.executor.kind == "slurm":  # the job's own limit (slurm.mem) applies
+        return {"memory_mb": None, "memory_default": "left to SLURM (executor.slurm.mem)"}
+    slots, gpus, _ = plan
+    total, what = machine_memory_mb()
+    share = max(MEMORY_DEFAULT_MIN_MB, int(total * MEMORY_SHARE / slots) // 64 * 64)
+    per = f"over {slots} slots" if slots > 1 else "for 1 slot"
+    return {
+        "memory_mb": share,
+        "memory_default": f"ge's default: 3/4 of {what} ({total} MB) {per}",
+        "default_address_space_mb": None if gpus else max(2 * share, ADDRESS_SPACE_MIN_MB),
+    }
+
+
+def disk_reserve(resolved: ResolvedConfig) -> DiskReserve | None:
+    """The disk reserve of the run directory's file system (``evaluator.disk_reserve_mb``);
+    None for SLURM (its jobs run elsewhere) and for 0."""
+    if resolved.config.executor.kind == "slurm":
+        return None
+    return DiskReserve.from_setting(
+        Path(resolved.run_dir), resolved.config.evaluator.disk_reserve_mb
+    )
+
+
+def sandbox_policy(
+    resolved: ResolvedConfig, plan: Plan | None = None, reserve: DiskReserve | None = None
+) -> SandboxPolicy:
+    """The sandbox policy of a run's evaluations, from its evaluator config; ``plan`` is
+    ``plan_slots``' (computed when not given), ``reserve`` the executor's disk reserve."""
     ev = resolved.config.evaluator
     return SandboxPolicy(
         network=ev.network,
-        memory_mb=ev.memory_mb,
+        **memory_policy(resolved, plan if plan is not None else plan_slots(resolved)),
+        disk_reserve=reserve.describe() if reserve is not None else "",
         cpu_seconds=ev.cpu_seconds,
         file_size_mb=ev.file_size_mb,
         max_processes=ev.max_processes,
@@ -70,15 +130,27 @@ def check_sandbox(resolved: ResolvedConfig) -> None:
     cfg = resolved.config
     local_check = bool(cfg.evaluator.check) and not cfg.executor.slurm.check_on_cluster
     if cfg.executor.kind != "slurm" or local_check:
-        Sandbox(sandbox_policy(resolved)).probe()
+        # Only whether the sandbox works matters here: no GPU query for the slot plan.
+        Sandbox(sandbox_policy(resolved, plan=(1, [], None))).probe()
+    reserve = disk_reserve(resolved)
+    free = reserve.free() if reserve is not None else None
+    if reserve is not None and free is not None and free < reserve.floor:
+        raise GeError(
+            f"free space on {reserve.filesystem} is {free // MB} MB, below the disk reserve of "
+            f"{reserve.floor // MB} MB that ge keeps free while variants run",
+            "free some space there, use another run directory (--run-dir), or lower "
+            "evaluator.disk_reserve_mb (0 turns the reserve off)",
+        )
 
 
 def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
     """The executor the config asks for; its ``warnings`` say what to show at the start of the
     run (e.g. no network sandbox)."""
     ev = resolved.config.evaluator
-    sandbox = Sandbox(sandbox_policy(resolved))
-    slots, gpus, per_gpu = plan_slots(resolved)
+    plan = plan_slots(resolved)
+    slots, gpus, per_gpu = plan
+    reserve = disk_reserve(resolved)
+    sandbox = Sandbox(sandbox_policy(resolved, plan, reserve))
     if resolved.config.executor.kind == "slurm":
         # The sandbox is probed on each node (slurm_job), not on the submitting machine.
         ignored = [k for k in ("worker", "preload") if getattr(ev, k)]
@@ -106,4 +178,12 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
             "evaluator.worker: one persistent worker per slot; the variants a slot evaluates "
             "share its sandbox (uid, /tmp, HOME) and can influence each other"
         )
-    return LocalExecutor(slots, gpus or None, per_gpu, sandbox, workers=workers, warnings=warnings)
+    return LocalExecutor(
+        slots,
+        gpus or None,
+        per_gpu,
+        sandbox,
+        workers=workers,
+        warnings=warnings,
+        disk_reserve=reserve,
+    )

@@ -70,6 +70,9 @@ class Findings:
     max_processes: int | None
     cgroups: str = ""  # e.g. "memory (cgroup v1), pids (cgroup v1)"; "" without
     cgroup_problem: str = ""  # why a wanted cgroup cap is missing
+    memory_default: str = ""  # how ge chose memory_mb (evaluator.memory_mb = "auto"), or ""
+    address_space_mb: int | None = None  # RLIMIT_AS of each process, if any
+    disk_reserve: str = ""  # "an evaluation is stopped when free space on / falls below ..."
 
 
 def describe(f: Findings) -> Isolation:
@@ -187,17 +190,9 @@ def _processes(f: Findings) -> tuple[str, bool]:
 
 
 def _resources(f: Findings) -> tuple[str, bool]:
-    if not f.memory_mb:
-        memory = "memory unbounded (set evaluator.memory_mb)"
-    elif "memory" in f.cgroups:
-        memory = (
-            f"memory {f.memory_mb} MB per evaluation ({_cgroup_of(f, 'memory')}) and per process"
-        )
-    else:
-        memory = (
-            f"memory {f.memory_mb} MB per process (RLIMIT_AS), NOT per evaluation: "
-            f"{f.cgroup_problem or 'no cgroup'}"
-        )
+    """Contained: memory bounded per evaluation (a cgroup), a disk reserve, and (with private
+    mounts) capped /tmp and /dev/shm."""
+    memory, per_evaluation = _memory(f)
     if _own_mounts(f):
         tmp = (
             f"/tmp and /dev/shm capped at {f.tmpfs_mb} MB each"
@@ -207,9 +202,36 @@ def _resources(f: Findings) -> tuple[str, bool]:
     else:
         tmp = "temp files on disk in the variant directory"
     files = f"files up to {f.file_size_mb} MB each" if f.file_size_mb else "file size unbounded"
-    text = f"{memory}; {tmp}; {files}; the variant directory as a whole is not capped"
-    # Memory per evaluation is never bounded as a whole (said in the text, not a warning).
-    return text, bool(f.tmpfs_mb or not _own_mounts(f))
+    disk = f.disk_reserve or (
+        "NO disk reserve: a variant can fill the disk that holds the run (set "
+        "evaluator.disk_reserve_mb)"
+    )
+    text = f"{memory}; {tmp}; {files}; {disk}"
+    tmp_capped = bool(f.tmpfs_mb or not _own_mounts(f))
+    return text, per_evaluation and bool(f.disk_reserve) and tmp_capped
+
+
+def _memory(f: Findings) -> tuple[str, bool]:
+    """The memory part of the resources aspect, and whether it bounds each evaluation."""
+    how = f"; {f.memory_default}" if f.memory_default else ""
+    if not f.memory_mb:
+        if f.memory_default:
+            return f"memory not bounded by ge ({f.memory_default})", False
+        return "memory UNBOUNDED (evaluator.memory_mb = 0)", False
+    if "memory" in f.cgroups:
+        return f"memory {f.memory_mb} MB per evaluation ({_cgroup_of(f, 'memory')}{how})", True
+    why = f.cgroup_problem or "no cgroup"
+    if f.address_space_mb:
+        return (
+            f"memory NOT bounded per evaluation ({why}), only each process's address space at "
+            f"{f.address_space_mb} MB (RLIMIT_AS{how})",
+            False,
+        )
+    return (
+        f"memory UNBOUNDED: {why}, and an address-space limit (RLIMIT_AS) would break CUDA "
+        "(set evaluator.memory_mb to bound each process's address space)",
+        False,
+    )
 
 
 def _cgroup_of(f: Findings, controller: str) -> str:

@@ -24,6 +24,7 @@ from guided_evolution.evaluation.contract import (
     read_metrics,
     replaced_reason,
 )
+from guided_evolution.evaluation.disk_reserve import DiskReserve
 from guided_evolution.evaluation.sandbox import Sandbox, signal_name
 from guided_evolution.evaluation.sandbox_env import is_secret_name, scrub_env
 from guided_evolution.fsutil import UnsafePathError, is_within, unlink_beneath
@@ -118,6 +119,7 @@ class LocalExecutor:
         kill_grace_s: float = 3.0,
         workers: WorkerPool | None = None,
         warnings: Sequence[str] = (),
+        disk_reserve: DiskReserve | None = None,
     ) -> None:
         if slots < 1:
             raise GeError(f"executor.slots must be >= 1, got {slots}", "set executor.slots = 1")
@@ -132,6 +134,8 @@ class LocalExecutor:
         self.kill_grace_s = kill_grace_s
         self.workers = workers
         """Persistent per-slot workers for the evaluate stage (``evaluator.worker``), if any."""
+        self.disk_reserve = disk_reserve
+        """Free space kept on the run directory's file system while evaluations run, if any."""
         self.slots = [
             _Slot(i, gpu_list[i % len(gpu_list)] if gpu_list else None) for i in range(slots)
         ]
@@ -293,6 +297,10 @@ class LocalExecutor:
         capture: _OutputCapture,
     ) -> str | None:
         """Run one stage; the failure reason, or None on exit code 0."""
+        reserve = self.disk_reserve
+        short = reserve.short() if reserve is not None else None
+        if short is not None:
+            return short
         wrapped = self.sandbox.wrap(
             ["/bin/sh", "-c", command], workdir, env, writable, hide=[run_dir]
         )
@@ -313,9 +321,11 @@ class LocalExecutor:
             self._workdirs.discard(workdir)
             raise
         self._running.add(proc)
+        kill = functools.partial(_kill_group, proc, signal.SIGKILL)
+        watch = reserve.watch(workdir, kill) if reserve is not None else None
         assert proc.stdout is not None
         reader = asyncio.ensure_future(_drain(proc.stdout, capture))
-        timed_out = False
+        timed_out = oom = False
         try:
             try:
                 await asyncio.wait_for(proc.wait(), timeout)
@@ -329,7 +339,10 @@ class LocalExecutor:
                     await proc.wait()
         finally:
             _kill_group(proc, signal.SIGKILL)
+            oom = self.sandbox.out_of_memory(workdir)
             self.sandbox.cleanup(workdir)
+            if watch is not None:
+                watch.close()  # after a breach: its big files go, now that nothing writes
             self._workdirs.discard(workdir)
             self._running.discard(proc)
             try:
@@ -339,19 +352,43 @@ class LocalExecutor:
                 capture.note("output still open after the command ended; stopped reading")
             if proc.returncode is None:
                 await proc.wait()
+        if watch is not None and watch.reason is not None:
+            return watch.reason
         if timed_out:
             return f"timed out after {timeout:g} s"
-        code = proc.returncode
-        if code == 0:
+        return self._memory_reason(exit_reason(proc.returncode), oom, capture)
+
+    def _memory_reason(self, reason: str | None, oom: bool, capture: _OutputCapture) -> str | None:
+        """``reason`` saying so when the evaluation failed for its memory bound."""
+        if reason is None:
             return None
-        if code is not None and code < 0:
-            name = signal_name(-code)
-            return f"exit code {code}" + (f" (killed by {name})" if name else "")
-        if code is not None and 128 < code <= 128 + 64:
-            name = signal_name(code - 128)
-            if name:
-                return f"exit code {code} (probably killed by {name})"
-        return f"exit code {code}"
+        if oom:
+            return (
+                f"out of memory: the evaluation went over its bound of "
+                f"{self.sandbox.policy.memory_mb} MB (evaluator.memory_mb) and the kernel "
+                f"killed it ({reason})"
+            )
+        limit = self.sandbox.address_space_mb()
+        if limit is not None and "MemoryError" in capture.output_tail()[-2000:]:
+            return (
+                f"{reason} (MemoryError: each process's address space is bounded to {limit} MB, "
+                "evaluator.memory_mb)"
+            )
+        return reason
+
+
+def exit_reason(code: int | None) -> str | None:
+    """The failure reason of an exit status (None for 0)."""
+    if code == 0:
+        return None
+    if code is not None and code < 0:
+        name = signal_name(-code)
+        return f"exit code {code}" + (f" (killed by {name})" if name else "")
+    if code is not None and 128 < code <= 128 + 64:
+        name = signal_name(code - 128)
+        if name:
+            return f"exit code {code} (probably killed by {name})"
+    return f"exit code {code}"
 
 
 def clear_metrics(metrics_path: Path, workdir: Path) -> str | None:

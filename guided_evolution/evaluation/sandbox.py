@@ -77,6 +77,14 @@ class SandboxPolicy:
 
     network: bool = False
     memory_mb: int | None = None
+    """The memory bound: of the evaluation as a whole where a cgroup of its own caps it
+    (``memory.max``, no RLIMIT_AS then), else of each process's address space (RLIMIT_AS)."""
+    memory_default: str = ""
+    """How ge chose ``memory_mb`` (``evaluator.memory_mb = "auto"``), for the isolation event;
+    "" when it was set explicitly."""
+    default_address_space_mb: int | None = None
+    """With ``memory_default``: the RLIMIT_AS of each process where no cgroup caps the
+    evaluation (None: none, e.g. with GPUs, where CUDA reserves more address space than that)."""
     cpu_seconds: int | None = None
     file_size_mb: int | None = 1024
     max_processes: int | None = 256
@@ -87,6 +95,7 @@ class SandboxPolicy:
     readable: tuple[str, ...] = ()
     backend: str = "auto"  # "auto" | "bwrap" | "landlock" | "none"
     tmpfs_mb: int | None = 1024  # size cap of the private /tmp and /dev/shm, each
+    disk_reserve: str = ""  # the executor's disk reserve in words (disk_reserve.py), or ""
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,9 @@ class Sandbox:
                 max_processes=p.max_processes,
                 cgroups=cgroups.label if cgroups is not None else "",
                 cgroup_problem=problem,
+                memory_default=p.memory_default,
+                address_space_mb=self.address_space_mb(),
+                disk_reserve=p.disk_reserve,
             )
         )
         warning = None
@@ -299,6 +311,22 @@ class Sandbox:
             lease.cgroup = cgroups.create(f"ge-{lease.token}", memory, p.max_processes)
         return lease
 
+    def address_space_mb(self) -> int | None:
+        """The RLIMIT_AS of each process: none where a cgroup caps the evaluation's memory
+        (address space is not memory: CUDA and many threads reserve far more than they use)."""
+        cgroups = self._cgroups()
+        if cgroups is not None and cgroups.controls(MEMORY):
+            return None
+        if self.policy.memory_default:
+            return self.policy.default_address_space_mb
+        return self.policy.memory_mb
+
+    def out_of_memory(self, workdir: Path) -> bool:
+        """Whether the kernel killed a process of the command started for ``workdir`` for going
+        over the evaluation's memory cap (its cgroup); call before ``cleanup``."""
+        lease = self._leases.get(Path(os.path.abspath(workdir)))
+        return lease is not None and lease.cgroup is not None and lease.cgroup.oom_kills() > 0
+
     def _cgroups(self) -> Cgroups | None:
         """Where each evaluation gets a capped cgroup of its own (found once), or None."""
         if self._cgroup_search is None:
@@ -378,8 +406,9 @@ class Sandbox:
     def _limits(self, lease: Lease) -> RLimits:
         p = self.policy
         mb = 1024 * 1024
+        address_space = self.address_space_mb()
         return RLimits(
-            memory_bytes=p.memory_mb * mb if p.memory_mb is not None else None,
+            memory_bytes=address_space * mb if address_space is not None else None,
             cpu_seconds=p.cpu_seconds,
             file_bytes=p.file_size_mb * mb if p.file_size_mb is not None else None,
             processes=lease.processes_limit,
