@@ -201,7 +201,10 @@ def evaluator_process_cost(tmp: Path, sandbox: str, samples: int = 30) -> float:
         command = box.wrap(["/bin/sh", "-c", METRICS_ONLY], work, scrub_env(os.environ), [])
         env = {**command.env, "GE_METRICS": str(work / "metrics.json")}
         start = time.perf_counter()
-        subprocess.run(command.argv, env=env, preexec_fn=command.preexec, cwd=work, check=True)
+        subprocess.run(
+            command.argv, env=env, preexec_fn=command.preexec, pass_fds=command.pass_fds,
+            cwd=work, check=True,
+        )
         times.append(time.perf_counter() - start)
         box.cleanup(work)
     return statistics.median(times)

@@ -18,7 +18,10 @@ strongest set that works on this machine:
 3. ``--uid U``: the dedicated unprivileged uid (ge runs as root); ``--drop-caps``: stay uid 0
    with no capabilities at all.
 4. ``--rlimit NAME=N``; 5. Landlock (``--ll-read``/``--ll-write``/``--ll-dev``/``--ll-hide``,
-   ``--ll-deny-tcp``, ``--ll-scope``; module ``landlock`` next to this file).
+   ``--ll-deny-tcp``, ``--ll-scope``; module ``landlock`` next to this file);
+6. ``--deny-keyrings``: a new, empty session keyring, then a seccomp filter that fails every
+   keyring syscall (module ``syscall_filter`` next to this file). Never fatal: the report says
+   what held ("keyrings denied"), and ge's isolation event with it.
 
 ``--report`` prints what was applied (one ``confine: ...`` line on stdout) before the exec.
 
@@ -88,6 +91,7 @@ class Spec:
         self.ll_scope = False
         self.landlock = False
         self.report = False
+        self.keyrings = False
         self.argv: list[str] = []
 
 
@@ -160,6 +164,8 @@ def _flag(spec: Spec, opt: str) -> None:
         spec.landlock = spec.ll_tcp = True
     elif opt == "--ll-scope":
         spec.landlock = spec.ll_scope = True
+    elif opt == "--deny-keyrings":
+        spec.keyrings = True
     elif opt == "--report":
         spec.report = True
     elif opt not in _IGNORED:
@@ -398,6 +404,14 @@ def drop_privileges(kernel: Kernel, spec: Spec) -> str | None:
     return None
 
 
+def load_syscall_filter() -> ModuleType:
+    """The ``syscall_filter`` module next to this file (imported before the layout)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import syscall_filter
+
+    return syscall_filter
+
+
 def load_landlock() -> ModuleType:
     """The ``landlock`` module next to this file (imported before the layout hides anything)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -433,6 +447,7 @@ def confine(spec: Spec) -> list[str]:
     """Apply every layer to this process (forking for the pid namespace); what was applied."""
     kernel = Kernel()
     landlock = load_landlock() if spec.landlock else None
+    keyrings = load_syscall_filter() if spec.keyrings else None
     applied: list[str] = []
     for procs in spec.cgroups:  # first: everything below runs in the evaluation's cgroups
         with open(procs, "w") as fh:
@@ -464,6 +479,8 @@ def confine(spec: Spec) -> list[str]:
         applied.append("rlimits")
     if landlock is not None:
         applied.append(apply_landlock(landlock, spec))
+    if keyrings is not None:  # last: the join needs keyctl, the filter then denies it
+        applied.append(keyrings.deny_keyrings())
     if not spec.ns:
         # No pid namespace: stay as a confined subreaper around the command and kill what it
         # leaves behind (a daemon without ge's token, `env -i setsid ...`).

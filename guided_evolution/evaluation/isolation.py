@@ -70,6 +70,7 @@ class Findings:
     max_processes: int | None
     cgroups: str = ""  # e.g. "memory (cgroup v1), pids (cgroup v1)"; "" without
     cgroup_problem: str = ""  # why a wanted cgroup cap is missing
+    keyrings: str = ""  # what the probe reported of them: "keyrings denied", "keyrings OPEN (...)"
     memory_default: str = ""  # how ge chose memory_mb (evaluator.memory_mb = "auto"), or ""
     address_space_mb: int | None = None  # RLIMIT_AS of each process, if any
     disk_reserve: str = ""  # "an evaluation is stopped when free space on / falls below ..."
@@ -107,6 +108,8 @@ def _layers(f: Findings) -> list[str]:
             layers.append("network namespace")
     if f.landlock:
         layers.append(f.landlock)
+    if f.keyrings:
+        layers.append(f.keyrings)
     if f.dedicated_uid:
         layers.append("dedicated uid")
     elif f.is_root and f.backend != "none":
@@ -130,17 +133,66 @@ def _filesystem(f: Findings, contained: bool) -> str:
     )
 
 
+UNIX_SOCKETS_HIDDEN = (
+    "path-named unix sockets unreachable: every top-level directory but /usr, /bin, /sbin, /lib*, "
+    "/etc and /sys is hidden (/run, /var, /srv, /opt, /home, /mnt, ...), only what the command "
+    "needs bound back read-only (ge's interpreter, sys.path, PATH, the seed directory, data paths "
+    "named in pass_env or the command), where a socket stays connectable"
+)
+
+
 def _network(f: Findings) -> tuple[str, bool]:
     if f.network_allowed:
-        return "open (evaluator.network = true)", False
+        sockets = f"; {UNIX_SOCKETS_HIDDEN}" if _own_mounts(f) else ""
+        return f"open (evaluator.network = true){sockets}", False
     if _own_mounts(f):
-        return "none (empty network namespace)", True
+        return f"none (empty network namespace); {UNIX_SOCKETS_HIDDEN}", True
+    abstract = (
+        "abstract unix sockets scoped (Landlock)"
+        if "abstract unix sockets scoped" in f.landlock
+        else "abstract unix sockets OPEN"
+    )
+    no_rule = (
+        f"no network namespace, and {f.landlock.split(',')[0].replace('landlock', 'Landlock')} "
+        "has no rule for them"
+        if f.landlock
+        else "no network namespace and no Landlock"
+    )
+    sockets = (
+        "path-named unix sockets (D-Bus, docker.sock, a database's socket under /run, /var/lib "
+        f"or /srv) are connectable: {no_rule}"
+    )
     if "tcp denied" in f.landlock:
-        return "TCP denied (Landlock) but UDP and unix sockets OPEN (no network namespace)", False
-    return "OPEN: no network namespace and no Landlock network rules", False
+        return f"TCP denied (Landlock), {abstract}, but UDP is OPEN and {sockets}", False
+    return f"OPEN: no network namespace and no Landlock network rules; {sockets}", False
+
+
+def _keyrings(f: Findings) -> tuple[str, bool]:
+    """What evaluated code can do with the kernel's keyrings, from the probe's report."""
+    calls = "add_key, request_key and keyctl fail (seccomp)"
+    if f.keyrings == "keyrings denied":
+        if f.backend == "bwrap":
+            return f"kernel keyrings unreachable: {calls}; /proc/keys hidden", True
+        return f"kernel keyrings unreachable: a new empty session keyring, {calls}", True
+    if f.backend == "none":
+        return "kernel keyrings of ge's user (session and user keyrings) READABLE", False
+    why = f.keyrings.partition("(")[2].rstrip(")") or "not applied"
+    if f.keyrings.startswith("keyrings: new session keyring only"):
+        return (
+            "a new empty session keyring, but the user keyring of the uid is REACHABLE (keys of "
+            f"ge's user, or a channel between evaluations of one dedicated uid): {why}",
+            False,
+        )
+    return f"kernel keyrings REACHABLE (read, overwritten, planted): {why}", False
 
 
 def _secrets(f: Findings) -> tuple[str, bool]:
+    text, contained = _secrets_but_keyrings(f)
+    keys, keys_contained = _keyrings(f)
+    return f"{text}; {keys}", contained and keys_contained
+
+
+def _secrets_but_keyrings(f: Findings) -> tuple[str, bool]:
     if f.backend == "none":
         exposed = (
             "ge's /proc entries (its environment, API keys)"

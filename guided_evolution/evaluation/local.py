@@ -315,6 +315,7 @@ class LocalExecutor:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=wrapped.preexec,
+                pass_fds=wrapped.pass_fds,
             )
         except BaseException:
             self.sandbox.cleanup(workdir)

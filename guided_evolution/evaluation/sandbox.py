@@ -40,6 +40,7 @@ from guided_evolution.evaluation.sandbox_bwrap import (
     BwrapRequest,
     HostPaths,
     bwrap_args,
+    named_paths,
     traversable_by_others,
 )
 from guided_evolution.evaluation.sandbox_confine import (
@@ -62,9 +63,12 @@ from guided_evolution.evaluation.sandbox_uids import (
     new_lease,
     release,
 )
-from guided_evolution.fsutil import chown_tree, open_dir_beneath
+from guided_evolution.evaluation.syscall_filter import keyring_filter, machine
+from guided_evolution.fsutil import chown_tree, is_within, open_dir_beneath
 
 BACKENDS = ("bwrap", "landlock", "none")
+KEY_FILES = ("/proc/keys", "/proc/key-users")
+"""What /proc says of the kernel's keys and their owners: hidden from bwrap's commands."""
 FIX_HINT = (
     "install bubblewrap (apt-get install bubblewrap) or use a Linux kernel with Landlock (5.13+); "
     'to run evaluated code without isolation anyway: evaluator.sandbox = "none" or --no-sandbox'
@@ -119,6 +123,9 @@ class SandboxedCommand:
     preexec: Callable[[], None] | None
     uid: int | None
     """The dedicated uid the command runs as (ge runs as root), or None: it keeps ge's uid."""
+    pass_fds: tuple[int, ...] = ()
+    """Descriptors the command must inherit (``pass_fds=``): bwrap reads its keyring filter from
+    one. Owned by the sandbox, closed by ``cleanup(workdir)``."""
 
 
 class Sandbox:
@@ -134,6 +141,8 @@ class Sandbox:
         self._info: SandboxInfo | None = None
         self._is_root = os.geteuid() == 0
         self._leases: dict[Path, Lease] = {}
+        self._keyring_filter = keyring_filter()  # bwrap's --seccomp program; None: unsupported
+        self._fds: dict[Path, list[int]] = {}
         self._host: HostPaths | None = None
         self._setpriv = shutil.which("setpriv")
         self._prlimit = shutil.which("prlimit")
@@ -180,6 +189,7 @@ class Sandbox:
         p = self.policy
         namespaces = backend == "bwrap" or bool(mode and mode.namespaces)
         landlock = next((part for part in applied.split("; ") if part.startswith("landlock")), "")
+        keyrings = next((part for part in applied.split("; ") if part.startswith("keyrings")), "")
         dedicated = self._is_root and (namespaces or self._reachable(()))
         cgroups = self._cgroups()
         problem = self._cgroup_search[1] if self._cgroup_search else ""
@@ -188,6 +198,7 @@ class Sandbox:
                 backend=backend,
                 namespaces=namespaces,
                 landlock=landlock,
+                keyrings=keyrings,
                 dedicated_uid=dedicated,
                 is_root=self._is_root,
                 network_allowed=p.network,
@@ -240,6 +251,7 @@ class Sandbox:
                     env=command.env,
                     cwd=workdir,
                     preexec_fn=command.preexec,
+                    pass_fds=command.pass_fds,
                     stdin=subprocess.DEVNULL,
                     capture_output=True,
                     timeout=20,
@@ -254,6 +266,10 @@ class Sandbox:
         if result.returncode != 0:
             text = result.stderr.decode(errors="replace").strip().splitlines()
             return (text[-1] if text else f"exit code {result.returncode}")[:200], ""
+        if backend == "bwrap":  # it applied the keyring filter, or it failed (no report line)
+            if self._keyring_filter is None:
+                return None, f"keyrings OPEN (no seccomp filter for {machine()})"
+            return None, "keyrings denied"
         applied = [line for line in out.splitlines() if line.startswith("confine: ")]
         return None, applied[-1].removeprefix("confine: ") if applied else ""
 
@@ -281,6 +297,8 @@ class Sandbox:
     def cleanup(self, workdir: Path) -> int:
         """Kill every process left by the command started for ``workdir``; returns how many."""
         lease = self._leases.pop(Path(os.path.abspath(workdir)), None)
+        for fd in self._fds.pop(Path(os.path.abspath(workdir)), []):
+            os.close(fd)
         for cgroup in self._unremoved:  # earlier ones, whose processes had not exited yet
             cgroup.release(wait=False)
         self._unremoved = [c for c in self._unremoved if c.dirs]
@@ -378,17 +396,19 @@ class Sandbox:
         if extra:
             out_env["TMPDIR"] = str(extra[0])
         hidden = [Path(os.path.abspath(p)) for p in hide]
+        named = named_paths(env, self.policy.pass_env, argv)  # data paths: bound back read-only
         joins = [str(f) for f in lease.cgroup.procs_files] if lease.cgroup is not None else []
         if backend == "landlock":
             assert mode is not None
-            request = self._bwrap_request(workdir, writable, hidden, lease, backend)
+            request = self._bwrap_request(workdir, writable, hidden, lease, backend, named)
             limits = self._limits(lease)
             args = confine_argv(mode, request, self._hosts(), limits, joins, report=report)
             return SandboxedCommand((*args, *argv), out_env, None, lease.uid)
         if backend == "bwrap":
             drop = drop_privileges_argv(self._setpriv, lease.uid)
-            request = self._bwrap_request(workdir, writable, hidden, lease, backend)
+            request = self._bwrap_request(workdir, writable, hidden, lease, backend, named)
             layout = bwrap_args(request, self._hosts())
+            layout += self._bwrap_keyrings(workdir)
             full = [shutil.which("bwrap") or "bwrap", *layout, "--", *drop, *argv]
         else:
             full = list(argv)
@@ -399,9 +419,31 @@ class Sandbox:
             # parent can vfork, which saves a few ms per evaluation in a large ge process.
             join = [*JOIN_CGROUPS, *joins, "--"] if joins else []
             prlimit = prlimit_argv(self._prlimit, limits)
-            return SandboxedCommand((*join, *prlimit, *full), out_env, None, lease.uid)
+            return SandboxedCommand(
+                (*join, *prlimit, *full), out_env, None, lease.uid, self._passed(workdir)
+            )
         preexec = preexec_hook(limits, switch_uid, joins)
-        return SandboxedCommand(tuple(full), out_env, preexec, lease.uid)
+        return SandboxedCommand(tuple(full), out_env, preexec, lease.uid, self._passed(workdir))
+
+    def _bwrap_keyrings(self, workdir: Path) -> list[str]:
+        """bwrap options that keep kernel keyrings from the command: the keyring filter
+        (``syscall_filter``) read from a pipe of its own (``--seccomp FD``, in ``pass_fds``;
+        bwrap fails rather than run without it), and ``/proc/keys``, ``/proc/key-users`` hidden
+        (bwrap cannot give the command a new session keyring: the filter makes the inherited
+        one unusable, and this hides what it holds). Nothing where no filter exists here."""
+        if self._keyring_filter is None:
+            return []
+        read, write = os.pipe()
+        try:
+            os.write(write, self._keyring_filter)  # ~200 bytes: a pipe holds them, no reader yet
+        finally:
+            os.close(write)
+        self._fds.setdefault(workdir, []).append(read)
+        hidden = [a for f in KEY_FILES for a in ("--ro-bind", "/dev/null", f)]
+        return [*hidden, "--seccomp", str(read)]
+
+    def _passed(self, workdir: Path) -> tuple[int, ...]:
+        return tuple(self._fds.get(workdir, ()))
 
     def _limits(self, lease: Lease) -> RLimits:
         p = self.policy
@@ -438,8 +480,12 @@ class Sandbox:
         hide: Sequence[Path],
         lease: Lease,
         backend: str,
+        named: Sequence[Path] = (),
     ) -> BwrapRequest:
+        """``named``: paths the user named for the command (``named_paths``), readable too."""
         readable = [Path(os.path.abspath(r)) for r in self.policy.readable if os.path.isdir(r)]
+        # Never one inside a hidden directory (the run directory): it stays hidden.
+        readable += [p for p in named if not any(is_within(p, h) for h in hide)]
         return BwrapRequest(
             workdir=workdir,
             writable=writable,

@@ -1,26 +1,44 @@
 """The bwrap command line of a sandboxed command: namespaces and the file-system layout.
 
-Read-only ``/``, private ``/tmp`` and ``/dev/shm``, the run directory hidden behind a tmpfs, only
-the variant's directory (and the explicitly writable paths) writable, credential files of the
-home directories hidden. With a dedicated uid, private (0700) homes and ancestors are masked and
-what the command needs from them (the interpreter, ``sys.path``, ``PATH``) is bound back.
+Read-only ``/`` of which only the system directories stay visible (``KEPT``): every other
+top-level directory (``/run``, ``/var``, ``/srv``, ``/opt``, ``/home``, ...) is hidden behind an
+empty read-only tmpfs, and what the command needs from them is bound back read-only (the
+interpreter, ``sys.path``, ``PATH``, the seed directory, data paths). Path-named unix sockets
+(a daemon's, a database's) ignore the network namespace: outside what is bound back, none is
+left to connect to. Private ``/tmp`` and ``/dev/shm``, the run directory hidden behind a tmpfs,
+only the variant's directory (and the explicitly writable paths) writable, credential files of
+the home directories hidden. With a dedicated uid, private (0700) homes and ancestors are masked
+too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import glob
 import os
 import pwd
+import shlex
+import stat
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from guided_evolution.evaluation.sandbox_env import CREDENTIAL_PATHS
 from guided_evolution.fsutil import is_within
 
-SOCKET_DIRS = ("/run", "/var/run", "/var/tmp")
-"""Masked with an empty tmpfs (bound back where the command's own paths lie inside)."""
+KEPT = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "sys", "proc", "dev", "tmp")
+"""The top-level directories that stay visible (read-only): software (``/usr``; ``/bin``,
+``/sbin``, ``/lib*`` are links into it or hold the same), the system configuration libc, Python
+and CUDA read (``/etc``: ``ld.so.cache``, ``passwd``, ``resolv.conf``, certificates, time zone)
+and the kernel's view of the hardware (``/sys``: CPUs, NUMA nodes, the PCI devices of CUDA;
+sysfs holds no sockets). ``/proc``, ``/dev`` and ``/tmp`` are the sandbox's own. Every other
+top-level directory is masked with an empty tmpfs, and a socket directly in ``/`` with
+``/dev/null``: that is where path-named unix sockets live (``/run``, ``/var/run``, ``/var/lib``,
+``/srv``, ``/opt``, ``/home``, ``/tmp`` of the host)."""
+STORES = ("/nix/store", "/gnu/store")
+"""Read-only software stores (NixOS, Guix): bound back whole where they exist."""
 
 
 @dataclass(frozen=True)
@@ -128,18 +146,17 @@ def bwrap_args(req: BwrapRequest, host: HostPaths) -> list[str]:
     """The bwrap options (before ``--``) that run a command as ``req`` describes."""
     m = _Mounts(_base_args(req))
     targets = (req.workdir, *req.writable)
-    for name in SOCKET_DIRS:
-        # Path-named unix sockets (D-Bus, docker.sock, a user's services) ignore the network
-        # namespace and read-only mounts: hide the directories that hold them.
-        if os.path.isdir(name) and not os.path.islink(name):
-            m.mask(Path(name))
+    mask_top_level(m)
+    for store in STORES:
+        if os.path.isdir(store) and not os.path.islink(store):
+            m.bind("--ro-bind", Path(store))
     resolv = Path(os.path.realpath("/etc/resolv.conf"))
     if req.network and m.masked(resolv) and os.path.isdir(resolv.parent):
         m.bind("--ro-bind", resolv.parent)  # DNS for evaluator.network = true
     if req.uid is not None:
         # Root's home is private (0700); mask it and bring back what the command needs.
         for home in host.homes:
-            if os.path.isdir(home):
+            if os.path.isdir(home) and not m.masked(home):
                 m.mask(home)
         m.mask_private_ancestors((*targets, *req.readable))
     bound: list[Path] = []
@@ -155,11 +172,18 @@ def bwrap_args(req: BwrapRequest, host: HostPaths) -> list[str]:
         if m.masked(path) and not any(is_within(mask, path) for mask in m.masks):
             m.bind("--ro-bind", path)
             bound.append(path)
-    for path in req.readable:
-        # Bound back read-only where a mask (private /tmp, a home, a 0700 ancestor) hid it;
-        # the run directory inside it, if any, is hidden again just below.
-        if os.stat(path).st_mode & 0o001 and m.masked(path):
+    for path in sorted(req.readable, key=lambda q: len(q.parts)):
+        # Bound back read-only where a mask (a top-level directory, private /tmp, a home, a 0700
+        # ancestor) hid it; the run directory inside it, if any, is hidden again just below. A
+        # dedicated uid could not use a directory or file closed to others: it is left hidden.
+        if not os.path.exists(path) or any(is_within(mask, path) for mask in m.masks):
+            continue  # a whole masked directory (a data path "/srv") stays hidden
+        if any(is_within(path, b) for b in bound):
+            continue  # inside a path bound back already
+        others = 0o001 if os.path.isdir(path) else 0o004
+        if m.masked(path) and (req.uid is None or os.stat(path).st_mode & others):
             m.bind("--ro-bind", path)
+            bound.append(path)
     for path in req.hide:
         if os.path.isdir(path) and not is_within(path, req.workdir):
             m.parents(path)
@@ -174,6 +198,45 @@ def bwrap_args(req: BwrapRequest, host: HostPaths) -> list[str]:
         m.args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     m.args += ["--chdir", str(req.workdir)]
     return m.args
+
+
+def mask_top_level(m: _Mounts) -> None:
+    """Mask every top-level directory of / but ``KEPT`` (empty tmpfs), and every socket in /."""
+    with os.scandir("/") as entries:
+        found = sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in entries)
+    for name, is_dir, is_link in found:
+        path = Path("/", name)
+        if is_dir and name not in KEPT:
+            m.mask(path)
+        elif not is_dir and not is_link:
+            with contextlib.suppress(OSError):
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    m.args.extend(["--ro-bind", "/dev/null", str(path)])
+
+
+def named_paths(env: Mapping[str, str], pass_env: Sequence[str], argv: Sequence[str]) -> list[Path]:
+    """Existing absolute paths the user named for the command, which the layout binds back
+    read-only where they are hidden: in the values of the ``pass_env`` variables (``GE_DATA=
+    /data/cifar-10-batches-py``; ``:``-separated lists too) and ``LD_LIBRARY_PATH``, and in the
+    words of the command (``python evaluate.py --data=/srv/data``)."""
+    words: list[str] = []
+    for name, value in env.items():
+        if name == "LD_LIBRARY_PATH" or any(fnmatch.fnmatchcase(name, p) for p in pass_env):
+            words += value.split(os.pathsep)
+    for arg in argv:
+        try:
+            words += shlex.split(arg)
+        except ValueError:
+            words += arg.split()
+    found: list[Path] = []
+    for word in words:
+        for item in (word, word.partition("=")[2]):
+            if not item.startswith("/"):
+                continue
+            for candidate in (Path(os.path.normpath(item)), Path(os.path.realpath(item))):
+                if candidate != Path("/") and candidate not in found and candidate.exists():
+                    found.append(candidate)
+    return found
 
 
 def _home_dirs() -> list[Path]:
@@ -200,6 +263,7 @@ def _needed_paths(homes: Sequence[Path]) -> list[Path]:
     for name in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYENV_ROOT"):
         if os.environ.get(name):
             raw.append(os.environ[name])
+    raw += ld_so_dirs()  # libraries the dynamic linker knows (/opt/...: HPC-X, CUDA, MKL)
     cwd = Path.cwd()
     if not any(is_within(h, cwd) for h in homes) and cwd != Path("/"):
         raw.append(str(cwd))
@@ -214,6 +278,25 @@ def _needed_paths(homes: Sequence[Path]) -> list[Path]:
     # holds the variant's directory: an editable checkout on sys.path with `runs/` and `.venv`
     # inside), the inner ones are bound instead.
     return sorted(found, key=lambda q: len(q.parts))
+
+
+def ld_so_dirs(conf: str = "/etc/ld.so.conf", depth: int = 0) -> list[str]:
+    """The directories of ``ld.so.conf`` and the files it includes (``include GLOB``)."""
+    out: list[str] = []
+    try:
+        with open(conf, encoding="utf-8", errors="replace") as fh:
+            lines = [line.split("#", 1)[0].strip() for line in fh]
+    except OSError:
+        return out
+    for line in lines:
+        words = line.split(None, 1)
+        if len(words) == 2 and words[0] == "include" and depth < 4:
+            pattern = os.path.join(os.path.dirname(conf), words[1])  # absolute stays absolute
+            for name in sorted(glob.glob(pattern)):
+                out += ld_so_dirs(name, depth + 1)
+        elif line.startswith("/"):
+            out.append(line)
+    return out
 
 
 def traversable_by_others(path: Path) -> bool:

@@ -2,7 +2,8 @@
 
 ``confine.py`` runs under ge's interpreter with ``-I -S`` and applies, in one process start, what
 the probe found works here (a ``ConfineMode``): namespaces with bwrap's file-system layout
-(planned by ``sandbox_bwrap.bwrap_args``), the dedicated uid, rlimits and Landlock. Without
+(planned by ``sandbox_bwrap.bwrap_args``), the dedicated uid, rlimits and Landlock; in every mode
+a new session keyring and a seccomp filter denying the keyring syscalls (``syscall_filter``). Without
 namespaces, Landlock alone hides the run directory and the homes from reads (``--ll-hide``) and
 the command gets a private temp directory inside its own directory (``TMPDIR``).
 """
@@ -97,6 +98,8 @@ def confine_argv(
     args += limits.options()
     if mode.landlock:
         args += _landlock_options(mode, req, host)
+    # Every mode: a new session keyring and no keyring syscalls (syscall_filter.py).
+    args.append("--deny-keyrings")
     return [*args, "--"]
 
 

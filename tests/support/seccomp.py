@@ -12,20 +12,33 @@ starts, so ge, its probes and the evaluated code all see the kernel of such a ma
 
 Only x86_64 and aarch64 are supported (``supported()``); syscalls of any other architecture
 (x86's 32-bit entry points) fail with ENOSYS. There is no hook in ge's code: the denial happens
-at the syscall level, as on the machines it simulates.
+at the syscall level, as on the machines it simulates. The instructions and the installation
+are ``guided_evolution/evaluation/syscall_filter.py``'s (ge's own keyring filter).
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import platform
-import struct
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from guided_evolution.evaluation.syscall_filter import (
+    JEQ_K,
+    JSET_K,
+    LD_W_ABS,
+    OFF_ARCH,
+    OFF_ARG0,
+    OFF_NR,
+    RET_ALLOW,
+    RET_ERRNO,
+    RET_K,
+)
+from guided_evolution.evaluation.syscall_filter import insn as _insn
+from guided_evolution.evaluation.syscall_filter import install as _install
 
 
 @dataclass(frozen=True)
@@ -48,15 +61,6 @@ DENIALS = ("landlock", "namespaces")
 ALIASES = {"unshare": "namespaces", "landlock": "landlock", "namespaces": "namespaces"}
 CLONE_NEW_FLAGS = 0x7E020000  # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 
-PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
-RET_ALLOW, RET_ERRNO = 0x7FFF0000, 0x00050000
-LD_W_ABS, JEQ_K, JSET_K, RET_K = 0x20, 0x15, 0x45, 0x06
-OFF_NR, OFF_ARCH, OFF_ARG0 = 0, 4, 16  # struct seccomp_data (args[0]'s low word: little-endian)
-
-
-class SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
 
 def machine() -> str:
     """The kernel's architecture name, e.g. ``x86_64``."""
@@ -74,10 +78,6 @@ def deny_argv(*denials: str) -> list[str]:
     for name in denials:
         args += ["--deny", name]
     return [*args, "--"]
-
-
-def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
-    return struct.pack("=HBBI", code, jt, jf, k)
 
 
 def program(arch: Arch, denials: Iterable[str]) -> bytes:
@@ -114,19 +114,8 @@ def install(denials: Iterable[str]) -> None:
         raise OSError(
             errno.ENOSYS, f"seccomp simulation supports x86_64 and aarch64, not {machine()}"
         )
-    prog = program(ARCHES[machine()], denials)
-    buf = ctypes.create_string_buffer(prog, len(prog))
-    fprog = SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    libc = ctypes.CDLL(None, use_errno=True)
     # Root may install a filter without no_new_privs; keep it off there, as on the real machine.
-    for no_new_privs in (False, True):
-        if no_new_privs and libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-        if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) == 0:
-            return
-        if ctypes.get_errno() != errno.EACCES:
-            break
-    raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+    _install(program(ARCHES[machine()], denials), no_new_privs=False)
 
 
 def main(argv: list[str]) -> int:
