@@ -171,7 +171,9 @@ class EvolutionConfig(_Model):
     temperature: TemperatureRanges = TemperatureRanges()
     top_p: TopP = TopP()
     seed: int = 0
-    max_pending: int = Field(0, ge=0, description="bound of proposed-but-unevaluated children; 0 = 2*slots")
+    max_pending: int = Field(
+        0, ge=0, description="bound of proposed-but-unevaluated children; 0 = 2*slots"
+    )
     mode: Literal["generational", "steady"] = "generational"  # steady: no generation barrier
     overlap_tail: int = Field(0, ge=0)  # generational: plan g+1 while N children of g evaluate
     edit_mode: Literal["never", "always", "auto"] = Field(
@@ -251,6 +253,29 @@ class Objective(_Model):
     select: bool = Field(True, description="false = reported only, never used for selection")
 
 
+STDLIB_PRELOAD = (
+    "json",
+    "math",
+    "random",
+    "re",
+    "collections",
+    "itertools",
+    "functools",
+    "dataclasses",
+    "pathlib",
+    "argparse",
+    "typing",
+)
+"""What every preloading worker imports once: the standard library evaluators use most."""
+
+
+def _is_python(command: str) -> bool:
+    """Whether ``command`` looks like ``python SCRIPT [ARGS]`` or ``python -m MODULE [ARGS]``."""
+    w = [*command.split(), ""]
+    arg = w[1] == "-m" or bool(w[1] and w[1][0] != "-")
+    return w[0].rsplit("/", 1)[-1].startswith("python") and arg
+
+
 class EvaluatorConfig(_Model):
     """The user's evaluator and its sandbox limits."""
 
@@ -270,8 +295,14 @@ class EvaluatorConfig(_Model):
     worker_start_timeout_s: float = Field(
         600.0, gt=0, description="time a worker may take to print its ready line"
     )
-    preload: tuple[str, ...] = Field((), description="modules (e.g. torch) one sandboxed worker "
-        "per local slot imports once; each stage runs in a confined fork (evaluation/preload.py)")
+    preload: bool | tuple[str, ...] = Field(
+        True,
+        description="true (default): a Python "
+        "evaluator (`python SCRIPT ...`) runs each stage in a confined fork of one sandboxed "
+        "worker per local slot that imported the standard library once; a list adds modules "
+        "(e.g. torch) to import once; false: every stage starts a fresh process "
+        "(evaluation/preload.py)",
+    )
     preload_recycle_after: int = Field(50, ge=1, description="variants per preloading worker")
     timeout_s: float = Field(3600.0, gt=0)
     check_timeout_s: float = Field(120.0, gt=0)
@@ -287,8 +318,13 @@ class EvaluatorConfig(_Model):
     network: bool = False
     pass_env: tuple[str, ...] = ()
     output_cap_bytes: int = Field(1_000_000, ge=10_000)
-    feedback_max_chars: int = Field(2000, ge=100, le=100_000, description="characters kept of "
-        "the evaluator's $GE_FEEDBACK text (head, then a marker) for ge show and the next prompt")
+    feedback_max_chars: int = Field(
+        2000,
+        ge=100,
+        le=100_000,
+        description="characters kept of "
+        "the evaluator's $GE_FEEDBACK text (head, then a marker) for ge show and the next prompt",
+    )
     tmpfs_mb: int | None = Field(
         1024, ge=1, description="size cap of the evaluated code's private /tmp and /dev/shm, each"
     )
@@ -324,17 +360,29 @@ class EvaluatorConfig(_Model):
         # sandbox is its successor and includes those namespaces.
         return "landlock" if value == "unshare" else value
 
+    def preload_modules(self) -> tuple[str, ...] | None:
+        """The modules the preloading worker imports (the standard library's first), or None
+        when stages start fresh processes: ``preload = false``, an ``evaluator.worker``, or (by
+        default) a command that is not a plain Python invocation."""
+        if self.preload is False or (self.preload is True and (self.worker or not _is_python(
+                self.command))):  # fmt: skip
+            return None
+        return (*STDLIB_PRELOAD, *(() if self.preload is True else self.preload))
+
     @model_validator(mode="after")
     def _preload_needs_python(self) -> EvaluatorConfig:
-        bad = [f"{n!r} is not a module name" for n in self.preload if not all(
-            p.isidentifier() for p in n.split("."))] + ["it excludes worker"] * bool(self.worker)
+        if isinstance(self.preload, bool):
+            return self  # the default: used where the command allows it, silently
+        bad = [
+            f"{n!r} is not a module name"
+            for n in self.preload
+            if not all(p.isidentifier() for p in n.split("."))
+        ] + ["it excludes worker"] * bool(self.worker)
         for c in filter(None, (self.command, self.check)):
-            w = [*c.split(), ""]
-            arg = w[1] == "-m" or (w[1] and w[1][0] != "-")
-            if not (w[0].rsplit("/", 1)[-1].startswith("python") and arg):
+            if not _is_python(c):
                 bad.append(f"{c!r} is not `python SCRIPT [ARGS]` or `python -m MODULE [ARGS]`")
-        if self.preload and bad:
-            raise ValueError(f"evaluator.preload: {bad[0]}; fix it or drop preload")
+        if bad:
+            raise ValueError(f"evaluator.preload: {bad[0]}; fix it or set preload = false")
         return self
 
     @model_validator(mode="after")
@@ -388,14 +436,16 @@ class ExecutorConfig(_Model):
     @classmethod
     def _positive(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 1:
-            raise ValueError("must be >= 1 or \"auto\"")
+            raise ValueError('must be >= 1 or "auto"')
         return value
 
 
 class RunConfig(_Model):
     """Where run output goes."""
 
-    dir: str = Field("runs", description="parent directory of runs, relative to the working directory")
+    dir: str = Field(
+        "runs", description="parent directory of runs, relative to the working directory"
+    )
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
 
 

@@ -17,7 +17,10 @@ strongest set that works on this machine:
    the original tree, ``--dir``, ``--proc``, ``--remount-ro``, ``--chdir``.
 3. ``--uid U``: the dedicated unprivileged uid (ge runs as root); ``--drop-caps``: stay uid 0
    with no capabilities at all.
-4. ``--rlimit NAME=N``; 5. Landlock (``--ll-read``/``--ll-write``/``--ll-dev``/``--ll-hide``,
+4. ``--rlimit NAME=N``; ``--userns``: the command gets a user namespace of its own, mapping only
+   its uid (it holds capabilities over the namespaces it creates and nothing else: the
+   preloading worker uses them to give every forked evaluation a pid namespace of its own);
+5. Landlock (``--ll-read``/``--ll-write``/``--ll-dev``/``--ll-hide``,
    ``--ll-deny-tcp``, ``--ll-scope``; module ``landlock`` next to this file);
 6. ``--deny-keyrings``: a new, empty session keyring, then a seccomp filter that fails every
    keyring syscall (module ``syscall_filter`` next to this file). Never fatal: the report says
@@ -52,7 +55,8 @@ OPEN_TREE_CLONE, AT_RECURSIVE, AT_FDCWD = 1, 0x8000, -100
 MOVE_MOUNT_F_EMPTY_PATH = 4
 MOUNT_ATTR_RDONLY = 1
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_SECUREBITS, PR_CAP_AMBIENT = 1, 24, 28, 47
-PR_SET_CHILD_SUBREAPER = 36
+PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE = 36, 4
+CAP_VERSION_3, CAP_SYS_ADMIN, PR_CAP_AMBIENT_RAISE = 0x20080522, 21, 2
 SIGKILL = 9
 SECURE_NOROOT_AND_LOCKS = 0x3F  # NOROOT, NO_SETUID_FIXUP, KEEP_CAPS_LOCKED and their locks
 RLIMITS = {"as": 9, "cpu": 0, "fsize": 1, "nproc": 6, "core": 4}
@@ -80,6 +84,7 @@ class Spec:
         self.ops: list[tuple] = []
         self.uid: int | None = None
         self.drop_caps = False
+        self.userns = False
         self.rlimits: list[tuple[int, int]] = []
         self.cgroups: list[str] = []
         self.chdir: str | None = None
@@ -160,6 +165,8 @@ def _flag(spec: Spec, opt: str) -> None:
         spec.net = True
     elif opt == "--drop-caps":
         spec.drop_caps = True
+    elif opt == "--userns":
+        spec.userns = True
     elif opt == "--ll-deny-tcp":
         spec.landlock = spec.ll_tcp = True
     elif opt == "--ll-scope":
@@ -253,6 +260,25 @@ def enter_namespaces(kernel: Kernel, spec: Spec) -> list[str]:
             with open(f"/proc/self/{name}", "w") as fh:
                 fh.write(text)
     return names
+
+
+def own_user_namespace(kernel: Kernel) -> None:
+    """A new user namespace that maps only this process's uid and gid onto themselves."""
+    uid, gid = os.getuid(), os.getgid()
+    kernel.unshare(CLONE_NEWUSER)
+    kernel.prctl(PR_SET_DUMPABLE, 1)  # the uid switch made /proc/self root's until then
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                       ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
+        with open(f"/proc/self/{name}", "w") as fh:
+            fh.write(text)
+    kernel.prctl(PR_SET_DUMPABLE, 0)
+    # Keep CAP_SYS_ADMIN (over this namespace only) across the exec: an ambient capability.
+    header = (ctypes.c_uint32 * 2)(CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    kernel.check(kernel.libc.capget(header, data), "capget")
+    data[2] |= 1 << CAP_SYS_ADMIN  # inheritable, low word
+    kernel.check(kernel.libc.capset(header, data), "capset")
+    kernel.check(kernel.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN), "ambient")
 
 
 def supervise(child: int, reap: bool = False) -> None:
@@ -477,6 +503,10 @@ def confine(spec: Spec) -> list[str]:
         resource.setrlimit(kind, (value, value))
     if spec.rlimits:
         applied.append("rlimits")
+    if spec.userns:  # before Landlock, which denies writing the uid map
+        own_user_namespace(kernel)
+        kernel.prctl(PR_SET_PDEATHSIG, SIGKILL)  # new credentials cleared it
+        applied.append("own user namespace")
     if landlock is not None:
         applied.append(apply_landlock(landlock, spec))
     if keyrings is not None:  # last: the join needs keyctl, the filter then denies it

@@ -118,7 +118,10 @@ def sandbox_policy(
         # GE_SEED_DIR: the evaluator may read data kept there. With preload, the worker runs ge's
         # zygote.py, which must be readable where ge is installed under a hidden path (a checkout
         # in $HOME or /tmp): its directory holds ge's own evaluation code, nothing secret.
-        readable=(resolved.seed_dir, *([str(ZYGOTE.parent)] if ev.preload else [])),
+        readable=(
+            resolved.seed_dir,
+            *([str(ZYGOTE.parent)] if ev.preload_modules() is not None else []),
+        ),
     )
 
 
@@ -153,22 +156,24 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
     sandbox = Sandbox(sandbox_policy(resolved, plan, reserve))
     if resolved.config.executor.kind == "slurm":
         # The sandbox is probed on each node (slurm_job), not on the submitting machine.
-        ignored = [k for k in ("worker", "preload") if getattr(ev, k)]
+        ignored = ["worker"] * bool(ev.worker) + ["preload"] * isinstance(ev.preload, tuple)
         warnings = [f"evaluator.{k} is ignored by the slurm executor" for k in ignored]
         return SlurmExecutor(resolved, paths, sandbox, warnings=warnings)
     info = sandbox.probe()
     warnings = [info.warning] if info.warning else []
     workers = None
-    if ev.preload:
+    modules = ev.preload_modules()
+    if modules is not None:
         workers, more = preload_pool(
             sandbox,
-            ev.preload,
+            modules,
             ev.command,
             ev.check,
             start_timeout_s=ev.worker_start_timeout_s,
             recycle_after=ev.preload_recycle_after,
         )
-        warnings += more
+        if isinstance(ev.preload, tuple):  # asked for: say why it is not used
+            warnings += more
     elif ev.worker:
         stages = ("check", "evaluate") if ev.worker_check and ev.check else ("evaluate",)
         workers = WorkerPool(

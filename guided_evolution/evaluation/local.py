@@ -133,6 +133,8 @@ class LocalExecutor:
         self.sandbox = sandbox
         self.kill_grace_s = kill_grace_s
         self.workers = workers
+        if workers is not None:
+            workers.disk_reserve = disk_reserve
         """Persistent per-slot workers for the evaluate stage (``evaluator.worker``), if any."""
         self.disk_reserve = disk_reserve
         """Free space kept on the run directory's file system while evaluations run, if any."""

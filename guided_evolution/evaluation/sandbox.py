@@ -282,6 +282,8 @@ class Sandbox:
         env: dict[str, str],
         writable: list[Path],
         hide: Sequence[Path] = (),
+        *,
+        own_userns: bool = False,
     ) -> SandboxedCommand:
         """The sandboxed command that runs ``argv`` in ``workdir``.
 
@@ -289,10 +291,15 @@ class Sandbox:
         ``writable`` paths stay writable; ``hide`` directories (the run directory) are replaced by
         an empty tmpfs, except ``workdir`` and ``writable`` inside them. When ge runs as root,
         ``workdir`` and ``writable`` are chowned to the evaluation's uid. Call ``cleanup(workdir)``
-        after the command ended, it kills leftovers and releases the uid.
+        after the command ended, it kills leftovers and releases the uid. ``own_userns``: ge's own
+        backend starts the command in a user namespace of its own, before Landlock (the
+        preloading worker needs it to give each fork its own namespaces; under bwrap the
+        worker makes it itself).
         """
         info = self.probe()
-        return self._build(info.backend, argv, workdir, env, writable, hide, mode=info.mode)
+        return self._build(
+            info.backend, argv, workdir, env, writable, hide, mode=info.mode, userns=own_userns
+        )
 
     def cleanup(self, workdir: Path) -> int:
         """Kill every process left by the command started for ``workdir``; returns how many."""
@@ -372,6 +379,7 @@ class Sandbox:
         hide: Sequence[Path],
         mode: ConfineMode | None = None,
         report: bool = False,
+        userns: bool = False,
     ) -> SandboxedCommand:
         workdir = Path(os.path.abspath(workdir))
         writable = [Path(os.path.abspath(p)) for p in writable]
@@ -402,7 +410,14 @@ class Sandbox:
             assert mode is not None
             request = self._bwrap_request(workdir, writable, hidden, lease, backend, named)
             limits = self._limits(lease)
-            args = confine_argv(mode, request, self._hosts(), limits, joins, report=report)
+            if userns:
+                # The preloading worker runs no variant code: its layout, uid and rlimits
+                # confine it, and each fork applies Landlock itself (Landlock here would forbid
+                # the mounts that give every fork a private /tmp and /dev/shm).
+                mode = ConfineMode(namespaces=mode.namespaces, landlock=False)
+            args = confine_argv(
+                mode, request, self._hosts(), limits, joins, report=report, userns=userns
+            )
             return SandboxedCommand((*args, *argv), out_env, None, lease.uid)
         if backend == "bwrap":
             drop = drop_privileges_argv(self._setpriv, lease.uid)

@@ -79,9 +79,11 @@ def confine_argv(
     cgroups: Sequence[str] = (),
     *,
     report: bool = False,
+    userns: bool = False,
 ) -> list[str]:
     """``python -I -S -c BOOT OPTIONS --`` for one command (append the command's argv);
-    ``cgroups``: the ``cgroup.procs`` files the command joins first."""
+    ``cgroups``: the ``cgroup.procs`` files the command joins first; ``userns``: the command gets
+    a user namespace of its own (``confine.py --userns``)."""
     args = [sys.executable, "-I", "-S", "-c", _BOOT.format(directory=str(CONFINE.parent))]
     if report:
         args.append("--report")
@@ -96,6 +98,8 @@ def confine_argv(
     elif req.is_root:
         args.append("--drop-caps")
     args += limits.options()
+    if userns:
+        args.append("--userns")
     if mode.landlock:
         args += _landlock_options(mode, req, host)
     # Every mode: a new session keyring and no keyring syscalls (syscall_filter.py).

@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from guided_evolution.evaluation.contract import FEEDBACK_NAME, EvalRequest
+from guided_evolution.evaluation.disk_reserve import DiskReserve
 from guided_evolution.evaluation.sandbox import Sandbox
 from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR
 from guided_evolution.evaluation.worker_channel import (
@@ -156,6 +157,8 @@ class WorkerPool:
         """ge's own worker (``zygote.py``): each child is the init of a pid namespace of its own,
         so nothing it starts outlives it; a timed-out child is killed through the worker, and
         no process is looked for by its environment."""
+        self.disk_reserve: DiskReserve | None = None
+        """Set by the executor: a stage is stopped before the run's disk falls below its floor."""
         self.warnings: list[str] = []
         self._slots: dict[int, _SlotState] = {}
         self._closed = False
@@ -351,6 +354,10 @@ class WorkerPool:
         stage: str,
     ) -> str | None:
         workdir = Path(os.path.abspath(request.workdir))
+        reserve = self.disk_reserve
+        short = reserve.short() if reserve is not None else None
+        if short is not None:
+            return short
         name = f"variant-{request.variant_id}"
         inside = worker.slot_dir / name
         io_dir = worker.slot_dir / IO_DIR
@@ -391,7 +398,14 @@ class WorkerPool:
                 "env": child_env,
             }
             timeout = request.check_timeout_s if stage == "check" else request.timeout_s
-            reason = await self._exchange(worker, request.variant_id, line, timeout)
+            watch = reserve.watch(inside, self._stopper(worker)) if reserve is not None else None
+            try:
+                reason = await self._exchange(worker, request.variant_id, line, timeout)
+            finally:
+                if watch is not None:
+                    watch.close(reclaim_at=inside)  # after a breach: its big files go
+            if watch is not None and watch.reason is not None:
+                reason = watch.reason
         finally:
             if keep_open is not None:
                 os.close(keep_open)
@@ -460,6 +474,21 @@ class WorkerPool:
                 if sig == signal.SIGKILL:
                     worker.broken = "no end reply after its timed-out child was killed"
         return f"timed out after {timeout:g} s"
+
+    def _stopper(self, worker: Worker) -> Callable[[], None]:
+        """What stops the running stage at once (the disk reserve): through ge's own worker,
+        SIGKILL to the stage's init; a worker of the evaluator's own is killed and replaced."""
+
+        def stop() -> None:
+            if self.boxed and worker.proc.stdin is not None:
+                worker.proc.stdin.write(
+                    (json.dumps({"signal": int(signal.SIGKILL)}) + "\n").encode()
+                )
+            else:
+                worker.broken = "stopped for the disk reserve"
+                os.killpg(worker.proc.pid, signal.SIGKILL)
+
+        return stop
 
     async def _stop_boxed(self, worker: Worker, vid: str) -> None:
         """SIGTERM, then SIGKILL, to the timed-out child's init, sent by its worker: the whole pid
