@@ -134,10 +134,10 @@ def _filesystem(f: Findings, contained: bool) -> str:
 
 
 UNIX_SOCKETS_HIDDEN = (
-    "path-named unix sockets unreachable: every top-level directory but /usr, /bin, /sbin, /lib*, "
-    "/etc and /sys is hidden (/run, /var, /srv, /opt, /home, /mnt, ...), only what the command "
-    "needs bound back read-only (ge's interpreter, sys.path, PATH, the seed directory, data paths "
-    "named in pass_env or the command), where a socket stays connectable"
+    "path-named unix sockets unreachable: of / only /usr, /bin, /sbin, /lib*, /etc and /sys are "
+    "visible, plus what the command needs, bound back read-only (ge's interpreter, sys.path, PATH, "
+    "the seed directory, data paths named in pass_env or the command: a socket inside those stays "
+    "connectable)"
 )
 
 
@@ -152,18 +152,17 @@ def _network(f: Findings) -> tuple[str, bool]:
         if "abstract unix sockets scoped" in f.landlock
         else "abstract unix sockets OPEN"
     )
-    no_rule = (
-        f"no network namespace, and {f.landlock.split(',')[0].replace('landlock', 'Landlock')} "
-        "has no rule for them"
-        if f.landlock
-        else "no network namespace and no Landlock"
-    )
     sockets = (
         "path-named unix sockets (D-Bus, docker.sock, a database's socket under /run, /var/lib "
-        f"or /srv) are connectable: {no_rule}"
+        "or /srv) are connectable"
     )
     if "tcp denied" in f.landlock:
-        return f"TCP denied (Landlock), {abstract}, but UDP is OPEN and {sockets}", False
+        abi = f.landlock.split(",")[0].replace("landlock", "Landlock")
+        return (
+            f"TCP denied (Landlock), {abstract}, but UDP is OPEN and {sockets}: no network "
+            f"namespace, and {abi} has no rule for them",
+            False,
+        )
     return f"OPEN: no network namespace and no Landlock network rules; {sockets}", False
 
 
@@ -173,7 +172,8 @@ def _keyrings(f: Findings) -> tuple[str, bool]:
     if f.keyrings == "keyrings denied":
         if f.backend == "bwrap":
             return f"kernel keyrings unreachable: {calls}; /proc/keys hidden", True
-        return f"kernel keyrings unreachable: a new empty session keyring, {calls}", True
+        names = "" if f.dedicated_uid else "; /proc/keys still lists the names of its uid's keys"
+        return f"kernel keyrings unreachable: a new empty session keyring, {calls}{names}", True
     if f.backend == "none":
         return "kernel keyrings of ge's user (session and user keyrings) READABLE", False
     why = f.keyrings.partition("(")[2].rstrip(")") or "not applied"
