@@ -15,6 +15,11 @@ execs or forks:
    system call (``nr >= 0x40000000``) fails with ENOSYS, as on the many kernels built without
    x32. A filter cannot be removed, so no later code in the process tree can undo it.
 
+Where no filter is built (a machine other than x86_64 and aarch64, or a kernel without seccomp),
+only step 1 holds and the report says so. A fork inherits both the filter and its parent's
+session keyring: a preloading worker confined this way covers its forks (they share its new,
+empty session keyring, and none of them can add to it or join another), so forks need no call.
+
 Stdlib only, and nothing runs at import: ``confine.py`` imports this file as a top-level module
 under ``python -I -S`` (as it does ``landlock.py``), and ``zygote.py`` can load it by its path.
 The same program, as bytes, is what bwrap takes with ``--seccomp FD``. ``tests/support/
@@ -52,6 +57,19 @@ KEYRING_SYSCALLS = {
 }
 COMPAT = {"x86_64": "i386", "aarch64": "arm"}
 """The 32-bit entry points a process of each supported machine can also use."""
+KEYCTL = {
+    **{name: numbers[2] for name, numbers in KEYRING_SYSCALLS.items()},
+    "i686": 288,
+    "armv7l": 311,
+    "armv8l": 311,
+    "riscv64": 219,  # the generic table
+    "loongarch64": 219,
+    "ppc64le": 271,
+    "ppc64": 271,
+    "s390x": 280,
+}
+"""keyctl's number by process ABI, for the join alone: where no filter is built, a new session
+keyring still leaves the inherited one out of reach (not the user keyring)."""
 
 
 class SockFprog(ctypes.Structure):
@@ -127,13 +145,21 @@ def install(program: bytes, *, no_new_privs: bool = True) -> None:
     raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
 
 
-def join_session_keyring(name: str | None = None) -> None:
+def process_abi() -> str:
+    """The system-call ABI of this process: the machine's, or its 32-bit one for a 32-bit
+    interpreter on a 64-bit kernel (i386 on x86_64, arm on aarch64)."""
+    name = machine()
+    return COMPAT[name] if name in COMPAT and ctypes.sizeof(ctypes.c_void_p) == 4 else name
+
+
+def join_session_keyring() -> None:
     """Join a new, empty, anonymous session keyring. Raises OSError (ENOSYS: a kernel without
-    keyrings; EPERM: keyctl already denied, e.g. by a container's seccomp profile)."""
-    if not supported(name):
-        raise OSError(errno.ENOSYS, f"keyctl's number on {name or machine()} is not known here")
+    keyrings or an ABI whose keyctl number is not known here; EPERM: keyctl already denied, e.g.
+    by a container's seccomp profile)."""
+    keyctl = KEYCTL.get(process_abi())
+    if keyctl is None:
+        raise OSError(errno.ENOSYS, f"keyctl's number on {process_abi()} is not known here")
     libc = _libc()
-    keyctl = KEYRING_SYSCALLS[name or machine()][2]
     result = libc.syscall(
         ctypes.c_long(keyctl), ctypes.c_long(KEYCTL_JOIN_SESSION_KEYRING), ctypes.c_void_p(None)
     )
