@@ -219,3 +219,59 @@ def test_a_variant_over_the_default_memory_bound_fails_with_a_clear_reason(
     ), ev.failure_reason
     assert found["fine"]["status"] == "evaluated", found["fine"]
     assert summary["evaluated"] >= 2, summary  # the seed and the variant within the bound
+
+
+def test_a_run_does_not_start_below_the_disk_reserve(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", generations=0, initial_population=1)
+    set_config(seed, "evaluator", disk_reserve_mb=_free(tmp_path) // MB + 100_000)
+    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "below the disk reserve of" in proc.stderr, proc.stderr
+    assert "evaluator.disk_reserve_mb" in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_reserve_stops_the_evaluation_that_holds_the_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two evaluations run when free space falls below the floor: the one whose directory holds
+    the space is stopped and its big files removed (not what a link there points to); the other
+    goes on."""
+    import asyncio
+
+    from guided_evolution.evaluation import disk_reserve
+
+    monkeypatch.setattr(disk_reserve, "BLAME_MIN_BYTES", 2 * MB)
+    big, small = tmp_path / "big", tmp_path / "small"
+    for d in (big, small):
+        d.mkdir()
+    (big / "fill.bin").write_bytes(b"x" * (3 * MB))
+    (big / "note.txt").write_text("small files stay")
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"y" * (3 * MB))
+    (big / "link.bin").symlink_to(outside)
+    (small / "data.bin").write_bytes(b"z" * (1 * MB // 2))
+    stopped: list[str] = []
+
+    class Full(disk_reserve.DiskReserve):
+        def free(self) -> int:
+            return self.floor - 1
+
+    async def scenario() -> tuple[str | None, str | None]:
+        reserve = Full(tmp_path, 5 * MB, poll_s=0.01)
+        a = reserve.watch(big, lambda: stopped.append("big"))
+        b = reserve.watch(small, lambda: stopped.append("small"))
+        await asyncio.sleep(0.1)
+        a.close()
+        b.close()
+        return a.reason, b.reason
+
+    reason_big, reason_small = asyncio.run(scenario())
+    assert stopped == ["big"], stopped
+    assert reason_big is not None and reason_big.startswith("the variant filled the disk (free ")
+    assert "fell below 5 MB" in reason_big and "its directory held 3 MB" in reason_big, reason_big
+    assert reason_small is None
+    assert not (big / "fill.bin").exists(), "its big file stayed"
+    assert (big / "note.txt").exists() and (big / "link.bin").is_symlink()
+    assert outside.stat().st_size == 3 * MB, "a link's target was touched"
+    assert (small / "data.bin").exists()
