@@ -349,8 +349,14 @@ class Sandbox:
     def out_of_memory(self, workdir: Path) -> bool:
         """Whether the kernel killed a process of the command started for ``workdir`` for going
         over the evaluation's memory cap (its cgroup); call before ``cleanup``."""
+        return self.oom_kills(workdir) > 0
+
+    def oom_kills(self, workdir: Path) -> int:
+        """How many processes of the command started for ``workdir`` the kernel killed so far
+        for going over the memory cap of its cgroup (0 without one). A worker's count grows
+        over its evaluations: compare it before and after one."""
         lease = self._leases.get(Path(os.path.abspath(workdir)))
-        return lease is not None and lease.cgroup is not None and lease.cgroup.oom_kills() > 0
+        return lease.cgroup.oom_kills() if lease is not None and lease.cgroup is not None else 0
 
     def _cgroups(self) -> Cgroups | None:
         """Where each evaluation gets a capped cgroup of its own (found once), or None."""
