@@ -18,6 +18,10 @@ dedicated unprivileged uid (one per running evaluation, ``sandbox_uids``); the v
 is chowned to it. That uid also makes the fork-bomb limit and the final "kill everything of this
 evaluation" (``Sandbox.cleanup``) reliable. The environment is scrubbed by the caller
 (``sandbox_env.scrub_env``).
+
+The module is long because ``Sandbox`` is the one place that turns a policy into a command for
+every backend (probe, uid lease, cgroup, limits, keyring filter, clean-up); the layouts, the
+launcher's options, the uids and the environment already live in ``sandbox_*``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The pool drives the protocol (see the ``workers`` module doc); this module reads what a worker
 says (JSON-line replies on stdout, a bounded tail of stderr), turns an end reply into a failure
-reason, and finds the worker sandbox's processes by the sandbox token in their environment.
+reason, stops a stage (through ge's own worker, or by the sandbox token in the environment of the
+processes of an evaluator's own worker).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,3 +171,51 @@ def host_pid_of(worker: Worker, ns_pid: int) -> int | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def kill_leftovers(worker: Worker) -> None:
+    """Kill every process of the worker's sandbox except the worker itself (a worker of the
+    evaluator's own: its children are found by the sandbox token in their environment)."""
+    for _ in range(20):
+        victims = pids_with(worker.marker) - worker.base_pids - {os.getpid()}
+        if not victims:
+            return
+        for pid in victims:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _send_signal(worker: Worker, number: int) -> None:
+    assert worker.proc.stdin is not None
+    worker.proc.stdin.write((json.dumps({"signal": number}) + "\n").encode())
+
+
+def stopper(worker: Worker, boxed: bool) -> Callable[[], None]:
+    """What stops the running stage at once (the disk reserve): through ge's own worker, SIGKILL
+    to the stage's init; a worker of the evaluator's own is killed and replaced."""
+
+    def stop() -> None:
+        if boxed:
+            _send_signal(worker, int(signal.SIGKILL))
+        else:
+            worker.broken = "stopped for the disk reserve"
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+
+    return stop
+
+
+async def signal_child(worker: Worker, vid: str, grace_s: float, reply_timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL, to a timed-out stage's init, sent by ge's own worker: the stage's
+    whole pid namespace goes with it. The worker is marked broken when no end reply comes."""
+    assert worker.proc.stdin is not None
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, reply_timeout_s)):
+        try:
+            _send_signal(worker, int(sig))
+            await asyncio.wait_for(worker.proc.stdin.drain(), reply_timeout_s)
+            await reply_for(worker, vid, wait, "the end reply")
+            return
+        except ReplyTimeout:
+            continue
+        except (OSError, asyncio.TimeoutError):
+            break
+    worker.broken = "no end reply after its timed-out child was killed"

@@ -76,12 +76,15 @@ from guided_evolution.evaluation.worker_channel import (
     WorkerFailure,
     end_reason,
     host_pid_of,
+    kill_leftovers,
     next_message,
     pids_with,
     read_messages,
     read_stderr,
     reply_for,
+    signal_child,
     stderr_line,
+    stopper,
 )
 from guided_evolution.evaluation.worker_files import (
     FIFO_NAME,
@@ -360,7 +363,6 @@ class WorkerPool:
             return short
         name = f"variant-{request.variant_id}"
         inside = worker.slot_dir / name
-        io_dir = worker.slot_dir / IO_DIR
         try:
             remove_tree(inside)  # whatever an earlier evaluation of the slot left under this name
             os.rename(workdir, inside)
@@ -385,32 +387,12 @@ class WorkerPool:
                 lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(read_fd, "rb", 0)
             )
             reader = asyncio.ensure_future(copy_output(stream, output))
-            child_env = dict(env)
-            child_env["GE_METRICS"] = str(io_dir / METRICS_NAME)
-            child_env["GE_FEEDBACK"] = str(io_dir / FEEDBACK_NAME)
-            line = {
-                "variant_id": request.variant_id,
-                "stage": stage,
-                "workdir": str(inside),
-                "metrics_path": child_env["GE_METRICS"],
-                "log_path": str(io_dir / FIFO_NAME),
-                "args": {"check": True} if stage == "check" else {},
-                "env": child_env,
-            }
-            timeout = request.check_timeout_s if stage == "check" else request.timeout_s
-            watch = reserve.watch(inside, self._stopper(worker)) if reserve is not None else None
-            try:
-                reason = await self._exchange(worker, request.variant_id, line, timeout)
-            finally:
-                if watch is not None:
-                    watch.close(reclaim_at=inside)  # after a breach: its big files go
-            if watch is not None and watch.reason is not None:
-                reason = watch.reason
+            reason = await self._watched(worker, request, stage, inside, env)
         finally:
             if keep_open is not None:
                 os.close(keep_open)
             if not self.boxed:
-                self._kill_leftovers(worker)
+                kill_leftovers(worker)
             if reader is not None:
                 try:
                     await asyncio.wait_for(asyncio.shield(reader), 5.0)
@@ -429,6 +411,34 @@ class WorkerPool:
                 if io_fd is not None:
                     os.close(io_fd)
         return reason if reason is not None else moved
+
+    async def _watched(
+        self, worker: Worker, request: EvalRequest, stage: str, inside: Path, env: dict[str, str]
+    ) -> str | None:
+        """Send the stage of the variant now in ``inside`` to the worker, under the disk
+        reserve's watch; the failure reason or None."""
+        io_dir = worker.slot_dir / IO_DIR
+        child_env = dict(env)
+        child_env["GE_METRICS"] = str(io_dir / METRICS_NAME)
+        child_env["GE_FEEDBACK"] = str(io_dir / FEEDBACK_NAME)
+        line = {
+            "variant_id": request.variant_id,
+            "stage": stage,
+            "workdir": str(inside),
+            "metrics_path": child_env["GE_METRICS"],
+            "log_path": str(io_dir / FIFO_NAME),
+            "args": {"check": True} if stage == "check" else {},
+            "env": child_env,
+        }
+        timeout = request.check_timeout_s if stage == "check" else request.timeout_s
+        reserve = self.disk_reserve
+        watch = reserve.watch(inside, stopper(worker, self.boxed)) if reserve else None
+        try:
+            reason = await self._exchange(worker, request.variant_id, line, timeout)
+        finally:
+            if watch is not None:
+                watch.close(reclaim_at=inside)  # after a breach: its big files go
+        return watch.reason if watch is not None and watch.reason is not None else reason
 
     async def _exchange(
         self, worker: Worker, vid: str, line: dict[str, Any], timeout: float
@@ -457,7 +467,7 @@ class WorkerPool:
         except ReplyTimeout:
             pass
         if self.boxed:
-            await self._stop_boxed(worker, vid)
+            await signal_child(worker, vid, self.kill_grace_s, self.reply_timeout_s)
             return f"timed out after {timeout:g} s"
         host_pid = host_pid_of(worker, ns_pid)  # only now: a scan of /proc costs milliseconds
         for sig, wait in ((signal.SIGTERM, self.kill_grace_s), (signal.SIGKILL, None)):
@@ -465,7 +475,7 @@ class WorkerPool:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(host_pid, sig)
             if wait is None:
-                self._kill_leftovers(worker)
+                kill_leftovers(worker)
                 wait = self.reply_timeout_s
             try:
                 await reply_for(worker, vid, wait, "the end reply")
@@ -474,48 +484,3 @@ class WorkerPool:
                 if sig == signal.SIGKILL:
                     worker.broken = "no end reply after its timed-out child was killed"
         return f"timed out after {timeout:g} s"
-
-    def _stopper(self, worker: Worker) -> Callable[[], None]:
-        """What stops the running stage at once (the disk reserve): through ge's own worker,
-        SIGKILL to the stage's init; a worker of the evaluator's own is killed and replaced."""
-
-        def stop() -> None:
-            if self.boxed and worker.proc.stdin is not None:
-                worker.proc.stdin.write(
-                    (json.dumps({"signal": int(signal.SIGKILL)}) + "\n").encode()
-                )
-            else:
-                worker.broken = "stopped for the disk reserve"
-                os.killpg(worker.proc.pid, signal.SIGKILL)
-
-        return stop
-
-    async def _stop_boxed(self, worker: Worker, vid: str) -> None:
-        """SIGTERM, then SIGKILL, to the timed-out child's init, sent by its worker: the whole pid
-        namespace of the evaluation goes with it."""
-        stdin = worker.proc.stdin
-        assert stdin is not None
-        for sig, wait in (
-            (signal.SIGTERM, self.kill_grace_s),
-            (signal.SIGKILL, self.reply_timeout_s),
-        ):
-            try:
-                stdin.write((json.dumps({"signal": int(sig)}) + "\n").encode())
-                await asyncio.wait_for(stdin.drain(), self.reply_timeout_s)
-                await reply_for(worker, vid, wait, "the end reply")
-                return
-            except ReplyTimeout:
-                continue
-            except (OSError, asyncio.TimeoutError):
-                break
-        worker.broken = "no end reply after its timed-out child was killed"
-
-    def _kill_leftovers(self, worker: Worker) -> None:
-        """Kill every process of the worker's sandbox except the worker itself."""
-        for _ in range(20):
-            victims = pids_with(worker.marker) - worker.base_pids - {os.getpid()}
-            if not victims:
-                return
-            for pid in victims:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)

@@ -35,6 +35,10 @@ While a child runs, the worker also reads control lines (``{"signal": N}``: ge's
 forwards the signal to the child's init, which takes the whole namespace with it. After each child
 the worker checks its own rlimits, priority, scheduling, CPU affinity and I/O class against the
 ones it started with and says ``broken`` in its end reply if any changed (it is then replaced).
+
+The module is long because it must stay one stdlib-only file that the evaluator's own interpreter
+runs (ge may not be installed there): the protocol, the namespaces and the confinement of each
+fork cannot live in ge's package.
 """
 
 from __future__ import annotations

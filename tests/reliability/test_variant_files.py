@@ -356,12 +356,15 @@ def test_slurm_result_copies_the_metrics_file_only_when_it_is_a_plain_file(tmp_p
 # --------------------------------------------------------------------------- end to end
 
 
-def _run(tmp_path: Path, payloads: list[tuple[str, str]], outside: Path) -> tuple[Path, dict]:
+def _run(
+    tmp_path: Path, payloads: list[tuple[str, str]], outside: Path, **evaluator: object
+) -> tuple[Path, dict]:
     """One generation-0 `ge run` where every child carries one payload; the run must finish,
-    the store stay intact, nothing in ``outside`` change and no variant directory stay behind."""
+    the store stay intact, nothing in ``outside`` change and no variant directory stay behind.
+    ``evaluator``: more [evaluator] settings."""
     seed = template_seed(tmp_path / "seed", generations=0, initial_population=len(payloads))
     set_config(seed, "executor", slots=2)
-    set_config(seed, "evaluator", timeout_s=60)
+    set_config(seed, "evaluator", timeout_s=60, **evaluator)
     run_dir = tmp_path / "run"
     before = _snapshot(outside)
     try:
@@ -468,12 +471,14 @@ def test_a_check_stage_that_replaces_ge_dir_fails_and_ge_touches_nothing(tmp_pat
     assert (outside / "metrics.json").read_text() == "the user's file\n"
 
 
+@pytest.mark.parametrize("preload", [False, True])
 def test_a_check_stage_that_plants_a_deep_tree_or_a_home_link_never_crashes_ge(
-    tmp_path: Path,
+    tmp_path: Path, preload: bool
 ) -> None:
     """Before the evaluate stage ge gives the variant's directory to the stage's uid (root) and
     makes its private HOME: a 3,000-deep tree must not crash that (chown was recursive), and a
-    ``.ge-home`` link to a directory outside must not be followed."""
+    ``.ge-home`` link to a directory outside must not be followed. A fresh process fails on the
+    link; a preloaded fork's HOME is its stage directory, so the link is never used."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "keep.txt").write_text("the user's file\n")
@@ -492,9 +497,12 @@ def test_a_check_stage_that_plants_a_deep_tree_or_a_home_link_never_crashes_ge(
         "    _sh.rmtree('.ge-home', ignore_errors=True)\n"
         f"    _os.symlink({str(outside)!r}, '.ge-home')\n"
     )
-    _run_dir, found = _run(tmp_path, [("check-deep", deep), ("home-link", home_link)], outside)
+    payloads = [("check-deep", deep), ("home-link", home_link)]
+    _run_dir, found = _run(tmp_path, payloads, outside, preload=preload)
     assert found["check-deep"]["status"] in ("evaluated", "failed"), found["check-deep"]
-    assert found["home-link"]["status"] == "failed", found["home-link"]
+    assert found["home-link"]["status"] == ("evaluated" if preload else "failed"), found[
+        "home-link"
+    ]
     assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
 
 
