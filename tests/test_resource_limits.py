@@ -167,12 +167,13 @@ def _own_memory_cgroup_v2() -> Path | None:
     return None
 
 
+@pytest.mark.parametrize("preload", [False, True])
 def test_a_variant_over_the_default_memory_bound_fails_with_a_clear_reason(
-    tmp_path: Path,
+    tmp_path: Path, preload: bool
 ) -> None:
     """ge in a cgroup limited to 2 GB (a container's limit): the default bound is 3/4 of it, 1536
     MB for one slot. The seed and a plain variant pass; a variant that fills 3 GB is killed with
-    the reason."""
+    the reason, as a fresh process and as a preloaded fork (where the worker's cgroup holds it)."""
     if os.geteuid() != 0:
         pytest.skip("making a memory-limited cgroup for ge needs root")
     base = _own_memory_cgroup_v1() or _own_memory_cgroup_v2()
@@ -189,7 +190,7 @@ def test_a_variant_over_the_default_memory_bound_fails_with_a_clear_reason(
         )
         seed = template_seed(tmp_path / "seed", generations=0, initial_population=2)
         set_config(seed, "executor", slots=1)
-        set_config(seed, "evaluator", timeout_s=120, **FRESH)
+        set_config(seed, "evaluator", timeout_s=120, **({} if preload else FRESH))
         payloads = [("hog", hog), ("fine", "print('within the bound')")]
         with serve(responder=PayloadWriter(payloads)) as server:
             llm_config(seed, server.base_url)

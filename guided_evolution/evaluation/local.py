@@ -366,11 +366,7 @@ class LocalExecutor:
         if reason is None:
             return None
         if oom:
-            return (
-                f"out of memory: the evaluation went over its bound of "
-                f"{self.sandbox.policy.memory_mb} MB (evaluator.memory_mb) and the kernel "
-                f"killed it ({reason})"
-            )
+            return self.sandbox.out_of_memory_reason(reason)
         limit = self.sandbox.address_space_mb()
         if limit is not None and "MemoryError" in capture.output_tail()[-2000:]:
             return (

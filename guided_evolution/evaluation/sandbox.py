@@ -362,6 +362,13 @@ class Sandbox:
         lease = self._leases.get(Path(os.path.abspath(workdir)))
         return lease.cgroup.oom_kills() if lease is not None and lease.cgroup is not None else 0
 
+    def out_of_memory_reason(self, reason: str) -> str:
+        """A failure ``reason`` of an evaluation the kernel killed for its memory bound."""
+        return (
+            f"out of memory: the evaluation went over its bound of {self.policy.memory_mb} MB "
+            f"(evaluator.memory_mb) and the kernel killed it ({reason})"
+        )
+
     def _cgroups(self) -> Cgroups | None:
         """Where each evaluation gets a capped cgroup of its own (found once), or None."""
         if self._cgroup_search is None:

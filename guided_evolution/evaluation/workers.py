@@ -433,12 +433,17 @@ class WorkerPool:
         timeout = request.check_timeout_s if stage == "check" else request.timeout_s
         reserve = self.disk_reserve
         watch = reserve.watch(inside, stopper(worker, self.boxed)) if reserve else None
+        oom_before = self.sandbox.oom_kills(worker.slot_dir)  # the worker's cgroup, if any
         try:
             reason = await self._exchange(worker, request.variant_id, line, timeout)
         finally:
             if watch is not None:
                 watch.close(reclaim_at=inside)  # after a breach: its big files go
-        return watch.reason if watch is not None and watch.reason is not None else reason
+        if watch is not None and watch.reason is not None:
+            return watch.reason
+        if reason is not None and self.sandbox.oom_kills(worker.slot_dir) > oom_before:
+            return self.sandbox.out_of_memory_reason(reason)
+        return reason
 
     async def _exchange(
         self, worker: Worker, vid: str, line: dict[str, Any], timeout: float
