@@ -178,7 +178,16 @@ class LocalExecutor:
 
     def isolation(self) -> dict[str, Any]:
         """The isolation evaluations run under here (an "isolation" event)."""
-        return self.sandbox.probe().isolation.to_event()
+        event = self.sandbox.probe().isolation.to_event()
+        if self.workers is not None and self.workers.boxed:  # verified by preload_pool
+            event["layers"] = [*event["layers"], "a pid, mount and ipc namespace per stage"]
+            event["processes"] += (
+                "; each stage of a Python evaluator is a fork of a preloading worker, the init of "
+                "pid, mount and ipc namespaces of its own: it cannot reach the worker or another "
+                "evaluation, and nothing it starts outlives it"
+            )
+            event["summary"] += "; each stage in namespaces of its own"
+        return event
 
     async def evaluate(self, request: EvalRequest) -> EvalResult:
         """Evaluate one variant; waits for a free slot."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +95,11 @@ def preload_pool(
         "private_tmp": own_mounts,
         "tmpfs_bytes": sandbox.policy.tmpfs_mb * 1024 * 1024 if sandbox.policy.tmpfs_mb else None,
     }
+    problem = verify_boxes(sandbox, evaluate.interpreter, spec, start_timeout_s)
+    if problem is not None:
+        return None, [
+            f"evaluator.preload is not used: {problem}; every stage starts a fresh process"
+        ]
     worker = shlex.join(["exec", evaluate.interpreter, str(ZYGOTE), json.dumps(spec)])
     pool = WorkerPool(
         worker,
@@ -104,3 +111,39 @@ def preload_pool(
         boxed=True,
     )
     return pool, []
+
+
+def verify_boxes(
+    sandbox: Sandbox, interpreter: str, spec: dict[str, object], timeout_s: float
+) -> str | None:
+    """Start a worker once, as a slot would, with nothing preloaded: it boxes two trial forks
+    before it says ready (``zygote._trial``). None when that held, else why not."""
+    with tempfile.TemporaryDirectory(prefix="ge-preload-probe-") as tmp:
+        slot = Path(tmp) / "slot"
+        slot.mkdir()
+        os.chmod(tmp, 0o755)
+        trial = shlex.join(["exec", interpreter, str(ZYGOTE), json.dumps({**spec, "preload": []})])
+        wrapped = sandbox.wrap(
+            ["/bin/sh", "-c", trial], slot, {"PATH": os.environ.get("PATH", os.defpath)}, [],
+            own_userns=True,
+        )  # fmt: skip
+        try:
+            result = subprocess.run(
+                wrapped.argv,
+                env=wrapped.env,
+                cwd=slot,
+                preexec_fn=wrapped.preexec,
+                pass_fds=wrapped.pass_fds,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=min(timeout_s, 60.0),
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"its worker could not start ({exc})"
+        finally:
+            sandbox.cleanup(slot)
+    if result.returncode == 0 and b'"ready": true' in result.stdout:
+        return None
+    lines = result.stderr.decode(errors="replace").strip().splitlines()
+    return (lines[-1] if lines else f"its worker exited with code {result.returncode}")[:300]
