@@ -183,8 +183,9 @@ def test_preloaded_forks_get_the_feedback_variable(tmp_path: Path) -> None:
         _request(tmp_path, script, vid=vid, command="python evaluate.py") for vid in ("a", "b")
     ]
     pool, warnings = preload_pool(
-        box, ("json",), "python evaluate.py", None, start_timeout_s=30.0, recycle_after=10
-    )
+        box, ("json",), "python evaluate.py", None, start_timeout_s=30.0, recycle_after=10,
+        work_dir=tmp_path / "run" / "work", run_dir=tmp_path / "run",
+    )  # fmt: skip
     assert pool is not None and not warnings
 
     async def main() -> list[EvalResult]:

@@ -122,6 +122,7 @@ def test_forked_evaluation_gives_what_a_fresh_process_gives(
     pool, warnings = preload_pool(
         sandbox, config.evaluator.preload, config.evaluator.command, config.evaluator.check,
         start_timeout_s=120.0, recycle_after=config.evaluator.preload_recycle_after,
+        work_dir=tmp_path / "run" / "work", run_dir=tmp_path / "run",
     )
     if pool is None:
         pytest.skip(warnings[0])

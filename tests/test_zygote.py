@@ -141,6 +141,8 @@ def _evaluate(sandbox: Sandbox, requests: list[EvalRequest], recycle: int) -> li
         requests[0].check_command,
         start_timeout_s=30.0,
         recycle_after=recycle,
+        work_dir=requests[0].run_dir / "work",
+        run_dir=requests[0].run_dir,
     )
     assert pool is not None and not warnings and pool.stages == {"check", "evaluate"}
     pool.reply_timeout_s, pool.kill_grace_s = 10.0, 0.5

@@ -171,6 +171,8 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
             ev.check,
             start_timeout_s=ev.worker_start_timeout_s,
             recycle_after=ev.preload_recycle_after,
+            work_dir=paths.work,
+            run_dir=paths.root,
         )
         if isinstance(ev.preload, tuple):  # asked for: say why it is not used
             warnings += more

@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from guided_evolution.evaluation.sandbox import Sandbox
 from guided_evolution.evaluation.sandbox_confine import DEVICES
 from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR
 from guided_evolution.evaluation.workers import WorkerPool
+from guided_evolution.fsutil import remove_tree
 
 ZYGOTE = Path(__file__).with_name("zygote.py")
 _SHELL = set("|&;<>()$`\\*?[]#~\n")
@@ -60,8 +60,11 @@ def preload_pool(
     *,
     start_timeout_s: float,
     recycle_after: int,
+    work_dir: Path,
+    run_dir: Path,
 ) -> tuple[WorkerPool | None, list[str]]:
-    """The pool of zygote workers for ``preload`` (or None) and the warnings to show."""
+    """The pool of zygote workers for ``preload`` (or None) and the warnings to show.
+    ``work_dir``, ``run_dir``: where the slots' directories will be (the run's ``work``)."""
     evaluate = python_command(command)
     if evaluate is None:
         return None, [f"evaluator.preload is not used: {command!r} is not `python SCRIPT ...`"]
@@ -95,7 +98,7 @@ def preload_pool(
         "private_tmp": own_mounts,
         "tmpfs_bytes": sandbox.policy.tmpfs_mb * 1024 * 1024 if sandbox.policy.tmpfs_mb else None,
     }
-    problem = verify_boxes(sandbox, evaluate.interpreter, spec, start_timeout_s)
+    problem = verify_boxes(sandbox, evaluate.interpreter, spec, start_timeout_s, work_dir, run_dir)
     if problem is not None:
         return None, [
             f"evaluator.preload is not used: {problem}; every stage starts a fresh process"
@@ -114,35 +117,39 @@ def preload_pool(
 
 
 def verify_boxes(
-    sandbox: Sandbox, interpreter: str, spec: dict[str, object], timeout_s: float
+    sandbox: Sandbox,
+    interpreter: str,
+    spec: dict[str, object],
+    timeout_s: float,
+    work_dir: Path,
+    run_dir: Path,
 ) -> str | None:
-    """Start a worker once, as a slot would, with nothing preloaded: it boxes two trial forks
-    before it says ready (``zygote._trial``). None when that held, else why not."""
-    with tempfile.TemporaryDirectory(prefix="ge-preload-probe-") as tmp:
-        slot = Path(tmp) / "slot"
-        slot.mkdir()
-        os.chmod(tmp, 0o755)
-        trial = shlex.join(["exec", interpreter, str(ZYGOTE), json.dumps({**spec, "preload": []})])
-        wrapped = sandbox.wrap(
-            ["/bin/sh", "-c", trial], slot, {"PATH": os.environ.get("PATH", os.defpath)}, [],
-            own_userns=True,
-        )  # fmt: skip
-        try:
-            result = subprocess.run(
-                wrapped.argv,
-                env=wrapped.env,
-                cwd=slot,
-                preexec_fn=wrapped.preexec,
-                pass_fds=wrapped.pass_fds,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=min(timeout_s, 60.0),
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            return f"its worker could not start ({exc})"
-        finally:
-            sandbox.cleanup(slot)
+    """Start a worker once, as a slot would (its directory beside theirs, the run hidden), with
+    nothing preloaded: it boxes two trial forks before it says ready (``zygote._trial``). None
+    when that held, else why not."""
+    slot = work_dir / ".ge-preload-probe"
+    remove_tree(slot)
+    slot.mkdir(parents=True)
+    trial = shlex.join(["exec", interpreter, str(ZYGOTE), json.dumps({**spec, "preload": []})])
+    env = {"PATH": os.environ.get("PATH", os.defpath)}
+    try:
+        wrapped = sandbox.wrap(["/bin/sh", "-c", trial], slot, env, [], [run_dir], own_userns=True)
+        result = subprocess.run(
+            wrapped.argv,
+            env=wrapped.env,
+            cwd=slot,
+            preexec_fn=wrapped.preexec,
+            pass_fds=wrapped.pass_fds,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=min(timeout_s, 60.0),
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"its worker could not start ({exc})"
+    finally:
+        sandbox.cleanup(slot)
+        remove_tree(slot)
     if result.returncode == 0 and b'"ready": true' in result.stdout:
         return None
     lines = result.stderr.decode(errors="replace").strip().splitlines()
