@@ -5,7 +5,11 @@ sandbox backends: what a forked variant cannot write, see, signal or leave behin
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,7 @@ from guided_evolution.evaluation.contract import EvalRequest, EvalResult
 from guided_evolution.evaluation.local import LocalExecutor
 from guided_evolution.evaluation.preload import preload_pool, python_command
 from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from tests.support import seccomp
 from tests.support.cli import ge, processes_with, run_json
 from tests.support.seeds import template_seed, write_config
 
@@ -261,3 +266,30 @@ def test_preload_config_errors_are_one_line(tmp_path: Path, evaluator: dict, mes
     seed = _seed(tmp_path, evaluator)
     proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("preload", [[PRELOADED], True])
+def test_where_user_namespaces_are_forbidden_each_stage_runs_as_a_fresh_process(
+    tmp_path: Path, preload: object
+) -> None:
+    """A host that forbids unprivileged user namespaces (simulated with seccomp): the worker
+    cannot box its forks, so ge's start-up trial refuses preload and every stage runs as a fresh
+    sandboxed process; the warning names why only where preload was asked for, and the isolation
+    line does not claim a box per stage."""
+    if not seccomp.supported() or os.geteuid() != 0:
+        pytest.skip("needs root (the sandbox itself needs no user namespace then) and seccomp")
+    seed = _seed(tmp_path, {"command": "python evaluate.py", "preload": preload})
+    proc = subprocess.run(
+        [*seccomp.deny_argv("userns"), sys.executable, "-m", "guided_evolution", "run",
+         str(seed), "--run-dir", str(tmp_path / "run"), "--json"],
+        cwd=tmp_path, env={**os.environ, "LITELLM_OFFLINE_MODE": "true"},
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["evaluated"] >= 3
+    assert all(r["metrics"]["score"] == 0.0 for r in summary["front"])  # nothing preloaded
+    asked = isinstance(preload, list)
+    assert ("evaluator.preload is not used:" in proc.stderr) == asked, proc.stderr[-2000:]
+    isolation = next(line for line in proc.stderr.splitlines() if line.startswith("isolation:"))
+    assert "each stage in namespaces of its own" not in isolation

@@ -8,7 +8,9 @@ starts, so ge, its probes and the evaluated code all see the kernel of such a ma
   kernel built without Landlock);
 * ``namespaces`` (alias ``unshare``): ``unshare``, ``setns`` and ``clone`` with any ``CLONE_NEW*``
   flag fail with EPERM (a host that forbids new namespaces), ``clone3`` with ENOSYS (its flags
-  are behind a pointer, so glibc is sent back to ``clone``, which is checked).
+  are behind a pointer, so glibc is sent back to ``clone``, which is checked);
+* ``userns``: ``unshare`` and ``clone`` with ``CLONE_NEWUSER`` fail with EPERM (a host that
+  forbids unprivileged user namespaces; root still makes the others).
 
 Only x86_64 and aarch64 are supported (``supported()``); syscalls of any other architecture
 (x86's 32-bit entry points) fail with ENOSYS. There is no hook in ge's code: the denial happens
@@ -57,9 +59,12 @@ ARCHES = {
     "x86_64": Arch(0xC000003E, (444, 445, 446), unshare=272, setns=308, clone=56, clone3=435),
     "aarch64": Arch(0xC00000B7, (444, 445, 446), unshare=97, setns=268, clone=220, clone3=435),
 }
-DENIALS = ("landlock", "namespaces")
-ALIASES = {"unshare": "namespaces", "landlock": "landlock", "namespaces": "namespaces"}
+DENIALS = ("landlock", "namespaces", "userns")
+ALIASES = {
+    "unshare": "namespaces", "landlock": "landlock", "namespaces": "namespaces", "userns": "userns"
+}  # fmt: skip
 CLONE_NEW_FLAGS = 0x7E020000  # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+CLONE_NEWUSER = 0x10000000
 
 
 def machine() -> str:
@@ -98,14 +103,26 @@ def program(arch: Arch, denials: Iterable[str]) -> bytes:
     for nr, err in errors:
         code += [_insn(JEQ_K, nr, jf=1), _insn(RET_K, RET_ERRNO | err)]
     if "namespaces" in wanted:
-        code += [
-            _insn(JEQ_K, arch.clone, jf=3),
-            _insn(LD_W_ABS, OFF_ARG0),
-            _insn(JSET_K, CLONE_NEW_FLAGS, jf=1),
-            _insn(RET_K, RET_ERRNO | errno.EPERM),
-        ]
+        code += _flag_test(arch.clone, CLONE_NEW_FLAGS)
+    elif "userns" in wanted:  # clone3 hides its flags: glibc falls back to clone
+        code += _flag_test(arch.clone3, 0, errno.ENOSYS)
+        code += _flag_test(arch.unshare, CLONE_NEWUSER) + _flag_test(arch.clone, CLONE_NEWUSER)
     code.append(_insn(RET_K, RET_ALLOW))
     return b"".join(code)
+
+
+def _flag_test(nr: int, flags: int, err: int = errno.EPERM) -> list[bytes]:
+    """``nr`` with any of ``flags`` in its first argument fails with ``err`` (every call of
+    ``nr`` when ``flags`` is 0); the syscall number is loaded again for the next test."""
+    if not flags:
+        return [_insn(JEQ_K, nr, jf=1), _insn(RET_K, RET_ERRNO | err)]
+    return [
+        _insn(JEQ_K, nr, jf=4),
+        _insn(LD_W_ABS, OFF_ARG0),
+        _insn(JSET_K, flags, jf=1),
+        _insn(RET_K, RET_ERRNO | err),
+        _insn(LD_W_ABS, OFF_NR),
+    ]
 
 
 def install(denials: Iterable[str]) -> None:
