@@ -49,11 +49,14 @@ from tests.support.seeds import CodeWriter, template_seed, write_config  # noqa:
 METRICS_ONLY = 'echo \'{"score": 1.0, "size": 10}\' > "$GE_METRICS"'
 
 
-def ge(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
-    """Run `ge ARGS --json`; wall seconds."""
+def ge(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None,
+    launcher: tuple[str, ...] = ("-m", "guided_evolution"),
+) -> float:
+    """Run `ge ARGS --json` (``launcher``: what follows the interpreter); wall seconds."""
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "guided_evolution", *args, "--json"],
+        [sys.executable, *launcher, *args, "--json"],
         cwd=cwd, env={**os.environ, "LITELLM_OFFLINE_MODE": "true", **(env or {})},
         capture_output=True, text=True,
     )
@@ -62,7 +65,13 @@ def ge(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
-def configure(seed: Path, *, evaluator: str, evolution: dict, llm: dict, slots: int, sandbox: str) -> None:
+OBJECTIVES = [{"name": "score", "direction": "max"}, {"name": "size", "direction": "min"}]
+
+
+def configure(
+    seed: Path, *, evaluator: str, evolution: dict, llm: dict, slots: int, sandbox: str,
+    objectives: list[dict] = OBJECTIVES,
+) -> None:
     write_config(
         seed / "ge.toml",
         {
@@ -72,7 +81,7 @@ def configure(seed: Path, *, evaluator: str, evolution: dict, llm: dict, slots: 
             "evaluator": {"command": evaluator, "timeout_s": 60, "sandbox": sandbox},
             "executor": {"slots": slots, "gpus": []},
         },
-        [{"name": "score", "direction": "max"}, {"name": "size", "direction": "min"}],
+        objectives,
     )
 
 
