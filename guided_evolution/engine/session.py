@@ -33,7 +33,7 @@ from guided_evolution.evaluation.factory import check_sandbox
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.scoring import scored
 from guided_evolution.evolution.segments import parse_genome, variant_id
-from guided_evolution.llm.client import LLMClient
+from guided_evolution.llm.client import LLMClient, import_in_background
 from guided_evolution.llm.preflight import preflight
 from guided_evolution.runstore import damage, doctor
 from guided_evolution.runstore import rundir as rd
@@ -131,9 +131,12 @@ def resume_run(
 
 def _preflight(cfg: GeConfig) -> None:
     """The models' keys and servers (llm.preflight): a missing key fails here, in well under a
-    second, instead of after the run started and its first LLM calls kept failing."""
+    second, instead of after the run started and its first LLM calls kept failing. Then the
+    client libraries start loading in the background (``client.import_in_background``)."""
     if not cfg.llm.offline:
-        preflight(llm_settings(cfg).models)
+        settings = llm_settings(cfg)
+        preflight(settings.models)
+        import_in_background(settings)
 
 
 def _finished(paths: rd.RunPaths, cfg: GeConfig, index: RunIndex) -> RunSummary | None:

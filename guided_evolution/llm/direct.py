@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import sys
 import time
 from types import ModuleType
 from typing import Any
@@ -189,9 +190,22 @@ def user_cost(model: ModelSpec, prompt_tokens: int, completion_tokens: int) -> f
     )
 
 
+def _httpx_of(openai: ModuleType) -> ModuleType:
+    """The httpx package the openai client is built on (``httpx2`` from openai 3 on): the
+    warm-up goes through its transport, and importing another one (``httpx`` imports its
+    command line's pygments, ~0.1 s) would be wasted."""
+    for cls in getattr(openai, "DefaultAsyncHttpxClient", object).__mro__:
+        package = cls.__module__.partition(".")[0]
+        if cls.__name__ == "AsyncClient" and package in sys.modules:
+            return sys.modules[package]
+    import httpx
+
+    return httpx
+
+
 def offline_client(openai: ModuleType) -> Any:
     """An ``openai.AsyncOpenAI`` whose HTTP transport answers every request in memory."""
-    import httpx
+    httpx = _httpx_of(openai)
 
     def answer(http_request: Any) -> Any:
         model = json.loads(http_request.content or b"{}").get("model", "warm-up")

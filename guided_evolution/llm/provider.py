@@ -25,10 +25,15 @@ __all__ = ["DUMMY_API_KEY", "NOWHERE", "LiteLLMBackend", "load_litellm", "text",
 _WARM_UP_MESSAGES = [{"role": "user", "content": "warm-up"}]
 
 
-def load_litellm() -> ModuleType:
-    """Import litellm configured for offline, quiet use (no remote cost map, no banners)."""
+def offline_env() -> None:
+    """The environment litellm reads at import: offline, the bundled cost map."""
     os.environ["LITELLM_OFFLINE_MODE"] = "true"
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def load_litellm() -> ModuleType:
+    """Import litellm configured for offline, quiet use (no remote cost map, no banners)."""
+    offline_env()
     import litellm
 
     litellm.suppress_debug_info = True
