@@ -360,13 +360,15 @@ def test_memory_is_capped_per_evaluation_not_only_per_process(tmp_path: Path, ba
     if found is None:
         pytest.skip(f"no cgroup memory controller ge may use here: {why}")
     sandbox = Sandbox(SandboxPolicy(backend=backend, memory_mb=400))
+    before = {p for h in found.hierarchies for p in h.base.glob("ge-*")}  # other runs' own
     try:
         info = sandbox.probe()
     except GeError as exc:
         pytest.skip(f"sandbox {backend} does not work here: {exc}")
     assert "per evaluation" in info.isolation.text["resources"], info.isolation.text
     # The probe ran `true` in a cgroup of its own: it is gone, not left for a later cleanup.
-    assert not [p for h in found.hierarchies for p in h.base.glob("ge-*")], "the probe's cgroup"
+    left = {p for h in found.hierarchies for p in h.base.glob("ge-*")} - before
+    assert not left, "the probe's cgroup"
     workdir = tmp_path / "hog"
     workdir.mkdir()
     script = """
@@ -390,5 +392,5 @@ def test_memory_is_capped_per_evaluation_not_only_per_process(tmp_path: Path, ba
         result.stderr[-500:],
     )
     sandbox.close()
-    left = [p for h in found.hierarchies for p in h.base.glob("ge-*")]
+    left = {p for h in found.hierarchies for p in h.base.glob("ge-*")} - before
     assert not left, f"the evaluation's cgroup stayed: {left}"

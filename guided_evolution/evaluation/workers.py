@@ -102,6 +102,8 @@ from guided_evolution.fsutil import chown_tree, error_text, remove_tree
 LOG = logging.getLogger(__name__)
 SLOT_DIR_PREFIX = ".ge-worker-"
 MAX_DEATHS = 2
+STOP_GRACE_S = 2.0
+"""How long ge's own worker may take to end by itself when its stdin closes."""
 """A slot's worker is replaced after its first death and given up after this many."""
 
 
@@ -337,6 +339,12 @@ class WorkerPool:
         if proc.stdin is not None:
             with contextlib.suppress(OSError, RuntimeError):
                 proc.stdin.close()
+        if self.boxed and worker.broken is None:
+            # ge's own worker ends at the end of its stdin, and its sandbox with it, every
+            # process reaped on the way (killed, the sandbox's inner processes would be left to
+            # the machine's init to reap, and their cgroup could not be removed yet).
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         self.sandbox.cleanup(worker.slot_dir)
