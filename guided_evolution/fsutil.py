@@ -11,6 +11,7 @@ levels deep nor a ``chmod 000`` directory can redirect, crash or stop them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -261,6 +262,13 @@ def remove_tree(path: Path) -> bool:
         return False
     finally:
         os.close(parent)
+
+
+def remove_tree_soon(path: Path) -> asyncio.Future[bool]:
+    """``remove_tree`` in the running event loop's default thread pool, for the caller to await
+    later: removing directories waits on the file system's journal (milliseconds each on a busy
+    disk), time in which the loop serves others."""
+    return asyncio.get_running_loop().run_in_executor(None, remove_tree, path)
 
 
 def chown_tree(path: Path, uid: int, gid: int) -> bool:

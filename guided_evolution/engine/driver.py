@@ -38,7 +38,7 @@ from guided_evolution.evolution.plan import (
     hall_of_fame,
     plan_generation,
 )
-from guided_evolution.fsutil import remove_tree
+from guided_evolution.fsutil import remove_tree_soon
 from guided_evolution.runstore.records import META_FINISHED, GenerationRecord
 from guided_evolution.runstore.rundir import RunPaths
 
@@ -75,6 +75,7 @@ class Engine:
         self._late_tasks: list[asyncio.Task[Outcome]] = []  # every late task (cancelled on failure)
         self._in_slot: set[asyncio.Task[Outcome] | None] = set()  # plan tasks now evaluating
         self._slot_taken = asyncio.Event()
+        self._removals: list[asyncio.Future[bool]] = []  # work trees being removed (_evaluate)
         self.stop_reason = ""
         self.warnings: list[str] = []
         self.generation = 0
@@ -122,6 +123,8 @@ class Engine:
                 await executor.aclose(cancel=not self.detach)
             with contextlib.suppress(Exception):
                 await self.proposer.aclose()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._removals)
             self._warn(executor.warnings[seen_warnings:], show=False)
             self.recorder.flush_notes()
 
@@ -443,9 +446,9 @@ class Engine:
         return outcome
 
     async def _evaluate(self, vid: str, slot: SlotHold | None = None) -> EvalResult:
-        """Export, evaluate in the executor (sandboxed), record; the work tree is removed after.
-        Only the evaluation itself holds ``slot``: the export before it and the record after it
-        leave the slot to the next child."""
+        """Export, evaluate (sandboxed), record; then the work tree's removal starts in a thread,
+        not awaited (the outcome returns where it did: steady draws depend on it; ``run`` awaits
+        it). Only the evaluation holds ``slot``: export and record leave it to the next child."""
         assert self.executor is not None
         ev_cfg = self.cfg.evaluator
         workdir = self.recorder.checkout(vid, self.paths.work)
@@ -470,7 +473,7 @@ class Engine:
             finally:
                 self.progress.count("evaluating", -1)
         self.recorder.record_evaluation(vid, result)
-        remove_tree(workdir)  # never raises; never follows what the variant left there
+        self._removals = [*(r for r in self._removals if not r.done()), remove_tree_soon(workdir)]
         if result.status == "ok":
             self.progress.count("done", +1)
             self.progress.best(self.recorder.best_metrics([vid]))
