@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guided_evolution.evaluation import landlock
-from guided_evolution.evaluation.sandbox import Sandbox
+from guided_evolution.evaluation.sandbox import Sandbox, run_to_end
 from guided_evolution.evaluation.sandbox_confine import DEVICES
 from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR
 from guided_evolution.evaluation.workers import WorkerPool
@@ -134,17 +134,7 @@ def verify_boxes(
     env = {"PATH": os.environ.get("PATH", os.defpath)}
     try:
         wrapped = sandbox.wrap(["/bin/sh", "-c", trial], slot, env, [], [run_dir], own_userns=True)
-        result = subprocess.run(
-            wrapped.argv,
-            env=wrapped.env,
-            cwd=slot,
-            preexec_fn=wrapped.preexec,
-            pass_fds=wrapped.pass_fds,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=min(timeout_s, 60.0),
-            check=False,
-        )
+        result = run_to_end(wrapped, slot, timeout_s=min(timeout_s, 60.0))
     except (OSError, subprocess.SubprocessError) as exc:
         return f"its worker could not start ({exc})"
     finally:

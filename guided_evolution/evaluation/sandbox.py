@@ -250,17 +250,7 @@ class Sandbox:
                 command = self._build(
                     backend, ["true"], workdir, {"PATH": os.defpath}, [], [], mode=mode, report=True
                 )
-                result = subprocess.run(
-                    command.argv,
-                    env=command.env,
-                    cwd=workdir,
-                    preexec_fn=command.preexec,
-                    pass_fds=command.pass_fds,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    timeout=20,
-                    check=False,
-                )
+                result = run_to_end(command, workdir, timeout_s=20)
             except (OSError, subprocess.SubprocessError) as exc:
                 return str(exc), ""
             finally:
@@ -535,6 +525,23 @@ class Sandbox:
         if self.policy.tmpfs_mb is None or (backend == "bwrap" and not self._bwrap_size):
             return None
         return self.policy.tmpfs_mb * 1024 * 1024
+
+
+def run_to_end(
+    command: SandboxedCommand, cwd: Path, timeout_s: float
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a wrapped one-off command (a probe) to its end, its output captured."""
+    return subprocess.run(
+        command.argv,
+        env=command.env,
+        cwd=cwd,
+        preexec_fn=command.preexec,
+        pass_fds=command.pass_fds,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout_s,
+        check=False,
+    )
 
 
 def _bwrap_knows_size(bwrap: str) -> bool:
