@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import re
 import textwrap
 import warnings
@@ -52,34 +53,46 @@ def _parse(code: str) -> ast.Module | None:
         return None
 
 
-def top_names(code: str) -> set[str]:
-    """The classes, functions and names a piece of code defines at its own top level."""
+@functools.lru_cache(maxsize=256)
+def _names(code: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]] | None:
+    """(the names defined at the top level, those defined at any depth, the imported ones) of a
+    piece of code, from one parse; None when it does not parse. Cached: a reply's blocks are
+    ranked and checked, and its parent's pieces compared, more than once each."""
     tree = _parse(code)
     if tree is None:
-        return set(_top_level_defs(code))
-    names: set[str] = set()
+        return None
+    top: set[str] = set()
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
+            top.add(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
-                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
-    return names
+                top.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    defined: set[str] = set()
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            defined.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            imported.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return frozenset(top), frozenset(defined), frozenset(imported)
+
+
+def top_names(code: str) -> set[str]:
+    """The classes, functions and names a piece of code defines at its own top level."""
+    names = _names(code)
+    return set(_top_level_defs(code)) if names is None else set(names[0])
 
 
 def defined_names(code: str) -> set[str]:
     """Every class, function and assigned name a block defines, at any depth."""
-    tree = _parse(code)
-    if tree is None:
+    names = _names(code)
+    if names is None:
         return set(_DEF_RE.findall(code)) | set(_ASSIGN_RE.findall(code))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-    return names
+    return set(names[1])
 
 
 def _key(line: str) -> str:
@@ -129,13 +142,8 @@ def segment_code(reply: str, genome: Genome, key: str) -> str:
 def _check_kept(code: str, genome: Genome, names: set[str]) -> None:
     """ExtractionError when the new code imports, instead of defining, a segment's name that another
     file uses: an example-usage or test block (``splice`` names a kept name that is just gone)."""
-    tree = _parse(code)
-    imported = {
-        (a.asname or a.name).split(".")[0]
-        for node in (ast.walk(tree) if tree is not None else ())
-        if isinstance(node, (ast.Import, ast.ImportFrom))
-        for a in node.names
-    }
+    parsed = _names(code)
+    imported = parsed[2] if parsed is not None else frozenset()
     missing = sorted(n for n in names - defined_names(code) if n in genome.kept and n in imported)
     if missing:
         raise ExtractionError(
