@@ -526,10 +526,17 @@ def main() -> None:
     damaged index or git repository that slipped past a command's own checks are reported the
     same way (a run that finds its record damaged says so itself: a ``RunDamagedError``).
     """
+    import atexit
+    import gc
     import sqlite3
 
     import typer.main
 
+    # Last of the exit handlers (they run in reverse order): what is alive then stays out of the
+    # cyclic collector while the interpreter tears its ~1,500 modules down, which otherwise walks
+    # every object (0.15-0.3 s at the end of a run). Only cyclic garbage left at exit is affected,
+    # whose finalizers Python does not promise to run; atexit hooks and refcounts work as before.
+    atexit.register(gc.freeze)
     try:
         _readable(typer.main.get_command(app))()
     except GeError as err:
