@@ -9,6 +9,7 @@ processes of an evaluator's own worker).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -30,6 +31,43 @@ class WorkerFailure(Exception):
     """The worker died or broke the protocol; the evaluation is rerun cold."""
 
 
+class Inbox:
+    """A worker's messages in arrival order (None: its stdout ended). ``get`` waits on a future
+    of its own: ``asyncio.wait_for(queue.get(), t)`` ran each wait in a task of its own, two more
+    passes of the event loop per reply, each behind every callback then ready (milliseconds on a
+    busy loop, twice per stage)."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[dict[str, Any] | None] = collections.deque()
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def put_nowait(self, item: dict[str, Any] | None) -> None:
+        self._items.append(item)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def get(self, timeout: float) -> dict[str, Any] | None:
+        """The next message; ``asyncio.TimeoutError`` when none came within ``timeout`` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._items:
+            waiter = loop.create_future()
+            timer = loop.call_at(deadline, _expire, waiter)
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiters.remove(waiter)
+        return self._items.popleft()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(asyncio.TimeoutError())
+
+
 @dataclass
 class Worker:
     """One running worker process of a slot, and what ge reads from it."""
@@ -38,7 +76,7 @@ class Worker:
     slot_dir: Path
     marker: bytes
     uid: int | None
-    messages: asyncio.Queue[dict[str, Any] | None]
+    messages: Inbox
     stderr_tail: bytearray = field(default_factory=bytearray)
     base_pids: set[int] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -53,7 +91,7 @@ class ReplyTimeout(Exception):
 async def next_message(worker: Worker, timeout: float, what: str) -> dict[str, Any]:
     """The worker's next message (a ready line); ``WorkerFailure`` when late or dead."""
     try:
-        message = await asyncio.wait_for(worker.messages.get(), timeout)
+        message = await worker.messages.get(timeout)
     except asyncio.TimeoutError:
         raise WorkerFailure(f"no {what} within {timeout:g} s") from None
     if message is None:
@@ -79,7 +117,7 @@ async def reply_for(worker: Worker, vid: str, timeout: float, what: str) -> dict
         if left <= 0:
             raise ReplyTimeout
         try:
-            message = await asyncio.wait_for(worker.messages.get(), left)
+            message = await worker.messages.get(left)
         except asyncio.TimeoutError:
             raise ReplyTimeout from None
         if message is None:
