@@ -26,7 +26,8 @@ Printed:
 * **inside ge** (one more run through this file's ``--inside`` launcher: the same CLI, with
   timers around a few functions and the event loop's waits in ``select`` summed): how long ge's
   one thread was busy, and on what (git, index, plan, sandbox and worker files per stage, worker
-  starts, the LLM client);
+  starts, the LLM client), and the loop's lag (how late a 5 ms timer fires: how long a reply or
+  an evaluation's end waits behind other callbacks);
 * ``--profile N``: cProfile's top N functions (cumulative) of one more run of the ge process.
 """
 
@@ -64,7 +65,7 @@ SYNC_PROBES = [
     ("guided_evolution.engine.recorder", "Recorder.commit", "commit a child (git, index row)"),
     ("guided_evolution.runstore.git_store", "GitStore.commit", "  of which the git commit"),
     ("guided_evolution.engine.recorder", "Recorder.checkout", "export a work tree (git)"),
-    ("guided_evolution.engine.driver", "remove_tree", "remove a work tree"),
+    ("guided_evolution.fsutil", "remove_tree", "remove a tree (work tree: in a thread)"),
     ("guided_evolution.engine.recorder", "Recorder.record_evaluation", "record an evaluation"),
     ("guided_evolution.engine.recorder", "Recorder.check", "damage checks"),
     ("guided_evolution.engine.recorder", "Recorder.flush_notes", "git notes (per generation)"),
@@ -141,6 +142,32 @@ def _wrap(module: str, attribute: str, label: str, totals: dict, is_async: bool)
     setattr(owner, name, timed)
 
 
+def _watch_lag(lags: list[float], every: float = 0.005) -> None:
+    """While the engine runs, how late a timer of ``every`` seconds fires (the loop's lag: how
+    long whatever wakes up, a reply or an evaluation's end, waits behind other callbacks)."""
+    import asyncio
+
+    from guided_evolution.engine import driver
+
+    run = driver.Engine.run
+
+    async def watched(self):  # type: ignore[no-untyped-def]
+        async def watch() -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                start = loop.time()
+                await asyncio.sleep(every)
+                lags.append(loop.time() - start - every)
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            return await run(self)
+        finally:
+            watcher.cancel()
+
+    driver.Engine.run = watched  # type: ignore[method-assign]
+
+
 def inside(out: Path, profile: bool, ge_args: list[str]) -> None:
     """Run ge's CLI in this process with the probes (or cProfile) on; results into ``out``."""
     launched = time.time()
@@ -151,6 +178,7 @@ def inside(out: Path, profile: bool, ge_args: list[str]) -> None:
         profiler = cProfile.Profile()
         profiler.enable()
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    lags: list[float] = []
     loop = {"first": None, "last": 0.0, "idle": 0.0, "waits": 0}
     if not profile:
         import selectors
@@ -169,6 +197,7 @@ def inside(out: Path, profile: bool, ge_args: list[str]) -> None:
                 loop["waits"] += 1
 
         selectors.EpollSelector.select = timed_select  # type: ignore[method-assign]
+        _watch_lag(lags)
         for module, attribute, label in SYNC_PROBES:
             _wrap(module, attribute, label, totals, is_async=False)
         for module, attribute, label in ASYNC_PROBES:
@@ -187,6 +216,7 @@ def inside(out: Path, profile: bool, ge_args: list[str]) -> None:
             "loop_idle": loop["idle"],
             "loop_waits": loop["waits"],
             "ge_cpu": own.ru_utime + own.ru_stime,
+            "lags": sorted(lags),
             "imports": main_entered - launched,
             "exit": time.time() - launched,
         }
@@ -374,6 +404,13 @@ def print_inside(data: dict, wall: float) -> None:
         f"busy {busy:.2f} s, waiting in select {data['loop_idle']:.2f} s ({data['loop_waits']} waits)"
     )
     print(f"  the CLI's imports {data['imports']:.3f} s; exit handlers at {data['exit']:.3f} s")
+    lags = data["lags"]
+    if lags:
+        at = [lags[int(q * (len(lags) - 1))] * 1000 for q in (0.5, 0.9, 0.99)]
+        print(
+            f"  loop lag (a 5 ms timer, {len(lags)} samples): median {at[0]:.1f} ms, p90 "
+            f"{at[1]:.1f} ms, p99 {at[2]:.1f} ms, mean {1000 * statistics.mean(lags):.1f} ms"
+        )
     print("  on ge's thread (blocking the loop), s and calls:")
     sync = {label for _, _, label in SYNC_PROBES}
     for _, _, label in SYNC_PROBES + ASYNC_PROBES:
