@@ -76,12 +76,30 @@ class Worker:
     slot_dir: Path
     marker: bytes
     uid: int | None
-    messages: Inbox
+    messages: Inbox = field(default_factory=Inbox)
     stderr_tail: bytearray = field(default_factory=bytearray)
     base_pids: set[int] = field(default_factory=set)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     broken: str | None = None  # set when the worker must be replaced after this evaluation
     served: int = 0  # variants evaluated (evaluate stages), for WorkerPool.recycle_after
+
+
+async def send_line(stdin: asyncio.StreamWriter, data: bytes, timeout: float) -> None:
+    """Write ``data`` to the worker, waiting (``timeout`` s at most) only where the pipe is full
+    or closing: an ``asyncio.wait_for`` of a drain with nothing to wait for costs two loop passes."""
+    stdin.write(data)
+    transport = stdin.transport
+    if transport.is_closing() or transport.get_write_buffer_size():
+        await asyncio.wait_for(stdin.drain(), timeout)
+
+
+async def settled(task: asyncio.Future[None], timeout: float) -> None:
+    """Wait for ``task`` to end (``timeout`` s at most; it is not cancelled then) and raise what
+    it raised; no loop pass when it has ended already."""
+    if task.done():
+        task.result()
+    else:
+        await asyncio.wait_for(asyncio.shield(task), timeout)
 
 
 class ReplyTimeout(Exception):

@@ -71,7 +71,6 @@ from guided_evolution.evaluation.sandbox import Sandbox
 from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR
 from guided_evolution.evaluation.worker_channel import (
     LINE_LIMIT,
-    Inbox,
     ReplyTimeout,
     Worker,
     WorkerFailure,
@@ -83,6 +82,8 @@ from guided_evolution.evaluation.worker_channel import (
     read_messages,
     read_stderr,
     reply_for,
+    send_line,
+    settled,
     signal_child,
     stderr_line,
     stopper,
@@ -317,7 +318,7 @@ class WorkerPool:
         except OSError as exc:
             self.sandbox.cleanup(slot_dir)
             raise WorkerFailure(f"cannot start it: {exc}") from exc
-        worker = Worker(proc, slot_dir, marker, wrapped.uid, Inbox())
+        worker = Worker(proc, slot_dir, marker, wrapped.uid)
         assert proc.stdout is not None and proc.stderr is not None
         worker.tasks = [
             asyncio.ensure_future(read_messages(proc.stdout, worker)),
@@ -404,10 +405,7 @@ class WorkerPool:
                 kill_leftovers(worker)
             if reader is not None:
                 try:
-                    if reader.done():  # no loop passes for a task that ended
-                        reader.result()
-                    else:
-                        await asyncio.wait_for(asyncio.shield(reader), 5.0)
+                    await settled(reader, 5.0)
                 except (asyncio.TimeoutError, asyncio.CancelledError):
                     reader.cancel()
                     output.note("output still open after the evaluation ended; stopped reading")
@@ -464,10 +462,7 @@ class WorkerPool:
         stdin = worker.proc.stdin
         assert stdin is not None
         try:
-            stdin.write((json.dumps(line) + "\n").encode())
-            transport = stdin.transport
-            if transport.is_closing() or transport.get_write_buffer_size():  # else: no wait
-                await asyncio.wait_for(stdin.drain(), self.reply_timeout_s)
+            await send_line(stdin, (json.dumps(line) + "\n").encode(), self.reply_timeout_s)
         except (OSError, asyncio.TimeoutError) as exc:
             raise WorkerFailure(f"cannot send the request: {exc or 'timed out'}") from exc
         sent = time.monotonic()
