@@ -465,6 +465,13 @@ def main() -> None:
             print_runs(runs, "this tree: " if args.compare else "")
         if other:
             print_runs(other, f"{args.compare}: ")
+            pairs = sorted(a["wall"] - b["wall"] for a, b in zip(runs, other, strict=True))
+            cpu = sorted(a["cpu_tree"] - b["cpu_tree"] for a, b in zip(runs, other, strict=True))
+            print(
+                f"paired (this tree - {args.compare}, runs taking turns): wall median "
+                f"{statistics.median(pairs):+.2f} s, faster in {sum(d < 0 for d in pairs)} of "
+                f"{len(pairs)}; process tree CPU median {statistics.median(cpu):+.2f} s"
+            )
         me = str(Path(__file__).resolve())
         if not args.no_inside:
             out = tmp / "inside.json"
