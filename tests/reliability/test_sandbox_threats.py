@@ -1,11 +1,32 @@
-"""The hostile-variant threat suite, run once per sandbox backend: SECURITY.md's table, measured.
+"""The hostile-variant threat suite, per sandbox backend and per evaluation mode: SECURITY.md's
+table, measured.
 
-Per backend, one `ge run` evaluates one variant per threat. Each payload attacks at import of
-`model.py` (evaluate stage) and prints ``RESULT <threat> ESCAPED|CONTAINED|TRIED <notes>`` to its
-log; where the outcome can be seen from the outside (files on the host, the test's listeners, a
-process that outlived the run, what ge recorded) that is checked too. ``CONTAINED`` below is the
-single source of truth: backend -> the threats it contains; the observed row must equal it
-(``pytest -s`` prints both tables).
+Per backend and mode (``fresh``: a new sandboxed process per stage, ``preload = false`` where ge
+has it; ``preload``: confined forks of one worker per slot, ``preload = ["json"]``), three
+`ge run`:
+
+* side by side (2 slots): one variant per threat of ``THREATS``. Each payload attacks at import
+  of `model.py` (evaluate stage) and prints ``RESULT <threat> ESCAPED|CONTAINED|TRIED <notes>``
+  to its log; where the outcome can be seen from the outside (files on the host, the test's
+  listeners, a process that outlived the run, the session keyring ge ran in, what ge printed and
+  recorded) that is checked too. ge runs in a session keyring of its own that holds a planted
+  key (``_KEYRING``).
+* the ``SEQUENCES`` (1 slot each, in order): an attack, then a victim evaluated after it on the
+  same slot (and a witness before them). ``worker-poison`` changes the limits, niceness,
+  scheduling and I/O priority of every process above it (a preload worker passes them on);
+  ``survivor-chain`` scrubs ge's marker from its environment, leaves the process group and keeps
+  a regrowing chain of ~160 processes alive; ``io-jam`` does the same and keeps thousands of
+  entries in its io directory; ``disk-fill`` writes past ge's disk reserve
+  (``[evaluator] disk_reserve_mb``, set just below the free space). The host judges: the victim
+  got the witness's limits and priorities, no process of the attack was alive while the victim
+  ran (``ProcessWatch``), the victim evaluated and the run went on, the disk filler failed with
+  a reason naming the disk.
+
+``CONTAINED`` is the single source of truth: backend -> the threats it contains with fresh
+processes; ``expected`` adds what a row's isolation event claims besides (a box per stage with
+preload, a cgroup per evaluation) and removes what escapes with ge's uid. The observed row must
+equal it (``pytest -s`` prints both tables, and why a cell differs; ``GE_THREAT_TABLE=FILE``
+writes the observed one as Markdown, SECURITY.md's form: see ``markdown``).
 
 Backends: ``bwrap``; ``landlock`` (ge's own launcher, namespaces + Landlock); ``landlock-only``
 and ``namespaces-only`` (the same launcher on a machine whose kernel denies namespaces,
@@ -13,26 +34,35 @@ respectively Landlock, simulated with ``tests/support/seccomp.py``); ``none``, t
 the attacks must get through (the payloads can see an escape). ``CONTAINED`` is for ge run as
 root (CI, and how ge is often run; under ``none`` with a private (0700) run directory the variant
 then runs as root too); ``SAME_UID`` is what escapes in addition when ge is not root. The payloads
-are in ``threat_payloads.py``. ``fail-closed``: no backend can stop writes -> `ge run` refuses.
+are in ``threats.py``. ``fail-closed``: no backend can stop writes -> `ge run` refuses.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import datetime
+import functools
 import json
 import os
+import platform
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from guided_evolution.config import EvaluatorConfig
+from guided_evolution.runstore.records import EvaluationRecord
 from guided_evolution.runstore.run_index import RunIndex
 from tests.reliability.support import (
     PayloadWriter,
@@ -42,7 +72,16 @@ from tests.reliability.support import (
     stray_processes,
     variants_by_payload,
 )
-from tests.reliability.threats import THREATS, Listeners, Scene, payload
+from tests.reliability.threats import (
+    ALL_THREATS,
+    DISK_MB,
+    SEQUENCES,
+    SYSCALLS,
+    THREATS,
+    Listeners,
+    Scene,
+    payload,
+)
 from tests.support import seccomp
 from tests.support.openai_server import serve
 from tests.support.seeds import template_seed
@@ -54,6 +93,11 @@ SHARED_PARENT = "/var/tmp"
 /tmp, like /run/dbus/system_bus_socket or /dev/log, so a read-only root alone does not hide it."""
 RUN_TIMEOUT_S = 240
 SECRET_NAMES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN")
+MODES = ("fresh", "preload")
+PRELOAD = ["json"]
+ESCAPES = ("escape-seq-metrics", "escape-seq-output")
+RAW_CONTROL = re.compile("[\x07\x1b\x80-\x9f\u202e]")
+"""What variant-written text must never bring to a terminal raw: BEL, ESC, C1, RLO."""
 
 GE_DEFENDED = frozenset(
     {
@@ -63,31 +107,84 @@ GE_DEFENDED = frozenset(
         "metrics-hardlink",
         "metrics-fifo",
         "inherited-fds",
+        *ESCAPES,
+        "disk-fill",
+        "io-jam",
     }
 )
 """Contained by ge itself whatever the backend: scrubbed environment, the per-evaluation token
-kill, the metrics-file rules, close_fds."""
-ALL = frozenset(THREATS)
+kill, the metrics-file rules, close_fds, inert terminal output, the disk reserve, a slot's io
+directory that is new for every stage."""
+ALL = frozenset(ALL_THREATS)
+UNIX_PATH = frozenset({"unix-path", "unix-path-owner", "unix-path-srv", "unix-path-var-lib"})
 CONTAINED: dict[str, frozenset[str]] = {
     "bwrap": ALL,
     "landlock": ALL,
     # No network namespace: Landlock denies TCP (ABI >= 4) and scopes abstract sockets (ABI >= 6);
     # UDP and path-named unix sockets have no Landlock rule (ge's event says "network OPEN").
-    "landlock-only": ALL - {"udp", "unix-path", "unix-path-owner"},
+    "landlock-only": ALL - {"udp"} - UNIX_PATH,
     "namespaces-only": ALL,
-    "none": GE_DEFENDED,
+    "none": GE_DEFENDED,  # the control: only what ge does itself
 }
+PER_STAGE_BOX = frozenset(
+    {
+        "parent-environ",
+        "daemon-env-i",
+        "signal-ge",
+        "ptrace-ge",
+        "umount-proc",
+        "setns-net",
+        "worker-poison",
+        "survivor-chain",
+    }
+)
+"""Contained in addition where each stage is a preloading worker's fork in pid, mount and ipc
+namespaces of its own (the isolation event's layers say so; with preload even under ``none``,
+where the machine allows user namespaces): it cannot name ge, the worker or another
+evaluation, holds no capability outside, and nothing it starts outlives it."""
+SUBREAPER = frozenset({"daemon-env-i"})
+"""Contained in addition where a preloading worker ran the stages: a child subreaper, it kills
+what a fork left behind (marker or not)."""
+BOXED = ("bwrap", "landlock", "none")
+"""Where preload boxes each stage here (landlock-only cannot make namespaces; namespaces-only
+has no Landlock to confine the forks: both run fresh processes instead)."""
+CGROUP_KILLS = frozenset({"daemon-env-i", "survivor-chain"})
+"""Contained in addition where each evaluation has a cgroup of its own (its event's
+``resources`` say "(cgroup"): what it leaves there is killed, marker or not."""
 SAME_UID = frozenset({"owner-only-read", "unix-path-owner"})
 """Escape every backend when ge is not root: the evaluated code keeps ge's uid, so files and
 sockets only that user may use (outside homes, /tmp and the run) stay usable (measured)."""
+SAME_UID_SHARED_PIDS = frozenset({"worker-poison"})
+"""Escape in addition where ge is in the variant's pid namespace (landlock-only) and the variant
+keeps ge's uid: it can name ge and set ge's limits and priorities (proven with a no-op)."""
+FAMILIES = {
+    "worker-poison": ("worker-poison",),
+    "survivors": ("survivor-chain", "io-jam"),
+    "keyring": ("keyring",),
+    "service-sockets": ("unix-path-srv", "unix-path-var-lib"),
+    "terminal": ESCAPES,
+    "disk": ("disk-fill",),
+}
+"""Threats with a test of their own (the first test takes all the others)."""
 
 
-def expected(backend: str, row: Row | None = None) -> frozenset[str]:
-    """The threats ``backend`` contains for the uid the evaluated code ran as: ge's own when ge
-    is not root, or root's when no dedicated uid could reach ge's Python (its isolation event
-    then says "uid 0 without capabilities" and marks secrets as not contained)."""
-    same_uid = os.geteuid() != 0 or (row is not None and row.same_uid)
-    return CONTAINED[backend] - (SAME_UID if same_uid else frozenset())
+def expected(backend: str, mode: str, row: Row | None = None) -> frozenset[str]:
+    """The threats ``backend`` contains in ``mode``: with the row's isolation event (the stage
+    box, a cgroup per evaluation) and for the uid the evaluated code ran as: ge's own when ge is
+    not root, or root's when no dedicated uid could reach ge's Python (its isolation event then
+    says "uid 0 without capabilities" and marks secrets as not contained)."""
+    want = CONTAINED[backend]
+    boxed = row.boxed if row is not None else mode == "preload" and backend in BOXED
+    if boxed:
+        want |= PER_STAGE_BOX
+    if row.preloaded if row is not None else mode == "preload" and backend in BOXED:
+        want |= SUBREAPER
+    if row is not None and row.cgroup:
+        want |= CGROUP_KILLS
+    if os.geteuid() != 0 or (row is not None and row.same_uid):
+        shared_pids = SAME_UID_SHARED_PIDS if backend == "landlock-only" else frozenset()
+        want -= SAME_UID | (frozenset() if boxed else shared_pids)
+    return want
 
 
 @dataclass(frozen=True)
@@ -132,11 +229,33 @@ def skip_unless_measurable(setup: Setup) -> None:
             pytest.skip("this kernel (or container) refuses new namespaces to this user")
 
 
+def mode_config(mode: str) -> dict[str, object]:
+    """``[evaluator]`` keys of a mode: preload a module, or (where ge accepts it) say no preload."""
+    if mode == "preload":
+        return {"preload": PRELOAD}
+    try:
+        EvaluatorConfig.model_validate({"command": "python evaluate.py", "preload": False})
+    except ValidationError:
+        return {}  # a ge without `preload = false`: fresh processes are its default
+    return {"preload": False}
+
+
+def disk_floor(path: Path) -> dict[str, object]:
+    """``[evaluator] disk_reserve_mb`` (where ge has it) half of disk-fill's volume below the free
+    space of ``path``'s file system: the variant crosses it, nothing else does."""
+    if "disk_reserve_mb" not in EvaluatorConfig.model_fields:
+        return {}
+    free_mb = shutil.disk_usage(path).free >> 20
+    return {"disk_reserve_mb": max(1, free_mb - DISK_MB // 2)}
+
+
 @dataclass
 class Row:
-    """What one backend's run showed: threat -> ESCAPED / CONTAINED (or MISSING / ERROR)."""
+    """What one backend and mode showed: threat -> ESCAPED / CONTAINED (or MISSING / ERROR /
+    SKIPPED, when this machine cannot show it)."""
 
     backend: str
+    mode: str
     verdicts: dict[str, str]
     notes: dict[str, str]
     seconds: float
@@ -144,31 +263,67 @@ class Row:
     run_dir: Path
 
     @property
-    def same_uid(self) -> bool:
-        """Whether the evaluated code kept ge's uid (no "dedicated uid" layer in the event)."""
+    def label(self) -> str:
+        return column(self.backend, self.mode)
+
+    @functools.cached_property
+    def isolation(self) -> dict:
+        """The run's (last) isolation event."""
         index = RunIndex.open(self.run_dir / "index.sqlite", readonly=True)
         try:
             events = [e.data for e in index.events("isolation")]
         finally:
             index.close()
+        return events[-1] if events else {}
+
+    @property
+    def same_uid(self) -> bool:
+        """Whether the evaluated code kept ge's uid (no "dedicated uid" layer in the event)."""
+        event = self.isolation
         return (
-            bool(events)
-            and events[-1]["backend"] != "none"
-            and ("dedicated uid" not in events[-1].get("layers", []))
+            bool(event)
+            and event["backend"] != "none"
+            and ("dedicated uid" not in event.get("layers", []))
         )
+
+    @property
+    def boxed(self) -> bool:
+        """Whether each stage ran in namespaces of its own (a preloading worker's fork)."""
+        return any(re.search(r"namespace.* per stage", x) for x in self.isolation.get("layers", []))
+
+    @functools.cached_property
+    def preloaded(self) -> bool:
+        """Whether a preloading worker ran the stages (its variants' logs say so)."""
+        logs = sorted((self.run_dir / "logs").glob("*.log"))
+        return any("via the worker of slot" in log.read_text(errors="replace") for log in logs[:3])
+
+    @property
+    def cgroup(self) -> bool:
+        """Whether each evaluation had a cgroup of its own."""
+        return "(cgroup" in self.isolation.get("resources", "")
 
     @property
     def contained(self) -> frozenset[str]:
         return frozenset(t for t, v in self.verdicts.items() if v == "CONTAINED")
 
 
+def column(backend: str, mode: str) -> str:
+    return backend + ("+preload" if mode == "preload" else "")
+
+
 def ge_command(
-    args: list[str], *, cwd: Path, env: dict[str, str], denials: tuple[str, ...] = ()
+    args: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    denials: tuple[str, ...] = (),
+    wrapper: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m guided_evolution ARGS`, under the seccomp wrapper when ``denials`` are given."""
+    """`python -m guided_evolution ARGS`, under the seccomp wrapper when ``denials`` are given
+    (and under ``wrapper`` first, e.g. ``_KEYRING``)."""
     prefix = seccomp.deny_argv(*denials) if denials else []
     return subprocess.run(
-        [*prefix, sys.executable, "-m", "guided_evolution", *args],
+        [*(wrapper or []), *prefix, sys.executable, "-m", "guided_evolution", *args],
         cwd=cwd,
         env={**os.environ, "LITELLM_OFFLINE_MODE": "true", **env},
         capture_output=True,
@@ -176,6 +331,133 @@ def ge_command(
         timeout=RUN_TIMEOUT_S,
         check=False,
     )
+
+
+_KEYRING = r"""
+import ctypes, json, struct, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+L = ctypes.c_long
+report, nums, key, secret, added = sys.argv[1:6]
+S = json.loads(nums)
+def keyctl(*args):
+    return libc.syscall(S["keyctl"], *args)
+session = keyctl(L(1), b"ge-threat-session")  # KEYCTL_JOIN_SESSION_KEYRING: a new one, named
+planted = -1  # never into a session keyring of the user's own
+if session > 0:
+    planted = libc.syscall(S["add_key"], b"user", key.encode(), secret.encode(), L(len(secret)), L(-3))
+out = {"session": session, "planted": planted, "errno": ctypes.get_errno()}
+rc = subprocess.call(sys.argv[7:])
+buf = ctypes.create_string_buffer(4096)
+n = keyctl(L(11), L(planted), buf, L(4096))  # KEYCTL_READ
+out["intact"] = n == len(secret) and buf.raw[:n] == secret.encode()
+n = keyctl(L(11), L(session), buf, L(4096))  # a keyring reads as its keys' serials
+descriptions = []
+for serial in struct.unpack(f"{max(n, 0) // 4}i", buf.raw[: max(n, 0)]):
+    m = keyctl(L(6), L(serial), buf, L(4096))  # KEYCTL_DESCRIBE: type;uid;gid;perm;description
+    descriptions.append(buf.value.decode(errors="replace") if m >= 0 else "?")
+out["session_keys"] = descriptions
+found = keyctl(L(10), L(-4), b"user", added.encode(), L(0))  # KEYCTL_SEARCH ge's user keyring
+out["user_keyring_added"] = found > 0
+if found > 0:
+    keyctl(L(21), L(found))  # KEYCTL_INVALIDATE: the machine's root keyring stays clean
+json.dump(out, open(report, "w"))
+sys.exit(rc)
+"""
+"""``python -c _KEYRING REPORT SYSCALLS KEY SECRET ADDED -- ARGV``: ARGV (ge) in a new session
+keyring that holds KEY (payload SECRET); afterwards, what became of it (JSON in REPORT)."""
+
+
+def keyring_wrapper(scene: Scene, report: Path) -> list[str] | None:
+    nums = SYSCALLS.get(platform.machine())
+    if nums is None:
+        scene.unmeasured["keyring"] = f"no keyring system call numbers for {platform.machine()}"
+        return None
+    args = [report, json.dumps(nums), scene.key, scene.key_secret, scene.key_added, "--"]
+    return [sys.executable, "-c", _KEYRING, *map(str, args)]
+
+
+def _keyring_outside(scene: Scene, report: Path) -> str | None:
+    """What the host sees of the keyring threat: None, or how the variant reached it."""
+    if "keyring" in scene.unmeasured:
+        return None
+    data = json.loads(report.read_text())
+    if data["planted"] <= 0 or data["session"] <= 0:
+        scene.unmeasured["keyring"] = f"this kernel refuses keyrings (errno {data['errno']})"
+        return None
+    seen = []
+    if not data["intact"]:
+        seen.append("the planted key was changed")
+    added = [d for d in data["session_keys"] if d.endswith(";" + scene.key_added)]
+    if added:
+        seen.append(f"a key was added to ge's session keyring: {added}")
+    if data["user_keyring_added"]:
+        seen.append("a key was added to ge's user keyring")
+    return "; ".join(seen) or None
+
+
+class ProcessWatch:
+    """Every 0.1 s, the live processes whose name (comm) starts with ``prefix``: when they were
+    seen, so that survivors of an evaluation can be told from processes killed in time."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.seen: list[tuple[float, int, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def scan(self) -> list[tuple[int, str]]:
+        """(pid, name) of such processes that are alive and not being killed: SIGKILL pending
+        means its sandbox is coming down (slowly on a busy machine); it runs no code again."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                name, state = (
+                    stat[stat.find("(") + 1 : stat.rfind(")")],
+                    stat[stat.rfind(")") + 2 :],
+                )
+                if not name.startswith(self.prefix) or state.startswith(("Z", "X")):
+                    continue
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            pending = re.findall(r"^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$", status, re.M)
+            if not any(int(mask, 16) & 1 << (signal.SIGKILL - 1) for mask in pending):
+                found.append((int(entry), name))
+        return found
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.1):
+            started = time.time()
+            self.seen += [(started, pid, name) for pid, name in self.scan()]
+
+    def since(self, moment: float, suffix: str) -> list[int]:
+        """Pids seen alive in a scan that began after ``moment``, with names ending in ``suffix``."""
+        return sorted({pid for t, pid, name in self.seen if t > moment and name.endswith(suffix)})
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def kill_all(self) -> None:
+        """Stop every such process (so none can fork), then kill them all."""
+        deadline = time.monotonic() + 10
+        stopped: set[int] = set()
+        while time.monotonic() < deadline:
+            fresh = [pid for pid, _ in self.scan() if pid not in stopped]
+            if not fresh:
+                break
+            for pid in fresh:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGSTOP)
+                stopped.add(pid)
+        for pid in stopped:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _results(run_dir: Path, found: dict[str, dict]) -> dict[str, tuple[str, str]]:
@@ -222,9 +504,44 @@ def _outside(
     return seen
 
 
-def _kill_strays(scene: Scene) -> None:
+def _terminal(
+    run_dir: Path, cwd: Path, found: dict[str, dict], run: subprocess.CompletedProcess[str]
+) -> dict[str, str]:
+    """escape-seq-* -> where ge printed its escapes raw: `ge run` itself, `ge show` of the two
+    variants and `ge status` (run side by side; tests/test_terminal_escapes.py has the others)."""
+    commands = {f"ge show {t}": ["show", str(run_dir), found[t]["id"]] for t in ESCAPES}
+    commands["ge status"] = ["status", str(run_dir)]
+    env = {**os.environ, "LITELLM_OFFLINE_MODE": "true"}
+    procs = {
+        label: subprocess.Popen(
+            [sys.executable, "-m", "guided_evolution", *args],
+            cwd=cwd,
+            env=env,
+            text=True,
+            errors="replace",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for label, args in commands.items()
+    }
+    texts = {"ge run": run.stdout + run.stderr}
+    texts |= {label: proc.communicate(timeout=120)[0] for label, proc in procs.items()}
+    seen: dict[str, list[str]] = {}
+    for label, text in texts.items():
+        for match in RAW_CONTROL.finditer(text):
+            near = text[max(0, match.start() - 80) : match.end() + 80]
+            who = [t for t, tag in zip(ESCAPES, "mo", strict=True) if f"-{tag}" in near]
+            for threat in who or ESCAPES:
+                if label not in seen.setdefault(threat, []):
+                    seen[threat].append(label)
+    return {
+        t: f"raw escapes reached the terminal in: {', '.join(labels)}" for t, labels in seen.items()
+    }
+
+
+def _kill_strays(scene: Scene, run_dirs: Iterable[Path]) -> None:
     """Kill what the payloads left behind (their marker or the run directory names them)."""
-    for line in stray_processes([scene.stray, str(scene.run_dir)]):
+    for line in stray_processes([scene.stray, *map(str, run_dirs)]):
         pid = int(line.split(":")[0])
         try:
             os.kill(pid, signal.SIGKILL)
@@ -232,99 +549,389 @@ def _kill_strays(scene: Scene) -> None:
             continue
 
 
-def run_backend(backend: str, root: Path) -> Row:
-    """One `ge run` of every threat under ``backend``; the verdicts (the common promises asserted)."""
+def side_by_side(
+    scene: Scene, ears: Listeners, setup: Setup, mode: str
+) -> tuple[dict, dict, subprocess.CompletedProcess[str], dict]:
+    """One `ge run` of every threat of ``THREATS`` (2 slots) in a session keyring with a planted
+    key; threat -> inside (verdict, notes), threat -> what the host saw (but ge's later output,
+    ``_terminal``), the run, payload -> its variant."""
+    template_seed(scene.seed, generations=0, initial_population=len(THREATS))
+    set_config(scene.seed, "executor", slots=2)
+    set_config(scene.seed, "evaluator", sandbox=setup.sandbox, timeout_s=30, **mode_config(mode))
+    params = scene.params(ears)
+    writer = PayloadWriter([(name, payload(name, params)) for name in THREATS])
+    env = {"HOME": str(scene.home), **{n: f"{scene.secret}-{n}" for n in SECRET_NAMES}}
+    report = scene.root / "keyring.json"
+    wrapper = keyring_wrapper(scene, report)
+    with serve(responder=writer) as server:
+        llm_config(scene.seed, server.base_url, concurrency=2)
+        before = scene.digests()
+        args = ["run", str(scene.seed), "--run-dir", str(scene.run_dir), "--json"]
+        proc = ge_command(args, cwd=scene.root, env=env, denials=setup.denials, wrapper=wrapper)
+    assert proc.returncode == 0, f"ge did not finish: {proc.stderr[-3000:]}"
+    assert json.loads(proc.stdout)["finished"]
+    found = variants_by_payload(scene.run_dir)
+    assert set(found) == set(THREATS), f"payloads that became variants: {sorted(found)}"
+    inside = _results(scene.run_dir, found)
+    outside = _outside(scene, ears, before, found)
+    if wrapper is not None and (keyring := _keyring_outside(scene, report)):
+        outside["keyring"] = keyring
+    return inside, outside, proc, found
+
+
+@dataclass
+class Sequence:
+    """What one sequence run showed: each payload's variant, RESULT and evaluation."""
+
+    name: str
+    run_dir: Path
+    proc: subprocess.CompletedProcess[str]
+    found: dict[str, dict]
+    inside: dict[str, tuple[str, str]]
+    after_run: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        try:
+            return self.proc.returncode == 0 and bool(json.loads(self.proc.stdout)["finished"])
+        except (ValueError, KeyError, TypeError):
+            return False
+
+    def why_not_finished(self) -> str:
+        tail = self.proc.stderr.strip().splitlines()[-3:]
+        return f"`ge run` exited {self.proc.returncode}: {' / '.join(tail)}"
+
+    def evaluation(self, name: str) -> EvaluationRecord | None:
+        return self.found.get(name, {}).get("evaluation")
+
+    def failed_victim(self, name: str) -> str | None:
+        """Why the variant ``name`` did not evaluate normally (None when it did)."""
+        ev = self.evaluation(name)
+        if ev is None:
+            return f"{name} was never evaluated"
+        if ev.status != "ok":
+            return f"{name} {ev.status}: {ev.failure_reason}"
+        if self.inside[name][0] == "MISSING":
+            return f"{name} printed no RESULT: {self.inside[name][1][-200:]}"
+        return None
+
+    def state(self, name: str) -> dict | None:
+        match = re.search(r"STATE (\{.*?\})", self.inside.get(name, ("", ""))[1])
+        return json.loads(match.group(1)) if match else None
+
+    def out_of_order(self) -> str | None:
+        """The order of evaluation differs from ``SEQUENCES``' (a victim before its attack)."""
+        started = [
+            (ev.started_at or 0.0, n)
+            for n in SEQUENCES[self.name]
+            if (ev := self.evaluation(n)) is not None
+        ]
+        order = [n for _, n in sorted(started)]
+        want = [n for n in SEQUENCES[self.name] if n in order]
+        return None if order == want else f"evaluated in the order {order}, not {want}"
+
+
+def sequence(
+    scene: Scene, ears: Listeners, setup: Setup, mode: str, name: str, watch: ProcessWatch
+) -> Sequence:
+    """One `ge run` of one slot that evaluates ``SEQUENCES[name]`` in order (with a disk reserve
+    just below the free space for disk-fill)."""
+    base = scene.root / f"seq-{name}"
+    seed, run_dir = base / "seed", base / "run"
+    template_seed(seed, generations=0, initial_population=len(SEQUENCES[name]))
+    set_config(seed, "executor", slots=1)
+    evaluator = {"sandbox": setup.sandbox, "timeout_s": 30, "max_processes": 1024}
+    evaluator |= disk_floor(base) if "disk-fill" in SEQUENCES[name] else {}
+    set_config(seed, "evaluator", **evaluator, **mode_config(mode))
+    params = scene.params(ears, run_dir)
+    writer = PayloadWriter([(n, payload(n, params)) for n in SEQUENCES[name]])
+    with serve(responder=writer) as server:
+        llm_config(seed, server.base_url, concurrency=1)
+        args = ["run", str(seed), "--run-dir", str(run_dir), "--json"]
+        proc = ge_command(args, cwd=base, env={"HOME": str(scene.home)}, denials=setup.denials)
+    after = watch.scan()
+    found = variants_by_payload(run_dir) if (run_dir / "index.sqlite").exists() else {}
+    return Sequence(name, run_dir, proc, found, _results(run_dir, found), after)
+
+
+def judge_poison(seq: Sequence, cwd: Path) -> dict[str, tuple[bool, str]]:
+    """worker-poison and disk-fill -> (escaped, why), from what the host and the victims saw."""
+    why = []
+    if seq.inside.get("worker-poison", ("",))[0] == "ESCAPED":
+        why.append("it could set ge's own limits")
+    witness, victim = seq.state("witness"), seq.state("victim-poison")
+    if witness and victim and witness != victim:
+        changed = {k: (witness.get(k), v) for k, v in victim.items() if witness.get(k) != v}
+        why.append(f"the next variant's limits and priorities changed (witness, victim): {changed}")
+    why += filter(None, (seq.failed_victim("witness"), seq.failed_victim("victim-poison")))
+    out = {"worker-poison": (bool(why), "; ".join(why))}
+    ev, why = seq.evaluation("disk-fill"), []
+    if ev is None or ev.status != "failed" or "disk" not in str(ev.failure_reason).lower():
+        what = "never evaluated" if ev is None else f"{ev.status} ({ev.failure_reason})"
+        floor = "" if disk_floor(cwd) else " (this ge has no [evaluator] disk_reserve_mb)"
+        why.append(f"not failed for the disk: {what}{floor}")
+    if problem := seq.failed_victim("victim-disk"):
+        why.append(problem)
+    if (seq.run_dir / "index.sqlite").exists():
+        try:
+            assert_store_intact(seq.run_dir, cwd)
+        except AssertionError as exc:
+            why.append(f"the run's store is damaged: {str(exc)[:300]}")
+    out["disk-fill"] = (bool(why), "; ".join(why))
+    return out
+
+
+def judge_chain(seq: Sequence, watch: ProcessWatch) -> dict[str, tuple[bool, str]]:
+    """survivor-chain and io-jam -> (escaped, why). io-jam's survivors are survivor-chain's
+    matter: io-jam escapes when the variant after it fails or the run stops."""
+    out: dict[str, tuple[bool, str]] = {}
+    for threat, victim, suffix in (
+        ("survivor-chain", "victim-chain", "c"),
+        ("io-jam", "victim-jam", "j"),
+    ):
+        why, info = [], []
+        ev = seq.evaluation(victim)
+        # a kill takes effect at once; 0.5 s for the scans and the victim's check stage
+        alive = watch.since(ev.started_at + 0.5, suffix) if ev and ev.started_at else []
+        if alive:
+            info.append(f"{len(alive)} of its processes were seen alive while {victim} ran")
+        if after := [p for p, n in seq.after_run if n.endswith(suffix)]:
+            info.append(f"{len(after)} of its processes outlived the run")
+        if threat == "survivor-chain":
+            why, info = info, []
+        seen = re.search(rf"(\d+) of {threat}", seq.inside.get(victim, ("", ""))[1])
+        if seen and int(seen.group(1)):  # perhaps still dying: the host's watch decides
+            info.append(f"{victim} saw {seen.group(1)} of its processes in /proc")
+        if problem := seq.failed_victim(victim):
+            why.append(problem)
+        if threat == "io-jam" and not seq.finished:
+            why.append(seq.why_not_finished())
+        out[threat] = (bool(why), "; ".join(why + info))
+    return out
+
+
+def judged_sequence(
+    scene: Scene, ears: Listeners, setup: Setup, mode: str, name: str, watch: ProcessWatch
+) -> tuple[dict[str, tuple[bool, str]], dict[str, tuple[str, str]]]:
+    """One sequence, judged: threat -> (escaped, why), threat -> its RESULT (verdict, notes)."""
+    seq = sequence(scene, ears, setup, mode, name, watch)
+    judged = judge_poison(seq, scene.root) if name == "poison" else judge_chain(seq, watch)
+    if order := seq.out_of_order():
+        judged = {t: (True, f"ERROR: {order}") for t in judged}
+    return judged, {t: v for t, v in seq.inside.items() if t in judged}
+
+
+def measure(backend: str, mode: str, root: Path) -> Row:
+    """Every threat under ``backend`` and ``mode``: the side-by-side run and the sequences."""
     setup = SETUPS[backend]
     skip_unless_measurable(setup)
     scene = Scene(root, Path(tempfile.mkdtemp(prefix="ge-threat-", dir=SHARED_PARENT)))
-    ears = Listeners(scene.shared, f"ge-threat-{scene.tag}")
+    scene.make_services()
+    ears = Listeners(scene.shared, f"ge-threat-{scene.tag}", scene.services)
+    watch = ProcessWatch(scene.chain)
+    started = time.monotonic()
+    run_dirs = [scene.run_dir] + [root / f"seq-{name}" / "run" for name in SEQUENCES]
     try:
         scene.build()
-        template_seed(scene.seed, generations=0, initial_population=len(THREATS))
-        set_config(scene.seed, "executor", slots=2)
-        set_config(scene.seed, "evaluator", sandbox=setup.sandbox, timeout_s=30)
-        params = scene.params(ears)
-        writer = PayloadWriter([(name, payload(name, params)) for name in THREATS])
-        env = {"HOME": str(scene.home), **{n: f"{scene.secret}-{n}" for n in SECRET_NAMES}}
-        started = time.monotonic()
-        with serve(responder=writer) as server:
-            llm_config(scene.seed, server.base_url, concurrency=2)
-            before = scene.digests()
-            args = ["run", str(scene.seed), "--run-dir", str(scene.run_dir), "--json"]
-            proc = ge_command(args, cwd=root, env=env, denials=setup.denials)
-        seconds = time.monotonic() - started
-        assert proc.returncode == 0, f"ge did not finish under {backend}: {proc.stderr[-3000:]}"
-        assert json.loads(proc.stdout)["finished"]
-        found = variants_by_payload(scene.run_dir)
-        assert set(found) == set(THREATS), f"payloads that became variants: {sorted(found)}"
-        inside = _results(scene.run_dir, found)
-        outside = _outside(scene, ears, before, found)
-        assert_store_intact(scene.run_dir, root)
+        inside, outside, proc, found = side_by_side(scene, ears, setup, mode)
+        host: dict[str, tuple[bool, str]] = {}
+        # What only reads the finished run goes on beside the sequences (2 cores, 1 slot each).
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2 + len(SEQUENCES)) as pool:
+            terminal = pool.submit(_terminal, scene.run_dir, root, found, proc)
+            store = pool.submit(assert_store_intact, scene.run_dir, root)
+            pending = [
+                pool.submit(judged_sequence, scene, ears, setup, mode, name, watch)
+                for name in SEQUENCES
+            ]
+            for future in pending:
+                judged, results = future.result()
+                host |= judged
+                inside |= results
+            outside |= terminal.result()
+            store.result()
     finally:
+        watch.stop()
         ears.close()
-        _kill_strays(scene)
+        watch.kill_all()
+        _kill_strays(scene, run_dirs)
         for tmp in scene.host_tmp_files():
             (tmp / f"ge-threat-{scene.tag}").unlink()
         shutil.rmtree(scene.shared, ignore_errors=True)
+        scene.remove_services()
     verdicts, notes = {}, {}
-    for threat in THREATS:
-        word, text = inside[threat]
+    for threat in ALL_THREATS:
+        word, text = inside.get(threat, ("MISSING", "never evaluated"))
+        if threat in scene.unmeasured:
+            verdicts[threat], notes[threat] = "SKIPPED", scene.unmeasured[threat]
+            continue
+        if threat in host:
+            escaped, why = host[threat]
+            broken = word in ("MISSING", "ERROR") and threat != "disk-fill"  # may be killed
+            verdict = "ERROR" if why.startswith("ERROR") else "ESCAPED" if escaped else "CONTAINED"
+            verdicts[threat] = word if broken and not escaped else verdict
+            notes[threat] = "; ".join(x for x in (why, text) if x)
+            continue
         escaped = word == "ESCAPED" or threat in outside
         verdicts[threat] = (
             "ESCAPED" if escaped else word if word in ("MISSING", "ERROR") else "CONTAINED"
         )
         notes[threat] = "; ".join(x for x in (outside.get(threat, ""), text) if x)
-    return Row(backend, verdicts, notes, seconds, proc.stderr, scene.run_dir)
+    return Row(
+        backend, mode, verdicts, notes, time.monotonic() - started, proc.stderr, scene.run_dir
+    )
 
 
-def table(rows: dict[str, Row]) -> str:
-    """Threats down, backends across: ``ok`` contained, ``ESC`` escaped; ``!`` not as expected."""
-    names = [b for b in CONTAINED if b in rows] or list(CONTAINED)
-    lines = ["threat".ljust(22) + "".join(b.rjust(17) for b in names)]
-    for threat in THREATS:
+def _cell(
+    rows: dict[tuple[str, str], Row], backend: str, mode: str, threat: str
+) -> tuple[str, str]:
+    """(observed, expected) of one cell: ok, ESC, n/a or a broken payload's word."""
+    row = rows.get((backend, mode))
+    want = "ok" if threat in expected(backend, mode, row) else "ESC"
+    if row is None:
+        return want, want
+    got = row.verdicts[threat]
+    return {"CONTAINED": "ok", "ESCAPED": "ESC", "SKIPPED": "n/a"}.get(got, got), want
+
+
+def _columns(rows: dict[tuple[str, str], Row]) -> list[tuple[str, str]]:
+    every = [(b, m) for b in CONTAINED for m in MODES]
+    return [c for c in every if c in rows] or every
+
+
+def table(rows: dict[tuple[str, str], Row]) -> str:
+    """Threats down, backends and modes across: ``ok`` contained, ``ESC`` escaped; ``!`` not as
+    expected."""
+    cols = _columns(rows)
+    width = max(len(column(*c)) for c in cols) + 2
+    lines = ["threat".ljust(20) + "".join(column(*c).rjust(width) for c in cols)]
+    for threat in ALL_THREATS:
         cells = []
-        for backend in names:
-            want = "ok" if threat in expected(backend, rows.get(backend)) else "ESC"
-            got = rows[backend].verdicts[threat] if backend in rows else want
-            got = {"CONTAINED": "ok", "ESCAPED": "ESC"}.get(got, got)
-            cells.append((got if got == want else f"{got}! (want {want})").rjust(17))
-        lines.append(threat.ljust(22) + "".join(cells))
+        for backend, mode in cols:
+            got, want = _cell(rows, backend, mode, threat)
+            cells.append((got if got in (want, "n/a") else f"{got}!").rjust(width))
+        lines.append(threat.ljust(20) + "".join(cells))
     if rows:
-        lines.append("seconds".ljust(22) + "".join(f"{rows[b].seconds:17.1f}" for b in names))
+        lines.append("seconds".ljust(20) + "".join(f"{rows[c].seconds:{width}.1f}" for c in cols))
     return "\n".join(lines)
 
 
+def markdown(rows: dict[tuple[str, str], Row]) -> str:
+    """The observed table as Markdown (SECURITY.md's form): ``ok`` contained, **ESC** escaped,
+    n/a not measurable here; a cell that differs from ``CONTAINED`` says what it should be."""
+    cols = _columns(rows)
+    head = [
+        f"Measured {datetime.date.today()} on Linux {platform.release()} ({platform.machine()}), "
+        f"as {'root' if os.geteuid() == 0 else 'a normal user'}, by "
+        "`tests/reliability/test_sandbox_threats.py`. `+preload`: `[evaluator] preload` (each "
+        "stage a confined fork of one worker per slot), else `preload = false`. `ok` contained, "
+        "**ESC** escaped, n/a not measurable here; a cell unlike the suite's `CONTAINED` says "
+        "what it should be.",
+        "",
+        "| threat | " + " | ".join(column(*c) for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    lines = []
+    for threat in ALL_THREATS:
+        cells = []
+        for backend, mode in cols:
+            got, want = _cell(rows, backend, mode, threat)
+            text = "**ESC**" if got == "ESC" else got
+            cells.append(text if got in (want, "n/a") else f"{text} (want {want})")
+        lines.append(f"| {threat} | " + " | ".join(cells) + " |")
+    return "\n".join(head + lines) + "\n"
+
+
 @pytest.fixture(scope="module")
-def rows() -> Iterator[dict[str, Row]]:
-    """Every backend's row of this session; both tables are printed at the end (`pytest -s`)."""
-    observed: dict[str, Row] = {}
+def rows() -> Iterator[dict[tuple[str, str], Row]]:
+    """Every row of this session; both tables are printed at the end (`pytest -s`), and the
+    observed one is written as Markdown to ``$GE_THREAT_TABLE`` when that is set."""
+    observed: dict[tuple[str, str], Row] = {}
     yield observed
     print("\n\nexpected containment (CONTAINED, the source of SECURITY.md's table):\n" + table({}))
     if observed:
         print("\nobserved:\n" + table(observed))
+        failures = [
+            f"{r.label} {t}: {r.notes[t][:400]}"
+            for r in observed.values()
+            for t in ALL_THREATS
+            if _cell(observed, r.backend, r.mode, t)[0]
+            not in (_cell(observed, r.backend, r.mode, t)[1], "n/a")
+        ]
+        if failures:
+            print("\nwhy the cells marked ! differ:\n" + "\n".join(failures))
+    if path := os.environ.get("GE_THREAT_TABLE"):
+        Path(path).write_text(markdown(observed))
 
 
-@pytest.fixture(scope="module", params=list(CONTAINED))
+@pytest.fixture(scope="module", params=[(b, m) for b in CONTAINED for m in MODES], ids="-".join)
 def row(
-    request: pytest.FixtureRequest, rows: dict[str, Row], tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    rows: dict[tuple[str, str], Row],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Row:
-    backend = request.param
-    rows[backend] = run_backend(backend, tmp_path_factory.mktemp(f"threats-{backend}"))
-    return rows[backend]
+    backend, mode = request.param
+    root = tmp_path_factory.mktemp(f"threats-{backend}-{mode}")
+    rows[(backend, mode)] = measure(backend, mode, root)
+    return rows[(backend, mode)]
 
 
-def test_each_backend_contains_exactly_the_threats_of_the_table(row: Row) -> None:
-    broken = {t: v for t, v in row.verdicts.items() if v not in ("ESCAPED", "CONTAINED")}
+def check(row: Row, threats: Iterable[str]) -> None:
+    """The row's verdicts on ``threats`` are those of the table (skip: none measurable here)."""
+    threats = list(threats)
+    measured = [t for t in threats if row.verdicts[t] != "SKIPPED"]
+    if not measured:
+        pytest.skip("; ".join(sorted({row.notes[t] for t in threats})))
+    broken = {
+        t: row.verdicts[t] for t in measured if row.verdicts[t] not in ("ESCAPED", "CONTAINED")
+    }
     assert not broken, f"payloads that did not report: {broken} ({[row.notes[t] for t in broken]})"
-    want = expected(row.backend, row)
-    escaped = sorted(want - row.contained)
-    unexpected = sorted(row.contained - want)
-    assert not escaped, f"{row.backend}: escaped: " + "; ".join(
+    want = expected(row.backend, row.mode, row) & set(measured)
+    contained = row.contained & set(measured)
+    escaped, unexpected = sorted(want - contained), sorted(contained - want)
+    assert not escaped, f"{row.label}: escaped: " + "; ".join(
         f"{t}: {row.notes[t]}" for t in escaped
     )
     assert not unexpected, (
-        f"{row.backend}: contained but the table says it escapes (update CONTAINED): {unexpected}"
+        f"{row.label}: contained but the table says it escapes (update CONTAINED): {unexpected}"
     )
+
+
+def test_each_backend_contains_exactly_the_threats_of_the_table(row: Row) -> None:
+    others = {t for family in FAMILIES.values() for t in family}
+    check(row, [t for t in ALL_THREATS if t not in others])
+
+
+def test_a_variant_cannot_change_the_limits_or_priorities_of_later_variants(row: Row) -> None:
+    """prlimit (RLIMIT_FSIZE, RLIMIT_AS), setpriority, sched_setscheduler and ioprio_set on the
+    processes above the variant: a preload worker would pass them on to every later variant."""
+    check(row, FAMILIES["worker-poison"])
+
+
+def test_no_process_of_a_variant_outlives_its_evaluation(row: Row) -> None:
+    """A regrowing chain of processes without ge's marker: none alive while the next variant of
+    the slot runs; one that keeps its io directory full does not fail the next one nor stop the
+    run."""
+    check(row, FAMILIES["survivors"])
+
+
+def test_the_session_keyring_ge_runs_in_is_out_of_reach(row: Row) -> None:
+    check(row, FAMILIES["keyring"])
+
+
+def test_unix_sockets_of_services_in_srv_and_var_lib_are_out_of_reach(row: Row) -> None:
+    check(row, FAMILIES["service-sockets"])
+
+
+def test_variant_text_reaches_the_terminal_inert(row: Row) -> None:
+    """Metric names and values, output lines and feedback with OSC 52, title, CSI and C1 codes:
+    `ge run`, `ge show` and `ge status` print none of them raw."""
+    check(row, FAMILIES["terminal"])
+
+
+def test_a_disk_filling_variant_fails_and_the_run_goes_on(row: Row) -> None:
+    """With `[evaluator] disk_reserve_mb` just below the free space: the variant that writes past
+    it fails with a reason naming the disk, the next variant evaluates, the store is intact."""
+    check(row, FAMILIES["disk"])
 
 
 def test_each_run_records_and_prints_its_isolation(row: Row) -> None:
