@@ -351,16 +351,19 @@ rc = subprocess.call(sys.argv[7:])
 buf = ctypes.create_string_buffer(4096)
 n = keyctl(L(11), L(planted), buf, L(4096))  # KEYCTL_READ
 out["intact"] = n == len(secret) and buf.raw[:n] == secret.encode()
-n = keyctl(L(11), L(session), buf, L(4096))  # a keyring reads as its keys' serials
-descriptions = []
-for serial in struct.unpack(f"{max(n, 0) // 4}i", buf.raw[: max(n, 0)]):
-    m = keyctl(L(6), L(serial), buf, L(4096))  # KEYCTL_DESCRIBE: type;uid;gid;perm;description
-    descriptions.append(buf.value.decode(errors="replace") if m >= 0 else "?")
-out["session_keys"] = descriptions
-found = keyctl(L(10), L(-4), b"user", added.encode(), L(0))  # KEYCTL_SEARCH ge's user keyring
-out["user_keyring_added"] = found > 0
-if found > 0:
-    keyctl(L(21), L(found))  # KEYCTL_INVALIDATE: the machine's root keyring stays clean
+def keys(ring):  # serial -> description (type;uid;gid;perm;description) of a keyring's keys
+    n = keyctl(L(11), L(ring), buf, L(4096))  # KEYCTL_READ: a keyring reads as its serials
+    found = {}
+    for serial in struct.unpack(f"{max(n, 0) // 4}i", buf.raw[: max(n, 0)]):
+        m = keyctl(L(6), L(serial), buf, L(4096))  # KEYCTL_DESCRIBE
+        found[serial] = buf.value.decode(errors="replace") if m >= 0 else "?"
+    return found
+out["session_keys"] = list(keys(session).values())
+user = keyctl(L(0), L(-4), L(0))  # ge's user keyring, not made if it does not exist
+added_there = [k for k, d in keys(user).items() if d.endswith(";" + added)] if user > 0 else []
+out["user_keyring_added"] = bool(added_there)
+for serial in added_there:  # KEYCTL_UNLINK: it outlives every session
+    keyctl(L(9), L(serial), L(user))
 json.dump(out, open(report, "w"))
 sys.exit(rc)
 """
