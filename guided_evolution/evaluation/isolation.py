@@ -233,6 +233,15 @@ def _processes(f: Findings) -> tuple[str, bool]:
             f"{own}, {who}: signals to ge's other processes are NOT blocked (Landlock ABI < 6)",
             False,
         )
+    if not _own_mounts(f) and not f.dedicated_uid:
+        return (
+            f"{own}, {who}: evaluated code can lower ge's own rlimits, priority and scheduling "
+            "(prlimit, setpriority, sched_setscheduler: Landlock has no rule for them, and it "
+            "shares ge's uid and pid namespace). Fix: let a dedicated uid run it (keep ge's "
+            "Python and the run directory outside private 0700 directories, as root) or allow "
+            "namespaces",
+            False,
+        )
     limit = f"at most {f.max_processes} processes" if f.max_processes else "no process-count limit"
     if f.max_processes and "pids" in f.cgroups:
         limit += f" per evaluation ({_cgroup_of(f, 'pids')})"
