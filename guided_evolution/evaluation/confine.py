@@ -255,11 +255,16 @@ def enter_namespaces(kernel: Kernel, spec: Spec) -> list[str]:
         names.append("user")
     kernel.unshare(flags)
     if uid != 0:
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                           ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
-            with open(f"/proc/self/{name}", "w") as fh:
-                fh.write(text)
+        map_own_ids(uid, gid)
     return names
+
+
+def map_own_ids(uid: int, gid: int) -> None:
+    """Map ``uid`` and ``gid`` onto themselves in the user namespace just made."""
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                       ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
+        with open(f"/proc/self/{name}", "w") as fh:
+            fh.write(text)
 
 
 def own_user_namespace(kernel: Kernel) -> None:
@@ -267,10 +272,7 @@ def own_user_namespace(kernel: Kernel) -> None:
     uid, gid = os.getuid(), os.getgid()
     kernel.unshare(CLONE_NEWUSER)
     kernel.prctl(PR_SET_DUMPABLE, 1)  # the uid switch made /proc/self root's until then
-    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
-                       ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
-        with open(f"/proc/self/{name}", "w") as fh:
-            fh.write(text)
+    map_own_ids(uid, gid)
     kernel.prctl(PR_SET_DUMPABLE, 0)
     # Keep CAP_SYS_ADMIN (over this namespace only) across the exec: an ambient capability.
     header = (ctypes.c_uint32 * 2)(CAP_VERSION_3, 0)

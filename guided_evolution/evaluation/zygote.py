@@ -262,9 +262,7 @@ def _box_init(req: dict, spec: dict, landlock: object, kernel: Kernel, status_fd
     os.dup2(log, 2)  # a failure to set up is said in the variant's log
     os.close(log)
     kernel.unshare(CLONE_NEWNS | CLONE_NEWIPC, "new mount and ipc namespaces")
-    # A private /tmp and /dev/shm, new for this stage; not where the slot bound the run's or
-    # the interpreter's directories beneath them (then they stay read-only, as the slot's).
-    private = [p for p in ("/tmp", "/dev/shm") if spec["private_tmp"] and not _mounts_beneath(p)]
+    private = spec["private"]  # new for this stage
     if spec["private_tmp"]:
         kernel.mount("none", "/", None, MS_REC | MS_PRIVATE, "")
         size = f",size={spec['tmpfs_bytes']}" if spec.get("tmpfs_bytes") else ""
@@ -485,6 +483,12 @@ def main(args: list[str]) -> None:
     landlock = _load_landlock()
     if spec["landlock"] and landlock.abi_version() <= 0:  # type: ignore[attr-defined]
         sys.exit("ge zygote: Landlock is unavailable here; cannot confine the forked children")
+    # Each stage's private /tmp and /dev/shm: not where the slot bound the run's or the
+    # interpreter's directories beneath them (those stay read-only, as the slot's). The slot's
+    # mounts never change: looked up once here, not at every stage.
+    spec["private"] = [
+        p for p in ("/tmp", "/dev/shm") if spec["private_tmp"] and not _mounts_beneath(p)
+    ]
     kernel = Kernel()
     try:
         own_user_namespace(kernel)
