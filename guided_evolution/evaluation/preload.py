@@ -2,9 +2,10 @@
 
 The evaluator's commands must be plain Python invocations, ``python SCRIPT [ARGS]`` or
 ``python -m MODULE [ARGS]``. The slot's worker runs ``zygote.py`` with that interpreter, imports
-the ``preload`` modules once, and forks one confined child per stage, each pid 1 of a pid namespace
-of its own (see ``zygote.py``); the ``workers.WorkerPool`` protocol and fallback apply, and a timed
-out child is killed through the worker (``{"signal": N}``), which takes its namespace with it.
+the ``preload`` modules once, and runs each stage in a fork that is the init of pid, mount and ipc
+namespaces of its own, the evaluator its pid 2 (see ``zygote.py``); the ``workers.WorkerPool``
+protocol and fallback apply, and a timed-out stage is killed through the worker (``{"signal":
+N}`` to its init, which takes the namespace with it).
 """
 
 from __future__ import annotations
