@@ -550,3 +550,85 @@ def test_status_text_shows_the_last_ten_generations_of_a_long_run(run_copy: Path
     )
     assert "(last 10 of 40)" in line and "39: 4/4/-" in line and "30: 4/4/-" in line
     assert "29: " not in line and " 0: " not in line
+
+
+# --------------------------------------------------------------------------- the JSON's keys, pinned
+
+# Dicts whose keys are the run's own (metric names, segment keys, variant ids, event data).
+_OPEN_KEYS = {"metrics", "parent_metrics", "distinct", "scores", "events", "generations", "isolation"}
+_OPEN_KEYS |= {"isolation_history", "best", "last_migration", "migrations"}
+
+
+def key_lines(value: object, path: str = ".") -> list[str]:
+    """``path: key key …`` for every dict of a JSON value, keys in order (a list: its first
+    element); dicts keyed by the run's own names are left open."""
+    if isinstance(value, list):
+        return key_lines(value[0], path + "[]") if value else []
+    if not isinstance(value, dict):
+        return []
+    lines = [f"{path}: {' '.join(value)}"]
+    for k, v in value.items():
+        if k not in _OPEN_KEYS:
+            lines += key_lines(v, f"{path.rstrip('.')}.{k}")
+    return lines
+
+
+PINNED_KEYS = {
+    "status": """
+.: run_dir generation generations children evaluated failed pending llm_calls llm_errors prompt_tokens completion_tokens cost_usd finished state pid stop_reason fix models children_per_generation diversity isolation isolation_history isolation_changes isolation_unrecorded_starts tokens bandit islands mating_preference
+.children_per_generation[]: generation configured planned new
+.diversity[]: generation population valid front distinct mean_distance distance_sampled
+.tokens: by_operator valid_children tokens_per_valid_child
+.tokens.by_operator[]: operator mode calls prompt_tokens completion_tokens
+.bandit: algorithm per_dollar models personas
+.bandit.personas[]: arm pulls rewards improvements rate cost_usd prior""",
+    "best": """
+.: run_dir objectives front
+.objectives[]: name direction select
+.front[]: id branch generation operator metrics""",
+    "show": """
+.: id branch commit generation parents operator segment prompt_name persona model temperature status metrics failure_reason output_tail feedback duration_s prompt reply tokens prompt_tokens completion_tokens cost_usd calls parent_metrics eot_reflection diff_base diff
+.calls[]: id purpose model outcome prompt_tokens completion_tokens cost_usd latency_s""",
+    "lineage": """
+.: run_dir id seed objectives nodes
+.objectives[]: name direction select
+.nodes[]: id generation operator persona model segment status parents metrics failure_reason improved""",
+    "diff": """
+.: from to files added removed diff""",
+    "log": """
+.: run_dir events""",
+    "log --eot --failures --bandit": """
+.: run_dir reflections failures bandit
+.reflections[]: variant elite segment time generation metrics improved text
+.failures: total groups
+.failures.groups[]: stage reason count examples variants details
+.bandit: algorithm per_dollar models personas generations
+.bandit.personas[]: arm pulls rewards improvements rate cost_usd prior""",
+    "report": """
+.: path bytes variants front plots failure_groups reflections""",
+}
+
+
+def test_every_json_view_keeps_its_keys_and_their_order(run_copy: Path, tmp_path: Path) -> None:
+    child = evaluated_child(run_copy)
+    with RunIndex.open(run_copy / "index.sqlite") as index:
+        call = CallRecord("mutation", "m", [], reply="r", prompt_tokens=3, completion_tokens=2)
+        child.llm_call_id = index.record_call(call)
+        index.add_variant(child, replace=True)
+        index.add_reflection(ReflectionRecord(child.id, "a lesson", elite_id=child.parents[0]))
+        index.add_event("proposal_rejected", {"operator": "mutation", "reason": "no code block"})
+    run = str(run_copy)
+    found = {
+        "status": ge_json("status", run),
+        "best": ge_json("best", run),
+        "show": ge_json("show", run, child.id),
+        "lineage": ge_json("lineage", run, child.id),
+        "diff": ge_json("diff", run, child.id),
+        "log": ge_json("log", run),
+        "log --eot --failures --bandit": ge_json("log", run, "--eot", "--failures", "--bandit"),
+        "report": ge_json("report", run, "-o", str(tmp_path / "r.html")),
+    }
+    for command, pinned in PINNED_KEYS.items():
+        assert key_lines(found[command]) == pinned.strip().splitlines(), command
+    assert found["status"]["islands"] is None and found["status"]["mating_preference"] == []
+    assert found["show"]["calls"][0]["prompt_tokens"] == 3 and found["show"]["tokens"] == 5
