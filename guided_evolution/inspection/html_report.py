@@ -16,11 +16,10 @@ from typing import Any
 
 from guided_evolution.errors import GeError
 from guided_evolution.inspection.export import write_atomic
+from guided_evolution.inspection.html_parts import esc, fmt_num
 from guided_evolution.inspection.report_data import Report, bandit_html, collect, with_islands
 from guided_evolution.inspection.report_diversity import diversity_html
 from guided_evolution.inspection.report_svg import (
-    esc,
-    fmt_num,
     front_svgs,
     gen_legend,
     lineage_svg,

@@ -10,12 +10,12 @@ generation's choices were drawn from (its ``bandit`` events).
 
 from __future__ import annotations
 
-from html import escape
 from typing import Any
 
 from guided_evolution.config import GeConfig
 from guided_evolution.engine.bandit_history import operator_arms, read_history
 from guided_evolution.evolution.bandit import per_dollar, state_dict, tally
+from guided_evolution.inspection.html_parts import esc
 
 OPERATOR_ORDER = ("mutation", "crossover", "eot", "fix")
 
@@ -80,7 +80,7 @@ def token_view(index: Any) -> dict[str, Any]:
 
 def _arm_rows(arms: list[dict[str, Any]]) -> str:
     return "".join(
-        f"<tr><td>{escape(str(a['arm']))}</td><td>{a['pulls']}</td><td>{a['improvements']}</td>"
+        f"<tr><td>{esc(a['arm'])}</td><td>{a['pulls']}</td><td>{a['improvements']}</td>"
         f"<td>{a['rate']:.0%}</td><td>${a['cost_usd']:.4f}</td></tr>"
         for a in arms
     )
@@ -89,13 +89,13 @@ def _arm_rows(arms: list[dict[str, Any]]) -> str:
 def bandit_html(bandit: dict[str, Any], tokens: dict[str, Any]) -> str:
     """The report's section: an arms table per bandit and the tokens table."""
     head = "<tr><th>arm</th><th>pulls</th><th>improvements</th><th>rate</th><th>spend</th></tr>"
-    parts = [f"<h2>LLM spend</h2><p>bandit: {escape(str(bandit['algorithm']))}</p>"]
+    parts = [f"<h2>LLM spend</h2><p>bandit: {esc(bandit['algorithm'])}</p>"]
     for name, title in (("models", "models"), ("personas", "operator/persona (offline: edit)")):
         if bandit[name]:
             parts.append(f"<h3>{title}</h3><table>{head}{_arm_rows(bandit[name])}</table>")
     if tokens["by_operator"]:
         rows = "".join(
-            f"<tr><td>{escape(r['operator'])}</td><td>{escape(r['mode'])}</td><td>{r['calls']}</td>"
+            f"<tr><td>{esc(r['operator'])}</td><td>{esc(r['mode'])}</td><td>{r['calls']}</td>"
             f"<td>{r['prompt_tokens']}</td><td>{r['completion_tokens']}</td></tr>"
             for r in tokens["by_operator"]
         )

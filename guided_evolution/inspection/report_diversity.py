@@ -12,7 +12,6 @@ This module imports no other report module, so `views_data` can use it without a
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from guided_evolution.config import GeConfig
 from guided_evolution.errors import GeError
 from guided_evolution.evolution import diversity
 from guided_evolution.evolution.scoring import scored
+from guided_evolution.inspection.html_parts import esc
 from guided_evolution.runstore.git_store import GitStore
 
 
@@ -112,7 +112,6 @@ def diversity_html(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return head + "<p class=note>No finished generation yet.</p>"
     keys = sorted({k for r in rows for k in r["distinct"]}, key=diversity.position_order)
-    esc = html.escape
     th = "".join(f'<th class=num title="{esc(k)}">{esc(_short(k, keys))}</th>' for k in keys)
     body = []
     for r in rows:

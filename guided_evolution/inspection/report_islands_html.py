@@ -4,34 +4,17 @@ report's style, then a table per island), each island's front now, the migration
 gene's median and spread per generation. A run with neither gets no section, so its report is
 unchanged. Every piece of run data is HTML-escaped.
 
-It draws its own small plots rather than use `report_svg`, which imports `report_data`: this
-module is imported by `report_data` (for `html_report`), so that would be an import cycle.
+Its plots are small line plots over generations (`_Plot`), simpler than `report_svg`'s frames;
+escaping, numbers, colours and the ``<svg>`` wrapper are `html_parts`'.
 """
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass
 from typing import Any
 
-ISLAND_COLOURS = ("#0969da", "#e8590c", "#1a7f37", "#8250df", "#bf3989", "#9a6700", "#57606a")
-
-
-def esc(value: Any) -> str:
-    """HTML-escape anything, quotes too (as `report_svg.esc`)."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def fmt_num(value: Any) -> str:
-    """A number as the report writes it (as `report_svg.fmt_num`)."""
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:.5g}"
-    return "–" if value is None else str(value)
-
-
-def _colour(k: int) -> str:
-    return ISLAND_COLOURS[k % len(ISLAND_COLOURS)]
+from guided_evolution.inspection.html_parts import better, esc, fmt_num, island_colour, svg_plot
 
 
 @dataclass
@@ -98,11 +81,7 @@ class _Plot:
         return "".join(parts)
 
     def svg(self, body: str, label: str) -> str:
-        return (
-            f'<svg class="plot" role="img" aria-label="{esc(label)}" viewBox="0 0 {self.width} '
-            f'{self.height}" width="{self.width}" height="{self.height}" '
-            f'xmlns="http://www.w3.org/2000/svg">{body}</svg>'
-        )
+        return svg_plot(self.width, self.height, body, label)
 
 
 def _best_svg(per_gen: list[dict[str, Any]], name: str, direction: str) -> str:
@@ -119,16 +98,15 @@ def _best_svg(per_gen: list[dict[str, Any]], name: str, direction: str) -> str:
         [x for pts in series.values() for x, _ in pts],
         [y for pts in series.values() for _, y in pts],
     )
-    arrow = "↑ better" if direction == "max" else "↓ better"
-    body = [plot.axes(f"best {name}  ({arrow})")]
+    body = [plot.axes(f"best {name}  ({better(direction)})")]
     for k, pts in sorted(series.items()):
         dash = ' stroke-dasharray="6 4"' if k % 2 else ""  # islands with equal bests stay visible
         body.append(
-            f'<polyline fill="none" stroke="{_colour(k)}" stroke-width="2"{dash} '
+            f'<polyline fill="none" stroke="{island_colour(k)}" stroke-width="2"{dash} '
             f'points="{plot.points(pts)}"><title>island {k}</title></polyline>'
         )
         body.extend(
-            f'<circle cx="{plot.x(x):.1f}" cy="{plot.y(y):.1f}" r="3" fill="{_colour(k)}">'
+            f'<circle cx="{plot.x(x):.1f}" cy="{plot.y(y):.1f}" r="3" fill="{island_colour(k)}">'
             f"<title>island {k}, generation {x:g}: {esc(fmt_num(y))}</title></circle>"
             for x, y in pts
         )
@@ -136,7 +114,7 @@ def _best_svg(per_gen: list[dict[str, Any]], name: str, direction: str) -> str:
 
 
 def _legend(count: int) -> str:
-    return " ".join(f'<span style="color:{_colour(k)}">■</span> island {k}' for k in range(count))
+    return " ".join(f'<span style="color:{island_colour(k)}">■</span> island {k}' for k in range(count))
 
 
 def _island_table(k: int, per_gen: list[dict[str, Any]], objectives: list[tuple[str, str]]) -> str:

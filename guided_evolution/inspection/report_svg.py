@@ -1,56 +1,25 @@
 """`ge report`, the drawing: inline SVG plots (Pareto front, best so far, lineage) and the
-small formatting helpers (escaping, numbers, metric tooltips) that the HTML shares.
+metric tooltips (escaping, numbers and colours are `html_parts`').
 
 Every piece of run data that reaches the markup goes through `esc`.
 """
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from guided_evolution.inspection.html_parts import (
+    OPERATOR_PALETTE,
+    better,
+    esc,
+    fmt_num,
+    gen_colour,
+    svg_plot,
+)
 from guided_evolution.inspection.report_data import Report
-
-_VIRIDIS = (
-    (68, 1, 84), (72, 35, 116), (64, 67, 135), (52, 94, 141), (41, 120, 142), (32, 144, 140),
-    (34, 167, 132), (68, 190, 112), (121, 209, 81), (189, 222, 38), (253, 231, 37),
-)
-_PALETTE = (
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#bab0ac",
-)
-
-
-def esc(value: Any) -> str:
-    """HTML-escape anything (quotes too, so it is safe in attributes)."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def fmt_num(value: Any, digits: int = 5) -> str:
-    """A number for people: thousands separators for ints, ``digits`` significant digits for floats."""
-    if value is None:
-        return "–"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if value != value or value in (math.inf, -math.inf):
-        return str(value)
-    return f"{value:.{digits}g}"
-
-
-def _gen_color(gen: int, max_gen: int) -> str:
-    """Viridis (cut before the palest yellow) by generation."""
-    t = 0.0 if max_gen <= 0 else min(max(gen / max_gen, 0.0), 1.0) * 0.92
-    pos = t * (len(_VIRIDIS) - 1)
-    i = min(int(pos), len(_VIRIDIS) - 2)
-    f = pos - i
-    rgb = [round(a + (b - a) * f) for a, b in zip(_VIRIDIS[i], _VIRIDIS[i + 1], strict=True)]
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
-
 
 # --------------------------------------------------------------------------- frames and axes
 
@@ -166,15 +135,6 @@ class _Frame:
 # --------------------------------------------------------------------------- plots
 
 
-def _svg(frame_w: int, frame_h: int, body: str, label: str) -> str:
-    return (f'<svg class="plot" role="img" aria-label="{esc(label)}" viewBox="0 0 {frame_w} {frame_h}" '
-            f'width="{frame_w}" height="{frame_h}" xmlns="http://www.w3.org/2000/svg">{body}</svg>')
-
-
-def _arrow(direction: str) -> str:
-    return "↑ better" if direction == "max" else "↓ better"
-
-
 def metric_tip(metrics: dict[str, Any] | None) -> str:
     """``name=value`` pairs for a tooltip."""
     return "  ".join(f"{k}={fmt_num(v)}" for k, v in (metrics or {}).items())
@@ -183,7 +143,7 @@ def metric_tip(metrics: dict[str, Any] | None) -> str:
 def gen_legend(max_gen: int) -> str:
     """The colour scale of generations, as a small SVG."""
     stops = "".join(
-        f'<stop offset="{i / 10:.1f}" stop-color="{_gen_color(round(i / 10 * max_gen), max_gen) if max_gen else _gen_color(0, 1)}"/>'
+        f'<stop offset="{i / 10:.1f}" stop-color="{gen_colour(round(i / 10 * max_gen), max_gen) if max_gen else gen_colour(0, 1)}"/>'
         for i in range(11)
     )
     return (
@@ -215,14 +175,14 @@ def front_svgs(rep: Report) -> list[str]:
         front_pts = [p for p in rep.points if p["front"]]
         fr = _Frame.fit(xs, ys, [xval(p) for p in front_pts], [p["scores"][yo[0]] for p in front_pts], width=560, height=380)
         off = 0
-        body = [fr.axes("generation" if xo is None else f"{xo[0]}  ({_arrow(xo[1])})", f"{yo[0]}  ({_arrow(yo[1])})")]
+        body = [fr.axes("generation" if xo is None else f"{xo[0]}  ({better(xo[1])})", f"{yo[0]}  ({better(yo[1])})")]
         front = sorted((p for p in rep.points if p["front"]), key=lambda p: (xval(p), p["id"]))
         if len(front) > 1 and xo is not None and len(sel) == 2:
             pts = [(fr.x(xval(p)), fr.y(p["scores"][yo[0]])) for p in front]
             d = f"M{pts[0][0]:.1f},{pts[0][1]:.1f}" + "".join(f"H{x:.1f}V{y:.1f}" for x, y in pts[1:])
             body.append(f'<path class="frontline" d="{d}"/>')
         for p in sorted(rep.points, key=lambda p: (p["front"], p["generation"], p["id"])):
-            color = _gen_color(p["generation"], rep.max_gen)
+            color = gen_colour(p["generation"], rep.max_gen)
             tip = f"{p['id']}  gen {p['generation']}  {p['operator']}\n{metric_tip(p['scores'])}"
             cls = "pt front" if p["front"] else "pt"
             r = 6 if p["front"] else 4
@@ -238,7 +198,7 @@ def front_svgs(rep: Report) -> list[str]:
             sx, sy = fr.x(xval(seed)), fr.y(seed["scores"][yo[0]])
             body.append(f'<text class="seedlabel" x="{sx + 8:.1f}" y="{sy - 8:.1f}">seed</text>')
         note = f'<div class="offnote">{off} off-scale variant(s) drawn as triangles at the edge</div>' if off else ""
-        out.append(_svg(fr.width, fr.height, "".join(body), f"Pareto front {yo[0]}") + note)
+        out.append(svg_plot(fr.width, fr.height, "".join(body), f"Pareto front {yo[0]}") + note)
     return out
 
 
@@ -270,7 +230,7 @@ def progress_svgs(rep: Report, axis: str) -> list[str]:
         xs = [get(r) for r in rep.progress] + [xmax]
         ys = [r["scores"][name] for r in rep.progress]
         fr = _Frame.fit([0.0, *xs], ys, keep_y=[r["best"][name] for r in rep.progress], width=420, height=300)
-        body = [fr.axes(xlabel, f"{name}  ({_arrow(direction)})")]
+        body = [fr.axes(xlabel, f"{name}  ({better(direction)})")]
         for r in rep.progress:
             cls = "dot off" if fr.outside(get(r), r["scores"][name]) else "dot"
             body.append(f'<circle class="{cls}" cx="{fr.x(get(r)):.1f}" cy="{fr.y(r["scores"][name]):.1f}" r="2.5"/>')
@@ -287,7 +247,7 @@ def progress_svgs(rep: Report, axis: str) -> list[str]:
         d += f"H{fr.x(xmax):.1f}"
         body.append(f'<path class="best" d="{d}"/>')
         body.extend(marks)
-        out.append(_svg(fr.width, fr.height, "".join(body), f"best {name} over {axis}"))
+        out.append(svg_plot(fr.width, fr.height, "".join(body), f"best {name} over {axis}"))
     return out
 
 
@@ -298,14 +258,14 @@ def lineage_svg(rep: Report) -> str:
         return ""
     pos, gen_x, width, height = _lineage_layout(nodes)
     ops = sorted({n["operator"] for n in nodes.values()})
-    color = {op: _PALETTE[i % len(_PALETTE)] for i, op in enumerate(ops)}
+    color = {op: OPERATOR_PALETTE[i % len(OPERATOR_PALETTE)] for i, op in enumerate(ops)}
     body = [f'<text class="tick" x="{x:.0f}" y="18" text-anchor="middle">gen {g}</text>' for g, x in gen_x.items()]
     body += _lineage_edges(nodes, pos)
     body += _lineage_nodes(nodes, pos, color, rep.seed_id)
     legend = "".join(
         f'<span class="chip"><span class="swatch" style="background:{color[op]}"></span>{esc(op)}</span>' for op in ops
     )
-    svg = _svg(max(width, 300), max(height, 80), "".join(body), "lineage of the Pareto front")
+    svg = svg_plot(max(width, 300), max(height, 80), "".join(body), "lineage of the Pareto front")
     return f'<div class="legendrow">{legend}<span class="chip"><span class="swatch ring"></span>on the Pareto front</span><span class="chip"><span class="bar best"></span>best line</span><span class="chip"><span class="bar second"></span>second parent (crossover)</span></div><div class="scroll">{svg}</div>'
 
 
