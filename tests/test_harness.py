@@ -73,7 +73,9 @@ def test_an_intercepted_proposer_rejects_children_as_the_engine_records_them(
     made: list[Intercepted] = []
     fake = FakeExecutor(size_score)
     seed = template_seed(tmp_path / "seed", generations=1)
-    done = run_engine(seed, tmp_path / "run", executor=fake.factory, proposer=intercepting(hook, made))
+    done = run_engine(
+        seed, tmp_path / "run", executor=fake.factory, proposer=intercepting(hook, made)
+    )
     (proposer,) = made
     odd = [p for p in proposer.plans if p.index % 2]
     assert odd and done["children"] == len(proposer.plans) - len(odd)
