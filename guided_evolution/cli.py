@@ -242,7 +242,7 @@ def _finish(summary: Any, json_out: bool) -> None:
     from guided_evolution.inspection import terminal as views
     from guided_evolution.inspection import views_data
 
-    summary.front = views_data.best(Path(summary.run_dir))["front"]
+    summary.front = [row.to_json() for row in views_data.best(Path(summary.run_dir)).front]
     if json_out:
         _print_json(summary.as_dict())
         return
@@ -262,7 +262,7 @@ def status(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
     # on a 30-generation paper-sized run, which a live `watch ge status` should not pay.
     data = inspection.status(_run_dir(run_dir), diversity_last=None if json_out else 10)
     if json_out:
-        _print_json(data)
+        _print_json(data.to_json())
     else:
         views.print_status(_console(), data)
 
@@ -287,7 +287,7 @@ def best(
 
     data = inspection.best(_run_dir(run_dir), island=island)
     if json_out:
-        _print_json(data)
+        _print_json(data.to_json())
     else:
         views.print_front(_console(), data)
 
@@ -305,7 +305,7 @@ def show(
     run, (vid,) = _run_and([run_dir, variant], "ge show [RUN_DIR] VARIANT")
     data = inspection.show(run, str(vid))
     if json_out:
-        _print_json(data)
+        _print_json(data.to_json())
     else:
         views.print_variant(_console(), data)
 
@@ -387,7 +387,7 @@ def lineage_cmd(
     run, (vid,) = _run_and([run_dir, variant], "ge lineage [RUN_DIR] VARIANT")
     data = inspection.lineage(run, str(vid))
     if json_out:
-        _print_json(data)
+        _print_json(data.to_json())
     else:
         views.print_lineage(_console(), data)
 
@@ -406,7 +406,7 @@ def diff_cmd(
     run, (to, base) = _run_and([run_dir, a, b], "ge diff [RUN_DIR] A [B]")
     data = inspection.diff(run, str(to), base)
     if json_out:
-        _print_json(data)
+        _print_json(data.to_json())
     else:
         views.print_diff(_console(), data)
 
@@ -429,7 +429,7 @@ def log_cmd(
 
     data = inspection.log(_run_dir(run_dir), eot=eot, failures=failures, bandit=bandit)
     if json_out:
-        _print_json(data)
+        _print_json(data.to_json())
     else:
         views.print_log(_console(), data)
 
@@ -473,9 +473,9 @@ def report_cmd(
         raise GeError("the report cannot go to standard output", "give an HTML file name, e.g. -o report.html")
     data = report.write_report(_run_dir(run_dir), _path(output, "-o", "report.html"))
     if json_out:
-        _print_json(data)
+        _print_json(data.to_json())
     else:
-        _console().print(f"wrote {data['path']} ({data['bytes'] // 1024} KiB); open it in a browser")
+        _console().print(f"wrote {data.path} ({data.bytes // 1024} KiB); open it in a browser")
 
 
 # --------------------------------------------------------------------------- entry point

@@ -13,6 +13,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from guided_evolution.cli import app
+from guided_evolution.inspection import views_data
 from guided_evolution.inspection.run_data import normalise_reason
 from guided_evolution.inspection.terminal import print_status
 from guided_evolution.llm.records import CallRecord
@@ -442,7 +443,7 @@ def test_status_warns_about_no_sandbox_and_every_uncontained_aspect(run_copy: Pa
         "verbatim, not markup"
     )
     console = Console(record=True, force_terminal=True, color_system="standard", width=200)
-    print_status(console, data)
+    print_status(console, views_data.status(run_copy))
     styled = console.export_text(styles=True)
     network = next(x for x in styled.splitlines() if "network" in x and "open" in x)
     resources = next(x for x in styled.splitlines() if "resources" in x)

@@ -41,14 +41,14 @@ def hostile_run(run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     copy = Path(shutil.copytree(run, tmp_path_factory.mktemp("hostile") / "run"))
     index = RunIndex.open(copy / "index.sqlite")
     try:
-        front = write_report(copy, copy.parent / "probe.html")["front"]
+        front = write_report(copy, copy.parent / "probe.html").front
         assert front
         from guided_evolution.inspection.run_data import load_run_data
         from guided_evolution.inspection.views_data import front_rows
         from guided_evolution.runstore.rundir import open_run
 
         paths, resolved = open_run(copy)
-        best = front_rows(index, resolved.config)[0]["id"]
+        best = front_rows(index, resolved.config)[0].id
         v = index.get_variant(best)
         call = index.record_call(
             CallRecord("mutation", "m", [{"role": "user", "content": PAYLOAD}], reply=PAYLOAD)
@@ -72,7 +72,7 @@ def test_report_is_one_self_contained_file(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     summary = write_report(run, out)
     page = out.read_text()
-    assert summary["path"] == str(out) and summary["bytes"] == len(page.encode())
+    assert summary.path == str(out) and summary.bytes == len(page.encode())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"], "nothing else is written"
     # nothing to fetch: no external URL in any src/href, no <link>, CSP forbids any load
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, re.I)
@@ -88,7 +88,7 @@ def test_report_is_one_self_contained_file(run: Path, tmp_path: Path) -> None:
         "EoT reflections along the best line",
     ):
         assert f">{title}</h2>" in page
-    assert summary["plots"] >= 4 and page.count('<svg class="plot"') == summary["plots"]
+    assert summary.plots >= 4 and page.count('<svg class="plot"') == summary.plots
     for row in ("offline-mutation", "offline-crossover"):
         assert f"<td>{row}</td>" in page
     assert "diff against the seed" in page and '<span class="add">' in page

@@ -3,7 +3,8 @@
 Every plot is inline SVG (`report_svg`) drawn from the run's data (`report_data`); the page's only
 script is inline, small, and allowed by a Content-Security-Policy hash, so nothing is fetched and
 nothing injected can run. Every piece of run data (variant code, LLM text, failure output, even
-metric names) is HTML-escaped.
+metric names) is HTML-escaped. The module is long because the page's CSS and script (some 110
+lines) stand in it verbatim: the page must be one file that needs nothing else.
 """
 
 from __future__ import annotations
@@ -11,13 +12,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from guided_evolution.errors import GeError
 from guided_evolution.inspection.export import write_atomic
 from guided_evolution.inspection.html_parts import esc, fmt_num
-from guided_evolution.inspection.report_data import Report, bandit_html, collect, with_islands
+from guided_evolution.inspection.json_view import JsonView
+from guided_evolution.inspection.report_data import (
+    GroupRow,
+    Report,
+    bandit_html,
+    collect,
+    with_islands,
+)
 from guided_evolution.inspection.report_diversity import diversity_html
 from guided_evolution.inspection.report_svg import (
     front_svgs,
@@ -173,12 +182,12 @@ def _rate(count: int, total: int, cls: str = "") -> str:
     )
 
 
-def _stats_table(title: str, rows: list[dict[str, Any]], note: str) -> str:
+def _stats_table(title: str, rows: list[GroupRow], note: str) -> str:
     if not rows:
         return f"<h3>{esc(title)}</h3><p class=note>no children yet</p>"
     body = "".join(
-        f"<tr><td>{esc(r['name'])}</td><td class=num>{r['proposed']}</td><td>{_rate(r['valid'], r['decided'], 'good')}</td>"
-        f"<td>{_rate(r['improved'], r['decided'])}</td><td class=num>{r['rejected'] or ''}</td><td class=num>{r['pending'] or ''}</td></tr>"
+        f"<tr><td>{esc(r.name)}</td><td class=num>{r.proposed}</td><td>{_rate(r.valid, r.decided, 'good')}</td>"
+        f"<td>{_rate(r.improved, r.decided)}</td><td class=num>{r.rejected or ''}</td><td class=num>{r.pending or ''}</td></tr>"
         for r in rows
     )
     return (
@@ -191,16 +200,16 @@ def _stats_table(title: str, rows: list[dict[str, Any]], note: str) -> str:
 def _failures_html(rep: Report) -> str:
     if not rep.failures:
         return "<p class=note>No failed evaluation and no rejected proposal.</p>"
-    total = sum(g["count"] for g in rep.failures)
+    total = sum(g.count for g in rep.failures)
     rows = "".join(
-        f"<tr><td>{_rate(g['count'], total, 'bad')}</td>"
-        f"<td>{esc(g['stage'])}</td><td>{esc(g['reason'])}"
+        f"<tr><td>{_rate(g.count, total, 'bad')}</td>"
+        f"<td>{esc(g.stage)}</td><td>{esc(g.reason)}"
         + (
-            f"<details><summary>examples</summary><pre class=wrap>{esc(chr(10).join(g['examples']))}</pre></details>"
-            if g["examples"]
+            f"<details><summary>examples</summary><pre class=wrap>{esc(chr(10).join(g.examples))}</pre></details>"
+            if g.examples
             else ""
         )
-        + f"</td><td class=id>{esc(', '.join(v[:10] for v in g['variants'][:4]))}</td></tr>"
+        + f"</td><td class=id>{esc(', '.join(v[:10] for v in g.variants[:4]))}</td></tr>"
         for g in rep.failures
     )
     return (
@@ -214,47 +223,47 @@ def _front_html(rep: Report) -> str:
         return "<p class=note>No successfully evaluated variant yet.</p>"
     objs = rep.objectives
     head = "".join(
-        f"<th class=num>{esc(o['name'])} {'↑' if o['direction'] == 'max' else '↓'}</th>"
+        f"<th class=num>{esc(o.name)} {'↑' if o.direction == 'max' else '↓'}</th>"
         for o in objs
     )
     rows = []
     for r in rep.front:
-        vid = r["id"]
-        metrics = r.get("metrics") or {}
+        vid = r.id
+        metrics = r.metrics or {}
         cells = "".join(
-            f"<td class=num>{esc(fmt_num(metrics.get(o['name']), 7))}</td>" for o in objs
+            f"<td class=num>{esc(fmt_num(metrics.get(o.name), 7))}</td>" for o in objs
         )
         badge = '<span class="badge good">best line</span>' if vid in rep.best_line[:1] else ""
         rows.append(
-            f'<tr id="v-{esc(vid)}" data-variant="{esc(vid)}"{" class=main" if r.get("diff") or r.get("reply") or r.get("reflection") else ""}><td class=id>{esc(vid)}{badge}</td><td class=num>{esc(r.get("generation"))}</td>'
-            f"<td class=nw>{esc(r.get('operator'))}</td><td>{esc(r.get('persona') or '–')}</td><td class=nw>{esc(r.get('model') or '–')}</td>{cells}</tr>"
+            f'<tr id="v-{esc(vid)}" data-variant="{esc(vid)}"{" class=main" if r.diff or r.reply or r.reflection else ""}><td class=id>{esc(vid)}{badge}</td><td class=num>{esc(r.generation)}</td>'
+            f"<td class=nw>{esc(r.operator)}</td><td>{esc(r.persona or '–')}</td><td class=nw>{esc(r.model or '–')}</td>{cells}</tr>"
         )
         extra = []
-        if r.get("diff"):
+        if r.diff:
             added = sum(
                 1
-                for line in r["diff"].splitlines()
+                for line in r.diff.splitlines()
                 if line.startswith("+") and not line.startswith("+++")
             )
             removed = sum(
                 1
-                for line in r["diff"].splitlines()
+                for line in r.diff.splitlines()
                 if line.startswith("-") and not line.startswith("---")
             )
             extra.append(
-                f"<details><summary>diff against the seed (+{added} −{removed})</summary>{_diff_html(r['diff'])}</details>"
+                f"<details><summary>diff against the seed (+{added} −{removed})</summary>{_diff_html(r.diff)}</details>"
             )
         elif vid == rep.seed_id:
             extra.append("<span class=note>the seed itself</span>")
-        if r.get("reflection"):
+        if r.reflection:
             extra.append(
-                f"<details><summary>EoT reflection</summary><pre class=wrap>{esc(r['reflection'])}</pre></details>"
+                f"<details><summary>EoT reflection</summary><pre class=wrap>{esc(r.reflection)}</pre></details>"
             )
-        if r.get("reply"):
+        if r.reply:
             reply = (
-                r["reply"]
-                if len(r["reply"]) <= MAX_REPLY_CHARS
-                else r["reply"][:MAX_REPLY_CHARS] + "\n… (cut)"
+                r.reply
+                if len(r.reply) <= MAX_REPLY_CHARS
+                else r.reply[:MAX_REPLY_CHARS] + "\n… (cut)"
             )
             extra.append(
                 f"<details><summary>LLM reply</summary><pre class=wrap>{esc(reply)}</pre></details>"
@@ -274,11 +283,11 @@ def _reflections_html(rep: Report) -> str:
         return "<p class=note>No EoT reflection along the best line (EoT needs an LLM and starts at <code>eot_start_generation</code>).</p>"
     out = []
     for r in rep.reflections:
-        badge = '<span class="badge good">improved</span>' if r.get("improved") else ""
+        badge = '<span class="badge good">improved</span>' if r.improved else ""
         out.append(
-            f'<div class="refl"><div class="head"><span class=id>{esc(r["variant"])}</span> · generation {esc(r["generation"])}'
-            f" · elite {esc(r.get('elite') or '–')} · {esc(metric_tip(r.get('metrics')))}{badge}</div>"
-            f'<pre class="wrap">{esc(r["text"])}</pre></div>'
+            f'<div class="refl"><div class="head"><span class=id>{esc(r.variant)}</span> · generation {esc(r.generation)}'
+            f" · elite {esc(r.elite or '–')} · {esc(metric_tip(r.metrics))}{badge}</div>"
+            f'<pre class="wrap">{esc(r.text)}</pre></div>'
         )
     return "".join(out)
 
@@ -294,7 +303,7 @@ def _clock(when: Any) -> str:
 def _isolation_html(rep: Report) -> str:
     """The isolation the evaluations ran under: backend and five aspects, uncontained ones in red."""
     info = rep.isolation
-    iso = info.get("isolation")
+    iso = info.isolation
     if not iso:
         return f'<div class="warnbox">Isolation {esc(ISOLATION_NOT_RECORDED)}.</div>'
     bad = set(iso.get("uncontained") or [])
@@ -321,11 +330,11 @@ def _isolation_html(rep: Report) -> str:
         )
     warnings = [f"warning: {w}" for w in isolation_warnings(iso)] + isolation_notes(info)
     notes = "".join(f"<div class=warnbox>{esc(w)}</div>" for w in warnings)
-    if info.get("isolation_changes"):
+    if info.isolation_changes:
         notes += (
             "<table><thead><tr><th>started</th><th>backend</th><th>summary</th></tr></thead><tbody>"
         )
-        for h in info["isolation_history"]:
+        for h in info.isolation_history:
             notes += f"<tr><td class=nw>{esc(_clock(h.get('time')))}</td><td>{esc(h.get('backend'))}</td>"
             notes += f"<td>{esc(h.get('summary') or '')}</td></tr>"
         notes += "</tbody></table>"
@@ -360,7 +369,7 @@ def _cards_html(rep: Report) -> str:
 def _front_block(rep: Report) -> str:
     """The objectives and the Pareto front plots."""
     objs = ", ".join(
-        f"{o['name']} ({o['direction']}{'' if o['select'] else ', reported only'})"
+        f"{o.name} ({o.direction}{'' if o.select else ', reported only'})"
         for o in rep.objectives
     )
     fronts = front_svgs(rep)
@@ -414,7 +423,8 @@ def _progress_block(rep: Report) -> str:
 def _children_html(rep: Report) -> str:
     """Children per generation: configured, planned (given an operator) and new; then diversity."""
     row = "<tr><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>"
-    body = "".join(row.format(*map(fmt_num, r.values())) for r in rep.children)
+    cells = ((r.generation, r.configured, r.planned, r.new) for r in rep.children)
+    body = "".join(row.format(*map(fmt_num, r)) for r in cells)
     return f"<h3>children per generation</h3><table><thead><tr><th class=num>generation</th><th class=num>configured</th><th class=num>planned</th><th class=num>new</th></tr></thead><tbody>{body}</tbody></table>{diversity_html(rep.diversity)}"
 
 
@@ -478,7 +488,20 @@ def render(rep: Report) -> str:
     )
 
 
-def write_report(run_dir: Path, output: Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReportSummary(JsonView):
+    """What `ge report` wrote: the file, its size, and how much of the run it shows."""
+
+    path: str
+    bytes: int
+    variants: int
+    front: int
+    plots: int
+    failure_groups: int
+    reflections: int
+
+
+def write_report(run_dir: Path, output: Path) -> ReportSummary:
     """Collect, render and atomically write the report; a summary of what was written."""
     output = Path(output)
     if output.is_dir():
@@ -488,12 +511,12 @@ def write_report(run_dir: Path, output: Path) -> dict[str, Any]:
     rep = collect(Path(run_dir))
     page = render(rep)
     write_atomic(output, page, "pass a writable -o")
-    return {
-        "path": str(output),
-        "bytes": len(page.encode()),
-        "variants": rep.counts["variants"],
-        "front": len(rep.front),
-        "plots": page.count('<svg class="plot"'),
-        "failure_groups": len(rep.failures),
-        "reflections": len(rep.reflections),
-    }
+    return ReportSummary(
+        path=str(output),
+        bytes=len(page.encode()),
+        variants=int(rep.counts["variants"]),
+        front=len(rep.front),
+        plots=page.count('<svg class="plot"'),
+        failure_groups=len(rep.failures),
+        reflections=len(rep.reflections),
+    )

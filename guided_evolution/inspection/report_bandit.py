@@ -10,17 +10,53 @@ generation's choices were drawn from (its ``bandit`` events).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from guided_evolution.config import GeConfig
 from guided_evolution.engine.bandit_history import operator_arms, read_history
 from guided_evolution.evolution.bandit import per_dollar, state_dict, tally
 from guided_evolution.inspection.html_parts import esc
+from guided_evolution.inspection.json_view import OMITTED_IF_NONE, JsonView
 
 OPERATOR_ORDER = ("mutation", "crossover", "eot", "fix")
 
+Arm = dict[str, float | int | str]  # one arm as `evolution.bandit.state_dict` writes it
 
-def bandit_view(index: Any, cfg: GeConfig, history: bool = False) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class BanditView(JsonView):
+    """Both bandits' arms now (each `Arm`: arm, pulls, rewards, improvements, rate, cost_usd,
+    prior) and, for `ge log --bandit`, each generation's stored state (its ``bandit`` event)."""
+
+    algorithm: str
+    per_dollar: bool
+    models: list[Arm]
+    personas: list[Arm]
+    generations: list[dict[str, Any]] | None = field(default=None, metadata=OMITTED_IF_NONE)  # the events' data
+
+
+@dataclass
+class TokenRow(JsonView):
+    """The calls of one operator and mode and their tokens (summed while read)."""
+
+    operator: str
+    mode: str
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class TokenView(JsonView):
+    """Tokens per operator and mode, and per valid child (None without one)."""
+
+    by_operator: list[TokenRow]
+    valid_children: int
+    tokens_per_valid_child: float | None
+
+
+def bandit_view(index: Any, cfg: GeConfig, history: bool = False) -> BanditView:
     """The arms of both bandits now (and, with ``history``, the stored per-generation states)."""
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
     offline = cfg.llm.offline
@@ -28,17 +64,15 @@ def bandit_view(index: Any, cfg: GeConfig, history: bool = False) -> dict[str, A
     models, personas = found.models, found.personas
     if cfg.llm.bandit_per_dollar:
         models, personas = per_dollar(models), per_dollar(personas)
-    out: dict[str, Any] = {
-        "algorithm": cfg.llm.bandit,
-        "per_dollar": cfg.llm.bandit_per_dollar,
-        "models": state_dict(
+    return BanditView(
+        algorithm=cfg.llm.bandit,
+        per_dollar=cfg.llm.bandit_per_dollar,
+        models=state_dict(
             tally({} if offline else {m.model: m.weight for m in cfg.llm.models}, models)
         ),
-        "personas": state_dict(tally(operator_arms(cfg), personas)),
-    }
-    if history:
-        out["generations"] = [e.data for e in index.events("bandit")]
-    return out
+        personas=state_dict(tally(operator_arms(cfg), personas)),
+        generations=[e.data for e in index.events("bandit")] if history else None,
+    )
 
 
 def _mode(purpose: str) -> tuple[str, str]:
@@ -48,37 +82,32 @@ def _mode(purpose: str) -> tuple[str, str]:
     return parts[0], mode
 
 
-def token_view(index: Any) -> dict[str, Any]:
+def token_view(index: Any) -> TokenView:
     """Prompt and completion tokens per operator and mode (whole segment, edit blocks, EoT's
     reasoning turn), and tokens per valid child (the tokens of every call over the valid
     children); replies served from the cache are left out (they cost nothing)."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    rows: dict[tuple[str, str], TokenRow] = {}
     total = 0
     for call in index.calls():
         if call.outcome == "cached":
             continue  # paid for by the call it repeats (a resumed run re-asks from the cache)
         op, mode = _mode(call.purpose)
-        row = rows.setdefault(
-            (op, mode),
-            {"operator": op, "mode": mode, "calls": 0, "prompt_tokens": 0, "completion_tokens": 0},
-        )
-        row["calls"] += 1
-        row["prompt_tokens"] += call.prompt_tokens
-        row["completion_tokens"] += call.completion_tokens
+        row = rows.setdefault((op, mode), TokenRow(op, mode))
+        row.calls += 1
+        row.prompt_tokens += call.prompt_tokens
+        row.completion_tokens += call.completion_tokens
         total += call.prompt_tokens + call.completion_tokens
     valid = sum(1 for v in index.variants(status="evaluated") if v.parents)
     rank = {op: i for i, op in enumerate(OPERATOR_ORDER)}
-    ordered = sorted(
-        rows.values(), key=lambda r: (rank.get(r["operator"], 99), r["operator"], r["mode"])
+    ordered = sorted(rows.values(), key=lambda r: (rank.get(r.operator, 99), r.operator, r.mode))
+    return TokenView(
+        by_operator=ordered,
+        valid_children=valid,
+        tokens_per_valid_child=round(total / valid, 1) if valid else None,
     )
-    return {
-        "by_operator": ordered,
-        "valid_children": valid,
-        "tokens_per_valid_child": round(total / valid, 1) if valid else None,
-    }
 
 
-def _arm_rows(arms: list[dict[str, Any]]) -> str:
+def _arm_rows(arms: list[Arm]) -> str:
     return "".join(
         f"<tr><td>{esc(a['arm'])}</td><td>{a['pulls']}</td><td>{a['improvements']}</td>"
         f"<td>{a['rate']:.0%}</td><td>${a['cost_usd']:.4f}</td></tr>"
@@ -86,22 +115,22 @@ def _arm_rows(arms: list[dict[str, Any]]) -> str:
     )
 
 
-def bandit_html(bandit: dict[str, Any], tokens: dict[str, Any]) -> str:
+def bandit_html(bandit: BanditView, tokens: TokenView) -> str:
     """The report's section: an arms table per bandit and the tokens table."""
     head = "<tr><th>arm</th><th>pulls</th><th>improvements</th><th>rate</th><th>spend</th></tr>"
-    parts = [f"<h2>LLM spend</h2><p>bandit: {esc(bandit['algorithm'])}</p>"]
-    for name, title in (("models", "models"), ("personas", "operator/persona (offline: edit)")):
-        if bandit[name]:
-            parts.append(f"<h3>{title}</h3><table>{head}{_arm_rows(bandit[name])}</table>")
-    if tokens["by_operator"]:
+    parts = [f"<h2>LLM spend</h2><p>bandit: {esc(bandit.algorithm)}</p>"]
+    for arms, title in ((bandit.models, "models"), (bandit.personas, "operator/persona (offline: edit)")):
+        if arms:
+            parts.append(f"<h3>{title}</h3><table>{head}{_arm_rows(arms)}</table>")
+    if tokens.by_operator:
         rows = "".join(
-            f"<tr><td>{esc(r['operator'])}</td><td>{esc(r['mode'])}</td><td>{r['calls']}</td>"
-            f"<td>{r['prompt_tokens']}</td><td>{r['completion_tokens']}</td></tr>"
-            for r in tokens["by_operator"]
+            f"<tr><td>{esc(r.operator)}</td><td>{esc(r.mode)}</td><td>{r.calls}</td>"
+            f"<td>{r.prompt_tokens}</td><td>{r.completion_tokens}</td></tr>"
+            for r in tokens.by_operator
         )
         parts.append(
             "<h3>tokens</h3><table><tr><th>operator</th><th>mode</th><th>calls</th>"
             f"<th>prompt</th><th>completion</th></tr>{rows}</table>"
-            f"<p>tokens per valid child: {tokens['tokens_per_valid_child'] or '-'}</p>"
+            f"<p>tokens per valid child: {tokens.tokens_per_valid_child or '-'}</p>"
         )
     return "".join(parts)

@@ -12,6 +12,7 @@ This module imports no other report module, so `views_data` can use it without a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,22 @@ from guided_evolution.errors import GeError
 from guided_evolution.evolution import diversity
 from guided_evolution.evolution.scoring import scored
 from guided_evolution.inspection.html_parts import esc
+from guided_evolution.inspection.json_view import JsonView
 from guided_evolution.runstore.git_store import GitStore
+
+
+@dataclass(frozen=True)
+class DiversityRow(JsonView):
+    """One finished generation's population: its size, valid members, Pareto front, distinct
+    segments per position ({segment key: count}) and mean pairwise code distance."""
+
+    generation: int
+    population: int
+    valid: int
+    front: int
+    distinct: dict[str, int]
+    mean_distance: float | None  # None under two members
+    distance_sampled: bool
 
 
 def _member_codes(index: Any, store: GitStore, cfg: GeConfig, vid: str) -> dict[str, str] | None:
@@ -38,7 +54,7 @@ def _member_codes(index: Any, store: GitStore, cfg: GeConfig, vid: str) -> dict[
 
 def diversity_per_generation(
     index: Any, cfg: GeConfig, repo: Path, last: int | None = None
-) -> list[dict[str, Any]]:
+) -> list[DiversityRow]:
     """One row per finished generation (the ``last`` ones only, if given), oldest first:
     ``generation``, ``population`` (members), ``valid``, ``front`` (the population's Pareto front
     on the selection objectives), ``distinct`` ({segment key: distinct segments}),
@@ -66,31 +82,31 @@ def diversity_per_generation(
             found = diversity.measure(members, cache)
             valid = [s for v in rec.population if (s := scored(v, latest.get(v), objectives))]
             rows.append(
-                {
-                    "generation": gen,
-                    "population": len(rec.population),
-                    "valid": len(valid),
-                    "front": len(pareto_front(valid, objectives)) if valid and objectives else 0,
-                    "distinct": found.distinct,
-                    "mean_distance": found.mean_distance,
-                    "distance_sampled": found.sampled,
-                }
+                DiversityRow(
+                    generation=gen,
+                    population=len(rec.population),
+                    valid=len(valid),
+                    front=len(pareto_front(valid, objectives)) if valid and objectives else 0,
+                    distinct=found.distinct,
+                    mean_distance=found.mean_distance,
+                    distance_sampled=found.sampled,
+                )
             )
     return rows
 
 
-def diversity_lines(rows: list[dict[str, Any]], series: int = 10) -> list[str]:
+def diversity_lines(rows: list[DiversityRow], series: int = 10) -> list[str]:
     """`ge status`'s compact lines: the last generation's measures, then the mean pairwise
     distance of the last ``series`` generations ([] without a finished generation)."""
     if not rows:
         return []
     r = rows[-1]
-    distinct = "/".join(str(n) for n in r["distinct"].values()) or "-"
-    approx = "~" if r["distance_sampled"] else ""
-    trend = "  ".join(f"{x['generation']}: {_dist(x['mean_distance'])}" for x in rows[-series:])
+    distinct = "/".join(str(n) for n in r.distinct.values()) or "-"
+    approx = "~" if r.distance_sampled else ""
+    trend = "  ".join(f"{x.generation}: {_dist(x.mean_distance)}" for x in rows[-series:])
     return [
-        f"diversity (generation {r['generation']})  population {r['population']}  front "
-        f"{r['front']}  distinct segments {distinct}  mean distance {_dist(r['mean_distance'])}"
+        f"diversity (generation {r.generation})  population {r.population}  front "
+        f"{r.front}  distinct segments {distinct}  mean distance {_dist(r.mean_distance)}"
         f"{approx}",
         f"mean distance per generation  {trend}",
     ]
@@ -105,26 +121,26 @@ def _short(key: str, keys: list[str]) -> str:
     return key[key.rindex("#") :] if len({k.rpartition("#")[0] for k in keys}) == 1 else key
 
 
-def diversity_html(rows: list[dict[str, Any]]) -> str:
+def diversity_html(rows: list[DiversityRow]) -> str:
     """The report's table of `diversity_per_generation`: a bar for the mean pairwise distance,
     then the distinct segments of each position."""
     head = "<h3 id=diversity>diversity per generation</h3>"
     if not rows:
         return head + "<p class=note>No finished generation yet.</p>"
-    keys = sorted({k for r in rows for k in r["distinct"]}, key=diversity.position_order)
+    keys = sorted({k for r in rows for k in r.distinct}, key=diversity.position_order)
     th = "".join(f'<th class=num title="{esc(k)}">{esc(_short(k, keys))}</th>' for k in keys)
     body = []
     for r in rows:
-        mean = r["mean_distance"]
+        mean = r.mean_distance
         width = 0.0 if mean is None else 100 * mean
         bar = (
             f'<div class=rate><div class=track><div class=fill style="width:{width:.1f}%"></div>'
-            f"</div><span>{_dist(mean)}{'~' if r['distance_sampled'] else ''}</span></div>"
+            f"</div><span>{_dist(mean)}{'~' if r.distance_sampled else ''}</span></div>"
         )
-        cells = "".join(f"<td class=num>{r['distinct'].get(k, '–')}</td>" for k in keys)
+        cells = "".join(f"<td class=num>{r.distinct.get(k, '–')}</td>" for k in keys)
         body.append(
-            f"<tr><td class=num>{r['generation']}</td><td class=num>{r['population']}</td>"
-            f"<td class=num>{r['valid']}</td><td class=num>{r['front']}</td><td>{bar}</td>{cells}</tr>"
+            f"<tr><td class=num>{r.generation}</td><td class=num>{r.population}</td>"
+            f"<td class=num>{r.valid}</td><td class=num>{r.front}</td><td>{bar}</td>{cells}</tr>"
         )
     note = (
         "<p class=note>Each generation's population (its checkpoint): members, valid members, the "

@@ -17,13 +17,115 @@ report's sections are drawn by `report_islands_html`.
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass, field
 from typing import Any
 
 from guided_evolution.config import GeConfig
 from guided_evolution.errors import GeError
 from guided_evolution.evolution.scoring import Scored, scored
+from guided_evolution.inspection.json_view import INLINED, JsonView, renamed
 
 STATUS_GENE_GENERATIONS = 5  # `ge status` text: the gene of the last few generations
+
+
+# --------------------------------------------------------------------------- the views
+
+
+@dataclass(frozen=True)
+class IslandBest(JsonView):
+    """An objective's best value on an island, and its variant."""
+
+    value: float
+    id: str
+
+
+@dataclass(frozen=True)
+class FrontMember(JsonView):
+    """A member of an island's front and its selection scores."""
+
+    id: str
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class IslandRow(JsonView):
+    """One island's population in one checkpoint: its size, valid members, front and bests
+    ({objective: `IslandBest`})."""
+
+    island: int
+    population: int
+    valid: int
+    front: int
+    front_members: list[FrontMember]
+    best: dict[str, IslandBest]
+
+
+@dataclass(frozen=True)
+class IslandGeneration(JsonView):
+    """A checkpoint with islands: one row per island."""
+
+    generation: int
+    islands: list[IslandRow]
+
+
+@dataclass(frozen=True)
+class IslandView(JsonView):
+    """The run's islands: each checkpoint's rows, the latest, and the ``migration`` events' data."""
+
+    count: int
+    generation: int | None
+    latest: list[IslandRow]
+    per_generation: list[IslandGeneration]
+    migrations: list[dict[str, Any]]
+    last_migration: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class GeneRow(JsonView):
+    """The mating-preference gene in one generation: over its ``population`` or the children
+    ``born`` in it (``source``)."""
+
+    generation: int
+    source: str
+    n: int
+    median: float
+    q1: float
+    q3: float
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class IslandStatus(JsonView):
+    """`ge status`'s keys: the islands (None without) and the gene per generation ([] without)."""
+
+    islands: IslandView | None
+    mating_preference: list[GeneRow]
+
+
+@dataclass(frozen=True)
+class IslandReport(JsonView):
+    """What the report's islands and gene sections draw."""
+
+    status: IslandStatus = field(metadata=INLINED)
+    objectives: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Move(JsonView):
+    """A variant's move from one island to another at a generation."""
+
+    from_: int | None = field(metadata=renamed("from"))
+    to: int | None
+    generation: int | None
+
+
+@dataclass(frozen=True)
+class IslandMark(JsonView):
+    """A lineage node's birth island and its moves."""
+
+    island: int | None
+    migrations: list[Move]
 
 
 # --------------------------------------------------------------------------- data
@@ -73,38 +175,38 @@ def island_members(index: Any, cfg: GeConfig, k: int) -> set[str]:
     return members
 
 
-def _best(valid: list[Scored], objectives: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+def _best(valid: list[Scored], objectives: list[tuple[str, str]]) -> dict[str, IslandBest]:
     """Per objective the best value and its variant (ties: the smallest id)."""
     out = {}
     for name, direction in objectives:
         sign = -1.0 if direction == "max" else 1.0
         top = min(valid, key=lambda s: (sign * s.metrics[name], s.id), default=None)
         if top is not None:
-            out[name] = {"value": top.metrics[name], "id": top.id}
+            out[name] = IslandBest(top.metrics[name], top.id)
     return out
 
 
 def _island_row(
     k: int, members: list[str], latest: dict[str, Any], objectives: list[tuple[str, str]]
-) -> dict[str, Any]:
+) -> IslandRow:
     """One island's population in one checkpoint: its size, valid members, front and bests."""
     from guided_evolution.evolution.selection import pareto_front  # deap: only when needed
 
     valid = [s for vid in members if (s := scored(vid, latest.get(vid), objectives))]
     front = pareto_front(valid, objectives) if valid and objectives else []
-    return {
-        "island": k,
-        "population": len(members),
-        "valid": len(valid),
-        "front": len(front),
-        "front_members": sorted(
-            ({"id": s.id, "scores": dict(s.metrics)} for s in front), key=lambda r: r["id"]
+    return IslandRow(
+        island=k,
+        population=len(members),
+        valid=len(valid),
+        front=len(front),
+        front_members=sorted(
+            (FrontMember(s.id, dict(s.metrics)) for s in front), key=lambda r: r.id
         ),
-        "best": _best(valid, objectives),
-    }
+        best=_best(valid, objectives),
+    )
 
 
-def island_view(index: Any, cfg: GeConfig) -> dict[str, Any] | None:
+def island_view(index: Any, cfg: GeConfig) -> IslandView | None:
     """The run's islands (None without): ``count``; ``per_generation`` (each checkpoint with
     islands: one row per island); ``latest`` (the last of them) and its ``generation``;
     ``migrations`` (every migration event's data) and ``last_migration``."""
@@ -114,41 +216,35 @@ def island_view(index: Any, cfg: GeConfig) -> dict[str, Any] | None:
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
     latest = index.latest_evaluations()
     per_generation = [
-        {
-            "generation": rec.generation,
-            "islands": [_island_row(k, m, latest, objectives) for k, m in enumerate(rec.islands)],
-        }
+        IslandGeneration(
+            rec.generation,
+            [_island_row(k, m, latest, objectives) for k, m in enumerate(rec.islands)],
+        )
         for rec in _checkpoints(index)
         if rec.islands
     ]
     migrations = [e.data for e in index.events("migration")]
-    return {
-        "count": count,
-        "generation": per_generation[-1]["generation"] if per_generation else None,
-        "latest": per_generation[-1]["islands"] if per_generation else [],
-        "per_generation": per_generation,
-        "migrations": migrations,
-        "last_migration": migrations[-1] if migrations else None,
-    }
+    return IslandView(
+        count=count,
+        generation=per_generation[-1].generation if per_generation else None,
+        latest=per_generation[-1].islands if per_generation else [],
+        per_generation=per_generation,
+        migrations=migrations,
+        last_migration=migrations[-1] if migrations else None,
+    )
 
 
-def _spread(values: list[float]) -> dict[str, Any]:
+def _spread(generation: int, source: str, values: list[float]) -> GeneRow:
     q1, _, q3 = (
         statistics.quantiles(values, n=4, method="inclusive")
         if len(values) > 1
         else [values[0]] * 3
     )
-    return {
-        "n": len(values),
-        "median": statistics.median(values),
-        "q1": q1,
-        "q3": q3,
-        "min": min(values),
-        "max": max(values),
-    }
+    median = statistics.median(values)
+    return GeneRow(generation, source, len(values), median, q1, q3, min(values), max(values))
 
 
-def gene_per_generation(index: Any, variants: list[Any] | None = None) -> list[dict[str, Any]]:
+def gene_per_generation(index: Any, variants: list[Any] | None = None) -> list[GeneRow]:
     """The mating-preference gene per generation ([] when no variant carries it): ``n``,
     ``median``, ``q1``, ``q3``, ``min``, ``max`` over the generation's population (``source``
     "population"), or over its children for a run without checkpoints (``source`` "born")."""
@@ -160,59 +256,57 @@ def gene_per_generation(index: Any, variants: list[Any] | None = None) -> list[d
     for rec in _checkpoints(index):
         values = [gene[vid] for vid in rec.population if vid in gene]
         if values:
-            rows.append({"generation": rec.generation, "source": "population", **_spread(values)})
+            rows.append(_spread(rec.generation, "population", values))
     if rows:
         return rows
     born: dict[int, list[float]] = {}
     for v in variants:
         if v.id in gene:
             born.setdefault(v.generation, []).append(gene[v.id])
-    return [{"generation": g, "source": "born", **_spread(born[g])} for g in sorted(born)]
+    return [_spread(g, "born", born[g]) for g in sorted(born)]
 
 
-def status_view(index: Any, cfg: GeConfig) -> dict[str, Any]:
+def status_view(index: Any, cfg: GeConfig) -> IslandStatus:
     """`ge status`'s keys: ``islands`` (`island_view`, None without) and ``mating_preference``
     (`gene_per_generation`, [] without)."""
-    return {"islands": island_view(index, cfg), "mating_preference": gene_per_generation(index)}
+    return IslandStatus(island_view(index, cfg), gene_per_generation(index))
 
 
-def _moves_of(events: list[dict[str, Any]], vid: str) -> list[dict[str, Any]]:
+def _moves_of(events: list[dict[str, Any]], vid: str) -> list[Move]:
     return [
-        {"from": m.get("from"), "to": m.get("to"), "generation": e.get("generation")}
+        Move(m.get("from"), m.get("to"), e.get("generation"))
         for e in events
         for m in e.get("moves") or []
         if vid in (m.get("variants") or [])
     ]
 
 
-def mark_lineage(index: Any, cfg: GeConfig, nodes: list[dict[str, Any]]) -> None:
-    """Give each lineage node its birth ``island`` and its ``migrations`` ({from, to,
-    generation}); nothing for a run without islands."""
+def lineage_marks(index: Any, cfg: GeConfig, ids: list[str]) -> dict[str, IslandMark]:
+    """Each stored variant's birth island and its migrations (from the events, else from the
+    checkpoints); {} for a run without islands."""
     if not island_count(index, cfg):
-        return
+        return {}
     events = [e.data for e in index.events("migration")]
     checkpoints = [rec for rec in _checkpoints(index) if rec.generation > 0 and rec.islands]
-    for node in nodes:
-        if node.get("missing"):
-            continue
-        v = index.get_variant(node["id"])
-        node["island"] = v.island if v is not None else None
-        moves = _moves_of(events, node["id"])
-        reached = {m["to"] for m in moves}
+    marks = {}
+    for vid in ids:
+        v = index.get_variant(vid)
+        island = v.island if v is not None else None
+        moves = _moves_of(events, vid)
+        reached = {m.to for m in moves}
         for rec in checkpoints:  # a migrant the events do not tell of (e.g. an index rebuilt)
             for k, members in enumerate(rec.islands):
-                if node["id"] in members and k != node["island"] and k not in reached:
-                    if node["island"] is not None:
-                        moves.append(
-                            {"from": node["island"], "to": k, "generation": rec.generation}
-                        )
+                if vid in members and k != island and k not in reached:
+                    if island is not None:
+                        moves.append(Move(island, k, rec.generation))
                     reached.add(k)
-        node["migrations"] = moves
+        marks[vid] = IslandMark(island, moves)
+    return marks
 
 
-def migration_words(moves: list[dict[str, Any]]) -> str:
+def migration_words(moves: list[Move]) -> str:
     """``migrated 0→1 at gen 4, 1→2 at gen 8`` ('' for none)."""
-    parts = [f"{m['from']}→{m['to']} at gen {m['generation']}" for m in moves]
+    parts = [f"{m.from_}→{m.to} at gen {m.generation}" for m in moves]
     return "migrated " + ", ".join(parts) if parts else ""
 
 
@@ -229,43 +323,39 @@ def _move_text(moves: list[dict[str, Any]]) -> str:
     )
 
 
-def island_lines(data: dict[str, Any]) -> list[str]:
+def island_lines(data: IslandStatus) -> list[str]:
     """`ge status`'s lines: each island's latest population, front and bests, the last
     migration, and the gene of the last few generations ([] for a run with neither)."""
     lines = []
-    view = data.get("islands")
+    view = data.islands
     if view:
-        gen = view["generation"]
-        lines.append(
-            f"islands {view['count']}" + (f" (generation {gen})" if gen is not None else "")
-        )
-        for row in view["latest"]:
-            best = "  ".join(
-                f"{name} {_v(b['value'])} ({b['id']})" for name, b in row["best"].items()
-            )
+        gen = view.generation
+        lines.append(f"islands {view.count}" + (f" (generation {gen})" if gen is not None else ""))
+        for row in view.latest:
+            best = "  ".join(f"{name} {_v(b.value)} ({b.id})" for name, b in row.best.items())
             lines.append(
-                f"  island {row['island']}  population {row['population']}  front {row['front']}"
+                f"  island {row.island}  population {row.population}  front {row.front}"
                 + (f"  best {best}" if best else "")
             )
-        last = view["last_migration"]
+        last = view.last_migration
         lines.append(
             f"  last migration: generation {last.get('generation')}  {_move_text(last.get('moves') or [])}"
             if last
             else "  no migration yet"
         )
-    gene = data.get("mating_preference") or []
+    gene = data.mating_preference
     if gene:
         cells = "  ".join(
-            f"{r['generation']}: {r['median']:.3f} [{r['q1']:.3f}–{r['q3']:.3f}]"
+            f"{r.generation}: {r.median:.3f} [{r.q1:.3f}–{r.q3:.3f}]"
             for r in gene[-STATUS_GENE_GENERATIONS:]
         )
         lines.append(f"mating preference per generation (median [IQR])  {cells}")
     return lines
 
 
-def report_view(index: Any, cfg: GeConfig) -> dict[str, Any]:
-    """What the report's sections need ({} for a run with neither islands nor genes)."""
+def report_view(index: Any, cfg: GeConfig) -> IslandReport | None:
+    """What the report's sections need (None for a run with neither islands nor genes)."""
     view = status_view(index, cfg)
-    if view["islands"] is None and not view["mating_preference"]:
-        return {}
-    return {**view, "objectives": [(o.name, o.direction) for o in cfg.selected_objectives]}
+    if view.islands is None and not view.mating_preference:
+        return None
+    return IslandReport(view, [(o.name, o.direction) for o in cfg.selected_objectives])

@@ -15,6 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from guided_evolution.inspection.html_parts import better, esc, fmt_num, island_colour, svg_plot
+from guided_evolution.inspection.report_islands import (
+    GeneRow,
+    IslandGeneration,
+    IslandReport,
+    IslandRow,
+    IslandView,
+)
 
 
 @dataclass
@@ -84,14 +91,14 @@ class _Plot:
         return svg_plot(self.width, self.height, body, label)
 
 
-def _best_svg(per_gen: list[dict[str, Any]], name: str, direction: str) -> str:
+def _best_svg(per_gen: list[IslandGeneration], name: str, direction: str) -> str:
     """The best value of one objective per generation, one line per island."""
     series: dict[int, list[tuple[float, float]]] = {}
     for g in per_gen:
-        for row in g["islands"]:
-            if name in row["best"]:
-                point = (float(g["generation"]), row["best"][name]["value"])
-                series.setdefault(row["island"], []).append(point)
+        for row in g.islands:
+            if name in row.best:
+                point = (float(g.generation), row.best[name].value)
+                series.setdefault(row.island, []).append(point)
     if not series:
         return ""
     plot = _Plot(
@@ -117,25 +124,25 @@ def _legend(count: int) -> str:
     return " ".join(f'<span style="color:{island_colour(k)}">■</span> island {k}' for k in range(count))
 
 
-def _island_table(k: int, per_gen: list[dict[str, Any]], objectives: list[tuple[str, str]]) -> str:
+def _island_table(k: int, per_gen: list[IslandGeneration], objectives: list[tuple[str, str]]) -> str:
     """One island over the generations: population, valid, front, best per objective."""
     th = "".join(
         f"<th class=num>best {esc(n)} {'↑' if d == 'max' else '↓'}</th>" for n, d in objectives
     )
     body = []
     for g in per_gen:
-        row = next((r for r in g["islands"] if r["island"] == k), None)
+        row = next((r for r in g.islands if r.island == k), None)
         if row is None:
             continue
         cells = "".join(
-            f'<td class=num title="{esc(b["id"])}">{esc(fmt_num(b["value"]))} <code>{esc(b["id"][:8])}</code></td>'
-            if (b := row["best"].get(n))
+            f'<td class=num title="{esc(b.id)}">{esc(fmt_num(b.value))} <code>{esc(b.id[:8])}</code></td>'
+            if (b := row.best.get(n))
             else "<td class=num>–</td>"
             for n, _ in objectives
         )
         body.append(
-            f"<tr><td class=num>{g['generation']}</td><td class=num>{row['population']}</td>"
-            f"<td class=num>{row['valid']}</td><td class=num>{row['front']}</td>{cells}</tr>"
+            f"<tr><td class=num>{g.generation}</td><td class=num>{row.population}</td>"
+            f"<td class=num>{row.valid}</td><td class=num>{row.front}</td>{cells}</tr>"
         )
     return (
         f"<h3>island {k}</h3><div class=scroll><table><thead><tr><th class=num>generation</th>"
@@ -144,15 +151,15 @@ def _island_table(k: int, per_gen: list[dict[str, Any]], objectives: list[tuple[
     )
 
 
-def _front_table(latest: list[dict[str, Any]], objectives: list[tuple[str, str]]) -> str:
+def _front_table(latest: list[IslandRow], objectives: list[tuple[str, str]]) -> str:
     """Each island's front in the latest checkpoint, member by member."""
     th = "".join(f"<th class=num>{esc(n)}</th>" for n, _ in objectives)
     body = "".join(
-        f"<tr><td class=num>{row['island']}</td><td><code>{esc(m['id'])}</code></td>"
-        + "".join(f"<td class=num>{esc(fmt_num(m['scores'].get(n)))}</td>" for n, _ in objectives)
+        f"<tr><td class=num>{row.island}</td><td><code>{esc(m.id)}</code></td>"
+        + "".join(f"<td class=num>{esc(fmt_num(m.scores.get(n)))}</td>" for n, _ in objectives)
         + "</tr>"
         for row in latest
-        for m in row["front_members"]
+        for m in row.front_members
     )
     return (
         "<h3>each island's front now</h3><div class=scroll><table><thead><tr>"
@@ -176,42 +183,41 @@ def _migrations_table(migrations: list[dict[str, Any]]) -> str:
     )
 
 
-def islands_html(view: dict[str, Any]) -> str:
+def islands_html(isl: IslandView, objectives: list[tuple[str, str]]) -> str:
     """The report's islands section: best per objective per island over the generations (plots,
     then a table per island), each island's front now, and the migrations."""
-    isl = view["islands"]
-    per_gen, objectives = isl["per_generation"], view["objectives"]
+    per_gen = isl.per_generation
     note = (
-        f"<p class=note>{isl['count']} islands, each its own population and selection; every "
+        f"<p class=note>{isl.count} islands, each its own population and selection; every "
         "finished generation's checkpoint after migration: members, valid members, the Pareto "
         "front among them and the best value of each selection objective (with its variant). "
-        f"{_legend(isl['count'])}</p>"
+        f"{_legend(isl.count)}</p>"
     )
     if not per_gen:
         return (
             note
             + "<p class=note>No finished generation yet.</p>"
-            + _migrations_table(isl["migrations"])
+            + _migrations_table(isl.migrations)
         )
     plots = "".join(
         f"<figure>{svg}<figcaption>best {esc(n)} per island</figcaption></figure>"
         for n, d in objectives
         if (svg := _best_svg(per_gen, n, d))
     )
-    tables = "".join(_island_table(k, per_gen, objectives) for k in range(isl["count"]))
+    tables = "".join(_island_table(k, per_gen, objectives) for k in range(isl.count))
     return (
         f"{note}<div class=plots>{plots}</div>{tables}"
-        f"{_front_table(isl['latest'], objectives)}{_migrations_table(isl['migrations'])}"
+        f"{_front_table(isl.latest, objectives)}{_migrations_table(isl.migrations)}"
     )
 
 
-def _gene_svg(rows: list[dict[str, Any]]) -> str:
+def _gene_svg(rows: list[GeneRow]) -> str:
     """The gene's median (line) and IQR (band) per generation."""
-    xs = [float(r["generation"]) for r in rows]
-    plot = _Plot(xs, [y for r in rows for y in (r["min"], r["max"])])
-    upper = plot.points([(x, r["q3"]) for x, r in zip(xs, rows, strict=True)])
-    lower = plot.points([(x, r["q1"]) for x, r in reversed(list(zip(xs, rows, strict=True)))])
-    median = plot.points([(x, r["median"]) for x, r in zip(xs, rows, strict=True)])
+    xs = [float(r.generation) for r in rows]
+    plot = _Plot(xs, [y for r in rows for y in (r.min, r.max)])
+    upper = plot.points([(x, r.q3) for x, r in zip(xs, rows, strict=True)])
+    lower = plot.points([(x, r.q1) for x, r in reversed(list(zip(xs, rows, strict=True)))])
+    median = plot.points([(x, r.median) for x, r in zip(xs, rows, strict=True)])
     body = (
         plot.axes("mating preference")
         + f'<polygon points="{upper} {lower}" fill="#0969da" opacity=".18"/>'
@@ -220,13 +226,13 @@ def _gene_svg(rows: list[dict[str, Any]]) -> str:
     return plot.svg(body, "mating preference per generation")
 
 
-def gene_html(rows: list[dict[str, Any]]) -> str:
+def gene_html(rows: list[GeneRow]) -> str:
     """The report's gene section: its median and spread per generation (plot and table)."""
-    source = "population" if rows[0]["source"] == "population" else "children born in it"
+    source = "population" if rows[0].source == "population" else "children born in it"
     body = "".join(
-        f"<tr><td class=num>{r['generation']}</td><td class=num>{r['n']}</td>"
-        f"<td class=num>{r['median']:.4f}</td><td class=num>{r['q1']:.4f} – {r['q3']:.4f}</td>"
-        f"<td class=num>{r['min']:.4f} – {r['max']:.4f}</td></tr>"
+        f"<tr><td class=num>{r.generation}</td><td class=num>{r.n}</td>"
+        f"<td class=num>{r.median:.4f}</td><td class=num>{r.q1:.4f} – {r.q3:.4f}</td>"
+        f"<td class=num>{r.min:.4f} – {r.max:.4f}</td></tr>"
         for r in rows
     )
     return (
@@ -241,14 +247,15 @@ def gene_html(rows: list[dict[str, Any]]) -> str:
 
 
 def with_islands(
-    sections: list[tuple[str, str, str]], view: dict[str, Any]
+    sections: list[tuple[str, str, str]], view: IslandReport | None
 ) -> list[tuple[str, str, str]]:
     """The report's sections with the islands and gene sections after "operators" (unchanged
     for a run with neither)."""
     extra = []
-    if view.get("islands"):
-        extra.append(("islands", "Islands", islands_html(view)))
-    if view.get("mating_preference"):
-        extra.append(("gene", "Mating preference", gene_html(view["mating_preference"])))
+    found = view.status if view is not None else None
+    if found is not None and found.islands:
+        extra.append(("islands", "Islands", islands_html(found.islands, view.objectives)))
+    if found is not None and found.mating_preference:
+        extra.append(("gene", "Mating preference", gene_html(found.mating_preference)))
     at = next((i + 1 for i, s in enumerate(sections) if s[0] == "operators"), len(sections))
     return [*sections[:at], *extra, *sections[at:]]

@@ -19,7 +19,7 @@ from guided_evolution.inspection.html_parts import (
     gen_colour,
     svg_plot,
 )
-from guided_evolution.inspection.report_data import Report
+from guided_evolution.inspection.report_data import GraphNode, Point, ProgressRow, Report
 
 # --------------------------------------------------------------------------- frames and axes
 
@@ -167,35 +167,35 @@ def front_svgs(rep: Report) -> list[str]:
         pairs = [(sel[0], sel[1])] + ([(sel[0], sel[2]), (sel[1], sel[2])] if len(sel) >= 3 else [])
     out = []
     for xo, yo in pairs:
-        def xval(p: dict[str, Any], xo: tuple[str, str] | None = xo) -> float:
-            return float(p["generation"]) if xo is None else p["scores"][xo[0]]
+        def xval(p: Point, xo: tuple[str, str] | None = xo) -> float:
+            return float(p.generation) if xo is None else p.scores[xo[0]]
 
         xs = [xval(p) for p in rep.points]
-        ys = [p["scores"][yo[0]] for p in rep.points]
-        front_pts = [p for p in rep.points if p["front"]]
-        fr = _Frame.fit(xs, ys, [xval(p) for p in front_pts], [p["scores"][yo[0]] for p in front_pts], width=560, height=380)
+        ys = [p.scores[yo[0]] for p in rep.points]
+        front_pts = [p for p in rep.points if p.front]
+        fr = _Frame.fit(xs, ys, [xval(p) for p in front_pts], [p.scores[yo[0]] for p in front_pts], width=560, height=380)
         off = 0
         body = [fr.axes("generation" if xo is None else f"{xo[0]}  ({better(xo[1])})", f"{yo[0]}  ({better(yo[1])})")]
-        front = sorted((p for p in rep.points if p["front"]), key=lambda p: (xval(p), p["id"]))
+        front = sorted((p for p in rep.points if p.front), key=lambda p: (xval(p), p.id))
         if len(front) > 1 and xo is not None and len(sel) == 2:
-            pts = [(fr.x(xval(p)), fr.y(p["scores"][yo[0]])) for p in front]
+            pts = [(fr.x(xval(p)), fr.y(p.scores[yo[0]])) for p in front]
             d = f"M{pts[0][0]:.1f},{pts[0][1]:.1f}" + "".join(f"H{x:.1f}V{y:.1f}" for x, y in pts[1:])
             body.append(f'<path class="frontline" d="{d}"/>')
-        for p in sorted(rep.points, key=lambda p: (p["front"], p["generation"], p["id"])):
-            color = gen_colour(p["generation"], rep.max_gen)
-            tip = f"{p['id']}  gen {p['generation']}  {p['operator']}\n{metric_tip(p['scores'])}"
-            cls = "pt front" if p["front"] else "pt"
-            r = 6 if p["front"] else 4
-            px, py = fr.x(xval(p)), fr.y(p["scores"][yo[0]])
-            if fr.outside(xval(p), p["scores"][yo[0]]):
+        for p in sorted(rep.points, key=lambda p: (p.front, p.generation, p.id)):
+            color = gen_colour(p.generation, rep.max_gen)
+            tip = f"{p.id}  gen {p.generation}  {p.operator}\n{metric_tip(p.scores)}"
+            cls = "pt front" if p.front else "pt"
+            r = 6 if p.front else 4
+            px, py = fr.x(xval(p)), fr.y(p.scores[yo[0]])
+            if fr.outside(xval(p), p.scores[yo[0]]):
                 off += 1
                 body.append(f'<path class="off" d="M{px:.1f},{py - 5:.1f}l4.5,8h-9z"><title>{esc(tip)} (off scale)</title></path>')
                 continue
-            shape = f'<circle class="{cls}" data-v="{esc(p["id"])}" cx="{px:.1f}" cy="{py:.1f}" r="{r}" fill="{color}"><title>{esc(tip)}</title></circle>'
-            body.append(f'<a href="#v-{esc(p["id"])}">{shape}</a>' if p["front"] else shape)
-        seed = next((p for p in rep.points if p["id"] == rep.seed_id), None)
+            shape = f'<circle class="{cls}" data-v="{esc(p.id)}" cx="{px:.1f}" cy="{py:.1f}" r="{r}" fill="{color}"><title>{esc(tip)}</title></circle>'
+            body.append(f'<a href="#v-{esc(p.id)}">{shape}</a>' if p.front else shape)
+        seed = next((p for p in rep.points if p.id == rep.seed_id), None)
         if seed is not None:
-            sx, sy = fr.x(xval(seed)), fr.y(seed["scores"][yo[0]])
+            sx, sy = fr.x(xval(seed)), fr.y(seed.scores[yo[0]])
             body.append(f'<text class="seedlabel" x="{sx + 8:.1f}" y="{sy - 8:.1f}">seed</text>')
         note = f'<div class="offnote">{off} off-scale variant(s) drawn as triangles at the edge</div>' if off else ""
         out.append(svg_plot(fr.width, fr.height, "".join(body), f"Pareto front {yo[0]}") + note)
@@ -217,32 +217,32 @@ def progress_svgs(rep: Report, axis: str) -> list[str]:
     if axis == "time":
         scale, unit = _time_unit(rep.time_span_s)
         xlabel = f"time since the run started ({unit})"
-        get: Callable[[dict[str, Any]], float] = lambda r: r["t"] / scale  # noqa: E731
+        get: Callable[[ProgressRow], float] = lambda r: r.t / scale  # noqa: E731
         xmax = rep.time_span_s / scale
     elif rep.spend_axis == "usd":
-        xlabel, get = "LLM spend (USD)", lambda r: r["usd"]
-        xmax = max(rep.progress[-1]["usd"], rep.counts.get("cost_usd", 0.0))
+        xlabel, get = "LLM spend (USD)", lambda r: r.usd
+        xmax = max(rep.progress[-1].usd, rep.counts.get("cost_usd", 0.0))
     else:
-        xlabel, get = "LLM tokens (no prices known)", lambda r: float(r["tokens"])
-        xmax = float(max(rep.progress[-1]["tokens"], rep.counts.get("prompt_tokens", 0) + rep.counts.get("completion_tokens", 0)))
+        xlabel, get = "LLM tokens (no prices known)", lambda r: float(r.tokens)
+        xmax = float(max(rep.progress[-1].tokens, rep.counts.get("prompt_tokens", 0) + rep.counts.get("completion_tokens", 0)))
     out = []
     for name, direction in rep.selected:
         xs = [get(r) for r in rep.progress] + [xmax]
-        ys = [r["scores"][name] for r in rep.progress]
-        fr = _Frame.fit([0.0, *xs], ys, keep_y=[r["best"][name] for r in rep.progress], width=420, height=300)
+        ys = [r.scores[name] for r in rep.progress]
+        fr = _Frame.fit([0.0, *xs], ys, keep_y=[r.best[name] for r in rep.progress], width=420, height=300)
         body = [fr.axes(xlabel, f"{name}  ({better(direction)})")]
         for r in rep.progress:
-            cls = "dot off" if fr.outside(get(r), r["scores"][name]) else "dot"
-            body.append(f'<circle class="{cls}" cx="{fr.x(get(r)):.1f}" cy="{fr.y(r["scores"][name]):.1f}" r="2.5"/>')
+            cls = "dot off" if fr.outside(get(r), r.scores[name]) else "dot"
+            body.append(f'<circle class="{cls}" cx="{fr.x(get(r)):.1f}" cy="{fr.y(r.scores[name]):.1f}" r="2.5"/>')
         first = rep.progress[0]
-        d = f"M{fr.x(get(first)):.1f},{fr.y(first['best'][name]):.1f}"
+        d = f"M{fr.x(get(first)):.1f},{fr.y(first.best[name]):.1f}"
         marks = []
-        prev = first["best"][name]
+        prev = first.best[name]
         for r in rep.progress[1:]:
-            value = r["best"][name]
+            value = r.best[name]
             if value != prev:
                 d += f"H{fr.x(get(r)):.1f}V{fr.y(value):.1f}"
-                marks.append(f'<circle class="step" cx="{fr.x(get(r)):.1f}" cy="{fr.y(value):.1f}" r="3.5"><title>{esc(r["variant"])}: {esc(fmt_num(value))}</title></circle>')
+                marks.append(f'<circle class="step" cx="{fr.x(get(r)):.1f}" cy="{fr.y(value):.1f}" r="3.5"><title>{esc(r.variant)}: {esc(fmt_num(value))}</title></circle>')
                 prev = value
         d += f"H{fr.x(xmax):.1f}"
         body.append(f'<path class="best" d="{d}"/>')
@@ -253,11 +253,11 @@ def progress_svgs(rep: Report, axis: str) -> list[str]:
 
 def lineage_svg(rep: Report) -> str:
     """The ancestry of the Pareto variants, one column per generation; the best line in bold."""
-    nodes = {n["id"]: n for n in rep.graph}
+    nodes = {n.id: n for n in rep.graph}
     if not nodes:
         return ""
     pos, gen_x, width, height = _lineage_layout(nodes)
-    ops = sorted({n["operator"] for n in nodes.values()})
+    ops = sorted({n.operator for n in nodes.values()})
     color = {op: OPERATOR_PALETTE[i % len(OPERATOR_PALETTE)] for i, op in enumerate(ops)}
     body = [f'<text class="tick" x="{x:.0f}" y="18" text-anchor="middle">gen {g}</text>' for g, x in gen_x.items()]
     body += _lineage_edges(nodes, pos)
@@ -269,7 +269,7 @@ def lineage_svg(rep: Report) -> str:
     return f'<div class="legendrow">{legend}<span class="chip"><span class="swatch ring"></span>on the Pareto front</span><span class="chip"><span class="bar best"></span>best line</span><span class="chip"><span class="bar second"></span>second parent (crossover)</span></div><div class="scroll">{svg}</div>'
 
 
-def _sub_columns(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
+def _sub_columns(nodes: dict[str, GraphNode]) -> dict[str, int]:
     """Each node's sub-column inside its generation: same-generation chains (fix children) step right."""
     sub: dict[str, int] = {}
 
@@ -277,7 +277,7 @@ def _sub_columns(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
         if vid not in sub:
             sub[vid] = 0
             n = nodes[vid]
-            same = [depth(p) + 1 for p in n["parents"] if p in nodes and nodes[p]["generation"] == n["generation"]]
+            same = [depth(p) + 1 for p in n.parents if p in nodes and nodes[p].generation == n.generation]
             sub[vid] = max(same, default=0)
         return sub[vid]
 
@@ -287,12 +287,12 @@ def _sub_columns(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
 
 
 def _lineage_layout(
-    nodes: dict[str, dict[str, Any]],
+    nodes: dict[str, GraphNode],
 ) -> tuple[dict[str, tuple[float, float]], dict[int, float], int, int]:
     """Node positions, the x of each generation's first column, and the drawing's width and height."""
     sub = _sub_columns(nodes)
-    gens = sorted({n["generation"] for n in nodes.values()})
-    max_sub = {g: max(sub[v] for v, n in nodes.items() if n["generation"] == g) for g in gens}
+    gens = sorted({n.generation for n in nodes.values()})
+    max_sub = {g: max(sub[v] for v, n in nodes.items() if n.generation == g) for g in gens}
     col_x: dict[tuple[int, int], float] = {}
     x = 70.0
     for g in gens:
@@ -300,30 +300,30 @@ def _lineage_layout(
             col_x[(g, s)] = x
             x += 54 if s < max_sub[g] else 120
     columns: dict[tuple[int, int], list[str]] = {}
-    for vid, n in sorted(nodes.items(), key=lambda kv: (kv[1]["generation"], sub[kv[0]])):
-        columns.setdefault((n["generation"], sub[vid]), []).append(vid)
+    for vid, n in sorted(nodes.items(), key=lambda kv: (kv[1].generation, sub[kv[0]])):
+        columns.setdefault((n.generation, sub[vid]), []).append(vid)
     row_y: dict[str, float] = {}
     spacing = 26
     for key in sorted(columns):  # order each column by the mean height of its parents
         ids = columns[key]
-        ids.sort(key=lambda v: (sum(row_y.get(p, 0.0) for p in nodes[v]["parents"]) / max(len(nodes[v]["parents"]), 1), v))
+        ids.sort(key=lambda v: (sum(row_y.get(p, 0.0) for p in nodes[v].parents) / max(len(nodes[v].parents), 1), v))
         for i, vid in enumerate(ids):
             row_y[vid] = 40 + i * spacing
-    pos = {vid: (col_x[(n["generation"], sub[vid])], row_y[vid]) for vid, n in nodes.items()}
+    pos = {vid: (col_x[(n.generation, sub[vid])], row_y[vid]) for vid, n in nodes.items()}
     return pos, {g: col_x[(g, 0)] for g in gens}, int(x - 120 + 150), int(max(row_y.values()) + 40)
 
 
-def _lineage_edges(nodes: dict[str, dict[str, Any]], pos: dict[str, tuple[float, float]]) -> list[str]:
+def _lineage_edges(nodes: dict[str, GraphNode], pos: dict[str, tuple[float, float]]) -> list[str]:
     """One curve per parent link; dashed for a second parent, bold along the best line."""
     body = []
     for vid, n in nodes.items():
         cx, cy = pos[vid]
-        for i, p in enumerate(n["parents"]):
+        for i, p in enumerate(n.parents):
             if p not in pos:
                 continue
             px, py = pos[p]
             mid = (px + cx) / 2
-            cls = "edge best" if n["best_line"] and nodes[p]["best_line"] and i == 0 else "edge"
+            cls = "edge best" if n.best_line and nodes[p].best_line and i == 0 else "edge"
             if i > 0:
                 cls += " second"
             body.append(f'<path class="{cls}" d="M{px:.1f},{py:.1f} C{mid:.1f},{py:.1f} {mid:.1f},{cy:.1f} {cx:.1f},{cy:.1f}"/>')
@@ -331,17 +331,17 @@ def _lineage_edges(nodes: dict[str, dict[str, Any]], pos: dict[str, tuple[float,
 
 
 def _lineage_nodes(
-    nodes: dict[str, dict[str, Any]], pos: dict[str, tuple[float, float]], color: dict[str, str], seed_id: str | None
+    nodes: dict[str, GraphNode], pos: dict[str, tuple[float, float]], color: dict[str, str], seed_id: str | None
 ) -> list[str]:
     """One circle per variant, coloured by operator; front members are labelled and link to their row."""
     body = []
     for vid, n in nodes.items():
         cx, cy = pos[vid]
-        tip = f"{vid}  gen {n['generation']}  {n['operator']}" + (f" ({n['persona']})" if n.get("persona") else "")
-        tip += "\n" + metric_tip(n.get("metrics"))
-        cls = "node" + (" front" if n["front"] else "") + (" bestnode" if n["best_line"] else "")
-        shape = f'<circle class="{cls}" data-v="{esc(vid)}" cx="{cx:.1f}" cy="{cy:.1f}" r="{7 if n["front"] else 5}" fill="{color[n["operator"]]}"><title>{esc(tip)}</title></circle>'
-        if n["front"]:
+        tip = f"{vid}  gen {n.generation}  {n.operator}" + (f" ({n.persona})" if n.persona else "")
+        tip += "\n" + metric_tip(n.metrics)
+        cls = "node" + (" front" if n.front else "") + (" bestnode" if n.best_line else "")
+        shape = f'<circle class="{cls}" data-v="{esc(vid)}" cx="{cx:.1f}" cy="{cy:.1f}" r="{7 if n.front else 5}" fill="{color[n.operator]}"><title>{esc(tip)}</title></circle>'
+        if n.front:
             body.append(f'<a href="#v-{esc(vid)}">{shape}</a>')
             body.append(f'<text class="nodelabel" x="{cx + 10:.1f}" y="{cy + 4:.1f}">{esc(vid[:8])}</text>')
         else:

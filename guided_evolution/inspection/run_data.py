@@ -11,14 +11,21 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from guided_evolution.config import GeConfig, ResolvedConfig
 from guided_evolution.errors import GeError
 from guided_evolution.evolution.scoring import Scored, dominates, scored
-from guided_evolution.runstore.records import META_FINISHED, META_SEED, SEED_BRANCH
+from guided_evolution.inspection.json_view import JsonView
+from guided_evolution.runstore.records import (
+    META_FINISHED,
+    META_SEED,
+    SEED_BRANCH,
+    EvaluationRecord,
+    VariantRecord,
+)
 from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunPaths, open_run
 
@@ -151,8 +158,8 @@ class RunData:
     run_dir: str
     config: GeConfig
     seed_id: str | None
-    variants: dict[str, Any]  # id -> VariantRecord, in creation order
-    latest: dict[str, Any]  # id -> latest EvaluationRecord
+    variants: dict[str, VariantRecord]  # in creation order
+    latest: dict[str, EvaluationRecord]  # each variant's latest evaluation
     finished: str | None
 
     @property
@@ -233,25 +240,37 @@ def failure_cause(reason: str | None, output_tail: str | None) -> tuple[str | No
     return (line, reason) if line else (reason, None)
 
 
-def failure_groups(data: RunData, events: list[Any]) -> list[dict[str, Any]]:
+@dataclass
+class FailureGroup(JsonView):
+    """Failures of one normalised cause at one stage: how many, a few raw reasons, the variants
+    and (for a crash) the exit codes."""
+
+    stage: str
+    reason: str
+    count: int = 0
+    examples: list[str] = field(default_factory=list)  # at most 3
+    variants: list[str] = field(default_factory=list)  # at most 8
+    details: list[str] = field(default_factory=list)  # at most 4
+
+    def add(self, reason: str | None, who: str | None, detail: str | None) -> None:
+        """Count one more failure."""
+        self.count += 1
+        raw = " ".join((reason or "unknown").split())[:500]
+        if raw not in self.examples and len(self.examples) < 3:
+            self.examples.append(raw)
+        for seen, item, most in ((self.variants, who, 8), (self.details, detail, 4)):
+            if item and item not in seen and len(seen) < most:
+                seen.append(item)
+
+
+def failure_groups(data: RunData, events: list[Any]) -> list[FailureGroup]:
     """Evaluation failures and rejected proposals, grouped by normalised cause (an evaluator's
     crash by its own last error line, its exit code a detail), most common first."""
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    groups: dict[tuple[str, str], FailureGroup] = {}
 
     def add(stage: str, reason: str | None, who: str | None, detail: str | None = None) -> None:
         key = (stage, normalise_reason(reason))
-        group = groups.setdefault(
-            key,
-            {"stage": stage, "reason": key[1], "count": 0, "examples": [], "variants": [], "details": []},
-        )
-        group["count"] += 1
-        raw = " ".join((reason or "unknown").split())[:500]
-        if raw not in group["examples"] and len(group["examples"]) < 3:
-            group["examples"].append(raw)
-        if who and who not in group["variants"] and len(group["variants"]) < 8:
-            group["variants"].append(who)
-        if detail and detail not in group["details"] and len(group["details"]) < 4:
-            group["details"].append(detail)
+        groups.setdefault(key, FailureGroup(stage, key[1])).add(reason, who, detail)
 
     for vid, ev in data.latest.items():
         if ev.status != "ok":
@@ -261,10 +280,24 @@ def failure_groups(data: RunData, events: list[Any]) -> list[dict[str, Any]]:
     for event in events:
         if event.kind == "proposal_rejected":
             add(f"proposal ({event.data.get('operator', '?')})", event.data.get("reason"), None)
-    return sorted(groups.values(), key=lambda g: (-g["count"], g["stage"], g["reason"]))
+    return sorted(groups.values(), key=lambda g: (-g.count, g.stage, g.reason))
 
 
-def reflection_rows(index: Any, data: RunData, only: set[str] | None = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ReflectionRow(JsonView):
+    """An EoT reflection: its variant, the elite it learned from, and the variant's outcome."""
+
+    variant: str
+    elite: str | None
+    segment: str | None
+    time: float | None
+    generation: int | None
+    metrics: dict[str, Any] | None  # the variant's latest evaluation's metrics
+    improved: bool
+    text: str
+
+
+def reflection_rows(index: Any, data: RunData, only: set[str] | None = None) -> list[ReflectionRow]:
     """EoT reflections (optionally of some variants only), oldest first."""
     rows = []
     for r in index.reflections():
@@ -273,15 +306,15 @@ def reflection_rows(index: Any, data: RunData, only: set[str] | None = None) -> 
         v = data.variants.get(r.variant_id)
         ev = data.latest.get(r.variant_id)
         rows.append(
-            {
-                "variant": r.variant_id,
-                "elite": r.elite_id,
-                "segment": r.segment,
-                "time": r.created_at,
-                "generation": v.generation if v else None,
-                "metrics": ev.metrics if ev else None,
-                "improved": data.improved(r.variant_id),
-                "text": r.text,
-            }
+            ReflectionRow(
+                variant=r.variant_id,
+                elite=r.elite_id,
+                segment=r.segment,
+                time=r.created_at,
+                generation=v.generation if v else None,
+                metrics=ev.metrics if ev else None,
+                improved=data.improved(r.variant_id),
+                text=r.text,
+            )
         )
     return rows

@@ -19,8 +19,23 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from guided_evolution.inspection.report_bandit import BanditView, TokenView
 from guided_evolution.inspection.report_diversity import diversity_lines
 from guided_evolution.inspection.report_islands import island_lines, migration_words
+from guided_evolution.inspection.view_models import (
+    BestView,
+    DiffView,
+    FailureSummary,
+    FrontRow,
+    IsolationInfo,
+    LineageNode,
+    LineageView,
+    LogView,
+    MissingNode,
+    Objective,
+    StatusView,
+    VariantView,
+)
 from guided_evolution.inspection.views_data import (
     ISOLATION_ASPECTS,
     ISOLATION_NOT_RECORDED,
@@ -65,15 +80,15 @@ def _m(value: Any) -> str:
 
 
 def front_table(
-    front: list[dict[str, Any]], objectives: list[dict[str, Any]], title: str = "Pareto front"
+    front: list[FrontRow], objectives: list[Objective], title: str = "Pareto front"
 ) -> Table:
     """A table of the front: one row per variant, one column per objective.
 
     Selection objectives come first with their direction; reported-only metrics (e.g. test
     accuracy) follow, dimmed. The branch is `v/<gen>/<id>`, so it needs no column of its own.
     """
-    selected = [o for o in objectives if o.get("select", True)]
-    reported = [o for o in objectives if not o.get("select", True)]
+    selected = [o for o in objectives if o.select]
+    reported = [o for o in objectives if not o.select]
     table = Table(
         title=title,
         title_justify="left",
@@ -88,18 +103,18 @@ def front_table(
     table.add_column("gen", justify="right")
     table.add_column("operator")
     for o in selected:
-        arrow = "↑" if o["direction"] == "max" else "↓"
-        table.add_column(Text(f"{_fmt(o['name'])} {arrow}"), justify="right")
+        arrow = "↑" if o.direction == "max" else "↓"
+        table.add_column(Text(f"{_fmt(o.name)} {arrow}"), justify="right")
     for o in reported:
-        table.add_column(Text(_fmt(o["name"])), justify="right", style="dim", header_style="dim")
-    columns = [o["name"] for o in (*selected, *reported)]
-    digits = {n: _digits([(r.get("metrics") or {}).get(n) for r in front]) for n in columns}
+        table.add_column(Text(_fmt(o.name)), justify="right", style="dim", header_style="dim")
+    columns = [o.name for o in (*selected, *reported)]
+    digits = {n: _digits([(r.metrics or {}).get(n) for r in front]) for n in columns}
     for row in front:
-        metrics = row.get("metrics") or {}
+        metrics = row.metrics or {}
         table.add_row(
-            Text(_fmt(row["id"])),
-            Text(_fmt(row.get("generation"))),
-            Text(_fmt(row.get("operator"))),
+            Text(_fmt(row.id)),
+            Text(_fmt(row.generation)),
+            Text(_fmt(row.operator)),
             *[Text(_fmt(metrics.get(n), digits[n])) for n in columns],
         )
     return table
@@ -108,7 +123,8 @@ def front_table(
 def print_summary(console: Console, summary: Any) -> None:
     """The end of `ge run` / `ge resume`."""
     data = summary.as_dict()
-    console.print(front_table(data["front"], data["objectives"]))
+    front = [FrontRow(**row) for row in data["front"]]
+    console.print(front_table(front, [Objective(**o) for o in data["objectives"]]))
     console.print(
         f"{data['children']} children, {data['evaluated']} evaluated, {data['failed']} failed, "
         f"{data['llm_calls']} LLM calls, ${data['cost_usd']:.4f}; {_m(data['stop_reason'])}"
@@ -117,30 +133,30 @@ def print_summary(console: Console, summary: Any) -> None:
     console.print(f"run: {run_dir}  (inspect: ge best / ge show {run_dir} ID)")
 
 
-def print_status(console: Console, data: dict[str, Any]) -> None:
+def print_status(console: Console, data: StatusView) -> None:
     """`ge status`."""
-    state = data.get("state")
-    if state == "live":
-        line = Text(f"live (pid {_fmt(data['pid'])})", style="green")
-    elif state == "stopped":
+    run = data.run_state
+    if run.state == "live":
+        line = Text(f"live (pid {_fmt(run.pid)})", style="green")
+    elif run.state == "stopped":
         line = Text("stopped: ", style="bold yellow") + Text(
-            f"{_fmt(data['stop_reason'])} — {_fmt(data['fix'])}"
+            f"{_fmt(run.stop_reason)} — {_fmt(run.fix)}"
         )
     else:
-        line = Text(f"finished: {_fmt(data['stop_reason'])}")
-    console.print(Text(_fmt(data["run_dir"]), style="bold") + Text("  ") + line)
+        line = Text(f"finished: {_fmt(run.stop_reason)}")
+    console.print(Text(_fmt(data.run_dir), style="bold") + Text("  ") + line)
     console.print(
-        f"generation {data['generation']}/{data['generations']}  children {data['children']}  "
-        f"evaluated {data['evaluated']}  failed {data['failed']}  pending {data['pending']}"
+        f"generation {data.generation}/{data.generations}  children {data.children}  "
+        f"evaluated {data.evaluated}  failed {data.failed}  pending {data.pending}"
     )
     console.print(
-        f"LLM calls {data['llm_calls']} ({data['llm_errors']} errors)  tokens "
-        f"{data['prompt_tokens'] + data['completion_tokens']}  spend ${data['cost_usd']:.4f}  models {_m(', '.join(data['models']))}"
+        f"LLM calls {data.llm_calls} ({data.llm_errors} errors)  tokens "
+        f"{data.prompt_tokens + data.completion_tokens}  spend ${data.cost_usd:.4f}  models {_m(', '.join(data.models))}"
     )
-    per_gen = data.get("children_per_generation") or []
+    per_gen = data.children_per_generation or []
     if per_gen:  # the last ten on a terminal (a long run has hundreds); --json has them all
         cells = [
-            f"{r['generation']}: {r['configured']}/{_fmt(r['planned'])}/{_fmt(r['new'])}"
+            f"{r.generation}: {r.configured}/{_fmt(r.planned)}/{_fmt(r.new)}"
             for r in per_gen[-STATUS_GENERATIONS:]
         ]
         older = len(per_gen) - len(cells)
@@ -148,17 +164,17 @@ def print_status(console: Console, data: dict[str, Any]) -> None:
         console.print(
             f"children per generation{label} (configured/planned/new)  " + "  ".join(cells)
         )
-    for line in [*diversity_lines(data.get("diversity") or []), *island_lines(data)]:
+    for line in [*diversity_lines(data.diversity or []), *island_lines(data.islands)]:
         console.print(Text(_fmt(line)))
-    for line in spend_lines(data.get("tokens"), data.get("bandit")):
+    for line in spend_lines(data.tokens, data.bandit):
         console.print(Text(_fmt(line)))
-    for line in _isolation_lines(data):
+    for line in _isolation_lines(data.isolation_info):
         console.print(line)
 
 
-def _isolation_lines(data: dict[str, Any]) -> list[Text]:
+def _isolation_lines(info: IsolationInfo) -> list[Text]:
     """The isolation block of `ge status`: backend and the five aspects, uncontained ones in red."""
-    iso = data.get("isolation")
+    iso = info.isolation
     if not iso:
         return [Text("isolation  ") + Text(ISOLATION_NOT_RECORDED, style="yellow")]
     bad = set(iso.get("uncontained") or [])
@@ -184,136 +200,136 @@ def _isolation_lines(data: dict[str, Any]) -> list[Text]:
         lines.append(line)
     for warning in isolation_warnings(iso):
         lines.append(Text("  warning: " + _fmt(warning), style="yellow"))
-    for note in isolation_notes(data):
+    for note in isolation_notes(info):
         lines.append(Text("  " + _fmt(note), style="yellow"))
     return lines
 
 
-def print_front(console: Console, data: dict[str, Any]) -> None:
+def print_front(console: Console, data: BestView) -> None:
     """`ge best` (``--island``: the front of one island's variants)."""
-    where = f" on island {data['island']}" if "island" in data else ""
-    if not data["front"]:
+    where = f" on island {data.island}" if data.island is not None else ""
+    if not data.front:
         console.print(f"no evaluated variant yet{where}")
         return
-    console.print(front_table(data["front"], data["objectives"], f"Pareto front{where}"))
+    console.print(front_table(data.front, data.objectives, f"Pareto front{where}"))
 
 
-def print_variant(console: Console, data: dict[str, Any]) -> None:
+def print_variant(console: Console, data: VariantView) -> None:
     """`ge show`."""
     console.print(
-        f"[bold cyan]{_m(data['id'])}[/bold cyan]  {_m(data['branch'])}  generation {_m(data['generation'])}"
+        f"[bold cyan]{_m(data.id)}[/bold cyan]  {_m(data.branch)}  generation {_m(data.generation)}"
     )
     console.print(
-        f"operator {_m(data['operator'])}  segment {_m(data['segment'])}  prompt {_m(data['prompt_name'])}  "
-        f"persona {_m(data['persona'])}  model {_m(data['model'])}  T={_m(data['temperature'])}"
+        f"operator {_m(data.operator)}  segment {_m(data.segment)}  prompt {_m(data.prompt_name)}  "
+        f"persona {_m(data.persona)}  model {_m(data.model)}  T={_m(data.temperature)}"
     )
     console.print(
-        f"parents {_m(', '.join(data['parents'])) or '-'}  tokens {data['tokens']}"
+        f"parents {_m(', '.join(data.parents)) or '-'}  tokens {data.tokens}"
         + (
-            f" ({data['prompt_tokens']} prompt + {data['completion_tokens']} completion)"
-            if data.get("calls")
+            f" ({data.prompt_tokens} prompt + {data.completion_tokens} completion)"
+            if data.calls
             else ""
         )
-        + f"  cost ${data['cost_usd']:.4f}"
-        + (f"  LLM calls {len(data['calls'])}" if data.get("calls") else "")
+        + f"  cost ${data.cost_usd:.4f}"
+        + (f"  LLM calls {len(data.calls)}" if data.calls else "")
     )
-    for parent, metrics in (data.get("parent_metrics") or {}).items():
+    for parent, metrics in (data.parent_metrics or {}).items():
         if metrics:
             console.print(
                 f"  parent {_m(parent)}: "
                 + "  ".join(f"{_m(k)}={_m(v)}" for k, v in metrics.items())
             )
-    reason = data["failure_reason"]
-    console.print(f"status {_m(data['status'])}" + (f"  [red]{_m(reason)}[/red]" if reason else ""))
-    if data["metrics"]:
+    reason = data.failure_reason
+    console.print(f"status {_m(data.status)}" + (f"  [red]{_m(reason)}[/red]" if reason else ""))
+    if data.metrics:
         console.print(
-            "metrics " + "  ".join(f"{_m(k)}={_m(v)}" for k, v in data["metrics"].items())
+            "metrics " + "  ".join(f"{_m(k)}={_m(v)}" for k, v in data.metrics.items())
         )
-    if data.get("feedback"):  # the evaluator's words (or a failure's reason and last line)
+    if data.feedback:  # the evaluator's words (or a failure's reason and last line)
         console.rule("evaluator feedback")
-        console.print(_block(data["feedback"]), markup=False)
-    if data["eot_reflection"]:
+        console.print(_block(data.feedback), markup=False)
+    if data.eot_reflection:
         console.print("[bold]EoT reflection[/bold]")
-        console.print(_block(data["eot_reflection"]), markup=False)
-    if data["prompt"]:
+        console.print(_block(data.eot_reflection), markup=False)
+    if data.prompt:
         console.rule("prompt")
-        console.print(_block(data["prompt"]), markup=False)
-    if data["reply"]:
+        console.print(_block(data.prompt), markup=False)
+    if data.reply:
         console.rule("reply")
-        console.print(_block(data["reply"]), markup=False)
-    if data["diff"]:
-        console.rule(Text(f"diff against parent {_fmt(data.get('diff_base') or '')}".rstrip()))
-        console.print(Syntax(_block(data["diff"]), "diff", theme="ansi_dark", word_wrap=True))
-    if data["status"] == "failed" and data["output_tail"]:
+        console.print(_block(data.reply), markup=False)
+    if data.diff:
+        console.rule(Text(f"diff against parent {_fmt(data.diff_base or '')}".rstrip()))
+        console.print(Syntax(_block(data.diff), "diff", theme="ansi_dark", word_wrap=True))
+    if data.status == "failed" and data.output_tail:
         console.rule("output tail")
-        console.print(_block(data["output_tail"]), markup=False)
+        console.print(_block(data.output_tail), markup=False)
 
 
-def _metrics_text(metrics: dict[str, Any] | None, objectives: list[dict[str, Any]]) -> str:
+def _metrics_text(metrics: dict[str, Any] | None, objectives: list[Objective]) -> str:
     if not metrics:
         return ""
-    names = [o["name"] for o in objectives if o["name"] in metrics] or list(metrics)
+    names = [o.name for o in objectives if o.name in metrics] or list(metrics)
     return "  ".join(f"{_fmt(n)}={_fmt(metrics.get(n))}" for n in names)
 
 
-def _node_label(node: dict[str, Any], objectives: list[dict[str, Any]]) -> Text:
+def _node_label(node: LineageNode | MissingNode, objectives: list[Objective]) -> Text:
     text = Text()
-    text.append(_fmt(node["id"]), style="bold cyan")
-    if node.get("missing"):
+    text.append(_fmt(node.id), style="bold cyan")
+    if isinstance(node, MissingNode):
         text.append("  (not in the index)", style="red")
         return text
-    text.append(f"  gen {node['generation']}  ", style="dim")
-    if node.get("island") is not None:
-        text.append(f"island {node['island']}  ", style="blue")
-    op = _fmt(node["operator"]) + (f" ({_fmt(node['persona'])})" if node.get("persona") else "")
+    text.append(f"  gen {node.generation}  ", style="dim")
+    if node.mark is not None and node.mark.island is not None:
+        text.append(f"island {node.mark.island}  ", style="blue")
+    op = _fmt(node.operator) + (f" ({_fmt(node.persona)})" if node.persona else "")
     text.append(op, style="magenta")
-    if node["status"] == "evaluated":
-        text.append("  " + _metrics_text(node.get("metrics"), objectives))
-        if node.get("improved"):
+    if node.status == "evaluated":
+        text.append("  " + _metrics_text(node.metrics, objectives))
+        if node.improved:
             text.append("  ▲ improved", style="green")
     else:
         text.append(
-            f"  {_fmt(node['status'])}",
-            style="red" if node["status"] in ("failed", "invalid") else "yellow",
+            f"  {_fmt(node.status)}",
+            style="red" if node.status in ("failed", "invalid") else "yellow",
         )
-        if node.get("failure_reason"):
-            text.append(f": {_fmt(node['failure_reason'])}", style="red")
-    if node.get("migrations"):
-        text.append(f"  ⇄ {_fmt(migration_words(node['migrations']))}", style="blue")
+        if node.failure_reason:
+            text.append(f": {_fmt(node.failure_reason)}", style="red")
+    if node.mark is not None and node.mark.migrations:
+        text.append(f"  ⇄ {_fmt(migration_words(node.mark.migrations))}", style="blue")
     return text
 
 
-def print_lineage(console: Console, data: dict[str, Any]) -> None:
+def print_lineage(console: Console, data: LineageView) -> None:
     """`ge lineage`: the ancestry as a tree; an ancestor reached twice is shown once."""
-    nodes = {n["id"]: n for n in data["nodes"]}
-    objectives = data["objectives"]
+    nodes = {n.id: n for n in data.nodes}
+    objectives = data.objectives
     shown: set[str] = set()
 
     def grow(tree: Tree, vid: str) -> None:
-        for parent in nodes[vid]["parents"]:
-            node = nodes.get(parent, {"id": parent, "missing": True, "parents": []})
+        for parent in nodes[vid].parents:
+            node = nodes.get(parent) or MissingNode(parent)
             if parent in shown:
                 tree.add(Text(f"{_fmt(parent)}  (shown above)", style="dim"))
                 continue
             shown.add(parent)
             grow(tree.add(_node_label(node, objectives)), parent)
 
-    root_id = data["id"]
+    root_id = data.id
     shown.add(root_id)
     tree = Tree(_node_label(nodes[root_id], objectives), guide_style="dim")
     grow(tree, root_id)
     console.print(tree)
-    console.print(f"[dim]{len(nodes)} variants in the ancestry; seed {_m(data['seed'])}[/dim]")
+    console.print(f"[dim]{len(nodes)} variants in the ancestry; seed {_m(data.seed)}[/dim]")
 
 
-def print_diff(console: Console, data: dict[str, Any]) -> None:
+def print_diff(console: Console, data: DiffView) -> None:
     """`ge diff`."""
     console.print(
-        f"[bold]{_m(data['from'])}[/bold] → [bold cyan]{_m(data['to'])}[/bold cyan]  "
-        f"{len(data['files'])} file(s)  [green]+{data['added']}[/green] [red]-{data['removed']}[/red]"
+        f"[bold]{_m(data.from_)}[/bold] → [bold cyan]{_m(data.to)}[/bold cyan]  "
+        f"{len(data.files)} file(s)  [green]+{data.added}[/green] [red]-{data.removed}[/red]"
     )
-    if data["diff"]:
-        console.print(Syntax(_block(data["diff"]), "diff", theme="ansi_dark", word_wrap=True))
+    if data.diff:
+        console.print(Syntax(_block(data.diff), "diff", theme="ansi_dark", word_wrap=True))
     else:
         console.print("no difference")
 
@@ -338,20 +354,19 @@ def _arms_text(state: dict[str, Any]) -> str:
     return "  ".join(f"{_fmt(a['arm'])} {a['improvements']}/{a['pulls']}" for a in arms) or "-"
 
 
-def spend_lines(tokens: dict[str, Any] | None, bandit: dict[str, Any] | None) -> list[str]:
+def spend_lines(tokens: TokenView | None, bandit: BanditView | None) -> list[str]:
     """Tokens per operator and mode, tokens per valid child, and each bandit arm's
     improvements/pulls, improvement rate and spend."""
     lines: list[str] = []
-    if tokens and tokens.get("by_operator"):
+    if tokens and tokens.by_operator:
         cells = [
-            f"{r['operator']}/{r['mode']} {r['prompt_tokens']}+{r['completion_tokens']}"
-            for r in tokens["by_operator"]
+            f"{r.operator}/{r.mode} {r.prompt_tokens}+{r.completion_tokens}"
+            for r in tokens.by_operator
         ]
         lines.append("tokens (prompt+completion) " + "  ".join(cells))
-        lines.append(f"tokens per valid child {_fmt(tokens.get('tokens_per_valid_child'))}")
+        lines.append(f"tokens per valid child {_fmt(tokens.tokens_per_valid_child)}")
     if bandit:
-        for name in ("models", "personas"):
-            arms = bandit.get(name) or []
+        for name, arms in (("models", bandit.models), ("personas", bandit.personas)):
             if len(arms) < 2 or not any(a["pulls"] for a in arms):
                 continue
             cells = [
@@ -359,59 +374,62 @@ def spend_lines(tokens: dict[str, Any] | None, bandit: dict[str, Any] | None) ->
                 for a in arms
             ]
             label = "operator/persona" if name == "personas" else name
-            lines.append(f"{label} (bandit {bandit['algorithm']}): " + "  ".join(cells))
+            lines.append(f"{label} (bandit {bandit.algorithm}): " + "  ".join(cells))
     return lines
 
 
-def print_log(console: Console, data: dict[str, Any]) -> None:
+def print_log(console: Console, data: LogView) -> None:
     """`ge log`: events, EoT reflections and/or grouped failure reasons."""
-    if "events" in data:
+    if data.events is not None:
         table = Table(title="events", title_justify="left", show_edge=False)
         table.add_column("time", style="dim", no_wrap=True)
         table.add_column("event", no_wrap=True)
         table.add_column("details", overflow="fold")
         styles = {"evaluation_failed": "red", "proposal_rejected": "yellow", "evaluated": "green"}
-        for row in data["events"]:
+        for row in data.events:
             table.add_row(
                 _clock(row["time"]),
                 Text(_fmt(row["kind"]), style=styles.get(row["kind"], "")),
                 Text(_event_details(row)),
             )
         console.print(table)
-    if "reflections" in data:
-        if not data["reflections"]:
+    if data.reflections is not None:
+        if not data.reflections:
             console.print("no EoT reflections in this run")
-        for row in data["reflections"]:
-            title = f"{_fmt(row['variant'])} (gen {_fmt(row['generation'])}, elite {_fmt(row['elite'])}, segment {_fmt(row['segment'])})"
+        for row in data.reflections:
+            title = f"{_fmt(row.variant)} (gen {_fmt(row.generation)}, elite {_fmt(row.elite)}, segment {_fmt(row.segment)})"
             console.rule(Text(title), align="left")
-            console.print(_block(row["text"]), markup=False, highlight=False)
-    if "bandit" in data:
-        for line in spend_lines(None, data["bandit"]):
+            console.print(_block(row.text), markup=False, highlight=False)
+    if data.bandit is not None:
+        for line in spend_lines(None, data.bandit):
             console.print(Text(_fmt(line)))
-        for state in data["bandit"].get("generations") or []:
+        for state in data.bandit.generations or []:
             console.print(Text(f"  generation {state['generation']} drew from: " + _arms_text(state)))
-    if "failures" in data:
-        groups = data["failures"]["groups"]
-        if not groups:
-            console.print("no failures")
-            return
-        table = Table(
-            title=f"failures ({data['failures']['total']})", title_justify="left", show_edge=False
+    if data.failures is not None:
+        _print_failures(console, data.failures)
+
+
+def _print_failures(console: Console, failures: FailureSummary) -> None:
+    """`ge log --failures`: the groups in a table."""
+    groups = failures.groups
+    if not groups:
+        console.print("no failures")
+        return
+    table = Table(title=f"failures ({failures.total})", title_justify="left", show_edge=False)
+    table.add_column("count", justify="right")
+    table.add_column("where")
+    table.add_column("reason", overflow="fold")
+    table.add_column("detail", overflow="fold")
+    table.add_column("e.g.", style="dim", overflow="fold")
+    for g in groups:
+        table.add_row(
+            str(g.count),
+            Text(_fmt(g.stage)),
+            Text(_fmt(g.reason)),
+            Text(_fmt(", ".join(g.details or []))),
+            Text(_fmt(", ".join(g.variants[:3]))),
         )
-        table.add_column("count", justify="right")
-        table.add_column("where")
-        table.add_column("reason", overflow="fold")
-        table.add_column("detail", overflow="fold")
-        table.add_column("e.g.", style="dim", overflow="fold")
-        for g in groups:
-            table.add_row(
-                str(g["count"]),
-                Text(_fmt(g["stage"])),
-                Text(_fmt(g["reason"])),
-                Text(_fmt(", ".join(g.get("details") or []))),
-                Text(_fmt(", ".join(g["variants"][:3]))),
-            )
-        console.print(table)
+    console.print(table)
 
 
 def print_export(console: Console, data: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
-"""Read-only views of a run (live or finished) as plain JSON-able data: what `ge status`, `ge best`,
-`ge show`, `ge lineage`, `ge diff` and `ge log` print (`terminal.py` renders them for a terminal).
+"""Read-only views of a run (live or finished) as typed views (`view_models`): what `ge status`,
+`ge best`, `ge show`, `ge lineage`, `ge diff` and `ge log` print (`terminal.py` renders them for a
+terminal, ``--json`` their `to_json()`).
 
 `isolation_info` reads the isolation the run's evaluations ran under (its "isolation" events)
 for `ge status` and `ge report`.
@@ -11,6 +12,7 @@ Every function opens the index read-only and never takes the run lock, so it can
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,23 @@ from guided_evolution.inspection.run_data import (
     resolve_id,
     variant_calls,
 )
+from guided_evolution.inspection.view_models import (
+    BestView,
+    CallRow,
+    ChildrenRow,
+    DiffView,
+    FailureSummary,
+    FrontRow,
+    IsolationInfo,
+    LineageNode,
+    LineageView,
+    LogView,
+    MissingNode,
+    Objective,
+    RunState,
+    StatusView,
+    VariantView,
+)
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.records import META_FINISHED
 
@@ -48,7 +67,7 @@ _UNCONTAINED = {
 }
 
 
-def front_rows(index: Any, cfg: GeConfig, only: set[str] | None = None) -> list[dict[str, Any]]:
+def front_rows(index: Any, cfg: GeConfig, only: set[str] | None = None) -> list[FrontRow]:
     """The Pareto front over every evaluated variant (or those in ``only``): id, branch,
     generation, operator, metrics."""
     from guided_evolution.evolution.selection import pareto_front  # deap: only the front needs it
@@ -63,24 +82,25 @@ def front_rows(index: Any, cfg: GeConfig, only: set[str] | None = None) -> list[
     for s in front:
         v = index.get_variant(s.id)
         rows.append(
-            {
-                "id": s.id,
-                "branch": v.branch if v else None,
-                "generation": v.generation if v else None,
-                "operator": v.operator if v else None,
-                "metrics": latest[s.id].metrics,
-            }
+            FrontRow(
+                id=s.id,
+                branch=v.branch if v else None,
+                generation=v.generation if v else None,
+                operator=v.operator if v else None,
+                metrics=latest[s.id].metrics,
+            )
         )
     name, direction = objectives[0]
     sign = -1.0 if direction == "max" else 1.0
     # Ties (equal first objective) are ordered by generation and id, not by creation order,
     # which follows LLM reply arrival: identical runs list their front identically.
-    rows.sort(key=lambda r: (sign * r["metrics"][name], r["generation"] or 0, r["id"]))
+    rows.sort(key=lambda r: (sign * r.metrics[name], r.generation or 0, r.id))
     return rows
 
 
-def _objectives(cfg: GeConfig) -> list[dict[str, Any]]:
-    return [{"name": o.name, "direction": o.direction, "select": o.select} for o in cfg.objectives]
+def objective_rows(cfg: GeConfig) -> list[Objective]:
+    """Every objective of the config, selected or reported only."""
+    return [Objective(o.name, o.direction, o.select) for o in cfg.objectives]
 
 
 def _uncontained(data: dict[str, Any]) -> list[str]:
@@ -126,7 +146,7 @@ def _layers(data: dict[str, Any]) -> str:
     return ", ".join(map(str, layers)) if isinstance(layers, list) else str(layers or "-")
 
 
-def isolation_info(index: Any) -> dict[str, Any]:
+def isolation_info(index: Any) -> IsolationInfo:
     """The isolation the run's evaluations ran under, from its "isolation" events (one per start).
 
     ``isolation``: the latest event's data plus its ``time`` and ``uncontained`` (the keys that
@@ -141,28 +161,28 @@ def isolation_info(index: Any) -> dict[str, Any]:
             entry["warnings"] = [entry["warnings"]]
     changes = [_change(a, b) for a, b in pairwise(history) if _signature(a) != _signature(b)]
     starts = len(index.events("executor"))
-    return {
-        "isolation": history[-1] if history else None,
-        "isolation_history": history,
-        "isolation_changes": changes,
-        "isolation_unrecorded_starts": max(starts - len(history), 0) if history else 0,
-    }
+    return IsolationInfo(
+        isolation=history[-1] if history else None,
+        isolation_history=history,
+        isolation_changes=changes,
+        isolation_unrecorded_starts=max(starts - len(history), 0) if history else 0,
+    )
 
 
-def isolation_notes(info: dict[str, Any]) -> list[str]:
+def isolation_notes(info: IsolationInfo) -> list[str]:
     """What a reader must also know about the isolation of `isolation_info`: changes, gaps."""
     notes = []
-    if info.get("isolation_changes"):
-        notes.append("isolation changed during the run: " + "; ".join(info["isolation_changes"]))
-    if info.get("isolation_unrecorded_starts"):
-        n = info["isolation_unrecorded_starts"]
+    if info.isolation_changes:
+        notes.append("isolation changed during the run: " + "; ".join(info.isolation_changes))
+    if info.isolation_unrecorded_starts:
+        n = info.isolation_unrecorded_starts
         notes.append(
             f"isolation not recorded for the first {n} start(s) of the run (ge did not record it then)"
         )
     return notes
 
 
-def children_per_generation(index: Any, evo: Any) -> list[dict[str, Any]]:
+def children_per_generation(index: Any, evo: Any) -> list[ChildrenRow]:
     """Per generation: children the config asks for, children planned (a planned child needs at
     least one operator; the rest are dropped, as GE's unchanged offspring were clones), and new
     children made (None while the generation runs). A resumed generation counts its last start."""
@@ -180,14 +200,14 @@ def children_per_generation(index: Any, evo: Any) -> list[dict[str, Any]]:
         row = rows.get(int(event.data["generation"]))
         if row is not None:
             row["new"] = event.data.get("children")
-    return [rows[g] for g in sorted(rows)]
+    return [ChildrenRow(**rows[g]) for g in sorted(rows)]
 
 
 _RUN_EVENTS = ("run_started", "run_resumed", "run_stopped", "run_error", "run_interrupted")
 _LLM_FIX = "check the model name, api_base, key and that the server is up"
 
 
-def run_state(index: Any, root: Path, finished: str | None) -> dict[str, Any]:
+def run_state(index: Any, root: Path, finished: str | None) -> RunState:
     """Whether a run is live (a process holds its lock), finished, or stopped, and why: the
     ``state``, the writer's ``pid``, the ``stop_reason`` and its ``fix`` (from its last start or
     stop event; a run that stopped on repeated LLM errors says it once, with the fix)."""
@@ -195,9 +215,9 @@ def run_state(index: Any, root: Path, finished: str | None) -> dict[str, Any]:
 
     pid = lock_holder(root)
     if pid is not None:
-        return {"state": "live", "pid": pid, "stop_reason": None, "fix": None}
+        return RunState("live", pid, None, None)
     if finished:
-        return {"state": "finished", "pid": None, "stop_reason": finished, "fix": None}
+        return RunState("finished", None, finished, None)
     resume = f"`ge resume {root}`"
     events = [e for e in index.events() if e.kind in _RUN_EVENTS]
     last = events[-1] if events else None
@@ -211,10 +231,10 @@ def run_state(index: Any, root: Path, finished: str | None) -> dict[str, Any]:
     else:
         reason = f"the LLM calls kept failing: {last.data.get('reason')}"
         fix = f"{_LLM_FIX}, then {resume}"
-    return {"state": "stopped", "pid": None, "stop_reason": reason, "fix": fix}
+    return RunState("stopped", None, reason, fix)
 
 
-def status(run_dir: Path, diversity_last: int | None = None) -> dict[str, Any]:
+def status(run_dir: Path, diversity_last: int | None = None) -> StatusView:
     """Progress counters of a run, whether it is live, stopped (why) or finished, the diversity
     of its generations (the ``diversity_last`` ones only, if given) and the isolation its
     evaluations ran under."""
@@ -222,47 +242,42 @@ def status(run_dir: Path, diversity_last: int | None = None) -> dict[str, Any]:
         counts = index.counts()
         last = index.last_generation()
         finished = index.get_meta(META_FINISHED)
-        return {
-            "run_dir": str(paths.root),
-            "generation": last.generation if last else 0,
-            "generations": resolved.config.evolution.generations,
-            "children": counts["children"],
-            "evaluated": counts["evaluated"],
-            "failed": counts["failed"],
-            "pending": counts["pending"] + counts["evaluating"],
-            "llm_calls": counts["llm_calls"],
-            "llm_errors": counts["llm_errors"],
-            "prompt_tokens": counts["prompt_tokens"],
-            "completion_tokens": counts["completion_tokens"],
-            "cost_usd": counts["cost_usd"],
-            "finished": bool(finished),
-            **run_state(index, paths.root, finished),
-            "models": [m.model for m in resolved.config.llm.models],
-            "children_per_generation": children_per_generation(index, resolved.config.evolution),
-            "diversity": diversity_per_generation(
+        return StatusView(
+            run_dir=str(paths.root),
+            generation=last.generation if last else 0,
+            generations=resolved.config.evolution.generations,
+            children=counts["children"],
+            evaluated=counts["evaluated"],
+            failed=counts["failed"],
+            pending=counts["pending"] + counts["evaluating"],
+            llm_calls=counts["llm_calls"],
+            llm_errors=counts["llm_errors"],
+            prompt_tokens=counts["prompt_tokens"],
+            completion_tokens=counts["completion_tokens"],
+            cost_usd=counts["cost_usd"],
+            finished=bool(finished),
+            run_state=run_state(index, paths.root, finished),
+            models=[m.model for m in resolved.config.llm.models],
+            children_per_generation=children_per_generation(index, resolved.config.evolution),
+            diversity=diversity_per_generation(
                 index, resolved.config, paths.repo, last=diversity_last
             ),
-            **isolation_info(index),
-            "tokens": token_view(index),
-            "bandit": bandit_view(index, resolved.config),
-            **report_islands.status_view(index, resolved.config),
-        }
+            isolation_info=isolation_info(index),
+            tokens=token_view(index),
+            bandit=bandit_view(index, resolved.config),
+            islands=report_islands.status_view(index, resolved.config),
+        )
 
 
-def best(run_dir: Path, island: int | None = None) -> dict[str, Any]:
+def best(run_dir: Path, island: int | None = None) -> BestView:
     """The Pareto front on the selection objectives (of the variants that lived on ``island``)."""
     with open_run_index(run_dir) as (index, resolved, paths):
         cfg = resolved.config
         only = None if island is None else report_islands.island_members(index, cfg, island)
-        return {
-            "run_dir": str(paths.root),
-            "objectives": _objectives(cfg),
-            "front": front_rows(index, cfg, only),
-            **({} if island is None else {"island": island}),
-        }
+        return BestView(str(paths.root), objective_rows(cfg), front_rows(index, cfg, only), island)
 
 
-def show(run_dir: Path, variant: str) -> dict[str, Any]:
+def show(run_dir: Path, variant: str) -> VariantView:
     """Everything about one variant, including its prompt, reply and diff against its parent."""
     with open_run_index(run_dir) as (index, _resolved, paths):
         vid = resolve_id(index, variant, run_dir)
@@ -270,65 +285,68 @@ def show(run_dir: Path, variant: str) -> dict[str, Any]:
         ev = index.latest_evaluation(vid)
         call = index.get_call(v.llm_call_id) if v.llm_call_id else None
         calls = variant_calls(index, v)
-        diff = ""
         parent_id = v.parents[0] if v.parents else None
-        if v.commit_sha:
-            store = GitStore.open(paths.repo)
-            try:
-                parent = index.get_variant(parent_id) if parent_id else None
-                if parent is not None and parent.commit_sha:
-                    diff = store.diff(parent.commit_sha, v.commit_sha)
-            finally:
-                store.close()
+        diff = _parent_diff(index, paths.repo, v, parent_id)
         prompt = None
         if call is not None:
             prompt = "\n\n".join(f"[{m.get('role')}]\n{m.get('content')}" for m in call.messages)
-        return {
-            "id": vid,
-            "branch": v.branch,
-            "commit": v.commit_sha,
-            "generation": v.generation,
-            "parents": v.parents,
-            "operator": v.operator,
-            "segment": v.segment,
-            "prompt_name": v.prompt_name,
-            "persona": v.persona,
-            "model": v.model,
-            "temperature": v.temperature,
-            "status": v.status,
-            "metrics": ev.metrics if ev else None,
-            "failure_reason": ev.failure_reason if ev else None,
-            "output_tail": ev.output_tail if ev else None,
-            "feedback": ev.feedback if ev else None,
-            "duration_s": ev.duration_s if ev else None,
-            "prompt": prompt,
-            "reply": call.reply if call else None,
-            "tokens": sum(c.prompt_tokens + c.completion_tokens for c in calls),
-            "prompt_tokens": sum(c.prompt_tokens for c in calls),
-            "completion_tokens": sum(c.completion_tokens for c in calls),
-            "cost_usd": sum(c.cost_usd for c in calls),
-            "calls": [_call_row(c) for c in calls],
-            "parent_metrics": {p: _metrics_of(index, p) for p in v.parents},
-            "eot_reflection": v.eot_reflection,
-            "diff_base": parent_id if diff else None,
-            "diff": diff,
-        }
+        return VariantView(
+            id=vid,
+            branch=v.branch,
+            commit=v.commit_sha,
+            generation=v.generation,
+            parents=v.parents,
+            operator=v.operator,
+            segment=v.segment,
+            prompt_name=v.prompt_name,
+            persona=v.persona,
+            model=v.model,
+            temperature=v.temperature,
+            status=v.status,
+            metrics=ev.metrics if ev else None,
+            failure_reason=ev.failure_reason if ev else None,
+            output_tail=ev.output_tail if ev else None,
+            feedback=ev.feedback if ev else None,
+            duration_s=ev.duration_s if ev else None,
+            prompt=prompt,
+            reply=call.reply if call else None,
+            tokens=sum(c.prompt_tokens + c.completion_tokens for c in calls),
+            prompt_tokens=sum(c.prompt_tokens for c in calls),
+            completion_tokens=sum(c.completion_tokens for c in calls),
+            cost_usd=sum(c.cost_usd for c in calls),
+            calls=[_call_row(c) for c in calls],
+            parent_metrics={p: _metrics_of(index, p) for p in v.parents},
+            eot_reflection=v.eot_reflection,
+            diff_base=parent_id if diff else None,
+            diff=diff,
+        )
 
 
 # --------------------------------------------------------------------------- helpers of show and lineage
 
 
-def _call_row(call: Any) -> dict[str, Any]:
-    return {
-        "id": call.id,
-        "purpose": call.purpose,
-        "model": call.model,
-        "outcome": call.outcome,
-        "prompt_tokens": call.prompt_tokens,
-        "completion_tokens": call.completion_tokens,
-        "cost_usd": call.cost_usd,
-        "latency_s": call.latency_s,
-    }
+def _parent_diff(index: Any, repo: Path, v: Any, parent_id: str | None) -> str:
+    """The diff of a stored variant against its (first) stored parent ('' without either)."""
+    if not v.commit_sha:
+        return ""
+    parent = index.get_variant(parent_id) if parent_id else None
+    if parent is None or not parent.commit_sha:
+        return ""
+    with GitStore.open(repo) as store:
+        return store.diff(parent.commit_sha, v.commit_sha)
+
+
+def _call_row(call: Any) -> CallRow:
+    return CallRow(
+        id=call.id,
+        purpose=call.purpose,
+        model=call.model,
+        outcome=call.outcome,
+        prompt_tokens=call.prompt_tokens,
+        completion_tokens=call.completion_tokens,
+        cost_usd=call.cost_usd,
+        latency_s=call.latency_s,
+    )
 
 
 def _metrics_of(index: Any, variant_id: str) -> dict[str, Any] | None:
@@ -336,46 +354,45 @@ def _metrics_of(index: Any, variant_id: str) -> dict[str, Any] | None:
     return ev.metrics if ev is not None else None
 
 
-def _node(data: RunData, vid: str) -> dict[str, Any]:
+def _node(data: RunData, vid: str) -> LineageNode | MissingNode:
     v = data.variants.get(vid)
     ev = data.latest.get(vid)
     if v is None:
-        return {"id": vid, "missing": True, "parents": []}
-    return {
-        "id": vid,
-        "generation": v.generation,
-        "operator": v.operator,
-        "persona": v.persona,
-        "model": v.model,
-        "segment": v.segment,
-        "status": v.status,
-        "parents": list(v.parents),
-        "metrics": ev.metrics if ev else None,
-        "failure_reason": ev.failure_reason if ev and ev.status != "ok" else None,
-        "improved": data.improved(vid),
-    }
+        return MissingNode(vid)
+    return LineageNode(
+        id=vid,
+        generation=v.generation,
+        operator=v.operator,
+        persona=v.persona,
+        model=v.model,
+        segment=v.segment,
+        status=v.status,
+        parents=list(v.parents),
+        metrics=ev.metrics if ev else None,
+        failure_reason=ev.failure_reason if ev and ev.status != "ok" else None,
+        improved=data.improved(vid),
+    )
 
 
 # --------------------------------------------------------------------------- lineage, diff, log
 
 
-def lineage(run_dir: Path, variant: str) -> dict[str, Any]:
+def lineage(run_dir: Path, variant: str) -> LineageView:
     """The ancestry of a variant back to the seed: one node per ancestor (deduplicated)."""
     with open_run_index(run_dir) as (index, resolved, paths):
         vid = resolve_id(index, variant, run_dir)
         data = load_run_data(index, resolved, paths)
         nodes = [_node(data, a) for a in data.ancestry([vid])]
-        report_islands.mark_lineage(index, resolved.config, nodes)  # islands only
-        return {
-            "run_dir": data.run_dir,
-            "id": vid,
-            "seed": data.seed_id,
-            "objectives": _objectives(resolved.config),
-            "nodes": nodes,
-        }
+        known = [n.id for n in nodes if isinstance(n, LineageNode)]
+        marks = report_islands.lineage_marks(index, resolved.config, known)  # islands only
+        nodes = [
+            replace(n, mark=marks[n.id]) if isinstance(n, LineageNode) and n.id in marks else n
+            for n in nodes
+        ]
+        return LineageView(data.run_dir, vid, data.seed_id, objective_rows(resolved.config), nodes)
 
 
-def diff(run_dir: Path, a: str, b: str | None = None) -> dict[str, Any]:
+def diff(run_dir: Path, a: str, b: str | None = None) -> DiffView:
     """What changed from variant ``b`` (default: the seed) to variant ``a``, as a unified diff."""
     with open_run_index(run_dir) as (index, _resolved, paths):
         to_id = resolve_id(index, a, run_dir)
@@ -384,17 +401,11 @@ def diff(run_dir: Path, a: str, b: str | None = None) -> dict[str, Any]:
         with GitStore.open(paths.repo) as store:
             text = store.diff(from_commit, to_commit)
         files, added, removed = diff_stats(text)
-        return {
-            "from": from_id,
-            "to": to_id,
-            "files": files,
-            "added": added,
-            "removed": removed,
-            "diff": text,
-        }
+        return DiffView(from_id, to_id, files, added, removed, text)
 
 
 def _event_rows(index: Any, data: RunData) -> list[dict[str, Any]]:
+    """Every event (its data as stored) and every evaluation, in time order."""
     rows = [{"time": e.time, "kind": e.kind, **e.data} for e in index.events()]
     for ev in index.evaluations():
         when = (ev.started_at or 0.0) + (ev.duration_s or 0.0)
@@ -418,22 +429,17 @@ def _event_rows(index: Any, data: RunData) -> list[dict[str, Any]]:
     return rows
 
 
-def log(
-    run_dir: Path, eot: bool = False, failures: bool = False, bandit: bool = False
-) -> dict[str, Any]:
+def log(run_dir: Path, eot: bool = False, failures: bool = False, bandit: bool = False) -> LogView:
     """The event log (with evaluations), or with ``eot`` the reflections, with ``failures`` the
     failure reasons grouped and counted, with ``bandit`` the bandits' arms and per-generation
     states. Several flags together give several sections."""
     with open_run_index(run_dir) as (index, resolved, paths):
         data = load_run_data(index, resolved, paths)
-        out: dict[str, Any] = {"run_dir": data.run_dir}
-        if not eot and not failures and not bandit:
-            out["events"] = _event_rows(index, data)
-        if eot:
-            out["reflections"] = reflection_rows(index, data)
-        if failures:
-            groups = failure_groups(data, index.events("proposal_rejected"))
-            out["failures"] = {"total": sum(g["count"] for g in groups), "groups": groups}
-        if bandit:
-            out["bandit"] = bandit_view(index, resolved.config, history=True)
-        return out
+        groups = failure_groups(data, index.events("proposal_rejected")) if failures else []
+        return LogView(
+            run_dir=data.run_dir,
+            events=_event_rows(index, data) if not (eot or failures or bandit) else None,
+            reflections=reflection_rows(index, data) if eot else None,
+            failures=FailureSummary(sum(g.count for g in groups), groups) if failures else None,
+            bandit=bandit_view(index, resolved.config, history=True) if bandit else None,
+        )
