@@ -209,5 +209,5 @@ def resume_engine(
 
 
 def _with_front(summary: session.RunSummary) -> dict[str, Any]:
-    summary.front = views_data.best(Path(summary.run_dir))["front"]
+    summary.front = [row.to_json() for row in views_data.best(Path(summary.run_dir)).front]
     return summary.as_dict()
