@@ -21,6 +21,7 @@ from guided_evolution.inspection.export import write_atomic
 from guided_evolution.inspection.html_parts import esc, fmt_num
 from guided_evolution.inspection.json_view import JsonView
 from guided_evolution.inspection.report_data import (
+    FrontDetails,
     GroupRow,
     Report,
     bandit_html,
@@ -35,6 +36,7 @@ from guided_evolution.inspection.report_svg import (
     metric_tip,
     progress_svgs,
 )
+from guided_evolution.inspection.run_data import diff_stats
 from guided_evolution.inspection.views_data import (
     ISOLATION_ASPECTS,
     ISOLATION_NOT_RECORDED,
@@ -238,36 +240,7 @@ def _front_html(rep: Report) -> str:
             f'<tr id="v-{esc(vid)}" data-variant="{esc(vid)}"{" class=main" if r.diff or r.reply or r.reflection else ""}><td class=id>{esc(vid)}{badge}</td><td class=num>{esc(r.generation)}</td>'
             f"<td class=nw>{esc(r.operator)}</td><td>{esc(r.persona or '–')}</td><td class=nw>{esc(r.model or '–')}</td>{cells}</tr>"
         )
-        extra = []
-        if r.diff:
-            added = sum(
-                1
-                for line in r.diff.splitlines()
-                if line.startswith("+") and not line.startswith("+++")
-            )
-            removed = sum(
-                1
-                for line in r.diff.splitlines()
-                if line.startswith("-") and not line.startswith("---")
-            )
-            extra.append(
-                f"<details><summary>diff against the seed (+{added} −{removed})</summary>{_diff_html(r.diff)}</details>"
-            )
-        elif vid == rep.seed_id:
-            extra.append("<span class=note>the seed itself</span>")
-        if r.reflection:
-            extra.append(
-                f"<details><summary>EoT reflection</summary><pre class=wrap>{esc(r.reflection)}</pre></details>"
-            )
-        if r.reply:
-            reply = (
-                r.reply
-                if len(r.reply) <= MAX_REPLY_CHARS
-                else r.reply[:MAX_REPLY_CHARS] + "\n… (cut)"
-            )
-            extra.append(
-                f"<details><summary>LLM reply</summary><pre class=wrap>{esc(reply)}</pre></details>"
-            )
+        extra = _front_extra(r, rep.seed_id)
         if extra:
             rows.append(
                 f'<tr class="more"><td colspan="{5 + len(objs)}">{"".join(extra)}</td></tr>'
@@ -276,6 +249,29 @@ def _front_html(rep: Report) -> str:
         f"<table><thead><tr><th>variant</th><th class=num>gen</th><th>operator</th><th>persona</th><th>model</th>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+def _front_extra(r: FrontDetails, seed_id: str | None) -> list[str]:
+    """A front row's folded details: its diff against the seed, reflection and LLM reply."""
+    extra = []
+    if r.diff:
+        _, added, removed = diff_stats(r.diff)
+        extra.append(
+            f"<details><summary>diff against the seed (+{added} −{removed})</summary>{_diff_html(r.diff)}</details>"
+        )
+    elif r.id == seed_id:
+        extra.append("<span class=note>the seed itself</span>")
+    if r.reflection:
+        extra.append(
+            f"<details><summary>EoT reflection</summary><pre class=wrap>{esc(r.reflection)}</pre></details>"
+        )
+    if r.reply:
+        cut = len(r.reply) > MAX_REPLY_CHARS
+        reply = r.reply[:MAX_REPLY_CHARS] + "\n… (cut)" if cut else r.reply
+        extra.append(
+            f"<details><summary>LLM reply</summary><pre class=wrap>{esc(reply)}</pre></details>"
+        )
+    return extra
 
 
 def _reflections_html(rep: Report) -> str:

@@ -24,6 +24,7 @@ from guided_evolution.config import GeConfig
 from guided_evolution.errors import GeError
 from guided_evolution.evolution.scoring import Scored, scored
 from guided_evolution.inspection.json_view import INLINED, JsonView, renamed
+from guided_evolution.runstore.records import EvaluationRecord
 
 STATUS_GENE_GENERATIONS = 5  # `ge status` text: the gene of the last few generations
 
@@ -187,7 +188,10 @@ def _best(valid: list[Scored], objectives: list[tuple[str, str]]) -> dict[str, I
 
 
 def _island_row(
-    k: int, members: list[str], latest: dict[str, Any], objectives: list[tuple[str, str]]
+    k: int,
+    members: list[str],
+    latest: dict[str, EvaluationRecord],
+    objectives: list[tuple[str, str]],
 ) -> IslandRow:
     """One island's population in one checkpoint: its size, valid members, front and bests."""
     from guided_evolution.evolution.selection import pareto_front  # deap: only when needed

@@ -186,21 +186,16 @@ def children_per_generation(index: Any, evo: Any) -> list[ChildrenRow]:
     """Per generation: children the config asks for, children planned (a planned child needs at
     least one operator; the rest are dropped, as GE's unchanged offspring were clones), and new
     children made (None while the generation runs). A resumed generation counts its last start."""
-    rows: dict[int, dict[str, Any]] = {}
+    rows: dict[int, ChildrenRow] = {}
     for event in index.events("generation_started"):
         gen = int(event.data["generation"])
         configured = evo.initial_population if gen == 0 else evo.population
-        rows[gen] = {
-            "generation": gen,
-            "configured": configured,
-            "planned": event.data.get("plans"),
-            "new": None,
-        }
+        rows[gen] = ChildrenRow(gen, configured, event.data.get("plans"), None)
     for event in index.events("generation_finished"):
-        row = rows.get(int(event.data["generation"]))
-        if row is not None:
-            row["new"] = event.data.get("children")
-    return [ChildrenRow(**rows[g]) for g in sorted(rows)]
+        gen = int(event.data["generation"])
+        if gen in rows:
+            rows[gen] = replace(rows[gen], new=event.data.get("children"))
+    return [rows[g] for g in sorted(rows)]
 
 
 _RUN_EVENTS = ("run_started", "run_resumed", "run_stopped", "run_error", "run_interrupted")
