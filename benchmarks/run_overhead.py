@@ -75,8 +75,8 @@ SYNC_PROBES = [
     ("guided_evolution.runstore.run_index", "RunIndex.cache_put", "index: reply cache writes"),
     ("guided_evolution.runstore.run_index", "RunIndex.cache_get", "index: reply cache reads"),
     ("guided_evolution.runstore.run_index", "RunIndex.latest_evaluation", "index: evaluation reads"),
-    ("guided_evolution.engine.driver", "plan_generation", "plan a generation (selection)"),
-    ("guided_evolution.engine.driver", "hall_of_fame", "hall of fame"),
+    ("guided_evolution.engine.generational", "plan_generation", "plan a generation (selection)"),
+    ("guided_evolution.evolution.generations", "hall_of_fame", "hall of fame"),
     ("guided_evolution.evaluation.sandbox", "Sandbox.wrap", "sandbox: wrap a command"),
     ("guided_evolution.evaluation.workers", "fresh_io", "stage: fresh io directory and FIFO"),
     ("guided_evolution.evaluation.workers", "chown_tree", "stage: chown the variant's tree"),
@@ -89,7 +89,7 @@ SYNC_PROBES = [
     ("guided_evolution.cli", "_finish", "end: the summary (front) printed"),
 ]
 ASYNC_PROBES = [
-    ("guided_evolution.engine.driver", "Engine._ensure_seed_evaluated", "the seed's evaluation"),
+    ("guided_evolution.engine.scheduler", "Scheduler.evaluate_seed", "the seed's evaluation"),
     ("guided_evolution.llm.client", "LLMClient.warm_up", "LLM client warm-up (a thread)"),
     ("guided_evolution.evaluation.local", "LocalExecutor._evaluate", "evaluation (executor)"),
     ("guided_evolution.evaluation.workers", "WorkerPool._start", "worker start"),

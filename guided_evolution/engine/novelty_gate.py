@@ -1,5 +1,5 @@
 """Novelty rejection in the engine (``[evolution] novelty_distance``): the per-run archive of
-evaluated variants' segments kept current from the recorder, optional embedding vectors, the
+evaluated variants' segments kept current from the run's reader, optional embedding vectors, the
 ``near_duplicate`` events, and the re-proposal loop the proposers share."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 
 from guided_evolution.config import GeConfig
+from guided_evolution.engine.reader import RunReader
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.evolution.novelty import NearDuplicate, NoveltyArchive, new_keys
 from guided_evolution.evolution.operators import Child, Rejected
@@ -27,8 +28,9 @@ class NoveltyGate:
     segments' embeddings; if the model fails, one warning and the token distance from then on.
     """
 
-    def __init__(self, cfg: GeConfig, source: Recorder) -> None:
+    def __init__(self, cfg: GeConfig, source: RunReader, log: Recorder) -> None:
         self.source = source
+        self.log = log  # the near_duplicate and warning events
         self.archive = NoveltyArchive(cfg.evolution.novelty_distance)
         self.synced = -1  # the archive holds the evaluated variants of generations below this
         self.embedder: EmbeddingClient | None = None
@@ -66,7 +68,7 @@ class NoveltyGate:
                 vectors = dict(zip(texts, found, strict=True))
             except EmbeddingError as err:
                 if self.embedder is not None:  # one warning, whichever check saw it first
-                    self.source.warning(
+                    self.log.warning(
                         f"novelty_embedding_model {embedder.model} failed ({err.reason}): "
                         "novelty rejection uses the token distance from now on"
                     )
@@ -93,7 +95,7 @@ class NoveltyGate:
             if near is None:
                 return child
             last = attempt == retries
-            self.source.near_duplicate(
+            self.log.near_duplicate(
                 plan, self.details(near, "rejected" if last else "re-proposed")
             )
             if last:

@@ -131,10 +131,10 @@ class _StepProposer:
     def __init__(self, cfg: GeConfig, source: Recorder) -> None:
         self.cfg = cfg
         self.evo = cfg.evolution
-        self.source = source
+        self.source = source.reader  # what it reads; the recorder writes the novelty events
         # The arms: the ensemble's models, and (operator, persona) (offline: the edit classes).
-        self.bandits = Bandits(cfg, source.index, source.objectives)
-        self.novelty = NoveltyGate(cfg, source) if self.evo.novelty_distance > 0 else None
+        self.bandits = Bandits(cfg, source.index, self.source.objectives)
+        self.novelty = NoveltyGate(cfg, self.source, source) if self.evo.novelty_distance > 0 else None
 
     async def apply(self, step: Step, plan: Plan, genome: Genome, previous: Child | None,
                     rng: random.Random, sample: int) -> Child:

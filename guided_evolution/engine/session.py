@@ -25,8 +25,10 @@ from typing import Any
 
 from guided_evolution.config import GeConfig, ResolvedConfig, find_config, load_config
 from guided_evolution.engine.driver import Engine
+from guided_evolution.engine.guard import RecordGuard
 from guided_evolution.engine.progress import Progress, make_progress
 from guided_evolution.engine.proposer import LLMProposer, OfflineProposer, Proposer, llm_settings
+from guided_evolution.engine.reader import RunReader
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.errors import ConfigError, GeError, RunDamagedError
 from guided_evolution.evaluation.factory import check_sandbox
@@ -208,7 +210,8 @@ def _drive(
         watch = damage.RunWatch(paths.index, store, seed_row.commit_sha if seed_row else None)
         objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
         progress = make_progress(json_mode, objectives, cfg.evolution.generations)
-        recorder = Recorder(store, index, cfg, progress, watch)
+        reader = RunReader(store, index, cfg, RecordGuard(watch))
+        recorder = Recorder(store, index, cfg, progress, reader)
         latest = index.latest_evaluations().items()
         progress.load(s for vid, ev in latest if (s := scored(vid, ev, objectives)) is not None)
         engine: Engine | None = None
