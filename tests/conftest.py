@@ -1,5 +1,63 @@
-"""Suite-wide settings: never let litellm reach the network, keep runs inside tmp dirs."""
+"""Suite-wide settings and fixtures: never let litellm reach the network, keep runs inside tmp dirs.
+
+Fixtures every test file may use:
+
+* ``sandbox``: the strongest sandbox that works here, probed once per session (output capped at
+  100 kB); files that test each backend define their own, parametrized ``sandbox``.
+* ``template_run``: a finished offline run of the `ge init` seed (one generation), made once per
+  session in-process; read it, or ``copy_run`` it before writing into it.
+* ``copy_run``: a private copy of a run directory under the test's ``tmp_path``.
+
+The harness that runs the engine in-process (fake executor, fake proposer) is
+``tests/support/harness.py``; the real CLI in a subprocess is ``tests/support/cli.py``.
+"""
+
+from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
 
 os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+
+# ge's modules are imported inside the fixtures that need them: collecting a test file imports
+# only what that file does.
+
+if TYPE_CHECKING:
+    from guided_evolution.evaluation.sandbox.wrap import Sandbox
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Sandbox:
+    """The sandbox `ge` would pick here (fail closed: the probe raises where none works)."""
+    from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+
+    box = Sandbox(SandboxPolicy(output_cap_bytes=100_000))
+    box.probe()
+    return box
+
+
+@pytest.fixture(scope="session")
+def template_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished offline run of the `ge init` seed, one generation of 4 (read-only: copy it)."""
+    from tests.support.harness import run_engine
+    from tests.support.seeds import template_seed
+
+    root = tmp_path_factory.mktemp("template_run")
+    seed = template_seed(root / "seed", generations=1)
+    run_engine(seed, root / "run")
+    return root / "run"
+
+
+@pytest.fixture()
+def copy_run(tmp_path: Path) -> Callable[[Path], Path]:
+    """``copy_run(run)``: a private copy of ``run`` at ``tmp_path / "run"`` that a test may change."""
+
+    def copy(run: Path) -> Path:
+        return Path(shutil.copytree(run, tmp_path / "run"))
+
+    return copy

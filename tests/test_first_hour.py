@@ -1,7 +1,8 @@
 """The first hour with ge (issue 13): Ctrl-C, finding the latest run, live/stopped status,
 extending a finished run, credentials checked before the run exists, readable failures and help.
 
-Every test drives the real `ge` entry point in a subprocess on the offline template seed.
+Every test drives the real `ge` entry point in a subprocess on the offline template seed (the
+finished run that several read is conftest's ``template_run``, made once in-process).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +28,8 @@ from guided_evolution.runstore.rundir import RunLock
 from tests.support.cli import ge, run_json
 from tests.support.openai_server import serve, status
 from tests.support.seeds import CodeWriter, template_seed
+
+CopyRun = Callable[[Path], Path]
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
@@ -112,19 +115,6 @@ def test_option_help_brackets_are_escaped() -> None:
             assert text.count("[") == text.count("\\["), (name, param.name, text)
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished offline run of one generation (copy it before writing into it)."""
-    root = tmp_path_factory.mktemp("finished")
-    seed = template_seed(root / "seed", generations=1)
-    run_json("run", str(seed), "--run-dir", str(root / "run"), cwd=root)
-    return root / "run"
-
-
-def _copy(run: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(run, tmp_path / "run"))
-
-
 def _children(run: Path) -> list[VariantRecord]:
     with RunIndex.open(run / "index.sqlite", readonly=True) as index:
         return [v for v in index.variants() if v.operator != "seed"]
@@ -136,9 +126,9 @@ def _evaluate(run: Path, vid: str, **fields: object) -> None:
 
 
 def test_front_table_prints_enough_digits_to_tell_members_apart(
-    finished: Path, tmp_path: Path
+    template_run: Path, copy_run: CopyRun, tmp_path: Path
 ) -> None:
-    run = _copy(finished, tmp_path)
+    run = copy_run(template_run)
     a, b = _children(run)[:2]
     _evaluate(run, a.id, status="ok", metrics={"score": 10.00000041, "size": 216})
     _evaluate(run, b.id, status="ok", metrics={"score": 10.00000012, "size": 192})
@@ -158,8 +148,10 @@ def _crash(message: str) -> str:
     return "\n".join([*lines, message, "[ge] evaluator exited with code 1", ""])
 
 
-def test_log_failures_groups_by_the_evaluators_own_error(finished: Path, tmp_path: Path) -> None:
-    run = _copy(finished, tmp_path)
+def test_log_failures_groups_by_the_evaluators_own_error(
+    template_run: Path, copy_run: CopyRun, tmp_path: Path
+) -> None:
+    run = copy_run(template_run)
     kids = _children(run)
     shape = "RuntimeError: Given groups=1, weight of size [{0}, 5, 3, 3], expected 5 channels, but got {1}"
     for v, (a, b) in zip(kids[:3], [(23, 8), (17, 6), (23, 8)], strict=True):
@@ -188,8 +180,10 @@ def test_log_failures_groups_by_the_evaluators_own_error(finished: Path, tmp_pat
     assert "ValueError: bad learning rate" in text and "exit code 1" in text
 
 
-def test_status_says_live_with_the_writers_pid(finished: Path, tmp_path: Path) -> None:
-    run = _copy(finished, tmp_path)
+def test_status_says_live_with_the_writers_pid(
+    template_run: Path, copy_run: CopyRun, tmp_path: Path
+) -> None:
+    run = copy_run(template_run)
     assert run_json("status", str(run), cwd=tmp_path)["state"] == "finished"
     with RunLock(run):
         data = run_json("status", str(run), cwd=tmp_path)
@@ -224,8 +218,10 @@ def test_status_says_once_why_a_run_stopped_and_the_fix(tmp_path: Path) -> None:
     assert "stopped: " in text and "check the model name" in text
 
 
-def test_resume_of_a_finished_run_says_so_and_extends_it(finished: Path, tmp_path: Path) -> None:
-    run = _copy(finished, tmp_path)
+def test_resume_of_a_finished_run_says_so_and_extends_it(
+    template_run: Path, copy_run: CopyRun, tmp_path: Path
+) -> None:
+    run = copy_run(template_run)
     before = {v.id for v in _children(run)}
     again = ge("resume", str(run), cwd=tmp_path, env={"COLUMNS": "300"})
     assert again.returncode == 0, again.stderr
@@ -387,7 +383,9 @@ def test_a_seed_without_its_data_says_so_once(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     seed = tmp_path / "exquisitenet_v2"
     shutil.copytree(root / "seeds" / "exquisitenet_v2", seed, ignore=shutil.ignore_patterns("data"))
-    proc = ge("run", str(seed), "--model", "offline", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    proc = ge(
+        "run", str(seed), "--model", "offline", "--run-dir", str(tmp_path / "run"), cwd=tmp_path
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("CIFAR-10 not found") == 1, proc.stderr
     assert "the seed failed its own evaluation" in proc.stderr
