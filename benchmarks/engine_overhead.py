@@ -198,8 +198,8 @@ def operator_mix(tmp: Path, mode: str, repeat: int, extra: dict, sandbox: str) -
 
 def evaluator_process_cost(tmp: Path, sandbox: str, samples: int = 30) -> float:
     """Median seconds of the sandboxed metrics-only evaluator run alone (no ge around it)."""
-    from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-    from guided_evolution.evaluation.sandbox_env import scrub_env
+    from guided_evolution.evaluation.sandbox.env import scrub_env
+    from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
 
     box = Sandbox(SandboxPolicy(backend=sandbox))
     box.probe()

@@ -287,8 +287,8 @@ def _cold_vs_warm_executor(device: str, sizes: Sizes) -> tuple[float, float, str
 
     from guided_evolution.evaluation.contract import EvalRequest
     from guided_evolution.evaluation.local import LocalExecutor
-    from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-    from guided_evolution.evaluation.workers import WorkerPool
+    from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+    from guided_evolution.evaluation.workers.pool import WorkerPool
     from tests.support.cifar import write_cifar
 
     flags = f"--data data --epochs 1 --device {device} --seed 0"
@@ -342,8 +342,8 @@ def check_cold_vs_warm(repeats: int = 5) -> tuple[float, float, float] | None:
     try:
         from guided_evolution.evaluation.contract import EvalRequest
         from guided_evolution.evaluation.local import LocalExecutor
-        from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-        from guided_evolution.evaluation.workers import WorkerPool
+        from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+        from guided_evolution.evaluation.workers.pool import WorkerPool
         from tests.support.cifar import write_cifar
     except ImportError:
         return None

@@ -9,7 +9,7 @@ answers every call at once with code (``CodeWriter``): GE's operator mix as in
 engine_overhead.py part 1b (initial population 24, then 4 generations of 22, crossover 0.35,
 mutation 0.8, a quarter of them Evolution of Thought), 4 LLM calls in flight, 2 slots, and
 ``python evaluate.py`` that writes one metric, under ``sandbox = "auto"`` with the default
-preload (every stage a boxed fork of the slot's worker: evaluation/zygote.py). Issue 23's
+preload (every stage a boxed fork of the slot's worker: evaluation/workers/zygote.py). Issue 23's
 target: <= 3.5 s wall, every evaluation sandboxed.
 
 Printed:
@@ -77,12 +77,12 @@ SYNC_PROBES = [
     ("guided_evolution.runstore.run_index", "RunIndex.latest_evaluation", "index: evaluation reads"),
     ("guided_evolution.engine.generational", "plan_generation", "plan a generation (selection)"),
     ("guided_evolution.evolution.generations", "hall_of_fame", "hall of fame"),
-    ("guided_evolution.evaluation.sandbox", "Sandbox.wrap", "sandbox: wrap a command"),
-    ("guided_evolution.evaluation.workers", "fresh_io", "stage: fresh io directory and FIFO"),
-    ("guided_evolution.evaluation.workers", "chown_tree", "stage: chown the variant's tree"),
-    ("guided_evolution.evaluation.workers", "remove_tree", "stage: remove trees in the slot"),
-    ("guided_evolution.evaluation.workers", "move_back", "stage: move the variant back"),
-    ("guided_evolution.evaluation.workers", "take_metrics", "stage: take metrics and feedback"),
+    ("guided_evolution.evaluation.sandbox.wrap", "Sandbox.wrap", "sandbox: wrap a command"),
+    ("guided_evolution.evaluation.workers.pool", "fresh_io", "stage: fresh io directory and FIFO"),
+    ("guided_evolution.evaluation.workers.pool", "chown_tree", "stage: chown the variant's tree"),
+    ("guided_evolution.evaluation.workers.pool", "remove_tree", "stage: remove trees in the slot"),
+    ("guided_evolution.evaluation.workers.pool", "move_back", "stage: move the variant back"),
+    ("guided_evolution.evaluation.workers.pool", "take_metrics", "stage: take metrics and feedback"),
     ("guided_evolution.evaluation.local", "read_metrics", "stage: read the metrics"),
     ("guided_evolution.evaluation.local", "read_feedback", "stage: read the feedback"),
     ("guided_evolution.runstore.damage", "verify_run", "end: verify the run's record"),
@@ -92,10 +92,10 @@ ASYNC_PROBES = [
     ("guided_evolution.engine.scheduler", "Scheduler.evaluate_seed", "the seed's evaluation"),
     ("guided_evolution.llm.client", "LLMClient.warm_up", "LLM client warm-up (a thread)"),
     ("guided_evolution.evaluation.local", "LocalExecutor._evaluate", "evaluation (executor)"),
-    ("guided_evolution.evaluation.workers", "WorkerPool._start", "worker start"),
-    ("guided_evolution.evaluation.workers", "WorkerPool._stop", "worker stop"),
-    ("guided_evolution.evaluation.workers", "WorkerPool._run", "stage through a worker"),
-    ("guided_evolution.evaluation.workers", "WorkerPool._exchange", "  request to end reply"),
+    ("guided_evolution.evaluation.workers.pool", "WorkerPool._start", "worker start"),
+    ("guided_evolution.evaluation.workers.pool", "WorkerPool._stop", "worker stop"),
+    ("guided_evolution.evaluation.workers.pool", "WorkerPool._run", "stage through a worker"),
+    ("guided_evolution.evaluation.workers.pool", "WorkerPool._exchange", "  request to end reply"),
     ("guided_evolution.engine.proposer", "LLMProposer.propose", "propose a child"),
     ("guided_evolution.llm.client", "LLMClient.complete", "LLM client call"),
     ("guided_evolution.llm.direct", "OpenAIBackend.send", "  of which the HTTP request"),

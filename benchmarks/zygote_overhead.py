@@ -8,7 +8,7 @@ Zero-latency proposals (``--model offline`` operators), one slot, and ``python e
 that only writes its metrics. ``fresh``: every evaluation is a new sandboxed interpreter
 (``preload = false``); ``preload``: ``[evaluator] preload = ["json"]`` (the default for a Python
 evaluator preloads the standard library the same way), so every evaluation is a fork of the
-slot's worker, boxed in pid, mount and ipc namespaces of its own (evaluation/zygote.py). Population 50; the per-child time is the median
+slot's worker, boxed in pid, mount and ipc namespaces of its own (evaluation/workers/zygote.py). Population 50; the per-child time is the median
 over generations >= 1 of (generation wall / children planned), as in engine_overhead.py part 2.
 """
 

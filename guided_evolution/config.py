@@ -285,7 +285,7 @@ class EvaluatorConfig(_Model):
         None,
         min_length=1,
         description="persistent worker command, one per local slot, that forks one child per "
-        "evaluation (see guided_evolution/evaluation/workers.py); command stays the fallback",
+        "evaluation (see guided_evolution/evaluation/workers/pool.py); command stays the fallback",
     )
     worker_check: bool = Field(
         False,
@@ -301,7 +301,7 @@ class EvaluatorConfig(_Model):
         "evaluator (`python SCRIPT ...`) runs each stage in a confined fork of one sandboxed "
         "worker per local slot that imported the standard library once; a list adds modules "
         "(e.g. torch) to import once; false: every stage starts a fresh process "
-        "(evaluation/preload.py)",
+        "(evaluation/workers/preload.py)",
     )
     preload_recycle_after: int = Field(50, ge=1, description="variants per preloading worker")
     timeout_s: float = Field(3600.0, gt=0)

@@ -17,7 +17,7 @@ import pytest
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult, read_metrics
 from guided_evolution.evaluation.local import LocalExecutor
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
 from tests.support.cli import processes_with
 
 PY = shlex.quote(sys.executable)

@@ -26,12 +26,12 @@ from typing import Any
 import pytest
 
 from guided_evolution.config import ResolvedConfig, parse_config
-from guided_evolution.evaluation import landlock
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult
 from guided_evolution.evaluation.local import LocalExecutor
-from guided_evolution.evaluation.preload import preload_pool
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.evaluation.slurm import SlurmExecutor
+from guided_evolution.evaluation.sandbox import landlock
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.slurm.executor import SlurmExecutor
+from guided_evolution.evaluation.workers.preload import preload_pool
 from guided_evolution.evolution.operators import FEEDBACK_INTRO, fix_request, mutation_request
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import parse_genome

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution.evaluation import landlock
-from guided_evolution.evaluation.landlock import ACCESS_FS, Plan, abi_version, hiding_rules
+from guided_evolution.evaluation.sandbox import landlock
+from guided_evolution.evaluation.sandbox.landlock import ACCESS_FS, Plan, abi_version, hiding_rules
 
 EVAL_DIR = str(Path(landlock.__file__).parent)
 ABI = abi_version()

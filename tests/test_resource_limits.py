@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution.evaluation.cgroups import find_cgroups
+from guided_evolution.evaluation.sandbox.cgroups import find_cgroups
 from guided_evolution.runstore.run_index import RunIndex
 from tests.reliability.support import (
     PayloadWriter,
@@ -240,7 +240,7 @@ def test_the_reserve_stops_the_evaluation_that_holds_the_space(
     goes on."""
     import asyncio
 
-    from guided_evolution.evaluation import disk_reserve
+    from guided_evolution.evaluation.sandbox import disk_reserve
 
     monkeypatch.setattr(disk_reserve, "BLAME_MIN_BYTES", 2 * MB)
     big, small = tmp_path / "big", tmp_path / "small"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.evaluation.sandbox_bwrap import traversable_by_others
-from guided_evolution.evaluation.sandbox_env import scrub_env
+from guided_evolution.evaluation.sandbox.bwrap import traversable_by_others
+from guided_evolution.evaluation.sandbox.env import scrub_env
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
 from tests.support.cli import processes_with
 
 
@@ -215,8 +215,8 @@ def test_fork_bomb_is_contained(tmp_path: Path, backend: str) -> None:
 _AS_USER = """
 import os, subprocess, sys
 from pathlib import Path
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.evaluation.sandbox_env import scrub_env
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.sandbox.env import scrub_env
 box = Sandbox(SandboxPolicy(backend="landlock"))
 info = box.probe()
 print("MODE", info.mode.label, "|", "; ".join(info.isolation.layers))
@@ -354,7 +354,7 @@ def test_private_tmp_and_shm_are_size_capped(tmp_path: Path) -> None:
 def test_memory_is_capped_per_evaluation_not_only_per_process(tmp_path: Path, backend: str) -> None:
     """Four children of 200 MB each pass RLIMIT_AS = 400 MB one by one, not together: the
     evaluation's cgroup (v2, or v1 where that is what the machine offers) stops them."""
-    from guided_evolution.evaluation.cgroups import find_cgroups
+    from guided_evolution.evaluation.sandbox.cgroups import find_cgroups
 
     found, why = find_cgroups(("memory",))
     if found is None:

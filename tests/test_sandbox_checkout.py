@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution.evaluation.landlock import abi_version
-from guided_evolution.evaluation.sandbox_bwrap import BwrapRequest, HostPaths
-from guided_evolution.evaluation.sandbox_confine import (
+from guided_evolution.evaluation.sandbox.bwrap import BwrapRequest, HostPaths
+from guided_evolution.evaluation.sandbox.confine_backend import (
     hidden_without_namespaces,
     readable_without_namespaces,
 )
+from guided_evolution.evaluation.sandbox.landlock import abi_version
 from guided_evolution.fsutil import is_within
 from tests.reliability.support import set_config
 from tests.support.seeds import template_seed

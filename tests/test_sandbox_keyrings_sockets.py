@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from guided_evolution.evaluation.sandbox_bwrap import traversable_by_others
-from guided_evolution.evaluation.syscall_filter import supported
+from guided_evolution.evaluation.sandbox.bwrap import traversable_by_others
+from guided_evolution.evaluation.sandbox.syscall_filter import supported
 from tests.support import seccomp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,9 +39,9 @@ CASES = {
 _HELPER = r"""
 import ctypes, json, os, subprocess, sys
 from pathlib import Path
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.evaluation.sandbox_env import scrub_env
-from guided_evolution.evaluation.syscall_filter import KEYRING_SYSCALLS, machine
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.sandbox.env import scrub_env
+from guided_evolution.evaluation.sandbox.syscall_filter import KEYRING_SYSCALLS, machine
 
 cfg = json.loads(sys.argv[1])
 ADD_KEY, REQUEST_KEY, KEYCTL = KEYRING_SYSCALLS[machine()]

@@ -22,9 +22,9 @@ import pytest
 from guided_evolution.config import ResolvedConfig, parse_config
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.evaluation.slurm import SlurmExecutor
-from guided_evolution.evaluation.slurm_script import job_name, parse_time_limit
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.slurm.executor import SlurmExecutor
+from guided_evolution.evaluation.slurm.script import job_name, parse_time_limit
 from guided_evolution.runstore.rundir import RunPaths
 from tests.support.seeds import template_seed, write_config
 from tests.support.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401

@@ -18,8 +18,8 @@ from guided_evolution.config import load_config
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest
 from guided_evolution.evaluation.local import LocalExecutor
-from guided_evolution.evaluation.preload import preload_pool
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.workers.preload import preload_pool
 
 pytest.importorskip("torch")
 pytest.importorskip("numpy")

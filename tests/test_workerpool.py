@@ -15,8 +15,8 @@ import pytest
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult
 from guided_evolution.evaluation.local import LocalExecutor
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.evaluation.workers import WorkerPool
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.workers.pool import WorkerPool
 from tests.support.cli import processes_with
 
 PY = shlex.quote(sys.executable)

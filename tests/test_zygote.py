@@ -1,5 +1,5 @@
 """`[evaluator] preload`: a per-slot worker imports modules once and forks a confined child per
-stage (guided_evolution/evaluation/zygote.py). The isolation claims of SECURITY.md, in both
+stage (guided_evolution/evaluation/workers/zygote.py). The isolation claims of SECURITY.md, in both
 sandbox backends: what a forked variant cannot write, see, signal or leave behind."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 import guided_evolution
-from guided_evolution.evaluation import landlock
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult
 from guided_evolution.evaluation.local import LocalExecutor
-from guided_evolution.evaluation.preload import preload_pool, python_command
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.sandbox import landlock
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.workers.preload import preload_pool, python_command
 from tests.support import seccomp
 from tests.support.cli import ge, processes_with, run_json
 from tests.support.seeds import template_seed, write_config

@@ -7,15 +7,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.cgroups import own_memory_limit
 from guided_evolution.evaluation.contract import Executor
-from guided_evolution.evaluation.disk_reserve import MB, DiskReserve
 from guided_evolution.evaluation.gpu import auto_slots_per_gpu, visible_gpus
 from guided_evolution.evaluation.local import LocalExecutor
-from guided_evolution.evaluation.preload import ZYGOTE, preload_pool
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.evaluation.slurm import SlurmExecutor
-from guided_evolution.evaluation.workers import WorkerPool
+from guided_evolution.evaluation.sandbox.cgroups import own_memory_limit
+from guided_evolution.evaluation.sandbox.disk_reserve import MB, DiskReserve
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.slurm.executor import SlurmExecutor
+from guided_evolution.evaluation.workers.pool import WorkerPool
+from guided_evolution.evaluation.workers.preload import ZYGOTE_READS, preload_pool
 
 if TYPE_CHECKING:
     from guided_evolution.config import ResolvedConfig
@@ -116,11 +116,11 @@ def sandbox_policy(
         backend=ev.sandbox,
         tmpfs_mb=ev.tmpfs_mb,
         # GE_SEED_DIR: the evaluator may read data kept there. With preload, the worker runs ge's
-        # zygote.py, which must be readable where ge is installed under a hidden path (a checkout
-        # in $HOME or /tmp): its directory holds ge's own evaluation code, nothing secret.
+        # zygote.py (and the landlock.py it loads), which must be readable where ge is installed under a hidden path (a checkout
+        # in $HOME or /tmp): these directories hold ge's own evaluation code, nothing secret.
         readable=(
             resolved.seed_dir,
-            *([str(ZYGOTE.parent)] if ev.preload_modules() is not None else []),
+            *(map(str, ZYGOTE_READS) if ev.preload_modules() is not None else ()),
         ),
     )
 
@@ -155,7 +155,7 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
     reserve = disk_reserve(resolved)
     sandbox = Sandbox(sandbox_policy(resolved, plan, reserve))
     if resolved.config.executor.kind == "slurm":
-        # The sandbox is probed on each node (slurm_job), not on the submitting machine.
+        # The sandbox is probed on each node (job), not on the submitting machine.
         ignored = ["worker"] * bool(ev.worker) + ["preload"] * isinstance(ev.preload, tuple)
         warnings = [f"evaluator.{k} is ignored by the slurm executor" for k in ignored]
         return SlurmExecutor(resolved, paths, sandbox, warnings=warnings)

@@ -24,13 +24,13 @@ from guided_evolution.evaluation.contract import (
     read_metrics,
     replaced_reason,
 )
-from guided_evolution.evaluation.disk_reserve import DiskReserve
-from guided_evolution.evaluation.sandbox import Sandbox, signal_name
-from guided_evolution.evaluation.sandbox_env import is_secret_name, scrub_env
+from guided_evolution.evaluation.sandbox.disk_reserve import DiskReserve
+from guided_evolution.evaluation.sandbox.env import is_secret_name, scrub_env
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, signal_name
 from guided_evolution.fsutil import UnsafePathError, is_within, unlink_beneath
 
 if TYPE_CHECKING:
-    from guided_evolution.evaluation.workers import WorkerPool
+    from guided_evolution.evaluation.workers.pool import WorkerPool
 
 TAIL_KEEP_BYTES = 8 * 1024
 """Bytes of the end of the output kept in the log when the output is over the cap."""

@@ -22,9 +22,9 @@ import pytest
 
 from guided_evolution.evaluation.contract import METRICS_MAX_BYTES, EvalRequest, read_metrics
 from guided_evolution.evaluation.local import LocalExecutor
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
-from guided_evolution.evaluation.slurm_outcomes import read_result
-from guided_evolution.evaluation.workers import WorkerPool
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.slurm.outcomes import read_result
+from guided_evolution.evaluation.workers.pool import WorkerPool
 from guided_evolution.fsutil import (
     UnsafeFileError,
     UnsafePathError,

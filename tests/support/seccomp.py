@@ -15,7 +15,7 @@ starts, so ge, its probes and the evaluated code all see the kernel of such a ma
 Only x86_64 and aarch64 are supported (``supported()``); syscalls of any other architecture
 (x86's 32-bit entry points) fail with ENOSYS. There is no hook in ge's code: the denial happens
 at the syscall level, as on the machines it simulates. The instructions and the installation
-are ``guided_evolution/evaluation/syscall_filter.py``'s (ge's own keyring filter).
+are ``guided_evolution/evaluation/sandbox/syscall_filter.py``'s (ge's own keyring filter).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from guided_evolution.evaluation.syscall_filter import (
+from guided_evolution.evaluation.sandbox.syscall_filter import (
     JEQ_K,
     JSET_K,
     LD_W_ABS,
@@ -39,8 +39,8 @@ from guided_evolution.evaluation.syscall_filter import (
     RET_ERRNO,
     RET_K,
 )
-from guided_evolution.evaluation.syscall_filter import insn as _insn
-from guided_evolution.evaluation.syscall_filter import install as _install
+from guided_evolution.evaluation.sandbox.syscall_filter import insn as _insn
+from guided_evolution.evaluation.sandbox.syscall_filter import install as _install
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from guided_evolution.evaluation.contract import metrics_location, replaced_reason
-from guided_evolution.evaluation.worker_channel import READ_CHUNK, WorkerFailure
+from guided_evolution.evaluation.workers.channel import READ_CHUNK, WorkerFailure
 from guided_evolution.fsutil import DIR_NOFOLLOW, UnsafePathError, open_dir_beneath, remove_tree
 
 IO_DIR = "io"

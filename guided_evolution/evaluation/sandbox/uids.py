@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.cgroups import CgroupLease
+from guided_evolution.evaluation.sandbox.cgroups import CgroupLease
 
 UID_BASE = 1_900_000_000
 """First uid handed to sandboxed commands when ge runs as root (uids are used, not registered)."""

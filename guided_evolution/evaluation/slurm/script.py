@@ -2,7 +2,7 @@
 
 The script records how it ended in ``exit.json`` (exit code or signal, and the stage: ``setup``
 or ``evaluate``) from its traps, runs the ``[executor.slurm] setup`` snippet, then
-``slurm_job.job_main`` with ``[executor.slurm] python`` (default: the interpreter that runs ge).
+``job.job_main`` with ``[executor.slurm] python`` (default: the interpreter that runs ge).
 """
 
 from __future__ import annotations
@@ -68,10 +68,10 @@ def job_script(c: SlurmConfig, job_dir: Path, variant_id: str, run_name: str, py
     q = shlex.quote
     # The directory that contains the `guided_evolution` package: appended to the job's sys.path
     # so that `python` of the setup snippet finds this ge even where it is not installed.
-    package_parent = str(Path(__file__).resolve().parents[2])
+    package_parent = str(Path(__file__).resolve().parents[3])
     launcher = (
         "import sys; sys.path.append(sys.argv.pop(1)); "
-        "from guided_evolution.evaluation.slurm_job import job_main; "
+        "from guided_evolution.evaluation.slurm.job import job_main; "
         "sys.exit(job_main(sys.argv[1:]))"
     )
     lines += [

@@ -25,7 +25,7 @@ from typing import Any
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import FEEDBACK_MAX_CHARS, EvalRequest, EvalResult
 from guided_evolution.evaluation.local import LocalExecutor
-from guided_evolution.evaluation.sandbox import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
 from guided_evolution.fsutil import atomic_write, is_within
 
 

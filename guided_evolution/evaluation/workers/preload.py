@@ -17,14 +17,16 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from guided_evolution.evaluation import landlock
-from guided_evolution.evaluation.sandbox import Sandbox, run_to_end
-from guided_evolution.evaluation.sandbox_confine import DEVICES
-from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR
-from guided_evolution.evaluation.workers import WorkerPool
+from guided_evolution.evaluation.sandbox import landlock
+from guided_evolution.evaluation.sandbox.confine_backend import DEVICES
+from guided_evolution.evaluation.sandbox.uids import TOKEN_VAR
+from guided_evolution.evaluation.sandbox.wrap import Sandbox, run_to_end
+from guided_evolution.evaluation.workers.pool import WorkerPool
 from guided_evolution.fsutil import remove_tree
 
 ZYGOTE = Path(__file__).with_name("zygote.py")
+# what the zygote loads by path, beside the package: its stage boxes apply Landlock with it
+ZYGOTE_READS = (ZYGOTE.parent, ZYGOTE.parent.parent / "sandbox")
 _SHELL = set("|&;<>()$`\\*?[]#~\n")
 
 

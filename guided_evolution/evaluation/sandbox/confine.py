@@ -1,7 +1,7 @@
 """Confine one evaluated command without bubblewrap, then exec it (ge's own sandbox launcher).
 
 Run as ``python -I -S -c 'import confine; confine.main(...)' OPTIONS -- ARGV`` (see
-``sandbox_confine``; stdlib only, no package imports, its .pyc reused: it starts in ~10 ms). It
+``confine_backend``; stdlib only, no package imports, its .pyc reused: it starts in ~10 ms). It
 applies, in this order, whatever layers ge asked for and fails (exit 125, one line on
 stderr starting ``confine:``) when one of them cannot be applied, so that ge's probe can pick the
 strongest set that works on this machine:
@@ -11,7 +11,7 @@ strongest set that works on this machine:
    pid 1 of the new pid namespace (when it ends, the kernel kills everything left in it), under
    a supervisor that dies with ge and turns SIGTERM into SIGKILL. Without namespaces the
    supervisor is a child subreaper that kills what the command leaves behind.
-2. The layout, in bwrap's own vocabulary (``sandbox_bwrap.bwrap_args`` plans it for both):
+2. The layout, in bwrap's own vocabulary (``bwrap.bwrap_args`` plans it for both):
    ``--ro-bind / /`` makes the whole tree read-only, ``--tmpfs`` (``--perms``, ``--size``) masks or
    adds private size-capped directories, ``--bind``/``--ro-bind SRC DST`` brings back paths from
    the original tree, ``--dir``, ``--proc``, ``--remount-ro``, ``--chdir``.

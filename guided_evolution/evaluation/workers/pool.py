@@ -66,10 +66,10 @@ from pathlib import Path
 from typing import Any
 
 from guided_evolution.evaluation.contract import FEEDBACK_NAME, EvalRequest
-from guided_evolution.evaluation.disk_reserve import DiskReserve
-from guided_evolution.evaluation.sandbox import Sandbox
-from guided_evolution.evaluation.sandbox_uids import TOKEN_VAR
-from guided_evolution.evaluation.worker_channel import (
+from guided_evolution.evaluation.sandbox.disk_reserve import DiskReserve
+from guided_evolution.evaluation.sandbox.uids import TOKEN_VAR
+from guided_evolution.evaluation.sandbox.wrap import Sandbox
+from guided_evolution.evaluation.workers.channel import (
     LINE_LIMIT,
     ReplyTimeout,
     Worker,
@@ -88,7 +88,7 @@ from guided_evolution.evaluation.worker_channel import (
     stderr_line,
     stopper,
 )
-from guided_evolution.evaluation.worker_files import (
+from guided_evolution.evaluation.workers.files import (
     FIFO_NAME,
     IO_DIR,
     METRICS_NAME,

@@ -79,7 +79,8 @@ class SetupError(Exception):
 
 
 def _load_landlock() -> object:
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "landlock.py")
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(os.path.dirname(here), "sandbox", "landlock.py")
     spec = importlib.util.spec_from_file_location("_ge_zygote_landlock", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from guided_evolution.evaluation.sandbox import signal_name
+from guided_evolution.evaluation.sandbox.wrap import signal_name
 
 READ_CHUNK = 64 * 1024
 STDERR_KEEP_BYTES = 2048

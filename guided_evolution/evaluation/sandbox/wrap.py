@@ -6,22 +6,22 @@ here and refuses to start when none does: it never silently runs code unconfined
 * ``bwrap``: new pid/net/ipc/uts namespaces, read-only ``/``, private size-capped ``/tmp`` and
   ``/dev/shm``, the run directory hidden behind a tmpfs, only the variant's directory (and the
   explicitly writable paths) writable, credential files of the home directory hidden
-  (``sandbox_bwrap``).
+  (``bwrap``).
 * ``landlock``: ge's own launcher (``confine.py``, needs no package): the same namespaces and
   layout where the kernel allows (root, or user namespaces), plus Landlock (writes only in the
   variant's directory, TCP denied, signals and abstract sockets scoped); the probe picks the
-  strongest of its ``MODES`` that works (``sandbox_confine``).
+  strongest of its ``MODES`` that works (``confine_backend``).
 * ``none``: rlimits and a new session only, chosen explicitly (a warning says what is exposed).
 
 When ge runs as root, RLIMIT_NPROC is not enforced for uid 0, so the command is switched to a
-dedicated unprivileged uid (one per running evaluation, ``sandbox_uids``); the variant's directory
+dedicated unprivileged uid (one per running evaluation, ``uids``); the variant's directory
 is chowned to it. That uid also makes the fork-bomb limit and the final "kill everything of this
 evaluation" (``Sandbox.cleanup``) reliable. The environment is scrubbed by the caller
-(``sandbox_env.scrub_env``).
+(``env.scrub_env``).
 
 The module is long because ``Sandbox`` is the one place that turns a policy into a command for
 every backend (probe, uid lease, cgroup, limits, keyring filter, clean-up); the layouts, the
-launcher's options, the uids and the environment already live in ``sandbox_*``.
+launcher's options, the uids and the environment already live in this package's other modules.
 """
 
 from __future__ import annotations
@@ -38,36 +38,42 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guided_evolution.errors import GeError
-from guided_evolution.evaluation.cgroups import MEMORY, PIDS, CgroupLease, Cgroups, find_cgroups
-from guided_evolution.evaluation.isolation import Findings, Isolation, describe
-from guided_evolution.evaluation.sandbox_bwrap import (
+from guided_evolution.evaluation.sandbox.bwrap import (
     BwrapRequest,
     HostPaths,
     bwrap_args,
     named_paths,
     traversable_by_others,
 )
-from guided_evolution.evaluation.sandbox_confine import (
+from guided_evolution.evaluation.sandbox.cgroups import (
+    MEMORY,
+    PIDS,
+    CgroupLease,
+    Cgroups,
+    find_cgroups,
+)
+from guided_evolution.evaluation.sandbox.confine_backend import (
     MODES,
     ConfineMode,
     RLimits,
     confine_argv,
     private_tmp,
 )
-from guided_evolution.evaluation.sandbox_exec import (
+from guided_evolution.evaluation.sandbox.execute import (
     JOIN_CGROUPS,
     drop_privileges_argv,
     preexec_hook,
     prlimit_argv,
 )
-from guided_evolution.evaluation.sandbox_uids import (
+from guided_evolution.evaluation.sandbox.isolation import Findings, Isolation, describe
+from guided_evolution.evaluation.sandbox.syscall_filter import keyring_filter, machine
+from guided_evolution.evaluation.sandbox.uids import (
     TOKEN_VAR,
     Lease,
     count_processes_of,
     new_lease,
     release,
 )
-from guided_evolution.evaluation.syscall_filter import keyring_filter, machine
 from guided_evolution.fsutil import chown_tree, is_within, open_dir_beneath
 
 BACKENDS = ("bwrap", "landlock", "none")

@@ -2,7 +2,7 @@
 
 ``confine.py`` runs under ge's interpreter with ``-I -S`` and applies, in one process start, what
 the probe found works here (a ``ConfineMode``): namespaces with bwrap's file-system layout
-(planned by ``sandbox_bwrap.bwrap_args``), the dedicated uid, rlimits and Landlock; in every mode
+(planned by ``bwrap.bwrap_args``), the dedicated uid, rlimits and Landlock; in every mode
 a new session keyring and a seccomp filter denying the keyring syscalls (``syscall_filter``). Without
 namespaces, Landlock alone hides the run directory and the homes from reads (``--ll-hide``) and
 the command gets a private temp directory inside its own directory (``TMPDIR``).
@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from guided_evolution.evaluation.landlock import hiding_rules
-from guided_evolution.evaluation.sandbox_bwrap import BwrapRequest, HostPaths, bwrap_args
-from guided_evolution.evaluation.sandbox_env import CREDENTIAL_PATHS
+from guided_evolution.evaluation.sandbox.bwrap import BwrapRequest, HostPaths, bwrap_args
+from guided_evolution.evaluation.sandbox.env import CREDENTIAL_PATHS
+from guided_evolution.evaluation.sandbox.landlock import hiding_rules
 from guided_evolution.fsutil import is_within
 
 CONFINE = Path(__file__).with_name("confine.py")

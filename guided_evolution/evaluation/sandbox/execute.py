@@ -11,7 +11,7 @@ import resource
 import sys
 from collections.abc import Callable, Sequence
 
-from guided_evolution.evaluation.sandbox_confine import RLimits
+from guided_evolution.evaluation.sandbox.confine_backend import RLimits
 
 JOIN_CGROUPS = (
     "/bin/sh",

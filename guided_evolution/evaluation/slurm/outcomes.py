@@ -22,8 +22,8 @@ from guided_evolution.evaluation.contract import (
     clean_text,
     failure_feedback,
 )
-from guided_evolution.evaluation.slurm_commands import JobState
-from guided_evolution.evaluation.slurm_job import read_json
+from guided_evolution.evaluation.slurm.commands import JobState
+from guided_evolution.evaluation.slurm.job import read_json
 from guided_evolution.fsutil import atomic_write, is_within, read_beneath
 
 JOB_OUTPUT_TAIL_BYTES = 8 * 1024

@@ -9,11 +9,11 @@
                           metrics.json (a copy), work/ (the variant's tree while the job runs)
 ```
 
-On the node, the job script (``slurm_script``) runs the setup snippet, then ``slurm_job.job_main``
+On the node, the job script (``script``) runs the setup snippet, then ``job.job_main``
 with the interpreter that runs ge: it probes the sandbox there and evaluates through a one-slot
 ``LocalExecutor``, so the check → evaluate cascade, the sandbox wrapper, the output cap and the
 metrics contract are the same as locally (the log goes to ``<run_dir>/logs/``); SLURM's
-commands and the squeue/sacct monitoring are in ``slurm_commands``.
+commands and the squeue/sacct monitoring are in ``commands``.
 
 A job that SLURM ends (time limit, out of memory, node failure, scancel) is a failed evaluation
 with that reason. Without accounting, the script's exit file says how it ended; a job that
@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult, metrics_location
 from guided_evolution.evaluation.local import LocalExecutor
-from guided_evolution.evaluation.sandbox import Sandbox
-from guided_evolution.evaluation.sandbox_env import is_secret_name
-from guided_evolution.evaluation.slurm_commands import (
+from guided_evolution.evaluation.sandbox.env import is_secret_name
+from guided_evolution.evaluation.sandbox.wrap import Sandbox
+from guided_evolution.evaluation.slurm.commands import (
     HOPELESS_PENDING,
     LIVE_STATES,
     JobMonitor,
@@ -52,8 +52,8 @@ from guided_evolution.evaluation.slurm_commands import (
     scancel,
     scontrol_exit,
 )
-from guided_evolution.evaluation.slurm_job import read_json, request_from_spec, spec_of
-from guided_evolution.evaluation.slurm_outcomes import (
+from guided_evolution.evaluation.slurm.job import read_json, request_from_spec, spec_of
+from guided_evolution.evaluation.slurm.outcomes import (
     ENDED_BY_SLURM,
     ended_reason,
     exit_reason,
@@ -61,7 +61,7 @@ from guided_evolution.evaluation.slurm_outcomes import (
     log_failure,
     read_result,
 )
-from guided_evolution.evaluation.slurm_script import job_name, job_script, parse_time_limit
+from guided_evolution.evaluation.slurm.script import job_name, job_script, parse_time_limit
 from guided_evolution.fsutil import atomic_write, error_text, remove_tree, unlink_beneath
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guided_evolution.evaluation.sandbox_env import CREDENTIAL_PATHS
+from guided_evolution.evaluation.sandbox.env import CREDENTIAL_PATHS
 from guided_evolution.fsutil import is_within
 
 KEPT = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "sys", "proc", "dev", "tmp")
