@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from guided_evolution.evolution.offline_operators import (
+from guided_evolution.evolution.operators.offline import (
     OfflineEdit,
     offline_crossover,
     offline_mutate,

@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.errors import GeError
-from guided_evolution.evolution import operators
+from guided_evolution.evolution.operators import (
+    OperatorSpec,
+    crossover,
+    eot,
+    fix,
+    mutation,
+    offline,
+    registry,
+    repropose,
+)
 from guided_evolution.evolution.prompts import PromptLibrary, builtin_dir
 
 if sys.version_info >= (3, 11):
@@ -114,21 +123,28 @@ def test_missing_extra_directory_is_ignored(tmp_path: Path) -> None:
 
 
 def _used_by_operators(lib: PromptLibrary) -> set[str]:
-    """The prompts the operators render, and every prompt those include (``{{>name}}``)."""
-    source = inspect.getsource(operators)
-    rendered = set(re.findall(r'lib\.render\("(\w+)"', source))
-    rendered |= {
-        operators.mutation_prompt_name(k, p)
-        for k in operators.MUTATION_KINDS
-        for p in operators.PERSONAS
-    }
-    used, todo = set(), list(rendered)
+    """The prompts the registered operators name in their specs, and every prompt those include
+    (``{{>name}}``)."""
+    used, todo = set(), [name for spec in registry.specs() for name in spec.prompts]
     while todo:
         name = todo.pop()
         if name not in used:
             used.add(name)
             todo += re.findall(r"\{\{>\s*([\w.-]+)\s*\}\}", lib.path(name).read_text())
     return used
+
+
+@pytest.mark.parametrize("spec", list(registry.specs()), ids=lambda s: s.name)
+def test_each_operator_spec_names_the_prompts_its_module_renders(spec: OperatorSpec) -> None:
+    module = next(
+        m for m in (mutation, crossover, eot, fix, repropose, offline)
+        if spec in vars(m).values()
+    )  # fmt: skip
+    source = inspect.getsource(module)
+    rendered = set(re.findall(r'(?:lib\.render\(|with_diff_rules\(lib,)\s*"(\w+)"', source))
+    assert rendered <= set(spec.prompts)
+    assert bool(rendered) == bool(spec.calls)  # an LLM operator renders its prompts
+    assert all(name in PromptLibrary.load() for name in spec.prompts)
 
 
 def test_builtin_prompts_load_are_used_and_ship_in_the_wheel() -> None:

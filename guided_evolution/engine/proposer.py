@@ -17,23 +17,31 @@ import heapq
 import itertools
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from guided_evolution.config import GeConfig
-from guided_evolution.engine.bandit_history import Bandits
+from guided_evolution.engine.bandits import Bandits
 from guided_evolution.engine.novelty_gate import NoveltyGate
 from guided_evolution.engine.progress import Progress
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.evolution import operators as ops
 from guided_evolution.evolution.diff_ops import EDIT_DIFF, EDIT_WHOLE
 from guided_evolution.evolution.novelty import NearDuplicate
-from guided_evolution.evolution.offline_operators import OPERATORS as OFFLINE_EDITS
-from guided_evolution.evolution.offline_operators import offline_crossover, offline_mutate
-from guided_evolution.evolution.operators import Child, Rejected
+from guided_evolution.evolution.operators import (
+    Child,
+    OperatorSpec,
+    Rejected,
+    StepContext,
+    offline,
+    registry,
+)
+from guided_evolution.evolution.operators.spec import PAIR, REPAIR, SINGLE
 from guided_evolution.evolution.plan import EOT_BY_BANDIT, Plan, Step
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import Genome, parse_genome
-from guided_evolution.evolution.splice import SpliceError, splice
+from guided_evolution.evolution.splice import SpliceError
 from guided_evolution.llm.errors import BudgetExhausted, LLMError
 from guided_evolution.llm.settings import LLMSettings, ModelSpec
 
@@ -126,7 +134,7 @@ def llm_settings(cfg: GeConfig) -> LLMSettings:
 class _StepProposer:
     """Applies a plan's steps in order, each to the previous step's result."""
 
-    crossover_operator = "crossover"
+    offline = False  # makes each step with the registry's offline counterpart
 
     def __init__(self, cfg: GeConfig, source: Recorder) -> None:
         self.cfg = cfg
@@ -170,7 +178,8 @@ class _StepProposer:
         if len(plan.steps) > 1:
             # A crossover child that was mutated afterwards is still a merge of two parents: it is
             # recorded as a crossover, and the description names every step.
-            operator = self.crossover_operator if plan.steps[0].op == "crossover" else child.operator
+            pair = registry.pair(self.offline)
+            operator = pair.name if registry.spec(plan.steps[0].op).role == PAIR else child.operator
             child = dataclasses.replace(child, operator=operator, description="; then ".join(descriptions))
         return child
 
@@ -201,33 +210,21 @@ class _StepProposer:
 class OfflineProposer(_StepProposer):
     """The built-in no-LLM baseline (``--model offline``): classic GP edits, no EoT, no fixing."""
 
-    crossover_operator = "offline-crossover"
+    offline = True
     supports_eot = False
     supports_fix = False
 
     async def apply(self, step: Step, plan: Plan, genome: Genome, previous: Child | None,
                     rng: random.Random, sample: int) -> Child:
-        if step.op == "crossover" and step.other is not None:
-            files, description = offline_crossover(genome, self.source.genome(step.other), rng)
-            return Child(files, "offline-crossover", "*", "offline", None, plan.parents, 0.0, None, description)
+        made = registry.counterpart(step.op)
+        if made.role == PAIR and step.other is not None:
+            return offline.crossover_child(genome, self.source.genome(step.other), plan.parents, rng)
         arm = self.bandits.persona(plan.generation, rng, plan.index)  # None unless it is on
-        edits = (arm,) if arm else OFFLINE_EDITS
-        segments = list(genome.segments)
-        rng.shuffle(segments)
-        last: SpliceError | None = None
-        for segment in segments:  # some segments offer no edit (e.g. no literal, no known call)
-            try:
-                edit = offline_mutate(segment, rng, operators=edits)
-                files = splice(genome, segment.key, edit.code)
-            except SpliceError as err:
-                last = err
-                continue
-            return Child(files, "offline-mutation", segment.key, "offline", arm, plan.parents, 0.0, None, edit.description)
-        raise last or SpliceError("no applicable offline edit")
+        return offline.mutation_child(genome, plan.parents, rng, arm)
 
     async def fix(self, plan: Plan, vid: str, failure: str, output_tail: str,
                   rng: random.Random, attempt: int) -> Child:
-        raise NoChild("the offline operators cannot fix a failed child", "fix")
+        raise NoChild("the offline operators cannot fix a failed child", registry.repair().name)
 
     def budget_reached(self) -> bool:
         return False
@@ -246,6 +243,24 @@ def with_reply(child: Child, reply: Any, parents: tuple[str, ...] | None = None)
 
 def _merged_parents(previous: Child | None, plan: Plan) -> tuple[str, ...]:
     return tuple(previous.parents) if previous is not None else plan.parents
+
+
+@dataclass(frozen=True)
+class _StepSource:
+    """What the operators' request builders read (``StepSource``): the run's genomes and metrics,
+    and the evaluator's feedback as the proposer scrubs it."""
+
+    reader: Any
+    feedback_of: Callable[[str], str]
+
+    def genome(self, vid: str) -> Genome:
+        return self.reader.genome(vid)
+
+    def objective_metrics(self, vid: str) -> dict[str, float] | None:
+        return self.reader.objective_metrics(vid)
+
+    def feedback(self, vid: str) -> str:
+        return self.feedback_of(vid)
 
 
 class LLMHealth:
@@ -337,6 +352,8 @@ class LLMProposer(_StepProposer):
         self._calls: dict[tuple[int, int], list[int]] = {}
         self._last: dict[tuple[int, int], tuple[Any, Any]] = {}  # the plan's last (request, reply)
         self.gate = CallGate(cfg.llm.concurrency)
+        self.step_source = _StepSource(self.source, self._feedback)
+        self.directions = {o.name: o.direction for o in cfg.selected_objectives}
 
     async def repropose(self, plan: Plan, genome: Genome, previous: Child | None, child: Child,
                         near: NearDuplicate, rng: random.Random, attempt: int) -> Child:
@@ -382,39 +399,58 @@ class LLMProposer(_StepProposer):
 
     async def apply(self, step: Step, plan: Plan, genome: Genome, previous: Child | None,
                     rng: random.Random, sample: int) -> Child:
-        if step.op == "crossover":
-            assert step.other is not None
-            return await self._crossover(step.other, plan, genome, rng, sample)
+        spec = registry.spec(step.op)
         # With the bandit choosing EoT, a mutation step with a teacher is EoT or a mutation with a
         # persona, as its (operator, persona) arm says.
         arm = None
-        if step.op == "mutation" and step.other is not None:
+        if spec.role == SINGLE and step.other is not None:
             arm = self.bandits.operator(plan.generation, rng, plan.index, eot=True)
-        if step.op == "eot" or (arm is not None and arm[0] == "eot"):
-            assert step.other is not None
-            child = await self._eot(step.other, plan, genome, previous, rng, sample)
-            if child is not None:
-                return child
-            arm = None  # no change to explain: a mutation, its persona drawn as usual
+            spec = registry.spec(arm[0]) if arm is not None else spec
         persona = arm[1] if arm is not None else None
-        req = self._mutation_request(plan, genome, rng, of_parent=previous is None, persona=persona)
-        reply = await self._ask(req, rng, plan, sample)
-        return with_reply(ops.child_from_reply(req, genome, reply.text), reply, _merged_parents(previous, plan))
+        child = await self._chain(spec, step, plan, genome, previous, rng, sample, persona)
+        if child is None:  # identical parents, or a teacher with no change: a mutation instead
+            base = registry.base()
+            child = await self._chain(base, step, plan, genome, previous, rng, sample, None)
+        assert child is not None  # a mutation always makes a request
+        return child
 
-    def _mutation_request(self, plan: Plan, genome: Genome, rng: random.Random,
-                          of_parent: bool = True, persona: str | None = None) -> Any:
-        """A mutation with ``persona`` (None: the bandit's, or the operator's draw)."""
-        temps = self.evo.temperature
-        if persona is None:
-            persona = self.bandits.persona(plan.generation, rng, plan.index)
-        return ops.mutation_request(
-            self.prompts, genome, plan.parent, rng,
-            temperature_range=temps.initial if plan.generation == 0 else temps.mutation,
-            personas=self.evo.personas,
-            edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
-            feedback=self._feedback(plan.parent) if of_parent else "",
-            chosen_persona=persona,
+    async def _chain(self, spec: OperatorSpec, step: Step, plan: Plan, genome: Genome,
+                     previous: Child | None, rng: random.Random, sample: int,
+                     persona: str | None) -> Child | None:
+        """The step's LLM calls as ``spec`` says: its request, then (a two-turn chain, EoT) the
+        next turn in the same conversation; None when the operator cannot apply here."""
+        if spec.build is None:
+            raise ValueError(f"the {spec.name} operator makes no step of a plan")
+
+        def chosen_persona() -> str | None:  # drawn (from the plan's RNG) only when asked
+            return persona if persona is not None else self.bandits.persona(plan.generation, rng, plan.index)
+
+        ctx = StepContext(
+            lib=self.prompts, genome=genome, parent_id=plan.parent, other=step.other, rng=rng,
+            temperature_range=self._range(spec, plan.generation), source=self.step_source,
+            seed_id=self.seed_id, of_parent=previous is None, personas=self.evo.personas,
+            persona=chosen_persona, edit_mode=self.evo.edit_mode,
+            diff_min_chars=self.evo.diff_min_chars, directions=self.directions,
         )
+        req = spec.build(ctx)
+        if req is None:
+            return None
+        reply = await self._ask(req, rng, plan, sample)
+        reflection = None
+        if spec.follow is not None:
+            reflection = reply.text.strip()
+            req = spec.follow(ctx, req, reply.text)
+            reply = await self._ask(req, rng, plan, sample + 100)
+        child = ops.child_from_reply(req, genome, reply.text, reflection=reflection)
+        return with_reply(child, reply, _merged_parents(previous, plan))
+
+    def _range(self, spec: OperatorSpec, generation: int) -> tuple[float, float]:
+        """The temperature range of ``spec``'s calls in ``generation``."""
+        key = spec.temperature_key(generation)
+        if key is None:
+            raise ValueError(f"the {spec.name} operator names no temperature")
+        low, high = getattr(self.evo.temperature, key)
+        return float(low), float(high)
 
     def _feedback(self, vid: str) -> str:
         """The evaluator's feedback on ``vid`` as a prompt may show it: values (its own or its
@@ -427,38 +463,6 @@ class LLMProposer(_StepProposer):
         withheld = [o.name for o in self.cfg.objectives if not o.select]
         return evaluation.prompt_feedback(withheld, [e.metrics for e in parents if e is not None])
 
-    async def _crossover(self, other: str, plan: Plan, genome: Genome, rng: random.Random,
-                         sample: int) -> Child:
-        req = ops.crossover_request(
-            self.prompts, genome, plan.parent, self.source.genome(other), other, rng,
-            temperature_range=self.evo.temperature.crossover,
-        )
-        if req is None:  # parents identical in every segment: mutate instead
-            req = self._mutation_request(plan, genome, rng)
-        reply = await self._ask(req, rng, plan, sample)
-        return with_reply(ops.child_from_reply(req, genome, reply.text), reply, plan.parents)
-
-    async def _eot(self, elite: str, plan: Plan, genome: Genome, previous: Child | None,
-                   rng: random.Random, sample: int) -> Child | None:
-        """Ask why the elite's change helped, then to apply that insight; None: no change to explain."""
-        reason_req = ops.eot_reason_request(
-            self.prompts, self.source.genome(elite), elite, self.source.objective_metrics(elite) or {},
-            self.source.genome(self.seed_id), self.source.objective_metrics(self.seed_id), rng,
-            temperature_range=self.evo.temperature.eot,
-            directions={o.name: o.direction for o in self.cfg.selected_objectives},
-        )
-        if reason_req is None:
-            return None
-        thought = await self._ask(reason_req, rng, plan, sample)
-        apply_req = ops.eot_apply_request(
-            self.prompts, reason_req, thought.text, genome, plan.parent, rng,
-            temperature_range=self.evo.temperature.eot,
-            edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
-        )
-        reply = await self._ask(apply_req, rng, plan, sample + 100)
-        child = ops.child_from_reply(apply_req, genome, reply.text, reflection=thought.text.strip())
-        return with_reply(child, reply, _merged_parents(previous, plan))
-
     async def fix(self, plan: Plan, vid: str, failure: str, output_tail: str,
                   rng: random.Random, attempt: int) -> Child:
         genome = self.source.genome(vid)
@@ -467,7 +471,7 @@ class LLMProposer(_StepProposer):
         failure, output_tail = self.source.withheld(vid, failure), self.source.withheld(vid, output_tail)
         req = ops.fix_request(
             self.prompts, genome, vid, key, failure, output_tail, rng,
-            temperature_range=self.evo.temperature.fix,
+            temperature_range=self._range(registry.repair(), plan.generation),
             edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
             feedback=self._feedback(vid),
         )
@@ -475,16 +479,16 @@ class LLMProposer(_StepProposer):
             reply = await self._ask(req, rng, plan, sample=1000 + attempt)
             child = ops.child_from_reply(req, genome, reply.text)
         except Rejected as err:
-            raise NoChild(err.reason, "fix") from None
+            raise NoChild(err.reason, req.operator) from None
         except NoChild as err:
-            raise NoChild(err.reason, "fix", err.budget) from None
+            raise NoChild(err.reason, req.operator, err.budget) from None
         return with_reply(child, reply)
 
     def _top_p(self, operator: str, generation: int) -> float | None:
-        """The configured top_p of an operator's calls (a mutation of generation 0 is 'initial',
-        as for its temperature); None: none is sent."""
-        kind = "initial" if operator == "mutation" and generation == 0 else operator
-        value = getattr(self.evo.top_p, kind, None)
+        """The configured top_p of an operator's calls (its temperature key: a mutation of
+        generation 0 is 'initial'); None: none is sent."""
+        kind = registry.spec(operator).temperature_key(generation)
+        value = getattr(self.evo.top_p, kind, None) if kind else None
         return float(value) if value is not None else None
 
     async def _ask(self, req: Any, rng: random.Random, plan: Plan, sample: int) -> Any:
@@ -514,6 +518,6 @@ class LLMProposer(_StepProposer):
         self.progress.spend(self.llm.spent_usd)
         if reply.call_id is not None:
             self._calls.setdefault((plan.generation, plan.index), []).append(reply.call_id)
-        if self.novelty is not None and stage != "reason" and req.operator != "fix":
+        if self.novelty is not None and stage != "reason" and registry.spec(req.operator).role != REPAIR:
             self._last[(plan.generation, plan.index)] = (req, reply)
         return reply

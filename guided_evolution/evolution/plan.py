@@ -31,11 +31,13 @@ child's other draws. With ``"tournament"`` the draws are GE's, number for number
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from guided_evolution.config import EvolutionConfig
 from guided_evolution.evolution.mate_choice import MateChoice, Mates, mate_choice
+from guided_evolution.evolution.operators import registry
+from guided_evolution.evolution.operators.spec import PAIR, OperatorSpec
 from guided_evolution.evolution.scoring import ObjectiveSpec, Scored, better_somewhere
 from guided_evolution.evolution.selection import (
     HallOfFame,
@@ -49,7 +51,8 @@ from guided_evolution.evolution.selection import (
 class Step:
     """One operator application in a child's plan."""
 
-    op: str  # 'mutation' | 'crossover' | 'eot'
+    op: str  # a registered operator's name: the base ('mutation'), the pair ('crossover') or an
+    # alternative ('eot', ...); an offline proposer makes each with its counterpart
     # The crossover partner, or the EoT elite; of a mutation, the teacher the bandit may choose
     # EoT with (only with the bandit on, see EOT_BY_BANDIT).
     other: str | None = None
@@ -71,8 +74,13 @@ class Plan:
 
     @property
     def parents(self) -> tuple[str, ...]:
-        partners = [s.other for s in self.steps if s.op == "crossover" and s.other]
+        partners = [s.other for s in self.steps if registry.spec(s.op).role == PAIR and s.other]
         return (self.parent, *partners)
+
+    @property
+    def llm_calls(self) -> int:
+        """The LLM calls its steps make (EoT: two), for the driver's start order."""
+        return sum(registry.llm_calls(s.op) for s in self.steps)
 
     def rng(self, seed: int) -> random.Random:
         """The child's own RNG: the same plan always draws the same numbers."""
@@ -135,17 +143,18 @@ def plan_generation(
     """Plans for ``generation`` from the valid members of the previous ``population``.
 
     ``seed`` is the seed's score (None when it has none); it stands in for an empty population.
-    ``eot`` is False when the proposer cannot do Evolution of Thought (the offline operators), and
-    EOT_BY_BANDIT when its bandit chooses EoT (mutation steps carry a teacher where EoT is possible).
-    ``island`` (> 0: its own RNG stream) is stamped on every plan; plans are numbered from
-    ``first_index`` (an island's plans follow the earlier islands' in the generation). ``mates``
-    (needed unless ``mate_choice = "tournament"``) gives code distances and genes.
+    ``eot`` is False when the proposer makes only the base operators (the offline operators: no
+    EoT, no other alternative), and EOT_BY_BANDIT when its bandit chooses EoT (mutation steps carry
+    a teacher where EoT is possible). ``island`` (> 0: its own RNG stream) is stamped on every
+    plan; plans are numbered from ``first_index`` (an island's plans follow the earlier islands'
+    in the generation). ``mates`` (needed unless ``mate_choice = "tournament"``) gives code
+    distances and genes.
     """
     rng = random.Random(f"ge:{evo.seed}:{generation}:plan" + (f":{island}" if island else ""))
     mating = mate_choice(evo.mate_choice, mates, evo.mate_strength, evo.mating_sigma)
     if generation == 0:
         plans = [
-            Plan(0, first_index + i, seed_id, (Step("mutation"),), island, _gene(mating, (), rng))
+            Plan(0, first_index + i, seed_id, _first_steps(), island, _gene(mating, (), rng))
             for i in range(evo.initial_population)
         ]
         return GenerationPlan(plans, [])
@@ -153,52 +162,25 @@ def plan_generation(
     elites = [s.id for s in spea2_elites(valid, min(evo.elites, len(valid)), objectives)]
     tournament = dcd_parents if evo.parent_tournament == "dcd" else nsga2_parents
     parents = [s.id for s in tournament(valid, evo.population, objectives, rng)]
-    if evo.eot_teachers == "spea2_top":
-        teachers = spea2_teachers(valid, seed_id, evo.eot_teacher_pool, objectives)
-    else:
-        elite_ids = set(elites)
-        teachers = eot_teachers([s for s in valid if s.id in elite_ids], seed, objectives)
-    eot_on = bool(eot) and generation >= evo.eot_start_generation and bool(teachers)
-    by_bandit = eot_on and eot == EOT_BY_BANDIT and evo.eot_probability > 0
-
-    def mutate_step() -> Step | None:
-        if rng.random() >= evo.mutation_probability:
-            return None
-        if by_bandit:
-            return Step("mutation", rng.choice(teachers))
-        if eot_on and rng.random() < evo.eot_probability:
-            return Step("eot", rng.choice(teachers))
-        return Step("mutation")
-
+    # Teachers known before the coin: a generation without teachers draws no EoT coin.
+    teachers = _Teachers(lambda: _teachers(valid, seed, seed_id, evo, objectives), first=True)
+    draws = _Draws(evo, generation, eot, teachers)
     plans: list[Plan] = []
     for i in range(0, len(parents) - 1, 2):
         a, b = parents[i], parents[i + 1]
-        if mating is None:
-            crossed = a != b and rng.random() < evo.crossover_probability
-        elif rng.random() < evo.crossover_probability:
-            chosen = mating.partner(a, parents, rng)
-            crossed, b = chosen is not None, chosen or b
-        else:
-            crossed = False
-        for primary, partner in ((a, b), (b, a)):
-            steps = [Step("crossover", partner)] if crossed else []
-            mut = mutate_step()
-            if mut is not None:
-                steps.append(mut)
-            if steps:
-                gene = _gene(mating, (primary, partner) if crossed else (primary,), rng)
-                index = first_index + len(plans)
-                plans.append(Plan(generation, index, primary, tuple(steps), island, gene))
+        partner = _partner(rng, draws, a, b, lambda: parents, mating)
+        b = partner or b
+        for primary, other in ((a, b), (b, a)):
+            index = first_index + len(plans)
+            plan = _child(rng, draws, index, island, primary, other if partner else None, mating)
+            if plan is not None:
+                plans.append(plan)
     if len(parents) % 2:
-        mut = mutate_step() or Step("mutation")
+        single = _single_step(rng, draws) or Step(registry.base().name)
         gene = _gene(mating, (parents[-1],), rng)
-        plans.append(Plan(generation, first_index + len(plans), parents[-1], (mut,), island, gene))
+        index = first_index + len(plans)
+        plans.append(Plan(generation, index, parents[-1], (single,), island, gene))
     return GenerationPlan(plans, elites)
-
-
-def _gene(mating: MateChoice | None, parents: tuple[str, ...], rng: random.Random) -> float | None:
-    """The child's mating preference (self-adaptive mate choice only; no draw otherwise)."""
-    return None if mating is None else mating.gene(parents, rng)
 
 
 def plan_child(
@@ -217,46 +199,144 @@ def plan_child(
     ``population`` as it stands (the SPEA2 archive and the children evaluated since); None when
     the child draws neither crossover nor mutation (a clone, dropped as in ``plan_generation``).
 
-    The same rules as a generation's plan, per child: generation 0 mutates the seed; later, an
-    NSGA-II (or ``dcd``) tournament over the population picks the parent and, with
-    ``crossover_probability``, a partner; then the mutation, EoT, teacher and start-generation
-    rules of ``plan_generation``. Every draw comes from an RNG seeded by (run seed, generation,
-    index), so a child planned from the same population is always the same plan.
+    The same rules as a generation's plan, per child (the same code draws the steps): generation
+    0 mutates the seed; later, an NSGA-II (or ``dcd``) tournament over the population picks the
+    parent and, with ``crossover_probability``, a partner; then the mutation, EoT, teacher and
+    start-generation rules of ``plan_generation``, except that the EoT coin is drawn before the
+    teachers are known (so that SPEA2 runs only for the EoT children). Every draw comes from an
+    RNG seeded by (run seed, generation, index), so a child planned from the same population is
+    always the same plan.
 
     With mate choice, a crossover's partner is drawn by it from ``population`` more tournament
     winners (drawn for this child only when it crosses over).
     """
     rng = random.Random(f"ge:{evo.seed}:{generation}:{index}:steady")
     mating = mate_choice(evo.mate_choice, mates, evo.mate_strength, evo.mating_sigma)
-    if generation == 0:
-        return Plan(0, index, seed_id, (Step("mutation"),), 0, _gene(mating, (), rng))
     valid = list(population) or ([seed] if seed is not None else [])
-    if not valid:
-        return Plan(generation, index, seed_id, (Step("mutation"),), 0, _gene(mating, (), rng))
+    if generation == 0 or not valid:
+        return Plan(generation, index, seed_id, _first_steps(), 0, _gene(mating, (), rng))
     tournament = dcd_parents if evo.parent_tournament == "dcd" else nsga2_parents
-    parent, partner = (s.id for s in tournament(valid, 2, objectives, rng))
-    steps: list[Step] = []
+    parent, candidate = (s.id for s in tournament(valid, 2, objectives, rng))
+
+    def pool() -> list[str]:
+        return [s.id for s in tournament(valid, evo.population, objectives, rng)]
+
+    teachers = _Teachers(lambda: _teachers(valid, seed, seed_id, evo, objectives), first=False)
+    draws = _Draws(evo, generation, eot, teachers)
+    partner = _partner(rng, draws, parent, candidate, pool, mating)
+    return _child(rng, draws, index, 0, parent, partner, mating)
+
+
+class _Teachers:
+    """A population's EoT teachers, found at most once: ``first`` before the EoT coin (a
+    generation's plan: no teachers, no coin), else only once a coin says EoT."""
+
+    def __init__(self, find: Callable[[], list[str]], first: bool) -> None:
+        self._find = find
+        self._found: list[str] | None = None
+        self.first = first
+
+    def get(self) -> list[str]:
+        if self._found is None:
+            self._found = self._find()
+        return self._found
+
+    def allow_coin(self) -> bool:
+        """Whether a teacher's coin is drawn: not when the teachers come first and are none."""
+        return not self.first or bool(self.get())
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """What a child's step draws depend on besides the RNG."""
+
+    evo: EvolutionConfig
+    generation: int
+    eot: bool | str  # the proposer's supports_eot (see plan_generation)
+    teachers: _Teachers
+
+
+def _first_steps() -> tuple[Step, ...]:
+    """Generation 0 (or an empty population): a mutation of the seed, nothing drawn."""
+    return (Step(registry.base().name),)
+
+
+def _partner(
+    rng: random.Random,
+    draws: _Draws,
+    parent: str,
+    candidate: str,
+    pool: Callable[[], list[str]],
+    mating: MateChoice | None,
+) -> str | None:
+    """``parent``'s crossover partner (None: no crossover), with the pair operator's probability:
+    ``candidate`` (never the parent itself), or with mate choice one drawn from ``pool()``."""
+    probability = _probability(registry.pair(), draws.evo)
     if mating is None:
-        if parent != partner and rng.random() < evo.crossover_probability:
-            steps.append(Step("crossover", partner))
-    elif rng.random() < evo.crossover_probability:
-        pool = [s.id for s in tournament(valid, evo.population, objectives, rng)]
-        chosen = mating.partner(parent, pool, rng)
-        if chosen is not None:
-            steps.append(Step("crossover", chosen))
-    if rng.random() < evo.mutation_probability:
-        # Drawn before the teachers are known, so that SPEA2 runs only for the EoT children.
-        wants_eot = bool(eot) and generation >= evo.eot_start_generation
-        by_bandit = wants_eot and eot == EOT_BY_BANDIT and evo.eot_probability > 0
-        wants_eot = by_bandit or (wants_eot and rng.random() < evo.eot_probability)
-        teachers = _teachers(valid, seed, seed_id, evo, objectives) if wants_eot else []
-        op = "mutation" if by_bandit else "eot"
-        steps.append(Step(op, rng.choice(teachers)) if teachers else Step("mutation"))
+        return candidate if parent != candidate and rng.random() < probability else None
+    if rng.random() < probability:
+        return mating.partner(parent, pool(), rng)
+    return None
+
+
+def _child(
+    rng: random.Random,
+    draws: _Draws,
+    index: int,
+    island: int,
+    parent: str,
+    partner: str | None,
+    mating: MateChoice | None,
+) -> Plan | None:
+    """One child's plan: the crossover with ``partner`` (if any), then the single-parent step
+    drawn; None when it has neither (a clone, dropped)."""
+    steps = [Step(registry.pair().name, partner)] if partner is not None else []
+    single = _single_step(rng, draws)
+    if single is not None:
+        steps.append(single)
     if not steps:
         return None
-    partners = [s.other for s in steps if s.op == "crossover" and s.other]
-    gene = _gene(mating, (parent, *partners), rng)
-    return Plan(generation, index, parent, tuple(steps), 0, gene)
+    gene = _gene(mating, (parent, partner) if partner is not None else (parent,), rng)
+    return Plan(draws.generation, index, parent, tuple(steps), island, gene)
+
+
+def _single_step(rng: random.Random, draws: _Draws) -> Step | None:
+    """The step on one parent (None: the child is not mutated, with the base operator's
+    probability): a mutation, or a registered alternative drawn in its place, each in registry
+    order from its start generation with its probability (one that learns from a teacher only
+    with teachers; with the bandit choosing EoT, a mutation that carries the teacher)."""
+    evo, base = draws.evo, registry.base()
+    if rng.random() >= _probability(base, evo):
+        return None
+    if not draws.eot:
+        return Step(base.name)
+    for alt in registry.alternatives():
+        if draws.generation < alt.start_generation(evo):
+            continue
+        if alt.teacher and not draws.teachers.allow_coin():
+            continue
+        probability = _probability(alt, evo)
+        if alt.teacher and draws.eot == EOT_BY_BANDIT and probability > 0:
+            return _taught(base.name, draws.teachers.get(), rng)
+        if rng.random() < probability:
+            return _taught(alt.name, draws.teachers.get(), rng) if alt.teacher else Step(alt.name)
+    return Step(base.name)
+
+
+def _taught(op: str, teachers: list[str], rng: random.Random) -> Step:
+    """A step of ``op`` with a teacher drawn; a plain mutation when there is none."""
+    return Step(op, rng.choice(teachers)) if teachers else Step(registry.base().name)
+
+
+def _probability(spec: OperatorSpec, evo: EvolutionConfig) -> float:
+    if spec.probability is None:
+        raise ValueError(f"the plan draws the {spec.name} operator, which has no probability")
+    return spec.probability(evo)
+
+
+def _gene(mating: MateChoice | None, parents: tuple[str, ...], rng: random.Random) -> float | None:
+    """The child's mating preference (self-adaptive mate choice only; no draw otherwise)."""
+    return None if mating is None else mating.gene(parents, rng)
 
 
 def _teachers(
@@ -266,8 +346,8 @@ def _teachers(
     evo: EvolutionConfig,
     objectives: Sequence[ObjectiveSpec],
 ) -> list[str]:
-    """EoT teachers of a population: as in ``plan_generation`` (its SPEA2 elites that beat the
-    seed, or the paper's SPEA2 top ``eot_teacher_pool``)."""
+    """EoT teachers of a population: its SPEA2 elites that beat the seed, or the paper's SPEA2
+    top ``eot_teacher_pool``."""
     if evo.eot_teachers == "spea2_top":
         return spea2_teachers(valid, seed_id, evo.eot_teacher_pool, objectives)
     elite_ids = {s.id for s in spea2_elites(valid, min(evo.elites, len(valid)), objectives)}

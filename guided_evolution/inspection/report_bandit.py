@@ -3,7 +3,7 @@ such as ``mutation/expert`` or ``eot/-``, offline the edit class, made the child
 on a parent, at what cost) and the tokens per operator and edit mode, for `ge status`,
 `ge log --bandit` and the report.
 
-The arms are tallied from the index with the engine's own rule (``bandit_history``), so they are
+The arms are tallied from the index with the engine's own rule (``evolution.bandit_history``), so they are
 shown whether the bandit is on or off; with it on, ``generations`` lists the state each
 generation's choices were drawn from (its ``bandit`` events).
 """
@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guided_evolution.config import GeConfig
-from guided_evolution.engine.bandit_history import operator_arms, read_history
 from guided_evolution.evolution.bandit import per_dollar, state_dict, tally
+from guided_evolution.evolution.bandit_history import operator_arms, read_history
+from guided_evolution.evolution.operators import registry
 from guided_evolution.inspection.html_parts import esc
 from guided_evolution.inspection.json_view import OMITTED_IF_NONE, JsonView
-
-OPERATOR_ORDER = ("mutation", "crossover", "eot", "fix")
 
 Arm = dict[str, float | int | str]  # one arm as `evolution.bandit.state_dict` writes it
 
@@ -98,7 +97,7 @@ def token_view(index: Any) -> TokenView:
         row.completion_tokens += call.completion_tokens
         total += call.prompt_tokens + call.completion_tokens
     valid = sum(1 for v in index.variants(status="evaluated") if v.parents)
-    rank = {op: i for i, op in enumerate(OPERATOR_ORDER)}
+    rank = {op: i for i, op in enumerate(registry.report_order())}
     ordered = sorted(rows.values(), key=lambda r: (rank.get(r.operator, 99), r.operator, r.mode))
     return TokenView(
         by_operator=ordered,
@@ -124,7 +123,7 @@ def bandit_html(bandit: BanditView, tokens: TokenView) -> str:
             parts.append(f"<h3>{title}</h3><table>{head}{_arm_rows(arms)}</table>")
     if tokens.by_operator:
         rows = "".join(
-            f"<tr><td>{esc(r.operator)}</td><td>{esc(r.mode)}</td><td>{r.calls}</td>"
+            f"<tr><td>{esc(registry.label(r.operator))}</td><td>{esc(r.mode)}</td><td>{r.calls}</td>"
             f"<td>{r.prompt_tokens}</td><td>{r.completion_tokens}</td></tr>"
             for r in tokens.by_operator
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from guided_evolution.errors import GeError, RunStateError
+from guided_evolution.evolution.operators import registry
 from guided_evolution.llm.records import CallRecord
 from guided_evolution.runstore.records import (
     EVALUATION_STATUSES,
@@ -27,15 +28,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 """Schema version -> the statements that bring an index of the version before up to it."""
 REBUILD_HINT = "run `ge doctor RUN_DIR --rebuild-index`"
-OPERATORS = (
-    "seed",
-    "mutation",
-    "crossover",
-    "eot",
-    "offline-mutation",
-    "offline-crossover",
-    "fix",
-)
 VARIANT_STATUSES = ("pending", "evaluating", "evaluated", "failed", "invalid")
 CALL_OUTCOMES = ("ok", "error", "cached")
 
@@ -44,14 +36,21 @@ def sql_in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-SCHEMA = f"""
+def operators() -> tuple[str, ...]:
+    """The values ``variants.operator`` may take: ``seed`` and the registered operators' stored
+    names, in registry order (an index lists those of its creation in its CHECK)."""
+    return registry.stored_names()
+
+
+_OPERATORS_HERE = "(__operators__)"  # where schema() puts the operators of its time
+_SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE variants (
     id TEXT PRIMARY KEY,
     commit_sha TEXT,
     branch TEXT,
     generation INTEGER NOT NULL,
-    operator TEXT NOT NULL CHECK (operator IN {sql_in(OPERATORS)}),
+    operator TEXT NOT NULL CHECK (operator IN {_OPERATORS_HERE}),
     parents TEXT NOT NULL DEFAULT '[]',
     segment TEXT,
     prompt_name TEXT,
@@ -130,6 +129,12 @@ CREATE TABLE generations (
     islands TEXT NOT NULL DEFAULT '[]'
 );
 """
+
+
+def schema() -> str:
+    """The statements that create an index (``variants.operator`` checked against
+    ``operators()``)."""
+    return _SCHEMA.replace(_OPERATORS_HERE, sql_in(operators()))
 
 
 def dumps(value: Any) -> str:
@@ -237,7 +242,7 @@ def prepare(conn: sqlite3.Connection) -> bool:
     when the index was new."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version == 0:
-        for statement in SCHEMA.split(";"):
+        for statement in schema().split(";"):
             if statement.strip():
                 conn.execute(statement)
     for number in range(version + 1, SCHEMA_VERSION + 1) if version else ():

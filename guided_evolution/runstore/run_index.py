@@ -22,7 +22,6 @@ from guided_evolution.llm.records import CachedReply, CallRecord
 from guided_evolution.runstore.index_schema import (
     CALL_COUNTS_SQL,
     CALL_OUTCOMES,
-    OPERATORS,
     REBUILD_HINT,
     SCHEMA_VERSION,
     VARIANT_COUNTS_SQL,
@@ -33,6 +32,7 @@ from guided_evolution.runstore.index_schema import (
     copy_statement,
     dumps,
     evaluation_from_row,
+    operators,
     prepare,
     variant_from_row,
 )
@@ -176,7 +176,7 @@ class RunIndex:
 
     def add_variant(self, rec: VariantRecord, replace: bool = False) -> None:
         """Insert a variant; an existing id is an error unless ``replace``."""
-        check_value(rec.operator, OPERATORS, "operator")
+        check_value(rec.operator, operators(), "operator")
         check_value(rec.status, VARIANT_STATUSES, "variant status")
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         with self.transaction() as conn:

@@ -8,7 +8,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from guided_evolution.evolution.offline_source import (
+from guided_evolution.evolution.operators.offline_source import (
     Source,
     dotted_name,
     format_float,

@@ -11,7 +11,7 @@ import math
 import random
 from collections.abc import Callable
 
-from guided_evolution.evolution.offline_source import (
+from guided_evolution.evolution.operators.offline_source import (
     Source,
     dotted_name,
     format_float,
@@ -20,7 +20,7 @@ from guided_evolution.evolution.offline_source import (
     position,
     shorten,
 )
-from guided_evolution.evolution.offline_swaps import swap_edit
+from guided_evolution.evolution.operators.offline_swaps import swap_edit
 
 # ints passed to these calls/keywords are dimensions or indices, not sizes: never nudged
 _DIM_CALLS = frozenset(

@@ -1,4 +1,5 @@
-"""The built-in no-LLM baseline (``--model offline``): classic genetic-programming edits.
+"""The built-in no-LLM baseline (``--model offline``): classic genetic-programming edits, its two
+operators (``offline-mutation``, ``offline-crossover``: the counterparts of mutation and crossover).
 
 Mutation applies one to three edits (``offline_edits``: literal nudges, torch call swaps,
 statement duplication/deletion) to one segment's code; crossover exchanges whole segments between
@@ -12,11 +13,13 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from guided_evolution.evolution.offline_edits import EDITS, Source
+from guided_evolution.config import GeConfig
+from guided_evolution.evolution.operators.offline_edits import EDITS, Source
+from guided_evolution.evolution.operators.spec import PAIR, SINGLE, Child, OperatorSpec
 from guided_evolution.evolution.segments import Genome, Segment, differing_segments, parse_genome
 from guided_evolution.evolution.splice import SpliceError, splice
 
-OPERATORS = ("nudge", "swap", "statement")
+EDIT_CLASSES = ("nudge", "swap", "statement")  # its edit classes: the operator bandit's arms
 _WEIGHTS = {"nudge": 0.45, "swap": 0.3, "statement": 0.25}
 
 @dataclass(frozen=True)
@@ -35,14 +38,14 @@ def offline_mutate(
     segment: Segment,
     rng: random.Random,
     strength: float = 1.0,
-    operators: Sequence[str] = OPERATORS,
+    operators: Sequence[str] = EDIT_CLASSES,
 ) -> OfflineEdit:
     """A random GP edit of the segment's code that parses and differs from it.
 
     `operators` restricts the operator classes ("nudge", "swap", "statement"); `strength`
     scales how many literals change and how far. SpliceError when no edit applies.
     """
-    unknown = set(operators) - set(OPERATORS)
+    unknown = set(operators) - set(EDIT_CLASSES)
     if unknown:
         raise ValueError(f"unknown offline operators: {sorted(unknown)}")
     original = Source.parse(segment.code)
@@ -52,7 +55,7 @@ def offline_mutate(
     n_edits = 1 + sum(rng.random() < 0.3 * strength for _ in range(2))
     src = original
     done: list[str] = []
-    pending = [op for op in OPERATORS if op in operators]  # each class at most once per edit
+    pending = [op for op in EDIT_CLASSES if op in operators]  # each class at most once per edit
     tries = dict.fromkeys(pending, 2)  # a failed class is retried once (its draws are random)
     while pending and len(done) < n_edits:
         op = _weighted_pick(pending, rng)
@@ -132,3 +135,41 @@ def offline_crossover(a: Genome, b: Genome, rng: random.Random) -> tuple[dict[st
     if rejected:
         parts.append(f"rejected {', '.join(rejected)}")
     return dict(genome.files), "uniform crossover: " + "; ".join(parts)
+
+
+def mutation_child(
+    genome: Genome, parents: tuple[str, ...], rng: random.Random, arm: str | None = None
+) -> Child:
+    """An offline mutation of a random segment that offers an edit (``arm``: the bandit's edit
+    class, else any). SpliceError when no segment offers one."""
+    edits = (arm,) if arm else EDIT_CLASSES
+    segments = list(genome.segments)
+    rng.shuffle(segments)
+    last: SpliceError | None = None
+    for segment in segments:  # some segments offer no edit (e.g. no literal, no known call)
+        try:
+            edit = offline_mutate(segment, rng, operators=edits)
+            files = splice(genome, segment.key, edit.code)
+        except SpliceError as err:
+            last = err
+            continue
+        return Child(files, MUTATION.name, segment.key, "offline", arm, parents, 0.0, None,
+                     edit.description)  # fmt: skip
+    raise last or SpliceError("no applicable offline edit")
+
+
+def crossover_child(
+    genome: Genome, other: Genome, parents: tuple[str, ...], rng: random.Random
+) -> Child:
+    """An offline uniform crossover of ``genome`` with ``other``."""
+    files, description = offline_crossover(genome, other, rng)
+    return Child(files, CROSSOVER.name, "*", "offline", None, parents, 0.0, None, description)
+
+
+def arms(_cfg: GeConfig) -> tuple[str, ...]:
+    """The edit classes."""
+    return EDIT_CLASSES
+
+
+MUTATION = OperatorSpec(name="offline-mutation", role=SINGLE, calls=(), offline=True, arms=arms)
+CROSSOVER = OperatorSpec(name="offline-crossover", role=PAIR, calls=(), offline=True)

@@ -1,0 +1,134 @@
+"""The run's two bandits as the engine uses them: each generation's state computed from the
+children decided before it (``evolution.bandit_history``), stored as a ``bandit`` event and read
+back on resume; the choices of models and (operator, persona) arms; rejected plans' pulls."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from guided_evolution.config import GeConfig
+from guided_evolution.evolution.bandit import ArmStats, choose, per_dollar, state_dict, tally
+from guided_evolution.evolution.bandit_history import (
+    EOT_ARM,
+    MUTATION,
+    REJECTED,
+    operator_arms,
+    read_history,
+    stored_arms,
+)
+from guided_evolution.evolution.operators import eot as eot_op
+from guided_evolution.evolution.operators import registry
+from guided_evolution.evolution.scoring import ObjectiveSpec
+
+
+@dataclass(frozen=True)
+class BanditState:
+    """Both bandits as one generation's children see them."""
+
+    models: list[ArmStats]
+    personas: list[ArmStats]
+
+
+class Bandits:
+    """The run's two bandits (``[llm] bandit``): over the ensemble's models, and over the
+    (operator, persona) arms of mutation steps (offline: the edit classes). The state of each
+    generation is computed at its first choice from the children decided before it, stored as a
+    ``bandit`` event (the second bandit under ``personas``), and read back from that event by a
+    resumed run, so that the same plan always makes the same choices."""
+
+    def __init__(
+        self,
+        cfg: GeConfig,
+        index: Any,
+        objectives: Sequence[ObjectiveSpec],
+    ) -> None:
+        self.algorithm = cfg.llm.bandit
+        self.per_dollar = cfg.llm.bandit_per_dollar
+        self.offline = cfg.llm.offline
+        self.index = index
+        self.objectives = objectives
+        self.model_weights = {} if self.offline else {m.model: m.weight for m in cfg.llm.models}
+        self.persona_weights = operator_arms(cfg)
+        self._states: dict[int, BanditState] = {}
+        self._drawn: dict[tuple[int, int], str] = {}  # (generation, plan) -> arm drawn
+
+    @property
+    def chooses_eot(self) -> bool:
+        """The bandit, not the ``eot_probability`` coin, chooses EoT where it is possible."""
+        return self.on and EOT_ARM in self.persona_weights
+
+    @property
+    def on(self) -> bool:
+        return self.algorithm != "off"
+
+    def state(self, generation: int) -> BanditState:
+        """The state for ``generation`` (stored at its first use)."""
+        if generation in self._states:
+            return self._states[generation]
+        stored = next(
+            (e.data for e in self.index.events("bandit") if e.data.get("generation") == generation),
+            None,
+        )
+        if stored is None:
+            stored = self.snapshot(generation)
+            self.index.add_event("bandit", stored)
+        found = BanditState(stored_arms(stored["models"]), stored_arms(stored["personas"]))
+        self._states[generation] = found
+        return found
+
+    def snapshot(self, generation: int) -> dict[str, Any]:
+        """The ``bandit`` event of ``generation``: each arm's tally of the children before it."""
+        history = read_history(self.index, self.objectives, generation, self.offline)
+        models, personas = history.models, history.personas
+        if self.per_dollar:
+            models, personas = per_dollar(models), per_dollar(personas)
+        return {
+            "generation": generation,
+            "algorithm": self.algorithm,
+            "per_dollar": self.per_dollar,
+            "models": state_dict(tally(self.model_weights, models)),
+            "personas": state_dict(tally(self.persona_weights, personas)),
+        }
+
+    def model(self, generation: int, rng: random.Random) -> str | None:
+        """The model to ask (None: the bandit is off or there is one model)."""
+        if not self.on or len(self.model_weights) < 2:
+            return None
+        return choose(self.algorithm, self.state(generation).models, rng)
+
+    def persona(self, generation: int, rng: random.Random, plan: int = -1) -> str | None:
+        """The persona (offline: edit class) of a mutation of plan ``plan`` where EoT is not a
+        choice (None: off or only one)."""
+        chosen = self.operator(generation, rng, plan, eot=False)
+        return chosen[1] if chosen else None
+
+    def operator(
+        self, generation: int, rng: random.Random, plan: int, eot: bool
+    ) -> tuple[str, str | None] | None:
+        """(operator, persona) of a mutation step of plan ``plan``: ``("eot", None)`` (only when
+        ``eot``: EoT is possible there) or ``("mutation", persona)``; offline ``("mutation", edit
+        class)``. None: the bandit is off, or there is nothing to choose from."""
+        names = [
+            n
+            for n in self.persona_weights
+            if self.offline or n.startswith(MUTATION) or (eot and n == EOT_ARM)
+        ]
+        if not self.on or len(names) < 2:
+            return None
+        arms = [a for a in self.state(generation).personas if a.arm in names]
+        arm = choose(self.algorithm, arms, rng)
+        self._drawn[(generation, plan)] = arm
+        if self.offline:
+            return registry.base().name, arm
+        if arm == EOT_ARM:
+            return eot_op.SPEC.name, None
+        return registry.base().name, arm.removeprefix(MUTATION)
+
+    def rejected(self, generation: int, plan: int) -> None:
+        """Plan ``plan`` made no child: its drawn arm (if any) is a pull with reward 0."""
+        arm = self._drawn.pop((generation, plan), None)
+        if arm is not None:
+            self.index.add_event(REJECTED, {"generation": generation, "plan": plan, "arm": arm})

@@ -1,0 +1,91 @@
+"""Crossover: the two parents' versions of one segment merged by the LLM (``prompts/crossover.txt``)
+into the files of one of them. The plan's first step of a child with two parents."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from guided_evolution.config import EvolutionConfig
+from guided_evolution.evolution.operators.common import (
+    fence,
+    label,
+    segment_values,
+    temperature,
+)
+from guided_evolution.evolution.operators.spec import (
+    PAIR,
+    OperatorRequest,
+    OperatorSpec,
+    StepContext,
+)
+from guided_evolution.evolution.prompts import PromptLibrary
+from guided_evolution.evolution.segments import Genome, differing_segments
+
+
+def crossover_request(
+    lib: PromptLibrary,
+    a: Genome,
+    a_id: str,
+    b: Genome,
+    b_id: str,
+    rng: random.Random,
+    *,
+    temperature_range: Sequence[float],
+) -> OperatorRequest | None:
+    """Merge the two parents' versions of one segment where they differ; None if they don't.
+
+    The direction is random: the child keeps the files of the primary parent (A or B, stored in
+    `base`) with that segment replaced. `parents` is always (a_id, b_id)."""
+    keys = [k for k in differing_segments(a, b) if k in a.keys and k in b.keys]
+    if not keys:
+        return None
+    key = rng.choice(list(keys))
+    a_primary = rng.random() < 0.5
+    (base, base_id), (other, other_id) = (
+        ((a, a_id), (b, b_id)) if a_primary else ((b, b_id), (a, a_id))
+    )
+    seg = base.segment(key)
+    values = segment_values(base, seg)
+    values["primary_code"] = values["code"]
+    values["secondary_code"] = fence(other.segment(key).code)
+    detail = f"base {base_id}, ideas from {other_id}"
+    return OperatorRequest(
+        operator=SPEC.name,
+        segment=key,
+        prompt_name="crossover",
+        persona=None,
+        messages=lib.render("crossover", **values),
+        temperature=temperature(rng, temperature_range),
+        parents=(a_id, b_id),
+        detail=detail,
+        base=base,
+        description=f"crossover of {label(seg)} ({detail})",
+    )
+
+
+def build(ctx: StepContext) -> OperatorRequest | None:
+    """A step's crossover of the genome with the step's partner (None: identical parents)."""
+    if ctx.other is None:
+        raise ValueError("a crossover step needs a partner")
+    other = ctx.source.genome(ctx.other)
+    return crossover_request(
+        ctx.lib, ctx.genome, ctx.parent_id, other, ctx.other, ctx.rng,
+        temperature_range=ctx.temperature_range,
+    )  # fmt: skip
+
+
+def probability(evo: EvolutionConfig) -> float:
+    """How often a pair of parents crosses over."""
+    return evo.crossover_probability
+
+
+SPEC = OperatorSpec(
+    name="crossover",
+    role=PAIR,
+    prompts=("crossover",),
+    temperature="crossover",
+    counterpart="offline-crossover",
+    probability=probability,
+    build=build,
+)
