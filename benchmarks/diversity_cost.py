@@ -32,7 +32,7 @@ from typing import Any
 
 from guided_evolution.errors import GeError
 from guided_evolution.evolution import diversity
-from guided_evolution.evolution.offline_operators import offline_mutate
+from guided_evolution.evolution.operators.offline import offline_mutate
 from guided_evolution.evolution.segments import Genome, parse_genome
 from guided_evolution.evolution.splice import SpliceError
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from guided_evolution.evolution import diversity
 from guided_evolution.evolution.novelty import NoveltyArchive, new_keys
-from guided_evolution.evolution.offline_operators import offline_mutate
+from guided_evolution.evolution.operators.offline import offline_mutate
 from guided_evolution.evolution.segments import Genome, parse_genome
 from guided_evolution.evolution.splice import SpliceError
 
