@@ -245,7 +245,8 @@ def test_inspection_commands_default_to_the_latest_run(tmp_path: Path) -> None:
         run_json("run", "seed", "--run-dir", f"runs/{name}", cwd=tmp_path)
     latest = tmp_path / "runs" / "latest"
     assert latest.is_symlink() and latest.resolve() == (tmp_path / "runs" / "second").resolve()
-    proc = ge("status", "--json", cwd=tmp_path)
+    # wide: the notice names the run by its path, which rich would wrap at 80 columns
+    proc = ge("status", "--json", cwd=tmp_path, env={"COLUMNS": "400"})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["run_dir"] == str((tmp_path / "runs" / "second").resolve())
     assert "(the latest)" in proc.stderr and "second" in proc.stderr
