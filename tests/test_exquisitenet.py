@@ -244,6 +244,7 @@ def _ask(worker: subprocess.Popen, request: dict) -> tuple[dict, dict]:
     return started, ended
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_worker_matches_cold_runs_and_survives_a_crash(data_dir: Path, tmp_path: Path) -> None:
     args = {"epochs": 1, "device": "cpu", "seed": 5}

@@ -63,6 +63,7 @@ def _notes_text(notes: str) -> str:
     return "\n".join(re.sub(r"^#\s?", "", line) for line in lines).strip()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_exquisitenet_evolves_with_an_llm_on_tiny_cifar(tmp_path: Path) -> None:
     # Generation 1 has 3 children: a crossover pair (each then EoT-applied) and one EoT child.

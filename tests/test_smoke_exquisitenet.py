@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import run_json
 from tests.support.seeds import cpu_exquisitenet_seed
 
 
+@pytest.mark.slow
 def test_exquisitenet_seed_evolves_offline_on_tiny_cifar(tmp_path: Path) -> None:
     # CPU-sized: one short epoch; the command and the worker keep reading data from GE_SEED_DIR.
     seed = cpu_exquisitenet_seed(tmp_path / "exquisitenet_v2")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import run_json
 from tests.support.openai_server import serve
@@ -44,12 +46,14 @@ def _assert_evolved(run_dir: Path, summary: dict) -> None:
     assert logs and all("evaluate via the worker of slot" in t for t in logs if "evaluate:" in t)
 
 
+@pytest.mark.slow
 def test_tiny_cnn_offline_smoke(tmp_path: Path) -> None:
     seed = _small_copy(tmp_path)
     summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     _assert_evolved(tmp_path / "run", summary)
 
 
+@pytest.mark.slow
 def test_tiny_cnn_llm_smoke(tmp_path: Path) -> None:
     seed = _small_copy(tmp_path)
     writer = CodeWriter()
