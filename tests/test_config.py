@@ -173,7 +173,7 @@ def test_init_writes_a_runnable_template_and_refuses_to_overwrite(tmp_path: Path
 
 def test_a_models_client_library_reaches_the_llm_settings() -> None:
     """`client` in `[[llm.models]]` forces the library that sends the model's requests."""
-    from guided_evolution.engine.proposer import llm_settings
+    from guided_evolution.llm.config_settings import llm_settings
     from guided_evolution.llm.direct import uses_openai
 
     models = [

@@ -100,7 +100,7 @@ class Engine:
             with contextlib.suppress(Exception):
                 await executor.aclose(cancel=not self.detach)
             with contextlib.suppress(Exception):
-                await self.proposer.aclose()
+                await self.proposer.session.aclose()
             if self.scheduler is not None:
                 with contextlib.suppress(Exception):
                     await self.scheduler.removed()
@@ -121,15 +121,13 @@ class Engine:
         retry = dict(stops[-1].data.get("retry") or {}) if stops else {}
         self.scheduler = scheduler = Scheduler(self.parts, executor, retry)
         # The LLM client library (litellm for some providers) loads while the seed is evaluated, not on the first call.
-        warm = asyncio.create_task(self.proposer.warm_up())
+        warm = asyncio.create_task(self.proposer.session.warm_up())
         await scheduler.evaluate_seed()
         await warm
-        self.proposer.ready()
+        self.proposer.session.ready()
         await self._strategy(scheduler)
-        if self.proposer.budget_reached():
-            self.stop_reason = self.proposer.exhausted_reason() or "budget reached"
-        else:
-            self.stop_reason = f"completed {self.evo.generations} generations"
+        spent = self.proposer.session.exhausted()
+        self.stop_reason = spent if spent is not None else f"completed {self.evo.generations} generations"
         self.index.set_meta(META_FINISHED, self.stop_reason)
         self.index.add_event("run_finished", {"reason": self.stop_reason})
         self.recorder.compact(force=True)

@@ -35,13 +35,13 @@ class GenerationalLoop:
     async def run(self, gen: int, islands: list[list[str]], hof: list[str]) -> None:
         """Each island planned from its whole evaluated previous population (its checkpoint's
         ``population``, or its ``islands``)."""
-        proposer = self.parts.proposer
+        session = self.parts.proposer.session
         if self.evo.overlap_tail and gen > 0:
             self._carry_late(gen - 1, dedup([v for members in islands for v in members]))
         try:
             while gen <= self.evo.generations:
                 self.scheduler.generation = gen
-                if proposer.budget_reached():
+                if session.exhausted() is not None:
                     return
                 islands, hof, cut_short = await self._generation(gen, islands, hof)
                 if cut_short:
@@ -75,16 +75,16 @@ class GenerationalLoop:
         Returns the islands' new populations, the hall of fame, and whether the LLM budget cut
         the generation short.
         """
-        parts, scheduler, proposer = self.parts, self.scheduler, self.parts.proposer
+        parts, scheduler, session = self.parts, self.scheduler, self.parts.proposer.session
         planned = self._plan(gen, islands)
         plans = [plan for p in planned for plan in p.plans]
         parts.index.add_event("generation_started", {"generation": gen, "plans": len(plans)})
         parts.progress.generation(gen, self.evo.generations, len(plans))
-        proposer.start_generation()
+        session.start_generation()
         tail = self.evo.overlap_tail if gen < self.evo.generations else 0
         outcomes, late = await scheduler.run_batch(plans, tail)
         self._late_tasks = [*self._carried, *late]
-        if proposer.budget_reached() and late:  # cut short: no next generation to join
+        if session.exhausted() is not None and late:  # cut short: no next generation to join
             outcomes = sorted([*outcomes, *await asyncio.gather(*late)], key=lambda o: o.plan.index)
             late = []
         scheduler.end_generation(gen, outcomes, complete=not late)
@@ -100,7 +100,7 @@ class GenerationalLoop:
             gen, closed.population, closed.elites, closed.hall_of_fame,
             islands=closed.islands if self.evo.islands > 1 else [],
         )  # fmt: skip
-        cut_short = proposer.budget_reached() and any(o.reason == "budget" for o in outcomes)
+        cut_short = session.exhausted() is not None and any(o.reason == "budget" for o in outcomes)
         children = sum(1 for o in outcomes if o.variant)
         moves = [m.as_event() for m in closed.moves]
         scheduler.checkpoint(record, children, moves, cut_short=cut_short)

@@ -43,7 +43,6 @@ from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import Genome, parse_genome
 from guided_evolution.evolution.splice import SpliceError
 from guided_evolution.llm.errors import BudgetExhausted, LLMError
-from guided_evolution.llm.settings import LLMSettings, ModelSpec
 
 FATAL_STREAK = 5  # HTTP 400s in a row from one model that stop a run
 
@@ -68,13 +67,40 @@ class RunStopped(Exception):
         self.hint = hint
 
 
+class ProposerSession(Protocol):
+    """A proposer's run-level side: its client's start and end, the LLM budget, and the rule
+    that stops a run whose every LLM call of a generation failed."""
+
+    async def warm_up(self) -> None: ...
+
+    def ready(self) -> None:
+        """The loop starts proposing now (the give-up clock starts here)."""
+        ...
+
+    def exhausted(self) -> str | None:
+        """Why the LLM budget is spent (the run then stops, finished); None while it lasts."""
+        ...
+
+    def start_generation(self) -> None: ...
+
+    def end_generation(self, generation: int, reasons: list[str]) -> None:
+        """Raise RunStopped when every LLM call of the generation failed."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 class Proposer(Protocol):
-    """What the driver needs of a source of children."""
+    """What the engine needs of a source of children: what it can make, the children, and its
+    run-level side (``session``)."""
 
     # Can make Evolution of Thought children: True (where the plan's eot_probability coin says), or
     # EOT_BY_BANDIT (its bandit chooses EoT or a mutation where the plan says EoT is possible).
     supports_eot: bool | str
     supports_fix: bool  # can feed an evaluation failure back and propose a repaired child
+
+    @property
+    def session(self) -> ProposerSession: ...
 
     async def propose(self, plan: Plan) -> Child:
         """The plan's child; NoChild when none was made, RunStopped when the run must stop."""
@@ -86,49 +112,6 @@ class Proposer(Protocol):
     def take_calls(self, plan: Plan) -> list[int]:
         """The LLM call ids spent on ``plan`` since the last take (for the child or rejection)."""
         ...
-
-    def budget_reached(self) -> bool: ...
-
-    def exhausted_reason(self) -> str | None: ...
-
-    def start_generation(self) -> None: ...
-
-    def end_generation(self, generation: int, reasons: list[str]) -> None:
-        """Raise RunStopped when every LLM call of the generation failed."""
-        ...
-
-    async def warm_up(self) -> None: ...
-
-    def ready(self) -> None:
-        """The loop starts proposing now (the give-up clock starts here)."""
-        ...
-
-    async def aclose(self) -> None: ...
-
-
-def llm_settings(cfg: GeConfig) -> LLMSettings:
-    """The LLM client's settings from the run's config."""
-    return LLMSettings(
-        models=tuple(
-            ModelSpec(
-                model=m.model,
-                weight=m.weight,
-                api_base=m.api_base or cfg.llm.api_base,
-                api_key_env=m.api_key_env,
-                input_cost_per_token=m.input_cost_per_token,
-                output_cost_per_token=m.output_cost_per_token,
-                client=m.client,
-            )
-            for m in cfg.llm.models
-        ),
-        concurrency=cfg.llm.concurrency,
-        timeout_s=cfg.llm.timeout_s,
-        retries=cfg.llm.retries,
-        backoff_s=cfg.llm.backoff_s,
-        budget_usd=cfg.llm.budget_usd,
-        budget_tokens=cfg.llm.budget_tokens,
-        max_tokens=cfg.llm.max_tokens,
-    )
 
 
 class _StepProposer:
@@ -190,6 +173,14 @@ class _StepProposer:
 
     def take_calls(self, plan: Plan) -> list[int]:
         return []
+
+    @property
+    def session(self) -> _StepProposer:
+        """The run-level side (``ProposerSession``): the proposer itself."""
+        return self
+
+    def exhausted(self) -> str | None:
+        return (self.exhausted_reason() or "budget reached") if self.budget_reached() else None
 
     def start_generation(self) -> None:
         return None

@@ -150,7 +150,7 @@ class Scheduler:
         """The plan's new child to evaluate, committed; None when there is none (``outcome``
         then says why: a rejection, the budget, or the child's earlier evaluation)."""
         proposer, recorder = self.parts.proposer, self.parts.recorder
-        if proposer.budget_reached():
+        if proposer.session.exhausted() is not None:
             outcome.reason = "budget"
             return None
         progress = self.parts.progress
@@ -299,7 +299,7 @@ class Scheduler:
         """Stop the run when every LLM call of the generation failed (the proposer's rule), or
         when no child of it succeeded for one common reason (``outcome.failed_generation``;
         not while some of its children are still evaluated: ``complete`` False)."""
-        self.parts.proposer.end_generation(gen, [o.reason for o in outcomes if o.reason])
+        self.parts.proposer.session.end_generation(gen, [o.reason for o in outcomes if o.reason])
         if not complete:
             return
         attempts = {}

@@ -27,7 +27,7 @@ from guided_evolution.config import GeConfig, ResolvedConfig, find_config, load_
 from guided_evolution.engine.driver import Engine
 from guided_evolution.engine.guard import RecordGuard
 from guided_evolution.engine.progress import Progress, make_progress
-from guided_evolution.engine.proposer import LLMProposer, OfflineProposer, Proposer, llm_settings
+from guided_evolution.engine.proposer import LLMProposer, OfflineProposer, Proposer
 from guided_evolution.engine.reader import RunReader
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.errors import ConfigError, GeError, RunDamagedError
@@ -36,6 +36,7 @@ from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.scoring import scored
 from guided_evolution.evolution.segments import parse_genome, variant_id
 from guided_evolution.llm.client import LLMClient, import_in_background
+from guided_evolution.llm.config_settings import llm_settings
 from guided_evolution.llm.preflight import preflight
 from guided_evolution.runstore import damage, doctor
 from guided_evolution.runstore import rundir as rd

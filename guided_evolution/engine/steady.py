@@ -97,7 +97,7 @@ class SteadyLoop:
         try:
             for gen, stored in self._draws(start):
                 await pending.acquire()
-                if self.failure is not None or self.parts.proposer.budget_reached():
+                if self.failure is not None or self.parts.proposer.session.exhausted() is not None:
                     pending.release()
                     break
                 self._started(gen)
@@ -195,7 +195,7 @@ class SteadyLoop:
     def _close(self, gen: _Generation) -> None:
         scheduler = self.scheduler
         scheduler.end_generation(gen.number, gen.outcomes)
-        self.parts.proposer.start_generation()
+        self.parts.proposer.session.start_generation()
         children = [
             o.variant for o in sorted(gen.outcomes, key=lambda o: o.plan.index) if o.variant
         ]
