@@ -350,7 +350,7 @@ def start_order(plans: list[Plan]) -> list[Plan]:
     then crossover-then-EoT), in plan order among equals. Evaluations then start one LLM latency
     after the generation does, and the LLM, faster than the slots, proposes the longer chains
     while the first children are evaluated; the pending bound keeps it from running ahead."""
-    return sorted(plans, key=lambda plan: sum(2 if s.op == "eot" else 1 for s in plan.steps))
+    return sorted(plans, key=lambda plan: plan.llm_calls)
 
 
 def _last_output_line(output_tail: str | None, limit: int = 400) -> str:
