@@ -17,17 +17,10 @@ import pytest
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult, read_metrics
 from guided_evolution.evaluation.local import LocalExecutor
-from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
+from guided_evolution.evaluation.sandbox.wrap import Sandbox
 from tests.support.cli import processes_with
 
 PY = shlex.quote(sys.executable)
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Sandbox:
-    box = Sandbox(SandboxPolicy(output_cap_bytes=100_000))
-    box.probe()
-    return box
 
 
 def _py(script: str) -> str:

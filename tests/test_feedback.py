@@ -49,13 +49,6 @@ HELD = "heldout_accuracy"
 HELD_VALUE = "0.917364"
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Sandbox:
-    box = Sandbox(SandboxPolicy(output_cap_bytes=100_000))
-    box.probe()
-    return box
-
-
 def _request(tmp_path: Path, script: str, vid: str = "v1", **kw: Any) -> EvalRequest:
     run_dir = kw.pop("run_dir", tmp_path / "run")
     workdir = run_dir / "work" / vid
@@ -412,7 +405,9 @@ def _seed_evaluation(seed: str, tmp_path: Path, feedback: bool, *args: str) -> t
     return {k: v for k, v in metrics.items() if k not in TIMINGS}, text
 
 
-@pytest.mark.parametrize("seed", ["tiny_cnn", "exquisitenet_v2"])
+@pytest.mark.parametrize(
+    "seed", ["tiny_cnn", pytest.param("exquisitenet_v2", marks=pytest.mark.slow)]
+)
 def test_cnn_seeds_write_a_curve_and_parameters_with_the_same_metrics(
     seed: str, tmp_path: Path
 ) -> None:

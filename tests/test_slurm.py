@@ -453,6 +453,7 @@ def test_ge_resume_reattaches_after_kill_9(slurm_cluster: SlurmCluster, tmp_path
     assert len(seen) == summary["evaluated"], "no evaluation was submitted twice"
 
 
+@pytest.mark.slow  # waits out the short partition's one-minute limit
 def test_time_limit_is_a_failed_evaluation(
     slurm_cluster: SlurmCluster,  # noqa: F811
     time_limit_job: _Background | None,

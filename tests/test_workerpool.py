@@ -135,13 +135,6 @@ COLD = (
 )
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Sandbox:
-    box = Sandbox(SandboxPolicy(output_cap_bytes=100_000))
-    box.probe()
-    return box
-
-
 def _request(run_dir: Path, vid: str, behaviour: str, **kw: object) -> EvalRequest:
     workdir = run_dir / "work" / vid
     workdir.mkdir(parents=True, exist_ok=True)
