@@ -351,24 +351,35 @@ def test_private_tmp_and_shm_are_size_capped(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["bwrap", "landlock", "none"])
-def test_memory_is_capped_per_evaluation_not_only_per_process(tmp_path: Path, backend: str) -> None:
+def test_memory_is_capped_per_evaluation_not_only_per_process(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Four children of 200 MB each pass RLIMIT_AS = 400 MB one by one, not together: the
     evaluation's cgroup (v2, or v1 where that is what the machine offers) stops them."""
-    from guided_evolution.evaluation.sandbox.cgroups import find_cgroups
+    from guided_evolution.evaluation.sandbox.cgroups import Cgroups, find_cgroups
 
     found, why = find_cgroups(("memory",))
     if found is None:
         pytest.skip(f"no cgroup memory controller ge may use here: {why}")
     sandbox = Sandbox(SandboxPolicy(backend=backend, memory_mb=400))
-    before = {p for h in found.hierarchies for p in h.base.glob("ge-*")}  # other runs' own
+    # The cgroups this process makes (other runs, e.g. other test workers, make theirs meanwhile).
+    made: list[Path] = []
+    create = Cgroups.create
+
+    def recorded(self: Cgroups, *args: object, **kwargs: object) -> object:
+        lease = create(self, *args, **kwargs)  # type: ignore[arg-type]
+        made.extend(lease.dirs)
+        return lease
+
+    monkeypatch.setattr(Cgroups, "create", recorded)
     try:
         info = sandbox.probe()
     except GeError as exc:
         pytest.skip(f"sandbox {backend} does not work here: {exc}")
     assert "per evaluation" in info.isolation.text["resources"], info.isolation.text
     # The probe ran `true` in a cgroup of its own: it is gone, not left for a later cleanup.
-    left = {p for h in found.hierarchies for p in h.base.glob("ge-*")} - before
-    assert not left, "the probe's cgroup"
+    assert not [d for d in made if d.exists()], "the probe's cgroup"
+    probed = len(made)
     workdir = tmp_path / "hog"
     workdir.mkdir()
     script = """
@@ -392,5 +403,5 @@ def test_memory_is_capped_per_evaluation_not_only_per_process(tmp_path: Path, ba
         result.stderr[-500:],
     )
     sandbox.close()
-    left = {p for h in found.hierarchies for p in h.base.glob("ge-*")} - before
-    assert not left, f"the evaluation's cgroup stayed: {left}"
+    left = [d for d in made if d.exists()]
+    assert len(made) > probed and not left, f"the evaluation's cgroup stayed: {left}"
