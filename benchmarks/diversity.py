@@ -55,15 +55,17 @@ NEAR = 0.05  # a "near duplicate": changed segments within this token edit dista
 SIZES = {"initial_population": 12, "population": 12, "elites": 12, "hall_of_fame": 30}
 CONFIGS: dict[str, dict[str, Any]] = {
     "baseline": {},
-    "islands": {"islands": 3, "migration_interval": 4, "migration_size": 1},
-    "dissimilar": {"mate_choice": "dissimilar", "mate_strength": 2.0},
-    "self_adaptive": {"mate_choice": "self_adaptive", "mate_strength": 2.0},
-    "novelty": {"novelty_distance": NEAR, "novelty_retries": 1},
-    "novelty_0.02": {"novelty_distance": 0.02, "novelty_retries": 1},
+    "islands": {"islands": {"count": 3, "migration_interval": 4, "migration_size": 1}},
+    "dissimilar": {"mate_choice": {"kind": "dissimilar", "strength": 2.0}},
+    "self_adaptive": {"mate_choice": {"kind": "self_adaptive", "strength": 2.0}},
+    "novelty": {"novelty": {"distance": NEAR, "retries": 1}},
+    "novelty_0.02": {"novelty": {"distance": 0.02, "retries": 1}},
 }
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):  # a section such as [evolution.islands], as an inline table
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(value) if isinstance(value, str) else str(value)
 
 

@@ -6,7 +6,7 @@
    million prompt/completion tokens; ``weak`` improves 20 % of the time at $1/$4 (three times
    less often, five times cheaper: the better model per call, the worse per dollar). Which replies
    improve is drawn from a hash of the request, so a run is reproducible. For each policy
-   (``[llm] bandit`` off = the configured equal weights, thompson, ucb1, thompson per dollar) and
+   (``[llm.bandit] kind`` off = the configured equal weights, thompson, ucb1, thompson per dollar) and
    each RNG seed, it counts the children that improved on a parent (``RunData.improved``: what
    the bandit rewards) per 100 LLM calls and per dollar, and prints the median and the range.
 2. Tokens per valid child, whole segment vs SEARCH/REPLACE edits (``edit_mode`` never vs
@@ -95,8 +95,8 @@ def _llm_section(api_base: str, bandit: str, per_dollar: bool) -> str:
         for name, (_, p, c) in MODELS.items()
     )
     return (
-        f'models = [{models}]\napi_base = "{api_base}"\nbandit = "{bandit}"\n'
-        f"bandit_per_dollar = {'true' if per_dollar else 'false'}"
+        f'models = [{models}]\napi_base = "{api_base}"\n'
+        f'bandit = {{ kind = "{bandit}", per_dollar = {"true" if per_dollar else "false"} }}'
     )
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/main_job.py              # 3 runs of the seed as it is
     python benchmarks/main_job.py --repeat 5
-    python benchmarks/main_job.py --no-preload # the same seed with [evaluator] preload removed
+    python benchmarks/main_job.py --no-preload # the same seed without [evaluator.preload] modules
     python benchmarks/main_job.py --compare    # both, alternating run by run (same load)
 
 Each run uses a fresh run directory and the seed's own ge.toml (offline operators, 2 slots). The
@@ -26,14 +26,14 @@ SEED = ROOT / "seeds" / "tiny_cnn"
 
 
 def seed_copy(tmp: Path, preload: bool) -> Path:
-    """The seed itself, or a copy of it without the preload line."""
+    """The seed itself, or a copy of it without its preload modules (the stdlib preload stays)."""
     if preload:
         return SEED
     copy = tmp / "tiny_cnn"
     shutil.copytree(SEED, copy, ignore=shutil.ignore_patterns("runs", "__pycache__"))
     toml = copy / "ge.toml"
     lines = toml.read_text().splitlines()
-    toml.write_text("\n".join(x for x in lines if not x.startswith("preload")) + "\n")
+    toml.write_text("\n".join(x for x in lines if not x.startswith("modules")) + "\n")
     return copy
 
 
@@ -59,7 +59,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs (the median is printed)")
-    parser.add_argument("--no-preload", action="store_true", help="drop [evaluator] preload")
+    parser.add_argument("--no-preload", action="store_true", help="drop [evaluator.preload] modules")
     parser.add_argument("--compare", action="store_true", help="with and without preload")
     args = parser.parse_args()
     modes = [True, False] if args.compare else [not args.no_preload]

@@ -6,7 +6,7 @@
 
 Zero-latency proposals (``--model offline`` operators), one slot, and ``python evaluate.py``
 that only writes its metrics. ``fresh``: every evaluation is a new sandboxed interpreter
-(``preload = false``); ``preload``: ``[evaluator] preload = ["json"]`` (the default for a Python
+(``[evaluator.preload] enabled = false``); ``preload``: ``modules = ["json"]`` (the default for a Python
 evaluator preloads the standard library the same way), so every evaluation is a fork of the
 slot's worker, boxed in pid, mount and ipc namespaces of its own (evaluation/workers/zygote.py). Population 50; the per-child time is the median
 over generations >= 1 of (generation wall / children planned), as in engine_overhead.py part 2.
@@ -38,7 +38,7 @@ def seed_for(tmp: Path, children: int, mode: str, sandbox: str) -> Path:
     seed = template_seed(tmp / f"seed-{mode}-{sandbox}-{children}")
     (seed / "evaluate.py").write_text(EVALUATE)
     evaluator = {"command": "python evaluate.py", "timeout_s": 60, "sandbox": sandbox}
-    evaluator["preload"] = ["json"] if mode == "preload" else False
+    evaluator["preload"] = {"modules": ["json"]} if mode == "preload" else {"enabled": False}
     write_config(
         seed / "ge.toml",
         {

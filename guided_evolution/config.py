@@ -14,6 +14,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from guided_evolution.config_moved import migrate, refuse_moved
+from guided_evolution.config_sections import (
+    BanditConfig,
+    DiffConfig,
+    IslandsConfig,
+    LimitsConfig,
+    MateChoiceConfig,
+    NoveltyConfig,
+    PreloadConfig,
+)
 from guided_evolution.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -75,16 +85,7 @@ class LLMConfig(_Model):
     )
     budget_usd: float | None = Field(None, gt=0)
     budget_tokens: int | None = Field(None, gt=0)
-    bandit: Literal["off", "thompson", "ucb1"] = Field(
-        "off",
-        description="adapt the choice of model and persona to the children that improved on a "
-        "parent (off = the configured weights; thompson is recommended)",
-    )
-    bandit_per_dollar: bool = Field(
-        False,
-        description="bandit rewards per dollar: times min(1, the cheapest arm's median child "
-        "cost / the child's cost)",
-    )
+    bandit: BanditConfig = BanditConfig()
 
     @field_validator("models", mode="before")
     @classmethod
@@ -176,50 +177,11 @@ class EvolutionConfig(_Model):
     )
     mode: Literal["generational", "steady"] = "generational"  # steady: no generation barrier
     overlap_tail: int = Field(0, ge=0)  # generational: plan g+1 while N children of g evaluate
-    edit_mode: Literal["never", "always", "auto"] = Field(
-        "never",
-        description="how mutation, EoT and fix replies change a segment: never = the whole new "
-        "segment (the GE paper); always = SEARCH/REPLACE edit blocks; auto = edit blocks for "
-        "segments of at least `diff_min_chars` characters",
-    )
-    diff_min_chars: int = Field(
-        800, ge=0, description='edit_mode = "auto": the segment size from which edits are asked for'
-    )
-    # Beyond GE (evolution/islands.py, mate_choice.py, novelty.py); off by default.
-    islands: int = Field(1, ge=1, le=64, description="populations evolved apart (1 = GE's one)")
-    migration_interval: int = Field(5, ge=1, description="generations between migrations")
-    migration_size: int = Field(2, ge=0, description="best variants each island sends")
-    migration_topology: Literal["ring", "random"] = "ring"
-    mate_choice: Literal["tournament", "dissimilar", "self_adaptive"] = Field(
-        "tournament",
-        description="crossover partner: the tournament's (GE), one drawn more often the more its "
-        "code differs (dissimilar), or by each variant's own evolving preference (self_adaptive)",
-    )
-    mate_strength: float = Field(
-        2.0,
-        ge=0,
-        le=50,
-        description="mate choice's sharpness: dissimilar weighs a partner (distance + 0.001) ** "
-        "strength; self_adaptive exp(-4 strength (relative distance - gene)^2); 0 = uniform",
-    )
-    mating_sigma: float = Field(
-        0.1, ge=0, le=1, description="self_adaptive: std of the gene's Gaussian step per child"
-    )
-    novelty_distance: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="reject a proposal whose new segments are within this distance (token edit "
-        "distance, 0-1) of an evaluated variant's, before its evaluation (0 = off)",
-    )
-    novelty_retries: int = Field(
-        1, ge=0, le=3, description="re-proposals after a near-duplicate (0: reject at once)"
-    )
-    novelty_embedding_model: str | None = Field(
-        None,
-        description="a litellm embedding model: the novelty distance is then the cosine distance "
-        "of the segments' embeddings (api_base and key as the run's models; default: tokens)",
-    )
+    # Beyond GE, each a table of its own, off by default (config_sections.py).
+    diff: DiffConfig = DiffConfig()
+    islands: IslandsConfig = IslandsConfig()
+    mate_choice: MateChoiceConfig = MateChoiceConfig()
+    novelty: NoveltyConfig = NoveltyConfig()
 
     @model_validator(mode="after")
     def _mode_options(self) -> EvolutionConfig:
@@ -228,9 +190,9 @@ class EvolutionConfig(_Model):
             if self.mode == "steady" and self.elites < 1
             else 'overlap_tail is for mode = "generational" and without fix_attempts'
             if self.overlap_tail and (self.mode == "steady" or self.fix_attempts)
-            else 'islands > 1 is for mode = "generational" (an island is a population per '
-            'generation); set islands = 1 or mode = "generational"'
-            if self.islands > 1 and self.mode == "steady"
+            else '[evolution.islands] count > 1 is for mode = "generational" (an island is a '
+            'population per generation); set count = 1 or mode = "generational"'
+            if self.islands.count > 1 and self.mode == "steady"
             else None
         )
         if problem:
@@ -295,29 +257,12 @@ class EvaluatorConfig(_Model):
     worker_start_timeout_s: float = Field(
         600.0, gt=0, description="time a worker may take to print its ready line"
     )
-    preload: bool | tuple[str, ...] = Field(
-        True,
-        description="true (default): a Python "
-        "evaluator (`python SCRIPT ...`) runs each stage in a confined fork of one sandboxed "
-        "worker per local slot that imported the standard library once; a list adds modules "
-        "(e.g. torch) to import once; false: every stage starts a fresh process "
-        "(evaluation/workers/preload.py)",
-    )
-    preload_recycle_after: int = Field(50, ge=1, description="variants per preloading worker")
+    preload: PreloadConfig = PreloadConfig()
+    limits: LimitsConfig = LimitsConfig()
     timeout_s: float = Field(3600.0, gt=0)
     check_timeout_s: float = Field(120.0, gt=0)
-    memory_mb: int | Literal["auto"] = Field(
-        "auto",
-        description='memory bound of one evaluation in MB: "auto" = 3/4 of the machine\'s memory '
-        "(or of ge's cgroup limit) shared by the slots; 0 = unbounded. A cgroup of its own caps "
-        "the evaluation as a whole where the machine allows, else RLIMIT_AS each process",
-    )
-    cpu_seconds: int | None = Field(None, ge=1)
-    file_size_mb: int | None = Field(1024, ge=1)
-    max_processes: int | None = Field(256, ge=1)
     network: bool = False
     pass_env: tuple[str, ...] = ()
-    output_cap_bytes: int = Field(1_000_000, ge=10_000)
     feedback_max_chars: int = Field(
         2000,
         ge=100,
@@ -325,33 +270,11 @@ class EvaluatorConfig(_Model):
         description="characters kept of "
         "the evaluator's $GE_FEEDBACK text (head, then a marker) for ge show and the next prompt",
     )
-    tmpfs_mb: int | None = Field(
-        1024, ge=1, description="size cap of the evaluated code's private /tmp and /dev/shm, each"
-    )
-    disk_reserve_mb: int | Literal["auto"] = Field(
-        "auto",
-        description="free space in MB kept on the file system of the run directory: an "
-        'evaluation that brings it lower is stopped and failed; "auto" = 1 % of the file '
-        "system, between 1024 and 10240 MB; 0 = no reserve",
-    )
     sandbox: Literal["auto", "bwrap", "landlock", "none"] = Field(
         "auto",
         description="auto = bwrap where it works, else ge's own Landlock + namespaces sandbox, else "
         'refuse to start; "none" runs evaluated code without isolation (only in a throw-away VM)',
     )
-
-    @field_validator("memory_mb", "disk_reserve_mb", mode="before")
-    @classmethod
-    def _auto_or_megabytes(cls, value: Any, info: Any) -> Any:
-        if value is None:  # memory_mb of a run's stored config from before the "auto" default
-            return "auto"
-        if isinstance(value, bool):
-            raise ValueError('must be a number of MB or "auto"')
-        if isinstance(value, int):
-            low = 16 if info.field_name == "memory_mb" else 1
-            if value < 0 or 0 < value < low:
-                raise ValueError(f'must be 0 (none), at least {low} (MB) or "auto"')
-        return value
 
     @field_validator("sandbox", mode="before")
     @classmethod
@@ -362,27 +285,30 @@ class EvaluatorConfig(_Model):
 
     def preload_modules(self) -> tuple[str, ...] | None:
         """The modules the preloading worker imports (the standard library's first), or None
-        when stages start fresh processes: ``preload = false``, an ``evaluator.worker``, or (by
-        default) a command that is not a plain Python invocation."""
-        if self.preload is False or (self.preload is True and (self.worker or not _is_python(
-                self.command))):  # fmt: skip
+        when stages start fresh processes: ``[evaluator.preload] enabled = false``, an
+        ``evaluator.worker``, or (by default) a command that is not a plain Python invocation."""
+        preload = self.preload
+        if not preload.enabled:
             return None
-        return (*STDLIB_PRELOAD, *(() if self.preload is True else self.preload))
+        if not preload.modules and (self.worker or not _is_python(self.command)):
+            return None
+        return (*STDLIB_PRELOAD, *preload.modules)
 
     @model_validator(mode="after")
     def _preload_needs_python(self) -> EvaluatorConfig:
-        if isinstance(self.preload, bool):
+        """Modules named explicitly make preloading a requirement: the commands must allow it."""
+        if not (self.preload.enabled and self.preload.modules):
             return self  # the default: used where the command allows it, silently
-        bad = [
-            f"{n!r} is not a module name"
-            for n in self.preload
-            if not all(p.isidentifier() for p in n.split("."))
-        ] + ["it excludes worker"] * bool(self.worker)
-        for c in filter(None, (self.command, self.check)):
-            if not _is_python(c):
-                bad.append(f"{c!r} is not `python SCRIPT [ARGS]` or `python -m MODULE [ARGS]`")
+        bad = ["it excludes worker"] if self.worker else []
+        for command in filter(None, (self.command, self.check)):
+            if not _is_python(command):
+                bad.append(
+                    f"{command!r} is not `python SCRIPT [ARGS]` or `python -m MODULE [ARGS]`"
+                )
         if bad:
-            raise ValueError(f"evaluator.preload: {bad[0]}; fix it or set preload = false")
+            raise ValueError(
+                f"evaluator.preload: {bad[0]}; fix it or set [evaluator.preload] enabled = false"
+            )
         return self
 
     @model_validator(mode="after")
@@ -501,6 +427,7 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
 
 def parse_config(data: dict[str, Any], source: str = CONFIG_NAME) -> GeConfig:
     """Validate a decoded config mapping; raise ConfigError with one line on failure."""
+    refuse_moved(data, source)
     try:
         return GeConfig.model_validate(data)
     except ValidationError as err:
@@ -610,6 +537,12 @@ class ResolvedConfig(_Model):
     seed_dir: str
     run_dir: str
     ge_version: str
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _stored_before_sections(cls, value: Any) -> Any:
+        """A run made before the config had tables reads as if written with them."""
+        return migrate(value) if isinstance(value, dict) else value
 
     def dump(self) -> str:
         """JSON text of the resolved config."""

@@ -85,7 +85,7 @@ def counter_seed(directory: Path, api_base: str, bandit: str, **evolution: Any) 
     text = (seed / "ge.toml").read_text()
     text = re.sub(r'models = \["offline"\]', (
         'models = [{ model = "openai/good", weight = 1 }, { model = "openai/bad", weight = 1 }]\n'
-        f'api_base = "{api_base}"\nbandit = "{bandit}"'
+        f'api_base = "{api_base}"\nbandit = {{ kind = "{bandit}" }}'
     ), text)  # fmt: skip
     text = text.replace('check = "python evaluate.py --check"\n', "")
     text = text.split("[[objectives]]")[0] + '[[objectives]]\nname = "score"\ndirection = "max"\n'
@@ -169,7 +169,7 @@ def test_a_resumed_run_makes_the_same_choices(tmp_path: Path) -> None:
 
 def test_the_offline_operators_are_arms(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=3, initial_population=6, population=6)
-    text = (seed / "ge.toml").read_text().replace("[llm]\n", '[llm]\nbandit = "ucb1"\n')
+    text = (seed / "ge.toml").read_text().replace("[llm]\n", '[llm]\nbandit = { kind = "ucb1" }\n')
     (seed / "ge.toml").write_text(text)
     run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     status = run_json("status", str(tmp_path / "run"), cwd=tmp_path)
@@ -182,7 +182,7 @@ def test_the_offline_operators_are_arms(tmp_path: Path) -> None:
 
 def test_an_unknown_bandit_is_one_clear_line(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed")
-    text = (seed / "ge.toml").read_text().replace("[llm]\n", '[llm]\nbandit = "greedy"\n')
+    text = (seed / "ge.toml").read_text().replace("[llm]\n", '[llm]\nbandit = { kind = "greedy" }\n')
     (seed / "ge.toml").write_text(text)
     proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode != 0 and "bandit" in proc.stderr and "Traceback" not in proc.stderr
@@ -260,7 +260,7 @@ def _eot_run(
         text = text.replace(", { model = \"openai/bad\", weight = 1 }", "")  # one model
         if serial:
             text = text.replace("slots = 2", "slots = 1").replace(
-                f'bandit = "{bandit}"', f'bandit = "{bandit}"\nconcurrency = 1'
+                f'bandit = {{ kind = "{bandit}" }}', f'bandit = {{ kind = "{bandit}" }}\nconcurrency = 1'
             )
         (seed / "ge.toml").write_text(text)
         summary = run_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path,

@@ -334,8 +334,8 @@ def test_a_run_with_edit_mode_always_evolves_through_diffs(tmp_path: Path) -> No
 
 def test_a_bad_edit_mode_is_one_line_from_ge_run(tmp_path: Path) -> None:
     for key, value, words in (
-        ("edit_mode", "sometimes", ("edit_mode", "never", "always", "auto")),
-        ("diff_min_chars", -1, ("diff_min_chars",)),
+        ("edit_mode", "sometimes", ("diff.mode", "never", "always", "auto")),
+        ("diff_min_chars", -1, ("diff.min_chars",)),
     ):
         seed = template_seed(tmp_path / f"seed-{key}", **{key: value})
         proc = ge("run", str(seed), "--run-dir", str(tmp_path / f"run-{key}"), cwd=tmp_path)

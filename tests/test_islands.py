@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
+from guided_evolution.config_moved import migrate
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import run_json
-from tests.support.seeds import copy_seed
+from tests.support.seeds import copy_seed, toml_value
 
 pytest.importorskip("numpy")
 pytestmark = pytest.mark.timeout(240)
@@ -60,13 +61,12 @@ def _seed(tmp_path: Path, name: str, **evolution: Any) -> Path:
     toml = (seed / "ge.toml").read_text()
     start = toml.index("[evolution]\n")
     end = toml.index("\n[", start)
-    table = "[evolution]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in settings.items())
+    settings = migrate({"evolution": settings})["evolution"]  # islands=K: [evolution.islands]
+    table = "[evolution]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items())
     (seed / "ge.toml").write_text(toml[:start] + table + toml[end:])
     return seed
 
 
-def _toml(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value)
 
 
 def _run(seed: Path, run_dir: Path) -> Path:

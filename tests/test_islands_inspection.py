@@ -34,7 +34,7 @@ def _run(base: Path, extra: str, generations: int) -> Path:
 def islands_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fast_exp offline, 2 islands migrating after every generation, self-adaptive mate choice
     (every variant carries the gene), 3 generations."""
-    extra = 'islands = 2\nmigration_interval = 1\nmate_choice = "self_adaptive"\n'
+    extra = 'islands = { count = 2, migration_interval = 1 }\nmate_choice = { kind = "self_adaptive" }\n'
     return _run(tmp_path_factory.mktemp("islands"), extra, 3)
 
 
@@ -240,7 +240,7 @@ def _dominates(a: Scored, b: Scored) -> bool:
 
 
 def test_best_island_of_islands_that_never_met_differs_from_the_run_front(tmp_path: Path) -> None:
-    run = _run(tmp_path, "islands = 2\nmigration_size = 0\n", 2)  # no migration: apart
+    run = _run(tmp_path, "islands = { count = 2, migration_size = 0 }\n", 2)  # no migration: apart
     everyone = {r["id"] for r in run_json("best", str(run), cwd=tmp_path)["front"]}
     fronts = [
         {r["id"] for r in run_json("best", str(run), "--island", str(k), cwd=tmp_path)["front"]}

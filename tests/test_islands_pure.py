@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from guided_evolution.config import EvolutionConfig
+from guided_evolution.config_moved import migrate as migrate_config
 from guided_evolution.evolution.islands import (
     Move,
     destinations,
@@ -24,8 +25,13 @@ pytest.importorskip("numpy")
 OBJECTIVES = [("accuracy", "max"), ("ops", "min")]
 
 
+def evo_config(**flat: object) -> EvolutionConfig:
+    """An EvolutionConfig from flat knob names (islands=2 is [evolution.islands] count = 2)."""
+    return EvolutionConfig.model_validate(migrate_config({"evolution": flat})["evolution"])
+
+
 def test_an_island_sends_its_best_that_the_destination_does_not_hold_already() -> None:
-    evo = EvolutionConfig(islands=2, migration_size=1, migration_interval=1)
+    evo = evo_config(islands=2, migration_size=1, migration_interval=1)
     top, second = (
         Scored("top", {"accuracy": 7.0, "ops": 10.0}),
         Scored("b", {"accuracy": 6.0, "ops": 11.0}),
@@ -47,27 +53,27 @@ def test_shares_split_a_total_evenly_the_first_islands_taking_the_rest() -> None
 
 
 def test_island_configs_hold_each_islands_shares_and_the_rest_of_the_run() -> None:
-    one = EvolutionConfig(population=10)
+    one = evo_config(population=10)
     assert island_configs(one) == [one]
-    evo = EvolutionConfig(islands=3, population=10, elites=4, initial_population=7, seed=5)
+    evo = evo_config(islands=3, population=10, elites=4, initial_population=7, seed=5)
     configs = island_configs(evo)
     assert [(c.population, c.elites, c.initial_population) for c in configs] == [
         (4, 2, 3),
         (3, 1, 2),
         (3, 1, 2),
     ]
-    assert all(c.seed == 5 and c.islands == 3 for c in configs)
-    two = island_configs(EvolutionConfig(islands=2, population=5, elites=3, initial_population=4))
+    assert all(c.seed == 5 and c.islands.count == 3 for c in configs)
+    two = island_configs(evo_config(islands=2, population=5, elites=3, initial_population=4))
     assert [(c.population, c.elites, c.initial_population) for c in two] == [(3, 2, 2), (2, 1, 2)]
 
 
 def test_migration_follows_every_interval_th_generation_after_the_first() -> None:
-    evo = EvolutionConfig(islands=2, migration_interval=3, migration_size=1)
+    evo = evo_config(islands=2, migration_interval=3, migration_size=1)
     assert [g for g in range(10) if migrates_after(g, evo)] == [3, 6, 9]
-    assert not any(migrates_after(g, EvolutionConfig(islands=1)) for g in range(10))
-    none = EvolutionConfig(islands=2, migration_interval=1, migration_size=0)
+    assert not any(migrates_after(g, evo_config(islands=1)) for g in range(10))
+    none = evo_config(islands=2, migration_interval=1, migration_size=0)
     assert not any(migrates_after(g, none) for g in range(10))
-    every = EvolutionConfig(islands=2, migration_interval=1, migration_size=1)
+    every = evo_config(islands=2, migration_interval=1, migration_size=1)
     assert [g for g in range(4) if migrates_after(g, every)] == [1, 2, 3]
 
 
@@ -103,7 +109,7 @@ def test_migration_sends_the_best_migration_size_along_the_topology() -> None:
     scored = [_line(i, 3) for i in range(4)]
     islands = [[s.id for s in members] for members in scored]
     for size in (1, 2):
-        evo = EvolutionConfig(islands=4, migration_size=size, migration_interval=1)
+        evo = evo_config(islands=4, migration_size=size, migration_interval=1)
         after, moves = migrate(islands, scored, evo, OBJECTIVES, 2)
         sent = [tuple(f"i{i}v{j}" for j in range(size)) for i in range(4)]
         assert [(m.source, m.dest, m.variants) for m in moves] == [
@@ -112,7 +118,7 @@ def test_migration_sends_the_best_migration_size_along_the_topology() -> None:
         assert after[1] == [*islands[1], *sent[0]]
     for seed in (0, 1, 2):
         for generation in range(1, 8):
-            evo = EvolutionConfig(
+            evo = evo_config(
                 islands=4, migration_size=1, migration_topology="random", seed=seed
             )
             _, moves = migrate(islands, scored, evo, OBJECTIVES, generation)

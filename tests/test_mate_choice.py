@@ -226,7 +226,7 @@ def mating_seed(directory: Path) -> Path:
     toml = seed / "ge.toml"
     text = toml.read_text().replace(
         "seed = 0\n",
-        'seed = 0\nmate_choice = "self_adaptive"\nmating_sigma = 0.02\ncrossover_probability = 0.5\n',
+        'seed = 0\nmate_choice = { kind = "self_adaptive", sigma = 0.02 }\ncrossover_probability = 0.5\n',
     )
     toml.write_text(text.replace("generations = 6", "generations = 3"))
     return seed

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from guided_evolution.config import EvolutionConfig
+from guided_evolution.config_moved import migrate
 from guided_evolution.evolution.plan import (
     EOT_BY_BANDIT,
     GenerationPlan,
@@ -49,7 +50,8 @@ def evo(**kw: Any) -> EvolutionConfig:
         "eot_start_generation": 1,
     }
     base.update(kw)
-    return EvolutionConfig(**base)
+    # flat names of the sections' knobs (mate_choice=..., islands=...) go to their tables
+    return EvolutionConfig.model_validate(migrate({"evolution": base})["evolution"])
 
 
 def front(n: int) -> list[Scored]:

@@ -88,7 +88,7 @@ def test_without_the_bounds_the_resources_aspect_warns(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = _isolation(tmp_path / "run")
     assert data["contained"]["resources"] is False, data
-    assert "memory UNBOUNDED (evaluator.memory_mb = 0)" in data["resources"], data
+    assert "memory UNBOUNDED (evaluator.limits.memory_mb = 0)" in data["resources"], data
     assert "NO disk reserve" in data["resources"], data
     printed = " ".join(proc.stderr.split())
     assert f"sandbox ({data['backend']}): resources: memory UNBOUNDED" in printed, proc.stderr
@@ -216,7 +216,7 @@ def test_a_variant_over_the_default_memory_bound_fails_with_a_clear_reason(
     ev = found["hog"]["evaluation"]
     assert found["hog"]["status"] == "failed" and ev is not None, found["hog"]
     assert ev.failure_reason.startswith(
-        "out of memory: the evaluation went over its bound of 1536 MB (evaluator.memory_mb)"
+        "out of memory: the evaluation went over its bound of 1536 MB (evaluator.limits.memory_mb)"
     ), ev.failure_reason
     assert found["fine"]["status"] == "evaluated", found["fine"]
     assert summary["evaluated"] >= 2, summary  # the seed and the variant within the bound
@@ -228,7 +228,7 @@ def test_a_run_does_not_start_below_the_disk_reserve(tmp_path: Path) -> None:
     proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "below the disk reserve of" in proc.stderr, proc.stderr
-    assert "evaluator.disk_reserve_mb" in proc.stderr, proc.stderr
+    assert "evaluator.limits.disk_reserve_mb" in proc.stderr, proc.stderr
     assert not (tmp_path / "run").exists()
 
 

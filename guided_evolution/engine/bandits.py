@@ -45,8 +45,8 @@ class Bandits:
         index: Any,
         objectives: Sequence[ObjectiveSpec],
     ) -> None:
-        self.algorithm = cfg.llm.bandit
-        self.per_dollar = cfg.llm.bandit_per_dollar
+        self.algorithm = cfg.llm.bandit.kind
+        self.per_dollar = cfg.llm.bandit.per_dollar
         self.offline = cfg.llm.offline
         self.index = index
         self.objectives = objectives

@@ -141,6 +141,6 @@ class Engine:
         if self.evo.mode == "steady":
             await SteadyLoop(scheduler).run(gen, population, hof)
         else:
-            k = self.evo.islands
+            k = self.evo.islands.count
             islands = last.islands if last and k > 1 else [population] * k
             await GenerationalLoop(scheduler).run(gen, islands, hof)

@@ -2,7 +2,7 @@
 whole evaluated previous population, its children run together over the shared scheduler.
 
 With ``[evolution] islands = K``, each island is planned from its own population and all their
-children share the slots; migration follows some generations (``evolution.islands``). With
+children share the slots; migration follows some generations (``evolution.islands.count``). With
 ``overlap_tail = N``, a generation closes while at most N of its children are still evaluated;
 they join the next generation's population (and, after a kill, are found again on resume). What
 a closed generation leaves (populations, hall of fame, migration) is
@@ -98,7 +98,7 @@ class GenerationalLoop:
         )  # fmt: skip
         record = GenerationRecord(
             gen, closed.population, closed.elites, closed.hall_of_fame,
-            islands=closed.islands if self.evo.islands > 1 else [],
+            islands=closed.islands if self.evo.islands.count > 1 else [],
         )  # fmt: skip
         cut_short = session.exhausted() is not None and any(o.reason == "budget" for o in outcomes)
         children = sum(1 for o in outcomes if o.variant)

@@ -49,4 +49,4 @@ class RunMates:
 
 def run_mates(reader: RunReader, evo: EvolutionConfig) -> RunMates | None:
     """The run's mates when ``mate_choice`` needs them (None for the tournament)."""
-    return None if evo.mate_choice == "tournament" else RunMates(reader)
+    return None if evo.mate_choice.kind == "tournament" else RunMates(reader)

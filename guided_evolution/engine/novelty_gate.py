@@ -31,13 +31,13 @@ class NoveltyGate:
     def __init__(self, cfg: GeConfig, source: RunReader, log: Recorder) -> None:
         self.source = source
         self.log = log  # the near_duplicate and warning events
-        self.archive = NoveltyArchive(cfg.evolution.novelty_distance)
+        self.archive = NoveltyArchive(cfg.evolution.novelty.distance)
         self.synced = -1  # the archive holds the evaluated variants of generations below this
         self.embedder: EmbeddingClient | None = None
-        if cfg.evolution.novelty_embedding_model:
+        if cfg.evolution.novelty.embedding_model:
             first = cfg.llm.models[0] if cfg.llm.models else None
             self.embedder = EmbeddingClient(
-                cfg.evolution.novelty_embedding_model,
+                cfg.evolution.novelty.embedding_model,
                 api_base=cfg.llm.api_base or (first.api_base if first else None),
                 api_key_env=first.api_key_env if first else None,
                 timeout_s=cfg.llm.timeout_s,

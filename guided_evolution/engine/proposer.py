@@ -125,7 +125,7 @@ class _StepProposer:
         self.source = source.reader  # what it reads; the recorder writes the novelty events
         # The arms: the ensemble's models, and (operator, persona) (offline: the edit classes).
         self.bandits = Bandits(cfg, source.index, self.source.objectives)
-        self.novelty = NoveltyGate(cfg, self.source, source) if self.evo.novelty_distance > 0 else None
+        self.novelty = NoveltyGate(cfg, self.source, source) if self.evo.novelty.distance > 0 else None
 
     async def apply(self, step: Step, plan: Plan, genome: Genome, previous: Child | None,
                     rng: random.Random, sample: int) -> Child:
@@ -147,7 +147,7 @@ class _StepProposer:
                 descriptions.append(child.description)
             if self.novelty is not None and child is not None:
                 child = await self.novelty.novel(
-                    plan, child, self.evo.novelty_retries,
+                    plan, child, self.evo.novelty.retries,
                     lambda near, k, last: self.repropose(plan, current, previous, last, near, rng, k),
                 )
                 descriptions[-1] = child.description
@@ -420,8 +420,8 @@ class LLMProposer(_StepProposer):
             lib=self.prompts, genome=genome, parent_id=plan.parent, other=step.other, rng=rng,
             temperature_range=self._range(spec, plan.generation), source=self.step_source,
             seed_id=self.seed_id, of_parent=previous is None, personas=self.evo.personas,
-            persona=chosen_persona, edit_mode=self.evo.edit_mode,
-            diff_min_chars=self.evo.diff_min_chars, directions=self.directions,
+            persona=chosen_persona, edit_mode=self.evo.diff.mode,
+            diff_min_chars=self.evo.diff.min_chars, directions=self.directions,
         )
         req = spec.build(ctx)
         if req is None:
@@ -463,7 +463,7 @@ class LLMProposer(_StepProposer):
         req = ops.fix_request(
             self.prompts, genome, vid, key, failure, output_tail, rng,
             temperature_range=self._range(registry.repair(), plan.generation),
-            edit_mode=self.evo.edit_mode, diff_min_chars=self.evo.diff_min_chars,
+            edit_mode=self.evo.diff.mode, diff_min_chars=self.evo.diff.min_chars,
             feedback=self._feedback(vid),
         )
         try:

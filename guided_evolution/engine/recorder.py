@@ -115,7 +115,7 @@ class Recorder:
             status="pending",
             eot_reflection=child.reflection,
             llm_call_id=child.call_id,
-            island=plan.island if self.cfg.evolution.islands > 1 else None,
+            island=plan.island if self.cfg.evolution.islands.count > 1 else None,
             mating_preference=plan.mating_preference,
         )
         # A crossover that was then mutated names both steps; the segment is the last step's.

@@ -69,10 +69,10 @@ def machine_memory_mb() -> tuple[int, str]:
 
 
 def memory_policy(resolved: ResolvedConfig, plan: Plan) -> dict[str, Any]:
-    """``memory_mb`` and how it was chosen: ``evaluator.memory_mb``, or for "auto" 3/4 of the
+    """``memory_mb`` and how it was chosen: ``evaluator.limits.memory_mb``, or for "auto" 3/4 of the
     machine's memory over the slots (and, without a cgroup, an RLIMIT_AS of twice that, at least
     4 GB, none with GPUs: CUDA reserves more address space than any such limit)."""
-    setting = resolved.config.evaluator.memory_mb
+    setting = resolved.config.evaluator.limits.memory_mb
     if setting != "auto":
         return {"memory_mb": setting or None}
     if resolved.config.executor.kind == "slurm":  # the job's own limit (slurm.mem) applies
@@ -89,12 +89,12 @@ def memory_policy(resolved: ResolvedConfig, plan: Plan) -> dict[str, Any]:
 
 
 def disk_reserve(resolved: ResolvedConfig) -> DiskReserve | None:
-    """The disk reserve of the run directory's file system (``evaluator.disk_reserve_mb``);
+    """The disk reserve of the run directory's file system (``evaluator.limits.disk_reserve_mb``);
     None for SLURM (its jobs run elsewhere) and for 0."""
     if resolved.config.executor.kind == "slurm":
         return None
     return DiskReserve.from_setting(
-        Path(resolved.run_dir), resolved.config.evaluator.disk_reserve_mb
+        Path(resolved.run_dir), resolved.config.evaluator.limits.disk_reserve_mb
     )
 
 
@@ -108,13 +108,13 @@ def sandbox_policy(
         network=ev.network,
         **memory_policy(resolved, plan if plan is not None else plan_slots(resolved)),
         disk_reserve=reserve.describe() if reserve is not None else "",
-        cpu_seconds=ev.cpu_seconds,
-        file_size_mb=ev.file_size_mb,
-        max_processes=ev.max_processes,
-        output_cap_bytes=ev.output_cap_bytes,
+        cpu_seconds=ev.limits.cpu_seconds,
+        file_size_mb=ev.limits.file_size_mb,
+        max_processes=ev.limits.max_processes,
+        output_cap_bytes=ev.limits.output_cap_bytes,
         pass_env=ev.pass_env,
         backend=ev.sandbox,
-        tmpfs_mb=ev.tmpfs_mb,
+        tmpfs_mb=ev.limits.tmpfs_mb,
         # GE_SEED_DIR: the evaluator may read data kept there. With preload, the worker runs ge's
         # zygote.py (and the landlock.py it loads), which must be readable where ge is installed under a hidden path (a checkout
         # in $HOME or /tmp): these directories hold ge's own evaluation code, nothing secret.
@@ -142,7 +142,7 @@ def check_sandbox(resolved: ResolvedConfig) -> None:
             f"free space on {reserve.filesystem} is {free // MB} MB, below the disk reserve of "
             f"{reserve.floor // MB} MB that ge keeps free while variants run",
             "free some space there, use another run directory (--run-dir), or lower "
-            "evaluator.disk_reserve_mb (0 turns the reserve off)",
+            "evaluator.limits.disk_reserve_mb (0 turns the reserve off)",
         )
 
 
@@ -156,7 +156,7 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
     sandbox = Sandbox(sandbox_policy(resolved, plan, reserve))
     if resolved.config.executor.kind == "slurm":
         # The sandbox is probed on each node (job), not on the submitting machine.
-        ignored = ["worker"] * bool(ev.worker) + ["preload"] * isinstance(ev.preload, tuple)
+        ignored = ["worker"] * bool(ev.worker) + ["preload"] * bool(ev.preload.modules)
         warnings = [f"evaluator.{k} is ignored by the slurm executor" for k in ignored]
         return SlurmExecutor(resolved, paths, sandbox, warnings=warnings)
     info = sandbox.probe()
@@ -170,11 +170,11 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
             ev.command,
             ev.check,
             start_timeout_s=ev.worker_start_timeout_s,
-            recycle_after=ev.preload_recycle_after,
+            recycle_after=ev.preload.recycle_after,
             work_dir=paths.work,
             run_dir=paths.root,
         )
-        if isinstance(ev.preload, tuple):  # asked for: say why it is not used
+        if bool(ev.preload.modules):  # asked for: say why it is not used
             warnings += more
     elif ev.worker:
         stages = ("check", "evaluate") if ev.worker_check and ev.check else ("evaluate",)

@@ -380,7 +380,7 @@ class LocalExecutor:
         if limit is not None and "MemoryError" in capture.output_tail()[-2000:]:
             return (
                 f"{reason} (MemoryError: each process's address space is bounded to {limit} MB, "
-                "evaluator.memory_mb)"
+                "evaluator.limits.memory_mb)"
             )
         return reason
 

@@ -4,7 +4,7 @@ writes the checkpoint; this module only decides.
 Generational mode (:func:`close_generation`): each island's next population (its elites, the
 children carried over from the previous generation's tail, then its own children; the seed alone
 after generation 0), the run's population, the Pareto hall of fame, and the migration that
-follows the generation (``evolution.islands``).
+follows the generation (``evolution.islands.count``).
 
 Steady mode (:class:`VirtualGenerations`): the virtual generations open at once, how many draws
 each took and which plans are still unresolved, which generation may close (in order, once all

@@ -45,7 +45,7 @@ def shares(total: int, k: int) -> list[int]:
 def island_configs(evo: EvolutionConfig) -> list[EvolutionConfig]:
     """Each island's configuration: ``evo`` with its share of the run's ``population``,
     ``elites`` and ``initial_population`` (``[evo]`` itself with one island)."""
-    k = evo.islands
+    k = evo.islands.count
     if k == 1:
         return [evo]
     sizes = zip(
@@ -63,10 +63,10 @@ def island_configs(evo: EvolutionConfig) -> list[EvolutionConfig]:
 def migrates_after(generation: int, evo: EvolutionConfig) -> bool:
     """Whether migration follows ``generation``."""
     return (
-        evo.islands > 1
-        and evo.migration_size > 0
+        evo.islands.count > 1
+        and evo.islands.migration_size > 0
         and generation > 0
-        and generation % evo.migration_interval == 0
+        and generation % evo.islands.migration_interval == 0
     )
 
 
@@ -107,9 +107,9 @@ def migrate(
 
     ``scored[i]`` is island ``i``'s selectable members (its population's valid variants).
     """
-    targets = destinations(len(islands), evo.migration_topology, evo.seed, generation)
+    targets = destinations(len(islands), evo.islands.migration_topology, evo.seed, generation)
     moves = [
-        Move(i, targets[i], tuple(best(scored[i], evo.migration_size, objectives, islands[targets[i]])))
+        Move(i, targets[i], tuple(best(scored[i], evo.islands.migration_size, objectives, islands[targets[i]])))
         for i in range(len(islands))
     ]
     after = [list(members) for members in islands]

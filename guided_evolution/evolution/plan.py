@@ -151,7 +151,7 @@ def plan_generation(
     distances and genes.
     """
     rng = random.Random(f"ge:{evo.seed}:{generation}:plan" + (f":{island}" if island else ""))
-    mating = mate_choice(evo.mate_choice, mates, evo.mate_strength, evo.mating_sigma)
+    mating = mate_choice(evo.mate_choice.kind, mates, evo.mate_choice.strength, evo.mate_choice.sigma)
     if generation == 0:
         plans = [
             Plan(0, first_index + i, seed_id, _first_steps(), island, _gene(mating, (), rng))
@@ -211,7 +211,7 @@ def plan_child(
     winners (drawn for this child only when it crosses over).
     """
     rng = random.Random(f"ge:{evo.seed}:{generation}:{index}:steady")
-    mating = mate_choice(evo.mate_choice, mates, evo.mate_strength, evo.mating_sigma)
+    mating = mate_choice(evo.mate_choice.kind, mates, evo.mate_choice.strength, evo.mate_choice.sigma)
     valid = list(population) or ([seed] if seed is not None else [])
     if generation == 0 or not valid:
         return Plan(generation, index, seed_id, _first_steps(), 0, _gene(mating, (), rng))

@@ -61,11 +61,11 @@ def bandit_view(index: Any, cfg: GeConfig, history: bool = False) -> BanditView:
     offline = cfg.llm.offline
     found = read_history(index, objectives, offline=offline)
     models, personas = found.models, found.personas
-    if cfg.llm.bandit_per_dollar:
+    if cfg.llm.bandit.per_dollar:
         models, personas = per_dollar(models), per_dollar(personas)
     return BanditView(
-        algorithm=cfg.llm.bandit,
-        per_dollar=cfg.llm.bandit_per_dollar,
+        algorithm=cfg.llm.bandit.kind,
+        per_dollar=cfg.llm.bandit.per_dollar,
         models=state_dict(
             tally({} if offline else {m.model: m.weight for m in cfg.llm.models}, models)
         ),

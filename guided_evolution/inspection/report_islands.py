@@ -146,7 +146,7 @@ def island_count(index: Any, cfg: GeConfig, variants: list[Any] | None = None) -
     variants = index.variants() if variants is None else variants
     born = max((v.island for v in variants if v.island is not None), default=-1) + 1
     stored = max((len(rec.islands) for rec in _checkpoints(index)), default=0)
-    count = max(cfg.evolution.islands, born, stored)
+    count = max(cfg.evolution.islands.count, born, stored)
     return count if count > 1 or born > 0 else 0
 
 

@@ -26,9 +26,18 @@ DATA_NOTE = "Treat it as data"
 
 
 def set_config(seed: Path, section: str, **values: Any) -> None:
-    """Add or replace `key = value` lines of one `[section]` of the seed's ge.toml."""
+    """Add or replace `key = value` lines of one `[section]` of the seed's ge.toml; a knob named
+    by its flat key of earlier versions (``memory_mb`` in "evaluator") goes to its table."""
+    from guided_evolution.config_moved import migrate
     from tests.support.seeds import toml_value
 
+    moved = migrate({section: values})[section]
+    for key, sub in [(k, v) for k, v in moved.items() if isinstance(v, dict)]:
+        del moved[key]
+        set_config(seed, f"{section}.{key}", **sub)
+    values = moved
+    if not values:
+        return
     text = (seed / "ge.toml").read_text()
     header = f"[{section}]\n"
     if header not in text:

@@ -234,7 +234,7 @@ def mode_config(mode: str) -> dict[str, object]:
     if mode == "preload":
         return {"preload": PRELOAD}
     try:
-        EvaluatorConfig.model_validate({"command": "python evaluate.py", "preload": False})
+        EvaluatorConfig.model_validate({"command": "python evaluate.py", "preload": {"enabled": False}})
     except ValidationError:
         return {}  # a ge without `preload = false`: fresh processes are its default
     return {"preload": False}

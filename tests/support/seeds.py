@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from guided_evolution import seedinit
+from guided_evolution.config_moved import migrate
 from tests.support.openai_server import Action, reply
 
 _FENCE = re.compile(r"```(?:python)?\n(.*?)```", re.S)
@@ -18,25 +19,39 @@ _INT = re.compile(r"(?<![\w.])(\d+)(?![\w.])")
 
 
 def toml_value(value: Any) -> str:
-    """A TOML literal for a str / bool / number / list value."""
+    """A TOML literal for a str / bool / number / list / dict (inline table) value."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     return repr(value)
+
+
+def _table(name: str, values: dict[str, Any]) -> list[str]:
+    """`[name]` with its plain keys, then each dict value as the table `[name.key]`."""
+    lines = [f"[{name}]"]
+    lines += [f"{k} = {toml_value(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    lines.append("")
+    for key, sub in values.items():
+        if isinstance(sub, dict):
+            lines += _table(f"{name}.{key}", sub)
+    return lines
 
 
 def write_config(
     path: Path, sections: dict[str, dict[str, Any]], objectives: list[dict[str, Any]]
 ) -> None:
-    """Write a ge.toml from plain dicts (dotted section names allowed)."""
+    """Write a ge.toml from plain dicts (dotted section names and nested tables allowed). A knob
+    named by its flat key of earlier versions (``islands=2`` in "evolution", ``memory_mb`` in
+    "evaluator") is written into its table (``config_moved.migrate``), so tests may name it
+    the short way; the file itself is always in the current form."""
     lines: list[str] = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
-        lines.append("")
+    for name, values in migrate(sections).items():
+        lines += _table(name, values)
     for obj in objectives:
         lines.append("[[objectives]]")
         lines += [f"{k} = {toml_value(v)}" for k, v in obj.items()]
@@ -95,7 +110,8 @@ def cpu_exquisitenet_seed(directory: Path, **evolution: Any) -> Path:
     text = text.replace("--recipe fast --seed 0", "--recipe fast --seed 0 --epochs 1 --batch-size 32 --device cpu")
     text = text.replace('slots = "auto"', "slots = 1").replace('gpus = "auto"', "gpus = []")
     text = text.replace('slots_per_gpu = "auto"', "slots_per_gpu = 1")
-    extra = "".join(f"\n{key} = {toml_value(value)}" for key, value in evolution.items())
+    moved = migrate({"evolution": evolution})["evolution"]  # sections as inline tables
+    extra = "".join(f"\n{key} = {toml_value(value)}" for key, value in moved.items())
     text = text.replace("[evolution]", f"[evolution]{extra}", 1)
     (seed / "ge.toml").write_text(text)
     return seed

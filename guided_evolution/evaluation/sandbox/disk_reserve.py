@@ -111,7 +111,7 @@ class DiskReserve:
 
     @classmethod
     def from_setting(cls, path: Path, setting: int | str) -> DiskReserve | None:
-        """The reserve ``evaluator.disk_reserve_mb`` asks for ("auto", MB, 0 = none)."""
+        """The reserve ``evaluator.limits.disk_reserve_mb`` asks for ("auto", MB, 0 = none)."""
         if setting == 0:
             return None
         if setting == "auto":
@@ -142,7 +142,7 @@ class DiskReserve:
             return None
         return (
             f"not started: free space on {self.filesystem} is {free // MB} MB, below the disk "
-            f"reserve of {self.floor // MB} MB (evaluator.disk_reserve_mb)"
+            f"reserve of {self.floor // MB} MB (evaluator.limits.disk_reserve_mb)"
         )
 
     def watch(self, path: Path, stop: Callable[[], None]) -> Watch:

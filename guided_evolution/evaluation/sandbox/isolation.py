@@ -71,7 +71,7 @@ class Findings:
     cgroups: str = ""  # e.g. "memory (cgroup v1), pids (cgroup v1)"; "" without
     cgroup_problem: str = ""  # why a wanted cgroup cap is missing
     keyrings: str = ""  # what the probe reported of them: "keyrings denied", "keyrings OPEN (...)"
-    memory_default: str = ""  # how ge chose memory_mb (evaluator.memory_mb = "auto"), or ""
+    memory_default: str = ""  # how ge chose memory_mb (evaluator.limits.memory_mb = "auto"), or ""
     address_space_mb: int | None = None  # RLIMIT_AS of each process, if any
     disk_reserve: str = ""  # "an evaluation is stopped when free space on / falls below ..."
 
@@ -265,7 +265,7 @@ def _resources(f: Findings) -> tuple[str, bool]:
     files = f"files up to {f.file_size_mb} MB each" if f.file_size_mb else "file size unbounded"
     disk = f.disk_reserve or (
         "NO disk reserve: a variant can fill the disk that holds the run (set "
-        "evaluator.disk_reserve_mb)"
+        "evaluator.limits.disk_reserve_mb)"
     )
     text = f"{memory}; {tmp}; {files}; {disk}"
     tmp_capped = bool(f.tmpfs_mb or not _own_mounts(f))
@@ -278,7 +278,7 @@ def _memory(f: Findings) -> tuple[str, bool]:
     if not f.memory_mb:
         if f.memory_default:
             return f"memory not bounded by ge ({f.memory_default})", False
-        return "memory UNBOUNDED (evaluator.memory_mb = 0)", False
+        return "memory UNBOUNDED (evaluator.limits.memory_mb = 0)", False
     if "memory" in f.cgroups:
         return f"memory {f.memory_mb} MB per evaluation ({_cgroup_of(f, 'memory')}{how})", True
     why = f.cgroup_problem or "no cgroup"
@@ -290,7 +290,7 @@ def _memory(f: Findings) -> tuple[str, bool]:
         )
     return (
         f"memory UNBOUNDED: {why}, and an address-space limit (RLIMIT_AS) would break CUDA "
-        "(set evaluator.memory_mb to bound each process's address space)",
+        "(set evaluator.limits.memory_mb to bound each process's address space)",
         False,
     )
 

@@ -94,7 +94,7 @@ class SandboxPolicy:
     """The memory bound: of the evaluation as a whole where a cgroup of its own caps it
     (``memory.max``, no RLIMIT_AS then), else of each process's address space (RLIMIT_AS)."""
     memory_default: str = ""
-    """How ge chose ``memory_mb`` (``evaluator.memory_mb = "auto"``), for the isolation event;
+    """How ge chose ``memory_mb`` (``evaluator.limits.memory_mb = "auto"``), for the isolation event;
     "" when it was set explicitly."""
     default_address_space_mb: int | None = None
     """With ``memory_default``: the RLIMIT_AS of each process where no cgroup caps the
@@ -362,7 +362,7 @@ class Sandbox:
         """A failure ``reason`` of an evaluation the kernel killed for its memory bound."""
         return (
             f"out of memory: the evaluation went over its bound of {self.policy.memory_mb} MB "
-            f"(evaluator.memory_mb) and the kernel killed it ({reason})"
+            f"(evaluator.limits.memory_mb) and the kernel killed it ({reason})"
         )
 
     def _cgroups(self) -> Cgroups | None:
