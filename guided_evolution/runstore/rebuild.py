@@ -211,39 +211,8 @@ def rebuild_index(run_dir: Path) -> RebuildReport:
     messages: list[str] = []
     old = _open_old_index(index_path, messages)
     with GitStore.open(run_dir / REPO_DIR) as store:
-        if store.branch_sha(SEED_BRANCH) is None:
-            known = {v.branch: v.commit_sha for v in old.variants()} if old is not None else {}
-            messages.extend(recover_refs(store, {b: c for b, c in known.items() if b and c}))
-        if store.branch_sha(SEED_BRANCH) is None:
-            if old is not None:
-                old.close()
-            raise RunDamagedError(
-                run_dir,
-                f"cannot rebuild {INDEX_FILE}: the seed's commit is gone from {REPO_DIR}",
-                None,
-            )
-        new = RunIndex.open(tmp_path)
-        try:
-            with new.transaction():
-                seen, n_evaluations = _variants_from_git(store, old, new, messages)
-                if old is not None:
-                    _keep_invalid(old, new, seen, messages)
-            if old is not None:
-                old.close()
-                old = None
-                messages.extend(new.copy_tables_from(index_path, _INDEX_ONLY_TABLES))
-            seed_id = seed_variant(store)
-            if seed_id and new.get_meta(META_SEED) is None:
-                new.set_meta(META_SEED, seed_id)
-            new.set_meta("rebuilt_at", repr(time.time()))
-        except BaseException:
-            new.close()
-            _remove_sqlite_files(tmp_path)
-            raise
-        finally:
-            if old is not None:
-                old.close()
-        new.close(single_file=True)
+        _require_seed(run_dir, store, old, messages)
+        seen, n_evaluations = _fill(store, old, RunIndex.open(tmp_path), index_path, messages)
     # The old index's WAL must not be applied to the new file: drop it before the rename.
     for suffix in ("-wal", "-shm"):
         Path(f"{index_path}{suffix}").unlink(missing_ok=True)
@@ -252,3 +221,47 @@ def rebuild_index(run_dir: Path) -> RebuildReport:
         0, f"rebuilt {index_path.name}: {len(seen)} variants, {n_evaluations} evaluations"
     )
     return RebuildReport(len(seen), n_evaluations, messages)
+
+
+def _require_seed(
+    run_dir: Path, store: GitStore, old: RunIndex | None, messages: list[str]
+) -> None:
+    """Put lost branches back from the old index; refuse when the seed's commit is gone."""
+    if store.branch_sha(SEED_BRANCH) is None:
+        known = {v.branch: v.commit_sha for v in old.variants()} if old is not None else {}
+        messages.extend(recover_refs(store, {b: c for b, c in known.items() if b and c}))
+    if store.branch_sha(SEED_BRANCH) is None:
+        if old is not None:
+            old.close()
+        raise RunDamagedError(
+            run_dir, f"cannot rebuild {INDEX_FILE}: the seed's commit is gone from {REPO_DIR}", None
+        )
+
+
+def _fill(
+    store: GitStore, old: RunIndex | None, new: RunIndex, index_path: Path, messages: list[str]
+) -> tuple[set[str], int]:
+    """Write the new index (at ``new``) from git and what only the old index holds; close both.
+    The new file is removed when anything fails."""
+    try:
+        with new.transaction():
+            seen, n_evaluations = _variants_from_git(store, old, new, messages)
+            if old is not None:
+                _keep_invalid(old, new, seen, messages)
+        if old is not None:
+            old.close()
+            old = None
+            messages.extend(new.copy_tables_from(index_path, _INDEX_ONLY_TABLES))
+        seed_id = seed_variant(store)
+        if seed_id and new.get_meta(META_SEED) is None:
+            new.set_meta(META_SEED, seed_id)
+        new.set_meta("rebuilt_at", repr(time.time()))
+    except BaseException:
+        new.close()
+        _remove_sqlite_files(new.path)
+        raise
+    finally:
+        if old is not None:
+            old.close()
+    new.close(single_file=True)
+    return seen, n_evaluations
