@@ -43,6 +43,7 @@ from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import Genome, parse_genome
 from guided_evolution.evolution.splice import SpliceError
 from guided_evolution.llm.errors import BudgetExhausted, LLMError
+from guided_evolution.llm.records import sample_index
 
 FATAL_STREAK = 5  # HTTP 400s in a row from one model that stop a run
 
@@ -495,7 +496,7 @@ class LLMProposer(_StepProposer):
                 temperature=req.temperature,
                 top_p=self._top_p(req.operator, plan.generation),
                 model=model,
-                sample_index=plan.generation * 1_000_000 + plan.index * 1000 + sample,
+                sample_index=sample_index(plan.generation, plan.index, sample),
                 purpose=purpose,
             )
         except BudgetExhausted as err:

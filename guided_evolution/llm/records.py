@@ -97,6 +97,17 @@ class MemoryRecorder:
         self.cache[key] = reply
 
 
+PLANS_PER_GENERATION = 1_000_000  # sample_index: generation, then the plan, then the call
+CALLS_PER_PLAN = 1000
+
+
+def sample_index(generation: int, plan: int, call: int) -> int:
+    """The reply-cache key's sample index of a child's ``call``-th LLM call (0 = its first) for
+    plan ``plan`` of ``generation``: the same request of another child is another cache entry.
+    Stored keys of earlier runs depend on these numbers: never change them."""
+    return generation * PLANS_PER_GENERATION + plan * CALLS_PER_PLAN + call
+
+
 def cache_key(
     model: str, messages: list[dict[str, Any]], temperature: float, sample_index: int
 ) -> str:

@@ -606,14 +606,6 @@ class GitStore:
         return self._write_tree_entries((name.encode(), mode, oid) for name, oid in entries.items())
 
     @_writing
-    def set_notes_commit(self, commit: str) -> None:
-        """Point refs/notes/ge at an existing notes commit (used by repairs)."""
-        if not self.has_commit(commit):
-            raise RunStateError(f"cannot point {NOTES_REF} at {commit}: no such commit")
-        self._write_ref(NOTES_REF, commit)
-        self._notes = None
-
-    @_writing
     def set_note(self, commit: str, text: str, timestamp: float | None = None) -> None:
         """Attach (or replace) the note of ``commit`` in refs/notes/ge."""
         self.set_notes({commit: text}, timestamp)
