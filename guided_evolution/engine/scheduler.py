@@ -30,6 +30,7 @@ from guided_evolution.engine.reader import RunReader
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import EvalRequest, EvalResult, Executor
+from guided_evolution.evolution.operators import registry
 from guided_evolution.evolution.plan import Plan
 from guided_evolution.fsutil import remove_tree_soon
 from guided_evolution.runstore.records import GenerationRecord
@@ -221,7 +222,7 @@ class Scheduler:
                     plan, vid, result.failure_reason or "failed", result.output_tail or "", rng, attempt
                 )
             except NoChild as err:
-                recorder.reject(plan, "fix", err.reason, proposer.take_calls(plan))
+                recorder.reject(plan, registry.repair().name, err.reason, proposer.take_calls(plan))
                 return outcome
             fixed, fresh = recorder.commit(plan, child, proposer.take_calls(plan), fix_of=vid)
             if not fresh:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from guided_evolution.evolution.operators import registry
 from guided_evolution.inspection.json_view import JsonView
 from guided_evolution.inspection.report_bandit import (
     BanditView,
@@ -181,9 +182,12 @@ __all__ = ["Report", "bandit_html", "collect", "with_islands"]
 
 def _operator_name(op: str | None, offline: bool) -> str:
     op = op or "?"
-    if offline and op in ("mutation", "crossover"):
-        return f"offline-{op}"
-    return op
+    if not offline:
+        return op
+    try:
+        return registry.counterpart(op).name  # an offline run's mutation: offline-mutation
+    except ValueError:  # the seed, EoT, fix, an operator not registered here: its own name
+        return op
 
 
 def _group_stats(data: RunData, events: list[Any]) -> tuple[list[GroupRow], list[GroupRow]]:
