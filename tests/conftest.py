@@ -8,6 +8,11 @@ Fixtures every test file may use:
   session in-process; read it, or ``copy_run`` it before writing into it.
 * ``copy_run``: a private copy of a run directory under the test's ``tmp_path``.
 
+With pytest-xdist installed (the `test` extra), the suite runs on every core by default: one
+worker per core, each test file on one worker (``--dist loadfile``: a file's module fixtures are
+made once, and its tests never race each other). ``-n 0`` (or ``-p no:xdist``) runs it in this
+process; ``-n N`` picks the workers; ``--pdb`` and ``--trace`` run in this process by themselves.
+
 The harness that runs the engine in-process (fake executor, fake proposer) is
 ``tests/support/harness.py``; the real CLI in a subprocess is ``tests/support/cli.py``.
 """
@@ -29,6 +34,19 @@ os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 
 if TYPE_CHECKING:
     from guided_evolution.evaluation.sandbox.wrap import Sandbox
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """``-n auto --dist loadfile`` unless the command line chose (or xdist is not installed)."""
+    option = config.option
+    if getattr(option, "numprocesses", 0) is not None:  # chosen, or no xdist
+        return
+    if option.usepdb or getattr(option, "trace", False) or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    option.numprocesses = "auto"
+    if option.dist == "no":
+        option.dist = "loadfile"
 
 
 @pytest.fixture(scope="session")
