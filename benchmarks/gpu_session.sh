@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU check of the ExquisiteNetV2 case, for a short lease on a GPU machine:
-#   1. the CUDA tests of the evaluator (tests/test_exquisitenet_cuda.py, about 1-2 min);
+#   1. the CUDA tests of the evaluator (tests/seeds/test_exquisitenet_cuda.py, about 1-2 min);
 #   2. the full throughput benchmark (benchmarks/exquisitenet_throughput.py, about 4-6 min):
 #      original recipe vs fast at 224/32 px, K packed processes, cold vs warm evaluation
 #      through ge's executor, and evaluations per hour.
@@ -21,7 +21,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="${PWD}${PYTHONPATH:+:$PYTHONPATH}" LITELLM
 
 status=0
 if [[ " $STEPS " == *" tests "* ]]; then
-  timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/test_exquisitenet_cuda.py 2>&1 \
+  timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/seeds/test_exquisitenet_cuda.py 2>&1 \
     | tee "$OUT/cuda-tests.log" || status=1
 fi
 if [[ " $STEPS " == *" bench "* ]]; then

@@ -2,7 +2,7 @@
 # Mutation testing of the generation plan and of selection with mutmut (pinned below).
 #
 # Mutates guided_evolution/evolution/plan.py, selection.py, mate_choice.py and islands.py, runs
-# their fast unit tests against each mutant (tests/test_plan.py, test_plan_paper.py,
+# their fast unit tests against each mutant (tests/evolution/test_plan.py, test_plan_paper.py,
 # test_plan_steady.py, test_selection.py, test_mate_choice.py, test_islands_pure.py, those present;
 # not the slow end-to-end runs: the temperature test, mate choice's offline run, test_islands.py),
 # and prints the mutants that no test killed.
@@ -41,8 +41,8 @@ only_mutate =
     guided_evolution/evolution/islands.py
 pytest_add_cli_args_test_selection =
 CFG
-for test in tests/test_plan.py tests/test_plan_paper.py tests/test_plan_steady.py \
-    tests/test_selection.py tests/test_mate_choice.py tests/test_islands_pure.py; do
+for test in tests/evolution/test_plan.py tests/evolution/test_plan_paper.py tests/evolution/test_plan_steady.py \
+    tests/evolution/test_selection.py tests/evolution/test_mate_choice.py tests/evolution/test_islands_pure.py; do
     if [[ -f $root/$test ]]; then echo "    $test" >> "$work/setup.cfg"; fi
 done
 cat >> "$work/setup.cfg" <<'CFG'

@@ -1,4 +1,4 @@
-"""Bad input not covered by tests/test_engine.py: one clear line, exit code 2, nothing half-written.
+"""Bad input not covered by tests/engine/test_engine.py: one clear line, exit code 2, nothing half-written.
 
 Full disk and read-only file systems are simulated with small tmpfs mounts (root only); the tests
 skip with a message where mounting is not possible.

@@ -511,7 +511,7 @@ def _terminal(
     run_dir: Path, cwd: Path, found: dict[str, dict], run: subprocess.CompletedProcess[str]
 ) -> dict[str, str]:
     """escape-seq-* -> where ge printed its escapes raw: `ge run` itself, `ge show` of the two
-    variants and `ge status` (run side by side; tests/test_terminal_escapes.py has the others)."""
+    variants and `ge status` (run side by side; tests/inspection/test_terminal_escapes.py has the others)."""
     commands = {f"ge show {t}": ["show", str(run_dir), found[t]["id"]] for t in ESCAPES}
     commands["ge status"] = ["status", str(run_dir)]
     env = {**os.environ, "LITELLM_OFFLINE_MODE": "true"}

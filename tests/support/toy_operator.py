@@ -1,4 +1,4 @@
-"""A toy operator added through the recipe alone, for ``tests/test_operator_recipe.py``: this one
+"""A toy operator added through the recipe alone, for ``tests/evolution/test_operator_recipe.py``: this one
 module (its spec and its request builder), its prompt (``PROMPT``, written as ``toy.txt`` into a
 seed's ``prompts/``), and one registry line (``register``). It rewrites one segment, drawn in
 place of a mutation from generation 1 on, with the mutation temperatures."""
