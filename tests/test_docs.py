@@ -46,7 +46,7 @@ FOREIGN = {
     "Levenshtein", "SIGKILL", "SIGTERM",
 }  # fmt: skip
 
-_SPAN = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+_SPAN = re.compile(r"(?<!`)`((?:[^`\n]|\n(?!\s*\n))+)`(?!`)")  # may wrap, not span a blank line
 _FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 _LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
 _PATH_ANYWHERE = re.compile(r"(?<![\w/.-])(guided_evolution/[\w/]+(?:\.py)?)")
@@ -254,7 +254,7 @@ def path_problem(index: Index, ref: str) -> str | None:
 
 def span_problems(index: Index, span: str) -> list[str]:
     """The stale references in one inline code span."""
-    text = span.strip()
+    text = " ".join(span.split())  # a span wrapped over lines reads as one line
     call = _CALL.match(text)
     if call:
         text = call.group(1)
@@ -333,14 +333,17 @@ The one definition of a valid score is `selection.scored`; the bandit reads
 `Recorder.objective_metrics`; the slurm room starts at `guided_evolution.evaluation.slurm.launch`;
 see `sandbox_exec.py`, `evaluation/sandbox/nowhere.py`, `RecorderOfOld` and `plan_everything()`;
 `variants.no_such_column`;
-[the note](docs/none.md). Outside a span: guided_evolution/engine/driverless.py.
+[the note](docs/none.md). Outside a span: guided_evolution/engine/driverless.py. A wrapped span:
+`python
+benchmarks/nowhere.py --quick` (then `plan.plan_child`).
 """
 FRESH = """
 `scoring.scored`, `evolution/bandit_history.py`, `guided_evolution/evaluation/sandbox/bwrap.py`,
 `RunReader.objective_metrics`, `guided_evolution.evaluation.slurm.executor.SlurmExecutor`,
 `plan.plan_child(...)`, `evaluation.contract.Executor`, `Sandbox.wrap`, `record_variant()`,
 `operators.child_from_reply`, `guided_evolution.builtin_prompts`, `tests/test_docs.py`,
-`prompts/novelty.txt`, `templates/ge.toml`, `engine/`, [the map](ARCHITECTURE.md).
+`prompts/novelty.txt`, `templates/ge.toml`, `engine/`, [the map](ARCHITECTURE.md), `python
+benchmarks/diversity.py` (then `Sandbox.probe`).
 """
 PROSE = """
 A run writes `config.json`, `index.sqlite` and `repo.git/` beside `ge.toml`; set `[llm.bandit]
@@ -366,6 +369,7 @@ def test_the_checker_names_each_stale_reference() -> None:
         "RecorderOfOld",
         "plan_everything()",
         "variants.no_such_column",
+        "benchmarks/nowhere.py",
         "guided_evolution/engine/driverless.py",
     ], found
 
