@@ -5,6 +5,7 @@ sandbox backends: what a forked variant cannot write, see, signal or leave behin
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -198,6 +199,74 @@ def test_forked_variants_are_confined_and_independent(sandbox: Sandbox, tmp_path
     workers = [by_id[v].metrics["worker"] for v in ("first", "v2", "v4", "v6", "v8", "v9")]
     assert workers[0] == workers[1] != workers[2] == workers[3] == workers[4] != workers[5]
     assert processes_with("sleep\x00987") == []
+
+
+BIG_REQUEST = r"""
+import hashlib, json, os, sys
+big = "".join(os.environ[f"BIG{i}"] for i in range(4))
+json.dump({"score": 1.0, "length": float(len(big)), "digest": hashlib.sha256(big.encode()).hexdigest(),
+           "pid": float(os.getpid()), "ppid": float(os.getppid())}, open(os.environ["GE_METRICS"], "w"))
+"""
+
+
+def test_each_stage_box_is_made_ahead_and_takes_requests_of_any_size(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The worker forks the next stage's box while it waits, and hands it the request through a
+    pipe once it comes: a request far larger than a pipe's buffer arrives whole, every stage is
+    still pid 2 under an init of its own, and the box left waiting when the worker stops does
+    not outlive it."""
+    run_dir = tmp_path / "run"
+    marker = f"ge-zygote-ahead-{os.getpid()}-{tmp_path.name}"
+    parts = ["".join(f"{i:07d}" for i in range(k, k + 14_000)) for k in range(0, 56_000, 14_000)]
+    big = "".join(parts)  # 392 kB in four variables (an exec takes 128 kB at most in one)
+    requests = []
+    for vid in ("a", "b", "c"):
+        workdir = run_dir / "work" / vid
+        (workdir / ".ge").mkdir(parents=True)
+        (workdir / "evaluate.py").write_text(BIG_REQUEST)
+        requests.append(
+            EvalRequest(
+                variant_id=vid,
+                workdir=workdir,
+                run_dir=run_dir,
+                command=f"python evaluate.py {marker}",
+                check_command=None,
+                timeout_s=30.0,
+                check_timeout_s=30.0,
+                metrics_path=workdir / ".ge" / "metrics.json",
+                log_path=run_dir / "logs" / f"{vid}.log",
+                objectives=("score",),
+                env={f"BIG{i}": part for i, part in enumerate(parts)},
+            )
+        )
+    pool, warnings = preload_pool(
+        sandbox, (), requests[0].command, None, start_timeout_s=30.0, recycle_after=100,
+        work_dir=run_dir / "work", run_dir=run_dir,
+    )  # fmt: skip
+    assert pool is not None and not warnings
+    executor = LocalExecutor(1, None, None, sandbox, kill_grace_s=0.5, workers=pool)
+    waiting: list[list[int]] = []
+
+    async def main() -> list[EvalResult]:
+        results = []
+        try:
+            for request in requests:
+                results.append(await executor.evaluate(request))
+                waiting.append(processes_with(marker))  # the worker and the next stage's box
+        finally:
+            await executor.aclose()
+        return results
+
+    results = asyncio.run(main())
+    assert pool.warnings == []
+    digest = hashlib.sha256(big.encode()).hexdigest()
+    for result in results:
+        assert result.status == "ok", (result.failure_reason, result.output_tail)
+        assert result.metrics["length"] == len(big) and result.metrics["digest"] == digest
+        assert (result.metrics["pid"], result.metrics["ppid"]) == (2.0, 1.0)
+    assert all(waiting), waiting  # the worker was still there between stages
+    assert processes_with(marker) == []  # and nothing of it, its idle box included, after
 
 
 def test_python_commands_that_a_zygote_can_run() -> None:

@@ -175,6 +175,75 @@ def _add_rule(libc: ctypes.CDLL, ruleset: int, path: str, rights: int) -> bool:
     return True
 
 
+class Ruleset:
+    """A Landlock ruleset built in steps, then enforced on the calling process: ``Ruleset(plan)``
+    opens it and adds the plan's rules, ``grant`` adds more (paths known only later), ``enforce``
+    restricts the caller (one ``restrict`` in two halves: the preloading worker builds a stage's
+    static rules before the stage's request comes, and adds its directories when it does).
+    Raises LandlockError when Landlock is unavailable or a syscall fails."""
+
+    def __init__(self, plan: Plan) -> None:
+        abi = abi_version()
+        if abi <= 0:
+            raise LandlockError("Landlock is unavailable: the kernel lacks it or it is not in lsm=")
+        self.abi = abi
+        self.handled = _fs_rights(abi)
+        self.scopes = [name for _, name in _SCOPES if plan.scope and abi >= 6]
+        self.tcp = plan.deny_tcp and abi >= 4
+        attr = _RulesetAttr(
+            self.handled,
+            _NET_TCP if self.tcp else 0,
+            sum(bit for bit, _ in _SCOPES) if self.scopes else 0,
+        )
+        size = 8 if abi < 4 else 16 if abi < 6 else 24  # what this kernel's ruleset_attr holds
+        self.libc = _libc()
+        self.fd = _checked(
+            "landlock_create_ruleset",
+            self.libc.syscall(_SYS_CREATE_RULESET, ctypes.addressof(attr), size, 0, 0),
+        )
+        self.missing: list[str] = []
+        try:
+            self.grant(read=plan.read, write=plan.write, devices=plan.devices)
+        except BaseException:
+            self.close()
+            raise
+
+    def grant(
+        self, read: Sequence[str] = (), write: Sequence[str] = (), devices: Sequence[str] = ()
+    ) -> None:
+        """Add rules as ``Plan`` grants them; paths that do not exist go to ``missing``."""
+        for paths, rights in ((read, _READ), (write, ~_NOT_WRITE), (devices, _DEVICE)):
+            for path in paths:
+                if not _add_rule(self.libc, self.fd, os.fspath(path), rights & self.handled):
+                    self.missing.append(os.fspath(path))
+
+    def enforce(self) -> dict:
+        """Set no_new_privs and landlock_restrict_self the calling process (and what it execs);
+        what was applied (see ``restrict``). The ruleset is closed either way."""
+        try:
+            _checked(
+                "prctl(PR_SET_NO_NEW_PRIVS)", self.libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            )
+            _checked(
+                "landlock_restrict_self", self.libc.syscall(_SYS_RESTRICT_SELF, self.fd, 0, 0, 0)
+            )
+        finally:
+            self.close()
+        return {
+            "abi": self.abi,
+            "filesystem": True,
+            "tcp": self.tcp,
+            "scopes": self.scopes,
+            "ioctl": self.abi >= 5,
+            "missing": self.missing,
+        }
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def restrict(plan: Plan) -> dict:
     """Build the ruleset, set no_new_privs, landlock_restrict_self the calling process (and what it execs).
 
@@ -182,41 +251,7 @@ def restrict(plan: Plan) -> dict:
     (names), ``ioctl`` (device ioctls restricted), ``missing`` (paths skipped as nonexistent).
     Raises LandlockError when Landlock is unavailable or a syscall fails.
     """
-    abi = abi_version()
-    if abi <= 0:
-        raise LandlockError("Landlock is unavailable: the kernel lacks it or it is not in lsm=")
-    handled = _fs_rights(abi)
-    scopes = [name for _, name in _SCOPES if plan.scope and abi >= 6]
-    attr = _RulesetAttr(
-        handled,
-        _NET_TCP if plan.deny_tcp and abi >= 4 else 0,
-        sum(bit for bit, _ in _SCOPES) if scopes else 0,
-    )
-    size = 8 if abi < 4 else 16 if abi < 6 else 24  # what this kernel's ruleset_attr holds
-    libc = _libc()
-    ruleset = _checked(
-        "landlock_create_ruleset",
-        libc.syscall(_SYS_CREATE_RULESET, ctypes.addressof(attr), size, 0, 0),
-    )
-    missing: list[str] = []
-    try:
-        groups = ((plan.read, _READ), (plan.write, ~_NOT_WRITE), (plan.devices, _DEVICE))
-        for paths, rights in groups:
-            for path in paths:
-                if not _add_rule(libc, ruleset, path, rights & handled):
-                    missing.append(path)
-        _checked("prctl(PR_SET_NO_NEW_PRIVS)", libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-        _checked("landlock_restrict_self", libc.syscall(_SYS_RESTRICT_SELF, ruleset, 0, 0, 0))
-    finally:
-        os.close(ruleset)
-    return {
-        "abi": abi,
-        "filesystem": True,
-        "tcp": bool(attr.handled_access_net),
-        "scopes": scopes,
-        "ioctl": abi >= 5,
-        "missing": missing,
-    }
+    return Ruleset(plan).enforce()
 
 
 def _within(path: str, ancestor: str) -> bool:

@@ -21,15 +21,24 @@ and POSIX IPC objects die with it, and **when it ends the kernel kills every pro
 (a pid namespace's processes cannot outlive its init, whatever they do to their environment or
 session). No process tree is walked and no environment marker trusted.
 
+**Each box is made ahead** (``prefork``): once a stage has ended and the worker has replied, it
+forks the next stage's box, which sets up every layer that does not depend on the request and
+then waits for it on a pipe; a request only pays for what does depend on it. No evaluated code
+runs before its request, each box serves one stage, and a box still waiting when the worker
+ends is killed with it.
+
 Before any evaluator code runs, the child: starts a new session; takes private ``/tmp``,
-``/dev/shm`` and ``/proc`` (``private_tmp``); reads stdin from /dev/null; sends stdout and stderr to
-the request's log FIFO; closes every other descriptor (the protocol pipes included); takes the
-request's environment (``HOME`` and ``TMPDIR``: the request's io directory, new for every stage,
-where ``GE_METRICS`` and ``GE_FEEDBACK`` point too); restricts itself with Landlock to writing only
-the variant's directory, the io directory and its private temp directories (no TCP unless allowed,
-no signals or abstract sockets outside itself, no ptrace); drops every capability (with
-no_new_privs); reseeds the RNGs a fresh process would seed; then runs the script with ``runpy`` as
-``__main__`` with the command's argv.
+``/dev/shm`` and ``/proc`` (``private_tmp``); reads stdin from /dev/null; closes every other
+descriptor (the protocol pipes included); drops every capability (with no_new_privs) — all of
+this ahead — then, once the request came, sends stdout and stderr to the request's log FIFO;
+takes the request's environment (``HOME`` and ``TMPDIR``: the request's io directory, new for
+every stage, where ``GE_METRICS`` and ``GE_FEEDBACK`` point too); restricts itself with Landlock
+(its ruleset built ahead, the request's two directories added) to writing only the variant's
+directory, the io directory and its private temp directories (no TCP unless allowed, no signals
+or abstract sockets outside itself, no ptrace); reseeds the RNGs a fresh process would seed;
+then runs the script with ``runpy`` as ``__main__`` with the command's argv. The worker freezes
+what it imported (``gc.freeze``): a stage's garbage collections skip those objects and leave
+their pages shared.
 
 While a child runs, the worker also reads control lines (``{"signal": N}``: ge's timeout) and
 forwards the signal to the child's init, which takes the whole namespace with it. After each child
@@ -46,10 +55,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import gc
 import importlib
 import importlib.util
 import json
 import os
+import pkgutil  # noqa: F401 - runpy.run_path imports it: once here, not in every stage
 import platform
 import resource
 import runpy
@@ -253,15 +264,51 @@ def _child_env(req: dict, spec: dict) -> dict[str, str]:
     return env
 
 
-def _box_init(req: dict, spec: dict, landlock: object, kernel: Kernel, status_fd: int) -> int:
+class Box:
+    """One stage's box, forked ahead of its request (``prefork``): its init's pid, the pipe its
+    evaluator reads the request from, and the pipe its init reports the evaluator's wait status
+    on."""
+
+    def __init__(self, pid: int, request_fd: int, status_fd: int) -> None:
+        self.pid, self.request_fd, self.status_fd = pid, request_fd, status_fd
+
+    def discard(self) -> None:
+        """Kill an unused box (the worker ends) and reap it."""
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.waitpid(self.pid, 0)
+        for fd in (self.request_fd, self.status_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def prefork(spec: dict, landlock: object, boxes: Boxes) -> Box:
+    """The next stage's box, made while the worker waits for its request: its init has its
+    namespaces and private mounts, its evaluator (pid 2) every layer that does not depend on the
+    request, and waits for it. No evaluated code runs before the request comes."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    request_r, request_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        pid = boxes.spawn(lambda: _box_init(spec, landlock, boxes.kernel, request_r, status_w))
+    except BaseException:
+        for fd in (request_w, status_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(request_r)
+        os.close(status_w)
+    return Box(pid, request_w, status_r)
+
+
+def _box_init(spec: dict, landlock: object, kernel: Kernel, request_fd: int, status_fd: int) -> int:
     """The init (pid 1) of one evaluation's pid namespace: make its mount and ipc namespaces,
     fork the evaluator (pid 2, so that it dies of its own signals as a fresh process does), pass
     it ge's SIGTERM, reap whatever it leaves, and write its wait status to ``status_fd``. When
     this process ends, the kernel kills whatever is left in the namespace."""
     os.setsid()
-    log = os.open(req["log_path"], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    os.dup2(log, 2)  # a failure to set up is said in the variant's log
-    os.close(log)
     kernel.unshare(CLONE_NEWNS | CLONE_NEWIPC, "new mount and ipc namespaces")
     private = spec["private"]  # new for this stage
     if spec["private_tmp"]:
@@ -276,8 +323,8 @@ def _box_init(req: dict, spec: dict, landlock: object, kernel: Kernel, status_fd
     if evaluator == 0:
         code = _EXIT_SETUP
         try:
-            _prepare_evaluator(req, spec, landlock, kernel, private)
-            code = _run(spec["check"] if req.get("args", {}).get("check") else spec["evaluate"])
+            os.close(status_fd)
+            code = _evaluator(spec, landlock, kernel, request_fd)
         except BaseException as exc:
             os.write(2, f"ge zygote: cannot set up the child: {exc}\n".encode(errors="replace"))
         finally:
@@ -300,30 +347,39 @@ def _max_fd() -> int:
     return os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
 
 
-def _prepare_evaluator(
-    req: dict, spec: dict, landlock: object, kernel: Kernel, private: list[str]
-) -> None:
-    """Make this fork a new sandboxed process of the variant (module doc)."""
+def _evaluator(spec: dict, landlock: object, kernel: Kernel, request_fd: int) -> int:
+    """The evaluator (pid 2): every layer that does not depend on the request, then (once it
+    came) the rest, then the stage's script; its exit code (module doc)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    os.dup2(2, 1)
-    os.closerange(3, _max_fd())
-    env = _child_env(req, spec)
+    os.closerange(3, request_fd)
+    os.closerange(request_fd + 1, _max_fd())
     kernel.fresh_session_keyring()
     # The kernel's first pick when the slot runs out of memory (not the worker).
     with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:
         fh.write("1000")
+    ruleset = None
     if spec["landlock"]:
-        plan = landlock.Plan(  # type: ignore[attr-defined]
-            read=("/",),
-            write=(req["workdir"], os.path.dirname(req["metrics_path"]), *private),
-            devices=tuple(spec["devices"]),
-            deny_tcp=spec["deny_tcp"],
-            scope=True,
+        ruleset = landlock.Ruleset(  # type: ignore[attr-defined]
+            landlock.Plan(  # type: ignore[attr-defined]
+                read=("/",),
+                write=tuple(spec["private"]),
+                devices=tuple(spec["devices"]),
+                deny_tcp=spec["deny_tcp"],
+                scope=True,
+            )
         )
-        landlock.restrict(plan)  # type: ignore[attr-defined]
     kernel.drop_capabilities()
+    req = _read_request(request_fd)  # blocks until the stage's request
+    log = os.open(req["log_path"], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    if ruleset is not None:
+        ruleset.grant(write=(req["workdir"], os.path.dirname(req["metrics_path"])))
+        ruleset.enforce()
+    env = _child_env(req, spec)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(req["workdir"])
@@ -332,6 +388,18 @@ def _prepare_evaluator(
         sys.modules["tempfile"].tempdir = None  # computed again from TMPDIR
     if "numpy.random" in sys.modules:
         sys.modules["numpy.random"].seed()  # a fresh process seeds it from the OS
+    return _run(spec["check"] if req.get("args", {}).get("check") else spec["evaluate"])
+
+
+def _read_request(fd: int) -> dict:
+    """The stage's request: everything the worker writes to ``fd`` before closing it."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    if not chunks:
+        raise SetupError("no request (the worker ended)")
+    return json.loads(b"".join(chunks))
 
 
 def _run(argv: list[str]) -> int:
@@ -426,25 +494,18 @@ def _wait_child(pid: int, requests: Requests) -> int:
             os.close(watch)
 
 
-def _serve(
-    req: dict, spec: dict, landlock: object, boxes: Boxes, proto: int, requests: Requests
-) -> dict:
-    """Run one request in a box of its own (``_box_init``), wait for it; reply twice. The end
-    reply: the evaluator's exit code or signal."""
+def _serve(req: dict, box: Box, proto: int, requests: Requests) -> dict:
+    """Hand one request to its box (forked ahead, ``prefork``), wait for it; reply twice. The
+    end reply: the evaluator's exit code or signal."""
     vid = req.get("variant_id")
-    if req.get("args", {}).get("check") and not spec["check"]:
-        _reply(proto, {"variant_id": vid, "error": "this worker has no check command"})
-        return {}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    try:
-        pid = boxes.spawn(lambda: _box_init(req, spec, landlock, boxes.kernel, write_end))
-    finally:
-        os.close(write_end)
-    _reply(proto, {"variant_id": vid, "pid": pid})
-    status = _wait_child(pid, requests)
-    with os.fdopen(read_end, "rb") as fh:
+    data = memoryview(json.dumps(req).encode())
+    with contextlib.suppress(OSError):  # a box that could not be set up: its end says so
+        while data:
+            data = data[os.write(box.request_fd, data) :]
+    os.close(box.request_fd)
+    _reply(proto, {"variant_id": vid, "pid": box.pid})
+    status = _wait_child(box.pid, requests)
+    with os.fdopen(box.status_fd, "rb") as fh:
         reported = fh.read(32)
     if reported.strip().isdigit():  # the evaluator's own status, as its init saw it
         status = int(reported)
@@ -500,22 +561,35 @@ def main(args: list[str]) -> None:
         sys.exit(f"ge zygote: cannot box each evaluation: {exc}")
     for name in spec["preload"]:
         importlib.import_module(name)
+    # Objects the worker made are never collected in a stage: a stage's collections skip them
+    # (and leave their pages shared with the worker).
+    gc.collect()
+    gc.freeze()
     before = attributes(kernel)
     _reply(proto, {"ready": True})
     requests = Requests()
-    while (req := requests.next()) is not None:
-        if "signal" in req:
-            continue  # a late signal for a child that already ended
-        end = _serve(req, spec, landlock, boxes, proto, requests)
-        if not end:
-            continue
-        after = attributes(kernel)
-        changed = [name for name in before if before[name] != after[name]]
-        if changed:
-            end["broken"] = "an evaluation changed the worker's " + ", ".join(changed)
-        _reply(proto, end)
-        if changed:
-            return
+    box: Box | None = prefork(spec, landlock, boxes)
+    try:
+        while (req := requests.next()) is not None:
+            if "signal" in req:
+                continue  # a late signal for a child that already ended
+            if req.get("args", {}).get("check") and not spec["check"]:
+                error = "this worker has no check command"
+                _reply(proto, {"variant_id": req.get("variant_id"), "error": error})
+                continue
+            assert box is not None
+            end, box = _serve(req, box, proto, requests), None
+            after = attributes(kernel)
+            changed = [name for name in before if before[name] != after[name]]
+            if changed:
+                end["broken"] = "an evaluation changed the worker's " + ", ".join(changed)
+            _reply(proto, end)
+            if changed:
+                return
+            box = prefork(spec, landlock, boxes)  # while ge takes this stage's results
+    finally:
+        if box is not None:
+            box.discard()
 
 
 if __name__ == "__main__":
