@@ -33,7 +33,7 @@ class BanditState:
 
 
 class Bandits:
-    """The run's two bandits (``[llm] bandit``): over the ensemble's models, and over the
+    """The run's two bandits (``[llm.bandit]``): over the ensemble's models, and over the
     (operator, persona) arms of mutation steps (offline: the edit classes). The state of each
     generation is computed at its first choice from the children decided before it, stored as a
     ``bandit`` event (the second bandit under ``personas``), and read back from that event by a

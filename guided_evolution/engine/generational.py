@@ -1,7 +1,7 @@
 """The generational mode (the GE paper's loop): generation after generation, each planned from the
 whole evaluated previous population, its children run together over the shared scheduler.
 
-With ``[evolution] islands = K``, each island is planned from its own population and all their
+With ``[evolution.islands] count = K``, each island is planned from its own population and all their
 children share the slots; migration follows some generations (``evolution.islands.count``). With
 ``overlap_tail = N``, a generation closes while at most N of its children are still evaluated;
 they join the next generation's population (and, after a kill, are found again on resume). What

@@ -1,4 +1,4 @@
-"""Novelty rejection in the engine (``[evolution] novelty_distance``): the per-run archive of
+"""Novelty rejection in the engine (``[evolution.novelty] distance``): the per-run archive of
 evaluated variants' segments kept current from the run's reader, optional embedding vectors, the
 ``near_duplicate`` events, and the re-proposal loop the proposers share."""
 
@@ -19,12 +19,12 @@ Repropose = Callable[[NearDuplicate, int, Child], Awaitable[Child]]
 
 
 class NoveltyGate:
-    """``[evolution] novelty_distance``: is a proposal's new code within that distance of an
+    """``[evolution.novelty] distance``: is a proposal's new code within that distance of an
     evaluated variant's (``evolution/novelty.py``)?
 
     The archive holds the variants of earlier generations that have an evaluation, read once per
     generation (so, with ``overlap_tail = 0``, the same seed rejects the same proposals), and the
-    plan's parents. With ``novelty_embedding_model``, the distance is the cosine distance of the
+    plan's parents. With ``[evolution.novelty] embedding_model``, the distance is the cosine distance of the
     segments' embeddings; if the model fails, one warning and the token distance from then on.
     """
 
@@ -69,7 +69,7 @@ class NoveltyGate:
             except EmbeddingError as err:
                 if self.embedder is not None:  # one warning, whichever check saw it first
                     self.log.warning(
-                        f"novelty_embedding_model {embedder.model} failed ({err.reason}): "
+                        f"[evolution.novelty] embedding_model {embedder.model} failed ({err.reason}): "
                         "novelty rejection uses the token distance from now on"
                     )
                 self.embedder = None

@@ -51,7 +51,7 @@ class FailedGeneration:
             return GeError(
                 f"every proposal of generation {self.generation} repeated an evaluated variant "
                 f"{share}, e.g. {self.reason}",
-                f"lower `[evolution] novelty_distance` (or raise `novelty_retries`) in "
+                f"lower `[evolution.novelty] distance` (or raise its `retries`) in "
                 f"{Path(seed_dir) / 'ge.toml'} and start a new `ge run`: a one-token edit of a "
                 "30-token segment is at distance 0.03",
             )

@@ -1,8 +1,8 @@
 """Diff edits in the LLM operators: when a request asks for SEARCH/REPLACE blocks, how its prompt
 is rendered, and the segment's new code from such a reply (``diffedit`` applies the blocks).
 
-``[evolution] edit_mode`` picks per request: "never" (the GE paper: the whole segment back),
-"always", or "auto" (segments of at least ``diff_min_chars`` characters). A diff-mode prompt is the
+``[evolution.diff] mode`` picks per request: "never" (the GE paper: the whole segment back),
+"always", or "auto" (segments of at least ``[evolution.diff] min_chars`` characters). A diff-mode prompt is the
 usual one with ``diff_rules`` standing in for ``rules`` (the task and persona words stay; only the
 answer format changes).
 """

@@ -1,12 +1,12 @@
-"""Islands (``[evolution] islands = K > 1``): K populations evolved apart, with migration. Pure.
+"""Islands (``[evolution.islands] count = K > 1``): K populations evolved apart, with migration. Pure.
 
 ``population``, ``elites`` and ``initial_population`` are the run's totals, split evenly over the
 islands (the first ``total % K`` get one more), so a generation costs the same with or without
 islands; each island plans from its own population only (its SPEA2 elites, tournaments and EoT
 teachers), with an ``EvolutionConfig`` copy holding its shares (``island_configs``).
 
-Migration follows generation ``g`` when ``g > 0`` and ``g % migration_interval == 0``: each
-island sends copies of its ``migration_size`` best (NSGA-II Pareto rank, then crowding distance,
+Migration follows generation ``g`` when ``g > 0`` and ``g % islands.migration_interval == 0``: each
+island sends copies of its ``islands.migration_size`` best (NSGA-II Pareto rank, then crowding distance,
 then population order) that the destination does not hold already to one destination: the next island on a ring, or a derangement drawn from
 an RNG seeded by (run seed, g), so no island sends to itself. A migrant keeps its id and lineage
 and is appended to the destination's population; every island chooses from its population

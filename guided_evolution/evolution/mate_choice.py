@@ -4,14 +4,14 @@ distances, and the self-adaptive mating-preference gene.
 - ``tournament`` (GE): the partner is the next tournament winner; nothing here is used.
 - ``dissimilar``: the first parent comes from the tournament; its partner is drawn from a pool of
   tournament winners (a generation's parents; in steady mode, a pool drawn for the child) with
-  weight ``(d + MATE_EPSILON) ** mate_strength``, ``d`` the code distance to the first parent
+  weight ``(d + MATE_EPSILON) ** strength``, ``d`` the code distance to the first parent
   (``diversity.distance``, in [0, 1]). Identical code is almost never chosen; strength 0 draws
   uniformly from the pool, i.e. with the tournament's frequencies.
 - ``self_adaptive``: each variant carries a gene ``p`` in [0, 1], the code distance it prefers,
   relative to the pool: ``r = (d - d_min) / (d_max - d_min)`` (0 the nearest candidate, 1 the
   farthest; scale-free, as a task's distances may all be small). The first parent's gene weighs
-  each candidate with ``exp(-4 * mate_strength * (r - p) ** 2)``. A child's gene is its first
-  parent's (after a crossover: the mean of both parents') plus ``N(0, mating_sigma)``, clipped to
+  each candidate with ``exp(-4 * strength * (r - p) ** 2)``. A child's gene is its first
+  parent's (after a crossover: the mean of both parents') plus ``N(0, sigma)`` (``[evolution.mate_choice]``), clipped to
   [0, 1] and rounded to 6 decimals (so the ``Ge-Mating-Preference`` trailer holds it exactly);
   generation 0's children draw theirs uniformly, and a variant without a gene (the seed, or one
   made before the option was on) counts as 0.5.

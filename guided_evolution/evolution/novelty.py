@@ -1,4 +1,4 @@
-"""Novelty rejection before evaluation (``[evolution] novelty_distance``): is a proposal's new code
+"""Novelty rejection before evaluation (``[evolution.novelty] distance``): is a proposal's new code
 within a distance of what the run has already evaluated?
 
 The archive holds the evolvable segments of every evaluated variant (an ``ok`` evaluation or a

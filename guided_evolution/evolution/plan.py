@@ -11,7 +11,7 @@ deap's selTournamentDCD (the paper's). A planned child that draws neither crosso
 is dropped, as GE's unchanged offspring were clones of their parent (see README, "Differences
 from the GE paper").
 
-With the bandit on (``[llm] bandit``, an LLM run: ``eot=EOT_BY_BANDIT``), a mutation step where EoT
+With the bandit on (``[llm.bandit]``, an LLM run: ``eot=EOT_BY_BANDIT``), a mutation step where EoT
 is possible (``eot_probability > 0``, from ``eot_start_generation``, with teachers) is
 ``Step("mutation", teacher)``: the proposer's bandit chooses mutation (with a persona) or EoT (with
 that teacher) instead of the ``eot_probability`` coin; crossover keeps its probability.
@@ -69,8 +69,8 @@ class Plan:
     index: int
     parent: str
     steps: tuple[Step, ...]
-    island: int = 0  # the island the child is born on ([evolution] islands > 1)
-    mating_preference: float | None = None  # its gene (mate_choice = "self_adaptive")
+    island: int = 0  # the island the child is born on ([evolution.islands] count > 1)
+    mating_preference: float | None = None  # its gene ([evolution.mate_choice] kind = "self_adaptive")
 
     @property
     def parents(self) -> tuple[str, ...]:
@@ -147,7 +147,7 @@ def plan_generation(
     EoT, no other alternative), and EOT_BY_BANDIT when its bandit chooses EoT (mutation steps carry
     a teacher where EoT is possible). ``island`` (> 0: its own RNG stream) is stamped on every
     plan; plans are numbered from ``first_index`` (an island's plans follow the earlier islands'
-    in the generation). ``mates`` (needed unless ``mate_choice = "tournament"``) gives code
+    in the generation). ``mates`` (needed unless ``[evolution.mate_choice] kind = "tournament"``) gives code
     distances and genes.
     """
     rng = random.Random(f"ge:{evo.seed}:{generation}:plan" + (f":{island}" if island else ""))

@@ -154,7 +154,7 @@ def _no_island(k: int, count: int) -> GeError:
     if not count:
         return GeError(
             "this run has no islands",
-            "leave out --island (islands run with `[evolution] islands = K` > 1 in ge.toml)",
+            "leave out --island (islands run with `[evolution.islands] count = K` > 1 in ge.toml)",
         )
     return GeError(
         f"island {k} does not exist in this run (islands 0–{count - 1})",

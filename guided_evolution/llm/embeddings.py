@@ -1,5 +1,5 @@
 """Embedding vectors of code through litellm's embedding API (``[evolution]
-novelty_embedding_model``), cached per text for the run. litellm is imported on the first
+[evolution.novelty] embedding_model``), cached per text for the run. litellm is imported on the first
 request only (:func:`guided_evolution.llm.provider.load_litellm`, offline cost map)."""
 
 from __future__ import annotations

@@ -139,9 +139,9 @@ class VariantRecord:
     eot_reflection: str | None = None
     llm_call_id: int | None = None
     island: int | None = None
-    """The island the variant was born on (``[evolution] islands`` > 1), else None."""
+    """The island the variant was born on (``[evolution.islands] count`` > 1), else None."""
     mating_preference: float | None = None
-    """Its mating-preference gene (``mate_choice = "self_adaptive"``), else None."""
+    """Its mating-preference gene (``[evolution.mate_choice] kind = "self_adaptive"``), else None."""
 
     @property
     def is_seed(self) -> bool:
@@ -345,4 +345,4 @@ class GenerationRecord:
     hall_of_fame: list[str] = field(default_factory=list)
     finished_at: float = field(default_factory=time.time)
     islands: list[list[str]] = field(default_factory=list)
-    """Each island's population after migration (``[evolution] islands`` > 1), else empty."""
+    """Each island's population after migration (``[evolution.islands] count`` > 1), else empty."""

@@ -1,4 +1,4 @@
-"""``[evaluator] preload``: one forking worker per slot (``zygote.py``) for any Python evaluator.
+"""``[evaluator.preload]``: one forking worker per slot (``zygote.py``) for any Python evaluator.
 
 The evaluator's commands must be plain Python invocations, ``python SCRIPT [ARGS]`` or
 ``python -m MODULE [ARGS]``. The slot's worker runs ``zygote.py`` with that interpreter, imports

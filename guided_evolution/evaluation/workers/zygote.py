@@ -1,4 +1,4 @@
-"""The preloading worker of ``[evaluator] preload``: import modules once, fork one child a stage.
+"""The preloading worker of ``[evaluator.preload]``: import modules once, fork one child a stage.
 
 ge runs this file as a script (``python zygote.py SPEC``, with the interpreter of the evaluator's
 own command) inside the slot's sandbox, as the ``workers.WorkerPool`` worker of that slot, and

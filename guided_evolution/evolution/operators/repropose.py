@@ -1,4 +1,4 @@
-"""Novelty re-proposal (``[evolution] novelty_distance``): a request asked again, in the same
+"""Novelty re-proposal (``[evolution.novelty] distance``): a request asked again, in the same
 conversation, after its reply nearly repeated an evaluated variant (``prompts/novelty.txt``). A
 follow-up: the child keeps the operator, temperature and form of the request it continues."""
 
@@ -22,7 +22,7 @@ def novelty_request(
     distance: float,
 ) -> OperatorRequest:
     """The same request again after a reply that nearly repeated an evaluated variant
-    (``[evolution] novelty_distance``): the conversation continues with that reply and
+    (``[evolution.novelty] distance``): the conversation continues with that reply and
     ``novelty``, which shows the evaluated variant's segment fenced and asks for another idea in
     the same form (whole segment or edit blocks) against the same parent segment."""
     base = request.base if request.base is not None else genome

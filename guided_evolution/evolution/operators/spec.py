@@ -133,7 +133,7 @@ class OperatorSpec:
     first_temperature: str | None = None  # the key in generation 0 (mutation: 'initial')
     calls: tuple[str, ...] = ("final",)  # the stages of its LLM calls, in order; () offline
     teacher: bool = False  # Evolution of Thought: the plan gives the step an elite to learn from
-    diff: bool = False  # [evolution] edit_mode applies to its requests
+    diff: bool = False  # [evolution.diff] mode applies to its requests
     offline: bool = False  # one of the no-LLM baseline's operators (--model offline)
     counterpart: str | None = None  # the offline operator that stands in for it
     arms: Callable[[GeConfig], tuple[str, ...]] | None = None  # its arms of the operator bandit
