@@ -209,19 +209,20 @@ json.dump({"score": 1.0, "length": float(len(big)), "digest": hashlib.sha256(big
 """
 
 
-def test_each_stage_box_is_made_ahead_and_takes_requests_of_any_size(
+def test_boxes_and_workers_are_made_ahead_and_take_requests_of_any_size(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
     """The worker forks the next stage's box while it waits, and hands it the request through a
     pipe once it comes: a request far larger than a pipe's buffer arrives whole, every stage is
-    still pid 2 under an init of its own, and the box left waiting when the worker stops does
-    not outlive it."""
+    still pid 2 under an init of its own. A worker to be recycled has its successor started
+    ahead, in a directory of its own, and ends in the background; nothing of any worker, its
+    idle box included, outlives the pool."""
     run_dir = tmp_path / "run"
     marker = f"ge-zygote-ahead-{os.getpid()}-{tmp_path.name}"
     parts = ["".join(f"{i:07d}" for i in range(k, k + 14_000)) for k in range(0, 56_000, 14_000)]
     big = "".join(parts)  # 392 kB in four variables (an exec takes 128 kB at most in one)
     requests = []
-    for vid in ("a", "b", "c"):
+    for vid in ("a", "b", "c", "d", "e"):
         workdir = run_dir / "work" / vid
         (workdir / ".ge").mkdir(parents=True)
         (workdir / "evaluate.py").write_text(BIG_REQUEST)
@@ -241,7 +242,7 @@ def test_each_stage_box_is_made_ahead_and_takes_requests_of_any_size(
             )
         )
     pool, warnings = preload_pool(
-        sandbox, (), requests[0].command, None, start_timeout_s=30.0, recycle_after=100,
+        sandbox, (), requests[0].command, None, start_timeout_s=30.0, recycle_after=2,
         work_dir=run_dir / "work", run_dir=run_dir,
     )  # fmt: skip
     assert pool is not None and not warnings
@@ -265,8 +266,13 @@ def test_each_stage_box_is_made_ahead_and_takes_requests_of_any_size(
         assert result.status == "ok", (result.failure_reason, result.output_tail)
         assert result.metrics["length"] == len(big) and result.metrics["digest"] == digest
         assert (result.metrics["pid"], result.metrics["ppid"]) == (2.0, 1.0)
+    logs = [(run_dir / "logs" / f"{vid}.log").read_text() for vid in "abcde"]
+    assert "starting the worker of slot 0" in logs[0]
+    assert ["started ahead" in log for log in logs] == [False, False, True, False, True]
+    assert pool.stats()[0].starts == 3 and pool.stats()[0].deaths == 0
     assert all(waiting), waiting  # the worker was still there between stages
-    assert processes_with(marker) == []  # and nothing of it, its idle box included, after
+    assert processes_with(marker) == []  # and nothing of the workers, their idle boxes included
+    assert not [p.name for p in (run_dir / "work").iterdir() if p.name.startswith(".ge-worker")]
 
 
 def test_python_commands_that_a_zygote_can_run() -> None:

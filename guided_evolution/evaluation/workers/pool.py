@@ -47,7 +47,13 @@ Isolation (weaker than one fresh sandbox per evaluation):
 ``preload.py``), which starts in an empty directory and confines every child it forks to the
 variant's own directory (Landlock), its own environment and a clean process tree, so that the
 sharing above shrinks to what the module docs of ``zygote.py`` and SECURITY.md list; such a
-worker is replaced after ``recycle_after`` variants.
+worker is replaced after ``recycle_after`` variants. The replacement starts ahead (in a directory
+of its own, as many stages before as a start takes) and the retired worker ends in the
+background, so that the slot never waits for either.
+
+The module is long because a slot's worker lifecycle (start, recycling, death, the fallback to
+the command) and one stage's exchange with it share the slot's state; the files of a stage and
+the reading of a worker's replies live in ``files.py`` and ``channel.py``.
 """
 
 from __future__ import annotations
@@ -128,6 +134,10 @@ class WorkerStats:
 class _SlotState:
     stats: WorkerStats = field(default_factory=WorkerStats)
     worker: Worker | None = None
+    successor: asyncio.Task[Worker] | None = None
+    """The worker that replaces ``worker`` at its recycling, started ahead of it."""
+    stage_s: float = 0.0
+    """How long a stage through the worker took lately (when to start the successor)."""
 
 
 class WorkerPool:
@@ -169,6 +179,9 @@ class WorkerPool:
         self.warnings: list[str] = []
         self._slots: dict[int, _SlotState] = {}
         self._closed = False
+        self._start_s = 0.0
+        """How long the last worker took to start (when to start a successor)."""
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def stats(self) -> dict[int, WorkerStats]:
         """Counters per slot index (slots that were used)."""
@@ -200,12 +213,16 @@ class WorkerPool:
             if state.stats.disabled:
                 return await run_cold()
         try:
-            if worker is None:
+            if worker is None and state.successor is not None:
+                output.note(f"the worker of slot {slot} was started ahead: {self.command}")
+            elif worker is None:
                 output.note(f"starting the worker of slot {slot}: {self.command}")
-                worker = await self._start(slot, request, env, state.stats)
-                state.worker = worker
+            if worker is None:
+                worker = await self._started(state, slot, request, env)
             output.note(f"{stage} via the worker of slot {slot}")
+            began = time.monotonic()
             reason = await self._run(worker, request, env, output, stage)
+            state.stage_s = time.monotonic() - began
             if stage == "check":
                 state.stats.checks += 1
             else:
@@ -214,9 +231,8 @@ class WorkerPool:
             if worker.broken is not None:
                 output.note(f"worker of slot {slot} is replaced: {worker.broken}")
                 await self._lost(state, slot, worker.broken)
-            elif self.recycle_after is not None and worker.served >= self.recycle_after:
-                await self._stop(worker)  # a fresh worker for the next variants (not a death)
-                state.worker = None
+            else:
+                self._recycle(state, slot, request, env)
             return reason
         except _NotUsable as exc:
             output.note(f"not using the worker: {exc}; running {command}")
@@ -241,9 +257,56 @@ class WorkerPool:
         """Stop every worker and remove their directories."""
         self._closed = True
         for state in self._slots.values():
+            await self._drop_successor(state)
             if state.worker is not None:
                 await self._stop(state.worker)
                 state.worker = None
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    # ------------------------------------------------------------------ recycling
+
+    def _recycle(
+        self, state: _SlotState, slot: int, request: EvalRequest, env: dict[str, str]
+    ) -> None:
+        """After a stage: once the worker served ``recycle_after`` variants it is retired (it
+        ends in the background); its successor starts ahead, as many stages before as its start
+        takes (the last start's duration over the last stage's), so that the slot does not wait
+        for it."""
+        worker, limit = state.worker, self.recycle_after
+        if worker is None or limit is None:
+            return
+        ahead = min(limit - 1, int(self._start_s / max(state.stage_s, 1e-3)) + 1)
+        if state.successor is None and worker.served >= limit - ahead:
+            state.successor = asyncio.ensure_future(self._start(slot, request, env, state.stats))
+        if worker.served >= limit:  # a fresh worker for the next variants (not a death)
+            state.worker = None
+            task = asyncio.ensure_future(self._stop(worker))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _started(
+        self, state: _SlotState, slot: int, request: EvalRequest, env: dict[str, str]
+    ) -> Worker:
+        """The slot's next worker: its successor (started ahead), or one started now."""
+        successor, state.successor = state.successor, None
+        if successor is None:
+            successor = asyncio.ensure_future(self._start(slot, request, env, state.stats))
+        state.worker = await successor
+        return state.worker
+
+    async def _drop_successor(self, state: _SlotState) -> None:
+        """Stop a successor that will not be used (the slot gave up its worker, or closes)."""
+        successor, state.successor = state.successor, None
+        if successor is None:
+            return
+        if not successor.done():
+            successor.cancel()  # _start stops what it started
+        try:
+            worker = await successor
+        except (WorkerFailure, asyncio.CancelledError):
+            return
+        await self._stop(worker)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -256,6 +319,7 @@ class WorkerPool:
         state.stats.deaths += 1
         if state.stats.deaths >= MAX_DEATHS:
             state.stats.disabled = True
+            await self._drop_successor(state)
             message = (
                 f"evaluator.worker of slot {slot} failed {state.stats.deaths} times ({why}); "
                 "this slot runs evaluator.command (and evaluator.check) from now on"
@@ -271,8 +335,11 @@ class WorkerPool:
         self, slot: int, request: EvalRequest, env: dict[str, str], stats: WorkerStats
     ) -> Worker:
         workdir = Path(os.path.abspath(request.workdir))
-        slot_dir = workdir.parent / f"{SLOT_DIR_PREFIX}{slot}"
         stats.starts += 1
+        # A successor starts beside the worker it replaces: a directory of its own.
+        name = f"{SLOT_DIR_PREFIX}{slot}" + (f".{stats.starts}" if stats.starts > 1 else "")
+        slot_dir = workdir.parent / name
+        began = time.monotonic()
         remove_tree(slot_dir)
         try:
             slot_dir.mkdir()
@@ -315,9 +382,12 @@ class WorkerPool:
                 pass_fds=wrapped.pass_fds,
                 limit=LINE_LIMIT,
             )
-        except OSError as exc:
+        except BaseException as exc:  # a successor may be cancelled here too (aclose)
             self.sandbox.cleanup(slot_dir)
-            raise WorkerFailure(f"cannot start it: {exc}") from exc
+            remove_tree(slot_dir)
+            if isinstance(exc, OSError):
+                raise WorkerFailure(f"cannot start it: {exc}") from exc
+            raise
         worker = Worker(proc, slot_dir, marker, wrapped.uid)
         assert proc.stdout is not None and proc.stderr is not None
         worker.tasks = [
@@ -334,6 +404,7 @@ class WorkerPool:
             raise
         if not self.boxed:
             worker.base_pids = pids_with(marker)
+        self._start_s = time.monotonic() - began
         return worker
 
     async def _stop(self, worker: Worker) -> None:
