@@ -243,7 +243,9 @@ def mode_config(mode: str) -> dict[str, object]:
 def disk_floor(path: Path) -> dict[str, object]:
     """``[evaluator] disk_reserve_mb`` (where ge has it) half of disk-fill's volume below the free
     space of ``path``'s file system: the variant crosses it, nothing else does."""
-    if "disk_reserve_mb" not in EvaluatorConfig.model_fields:
+    fields = EvaluatorConfig.model_fields
+    limits = fields["limits"].annotation.model_fields if "limits" in fields else fields
+    if "disk_reserve_mb" not in limits:  # a ge before the reserve
         return {}
     free_mb = shutil.disk_usage(path).free >> 20
     return {"disk_reserve_mb": max(1, free_mb - DISK_MB // 2)}

@@ -113,15 +113,15 @@ def test_forked_evaluation_gives_what_a_fresh_process_gives(
     """The seed's `preload` (torch, numpy): check and evaluate run in forks of a worker that
     imported them once, with the same metrics as a fresh `python evaluate.py`."""
     config = load_config(SEED / "ge.toml")
-    assert set(config.evaluator.preload) == {"torch", "numpy"}
+    assert set(config.evaluator.preload.modules) == {"torch", "numpy"}
     sandbox = Sandbox(SandboxPolicy())
     try:
         sandbox.probe()
     except GeError as exc:
         pytest.skip(f"no sandbox here: {exc}")
     pool, warnings = preload_pool(
-        sandbox, config.evaluator.preload, config.evaluator.command, config.evaluator.check,
-        start_timeout_s=120.0, recycle_after=config.evaluator.preload_recycle_after,
+        sandbox, config.evaluator.preload.modules, config.evaluator.command, config.evaluator.check,
+        start_timeout_s=120.0, recycle_after=config.evaluator.preload.recycle_after,
         work_dir=tmp_path / "run" / "work", run_dir=tmp_path / "run",
     )
     if pool is None:
