@@ -514,3 +514,13 @@ def test_other_sandbox_backends_reuse_the_worker_and_enforce_the_timeout(
     assert ok.status == after.status == "ok"
     assert ok.metrics["worker_id"] == after.metrics["worker_id"]
     assert after.metrics["sleepers"] == 0
+
+
+def test_an_executor_refuses_a_secret_looking_pass_env_before_any_evaluation() -> None:
+    """The environment filter is built once per executor (its decisions kept per name): a
+    ``pass_env`` that names a secret is refused when the executor is made, with the same
+    message as before."""
+    with pytest.raises(GeError, match="looks like a secret"):
+        LocalExecutor(1, None, None, Sandbox(SandboxPolicy(pass_env=("MY_API_TOKEN",))))
+    allowed = LocalExecutor(1, None, None, Sandbox(SandboxPolicy(pass_env=("GE_DATA*",))))
+    assert allowed.capacity == 1

@@ -25,7 +25,7 @@ from guided_evolution.evaluation.contract import (
     replaced_reason,
 )
 from guided_evolution.evaluation.sandbox.disk_reserve import DiskReserve
-from guided_evolution.evaluation.sandbox.env import is_secret_name, scrub_env
+from guided_evolution.evaluation.sandbox.env import EnvFilter, is_secret_name
 from guided_evolution.evaluation.sandbox.wrap import Sandbox, signal_name
 from guided_evolution.fsutil import UnsafePathError, is_within, unlink_beneath
 
@@ -131,6 +131,8 @@ class LocalExecutor:
                 "lower executor.slots, raise executor.slots_per_gpu or list more gpus",
             )
         self.sandbox = sandbox
+        self._scrub = EnvFilter(sandbox.policy.pass_env)
+        """ge's environment as evaluated code may see it (``scrub_env``, decisions kept)."""
         self.kill_grace_s = kill_grace_s
         self.workers = workers
         if workers is not None:
@@ -221,7 +223,7 @@ class LocalExecutor:
                     f"evaluator environment variable {name!r} looks like a secret",
                     "ge never passes credentials to evaluated code; rename or remove it",
                 )
-        env = scrub_env(os.environ, self.sandbox.policy.pass_env)
+        env = self._scrub(os.environ)
         env.update(request.env)
         env["GE_METRICS"] = str(request.metrics_path)
         env["GE_FEEDBACK"] = str(request.feedback_path)

@@ -111,6 +111,37 @@ def is_secret_name(name: str) -> bool:
     return upper.startswith(_SECRET_PREFIXES) or upper.endswith("_API")
 
 
+class EnvFilter:
+    """``scrub_env`` with its decision per variable name kept: an executor filters ge's
+    environment for every evaluation, and the names hardly ever change."""
+
+    def __init__(self, allow: Iterable[str] = ()) -> None:
+        self.allow = tuple(allow)
+        for name in self.allow:
+            if is_secret_name(name):
+                raise GeError(
+                    f"evaluator.pass_env names {name!r}, which looks like a secret; "
+                    "ge never passes credentials to evaluated code",
+                    "remove it from pass_env and give the evaluator what it needs another way",
+                )
+        self._keeps: dict[str, bool] = {}
+
+    def keeps(self, name: str) -> bool:
+        """Whether ``name`` passes: allow-listed (or in ``allow``) and not like a secret."""
+        kept = self._keeps.get(name)
+        if kept is None:
+            kept = not is_secret_name(name) and (
+                name in _ALLOWED_NAMES
+                or any(fnmatch.fnmatchcase(name, p) for p in _ALLOWED_PATTERNS)
+                or any(fnmatch.fnmatchcase(name, p) for p in self.allow)
+            )
+            self._keeps[name] = kept
+        return kept
+
+    def __call__(self, environ: Mapping[str, str]) -> dict[str, str]:
+        return {name: value for name, value in environ.items() if self.keeps(name)}
+
+
 def scrub_env(environ: Mapping[str, str], allow: Iterable[str] = ()) -> dict[str, str]:
     """The allow-listed, secret-free subset of ``environ``.
 
@@ -118,22 +149,4 @@ def scrub_env(environ: Mapping[str, str], allow: Iterable[str] = ()) -> dict[str
     that looks like a secret raises ``GeError`` instead of leaking it. Pattern matches of the
     built-in allow-list that look like secrets (``NVIDIA_API_KEY``) are dropped silently.
     """
-    extra = tuple(allow)
-    for name in extra:
-        if is_secret_name(name):
-            raise GeError(
-                f"evaluator.pass_env names {name!r}, which looks like a secret; "
-                "ge never passes credentials to evaluated code",
-                "remove it from pass_env and give the evaluator what it needs another way",
-            )
-    out: dict[str, str] = {}
-    for name, value in environ.items():
-        if is_secret_name(name):
-            continue
-        if (
-            name in _ALLOWED_NAMES
-            or any(fnmatch.fnmatchcase(name, p) for p in _ALLOWED_PATTERNS)
-            or any(fnmatch.fnmatchcase(name, p) for p in extra)
-        ):
-            out[name] = value
-    return out
+    return EnvFilter(allow)(environ)

@@ -82,6 +82,7 @@ class Worker:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     broken: str | None = None  # set when the worker must be replaced after this evaluation
     served: int = 0  # variants evaluated (evaluate stages), for WorkerPool.recycle_after
+    oom_kills: int = 0  # its cgroup's OOM kills when its last stage ended (read once a stage)
 
 
 async def send_line(stdin: asyncio.StreamWriter, data: bytes, timeout: float) -> None:

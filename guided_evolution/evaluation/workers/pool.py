@@ -404,6 +404,7 @@ class WorkerPool:
             raise
         if not self.boxed:
             worker.base_pids = pids_with(marker)
+        worker.oom_kills = self.sandbox.oom_kills(slot_dir)
         self._start_s = time.monotonic() - began
         return worker
 
@@ -514,15 +515,16 @@ class WorkerPool:
         timeout = request.check_timeout_s if stage == "check" else request.timeout_s
         reserve = self.disk_reserve
         watch = reserve.watch(inside, stopper(worker, self.boxed)) if reserve else None
-        oom_before = self.sandbox.oom_kills(worker.slot_dir)  # the worker's cgroup, if any
+        oom_before = worker.oom_kills  # the worker's cgroup, if any: nothing ran since it was read
         try:
             reason = await self._exchange(worker, request.variant_id, line, timeout)
         finally:
             if watch is not None:
                 watch.close(reclaim_at=inside)  # after a breach: its big files go
+            worker.oom_kills = self.sandbox.oom_kills(worker.slot_dir)
         if watch is not None and watch.reason is not None:
             return watch.reason
-        if reason is not None and self.sandbox.oom_kills(worker.slot_dir) > oom_before:
+        if reason is not None and worker.oom_kills > oom_before:
             return self.sandbox.out_of_memory_reason(reason)
         return reason
 
