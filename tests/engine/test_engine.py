@@ -1,4 +1,9 @@
-"""End-to-end evolutions through the `ge` CLI: offline, through the real LLM path, resume, errors."""
+"""End-to-end evolutions: offline, through the real LLM path, resume, errors.
+
+What the CLI itself does (exit codes, one-line messages, flags, `--json` output, a second process,
+kill -9) and what the real evaluator does (its failures, its environment) run `ge` in a
+subprocess; runs whose evaluation only has to give a score run in-process on the harness
+(tests/support/harness.py) with its ``FakeExecutor``."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import pytest
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge, run_json
+from tests.support.harness import FakeExecutor, resume_engine, run_engine, size_score, view_json
 from tests.support.openai_server import hang, reply, serve, status
 from tests.support.seeds import CodeWriter, template_seed, write_config
 
@@ -30,7 +36,7 @@ def git(repo: Path, *args: str) -> str:
 
 def test_offline_evolution_creates_evaluates_selects_and_merges(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", crossover_probability=1.0, generations=2)
-    summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    summary = run_engine(seed, tmp_path / "run", executor=FakeExecutor(size_score).factory)
     assert summary["finished"] and summary["stop_reason"] == "completed 2 generations"
     assert summary["children"] >= 8 and summary["evaluated"] >= 8
     assert summary["front"], "a Pareto front was selected"
@@ -53,7 +59,7 @@ def test_offline_evolution_creates_evaluates_selects_and_merges(tmp_path: Path) 
                 assert v.branch == f"v/{v.generation}/{v.id}"
     finally:
         index.close()
-    best = run_json("best", str(tmp_path / "run"), cwd=tmp_path)
+    best = view_json("best", tmp_path / "run")  # `ge best --json`: tests/inspection
     assert {"id", "branch", "metrics"} <= set(best["front"][0])
 
 
@@ -61,7 +67,7 @@ def test_same_seed_same_run(tmp_path: Path) -> None:
     ids = []
     for name in ("a", "b"):
         seed = template_seed(tmp_path / f"seed_{name}", generations=1)
-        run_json("run", str(seed), "--run-dir", str(tmp_path / name), cwd=tmp_path)
+        run_engine(seed, tmp_path / name, executor=FakeExecutor(size_score).factory)
         store = GitStore.open(tmp_path / name / "repo.git")
         try:
             ids.append(sorted(b.rsplit("/", 1)[-1] for b in store.branches("v/")))
@@ -119,18 +125,9 @@ def test_resume_replays_cached_llm_calls_without_paying_twice(tmp_path: Path) ->
     writer = CodeWriter()
     seed = template_seed(tmp_path / "seed", generations=1)
     run_dir = tmp_path / "run"
+    fake = FakeExecutor(size_score)
     with serve(responder=writer) as server:
-        run_json(
-            "run",
-            str(seed),
-            "--run-dir",
-            str(run_dir),
-            "--model",
-            "openai/m",
-            "--api-base",
-            server.base_url,
-            cwd=tmp_path,
-        )
+        run_engine(seed, run_dir, executor=fake.factory, model="openai/m", api_base=server.base_url)
         sent = len(server.requests)
     # Forget the last generation, as if the run had been killed before it was recorded.
     index = RunIndex.open(run_dir / "index.sqlite")
@@ -139,7 +136,7 @@ def test_resume_replays_cached_llm_calls_without_paying_twice(tmp_path: Path) ->
         conn.execute("DELETE FROM meta WHERE key = 'finished'")
     index.close()
     with serve(responder=writer) as server:
-        summary = run_json("resume", str(run_dir), cwd=tmp_path)
+        summary = resume_engine(run_dir, executor=fake.factory)
         assert len(server.requests) == 0, "every reply came from the cache"
     assert summary["finished"] and sent > 0
 
@@ -156,6 +153,7 @@ def _slow_seed(tmp_path: Path) -> Path:
     return seed
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
     seed = _slow_seed(tmp_path)
     run_dir = tmp_path / "run"
@@ -312,14 +310,11 @@ def test_budget_stops_the_run_cleanly(tmp_path: Path) -> None:
     )
     (seed / "ge.toml").write_text(cfg)
     with serve(responder=CodeWriter()) as server:
-        summary = run_json(
-            "run",
-            str(seed),
-            "--run-dir",
-            str(tmp_path / "run"),
-            "--api-base",
-            server.base_url,
-            cwd=tmp_path,
+        summary = run_engine(
+            seed,
+            tmp_path / "run",
+            executor=FakeExecutor(size_score).factory,
+            api_base=server.base_url,
         )
     assert summary["finished"] and "budget" in summary["stop_reason"]
     # each call costs 0.2 USD: at most `concurrency` calls can overshoot the 0.5 USD budget
@@ -423,10 +418,10 @@ def test_an_llm_error_that_repeats_on_every_call_stops_the_run_and_resume_contin
         assert "ge resume" in message
         # Stopped early: no more calls than the concurrent ones in flight (plus the streak).
         assert len(server.requests) <= calls_at_most + 4
-        status_now = run_json("status", str(tmp_path / "run"), cwd=tmp_path)
+        status_now = view_json("status", tmp_path / "run")  # `ge status --json`
         assert not status_now["finished"]
         failing = False  # the user fixes the key / the server
-        summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
+        summary = resume_engine(tmp_path / "run", executor=FakeExecutor(size_score).factory)
     assert summary["finished"] and summary["evaluated"] > 1
 
 
@@ -456,9 +451,9 @@ def test_a_generation_whose_llm_calls_all_fail_stops_the_run_and_resume_continue
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         message = " ".join(proc.stderr.split())
         assert "all 4 LLM calls of generation 0 failed" in message and "HTTP 500" in message
-        assert not run_json("status", str(tmp_path / "run"), cwd=tmp_path)["finished"]
+        assert not view_json("status", tmp_path / "run")["finished"]
         failing = False
-        summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
+        summary = resume_engine(tmp_path / "run", executor=FakeExecutor(size_score).factory)
     assert summary["finished"] and summary["evaluated"] > 1
 
 
@@ -520,11 +515,11 @@ def test_a_generation_whose_every_proposal_is_rejected_stops_the_run_and_resume_
             assert index.last_generation() is None, "the failed generation is not checkpointed"
         finally:
             index.close()
-        assert not run_json("status", str(run_dir), cwd=tmp_path)["finished"]
+        assert not view_json("status", run_dir)["finished"]
         (seed / "prompts").mkdir()
         rules = (ROOT / "prompts" / "rules.txt").read_text()
         (seed / "prompts" / "rules.txt").write_text(f"{rules.rstrip()}\n- {FIXED_RULE}\n")
-        summary = run_json("resume", str(run_dir), cwd=tmp_path)
+        summary = resume_engine(run_dir, executor=FakeExecutor(size_score).factory)
     assert summary["finished"] and summary["evaluated"] > 4, summary
 
 
@@ -558,7 +553,7 @@ def test_a_generation_whose_every_child_fails_evaluation_stops_and_resume_evalua
     message = " ".join(proc.stderr.split())
     assert "every child of generation 0 failed its evaluation: exit code 1 (4 of 4)" in message
     assert f"ge resume {run_dir}" in message
-    assert not run_json("status", str(run_dir), cwd=tmp_path)["finished"]
+    assert not view_json("status", run_dir)["finished"]
     (seed / "data.ok").write_text("")  # the user fixes the environment
     summary = run_json("resume", str(run_dir), cwd=tmp_path)
     assert summary["finished"] and summary["evaluated"] >= 8, summary

@@ -208,6 +208,12 @@ def resume_engine(
     return _with_front(summary)
 
 
+def view_json(view: str, run_dir: Path, **options: Any) -> dict[str, Any]:
+    """`ge VIEW RUN_DIR [options] --json` in-process: ``views_data.VIEW(run_dir, **options)``'s
+    JSON, as the CLI prints it (``view_json("log", run, bandit=True)`` is `ge log --bandit`)."""
+    return getattr(views_data, view)(run_dir, **options).to_json()
+
+
 def _with_front(summary: session.RunSummary) -> dict[str, Any]:
     summary.front = [row.to_json() for row in views_data.best(Path(summary.run_dir)).front]
     return summary.as_dict()
