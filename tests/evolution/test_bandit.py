@@ -1,6 +1,8 @@
 """The bandits over models and over (operator, persona) arms: the pure module, the plan, and real
-`ge run`s against the fake OpenAI server where one model's replies (or EoT's) improve the score
-and the others' make it worse."""
+runs against the fake OpenAI server where one model's replies (or EoT's) improve the score and the
+others' make it worse. The runs are in-process (tests/support/harness.py), their variants scored
+by ``counter_score``, exactly what the counter seed's evaluate.py writes; the views are read
+through the `ge` CLI."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from guided_evolution.evolution.bandit import ArmStats, Pull, choose, per_dollar
 from guided_evolution.evolution.plan import EOT_BY_BANDIT, Step, plan_generation
 from guided_evolution.evolution.scoring import Scored
 from tests.support.cli import ge, run_json
+from tests.support.harness import FakeExecutor, resume_engine, run_engine, size_score
 from tests.support.openai_server import Action, reply, serve
 from tests.support.seeds import template_seed
 
@@ -93,6 +96,19 @@ def counter_seed(directory: Path, api_base: str, bandit: str, **evolution: Any) 
     return seed
 
 
+def counter_score(files: dict[str, str]) -> dict[str, float | str] | str:
+    """What ``counter_seed``'s evaluate.py writes: the score is VALUE (a float, as read back)."""
+    found = _VALUE.search(files["model.py"])
+    return {"score": float(found.group(1))} if found else "no VALUE in model.py"
+
+
+def _engine(seed: Path, run_dir: Path) -> dict[str, Any]:
+    """`ge run SEED --run-dir RUN_DIR` in-process, the variants scored by ``counter_score``."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OPENAI_API_KEY", "sk-test")
+        return run_engine(seed, run_dir, executor=FakeExecutor(counter_score).factory)
+
+
 def two_models(request: dict[str, Any]) -> Action:
     """openai/good raises VALUE, openai/bad lowers it, by 1-3 drawn from a hash of the request
     (so that children differ, and the same request always gets the same reply)."""
@@ -127,8 +143,7 @@ def _run(tmp_path: Path, name: str, bandit: str) -> Path:
             tmp_path / f"seed-{name}", server.base_url, bandit,
             generations=4, initial_population=6, population=6, elites=3, eot_probability=0.0,
         )  # fmt: skip
-        run_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path,
-                 env={"OPENAI_API_KEY": "sk-test"})  # fmt: skip
+        _engine(seed, run_dir)
     return run_dir
 
 
@@ -171,7 +186,7 @@ def test_the_offline_operators_are_arms(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=3, initial_population=6, population=6)
     text = (seed / "ge.toml").read_text().replace("[llm]\n", '[llm]\nbandit = { kind = "ucb1" }\n')
     (seed / "ge.toml").write_text(text)
-    run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    run_engine(seed, tmp_path / "run", executor=FakeExecutor(size_score).factory)
     status = run_json("status", str(tmp_path / "run"), cwd=tmp_path)
     arms = {a["arm"]: a for a in status["bandit"]["personas"]}
     assert set(arms) == {"nudge", "swap", "statement"}
@@ -195,8 +210,7 @@ def test_steady_mode_draws_from_a_stored_state_per_virtual_generation(tmp_path: 
             tmp_path / "seed", server.base_url, "thompson", mode="steady",
             generations=4, initial_population=6, population=6, elites=3, eot_probability=0.0,
         )  # fmt: skip
-        summary = run_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path,
-                           env={"OPENAI_API_KEY": "sk-test"})  # fmt: skip
+        summary = _engine(seed, run_dir)
     assert summary["finished"]
     states = run_json("log", str(run_dir), "--bandit", cwd=tmp_path)["bandit"]["generations"]
     assert sorted(s["generation"] for s in states) == [0, 1, 2, 3, 4]
@@ -263,8 +277,7 @@ def _eot_run(
                 f'bandit = {{ kind = "{bandit}" }}', f'bandit = {{ kind = "{bandit}" }}\nconcurrency = 1'
             )
         (seed / "ge.toml").write_text(text)
-        summary = run_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path,
-                           env={"OPENAI_API_KEY": "sk-test"})  # fmt: skip
+        summary = _engine(seed, run_dir)
     assert summary["finished"]
     return run_dir
 
@@ -335,8 +348,9 @@ def _resume_after_undoing_the_last_generation(
         conn.execute(
             "DELETE FROM events WHERE kind = 'bandit' AND data LIKE '%\"generation\": 4,%'"
         )
-    with serve(responder=responder) as server:
-        summary = run_json("resume", str(run_dir), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-test"})
+    with serve(responder=responder) as server, pytest.MonkeyPatch.context() as env:
+        env.setenv("OPENAI_API_KEY", "sk-test")
+        summary = resume_engine(run_dir, executor=FakeExecutor(counter_score).factory)
         assert len(server.requests) == 0, f"the same {what} was chosen for the same child"
     assert summary["finished"]
     with sqlite3.connect(run_dir / "index.sqlite") as conn:
