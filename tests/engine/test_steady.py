@@ -1,6 +1,7 @@
-"""The steady-state mode (`[evolution] mode = "steady"`) through the `ge` CLI: no generation
-barrier, checkpoints in virtual generations, the same run when completion order is the same, and
-a kill that loses nothing and evaluates nothing twice."""
+"""The steady-state mode (`[evolution] mode = "steady"`): no generation barrier, checkpoints in
+virtual generations, the same run when completion order is the same, and a kill that loses
+nothing and evaluates nothing twice. The kill and the CLI's stop message run `ge`; the other runs
+are in-process (tests/support/harness.py), scored by ``FakeExecutor``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from guided_evolution.runstore.run_index import RunIndex
 from tests.engine.test_reproducibility import snapshot
 from tests.reliability.support import llm_config
 from tests.support.cli import ge, run_json
+from tests.support.harness import FakeExecutor, resume_engine, run_engine, size_score
 from tests.support.openai_server import serve, status
 from tests.support.seeds import CodeWriter, template_seed
 
@@ -35,17 +37,6 @@ STEADY = {
 }
 
 
-def _slow(seed: Path, seconds: float = 0.3) -> Path:
-    evaluate = seed / "evaluate.py"
-    evaluate.write_text(
-        evaluate.read_text().replace(
-            "    rng = random.Random(0)",
-            f"    import time\n    time.sleep({seconds})\n    rng = random.Random(0)",
-        )
-    )
-    return seed
-
-
 def _one_slot(seed: Path) -> Path:
     toml = (seed / "ge.toml").read_text()
     (seed / "ge.toml").write_text(toml.replace("slots = 2", "slots = 1"))
@@ -55,9 +46,10 @@ def _one_slot(seed: Path) -> Path:
 def test_children_are_planned_before_their_generation_barrier_and_checkpointed(
     tmp_path: Path,
 ) -> None:
-    seed = _slow(template_seed(tmp_path / "seed", **STEADY))
+    seed = template_seed(tmp_path / "seed", **STEADY)
     run_dir = tmp_path / "run"
-    summary = run_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path)
+    slow = FakeExecutor(size_score, delay_s=0.3)  # each evaluation takes 0.3 s
+    summary = run_engine(seed, run_dir, executor=slow.factory)
     assert summary["finished"] and summary["stop_reason"] == "completed 3 generations"
     assert summary["generation"] == 3
     index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
@@ -102,7 +94,7 @@ def test_two_steady_runs_with_one_slot_are_the_same_run(tmp_path: Path) -> None:
     runs = []
     for name in ("run_alpha", "run_beta"):
         seed = _one_slot(template_seed(tmp_path / f"seed_{name}", **STEADY))
-        summary = run_json("run", str(seed), "--run-dir", str(tmp_path / name), cwd=tmp_path)
+        summary = run_engine(seed, tmp_path / name, executor=FakeExecutor(size_score, 1).factory)
         assert summary["finished"], summary
         runs.append(snapshot(tmp_path / name))
     assert any(row[2] == "offline-crossover" for row in runs[0]["variants"])
@@ -173,7 +165,7 @@ def test_an_llm_error_stops_a_steady_run_and_resume_continues(tmp_path: Path) ->
         message = " ".join(proc.stderr.split())
         assert "the LLM calls keep failing" in message and "ge resume" in message
         failing = False
-        summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
+        summary = resume_engine(tmp_path / "run", executor=FakeExecutor(size_score).factory)
     assert summary["finished"] and summary["generation"] == 3 and summary["evaluated"] > 8
 
 
@@ -191,7 +183,7 @@ def test_the_budget_ends_a_steady_run_with_its_last_generation_recorded(tmp_path
             )
         )
         (seed / "ge.toml").write_text(toml)
-        summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+        summary = run_engine(seed, tmp_path / "run", executor=FakeExecutor(size_score).factory)
     assert summary["finished"] and "budget" in summary["stop_reason"], summary
     assert summary["cost_usd"] <= 1.5 + 4 * 0.2 + 1e-9
     index = RunIndex.open(tmp_path / "run" / "index.sqlite", readonly=True)

@@ -18,6 +18,7 @@ the run, not the CLI (exit codes, messages, ``--json`` output): those keep ``tes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 import time
@@ -41,13 +42,15 @@ class FakeExecutor:
     """An `Executor` that scores a variant's checked-out files with ``score``, in-process.
 
     ``score`` returns the metrics, or a string: the reason the variant failed. ``requests`` keeps
-    every request, in order, for assertions.
+    every request, in order, for assertions. ``delay_s``: how long each evaluation takes (an
+    ``asyncio.sleep``, so that the engine overlaps other work with it, as with a real evaluator).
     """
 
     score: Score
     capacity: int = 2
     warnings: list[str] = field(default_factory=list)
     requests: list[EvalRequest] = field(default_factory=list)
+    delay_s: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         return {"summary": f"fake executor: {self.capacity} in-process slots", "executor": "fake"}
@@ -63,6 +66,8 @@ class FakeExecutor:
             if ".ge" not in p.parts
         }
         started = time.time()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         outcome = self.score(files)
         failed = isinstance(outcome, str)
         return EvalResult(
