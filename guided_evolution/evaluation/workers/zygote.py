@@ -349,7 +349,39 @@ def _max_fd() -> int:
 
 def _evaluator(spec: dict, landlock: object, kernel: Kernel, request_fd: int) -> int:
     """The evaluator (pid 2): every layer that does not depend on the request, then (once it
-    came) the rest, then the stage's script; its exit code (module doc)."""
+    came) the rest, then the stage's script; its exit code (module doc). A layer that cannot be
+    applied ahead is said in the request's log, as one applied then would be."""
+    try:
+        ruleset, failure = _ahead(spec, landlock, kernel, request_fd), None
+    except Exception as exc:  # said in the log, once the request names it
+        ruleset, failure = None, exc
+    req = _read_request(request_fd)  # blocks until the stage's request
+    log = os.open(req["log_path"], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    if failure is not None:
+        raise failure
+    if ruleset is not None:
+        ruleset.grant(write=(req["workdir"], os.path.dirname(req["metrics_path"])))
+        ruleset.enforce()
+    env = _child_env(req, spec)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(req["workdir"])
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the child's own stdin, /dev/null
+    if "tempfile" in sys.modules:
+        sys.modules["tempfile"].tempdir = None  # computed again from TMPDIR
+    if "numpy.random" in sys.modules:
+        sys.modules["numpy.random"].seed()  # a fresh process seeds it from the OS
+    return _run(spec["check"] if req.get("args", {}).get("check") else spec["evaluate"])
+
+
+def _ahead(spec: dict, landlock: object, kernel: Kernel, request_fd: int) -> object | None:
+    """What the evaluator sets up before its request: no signal handler of the worker's, stdin
+    from /dev/null, no descriptor but the request pipe and the worker's stderr, a fresh session
+    keyring, the OOM killer's first pick, its Landlock ruleset's static rules (returned: the
+    request adds its directories), no capability."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -371,24 +403,7 @@ def _evaluator(spec: dict, landlock: object, kernel: Kernel, request_fd: int) ->
             )
         )
     kernel.drop_capabilities()
-    req = _read_request(request_fd)  # blocks until the stage's request
-    log = os.open(req["log_path"], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    if ruleset is not None:
-        ruleset.grant(write=(req["workdir"], os.path.dirname(req["metrics_path"])))
-        ruleset.enforce()
-    env = _child_env(req, spec)
-    os.environ.clear()
-    os.environ.update(env)
-    os.chdir(req["workdir"])
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the child's own stdin, /dev/null
-    if "tempfile" in sys.modules:
-        sys.modules["tempfile"].tempdir = None  # computed again from TMPDIR
-    if "numpy.random" in sys.modules:
-        sys.modules["numpy.random"].seed()  # a fresh process seeds it from the OS
-    return _run(spec["check"] if req.get("args", {}).get("check") else spec["evaluate"])
+    return ruleset
 
 
 def _read_request(fd: int) -> dict:
