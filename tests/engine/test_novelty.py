@@ -1,9 +1,11 @@
 """Novelty rejection before evaluation (``[evolution] novelty_distance``, issue 16).
 
-Through real runs: ``ge run`` of seeds/fast_exp with the offline operators, and runs of the
-template seed against the fake OpenAI server whose scripted model first answers with a segment a
-few tokens away from its parent, and with a clearly different one when the novelty prompt tells
-it what it repeated. The archive's decision itself is checked on small segments.
+Through real runs: runs of seeds/fast_exp with the offline operators, and runs of the template
+seed against the fake OpenAI server whose scripted model first answers with a segment a few tokens
+away from its parent, and with a clearly different one when the novelty prompt tells it what it
+repeated. The archive's decision itself is checked on small segments. Novelty is decided before
+evaluation: the runs are in-process (tests/support/harness.py) and scored by ``FakeExecutor``,
+except those that stop, whose exit code and message `ge run` gives.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import pytest
 from guided_evolution.config_moved import migrate
 from guided_evolution.evolution.diversity import code_distance
 from guided_evolution.evolution.novelty import NoveltyArchive, cosine_distance, new_keys
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge
+from tests.support.harness import FakeExecutor, run_engine, size_score
 from tests.support.openai_server import Action, bag_of_words, reply, serve
 from tests.support.seeds import copy_seed, template_seed, toml_value
 
@@ -80,12 +83,18 @@ def _fast_exp(tmp_path: Path, name: str, **evolution: Any) -> Path:
     text = (seed / "ge.toml").read_text().replace("[evolution]", f"[evolution]{extra}", 1)
     (seed / "ge.toml").write_text(text)
     run_dir = tmp_path / f"run-{name}"
-    summary = run_json(
-        "run", str(seed), "--run-dir", str(run_dir), "--model", "offline", "--generations", "2",
-        "--population", "6", "--initial-population", "6", cwd=tmp_path,
+    summary = run_engine(
+        seed, run_dir, executor=FakeExecutor(_exp_score).factory, model="offline", generations=2,
+        population=6, initial_population=6,
     )  # fmt: skip
     assert summary["finished"]
     return run_dir
+
+
+def _exp_score(files: dict[str, str]) -> dict[str, float | str]:
+    """fast_exp's objectives from the code's size (shorter: fewer ops, and here more accurate)."""
+    chars = float(len(files["approx.py"]))
+    return {"accuracy": -chars / 1000.0, "ops": chars, "heldout_accuracy": -chars / 1000.0}
 
 
 def _rejections(run_dir: Path) -> list[tuple[int, int, str]]:
@@ -154,11 +163,18 @@ def _llm_run(
     config.write_text(config.read_text().replace("[llm]\n", "[llm]\nconcurrency = 1\n", 1))
     run_dir = tmp_path / f"run-{name}"
     with serve(responder=responder) as server:
+        if finished:  # in-process: nothing of the CLI's is checked
+            summary = run_engine(
+                seed, run_dir, executor=FakeExecutor(size_score).factory,
+                model="openai/test-model", api_base=server.base_url,
+            )  # fmt: skip
+            assert summary["finished"], summary
+            return run_dir, server, ""
         proc = ge(
             "run", str(seed), "--run-dir", str(run_dir), "--model", "openai/test-model",
             "--api-base", server.base_url, cwd=tmp_path,
         )  # fmt: skip
-    assert (proc.returncode == 0) is finished, proc.stderr[-2000:]
+    assert proc.returncode != 0, proc.stderr[-2000:]
     return run_dir, server, proc.stderr
 
 
@@ -229,12 +245,12 @@ def test_failing_embedding_model_falls_back_to_tokens_with_one_warning(tmp_path:
     )  # fmt: skip
     with serve(responder=failing) as server:
         server_box.append(server)
-        run_json(
-            "run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/test-model",
-            "--api-base", server.base_url, cwd=tmp_path,
+        run_engine(
+            seed, tmp_path / "run", executor=FakeExecutor(size_score).factory,
+            model="openai/test-model", api_base=server.base_url,
         )  # fmt: skip
     warnings = [e["message"] for e in _events(tmp_path / "run", "warning")]
-    assert len([w for w in warnings if "novelty_embedding_model openai/embed failed" in w]) == 1
+    assert len([w for w in warnings if "[evolution.novelty] embedding_model openai/embed failed" in w]) == 1
     found = _events(tmp_path / "run", "near_duplicate")
     assert found and all(e["metric"] == "tokens" for e in found)
 
@@ -263,4 +279,4 @@ def test_a_generation_of_near_duplicates_stops_the_run_with_the_novelty_fix(tmp_
     assert failed is not None, "different variants named, but one cause: the run must stop"
     error = failed.error(tmp_path / "run", str(tmp_path / "seed"))
     assert "repeated an evaluated variant (3 of 3)" in error.message
-    assert "novelty_distance" in (error.hint or "")
+    assert "[evolution.novelty] distance" in (error.hint or "")
