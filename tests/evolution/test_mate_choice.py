@@ -30,7 +30,7 @@ from guided_evolution.evolution.scoring import Scored
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
 from tests.evolution.test_plan import GENERATIONS, OBJ, SEED, assert_rate, evo, front
-from tests.support.cli import run_json
+from tests.support.harness import FakeExecutor, resume_engine, run_engine
 from tests.support.seeds import copy_seed
 
 FAST_EXP = Path(__file__).resolve().parents[2] / "seeds" / "fast_exp"
@@ -232,6 +232,13 @@ def mating_seed(directory: Path) -> Path:
     return seed
 
 
+def exp_score(files: dict[str, str]) -> dict[str, float | str]:
+    """fast_exp's objectives from the code's size (partners are chosen by code distance and
+    genes, so the evaluation need only give scores)."""
+    chars = float(len(files["approx.py"]))
+    return {"accuracy": -chars / 1000.0, "ops": chars, "heldout_accuracy": -chars / 1000.0}
+
+
 def lineage(run: Path) -> list[tuple[int, str, tuple[str, ...], float | None]]:
     index = RunIndex.open(run / "index.sqlite", readonly=True)
     rows = [(v.generation, v.id, tuple(v.parents), v.mating_preference) for v in index.variants()]
@@ -240,7 +247,8 @@ def lineage(run: Path) -> list[tuple[int, str, tuple[str, ...], float | None]]:
 
 def test_offline_run_stores_inherited_genes_in_trailers_and_index(tmp_path: Path) -> None:
     seed = mating_seed(tmp_path / "seed")
-    run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    fake = FakeExecutor(exp_score).factory  # in-process: tests/support/harness.py
+    run_engine(seed, tmp_path / "run", executor=fake)
     index = RunIndex.open(tmp_path / "run" / "index.sqlite", readonly=True)
     variants = {v.id: v for v in index.variants()}
     genes = {vid: v.mating_preference for vid, v in variants.items()}
@@ -263,8 +271,8 @@ def test_offline_run_stores_inherited_genes_in_trailers_and_index(tmp_path: Path
             assert f"Ge-Mating-Preference: {genes[v.id]:.6f}" in message
     # A run stopped after generation 1 and resumed re-derives the same partners and genes.
     resumed = tmp_path / "resumed"
-    run_json("run", str(seed), "--run-dir", str(resumed), "--generations", "1", cwd=tmp_path)
-    run_json("resume", str(resumed), "--generations", "3", cwd=tmp_path)
+    run_engine(seed, resumed, executor=fake, generations=1)
+    resume_engine(resumed, executor=fake, generations=3)
     assert lineage(resumed) == lineage(tmp_path / "run")
 
 
