@@ -198,6 +198,7 @@ def _killed_then_resumed(seed: Path, run_dir: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # ~13 s: two runs and a killed, resumed one, all evaluated for real
 def test_random_topology_runs_are_the_same_run_also_when_killed_before_a_migration(
     tmp_path: Path,
 ) -> None:
