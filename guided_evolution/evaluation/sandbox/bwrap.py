@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guided_evolution.evaluation.sandbox.env import CREDENTIAL_PATHS
-from guided_evolution.fsutil import is_within
 
 KEPT = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "sys", "proc", "dev", "tmp")
 """The top-level directories that stay visible (read-only): software (``/usr``; ``/bin``,
@@ -39,6 +38,16 @@ top-level directory is masked with an empty tmpfs, and a socket directly in ``/`
 ``/srv``, ``/opt``, ``/home``, ``/tmp`` of the host)."""
 STORES = ("/nix/store", "/gnu/store")
 """Read-only software stores (NixOS, Guix): bound back whole where they exist."""
+
+
+def _within(path: Path, parent: Path) -> bool:
+    """``fsutil.is_within`` (lexical) for the paths of a layout, by their text: a layout asks
+    it thousands of times per command (every needed path against every target and mask)."""
+    p, q = (
+        str(path if isinstance(path, Path) else Path(path)),
+        str(parent if isinstance(parent, Path) else Path(parent)),
+    )
+    return p == q or p.startswith(q if q.endswith("/") else q + "/")
 
 
 @dataclass(frozen=True)
@@ -81,11 +90,11 @@ class _Mounts:
     """tmpfs that must stay empty (masks, credential directories): remounted read-only."""
 
     def masked(self, path: Path) -> bool:
-        return any(is_within(path, m) for m in self.masks)
+        return any(_within(path, m) for m in self.masks)
 
     def parents(self, path: Path) -> None:
         """Parents that bwrap creates inside a tmpfs would be 0700 root: make them traversable."""
-        inner = [m for m in self.masks if is_within(path, m) and m != path]
+        inner = [m for m in self.masks if _within(path, m) and m != path]
         if inner:
             top = max(inner, key=lambda m: len(m.parts))
             for depth in range(len(top.parts) + 1, len(path.parts)):
@@ -161,31 +170,31 @@ def bwrap_args(req: BwrapRequest, host: HostPaths) -> list[str]:
         m.mask_private_ancestors((*targets, *req.readable))
     bound: list[Path] = []
     for path in host.needed:  # shortest first
-        if any(is_within(target, path) for target in targets):
+        if any(_within(target, path) for target in targets):
             # An ancestor of the variant's directory (a checkout holding `runs/` and `.venv`):
             # bound whole, its real (possibly 0700) mode would lock the dedicated uid out, and
             # the run directory would show. `parents()` makes the path; the needed paths inside
             # it (the venv) are bound one by one below.
             continue
-        if any(is_within(path, b) for b in bound):
+        if any(_within(path, b) for b in bound):
             continue  # inside a path bound back already
-        if m.masked(path) and not any(is_within(mask, path) for mask in m.masks):
+        if m.masked(path) and not any(_within(mask, path) for mask in m.masks):
             m.bind("--ro-bind", path)
             bound.append(path)
     for path in sorted(req.readable, key=lambda q: len(q.parts)):
         # Bound back read-only where a mask (a top-level directory, private /tmp, a home, a 0700
         # ancestor) hid it; the run directory inside it, if any, is hidden again just below. A
         # dedicated uid could not use a directory or file closed to others: it is left hidden.
-        if not os.path.exists(path) or any(is_within(mask, path) for mask in m.masks):
+        if not os.path.exists(path) or any(_within(mask, path) for mask in m.masks):
             continue  # a whole masked directory (a data path "/srv") stays hidden
-        if any(is_within(path, b) for b in bound):
+        if any(_within(path, b) for b in bound):
             continue  # inside a path bound back already
         others = 0o001 if os.path.isdir(path) else 0o004
         if m.masked(path) and (req.uid is None or os.stat(path).st_mode & others):
             m.bind("--ro-bind", path)
             bound.append(path)
     for path in req.hide:
-        if os.path.isdir(path) and not is_within(path, req.workdir):
+        if os.path.isdir(path) and not _within(path, req.workdir):
             m.parents(path)
             m.mask(path)
     m.hide_credentials(host.homes)
@@ -265,7 +274,7 @@ def _needed_paths(homes: Sequence[Path]) -> list[Path]:
             raw.append(os.environ[name])
     raw += ld_so_dirs()  # libraries the dynamic linker knows (/opt/...: HPC-X, CUDA, MKL)
     cwd = Path.cwd()
-    if not any(is_within(h, cwd) for h in homes) and cwd != Path("/"):
+    if not any(_within(h, cwd) for h in homes) and cwd != Path("/"):
         raw.append(str(cwd))
     found: list[Path] = []
     for item in raw:
