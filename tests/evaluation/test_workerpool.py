@@ -20,7 +20,7 @@ from guided_evolution.evaluation.workers.pool import WorkerPool
 from tests.support.cli import processes_with
 
 PY = shlex.quote(sys.executable)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED_DIR = ROOT / "seeds" / "exquisitenet_v2"
 
 # A pure-Python worker that follows the protocol. Each child does what `behaviour.txt` of its
