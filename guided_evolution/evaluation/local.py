@@ -24,7 +24,7 @@ from guided_evolution.evaluation.contract import (
     read_metrics,
     replaced_reason,
 )
-from guided_evolution.evaluation.sandbox.disk_reserve import DiskReserve
+from guided_evolution.evaluation.sandbox.disk_reserve import DiskReserve, Watch
 from guided_evolution.evaluation.sandbox.env import EnvFilter, is_secret_name
 from guided_evolution.evaluation.sandbox.wrap import Sandbox, signal_name
 from guided_evolution.fsutil import UnsafePathError, is_within, unlink_beneath
@@ -245,50 +245,13 @@ class LocalExecutor:
             metrics_dir.mkdir(parents=True, exist_ok=True)
         env = self._env(request, slot)
         capture = _OutputCapture(request.log_path, self.sandbox.policy.output_cap_bytes)
-
-        def result(status: str, stage: str, reason: str | None, metrics: dict) -> EvalResult:
-            feedback, note = read_feedback(
-                request.feedback_path, request.feedback_max_chars, root=workdir
-            )
-            if note is not None:
-                capture.note(note)
-            capture.close()
-            if not feedback and status != "ok":
-                feedback = failure_feedback(stage, reason, capture.output_tail())
-            return EvalResult(
-                variant_id=request.variant_id,
-                status=status,
-                metrics=metrics,
-                failure_reason=reason,
-                output_tail=capture.output_tail(),
-                stage=stage,
-                started_at=started,
-                duration_s=time.monotonic() - clock,
-                gpu=slot.gpu,
-                feedback=feedback,
-            )
-
-        stages = [("evaluate", request.command, request.timeout_s)]
-        if request.check_command:
-            stages.insert(0, ("check", request.check_command, request.check_timeout_s))
+        result = functools.partial(_result, request, slot, workdir, capture, started, clock)
         try:
-            for stage, command, timeout in stages:
-                problem = clear_metrics(metrics_path, workdir)
-                if problem is not None:
-                    return result("failed", stage, problem, {})
-                clear_metrics(request.feedback_path, workdir)  # the stage's own feedback only
-                capture.note(f"{stage}: {command}")
-                cold = functools.partial(
-                    self._run, command, timeout, workdir, env, writable, request.run_dir, capture
-                )
-                if self.workers is not None and stage in self.workers.stages:
-                    reason = await self.workers.evaluate(
-                        slot.index, request, env, capture, cold, stage=stage
-                    )
-                else:
-                    reason = await cold()
-                if reason is not None:
-                    return result("failed", stage, reason, {})
+            failed = await self._stages(
+                request, slot, env, writable, capture, workdir, metrics_path
+            )
+            if failed is not None:
+                return result("failed", failed[0], failed[1], {})
             metrics, reason = read_metrics(metrics_path, request.objectives, root=workdir)
         except GeError:
             capture.close()
@@ -298,6 +261,40 @@ class LocalExecutor:
         if reason is not None:
             return result("failed", "evaluate", reason, metrics)
         return result("ok", "evaluate", None, metrics)
+
+    async def _stages(
+        self,
+        request: EvalRequest,
+        slot: _Slot,
+        env: dict[str, str],
+        writable: list[Path],
+        capture: _OutputCapture,
+        workdir: Path,
+        metrics_path: Path,
+    ) -> tuple[str, str] | None:
+        """Run the cascade (check, then evaluate), each stage through the slot's worker where it
+        serves that stage; the first failing stage and its reason, or None."""
+        stages = [("evaluate", request.command, request.timeout_s)]
+        if request.check_command:
+            stages.insert(0, ("check", request.check_command, request.check_timeout_s))
+        for stage, command, timeout in stages:
+            problem = clear_metrics(metrics_path, workdir)
+            if problem is not None:
+                return stage, problem
+            clear_metrics(request.feedback_path, workdir)  # the stage's own feedback only
+            capture.note(f"{stage}: {command}")
+            cold = functools.partial(
+                self._run, command, timeout, workdir, env, writable, request.run_dir, capture
+            )
+            if self.workers is not None and stage in self.workers.stages:
+                reason = await self.workers.evaluate(
+                    slot.index, request, env, capture, cold, stage=stage
+                )
+            else:
+                reason = await cold()
+            if reason is not None:
+                return stage, reason
+        return None
 
     async def _run(
         self,
@@ -314,12 +311,39 @@ class LocalExecutor:
         short = reserve.short() if reserve is not None else None
         if short is not None:
             return short
+        proc = await self._spawn(command, workdir, env, writable, run_dir)
+        self._running.add(proc)
+        kill = functools.partial(_kill_group, proc, signal.SIGKILL)
+        watch = reserve.watch(workdir, kill) if reserve is not None else None
+        assert proc.stdout is not None
+        reader = asyncio.ensure_future(_drain(proc.stdout, capture))
+        timed_out = False
+        try:
+            timed_out = await self._wait(proc, timeout)
+        finally:
+            oom = await self._reap(proc, workdir, watch, reader, capture)
+        if watch is not None and watch.reason is not None:
+            return watch.reason
+        if timed_out:
+            return f"timed out after {timeout:g} s"
+        return self._memory_reason(exit_reason(proc.returncode), oom, capture)
+
+    async def _spawn(
+        self,
+        command: str,
+        workdir: Path,
+        env: dict[str, str],
+        writable: list[Path],
+        run_dir: Path,
+    ) -> asyncio.subprocess.Process:
+        """Start the stage's command in the sandbox, a session of its own, its output piped
+        (the sandbox is cleaned up again when it cannot start)."""
         wrapped = self.sandbox.wrap(
             ["/bin/sh", "-c", command], workdir, env, writable, hide=[run_dir]
         )
         self._workdirs.add(workdir)
         try:
-            proc = await asyncio.create_subprocess_exec(
+            return await asyncio.create_subprocess_exec(
                 *wrapped.argv,
                 cwd=workdir,
                 env=wrapped.env,
@@ -334,43 +358,47 @@ class LocalExecutor:
             self.sandbox.cleanup(workdir)
             self._workdirs.discard(workdir)
             raise
-        self._running.add(proc)
-        kill = functools.partial(_kill_group, proc, signal.SIGKILL)
-        watch = reserve.watch(workdir, kill) if reserve is not None else None
-        assert proc.stdout is not None
-        reader = asyncio.ensure_future(_drain(proc.stdout, capture))
-        timed_out = oom = False
+
+    async def _wait(self, proc: asyncio.subprocess.Process, timeout: float) -> bool:
+        """Wait for the command's end; past ``timeout`` s, SIGTERM its group, then SIGKILL
+        after the grace. Whether it timed out."""
         try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            _kill_group(proc, signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), timeout)
+                await asyncio.wait_for(proc.wait(), self.kill_grace_s)
             except asyncio.TimeoutError:
-                timed_out = True
-                _kill_group(proc, signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(proc.wait(), self.kill_grace_s)
-                except asyncio.TimeoutError:
-                    _kill_group(proc, signal.SIGKILL)
-                    await proc.wait()
-        finally:
-            _kill_group(proc, signal.SIGKILL)
-            oom = self.sandbox.out_of_memory(workdir)
-            self.sandbox.cleanup(workdir)
-            if watch is not None:
-                watch.close()  # after a breach: its big files go, now that nothing writes
-            self._workdirs.discard(workdir)
-            self._running.discard(proc)
-            try:
-                await asyncio.wait_for(asyncio.shield(reader), 5.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
-                reader.cancel()
-                capture.note("output still open after the command ended; stopped reading")
-            if proc.returncode is None:
+                _kill_group(proc, signal.SIGKILL)
                 await proc.wait()
-        if watch is not None and watch.reason is not None:
-            return watch.reason
-        if timed_out:
-            return f"timed out after {timeout:g} s"
-        return self._memory_reason(exit_reason(proc.returncode), oom, capture)
+            return True
+        return False
+
+    async def _reap(
+        self,
+        proc: asyncio.subprocess.Process,
+        workdir: Path,
+        watch: Watch | None,
+        reader: asyncio.Future[None],
+        capture: _OutputCapture,
+    ) -> bool:
+        """After the command, whatever way it ended: kill what is left of it, clean up its
+        sandbox and disk watch, finish reading its output. Whether it ran out of memory."""
+        _kill_group(proc, signal.SIGKILL)
+        oom = self.sandbox.out_of_memory(workdir)
+        self.sandbox.cleanup(workdir)
+        if watch is not None:
+            watch.close()  # after a breach: its big files go, now that nothing writes
+        self._workdirs.discard(workdir)
+        self._running.discard(proc)
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), 5.0)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            reader.cancel()
+            capture.note("output still open after the command ended; stopped reading")
+        if proc.returncode is None:
+            await proc.wait()
+        return oom
 
     def _memory_reason(self, reason: str | None, oom: bool, capture: _OutputCapture) -> str | None:
         """``reason`` saying so when the evaluation failed for its memory bound."""
@@ -385,6 +413,40 @@ class LocalExecutor:
                 "evaluator.limits.memory_mb)"
             )
         return reason
+
+
+def _result(
+    request: EvalRequest,
+    slot: _Slot,
+    workdir: Path,
+    capture: _OutputCapture,
+    started: float,
+    clock: float,
+    status: str,
+    stage: str,
+    reason: str | None,
+    metrics: dict,
+) -> EvalResult:
+    """The evaluation's result: its feedback (the variant's own, else one made of the failure),
+    the output closed; ``started`` wall time, ``clock`` the monotonic time it began."""
+    feedback, note = read_feedback(request.feedback_path, request.feedback_max_chars, root=workdir)
+    if note is not None:
+        capture.note(note)
+    capture.close()
+    if not feedback and status != "ok":
+        feedback = failure_feedback(stage, reason, capture.output_tail())
+    return EvalResult(
+        variant_id=request.variant_id,
+        status=status,
+        metrics=metrics,
+        failure_reason=reason,
+        output_tail=capture.output_tail(),
+        stage=stage,
+        started_at=started,
+        duration_s=time.monotonic() - clock,
+        gpu=slot.gpu,
+        feedback=feedback,
+    )
 
 
 def exit_reason(code: int | None) -> str | None:
