@@ -396,6 +396,38 @@ class Sandbox:
     ) -> SandboxedCommand:
         workdir = Path(os.path.abspath(workdir))
         writable = [Path(os.path.abspath(p)) for p in writable]
+        lease, home, extra = self._prepare(backend, mode, workdir, writable)
+        out_env = self._env(env, home, lease)
+        if extra:
+            out_env["TMPDIR"] = str(extra[0])
+        hidden = [Path(os.path.abspath(p)) for p in hide]
+        named = named_paths(env, self.policy.pass_env, argv)  # data paths: bound back read-only
+        joins = [str(f) for f in lease.cgroup.procs_files] if lease.cgroup is not None else []
+        if backend == "landlock":
+            assert mode is not None
+            request = self._bwrap_request(workdir, writable, hidden, lease, backend, named)
+            args = self._confine(mode, request, lease, joins, report, userns)
+            return SandboxedCommand((*args, *argv), out_env, None, lease.uid)
+        if backend == "bwrap":
+            drop = drop_privileges_argv(self._setpriv, lease.uid)
+            request = self._bwrap_request(workdir, writable, hidden, lease, backend, named)
+            layout = bwrap_args(request, self._hosts())
+            layout += self._bwrap_keyrings(workdir)
+            full = [shutil.which("bwrap") or "bwrap", *layout, "--", *drop, *argv]
+        else:
+            full = list(argv)
+        return self._limited(backend, full, out_env, lease, joins, workdir)
+
+    def _prepare(
+        self,
+        backend: str,
+        mode: ConfineMode | None,
+        workdir: Path,
+        writable: Sequence[Path],
+    ) -> tuple[Lease, Path, list[Path]]:
+        """Make the command's directories (its private HOME and, without a mount layout, its
+        /tmp inside ``workdir``), lease its uid and give it ``workdir`` and ``writable``. The
+        lease, HOME and the private /tmp (if any)."""
         own_mounts = backend == "bwrap" or bool(mode and mode.namespaces)
         # Without a mount layout the dedicated uid must reach the directories and the
         # interpreter on the real file system; where it cannot, the command keeps ge's uid.
@@ -413,33 +445,39 @@ class Sandbox:
         if lease.uid is not None:
             for path in (workdir, *writable):
                 chown_tree(path, lease.uid, lease.uid)
-        out_env = self._env(env, home, lease)
-        if extra:
-            out_env["TMPDIR"] = str(extra[0])
-        hidden = [Path(os.path.abspath(p)) for p in hide]
-        named = named_paths(env, self.policy.pass_env, argv)  # data paths: bound back read-only
-        joins = [str(f) for f in lease.cgroup.procs_files] if lease.cgroup is not None else []
-        if backend == "landlock":
-            assert mode is not None
-            request = self._bwrap_request(workdir, writable, hidden, lease, backend, named)
-            limits = self._limits(lease)
-            if userns:
-                # The preloading worker runs no variant code: its layout, uid and rlimits
-                # confine it, and each fork applies Landlock itself (Landlock here would forbid
-                # the mounts that give every fork a private /tmp and /dev/shm).
-                mode = ConfineMode(namespaces=mode.namespaces, landlock=False)
-            args = confine_argv(
-                mode, request, self._hosts(), limits, joins, report=report, userns=userns
-            )
-            return SandboxedCommand((*args, *argv), out_env, None, lease.uid)
-        if backend == "bwrap":
-            drop = drop_privileges_argv(self._setpriv, lease.uid)
-            request = self._bwrap_request(workdir, writable, hidden, lease, backend, named)
-            layout = bwrap_args(request, self._hosts())
-            layout += self._bwrap_keyrings(workdir)
-            full = [shutil.which("bwrap") or "bwrap", *layout, "--", *drop, *argv]
-        else:
-            full = list(argv)
+        return lease, home, extra
+
+    def _confine(
+        self,
+        mode: ConfineMode,
+        request: BwrapRequest,
+        lease: Lease,
+        joins: list[str],
+        report: bool,
+        userns: bool,
+    ) -> list[str]:
+        """The launcher's command line (``confine_argv``) for ge's own backend."""
+        limits = self._limits(lease)
+        if userns:
+            # The preloading worker runs no variant code: its layout, uid and rlimits
+            # confine it, and each fork applies Landlock itself (Landlock here would forbid
+            # the mounts that give every fork a private /tmp and /dev/shm).
+            mode = ConfineMode(namespaces=mode.namespaces, landlock=False)
+        return confine_argv(
+            mode, request, self._hosts(), limits, joins, report=report, userns=userns
+        )
+
+    def _limited(
+        self,
+        backend: str,
+        full: list[str],
+        out_env: dict[str, str],
+        lease: Lease,
+        joins: list[str],
+        workdir: Path,
+    ) -> SandboxedCommand:
+        """``full`` (bwrap's command line, or the bare command) under the rlimits, in the
+        evaluation's cgroup and, for ``none``, switched to the lease's uid."""
         switch_uid = lease.uid if backend == "none" else None
         limits = self._limits(lease)
         if switch_uid is None and self._prlimit is not None:
