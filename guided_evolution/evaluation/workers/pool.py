@@ -140,6 +140,18 @@ class _SlotState:
     """How long a stage through the worker took lately (when to start the successor)."""
 
 
+@dataclass
+class _StageIO:
+    """What a stage through the worker opened, closed after it (None: not opened yet)."""
+
+    io_fd: int | None = None
+    """The slot's io directory (the stage's metrics, feedback and log FIFO)."""
+    keep_open: int | None = None
+    """A writer of the log FIFO, so that ge's reader sees no EOF before the child opened it."""
+    transport: asyncio.BaseTransport | None = None
+    reader: asyncio.Task[None] | None = None
+
+
 class WorkerPool:
     """One lazily started worker per slot, driven by ``LocalExecutor`` (see the module doc)."""
 
@@ -213,45 +225,72 @@ class WorkerPool:
             if state.stats.disabled:
                 return await run_cold()
         try:
-            if worker is None and state.successor is not None:
-                output.note(f"the worker of slot {slot} was started ahead: {self.command}")
-            elif worker is None:
-                output.note(f"starting the worker of slot {slot}: {self.command}")
-            if worker is None:
-                worker = await self._started(state, slot, request, env)
-            output.note(f"{stage} via the worker of slot {slot}")
-            began = time.monotonic()
-            reason = await self._run(worker, request, env, output, stage)
-            state.stage_s = time.monotonic() - began
-            if stage == "check":
-                state.stats.checks += 1
-            else:
-                state.stats.evaluations += 1
-                worker.served += 1
-            if worker.broken is not None:
-                output.note(f"worker of slot {slot} is replaced: {worker.broken}")
-                await self._lost(state, slot, worker.broken)
-            else:
-                self._recycle(state, slot, request, env)
-            return reason
+            return await self._served(state, slot, worker, request, env, output, stage)
         except _NotUsable as exc:
             output.note(f"not using the worker: {exc}; running {command}")
             return await run_cold()
         except WorkerFailure as exc:
-            if self._closed:
-                return "stopped: the executor was closed"
-            output.note(f"worker of slot {slot} failed: {exc}; running {command}")
-            message = await self._lost(state, slot, str(exc), show=False)
-            reason = await run_cold()
-            # Shown once the slot gives up on its worker, and only when the command works where
-            # the worker did not: when both fail (the seed's data is missing, the variant is
-            # broken) the evaluation's own failure says it once, and this line would repeat the
-            # same error. Every such line stays in the variant's log and the run's events.
-            if reason is None and state.stats.disabled:
-                LOG.warning("%s", message)
+            return await self._fall_back(state, slot, exc, output, run_cold, command)
+
+    async def _served(
+        self,
+        state: _SlotState,
+        slot: int,
+        worker: Worker | None,
+        request: EvalRequest,
+        env: dict[str, str],
+        output: OutputSink,
+        stage: str,
+    ) -> str | None:
+        """Run ``stage`` on the slot's worker (``worker``, else its successor or one started
+        now) and count it; then a broken worker is replaced and a worn one recycled."""
+        if worker is None:
+            if state.successor is not None:
+                output.note(f"the worker of slot {slot} was started ahead: {self.command}")
             else:
-                output.note(message)
-            return reason
+                output.note(f"starting the worker of slot {slot}: {self.command}")
+            worker = await self._started(state, slot, request, env)
+        output.note(f"{stage} via the worker of slot {slot}")
+        began = time.monotonic()
+        reason = await self._run(worker, request, env, output, stage)
+        state.stage_s = time.monotonic() - began
+        if stage == "check":
+            state.stats.checks += 1
+        else:
+            state.stats.evaluations += 1
+            worker.served += 1
+        if worker.broken is not None:
+            output.note(f"worker of slot {slot} is replaced: {worker.broken}")
+            await self._lost(state, slot, worker.broken)
+        else:
+            self._recycle(state, slot, request, env)
+        return reason
+
+    async def _fall_back(
+        self,
+        state: _SlotState,
+        slot: int,
+        exc: WorkerFailure,
+        output: OutputSink,
+        run_cold: Callable[[], Awaitable[str | None]],
+        command: str,
+    ) -> str | None:
+        """After the worker failed a stage: count its death and rerun the stage as ``command``
+        (``run_cold``); the failure reason or None."""
+        if self._closed:
+            return "stopped: the executor was closed"
+        output.note(f"worker of slot {slot} failed: {exc}; running {command}")
+        message = await self._lost(state, slot, str(exc), show=False)
+        reason = await run_cold()
+        # Shown once the slot gives up on its worker, and only when the command works where
+        # the worker did not: when both fail (the seed's data is missing, the variant is
+        # broken) the evaluation's own failure says it once, and this line would repeat the
+        # same error. Every such line stays in the variant's log and the run's events.
+        if reason is None and state.stats.disabled:
+            LOG.warning("%s", message)
+        else:
+            output.note(message)
+        return reason
 
     async def aclose(self) -> None:
         """Stop every worker and remove their directories."""
@@ -334,12 +373,32 @@ class WorkerPool:
     async def _start(
         self, slot: int, request: EvalRequest, env: dict[str, str], stats: WorkerStats
     ) -> Worker:
+        """Start a worker for ``slot`` in a directory of its own and wait for its ready line."""
         workdir = Path(os.path.abspath(request.workdir))
         stats.starts += 1
         # A successor starts beside the worker it replaces: a directory of its own.
         name = f"{SLOT_DIR_PREFIX}{slot}" + (f".{stats.starts}" if stats.starts > 1 else "")
         slot_dir = workdir.parent / name
         began = time.monotonic()
+        self._make_slot_dir(slot_dir, workdir)
+        worker = await self._spawn(slot_dir, request, env)
+        try:
+            while True:
+                message = await next_message(worker, self.start_timeout_s, "a ready line")
+                if message.get("ready"):
+                    break
+        except BaseException:
+            await self._stop(worker)
+            raise
+        if not self.boxed:
+            worker.base_pids = pids_with(worker.marker)
+        worker.oom_kills = self.sandbox.oom_kills(slot_dir)
+        self._start_s = time.monotonic() - began
+        return worker
+
+    def _make_slot_dir(self, slot_dir: Path, workdir: Path) -> None:
+        """A fresh ``slot_dir`` whose ``worker`` directory is a copy of the variant's directory
+        ``workdir`` (``copy_variant``) or empty."""
         remove_tree(slot_dir)
         try:
             slot_dir.mkdir()
@@ -358,6 +417,11 @@ class WorkerPool:
             raise WorkerFailure(
                 f"cannot copy the variant's directory into {slot_dir}: {error_text(exc)}"
             ) from None
+
+    async def _spawn(self, slot_dir: Path, request: EvalRequest, env: dict[str, str]) -> Worker:
+        """Start the worker command in the sandbox of ``slot_dir`` (the slot's environment,
+        less the variant's own variables) and read its stdout and stderr; the directory goes
+        again when it cannot start."""
         per_variant = ("GE_METRICS", "GE_FEEDBACK", "GE_VARIANT_ID")
         worker_env = {k: v for k, v in env.items() if k not in per_variant}
         wrapped = self.sandbox.wrap(
@@ -394,18 +458,6 @@ class WorkerPool:
             asyncio.ensure_future(read_messages(proc.stdout, worker)),
             asyncio.ensure_future(read_stderr(proc.stderr, worker)),
         ]
-        try:
-            while True:
-                message = await next_message(worker, self.start_timeout_s, "a ready line")
-                if message.get("ready"):
-                    break
-        except BaseException:
-            await self._stop(worker)
-            raise
-        if not self.boxed:
-            worker.base_pids = pids_with(marker)
-        worker.oom_kills = self.sandbox.oom_kills(slot_dir)
-        self._start_s = time.monotonic() - began
         return worker
 
     async def _stop(self, worker: Worker) -> None:
@@ -452,47 +504,70 @@ class WorkerPool:
             raise _NotUsable(
                 f"cannot move {workdir} into {worker.slot_dir}: {exc.strerror}"
             ) from exc
-        reader: asyncio.Task[None] | None = None
-        keep_open: int | None = None
-        io_fd: int | None = None
-        transport: asyncio.BaseTransport | None = None
+        io = _StageIO()
         try:
-            try:
-                io_fd = fresh_io(worker.slot_dir, worker.uid)
-            except OSError as exc:  # jammed by an earlier stage: a new worker, a new directory
-                raise WorkerFailure(f"its io directory cannot be renewed: {exc.strerror}") from None
-            if worker.uid is not None:
-                chown_tree(inside, worker.uid, worker.uid)
-            read_fd, keep_open = open_log(io_fd)  # keep_open: no EOF before the child
-            stream = asyncio.StreamReader(limit=LINE_LIMIT)
-            transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(read_fd, "rb", 0)
-            )
-            reader = asyncio.ensure_future(copy_output(stream, output))
+            await self._open_io(worker, inside, output, io)
             reason = await self._watched(worker, request, stage, inside, env)
         finally:
-            if keep_open is not None:
-                os.close(keep_open)
-            if not self.boxed:
-                kill_leftovers(worker)
-            if reader is not None:
-                try:
-                    await settled(reader, 5.0)
-                except (asyncio.TimeoutError, asyncio.CancelledError):
-                    reader.cancel()
-                    output.note("output still open after the evaluation ended; stopped reading")
-            if transport is not None:
-                transport.close()
-            try:
-                moved = move_back(worker.slot_dir, name, workdir)
-                if moved is None and stage == "evaluate" and io_fd is not None:
-                    moved = take_metrics(io_fd, workdir, Path(request.metrics_path))
-                if moved is None and io_fd is not None:  # every stage's feedback
-                    take_metrics(io_fd, workdir, request.feedback_path, FEEDBACK_NAME)
-            finally:
-                if io_fd is not None:
-                    os.close(io_fd)
+            await self._close_io(worker, output, io)
+            moved = self._move_back(worker, name, workdir, request, stage, io.io_fd)
         return reason if reason is not None else moved
+
+    async def _open_io(
+        self, worker: Worker, inside: Path, output: OutputSink, io: _StageIO
+    ) -> None:
+        """Renew the slot's io directory, give the variant in ``inside`` to the worker's uid and
+        copy the stage's output (the log FIFO) into ``output``; ``io`` holds what is open."""
+        try:
+            io.io_fd = fresh_io(worker.slot_dir, worker.uid)
+        except OSError as exc:  # jammed by an earlier stage: a new worker, a new directory
+            raise WorkerFailure(f"its io directory cannot be renewed: {exc.strerror}") from None
+        if worker.uid is not None:
+            chown_tree(inside, worker.uid, worker.uid)
+        read_fd, io.keep_open = open_log(io.io_fd)  # keep_open: no EOF before the child
+        stream = asyncio.StreamReader(limit=LINE_LIMIT)
+        io.transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stream), os.fdopen(read_fd, "rb", 0)
+        )
+        io.reader = asyncio.ensure_future(copy_output(stream, output))
+
+    async def _close_io(self, worker: Worker, output: OutputSink, io: _StageIO) -> None:
+        """After the stage: kill what it left (outside ge's own worker) and finish reading its
+        output (the io directory stays open for ``_move_back``)."""
+        if io.keep_open is not None:
+            os.close(io.keep_open)
+        if not self.boxed:
+            kill_leftovers(worker)
+        if io.reader is not None:
+            try:
+                await settled(io.reader, 5.0)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                io.reader.cancel()
+                output.note("output still open after the evaluation ended; stopped reading")
+        if io.transport is not None:
+            io.transport.close()
+
+    @staticmethod
+    def _move_back(
+        worker: Worker,
+        name: str,
+        workdir: Path,
+        request: EvalRequest,
+        stage: str,
+        io_fd: int | None,
+    ) -> str | None:
+        """Move the variant back to ``workdir`` and take the stage's metrics (evaluate) and
+        feedback out of the io directory, which is closed then; the failure reason or None."""
+        try:
+            moved = move_back(worker.slot_dir, name, workdir)
+            if moved is None and stage == "evaluate" and io_fd is not None:
+                moved = take_metrics(io_fd, workdir, Path(request.metrics_path))
+            if moved is None and io_fd is not None:  # every stage's feedback
+                take_metrics(io_fd, workdir, request.feedback_path, FEEDBACK_NAME)
+        finally:
+            if io_fd is not None:
+                os.close(io_fd)
+        return moved
 
     async def _watched(
         self, worker: Worker, request: EvalRequest, stage: str, inside: Path, env: dict[str, str]
