@@ -239,13 +239,14 @@ def resume(
 
 def _finish(summary: Any, json_out: bool) -> None:
     """Print the run's summary with its Pareto front (read back from the run, as `ge best`)."""
-    from guided_evolution.inspection import terminal as views
     from guided_evolution.inspection import views_data
 
     summary.front = [row.to_json() for row in views_data.best(Path(summary.run_dir)).front]
     if json_out:
         _print_json(summary.as_dict())
         return
+    from guided_evolution.inspection import terminal as views  # rich: only for the text
+
     views.print_summary(_console(), summary)
 
 
