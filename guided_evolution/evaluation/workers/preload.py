@@ -73,34 +73,15 @@ def preload_pool(
         return None, [f"evaluator.preload is not used: {command!r} is not `python SCRIPT ...`"]
     info = sandbox.probe()
     confined = info.backend != "none"
-    if confined and landlock.abi_version() <= 0:
-        return None, [
-            "evaluator.preload is not used: without Landlock the forked evaluations could not "
-            "be confined; every stage starts a fresh process"
-        ]
     own_mounts = info.backend == "bwrap" or bool(info.mode and info.mode.namespaces)
-    if confined and not own_mounts:
-        return None, [
-            "evaluator.preload is not used: without namespaces a forked evaluation cannot be "
-            "boxed off from its worker and the other evaluations; every stage starts a fresh "
-            "process"
-        ]
+    unboxable = _unboxable(confined, own_mounts)
+    if unboxable is not None:
+        return None, [f"evaluator.preload is not used: {unboxable}"]
     checked = python_command(check) if check else None
-    stages = ("evaluate",)
-    if checked is not None and checked.interpreter == evaluate.interpreter:
-        stages = ("check", "evaluate")
-    devices = [*DEVICES, *(str(p) for p in sorted(Path("/dev").glob("nvidia*")))]
-    spec = {
-        "preload": list(preload),
-        "evaluate": list(evaluate.args),
-        "check": list(checked.args) if "check" in stages and checked else None,
-        "landlock": confined,
-        "deny_tcp": not sandbox.policy.network,
-        "devices": [d for d in devices if os.path.exists(d)],
-        "keep_env": ["PATH", TOKEN_VAR],
-        "private_tmp": own_mounts,
-        "tmpfs_bytes": sandbox.policy.tmpfs_mb * 1024 * 1024 if sandbox.policy.tmpfs_mb else None,
-    }
+    if checked is not None and checked.interpreter != evaluate.interpreter:
+        checked = None
+    stages = ("check", "evaluate") if checked is not None else ("evaluate",)
+    spec = _zygote_spec(sandbox, preload, evaluate, checked, confined, own_mounts)
     problem = verify_boxes(sandbox, evaluate.interpreter, spec, start_timeout_s, work_dir, run_dir)
     if problem is not None:
         return None, [
@@ -117,6 +98,46 @@ def preload_pool(
         boxed=True,
     )
     return pool, []
+
+
+def _unboxable(confined: bool, own_mounts: bool) -> str | None:
+    """Why the sandbox here cannot box forked evaluations off (None: it can)."""
+    if confined and landlock.abi_version() <= 0:
+        return (
+            "without Landlock the forked evaluations could not be confined; every stage starts a "
+            "fresh process"
+        )
+    if confined and not own_mounts:
+        return (
+            "without namespaces a forked evaluation cannot be boxed off from its worker and the "
+            "other evaluations; every stage starts a fresh process"
+        )
+    return None
+
+
+def _zygote_spec(
+    sandbox: Sandbox,
+    preload: tuple[str, ...],
+    evaluate: PythonCommand,
+    checked: PythonCommand | None,
+    confined: bool,
+    own_mounts: bool,
+) -> dict[str, object]:
+    """The zygote's argument: what it preloads, the stages' arguments (``checked``: the check
+    stage runs on it too) and how it boxes each fork."""
+    devices = [*DEVICES, *(str(p) for p in sorted(Path("/dev").glob("nvidia*")))]
+    tmpfs_mb = sandbox.policy.tmpfs_mb
+    return {
+        "preload": list(preload),
+        "evaluate": list(evaluate.args),
+        "check": list(checked.args) if checked is not None else None,
+        "landlock": confined,
+        "deny_tcp": not sandbox.policy.network,
+        "devices": [d for d in devices if os.path.exists(d)],
+        "keep_env": ["PATH", TOKEN_VAR],
+        "private_tmp": own_mounts,
+        "tmpfs_bytes": tmpfs_mb * 1024 * 1024 if tmpfs_mb else None,
+    }
 
 
 def verify_boxes(
