@@ -232,9 +232,21 @@ def splice(genome: Genome, key: str, new_code: str) -> dict[str, str]:
 
 def _same_tree(text: str, tree: ast.Module, path: str) -> bool:
     try:
-        return ast.dump(ast.parse(text, filename=path)) == ast.dump(tree)
+        return same_ast(ast.parse(text, filename=path), tree)
     except SyntaxError:
         return False
+
+
+def same_ast(a: object, b: object) -> bool:
+    """``ast.dump(a) == ast.dump(b)`` (the fields, not the positions), without building the two
+    strings and stopping at the first difference: a splice compares whole files per child."""
+    if isinstance(a, ast.AST):
+        return type(a) is type(b) and all(
+            same_ast(getattr(a, name, None), getattr(b, name, None)) for name in a._fields
+        )
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(same_ast, a, b))
+    return type(a) is type(b) and repr(a) == repr(b)  # 1 vs 1.0 vs True, 0.0 vs -0.0 differ
 
 
 def _scan_file_for_splice(path: str, text: str, marker: str) -> list[_RawSegment]:
