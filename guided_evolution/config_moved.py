@@ -97,8 +97,8 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     moves = find_moves(data)
     for m in moves:  # first out, so that `islands = 4` leaves room for the [islands] table
         del out[m.table][m.key]
-    for m in moves:
-        section = out[m.table].setdefault(m.section, {})
+    for m in moves:  # a table already there is copied too: the caller's data stays as it was
+        section = out[m.table][m.section] = dict(out[m.table].get(m.section) or {})
         section[m.new_key] = m.value
         if m.new_key == "modules":
             section.setdefault("enabled", True)

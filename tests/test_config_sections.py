@@ -116,3 +116,10 @@ def test_a_run_stored_before_the_sections_reads_and_resumes(tmp_path: Path) -> N
     assert status["finished"]
     resumed = run_json("resume", str(run_dir), "--generations", "2", cwd=tmp_path)
     assert resumed["finished"] and resumed["generation"] == 2, resumed
+
+
+def test_migrate_leaves_its_input_as_it_was() -> None:
+    data = {"evolution": {"islands": {"count": 2}, "migration_size": 0}}
+    out = migrate(data)
+    assert out["evolution"]["islands"] == {"count": 2, "migration_size": 0}
+    assert data == {"evolution": {"islands": {"count": 2}, "migration_size": 0}}
