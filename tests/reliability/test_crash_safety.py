@@ -200,8 +200,28 @@ def test_kill_9_many_times_then_resume_loses_and_repeats_nothing(tmp_path: Path)
     assert not stray_processes([str(run_dir)]), stray_processes([str(run_dir)])
 
 
+def _gated(seed: Path) -> Path:
+    """Make the seed's evaluations wait until the returned file exists (the sandbox shows the
+    seed directory read-only, files created there later included): the run stays live as long
+    as the test needs it to, on a machine of any speed."""
+    evaluate = seed / "evaluate.py"
+    evaluate.write_text(
+        evaluate.read_text().replace(
+            "    rng = random.Random(0)",
+            "    import time\n"
+            "    while not (Path(os.environ['GE_SEED_DIR']) / 'release').exists():\n"
+            "        time.sleep(0.05)\n"
+            "    rng = random.Random(0)",
+        )
+    )
+    return seed / "release"
+
+
 def test_second_process_on_a_run_refuses_and_corrupts_nothing(tmp_path: Path) -> None:
-    seed = slow_seed(tmp_path, generations=0, initial_population=4)
+    """The first run is held live (its evaluations wait for a file) while each second command
+    is tried, so none of them can meet a finished run on a busy machine."""
+    seed = template_seed(tmp_path / "seed", generations=0, initial_population=4)
+    release = _gated(seed)
     set_config(seed, "executor", slots=1)
     run_dir = tmp_path / "run"
     first = _start(None, 0, ["run", str(seed), "--run-dir", str(run_dir), "--json"], tmp_path)
@@ -220,6 +240,8 @@ def test_second_process_on_a_run_refuses_and_corrupts_nothing(tmp_path: Path) ->
             lines = [line for line in second.stderr.splitlines() if line.strip()]
             assert second.returncode == 2, (args, second.stderr)
             assert len(lines) == 1 and expected in lines[0], (args, second.stderr)
+            assert first.poll() is None, "the first run ended before every second command ran"
+        release.touch()
         assert first.wait(timeout=120) == 0, first.stderr.read().decode() if first.stderr else ""
     finally:
         first.kill()
