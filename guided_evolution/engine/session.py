@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import shlex
 import shutil
 import signal
@@ -136,19 +135,11 @@ def resume_run(
 def _preflight(cfg: GeConfig) -> None:
     """The models' keys and servers (llm.preflight): a missing key fails here, in well under a
     second, instead of after the run started and its first LLM calls kept failing. Then the
-    client libraries start loading in the background (``client.import_in_background``), and so
-    does deap (with numpy, ~0.1 s), which selection needs once generation 0 closes."""
-    threading.Thread(target=_import_quietly, args=("deap.tools",), daemon=True).start()
+    client libraries start loading in the background (``client.import_in_background``)."""
     if not cfg.llm.offline:
         settings = llm_settings(cfg)
         preflight(settings.models)
         import_in_background(settings)
-
-
-def _import_quietly(name: str) -> None:
-    """Import ``name`` (on a helper thread); a failure is reported where it is used."""
-    with contextlib.suppress(Exception):
-        importlib.import_module(name)
 
 
 def _finished(paths: rd.RunPaths, cfg: GeConfig, index: RunIndex) -> RunSummary | None:
