@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from guided_evolution.evolution import diversity  # noqa: E402
 from guided_evolution.runstore.git_store import GitStore  # noqa: E402
+from tests.support.seeds import toml_value  # noqa: E402
 
 SEED_DIR = ROOT / "seeds" / "fast_exp"
 OPS_REF = 40.0  # reference point: accuracy 0 digits, 40 weighted operations (the seed: ~4.8, 17)
@@ -63,12 +64,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, dict):  # a section such as [evolution.islands], as an inline table
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value) if isinstance(value, str) else str(value)
-
-
 def make_seed(work: Path, seed: int, options: dict[str, Any]) -> Path:
     """A copy of fast_exp whose [evolution] table has the benchmark's sizes and ``options``."""
     target = work / "seed"
@@ -79,7 +74,7 @@ def make_seed(work: Path, seed: int, options: dict[str, Any]) -> Path:
     end = next(i for i in range(at, len(lines)) if lines[i].startswith("["))
     extra = {**SIZES, "generations": 10_000, "seed": seed, **options}
     table = [ln for ln in lines[at:end] if ln.split("=")[0].strip() not in extra]
-    added = [f"{key} = {_toml_value(value)}" for key, value in extra.items()]
+    added = [f"{key} = {toml_value(value)}" for key, value in extra.items()]
     config.write_text("\n".join([*lines[:at], *added, *table, *lines[end:]]))
     return target
 
