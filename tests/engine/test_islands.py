@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 
-from guided_evolution.config_moved import migrate
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import run_json
-from tests.support.seeds import copy_seed, toml_value
+from tests.support.seeds import copy_seed, evolution_lines
 
 pytest.importorskip("numpy")
 pytestmark = pytest.mark.timeout(240)
@@ -61,8 +60,7 @@ def _seed(tmp_path: Path, name: str, **evolution: Any) -> Path:
     toml = (seed / "ge.toml").read_text()
     start = toml.index("[evolution]\n")
     end = toml.index("\n[", start)
-    settings = migrate({"evolution": settings})["evolution"]  # islands=K: [evolution.islands]
-    table = "[evolution]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items())
+    table = "[evolution]\n" + "".join(f"{line}\n" for line in evolution_lines(settings))
     (seed / "ge.toml").write_text(toml[:start] + table + toml[end:])
     return seed
 

@@ -18,13 +18,12 @@ from typing import Any
 
 import pytest
 
-from guided_evolution.config_moved import migrate
 from guided_evolution.evolution.diversity import code_distance
 from guided_evolution.evolution.novelty import NoveltyArchive, cosine_distance, new_keys
 from tests.support.cli import ge
 from tests.support.harness import FakeExecutor, run_engine, size_score
 from tests.support.openai_server import Action, bag_of_words, reply, serve
-from tests.support.seeds import copy_seed, template_seed, toml_value
+from tests.support.seeds import copy_seed, evolution_lines, template_seed
 
 FAST_EXP = Path(__file__).resolve().parents[2] / "seeds" / "fast_exp"
 FENCE = re.compile(r"```(?:python)?\n(.*?)```", re.S)
@@ -78,8 +77,7 @@ def _variants(run_dir: Path) -> list[tuple[str, str, int]]:
 
 def _fast_exp(tmp_path: Path, name: str, **evolution: Any) -> Path:
     seed = copy_seed(FAST_EXP, tmp_path / f"seed-{name}")
-    moved = migrate({"evolution": evolution})["evolution"]  # novelty_distance: [.novelty] distance
-    extra = "".join(f"\n{k} = {toml_value(v)}" for k, v in moved.items())
+    extra = "".join(f"\n{line}" for line in evolution_lines(evolution))
     text = (seed / "ge.toml").read_text().replace("[evolution]", f"[evolution]{extra}", 1)
     (seed / "ge.toml").write_text(text)
     run_dir = tmp_path / f"run-{name}"

@@ -31,6 +31,13 @@ def toml_value(value: Any) -> str:
     return repr(value)
 
 
+def evolution_lines(evolution: dict[str, Any]) -> list[str]:
+    """`key = value` lines of an [evolution] table; a knob named by its flat key of earlier
+    versions (``islands=2``) becomes its section, as an inline table (``config_moved.migrate``)."""
+    moved = migrate({"evolution": evolution})["evolution"]
+    return [f"{key} = {toml_value(value)}" for key, value in moved.items()]
+
+
 def _table(name: str, values: dict[str, Any]) -> list[str]:
     """`[name]` with its plain keys, then each dict value as the table `[name.key]`."""
     lines = [f"[{name}]"]
@@ -110,8 +117,7 @@ def cpu_exquisitenet_seed(directory: Path, **evolution: Any) -> Path:
     text = text.replace("--recipe fast --seed 0", "--recipe fast --seed 0 --epochs 1 --batch-size 32 --device cpu")
     text = text.replace('slots = "auto"', "slots = 1").replace('gpus = "auto"', "gpus = []")
     text = text.replace('slots_per_gpu = "auto"', "slots_per_gpu = 1")
-    moved = migrate({"evolution": evolution})["evolution"]  # sections as inline tables
-    extra = "".join(f"\n{key} = {toml_value(value)}" for key, value in moved.items())
+    extra = "".join(f"\n{line}" for line in evolution_lines(evolution))
     text = text.replace("[evolution]", f"[evolution]{extra}", 1)
     (seed / "ge.toml").write_text(text)
     return seed
