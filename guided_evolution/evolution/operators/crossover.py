@@ -1,5 +1,8 @@
 """Crossover: the two parents' versions of one segment merged by the LLM (``prompts/crossover.txt``)
-into the files of one of them. The plan's first step of a child with two parents."""
+into the files of the plan's parent. The plan's first step of a child with two parents.
+
+The direction is the plan's (GE's were fixed): a crossed pair is planned as two children, (A with
+B) and (B with A), and each keeps its own primary parent's files; nothing here re-draws it."""
 
 from __future__ import annotations
 
@@ -35,16 +38,14 @@ def crossover_request(
 ) -> OperatorRequest | None:
     """Merge the two parents' versions of one segment where they differ; None if they don't.
 
-    The direction is random: the child keeps the files of the primary parent (A or B, stored in
-    `base`) with that segment replaced. `parents` is always (a_id, b_id)."""
+    ``a`` is the primary parent (the plan's): the child keeps A's files (``base``) with that
+    segment replaced by the merge, and ``parents`` is (a_id, b_id), the base first (``Ge-Parents``).
+    One draw from ``rng`` for the segment, then the temperature's."""
     keys = [k for k in differing_segments(a, b) if k in a.keys and k in b.keys]
     if not keys:
         return None
     key = rng.choice(list(keys))
-    a_primary = rng.random() < 0.5
-    (base, base_id), (other, other_id) = (
-        ((a, a_id), (b, b_id)) if a_primary else ((b, b_id), (a, a_id))
-    )
+    base, base_id, other, other_id = a, a_id, b, b_id
     seg = base.segment(key)
     values = segment_values(base, seg)
     values["primary_code"] = values["code"]
