@@ -1,9 +1,13 @@
-"""How long `ge run` takes to report a missing API key, and whether it leaves a run directory.
+"""How long `ge run` takes to report an LLM endpoint that cannot work, and whether it leaves a
+run directory.
 
-Runs ``ge run SEED --model gpt-4o-mini`` (the `ge init` seed, offline evaluator) with
-OPENAI_API_KEY and OPENAI_BASE_URL unset, ``--repeat`` times, and prints each wall time, the
-median, the exit code and whether the run directory exists afterwards. ``--source DIR`` runs the
-ge of another checkout (e.g. a `git worktree` of an older commit) through PYTHONPATH.
+Cases (the `ge init` seed, OPENAI_API_KEY and OPENAI_BASE_URL unset): ``missing-key``
+(``--model gpt-4o-mini``), ``refused`` (``--api-base`` at a local port nothing listens on),
+``unknown-host`` (``--api-base http://nonexistent.invalid:8000/v1``), ``unroutable``
+(``--model gpt4o-mini``: no provider, no api_base). Each runs ``--repeat`` times; printed: each
+wall time, exit code and whether the run directory exists afterwards, the last stderr line, and
+the median per case. ``--source DIR`` runs the ge of another checkout (e.g. a `git worktree` of an
+older commit) through PYTHONPATH.
 
     python benchmarks/missing_key.py
     git worktree add /tmp/ge-before <commit> && python benchmarks/missing_key.py --source /tmp/ge-before
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -24,35 +29,58 @@ from pathlib import Path
 from guided_evolution import seedinit
 
 
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+CASES = {
+    "missing-key": ["--model", "gpt-4o-mini"],
+    "refused": ["--model", "openai/fake", "--api-base", f"http://127.0.0.1:{_closed_port()}/v1"],
+    "unknown-host": ["--model", "openai/fake", "--api-base", "http://nonexistent.invalid:8000/v1"],
+    "unroutable": ["--model", "gpt4o-mini"],
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--source", type=Path, default=None, help="checkout whose ge to run")
+    parser.add_argument("--case", choices=sorted(CASES), action="append", help="default: all")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
     env["LITELLM_OFFLINE_MODE"] = "true"
     if args.source is not None:
         env["PYTHONPATH"] = str(args.source.resolve())
-    times = []
+    medians = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         seedinit.write_template(root / "seed")
-        for i in range(args.repeat):
-            run = root / "run"
-            start = time.perf_counter()
-            proc = subprocess.run(
-                [sys.executable, "-m", "guided_evolution", "run", "seed", "--run-dir", "run",
-                 "--model", "gpt-4o-mini", "--json"],
-                cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False,
-            )  # fmt: skip
-            elapsed = time.perf_counter() - start
-            times.append(elapsed)
-            left = run.exists()
-            print(f"run {i + 1}: {elapsed:.2f} s  exit {proc.returncode}  run dir left: {left}")
-            shutil.rmtree(run, ignore_errors=True)
-        last = proc.stderr.strip().splitlines()
-        print(f"message: {last[-1] if last else '-'}")
-    print(f"median: {statistics.median(times):.2f} s over {len(times)} runs")
+        for case in args.case or list(CASES):
+            medians[case] = _case(root, env, case, args.repeat)
+    for case, median in medians.items():
+        print(f"median {case}: {median:.2f} s over {args.repeat} runs")
+
+
+def _case(root: Path, env: dict[str, str], case: str, repeat: int) -> float:
+    times = []
+    for i in range(repeat):
+        run = root / "run"
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "guided_evolution", "run", "seed", "--run-dir", "run",
+             *CASES[case], "--json"],
+            cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - start
+        times.append(elapsed)
+        left = run.exists()
+        print(f"{case} run {i + 1}: {elapsed:.2f} s  exit {proc.returncode}  run dir left: {left}")
+        shutil.rmtree(run, ignore_errors=True)
+    last = proc.stderr.strip().splitlines()
+    print(f"{case} message: {last[-1] if last else '-'}")
+    return statistics.median(times)
 
 
 if __name__ == "__main__":

@@ -2,24 +2,31 @@
 ``api_base`` server says it serves. Cheap (no litellm, no openai client: both take seconds to
 import) and bounded: at most one ``GET {api_base}/models`` per server, within ``PROBE_S``.
 
-A server that does not answer, or answers ``/models`` with anything but a model list, passes:
-the run's own retries deal with a server that comes up later. Only what is certainly wrong fails:
-a missing key variable, a key the server refuses, a model the server does not list.
+A server that does not answer in time, or answers ``/models`` with anything but a model list,
+passes: the run's own retries deal with a slow server. Only what is certainly wrong fails: a
+missing key variable, a bare model name litellm cannot route (no ``provider/``, no ``api_base``,
+not in litellm's model table), an ``api_base`` whose host does not resolve or whose port refuses
+the connection, a key the server refuses, a model the server does not list.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import os
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 from guided_evolution.errors import ConfigError
+from guided_evolution.llm.prices import price_file
 from guided_evolution.llm.settings import ModelSpec
 
 PROBE_S = 1.5
@@ -138,9 +145,57 @@ def key_problem(check: Check) -> ConfigError | None:
     )
 
 
-def listed_models(base: str, key: str | None, timeout_s: float) -> tuple[int, list[str] | None]:
-    """``GET {base}/models``: (HTTP status, the model ids it lists); (0, None) when nothing
-    usable answers in time."""
+@dataclass(frozen=True)
+class Probe:
+    """What ``GET {base}/models`` gave: the HTTP status (0: no answer), the model ids it lists,
+    and why nothing answered when that is certain (the host is unknown, the port refuses)."""
+
+    code: int
+    ids: list[str] | None = None
+    unreachable: str | None = None
+
+
+def route_problem(check: Check, table: Path | None = None) -> ConfigError | None:
+    """A bare model name (no ``provider/``) without an ``api_base`` that litellm's model table
+    (``table``, default litellm's own) does not list: litellm cannot tell where to send it."""
+    name = check.model.model
+    if check.base is not None or "/" in name or name.startswith("ft:"):
+        return None
+    known = _table_names(table or price_file())
+    if not known or name in known:
+        return None
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    guess = f"did you mean --model {close[0]}? Otherwise " if close else ""
+    return ConfigError(
+        f"{check.model.label}: litellm cannot route model {name!r} (no provider/ prefix, no "
+        "api_base, and not a model name litellm knows)",
+        f"{guess}name the provider (--model PROVIDER/{name}) or the server (--api-base URL, "
+        "api_base in [[llm.models]])",
+    )
+
+
+def _table_names(path: Path | None) -> list[str]:
+    """The bare model names of litellm's model table (empty when it cannot be read)."""
+    if path is None:
+        return []
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return []
+    return [k for k in data if isinstance(k, str) and "/" not in k] if isinstance(data, dict) else []
+
+
+def listed_models(base: str, key: str | None, timeout_s: float) -> Probe:
+    """``GET {base}/models`` within ``timeout_s`` (the name lookup included: it runs on a thread
+    that is given up on, so a DNS server that does not answer cannot hold the start)."""
+    found: list[Probe] = []
+    thread = threading.Thread(target=lambda: found.append(_ask(base, key, timeout_s)), daemon=True)
+    thread.start()
+    thread.join(timeout_s + 0.05)
+    return found[0] if found else Probe(0)
+
+
+def _ask(base: str, key: str | None, timeout_s: float) -> Probe:
     request = urllib.request.Request(base.rstrip("/") + "/models", method="GET")
     if key:
         request.add_header("Authorization", f"Bearer {key}")
@@ -149,20 +204,41 @@ def listed_models(base: str, key: str | None, timeout_s: float) -> tuple[int, li
         with urllib.request.build_opener(*handlers).open(request, timeout=timeout_s) as response:
             data = json.loads(response.read(1 << 20))
     except urllib.error.HTTPError as err:
-        return err.code, None
-    except (OSError, ValueError):
-        return 0, None
+        return Probe(err.code)
+    except urllib.error.URLError as err:
+        return Probe(0, None, _unreachable(base, err.reason))
+    except (OSError, ValueError) as err:
+        return Probe(0, None, _unreachable(base, err))
     rows = data.get("data") if isinstance(data, dict) else None
     if not isinstance(rows, list):
-        return 200, None
-    return 200, [str(r["id"]) for r in rows if isinstance(r, dict) and "id" in r]
+        return Probe(200)
+    return Probe(200, [str(r["id"]) for r in rows if isinstance(r, dict) and "id" in r])
+
+
+def _unreachable(base: str, reason: object) -> str | None:
+    """Why ``base`` certainly cannot be reached (None: maybe later, e.g. a timeout)."""
+    parsed = urlparse(base)
+    if isinstance(reason, socket.gaierror):
+        return f"its host {parsed.hostname!r} is unknown (name lookup failed: {reason.strerror})"
+    if isinstance(reason, ConnectionRefusedError):
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        return f"nothing listens on {parsed.hostname}:{port} (connection refused)"
+    return None
 
 
 def server_problem(check: Check, timeout_s: float) -> ConfigError | None:
     """What the model's server says against it: a refused key, or a list without the model."""
     assert check.base is not None
-    code, ids = listed_models(check.base, check.key(), timeout_s)
+    probe = listed_models(check.base, check.key(), timeout_s)
+    code, ids = probe.code, probe.ids
     label = check.model.label
+    if probe.unreachable:
+        where = label if check.model.api_base else f"{label} (api_base {check.base})"
+        fix = "fix the host" if "unknown" in probe.unreachable else "start the server, or fix the port"
+        return ConfigError(
+            f"{where}: the server cannot be reached: {probe.unreachable}",
+            f"{fix} in --api-base / api_base of [[llm.models]], then run the command again",
+        )
     if code in (401, 403):
         var = check.model.api_key_env or (check.keys[0] if check.keys else "the key variable")
         return ConfigError(
@@ -194,7 +270,7 @@ def preflight(models: Sequence[ModelSpec], probe: bool = True) -> None:
     with the fix) before anything is written; ``probe`` also asks each ``api_base`` server."""
     checks = [plan(m) for m in models if m.model != OFFLINE]
     for check in checks:
-        problem = key_problem(check)
+        problem = route_problem(check) or key_problem(check)
         if problem is not None:
             raise problem
     if not probe:
