@@ -1,9 +1,13 @@
-"""Live progress of a run on a terminal (rich), or nothing at all in --json mode."""
+"""Progress of a run: a live panel on a terminal (rich), plain lines in a log file or CI (stderr
+not a terminal), nothing at all in --json mode."""
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
+from typing import TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -194,10 +198,87 @@ class LiveProgress(Progress):
         return Group(table, Text(inert(self.front_line() + line)))
 
 
+LOG_EVERY_S = 60.0  # a log line at least this often while nothing else prints one
+
+
+def _clock(seconds: float) -> str:
+    """Elapsed time as ``42s``, ``3m05s`` or ``2h07m``."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+class LogProgress(Progress):
+    """Plain lines on stderr for a log file or CI: one when a generation starts (in steady mode a
+    generation starts every ``population`` children), one at least every ``every_s`` seconds in
+    between (a timer thread), and one at the end. Each line has the generation, the children
+    evaluated, failed and rejected, the front's best value per objective and the LLM spend."""
+
+    def __init__(
+        self,
+        objectives: Sequence[tuple[str, str]] = (),
+        generations: int = 0,
+        every_s: float = LOG_EVERY_S,
+        stream: TextIO | None = None,
+    ) -> None:
+        super().__init__(objectives, generations)
+        self.every_s = every_s
+        self.stream = stream
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._last_line = time.monotonic()
+        self._timer: threading.Thread | None = None
+
+    def __enter__(self) -> Progress:
+        self._timer = threading.Thread(target=self._tick, name="ge-progress-log", daemon=True)
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join()
+        self.emit("stopped" if exc and exc[0] is not None else "done")
+
+    def generation(self, gen: int, total: int, planned: int) -> None:
+        super().generation(gen, total, planned)
+        self.emit("started")
+
+    def _tick(self) -> None:
+        """The timer: a line when ``every_s`` passed since the last one."""
+        while not self._stop.wait(max(self._last_line + self.every_s - time.monotonic(), 0.01)):
+            if time.monotonic() - self._last_line >= self.every_s:
+                self.emit("running")
+
+    def line(self, state: str) -> str:
+        """``generation 2/3 started  9 evaluated, 1 failed, 0 rejected  front 3: ...  LLM $0.0000``."""
+        c = self.counts
+        where = "seed" if self.gen is None else f"generation {self.gen}/{self.generations}"
+        return (
+            f"[{_clock(time.monotonic() - self.started)}] {where} {state}  "
+            f"{c['done']} evaluated, {c['failed']} failed, {c['rejected']} rejected  "
+            f"{self.front_line()}  LLM ${self.cost_usd:.4f}"
+        )
+
+    def emit(self, state: str) -> None:
+        """Write one line now (from the engine's thread or the timer's)."""
+        with self._lock:
+            self._last_line = time.monotonic()
+            stream = self.stream or sys.stderr
+            stream.write(inert(self.line(state)) + "\n")
+            stream.flush()
+
+
 def make_progress(
     json_mode: bool, objectives: Sequence[tuple[str, str]] = (), generations: int = 0
 ) -> Progress:
-    """Silent counters in --json mode or when stderr is not a terminal, a live panel otherwise."""
-    if json_mode or not Console(stderr=True).is_terminal:
+    """Silent counters in --json mode, plain lines when stderr is not a terminal (a log file,
+    CI), a live panel otherwise."""
+    if json_mode:
         return Progress(objectives, generations)
+    if not Console(stderr=True).is_terminal:
+        return LogProgress(objectives, generations)
     return LiveProgress(objectives, generations)

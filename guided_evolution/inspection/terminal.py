@@ -70,6 +70,22 @@ def _digits(values: list[Any]) -> int:
     return 17
 
 
+def print_wide(console: Console, renderable: Any) -> None:
+    """Print a table whole: in a file, a pipe or CI (no terminal: rich assumes 80 columns) at
+    its natural width, so no name or value is cut; on a terminal its cells fold, never cut."""
+    if not console.is_terminal:
+        natural = console.measure(renderable, options=console.options.update_width(10_000))
+        if natural.maximum > console.width:
+            saved = console.width
+            console.width = natural.maximum
+            try:
+                console.print(renderable)
+            finally:
+                console.width = saved
+            return
+    console.print(renderable)
+
+
 def _m(value: Any) -> str:
     """A value for an f-string printed with markup on: formatted, then escaped.
 
@@ -101,12 +117,14 @@ def front_table(
     )
     table.add_column("id", style="cyan", no_wrap=True)
     table.add_column("gen", justify="right")
-    table.add_column("operator")
+    table.add_column("operator", overflow="fold")
     for o in selected:
         arrow = "↑" if o.direction == "max" else "↓"
-        table.add_column(Text(f"{_fmt(o.name)} {arrow}"), justify="right")
+        table.add_column(Text(f"{_fmt(o.name)} {arrow}"), justify="right", overflow="fold")
     for o in reported:
-        table.add_column(Text(_fmt(o.name)), justify="right", style="dim", header_style="dim")
+        table.add_column(
+            Text(_fmt(o.name)), justify="right", style="dim", header_style="dim", overflow="fold"
+        )
     columns = [o.name for o in (*selected, *reported)]
     digits = {n: _digits([(r.metrics or {}).get(n) for r in front]) for n in columns}
     for row in front:
@@ -124,13 +142,14 @@ def print_summary(console: Console, summary: Any) -> None:
     """The end of `ge run` / `ge resume`."""
     data = summary.as_dict()
     front = [FrontRow(**row) for row in data["front"]]
-    console.print(front_table(front, [Objective(**o) for o in data["objectives"]]))
+    print_wide(console, front_table(front, [Objective(**o) for o in data["objectives"]]))
     console.print(
         f"{data['children']} children, {data['evaluated']} evaluated, {data['failed']} failed, "
-        f"{data['llm_calls']} LLM calls, ${data['cost_usd']:.4f}; {_m(data['stop_reason'])}"
+        f"{data['llm_calls']} LLM calls, ${data['cost_usd']:.4f}; {_m(data['stop_reason'])}",
+        soft_wrap=True,
     )
     run_dir = _m(data["run_dir"])
-    console.print(f"run: {run_dir}  (inspect: ge best / ge show {run_dir} ID)")
+    console.print(f"run: {run_dir}  (inspect: ge best / ge show {run_dir} ID)", soft_wrap=True)
 
 
 def print_status(console: Console, data: StatusView) -> None:
@@ -211,7 +230,7 @@ def print_front(console: Console, data: BestView) -> None:
     if not data.front:
         console.print(f"no evaluated variant yet{where}")
         return
-    console.print(front_table(data.front, data.objectives, f"Pareto front{where}"))
+    print_wide(console, front_table(data.front, data.objectives, f"Pareto front{where}"))
 
 
 def print_variant(console: Console, data: VariantView) -> None:
