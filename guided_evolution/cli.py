@@ -512,7 +512,7 @@ def _readable(command: Any) -> Any:
 
 
 def _fail(err: GeError) -> None:
-    label = "[yellow]stopped:[/yellow]" if err.exit_code == 130 else "[red]error:[/red]"
+    label = "[yellow]stopped:[/yellow]" if err.exit_code in (130, 143) else "[red]error:[/red]"
     # The message may quote a variant (the seed's last output line, a generation's failure
     # reason): its control characters are shown escaped, its markup as written.
     message = escape(inert(err.one_line()))
