@@ -1,8 +1,9 @@
 """Mate choice for crossover (``[evolution] mate_choice``), pure: partner weights from code
-distances, and the self-adaptive mating-preference gene.
+distances, and the self-adaptive mating-preference gene. It picks only the partner: the primary
+parents are the tournament's winners, with or without it (``plan.py``).
 
 - ``tournament`` (GE): the partner is the next tournament winner; nothing here is used.
-- ``dissimilar``: the first parent comes from the tournament; its partner is drawn from a pool of
+- ``dissimilar``: the primary parent comes from the tournament; its partner is drawn from a pool of
   tournament winners (a generation's parents; in steady mode, a pool drawn for the child) with
   weight ``(d + MATE_EPSILON) ** strength``, ``d`` the code distance to the first parent
   (``diversity.distance``, in [0, 1]). Identical code is almost never chosen; strength 0 draws
@@ -14,7 +15,9 @@ distances, and the self-adaptive mating-preference gene.
   parent's (after a crossover: the mean of both parents') plus ``N(0, sigma)`` (``[evolution.mate_choice]``), clipped to
   [0, 1] and rounded to 6 decimals (so the ``Ge-Mating-Preference`` trailer holds it exactly);
   generation 0's children draw theirs uniformly, and a variant without a gene (the seed, or one
-  made before the option was on) counts as 0.5.
+  made before the option was on) counts as 0.5. A simplification of the evolvable ideal-mate
+  representation of Simões, Lourenço and Machado, "All You Need Is Sex for Diversity" (EuroGP
+  2023): one scalar preferred relative distance, not a representation of the ideal partner.
 
 Every draw comes from the caller's RNG, so plans stay deterministic; the distances and genes of
 existing variants come in through a :class:`Mates` (the engine's reads them from the run).

@@ -22,10 +22,11 @@ seeded by (run seed, generation, child index), so a resumed run re-derives the s
 stands, with the same rules.
 
 ``[evolution] mate_choice`` other than ``"tournament"`` (see ``mate_choice.py``; ``mates`` gives
-the run's code distances and genes): when a pair crosses over, the first parent's partner is drawn
-by mate choice from the tournament winners (a pair of the same variant may then cross too), and
-with ``"self_adaptive"`` every plan carries its child's ``mating_preference``, drawn after the
-child's other draws. With ``"tournament"`` the draws are GE's, number for number.
+the run's code distances and genes) changes only who the partner is: when a pair (A, B) crosses
+over, both still reproduce as primary parents, A with the mate A chooses from the tournament
+winners and B with the mate B chooses (a pair of the same variant may then cross too); with
+``"self_adaptive"`` every plan carries its child's ``mating_preference``, drawn after the child's
+other draws. With ``"tournament"`` the draws are GE's, number for number.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ class Plan:
     parent: str
     steps: tuple[Step, ...]
     island: int = 0  # the island the child is born on ([evolution.islands] count > 1)
-    mating_preference: float | None = None  # its gene ([evolution.mate_choice] kind = "self_adaptive")
+    mating_preference: float | None = (
+        None  # its gene ([evolution.mate_choice] kind = "self_adaptive")
+    )
 
     @property
     def parents(self) -> tuple[str, ...]:
@@ -151,7 +154,9 @@ def plan_generation(
     distances and genes.
     """
     rng = random.Random(f"ge:{evo.seed}:{generation}:plan" + (f":{island}" if island else ""))
-    mating = mate_choice(evo.mate_choice.kind, mates, evo.mate_choice.strength, evo.mate_choice.sigma)
+    mating = mate_choice(
+        evo.mate_choice.kind, mates, evo.mate_choice.strength, evo.mate_choice.sigma
+    )
     if generation == 0:
         plans = [
             Plan(0, first_index + i, seed_id, _first_steps(), island, _gene(mating, (), rng))
@@ -168,11 +173,11 @@ def plan_generation(
     plans: list[Plan] = []
     for i in range(0, len(parents) - 1, 2):
         a, b = parents[i], parents[i + 1]
-        partner = _partner(rng, draws, a, b, lambda: parents, mating)
-        b = partner or b
+        crossed = _crosses(rng, draws, a, b, mating)
         for primary, other in ((a, b), (b, a)):
+            partner = _partner(rng, primary, other, lambda: parents, mating) if crossed else None
             index = first_index + len(plans)
-            plan = _child(rng, draws, index, island, primary, other if partner else None, mating)
+            plan = _child(rng, draws, index, island, primary, partner, mating)
             if plan is not None:
                 plans.append(plan)
     if len(parents) % 2:
@@ -211,7 +216,9 @@ def plan_child(
     winners (drawn for this child only when it crosses over).
     """
     rng = random.Random(f"ge:{evo.seed}:{generation}:{index}:steady")
-    mating = mate_choice(evo.mate_choice.kind, mates, evo.mate_choice.strength, evo.mate_choice.sigma)
+    mating = mate_choice(
+        evo.mate_choice.kind, mates, evo.mate_choice.strength, evo.mate_choice.sigma
+    )
     valid = list(population) or ([seed] if seed is not None else [])
     if generation == 0 or not valid:
         return Plan(generation, index, seed_id, _first_steps(), 0, _gene(mating, (), rng))
@@ -223,7 +230,8 @@ def plan_child(
 
     teachers = _Teachers(lambda: _teachers(valid, seed, seed_id, evo, objectives), first=False)
     draws = _Draws(evo, generation, eot, teachers)
-    partner = _partner(rng, draws, parent, candidate, pool, mating)
+    crosses = _crosses(rng, draws, parent, candidate, mating)
+    partner = _partner(rng, parent, candidate, pool, mating) if crosses else None
     return _child(rng, draws, index, 0, parent, partner, mating)
 
 
@@ -261,22 +269,30 @@ def _first_steps() -> tuple[Step, ...]:
     return (Step(registry.base().name),)
 
 
+def _crosses(
+    rng: random.Random, draws: _Draws, parent: str, candidate: str, mating: MateChoice | None
+) -> bool:
+    """Whether ``parent`` crosses over, with the pair operator's probability: never with itself
+    as the tournament's ``candidate`` (no coin then), unless mate choice picks its partner."""
+    probability = _probability(registry.pair(), draws.evo)
+    if mating is None and parent == candidate:
+        return False
+    return rng.random() < probability
+
+
 def _partner(
     rng: random.Random,
-    draws: _Draws,
     parent: str,
     candidate: str,
     pool: Callable[[], list[str]],
     mating: MateChoice | None,
 ) -> str | None:
-    """``parent``'s crossover partner (None: no crossover), with the pair operator's probability:
-    ``candidate`` (never the parent itself), or with mate choice one drawn from ``pool()``."""
-    probability = _probability(registry.pair(), draws.evo)
+    """A crossing ``parent``'s partner: the tournament's ``candidate``, or with mate choice the
+    mate ``parent`` chooses from ``pool()`` (None: no other candidate, no crossover). Only the
+    partner role changes: ``parent`` stays the child's primary parent."""
     if mating is None:
-        return candidate if parent != candidate and rng.random() < probability else None
-    if rng.random() < probability:
-        return mating.partner(parent, pool(), rng)
-    return None
+        return candidate
+    return mating.partner(parent, pool(), rng)
 
 
 def _child(
