@@ -16,8 +16,13 @@ a ``<think>`` block) is ignored; a section that is itself fenced (``````python``
 
 Matching is by whole lines, in block order, each block against the code as the blocks before it
 left it: an exact match first (several exact matches: ambiguous); else the tolerant fallback,
-which ignores indentation and trailing spaces (and blank lines at the search's edges) and
-re-indents the replacement by the difference between the found and the searched indentation.
+which ignores a uniform shift of indentation and trailing spaces (and blank lines at the search's
+edges) and moves the replacement by the same shift. The fallback keeps the code's structure: a
+place matches only where every line of the search sits at the same depth relative to the search's
+shallowest line as the code's line does to the place's shallowest (widths, a tab counting to the
+next multiple of 8); text that matches only with other relative depths is rejected
+(``REASON_INDENT``: applying it would move statements between blocks), and so is a replacement
+line that the shift would put left of column 0.
 A rejection raises :class:`DiffError`, whose ``reason`` is one of the stable ``REASON_*`` strings
 (what ``ge log --failures`` groups by) and whose ``block`` is the 1-based block number.
 """
@@ -38,6 +43,7 @@ REASON_NOT_FOUND = "diff: SEARCH text not found in the segment"
 REASON_AMBIGUOUS = "diff: SEARCH text found several times"
 REASON_OUTSIDE = "diff: SEARCH text reaches outside the segment"
 REASON_UNFINISHED = "diff: the reply ended inside its reasoning"
+REASON_INDENT = "diff: SEARCH text matches only with another relative indentation"
 
 EDIT_MODES: tuple[str, ...] = ("never", "always", "auto")
 SEARCH_LINE, DIVIDER_LINE, REPLACE_LINE = "<<<<<<< SEARCH", "=======", ">>>>>>> REPLACE"
@@ -160,8 +166,22 @@ def _indent(line: str) -> str:
     return line[: len(line) - len(line.lstrip(" \t"))]
 
 
-def _first_indent(lines: list[str]) -> str:
-    return next((_indent(line) for line in lines if line.strip()), "")
+def _width(indent: str) -> int:
+    """The column an indentation reaches (a tab goes to the next multiple of 8, as Python's)."""
+    return len(indent.expandtabs(8))
+
+
+def _depths(lines: list[str]) -> list[int | None]:
+    """Each line's indentation width relative to the block's shallowest line (None: blank)."""
+    widths = [_width(_indent(line)) if line.strip() else None for line in lines]
+    base = min((w for w in widths if w is not None), default=0)
+    return [None if w is None else w - base for w in widths]
+
+
+def _base_indent(lines: list[str]) -> str:
+    """The indentation of the block's shallowest non-blank line (the first such, of several)."""
+    found = [_indent(line) for line in lines if line.strip()]
+    return min(found, key=_width, default="")
 
 
 def _strip_blank_edges(search: list[str], replace: list[str]) -> tuple[list[str], list[str]]:
@@ -185,21 +205,32 @@ def _find(code: list[str], search: list[str], tolerant: bool) -> list[int]:
     return [i for i in range(len(code) - n + 1) if code[i : i + n] == search]
 
 
-def _reindent(replace: list[str], searched: str, found: str) -> list[str]:
-    """The replacement moved by the indentation difference between `found` and `searched`."""
-    if searched == found:
-        return replace
+def _reindent(replace: list[str], searched: int, found: list[str], number: int) -> list[str]:
+    """The replacement moved by the shift from the search's base width ``searched`` to the found
+    place's, each line keeping its depth relative to the base, indented in the place's style (tabs
+    when its lines use them); DiffError when a line would start left of column 0."""
+    shift = _width(_base_indent(found)) - searched
+    tabs = any("\t" in _indent(line) for line in found)
     out = []
     for line in replace:
         if not line.strip():
             out.append("")
-        elif line.startswith(searched):
-            out.append(found + line[len(searched) :])
-        elif found.startswith(searched):  # less indented than the search's first line
-            out.append(found[len(searched) :] + line)
-        else:
-            out.append(line.lstrip(" \t"))
+            continue
+        column = _width(_indent(line)) + shift
+        if column < 0:
+            detail = f"the replacement line {line.strip()[:_SNIPPET_CHARS]!r} would start left of column 0"
+            raise DiffError(REASON_INDENT, number, detail)
+        indent = "\t" * (column // 8) + " " * (column % 8) if tabs else " " * column
+        out.append(indent + line.lstrip(" \t"))
     return out
+
+
+def _same_structure(search: list[str], found: list[str]) -> bool:
+    """Whether each line of ``found`` is at the depth the search puts it (relative depths)."""
+    return all(
+        a is None or b is None or a == b
+        for a, b in zip(_depths(search), _depths(found), strict=True)
+    )
 
 
 def _check_inside(search: list[str], marker: str, number: int) -> None:
@@ -222,15 +253,19 @@ def _apply_one(
     if len(starts) == 1:
         return code[: starts[0]] + replace + code[starts[0] + len(search) :], False
     search, replace = _strip_blank_edges(search, replace)
-    starts = _find(code, search, tolerant=True)
+    texts = _find(code, search, tolerant=True)
+    starts = [i for i in texts if _same_structure(search, code[i : i + len(search)])]
     if len(starts) > 1:
         raise DiffError(REASON_AMBIGUOUS, number, f"{len(starts)} places: {_snippet(search)}")
+    if texts and not starts:
+        detail = f"the code's lines sit at other depths than the search's: {_snippet(search)}"
+        raise DiffError(REASON_INDENT, number, detail)
     if not starts:
         reason = REASON_OUTSIDE if _find(outside, search, tolerant=True) else REASON_NOT_FOUND
         raise DiffError(reason, number, _snippet(search))
     at = starts[0]
     found = code[at : at + len(search)]
-    moved = _reindent(replace, _first_indent(search), _first_indent(found))
+    moved = _reindent(replace, _width(_base_indent(search)), found, number)
     return code[:at] + moved + code[at + len(search) :], True
 
 
