@@ -1,31 +1,40 @@
 """Evaluate the fast_exp seed in the current directory; write JSON metrics.
 
-`approx.fast_exp` runs once on a traced float32 array (opcount.py): the validation grid and the
-held-out grid together. Its output, cast to float32, is compared with float64 numpy exp.
+`approx.fast_exp` runs in a child process (tracer.py) that imports only the candidate, `math` and
+a numpy facade, on a placeholder that holds neither the evaluator's points nor their number. The
+child writes the graph of the operations applied to the input; this process replays the graph on
+its own points (the validation grid and the held-out grid together) and counts its weighted
+operations (opcount.py, whose weights never reach the child). The output, cast to float32, is
+compared with float64 numpy exp.
 
     python evaluate.py [--metrics FILE]   # metrics go to $GE_METRICS (or FILE)
-    python evaluate.py --check            # rules, import, a small grid: shape, dtype, finite
+    python evaluate.py --check            # rules, the trace, a small grid: finite outputs
 
 Metrics: accuracy (selects, max): -log10 of the maximum relative error on the validation grid
-(131,073 evenly spaced points of [-87, 88]); ops (selects, min): the weighted operation count per
-element; heldout_accuracy (reported only): the same as accuracy on 131,072 random points of the
-range; max_rel_error, heldout_max_rel_error, op_counts (reported only). A candidate that breaks
-the contract (calls exp, leaves float32, loops over elements, ...) fails with one line saying so.
-Feedback ($GE_FEEDBACK, when set): where the validation error is largest and the operations by
-kind, or the line saying why the candidate was rejected.
+(131,073 evenly spaced points of [-87, 88]); ops (selects, min): the weighted count of the
+operations the output depends on, per element; heldout_accuracy (reported only): the same as
+accuracy on 131,072 random points of the range; max_rel_error, heldout_max_rel_error, op_counts
+(reported only). A candidate that breaks the contract (calls exp, leaves float32, loops over
+elements, ...) fails with one line saying so. Feedback ($GE_FEEDBACK, when set): where the
+validation error is largest and the operations by kind, or the line saying why the candidate was
+rejected.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import contextlib
 import json
 import math
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 LOW, HIGH = -87.0, 88.0  # exp stays a finite, normal float32 on this range
 VAL_POINTS = 2**17 + 1
@@ -34,20 +43,29 @@ HELDOUT_SEED = 20240714
 CHECK_POINTS = 1001
 REL_ERROR_FLOOR = 1e-12  # caps accuracy at 12 digits (float32 output: about 7.2 at best)
 MODULE = "approx"
+TRACE_TIMEOUT_S = 20  # ge's timeout for the whole evaluation is 30 s (ge.toml)
+# numpy is imported in the functions that need it: the tracer's process starts first and
+# imports its numpy while this one does.
 
 
 def validation_grid() -> np.ndarray:
     """The fixed, evenly spaced float32 validation points (selection)."""
+    import numpy as np
+
     return np.linspace(LOW, HIGH, VAL_POINTS).astype(np.float32)
 
 
 def heldout_grid() -> np.ndarray:
     """The fixed random float32 held-out points (reported only)."""
+    import numpy as np
+
     return np.random.default_rng(HELDOUT_SEED).uniform(LOW, HIGH, HELDOUT_POINTS).astype(np.float32)
 
 
 def max_relative_error(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """The maximum relative error of float32 `y` against float64 exp(x), and where it is."""
+    import numpy as np
+
     reference = np.exp(x.astype(np.float64))
     error = np.abs(y.astype(np.float64) - reference) / reference
     worst = int(np.argmax(error))
@@ -59,30 +77,49 @@ def digits(rel_error: float) -> float:
     return round(-math.log10(max(rel_error, REL_ERROR_FLOOR)), 4)
 
 
-def load(directory: Path, opcount):
-    """The candidate module after its source passed the static rules; Escape otherwise."""
-    path = directory / f"{MODULE}.py"
-    problems = opcount.source_violations(path.read_text(encoding="utf-8"))
-    if problems:
-        raise opcount.Escape(f"{path.name} {problems[0]}")
-    sys.path.insert(0, str(directory))
-    try:
-        module = importlib.import_module(MODULE)
-    except Exception as exc:  # a broken candidate: one line, not a traceback
-        raise opcount.Escape(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
-    if not callable(getattr(module, "fast_exp", None)):
-        raise opcount.Escape(f"{path.name} defines no function fast_exp(x)")
-    return module
+def start_tracer(directory: Path) -> subprocess.Popen[str]:
+    """The candidate's process (tracer.py), started at once: it imports numpy while this one does.
+
+    Its environment has no GE_* variable (no metrics or feedback path), it runs in its own
+    session, and it sees none of this process's state: grids, weights and modules stay here."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GE_")}
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parent / "tracer.py"), str(directory)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=directory, env=env, start_new_session=True,
+    )  # fmt: skip
 
 
-def run(module, x: np.ndarray, opcount) -> tuple[np.ndarray, object]:
-    """fast_exp on `x`, traced: float32 output and the tape; Escape for any contract breach."""
+def read_graph(process: subprocess.Popen[str], opcount) -> dict:
+    """The graph the tracer wrote; Escape if it hung, failed or wrote none. Its group is ended."""
     try:
-        y, tape = opcount.trace(module.fast_exp, x)
+        out, err = process.communicate(timeout=TRACE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise opcount.Escape(f"fast_exp ran longer than {TRACE_TIMEOUT_S} s") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    try:
+        graph = json.loads(out)
+    except ValueError:
+        tail = (err.strip().splitlines() or ["no output"])[-1][:300]
+        raise opcount.Escape(f"running fast_exp failed: {tail}") from None
+    if not isinstance(graph, dict):
+        raise opcount.Escape("running fast_exp gave no graph of operations")
+    return graph
+
+
+def run(graph: dict, x: np.ndarray, opcount) -> tuple[np.ndarray, object]:
+    """The candidate's graph replayed on `x`: float32 output and the tape; Escape for a breach."""
+    import numpy as np
+
+    try:
+        y, tape = opcount.replay(graph, x)
     except opcount.Escape:
         raise
     except Exception as exc:
-        raise opcount.Escape(f"fast_exp raised {type(exc).__name__}: {exc}") from exc
+        raise opcount.Escape(f"the operations of fast_exp could not be replayed: {exc}") from exc
     bad = ~np.isfinite(y)
     if bad.any():
         where = float(x[np.argmax(bad)])
@@ -91,11 +128,13 @@ def run(module, x: np.ndarray, opcount) -> tuple[np.ndarray, object]:
     return y, tape
 
 
-def score(module, opcount, feedback: list[str] | None = None) -> dict[str, float | str]:
-    """The metrics of the candidate: one traced run over both grids; ``feedback`` gets where on
-    the validation grid the error is largest and the operations by kind (nothing held out)."""
+def score(graph: dict, opcount, feedback: list[str] | None = None) -> dict[str, float | str]:
+    """The metrics of the candidate's graph on both grids; ``feedback`` gets where on the
+    validation grid the error is largest and the operations by kind (nothing held out)."""
+    import numpy as np
+
     val, held = validation_grid(), heldout_grid()
-    y, tape = run(module, np.concatenate([val, held]), opcount)
+    y, tape = run(graph, np.concatenate([val, held]), opcount)
     val_error, where = max_relative_error(val, y[: len(val)])
     held_error, _ = max_relative_error(held, y[len(val) :])
     if feedback is not None:
@@ -113,12 +152,12 @@ def score(module, opcount, feedback: list[str] | None = None) -> dict[str, float
     }
 
 
-def check(module, opcount) -> str:
-    """The fast path: a small grid through the same contract; a one-line summary."""
+def check(graph: dict, opcount) -> str:
+    """The fast path: the same graph on a small grid; a one-line summary."""
+    import numpy as np
+
     x = np.linspace(LOW, HIGH, CHECK_POINTS).astype(np.float32)
-    y, tape = run(module, x, opcount)
-    if y.shape != x.shape or y.dtype != np.float32:
-        raise opcount.Escape(f"fast_exp gave {y.dtype} {y.shape}, expected float32 {x.shape}")
+    y, tape = run(graph, x, opcount)
     error, where = max_relative_error(x, y)
     return f"check ok: {tape.cost} ops, max relative error {error:.3g} (at x = {where:g})"
 
@@ -129,29 +168,43 @@ def write_feedback(lines: list[str]) -> None:
         Path(os.environ["GE_FEEDBACK"]).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def evaluate(directory: Path, check_only: bool, feedback: list[str]) -> dict | str:
+    """The candidate in `directory`: its metrics (or the check's line); Escape if rejected."""
+    import rules
+
+    path = directory / f"{MODULE}.py"
+    problems = rules.source_violations(path.read_text(encoding="utf-8"))
+    if problems:
+        raise rules.Escape(f"{path.name} {problems[0]}")
+    process = start_tracer(directory)
+    import opcount
+
+    graph = read_graph(process, opcount)
+    return check(graph, opcount) if check_only else score(graph, opcount, feedback)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="rules, import and a small grid")
+    parser.add_argument("--check", action="store_true", help="rules, the trace and a small grid")
     parser.add_argument("--metrics", default=os.environ.get("GE_METRICS", "metrics.json"))
     args = parser.parse_args()
     here = Path(__file__).resolve().parent
     sys.path.insert(0, str(here))
-    import opcount
+    import rules
 
     feedback: list[str] = []
     try:
-        module = load(here, opcount)
-        if args.check:
-            print(check(module, opcount))
-            return 0
-        metrics = score(module, opcount, feedback)
-    except opcount.Escape as exc:
+        result = evaluate(here, args.check, feedback)
+    except rules.Escape as exc:
         print(f"fast_exp rejected: {exc}", file=sys.stderr)
         write_feedback([f"fast_exp rejected: {exc}"])
         return 1
-    Path(args.metrics).write_text(json.dumps(metrics), encoding="utf-8")
+    if isinstance(result, str):
+        print(result)
+        return 0
+    Path(args.metrics).write_text(json.dumps(result), encoding="utf-8")
     write_feedback(feedback)
-    print(json.dumps(metrics))
+    print(json.dumps(result))
     return 0
 
 
