@@ -220,6 +220,14 @@ def resume(
         ),
     ] = None,
     no_sandbox: NoSandboxFlag = False,
+    reload_evaluator: Annotated[
+        bool,
+        typer.Option(
+            "--reload-evaluator",
+            help="Take the evaluator files and [evaluator] of ge.toml as they are now in the seed "
+            "directory (recorded, shown by `ge status`); [objectives] stay the run's.",
+        ),
+    ] = False,
     detach: DetachFlag = False,
     json_out: JsonFlag = False,
 ) -> None:
@@ -232,7 +240,12 @@ def resume(
     from guided_evolution.engine.session import resume_run
 
     summary = resume_run(
-        _run_dir(run_dir), json_mode=json_out, detach=detach, no_sandbox=no_sandbox, generations=generations
+        _run_dir(run_dir),
+        json_mode=json_out,
+        detach=detach,
+        no_sandbox=no_sandbox,
+        generations=generations,
+        reload=reload_evaluator,
     )
     _finish(summary, json_out)
 
@@ -313,7 +326,7 @@ def show(
 
 @app.command()
 def doctor(
-    run_dir: RunDirArg,
+    run_dir: LatestRunArg = None,
     repair: Annotated[bool, typer.Option(help="Repair what can be repaired.")] = False,
     rebuild_index: Annotated[
         bool, typer.Option("--rebuild-index", help="Rebuild index.sqlite from the git repository.")
@@ -330,7 +343,7 @@ def doctor(
     from guided_evolution.runstore import doctor as doctor_mod
     from guided_evolution.runstore.rundir import RunLock
 
-    run_dir = Path(run_dir)
+    run_dir = _run_dir(run_dir)
     doctor_mod.require_run_dir(run_dir)  # before the lock: never create a lock file elsewhere
     writer = None
     if rebuild_index or repair:

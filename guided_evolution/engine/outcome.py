@@ -3,7 +3,8 @@
 A generation whose every proposal is rejected, or whose every child fails its evaluation, for
 one common reason (the model echoes the whole file, the evaluator misses its data) would
 otherwise "complete" with nothing evolved: the run stops unfinished instead, with that reason and
-what to change, so that `ge resume` carries on once it is fixed. A generation that failed for
+what to change, so that `ge resume` carries on once it is fixed (a fixed evaluator: `ge resume
+--reload-evaluator`, ``engine.reload``). A generation that failed for
 many different reasons (bad luck, not a cause) goes on; so does one where any child succeeded.
 """
 
@@ -63,12 +64,16 @@ class FailedGeneration:
                 f"...`), or override the prompts in {Path(seed_dir) / 'prompts'} and "
                 f"`ge resume {run_dir}`",
             )
+        config = Path(seed_dir) / "ge.toml"
+        if self.reason.startswith("timed out"):
+            fix = f"raise timeout_s in [evaluator] of {config}"
+        else:
+            fix = f"fix the evaluator (its files in {seed_dir}, or [evaluator] in {config})"
         return GeError(
             f"every child of generation {self.generation} failed its evaluation: {self.reason} "
             f"{share}",
-            f"see {run_dir / 'logs'} (or `ge show {run_dir} ID`); fix the evaluator or its "
-            f"environment and `ge resume {run_dir}` (these children are evaluated again), or "
-            "fix the seed and start a new `ge run`",
+            f"see {run_dir / 'logs'} (or `ge show {run_dir} ID`); {fix}, then "
+            f"`ge resume {run_dir} --reload-evaluator` (these children are evaluated again)",
         )
 
 

@@ -12,6 +12,7 @@ more is written and every failure names the damage.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from guided_evolution.config import OFFLINE_MODEL, GeConfig
 from guided_evolution.engine.progress import Progress
@@ -33,6 +34,9 @@ from guided_evolution.runstore.records import (
 )
 from guided_evolution.runstore.run_index import RunIndex
 
+if TYPE_CHECKING:
+    from guided_evolution.engine.reload import EvaluatorFiles
+
 COMPACT_EVERY = 2000  # children between repository compactions
 
 
@@ -50,6 +54,7 @@ class Recorder:
         self.guard = reader.guard
         self._notes: dict[str, str] = {}
         self._compacted_at = 0
+        self.evaluator_files: EvaluatorFiles | None = None  # `--reload-evaluator` (engine.reload)
 
     @property
     def damaged(self) -> RunDamagedError | None:
@@ -166,6 +171,8 @@ class Recorder:
         remove_tree(workdir)  # a leftover of an interrupted evaluation
         with self.guard.guarded():
             self.store.export(self.reader.commit_of(vid), workdir)
+            if self.evaluator_files is not None:
+                self.evaluator_files.apply(workdir, self.cfg.seed.files)
             (workdir / ".ge").mkdir(exist_ok=True)
             self.index.set_variant_status(vid, "evaluating")
         return workdir

@@ -289,8 +289,8 @@ class Scheduler:
             raise GeError(
                 f"the seed failed its own evaluation: {result.failure_reason}"
                 + (f" (last output: {last})" if last else ""),
-                f"see {log}; fix the environment and `ge resume {parts.paths.root}`, "
-                "or fix the seed's code and start a new `ge run`",
+                f"see {log}; fix the evaluator (its files or [evaluator] in ge.toml) or its "
+                f"environment, then `ge resume {parts.paths.root} --reload-evaluator`",
             )
         parts.progress.best(parts.reader.best_metrics([parts.seed_id]))
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shlex
-import shutil
 import signal
 import sqlite3
 import threading
@@ -25,11 +23,13 @@ from typing import Any
 
 from guided_evolution.config import GeConfig, ResolvedConfig, find_config, load_config
 from guided_evolution.engine.driver import Engine
+from guided_evolution.engine.first_eval import evaluate_seed_first
 from guided_evolution.engine.guard import RecordGuard
 from guided_evolution.engine.progress import Progress, make_progress
 from guided_evolution.engine.proposer import LLMProposer, OfflineProposer, Proposer
 from guided_evolution.engine.reader import RunReader
 from guided_evolution.engine.recorder import Recorder
+from guided_evolution.engine.reload import check_evaluator, current, reload_evaluator
 from guided_evolution.errors import ConfigError, GeError, RunDamagedError
 from guided_evolution.evaluation.factory import check_sandbox
 from guided_evolution.evolution.prompts import PromptLibrary
@@ -46,10 +46,20 @@ from guided_evolution.runstore.records import META_FINISHED, META_SEED, SEED_BRA
 from guided_evolution.runstore.run_index import RunIndex
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt (see ``_term_as_interrupt``)."""
+
+
 class RunInterrupted(GeError):
-    """Ctrl-C stopped the run: where it is and how to continue it (exit code 130)."""
+    """Ctrl-C (exit code 130) or SIGTERM (143, ``terminated``) stopped the run: where it is and
+    how to continue it."""
 
     exit_code = 130
+
+    def __init__(self, message: str, hint: str | None = None, *, terminated: bool = False) -> None:
+        super().__init__(message, hint)
+        if terminated:
+            self.exit_code = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
 
 
 @dataclass
@@ -84,6 +94,13 @@ def start_run(
     profile: str | None = None,
 ) -> RunSummary:
     """Validate everything, create the run directory atomically, then drive the evolution."""
+    if seed_dir is not None and seed_dir.is_file():
+        folder = seed_dir.parent
+        holds = " (it holds ge.toml)" if (folder / "ge.toml").is_file() else ""
+        raise ConfigError(
+            f"{seed_dir} is a file: `ge run` takes the seed's directory",
+            f"pass its folder: `ge run {folder}`{holds}",
+        )
     cfg_path = find_config(seed_dir, config_path)
     cfg = load_config(cfg_path, overrides, profile)
     resolved = rd.resolve(cfg, cfg_path, run_dir)
@@ -91,7 +108,7 @@ def start_run(
     seed_files = rd.collect_seed(seed_path, cfg)
     text_files = _decode_evolvable(seed_files, cfg)
     parse_genome(text_files, cfg.seed.files, cfg.seed.marker)  # raises on a seed without markers
-    _check_evaluator(cfg, seed_path)
+    check_evaluator(cfg, seed_path)
     _preflight(cfg)  # keys and servers, before the run directory exists
     check_sandbox(resolved)  # fail closed before anything is written
     seed = VariantRecord(
@@ -105,8 +122,18 @@ def start_run(
             index.add_event(
                 "run_created", {"run_dir": resolved.run_dir, "seed_dir": resolved.seed_dir}
             )
+        evaluate_seed_first(paths, resolved, seed.id, json_mode)  # before the rename
 
-    paths = rd.create_run_dir(resolved, build)
+    try:
+        with _term_as_interrupt():
+            paths = rd.create_run_dir(resolved, build)
+    except KeyboardInterrupt as err:
+        raise RunInterrupted(
+            "interrupted while the seed was evaluated, before the run was created "
+            "(nothing was written)",
+            "run the same `ge run` again",
+            terminated=isinstance(err, Terminated),
+        ) from None
     return _drive(paths, resolved, json_mode, detach)
 
 
@@ -117,9 +144,11 @@ def resume_run(
     detach: bool = False,
     no_sandbox: bool = False,
     generations: int | None = None,
+    reload: bool = False,
 ) -> RunSummary:
     """Continue a run where it stopped (``no_sandbox``: evaluate without isolation from now on;
-    ``generations``: the new total, which also extends a finished run)."""
+    ``generations``: the new total, which also extends a finished run; ``reload``: the evaluator
+    files and ``[evaluator]`` as they are now in the seed directory, ``engine.reload``)."""
     paths, resolved = rd.open_run(Path(run_dir), check_damage=False)  # _drive repairs first
     if generations is not None and generations < 1:
         raise ConfigError(f"--generations {generations} is not a number of generations", "pass N >= 1")
@@ -128,17 +157,20 @@ def resume_run(
         evaluator = cfg.evaluator.model_copy(update={"sandbox": "none"})
         config = cfg.model_copy(update={"evaluator": evaluator})
         resolved = resolved.model_copy(update={"config": config})
-    check_sandbox(resolved)
-    return _drive(paths, resolved, json_mode, detach, generations, check_llm=True)
+    if not reload:
+        check_sandbox(resolved)  # a reload checks the sandbox of the reloaded settings
+    return _drive(
+        paths, resolved, json_mode, detach, generations, check_llm=True, reload=(reload, no_sandbox)
+    )
 
 
-def _preflight(cfg: GeConfig) -> None:
+def _preflight(cfg: GeConfig, reach: bool = True) -> None:
     """The models' keys and servers (llm.preflight): a missing key fails here, in well under a
     second, instead of after the run started and its first LLM calls kept failing. Then the
     client libraries start loading in the background (``client.import_in_background``)."""
     if not cfg.llm.offline:
         settings = llm_settings(cfg)
-        preflight(settings.models)
+        preflight(settings.models, reach=reach)
         import_in_background(settings)
 
 
@@ -193,9 +225,12 @@ def _drive(
     detach: bool,
     generations: int | None = None,
     check_llm: bool = False,
+    reload: tuple[bool, bool] = (False, False),
 ) -> RunSummary:
     with _term_as_interrupt(), rd.RunLock(paths.root):
         _repair(paths)
+        if reload[0]:
+            resolved = _reload(paths, resolved, reload[1])
         with RunIndex.open(paths.index) as index:
             if generations is not None:
                 resolved = _extend(paths, resolved, index, generations)
@@ -203,7 +238,7 @@ def _drive(
                 return finished
         cfg = resolved.config
         if check_llm:
-            _preflight(cfg)
+            _preflight(cfg, reach=False)
         store = GitStore.open(paths.repo)
         index = RunIndex.open(paths.index)
         seed_id = index.get_meta(META_SEED) or ""
@@ -213,6 +248,7 @@ def _drive(
         progress = make_progress(json_mode, objectives, cfg.evolution.generations)
         reader = RunReader(store, index, cfg, RecordGuard(watch))
         recorder = Recorder(store, index, cfg, progress, reader)
+        recorder.evaluator_files = current(store, index)
         latest = index.latest_evaluations().items()
         progress.load(s for vid, ev in latest if (s := scored(vid, ev, objectives)) is not None)
         engine: Engine | None = None
@@ -223,8 +259,9 @@ def _drive(
             with progress:
                 asyncio.run(engine.run())
             summary = _summary(engine, index, cfg)
-        except KeyboardInterrupt:
-            raise _interrupted(paths, cfg, engine.generation if engine else 0, index) from None
+        except KeyboardInterrupt as err:
+            generation = engine.generation if engine else 0
+            raise _interrupted(paths, cfg, generation, index, isinstance(err, Terminated)) from None
         except Exception as err:
             if isinstance(err, GeError) and not isinstance(err, RunDamagedError):
                 _note(index, "run_error", {"reason": err.message, "fix": err.hint})
@@ -239,17 +276,30 @@ def _drive(
     return summary
 
 
+def _reload(paths: rd.RunPaths, resolved: ResolvedConfig, no_sandbox: bool) -> ResolvedConfig:
+    """`--reload-evaluator` (``engine.reload``), said on stderr; the sandbox of the result is
+    checked before anything is written."""
+    with GitStore.open(paths.repo) as store, RunIndex.open(paths.index) as index:
+        reloaded, line = reload_evaluator(paths, resolved, store, index, no_sandbox, check_sandbox)
+    Progress().notice(line)
+    return reloaded
+
+
 @contextlib.contextmanager
 def _term_as_interrupt() -> Iterator[None]:
     """SIGTERM (``kill PID``, a scheduler or container stopping ge) ends the run as Ctrl-C does:
     evaluations stopped, ``run_interrupted`` recorded, one line saying how to resume. Before, it
-    killed ge on the spot (resumable, but with no word of it). A SIGTERM disposition set by the
-    caller (e.g. ignored) is kept."""
+    killed ge on the spot (resumable, but with no word of it). It raises ``Terminated`` (a
+    KeyboardInterrupt) so that ge exits 143, as a process that SIGTERM ended does, not Ctrl-C's
+    130. A SIGTERM disposition set by the caller (e.g. ignored) is kept."""
     main = threading.current_thread() is threading.main_thread()
     if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
         return
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    def terminate(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
     finally:
@@ -257,9 +307,9 @@ def _term_as_interrupt() -> Iterator[None]:
 
 
 def _interrupted(
-    paths: rd.RunPaths, cfg: GeConfig, generation: int, index: RunIndex
+    paths: rd.RunPaths, cfg: GeConfig, generation: int, index: RunIndex, terminated: bool
 ) -> RunInterrupted:
-    """Where a run stopped by Ctrl-C is (recorded as a ``run_interrupted`` event)."""
+    """Where a run stopped by Ctrl-C or SIGTERM is (recorded as a ``run_interrupted`` event)."""
     try:
         counts = index.counts()
     except sqlite3.Error:
@@ -269,6 +319,7 @@ def _interrupted(
         f"interrupted in generation {generation}/{cfg.evolution.generations}: "
         f"{counts['children']} children so far, {counts['evaluated']} evaluated",
         f"continue with `ge resume {paths.root}`",
+        terminated=terminated,
     )
 
 
@@ -351,30 +402,3 @@ def _decode_evolvable(files: dict[str, bytes], cfg: GeConfig) -> dict[str, str]:
                 f"evolvable file {name} is not UTF-8 text", "list only source files in [seed] files"
             ) from None
     return out
-
-
-def _check_evaluator(cfg: GeConfig, seed_dir: Path) -> None:
-    """The evaluator's program must exist (on PATH or in the seed directory)."""
-    for key, command in (
-        ("evaluator.command", cfg.evaluator.command),
-        ("evaluator.check", cfg.evaluator.check),
-        ("evaluator.worker", cfg.evaluator.worker),
-    ):
-        if not command:
-            continue
-        try:
-            words = shlex.split(command)
-        except ValueError as err:
-            raise ConfigError(f"{key} = {command!r}: {err}") from None
-        words = [w for w in words if "=" not in w.split("/")[0]] or words  # skip VAR=value prefixes
-        program = words[0]
-        if "/" in program:
-            if not (seed_dir / program).exists() and not Path(program).exists():
-                raise ConfigError(
-                    f"{key}: program {program!r} not found", "fix the path in ge.toml"
-                )
-        elif shutil.which(program) is None and program not in {"exec", "cd", "true", "false", ":"}:
-            raise ConfigError(
-                f"{key}: command {program!r} not found on PATH",
-                "install it or fix the command in ge.toml",
-            )

@@ -182,7 +182,9 @@ def _table_names(path: Path | None) -> list[str]:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return []
-    return [k for k in data if isinstance(k, str) and "/" not in k] if isinstance(data, dict) else []
+    return (
+        [k for k in data if isinstance(k, str) and "/" not in k] if isinstance(data, dict) else []
+    )
 
 
 def listed_models(base: str, key: str | None, timeout_s: float) -> Probe:
@@ -226,15 +228,19 @@ def _unreachable(base: str, reason: object) -> str | None:
     return None
 
 
-def server_problem(check: Check, timeout_s: float) -> ConfigError | None:
+def server_problem(check: Check, timeout_s: float, reach: bool = True) -> ConfigError | None:
     """What the model's server says against it: a refused key, or a list without the model."""
     assert check.base is not None
     probe = listed_models(check.base, check.key(), timeout_s)
     code, ids = probe.code, probe.ids
     label = check.model.label
-    if probe.unreachable:
+    if probe.unreachable and reach:
         where = label if check.model.api_base else f"{label} (api_base {check.base})"
-        fix = "fix the host" if "unknown" in probe.unreachable else "start the server, or fix the port"
+        fix = (
+            "fix the host"
+            if "unknown" in probe.unreachable
+            else "start the server, or fix the port"
+        )
         return ConfigError(
             f"{where}: the server cannot be reached: {probe.unreachable}",
             f"{fix} in --api-base / api_base of [[llm.models]], then run the command again",
@@ -265,9 +271,11 @@ def server_problem(check: Check, timeout_s: float) -> ConfigError | None:
     )
 
 
-def preflight(models: Sequence[ModelSpec], probe: bool = True) -> None:
+def preflight(models: Sequence[ModelSpec], probe: bool = True, reach: bool = True) -> None:
     """Raise the first certain problem of the configured models (a ``ConfigError``: one line
-    with the fix) before anything is written; ``probe`` also asks each ``api_base`` server."""
+    with the fix) before anything is written; ``probe`` also asks each ``api_base`` server;
+    ``reach``: a server that cannot be reached is a problem too (`ge run`; a resumed run may
+    replay its cached replies while the server is down, and its api_base is frozen)."""
     checks = [plan(m) for m in models if m.model != OFFLINE]
     for check in checks:
         problem = route_problem(check) or key_problem(check)
@@ -282,6 +290,6 @@ def preflight(models: Sequence[ModelSpec], probe: bool = True) -> None:
         if check.base is None or left <= 0.05 or (check.base, check.served) in asked:
             continue
         asked.add((check.base, check.served))
-        problem = server_problem(check, left)
+        problem = server_problem(check, left, reach)
         if problem is not None:
             raise problem

@@ -221,7 +221,9 @@ def create_run_dir(resolved: ResolvedConfig, build: Callable[[RunPaths], None]) 
     """Create the run directory atomically: build everything in a temp sibling, then rename it.
 
     A failure or a kill before the rename leaves no half-written run behind (only a temp dir
-    that is removed on failure and ignored otherwise).
+    that is removed on failure and ignored otherwise); on failure the folders made for it (e.g.
+    ``runs/``) are removed too when they are still empty. ``build`` may take long (`ge run`
+    evaluates the seed in it): ``runs/latest`` moves only once the run is in place.
     """
     final = Path(resolved.run_dir)
     if final.exists():
@@ -229,6 +231,7 @@ def create_run_dir(resolved: ResolvedConfig, build: Callable[[RunPaths], None]) 
             f"run directory {final} already exists", "pass another --run-dir, or `ge resume` it"
         )
     parent = final.parent
+    made = [p for p in (parent, *parent.parents) if not p.exists()]  # deepest first
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -253,6 +256,9 @@ def create_run_dir(resolved: ResolvedConfig, build: Callable[[RunPaths], None]) 
     except BaseException as err:
         full = isinstance(err, (OSError, GeError, sqlite3.Error)) and _disk_full(parent, err)
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
         if full:
             raise GeError(
                 f"cannot create run directory {final}: no space left on the device",

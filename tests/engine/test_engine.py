@@ -361,7 +361,9 @@ def test_write_config_helper_roundtrip(tmp_path: Path) -> None:
     assert load_config(tmp_path / "ge.toml").objectives[0].direction == "min"
 
 
-def test_a_failing_seed_stops_with_one_line_and_resume_retries_it(tmp_path: Path) -> None:
+def test_a_failing_seed_stops_with_one_line_before_the_run_and_a_new_run_succeeds(
+    tmp_path: Path,
+) -> None:
     seed = template_seed(tmp_path / "seed")
     evaluate = seed / "evaluate.py"
     evaluate.write_text(
@@ -378,8 +380,9 @@ def test_a_failing_seed_stops_with_one_line_and_resume_retries_it(tmp_path: Path
         proc.stderr.split()
     )
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # the seed is evaluated before the run is created
     (seed / "data.ok").write_text("")  # the user fixes the environment, not the seed's code
-    summary = run_json("resume", str(tmp_path / "run"), cwd=tmp_path)
+    summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert summary["finished"] and summary["evaluated"] > 1
 
 

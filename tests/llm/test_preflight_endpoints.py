@@ -70,7 +70,11 @@ def test_a_model_name_litellm_cannot_route_fails_before_the_run(tmp_path: Path) 
     ],
 )
 def test_route_problem_only_for_a_bare_unknown_name_without_a_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, api_base: str | None, routable: bool
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    model: str,
+    api_base: str | None,
+    routable: bool,
 ) -> None:
     for var in _NO_KEYS:
         monkeypatch.delenv(var, raising=False)
