@@ -19,6 +19,7 @@ from guided_evolution.engine.scheduler import Scheduler
 from guided_evolution.evolution.generations import close_generation
 from guided_evolution.evolution.islands import island_configs
 from guided_evolution.evolution.plan import GenerationPlan, Plan, dedup, plan_generation
+from guided_evolution.runstore.measures import Measurer
 from guided_evolution.runstore.records import GenerationRecord
 
 
@@ -29,6 +30,8 @@ class GenerationalLoop:
         self.scheduler = scheduler
         self.parts = scheduler.parts
         self.evo = scheduler.evo
+        parts = self.parts
+        self.measurer = Measurer(parts.recorder.store, parts.index, parts.resolved.config)
         self._carried: list[asyncio.Task[Outcome]] = []  # overlap_tail: last generation's late ones
         self._late_tasks: list[asyncio.Task[Outcome]] = []  # every late task (cancelled on failure)
 
@@ -104,6 +107,7 @@ class GenerationalLoop:
         children = sum(1 for o in outcomes if o.variant)
         moves = [m.as_event() for m in closed.moves]
         scheduler.checkpoint(record, children, moves, cut_short=cut_short)
+        self.measurer.record(gen, record.population)  # for inspection: computed once
         return closed.islands, closed.hall_of_fame, cut_short
 
     def _carry_late(self, gen: int, population: list[str]) -> None:

@@ -33,6 +33,7 @@ from guided_evolution.evolution.generations import (
 )
 from guided_evolution.evolution.plan import Plan, Step, plan_child
 from guided_evolution.evolution.scoring import Scored
+from guided_evolution.runstore.measures import Measurer
 from guided_evolution.runstore.records import GenerationRecord
 
 PLANNED = "child_planned"  # the event that stores one draw (steps empty: no child)
@@ -77,6 +78,7 @@ class SteadyLoop:
         self.evo = scheduler.evo
         self.index = self.parts.index
         self.reader = self.parts.reader
+        self.measurer = Measurer(self.parts.recorder.store, self.index, self.parts.resolved.config)
         self.hof: list[str] = []
         self.book: VirtualGenerations[Outcome] = VirtualGenerations(self.evo, 0, [])
         self.scores: dict[str, Scored | None] = {}
@@ -205,4 +207,5 @@ class SteadyLoop:
         )  # fmt: skip
         record = GenerationRecord(gen.number, population, gen.archive, self.hof)
         scheduler.checkpoint(record, len(children))
+        self.measurer.record(gen.number, population)  # for inspection: computed once
         self.book.closed(gen, self._archive(population))

@@ -55,11 +55,31 @@ class TokenView(JsonView):
     tokens_per_valid_child: float | None
 
 
+class _Spend:
+    """The records `read_history` reads, its LLM calls without their messages (the index's
+    ``call_costs``): a long run's prompts are never loaded to count its spend."""
+
+    def __init__(self, index: Any) -> None:
+        self._index = index
+
+    def latest_evaluations(self) -> Any:
+        return self._index.latest_evaluations()
+
+    def calls(self) -> Any:
+        return self._index.call_costs()
+
+    def variants(self) -> Any:
+        return self._index.variants()
+
+    def events(self, kind: str) -> Any:
+        return self._index.events(kind)
+
+
 def bandit_view(index: Any, cfg: GeConfig, history: bool = False) -> BanditView:
     """The arms of both bandits now (and, with ``history``, the stored per-generation states)."""
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
     offline = cfg.llm.offline
-    found = read_history(index, objectives, offline=offline)
+    found = read_history(_Spend(index), objectives, offline=offline)
     models, personas = found.models, found.personas
     if cfg.llm.bandit.per_dollar:
         models, personas = per_dollar(models), per_dollar(personas)
@@ -87,16 +107,16 @@ def token_view(index: Any) -> TokenView:
     children); replies served from the cache are left out (they cost nothing)."""
     rows: dict[tuple[str, str], TokenRow] = {}
     total = 0
-    for call in index.calls():
-        if call.outcome == "cached":
+    for found in index.call_totals():  # per purpose and outcome, summed by the index
+        if found["outcome"] == "cached":
             continue  # paid for by the call it repeats (a resumed run re-asks from the cache)
-        op, mode = _mode(call.purpose)
+        op, mode = _mode(found["purpose"])
         row = rows.setdefault((op, mode), TokenRow(op, mode))
-        row.calls += 1
-        row.prompt_tokens += call.prompt_tokens
-        row.completion_tokens += call.completion_tokens
-        total += call.prompt_tokens + call.completion_tokens
-    valid = sum(1 for v in index.variants(status="evaluated") if v.parents)
+        row.calls += found["calls"]
+        row.prompt_tokens += found["prompt_tokens"]
+        row.completion_tokens += found["completion_tokens"]
+        total += found["prompt_tokens"] + found["completion_tokens"]
+    valid = index.count_children(status="evaluated")
     rank = {op: i for i, op in enumerate(registry.report_order())}
     ordered = sorted(rows.values(), key=lambda r: (rank.get(r.operator, 99), r.operator, r.mode))
     return TokenView(

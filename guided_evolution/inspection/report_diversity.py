@@ -1,11 +1,11 @@
 """Diversity per generation, for `ge status` and `ge report`: the data and its HTML table.
 
-Each finished generation's population comes from its checkpoint in the index; each member's
-segments from its commit (read-only, no lock). The measures are `evolution.diversity`'s: distinct
-segments per position, mean pairwise code distance (normalised token edit distance, over a
-deterministic sample of pairs above `diversity.EXACT_PAIRS_UP_TO` members), plus the population's
-size, valid members and Pareto front size. Nothing is cached on disk: member codes and distances
-are remembered in memory for one call (elites are carried over, so most pairs repeat).
+Each finished generation's measures (`runstore.measures`: its checkpoint's population, valid
+members and Pareto front, `evolution.diversity`'s distinct segments per position and mean pairwise
+code distance) are read from the index, where the engine stored them when the generation closed.
+A generation without a current row (a run of an earlier ge, an index rebuilt by ``ge doctor``) is
+measured here once, from its members' commits (read-only, no lock), and its row is stored for
+the next reader: the one write an inspection makes, best effort.
 
 This module imports no other report module, so `views_data` can use it without a cycle.
 """
@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from guided_evolution.config import GeConfig
-from guided_evolution.errors import GeError
 from guided_evolution.evolution import diversity
-from guided_evolution.evolution.scoring import scored
 from guided_evolution.inspection.html_parts import esc
 from guided_evolution.inspection.json_view import JsonView
+from guided_evolution.runstore import measures
 from guided_evolution.runstore.git_store import GitStore
 
 
@@ -39,17 +38,57 @@ class DiversityRow(JsonView):
     distance_sampled: bool
 
 
-def _member_codes(index: Any, store: GitStore, cfg: GeConfig, vid: str) -> dict[str, str] | None:
-    """``{segment key: code}`` of a stored variant; None without a commit or readable segments."""
-    v = index.get_variant(vid)
-    if v is None or not v.commit_sha:
-        return None
-    try:
-        raw = store.read_files(v.commit_sha)
-    except (GeError, KeyError, ValueError):
-        return None
-    files = {p: raw[p].decode("utf-8", "surrogateescape") for p in cfg.seed.files if p in raw}
-    return diversity.split_segments(files, cfg.seed.files, cfg.seed.marker) or None
+def _row(m: measures.GenerationMeasures) -> DiversityRow:
+    return DiversityRow(
+        generation=m.generation,
+        population=m.population,
+        valid=m.valid,
+        front=len(m.front),
+        distinct=m.distinct,
+        mean_distance=m.mean_distance,
+        distance_sampled=m.distance_sampled,
+    )
+
+
+def generation_measures(
+    index: Any, cfg: GeConfig, repo: Path, last: int | None = None
+) -> list[measures.GenerationMeasures]:
+    """The measures of each finished generation (the ``last`` ones only, if given), oldest
+    first: those stored in the index, and those of generations without a (current) row computed
+    now and stored for the next reader (`runstore.measures`)."""
+    newest = index.last_generation()
+    if newest is None:
+        return []
+    first = 0 if last is None else max(newest.generation - last + 1, 0)
+    populations = index.populations(first)
+    have = index.generation_measures(first)
+    missing = [g for g, pop in populations.items() if g not in have or have[g].members != pop]
+    if missing:
+        have.update({m.generation: m for m in _compute(index, cfg, repo, missing, populations)})
+    return [have[g] for g in populations]
+
+
+def _compute(
+    index: Any, cfg: GeConfig, repo: Path, gens: list[int], populations: dict[int, list[str]]
+) -> list[measures.GenerationMeasures]:
+    """Measure generations ``gens`` (one distance cache over them all: elites repeat) and store
+    them when the index can be written."""
+
+    def commit(vid: str) -> str | None:
+        v = index.get_variant(vid)
+        return v.commit_sha if v is not None else None
+
+    cache = diversity.DistanceCache()
+    found = []
+    with GitStore.open(repo) as store:
+        codes = measures.MemberCodes(store, cfg, commit)
+        for gen in gens:
+            found.append(
+                measures.measure(gen, populations[gen], codes, index.latest_evaluation, cfg, cache)
+            )
+            codes.next_population()
+    measures.store_lazily(Path(index.path), found)
+    return found
 
 
 def diversity_per_generation(
@@ -59,40 +98,7 @@ def diversity_per_generation(
     ``generation``, ``population`` (members), ``valid``, ``front`` (the population's Pareto front
     on the selection objectives), ``distinct`` ({segment key: distinct segments}),
     ``mean_distance`` (None under two members) and ``distance_sampled``."""
-    from guided_evolution.evolution.selection import pareto_front  # deap: only when needed
-
-    newest = index.last_generation()
-    if newest is None:
-        return []
-    objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
-    latest = index.latest_evaluations()
-    cache = diversity.DistanceCache()
-    codes: dict[str, dict[str, str] | None] = {}
-    first = 0 if last is None else max(newest.generation - last + 1, 0)
-    rows = []
-    with GitStore.open(repo) as store:
-        for gen in range(first, newest.generation + 1):
-            rec = index.get_generation(gen)
-            if rec is None:
-                continue
-            for vid in rec.population:
-                if vid not in codes:
-                    codes[vid] = _member_codes(index, store, cfg, vid)
-            members = [c for vid in rec.population if (c := codes[vid]) is not None]
-            found = diversity.measure(members, cache)
-            valid = [s for v in rec.population if (s := scored(v, latest.get(v), objectives))]
-            rows.append(
-                DiversityRow(
-                    generation=gen,
-                    population=len(rec.population),
-                    valid=len(valid),
-                    front=len(pareto_front(valid, objectives)) if valid and objectives else 0,
-                    distinct=found.distinct,
-                    mean_distance=found.mean_distance,
-                    distance_sampled=found.sampled,
-                )
-            )
-    return rows
+    return [_row(m) for m in generation_measures(index, cfg, repo, last)]
 
 
 def diversity_lines(rows: list[DiversityRow], series: int = 10) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,20 @@ from guided_evolution.runstore.records import (
     VariantRecord,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# Derived per-generation measures (runstore/measures.py). IF NOT EXISTS: an inspection of a run of
+# an earlier ge may have created it already (its lazy first read) without changing the version.
+MEASURES_TABLE = """CREATE TABLE IF NOT EXISTS generation_measures (
+    generation INTEGER PRIMARY KEY,
+    members TEXT NOT NULL,
+    population INTEGER NOT NULL,
+    valid INTEGER NOT NULL,
+    front TEXT NOT NULL,
+    distinct_segments TEXT NOT NULL,
+    mean_distance REAL,
+    distance_sampled INTEGER NOT NULL,
+    computed_at REAL NOT NULL
+)"""
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE evaluations ADD COLUMN feedback TEXT",),  # the evaluator's feedback text
     3: (  # islands and the mating-preference gene
@@ -25,6 +39,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE variants ADD COLUMN mating_preference REAL",
         "ALTER TABLE generations ADD COLUMN islands TEXT NOT NULL DEFAULT '[]'",
     ),
+    4: (MEASURES_TABLE,),  # each closed generation's measures, computed once
 }
 """Schema version -> the statements that bring an index of the version before up to it."""
 REBUILD_HINT = "run `ge doctor RUN_DIR --rebuild-index`"
@@ -134,7 +149,7 @@ CREATE TABLE generations (
 def schema() -> str:
     """The statements that create an index (``variants.operator`` checked against
     ``operators()``)."""
-    return _SCHEMA.replace(_OPERATORS_HERE, sql_in(operators()))
+    return _SCHEMA.replace(_OPERATORS_HERE, sql_in(operators())) + MEASURES_TABLE + ";"
 
 
 def dumps(value: Any) -> str:
@@ -201,6 +216,16 @@ def call_from_row(row: sqlite3.Row) -> CallRecord:
         created_at=row["created_at"],
         id=row["id"],
     )
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """What the spend tallies read of an LLM call (its messages and reply left unread)."""
+
+    id: int
+    variant_id: str | None
+    model: str
+    cost_usd: float
 
 
 def check_value(value: str, allowed: tuple[str, ...], what: str) -> None:

@@ -4,6 +4,8 @@ reflections, events and the engine's per-generation checkpoints.
 WAL mode, one writer (the engine) and any number of readers in other processes. Every write is a
 transaction (``BEGIN IMMEDIATE``); :meth:`RunIndex.transaction` groups several writes into one.
 ``PRAGMA user_version`` holds the schema version; a newer version is refused.
+
+The module is long because it is the one place that reads and writes every table of the index.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from guided_evolution.errors import RunStateError
 from guided_evolution.llm.records import CachedReply, CallRecord
+from guided_evolution.runstore import measures
 from guided_evolution.runstore.index_schema import (
     CALL_COUNTS_SQL,
     CALL_OUTCOMES,
@@ -26,6 +29,7 @@ from guided_evolution.runstore.index_schema import (
     SCHEMA_VERSION,
     VARIANT_COUNTS_SQL,
     VARIANT_STATUSES,
+    CallCost,
     call_from_row,
     check_value,
     connect,
@@ -228,6 +232,12 @@ class RunIndex:
             args.append(generation)
         rows = self._rows(sql + " ORDER BY created_at, rowid", tuple(args))
         return [variant_from_row(row) for row in rows]
+
+    def count_children(self, status: str) -> int:
+        """How many variants with parents (not the seed) have ``status``."""
+        sql = "SELECT count(*) FROM variants WHERE status = ? AND parents != '[]'"
+        row = self._row(sql, (status,))
+        return int(row[0]) if row else 0
 
     def set_variant_status(self, variant_id: str, status: str) -> None:
         """Change a variant's status (pending -> evaluating -> evaluated/failed, or invalid)."""
@@ -488,7 +498,35 @@ class RunIndex:
             self._row("SELECT * FROM generations WHERE generation = ?", (generation,))
         )
 
+    def populations(self, first: int = 0) -> dict[int, list[str]]:
+        """Each checkpoint's population from generation ``first`` on, oldest first."""
+        sql = "SELECT generation, population FROM generations WHERE generation >= ? ORDER BY 1"
+        return {r[0]: json.loads(r[1]) for r in self._rows(sql, (first,))}
+
+    def save_measures(self, found: measures.GenerationMeasures) -> None:
+        """Store (or replace) a closed generation's measures."""
+        with self.transaction() as conn:
+            conn.execute(measures.INSERT_SQL, measures.to_row(found))
+
+    def generation_measures(self, first: int = 0) -> dict[int, measures.GenerationMeasures]:
+        """The stored measures from generation ``first`` on ({}: none, or no such table)."""
+        with self._lock:
+            return measures.stored(self._conn, first)
+
     # ----------------------------------------------------------------- summary
+
+    def call_costs(self) -> list[CallCost]:
+        """Every LLM call's id, variant, model and cost, oldest first (no message is read)."""
+        sql = "SELECT id, variant_id, model, cost_usd FROM llm_calls ORDER BY id"
+        return [CallCost(r[0], r[1], r[2], float(r[3] or 0.0)) for r in self._rows(sql)]
+
+    def call_totals(self) -> list[sqlite3.Row]:
+        """Per LLM call purpose and outcome: calls, tokens and cost (no message is read)."""
+        return self._rows(
+            "SELECT purpose, outcome, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens,"
+            " sum(completion_tokens) AS completion_tokens, sum(cost_usd) AS cost_usd"
+            " FROM llm_calls GROUP BY purpose, outcome ORDER BY purpose, outcome"
+        )
 
     def counts(self) -> dict[str, Any]:
         """Totals for status lines: variants by status, LLM calls, tokens and cost."""
