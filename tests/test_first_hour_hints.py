@@ -17,7 +17,9 @@ from pathlib import Path
 
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge, run_json
-from tests.support.seeds import template_seed
+from tests.support.harness import FakeExecutor, run_engine, size_score
+from tests.support.openai_server import serve, status
+from tests.support.seeds import CodeWriter, template_seed
 
 _CHANGED = "Path('model.py').read_text() != Path(os.environ['GE_SEED_DIR'], 'model.py').read_text()"
 _ANCHOR = "    rng = random.Random(0)"
@@ -174,3 +176,36 @@ def test_children_missing_a_metric_run_after_the_hinted_reload(tmp_path: Path) -
     (seed / "evaluate.py").write_text(original)  # the hint: make the evaluator write it
     summary = _follow_resume_hint(tmp_path, line, run)
     _assert_reloaded(run, summary, ["evaluate.py"], None)
+
+
+# --------------------------------------------------------------------------- smaller items
+
+
+def test_the_run_summary_counts_retried_llm_faults(tmp_path: Path) -> None:
+    """`LLM calls 49 (0 errors)` hid the faults that a retry got past: the summary counts them."""
+    seed = template_seed(tmp_path / "seed", generations=1)
+    with serve([status(500), status(503)], responder=CodeWriter()) as server:
+        summary = run_engine(
+            seed,
+            tmp_path / "run",
+            executor=FakeExecutor(size_score).factory,
+            model="openai/m",
+            api_base=server.base_url,
+        )
+    assert summary["finished"] and summary["llm_retries"] == 2, summary
+
+
+def test_ge_run_on_a_file_names_its_folder(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", generations=1)
+    line = _one_line(ge("run", str(seed / "model.py"), cwd=tmp_path))
+    assert "model.py/ge.toml" not in line
+    assert f"{seed / 'model.py'} is a file: `ge run` takes the seed's directory" in line
+    assert f"pass its folder: `ge run {seed}` (it holds ge.toml)" in line
+
+
+def test_ge_doctor_defaults_to_the_latest_run(tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed", generations=1)
+    run = Path(run_json("run", str(seed), cwd=tmp_path)["run_dir"])
+    proc = ge("doctor", "--json", cwd=tmp_path, env={"COLUMNS": "400"})  # rich wraps at 80
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["ok"] and f"run: {run} (the latest)" in proc.stderr

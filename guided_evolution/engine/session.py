@@ -75,6 +75,7 @@ class RunSummary:
     cost_usd: float
     finished: bool
     stop_reason: str
+    llm_retries: int = 0  # attempts beyond each call's first (retried faults, errors or not)
     objectives: list[dict[str, Any]] = field(default_factory=list)
     front: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -383,6 +384,7 @@ def _summary(engine: Engine, index: RunIndex, cfg: GeConfig) -> RunSummary:
         cost_usd=counts["cost_usd"],
         finished=bool(index.get_meta(META_FINISHED)),
         stop_reason=engine.stop_reason,
+        llm_retries=sum(max(call.attempts - 1, 0) for call in index.calls()),
         objectives=_objectives(cfg),
         warnings=engine.warnings,
     )
