@@ -40,6 +40,8 @@ from guided_evolution.inspection.run_data import diff_stats
 from guided_evolution.inspection.views_data import (
     ISOLATION_ASPECTS,
     ISOLATION_NOT_RECORDED,
+    column_numbers,
+    front_groups,
     isolation_notes,
     isolation_warnings,
 )
@@ -221,6 +223,8 @@ def _failures_html(rep: Report) -> str:
 
 
 def _front_html(rep: Report) -> str:
+    """The front's table: variants with equal selection values are one row (the oldest, with
+    ``×N`` and the others' ids), the values of a column with the same digits."""
     if not rep.front:
         return "<p class=note>No successfully evaluated variant yet.</p>"
     objs = rep.objectives
@@ -228,24 +232,34 @@ def _front_html(rep: Report) -> str:
         f"<th class=num>{esc(o.name)} {'↑' if o.direction == 'max' else '↓'}</th>"
         for o in objs
     )
+    groups = front_groups(rep.front, objs)
+    columns = []
+    for o in objs:
+        values = [(g.row.metrics or {}).get(o.name) for g in groups]
+        numbers = column_numbers(values, 7)
+        columns.append([n or fmt_num(v) for n, v in zip(numbers, values, strict=True)])
     rows = []
-    for r in rep.front:
+    for i, group in enumerate(groups):
+        r = group.row
         vid = r.id
-        metrics = r.metrics or {}
-        cells = "".join(
-            f"<td class=num>{esc(fmt_num(metrics.get(o.name), 7))}</td>" for o in objs
-        )
+        cells = "".join(f"<td class=num>{esc(column[i])}</td>" for column in columns)
         badge = '<span class="badge good">best line</span>' if vid in rep.best_line[:1] else ""
+        if group.count > 1:
+            badge += f'<span class=badge title="{esc(", ".join(group.same))}">×{group.count}</span>'
         rows.append(
             f'<tr id="v-{esc(vid)}" data-variant="{esc(vid)}"{" class=main" if r.diff or r.reply or r.reflection else ""}><td class=id>{esc(vid)}{badge}</td><td class=num>{esc(r.generation)}</td>'
             f"<td class=nw>{esc(r.operator)}</td><td>{esc(r.persona or '–')}</td><td class=nw>{esc(r.model or '–')}</td>{cells}</tr>"
         )
         extra = _front_extra(r, rep.seed_id)
+        if group.same:
+            extra.insert(0, f"<span class=note>×{group.count}: also {esc(', '.join(group.same))} (equal selection values)</span>")
         if extra:
             rows.append(
                 f'<tr class="more"><td colspan="{5 + len(objs)}">{"".join(extra)}</td></tr>'
             )
     return (
+        "<p class=note>Variants with equal values on every selection objective are one row: "
+        "the oldest, with their count (×N).</p>"
         f"<table><thead><tr><th>variant</th><th class=num>gen</th><th>operator</th><th>persona</th><th>model</th>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )

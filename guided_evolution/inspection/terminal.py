@@ -39,6 +39,8 @@ from guided_evolution.inspection.view_models import (
 from guided_evolution.inspection.views_data import (
     ISOLATION_ASPECTS,
     ISOLATION_NOT_RECORDED,
+    column_numbers,
+    front_groups,
     isolation_notes,
     isolation_warnings,
 )
@@ -58,16 +60,6 @@ def _fmt(value: Any, digits: int = 6) -> str:
 def _block(value: Any) -> str:
     """A block of text (output, feedback, a reply, a diff) made inert, its lines kept."""
     return inert(value, multiline=True)
-
-
-def _digits(values: list[Any]) -> int:
-    """Significant digits (6 at least) that print every distinct value of a column distinctly:
-    two front members must never look equal (and so one dominated) for rounding alone."""
-    numbers = {v for v in values if isinstance(v, float)}
-    for digits in range(6, 17):
-        if len({f"{v:.{digits}g}" for v in numbers}) == len(numbers):
-            return digits
-    return 17
 
 
 def print_wide(console: Console, renderable: Any) -> None:
@@ -98,19 +90,23 @@ def _m(value: Any) -> str:
 def front_table(
     front: list[FrontRow], objectives: list[Objective], title: str = "Pareto front"
 ) -> Table:
-    """A table of the front: one row per variant, one column per objective.
+    """A table of the front: one row per variant, one column per objective; variants with equal
+    selection values are one row, the oldest, with their count (``×8``).
 
     Selection objectives come first with their direction; reported-only metrics (e.g. test
     accuracy) follow, dimmed. The branch is `v/<gen>/<id>`, so it needs no column of its own.
+    The values of one column have the same digits.
     """
     selected = [o for o in objectives if o.select]
     reported = [o for o in objectives if not o.select]
+    groups = front_groups(front, objectives)
+    notes = ["dim columns are reported only"] if reported else []
+    if any(g.count > 1 for g in groups):
+        notes.append("×N: N variants alike on selection, oldest shown; all: --json")
     table = Table(
         title=title,
         title_justify="left",
-        caption="dim columns are reported only; branch = v/<gen>/<id>"
-        if reported
-        else "branch = v/<gen>/<id>",
+        caption="\n".join([*notes, "branch = v/<gen>/<id>"]),
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -125,15 +121,21 @@ def front_table(
         table.add_column(
             Text(_fmt(o.name)), justify="right", style="dim", header_style="dim", overflow="fold"
         )
-    columns = [o.name for o in (*selected, *reported)]
-    digits = {n: _digits([(r.metrics or {}).get(n) for r in front]) for n in columns}
-    for row in front:
-        metrics = row.metrics or {}
+    columns = []
+    for o in (*selected, *reported):
+        values = [(g.row.metrics or {}).get(o.name) for g in groups]
+        numbers = column_numbers(values)
+        columns.append([n if n is not None else _fmt(v) for n, v in zip(numbers, values, strict=True)])
+    for i, group in enumerate(groups):
+        row = group.row
+        ident = Text(_fmt(row.id))
+        if group.count > 1:
+            ident.append(f" ×{group.count}", style="bold")
         table.add_row(
-            Text(_fmt(row.id)),
+            ident,
             Text(_fmt(row.generation)),
             Text(_fmt(row.operator)),
-            *[Text(_fmt(metrics.get(n), digits[n])) for n in columns],
+            *[Text(column[i]) for column in columns],
         )
     return table
 

@@ -9,7 +9,7 @@ metrics, an isolation record and the events' data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from guided_evolution.inspection.json_view import INLINED, OMITTED_IF_NONE, JsonView, renamed
 from guided_evolution.inspection.report_bandit import BanditView, TokenView
@@ -38,6 +38,22 @@ class FrontRow(JsonView):
     generation: int | None
     operator: str | None
     metrics: Metrics
+
+
+Row = TypeVar("Row", bound=FrontRow)
+
+
+@dataclass(frozen=True)
+class FrontGroup(Generic[Row]):
+    """Front rows with equal values on every selection objective, shown as one: the oldest
+    (earliest generation, then id) and the ids of the others, oldest first."""
+
+    row: Row
+    same: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return 1 + len(self.same)
 
 
 @dataclass(frozen=True)

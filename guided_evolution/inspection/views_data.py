@@ -11,7 +11,9 @@ Every function opens the index read-only and never takes the run lock, so it can
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
@@ -39,6 +41,7 @@ from guided_evolution.inspection.view_models import (
     ChildrenRow,
     DiffView,
     FailureSummary,
+    FrontGroup,
     FrontRow,
     IsolationInfo,
     LineageNode,
@@ -46,6 +49,7 @@ from guided_evolution.inspection.view_models import (
     LogView,
     MissingNode,
     Objective,
+    Row,
     RunState,
     StatusView,
     VariantView,
@@ -96,6 +100,45 @@ def front_rows(index: Any, cfg: GeConfig, only: set[str] | None = None) -> list[
     # which follows LLM reply arrival: identical runs list their front identically.
     rows.sort(key=lambda r: (sign * r.metrics[name], r.generation or 0, r.id))
     return rows
+
+
+def front_groups(rows: Sequence[Row], objectives: Sequence[Objective]) -> list[FrontGroup[Row]]:
+    """The front as a reader sees it: rows with equal values on every selection objective are
+    one group, where its oldest member (earliest generation, then id) stands, with the count.
+    A run's front often holds many such ties (variants whose change did not move the metrics)."""
+    names = [o.name for o in objectives if o.select]
+    groups: dict[tuple[Any, ...], list[Row]] = {}
+    for row in rows:
+        metrics = row.metrics or {}
+        groups.setdefault(tuple(repr(metrics.get(n)) for n in names), []).append(row)
+    out = []
+    for members in groups.values():
+        members.sort(key=lambda r: (r.generation if r.generation is not None else -1, r.id))
+        out.append(FrontGroup(members[0], [m.id for m in members[1:]]))
+    return out
+
+
+def column_numbers(values: Sequence[Any], min_digits: int = 6) -> list[str | None]:
+    """The floats of one table column written alike: the fewest significant digits (at least
+    ``min_digits``) that keep every distinct value distinct (two front members must never look
+    equal for rounding alone), as the same number of decimals for all (``-0.3190562630`` beside
+    ``-0.3190562634``, not ``-0.319056263``), or all in exponent form where one value needs it.
+    None for what is not a finite float (the caller writes ints and the rest its own way)."""
+    floats = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    digits = next(
+        (d for d in range(min_digits, 17) if len({f"{v:.{d}g}" for v in floats}) == len(set(floats))),
+        17,
+    )
+    short = [f"{v:.{digits}g}" for v in floats]
+    decimals = max((len(s.partition(".")[2]) for s in short), default=0)
+    exponent = any("e" in s for s in short) or decimals > 12
+    out: list[str | None] = []
+    for v in values:
+        if not (isinstance(v, float) and math.isfinite(v)):
+            out.append(None)
+        else:
+            out.append(f"{v:.{digits - 1}e}" if exponent else f"{v:.{decimals}f}")
+    return out
 
 
 def objective_rows(cfg: GeConfig) -> list[Objective]:
