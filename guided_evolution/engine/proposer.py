@@ -447,19 +447,14 @@ class LLMProposer(_StepProposer):
     def _feedback(self, vid: str) -> str:
         """The evaluator's feedback on ``vid`` as a prompt may show it: values (its own or its
         parents') and lines of reported-only objectives (``select = false``) scrubbed."""
-        index = self.source.index
-        evaluation, variant = index.latest_evaluation(vid), index.get_variant(vid)
-        if evaluation is None or variant is None:
-            return ""
-        parents = [index.latest_evaluation(p) for p in variant.parents]
-        withheld = [o.name for o in self.cfg.objectives if not o.select]
-        return evaluation.prompt_feedback(withheld, [e.metrics for e in parents if e is not None])
+        evaluation = self.source.index.latest_evaluation(vid)
+        return self.source.withheld(vid, evaluation.feedback or "") if evaluation else ""
 
     async def fix(self, plan: Plan, vid: str, failure: str, output_tail: str,
                   rng: random.Random, attempt: int) -> Child:
         genome = self.source.genome(vid)
         key = self.source.segment_of(vid) or genome.segments[0].key
-        # The evaluator's words may quote a held-out metric: those lines never reach the LLM.
+        # The evaluator's words may quote a held-out metric (its parents' values too): scrubbed.
         failure, output_tail = self.source.withheld(vid, failure), self.source.withheld(vid, output_tail)
         req = ops.fix_request(
             self.prompts, genome, vid, key, failure, output_tail, rng,

@@ -14,22 +14,14 @@ from collections.abc import Sequence
 from guided_evolution.config import GeConfig
 from guided_evolution.engine.guard import RecordGuard
 from guided_evolution.evolution.diversity import split_segments
-from guided_evolution.evolution.scoring import ObjectiveSpec, Scored, finite_values, scored
+from guided_evolution.evolution.heldout import HeldOut, shown_metrics
+from guided_evolution.evolution.scoring import ObjectiveSpec, Scored, scored
 from guided_evolution.evolution.segments import Genome, kept_names, parse_genome
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.records import EvaluationRecord
 from guided_evolution.runstore.run_index import RunIndex
 
 GENOME_CACHE = 512  # parsed genomes kept in memory (parents are read again and again)
-WITHHELD_LINE = "[line withheld: it shows a reported-only metric]"
-
-
-def _number_forms(value: float) -> set[str]:
-    """The usual printed forms of a metric value (to find it in an evaluator's output)."""
-    forms = {repr(value), f"{value:.6g}", f"{value:.4f}", f"{value:.3f}"}
-    if 0 <= value <= 1:
-        forms |= {f"{100 * value:.2f}", f"{100 * value:.1f}%"}
-    return {form for form in forms if sum(ch.isdigit() for ch in form) >= 3}
 
 
 class RunReader:
@@ -137,23 +129,20 @@ class RunReader:
         evaluation = self.index.latest_evaluation(vid)
         if evaluation is None or not evaluation.metrics:
             return None
-        return finite_values(evaluation.metrics, self.cfg.selected_objectives)
+        return shown_metrics(evaluation.metrics, [o.name for o in self.cfg.selected_objectives])
+
+    def heldout(self, vid: str) -> HeldOut:
+        """The held-out rule (``evolution.heldout``) for text about ``vid``: the reported-only
+        objectives, with the values recorded for them on ``vid`` and on its parents."""
+        held = [o.name for o in self.cfg.objectives if not o.select]
+        if not held:
+            return HeldOut(())
+        variant = self.index.get_variant(vid)
+        ids = [vid, *(variant.parents if variant is not None else ())]
+        evaluations = [self.index.latest_evaluation(v) for v in ids]
+        return HeldOut.of(held, [e.metrics for e in evaluations if e is not None])
 
     def withheld(self, vid: str, text: str) -> str:
-        """``text`` (an evaluation's failure reason or output, for a fix prompt) without the
-        lines that name a reported-only objective or show a value recorded for one of them."""
-        held = [o.name for o in self.cfg.objectives if not o.select]
-        if not held or not text:
-            return text
-        evaluation = self.index.latest_evaluation(vid)
-        recorded = finite_values(
-            evaluation.metrics if evaluation else None, [(name, "max") for name in held]
-        )
-        needles = [name.lower() for name in held] + [
-            form for value in recorded.values() for form in _number_forms(value)
-        ]
-        lines = [
-            WITHHELD_LINE if any(n in line.lower() for n in needles) else line
-            for line in text.splitlines()
-        ]
-        return "\n".join(lines)
+        """``text`` (an evaluation's feedback, failure reason or output, about ``vid``) as a
+        prompt may show it: :meth:`heldout`'s rule applied."""
+        return self.heldout(vid).scrub(text) if text else text

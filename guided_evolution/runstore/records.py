@@ -11,12 +11,13 @@ field of its latest evaluation is in its note (:meth:`EvaluationRecord.to_note` 
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from guided_evolution.evolution.heldout import HeldOut
 
 SEED_BRANCH = "seed"
 VARIANT_BRANCH_PREFIX = "v/"
@@ -260,22 +261,10 @@ class EvaluationRecord:
     def prompt_feedback(
         self, withheld: Sequence[str], others: Sequence[Mapping[str, Any] | None] = ()
     ) -> str:
-        """The feedback as a prompt may show it: every printed form of a value recorded for a
-        ``withheld`` (reported-only) metric, in this evaluation or in ``others`` (the parents'
-        metrics: a variant that failed has none of its own), replaced, and every line naming one."""
-        text = self.feedback or ""
-        if not text or not withheld:
-            return text
-        recorded = [self.metrics or {}, *(m or {} for m in others)]
-        values = [v for m in recorded for name in withheld if _is_number(v := m.get(name))]
-        forms = sorted({f for v in values for f in _number_forms(float(v))}, key=len, reverse=True)
-        for form in forms:
-            text = re.sub(rf"(?<![\w.]){re.escape(form)}(?![\w])", WITHHELD_VALUE, text)
-        names = [name.lower() for name in withheld]
-        return "\n".join(
-            WITHHELD_LINE if any(n in line.lower() for n in names) else line
-            for line in text.splitlines()
-        )
+        """The feedback as a prompt may show it: ``evolution.heldout``'s rule for the
+        ``withheld`` (reported-only) metrics, with the values recorded in this evaluation and in
+        ``others`` (the parents' metrics: a variant that failed has none of its own)."""
+        return HeldOut.of(withheld, [self.metrics, *others]).scrub(self.feedback or "")
 
     @classmethod
     def from_note(cls, variant_id: str, text: str) -> EvaluationRecord:
@@ -295,22 +284,6 @@ class EvaluationRecord:
             failure_reason=data.get("failure_reason"),
             feedback=data["feedback"] if isinstance(data.get("feedback"), str) else None,
         )
-
-
-WITHHELD_VALUE = "[withheld: a reported-only metric]"
-WITHHELD_LINE = "[line withheld: it names a reported-only metric]"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _number_forms(value: float) -> set[str]:
-    """The usual printed forms of a metric value (to find it in an evaluator's words)."""
-    forms = {repr(value), f"{value:.6g}", f"{value:.5f}", f"{value:.4f}", f"{value:.3f}"}
-    if 0 <= value <= 1:
-        forms |= {f"{100 * value:.3f}", f"{100 * value:.2f}", f"{100 * value:.1f}"}
-    return {form for form in forms if sum(ch.isdigit() for ch in form) >= 3}
 
 
 @dataclass

@@ -89,7 +89,8 @@ def notes_text(notes: str) -> str:
 
 def feedback_value(feedback: str) -> str:
     """The ``{{feedback}}`` value (``prompts/feedback.txt``): empty, or the evaluator's words about
-    the parent (withheld metrics already scrubbed) fenced as untrusted text after a blank line."""
+    the parent (already scrubbed by ``evolution.heldout``) fenced as untrusted text after a blank
+    line."""
     return f"\n\n{FEEDBACK_INTRO}\n\n{fence(feedback, 'text')}" if feedback.strip() else ""
 
 
