@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Mutation testing of the generation plan and of selection with mutmut (pinned below).
+# Mutation testing of ge's decision logic with mutmut (pinned below).
 #
-# Mutates guided_evolution/evolution/plan.py, selection.py, mate_choice.py and islands.py, runs
-# their fast unit tests against each mutant (tests/evolution/test_plan.py, test_plan_paper.py,
-# test_plan_steady.py, test_selection.py, test_mate_choice.py, test_islands_pure.py, those present;
-# not the slow end-to-end runs: the temperature test, mate choice's offline run, test_islands.py),
-# and prints the mutants that no test killed.
+# Mutates guided_evolution/evolution/plan.py, selection.py, mate_choice.py, islands.py (the plan
+# and selection) and bandit.py, bandit_history.py, novelty.py, diffedit.py, diversity.py (the
+# bandits, novelty rejection, SEARCH/REPLACE edits, the code distance), runs their fast unit tests
+# against each mutant (tests/evolution/: test_plan*.py, test_selection.py, test_mate_choice.py,
+# test_islands_pure.py, test_bandit.py, test_diffedit.py, test_diff_mode.py,
+# test_diff_structure.py, test_diversity.py, test_mate_partner.py, test_mutants_*.py, those
+# present; not the end-to-end runs in them, deselected by name below), and prints the mutants
+# that no test killed. docs/mutation-testing.md lists the survivors that are equivalent and why.
 # Runs in a scratch copy of the package and tests (mutmut writes a mutants/ folder and needs its
 # own config), so the working tree is left alone. Installs mutmut into the venv when missing.
 #
 # Usage: tools/mutation_test.sh [--keep]    (--keep: leave the scratch copy for `mutmut show`)
-# Takes about 13 minutes on 2 busy cores (1032 mutants, about 1.4 a second). Not part of .ci/run.
+#        MODULES="bandit novelty" tools/mutation_test.sh    (only these evolution/ modules)
+# The plan and selection modules alone took about 13 minutes on 2 busy cores (1032 mutants);
+# the five decision modules add about as many. Not part of .ci/run.
 set -euo pipefail
 
 MUTMUT_VERSION=3.8.1
@@ -35,14 +40,18 @@ cat > "$work/setup.cfg" <<'CFG'
 source_paths = guided_evolution
 also_copy = seeds
 only_mutate =
-    guided_evolution/evolution/plan.py
-    guided_evolution/evolution/selection.py
-    guided_evolution/evolution/mate_choice.py
-    guided_evolution/evolution/islands.py
-pytest_add_cli_args_test_selection =
 CFG
+modules=${MODULES:-plan selection mate_choice islands bandit bandit_history novelty diffedit diversity}
+for module in $modules; do
+    echo "    guided_evolution/evolution/$module.py" >> "$work/setup.cfg"
+done
+echo "pytest_add_cli_args_test_selection =" >> "$work/setup.cfg"
 for test in tests/evolution/test_plan.py tests/evolution/test_plan_paper.py tests/evolution/test_plan_steady.py \
-    tests/evolution/test_selection.py tests/evolution/test_mate_choice.py tests/evolution/test_islands_pure.py; do
+    tests/evolution/test_selection.py tests/evolution/test_mate_choice.py tests/evolution/test_islands_pure.py \
+    tests/evolution/test_bandit.py tests/evolution/test_diffedit.py tests/evolution/test_diff_mode.py \
+    tests/evolution/test_diff_structure.py tests/evolution/test_diversity.py \
+    tests/evolution/test_mate_partner.py "$root"/tests/evolution/test_mutants_*.py; do
+    test=${test#"$root"/}
     if [[ -f $root/$test ]]; then echo "    $test" >> "$work/setup.cfg"; fi
 done
 cat >> "$work/setup.cfg" <<'CFG'
@@ -50,7 +59,7 @@ pytest_add_cli_args =
     -p
     no:cacheprovider
     -k
-    not temperature and not offline_run
+    not temperature and not offline_run and not favours_the_model and not chooses_eot and not offline_operators_are_arms and not steady_mode and not resumed and not unknown_bandit and not edit_mode_always and not bad_edit_mode and not status_has and not without_a_finished and not report_has
 CFG
 
 cd "$work"
