@@ -11,6 +11,12 @@ more is written and every failure names the damage.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import re
+import tokenize
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +44,45 @@ if TYPE_CHECKING:
     from guided_evolution.engine.reload import EvaluatorFiles
 
 COMPACT_EVERY = 2000  # children between repository compactions
+_SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
+_CODING = re.compile(r"^#.*?coding[:=]")  # PEP 263's declaration (lines 1 and 2)
+
+
+def _kept_comment(tok: tokenize.TokenInfo) -> bool:
+    """A comment that changes how the file runs: a shebang (line 1), a coding declaration."""
+    line = tok.start[0]
+    return (line == 1 and tok.string.startswith("#!")) or (line <= 2 and bool(_CODING.match(tok.string)))
+
+
+def _python_tokens(text: str) -> str | None:
+    """A Python file as what the interpreter runs: its tokens without comments, blank lines,
+    spacing and indentation width (INDENT/DEDENT kept, so the structure stays), every string
+    literal untouched. A shebang and a coding declaration stay (they change how the file is run
+    or read). None where the file does not tokenize."""
+    out = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type in _SKIPPED and not (tok.type == tokenize.COMMENT and _kept_comment(tok)):
+                continue
+            keep = "" if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE) else tok.string
+            out.append((tok.type, keep))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    return json.dumps(out, ensure_ascii=False)
+
+
+def code_key(files: Mapping[str, str], evolvable: Sequence[str]) -> str:
+    """The identity of a child's program: like ``segments.variant_id`` but blind to comments,
+    blank lines and spacing in Python files (``_python_tokens``); other files (and a Python file
+    that does not tokenize) as written. Two children with one key run the same code, so the
+    second is a duplicate of the first and costs no evaluation."""
+    digest = hashlib.sha256()
+    for path in sorted(set(evolvable)):
+        text = files.get(path, "")
+        tokens = _python_tokens(text) if path.endswith(".py") else None
+        form = "tokens\0" + tokens if tokens is not None else "text\0" + text
+        digest.update(path.encode("utf-8") + b"\0" + form.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()[:16]
 
 
 class Recorder:
@@ -54,6 +99,7 @@ class Recorder:
         self.guard = reader.guard
         self._notes: dict[str, str] = {}
         self._compacted_at = 0
+        self._keys: dict[str, str] | None = None  # code_key -> the first variant with it
         self.evaluator_files: EvaluatorFiles | None = None  # `--reload-evaluator` (engine.reload)
 
     @property
@@ -84,7 +130,8 @@ class Recorder:
     ) -> tuple[str, bool]:
         """Store the child as a commit on its own branch, then its index row.
 
-        Returns (variant id, whether it is new); an identical child that exists already is
+        Returns (variant id, whether it is new); a child that exists already, or differs from
+        a variant only in comments, blank lines or spacing (``code_key``), is that variant,
         recorded as a duplicate event. ``fix_of`` is the failed variant a fix child repairs (its
         only parent).
         """
@@ -96,11 +143,13 @@ class Recorder:
         self, plan: Plan, child: Child, calls: list[int], fix_of: str | None
     ) -> tuple[str, bool]:
         vid = variant_id(child.files, self.cfg.seed.files)
-        if self.index.get_variant(vid) is not None:
-            self.index.add_event(
-                "duplicate", {"variant": vid, "generation": plan.generation, "plan": plan.index}
-            )
-            return vid, False
+        key = code_key(child.files, self.cfg.seed.files)
+        twin = vid if self.index.get_variant(vid) is not None else self._code_keys().get(key)
+        if twin is not None:
+            where = {"generation": plan.generation, "plan": plan.index}
+            same = {} if twin == vid else {"child": vid, "same": "up to comments and spacing"}
+            self.index.add_event("duplicate", {"variant": twin, **where, **same})
+            return twin, False
         parents = dedup([fix_of] if fix_of else list(child.parents))
         parent_commits = [self.reader.commit_of(p) for p in parents]
         tree = dict(self.store.read_files(parent_commits[0]))
@@ -135,6 +184,7 @@ class Recorder:
             steps=steps,
         )
         self.reader.committed(vid, stored.commit_sha or "")
+        self._code_keys().setdefault(key, vid)
         self.index.link_calls(vid, calls)
         if child.reflection:
             self.index.add_reflection(
@@ -147,6 +197,20 @@ class Recorder:
             )
         self.progress.count("proposed", +1)
         return vid, True
+
+    def _code_keys(self) -> dict[str, str]:
+        """``code_key`` -> variant, over the run's variants (read from git once per process:
+        a resumed run knows the variants of its earlier sessions)."""
+        if self._keys is None:
+            keys: dict[str, str] = {}
+            names = self.cfg.seed.files
+            for v in sorted(self.index.variants(), key=lambda v: (v.created_at or 0.0, v.id)):
+                if v.commit_sha:
+                    data = self.store.read_files(v.commit_sha)
+                    text = {n: data[n].decode("utf-8", "replace") for n in names if n in data}
+                    keys.setdefault(code_key(text, names), v.id)
+            self._keys = keys
+        return self._keys
 
     def reject(self, plan: Plan, operator: str, reason: str, calls: list[int]) -> None:
         """A plan that made no child: one event with the reason and the LLM calls it cost."""
