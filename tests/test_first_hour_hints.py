@@ -143,6 +143,11 @@ def _assert_reloaded(run: Path, summary: dict, files: list[str], setting: str | 
     frozen = json.loads((run / "config.json").read_text())["config"]["evaluator"]
     if setting:  # the run's config holds the reloaded value from now on
         assert [frozen[setting]] == data["settings"][setting][1:], (frozen, data)
+    shown = run_json("status", str(run), cwd=run.parent)["evaluator_reloads"]
+    assert [r["files_changed"] for r in shown] == [files], shown
+    text = " ".join(ge("status", str(run), cwd=run.parent, env={"COLUMNS": "400"}).stdout.split())
+    assert f"(ge resume --reload-evaluator): files {data['files_before']} →" in text, text
+    assert all(name in text for name in files) and (setting or "") in text, text
 
 
 def test_children_whose_evaluator_fails_run_after_the_hinted_reload(tmp_path: Path) -> None:
@@ -166,6 +171,9 @@ def test_children_that_time_out_run_after_the_hinted_reload(tmp_path: Path) -> N
     _set_timeout(seed, 60)  # the hint: raise timeout_s (the evaluator's files stay as they are)
     summary = _follow_resume_hint(tmp_path, line, run)
     _assert_reloaded(run, summary, ["ge.toml"], "timeout_s")  # ge.toml: a seed file
+    ge("report", str(run), "-o", str(tmp_path / "report.html"), cwd=tmp_path)
+    report = (tmp_path / "report.html").read_text()
+    assert "evaluator reloaded" in report and "timeout_s 1.0 → 60.0" in report
 
 
 def test_children_missing_a_metric_run_after_the_hinted_reload(tmp_path: Path) -> None:

@@ -137,7 +137,7 @@ def reload_evaluator(
     commit = store.commit(
         files, [], f"ge: evaluator files, reload {n}", f"evaluator/{n}", executable, force=True
     )
-    index.add_event(EVENT, {
+    data: dict[str, Any] = {
         "seed_dir": str(seed_dir),
         "files_before": files_hash(old_files, old_exec),
         "files_after": files_hash(files, executable),
@@ -145,9 +145,11 @@ def reload_evaluator(
         "settings": settings,
         "objectives_kept": objectives,
         "commit": commit,
-    })  # fmt: skip
+    }
+    data["summary"] = describe(data) + kept  # what `ge status` and `ge report` show
+    index.add_event(EVENT, data)
     atomic_write(paths.config, reloaded.dump(), fsync=True)
-    return reloaded, "evaluator reloaded: " + describe(index.events(EVENT)[-1].data) + kept
+    return reloaded, f"evaluator reloaded: {data['summary']}"
 
 
 def describe(data: dict[str, Any]) -> str:

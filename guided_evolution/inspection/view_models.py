@@ -85,6 +85,7 @@ class IsolationInfo(JsonView):
     isolation_history: list[dict[str, Any]]
     isolation_changes: list[str]
     isolation_unrecorded_starts: int
+    evaluator_reloads: list[dict[str, Any]] = field(default_factory=list)  # `--reload-evaluator`
 
 
 @dataclass(frozen=True)

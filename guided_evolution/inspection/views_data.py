@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from itertools import pairwise
@@ -209,6 +210,7 @@ def isolation_info(index: Any) -> IsolationInfo:
         isolation_history=history,
         isolation_changes=changes,
         isolation_unrecorded_starts=max(starts - len(history), 0) if history else 0,
+        evaluator_reloads=[{**e.data, "time": e.time} for e in index.events("evaluator_reloaded")],
     )
 
 
@@ -222,6 +224,10 @@ def isolation_notes(info: IsolationInfo) -> list[str]:
         notes.append(
             f"isolation not recorded for the first {n} start(s) of the run (ge did not record it then)"
         )
+    for reload in info.evaluator_reloads:  # the evaluator changed: the variants after it differ
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(reload["time"])))
+        summary = reload.get("summary")
+        notes.append(f"evaluator reloaded {when} (ge resume --reload-evaluator): {summary}")
     return notes
 
 
