@@ -543,9 +543,10 @@ from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.recording import record_variant
 
-run, parent_id, start, crash_at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+run, parent_id = Path(sys.argv[1]), sys.argv[2]
 steps = 0
 armed = False
+crash_at = 0
 
 def step(half_write=None):
     # Count write steps of the armed variant; die (SIGKILL, no cleanup) at step `crash_at`.
@@ -581,45 +582,70 @@ class Conn:
     def __getattr__(self, name):
         return getattr(self.conn, name)
 
-store = GitStore.open(run / "repo.git")
-index = RunIndex.open(run / "index.sqlite")
-index._conn = Conn(index._conn)
-parent = index.get_variant(parent_id)
-for n in (start, start + 1):
-    armed = n != start
-    files = {"main.py": b"x = %d\\n" % n, "pkg/helper.py": b"h\\n"}
-    vid = hashlib.sha256(files["main.py"]).hexdigest()[:16]
-    rec = VariantRecord(vid, 9, "mutation", branch=f"v/9/{vid}", parents=[parent.id])
-    sha = record_variant(store, index, rec, files, [parent.commit_sha]).commit_sha
-    index.set_variant_status(vid, "evaluating")
-    ev = EvaluationRecord(vid, "ok", metrics={"loss": 1.0 / n})
-    index.add_evaluation(ev)
-    store.set_note(sha, ev.to_note())
-    index.set_variant_status(vid, "evaluated")
-print(steps)
+def write(start):
+    # Two variants: the first unarmed, the second counted (and killed at step `crash_at`).
+    global armed
+    store = GitStore.open(run / "repo.git")
+    index = RunIndex.open(run / "index.sqlite")
+    index._conn = Conn(index._conn)
+    parent = index.get_variant(parent_id)
+    for n in (start, start + 1):
+        armed = n != start
+        files = {"main.py": b"x = %d\\n" % n, "pkg/helper.py": b"h\\n"}
+        vid = hashlib.sha256(files["main.py"]).hexdigest()[:16]
+        rec = VariantRecord(vid, 9, "mutation", branch=f"v/9/{vid}", parents=[parent.id])
+        sha = record_variant(store, index, rec, files, [parent.commit_sha]).commit_sha
+        index.set_variant_status(vid, "evaluating")
+        ev = EvaluationRecord(vid, "ok", metrics={"loss": 1.0 / n})
+        index.add_evaluation(ev)
+        store.set_note(sha, ev.to_note())
+        index.set_variant_status(vid, "evaluated")
+
+# A fork server: imported once, one forked writer per line `CRASH_AT` read; each answers its
+# wait status (a writer killed at its step dies of SIGKILL like a fresh process would).
+for line in sys.stdin:
+    crash_at = int(line)
+    pid = os.fork()
+    if pid == 0:
+        sys.stdin.close()
+        write(crash_at * 10)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status), flush=True)
 """
 
 
 def test_a_writer_killed_at_any_write_leaves_a_repairable_run(run) -> None:
-    """Kill the writer (SIGKILL) at every single write step of one variant in turn."""
+    """Kill the writer (SIGKILL) at every single write step of one variant in turn (each writer
+    is a fork of one process that imported the store once: the kill is the same, the imports are
+    not paid per step)."""
     run_dir, store, index, records = run
     index.close()
     env = {**os.environ, "PYTHONPATH": str(Path(guided_evolution.__file__).parent.parent)}
     repairs: set[str] = set()
     crash_at = 1
-    while True:
-        args = [str(run_dir), records["seed"].id, str(crash_at * 10), str(crash_at)]
-        proc = subprocess.run(
-            [sys.executable, "-c", WRITER, *args], capture_output=True, timeout=60, env=env
-        )
-        if proc.returncode == 0:
-            break  # crash_at is past the last write step: every step has been tried
-        assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
-        assert store.fsck() == (True, "")
-        report = check(run_dir, repair=True, temp_min_age_s=0)
-        assert report.ok, (crash_at, report.problems)
-        repairs.update(line.split(" ")[0] for line in report.repaired)
-        assert check(run_dir).problems == []
-        crash_at += 1
+    server = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(run_dir), records["seed"].id],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        while True:
+            assert server.stdin is not None and server.stdout is not None
+            server.stdin.write(f"{crash_at}\n")
+            server.stdin.flush()
+            status = server.stdout.readline().strip()
+            assert status, f"the writer server died: {server.communicate(timeout=10)[1]}"
+            if int(status) == 0:
+                break  # crash_at is past the last write step: every step has been tried
+            assert int(status) == -signal.SIGKILL, (crash_at, status)
+            assert store.fsck() == (True, "")
+            report = check(run_dir, repair=True, temp_min_age_s=0)
+            assert report.ok, (crash_at, report.problems)
+            repairs.update(line.split(" ")[0] for line in report.repaired)
+            assert check(run_dir).problems == []
+            crash_at += 1
+    finally:
+        server.kill()
+        server.wait()
     assert crash_at > 20  # objects, refs, note and every index statement were hit
     assert {"added", "wrote", "set", "removed"} <= repairs
