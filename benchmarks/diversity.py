@@ -12,10 +12,15 @@ they were recorded) are scored, so every configuration gets the same evaluation 
   fewer);
 - ``near_dup``: evaluated children whose changed segments lie within ``NEAR`` (token edit distance,
   ``evolution/diversity.py``) of an earlier evaluated variant's: evaluations spent on (near)
-  repeats;
-- ``avoided``: proposals never evaluated because they repeated a variant: byte-identical children
-  (``duplicate`` events) and near-duplicates caught by novelty rejection (``near_duplicate``
-  events: re-proposed or rejected);
+  repeats; ``vs_base``: this run's ``near_dup`` minus the baseline's of the same RNG seed. Under
+  the fixed evaluation budget this difference is what an option saves: every run evaluates
+  ``--evaluations`` variants, so a rejected proposal is not a saved evaluation, only a
+  different one;
+- ``duplicates``: byte-identical children (``duplicate`` events), never evaluated in any
+  configuration (the baseline skips them too); ``rejected``: proposals novelty rejection caught
+  (``near_duplicate`` events: re-proposed or dropped);
+- ``genes``: with self-adaptive mate choice, the median and interquartile range of the
+  ``mating_preference`` genes of generation 0 and of the last finished generation's population.
 - ``mean_dist``, ``distinct``, ``front``: the diversity measures of the last finished generation
   (mean pairwise code distance, distinct segments summed over positions, its Pareto front size).
 
@@ -153,7 +158,11 @@ def analyse(run_dir: Path, budget: int) -> dict[str, Any]:
     hv_curve, points = [], []
     for vid in order:
         m = metrics.get(vid)
-        if m and isinstance(m.get("accuracy"), (int, float)) and isinstance(m.get("ops"), (int, float)):
+        if (
+            m
+            and isinstance(m.get("accuracy"), (int, float))
+            and isinstance(m.get("ops"), (int, float))
+        ):
             points.append((float(m["accuracy"]), float(m["ops"])))
         hv_curve.append(hypervolume(points))
     cache = diversity.DistanceCache()
@@ -171,11 +180,11 @@ def analyse(run_dir: Path, budget: int) -> dict[str, Any]:
                 found = diversity.nearest(mine, seen, cache, keys=changed, stop_at=NEAR)
                 near += found is not None and found[1] <= NEAR
             seen.append(mine)
+    genes = _genes(conn, population_of(conn))
     kinds = [r[0] for r in conn.execute(
         "SELECT kind FROM events WHERE kind IN ('duplicate', 'near_duplicate')")]  # fmt: skip
     novelty, duplicates = kinds.count("near_duplicate"), kinds.count("duplicate")
-    last = conn.execute("SELECT * FROM generations ORDER BY generation DESC LIMIT 1").fetchone()
-    population = json.loads(last["population"]) if last else []
+    population = population_of(conn)
     with GitStore.open(run_dir / "repo.git") as store:
         members = [_codes(store, variants[v]["commit_sha"]) for v in population if v in variants]
     found = diversity.measure(members, diversity.DistanceCache())
@@ -186,13 +195,32 @@ def analyse(run_dir: Path, budget: int) -> dict[str, Any]:
         "hv": hv_curve[-1] if hv_curve else 0.0,
         "hv_curve": hv_curve,
         "near_dup": near,
-        "avoided": duplicates + novelty,
-        "novelty_rejected": novelty,
+        "rejected": novelty,
         "duplicates": duplicates,
+        **genes,
         "mean_dist": found.mean_distance or 0.0,
         "distinct": sum(found.distinct.values()),
         "front": front,
     }
+
+
+def population_of(conn: sqlite3.Connection) -> list[str]:
+    """The population of the last finished generation."""
+    last = conn.execute("SELECT * FROM generations ORDER BY generation DESC LIMIT 1").fetchone()
+    return json.loads(last["population"]) if last else []
+
+
+def _genes(conn: sqlite3.Connection, population: list[str]) -> dict[str, list[float] | None]:
+    """Quartiles of the mating-preference genes at generation 0 and in ``population``."""
+    rows = conn.execute("SELECT id, generation, mating_preference FROM variants").fetchall()
+    start = [r[2] for r in rows if r[1] == 0 and r[2] is not None]
+    now = {r[0]: r[2] for r in rows}
+    end = [now[v] for v in population if now.get(v) is not None]
+
+    def quartiles(values: list[float]) -> list[float] | None:
+        return statistics.quantiles(values, n=4) if len(values) >= 2 else None
+
+    return {"genes_start": quartiles(start), "genes_end": quartiles(end)}
 
 
 def _point(m: dict[str, Any] | None) -> tuple[float, float] | None:
@@ -218,7 +246,9 @@ def cell(values: Sequence[float | None], digits: int) -> str:
     known = [v for v in values if v is not None]
     if not known:
         return "-"
-    text = f"{statistics.median(known):.{digits}f} [{min(known):.{digits}f}–{max(known):.{digits}f}]"
+    text = (
+        f"{statistics.median(known):.{digits}f} [{min(known):.{digits}f}–{max(known):.{digits}f}]"
+    )
     missing = len(values) - len(known)
     return text + (f" ({missing} never)" if missing else "")
 
@@ -247,13 +277,14 @@ def main() -> None:
                 found = analyse(work / "run", args.evaluations) | {"seed": seed, "wall_s": wall}
                 results[name].append(found)
                 print(f"{name:>13} seed {seed}: hv {found['hv']:.1f}, near dup "
-                      f"{found['near_dup']}, avoided {found['avoided']}, {wall:.0f} s",
+                      f"{found['near_dup']}, rejected {found['rejected']}, {wall:.0f} s",
                       file=sys.stderr, flush=True)  # fmt: skip
                 shutil.rmtree(work, ignore_errors=True)
-    base = {r["seed"]: r["hv"] for r in results["baseline"]}
+    base = {r["seed"]: r for r in results["baseline"]}
     for rows in results.values():
         for r in rows:
-            r["to_base"] = to_reach(r["hv_curve"], base[r["seed"]])
+            r["to_base"] = to_reach(r["hv_curve"], base[r["seed"]]["hv"])
+            r["vs_base"] = r["near_dup"] - base[r["seed"]]["near_dup"]
     _print_table(results, args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
@@ -263,16 +294,29 @@ def _print_table(results: dict[str, list[dict[str, Any]]], args: argparse.Namesp
     print(f"fast_exp, --model offline, {args.seeds} seeds x {args.evaluations} evaluations, "
           f"population {SIZES['population']}; median [range]")  # fmt: skip
     head = ("configuration", "hypervolume", "evals to baseline hv", "near-dup evals",
-            "avoided", "mean distance", "distinct segments", "front")  # fmt: skip
+            "near-dup evals - baseline's (same seed)", "duplicates (skipped in every configuration)",
+            "novelty rejections", "mean distance", "distinct segments", "front")  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name, rows in results.items():
+
         def col(key: str, digits: int, rows: list[dict[str, Any]] = rows) -> str:
             return cell([r[key] for r in rows], digits)
 
         print(f"| {name} | {col('hv', 1)} | {col('to_base', 0)} | {col('near_dup', 0)} | "
-              f"{col('avoided', 0)} | {col('mean_dist', 3)} | {col('distinct', 0)} | "
-              f"{col('front', 0)} |")  # fmt: skip
+              f"{col('vs_base', 0)} | {col('duplicates', 0)} | {col('rejected', 0)} | "
+              f"{col('mean_dist', 3)} | {col('distinct', 0)} | {col('front', 0)} |")  # fmt: skip
+    for name, rows in results.items():
+        for when in ("start", "end"):
+            found = [r[f"genes_{when}"] for r in rows if r.get(f"genes_{when}")]
+            if found:
+                median = statistics.median(q[1] for q in found)
+                low, high = (
+                    statistics.median(q[0] for q in found),
+                    statistics.median(q[2] for q in found),
+                )
+                print(f"{name}: mating_preference genes at the {when}: median {median:.2f}, "
+                      f"IQR {low:.2f}-{high:.2f} (medians over {len(found)} seeds)")  # fmt: skip
 
 
 if __name__ == "__main__":
