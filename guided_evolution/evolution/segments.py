@@ -17,6 +17,7 @@ import textwrap
 import tokenize
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from guided_evolution.errors import GeError
 
@@ -115,7 +116,45 @@ def _has_code(text: str) -> bool:
 
 
 def _comment_only_lines(path: str, text: str) -> dict[int, str]:
-    """Line number -> stripped comment, for lines whose only token is a comment."""
+    """Line number -> stripped comment, for lines whose only token is a comment.
+
+    One regular-expression pass over the comments and string literals (the only places a ``#``
+    or a quote can be in Python); the tokenizer decides when a literal does not close or the
+    text holds a carriage return, form feed or NUL (where the two could read lines differently).
+    """
+    if "\r" in text or "\f" in text or "\0" in text:
+        return _comment_only_lines_tokenized(path, text)
+    out: dict[int, str] = {}
+    row, seen = 1, 0
+    for match in _LEXEME_RE.finditer(text):
+        kind = match.lastgroup
+        if kind == "open":  # a quote that no literal closes: not valid Python
+            return _comment_only_lines_tokenized(path, text)
+        if kind != "comment":
+            continue
+        start = match.start()  # the comment runs to the end of its line (there is no \r)
+        row += text.count("\n", seen, start)
+        seen = start
+        if not text[text.rfind("\n", 0, start) + 1 : start].strip():
+            out[row] = match.group().strip()
+    return out
+
+
+# Comments and string literals as Python 3.11's tokenizer reads them (a literal starts at its
+# quote, whatever its prefix); ``open`` is a quote that no literal closes.
+_LEXEME_RE = re.compile(
+    r"(?P<comment>#[^\r\n]*)"
+    r"|(?P<string>'''[^'\\]*(?:(?:\\.|'(?!''))[^'\\]*)*'''"
+    r'|"""[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*"""'
+    r"|'[^\n'\\]*(?:\\.[^\n'\\]*)*'"
+    r'|"[^\n"\\]*(?:\\.[^\n"\\]*)*")'
+    r"|(?P<open>['\"])",
+    re.DOTALL,
+)
+
+
+def _comment_only_lines_tokenized(path: str, text: str) -> dict[int, str]:
+    """:func:`_comment_only_lines` by the tokenizer (the reference; GeError when it fails)."""
     out: dict[int, str] = {}
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
@@ -263,17 +302,30 @@ def _dedented_tree(code: str) -> ast.Module | None:
         return None
 
 
-def _top_level_defs(code: str) -> dict[str, str]:
-    """Names of the classes/functions defined at the segment's own top level -> kind."""
+def _top_level_defs(code: str) -> Mapping[str, str]:
+    """Names of the classes/functions defined at the segment's own top level -> kind (read-only:
+    cached by the code's text, a splice and a parse ask for the same segment several times)."""
+    parsed = _parsed_top_level_defs(code)
+    return parsed if parsed is not None else MappingProxyType(_matched_top_level_defs(code))
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed_top_level_defs(code: str) -> Mapping[str, str] | None:
+    """:func:`_top_level_defs` read from the parsed (dedented) code; None when it does not parse."""
     tree = _dedented_tree(code)
-    if tree is not None:
-        out: dict[str, str] = {}
-        for node in tree.body:
-            if isinstance(node, ast.ClassDef):
-                out.setdefault(node.name, "class")
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                out.setdefault(node.name, "function")
-        return out
+    if tree is None:
+        return None
+    out: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            out.setdefault(node.name, "class")
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.setdefault(node.name, "function")
+    return MappingProxyType(out)
+
+
+def _matched_top_level_defs(code: str) -> dict[str, str]:
+    """:func:`_top_level_defs` by the lines' look, for code that does not parse on its own."""
     first = _first_code_line(_split_lines(code))
     if first is None:
         return {}
@@ -290,6 +342,17 @@ def _top_level_defs(code: str) -> dict[str, str]:
 def _segment_name(code: str, path: str, index: int) -> str:
     names = _top_level_defs(code)
     return next(iter(names)) if names else f"{path}:{index}"
+
+
+@functools.lru_cache(maxsize=128)
+def _syntax_error(path: str, text: str) -> tuple[int | None, str] | None:
+    """(line, message) of the text's syntax error, None when it parses (cached by path and text:
+    a run parses the same parents again and again)."""
+    try:
+        ast.parse(text, filename=path)
+    except SyntaxError as exc:
+        return exc.lineno, exc.msg
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,13 +386,12 @@ def parse_genome(
                 hint="check [seed].files against the files of [seed].dir",
             )
         text = files[path]
-        try:
-            ast.parse(text, filename=path)
-        except SyntaxError as exc:
+        error = _syntax_error(path, text)
+        if error is not None:
             raise GeError(
-                f"{path}:{exc.lineno}: the seed is not valid Python: {exc.msg}",
+                f"{path}:{error[0]}: the seed is not valid Python: {error[1]}",
                 hint="fix the seed so that it runs before evolving it",
-            ) from exc
+            )
         raw = _scan_file(path, text, marker)
         if not raw:
             raise GeError(

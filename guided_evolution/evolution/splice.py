@@ -24,6 +24,7 @@ from guided_evolution.evolution.segments import (
     _lf,
     _name_tokens,
     _Note,
+    _parsed_top_level_defs,
     _RawSegment,
     _scan_file,
     _segment_indent,
@@ -147,9 +148,16 @@ def _defined_names(tree: ast.AST) -> set[str]:
     return names
 
 
-def _check_kept_names(genome: Genome, seg: Segment, new_tree: ast.Module) -> None:
+def _check_kept_names(genome: Genome, seg: Segment, new_code: str, new_tree: ast.Module) -> None:
+    """SpliceError when the new code (``new_tree``: the file) drops a def another part uses."""
     original = _top_level_defs(seg.code)
     if not original:
+        return
+    kept = _parsed_top_level_defs(new_code)
+    # A def at the top level of new code that parses on its own is a def of the file it compiled
+    # in (it starts after a marker comment, outside any literal, and no def can stand inside
+    # brackets): when it keeps them all, the file's walk below could only say the same.
+    if kept is not None and kept.keys() >= original.keys():
         return
     missing = set(original) - _defined_names(new_tree)
     if not missing:
@@ -224,7 +232,7 @@ def splice(genome: Genome, key: str, new_code: str) -> dict[str, str]:
     new_raw = _scan_file_for_splice(seg.file, new_text, genome.marker)
     if len(new_raw) != len(_scan_file(seg.file, text, genome.marker)):
         raise SpliceError("the new code swallows a segment marker (an unterminated string?)")
-    _check_kept_names(genome, seg, new_tree)
+    _check_kept_names(genome, seg, "".join(chosen), new_tree)
     files = dict(genome.files)
     files[seg.file] = new_text
     return files
