@@ -31,7 +31,6 @@ from guided_evolution.inspection.run_data import (
     load_run_data,
     open_run_index,
     reflection_rows,
-    variant_calls,
 )
 from guided_evolution.inspection.view_models import (
     ChildrenRow,
@@ -265,7 +264,7 @@ def collect(run_dir: Path) -> Report:
         data = load_run_data(index, resolved, paths)
         cfg = resolved.config
         events = index.events()
-        calls = index.calls()
+        calls = index.call_costs()  # no messages: a long run's prompts are never loaded
         start = min(
             [e.time for e in events] + [v.created_at for v in data.variants.values()]
             or [time.time()]
@@ -277,7 +276,7 @@ def collect(run_dir: Path) -> Report:
         operators, personas = _group_stats(data, rejected)
         best_line = data.ancestry([rows[0].id]) if rows else []
         with GitStore.open(paths.repo) as store:
-            front = _front_details(rows, data, index, calls, store)
+            front = _front_details(rows, data, index, store)
         end = max([e.time for e in events] + [start])
         return Report(
             title=Path(data.run_dir).name,
@@ -371,7 +370,7 @@ def _best_line_reflections(index: Any, data: RunData, best_line: list[str]) -> l
 
 
 def _front_details(
-    rows: list[FrontRow], data: RunData, index: Any, calls: list[Any], store: GitStore
+    rows: list[FrontRow], data: RunData, index: Any, store: GitStore
 ) -> list[FrontDetails]:
     """Each front row with its persona, model, parents, reflection, LLM reply and (for the
     first `MAX_FRONT_DIFFS` rows) its diff against the seed."""
@@ -379,7 +378,7 @@ def _front_details(
     details = []
     for n, row in enumerate(rows):
         v = data.variants[row.id]
-        own = [c for c in variant_calls(index, v, calls) if c.id == v.llm_call_id]
+        own = index.get_call(v.llm_call_id) if v.llm_call_id else None
         diff = None
         if seed_commit and v.commit_sha and n < MAX_FRONT_DIFFS and v.id != data.seed_id:
             diff = store.diff(seed_commit, v.commit_sha)
@@ -390,7 +389,7 @@ def _front_details(
                 model=v.model,
                 parents=v.parents,
                 reflection=v.eot_reflection,
-                reply=own[0].reply if own else None,
+                reply=own.reply if own else None,
                 diff=diff,
             )
         )

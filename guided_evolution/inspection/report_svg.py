@@ -21,6 +21,32 @@ from guided_evolution.inspection.html_parts import (
 )
 from guided_evolution.inspection.report_data import GraphNode, Point, ProgressRow, Report
 
+CLOUD_LIMIT = 1500
+"""Most points a cloud (the variants off the front, the evaluations under a best-so-far line)
+draws; a larger one is an even sample of it, said under the plot. Fronts and lines are exact."""
+
+
+def sample(items: Sequence[Any], limit: int | None = None) -> list[Any]:
+    """``items``, or ``limit`` (default `CLOUD_LIMIT`) of them evenly spread over their order
+    (first and last kept)."""
+    limit = CLOUD_LIMIT if limit is None else max(limit, 2)
+    n = len(items)
+    if n <= limit:
+        return list(items)
+    step = (n - 1) / (limit - 1)
+    return [items[round(i * step)] for i in range(limit)]
+
+
+def sample_note(shown: int, total: int, what: str) -> str:
+    """The line under a plot whose cloud is a sample ('' when it is whole)."""
+    if shown >= total:
+        return ""
+    return (
+        f'<div class="offnote">{what}: an even sample of {shown} of {total} is drawn '
+        "(the run is large); the Pareto front and the best-so-far line are exact.</div>"
+    )
+
+
 # --------------------------------------------------------------------------- frames and axes
 
 
@@ -181,7 +207,11 @@ def front_svgs(rep: Report) -> list[str]:
             pts = [(fr.x(xval(p)), fr.y(p.scores[yo[0]])) for p in front]
             d = f"M{pts[0][0]:.1f},{pts[0][1]:.1f}" + "".join(f"H{x:.1f}V{y:.1f}" for x, y in pts[1:])
             body.append(f'<path class="frontline" d="{d}"/>')
-        for p in sorted(rep.points, key=lambda p: (p.front, p.generation, p.id)):
+        rest = [p for p in rep.points if not p.front and p.id != rep.seed_id]
+        cloud = sample(rest)
+        kept = {p.id for p in cloud} | {p.id for p in rep.points if p.front or p.id == rep.seed_id}
+        drawn = [p for p in rep.points if p.id in kept]
+        for p in sorted(drawn, key=lambda p: (p.front, p.generation, p.id)):
             color = gen_colour(p.generation, rep.max_gen)
             tip = f"{p.id}  gen {p.generation}  {p.operator}\n{metric_tip(p.scores)}"
             cls = "pt front" if p.front else "pt"
@@ -198,6 +228,7 @@ def front_svgs(rep: Report) -> list[str]:
             sx, sy = fr.x(xval(seed)), fr.y(seed.scores[yo[0]])
             body.append(f'<text class="seedlabel" x="{sx + 8:.1f}" y="{sy - 8:.1f}">seed</text>')
         note = f'<div class="offnote">{off} off-scale variant(s) drawn as triangles at the edge</div>' if off else ""
+        note += sample_note(len(cloud), len(rest), "variants off the front")
         out.append(svg_plot(fr.width, fr.height, "".join(body), f"Pareto front {yo[0]}") + note)
     return out
 
@@ -231,7 +262,8 @@ def progress_svgs(rep: Report, axis: str) -> list[str]:
         ys = [r.scores[name] for r in rep.progress]
         fr = _Frame.fit([0.0, *xs], ys, keep_y=[r.best[name] for r in rep.progress], width=420, height=300)
         body = [fr.axes(xlabel, f"{name}  ({better(direction)})")]
-        for r in rep.progress:
+        dots = sample(rep.progress)
+        for r in dots:
             cls = "dot off" if fr.outside(get(r), r.scores[name]) else "dot"
             body.append(f'<circle class="{cls}" cx="{fr.x(get(r)):.1f}" cy="{fr.y(r.scores[name]):.1f}" r="2.5"/>')
         first = rep.progress[0]
@@ -247,7 +279,8 @@ def progress_svgs(rep: Report, axis: str) -> list[str]:
         d += f"H{fr.x(xmax):.1f}"
         body.append(f'<path class="best" d="{d}"/>')
         body.extend(marks)
-        out.append(svg_plot(fr.width, fr.height, "".join(body), f"best {name} over {axis}"))
+        note = sample_note(len(dots), len(rep.progress), "evaluations (dots)")
+        out.append(svg_plot(fr.width, fr.height, "".join(body), f"best {name} over {axis}") + note)
     return out
 
 

@@ -71,7 +71,7 @@ def resolve_id(index: Any, prefix: str, run_dir: Path | str = "RUN_DIR") -> str:
         raise GeError("empty variant id", f"pass a variant id or a unique prefix of one; {listing}")
     if _HEX.fullmatch(prefix):
         prefix = prefix.lower()
-    matches = [v.id for v in index.variants() if v.id.startswith(prefix)]
+    matches = index.ids_with_prefix(prefix)
     if not matches:
         raise GeError(f"no variant {clip(given)!r} in this run", listing)
     if len(matches) > 1:
@@ -119,7 +119,8 @@ def variant_calls(index: Any, variant: Any, all_calls: list[Any] | None = None) 
     if variant.eot_reflection:
         text = variant.eot_reflection.strip()
         limit = variant.llm_call_id or math.inf
-        pool = index.calls() if all_calls is None else all_calls
+        # Only the calls whose reply holds the reflection are read (not every call's messages).
+        pool = index.calls_replying(text, "eot", limit) if all_calls is None else all_calls
         matches = [
             c
             for c in pool

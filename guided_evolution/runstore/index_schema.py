@@ -220,12 +220,15 @@ def call_from_row(row: sqlite3.Row) -> CallRecord:
 
 @dataclass(frozen=True)
 class CallCost:
-    """What the spend tallies read of an LLM call (its messages and reply left unread)."""
+    """What the spend tallies and curves read of an LLM call (its messages and reply unread)."""
 
     id: int
     variant_id: str | None
     model: str
     cost_usd: float
+    created_at: float
+    prompt_tokens: int
+    completion_tokens: int
 
 
 def check_value(value: str, allowed: tuple[str, ...], what: str) -> None:

@@ -377,6 +377,23 @@ class RunIndex:
             )
         return [call_from_row(row) for row in rows]
 
+    def calls_replying(self, text: str, purpose_prefix: str, before_id: float) -> list[CallRecord]:
+        """Calls before ``before_id`` whose purpose starts with ``purpose_prefix`` and whose reply
+        contains ``text`` (a superset of those whose stripped reply is ``text``), oldest first."""
+        rows = self._rows(
+            "SELECT * FROM llm_calls WHERE substr(purpose, 1, ?) = ? AND id < ?"
+            " AND instr(reply, ?) > 0 ORDER BY id",
+            (len(purpose_prefix), purpose_prefix, min(before_id, 2**62), text),
+        )
+        return [call_from_row(row) for row in rows]
+
+    def ids_with_prefix(self, prefix: str) -> list[str]:
+        """Variant ids starting with ``prefix``, sorted."""
+        rows = self._rows(
+            "SELECT id FROM variants WHERE substr(id, 1, ?) = ? ORDER BY id", (len(prefix), prefix)
+        )
+        return [r[0] for r in rows]
+
     def cache_get(self, key: str) -> CachedReply | None:
         """The reply cached under this prompt key, or None (missing usage counts read as 0)."""
         row = self._row("SELECT * FROM llm_cache WHERE key = ?", (key,))
@@ -517,8 +534,14 @@ class RunIndex:
 
     def call_costs(self) -> list[CallCost]:
         """Every LLM call's id, variant, model and cost, oldest first (no message is read)."""
-        sql = "SELECT id, variant_id, model, cost_usd FROM llm_calls ORDER BY id"
-        return [CallCost(r[0], r[1], r[2], float(r[3] or 0.0)) for r in self._rows(sql)]
+        sql = (
+            "SELECT id, variant_id, model, cost_usd, created_at, prompt_tokens,"
+            " completion_tokens FROM llm_calls ORDER BY id"
+        )
+        return [
+            CallCost(r[0], r[1], r[2], float(r[3] or 0.0), r[4], r[5], r[6])
+            for r in self._rows(sql)
+        ]
 
     def call_totals(self) -> list[sqlite3.Row]:
         """Per LLM call purpose and outcome: calls, tokens and cost (no message is read)."""

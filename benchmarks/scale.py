@@ -1,0 +1,293 @@
+"""ge at scale (issue 29): build runs of 1,000 and 10,000 variants, time every inspection command.
+
+    python benchmarks/scale.py --cache /tmp/ge-scale                 # 1,000 and 10,000
+    python benchmarks/scale.py --cache /tmp/ge-scale --sizes 1000     # only 1,000
+    python benchmarks/scale.py --cache /tmp/ge-scale --build-only     # build (or reuse), no timing
+
+A run is what a user makes: ``ge init`` 's template seed (its evaluator fits and scores a small
+model in a few milliseconds; the default preload runs each stage in a boxed fork of a warm
+worker), then ``ge run SEED --model offline --population 100 --initial-population 100
+--generations G --slots 2`` (the seed's 100 children, then G generations of 100: G is chosen for
+about ``size`` children, as identical children are one variant), under the default sandbox. A built run is cached under ``--cache DIR`` (``DIR/nSIZE/run``
+with ``build.json``: wall and CPU of the whole ge process tree) and reused: the 10,000 run takes
+about ten minutes of CPU to build. The 100,000 case is not built by this script.
+
+Printed per size:
+
+* **build**: children, wall and CPU (ge, its sandboxes and workers: ``RUSAGE_CHILDREN``) per
+  child, and the wall per child by thousand (from the variants' creation times in the index);
+* **inspection**: each command's wall time, median of ``--repeat`` runs of a fresh
+  ``python -m guided_evolution`` process (start-up included, as a user sees it), and its CPU;
+  ``ge report``'s file size. The first ``ge status`` of a run whose index has no stored
+  generation measures yet (a run of an older ge) computes and stores them: it is timed apart as
+  ``status (first read)`` on a fresh copy of the index when ``--first-read`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GE = [sys.executable, "-m", "guided_evolution"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["LITELLM_OFFLINE_MODE"] = "true"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def build(cache: Path, size: int) -> dict:
+    """The cached run of ``size`` variants (built first when missing): its build record."""
+    where = cache / f"n{size}"
+    record_path = where / "build.json"
+    if record_path.exists():
+        return json.loads(record_path.read_text())
+    if where.exists():
+        shutil.rmtree(where)
+    where.mkdir(parents=True)
+    seed = where / "seed"
+    subprocess.run([*GE, "init", str(seed)], check=True, env=_env(), capture_output=True)
+    generations = _generations(size)
+    argv = [
+        *GE, "run", str(seed), "--run-dir", str(where / "run"), "--model", "offline",
+        "--population", "100", "--initial-population", "100",
+        "--generations", str(generations), "--slots", "2", "--json",
+    ]  # fmt: skip
+    cpu0, wall0 = _children_cpu(), time.perf_counter()
+    done = subprocess.run(argv, env=_env(), capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - wall0, _children_cpu() - cpu0
+    finished = _finished(where / "run" / "index.sqlite")
+    if done.returncode != 0 and not finished:
+        raise SystemExit(f"ge run failed ({done.returncode}): {done.stderr[-2000:]}")
+    record = {"size": size, "wall_s": wall, "cpu_s": cpu, "argv": argv[2:]}
+    if done.returncode != 0:  # e.g. its closing summary met a module being edited
+        record["note"] = f"the run finished, ge exited {done.returncode}: {done.stderr[-300:]}"
+    record["children"], record["by_thousand"] = _per_thousand(where / "run" / "index.sqlite")
+    record_path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def _fake_score(files: dict[str, str]) -> dict[str, float | str] | str:
+    """The in-process evaluator of ``--evaluator fake``: the template's two objectives from the
+    code alone (``size``: syntax nodes; ``score``: a deterministic stand-in), a crash where the
+    code does not parse."""
+    import ast
+    import zlib
+
+    text = files.get("model.py", "")
+    try:
+        size = sum(1 for _ in ast.walk(ast.parse(text)))
+    except SyntaxError as err:
+        return f"exit code 1: SyntaxError: {err.msg}"
+    return {"score": -(zlib.crc32(text.encode()) % 10_000) / 1000.0, "size": float(size)}
+
+
+def build_fake(cache: Path, size: int) -> dict:
+    """As :func:`build`, in this process through the test harness (``tests.support.harness``:
+    the real engine, offline operators, git store, index and recorder) with its in-process
+    ``FakeExecutor`` instead of sandboxed evaluations: the same run for the inspection commands,
+    built in a minute instead of tens; its per-child figures are not ge's (no evaluator)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.support.harness import FakeExecutor, run_engine
+
+    where = cache / f"n{size}-fake"
+    record_path = where / "build.json"
+    if record_path.exists():
+        return json.loads(record_path.read_text())
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    seed = where / "seed"
+    subprocess.run([*GE, "init", str(seed)], check=True, env=_env(), capture_output=True)
+    os.environ["LITELLM_OFFLINE_MODE"] = "true"
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    run_engine(
+        seed, where / "run", executor=FakeExecutor(_fake_score).factory, model="offline",
+        population=100, initial_population=100, generations=_generations(size), slots=2,
+    )  # fmt: skip
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    record = {"size": size, "wall_s": wall, "cpu_s": cpu, "evaluator": "fake (in-process)"}
+    record["children"], record["by_thousand"] = _per_thousand(where / "run" / "index.sqlite")
+    record_path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def _finished(index: Path) -> bool:
+    if not index.exists():
+        return False
+    conn = sqlite3.connect(index.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT 1 FROM meta WHERE key = 'finished'").fetchone() is not None
+    finally:
+        conn.close()
+
+
+def _generations(size: int) -> int:
+    """Generations of 100 after the initial 100 that make about ``size`` children: the offline
+    operators' children repeat a parent or a sibling now and then (one variant; about 15 % at
+    population 100), so 18 % more are planned. The built run's own count is printed."""
+    return max(round(size * 1.18 / 100) - 1, 1)
+
+
+def _per_thousand(index: Path) -> tuple[int, list[float]]:
+    """The children's count and the wall seconds per child of each thousand children, in the
+    order they were created (the first child's creation to the thousandth's, and so on)."""
+    conn = sqlite3.connect(index.resolve().as_uri() + "?mode=ro", uri=True)
+    times = [
+        row[0]
+        for row in conn.execute(
+            "SELECT created_at FROM variants WHERE operator != 'seed' ORDER BY created_at"
+        )
+    ]
+    conn.close()
+    per = []
+    for start in range(0, len(times) - 1, 1000):
+        chunk = times[start : start + 1001]
+        if len(chunk) > 1:
+            per.append((chunk[-1] - chunk[0]) / (len(chunk) - 1))
+    return len(times), per
+
+
+def _commands(run: Path, variant: str, out: Path) -> list[tuple[str, list[str]]]:
+    r = str(run)
+    return [
+        ("ge status", ["status", r]),
+        ("ge status --json", ["status", r, "--json"]),
+        ("ge best", ["best", r]),
+        ("ge best --json", ["best", r, "--json"]),
+        ("ge show ID", ["show", r, variant]),
+        ("ge lineage ID", ["lineage", r, variant]),
+        ("ge log", ["log", r]),
+        ("ge log --eot", ["log", r, "--eot"]),
+        ("ge log --failures", ["log", r, "--failures"]),
+        ("ge log --bandit", ["log", r, "--bandit"]),
+        ("ge diff ID (vs seed)", ["diff", r, variant]),
+        ("ge report", ["report", r, "-o", str(out)]),
+    ]
+
+
+def _time(argv: list[str], repeat: int) -> tuple[float, float, int]:
+    """Median wall and CPU seconds of ``repeat`` runs of ``ge ARGV``, and the last exit code."""
+    walls, cpus, rc = [], [], 0
+    for _ in range(repeat):
+        cpu0, wall0 = _children_cpu(), time.perf_counter()
+        done = subprocess.run([*GE, *argv], env=_env(), capture_output=True)
+        walls.append(time.perf_counter() - wall0)
+        cpus.append(_children_cpu() - cpu0)
+        rc = rc or done.returncode
+    return statistics.median(walls), statistics.median(cpus), rc
+
+
+def _best_variant(run: Path) -> str:
+    done = subprocess.run(
+        [*GE, "best", str(run), "--json"], env=_env(), capture_output=True, text=True, check=True
+    )
+    front = json.loads(done.stdout)["front"]
+    return str(front[0]["id"])
+
+
+def inspect(run: Path, repeat: int, first_read: bool) -> list[dict]:
+    """Each inspection command's median wall and CPU on ``run`` (and the report's size)."""
+    out = run.parent / "report.html"
+    rows = []
+    if first_read:
+        rows.append(_first_read(run))
+    for label, argv in _commands(run, _best_variant(run), out):
+        wall, cpu, rc = _time(argv, repeat)
+        row = {"command": label, "wall_s": wall, "cpu_s": cpu, "rc": rc}
+        if label == "ge report" and out.exists():
+            row["bytes"] = out.stat().st_size
+        rows.append(row)
+    return rows
+
+
+def _first_read(run: Path) -> dict:
+    """`ge status --json` on a copy of the run whose index has no measures table (as an earlier
+    ge left it): the one read that computes and stores every generation's measures."""
+    copy = run.parent / "first-read"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run, copy, symlinks=True)
+    conn = sqlite3.connect(copy / "index.sqlite")
+    conn.execute("DROP TABLE IF EXISTS generation_measures")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    wall, cpu, rc = _time(["status", str(copy), "--json"], 1)
+    shutil.rmtree(copy, ignore_errors=True)
+    return {
+        "command": "ge status --json (first read, old run)",
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rc": rc,
+    }
+
+
+def _print_build(record: dict) -> None:
+    n = record["children"]
+    print(
+        f"build: {n} children ({record['size']} asked) in {record['wall_s']:.0f} s wall, "
+        f"{record['cpu_s']:.0f} s CPU (ge, its sandboxes and workers): "
+        f"{1000 * record['wall_s'] / n:.1f} ms wall, {1000 * record['cpu_s'] / n:.1f} ms CPU per child"
+    )
+    per = "  ".join(f"{1000 * x:.0f}" for x in record["by_thousand"])
+    print(f"  wall per child (ms) by thousand children: {per}")
+    if record.get("note"):
+        print(f"  note: {record['note']}")
+
+
+def _print_rows(rows: list[dict]) -> None:
+    print(f"  {'command':42} {'wall s':>7} {'CPU s':>7}")
+    for r in rows:
+        extra = f"  {r['bytes'] / 1e6:.2f} MB" if "bytes" in r else ""
+        failed = f"  (exit {r['rc']})" if r["rc"] else ""
+        print(f"  {r['command']:42} {r['wall_s']:7.2f} {r['cpu_s']:7.2f}{extra}{failed}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, required=True, help="where built runs are kept")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each command (median)")
+    parser.add_argument(
+        "--first-read", action="store_true", help="also time an old run's first read"
+    )
+    parser.add_argument(
+        "--evaluator", choices=["real", "fake"], default="real",
+        help="fake: build in-process with the test harness's evaluator (inspection timing only)",
+    )  # fmt: skip
+    parser.add_argument("--run", type=Path, help="time the commands on this run instead (no build)")
+    args = parser.parse_args()
+    if args.run is not None:
+        _print_rows(inspect(args.run.resolve(), args.repeat, args.first_read))
+        return
+    for size in args.sizes:
+        fake = args.evaluator == "fake"
+        record = (build_fake if fake else build)(args.cache.resolve(), size)
+        name = f"n{size}-fake" if fake else f"n{size}"
+        print(f"== {size} variants: {args.cache / name / 'run'}")
+        _print_build(record)
+        if not args.build_only:
+            _print_rows(
+                inspect(args.cache.resolve() / f"n{size}" / "run", args.repeat, args.first_read)
+            )
+
+
+if __name__ == "__main__":
+    main()
