@@ -524,6 +524,24 @@ def _readable(command: Any) -> Any:
     return command
 
 
+def _command_line_errors() -> tuple[type[Exception], ...]:
+    """The exceptions of click's command-line parsing (typer vendors click from 0.26 on)."""
+    import click
+
+    return (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+
+
+def _usage_error(err: Any) -> GeError:
+    """A mistake on the command line (missing argument, unknown option or command, a value of
+    the wrong type) as one line with the usage, not click's boxed panel."""
+    message = err.format_message().rstrip(".")
+    ctx = getattr(err, "ctx", None)
+    if ctx is None:
+        return GeError(message, "see `ge --help`")
+    usage = ctx.get_usage().removeprefix("Usage: ").replace("{", "").replace("}", "")
+    return GeError(message, f"usage: {usage}; see `{ctx.command_path} --help`")
+
+
 def _fail(err: GeError) -> None:
     label = "[yellow]stopped:[/yellow]" if err.exit_code in (130, 143) else "[red]error:[/red]"
     # The message may quote a variant (the seed's last output line, a generation's failure
@@ -552,7 +570,16 @@ def main() -> None:
     # whose finalizers Python does not promise to run; atexit hooks and refcounts work as before.
     atexit.register(gc.freeze)
     try:
-        _readable(typer.main.get_command(app))()
+        code = _readable(typer.main.get_command(app)).main(standalone_mode=False)
+        if isinstance(code, int):  # typer.Exit(N) (`--help`, `--version`: 0; doctor: 1)
+            sys.exit(code)
+    except typer.Abort:
+        Console(stderr=True).print("aborted")
+        sys.exit(1)
+    except _command_line_errors() as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # `ge` alone: its help is printed
+            sys.exit(2)
+        _fail(_usage_error(err))
     except GeError as err:
         _fail(err)
     except OSError as err:

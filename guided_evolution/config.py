@@ -404,34 +404,68 @@ class GeConfig(_Model):
 # --------------------------------------------------------------------------- loading
 
 
-def _format_validation_error(source: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ""
-    for part in first["loc"]:
-        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+_TYPE_TAGS = {"int", "float", "str", "bool"}
+# `ge run`'s flags whose name is not the key's last part (the rest: --generations, --slots, ...)
+_FLAG_NAMES = {"llm.models": "--model", "executor.kind": "--executor", "evaluator.sandbox": "--no-sandbox"}
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    """``executor.slots``, ``llm.models[0].model``: the key a validation error is about, without
+    pydantic's union-member tags (``int``, ``literal['auto']``), which name no key."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier() and part not in _TYPE_TAGS:
+            out += f".{part}" if out else part
+    return out
+
+
+def _flag(loc: str, flags: set[str]) -> str | None:
+    """The CLI flag that set the key at ``loc`` (an override), or None (the file did)."""
+    for key in flags:
+        if loc == key or loc.startswith((key + ".", key + "[")):
+            return _FLAG_NAMES.get(key, "--" + key.rpartition(".")[2].replace("_", "-"))
+    return None
+
+
+def _format_validation_error(
+    source: str, err: ValidationError, flags: set[str] | frozenset[str] = frozenset()
+) -> str:
+    errors = err.errors()
+    first = errors[0]
+    loc = _dotted(first["loc"])
     kind = first["type"]
     value = first.get("input")
     if kind == "extra_forbidden":
         return f"{source}: unknown key '{loc}' (check the spelling; see `ge init` for every key)"
     if kind == "missing":
         return f"{source}: missing required key '{loc}'"
-    msg = first["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
+    msg = first["msg"].removeprefix("Value error, ")
+    for other in errors[1:]:  # the other members of a union (`int | "auto"`) at the same key
+        if _dotted(other["loc"]) == loc:
+            expected = (other.get("ctx") or {}).get("expected")
+            msg += f", or {expected}" if other["type"] == "literal_error" and expected else ""
     shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
     if len(shown) > 60:
         shown = shown[:57] + "..."
+    flag = _flag(loc, set(flags))
+    if flag is not None:
+        return f"{flag} {shown}: {msg}"
     where = f"'{loc}' = {shown}" if loc else shown
     return f"{source}: {where}: {msg}"
 
 
-def parse_config(data: dict[str, Any], source: str = CONFIG_NAME) -> GeConfig:
-    """Validate a decoded config mapping; raise ConfigError with one line on failure."""
+def parse_config(
+    data: dict[str, Any], source: str = CONFIG_NAME, flags: set[str] | frozenset[str] = frozenset()
+) -> GeConfig:
+    """Validate a decoded config mapping; raise ConfigError with one line on failure (naming the
+    CLI flag where one of the dotted keys in ``flags``, set by a flag, is the bad value)."""
     refuse_moved(data, source)
     try:
         return GeConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(source, err)) from None
+        raise ConfigError(_format_validation_error(source, err, flags)) from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -513,7 +547,8 @@ def load_config(
     data = apply_profile(read_toml(path), profile, path.name)
     data = apply_overrides(data, overrides or {})
     source = path.name if profile is None else f"{path.name} (profile {profile})"
-    return parse_config(data, source=source)
+    flags = {key for key, value in (overrides or {}).items() if value is not None}
+    return parse_config(data, source=source, flags=flags)
 
 
 def find_config(seed_dir: Path | None, config: Path | None) -> Path:
