@@ -29,6 +29,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,51 @@ class _NotesState:
     bucket_trees: dict[str, pygit2.Oid] = field(default_factory=dict)
 
 
+class _ChangedWhileRead(Exception):
+    """The file changed while it was parsed (so the answer is not cached)."""
+
+
+@functools.lru_cache(maxsize=16)
+def _says_ge_version(config: str, text: bytes | None) -> bool:
+    """Whether the git config file ``config``, which holds ``text``, says ``ge.version``."""
+    try:
+        found = "ge.version" in pygit2.Config(config)
+    except pygit2.GitError:
+        return False
+    if text is not None and Path(config).read_bytes() != text:
+        raise _ChangedWhileRead
+    return found
+
+
+class _RecentFiles:
+    """Commit sha -> its files, for the commits read last, up to ``max_bytes`` of content."""
+
+    def __init__(self, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[tuple[str, int, bytes], ...]] = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def _size(files: tuple[tuple[str, int, bytes], ...]) -> int:
+        return sum(len(data) for _, _, data in files)
+
+    def get(self, sha: str) -> tuple[tuple[str, int, bytes], ...] | None:
+        found = self._items.get(sha)
+        if found is not None:
+            self._items.move_to_end(sha)
+        return found
+
+    def put(self, sha: str, files: tuple[tuple[str, int, bytes], ...]) -> None:
+        size = self._size(files)
+        if sha in self._items or size > self.max_bytes // 4:
+            return
+        self._items[sha] = files
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, dropped = self._items.popitem(last=False)
+            self._bytes -= self._size(dropped)
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -170,6 +216,7 @@ class GitStore:
             pygit2.option(pygit2.enums.Option.ENABLE_FSYNC_GITDIR, True)
         self._repo = self._open_repo()
         self._known: set[pygit2.Oid] = set()  # objects known to be in the repository
+        self._recent = _RecentFiles()
         self._notes: _NotesState | None = None
 
     def _open_repo(self) -> pygit2.Repository:
@@ -220,13 +267,17 @@ class GitStore:
 
     @staticmethod
     def _is_ge_repo(path: Path) -> bool:
-        config = path / "config"
-        if not (path / "objects").is_dir() or not config.is_file():
+        config = Path(path) / "config"
+        if not (Path(path) / "objects").is_dir() or not config.is_file():
             return False
         try:
-            return "ge.version" in pygit2.Config(str(config))
-        except pygit2.GitError:
+            text = config.read_bytes()
+        except OSError:
             return False
+        try:  # the damage check asks between writes: each config text is parsed once
+            return _says_ge_version(str(config), text)
+        except _ChangedWhileRead:
+            return _says_ge_version.__wrapped__(str(config), None)
 
     @staticmethod
     def layout_damage(path: Path) -> str | None:
@@ -535,11 +586,22 @@ class GitStore:
             else:
                 yield f"{prefix}{name}", entry.filemode, entry.id
 
-    def _files(self, commit: str) -> Iterator[tuple[str, int, bytes]]:
-        """(path, mode, content) of every file of a commit (submodule links left out)."""
-        for path, mode, oid in self._walk(self.commit_info(commit).tree):
-            if mode != MODE_GITLINK:
-                yield path, mode, self._object(oid, ObjectType.BLOB).data
+    def _files(self, commit: str) -> tuple[tuple[str, int, bytes], ...]:
+        """(path, mode, content) of every file of a commit (submodule links left out).
+
+        The last commits read are kept (:class:`_RecentFiles`): a child is checked out right
+        after its commit, and parents are read again and again; a sha names its files for good.
+        """
+        sha = self.resolve(commit)
+        found = self._recent.get(sha)
+        if found is None:
+            found = tuple(
+                (path, mode, self._object(oid, ObjectType.BLOB).data)
+                for path, mode, oid in self._walk(self.commit_info(sha).tree)
+                if mode != MODE_GITLINK
+            )
+            self._recent.put(sha, found)
+        return found
 
     def read_files(self, commit: str) -> dict[str, bytes]:
         """Every file of a commit: path -> content."""
@@ -559,7 +621,8 @@ class GitStore:
         dest.mkdir(parents=True, exist_ok=True)
         for path, mode, data in self._files(commit):
             target = dest.joinpath(*path.split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if "/" in path:
+                target.parent.mkdir(parents=True, exist_ok=True)
             if mode == MODE_LINK:
                 os.symlink(data.decode("utf-8", "surrogateescape"), target)
                 continue
