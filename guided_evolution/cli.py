@@ -224,8 +224,8 @@ def resume(
         bool,
         typer.Option(
             "--reload-evaluator",
-            help="Take the evaluator files and [evaluator] of ge.toml as they are now in the seed "
-            "directory (recorded, shown by `ge status`); [objectives] stay the run's.",
+            help="Take the evaluator files and \\[evaluator] of ge.toml as they are now in the "
+            "seed directory (recorded, shown by `ge status`); \\[objectives] stay the run's.",
         ),
     ] = False,
     detach: DetachFlag = False,

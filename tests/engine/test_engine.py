@@ -172,6 +172,10 @@ def test_resume_after_kill_9_loses_nothing_and_repeats_nothing(tmp_path: Path) -
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        # The run directory appears once the seed evaluated ok (issue 26): kill inside the run.
+        deadline = time.monotonic() + 120
+        while not run_dir.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
