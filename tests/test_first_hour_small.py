@@ -1,14 +1,21 @@
 """The smaller first-hour findings of issue 26 (item 9): a command-line mistake is one line (not
-click's boxed panel), a bad flag value names the flag (not `ge.toml:`), and a config error never
-shows pydantic's union tags (`'executor.slots.int'`)."""
+click's boxed panel), a bad flag value names the flag (not `ge.toml:`), a config error never
+shows pydantic's union tags (`'executor.slots.int'`), the counts add up (the seed is named),
+status and the stop reason name the same generation, `ge log --bandit` says why it is empty, and
+the report says "offline" only on offline runs."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from guided_evolution.inspection.report_bandit import BanditView, TokenView, bandit_html
+from guided_evolution.runstore.records import META_FINISHED
+from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge
 from tests.support.seeds import template_seed
 
@@ -69,3 +76,41 @@ def test_a_union_keys_error_names_the_key_without_pydantics_tags(tmp_path: Path)
     line = _one_line(ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path))
     assert "'executor.slots' = 1.5" in line and ".int" not in line, line
     assert "or 'auto'" in line
+
+
+def test_the_summary_and_status_counts_add_up_and_name_the_seed(
+    template_run: Path, copy_run: Any, tmp_path: Path
+) -> None:
+    run = copy_run(template_run)
+    summary = ge("resume", str(run), cwd=tmp_path)  # a finished run prints its summary again
+    assert summary.returncode == 0, summary.stderr
+    found = re.search(r"(\d+) children \+ seed: (\d+) evaluated, (\d+) failed,", summary.stdout)
+    assert found, summary.stdout
+    children, evaluated, failed = map(int, found.groups())
+    assert evaluated + failed == children + 1
+    with RunIndex.open(run / "index.sqlite") as index:  # as a run stopped by Ctrl-C in gen 2
+        index.set_meta(META_FINISHED, "")
+        index.add_event("generation_started", {"generation": 2, "plans": 4})
+        index.add_event("run_interrupted", {"generation": 2})
+    status = ge("status", str(run), cwd=tmp_path, env={"COLUMNS": "200"}).stdout
+    assert "generation 1/1 completed, generation 2 unfinished" in status, status
+    assert "interrupted (Ctrl-C) in generation 2" in status
+    assert f"{children} children + seed: {evaluated} evaluated, {failed} failed" in status
+
+
+def test_log_bandit_on_an_offline_run_says_why_it_shows_no_arm(
+    template_run: Path, tmp_path: Path
+) -> None:
+    proc = ge("log", str(template_run), "--bandit", cwd=tmp_path)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert proc.returncode == 0 and len(lines) == 1, proc.stdout
+    assert lines[0].startswith("no bandit arms to show: an offline run has no models"), lines
+
+
+def test_the_reports_arm_heading_says_offline_only_on_offline_runs() -> None:
+    arm = {"arm": "x", "pulls": 1, "improvements": 0, "rate": 0.0, "cost_usd": 0.0}
+    tokens = TokenView([], 0, None)
+    llm = bandit_html(BanditView("off", False, [arm, arm], [arm]), tokens)
+    offline = bandit_html(BanditView("off", False, [], [arm]), tokens)
+    assert "<h3>operator/persona</h3>" in llm and "offline" not in llm
+    assert "<h3>edit class (offline)</h3>" in offline and "operator/persona" not in offline

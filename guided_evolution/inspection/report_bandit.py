@@ -138,7 +138,8 @@ def bandit_html(bandit: BanditView, tokens: TokenView) -> str:
     """The report's section: an arms table per bandit and the tokens table."""
     head = "<tr><th>arm</th><th>pulls</th><th>improvements</th><th>rate</th><th>spend</th></tr>"
     parts = [f"<h2>LLM spend</h2><p>bandit: {esc(bandit.algorithm)}</p>"]
-    for arms, title in ((bandit.models, "models"), (bandit.personas, "operator/persona (offline: edit)")):
+    persona = "operator/persona" if bandit.models else "edit class (offline)"  # offline: no models
+    for arms, title in ((bandit.models, "models"), (bandit.personas, persona)):
         if arms:
             parts.append(f"<h3>{title}</h3><table>{head}{_arm_rows(arms)}</table>")
     if tokens.by_operator:

@@ -140,13 +140,22 @@ def front_table(
     return table
 
 
+def _variants(children: int, evaluated: int, failed: int, pending: int = 0) -> str:
+    """``13 children + seed: 11 evaluated, 3 failed``: the counts of variants (the seed is one)
+    add up to the children plus the seed; what is neither is said (not evaluated yet)."""
+    rest = children + 1 - evaluated - failed - pending
+    tail = f", {pending} pending" if pending else ""
+    tail += f", {rest} not evaluated" if rest > 0 else ""
+    return f"{children} children + seed: {evaluated} evaluated, {failed} failed{tail}"
+
+
 def print_summary(console: Console, summary: Any) -> None:
     """The end of `ge run` / `ge resume`."""
     data = summary.as_dict()
     front = [FrontRow(**row) for row in data["front"]]
     print_wide(console, front_table(front, [Objective(**o) for o in data["objectives"]]))
     console.print(
-        f"{data['children']} children, {data['evaluated']} evaluated, {data['failed']} failed, "
+        f"{_variants(data['children'], data['evaluated'], data['failed'])}, "
         f"{data['llm_calls']} LLM calls, ${data['cost_usd']:.4f}; {_m(data['stop_reason'])}",
         soft_wrap=True,
     )
@@ -167,8 +176,8 @@ def print_status(console: Console, data: StatusView) -> None:
         line = Text(f"finished: {_fmt(run.stop_reason)}")
     console.print(Text(_fmt(data.run_dir), style="bold") + Text("  ") + line)
     console.print(
-        f"generation {data.generation}/{data.generations}  children {data.children}  "
-        f"evaluated {data.evaluated}  failed {data.failed}  pending {data.pending}"
+        f"{_generations(data)}  {_variants(data.children, data.evaluated, data.failed, data.pending)}",
+        soft_wrap=True,
     )
     console.print(
         f"LLM calls {data.llm_calls} ({data.llm_errors} errors)  tokens "
@@ -191,6 +200,24 @@ def print_status(console: Console, data: StatusView) -> None:
         console.print(Text(_fmt(line)))
     for line in _isolation_lines(data.isolation_info):
         console.print(line)
+
+
+def _generations(data: StatusView) -> str:
+    """``generation 2/4 completed, generation 3 unfinished``: the last completed generation and
+    the one started after it (running, or where a stopped run stopped), so that it reads with
+    "interrupted in generation 3"."""
+    rows = data.children_per_generation or []
+    done = [r.generation for r in rows if r.new is not None]
+    text = (
+        f"generation {max(done)}/{data.generations} completed"
+        if done
+        else f"no generation completed yet (of {data.generations})"
+    )
+    started = [r.generation for r in rows if r.new is None and r.generation > max(done, default=-1)]
+    if started:
+        state = "running" if data.run_state.state == "live" else "unfinished"
+        text += f", generation {max(started)} {state}"
+    return text
 
 
 def _isolation_lines(info: IsolationInfo) -> list[Text]:
@@ -394,9 +421,25 @@ def spend_lines(tokens: TokenView | None, bandit: BanditView | None) -> list[str
                 f"{a['arm']} {a['improvements']}/{a['pulls']} ({a['rate']:.0%}, ${a['cost_usd']:.4f})"
                 for a in arms
             ]
-            label = "operator/persona" if name == "personas" else name
+            persona = "operator/persona" if bandit.models else "edit class (offline)"
+            label = persona if name == "personas" else name
             lines.append(f"{label} (bandit {bandit.algorithm}): " + "  ".join(cells))
     return lines
+
+
+def no_bandit_line(bandit: BanditView) -> str:
+    """Why `ge log --bandit` has no arm to show (an offline run, one model, nothing pulled yet)."""
+    if not bandit.models:
+        models = "an offline run has no models to choose between"
+    elif len(bandit.models) < 2:
+        models = "one model, so no choice of model"
+    else:
+        models = "no model has a pull yet"
+    personas = "operator/persona arm" if bandit.models else "edit class"
+    return (
+        f"no bandit arms to show: {models}, and no {personas} has a pull yet "
+        f'([llm.bandit] kind = "{bandit.algorithm}")'
+    )
 
 
 def print_log(console: Console, data: LogView) -> None:
@@ -422,8 +465,8 @@ def print_log(console: Console, data: LogView) -> None:
             console.rule(Text(title), align="left")
             console.print(_block(row.text), markup=False, highlight=False)
     if data.bandit is not None:
-        for line in spend_lines(None, data.bandit):
-            console.print(Text(_fmt(line)))
+        for line in spend_lines(None, data.bandit) or [no_bandit_line(data.bandit)]:
+            console.print(Text(_fmt(line)), soft_wrap=True)
         for state in data.bandit.generations or []:
             console.print(Text(f"  generation {state['generation']} drew from: " + _arms_text(state)))
     if data.failures is not None:
