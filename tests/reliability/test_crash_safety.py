@@ -201,15 +201,18 @@ def test_kill_9_many_times_then_resume_loses_and_repeats_nothing(tmp_path: Path)
 
 
 def _gated(seed: Path) -> Path:
-    """Make the seed's evaluations wait until the returned file exists (the sandbox shows the
+    """Make the children's evaluations wait until the returned file exists (the sandbox shows the
     seed directory read-only, files created there later included): the run stays live as long
-    as the test needs it to, on a machine of any speed."""
+    as the test needs it to, on a machine of any speed. The seed's own evaluation does not wait:
+    the run directory is made once it evaluated ok."""
     evaluate = seed / "evaluate.py"
     evaluate.write_text(
         evaluate.read_text().replace(
             "    rng = random.Random(0)",
             "    import time\n"
-            "    while not (Path(os.environ['GE_SEED_DIR']) / 'release').exists():\n"
+            "    seed_dir = Path(os.environ['GE_SEED_DIR'])\n"
+            "    is_seed = Path('model.py').read_text() == (seed_dir / 'model.py').read_text()\n"
+            "    while not is_seed and not (seed_dir / 'release').exists():\n"
             "        time.sleep(0.05)\n"
             "    rng = random.Random(0)",
         )
