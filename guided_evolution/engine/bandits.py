@@ -1,9 +1,12 @@
 """The run's two bandits as the engine uses them: each generation's state computed from the
 children decided before it (``evolution.bandit_history``), stored as a ``bandit`` event and read
-back on resume; the choices of models and (operator, persona) arms; rejected plans' pulls."""
+back on resume; the choices of models and (operator, persona) arms; rejected plans' pulls and
+byte-identical duplicate proposals' pulls."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +15,7 @@ from typing import Any
 from guided_evolution.config import GeConfig
 from guided_evolution.evolution.bandit import ArmStats, choose, per_dollar, state_dict, tally
 from guided_evolution.evolution.bandit_history import (
+    DUPLICATE,
     EOT_ARM,
     MUTATION,
     REJECTED,
@@ -22,6 +26,33 @@ from guided_evolution.evolution.bandit_history import (
 from guided_evolution.evolution.operators import eot as eot_op
 from guided_evolution.evolution.operators import registry
 from guided_evolution.evolution.scoring import ObjectiveSpec
+from guided_evolution.evolution.segments import variant_id
+
+
+def batch_ucb1(arms: Sequence[ArmStats], plan: int) -> str:
+    """UCB1's arm for child ``plan`` of a generation: the ``plan``-th pick when each pick is
+    counted as a pull at the arm's current mean before the next (batched UCB1; ties go to the
+    first arm, unpulled arms first, heaviest prior first). A generation's children share one
+    state and UCB1 is deterministic: picking from the state alone, every child of a generation
+    explored the same arm (offline, an edit that may apply nowhere: every proposal rejected, the
+    run stopped). A pure function of the state and the plan index: a resumed run makes the same
+    choices."""
+    out = list(arms)
+    for _ in range(max(plan, 0) + 1):
+        fresh = [a for a in out if a.pulls == 0]
+        if fresh:
+            pick = max(fresh, key=lambda a: a.prior_mean)
+        else:
+            total = sum(a.pulls for a in out)
+            pick = max(out, key=lambda a: _ucb1_score(a, total))
+        mean = pick.alpha / (pick.alpha + pick.beta)
+        virtual = dataclasses.replace(pick, pulls=pick.pulls + 1, rewards=pick.rewards + mean)
+        out = [virtual if a is pick else a for a in out]
+    return pick.arm
+
+
+def _ucb1_score(arm: ArmStats, total: int) -> float:
+    return arm.alpha / (arm.alpha + arm.beta) + math.sqrt(2.0 * math.log(total) / arm.pulls)
 
 
 @dataclass(frozen=True)
@@ -54,6 +85,8 @@ class Bandits:
         self.persona_weights = operator_arms(cfg)
         self._states: dict[int, BanditState] = {}
         self._drawn: dict[tuple[int, int], str] = {}  # (generation, plan) -> arm drawn
+        self.evolvable = cfg.seed.files
+        self._made: dict[str, tuple[int, int]] = {}  # a new child's id -> (generation, plan)
 
     @property
     def chooses_eot(self) -> bool:
@@ -119,7 +152,10 @@ class Bandits:
         if not self.on or len(names) < 2:
             return None
         arms = [a for a in self.state(generation).personas if a.arm in names]
-        arm = choose(self.algorithm, arms, rng)
+        if self.algorithm == "ucb1" and plan >= 0:
+            arm = batch_ucb1(arms, plan)
+        else:
+            arm = choose(self.algorithm, arms, rng)
         self._drawn[(generation, plan)] = arm
         if self.offline:
             return registry.base().name, arm
@@ -132,3 +168,25 @@ class Bandits:
         arm = self._drawn.pop((generation, plan), None)
         if arm is not None:
             self.index.add_event(REJECTED, {"generation": generation, "plan": plan, "arm": arm})
+
+    def proposed(self, generation: int, plan: int, files: dict[str, str], calls: list[int]) -> None:
+        """Plan ``plan`` made a child with ``files`` (its LLM calls: ``calls``). A child
+        byte-identical to a variant the run has is recorded as that variant and never evaluated
+        as this plan's: its drawn arm and the model of its last call are a pull with reward 0 (a
+        ``bandit_duplicate`` event, with the calls for their cost). Not when the variant is this
+        plan's own child replayed by a resumed run (a child of the same generation this process
+        has not seen made); nothing is written with the bandit off."""
+        if not self.on:
+            return
+        key = (generation, plan)
+        vid = variant_id(files, self.evolvable)
+        existing = self.index.get_variant(vid)
+        made = self._made.get(vid)
+        if existing is None or (made is None and existing.generation == generation):
+            self._made.setdefault(vid, key)
+            return
+        if made == key:
+            return
+        arm = self._drawn.pop(key, None)
+        data = {"generation": generation, "plan": plan, "variant": vid, "arm": arm, "calls": calls}
+        self.index.add_event(DUPLICATE, data)

@@ -159,6 +159,7 @@ class _StepProposer:
             self.bandits.rejected(plan.generation, plan.index)
             raise NoChild(err.reason, plan.steps[0].op, err.budget) from None
         assert child is not None
+        self.bandits.proposed(plan.generation, plan.index, child.files, self.pending_calls(plan))
         if len(plan.steps) > 1:
             # A crossover child that was mutated afterwards is still a merge of two parents: it is
             # recorded as a crossover, and the description names every step.
@@ -173,6 +174,10 @@ class _StepProposer:
         return await self.apply(plan.steps[-1], plan, genome, previous, rng, sample=len(plan.steps))
 
     def take_calls(self, plan: Plan) -> list[int]:
+        return []
+
+    def pending_calls(self, plan: Plan) -> list[int]:
+        """The LLM call ids spent on ``plan`` so far (not taken)."""
         return []
 
     @property
@@ -361,6 +366,9 @@ class LLMProposer(_StepProposer):
     def take_calls(self, plan: Plan) -> list[int]:
         self._last.pop((plan.generation, plan.index), None)  # the plan's child is decided
         return self._calls.pop((plan.generation, plan.index), [])
+
+    def pending_calls(self, plan: Plan) -> list[int]:
+        return list(self._calls.get((plan.generation, plan.index), []))
 
     def budget_reached(self) -> bool:
         return bool(self.llm.exhausted)

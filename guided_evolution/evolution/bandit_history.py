@@ -10,8 +10,11 @@ that was then mutated counts for the arm of that mutation, one that was not coun
 reward is 1 when it improved on a parent (valid, dominates at least one parent on the selection
 objectives and is dominated by none: ``RunData.improved``), else 0; a failed child is 0, and a
 proposal rejected before evaluation is a 0 pull of the model of its last LLM call and, when the
-bandit drew its arm, of that arm (a ``bandit_rejected`` event names it). A child not evaluated yet is not
-decided and does not count. Cost: the summed cost of the child's LLM calls.
+bandit drew its arm, of that arm (a ``bandit_rejected`` event names it). A proposal
+byte-identical to a variant the run has (recorded as that variant, never evaluated for its plan) is
+likewise a 0 pull of its last call's model and of its drawn arm, with its calls' cost (a
+``bandit_duplicate`` event, once per plan). A child not evaluated yet is not decided and does not
+count. Cost: the summed cost of the child's LLM calls.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from guided_evolution.evolution.operators import eot, mutation, registry
 from guided_evolution.evolution.scoring import ObjectiveSpec, dominates, scored
 
 REJECTED = "bandit_rejected"  # event: the arm the bandit drew for a plan that made no child
+DUPLICATE = "bandit_duplicate"  # event: a plan's child repeated a variant (its arm and calls)
 EOT_ARM = eot.ARM  # EoT's arm: its turns use no persona
 MUTATION = mutation.ARM_PREFIX  # prefix of the mutation arms: mutation/<persona>
 
@@ -129,7 +133,30 @@ def read_history(
         if before is None or key[0] < before:
             drawn[key] = str(event.data.get("arm") or event.data.get("persona"))
     personas += [Pull(arm, 0.0, spent_on.get(key, 0.0)) for key, arm in sorted(drawn.items())]
+    _duplicate_pulls(index, calls, before, models, personas)
     return History(models, personas)
+
+
+def _duplicate_pulls(
+    index: HistoryRecords,
+    calls: Mapping[int, Any],
+    before: int | None,
+    models: list[Pull],
+    personas: list[Pull],
+) -> None:
+    """The zero pulls of duplicate proposals (``DUPLICATE`` events, once per plan), appended."""
+    found: dict[tuple[int, int], Mapping[str, Any]] = {}
+    for event in index.events(DUPLICATE):
+        key = (int(event.data["generation"]), int(event.data["plan"]))
+        if before is None or key[0] < before:
+            found.setdefault(key, event.data)
+    for _, data in sorted(found.items()):
+        made = [calls[i] for i in data.get("calls") or [] if i in calls]
+        spent = sum(float(c.cost_usd or 0.0) for c in made)
+        if made:
+            models.append(Pull(made[-1].model, 0.0, spent))
+        if data.get("arm"):
+            personas.append(Pull(str(data["arm"]), 0.0, spent))
 
 
 def stored_arms(stored: list[dict[str, Any]]) -> list[ArmStats]:
