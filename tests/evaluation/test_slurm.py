@@ -1,7 +1,9 @@
 """The SLURM executor against a real single-node SLURM (slurmctld + slurmd started by the tests).
 
-The time-limit job starts first, in the background: SLURM enforces time limits in whole minutes,
-checked every 30 s, so that one test waits about 90 s while the others run.
+The time-limit job starts first, in the background. SLURM's time limits are whole minutes, and
+slurmctld enforces them on a 30 s tick: once the job runs, the test moves its end time to the next
+second (``scontrol update EndTime``, what an operator may do to a running job), so SLURM ends it
+with TIMEOUT at the first tick, ~30 s after the cluster started, while the other tests run.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -25,6 +28,7 @@ from guided_evolution.evaluation.contract import EvalRequest, EvalResult
 from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
 from guided_evolution.evaluation.slurm.executor import SlurmExecutor
 from guided_evolution.evaluation.slurm.script import job_name, parse_time_limit
+from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunPaths
 from tests.support.seeds import template_seed, write_config
 from tests.support.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
@@ -135,10 +139,22 @@ def time_limit_job(
     req = eval_request(run_dir, "timelimit00000001", command="sleep 300")
     state = _Background()
 
+    async def evaluate() -> EvalResult:
+        task = asyncio.ensure_future(ex.evaluate(req))
+        name = job_name(run_dir.name, req.variant_id)
+
+        def running() -> list[tuple[str, str, str, str]]:
+            return [j for j in cluster.jobs(name) if j[2] == "RUNNING"]
+
+        job = (await until(running, timeout=60, what="the time-limit job running"))[0]
+        soon = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 1))
+        cluster.run("scontrol", "update", f"JobId={job[0]}", f"EndTime={soon}")
+        return await task
+
     def target() -> None:
         start = time.monotonic()
         try:
-            state.result = asyncio.run(asyncio.wait_for(ex.evaluate(req), 200))
+            state.result = asyncio.run(asyncio.wait_for(evaluate(), 200))
         except BaseException as exc:  # reported by the test
             state.error = exc
         state.elapsed = time.monotonic() - start
@@ -331,6 +347,37 @@ def test_ctrl_c_cancels_the_jobs(slurm_cluster: SlurmCluster, tmp_path: Path) ->
     assert not (run_dir / "slurm" / f"{vid}.json").exists(), "a resume resubmits it"
 
 
+def test_ctrl_c_while_sbatch_answers_cancels_the_job(
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C after SLURM queued the job but before sbatch printed its id (an sbatch that is slow
+    to answer): the job is found by its comment and cancelled, not left in the queue."""
+    real = shutil.which("sbatch")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\n{real} "$@" > /dev/null\nexec sleep 60\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    run_dir = unique_run_dir(tmp_path)
+    ex = executor(slurm_cluster, run_dir, extra_sbatch=["--hold"])
+    vid = "abab000000000002"
+    name = job_name(run_dir.name, vid)
+
+    async def interrupted() -> None:
+        task = asyncio.create_task(ex.evaluate(eval_request(run_dir, vid)))
+        await until(lambda: slurm_cluster.jobs(name), what="the held job")
+        assert not task.done()  # sbatch has not answered
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ex.aclose()
+
+    run(interrupted())
+    assert not slurm_cluster.jobs(name), "scancel'ed"
+
+
 def test_max_queued_bounds_the_jobs_in_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
     run_dir = unique_run_dir(tmp_path)
     ex = executor(slurm_cluster, run_dir, max_queued=2, extra_sbatch=["--hold"])
@@ -418,30 +465,45 @@ def test_ge_run_through_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> No
     assert not list((unique_run_dir(tmp_path) / "slurm").glob("*.json")), "no job left behind"
 
 
+def _held_child(cluster: SlurmCluster, run_dir: Path) -> list[tuple[str, str, str, str]]:
+    """The run's held jobs; the seed's (held too) is released: `ge run` evaluates the seed before
+    the run directory exists, in a directory of another name (``.RUN.creating-PID``)."""
+    for job in cluster.jobs("ge-"):
+        if run_dir.name in job[1] and not job[1].startswith(job_name(run_dir.name, "")):
+            cluster.run("scontrol", "release", job[0], check=False)
+    return cluster.jobs(job_name(run_dir.name, ""))
+
+
 def test_ge_resume_reattaches_after_kill_9(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
-    seed = slurm_seed(tmp_path / "seed", slurm_cluster, extra_sbatch=["--hold"])
+    # One job queued at a time: one child's job is held when ge is killed.
+    seed = slurm_seed(tmp_path / "seed", slurm_cluster, extra_sbatch=["--hold"], max_queued=1)
     run_dir = unique_run_dir(tmp_path)
     env = {**os.environ, **slurm_cluster.env, "LITELLM_OFFLINE_MODE": "true"}
     argv = [sys.executable, "-m", "guided_evolution"]
     first = subprocess.Popen(
         [*argv, "run", str(seed), "--run-dir", str(run_dir)],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        held = run(until(lambda: slurm_cluster.jobs(job_name(run_dir.name, "")), what="the seed's job"))
+        held = run(
+            until(lambda: _held_child(slurm_cluster, run_dir), timeout=90, what="a child's job"),
+            timeout=100,
+        )
     finally:
         first.kill()
-        first.wait()
-    assert len(held) == 1 and held[0][3] == "JobHeldUser"
+        _, first_err = first.communicate()
+    assert len(held) == 1 and held[0][3] == "JobHeldUser", (held, first_err[-2000:])
     second = subprocess.Popen(
         [*argv, "resume", str(run_dir), "--json"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     seen: set[str] = set()
+    seen_names: dict[str, str] = {}
     deadline = time.monotonic() + 90
     while second.poll() is None and time.monotonic() < deadline:
         for job in slurm_cluster.jobs(job_name(run_dir.name, "")):
             seen.add(job[0])
+            seen_names[job[0]] = job[1]
             if job[3] == "JobHeldUser":
                 slurm_cluster.run("scontrol", "release", job[0], check=False)
         time.sleep(0.1)
@@ -450,10 +512,14 @@ def test_ge_resume_reattaches_after_kill_9(slurm_cluster: SlurmCluster, tmp_path
     summary = json.loads(out)
     assert summary["finished"] and summary["failed"] == 0
     assert held[0][0] in seen, "the queued job of the killed run was waited for"
-    assert len(seen) == summary["evaluated"], "no evaluation was submitted twice"
+    with RunIndex.open(run_dir / "index.sqlite", readonly=True) as index:
+        seeds = {v.id for v in index.variants() if v.operator == "seed"}
+        children = {ev.variant_id for ev in index.evaluations()} - seeds
+    names = {seen_names[j] for j in seen}
+    assert names == {job_name(run_dir.name, vid) for vid in children}, (names, children)
+    assert len(seen) == len(names), "no evaluation was submitted twice"
 
 
-@pytest.mark.slow  # waits out the short partition's one-minute limit
 def test_time_limit_is_a_failed_evaluation(
     slurm_cluster: SlurmCluster,  # noqa: F811
     time_limit_job: _Background | None,

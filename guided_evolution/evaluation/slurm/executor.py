@@ -202,14 +202,14 @@ class SlurmExecutor:
             return await self._wait(job, request)
 
     async def aclose(self, cancel: bool = True) -> None:
-        """Stop waiting. With ``cancel`` (Ctrl-C), scancel the jobs and forget them, so that
-        `ge resume` resubmits them; without (``--detach``) they keep running and `ge resume`
-        re-attaches to them."""
+        """Stop waiting. With ``cancel`` (Ctrl-C), scancel the jobs (one whose sbatch had not
+        answered yet is found by its comment) and forget them, so that `ge resume` resubmits
+        them; without (``--detach``) they keep running and `ge resume` re-attaches to them."""
         self._closed = True
         jobs = list(self._live.values())
         if cancel and jobs:
-            ids = [j.job_id for j in jobs if j.job_id]
-            if ids:
+            ids = [j.job_id or await find_by_comment(j.name, f"ge:{j.token}") for j in jobs]
+            if ids := [i for i in ids if i]:
                 await scancel(*ids)
             for job in jobs:
                 self._forget(job)
