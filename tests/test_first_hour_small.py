@@ -6,6 +6,7 @@ the report says "offline" only on offline runs."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 from pathlib import Path
@@ -114,3 +115,29 @@ def test_the_reports_arm_heading_says_offline_only_on_offline_runs() -> None:
     offline = bandit_html(BanditView("off", False, [], [arm]), tokens)
     assert "<h3>operator/persona</h3>" in llm and "offline" not in llm
     assert "<h3>edit class (offline)</h3>" in offline and "operator/persona" not in offline
+
+
+def _quotes_an_output_tail(node: ast.AST) -> bool:
+    """``x.stderr[-300:]`` (a slice of a process's output) inside an expression."""
+    return any(
+        isinstance(n, ast.Subscript)
+        and isinstance(n.slice, ast.Slice)
+        and isinstance(n.value, ast.Attribute)
+        and n.value.attr in ("stderr", "stdout")
+        for n in ast.walk(node)
+    )
+
+
+def test_no_skip_reason_quotes_an_output_tail() -> None:
+    """A skip reason is one line: an output tail (a traceback) made one a dozen lines long."""
+    found = []
+    for path in sorted(Path(__file__).parent.rglob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "skip"
+                and any(_quotes_an_output_tail(a) for a in node.args)
+            ):
+                found.append(f"{path.name}:{node.lineno}")
+    assert not found, found
