@@ -132,7 +132,7 @@ def column_numbers(values: Sequence[Any], min_digits: int = 6) -> list[str | Non
     )
     short = [f"{v:.{digits}g}" for v in floats]
     decimals = max((len(s.partition(".")[2]) for s in short), default=0)
-    exponent = any("e" in s for s in short) or decimals > 12
+    exponent = any("e" in s for s in short)
     out: list[str | None] = []
     for v in values:
         if not (isinstance(v, float) and math.isfinite(v)):

@@ -100,6 +100,12 @@ def test_column_numbers_share_their_digits() -> None:
         "0.3190562634",
         "-0.5909917263",
     ]
+    assert column_numbers([-0.3190412908115, -0.319056262954, -0.3190562629542]) == [
+        "-0.3190412908115",  # 13 digits: still fixed decimals, not exponent form
+        "-0.3190562629540",
+        "-0.3190562629542",
+    ]
+    assert column_numbers([0.1 + 0.2, 0.3]) == ["0.30000000000000004", "0.29999999999999999"]
     assert column_numbers([164.0, 192.0]) == ["164", "192"]
     assert column_numbers([0.826, 0.8]) == ["0.826", "0.800"]
     assert column_numbers([1e-9, 1000.0]) == ["1.00000e-09", "1.00000e+03"]  # magnitudes apart
