@@ -96,14 +96,31 @@ def _rank_and_crowd(inds: list[_Ind]) -> None:
 
 
 def pareto_front(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -> list[Scored]:
-    """The non-dominated members of `pop`, in input order (ties in every objective all stay)."""
-    from deap import tools
+    """The non-dominated members of `pop`, in input order (ties in every objective all stay).
 
-    inds = _wrap(pop, objectives)
-    if not inds:
-        return []
-    front = tools.sortNondominated(inds, len(inds), first_front_only=True)[0]
-    return [pop[i] for i in sorted(ind.index for ind in front)]
+    Exact in O(n log n + n f) (f: the front's size), not deap's O(n^2): in decreasing
+    lexicographic order of the signed values, whatever dominates a member comes before it, and a
+    dominated dominator is dominated by a front member, so each member is compared with the
+    front found so far only."""
+    weights = objective_weights(objectives)
+    rows = [
+        tuple(w * v for (_, w), v in zip(weights, objective_values(item, weights), strict=True))
+        for item in pop
+    ]
+    front: list[tuple[float, ...]] = []
+    kept = []
+    for i in sorted(range(len(rows)), key=rows.__getitem__, reverse=True):
+        row = rows[i]
+        if not any(_signed_dominates(f, row) for f in front):
+            front.append(row)
+            kept.append(i)
+    return [pop[i] for i in sorted(kept)]
+
+
+def _signed_dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """``a`` is no smaller than ``b`` anywhere and larger somewhere (signed values: larger is
+    better)."""
+    return a != b and all(x >= y for x, y in zip(a, b, strict=True))
 
 
 def spea2_elites(
