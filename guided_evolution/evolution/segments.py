@@ -4,6 +4,9 @@ A marker is a comment line of its own (default ``# --OPTION--``). The header bef
 marker never changes; a segment is the text after one marker line up to the next marker line
 (or EOF). ``# -- NOTE --`` ... ``# -- NOTE --`` blocks inside a segment are context for the LLM:
 they are kept out of :attr:`Segment.code` and re-attached unchanged by ``splice.splice``.
+
+The module is long because the file scan (comments, markers, NOTE blocks) and the genome built on
+it belong together: ``splice`` reuses the same scan so that it sees a file exactly as parsing does.
 """
 
 from __future__ import annotations
@@ -394,9 +397,12 @@ def parse_genome(
             )
         raw = _scan_file(path, text, marker)
         if not raw:
+            near = _near_marker(text, marker)
             raise GeError(
                 f"{path} has no segment marker, so nothing in it can evolve",
-                hint=f"put a line {marker!r} of its own above each part that may change",
+                hint=f"did you mean {marker!r}? line {near[0]} is {near[1]!r}; write it exactly so"
+                if near
+                else f"put a line {marker!r} of its own above each part that may change",
             )
         for index, item in enumerate(raw):
             code = _clean_code(item.body.code_lines)
@@ -481,6 +487,17 @@ def variant_id(files: dict[str, str], evolvable: Sequence[str]) -> str:
         digest.update(path.encode("utf-8") + b"\0")
         digest.update(files[path].encode("utf-8", "surrogatepass") + b"\0")
     return digest.hexdigest()[:16]
+
+
+def _near_marker(text: str, marker: str) -> tuple[int, str] | None:
+    """The first comment line that is almost the marker (``#--OPTION--``, ``# --OPTOIN--``)."""
+    from difflib import SequenceMatcher
+
+    bare = "".join(marker.split()).lower()
+    lines = ((n, line.strip()) for n, line in enumerate(text.splitlines(), 1))
+    return next(((n, got) for n, got in lines if got.startswith("#") and got != marker and (
+        "".join(got.split()).lower() == bare or SequenceMatcher(None, got, marker).ratio() >= 0.85
+    )), None)  # fmt: skip
 
 
 def differing_segments(a: Genome, b: Genome) -> list[str]:

@@ -8,12 +8,15 @@ unchanged; the result must compile, keep the segment structure and keep names us
 from __future__ import annotations
 
 import ast
+import functools
+import re
 import textwrap
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from guided_evolution.errors import GeError
 from guided_evolution.evolution.segments import (
+    _LEXEME_RE,
     _MAX_SCANNED_BYTES,
     NOTE_MARKER,
     Genome,
@@ -98,10 +101,8 @@ def _indent_candidates(lines: list[str], base: str) -> list[list[str]]:
     return unique
 
 
-def _attach_notes(code_lines: list[str], notes: Sequence[_Note], at_top: bool) -> list[str]:
-    """Insert the NOTE blocks after their anchor lines (or at the top)."""
-    if not notes:
-        return list(code_lines)
+def _note_positions(code_lines: list[str], notes: Sequence[_Note], at_top: bool) -> list[int]:
+    """Where each NOTE block goes: before ``code_lines[pos]`` (after its anchor line or at 0)."""
     positions: list[int] = []
     for note in notes:
         pos = 0
@@ -110,6 +111,14 @@ def _attach_notes(code_lines: list[str], notes: Sequence[_Note], at_top: bool) -
             if seen:
                 pos = (seen[note.occurrence] if note.occurrence < len(seen) else seen[0]) + 1
         positions.append(pos)
+    return positions
+
+
+def _attach_notes(code_lines: list[str], notes: Sequence[_Note], at_top: bool) -> list[str]:
+    """Insert the NOTE blocks after their anchor lines (or at the top)."""
+    if not notes:
+        return list(code_lines)
+    positions = _note_positions(code_lines, notes, at_top)
     out: list[str] = []
     for i in range(len(code_lines) + 1):
         out.extend(_lf(note.text) for note, pos in zip(notes, positions, strict=True) if pos == i)
@@ -118,22 +127,52 @@ def _attach_notes(code_lines: list[str], notes: Sequence[_Note], at_top: bool) -
     return out
 
 
+_COMMENT_LINE = re.compile(r"[ \t]*(?:#[^\r\n]*)?\n")
+
+
+def _notes_keep_tree(code_lines: list[str], notes: Sequence[_Note]) -> bool:
+    """True when putting the NOTE blocks at their anchors cannot change the code's syntax tree:
+    every line of them is blank or a comment and ends with a newline, and none goes inside a
+    string literal or after a line continuation (the code starts outside any literal: a marker
+    comment is above it). False means "not known": the trees are compared then."""
+    if not all(_COMMENT_LINE.fullmatch(line) for n in notes for line in _split_lines(n.text)):
+        return False
+    inside: set[int] = set()  # i: a literal runs on from code line i-1 into line i
+    row, seen, code = 0, 0, "".join(code_lines)
+    for match in _LEXEME_RE.finditer(code):
+        if match.lastgroup == "open":
+            return False
+        if match.lastgroup == "string" and "\n" in match.group():
+            row += code.count("\n", seen, match.start())
+            seen = match.start()
+            inside.update(range(row + 1, row + 1 + match.group().count("\n")))
+    for pos in _note_positions(code_lines, notes, False):
+        if pos in inside or (pos > 0 and code_lines[pos - 1].rstrip("\n").endswith("\\")):
+            return False
+    return True
+
+
 def _syntax_reason(exc: SyntaxError, first_row: int, n_lines: int) -> str:
     row = (exc.lineno or first_row) - first_row + 1
     row = min(max(row, 1), max(n_lines, 1))
     return f"syntax error at line {row}: {exc.msg}"
 
 
-def _compile(text: str, path: str) -> ast.Module:
-    """Parse and compile (which also catches e.g. `return` outside a function); SyntaxError."""
+def _compile(text: str, path: str) -> None:
+    """Compile (a parse that also catches e.g. `return` outside a function); SyntaxError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tree = ast.parse(text, filename=path)
-            compile(tree, path, "exec", dont_inherit=True)
+            compile(text, path, "exec", dont_inherit=True)
     except (ValueError, RecursionError, MemoryError) as exc:
         raise SyntaxError(f"cannot parse: {type(exc).__name__}: {exc}") from exc
-    return tree
+
+
+def _parsed(text: str, path: str) -> ast.Module:
+    """The syntax tree of text that compiled."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(text, filename=path)
 
 
 def _defined_names(tree: ast.AST) -> set[str]:
@@ -148,8 +187,10 @@ def _defined_names(tree: ast.AST) -> set[str]:
     return names
 
 
-def _check_kept_names(genome: Genome, seg: Segment, new_code: str, new_tree: ast.Module) -> None:
-    """SpliceError when the new code (``new_tree``: the file) drops a def another part uses."""
+def _check_kept_names(
+    genome: Genome, seg: Segment, new_code: str, new_tree: Callable[[], ast.Module]
+) -> None:
+    """SpliceError when the new code (``new_tree()``: the file's) drops a def another part uses."""
     original = _top_level_defs(seg.code)
     if not original:
         return
@@ -159,7 +200,7 @@ def _check_kept_names(genome: Genome, seg: Segment, new_code: str, new_tree: ast
     # brackets): when it keeps them all, the file's walk below could only say the same.
     if kept is not None and kept.keys() >= original.keys():
         return
-    missing = set(original) - _defined_names(new_tree)
+    missing = set(original) - _defined_names(new_tree())
     if not missing:
         return
     text = genome.files[seg.file]
@@ -212,30 +253,38 @@ def splice(genome: Genome, key: str, new_code: str) -> dict[str, str]:
             core = core[: -len(eol)]
         return prefix + body.lead + core + body.trail + text[seg.end :]
 
-    chosen: list[str] | None = None
-    new_tree: ast.Module | None = None
-    first_error: SyntaxError | None = None
-    for cand in _indent_candidates(lines, base):
-        try:
-            new_tree = _compile(build(cand, "none"), seg.file)
-        except SyntaxError as exc:
-            first_error = first_error or exc
-            continue
-        chosen = cand
-        break
-    if chosen is None or new_tree is None:
-        assert first_error is not None
-        raise SpliceError(_syntax_reason(first_error, first_row, len(lines)))
+    chosen = _first_compiling(lines, base, lambda cand: build(cand, "none"), seg.file, first_row)
+    tree = functools.partial(_parsed, build(chosen, "none"), seg.file)  # when it is needed
     new_text = build(chosen, "anchor")
-    if body.notes and not _same_tree(new_text, new_tree, seg.file):
+    if (
+        body.notes
+        and not _notes_keep_tree(chosen, body.notes)
+        and not _same_tree(new_text, tree(), seg.file)
+    ):
         new_text = build(chosen, "top")
     new_raw = _scan_file_for_splice(seg.file, new_text, genome.marker)
     if len(new_raw) != len(_scan_file(seg.file, text, genome.marker)):
         raise SpliceError("the new code swallows a segment marker (an unterminated string?)")
-    _check_kept_names(genome, seg, "".join(chosen), new_tree)
+    _check_kept_names(genome, seg, "".join(chosen), tree)
     files = dict(genome.files)
     files[seg.file] = new_text
     return files
+
+
+def _first_compiling(
+    lines: list[str], base: str, build: Callable[[list[str]], str], path: str, first_row: int
+) -> list[str]:
+    """The first way to indent ``lines`` whose file (``build``) compiles; SpliceError if none."""
+    first_error: SyntaxError | None = None
+    for cand in _indent_candidates(lines, base):
+        try:
+            _compile(build(cand), path)
+        except SyntaxError as exc:
+            first_error = first_error or exc
+            continue
+        return cand
+    assert first_error is not None
+    raise SpliceError(_syntax_reason(first_error, first_row, len(lines)))
 
 
 def _same_tree(text: str, tree: ast.Module, path: str) -> bool:

@@ -134,3 +134,64 @@ def test_a_splice_keeps_or_refuses_a_used_definition_as_the_full_walk_says(
         return
     files = splice(genome, key, new)
     assert "helper" in _defined_names(ast.parse(files["m.py"]))
+
+
+LINES = [
+    "x = 1\n",
+    "def f(a,\n",
+    "      b):\n",
+    "    return a + \\\n",
+    "        b\n",
+    's = """doc\n',
+    "# in the doc\n",
+    'end"""\n',
+    "t = ('a'\n",
+    "     'b')\n",
+    "if x:\n",
+    "    y = 2\n",
+    "z = f'''{x}\n",
+    "'''\n",
+    "w = 'a\\\n",
+    "b'\n",
+]
+SIMPLE = ["x = 1\n", "y = x  # same\n", "print(y)\n", "\n"]
+NOTES = [
+    "# -- NOTE --\n# keep it small\n# -- NOTE --\n",
+    "# -- NOTE --\n\n    # indented\n# -- NOTE --\n",
+    "# -- NOTE --\nprint('code in a note')\n# -- NOTE --\n",
+    "# -- NOTE --\n# no newline at the end\n# -- NOTE --",
+]
+
+
+def test_notes_said_to_keep_the_tree_keep_it() -> None:
+    """Whenever the cheap check says the NOTE blocks at their anchors leave the syntax tree as
+    it is, parsing both texts agrees; it says so often, and never for a note inside a literal."""
+    import random
+
+    from guided_evolution.evolution.segments import _Note
+    from guided_evolution.evolution.splice import _attach_notes, _notes_keep_tree, same_ast
+
+    rng = random.Random(7)
+    said = 0
+    for _ in range(3000):
+        code = [
+            rng.choice(LINES) if rng.random() < 0.4 else rng.choice(SIMPLE)
+            for _ in range(rng.randint(1, 8))
+        ]
+        try:
+            tree = ast.parse("".join(code))
+        except SyntaxError:
+            continue
+        notes = []
+        for _ in range(rng.randint(1, 2)):
+            anchor = rng.choice([None, *(line.strip() for line in code if line.strip())])
+            notes.append(_Note(rng.choice(NOTES), anchor, rng.randint(0, 1)))
+        if _notes_keep_tree(code, notes):
+            said += 1
+            assert same_ast(ast.parse("".join(_attach_notes(code, notes, False))), tree), (
+                code,
+                notes,
+            )
+    assert said > 150
+    inside = ['s = """doc\n', 'end"""\n']
+    assert not _notes_keep_tree(inside, [_Note(NOTES[0], 's = """doc', 0)])
