@@ -141,3 +141,13 @@ def test_no_skip_reason_quotes_an_output_tail() -> None:
             ):
                 found.append(f"{path.name}:{node.lineno}")
     assert not found, found
+
+
+@pytest.mark.parametrize("typo", ["#--OPTION--", "# --option--", "# --OPTOIN--"])
+def test_a_marker_typo_gets_a_did_you_mean(typo: str, tmp_path: Path) -> None:
+    seed = template_seed(tmp_path / "seed")
+    model = seed / "model.py"
+    model.write_text(model.read_text().replace("# --OPTION--", typo))
+    line = _one_line(ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path))
+    assert "has no segment marker" in line and f"did you mean '# --OPTION--'? line 7 is '{typo}'" in line
+    assert not (tmp_path / "run").exists()

@@ -3,7 +3,8 @@
 Every string of run data goes through `_fmt` (or `termsafe.inert`) before it is printed: metric
 names and values, output tails, reasons, feedback, prompts and replies are the variant's or the
 LLM's, and their control characters (terminal escapes) must show, not act. With markup on, `_m`
-escapes rich markup too.
+escapes rich markup too. The module is long because it renders every command's view (status,
+best, show, lineage, diff, log, export and the run's summary) with these two rules in one place.
 """
 
 from __future__ import annotations
