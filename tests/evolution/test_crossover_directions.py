@@ -6,7 +6,9 @@ item 3: a coin inside the operator used to re-draw the base, so half the pairs h
 from __future__ import annotations
 
 import random
+import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,10 @@ from guided_evolution.evolution.plan import Plan, plan_generation
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.scoring import Scored
 from guided_evolution.evolution.segments import Genome, parse_genome
+from guided_evolution.runstore.run_index import RunIndex
+from tests.support.harness import FakeExecutor, run_engine, size_score
+from tests.support.openai_server import serve
+from tests.support.seeds import CodeWriter, template_seed
 
 OBJ = (("score", "max"), ("size", "min"))
 SEGMENTS = ("alpha", "beta", "gamma")
@@ -113,3 +119,50 @@ def test_the_operator_draws_no_direction() -> None:
         req = registry.spec("crossover").build(ctx)
         assert req is not None and req.base is a and req.parents == ("a", "b")
         assert req.detail == "base a, ideas from b"
+
+
+# --------------------------------------------------------------------------- a run
+
+
+def append_statement(code: str, n: int) -> str:
+    """A fake model's edit: a statement of its own at the end of the function (unique code)."""
+    return f"{code.rstrip()}\n    _ = {n}\n"
+
+
+def test_a_runs_crossover_children_keep_their_first_parents_files(tmp_path: Path) -> None:
+    """Through `ge run` against the fake server: every crossover child's commit has the files of
+    the parent its ``Ge-Parents`` names first, but for the merged segment (checked where the two
+    parents differ outside it too, so that the other parent's files would show)."""
+    seed = template_seed(
+        tmp_path / "seed", initial_population=6, population=6, generations=2,
+        crossover_probability=1.0, mutation_probability=0.0, eot_probability=0.0,
+    )  # fmt: skip
+    run_dir = tmp_path / "run"
+    with serve(responder=CodeWriter(append_statement)) as server:
+        summary = run_engine(
+            seed, run_dir, executor=FakeExecutor(size_score).factory,
+            model="openai/test-model", api_base=server.base_url,
+        )  # fmt: skip
+    assert summary["finished"], summary
+    index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
+    try:
+        variants = {v.id: v for v in index.variants()}
+    finally:
+        index.close()
+
+    def genome(vid: str) -> Genome:
+        sha = variants[vid].commit_sha
+        text = subprocess.run(
+            ["git", "--git-dir", str(run_dir / "repo.git"), "show", f"{sha}:model.py"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return parse_genome({"model.py": text}, ["model.py"])
+
+    telling = 0
+    for child in (v for v in variants.values() if v.operator == "crossover"):
+        first, second = child.parents
+        mine, base, other = genome(child.id), genome(first), genome(second)
+        kept = [s for s in base.segments if s.key != child.segment]
+        assert all(mine.segment(s.key).code == s.code for s in kept), child.id
+        telling += any(other.segment(s.key).code != s.code for s in kept)
+    assert telling >= 3, telling
