@@ -446,18 +446,7 @@ def no_bandit_line(bandit: BanditView) -> str:
 def print_log(console: Console, data: LogView) -> None:
     """`ge log`: events, EoT reflections and/or grouped failure reasons."""
     if data.events is not None:
-        table = Table(title="events", title_justify="left", show_edge=False)
-        table.add_column("time", style="dim", no_wrap=True)
-        table.add_column("event", no_wrap=True)
-        table.add_column("details", overflow="fold")
-        styles = {"evaluation_failed": "red", "proposal_rejected": "yellow", "evaluated": "green"}
-        for row in data.events:
-            table.add_row(
-                _clock(row["time"]),
-                Text(_fmt(row["kind"]), style=styles.get(row["kind"], "")),
-                Text(_event_details(row)),
-            )
-        console.print(table)
+        _print_events(console, data.events)
     if data.reflections is not None:
         if not data.reflections:
             console.print("no EoT reflections in this run")
@@ -472,6 +461,22 @@ def print_log(console: Console, data: LogView) -> None:
             console.print(Text(f"  generation {state['generation']} drew from: " + _arms_text(state)))
     if data.failures is not None:
         _print_failures(console, data.failures)
+
+
+def _print_events(console: Console, events: list[dict[str, Any]]) -> None:
+    """The event log as aligned lines, one Text printed once (a table measures every cell:
+    seconds for the ten thousand evaluations of a long run); a long line wraps in the terminal."""
+    styles = {"evaluation_failed": "red", "proposal_rejected": "yellow", "evaluated": "green"}
+    rows = [(row["kind"], _fmt(row["kind"]), _event_details(row), row["time"]) for row in events]
+    width = max((len(name) for _, name, _, _ in rows), default=5)
+    out = Text()
+    out.append("events\n", style="italic")
+    for kind, name, details, when in rows:
+        out.append(_clock(when), style="dim")
+        out.append("  ")
+        out.append(name.ljust(width), style=styles.get(kind, ""))
+        out.append(f"  {details}\n")
+    console.print(out, soft_wrap=True, end="")
 
 
 def _print_failures(console: Console, failures: FailureSummary) -> None:
