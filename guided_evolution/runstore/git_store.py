@@ -149,6 +149,17 @@ class _NotesState:
     bucket_trees: dict[str, pygit2.Oid] = field(default_factory=dict)
 
 
+def _in_tree_order(
+    files: Mapping[str, bytes], executable: frozenset[str] | set[str]
+) -> tuple[tuple[str, int, bytes], ...]:
+    """(path, mode, content) of ``files`` in the order a walk of their git tree gives them (a
+    directory ``d`` sorts as ``d/``, so that order is the paths' byte order)."""
+    return tuple(
+        (path, MODE_EXEC if path in executable else MODE_FILE, bytes(files[path]))
+        for path in sorted(files, key=lambda p: p.encode("utf-8", "surrogateescape"))
+    )
+
+
 class _ChangedWhileRead(Exception):
     """The file changed while it was parsed (so the answer is not cached)."""
 
@@ -544,6 +555,7 @@ class GitStore:
                 "a variant with this id was already committed; run `ge doctor --repair`",
             )
         self._write_ref(refname, sha)
+        self._recent.put(sha, _in_tree_order(files, executable))  # checked out next
         return sha
 
     def commit_info(self, commit: str) -> CommitInfo:

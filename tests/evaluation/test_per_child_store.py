@@ -72,3 +72,20 @@ def test_a_config_that_loses_ge_version_is_seen_at_the_next_check(store: GitStor
     assert GitStore.layout_damage(store.path) is None
     config.unlink()
     assert "not a ge repository" in (GitStore.layout_damage(store.path) or "")
+
+
+def test_files_kept_at_commit_are_in_the_order_and_modes_git_reads(tmp_path: Path) -> None:
+    files = {
+        "lib/util.py": b"u\n",
+        "lib-x.txt": b"dash\n",
+        "lib.c": b"dot\n",
+        "a/b/c.py": b"c\n",
+        "a!": b"bang\n",
+        "run.sh": b"#!/bin/sh\n",
+        "\u00e9t\u00e9.py": b"e\n",
+    }
+    with GitStore.init(tmp_path / "one.git") as writer:
+        sha = writer.commit(files, [], "m\n", "seed", executable={"run.sh"})
+        kept = writer._recent.get(sha)
+    with GitStore.open(tmp_path / "one.git") as reader:  # a fresh store reads git itself
+        assert kept == reader._files(sha)
