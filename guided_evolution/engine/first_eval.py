@@ -49,7 +49,7 @@ def evaluate_seed_first(
     cfg = resolved.config
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
     progress = make_progress(json_mode, objectives, cfg.evolution.generations)
-    progress.notice("evaluating the seed (the run directory is made once it evaluates ok)")
+    progress.info("evaluating the seed (the run directory is made once it evaluates ok)")
     store = GitStore.open(paths.repo)
     index = RunIndex.open(paths.index)
     try:
