@@ -20,7 +20,6 @@ from typing import Any, Protocol
 from guided_evolution.fsutil import (
     UnsafeFileError,
     UnsafePathError,
-    is_within,
     read_beneath,
     read_head_beneath,
 )
@@ -110,12 +109,17 @@ def metrics_location(path: Path, root: Path | None = None) -> tuple[Path, PurePo
     ``<root name>/.../metrics.json``, so that nothing at or below ``root`` is followed; otherwise
     ``path``'s own directory and its name.
     """
-    path = Path(os.path.abspath(path))
+    full = os.path.abspath(path)  # normalized: a prefix test on the text is a test on parts
     if root is not None:
-        root = Path(os.path.abspath(root))
-        if is_within(path, root) and path != root:
-            return root.parent, PurePosixPath(path.relative_to(root.parent))
-    return path.parent, PurePosixPath(path.name)
+        top = os.path.abspath(root)
+        if full.startswith("//") or top.startswith("//"):  # POSIX's other root: Path decides
+            whole, parent = Path(full), Path(top)
+            if whole.is_relative_to(parent) and whole != parent:
+                return parent.parent, PurePosixPath(whole.relative_to(parent.parent))
+        elif full.startswith(top.rstrip("/") + "/") and full != top:
+            base = os.path.dirname(top)
+            return Path(base), PurePosixPath(full[len(base) :].lstrip("/"))
+    return Path(os.path.dirname(full)), PurePosixPath(os.path.basename(full))
 
 
 def replaced_reason(exc: UnsafePathError, root: Path | None = None) -> str:
