@@ -10,9 +10,13 @@ In a generation (the run exists, its evaluator frozen): the line names the chang
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 from guided_evolution.runstore.run_index import RunIndex
@@ -217,3 +221,28 @@ def test_ge_doctor_defaults_to_the_latest_run(tmp_path: Path) -> None:
     proc = ge("doctor", "--json", cwd=tmp_path, env={"COLUMNS": "400"})  # rich wraps at 80
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ok"] and f"run: {run} (the latest)" in proc.stderr
+
+
+def test_sigterm_while_the_seed_is_evaluated_leaves_nothing_and_exits_143(tmp_path: Path) -> None:
+    """The seed's evaluation waits for a file that never comes; SIGTERM then stops `ge run`
+    with 128 + 15 and one line, and neither the run nor its temporary directory is left."""
+    seed = template_seed(tmp_path / "seed", generations=1)
+    wait = "        while not Path(os.environ['GE_SEED_DIR'], 'never').exists():\n"
+    _break_evaluator(seed, wait + "            import time; time.sleep(0.05)\n", only_children=False)
+    env = {**os.environ, "LITELLM_OFFLINE_MODE": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "guided_evolution", "run", str(seed), "--run-dir", "run"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".run.creating-*/logs")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the seed's evaluation has started (its work tree and log)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (
+        "stopped: interrupted while the seed was evaluated, before the run was created "
+        "(nothing was written) (run the same `ge run` again)"
+    ), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed"]
