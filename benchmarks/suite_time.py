@@ -1,0 +1,117 @@
+"""The README's test command timed on an idle machine and under a background load (issue 26).
+
+    python benchmarks/suite_time.py                 # idle, then under 2 busy processes
+    python benchmarks/suite_time.py --busy 4        # 4 busy-loop processes
+    python benchmarks/suite_time.py --only busy     # one condition
+    python benchmarks/suite_time.py --repeat 3      # medians of 3 runs per condition
+    python benchmarks/suite_time.py --clone         # in a fresh `git clone` of HEAD
+    python benchmarks/suite_time.py -- -m "not slow"   # arguments after -- go to pytest
+
+Each run is `python -m pytest -q` (the README's command) in the repository, or with ``--clone``
+in a clone of HEAD made for the run (no caches, nothing built; its package first on
+PYTHONPATH so that every `ge` the tests start is the clone's). The busy condition starts N
+processes that spin (``while True: pass``, one per core is what ``--busy`` counts) before pytest
+and kills them (by pid) after it. Printed: each run's wall time, pytest's last line and exit
+status, the 1-minute load average before it (a machine that is not idle before the "idle" run
+gives a figure that means little), then the median per condition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPIN = "while True:\n    pass\n"
+
+
+def busy_loops(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` processes that keep one core busy each until killed."""
+    return [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(count)]
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.kill()
+    for proc in procs:
+        proc.wait()
+
+
+def clone_of_head(tmp: Path) -> Path:
+    """A fresh clone of this repository's HEAD (committed work only)."""
+    dest = tmp / "clone"
+    subprocess.run(
+        ["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(dest)],
+        check=True,
+    )
+    return dest
+
+
+def one_run(repo: Path, pytest_args: list[str], busy: int) -> tuple[float, int, str]:
+    """(wall seconds, exit status, pytest's last line) of one suite run under ``busy`` spinners."""
+    paths = [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    spinners = busy_loops(busy)
+    try:
+        time.sleep(0.5 if busy else 0)  # the spinners are running before pytest starts
+        start = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", *pytest_args],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        wall = time.monotonic() - start
+    finally:
+        stop(spinners)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    return wall, proc.returncode, (lines[-1] if lines else proc.stderr.strip()[-300:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--busy", type=int, default=2, help="busy-loop processes for the busy run")
+    parser.add_argument("--only", choices=("idle", "busy"), default=None)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per condition (median)")
+    parser.add_argument("--clone", action="store_true", help="run in a fresh clone of HEAD")
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = parser.parse_args()
+    conditions = [c for c in ("idle", "busy") if args.only in (None, c)]
+    print(f"{os.cpu_count()} cores; command: python -m pytest -q {' '.join(args.pytest_args)}")
+    tmp = Path(tempfile.mkdtemp(prefix="ge-suite-time-"))
+    walls: dict[str, list[float]] = {c: [] for c in conditions}
+    try:
+        for n in range(args.repeat):
+            for condition in conditions:
+                repo = clone_of_head(tmp / f"{condition}-{n}") if args.clone else ROOT
+                busy = args.busy if condition == "busy" else 0
+                load = os.getloadavg()[0]
+                wall, code, last = one_run(repo, args.pytest_args, busy)
+                walls[condition].append(wall)
+                label = f"{condition} ({busy} busy processes)" if busy else condition
+                print(f"{label}: {wall:.0f} s, exit {code}, load before {load:.2f}: {last}")
+                if args.clone:
+                    shutil.rmtree(repo, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for condition, values in walls.items():
+        busy = f" under {args.busy} busy processes" if condition == "busy" else ""
+        print(
+            f"median {condition}{busy}: {statistics.median(values):.0f} s over {len(values)} run(s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
