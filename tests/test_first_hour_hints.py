@@ -81,6 +81,13 @@ def test_a_misspelled_objective_names_what_was_written_and_leaves_no_run(tmp_pat
     summary = run_json("run", str(seed), cwd=tmp_path)
     assert summary["finished"] and summary["evaluated"] > 1
     assert (tmp_path / "runs" / "latest").resolve() == Path(summary["run_dir"])
+    (seed / "ge.toml").write_text(toml.replace('name = "size"', 'name = "sise"', 1))
+    line = _one_line(ge("run", str(seed), cwd=tmp_path))  # a second run, misspelled again
+    assert "wrote no metric 'sise'" in line and "(closest: 'size')" in line, line
+    assert (tmp_path / "runs" / "latest").resolve() == Path(summary["run_dir"])  # not moved
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(
+        ["latest", Path(summary["run_dir"]).name]
+    )
 
 
 def test_a_seed_that_times_out_says_to_raise_timeout_s_and_leaves_no_run(tmp_path: Path) -> None:
