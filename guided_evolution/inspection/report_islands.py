@@ -143,9 +143,13 @@ def _checkpoints(index: Any) -> list[Any]:
 
 def island_count(index: Any, cfg: GeConfig, variants: list[Any] | None = None) -> int:
     """How many islands the run has (0 when it has none): from its config and its records."""
-    variants = index.variants() if variants is None else variants
-    born = max((v.island for v in variants if v.island is not None), default=-1) + 1
-    stored = max((len(rec.islands) for rec in _checkpoints(index)), default=0)
+    extent = index.island_extent() if variants is None else None
+    if extent is not None:  # two aggregates in the index, not every variant and checkpoint
+        born, stored = extent
+    else:
+        variants = index.variants() if variants is None else variants
+        born = max((v.island for v in variants if v.island is not None), default=-1) + 1
+        stored = max((len(rec.islands) for rec in _checkpoints(index)), default=0)
     count = max(cfg.evolution.islands.count, born, stored)
     return count if count > 1 or born > 0 else 0
 
@@ -252,6 +256,8 @@ def gene_per_generation(index: Any, variants: list[Any] | None = None) -> list[G
     """The mating-preference gene per generation ([] when no variant carries it): ``n``,
     ``median``, ``q1``, ``q3``, ``min``, ``max`` over the generation's population (``source``
     "population"), or over its children for a run without checkpoints (``source`` "born")."""
+    if variants is None and not index.carries_gene():
+        return []
     variants = index.variants() if variants is None else variants
     gene = {v.id: v.mating_preference for v in variants if v.mating_preference is not None}
     if not gene:

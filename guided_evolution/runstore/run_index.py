@@ -520,6 +520,26 @@ class RunIndex:
         sql = "SELECT generation, population FROM generations WHERE generation >= ? ORDER BY 1"
         return {r[0]: json.loads(r[1]) for r in self._rows(sql, (first,))}
 
+    def island_extent(self) -> tuple[int, int] | None:
+        """(the highest island a variant was born on + 1, the most islands a checkpoint
+        stores), by two aggregates; None for an index without those columns (schema < 3)."""
+        try:
+            born = self._row("SELECT max(island) FROM variants")
+            stored = self._row("SELECT max(json_array_length(islands)) FROM generations")
+        except sqlite3.OperationalError:
+            return None
+        high = born[0] if born is not None and born[0] is not None else -1
+        return int(high) + 1, int(stored[0] or 0) if stored is not None else 0
+
+    def carries_gene(self) -> bool:
+        """Whether any variant carries the mating-preference gene (True for an index of schema
+        < 3, which cannot say)."""
+        try:
+            sql = "SELECT 1 FROM variants WHERE mating_preference IS NOT NULL LIMIT 1"
+            return self._row(sql) is not None
+        except sqlite3.OperationalError:
+            return True
+
     def save_measures(self, found: measures.GenerationMeasures) -> None:
         """Store (or replace) a closed generation's measures."""
         with self.transaction() as conn:
