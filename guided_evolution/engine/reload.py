@@ -8,7 +8,8 @@ changes nothing for a plain `ge resume`. With ``--reload-evaluator`` (under the 
   reads the seed: ``[seed] exclude`` applies) are committed on a branch ``evaluator/N`` of the
   run's repository; every later evaluation's tree gets them in place of the files its commit has
   (``EvaluatorFiles.apply``, in ``Recorder.checkout``); the variants and their ids are unchanged
-  (an id covers only the evolvable files);
+  (an id covers only the evolvable files); the newest such branch is the one in force, so an
+  index rebuilt from git keeps it;
 * the **``[evaluator]`` table** of ``ge.toml`` replaces the frozen one (as written in the file:
   a profile or a flag of the first `ge run` is not applied again; ``--no-sandbox`` may be given
   with the reload);
@@ -41,6 +42,7 @@ from guided_evolution.runstore.records import SEED_BRANCH
 from guided_evolution.runstore.run_index import RunIndex
 
 EVENT = "evaluator_reloaded"
+PREFIX = "evaluator/"  # the branches of the reloaded evaluator files: evaluator/1, evaluator/2, ...
 
 
 @dataclass(frozen=True)
@@ -80,12 +82,13 @@ def files_hash(files: dict[str, bytes], executable: frozenset[str] | set[str]) -
     return digest.hexdigest()[:16]
 
 
-def current(store: GitStore, index: RunIndex) -> EvaluatorFiles | None:
-    """The evaluator files of the run's last reload, or None when it never reloaded them."""
-    events = index.events(EVENT)
-    if not events:
+def current(store: GitStore) -> EvaluatorFiles | None:
+    """The evaluator files of the run's last reload (its newest ``evaluator/N`` branch: git is
+    the durable record, an index rebuilt from git keeps them), or None when it never reloaded."""
+    reloads = {int(name.split("/", 1)[1]): sha for name, sha in store.branches(PREFIX).items()}
+    if not reloads:
         return None
-    commit = str(events[-1].data["commit"])
+    commit = reloads[max(reloads)]
     return EvaluatorFiles(
         commit, store.read_files(commit), frozenset(store.executable_files(commit))
     )
@@ -116,7 +119,7 @@ def reload_evaluator(
     seed = rd.collect_seed(seed_dir, frozen)
     files = {p: data for p, data in seed.items() if p not in frozen.seed.files}
     executable = frozenset(p for p in files if os.access(seed_dir / p, os.X_OK))
-    before = current(store, index)
+    before = current(store)
     if before is None:
         old = store.read_files(SEED_BRANCH)
         old_files = {p: d for p, d in old.items() if p not in frozen.seed.files}
@@ -133,9 +136,9 @@ def reload_evaluator(
             reloaded,
             f"--reload-evaluator: the evaluator files and [evaluator] are unchanged{kept}",
         )
-    n = len(index.events(EVENT)) + 1
+    n = 1 + max((int(b.split("/", 1)[1]) for b in store.branches(PREFIX)), default=0)
     commit = store.commit(
-        files, [], f"ge: evaluator files, reload {n}", f"evaluator/{n}", executable, force=True
+        files, [], f"ge: evaluator files, reload {n}", f"{PREFIX}{n}", executable, force=True
     )
     data: dict[str, Any] = {
         "seed_dir": str(seed_dir),

@@ -249,7 +249,7 @@ def _drive(
         progress = make_progress(json_mode, objectives, cfg.evolution.generations)
         reader = RunReader(store, index, cfg, RecordGuard(watch))
         recorder = Recorder(store, index, cfg, progress, reader)
-        recorder.evaluator_files = current(store, index)
+        recorder.evaluator_files = current(store)
         latest = index.latest_evaluations().items()
         progress.load(s for vid, ev in latest if (s := scored(vid, ev, objectives)) is not None)
         engine: Engine | None = None
