@@ -32,7 +32,7 @@ if [[ ${1:-} == --keep ]]; then
 else
     trap 'rm -rf "$work"' EXIT
 fi
-tar -C "$root" --exclude=__pycache__ -cf - guided_evolution tests pyproject.toml seeds/*/ge.toml |
+tar -C "$root" --exclude=__pycache__ -cf - guided_evolution tests pyproject.toml seeds/*/ge.toml seeds/*/*.py |
     tar -C "$work" -xf -
 # The project's pyproject has no [tool.mutmut]: mutmut falls back to this setup.cfg.
 cat > "$work/setup.cfg" <<'CFG'
@@ -58,6 +58,8 @@ cat >> "$work/setup.cfg" <<'CFG'
 pytest_add_cli_args =
     -p
     no:cacheprovider
+    -p
+    no:xdist
     -k
     not temperature and not offline_run and not favours_the_model and not chooses_eot and not offline_operators_are_arms and not steady_mode and not resumed and not unknown_bandit and not edit_mode_always and not bad_edit_mode and not status_has and not without_a_finished and not report_has
 CFG

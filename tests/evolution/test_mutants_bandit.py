@@ -94,7 +94,10 @@ def test_tally_clips_rewards_counts_improvements_and_sums_costs() -> None:
     stored = state_dict([a, b])
     assert stored[0] == {"arm": "a", "pulls": 3, "rewards": 1.5, "improvements": 2,
                          "rate": round(2 / 3, 6), "cost_usd": 0.75, "prior": 0.5}  # fmt: skip
-    assert stored_arms(stored)[1] == b
+    assert stored_arms(stored) == [a, b]
+    third = tally({"c": 1.0}, [Pull("c", 1 / 3, 1 / 7)])[0].as_dict()
+    assert third["rewards"] == 0.333333 and third["rate"] == 1.0
+    assert third["cost_usd"] == 0.14285714 and third["prior"] == 0.5
 
 
 def test_per_dollar_scales_by_the_cheapest_arm_s_median_child() -> None:
@@ -166,28 +169,36 @@ def _event(**data: Any) -> SimpleNamespace:
 
 
 def _records() -> _Records:
-    latest = {"seed": _ok(0.5, 10), "good": _ok(0.6, 10), "bad": _ok(0.4, 10)}
+    latest = {"seed": _ok(0.5, 10), "good": _ok(0.6, 10), "bad": _ok(0.4, 10), "two": _ok(0.7, 1)}
     variants = [
         _variant("seed", [], generation=0, model="", persona=""),
         _variant("good", ["seed"], model="m1", persona="expert"),
         _variant("bad", ["seed"], model="m2", persona="", eot="thought"),
         _variant("pending", ["seed"], model="m2", persona="expert"),  # not evaluated yet
         _variant("later", ["seed"], generation=3, model="m1", persona="expert"),
+        _variant("two", ["seed"], generation=2, model="m3", persona="expert"),
     ]
     latest["later"] = _ok(0.9, 1)
     calls = [_call(1, "good", "m1", 0.25), _call(2, "good", "m1", 0.5), _call(3, "bad", "m2", 1.0),
-             _call(4, None, "m1", 0.125), _call(5, None, "m2", 2.0)]  # fmt: skip
+             _call(4, None, "m1", 0.125), _call(5, None, "m2", 2.0),
+             _call(6, "two", "m3", None), _call(7, None, "m3", None)]  # fmt: skip
     events = {
         "proposal_rejected": [
             _event(generation=1, plan=4, calls=[4, 5]),  # its last call was m2's
             _event(generation=3, plan=0, calls=[4]),
             _event(generation=1, plan=6, calls=[]),  # no call made: nobody's pull
+            _event(generation=2, plan=1, calls=[7]),  # at the bound: left out
+            _event(plan=2, calls=[7]),  # no generation: generation 0
+            _event(generation=1, calls=[4]),  # no plan: plan -1
         ],
         REJECTED: [
             _event(generation=1, plan=4, arm="mutation/hacker"),
             _event(generation=1, plan=4, arm="mutation/hacker"),  # a resumed run, again
             _event(generation=1, plan=6, persona="mutation/old"),
             _event(generation=3, plan=0, arm="mutation/late"),
+            _event(generation=2, plan=1, arm="mutation/at-bound"),
+            _event(generation=0, plan=2, arm="mutation/first"),
+            _event(generation=1, plan=-1, arm="mutation/no-plan"),
         ],
     }
     return _Records(latest, variants, calls, events)
@@ -199,16 +210,23 @@ def test_the_history_counts_decided_children_and_rejected_proposals() -> None:
         Pull("m1", 1.0, 0.75),  # good improved on the seed; its two calls
         Pull("m2", 0.0, 1.0),  # bad did not
         Pull("m2", 0.0, 2.125),  # the rejected proposal: a zero pull of its last call's model
+        Pull("m3", 0.0, 0.0),  # generation 0's rejection; a call of unknown cost costs 0
+        Pull("m1", 0.0, 0.125),  # plan -1's
     ]
     assert history.personas == [
         Pull("mutation/expert", 1.0, 0.75),
         Pull("eot/-", 0.0, 1.0),
+        Pull("mutation/first", 0.0, 0.0),
+        Pull("mutation/no-plan", 0.0, 0.125),
         Pull("mutation/hacker", 0.0, 2.125),  # the drawn arm of the rejected plan, once
         Pull("mutation/old", 0.0, 0.0),
     ]
+    at_three = read_history(_records(), OBJECTIVES, before=3)
+    assert Pull("m3", 1.0, 0.0) in at_three.models  # generation 2's child, its call unpriced
+    assert Pull("mutation/at-bound", 0.0, 0.0) in at_three.personas
     # without a bound the later generation counts too; the pending child never does
     everything = read_history(_records(), OBJECTIVES)
-    assert len(everything.models) == 5 and Pull("m1", 1.0, 0.0) in everything.models
+    assert len(everything.models) == 9 and Pull("m1", 1.0, 0.0) in everything.models
     assert Pull("m1", 0.0, 0.125) in everything.models
     assert Pull("mutation/late", 0.0, 0.125) in everything.personas
     assert all(p.arm != "m2" or p.cost != 0.0 for p in everything.models)

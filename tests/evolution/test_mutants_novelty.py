@@ -5,6 +5,8 @@ threshold's edge and the reason line."""
 
 from __future__ import annotations
 
+import pytest
+
 from guided_evolution.evolution.diversity import tokens
 from guided_evolution.evolution.novelty import NoveltyArchive, cosine_distance, new_keys
 
@@ -124,3 +126,37 @@ def test_embedding_vectors_replace_the_token_distance() -> None:
     assert found is not None and found.distance < 0.2 and archive.compared == 1
     vectors = {old: [1.0, 0.0], new: [0.0, 1.0]}
     assert archive.check({"f#0": "completely different code here"}, ["f#0"], vectors) is None
+
+
+def test_pairs_at_exactly_the_length_bound_are_measured() -> None:
+    archive = NoveltyArchive(threshold=0.4)  # LONG/SHORT's length bound is exactly 0.4
+    archive.add("old", {"f#0": LONG})
+    assert archive.check({"f#0": SHORT}, ["f#0"]) is None  # measured: 1.0, not the bound
+    assert archive.compared == 1
+    archive.add("other", {"f#0": "p ( q ) s"})
+    assert archive.check({"f#0": SHORT}, ["f#0"]) is None
+    assert archive.compared == 3  # counted, not reset
+
+
+def test_the_reported_code_is_empty_when_the_near_variant_lacks_the_first_key() -> None:
+    archive = NoveltyArchive(threshold=0.5)
+    archive.add("old", {"f#0": SAME})
+    found = archive.check({"f#1": SHORT, "f#0": SAME}, ["f#1", "f#0"])
+    assert found is not None and found.variant == "old" and found.distance == 0.5
+    assert found.code == ""
+
+
+def test_texts_for_a_position_nobody_archived_and_text_of_an_unarchived_segment() -> None:
+    archive = NoveltyArchive(threshold=0.5)
+    archive.add("a", {"f#0": "x=1"})
+    sid = archive.members["a"]["f#0"]
+    assert archive.text(sid) == "x=1"  # the first code seen, not its tokens
+    new = archive.cache.segment_id("y  =  2")
+    assert archive.text(new) == "y = 2"  # never archived: its tokens
+    assert archive.texts_for({"f#3": "z = 3"}, ["f#3"]) == {
+        archive.cache.segment_id("z = 3"): "z = 3"
+    }
+
+
+def test_cosine_distance_of_vectors_of_different_lengths_uses_the_common_part() -> None:
+    assert cosine_distance([1.0, 0.0, 5.0], [1.0, 0.0]) == pytest.approx(1 - 1 / 26**0.5)
