@@ -32,6 +32,9 @@ class Scored:
     metrics: Mapping[str, float]
 
 
+_PLAIN = (float, int)  # exact types: a real number without the ABC check (bool is not one)
+
+
 def objective_weights(objectives: Sequence[ObjectiveSpec]) -> tuple[tuple[str, float], ...]:
     """(name, +1.0 for max / -1.0 for min) per objective; ValueError on a malformed spec."""
     out: list[tuple[str, float]] = []
@@ -60,7 +63,7 @@ def objective_values(item: Scored, weights: Sequence[tuple[str, float]]) -> tupl
         if name not in item.metrics:
             raise ValueError(f"variant {item.id}: metric {name!r} is missing")
         value = item.metrics[name]
-        if isinstance(value, bool) or not isinstance(value, Real):
+        if type(value) not in _PLAIN and (isinstance(value, bool) or not isinstance(value, Real)):
             raise ValueError(f"variant {item.id}: metric {name!r} = {value!r} is not a number")
         value = float(value)
         if not math.isfinite(value):
@@ -96,7 +99,8 @@ def finite_values(
     values: dict[str, float] = {}
     for name, _ in objective_weights(objectives):
         value = (metrics or {}).get(name)
-        if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value):
+        real = type(value) in _PLAIN or (isinstance(value, Real) and not isinstance(value, bool))
+        if real and math.isfinite(value):
             values[name] = float(value)
     return values
 
