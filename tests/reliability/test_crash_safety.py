@@ -34,7 +34,9 @@ from tests.support.openai_server import Action, hang, serve
 from tests.support.seeds import CodeWriter, template_seed
 
 KILL_SEED = int(os.environ.get("GE_KILL_SEED", "20250101"))
-KILLS = int(os.environ.get("GE_KILLS", "24"))
+KILLS = int(os.environ.get("GE_KILLS", "12"))
+"""Starts killed: each targeted moment once and as many random delays, all early in the run
+(``GE_KILLS=24`` adds 12 more random ones for a longer soak)."""
 TARGETED = ("llm", "ref", "variant", "evaluation", "note", "evaluating")
 
 pytestmark = pytest.mark.timeout(600)
@@ -175,7 +177,7 @@ def test_kill_9_many_times_then_resume_loses_and_repeats_nothing(tmp_path: Path)
     total = sum(kills.values())
     print(f"kills survived: {total} {kills}; doctor found {len(doctor_found)} problems")
     assert summary["finished"], summary
-    assert total >= min(20, KILLS), (
+    assert total >= min(20, KILLS * 5 // 6), (
         f"the run finished after {total} kills: make it longer ({kills})"
     )
     assert set(TARGETED) <= set(kills), f"moments never hit: {set(TARGETED) - set(kills)}"

@@ -57,6 +57,48 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_cifar(tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py", 200, 50, seed=1)
 
 
+COLD_ARGS = ("--epochs", "1", "--device", "cpu", "--seed", "5")
+
+
+@pytest.fixture(scope="module")
+def cold_runs(
+    data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[dict, str]]:
+    """The seed and the Adam variant, each trained once in a fresh process (side by side):
+    name -> (metrics, output). Shared by the recipe, optimizer and worker tests."""
+    root = tmp_path_factory.mktemp("cold")
+    variants = {
+        "seed": _variant(root, "seed"),
+        "adam": _variant(root, "adam", _seed_gene(), ADAM_GENE),
+    }
+    env = {k: v for k, v in os.environ.items() if k != "GE_METRICS"}
+    procs = {
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                str(EVALUATE),
+                "--data",
+                str(data_dir),
+                *COLD_ARGS,
+                "--metrics",
+                str(variant / "cold.json"),
+            ],
+            cwd=variant,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, variant in variants.items()
+    }
+    out = {}
+    for name, proc in procs.items():
+        text = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, text[-3000:]
+        out[name] = (json.loads((variants[name] / "cold.json").read_text()), text)
+    return out
+
+
 @pytest.fixture()
 def evaluate(monkeypatch: pytest.MonkeyPatch) -> Any:
     """evaluate.py imported in-process; sys.path and the cwd are restored afterwards."""
@@ -145,10 +187,16 @@ def test_check_rejects_an_optimizer_gene_that_returns_no_optimizer(
 
 
 def test_fast_recipe_writes_every_metric_and_is_deterministic(
-    evaluate: Any, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    evaluate: Any,
+    data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cold_runs: dict[str, tuple[dict, str]],
 ) -> None:
+    """Trained here (in this process, after other trainings) and in a fresh process: the same
+    metrics but the timings; another --seed gives another model."""
     seed = _variant(tmp_path, "seed")
-    args = ("--data", str(data_dir), "--epochs", "1", "--device", "cpu", "--seed", "3")
+    args = ("--data", str(data_dir), *COLD_ARGS)
     code, first = _run(evaluate, seed, monkeypatch, *args)
     assert code == 0
     assert {"val_accuracy", "test_accuracy", "params", "train_seconds", "images_per_second"} <= set(
@@ -156,25 +204,14 @@ def test_fast_recipe_writes_every_metric_and_is_deterministic(
     )
     assert first["params"] == 518_230 and first["epochs"] == 1
     assert 0.0 <= first["val_accuracy"] <= 1.0 and first["images_per_second"] > 0
-    _, second = _run(evaluate, seed, monkeypatch, *args)
-    assert _without_timings(second) == _without_timings(first)
+    assert _without_timings(cold_runs["seed"][0]) == _without_timings(first)
     _, other_seed = _run(evaluate, seed, monkeypatch, *args[:-1], "4")
     assert other_seed["val_loss"] != first["val_loss"]
 
 
-def test_training_uses_the_optimizer_gene(
-    evaluate: Any,
-    data_dir: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture,
-) -> None:
-    args = ("--data", str(data_dir), "--epochs", "1", "--device", "cpu")
-    _, sgd = _run(evaluate, _variant(tmp_path, "seed"), monkeypatch, *args)
-    adam = _variant(tmp_path, "adam", _seed_gene(), ADAM_GENE)
-    code, with_adam = _run(evaluate, adam, monkeypatch, *args)
-    assert code == 0
-    assert "optimizer Adam" in capsys.readouterr().out
+def test_training_uses_the_optimizer_gene(cold_runs: dict[str, tuple[dict, str]]) -> None:
+    (sgd, sgd_out), (with_adam, adam_out) = cold_runs["seed"], cold_runs["adam"]
+    assert "optimizer SGD" in sgd_out and "optimizer Adam" in adam_out
     assert with_adam["val_loss"] != sgd["val_loss"]
 
 
@@ -220,20 +257,6 @@ def test_missing_data_is_a_clear_usage_error(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- worker (zygote)
 
 
-def _cold(variant: Path, args: list[str]) -> dict:
-    metrics = variant / "cold.json"
-    env = {k: v for k, v in os.environ.items() if k != "GE_METRICS"}
-    subprocess.run(
-        [sys.executable, str(EVALUATE), *args, "--metrics", str(metrics)],
-        cwd=variant,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
-    return json.loads(metrics.read_text())
-
-
 def _ask(worker: subprocess.Popen, request: dict) -> tuple[dict, dict]:
     """Send one request; return its start line and its end line."""
     assert worker.stdin is not None and worker.stdout is not None
@@ -246,10 +269,10 @@ def _ask(worker: subprocess.Popen, request: dict) -> tuple[dict, dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_worker_matches_cold_runs_and_survives_a_crash(data_dir: Path, tmp_path: Path) -> None:
-    args = {"epochs": 1, "device": "cpu", "seed": 5}
-    flags = [f"--{k}" for k in ("data", "epochs", "device", "seed")]
-    cli = [x for pair in zip(flags, [str(data_dir), "1", "cpu", "5"], strict=True) for x in pair]
+def test_worker_matches_cold_runs_and_survives_a_crash(
+    data_dir: Path, tmp_path: Path, cold_runs: dict[str, tuple[dict, str]]
+) -> None:
+    args = {"epochs": 1, "device": "cpu", "seed": 5}  # COLD_ARGS
     seed = _variant(tmp_path, "seed")
     adam = _variant(tmp_path, "adam", _seed_gene(), ADAM_GENE)
     crash = _variant(
@@ -292,8 +315,7 @@ def test_worker_matches_cold_runs_and_survives_a_crash(data_dir: Path, tmp_path:
     assert results["seed"][1]["exit_code"] == 0 and results["adam"][1]["exit_code"] == 0
     assert "optimizer SGD" in (tmp_path / "seed.log").read_text()
 
-    cold_seed = _cold(seed, cli)
-    cold_adam = _cold(adam, cli)
+    cold_seed, cold_adam = cold_runs["seed"][0], cold_runs["adam"][0]
     warm_seed = json.loads((tmp_path / "seed.json").read_text())
     warm_adam = json.loads((tmp_path / "adam.json").read_text())
     assert _without_timings(warm_seed) == _without_timings(cold_seed)
