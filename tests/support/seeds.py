@@ -124,13 +124,16 @@ def cpu_exquisitenet_seed(directory: Path, **evolution: Any) -> Path:
 
 
 def bump_first_integer(code: str, n: int) -> str:
-    """CodeWriter's default edit: the first integer literal after the first line, raised."""
+    """CodeWriter's default edit: the first integer literal after the first line, raised; code
+    without one gets a statement ``_revision = n`` at its first line's depth (a comment alone
+    would not change the program: ge takes that child for its parent)."""
     match = _INT.search(code.split("\n", 1)[1] if "\n" in code else code)
     if match:
         offset = len(code.split("\n", 1)[0]) + 1 if "\n" in code else 0
         start, end = match.start(1) + offset, match.end(1) + offset
-        code = code[:start] + str(int(code[start:end]) + 1 + n % 3) + code[end:]
-    return code
+        return code[:start] + str(int(code[start:end]) + 1 + n % 3) + code[end:]
+    indent = code[: len(code) - len(code.lstrip(" \t"))]
+    return f"{code.rstrip()}\n{indent}_revision = {n}\n"
 
 
 class CodeWriter:
