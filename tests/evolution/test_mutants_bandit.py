@@ -238,3 +238,30 @@ def test_arms_of_children() -> None:
     assert arm_of(_variant("v", ["p"], persona=""), offline=False) is None
     assert arm_of(_variant("v", ["p"], persona="swap"), offline=True) == "swap"
     assert arm_of(_variant("v", ["p"], persona="", eot="t"), offline=True) is None
+
+
+def test_ucb1_s_exploration_constant_is_two() -> None:
+    # b: 40 pulls, mean 25/42; a: 10 pulls, mean 1/12 (prior-smoothed). With ln 50 = 3.91 the
+    # bonuses are 0.885 (a) and 0.442 (b) for the constant 2: b wins by 0.07; a constant of 3
+    # (1.083, 0.542) would pick a.
+    b_pulls = [Pull("b", 1.0)] * 24 + [Pull("b", 0.0)] * 16
+    arms = tally({"a": 1.0, "b": 1.0}, [Pull("a", 0.0)] * 10 + b_pulls)
+    assert {choose("ucb1", arms, random.Random(i)) for i in range(10)} == {"b"}
+    # b's mean 16/42: the difference 0.30 is within the bonus gap 0.44: a wins (a smaller
+    # constant, or 2 / ln N, would pick b)
+    b_pulls = [Pull("b", 1.0)] * 15 + [Pull("b", 0.0)] * 25
+    arms = tally({"a": 1.0, "b": 1.0}, [Pull("a", 0.0)] * 10 + b_pulls)
+    assert {choose("ucb1", arms, random.Random(i)) for i in range(10)} == {"a"}
+
+
+def test_edges_of_the_tally_and_of_the_per_dollar_scale() -> None:
+    assert tally({}, [Pull("a", 1.0)]) == []
+    (a,) = tally({"a": 1.0}, [Pull("a", 0.0), Pull("a", 1.0)])
+    assert a.improvements == 1  # a zero reward is no improvement
+    first = tally({"a": 1.0, "b": 3.0}, [])[0].as_dict()
+    assert first["prior"] == 0.166667
+    with pytest.raises(ValueError, match=r"^a bandit needs at least one arm$"):
+        choose("thompson", [], random.Random(0))
+    # costs below a dollar are scaled too (only a zero cost is not)
+    small = per_dollar([Pull("cheap", 1.0, 0.01), Pull("dear", 1.0, 0.05), Pull("free", 1.0)])
+    assert [p.reward for p in small] == [1.0, pytest.approx(0.2), 1.0]

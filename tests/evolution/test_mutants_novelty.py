@@ -160,3 +160,9 @@ def test_texts_for_a_position_nobody_archived_and_text_of_an_unarchived_segment(
 
 def test_cosine_distance_of_vectors_of_different_lengths_uses_the_common_part() -> None:
     assert cosine_distance([1.0, 0.0, 5.0], [1.0, 0.0]) == pytest.approx(1 - 1 / 26**0.5)
+
+
+def test_a_single_position_no_archived_variant_has_is_not_a_near_duplicate() -> None:
+    archive = NoveltyArchive(threshold=0.9)
+    archive.add("old", {"f#0": SAME})
+    assert archive.check({"f#1": SAME}, ["f#1"]) is None
