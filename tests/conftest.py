@@ -10,7 +10,8 @@ Fixtures every test file may use:
 
 With pytest-xdist installed (the `test` extra), the suite runs on every core by default: one
 worker per core, each test file on one worker (``--dist loadfile``: a file's module fixtures are
-made once, and its tests never race each other). ``-n 0`` (or ``-p no:xdist``) runs it in this
+made once, and its tests never race each other); the files with a slow test go out first, and
+the threat table's rows are spread over the workers (``tests/support/scheduling.py``). ``-n 0`` (or ``-p no:xdist``) runs it in this
 process; ``-n N`` picks the workers; ``--pdb`` and ``--trace`` run in this process by themselves.
 
 The harness that runs the engine in-process (fake executor, fake proposer) is
@@ -38,15 +39,36 @@ if TYPE_CHECKING:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    """``-n auto --dist loadfile`` unless the command line chose (or xdist is not installed)."""
+    """``-n auto --dist loadfile`` unless the command line chose (or xdist is not installed);
+    ``-n N`` alone is ``--dist loadfile`` too (xdist's own default, ``load``, would make a file's
+    module fixtures on every worker that runs one of its tests)."""
     option = config.option
-    if getattr(option, "numprocesses", 0) is not None:  # chosen, or no xdist
+    if not hasattr(option, "numprocesses"):  # no xdist
         return
     if option.usepdb or getattr(option, "trace", False) or os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    option.numprocesses = "auto"
-    if option.dist == "no":
+    if option.numprocesses is None:
+        option.numprocesses = "auto"
+    if option.dist == "no" and option.numprocesses != 0:
         option.dist = "loadfile"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with a slow test first (``tests/support/scheduling.py`` says why)."""
+    from tests.support.scheduling import slow_files_first
+
+    slow_files_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile`` in the collection's order, the threat table's rows on every worker."""
+    if config.option.dist != "loadfile":
+        return None
+    from tests.support.scheduling import SlowFirstFileScheduling
+
+    return SlowFirstFileScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

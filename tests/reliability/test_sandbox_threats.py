@@ -25,8 +25,9 @@ has it; ``preload``: confined forks of one worker per slot, ``preload = ["json"]
 ``CONTAINED`` is the single source of truth: backend -> the threats it contains with fresh
 processes; ``expected`` adds what a row's isolation event claims besides (a box per stage with
 preload, a cgroup per evaluation) and removes what escapes with ge's uid. The observed row must
-equal it (``pytest -s`` prints both tables, and why a cell differs; ``GE_THREAT_TABLE=FILE``
-writes the observed one as Markdown, SECURITY.md's form: see ``markdown``).
+equal it (``pytest -s -n 0`` prints both tables, and why a cell differs; ``GE_THREAT_TABLE=FILE``
+with ``-n 0`` writes the observed one as Markdown, SECURITY.md's form: see ``markdown``). Each
+row takes ~15 s (three `ge run`): the rows are ``slow``, and xdist spreads them over its workers.
 
 Backends: ``bwrap``; ``landlock`` (ge's own launcher, namespaces + Landlock); ``landlock-only``
 and ``namespaces-only`` (the same launcher on a machine whose kernel denies namespaces,
@@ -868,7 +869,11 @@ def rows() -> Iterator[dict[tuple[str, str], Row]]:
         Path(path).write_text(markdown(observed))
 
 
-@pytest.fixture(scope="module", params=[(b, m) for b in CONTAINED for m in MODES], ids="-".join)
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param((b, m), marks=pytest.mark.slow) for b in CONTAINED for m in MODES],
+    ids="-".join,
+)
 def row(
     request: pytest.FixtureRequest,
     rows: dict[tuple[str, str], Row],

@@ -46,6 +46,12 @@ def _check(workdir: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
+def seed_check(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """`python evaluate.py --check` of the seed, run once for the tests that read it."""
+    return _check(_copy_seed(tmp_path_factory.mktemp("check") / "seed"))
+
+
+@pytest.fixture(scope="module")
 def two_evaluations(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, float]]:
     """The seed evaluated twice at once (2 slots), once via $GE_METRICS and once via --metrics."""
     runs = []
@@ -71,8 +77,8 @@ def two_evaluations(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, 
     return results
 
 
-def test_check_passes_and_counts_params(tmp_path: Path) -> None:
-    proc = _check(_copy_seed(tmp_path / "seed"))
+def test_check_passes_and_counts_params(seed_check: subprocess.CompletedProcess[str]) -> None:
+    proc = seed_check
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"check ok: \d+ parameters", proc.stdout)
 
@@ -88,8 +94,9 @@ def test_check_rejects_a_wrong_output_shape(tmp_path: Path) -> None:
     assert "output shape" in proc.stderr and "(4, 9)" in proc.stderr
 
 
+@pytest.mark.slow  # trains the CNN
 def test_evaluation_writes_every_metric_above_chance(
-    two_evaluations: list[dict[str, float]], tmp_path: Path
+    two_evaluations: list[dict[str, float]], seed_check: subprocess.CompletedProcess[str]
 ) -> None:
     metrics = two_evaluations[0]
     assert set(METRICS) <= set(metrics)
@@ -97,16 +104,17 @@ def test_evaluation_writes_every_metric_above_chance(
     assert metrics["val_accuracy"] > 0.5  # chance is 0.1
     assert metrics["test_accuracy"] > 0.5
     assert metrics["train_seconds"] > 0
-    check = _check(_copy_seed(tmp_path / "seed"))
-    assert f"check ok: {metrics['params']} parameters" in check.stdout
+    assert f"check ok: {metrics['params']} parameters" in seed_check.stdout
 
 
+@pytest.mark.slow  # trains the CNN
 def test_evaluation_is_deterministic(two_evaluations: list[dict[str, float]]) -> None:
     first, second = two_evaluations
     for key in ("val_accuracy", "test_accuracy", "params"):
         assert first[key] == second[key], key
 
 
+@pytest.mark.slow  # trains the CNN
 def test_forked_evaluation_gives_what_a_fresh_process_gives(
     two_evaluations: list[dict[str, float]], tmp_path: Path
 ) -> None:
