@@ -5,6 +5,7 @@
     python benchmarks/suite_time.py --only busy     # one condition
     python benchmarks/suite_time.py --repeat 3      # medians of 3 runs per condition
     python benchmarks/suite_time.py --clone         # in a fresh `git clone` of HEAD
+    python benchmarks/suite_time.py --log DIR       # pytest's whole output of each run in DIR
     python benchmarks/suite_time.py -- -m "not slow"   # arguments after -- go to pytest
 
 Each run is `python -m pytest -q` (the README's command) in the repository, or with ``--clone``
@@ -54,8 +55,11 @@ def clone_of_head(tmp: Path) -> Path:
     return dest
 
 
-def one_run(repo: Path, pytest_args: list[str], busy: int) -> tuple[float, int, str]:
-    """(wall seconds, exit status, pytest's last line) of one suite run under ``busy`` spinners."""
+def one_run(
+    repo: Path, pytest_args: list[str], busy: int, log: Path | None
+) -> tuple[float, int, str]:
+    """(wall seconds, exit status, pytest's last line) of one suite run under ``busy`` spinners;
+    pytest's output goes to ``log`` too."""
     paths = [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     env.pop("PYTEST_XDIST_WORKER", None)
@@ -74,6 +78,8 @@ def one_run(repo: Path, pytest_args: list[str], busy: int) -> tuple[float, int, 
         wall = time.monotonic() - start
     finally:
         stop(spinners)
+    if log is not None:
+        log.write_text(proc.stdout + proc.stderr)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     return wall, proc.returncode, (lines[-1] if lines else proc.stderr.strip()[-300:])
 
@@ -86,11 +92,14 @@ def main() -> None:
     parser.add_argument("--only", choices=("idle", "busy"), default=None)
     parser.add_argument("--repeat", type=int, default=1, help="runs per condition (median)")
     parser.add_argument("--clone", action="store_true", help="run in a fresh clone of HEAD")
+    parser.add_argument("--log", type=Path, default=None, help="directory for pytest's output")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args()
     conditions = [c for c in ("idle", "busy") if args.only in (None, c)]
     print(f"{os.cpu_count()} cores; command: python -m pytest -q {' '.join(args.pytest_args)}")
     tmp = Path(tempfile.mkdtemp(prefix="ge-suite-time-"))
+    if args.log:
+        args.log.mkdir(parents=True, exist_ok=True)
     walls: dict[str, list[float]] = {c: [] for c in conditions}
     try:
         for n in range(args.repeat):
@@ -98,7 +107,8 @@ def main() -> None:
                 repo = clone_of_head(tmp / f"{condition}-{n}") if args.clone else ROOT
                 busy = args.busy if condition == "busy" else 0
                 load = os.getloadavg()[0]
-                wall, code, last = one_run(repo, args.pytest_args, busy)
+                log = args.log / f"{condition}-{n}.txt" if args.log else None
+                wall, code, last = one_run(repo, args.pytest_args, busy, log)
                 walls[condition].append(wall)
                 label = f"{condition} ({busy} busy processes)" if busy else condition
                 print(f"{label}: {wall:.0f} s, exit {code}, load before {load:.2f}: {last}")
