@@ -162,6 +162,7 @@ class RunData:
     variants: dict[str, VariantRecord]  # in creation order
     latest: dict[str, EvaluationRecord]  # each variant's latest evaluation
     finished: str | None
+    _scored: dict[str, Scored | None] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def objectives(self) -> list[tuple[str, str]]:
@@ -169,8 +170,12 @@ class RunData:
         return [(o.name, o.direction) for o in self.config.selected_objectives]
 
     def scored(self, variant_id: str) -> Scored | None:
-        """The variant's selection objectives if it can be selected (see `selection.scored`)."""
-        return scored(variant_id, self.latest.get(variant_id), self.objectives)
+        """The variant's selection objectives if it can be selected (see `selection.scored`);
+        remembered (a variant is scored again as the parent of each of its children)."""
+        if variant_id not in self._scored:
+            found = scored(variant_id, self.latest.get(variant_id), self.objectives)
+            self._scored[variant_id] = found
+        return self._scored[variant_id]
 
     def scores(self, variant_id: str) -> dict[str, float] | None:
         """The selection objectives of a successfully evaluated variant, or None."""
