@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 GE = [sys.executable, "-m", "guided_evolution"]
 
 
-def _env() -> dict[str, str]:
+def _env(code: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
     env["LITELLM_OFFLINE_MODE"] = "true"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(code) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -182,12 +182,13 @@ def _commands(run: Path, variant: str, out: Path) -> list[tuple[str, list[str]]]
     ]
 
 
-def _time(argv: list[str], repeat: int) -> tuple[float, float, int]:
-    """Median wall and CPU seconds of ``repeat`` runs of ``ge ARGV``, and the last exit code."""
+def _time(argv: list[str], repeat: int, code: Path = ROOT) -> tuple[float, float, int]:
+    """Median wall and CPU seconds of ``repeat`` runs of ``ge ARGV`` (the package in ``code``),
+    and the last exit code."""
     walls, cpus, rc = [], [], 0
     for _ in range(repeat):
         cpu0, wall0 = _children_cpu(), time.perf_counter()
-        done = subprocess.run([*GE, *argv], env=_env(), capture_output=True)
+        done = subprocess.run([*GE, *argv], env=_env(code), cwd=code, capture_output=True)
         walls.append(time.perf_counter() - wall0)
         cpus.append(_children_cpu() - cpu0)
         rc = rc or done.returncode
@@ -202,14 +203,19 @@ def _best_variant(run: Path) -> str:
     return str(front[0]["id"])
 
 
-def inspect(run: Path, repeat: int, first_read: bool) -> list[dict]:
-    """Each inspection command's median wall and CPU on ``run`` (and the report's size)."""
+def inspect(run: Path, repeat: int, first_read: bool, code: Path = ROOT) -> list[dict]:
+    """Each inspection command's median wall and CPU on ``run`` (and the report's size); with
+    another ``code`` (an earlier ge's checkout, ``--baseline``), on a copy of the run as that ge
+    reads it (schema version 3: no measures table)."""
     out = run.parent / "report.html"
     rows = []
     if first_read:
         rows.append(_first_read(run))
-    for label, argv in _commands(run, _best_variant(run), out):
-        wall, cpu, rc = _time(argv, repeat)
+    variant = _best_variant(run)
+    if code != ROOT:
+        run = _as_schema_3(run, run.parent / "baseline-copy")
+    for label, argv in _commands(run, variant, out):
+        wall, cpu, rc = _time(argv, repeat, code)
         row = {"command": label, "wall_s": wall, "cpu_s": cpu, "rc": rc}
         if label == "ge report" and out.exists():
             row["bytes"] = out.stat().st_size
@@ -220,14 +226,7 @@ def inspect(run: Path, repeat: int, first_read: bool) -> list[dict]:
 def _first_read(run: Path) -> dict:
     """`ge status --json` on a copy of the run whose index has no measures table (as an earlier
     ge left it): the one read that computes and stores every generation's measures."""
-    copy = run.parent / "first-read"
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(run, copy, symlinks=True)
-    conn = sqlite3.connect(copy / "index.sqlite")
-    conn.execute("DROP TABLE IF EXISTS generation_measures")
-    conn.execute("PRAGMA user_version = 3")
-    conn.commit()
-    conn.close()
+    copy = _as_schema_3(run, run.parent / "first-read")
     wall, cpu, rc = _time(["status", str(copy), "--json"], 1)
     shutil.rmtree(copy, ignore_errors=True)
     return {
@@ -236,6 +235,18 @@ def _first_read(run: Path) -> dict:
         "cpu_s": cpu,
         "rc": rc,
     }
+
+
+def _as_schema_3(run: Path, copy: Path) -> Path:
+    """A copy of ``run`` whose index is as ge left it before the measures table (version 3)."""
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run, copy, symlinks=True)
+    conn = sqlite3.connect(copy / "index.sqlite")
+    conn.execute("DROP TABLE IF EXISTS generation_measures")
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+    return copy
 
 
 def _print_build(record: dict) -> None:
@@ -272,10 +283,18 @@ def main() -> None:
         "--evaluator", choices=["real", "fake"], default="real",
         help="fake: build in-process with the test harness's evaluator (inspection timing only)",
     )  # fmt: skip
+    parser.add_argument(
+        "--baseline", type=Path,
+        help="a directory holding an earlier ge's guided_evolution package (`git archive REV "
+        "guided_evolution | tar -x -C DIR`): time the commands with it instead",
+    )  # fmt: skip
     parser.add_argument("--run", type=Path, help="time the commands on this run instead (no build)")
     args = parser.parse_args()
+    code = args.baseline.resolve() if args.baseline else ROOT
+    if args.baseline:
+        print(f"baseline: the commands of the ge in {code}")
     if args.run is not None:
-        _print_rows(inspect(args.run.resolve(), args.repeat, args.first_read))
+        _print_rows(inspect(args.run.resolve(), args.repeat, args.first_read, code))
         return
     for size in args.sizes:
         fake = args.evaluator == "fake"
