@@ -232,6 +232,12 @@ def test_the_history_counts_decided_children_and_rejected_proposals() -> None:
     assert all(p.arm != "m2" or p.cost != 0.0 for p in everything.models)
 
 
+def test_offline_histories_count_the_edit_classes() -> None:
+    history = read_history(_records(), OBJECTIVES, before=2, offline=True)
+    # good: its edit class "expert"; bad has none (no persona); then the rejected plans' arms
+    assert [p.arm for p in history.personas][:2] == ["expert", "mutation/first"]
+
+
 def test_arms_of_children() -> None:
     assert arm_of(_variant("v", ["p"], persona="expert"), offline=False) == "mutation/expert"
     assert arm_of(_variant("v", ["p"], persona="expert", eot="t"), offline=False) == "eot/-"

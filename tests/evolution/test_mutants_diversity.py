@@ -6,6 +6,8 @@ differ."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from guided_evolution.evolution.diversity import (
@@ -14,10 +16,13 @@ from guided_evolution.evolution.diversity import (
     coded_distance,
     distance,
     distinct_segments,
+    edit_distance,
     mean_pairwise_distance,
     measure,
     nearest,
     per_position,
+    position_order,
+    split_segments,
     tokens,
 )
 
@@ -88,3 +93,46 @@ def test_the_cache_remembers_tokens_and_distances() -> None:
     assert cache.segment_distance("a = 1", "a = 2") == pytest.approx(1 / 3)
     assert cache.segment_distance("a = 2", "a = 1") == pytest.approx(1 / 3)
     assert cache.computed == 1
+
+
+def _levenshtein(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def test_edit_distance_matches_the_textbook_recurrence() -> None:
+    rng = random.Random(7)
+    for _ in range(400):
+        a = "".join(rng.choice("abc") for _ in range(rng.randint(0, 70)))
+        b = "".join(rng.choice("abc") for _ in range(rng.randint(0, 70)))
+        assert edit_distance(a, b) == _levenshtein(a, b), (a, b)
+    assert edit_distance("ax", "bx") == 1
+
+
+def test_nearest_stops_at_a_member_exactly_at_stop_at() -> None:
+    at = distance(A, B)
+    assert nearest(A, [B, A], stop_at=at) == (0, at)
+
+
+def test_position_order_of_odd_keys() -> None:
+    keys = ["f#x", "f#1", "a#b.py#2", "a#b.py#10", "f#0"]
+    assert sorted(keys, key=position_order) == ["a#b.py#2", "a#b.py#10", "f#x", "f#0", "f#1"]
+
+
+def test_split_segments_of_files_some_missing() -> None:
+    files = {"b.py": "head\n# M\nx = 1\n# M\ny = 2", "c.py": "h\n# M\nz = 3"}
+    assert split_segments(files, ["a.py", "b.py", "c.py"], "# M") == {
+        "b.py#0": "x = 1",
+        "b.py#1": "y = 2",
+        "c.py#0": "z = 3",
+    }
+
+
+def test_the_mean_of_several_pairs_when_positions_differ() -> None:
+    found = measure([A, C, C])
+    assert found.mean_distance == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    assert found.sampled is False and measure([A]).sampled is False

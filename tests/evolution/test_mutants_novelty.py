@@ -126,6 +126,7 @@ def test_embedding_vectors_replace_the_token_distance() -> None:
     assert found is not None and found.distance < 0.2 and archive.compared == 1
     vectors = {old: [1.0, 0.0], new: [0.0, 1.0]}
     assert archive.check({"f#0": "completely different code here"}, ["f#0"], vectors) is None
+    assert archive.compared == 2
 
 
 def test_pairs_at_exactly_the_length_bound_are_measured() -> None:
