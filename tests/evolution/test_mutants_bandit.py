@@ -8,11 +8,13 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from guided_evolution.config import load_config
 from guided_evolution.evolution.bandit import (
     PRIOR_PULLS,
     Pull,
@@ -25,6 +27,7 @@ from guided_evolution.evolution.bandit_history import (
     REJECTED,
     arm_of,
     improved,
+    operator_arms,
     read_history,
     stored_arms,
 )
@@ -271,3 +274,16 @@ def test_edges_of_the_tally_and_of_the_per_dollar_scale() -> None:
     # costs below a dollar are scaled too (only a zero cost is not)
     small = per_dollar([Pull("cheap", 1.0, 0.01), Pull("dear", 1.0, 0.05), Pull("free", 1.0)])
     assert [p.reward for p in small] == [1.0, pytest.approx(0.2), 1.0]
+
+
+def test_operator_arms_of_the_llm_and_offline_operator_sets() -> None:
+    toml = Path(__file__).resolve().parents[2] / "seeds" / "fast_exp" / "ge.toml"
+    offline = load_config(toml)
+    assert operator_arms(offline) == {"nudge": 1.0, "swap": 1.0, "statement": 1.0}
+    llm = load_config(toml, overrides={"llm.models": ["openai/x"]})
+    personas = {f"mutation/{p}": 1.0 for p in llm.evolution.personas}
+    assert operator_arms(llm) == {**personas, "eot/-": 1.0}
+    no_eot = load_config(
+        toml, overrides={"llm.models": ["openai/x"], "evolution.eot_probability": 0.0}
+    )
+    assert operator_arms(no_eot) == personas
