@@ -6,6 +6,7 @@ lineage).
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,7 @@ class Report:
     children: list[ChildrenRow] = field(default_factory=list)  # per generation: planned, new
     diversity: list[DiversityRow] = field(default_factory=list)
     islands: IslandReport | None = None  # None: no islands or genes, no section
+    lineage_of: int = 0  # front variants whose lineage `graph` holds (one per distinct point)
 
 
 # bandit_html, with_islands: for html_report
@@ -275,6 +277,7 @@ def collect(run_dir: Path) -> Report:
         rejected = [e for e in events if e.kind == "proposal_rejected"]
         operators, personas = _group_stats(data, rejected)
         best_line = data.ancestry([rows[0].id]) if rows else []
+        lineage_of = _distinct_front(data, rows)
         with GitStore.open(paths.repo) as store:
             front = _front_details(rows, data, index, store)
         end = max([e.time for e in events] + [start])
@@ -297,7 +300,8 @@ def collect(run_dir: Path) -> Report:
             operators=operators,
             personas=personas,
             failures=failure_groups(data, rejected),
-            graph=_graph(data, [r.id for r in rows], front_ids, set(best_line)),
+            graph=_graph(data, lineage_of, front_ids, set(best_line)),
+            lineage_of=len(lineage_of),
             best_line=best_line,
             reflections=_best_line_reflections(index, data, best_line),
             seed_id=data.seed_id,
@@ -317,6 +321,21 @@ def _points(data: RunData, front_ids: set[str]) -> list[Point]:
         if scores is not None:
             points.append(Point(v.id, v.generation, v.operator, scores, v.id in front_ids))
     return sorted(points, key=lambda p: (p.generation, p.id))
+
+
+def _distinct_front(data: RunData, rows: list[FrontRow]) -> list[str]:
+    """One front variant per distinct point of the front (the first of those that tie in every
+    selection objective): whose lineage the report draws. A large run's front can hold thousands
+    of variants with the same scores; their lineages would fill megabytes."""
+    seen: set[tuple[float, ...]] = set()
+    out = []
+    for r in rows:
+        scores = data.scores(r.id) or {}
+        key = tuple(scores.get(name, math.nan) for name, _ in data.objectives)
+        if key not in seen or not scores:
+            seen.add(key)
+            out.append(r.id)
+    return out
 
 
 def _graph(

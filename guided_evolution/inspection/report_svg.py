@@ -209,11 +209,19 @@ def front_svgs(rep: Report) -> list[str]:
             body.append(f'<path class="frontline" d="{d}"/>')
         rest = [p for p in rep.points if not p.front and p.id != rep.seed_id]
         cloud = sample(rest)
-        kept = {p.id for p in cloud} | {p.id for p in rep.points if p.front or p.id == rep.seed_id}
+        ties: dict[tuple[float, float], list[Point]] = {}  # front members at one point
+        for p in rep.points:
+            if p.front:
+                ties.setdefault((xval(p), p.scores[yo[0]]), []).append(p)
+        kept = {p.id for p in cloud} | {group[0].id for group in ties.values()}
+        kept |= {p.id for p in rep.points if p.id == rep.seed_id}
         drawn = [p for p in rep.points if p.id in kept]
         for p in sorted(drawn, key=lambda p: (p.front, p.generation, p.id)):
             color = gen_colour(p.generation, rep.max_gen)
             tip = f"{p.id}  gen {p.generation}  {p.operator}\n{metric_tip(p.scores)}"
+            same = len(ties.get((xval(p), p.scores[yo[0]]), [])) if p.front else 0
+            if same > 1:
+                tip += f"\n(and {same - 1} more front variants at this point)"
             cls = "pt front" if p.front else "pt"
             r = 6 if p.front else 4
             px, py = fr.x(xval(p)), fr.y(p.scores[yo[0]])
@@ -299,7 +307,14 @@ def lineage_svg(rep: Report) -> str:
         f'<span class="chip"><span class="swatch" style="background:{color[op]}"></span>{esc(op)}</span>' for op in ops
     )
     svg = svg_plot(max(width, 300), max(height, 80), "".join(body), "lineage of the Pareto front")
-    return f'<div class="legendrow">{legend}<span class="chip"><span class="swatch ring"></span>on the Pareto front</span><span class="chip"><span class="bar best"></span>best line</span><span class="chip"><span class="bar second"></span>second parent (crossover)</span></div><div class="scroll">{svg}</div>'
+    tie = (
+        f"<p class=note>The lineage of {rep.lineage_of} front variants, one per distinct point "
+        f"of the front ({len(rep.front)} front variants in all: the others tie with one of "
+        "them in every selection objective).</p>"
+        if 0 < rep.lineage_of < len(rep.front)
+        else ""
+    )
+    return tie + f'<div class="legendrow">{legend}<span class="chip"><span class="swatch ring"></span>on the Pareto front</span><span class="chip"><span class="bar best"></span>best line</span><span class="chip"><span class="bar second"></span>second parent (crossover)</span></div><div class="scroll">{svg}</div>'
 
 
 def _sub_columns(nodes: dict[str, GraphNode]) -> dict[str, int]:
@@ -359,7 +374,7 @@ def _lineage_edges(nodes: dict[str, GraphNode], pos: dict[str, tuple[float, floa
             cls = "edge best" if n.best_line and nodes[p].best_line and i == 0 else "edge"
             if i > 0:
                 cls += " second"
-            body.append(f'<path class="{cls}" d="M{px:.1f},{py:.1f} C{mid:.1f},{py:.1f} {mid:.1f},{cy:.1f} {cx:.1f},{cy:.1f}"/>')
+            body.append(f'<path class="{cls}" d="M{px:.0f},{py:.0f} C{mid:.0f},{py:.0f} {mid:.0f},{cy:.0f} {cx:.0f},{cy:.0f}"/>')
     return body
 
 
@@ -373,7 +388,7 @@ def _lineage_nodes(
         tip = f"{vid}  gen {n.generation}  {n.operator}" + (f" ({n.persona})" if n.persona else "")
         tip += "\n" + metric_tip(n.metrics)
         cls = "node" + (" front" if n.front else "") + (" bestnode" if n.best_line else "")
-        shape = f'<circle class="{cls}" data-v="{esc(vid)}" cx="{cx:.1f}" cy="{cy:.1f}" r="{7 if n.front else 5}" fill="{color[n.operator]}"><title>{esc(tip)}</title></circle>'
+        shape = f'<circle class="{cls}" data-v="{esc(vid)}" cx="{cx:.0f}" cy="{cy:.0f}" r="{7 if n.front else 5}" fill="{color[n.operator]}"><title>{esc(tip)}</title></circle>'
         if n.front:
             body.append(f'<a href="#v-{esc(vid)}">{shape}</a>')
             body.append(f'<text class="nodelabel" x="{cx + 10:.1f}" y="{cy + 4:.1f}">{esc(vid[:8])}</text>')

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,3 +71,26 @@ def test_sample_is_even_and_keeps_both_ends() -> None:
     gaps = {b - a for a, b in itertools.pairwise(kept)}
     assert max(gaps) - min(gaps) <= 1
     assert report_svg.sample(items[:50], 100) == items[:50]
+
+
+def test_a_front_of_ties_draws_one_lineage_per_point_and_says_so(
+    template_run: Path, copy_run: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    """A large run's front can be thousands of variants with the same scores: the lineage is
+    drawn for one of each distinct point, and the page says how many it stands for."""
+    run = copy_run(template_run)
+    db = sqlite3.connect(run / "index.sqlite")
+    db.execute(
+        "UPDATE evaluations SET metrics = '{\"score\": 1.0, \"size\": 10.0}' WHERE status = 'ok'"
+    )
+    db.commit()
+    db.close()
+    rep = collect(run)
+    assert len(rep.front) > 1 and rep.lineage_of == 1
+    assert sum(1 for n in rep.graph if n.front) >= 1
+    out = tmp_path / "r.html"
+    write_report(run, out)
+    assert (
+        f"The lineage of 1 front variants, one per distinct point of the front ({len(rep.front)}"
+        in out.read_text()
+    )
