@@ -255,6 +255,17 @@ def make_seed(tmp: Path, name: str, base_url: str) -> Path:
     return seed
 
 
+def distinct_edit(code: str, n: int) -> str:
+    """The fake LLM's edit: CodeWriter's integer bump plus a statement naming the request, so no
+    two children are the same program (ge merges children that differ only in comments, and
+    the bump alone repeats values across parents)."""
+    from tests.support.seeds import bump_first_integer
+
+    first = code.lstrip("\n").split("\n", 1)[0]
+    indent = first[: len(first) - len(first.lstrip(" \t"))]
+    return f"{bump_first_integer(code, n).rstrip()}\n{indent}_request_{n} = {n}\n"
+
+
 def one_run(
     tmp: Path, n: str, launcher: tuple[str, ...] | None = None, source: Path | None = None
 ) -> dict:
@@ -265,7 +276,7 @@ def one_run(
     from tests.support.openai_server import serve
     from tests.support.seeds import CodeWriter
 
-    writer = CodeWriter()
+    writer = CodeWriter(edit=distinct_edit)
     env = {"PYTHONPATH": str(source)} if source is not None else None
     with serve(responder=writer) as server:
         seed = make_seed(tmp, f"seed-{n}", server.base_url)
