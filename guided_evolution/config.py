@@ -32,6 +32,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CONFIG_NAME = "ge.toml"
+TASK_FILE = "TASK.md"  # the task description beside ge.toml, read when [seed] task is absent
+TASK_MAX_CHARS = 8000
 OFFLINE_MODEL = "offline"
 
 
@@ -48,6 +50,12 @@ class SeedConfig(_Model):
     exclude: tuple[str, ...] = Field(
         ("runs", ".git", "__pycache__", "*.pyc", ".venv", "data"),
         description="glob patterns of seed files not copied into the run repository",
+    )
+    task: str | None = Field(
+        None,
+        max_length=TASK_MAX_CHARS,
+        description="what the program does and what 'better' means, shown in every prompt "
+        "(absent: the text of TASK.md beside ge.toml)",
     )
 
 
@@ -540,12 +548,30 @@ def apply_profile(data: dict[str, Any], profile: str | None, source: str) -> dic
     return _deep_merge(base, profiles[profile])
 
 
+def _task_from_file(data: dict[str, Any], task_file: Path) -> dict[str, Any]:
+    """`[seed] task` from TASK.md beside ge.toml when the table does not set it (frozen with it)."""
+    seed = data.get("seed", {})
+    if not isinstance(seed, dict) or "task" in seed or not task_file.is_file():
+        return data
+    try:
+        text = task_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {task_file}: {exc}", "make it a UTF-8 text file") from None
+    if len(text) > TASK_MAX_CHARS:
+        raise ConfigError(
+            f"{task_file} has {len(text)} characters, more than {TASK_MAX_CHARS}",
+            "shorten the task description: it is shown in every prompt",
+        )
+    return {**data, "seed": {**seed, "task": text}} if text else data
+
+
 def load_config(
     path: Path, overrides: dict[str, Any] | None = None, profile: str | None = None
 ) -> GeConfig:
     """Load `ge.toml`, apply a `[profile.NAME]`, then CLI overrides (dotted keys), validate."""
     data = apply_profile(read_toml(path), profile, path.name)
     data = apply_overrides(data, overrides or {})
+    data = _task_from_file(data, path.parent / TASK_FILE)
     source = path.name if profile is None else f"{path.name} (profile {profile})"
     flags = {key for key, value in (overrides or {}).items() if value is not None}
     return parse_config(data, source=source, flags=flags)
