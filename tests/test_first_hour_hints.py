@@ -212,6 +212,10 @@ def test_the_run_summary_counts_retried_llm_faults(tmp_path: Path) -> None:
             api_base=server.base_url,
         )
     assert summary["finished"] and summary["llm_retries"] == 2, summary
+    status_json = json.loads(ge("status", str(tmp_path / "run"), "--json", cwd=tmp_path).stdout)
+    assert status_json["llm_retries"] == 2, status_json
+    text = ge("status", str(tmp_path / "run"), cwd=tmp_path).stdout
+    assert "errors, 2 retried)" in text, text
 
 
 def test_ge_run_on_a_file_names_its_folder(tmp_path: Path) -> None:

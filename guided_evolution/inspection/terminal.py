@@ -157,7 +157,8 @@ def print_summary(console: Console, summary: Any) -> None:
     print_wide(console, front_table(front, [Objective(**o) for o in data["objectives"]]))
     console.print(
         f"{_variants(data['children'], data['evaluated'], data['failed'])}, "
-        f"{data['llm_calls']} LLM calls, ${data['cost_usd']:.4f}; {_m(data['stop_reason'])}",
+        f"{data['llm_calls']} LLM calls ({data['llm_retries']} retried), "
+        f"${data['cost_usd']:.4f}; {_m(data['stop_reason'])}",
         soft_wrap=True,
     )
     run_dir = _m(data["run_dir"])
@@ -181,7 +182,7 @@ def print_status(console: Console, data: StatusView) -> None:
         soft_wrap=True,
     )
     console.print(
-        f"LLM calls {data.llm_calls} ({data.llm_errors} errors)  tokens "
+        f"LLM calls {data.llm_calls} ({data.llm_errors} errors, {data.llm_retries} retried)  tokens "
         f"{data.prompt_tokens + data.completion_tokens}  spend ${data.cost_usd:.4f}  models {_m(', '.join(data.models))}"
     )
     per_gen = data.children_per_generation or []

@@ -111,6 +111,7 @@ class StatusView(JsonView):
     pending: int
     llm_calls: int
     llm_errors: int
+    llm_retries: int  # attempts beyond each call's first (faults retried, errors or not)
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float

@@ -296,6 +296,7 @@ def status(run_dir: Path, diversity_last: int | None = None) -> StatusView:
             pending=counts["pending"] + counts["evaluating"],
             llm_calls=counts["llm_calls"],
             llm_errors=counts["llm_errors"],
+            llm_retries=counts["llm_retries"],
             prompt_tokens=counts["prompt_tokens"],
             completion_tokens=counts["completion_tokens"],
             cost_usd=counts["cost_usd"],

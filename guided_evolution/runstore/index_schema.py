@@ -303,6 +303,7 @@ VARIANT_COUNTS_SQL = (
 CALL_COUNTS_SQL = (
     "SELECT count(*) AS llm_calls, coalesce(sum(outcome = 'error'), 0) AS llm_errors,"
     " coalesce(sum(outcome = 'cached'), 0) AS llm_cached,"
+    " coalesce(sum(max(attempts - 1, 0)), 0) AS llm_retries,"
     " coalesce(sum(prompt_tokens), 0) AS prompt_tokens,"
     " coalesce(sum(completion_tokens), 0) AS completion_tokens,"
     " coalesce(sum(cost_usd), 0.0) AS cost_usd FROM llm_calls"

@@ -576,7 +576,7 @@ def key_lines(value: object, path: str = ".") -> list[str]:
 
 PINNED_KEYS = {
     "status": """
-.: run_dir generation generations children evaluated failed pending llm_calls llm_errors prompt_tokens completion_tokens cost_usd finished state pid stop_reason fix models children_per_generation diversity isolation isolation_history isolation_changes isolation_unrecorded_starts evaluator_reloads tokens bandit islands mating_preference
+.: run_dir generation generations children evaluated failed pending llm_calls llm_errors llm_retries prompt_tokens completion_tokens cost_usd finished state pid stop_reason fix models children_per_generation diversity isolation isolation_history isolation_changes isolation_unrecorded_starts evaluator_reloads tokens bandit islands mating_preference
 .children_per_generation[]: generation configured planned new
 .diversity[]: generation population valid front distinct mean_distance distance_sampled
 .tokens: by_operator valid_children tokens_per_valid_child
