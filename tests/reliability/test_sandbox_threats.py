@@ -43,6 +43,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
+import fcntl
 import functools
 import json
 import os
@@ -716,11 +717,24 @@ def judge_chain(seq: Sequence, watch: ProcessWatch) -> dict[str, tuple[bool, str
     return out
 
 
+@contextlib.contextmanager
+def _disk_lock() -> Iterator[None]:
+    """Held while a disk-fill sequence runs: its reserve is set just below the free space, so the
+    rows that xdist runs side by side take turns (another row's filler would trip this one's)."""
+    with open(Path(tempfile.gettempdir()) / "ge-tests-disk-fill.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def judged_sequence(
     scene: Scene, ears: Listeners, setup: Setup, mode: str, name: str, watch: ProcessWatch
 ) -> tuple[dict[str, tuple[bool, str]], dict[str, tuple[str, str]]]:
     """One sequence, judged: threat -> (escaped, why), threat -> its RESULT (verdict, notes)."""
-    seq = sequence(scene, ears, setup, mode, name, watch)
+    with _disk_lock() if "disk-fill" in SEQUENCES[name] else contextlib.nullcontext():
+        seq = sequence(scene, ears, setup, mode, name, watch)
     judged = judge_poison(seq, scene.root) if name == "poison" else judge_chain(seq, watch)
     if order := seq.out_of_order():
         judged = {t: (True, f"ERROR: {order}") for t in judged}
