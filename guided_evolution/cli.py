@@ -176,7 +176,8 @@ def run(
     initial_population: Annotated[int | None, typer.Option(help="Children of the seed in generation 0.")] = None,
     slots: Annotated[int | None, typer.Option(help="Concurrent evaluations.")] = None,
     seed: Annotated[int | None, typer.Option(help="RNG seed.")] = None,
-    budget_usd: Annotated[float | None, typer.Option(help="Stop proposing children after this LLM spend.")] = None,
+    budget_usd: Annotated[float | None, typer.Option(help="Stop proposing children after this LLM spend in USD (every model needs a price).")] = None,
+    budget_tokens: Annotated[int | None, typer.Option(help="Stop proposing children after this many LLM tokens (any endpoint).")] = None,
     executor: Annotated[str | None, typer.Option(help="Where evaluations run: local or slurm.")] = None,
     no_sandbox: NoSandboxFlag = False,
     detach: DetachFlag = False,
@@ -192,6 +193,7 @@ def run(
     overrides: dict[str, Any] = {
         "llm.api_base": api_base,
         "llm.budget_usd": budget_usd,
+        "llm.budget_tokens": budget_tokens,
         "evolution.generations": generations,
         "evolution.population": population,
         "evolution.initial_population": initial_population,

@@ -68,11 +68,31 @@ class ModelEntry(_Model):
     api_key_env: str | None = Field(None, description="name of the env var holding the key")
     input_cost_per_token: float | None = Field(None, ge=0)
     output_cost_per_token: float | None = Field(None, ge=0)
+    input_price: float | None = Field(None, ge=0, description="USD per million input tokens")
+    output_price: float | None = Field(None, ge=0, description="USD per million output tokens")
     client: Literal["auto", "openai", "litellm"] = Field(
         "auto",
         description="library that makes the calls: auto = the openai client for OpenAI and "
         "OpenAI-compatible endpoints (any api_base), litellm for other providers",
     )
+
+    @model_validator(mode="after")
+    def _one_price_unit(self) -> ModelEntry:
+        for side in ("input", "output"):
+            if getattr(self, f"{side}_price") is not None and getattr(self, f"{side}_cost_per_token") is not None:
+                raise ValueError(
+                    f"{side}_price (USD per million tokens) and {side}_cost_per_token are both set; keep one"
+                )
+        return self
+
+    def token_prices(self) -> tuple[float | None, float | None]:
+        """(input, output) USD per token: the per-token keys, or the per-million ones / 1e6."""
+        per_million = (self.input_price, self.output_price)
+        per_token = (self.input_cost_per_token, self.output_cost_per_token)
+        return tuple(  # type: ignore[return-value]
+            t if t is not None else (m / 1e6 if m is not None else None)
+            for t, m in zip(per_token, per_million, strict=True)
+        )
 
 
 class LLMConfig(_Model):
@@ -91,8 +111,12 @@ class LLMConfig(_Model):
         description="stop the run (resumable) when LLM calls have kept failing this long "
         "without one success; a generation whose calls all fail stops it too",
     )
-    budget_usd: float | None = Field(None, gt=0)
-    budget_tokens: int | None = Field(None, gt=0)
+    budget_usd: float | None = Field(
+        None, gt=0, description="stop proposing once the LLM calls cost this much (known prices only)"
+    )
+    budget_tokens: int | None = Field(
+        None, gt=0, description="stop proposing once the LLM calls used this many tokens (any endpoint)"
+    )
     bandit: BanditConfig = BanditConfig()
 
     @field_validator("models", mode="before")
