@@ -8,9 +8,10 @@ description in one place (the template and `--help` are checked against it).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -34,6 +35,7 @@ else:  # pragma: no cover
 CONFIG_NAME = "ge.toml"
 TASK_FILE = "TASK.md"  # the task description beside ge.toml, read when [seed] task is absent
 TASK_MAX_CHARS = 8000
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)  # notes in TASK.md for its author, not the LLM
 OFFLINE_MODEL = "offline"
 
 
@@ -209,6 +211,14 @@ class EvolutionConfig(_Model):
     )
     mode: Literal["generational", "steady"] = "generational"  # steady: no generation barrier
     overlap_tail: int = Field(0, ge=0)  # generational: plan g+1 while N children of g evaluate
+    stop_at: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=dict,
+        description="{objective = target}: the run finishes at the close of the generation in "
+        "which a child reaches a target (>= for max, <= for min)",
+    )
+    stop_after_stale: int | None = Field(
+        None, ge=1, description="finish when the Pareto front has not changed for N generations"
+    )
     # Beyond GE, each a table of its own, off by default (config_sections.py).
     diff: DiffConfig = DiffConfig()
     islands: IslandsConfig = IslandsConfig()
@@ -425,6 +435,13 @@ class GeConfig(_Model):
             raise ValueError(f"objective names must be unique, got {names}")
         if not any(o.select for o in self.objectives):
             raise ValueError("at least one objective must have select = true")
+        selected = [o.name for o in self.objectives if o.select]
+        for name in self.evolution.stop_at:
+            if name not in selected:
+                raise ValueError(
+                    f"[evolution] stop_at names {name!r}, which is not a selection objective; "
+                    f"name one of {', '.join(selected)} (select = true)"
+                )
         return self
 
     @property
@@ -573,12 +590,13 @@ def apply_profile(data: dict[str, Any], profile: str | None, source: str) -> dic
 
 
 def _task_from_file(data: dict[str, Any], task_file: Path) -> dict[str, Any]:
-    """`[seed] task` from TASK.md beside ge.toml when the table does not set it (frozen with it)."""
+    """`[seed] task` from TASK.md beside ge.toml (its `<!-- -->` comments dropped) when the table
+    does not set it; frozen with the rest of the config."""
     seed = data.get("seed", {})
     if not isinstance(seed, dict) or "task" in seed or not task_file.is_file():
         return data
     try:
-        text = task_file.read_text(encoding="utf-8").strip()
+        text = _COMMENT.sub("", task_file.read_text(encoding="utf-8")).strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {task_file}: {exc}", "make it a UTF-8 text file") from None
     if len(text) > TASK_MAX_CHARS:
