@@ -1,4 +1,5 @@
-"""`ge init`: write the commented ge.toml and a minimal marked seed from `templates/`."""
+"""`ge init`: write the commented ge.toml, the task (TASK.md) and a minimal marked seed from
+`templates/`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from guided_evolution.errors import GeError
 
-TEMPLATE_FILES = ("ge.toml", "model.py", "evaluate.py")
+TEMPLATE_FILES = ("ge.toml", "TASK.md", "model.py", "evaluate.py")
 
 
 def write_template(directory: Path, *, force: bool = False) -> list[Path]:

@@ -37,9 +37,10 @@ from guided_evolution.evolution.operators import (
     offline,
     registry,
 )
+from guided_evolution.evolution.operators.common import objectives_of, objectives_text
 from guided_evolution.evolution.operators.spec import PAIR, REPAIR, SINGLE
 from guided_evolution.evolution.plan import EOT_BY_BANDIT, Plan, Step
-from guided_evolution.evolution.prompts import PromptLibrary
+from guided_evolution.evolution.prompts import NO_TASK, PromptLibrary
 from guided_evolution.evolution.segments import Genome, parse_genome
 from guided_evolution.evolution.splice import SpliceError
 from guided_evolution.llm.errors import BudgetExhausted, LLMError
@@ -341,7 +342,12 @@ class LLMProposer(_StepProposer):
                  progress: Progress, seed_id: str) -> None:
         super().__init__(cfg, source)
         self.supports_eot = EOT_BY_BANDIT if self.bandits.chooses_eot else True
-        self.prompts = prompts
+        self.directions = {o.name: o.direction for o in cfg.selected_objectives}
+        # The run's goal reaches every prompt: its task and its selecting objectives only.
+        self.prompts = prompts.with_values(
+            task=(cfg.seed.task or "").strip() or NO_TASK,
+            objectives=objectives_text(self.directions),
+        )
         self.llm = llm
         self.progress = progress
         self.seed_id = seed_id
@@ -350,7 +356,6 @@ class LLMProposer(_StepProposer):
         self._last: dict[tuple[int, int], tuple[Any, Any]] = {}  # the plan's last (request, reply)
         self.gate = CallGate(cfg.llm.concurrency)
         self.step_source = _StepSource(self.source, self._feedback)
-        self.directions = {o.name: o.direction for o in cfg.selected_objectives}
 
     async def repropose(self, plan: Plan, genome: Genome, previous: Child | None, child: Child,
                         near: NearDuplicate, rng: random.Random, attempt: int) -> Child:
@@ -464,11 +469,14 @@ class LLMProposer(_StepProposer):
         key = self.source.segment_of(vid) or genome.segments[0].key
         # The evaluator's words may quote a held-out metric (its parents' values too): scrubbed.
         failure, output_tail = self.source.withheld(vid, failure), self.source.withheld(vid, output_tail)
+        row = self.source.index.get_variant(vid)
+        versions = [("the version it was changed from", p) for p in (row.parents[:1] if row else ())]
+        objectives = objectives_of(self.directions, self.step_source.objective_metrics, versions, self.seed_id)
         req = ops.fix_request(
             self.prompts, genome, vid, key, failure, output_tail, rng,
             temperature_range=self._range(registry.repair(), plan.generation),
             edit_mode=self.evo.diff.mode, diff_min_chars=self.evo.diff.min_chars,
-            feedback=self._feedback(vid),
+            feedback=self._feedback(vid), objectives=objectives,
         )
         try:
             reply = await self._ask(req, rng, plan, sample=1000 + attempt)

@@ -5,6 +5,10 @@ A prompt file is the user message, or is split into chat messages by marker line
 of the library (template text, so its placeholders are filled too). Values are substituted in a
 single pass and never re-scanned, so code with braces, `$`, `{{x}}` or f-strings is inserted as is.
 
+Run-wide values (``with_values``): what every render may use without the caller passing it, the
+run's ``task`` and the names and directions of its ``objectives`` (a request's own values win: an
+operator passes the objectives with the parents' values). ``load`` starts from neutral defaults.
+
 Lookup: the built-in prompts (the repository's `prompts/`, installed as the package
 `guided_evolution.builtin_prompts`), then each extra directory (the seed's own `prompts/`), whose
 files add to or override the built-ins by name.
@@ -26,6 +30,9 @@ _INCLUDE = re.compile(r"\{\{>\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 _SECTION = re.compile(r"^---(system|user|assistant)---[ \t]*$", re.MULTILINE)
 _MAX_INCLUDE_DEPTH = 8
 _BUILTIN_PACKAGE = "guided_evolution.builtin_prompts"  # the repository's prompts/, installed
+NO_TASK = "No description was given. Make the program better on the objectives below."
+NO_OBJECTIVES = "How each version is judged: by the measurements of its evaluation."
+DEFAULT_VALUES: dict[str, str] = {"task": NO_TASK, "objectives": NO_OBJECTIVES}
 
 
 def builtin_dir() -> Path:
@@ -71,8 +78,16 @@ def _sections(prompt: PromptFile) -> list[tuple[str, str]]:
 class PromptLibrary:
     """Named prompt files; later directories override earlier ones by file name."""
 
-    def __init__(self, files: dict[str, PromptFile]) -> None:
+    def __init__(
+        self, files: dict[str, PromptFile], values: dict[str, str] | None = None
+    ) -> None:
         self._files = dict(files)
+        self._values = dict(DEFAULT_VALUES if values is None else values)
+
+    def with_values(self, **values: str) -> PromptLibrary:
+        """A copy whose renders also fill ``values`` (run-wide: the task, the objectives); a
+        value passed to ``render`` wins over these."""
+        return PromptLibrary(self._files, {**self._values, **values})
 
     @classmethod
     def load(cls, extra_dirs: Sequence[Path] = ()) -> PromptLibrary:
@@ -100,7 +115,7 @@ class PromptLibrary:
     def with_part(self, name: str, replacement: str) -> PromptLibrary:
         """A copy in which prompt `name` (and every `{{>name}}` include) resolves to the file of
         `replacement`: diff edits render the same task prompts with `diff_rules` as `rules`."""
-        return PromptLibrary({**self._files, name: self._get(replacement)})
+        return PromptLibrary({**self._files, name: self._get(replacement)}, self._values)
 
     def names(self) -> list[str]:
         """Every prompt name, sorted (partials such as `rules` included)."""
@@ -143,17 +158,19 @@ class PromptLibrary:
         return _INCLUDE.sub(include, template)
 
     def placeholders(self, name: str) -> set[str]:
-        """The placeholder names a prompt (with its includes) needs."""
+        """The placeholder names a prompt (with its includes) needs from its caller: those the
+        library has no run-wide value for."""
         prompt = self._get(name)
         return {
             m.group(1)
             for _, template in _sections(prompt)
             for m in _PLACEHOLDER.finditer(self._expand(template, prompt))
-        }
+        } - set(self._values)
 
     def render(self, name: str, **values: str) -> list[dict[str, str]]:
         """Chat messages of prompt `name` with its placeholders filled from `values`."""
         prompt = self._get(name)
+        values = {**self._values, **values}
         messages: list[dict[str, str]] = []
         for role, template in _sections(prompt):
             text = self._expand(template, prompt)

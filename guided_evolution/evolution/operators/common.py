@@ -1,5 +1,6 @@
 """What the LLM operators' request builders share: segment placeholder values, fences, the file
-context around a segment, the evaluator's feedback, metric tables and reflections. Pure.
+context around a segment, the evaluator's feedback, metric tables, the objectives with the parents'
+values, and reflections. Pure.
 
 Randomness comes only from the ``rng`` passed in, in a fixed order (segment, prompt,
 temperature), so the same rng state gives the same request.
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from guided_evolution.errors import GeError
 from guided_evolution.evolution.codeblock import ExtractionError, strip_reasoning
+from guided_evolution.evolution.heldout import shown_metrics
+from guided_evolution.evolution.prompts import NO_OBJECTIVES
 from guided_evolution.evolution.segments import (
     CONTEXT_PLACEHOLDER,
     NOTE_MARKER,
@@ -143,6 +146,46 @@ def format_metrics(
         )
         rows.append(f"- {name}: {show(value)} (original: {before}{better})")
     return "\n".join(rows)
+
+
+_WAYS = {"max": "maximise: higher is better", "min": "minimise: lower is better"}
+OBJECTIVES_INTRO = "How each version is judged (the objectives that decide which versions survive):"
+
+
+def objectives_text(
+    directions: Mapping[str, str],
+    columns: Sequence[tuple[str, Mapping[str, object] | None]] = (),
+) -> str:
+    """The ``{{objectives}}`` value: each selecting objective (``directions``: name -> 'max' |
+    'min', the selecting ones only) with its direction and, per column (a label and a variant's
+    metrics), that variant's value. Values pass ``heldout.shown_metrics``: only the objectives in
+    ``directions`` are ever shown, never another metric of the same evaluation."""
+    names = list(directions)
+    shown = [(name, shown_metrics(metrics, names)) for name, metrics in columns]
+    rows = [OBJECTIVES_INTRO]
+    for name in names:
+        way = _WAYS.get(directions[name], directions[name])
+        values = [
+            f"{who} {f'{m[name]:.6g}' if name in m else 'not measured'}" for who, m in shown
+        ]
+        rows.append(f"- {name} ({way})" + (f": {'; '.join(values)}" if values else ""))
+    return "\n".join(rows) if names else NO_OBJECTIVES
+
+
+def objectives_of(
+    directions: Mapping[str, str],
+    metrics_of: Callable[[str], Mapping[str, object] | None],
+    versions: Sequence[tuple[str, str]],
+    seed_id: str,
+) -> str:
+    """``objectives_text`` with a column per (label, variant id) of ``versions`` and one for the
+    seed (the original program), which joins a version's label when it is one of them."""
+    columns: list[tuple[str, Mapping[str, object] | None]] = []
+    for who, vid in versions:
+        columns.append((f"{who} (the original program)" if vid == seed_id else who, metrics_of(vid)))
+    if seed_id not in {vid for _, vid in versions}:
+        columns.append(("the original program", metrics_of(seed_id)))
+    return objectives_text(directions, columns)
 
 
 def reflection_text(reply_text: str, limit: int = REFLECTION_CHARS) -> str:

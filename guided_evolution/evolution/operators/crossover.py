@@ -13,6 +13,7 @@ from guided_evolution.config import EvolutionConfig
 from guided_evolution.evolution.operators.common import (
     fence,
     label,
+    objectives_of,
     segment_values,
     temperature,
 )
@@ -35,12 +36,14 @@ def crossover_request(
     rng: random.Random,
     *,
     temperature_range: Sequence[float],
+    objectives: str | None = None,
 ) -> OperatorRequest | None:
     """Merge the two parents' versions of one segment where they differ; None if they don't.
 
     ``a`` is the primary parent (the plan's): the child keeps A's files (``base``) with that
     segment replaced by the merge, and ``parents`` is (a_id, b_id), the base first (``Ge-Parents``).
-    One draw from ``rng`` for the segment, then the temperature's."""
+    One draw from ``rng`` for the segment, then the temperature's. `objectives`: the
+    ``{{objectives}}`` text with both parents' values (None: the library's)."""
     keys = [k for k in differing_segments(a, b) if k in a.keys and k in b.keys]
     if not keys:
         return None
@@ -50,6 +53,8 @@ def crossover_request(
     values = segment_values(base, seg)
     values["primary_code"] = values["code"]
     values["secondary_code"] = fence(other.segment(key).code)
+    if objectives is not None:
+        values["objectives"] = objectives
     detail = f"base {base_id}, ideas from {other_id}"
     return OperatorRequest(
         operator=SPEC.name,
@@ -66,13 +71,18 @@ def crossover_request(
 
 
 def build(ctx: StepContext) -> OperatorRequest | None:
-    """A step's crossover of the genome with the step's partner (None: identical parents)."""
+    """A step's crossover of the genome with the step's partner (None: identical parents), with
+    the objectives and both parents' values."""
     if ctx.other is None:
         raise ValueError("a crossover step needs a partner")
     other = ctx.source.genome(ctx.other)
+    versions = [("the first version", ctx.parent_id), ("the second version", ctx.other)]
+    objectives = objectives_of(
+        ctx.directions, ctx.source.objective_metrics, versions, ctx.seed_id
+    )
     return crossover_request(
         ctx.lib, ctx.genome, ctx.parent_id, other, ctx.other, ctx.rng,
-        temperature_range=ctx.temperature_range,
+        temperature_range=ctx.temperature_range, objectives=objectives,
     )  # fmt: skip
 
 

@@ -15,6 +15,8 @@ from guided_evolution.evolution.operators.common import (
     fence,
     format_metrics,
     label,
+    objectives_of,
+    objectives_text,
     reflection_text,
     segment_or_pick,
     segment_values,
@@ -58,6 +60,7 @@ def eot_reason_request(
         seed_code=fence(seed.segment(key).code),
         elite_code=values["code"],
         metrics=format_metrics(elite_metrics, seed_metrics, directions),
+        objectives=objectives_text(directions or {}),  # the values: in {{metrics}}
     )
     return OperatorRequest(
         operator=SPEC.name,
@@ -83,11 +86,13 @@ def eot_apply_request(
     temperature_range: Sequence[float],
     edit_mode: str = "never",
     diff_min_chars: int = DIFF_MIN_CHARS,
+    objectives: str | None = None,
 ) -> OperatorRequest:
     """Evolution of Thought, step 2: the same conversation continues with the model's reasoning
     and asks to apply it to a segment of `target` (not the examined segment of the elite itself,
     unless it has no other); as SEARCH/REPLACE blocks when `edit_mode` asks for a diff and the
-    ``eot_apply`` prompt includes the rules."""
+    ``eot_apply`` prompt includes the rules. `objectives`: the ``{{objectives}}`` text with the
+    target's values (None: the library's)."""
     if reason_request.stage != "reason":
         raise ValueError("eot_apply_request needs the request of the 'reason' stage")
     thought = reflection_text(reasoning)
@@ -98,6 +103,8 @@ def eot_apply_request(
         segments = [s for s in segments if s.key != reason_request.segment] or segments
     seg = rng.choice(segments) if segments else segment_or_pick(target, None, rng)
     values = segment_values(target, seg)
+    if objectives is not None:
+        values["objectives"] = objectives
     diffed = None
     if edit_for(seg.code, edit_mode, diff_min_chars) == EDIT_DIFF:
         diffed = with_diff_rules(lib, "eot_apply", values)
@@ -131,11 +138,16 @@ def build(ctx: StepContext) -> OperatorRequest | None:
 
 
 def follow(ctx: StepContext, reason: OperatorRequest, reply_text: str) -> OperatorRequest:
-    """The apply turn: the reasoning applied to a segment of the step's genome."""
+    """The apply turn: the reasoning applied to a segment of the step's genome, with the
+    objectives and its parent's and the seed's values."""
+    who = "this version" if ctx.of_parent else "the parent of this version"
+    objectives = objectives_of(
+        ctx.directions, ctx.source.objective_metrics, [(who, ctx.parent_id)], ctx.seed_id
+    )
     return eot_apply_request(
         ctx.lib, reason, reply_text, ctx.genome, ctx.parent_id, ctx.rng,
         temperature_range=ctx.temperature_range,
-        edit_mode=ctx.edit_mode, diff_min_chars=ctx.diff_min_chars,
+        edit_mode=ctx.edit_mode, diff_min_chars=ctx.diff_min_chars, objectives=objectives,
     )  # fmt: skip
 
 

@@ -36,11 +36,14 @@ def fix_request(
     edit_mode: str = "never",
     diff_min_chars: int = DIFF_MIN_CHARS,
     feedback: str = "",
+    objectives: str | None = None,
 ) -> OperatorRequest:
     """Repair a failed variant's segment from the evaluator's failure reason, output tail and
     `feedback` (its stored feedback: the evaluator's words, or the failure's reason and last line).
     An unknown `segment_key` (e.g. '*' from an offline crossover) picks a random segment. When
-    `edit_mode` asks for a diff, the ``fix_diff`` prompt asks for SEARCH/REPLACE blocks."""
+    `edit_mode` asks for a diff, the ``fix_diff`` prompt asks for SEARCH/REPLACE blocks.
+    `objectives`: the ``{{objectives}}`` text with the values of the version the failed one was
+    changed from (None: the library's, names and directions only)."""
     keys = {s.key for s in genome.segments}
     seg = segment_or_pick(genome, segment_key if segment_key in keys else None, rng)
     tail = output_tail[-OUTPUT_TAIL_CHARS:] if output_tail.strip() else "(no output)"
@@ -50,6 +53,8 @@ def fix_request(
         failure_reason=fence(one_line(failure_reason, REASON_CHARS) or "unknown", "text"),
         output_tail=fence(tail, "text"),
     )
+    if objectives is not None:
+        values["objectives"] = objectives
     edit = edit_for(seg.code, edit_mode, diff_min_chars)
     diff = edit == EDIT_DIFF
     return OperatorRequest(

@@ -12,6 +12,7 @@ from guided_evolution.evolution.diff_ops import EDIT_DIFF, EDIT_WHOLE, edit_for,
 from guided_evolution.evolution.operators.common import (
     DIFF_MIN_CHARS,
     label,
+    objectives_of,
     segment_or_pick,
     segment_values,
     temperature,
@@ -58,10 +59,12 @@ def mutation_request(
     diff_min_chars: int = DIFF_MIN_CHARS,
     feedback: str = "",
     chosen_persona: str | None = None,
+    objectives: str | None = None,
 ) -> OperatorRequest:
     """Mutate one segment (random unless `segment_key`) with a random (task kind, persona) prompt;
     `feedback`: the evaluator's words about the parent (``{{feedback}}``, fenced); `chosen_persona`:
-    the bandit's choice (only its prompts are drawn from).
+    the bandit's choice (only its prompts are drawn from); `objectives`: the ``{{objectives}}``
+    text with the parent's values (None: the library's, names and directions only).
 
     A persona outside PERSONAS works when the library has `mutate_<kind>_<persona>` files for it
     (a seed can add its own personas in its `prompts/` directory). When `edit_mode` asks for a
@@ -86,6 +89,8 @@ def mutation_request(
     kind, persona = rng.choice(choices)
     name = mutation_prompt_name(kind, persona)
     values = segment_values(genome, seg, feedback)
+    if objectives is not None:
+        values["objectives"] = objectives
     diff = edit_for(seg.code, edit_mode, diff_min_chars) == EDIT_DIFF
     messages = with_diff_rules(lib, name, values) if diff else lib.render(name, **values)
     if messages is None:  # a seed's prompt without the rules: the generic diff prompt
@@ -106,14 +111,19 @@ def mutation_request(
 
 def build(ctx: StepContext) -> OperatorRequest:
     """A step's mutation: the persona first (the bandit's draw), then the request's draws; the
-    evaluator's feedback on the parent when the step works on the parent itself."""
+    evaluator's feedback on the parent when the step works on the parent itself; the objectives
+    with the parent's and the seed's values."""
     persona = ctx.persona()
+    who = "this version" if ctx.of_parent else "the parent of this version"
+    objectives = objectives_of(
+        ctx.directions, ctx.source.objective_metrics, [(who, ctx.parent_id)], ctx.seed_id
+    )
     return mutation_request(
         ctx.lib, ctx.genome, ctx.parent_id, ctx.rng,
         temperature_range=ctx.temperature_range, personas=ctx.personas,
         edit_mode=ctx.edit_mode, diff_min_chars=ctx.diff_min_chars,
         feedback=ctx.source.feedback(ctx.parent_id) if ctx.of_parent else "",
-        chosen_persona=persona,
+        chosen_persona=persona, objectives=objectives,
     )  # fmt: skip
 
 
