@@ -5,9 +5,11 @@ directory, no GE_* variable) that gets the candidate's source and n on stdin and
 priority per vector of Z_3^n: numbers only. This process builds the cap set itself (FunSearch's
 setting: every vector in order of decreasing priority, ties in lexicographic order, added when it
 makes no line with two members), then checks it independently (no pair's third point
--(a + b) mod 3 is a member). Before the child starts, this process imports everything it uses and
-makes itself non-dumpable, so the child (same user) can neither read its environment nor write its
-memory; it writes the metrics file last, and removes it when the candidate fails.
+-(a + b) mod 3 is a member).
+Before the child starts, this process imports everything it uses and makes itself
+non-dumpable (a process without CAP_SYS_PTRACE cannot write its memory) and a subreaper (every
+process the candidate leaves behind, even one that left its session, is killed before the
+metrics are written); it writes the metrics file last, and removes it when the candidate fails.
 
     python evaluate.py [--metrics FILE] [--n N]   # metrics go to $GE_METRICS (or FILE); n = 8
 
@@ -34,7 +36,7 @@ import numpy as np
 N = 8
 CHILD_TIMEOUT_S = 50  # ge's timeout for the whole evaluation is 60 s (ge.toml)
 MAX_OUTPUT = 1 << 24  # bytes of the child's answer read (6,561 floats need about 150 KB)
-PR_SET_DUMPABLE = 4
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 RECORDS = "the largest cap set known in dimension 8 has 512 vectors (FunSearch, 2023); 496 before"
 
 
@@ -42,10 +44,40 @@ class Invalid(Exception):
     """The candidate failed; the message says why."""
 
 
-def make_undumpable() -> None:
-    """No same-user process may ptrace this one or read its /proc environ, memory or fds."""
+def guard_process() -> None:
+    """No other non-root process of this user may ptrace this one or read its /proc files, and
+    every process the candidate leaves behind (even one that left its session) becomes a child
+    of this one, so that `end_descendants` finds it."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def end_descendants() -> None:
+    """Kill and reap every remaining child of this process (orphans are reparented here). Only
+    where /proc shows this process's own pid namespace: in ge's sandbox, where it may not, the
+    stage's pid namespace ends with the evaluation and everything in it."""
+    try:
+        if Path("/proc/self").resolve().name != str(os.getpid()):
+            return
+    except OSError:
+        return
+    for _ in range(100):
+        children = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if entry.name.isdigit():
+                    stat = (entry / "stat").read_text()
+                    if int(stat[stat.rindex(")") + 2 :].split()[1]) == os.getpid():
+                        children.append(int(entry.name))
+        if not children:
+            return
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 def run_candidate(source: str, n: int) -> list:
@@ -66,6 +98,7 @@ def run_candidate(source: str, n: int) -> list:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            end_descendants()
     try:
         answer = json.loads(out[:MAX_OUTPUT])
     except ValueError:
@@ -165,7 +198,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=N, choices=range(1, 11), metavar="1..10")
     args = parser.parse_args()
     metrics_path = Path(args.metrics).resolve()
-    make_undumpable()
+    guard_process()
     source = (Path(__file__).resolve().parent / "priority.py").read_text(encoding="utf-8")
     feedback: list[str] = []
     try:

@@ -3,10 +3,11 @@
 `packing.pack(26)` runs in a child process (runner.py, `python -I`, an empty temporary directory,
 no GE_* variable) that gets the candidate's source and n on stdin and sends back numbers only.
 This process checks the circles itself: exactly n finite triples (x, y, r), r >= 0, every circle
-inside the unit square and no two overlapping, both to TOLERANCE (1e-9, absolute). Before the
-child starts, this process imports everything it uses and makes itself non-dumpable, so the child
-(same user) can neither read its environment nor write its memory; it writes the metrics file
-last, and removes it when the candidate fails.
+inside the unit square and no two overlapping, both to TOLERANCE (1e-9, absolute).
+Before the child starts, this process imports everything it uses and makes itself
+non-dumpable (a process without CAP_SYS_PTRACE cannot write its memory) and a subreaper (every
+process the candidate leaves behind, even one that left its session, is killed before the
+metrics are written); it writes the metrics file last, and removes it when the candidate fails.
 
     python evaluate.py [--metrics FILE]   # metrics go to $GE_METRICS (or FILE)
 
@@ -36,17 +37,47 @@ TOLERANCE = 1e-9  # containment and non-overlap, absolute
 CONTACT = 1e-6  # a gap below this counts as a contact (feedback only)
 CHILD_TIMEOUT_S = 100  # ge's timeout for the whole evaluation is 120 s (ge.toml)
 MAX_OUTPUT = 1 << 20  # bytes of the child's answer read (26 circles need about 2 KB)
-PR_SET_DUMPABLE = 4
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 
 
 class Invalid(Exception):
     """The candidate's packing fails the check; the message says why."""
 
 
-def make_undumpable() -> None:
-    """No same-user process may ptrace this one or read its /proc environ, memory or fds."""
+def guard_process() -> None:
+    """No other non-root process of this user may ptrace this one or read its /proc files, and
+    every process the candidate leaves behind (even one that left its session) becomes a child
+    of this one, so that `end_descendants` finds it."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def end_descendants() -> None:
+    """Kill and reap every remaining child of this process (orphans are reparented here). Only
+    where /proc shows this process's own pid namespace: in ge's sandbox, where it may not, the
+    stage's pid namespace ends with the evaluation and everything in it."""
+    try:
+        if Path("/proc/self").resolve().name != str(os.getpid()):
+            return
+    except OSError:
+        return
+    for _ in range(100):
+        children = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if entry.name.isdigit():
+                    stat = (entry / "stat").read_text()
+                    if int(stat[stat.rindex(")") + 2 :].split()[1]) == os.getpid():
+                        children.append(int(entry.name))
+        if not children:
+            return
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 def run_candidate(source: str, n: int) -> list:
@@ -67,6 +98,7 @@ def run_candidate(source: str, n: int) -> list:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            end_descendants()
     try:
         answer = json.loads(out[:MAX_OUTPUT])
     except ValueError:
@@ -158,7 +190,7 @@ def main() -> int:
     parser.add_argument("--metrics", default=os.environ.get("GE_METRICS", "metrics.json"))
     args = parser.parse_args()
     metrics_path = Path(args.metrics).resolve()
-    make_undumpable()
+    guard_process()
     source = (Path(__file__).resolve().parent / "packing.py").read_text(encoding="utf-8")
     feedback: list[str] = []
     try:

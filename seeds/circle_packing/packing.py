@@ -2,7 +2,9 @@
 
 `pack(n)` returns n triples (x, y, r): centre and radius. evaluate.py runs it in a process of its
 own, checks that every circle lies inside [0, 1] x [0, 1] and that no two overlap (tolerance
-1e-9), and scores the sum of the radii. The header (this docstring and `pack`) never changes.
+1e-9), and scores the sum of the radii. The header (this docstring, `pack` and `feasible`) never
+changes: `pack` places the centres (`place`), sizes the circles (`radii`) and repairs radii that
+break the rules.
 """
 
 import math
@@ -11,8 +13,22 @@ import numpy as np
 
 
 def pack(n):
-    centres = place(n)
-    return [(float(x), float(y), float(r)) for (x, y), r in zip(centres, radii(centres))]
+    centres = np.clip(np.asarray(place(n), dtype=float).reshape(n, 2), 0.0, 1.0)
+    r = feasible(centres, np.asarray(radii(centres), dtype=float).reshape(n))
+    return [(float(x), float(y), float(ri)) for (x, y), ri in zip(centres, r)]
+
+
+def feasible(centres, r):
+    """The radii made valid where they are not: each capped by the walls (and at least 0), then
+    each overlapping pair scaled down; a valid packing passes unchanged."""
+    x, y = centres[:, 0], centres[:, 1]
+    r = np.clip(np.nan_to_num(r), 0.0, np.minimum(np.minimum(x, 1 - x), np.minimum(y, 1 - y)))
+    for i in range(len(r)):
+        for j in range(i + 1, len(r)):
+            d = math.dist(centres[i], centres[j])
+            if r[i] + r[j] > d:
+                r[i], r[j] = r[i] * d / (r[i] + r[j]), r[j] * d / (r[i] + r[j])
+    return r
 
 
 # --OPTION--
@@ -38,20 +54,15 @@ def place(n):
 # --OPTION--
 def radii(centres):
     # -- NOTE --
-    # The radii for fixed centres: a float array of n values >= 0 such that each circle stays in
-    # the square and no two overlap. Here: each radius starts at the distance to the nearest
-    # wall, then every overlapping pair is shrunk in proportion until none overlaps. The largest
-    # sum for fixed centres is a linear programme (maximise sum r subject to r_i + r_j <= d_ij and
-    # r_i <= the wall distances).
+    # The radii for the centres: a float array of n values >= 0. Here: half the distance to the
+    # nearest other centre, capped by the distance to the nearest wall (valid by construction,
+    # but it leaves gaps wherever neighbours differ in size). The largest sum for fixed centres
+    # is a linear programme (maximise sum r subject to r_i + r_j <= d_ij and r_i <= the wall
+    # distances). pack() repairs invalid radii (caps them by the walls, shrinks overlapping
+    # pairs), which costs score: valid radii score as they are.
     # -- NOTE --
-    n = len(centres)
     x, y = centres[:, 0], centres[:, 1]
-    r = np.minimum(np.minimum(x, 1 - x), np.minimum(y, 1 - y))
-    for i in range(n):
-        for j in range(i + 1, n):
-            d = math.dist(centres[i], centres[j])
-            if r[i] + r[j] > d:
-                scale = d / (r[i] + r[j])
-                r[i] *= scale
-                r[j] *= scale
-    return r
+    walls = np.minimum(np.minimum(x, 1 - x), np.minimum(y, 1 - y))
+    distance = np.sqrt(((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1))
+    np.fill_diagonal(distance, np.inf)
+    return np.minimum(walls, distance.min(axis=1) / 2)
