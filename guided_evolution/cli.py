@@ -269,6 +269,35 @@ def _finish(summary: Any, json_out: bool) -> None:
 
 
 @app.command()
+def stop(run_dir: LatestRunArg = None) -> None:
+    """Finish a live run from another terminal, gracefully.
+
+    The run completes the generation under way (its LLM calls, evaluations and checkpoint), then
+    finishes with the reason "stopped by `ge stop`", which `ge status` and `ge report` show.
+    Go on later with [bold]ge resume RUN --generations N[/bold]. To stop at once instead
+    (resumable with `ge resume RUN`): Ctrl-C in the run's terminal, or `kill PID`.
+    """
+    from guided_evolution.engine.stopping import request_stop
+    from guided_evolution.runstore.doctor import lock_holder
+    from guided_evolution.runstore.rundir import open_run
+
+    paths, _ = open_run(_run_dir(run_dir), check_damage=False)
+    pid = lock_holder(paths.root)
+    if pid is None:
+        raise GeError(
+            f"{paths.root} is not running (no ge process holds its lock)",
+            f"`ge status {paths.root}` says where it stands",
+        )
+    if not pid.isdigit():
+        raise GeError(f"{paths.root} is starting (its pid is not recorded yet)", "run `ge stop` again in a moment")
+    request_stop(paths.root, pid)
+    print(
+        f"asked the run (pid {pid}) to finish after its current generation; "
+        f"`ge status {paths.root}` shows when it has; to stop at once: kill {pid}"
+    )
+
+
+@app.command()
 def status(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
     """Progress of a run (live or finished): generation, children, evaluations, LLM calls, spend."""
     from guided_evolution.inspection import terminal as views

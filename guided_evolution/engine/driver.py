@@ -20,6 +20,7 @@ from guided_evolution.engine.reader import RunReader
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.engine.scheduler import RunParts, Scheduler
 from guided_evolution.engine.steady import SteadyLoop
+from guided_evolution.engine.stopping import StopRules
 from guided_evolution.errors import GeError
 from guided_evolution.evaluation.contract import Executor
 from guided_evolution.evaluation.factory import build_executor
@@ -120,27 +121,35 @@ class Engine:
         stops = self.index.events("run_stopped")
         retry = dict(stops[-1].data.get("retry") or {}) if stops else {}
         self.scheduler = scheduler = Scheduler(self.parts, executor, retry)
+        stops = StopRules(self.resolved.config, self.index, self.paths.root)
         # The LLM client library (litellm for some providers) loads while the seed is evaluated, not on the first call.
         warm = asyncio.create_task(self.proposer.session.warm_up())
         await scheduler.evaluate_seed()
         await warm
         self.proposer.session.ready()
-        await self._strategy(scheduler)
+        stops.load(self.parts.reader.scored(list(self.index.latest_evaluations())))
+        await self._strategy(scheduler, stops)
         spent = self.proposer.session.exhausted()
-        self.stop_reason = spent if spent is not None else f"completed {self.evo.generations} generations"
+        if stops.reason is not None:
+            self.stop_reason, finish = stops.reason, stops.event()
+        elif spent is not None:
+            self.stop_reason, finish = spent, {"kind": "budget"}
+        else:
+            self.stop_reason = f"completed {self.evo.generations} generations"
+            finish = {"kind": "completed"}
         self.index.set_meta(META_FINISHED, self.stop_reason)
-        self.index.add_event("run_finished", {"reason": self.stop_reason})
+        self.index.add_event("run_finished", {"reason": self.stop_reason, **finish})
         self.recorder.compact(force=True)
 
-    async def _strategy(self, scheduler: Scheduler) -> None:
+    async def _strategy(self, scheduler: Scheduler, stops: StopRules) -> None:
         """Resume after the last checkpoint with the loop of the run's mode."""
         last = self.index.last_generation()
         gen = 0 if last is None else last.generation + 1
         population: list[str] = [self.parts.seed_id] if last is None else list(last.population)
         hof = list(last.hall_of_fame) if last else []
         if self.evo.mode == "steady":
-            await SteadyLoop(scheduler).run(gen, population, hof)
+            await SteadyLoop(scheduler, stops).run(gen, population, hof)
         else:
             k = self.evo.islands.count
             islands = last.islands if last and k > 1 else [population] * k
-            await GenerationalLoop(scheduler).run(gen, islands, hof)
+            await GenerationalLoop(scheduler, stops).run(gen, islands, hof)

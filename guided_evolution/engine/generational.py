@@ -16,6 +16,7 @@ import asyncio
 
 from guided_evolution.engine.outcome import Outcome
 from guided_evolution.engine.scheduler import Scheduler
+from guided_evolution.engine.stopping import StopRules
 from guided_evolution.evolution.generations import close_generation
 from guided_evolution.evolution.islands import island_configs
 from guided_evolution.evolution.plan import GenerationPlan, Plan, dedup, plan_generation
@@ -26,8 +27,9 @@ from guided_evolution.runstore.records import GenerationRecord
 class GenerationalLoop:
     """Runs generations ``gen`` .. ``evolution.generations`` over one scheduler."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, stops: StopRules) -> None:
         self.scheduler = scheduler
+        self.stops = stops
         self.parts = scheduler.parts
         self.evo = scheduler.evo
         parts = self.parts
@@ -44,10 +46,13 @@ class GenerationalLoop:
         try:
             while gen <= self.evo.generations:
                 self.scheduler.generation = gen
-                if session.exhausted() is not None:
+                if session.exhausted() is not None or self.stops.requested():
                     return
                 islands, hof, cut_short = await self._generation(gen, islands, hof)
                 if cut_short:
+                    return
+                if self.stops.reason is not None:  # the overlap tail's children end first
+                    await asyncio.gather(*self._carried)
                     return
                 gen += 1
         finally:
@@ -108,6 +113,7 @@ class GenerationalLoop:
         moves = [m.as_event() for m in closed.moves]
         scheduler.checkpoint(record, children, moves, cut_short=cut_short)
         self.measurer.record(gen, record.population)  # for inspection: computed once
+        self.stops.closed(gen, parts.reader.scored([o.variant for o in [*carried, *outcomes] if o.variant]))
         return closed.islands, closed.hall_of_fame, cut_short
 
     def _carry_late(self, gen: int, population: list[str]) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from guided_evolution.engine.outcome import Outcome
 from guided_evolution.engine.scheduler import Scheduler
+from guided_evolution.engine.stopping import StopRules
 from guided_evolution.evolution.generations import (
     VirtualGeneration,
     VirtualGenerations,
@@ -72,8 +73,9 @@ class SteadyLoop:
     """Draws, runs and checkpoints the children of a steady-state run (see the module) over
     one scheduler; which generation closes when is ``evolution.generations``' bookkeeping."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, stops: StopRules) -> None:
         self.scheduler = scheduler
+        self.stops = stops
         self.parts = scheduler.parts
         self.evo = scheduler.evo
         self.index = self.parts.index
@@ -99,7 +101,8 @@ class SteadyLoop:
         try:
             for gen, stored in self._draws(start):
                 await pending.acquire()
-                if self.failure is not None or self.parts.proposer.session.exhausted() is not None:
+                session = self.parts.proposer.session
+                if self.failure is not None or session.exhausted() is not None or self.stops.requested():
                     pending.release()
                     break
                 self._started(gen)
@@ -208,4 +211,5 @@ class SteadyLoop:
         record = GenerationRecord(gen.number, population, gen.archive, self.hof)
         scheduler.checkpoint(record, len(children))
         self.measurer.record(gen.number, population)  # for inspection: computed once
+        self.stops.closed(gen.number, self._scored(children))
         self.book.closed(gen, self._archive(population))
