@@ -1,0 +1,108 @@
+"""The canonical tasks' seeds (circle packing, cap set): per-evaluation time on one core, and what
+an offline run of N evaluations reaches (README "ge on the field's tasks").
+
+    python benchmarks/canonical_tasks.py                     # both seeds, 5 timed evaluations each
+    python benchmarks/canonical_tasks.py --seeds cap_set --repeats 9 --generations 6 --population 8
+
+Part 1 runs each seed's own evaluator (`python evaluate.py`) on a copy of the seed, pinned to one
+CPU core (sched_setaffinity), `--repeats` times: the median wall time and the median CPU time of
+the evaluator and its child process together (rusage of the waited children). Part 2 runs `ge run
+SEED --model offline` (no LLM is reachable from this machine: the offline operators nudge
+numbers, swap calls and drop or repeat statements, nothing more) with `--initial-population`
+and `--population` children per generation for `--generations` generations, and prints the
+seed's score, the best score, and how many evaluations were made and failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# seed directory name -> its selecting objective (all maximised); more tasks are one line each
+TASKS = {"circle_packing": "sum_radii", "cap_set": "cap_set_size"}
+
+
+def one_core() -> None:
+    """Pin the evaluator (and what it starts) to one CPU core."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def time_evaluations(seed: Path, repeats: int) -> tuple[float, float, float]:
+    """(median wall s, median CPU s, the score) of `python evaluate.py` in a copy of the seed."""
+    walls, cpus, scores = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(shutil.copytree(seed, Path(tmp) / seed.name,
+                                    ignore=shutil.ignore_patterns("runs", "__pycache__")))  # fmt: skip
+        metrics = Path(tmp) / "metrics.json"
+        for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "evaluate.py", "--metrics", str(metrics)], cwd=copy,
+                           check=True, capture_output=True, preexec_fn=one_core)  # fmt: skip
+            walls.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            scores.append(json.loads(metrics.read_text())[TASKS[seed.name]])
+    assert len(set(scores)) == 1, f"{seed.name}: the seed's score varies: {scores}"
+    return statistics.median(walls), statistics.median(cpus), scores[0]
+
+
+def offline_run(seed: Path, args: argparse.Namespace) -> dict:
+    """`ge run SEED --model offline` with the sizes given: evaluations, failures, best score."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "guided_evolution", "run", str(seed), "--run-dir",
+             str(Path(tmp) / "run"), "--model", "offline", "--generations", str(args.generations),
+             "--population", str(args.population), "--initial-population", str(args.population),
+             "--json"], cwd=tmp, capture_output=True, text=True, check=False,
+            env={**os.environ, "LITELLM_OFFLINE_MODE": "true"},
+        )  # fmt: skip
+        wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1][:300], "wall_s": wall}
+    summary = json.loads(proc.stdout)
+    name = TASKS[seed.name]
+    best = max(row["metrics"][name] for row in summary["front"])
+    return {"children": summary["children"], "evaluated": summary["evaluated"],
+            "failed": summary["failed"], "best": best, "wall_s": wall}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", nargs="+", default=sorted(TASKS), choices=sorted(TASKS))
+    parser.add_argument("--repeats", type=int, default=5, help="timed evaluations per seed")
+    parser.add_argument("--generations", type=int, default=6)
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--no-run", action="store_true", help="time the evaluators only")
+    args = parser.parse_args()
+    print("No LLM is reachable from this machine: part 2 uses ge's offline operators only.")
+    for name in args.seeds:
+        seed = ROOT / "seeds" / name
+        wall, cpu, score = time_evaluations(seed, args.repeats)
+        print(f"{name}: seed {TASKS[name]} = {score:g}; one evaluation on one core: "
+              f"median wall {wall:.2f} s, median CPU {cpu:.2f} s ({args.repeats} runs)")  # fmt: skip
+        if not args.no_run:
+            run = offline_run(seed, args)
+            if "error" in run:
+                print(f"  offline run failed: {run['error']}")
+                continue
+            print(f"  offline run ({args.population} + {args.generations} x {args.population} "
+                  f"planned): {run['children']} distinct children, {run['evaluated']} evaluations "
+                  f"ok (the seed's included), {run['failed']} failed, best "
+                  f"{TASKS[name]} = {run['best']:g}, {run['wall_s']:.0f} s wall")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
