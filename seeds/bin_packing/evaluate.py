@@ -12,9 +12,9 @@ minus one, in percent.
 The candidate never runs here. This process loads the instances, then starts worker.py with a
 copy of heuristic.py in an empty temporary directory (worker.py confines itself with Landlock
 before importing the candidate). It sends one item at a time, and the next only after the
-answer: the candidate's priorities for the bins the item fits in. This process checks each
-answer (length, finite), picks the bin, keeps the bins and computes the score. The instances are
-sent in a random order.
+answer: which of the bins the item fits in gets it (the worker checks the candidate's priorities
+and takes the highest). This process keeps the bins, puts the item only into a bin with room
+for it, and computes the score. The instances are sent in a random order.
 
 Metrics: or3_excess and weibull_excess (both select, min: %); or3_bins, weibull_bins (the
 average bins used), confinement (reported only). A candidate that breaks the contract (wrong
@@ -143,13 +143,12 @@ def pack(candidate: Candidate, capacity: int, items: np.ndarray) -> int:
     for item in items.tolist():
         candidate.send(b"I", item, last)
         valid = np.nonzero(bins >= item)[0]
-        size = candidate.read_count()
-        if size != valid.size:
-            raise Rejected(f"priority returned {size} values for {valid.size} bins")
-        scores = np.frombuffer(candidate.read(8 * size), np.float64)
-        if not np.isfinite(scores).all():
-            raise Rejected("priority returned NaN or inf")
-        last = int(valid[np.argmax(scores)])
+        answer = candidate.read_count()
+        if answer < 0:
+            raise Rejected(candidate.read(-answer).decode(errors="replace"))
+        if answer >= valid.size:
+            raise Rejected(f"the worker chose bin {answer} of the {valid.size} the item fits in")
+        last = int(valid[answer])
         bins[last] -= item
     return int((bins != capacity).sum())
 

@@ -10,9 +10,12 @@ its reach (/proc included). It then serves requests on stdin:
     b"S" + capacity (int64) + number of bins (int64)   a new instance: every bin empty
     b"I" + item (int64) + last bin chosen (int64)      place the last item, then score this one
 
-and answers each item with the number of priorities (int64) and their float64 bytes. The state
-kept here is a mirror for the candidate's convenience; evaluate.py keeps its own, checks every
-answer and does the accounting.
+and answers each item with the position (int64) of its bin among those the item fits in: the
+highest of the candidate's priorities, once they are checked (one finite number per bin); or,
+when they fail the check, minus the length of a one-line reason, then the reason. The bins kept
+here are a mirror for the candidate; evaluate.py keeps its own, places the item only in a bin
+with room for it, and counts the bins. A candidate that patches this file's code in its process
+can only choose another bin the item fits in, as honest code could.
 """
 
 import os
@@ -77,6 +80,19 @@ def write_all(data: bytes) -> None:
         view = view[os.write(ANSWERS, view) :]
 
 
+def choose(priority, item: int, bins: np.ndarray) -> int | str:
+    """The index of the highest priority (the first on a tie), or why there is none."""
+    try:
+        scores = np.asarray(priority(item, bins), dtype=np.float64)
+    except Exception as exc:  # the candidate's own error, reported as the reason
+        return f"priority raised {type(exc).__name__}: {exc}"[:300]
+    if scores.shape != bins.shape:
+        return f"priority returned shape {scores.shape} for {bins.size} bins"
+    if not np.isfinite(scores).all():
+        return "priority returned NaN or inf"
+    return int(np.argmax(scores))
+
+
 def serve(priority) -> None:
     bins = np.zeros(0, dtype=np.int64)
     last = 0
@@ -88,9 +104,13 @@ def serve(priority) -> None:
         if b >= 0:
             bins[b] -= last
         last = a
-        valid = np.nonzero((bins - a) >= 0)[0]
-        scores = np.asarray(priority(a, bins[valid]), dtype=np.float64).ravel()
-        write_all(struct.pack("<q", scores.size) + scores.tobytes())
+        valid = np.nonzero(bins >= a)[0]
+        answer = choose(priority, a, bins[valid])
+        if isinstance(answer, str):
+            text = answer.encode(errors="replace")
+            write_all(struct.pack("<q", -len(text)) + text)
+        else:
+            write_all(struct.pack("<q", answer))
 
 
 def main() -> None:

@@ -77,7 +77,9 @@ def test_best_fit_seed_reproduces_the_published_figures(tmp_path: Path) -> None:
 
 
 def test_plain_best_fit_scores_as_the_seed(tmp_path: Path) -> None:
-    metrics = _metrics(_candidate(tmp_path, "def priority(item, bins):\n    return -(bins - item)\n"))
+    metrics = _metrics(
+        _candidate(tmp_path, "def priority(item, bins):\n    return -(bins - item)\n")
+    )
     assert _rounded(metrics) == BEST_FIT
 
 
@@ -146,8 +148,8 @@ def priority(item, bins):
     return -(bins - item)
 """
 
-# Patches the worker it runs in: its bins hold 10**9, so everything "fits" in bin 0.
-PATCH_WORKER = """
+# Patches the worker it runs in: its bins hold 10**9, so every item "fits" in the first bin.
+PATCH_MIRROR = """
 import sys
 
 worker = sys.modules["__main__"]
@@ -158,12 +160,24 @@ def priority(item, bins):
     return -np.arange(len(bins))
 """
 
+# Patches the worker's answer: a bin far beyond those the item fits in.
+PATCH_ANSWER = """
+import sys
+
+sys.modules["__main__"].choose = lambda priority, item, bins: 10**6
+
+def priority(item, bins):
+    return -(bins - item)
+"""
+
 BROKEN = {
     "nan": ("return np.full(len(bins), np.nan)", "NaN or inf"),
     "inf": ("return np.where(bins == bins.min(), np.inf, 0.0)", "NaN or inf"),
-    "too_short": ("return -(bins - item)[:1]", "values for"),
-    "too_long": ("return np.concatenate([-(bins - item), [1e9]])", "values for"),
-    "raises": ("raise ValueError('no idea')", "ValueError: no idea"),
+    "too_short": ("return -(bins - item)[:1]", "priority returned shape (1,) for"),
+    "too_long": ("return np.concatenate([-(bins - item), [1e9]])", "priority returned shape"),
+    "2d": ("return -(bins - item)[:, None]", "priority returned shape"),
+    "scalar": ("return 1.0", "priority returned shape ()"),
+    "raises": ("raise ValueError('no idea')", "priority raised ValueError: no idea"),
     "not_numbers": ("return ['a'] * len(bins)", "could not convert"),
 }
 
@@ -204,9 +218,19 @@ def test_patching_the_scorer_and_writing_the_metrics_fail(tmp_path: Path) -> Non
 
 
 def test_patching_the_worker_cannot_overfill_a_bin(tmp_path: Path) -> None:
-    proc, metrics = _evaluate(_candidate(tmp_path, PATCH_WORKER))
+    """The patched mirror makes the worker answer "the first bin" for every item: this process
+    reads that as the first bin with room, so the packing is plain first fit."""
+    first_fit = "def priority(item, bins):\n    return -np.arange(len(bins))\n"
+    honest = _metrics(_candidate(tmp_path / "honest", first_fit))
+    patched = _metrics(_candidate(tmp_path / "patched", PATCH_MIRROR))
+    assert _rounded(patched) == _rounded(honest)
+    assert patched["or3_excess"] > BEST_FIT["or3_excess"]
+
+
+def test_patching_the_answer_fails_with_a_reason(tmp_path: Path) -> None:
+    proc, metrics = _evaluate(_candidate(tmp_path, PATCH_ANSWER), "--sets", "or3", "--limit", "1")
     assert proc.returncode == 1 and metrics is None
-    assert "bin_packing rejected: priority returned" in proc.stderr
+    assert "bin_packing rejected: the worker chose bin 1000000 of the" in proc.stderr
 
 
 @pytest.mark.parametrize("name", sorted(BROKEN))
