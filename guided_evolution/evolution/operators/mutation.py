@@ -63,8 +63,7 @@ def mutation_request(
 ) -> OperatorRequest:
     """Mutate one segment (random unless `segment_key`) with a random (task kind, persona) prompt;
     `feedback`: the evaluator's words about the parent (``{{feedback}}``, fenced); `chosen_persona`:
-    the bandit's choice (only its prompts are drawn from); `objectives`: the ``{{objectives}}``
-    text with the parent's values (None: the library's, names and directions only).
+    the bandit's choice; `objectives`: ``{{objectives}}`` with values (None: the library's).
 
     A persona outside PERSONAS works when the library has `mutate_<kind>_<persona>` files for it
     (a seed can add its own personas in its `prompts/` directory). When `edit_mode` asks for a
@@ -88,9 +87,8 @@ def mutation_request(
     seg = segment_or_pick(genome, segment_key, rng)
     kind, persona = rng.choice(choices)
     name = mutation_prompt_name(kind, persona)
-    values = segment_values(genome, seg, feedback)
-    if objectives is not None:
-        values["objectives"] = objectives
+    extra = {} if objectives is None else {"objectives": objectives}
+    values = segment_values(genome, seg, feedback) | extra
     diff = edit_for(seg.code, edit_mode, diff_min_chars) == EDIT_DIFF
     messages = with_diff_rules(lib, name, values) if diff else lib.render(name, **values)
     if messages is None:  # a seed's prompt without the rules: the generic diff prompt
