@@ -59,7 +59,10 @@ class StopRules:
         self._asked()  # a request to an earlier process is dropped here
 
     def load(self, scored: Sequence[Scored]) -> None:
-        """The front of the variants evaluated before this session (the stale count restarts)."""
+        """The variants evaluated before this session (the seed's evaluation included): one that
+        reached a target finishes the run at once (a kill came before its finish was recorded,
+        or the seed meets it); the front they make (the stale count restarts)."""
+        self._targets(scored)
         self._merge(scored)
 
     def requested(self) -> bool:

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge, run_json
 from tests.support.harness import FakeExecutor, run_engine
@@ -76,6 +78,18 @@ def test_stop_at_finishes_the_run_when_a_child_reaches_the_target_and_resume_goe
     assert resumed["finished"] and resumed["generation"] == gen + 2, resumed
     assert resumed["stop_reason"] == f"completed {gen + 2} generations"
     assert [f["kind"] for f in _finishes(run)] == ["target", "completed"]
+
+
+@pytest.mark.parametrize("mode", ["generational", "steady"])
+def test_a_seed_that_meets_the_target_finishes_the_run_before_any_child(
+    tmp_path: Path, mode: str
+) -> None:
+    seed = template_seed(tmp_path / "seed", generations=3, mode=mode, stop_at={"score": -1e6})
+    run = tmp_path / "run"
+    summary = run_engine(seed, run, executor=FakeExecutor(lambda _f: {"score": 0.0, "size": 1.0}).factory)
+    assert summary["finished"] and summary["children"] == 0, summary
+    assert summary["stop_reason"].startswith("target reached: score = 0 >= -1e+06 (variant ")
+    assert _finishes(run) == [{"reason": summary["stop_reason"], "kind": "target", "targets": ["score"]}]
 
 
 def test_stop_at_must_name_a_selection_objective(tmp_path: Path) -> None:
