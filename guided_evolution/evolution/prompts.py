@@ -78,9 +78,7 @@ def _sections(prompt: PromptFile) -> list[tuple[str, str]]:
 class PromptLibrary:
     """Named prompt files; later directories override earlier ones by file name."""
 
-    def __init__(
-        self, files: dict[str, PromptFile], values: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, files: dict[str, PromptFile], values: dict[str, str] | None = None) -> None:
         self._files = dict(files)
         self._values = dict(DEFAULT_VALUES if values is None else values)
 

@@ -118,7 +118,7 @@ def test_ge_init_writes_a_task_that_reaches_the_config_without_its_comments(tmp_
     assert task and task.startswith("Predict y from a number x") and "<!--" not in task
     assert not ML_WORDS.search(task)
     config = tmp_path / "s" / "ge.toml"
-    config.write_text(config.read_text().replace('[seed]\n', f'[seed]\ntask = "{TASK}"\n', 1))
+    config.write_text(config.read_text().replace("[seed]\n", f'[seed]\ntask = "{TASK}"\n', 1))
     assert load_config(config).seed.task == TASK  # ge.toml's task wins over TASK.md
     task_md.write_text("x" * 9000)
     config.write_text(config.read_text().replace(f'task = "{TASK}"\n', ""))
@@ -143,7 +143,7 @@ def root(x, steps=4):
         guess = 0.5 * (guess + x / guess)
     return guess
 '''
-EVALUATE = '''import ast, json, math, os, re, sys
+EVALUATE = """import ast, json, math, os, re, sys
 from pathlib import Path
 
 text = Path("model.py").read_text()
@@ -160,7 +160,7 @@ worst = max(abs(model.root(x) - math.sqrt(x)) / math.sqrt(x) for x in xs)
 digits = 16.0 if worst == 0 else min(16.0, -math.log10(worst))
 metrics = {"digits": digits, "size": len(list(ast.walk(ast.parse(text)))), "holdout_digits": 7.654321}
 Path(os.environ["GE_METRICS"]).write_text(json.dumps(metrics))
-'''
+"""
 OBJECTIVES = [
     {"name": "digits", "direction": "max"},
     {"name": "size", "direction": "min"},

@@ -165,9 +165,7 @@ def objectives_text(
     rows = [OBJECTIVES_INTRO]
     for name in names:
         way = _WAYS.get(directions[name], directions[name])
-        values = [
-            f"{who} {f'{m[name]:.6g}' if name in m else 'not measured'}" for who, m in shown
-        ]
+        values = [f"{who} {f'{m[name]:.6g}' if name in m else 'not measured'}" for who, m in shown]
         rows.append(f"- {name} ({way})" + (f": {'; '.join(values)}" if values else ""))
     return "\n".join(rows) if names else NO_OBJECTIVES
 
@@ -182,7 +180,9 @@ def objectives_of(
     seed (the original program), which joins a version's label when it is one of them."""
     columns: list[tuple[str, Mapping[str, object] | None]] = []
     for who, vid in versions:
-        columns.append((f"{who} (the original program)" if vid == seed_id else who, metrics_of(vid)))
+        columns.append(
+            (f"{who} (the original program)" if vid == seed_id else who, metrics_of(vid))
+        )
     if seed_id not in {vid for _, vid in versions}:
         columns.append(("the original program", metrics_of(seed_id)))
     return objectives_text(directions, columns)

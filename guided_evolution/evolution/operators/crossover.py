@@ -77,9 +77,7 @@ def build(ctx: StepContext) -> OperatorRequest | None:
         raise ValueError("a crossover step needs a partner")
     other = ctx.source.genome(ctx.other)
     versions = [("the first version", ctx.parent_id), ("the second version", ctx.other)]
-    objectives = objectives_of(
-        ctx.directions, ctx.source.objective_metrics, versions, ctx.seed_id
-    )
+    objectives = objectives_of(ctx.directions, ctx.source.objective_metrics, versions, ctx.seed_id)
     return crossover_request(
         ctx.lib, ctx.genome, ctx.parent_id, other, ctx.other, ctx.rng,
         temperature_range=ctx.temperature_range, objectives=objectives,
