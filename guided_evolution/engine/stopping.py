@@ -21,9 +21,7 @@ from guided_evolution.config import GeConfig
 from guided_evolution.evolution.scoring import Scored, dominates
 from guided_evolution.fsutil import atomic_write
 from guided_evolution.runstore.run_index import RunIndex
-
-STOP_REQUEST = "stop-request"
-"""The file `ge stop` writes in the run directory; the engine removes it once it has seen it."""
+from guided_evolution.runstore.rundir import STOP_REQUEST
 
 FINISHED = "run_finished"
 

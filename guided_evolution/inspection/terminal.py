@@ -170,6 +170,8 @@ def print_status(console: Console, data: StatusView) -> None:
     run = data.run_state
     if run.state == "live":
         line = Text(f"live (pid {_fmt(run.pid)})", style="green")
+        if run.stop_reason:  # `ge stop` asked it to finish
+            line += Text(f", {_fmt(run.stop_reason)}")
     elif run.state == "stopped":
         line = Text("stopped: ", style="bold yellow") + Text(
             f"{_fmt(run.stop_reason)} — {_fmt(run.fix)}"

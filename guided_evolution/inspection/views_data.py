@@ -57,6 +57,7 @@ from guided_evolution.inspection.view_models import (
 )
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.records import META_FINISHED
+from guided_evolution.runstore.rundir import STOP_REQUEST
 
 ISOLATION_ASPECTS = ("filesystem", "network", "secrets", "processes", "resources")
 ISOLATION_NOT_RECORDED = "not recorded (run started before ge recorded its isolation)"
@@ -259,7 +260,11 @@ def run_state(index: Any, root: Path, finished: str | None) -> RunState:
 
     pid = lock_holder(root)
     if pid is not None:
-        return RunState("live", pid, None, None)
+        try:  # `ge stop` asked it to finish
+            asked = (root / STOP_REQUEST).read_text(errors="replace").strip() == pid
+        except OSError:
+            asked = False
+        return RunState("live", pid, "finishing after the generation under way (`ge stop`)" if asked else None, None)
     if finished:
         return RunState("finished", None, finished, None)
     resume = f"`ge resume {root}`"

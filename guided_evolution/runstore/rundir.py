@@ -28,6 +28,7 @@ WORK_DIR = "work"
 LOG_DIR = "logs"
 LATEST = "latest"  # in the runs directory: names the run created last (a link, or a file)
 DAMAGE_FILE = "damage.json"  # written by a run that found its record damaged; cleared by doctor
+STOP_REQUEST = "stop-request"  # `ge stop`: the lock holder's pid (engine.stopping removes it)
 _OWN_MARKS = (CONFIG_FILE, REPO_DIR, INDEX_FILE, DAMAGE_FILE)  # only ge makes these
 _SHARED_MARKS = (LOCK_FILE, LOG_DIR, WORK_DIR)  # common names: two of them make a run
 

@@ -185,6 +185,10 @@ def test_ge_stop_from_another_process_finishes_a_live_run_after_its_generation(
         assert asked.returncode == 0, asked.stderr
         assert f"pid {live.pid}" in asked.stdout and f"kill {live.pid}" in asked.stdout
         assert live.poll() is None  # generation 0's children are still held
+        status = run_json("status", str(run), cwd=tmp_path)
+        assert status["state"] == "live" and "finishing after the generation" in status["stop_reason"]
+        text = " ".join(ge("status", str(run), cwd=tmp_path).stdout.split())
+        assert f"live (pid {live.pid}), finishing after the generation under way" in text, text
         release.touch()
         _out, err = live.communicate(timeout=120)
     finally:
@@ -203,3 +207,26 @@ def test_ge_stop_from_another_process_finishes_a_live_run_after_its_generation(
 
     resumed = run_json("resume", str(run), "--generations", "2", cwd=tmp_path)
     assert resumed["finished"] and resumed["stop_reason"] == "completed 2 generations", resumed
+
+
+def test_ge_stop_in_steady_mode_stops_drawing_and_closes_what_was_drawn(tmp_path: Path) -> None:
+    """The request is made as `ge stop` makes it (naming the lock holder: this process, which
+    runs the engine in-process) once the fifth child is evaluated."""
+    from guided_evolution.engine.stopping import request_stop
+
+    run = tmp_path / "run"
+    evaluated: list[int] = []
+
+    def score(_files: dict[str, str]) -> dict[str, float]:
+        evaluated.append(1)
+        if len(evaluated) == 6:  # the seed, then five children
+            request_stop(run, str(os.getpid()))
+        return {"score": float(len(evaluated)), "size": 1.0}
+
+    seed = template_seed(tmp_path / "seed", generations=10, mode="steady", population=3)
+    summary = run_engine(seed, run, executor=FakeExecutor(score).factory)
+    assert summary["finished"] and summary["stop_reason"] == "stopped by `ge stop`", summary
+    # drawn before the request was seen: at most max_pending (2 * slots) more than the five
+    assert 5 <= summary["children"] <= 5 + 4 and summary["evaluated"] == summary["children"] + 1
+    assert summary["generation"] < 3
+    assert not (run / "stop-request").exists()
