@@ -9,6 +9,7 @@ wording through their own prompt overrides.
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ from typer.testing import CliRunner
 from guided_evolution.cli import app
 from guided_evolution.config import load_config
 from guided_evolution.errors import ConfigError
-from guided_evolution.evolution.operators import registry
+from guided_evolution.evolution.operators import mutation_request, novelty_request, registry
 from guided_evolution.evolution.operators.common import objectives_of, objectives_text
 from guided_evolution.evolution.prompts import PromptLibrary
+from guided_evolution.evolution.segments import parse_genome
 from guided_evolution.inspection.run_data import open_run_index
 from tests.support.cli import run_json
 from tests.support.openai_server import serve
@@ -168,14 +170,14 @@ OBJECTIVES = [
 ]
 
 
-def _sqrt_seed(directory: Path) -> Path:
+def _sqrt_seed(directory: Path, **sections: Any) -> Path:
     directory.mkdir()
     (directory / "model.py").write_text(MODEL)
     (directory / "evaluate.py").write_text(EVALUATE)
     evolution = {
         "initial_population": 4, "population": 4, "elites": 2, "hall_of_fame": 10,
         "generations": 3, "seed": 3, "crossover_probability": 0.6, "eot_probability": 0.5,
-        "eot_start_generation": 1, "fix_attempts": 1,
+        "eot_start_generation": 1, "fix_attempts": 1, **sections,
     }  # fmt: skip
     write_config(
         directory / "ge.toml",
@@ -231,8 +233,14 @@ def _recorded(run_dir: Path) -> tuple[dict[str, set[str]], dict[str, Any]]:
     return values, seed
 
 
-def test_every_prompt_of_a_run_states_the_task_and_the_objectives(tmp_path: Path) -> None:
-    seed = _sqrt_seed(tmp_path / "sqrt")
+EDIT_BLOCKS = {"diff": {"mode": "always"}}
+
+
+@pytest.mark.parametrize("sections", [{}, EDIT_BLOCKS], ids=["whole", "diff"])
+def test_every_prompt_of_a_run_states_the_task_and_the_objectives(
+    tmp_path: Path, sections: dict[str, Any]
+) -> None:
+    seed = _sqrt_seed(tmp_path / "sqrt", **sections)
     with serve(responder=CodeWriter()) as server:
         summary = run_json(
             "run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/test-model",
@@ -267,3 +275,21 @@ def test_every_prompt_of_a_run_states_the_task_and_the_objectives(tmp_path: Path
         if kind == "fix":
             assert any(w.startswith("the version it was changed from") for w in labels), labels
     assert {"mutation", "crossover", "eot_reason", "eot_apply", "fix"} <= kinds.keys(), kinds
+    if sections:  # the edit-block variants of the prompts were asked
+        assert any("<<<<<<< SEARCH" in json.dumps(r["messages"]) for r in requests)
+
+
+def test_a_novelty_re_proposal_keeps_the_goal_of_its_conversation() -> None:
+    """The re-proposal continues the conversation: the task and the objectives stay in it."""
+    lib = PromptLibrary.load().with_values(task=TASK)
+    genome = parse_genome({"model.py": MODEL}, ["model.py"])
+    objectives = objectives_text({"digits": "max"}, [("this version", {"digits": 2.5})])
+    first = mutation_request(
+        lib, genome, "p", random.Random(1), temperature_range=(0.1, 0.2),
+        personas=["concise"], objectives=objectives,
+    )  # fmt: skip
+    again = novelty_request(lib, first, "```python\ndef root(x):\n    return x\n```", genome,
+                            "d", "def root(x):\n    return x\n", 0.01)  # fmt: skip
+    assert again.messages[: len(first.messages)] == first.messages
+    text = json.dumps(again.messages)
+    assert TASK in text and "digits (maximise: higher is better): this version 2.5" in text
