@@ -219,6 +219,11 @@ class EvolutionConfig(_Model):
     stop_after_stale: int | None = Field(
         None, ge=1, description="finish when the Pareto front has not changed for N generations"
     )
+    strategy: Literal["evolution", "best_of_n"] = Field(
+        "evolution",
+        description="best_of_n: a control run, every child a mutation of the seed (no selection, "
+        "crossover or EoT) at the same budget, to see whether evolution pays on the task",
+    )
     # Beyond GE, each a table of its own, off by default (config_sections.py).
     diff: DiffConfig = DiffConfig()
     islands: IslandsConfig = IslandsConfig()
@@ -235,6 +240,9 @@ class EvolutionConfig(_Model):
             else '[evolution.islands] count > 1 is for mode = "generational" (an island is a '
             'population per generation); set count = 1 or mode = "generational"'
             if self.islands.count > 1 and self.mode == "steady"
+            else 'strategy = "best_of_n" is for mode = "generational" with one island (its children '
+            "are all the seed's); set mode = \"generational\" and [evolution.islands] count = 1"
+            if self.strategy == "best_of_n" and (self.mode == "steady" or self.islands.count > 1)
             else None
         )
         if problem:

@@ -19,7 +19,8 @@ from guided_evolution.engine.scheduler import Scheduler
 from guided_evolution.engine.stopping import StopRules
 from guided_evolution.evolution.generations import close_generation
 from guided_evolution.evolution.islands import island_configs
-from guided_evolution.evolution.plan import GenerationPlan, Plan, dedup, plan_generation
+from guided_evolution.evolution.operators import registry
+from guided_evolution.evolution.plan import GenerationPlan, Plan, Step, dedup, plan_generation
 from guided_evolution.runstore.measures import Measurer
 from guided_evolution.runstore.records import GenerationRecord
 
@@ -62,8 +63,13 @@ class GenerationalLoop:
             await asyncio.gather(*left, return_exceptions=True)
 
     def _plan(self, gen: int, islands: list[list[str]]) -> list[GenerationPlan]:
-        """Each island's plan, its children numbered after the previous islands'."""
+        """Each island's plan, its children numbered after the previous islands' (``strategy =
+        "best_of_n"``: the control, every child a mutation of the seed, nothing selected)."""
         parts, reader = self.parts, self.parts.reader
+        if self.evo.strategy == "best_of_n":
+            count = self.evo.initial_population if gen == 0 else self.evo.population
+            step = (Step(registry.base().name),)
+            return [GenerationPlan([Plan(gen, i, parts.seed_id, step) for i in range(count)], [])]
         seed = reader.scored([parts.seed_id])
         planned: list[GenerationPlan] = []
         for k, (evo, members) in enumerate(zip(island_configs(self.evo), islands, strict=True)):
