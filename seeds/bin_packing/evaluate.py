@@ -17,7 +17,9 @@ and takes the highest). This process keeps the bins, puts the item only into a b
 for it, and computes the score. The instances are sent in a random order.
 
 Metrics: or3_excess and weibull_excess (both select, min: %); or3_bins, weibull_bins (the
-average bins used), confinement (reported only). A candidate that breaks the contract (wrong
+average bins used), heldout_or3_excess and heldout_weibull_excess (the same on fresh instances
+drawn from each set's distribution with a fixed seed: a candidate tuned to, or knowing, the
+published instances shows as a gap), their _bins, and confinement (reported only). A candidate that breaks the contract (wrong
 length, NaN or inf, an exception, too slow) fails with one line saying why.
 """
 
@@ -41,6 +43,9 @@ SETS = {"or3": "or3.json", "weibull": "weibull5k.json"}
 DEADLINE_S = 50  # ge's timeout is 60 s (ge.toml); the seed takes about a second
 HEADER = struct.Struct("<cqq")
 COUNT = struct.Struct("<q")
+HELDOUT_SEED = 20231214
+HELDOUT_OR3 = 4  # instances of 500 items
+HELDOUT_WEIBULL_ITEMS = 2500  # one instance
 
 
 class Rejected(Exception):
@@ -74,6 +79,18 @@ def load_sets(directory: Path, keys: list[str], limit: int) -> dict[str, list]:
         chosen = raw[:limit] if limit > 0 else raw
         sets[key] = [(int(i["capacity"]), np.asarray(i["items"], np.int64)) for i in chosen]
     return sets
+
+
+def heldout_sets(keys: list[str]) -> dict[str, list]:
+    """Fresh instances from the named sets' distributions (fixed RNG seed): OR3's items are
+    uniform integers in [20, 100] (capacity 150), Weibull 5k's Weibull(3, 45) rounded to [1, 100]
+    (capacity 100). A candidate that knows the published instances gains nothing here."""
+    rng = np.random.default_rng(HELDOUT_SEED)
+    made = {
+        "or3": [(150, rng.integers(20, 101, 500)) for _ in range(HELDOUT_OR3)],
+        "weibull": [(100, np.clip(np.round(45 * rng.weibull(3.0, HELDOUT_WEIBULL_ITEMS)), 1, 100))],
+    }
+    return {f"heldout_{k}": [(c, items.astype(np.int64)) for c, items in made[k]] for k in keys}
 
 
 def l1_bound(capacity: int, items: np.ndarray) -> int:
@@ -192,6 +209,7 @@ def main() -> int:
     args = parser.parse_args()
     here = Path(__file__).resolve().parent
     sets = load_sets(data_dir(here, args.data), args.sets, args.limit)
+    sets.update(heldout_sets(args.sets))
     metrics_path = Path(args.metrics).resolve()
     candidate = Candidate(here)
     signal.signal(signal.SIGALRM, too_slow)
@@ -211,7 +229,7 @@ def main() -> int:
         [
             f"{names[k]}: {metrics[k + '_bins']:.2f} bins on average, "
             f"{metrics[k + '_excess']:.2f} % above the L1 lower bound"
-            for k in sets
+            for k in args.sets  # the held-out sets never reach a prompt
         ]
     )
     print(json.dumps(metrics))
