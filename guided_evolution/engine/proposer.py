@@ -28,6 +28,7 @@ from guided_evolution.engine.progress import Progress
 from guided_evolution.engine.recorder import Recorder
 from guided_evolution.evolution import operators as ops
 from guided_evolution.evolution.diff_ops import EDIT_DIFF, EDIT_WHOLE
+from guided_evolution.evolution.heldout import HeldOut
 from guided_evolution.evolution.novelty import NearDuplicate
 from guided_evolution.evolution.operators import (
     Child,
@@ -343,9 +344,11 @@ class LLMProposer(_StepProposer):
         super().__init__(cfg, source)
         self.supports_eot = EOT_BY_BANDIT if self.bandits.chooses_eot else True
         self.directions = {o.name: o.direction for o in cfg.selected_objectives}
-        # The run's goal reaches every prompt: its task and its selecting objectives only.
+        # The run's goal reaches every prompt: its task (a line naming a reported-only metric
+        # withheld, as in any other text: evolution.heldout) and its selecting objectives only.
+        held = HeldOut(tuple(o.name for o in cfg.objectives if not o.select))
         self.prompts = prompts.with_values(
-            task=(cfg.seed.task or "").strip() or NO_TASK,
+            task=held.scrub((cfg.seed.task or "").strip()) or NO_TASK,
             objectives=objectives_text(self.directions),
         )
         self.llm = llm

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from guided_evolution.cli import app
 from guided_evolution.config import load_config
 from guided_evolution.errors import ConfigError
+from guided_evolution.evolution.heldout import WITHHELD_LINE
 from guided_evolution.evolution.operators import mutation_request, novelty_request, registry
 from guided_evolution.evolution.operators.common import objectives_of, objectives_text
 from guided_evolution.evolution.prompts import PromptLibrary
@@ -174,6 +175,10 @@ def _sqrt_seed(directory: Path, **sections: Any) -> Path:
     directory.mkdir()
     (directory / "model.py").write_text(MODEL)
     (directory / "evaluate.py").write_text(EVALUATE)
+    # the task from TASK.md; its line naming the held-out metric is withheld like evaluator text
+    (directory / "TASK.md").write_text(
+        f"<!-- a note -->\n{TASK}\nHoldout_digits is only reported.\n"
+    )
     evolution = {
         "initial_population": 4, "population": 4, "elites": 2, "hall_of_fame": 10,
         "generations": 3, "seed": 3, "crossover_probability": 0.6, "eot_probability": 0.5,
@@ -182,7 +187,7 @@ def _sqrt_seed(directory: Path, **sections: Any) -> Path:
     write_config(
         directory / "ge.toml",
         {
-            "seed": {"files": ["model.py"], "task": TASK},
+            "seed": {"files": ["model.py"]},
             "llm": {"models": ["offline"], "timeout_s": 10, "retries": 1, "backoff_s": 0.01},
             "evolution": evolution,
             "evaluator": {"command": "python evaluate.py", "check": "python evaluate.py --check"},
@@ -258,7 +263,8 @@ def test_every_prompt_of_a_run_states_the_task_and_the_objectives(
         assert "digits (maximise: higher is better)" in ours, kind
         assert "size (minimise: lower is better)" in ours, kind
         assert not ML_WORDS.search(ours), (kind, ML_WORDS.search(ours))
-        assert "holdout" not in json.dumps(request["messages"]), kind
+        assert "holdout" not in json.dumps(request["messages"]).lower(), kind
+        assert WITHHELD_LINE in ours and "a note" not in ours, kind
         assert "7.654" not in json.dumps(request["messages"]), kind
         last = [m["content"] for m in request["messages"] if m["role"] == "user"][-1]
         shown = _shown(last)
