@@ -28,6 +28,14 @@ from tests.support.seeds import template_seed
 
 _VALUE = re.compile(r"VALUE = (-?\d+)")
 _FENCE = re.compile(r"```(?:python)?\n(.*?)```", re.S)
+_TAG = re.compile(r"\n_REPLY = '[0-9a-f]+'")
+
+
+def _tagged(code: str, digest: str) -> str:
+    """The code with a statement naming its reply (in place of an earlier one), so that children
+    whose VALUE repeats are still distinct programs (ge merges children that differ only in
+    comments)."""
+    return _TAG.sub("", code.rstrip()) + f"\n_REPLY = '{digest[:8]}'"
 
 
 # --------------------------------------------------------------------------- the pure module
@@ -122,7 +130,7 @@ def two_models(request: dict[str, Any]) -> Action:
     digest = hashlib.sha256(key.encode()).hexdigest()
     step = (1 + int(digest, 16) % 3) * (1 if request["model"] == "good" else -1)
     code = _VALUE.sub(lambda m: f"VALUE = {int(m.group(1)) + step}", blocks[0])
-    return reply(f"Here it is.\n\n```python\n{code.rstrip()}\n# {digest[:8]}\n```\n", 120, 80)
+    return reply(f"Here it is.\n\n```python\n{_tagged(code, digest)}\n```\n", 120, 80)
 
 
 def _models_by_generation(run_dir: Path) -> list[tuple[int, str]]:
@@ -192,7 +200,7 @@ def test_the_offline_operators_are_arms(tmp_path: Path) -> None:
     assert set(arms) == {"nudge", "swap", "statement"}
     assert sum(a["pulls"] for a in arms.values()) >= 6
     text_status = ge("status", str(tmp_path / "run"), cwd=tmp_path).stdout
-    assert "operator/persona (bandit ucb1): nudge" in " ".join(text_status.split())
+    assert "edit class (offline) (bandit ucb1): nudge" in " ".join(text_status.split())
 
 
 def test_an_unknown_bandit_is_one_clear_line(tmp_path: Path) -> None:
@@ -255,7 +263,7 @@ def eot_helps(request: dict[str, Any]) -> Action:
     sign = 1 if any(m["role"] == "assistant" for m in request["messages"]) else -1
     step = (1 + int(digest, 16) % 3) * sign
     code = _VALUE.sub(lambda m: f"VALUE = {int(m.group(1)) + step}", blocks[0])
-    return reply(f"Here it is.\n\n```python\n{code.rstrip()}\n# {digest[:8]}\n```\n", 120, 80)
+    return reply(f"Here it is.\n\n```python\n{_tagged(code, digest)}\n```\n", 120, 80)
 
 
 def _eot_run(
