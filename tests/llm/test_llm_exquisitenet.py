@@ -32,8 +32,10 @@ def safe_edit(code: str, n: int) -> str:
 
     The first decimal literal is scaled down (the lr of get_optimizer, the dropout of the
     network) and one norm or bias is made parameter-free where there is one; changing an
-    integer (CodeWriter's default edit) would break a channel count or a kernel size.
+    integer (CodeWriter's default edit) would break a channel count or a kernel size. A segment
+    with neither gets a statement ``_revision = n`` at its first line's depth.
     """
+    original = code
     found = _FLOAT.search(code)
     if found:
         value = float(found.group(1)) * (1 - 0.1 * (1 + n % 4))
@@ -43,6 +45,11 @@ def safe_edit(code: str, n: int) -> str:
     for old, new in _SHRINK:
         if re.search(old, code):
             return re.sub(old, new, code, count=1)
+    if code == original:  # nothing to change: a harmless statement (a comment alone would make
+        # a child equal to its parent, which ge merges with it)
+        first = code.lstrip("\n").split("\n", 1)[0]
+        indent = first[: len(first) - len(first.lstrip(" \t"))]
+        code = f"{code.rstrip()}\n{indent}_revision = {n}\n"
     return code
 
 
