@@ -78,6 +78,8 @@ def load_sets(directory: Path, keys: list[str], limit: int) -> dict[str, list]:
         raw = json.loads((directory / SETS[key]).read_text(encoding="utf-8"))["instances"]
         chosen = raw[:limit] if limit > 0 else raw
         sets[key] = [(int(i["capacity"]), np.asarray(i["items"], np.int64)) for i in chosen]
+        if any(items.max() > c or items.min() < 1 for c, items in sets[key]):
+            raise SystemExit(f"bin_packing: {SETS[key]} has an item outside [1, capacity]")
     return sets
 
 
@@ -153,20 +155,25 @@ class Candidate:
 
 
 def pack(candidate: Candidate, capacity: int, items: np.ndarray) -> int:
-    """Pack `items` online with the candidate's priorities; the number of bins used."""
+    """Pack `items` online with the candidate's priorities; the number of bins used.
+
+    Bins from `touched` on were never used: all of them fit any item (no item exceeds the
+    capacity: `load_sets`), so only the first `touched` are compared."""
     bins = np.full(items.size, capacity, np.int64)
     candidate.send(b"S", capacity, items.size)
-    last = -1
+    last, touched = -1, 0
     for item in items.tolist():
         candidate.send(b"I", item, last)
-        valid = np.nonzero(bins >= item)[0]
+        fits = np.flatnonzero(bins[:touched] >= item)
+        count = fits.size + items.size - touched
         answer = candidate.read_count()
         if answer < 0:
             raise Rejected(candidate.read(-answer).decode(errors="replace"))
-        if answer >= valid.size:
-            raise Rejected(f"the worker chose bin {answer} of the {valid.size} the item fits in")
-        last = int(valid[answer])
+        if answer >= count:
+            raise Rejected(f"the worker chose bin {answer} of the {count} the item fits in")
+        last = int(fits[answer]) if answer < fits.size else touched + answer - fits.size
         bins[last] -= item
+        touched = max(touched, last + 1)
     return int((bins != capacity).sum())
 
 

@@ -94,18 +94,20 @@ def choose(priority, item: int, bins: np.ndarray) -> int | str:
 
 
 def serve(priority) -> None:
+    """Answer items until stdin closes; bins from `touched` on are unused (every item fits)."""
     bins = np.zeros(0, dtype=np.int64)
-    last = 0
+    last = touched = 0
     while True:
         kind, a, b = HEADER.unpack(read_exact(HEADER.size))
         if kind == b"S":
-            bins = np.full(b, a, dtype=np.int64)
+            bins, touched = np.full(b, a, dtype=np.int64), 0
             continue
         if b >= 0:
             bins[b] -= last
+            touched = max(touched, b + 1)
         last = a
-        valid = np.nonzero(bins >= a)[0]
-        answer = choose(priority, a, bins[valid])
+        head = bins[:touched]
+        answer = choose(priority, a, np.concatenate((head[head >= a], bins[touched:])))
         if isinstance(answer, str):
             text = answer.encode(errors="replace")
             write_all(struct.pack("<q", -len(text)) + text)
