@@ -53,20 +53,20 @@ class Rejected(Exception):
 
 
 def data_dir(here: Path, given: str | None) -> Path:
-    """`given`, else the first of $GE_SEED_DIR/data, data/ beside this file and shared/bin_packing/
-    in an ancestor (the ge repository keeps the instances there) that holds both sets."""
+    """`given`, else the first of $GE_SEED_DIR/data and data/ beside this file that holds both
+    sets (the seed ships them in data/)."""
     if given:
         places = [Path(given)]
     else:
         seed = os.environ.get("GE_SEED_DIR")
         places = [Path(seed) / "data"] if seed else []
-        places += [here / "data", *(base / "shared" / "bin_packing" for base in here.parents)]
+        places += [here / "data"]
     for place in places:
         if all((place / name).is_file() for name in SETS.values()):
             return place
     files = " and ".join(SETS.values())
     raise SystemExit(
-        f"bin_packing: {files} not found in {places[0]}: copy them there from shared/bin_packing/ "
+        f"bin_packing: {files} not found in {places[0]}: copy them there from seeds/bin_packing/data/ "
         "of the ge repository (or pass --data DIR)"
     )
 

@@ -29,8 +29,8 @@ BEST_FIT_HELDOUT = {"heldout_or3_excess": 5.77, "heldout_weibull_excess": 4.08}
 
 
 def _data() -> Path:
-    """The instances: the seed's data/, else shared/bin_packing/ of this repository."""
-    for place in (SEED / "data", ROOT / "shared" / "bin_packing"):
+    """The instances the seed ships in its data/."""
+    for place in (SEED / "data",):
         if all((place / name).is_file() for name in DATA_NAMES):
             return place
     pytest.skip("FunSearch's instances are not here: seeds/bin_packing/README.md says where")
