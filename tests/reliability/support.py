@@ -92,7 +92,9 @@ class PayloadWriter:
         if item is None or code is None:
             return self.fallback(request)
         name, payload = item
-        body = f"{code.rstrip()}\n\n\n# hostile: {name}\n{payload.strip()}"
+        # The name is a statement too: two equal payloads must stay two programs (ge merges
+        # children that differ only in comments).
+        body = f"{code.rstrip()}\n\n\n# hostile: {name}\n_HOSTILE = {name!r}\n{payload.strip()}"
         ticks = "`" * max(3, 1 + max((len(r) for r in re.findall(r"`+", body)), default=0))
         return reply(f"Done.\n\n{ticks}python\n{body}\n{ticks}\n", 100, 60)
 
