@@ -36,11 +36,15 @@ DEFAULT_VALUES: dict[str, str] = {"task": NO_TASK, "objectives": NO_OBJECTIVES}
 
 
 def builtin_dir() -> Path:
-    """The built-in prompt directory: the installed `guided_evolution.builtin_prompts` package.
+    """The built-in prompt directory: the `prompts/` of the source checkout the package was
+    imported from, else the installed `guided_evolution.builtin_prompts` package.
 
-    A source checkout on `PYTHONPATH` without an install has no such package; there the
-    repository's `prompts/` beside the package directory is used.
+    The checkout's own directory comes first, so that a checkout on `PYTHONPATH` never reads
+    the prompts of another checkout that an editable install maps the package name to.
     """
+    beside = Path(guided_evolution.__file__).resolve().parent.parent / "prompts"
+    if (beside / "system.txt").is_file() and (beside.parent / "pyproject.toml").is_file():
+        return beside
     try:
         root = resources.files(_BUILTIN_PACKAGE)
     except ModuleNotFoundError:
