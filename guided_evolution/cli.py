@@ -509,6 +509,10 @@ def export_cmd(
 def report_cmd(
     run_dir: LatestRunArg = None,
     output: Annotated[str, typer.Option("-o", "--output", help="The HTML file to write.")] = "report.html",
+    compare: Annotated[
+        str | None,
+        typer.Option("--compare", help="A control run (e.g. strategy = \"best_of_n\") to overlay on the same axes."),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """One self-contained HTML report (opens offline): front, progress, operators, failures, lineage."""
@@ -516,7 +520,8 @@ def report_cmd(
 
     if output == "-":
         raise GeError("the report cannot go to standard output", "give an HTML file name, e.g. -o report.html")
-    data = report.write_report(_run_dir(run_dir), _path(output, "-o", "report.html"))
+    control = _path(compare, "--compare", "runs/NAME") if compare is not None else None
+    data = report.write_report(_run_dir(run_dir), _path(output, "-o", "report.html"), control)
     if json_out:
         _print_json(data.to_json())
     else:

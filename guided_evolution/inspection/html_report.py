@@ -18,18 +18,22 @@ from typing import Any
 
 from guided_evolution.errors import GeError
 from guided_evolution.inspection.export import write_atomic
-from guided_evolution.inspection.html_parts import esc, fmt_num
+from guided_evolution.inspection.html_parts import better, esc, fmt_num
 from guided_evolution.inspection.json_view import JsonView
 from guided_evolution.inspection.report_data import (
+    Comparison,
     FrontDetails,
     GroupRow,
     Report,
     bandit_html,
     collect,
+    compare,
+    run_label,
     with_islands,
 )
 from guided_evolution.inspection.report_diversity import diversity_html
 from guided_evolution.inspection.report_svg import (
+    compare_svgs,
     front_svgs,
     gen_legend,
     lineage_svg,
@@ -87,6 +91,7 @@ svg .off{fill:#fff;stroke:#cf222e;stroke-width:1.3}
 .offnote{color:var(--muted);font-size:12px;padding:0 6px}
 svg .best{fill:none;stroke:var(--accent);stroke-width:2.2}
 svg .step{fill:var(--accent);stroke:#fff;stroke-width:1}
+svg .best.ctl{stroke:#8250df;stroke-dasharray:6 3}
 svg .edge{fill:none;stroke:#afb8c1;stroke-width:1.2}
 svg .edge.second{stroke-dasharray:4 3}
 svg .edge.best{stroke:#24292f;stroke-width:2.6}
@@ -430,6 +435,38 @@ def _progress_block(rep: Report) -> str:
     )
 
 
+def _compare_html(rep: Report, cmp: Comparison) -> str:
+    """The control run's best-so-far lines over the run's, and both runs' best at the same count."""
+    labels = (run_label(rep), run_label(cmp.control))
+    plots = compare_svgs(rep, cmp.control, labels, "evaluations")
+    if rep.counts.get("llm_calls") or cmp.control.counts.get("llm_calls"):
+        plots += compare_svgs(rep, cmp.control, labels, "calls")
+    figures = "".join(_figure(s, f"{labels[0]} (solid) and {labels[1]} (dashed)") for s in plots)
+    n = cmp.evaluations
+    head = (
+        f"<p class=note>This run: {esc(labels[0])}, {len(rep.progress)} successful evaluations; "
+        f"control: {esc(labels[1])} ({esc(cmp.control.run_dir)}), {len(cmp.control.progress)}.</p>"
+    )
+    if n == 0:
+        return head + "<p class=note>One of the runs has no successful evaluation yet.</p>"
+    cell = lambda v: f"<td class=num>{esc(fmt_num(v))}</td>"  # noqa: E731
+    rows = []
+    for r in cmp.rows:
+        if r.run is None or r.control is None or r.run == r.control:
+            ahead = "even"
+        else:
+            ahead = labels[0] if (r.run > r.control) == (r.direction == "max") else labels[1]
+        rows.append(f"<tr><td>{esc(r.objective)}</td><td>{esc(better(r.direction))}</td>{cell(r.run)}{cell(r.control)}<td>{esc(ahead)}</td></tr>")
+    table = (
+        f'<table id="compare-table"><thead><tr><th>objective</th><th>better</th><th class=num>{esc(labels[0])}</th>'
+        f"<th class=num>{esc(labels[1])}</th><th>ahead</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+    return (
+        head + f"<div class=plots>{figures}</div>"
+        f"<h3>Best after {n} successful evaluations each (the shorter run's count)</h3>{table}"
+    )
+
+
 def _children_html(rep: Report) -> str:
     """Children per generation: configured, planned (given an operator) and new; then diversity."""
     row = "<tr><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>"
@@ -438,12 +475,14 @@ def _children_html(rep: Report) -> str:
     return f"<h3>children per generation</h3><table><thead><tr><th class=num>generation</th><th class=num>configured</th><th class=num>planned</th><th class=num>new</th></tr></thead><tbody>{body}</tbody></table>{diversity_html(rep.diversity)}"
 
 
-def _sections(rep: Report) -> list[tuple[str, str, str]]:
-    """(anchor, title, HTML) of each section, in page order."""
+def _sections(rep: Report, cmp: Comparison | None = None) -> list[tuple[str, str, str]]:
+    """(anchor, title, HTML) of each section, in page order (the comparison after the progress)."""
+    compared = [("compare", "Compared with a control run", _compare_html(rep, cmp))] if cmp else []
     return [
         ("isolation", "Isolation of the evaluations", _isolation_html(rep)),
         ("front", "Pareto front", _front_block(rep)),
         ("progress", "Best so far", _progress_block(rep)),
+        *compared,
         (
             "operators",
             "Operators and personas",
@@ -472,10 +511,10 @@ def _sections(rep: Report) -> list[tuple[str, str, str]]:
     ]
 
 
-def render(rep: Report) -> str:
-    """The whole HTML page."""
+def render(rep: Report, cmp: Comparison | None = None) -> str:
+    """The whole HTML page (with a control run's comparison when ``cmp`` is given)."""
     c = rep.counts
-    sections = with_islands(_sections(rep), rep.islands)  # islands, gene: when present
+    sections = with_islands(_sections(rep, cmp), rep.islands)  # islands, gene: when present
     nav = " · ".join(f'<a href="#{k}">{esc(t)}</a>' for k, t, _ in sections)
     body = "".join(
         f'<section id="{k}"><h2>{esc(t)}</h2>{content}</section>' for k, t, content in sections
@@ -511,15 +550,18 @@ class ReportSummary(JsonView):
     reflections: int
 
 
-def write_report(run_dir: Path, output: Path) -> ReportSummary:
-    """Collect, render and atomically write the report; a summary of what was written."""
+def write_report(run_dir: Path, output: Path, control: Path | None = None) -> ReportSummary:
+    """Collect, render and atomically write the report; a summary of what was written. With
+    ``control``, that run's best-so-far lines are overlaid (refused before anything is written
+    when the two runs' selection objectives differ)."""
     output = Path(output)
     if output.is_dir():
         output = output / "report.html"
     if not output.parent.is_dir():
         raise GeError(f"directory {output.parent} does not exist", "create it or pass another -o")
     rep = collect(Path(run_dir))
-    page = render(rep)
+    cmp = compare(rep, collect(Path(control))) if control is not None else None
+    page = render(rep, cmp)
     write_atomic(output, page, "pass a writable -o")
     return ReportSummary(
         path=str(output),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from guided_evolution.errors import GeError
 from guided_evolution.evolution.operators import registry
 from guided_evolution.inspection.json_view import JsonView
 from guided_evolution.inspection.report_bandit import (
@@ -104,6 +105,7 @@ class ProgressRow(JsonView):
     tokens: int
     scores: dict[str, float]
     best: dict[str, float]
+    calls: int = 0  # LLM calls made before it finished
 
 
 @dataclass(frozen=True)
@@ -175,10 +177,66 @@ class Report:
     diversity: list[DiversityRow] = field(default_factory=list)
     islands: IslandReport | None = None  # None: no islands or genes, no section
     lineage_of: int = 0  # front variants whose lineage `graph` holds (one per distinct point)
+    strategy: str = "evolution"  # [evolution] strategy: "evolution" or "best_of_n"
 
 
 # bandit_html, with_islands: for html_report
 __all__ = ["Report", "bandit_html", "collect", "with_islands"]
+
+
+def run_label(rep: Report) -> str:
+    """How a comparison names a run: its strategy, then its directory's name."""
+    kind = "best_of_n control" if rep.strategy == "best_of_n" else rep.strategy
+    return f"{kind} ({rep.title})"
+
+
+@dataclass(frozen=True)
+class CompareRow(JsonView):
+    """One selection objective's best so far in each run after the same number of evaluations."""
+
+    objective: str
+    direction: str
+    run: float | None
+    control: float | None
+
+
+@dataclass
+class Comparison:
+    """A control run set beside the report's run (`ge report RUN --compare CONTROL`)."""
+
+    control: Report
+    evaluations: int  # the shorter run's count of successful evaluations
+    rows: list[CompareRow]
+
+
+def _objectives_differ(rep: Report, control: Report) -> str | None:
+    """What differs between the two runs' selection objectives (names, then directions)."""
+    mine, theirs = dict(rep.selected), dict(control.selected)
+    if set(mine) != set(theirs):
+        only = lambda a, b: ", ".join(sorted(set(a) - set(b))) or "none"  # noqa: E731
+        return (
+            f"objectives differ: only {rep.title} has {only(mine, theirs)}; "
+            f"only {control.title} has {only(theirs, mine)}"
+        )
+    for name, direction in rep.selected:
+        if theirs[name] != direction:
+            return f"objective {name} is {direction} in {rep.title} but {theirs[name]} in {control.title}"
+    return None
+
+
+def compare(rep: Report, control: Report) -> Comparison:
+    """The two runs' best values at the shorter run's count of successful evaluations; refused
+    (`GeError`) when their selection objectives differ in name or direction."""
+    differ = _objectives_differ(rep, control)
+    if differ is not None:
+        raise GeError(
+            f"cannot compare {rep.title} with {control.title}: {differ}",
+            "compare runs of the same seed's objectives (a best_of_n control of the same config)",
+        )
+    n = min(len(rep.progress), len(control.progress))
+    at = lambda r, name: r.progress[n - 1].best.get(name) if n else None  # noqa: E731
+    rows = [CompareRow(name, d, at(rep, name), at(control, name)) for name, d in rep.selected]
+    return Comparison(control, n, rows)
 
 
 def _operator_name(op: str | None, offline: bool) -> str:
@@ -235,17 +293,17 @@ def _progress(
             continue
         when = (ev.started_at or start) + (ev.duration_s or 0.0)
         k = bisect.bisect_right(times, when)
-        found.append((max(when - start, 0.0), ev.variant_id, cost[k], tokens[k], scores))
+        found.append((max(when - start, 0.0), ev.variant_id, cost[k], tokens[k], scores, k))
     found.sort(key=lambda r: r[0])
     rows = []
     best: dict[str, float] = {}
-    for t, vid, usd, spent, scores in found:
+    for t, vid, usd, spent, scores, calls in found:
         for name, direction in data.objectives:
             value = scores[name]
             old = best.get(name)
             if old is None or (value > old if direction == "max" else value < old):
                 best[name] = value
-        rows.append(ProgressRow(vid, t, usd, spent, scores, dict(best)))
+        rows.append(ProgressRow(vid, t, usd, spent, scores, dict(best), calls))
     return rows, spend_axis
 
 
@@ -309,6 +367,7 @@ def collect(run_dir: Path) -> Report:
             children=children_per_generation(index, cfg.evolution),
             diversity=diversity_per_generation(index, cfg, paths.repo),
             islands=report_view(index, cfg),
+            strategy=cfg.evolution.strategy,
         )
 
 

@@ -292,6 +292,52 @@ def progress_svgs(rep: Report, axis: str) -> list[str]:
     return out
 
 
+def _best_path(fr: _Frame, steps: list[tuple[float, float]], xmax: float, cls: str, label: str) -> str:
+    """A best-so-far step line through ``steps`` (x, best), extended to ``xmax``."""
+    d = f"M{fr.x(steps[0][0]):.1f},{fr.y(steps[0][1]):.1f}"
+    prev = steps[0][1]
+    for x, value in steps[1:]:
+        if value != prev:
+            d += f"H{fr.x(x):.1f}V{fr.y(value):.1f}"
+            prev = value
+    d += f"H{fr.x(xmax):.1f}"
+    return f'<path class="{cls}" data-run="{esc(label)}" d="{d}"><title>{esc(label)}</title></path>'
+
+
+def compare_svgs(rep: Report, control: Report, labels: tuple[str, str], axis: str) -> list[str]:
+    """Best so far of each selection objective in the run and in a control run, on the same axes:
+    against successful evaluations (``axis="evaluations"``) or LLM calls (``"calls"``)."""
+    xlabel = "successful evaluations" if axis == "evaluations" else "LLM calls"
+    series = [(rep, "best", labels[0]), (control, "best ctl", labels[1])]
+    out = []
+    for name, direction in rep.selected:
+        lines = []
+        for run, cls, label in series:
+            pts = [
+                (float(i + 1 if axis == "evaluations" else r.calls), r.best[name])
+                for i, r in enumerate(run.progress)
+                if name in r.best
+            ]
+            if pts:
+                end = len(run.progress) if axis == "evaluations" else int(run.counts.get("llm_calls", 0))
+                lines.append((pts, max(float(end), pts[-1][0]), cls, label))
+        if not lines:
+            continue
+        xs = [0.0, 1.0] + [end for _, end, _, _ in lines]
+        ys = [v for pts, _, _, _ in lines for _, v in pts]
+        fr = _Frame.fit(xs, ys, keep_x=xs, keep_y=ys, width=460, height=330, top=50)
+        body = [fr.axes(xlabel, f"{name}  ({better(direction)})")]
+        for k, (pts, end, cls, label) in enumerate(lines):
+            body.append(_best_path(fr, pts, end, cls, label))
+            y = 14 + 17 * k
+            body.append(
+                f'<line class="{cls}" x1="{fr.left}" x2="{fr.left + 24}" y1="{y - 4}" y2="{y - 4}"/>'
+                f'<text class="label" x="{fr.left + 30}" y="{y}">{esc(label)}</text>'
+            )
+        out.append(svg_plot(fr.width, fr.height, "".join(body), f"best {name} over {xlabel}, compared"))
+    return out
+
+
 def lineage_svg(rep: Report) -> str:
     """The ancestry of the Pareto variants, one column per generation; the best line in bold."""
     nodes = {n.id: n for n in rep.graph}
