@@ -10,7 +10,10 @@ the evaluator and its child process together (rusage of the waited children). Pa
 SEED --model offline` (no LLM is reachable from this machine: the offline operators nudge
 numbers, swap calls and drop or repeat statements, nothing more) with `--initial-population`
 and `--population` children per generation for `--generations` generations, and prints the
-seed's score, the best score, and how many evaluations were made and failed.
+seed's score, the best score, and how many evaluations were made and failed. Part 3 (unless
+`--no-control`) spends the same budget with `[evolution] strategy = "best_of_n"` (every child a
+mutation of the seed, no selection, no crossover) on a copy of the seed, and prints its best beside
+the evolution run's: whether evolving pays over sampling the seed's neighbourhood.
 """
 
 from __future__ import annotations
@@ -57,9 +60,22 @@ def time_evaluations(seed: Path, repeats: int) -> tuple[float, float, float]:
     return statistics.median(walls), statistics.median(cpus), scores[0]
 
 
-def offline_run(seed: Path, args: argparse.Namespace) -> dict:
-    """`ge run SEED --model offline` with the sizes given: evaluations, failures, best score."""
+def control_seed(seed: Path, tmp: Path) -> Path:
+    """A copy of the seed whose ge.toml says `strategy = "best_of_n"` in its [evolution] table."""
+    copy = Path(shutil.copytree(seed, tmp / seed.name, ignore=shutil.ignore_patterns("runs", "__pycache__")))
+    toml = copy / "ge.toml"
+    text = toml.read_text()
+    assert "\n[evolution]\n" in text and "strategy" not in text, f"{seed.name}: no plain [evolution] table"
+    toml.write_text(text.replace("\n[evolution]\n", '\n[evolution]\nstrategy = "best_of_n"\n', 1))
+    return copy
+
+
+def offline_run(seed: Path, args: argparse.Namespace, control: bool = False) -> dict:
+    """`ge run SEED --model offline` with the sizes given (``control``: as the best_of_n
+    control): evaluations, failures, best score."""
     with tempfile.TemporaryDirectory() as tmp:
+        if control:
+            seed = control_seed(seed, Path(tmp))
         start = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "guided_evolution", "run", str(seed), "--run-dir",
@@ -72,10 +88,21 @@ def offline_run(seed: Path, args: argparse.Namespace) -> dict:
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1][:300], "wall_s": wall}
     summary = json.loads(proc.stdout)
-    name = TASKS[seed.name]
+    name = TASKS[seed.name]  # the copy keeps the seed's directory name
     best = max(row["metrics"][name] for row in summary["front"])
     return {"children": summary["children"], "evaluated": summary["evaluated"],
             "failed": summary["failed"], "best": best, "wall_s": wall}  # fmt: skip
+
+
+def report_control(seed: Path, args: argparse.Namespace, evolved: float) -> None:
+    """Part 3: the best_of_n control at the same sizes, printed beside the evolution run's best."""
+    run = offline_run(seed, args, control=True)
+    if "error" in run:
+        print(f"  best_of_n control failed: {run['error']}")
+        return
+    print(f"  best_of_n control, same budget: {run['children']} distinct children, "
+          f"{run['evaluated']} evaluations ok, {run['failed']} failed, best {TASKS[seed.name]} = "
+          f"{run['best']:g} (evolution: {evolved:g}), {run['wall_s']:.0f} s wall")  # fmt: skip
 
 
 def main() -> int:
@@ -85,6 +112,7 @@ def main() -> int:
     parser.add_argument("--generations", type=int, default=6)
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--no-run", action="store_true", help="time the evaluators only")
+    parser.add_argument("--no-control", action="store_true", help="skip the best_of_n control runs")
     args = parser.parse_args()
     print("No LLM is reachable from this machine: part 2 uses ge's offline operators only.")
     for name in args.seeds:
@@ -101,6 +129,8 @@ def main() -> int:
                   f"planned): {run['children']} distinct children, {run['evaluated']} evaluations "
                   f"ok (the seed's included), {run['failed']} failed, best "
                   f"{TASKS[name]} = {run['best']:g}, {run['wall_s']:.0f} s wall")  # fmt: skip
+            if not args.no_control:
+                report_control(seed, args, run["best"])
     return 0
 
 
