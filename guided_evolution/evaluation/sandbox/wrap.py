@@ -26,6 +26,7 @@ launcher's options, the uids and the environment already live in this package's 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from guided_evolution.errors import GeError
@@ -138,6 +139,28 @@ class SandboxedCommand:
     one. Owned by the sandbox, closed by ``cleanup(workdir)``."""
 
 
+@dataclass(frozen=True)
+class _Probed:
+    """One probe's findings, shared by every ``Sandbox`` of the same policy in this process."""
+
+    info: SandboxInfo
+    bwrap_size: bool
+    cgroup_search: tuple[Cgroups | None, str] | None
+    passed: set[tuple[str, ...]] = field(default_factory=set, compare=False, hash=False)
+    """Other one-off checks of this sandbox that held (``Sandbox.check_once``)."""
+
+
+@functools.lru_cache(maxsize=16)
+def _probed(policy: SandboxPolicy, euid: int, environ: tuple[str, str]) -> _Probed:
+    """Probe once per process for each key: the policy (backend, limits, readable paths), the
+    uid and the ``PATH``/``HOME`` the backends are looked up and laid out with. A failed probe
+    raises and is not kept, so it is tried again."""
+    del euid, environ  # part of the cache key only
+    sandbox = Sandbox(policy)
+    info = sandbox._probe_here()
+    return _Probed(info, sandbox._bwrap_size, sandbox._cgroup_search)
+
+
 class Sandbox:
     """Builds the command line, environment and preexec hook of a sandboxed command."""
 
@@ -149,6 +172,7 @@ class Sandbox:
             )
         self.policy = policy
         self._info: SandboxInfo | None = None
+        self._probed: _Probed | None = None
         self._is_root = os.geteuid() == 0
         self._leases: dict[Path, Lease] = {}
         self._keyring_filter = keyring_filter()  # bwrap's --seccomp program; None: unsupported
@@ -163,13 +187,32 @@ class Sandbox:
     # ------------------------------------------------------------------ probing
 
     def probe(self) -> SandboxInfo:
-        """Find (once, cached on this object) the strongest backend that actually runs here.
+        """Find (once per process and policy, see ``_probed``) the strongest backend that actually runs here.
 
         Raises ``GeError`` when the configured backend (or, for ``auto``, every backend that can
         stop writes outside the variant's directory) does not work: ge fails closed.
         """
-        if self._info is not None:
-            return self._info
+        if self._info is None:
+            environ = (os.environ.get("PATH", ""), os.environ.get("HOME", ""))
+            found = _probed(self.policy, os.geteuid(), environ)
+            self._bwrap_size, self._cgroup_search = found.bwrap_size, found.cgroup_search
+            self._info, self._probed = found.info, found
+        return self._info
+
+    def check_once(self, key: tuple[str, ...], check: Callable[[], str | None]) -> str | None:
+        """Run ``check`` (None: it held, else why not) unless one with the same ``key`` held
+        before in this process with this sandbox's policy; a failure is not kept."""
+        self.probe()
+        assert self._probed is not None
+        if key in self._probed.passed:
+            return None
+        problem = check()
+        if problem is None:
+            self._probed.passed.add(key)
+        return problem
+
+    def _probe_here(self) -> SandboxInfo:
+        """The probe itself: try each backend (and each of ge's own modes) in turn."""
         wanted = self.policy.backend
         failures: list[str] = []
         chosen: tuple[str, ConfineMode | None, str] | None = None
@@ -192,8 +235,7 @@ class Sandbox:
                 else "no sandbox can stop evaluated code writing outside its directory here"
             )
             raise GeError(f"{what} ({'; '.join(failures)})", FIX_HINT)
-        self._info = self._describe(*chosen)
-        return self._info
+        return self._describe(*chosen)
 
     def _describe(self, backend: str, mode: ConfineMode | None, applied: str) -> SandboxInfo:
         p = self.policy

@@ -82,7 +82,11 @@ def preload_pool(
         checked = None
     stages = ("check", "evaluate") if checked is not None else ("evaluate",)
     spec = _zygote_spec(sandbox, preload, evaluate, checked, confined, own_mounts)
-    problem = verify_boxes(sandbox, evaluate.interpreter, spec, start_timeout_s, work_dir, run_dir)
+    # Once per process: a new run's seed (in its temporary directory) and its run need it once.
+    problem = sandbox.check_once(
+        ("preload", evaluate.interpreter, json.dumps(spec), str(run_dir.parent)),
+        lambda: verify_boxes(sandbox, evaluate.interpreter, spec, start_timeout_s, work_dir, run_dir),
+    )
     if problem is not None:
         return None, [
             f"evaluator.preload is not used: {problem}; every stage starts a fresh process"
