@@ -131,11 +131,15 @@ def check_sandbox(resolved: ResolvedConfig) -> None:
     SLURM evaluations are checked on each node instead (a node that cannot isolate fails the
     job); a check stage that runs here is checked here."""
     cfg = resolved.config
-    local_check = bool(cfg.evaluator.check) and not cfg.executor.slurm.check_on_cluster
-    if cfg.executor.kind != "slurm" or local_check:
-        # Only whether the sandbox works matters here: no GPU query for the slot plan.
-        Sandbox(sandbox_policy(resolved, plan=(1, [], None))).probe()
+    ex = cfg.executor
+    local_check = bool(cfg.evaluator.check) and not ex.slurm.check_on_cluster
     reserve = disk_reserve(resolved)
+    if ex.kind != "slurm" or local_check:
+        # No GPU query for the slot plan here; without one, the policy is the executor's own,
+        # so its probe (cached per process and policy) is not repeated when the executor starts.
+        queries = ex.gpus == "auto" or (bool(ex.gpus) and ex.slots_per_gpu == "auto")
+        plan = (1, [], None) if queries else plan_slots(resolved)
+        Sandbox(sandbox_policy(resolved, plan, reserve)).probe()
     free = reserve.free() if reserve is not None else None
     if reserve is not None and free is not None and free < reserve.floor:
         raise GeError(
