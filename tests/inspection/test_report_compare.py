@@ -8,7 +8,8 @@ from pathlib import Path
 
 from tests.support.cli import ge
 from tests.support.harness import FakeExecutor, run_engine, size_score
-from tests.support.seeds import template_seed
+from tests.support.openai_server import serve
+from tests.support.seeds import CodeWriter, template_seed
 
 
 def _run(tmp_path: Path, name: str, **evolution: object) -> Path:
@@ -55,6 +56,7 @@ def test_report_overlays_the_control_run_and_compares_at_the_shorter_count(tmp_p
         float(r[2]), float(r[3])  # both runs have a figure at that count
         assert r[4] in (*labels, "even")
     assert len(out.read_bytes()) < 400_000
+    assert "over LLM calls" not in html  # offline runs: no LLM calls to plot against
     # the control run reported on its own is unchanged: no comparison section
     plain = tmp_path / "plain.html"
     assert ge("report", str(evo), "-o", str(plain), cwd=tmp_path).returncode == 0
@@ -89,3 +91,21 @@ def test_mismatched_objectives_are_refused_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "objective size is min in evo but max in other" in lines[0]
     assert not out.exists()
+
+
+def test_runs_with_llm_calls_are_also_overlaid_by_calls(tmp_path: Path) -> None:
+    runs = []
+    for name, evolution in (("evo", {}), ("ctl", {"strategy": "best_of_n"})):
+        seed = template_seed(tmp_path / f"{name}-seed", generations=1, population=3, **evolution)
+        with serve(responder=CodeWriter()) as server:
+            run_engine(seed, tmp_path / name, executor=FakeExecutor(size_score).factory,
+                       model="openai/test-model", api_base=server.base_url, no_sandbox=True)  # fmt: skip
+        runs.append(tmp_path / name)
+    out = tmp_path / "report.html"
+    assert ge("report", str(runs[0]), "--compare", str(runs[1]), "-o", str(out), cwd=tmp_path).returncode == 0
+    html = out.read_text()
+    svg = re.search(r'aria-label="best score over LLM calls, compared".*?</svg>', html, re.S)
+    assert svg, "no plot by LLM calls"
+    assert 'data-run="evolution (evo)"' in svg.group(0)
+    assert 'data-run="best_of_n control (ctl)"' in svg.group(0)
+    assert ">LLM calls</text>" in svg.group(0)
