@@ -53,7 +53,7 @@ def test_a_run_into_a_file_prints_a_line_per_generation_and_its_table_whole(tmp_
     assert LONG in proc.stdout and "score ↑" in proc.stdout and "size ↓" in proc.stdout
     assert "…" not in proc.stdout
     assert "offline-mutation" in proc.stdout
-    summary = [line for line in proc.stdout.splitlines() if " LLM calls, " in line]
+    summary = [line for line in proc.stdout.splitlines() if " LLM calls (" in line]
     assert len(summary) == 1 and "completed 3 generations" in summary[0]  # not wrapped
 
 

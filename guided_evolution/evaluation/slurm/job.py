@@ -106,7 +106,9 @@ def job_main(argv: Sequence[str]) -> int:
 
 async def _run_job(spec: dict[str, Any], request: EvalRequest) -> int:
     policy_data = dict(spec.get("policy") or {})
-    policy_data["pass_env"] = tuple(policy_data.get("pass_env") or ())
+    for key, value in policy_data.items():  # JSON gave lists; the policy is frozen (hashable)
+        if isinstance(value, list):
+            policy_data[key] = tuple(value)
     started = time.time()
     try:
         sandbox = Sandbox(SandboxPolicy(**policy_data))
