@@ -509,6 +509,9 @@ def _format_validation_error(
     flag = _flag(loc, set(flags))
     if flag is not None:
         return f"{flag} {shown}: {msg}"
+    within = sorted({_flag(key, {key}) or key for key in flags if key.startswith(loc + ".")})
+    if loc and within:  # a check of the whole table that a flag set a key of
+        return f"{', '.join(within)} (with the [{loc}] table of {source}): {msg}"
     where = f"'{loc}' = {shown}" if loc else shown
     return f"{source}: {where}: {msg}"
 
