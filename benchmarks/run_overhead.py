@@ -259,11 +259,9 @@ def distinct_edit(code: str, n: int) -> str:
     """The fake LLM's edit: CodeWriter's integer bump plus a statement naming the request, so no
     two children are the same program (ge merges children that differ only in comments, and
     the bump alone repeats values across parents)."""
-    from tests.support.seeds import bump_first_integer
+    from tests.support.seeds import bump_first_integer, with_statement
 
-    first = code.lstrip("\n").split("\n", 1)[0]
-    indent = first[: len(first) - len(first.lstrip(" \t"))]
-    return f"{bump_first_integer(code, n).rstrip()}\n{indent}_request_{n} = {n}\n"
+    return with_statement(bump_first_integer(code, n), f"_request_{n} = {n}")
 
 
 def one_run(

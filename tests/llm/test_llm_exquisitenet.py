@@ -15,7 +15,7 @@ from guided_evolution.evolution.segments import Genome, differing_segments, pars
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import run_json
 from tests.support.openai_server import serve
-from tests.support.seeds import CodeWriter, cpu_exquisitenet_seed, template_seed
+from tests.support.seeds import CodeWriter, cpu_exquisitenet_seed, template_seed, with_statement
 
 _FLOAT = re.compile(r"(?<![\w.])(\d+\.\d+)(?![\w.])")
 
@@ -47,9 +47,7 @@ def safe_edit(code: str, n: int) -> str:
             return re.sub(old, new, code, count=1)
     if code == original:  # nothing to change: a harmless statement (a comment alone would make
         # a child equal to its parent, which ge merges with it)
-        first = code.lstrip("\n").split("\n", 1)[0]
-        indent = first[: len(first) - len(first.lstrip(" \t"))]
-        code = f"{code.rstrip()}\n{indent}_revision = {n}\n"
+        code = with_statement(code, f"_revision = {n}")
     return code
 
 

@@ -132,8 +132,15 @@ def bump_first_integer(code: str, n: int) -> str:
         offset = len(code.split("\n", 1)[0]) + 1 if "\n" in code else 0
         start, end = match.start(1) + offset, match.end(1) + offset
         return code[:start] + str(int(code[start:end]) + 1 + n % 3) + code[end:]
-    indent = code[: len(code) - len(code.lstrip(" \t"))]
-    return f"{code.rstrip()}\n{indent}_revision = {n}\n"
+    return with_statement(code, f"_revision = {n}")
+
+
+def with_statement(code: str, statement: str) -> str:
+    """``code`` with ``statement`` appended at the depth of its first line: a change to the
+    program itself (ge merges children that differ from a variant only in comments)."""
+    first = code.lstrip("\n").split("\n", 1)[0]
+    indent = first[: len(first) - len(first.lstrip(" \t"))]
+    return f"{code.rstrip()}\n{indent}{statement}\n"
 
 
 class CodeWriter:
