@@ -315,10 +315,10 @@ class RunIndex:
         )
         return None if row is None else evaluation_from_row(row)
 
-    def evaluations(self, variant_id: str | None = None) -> list[EvaluationRecord]:
-        """Evaluations in recording order (of one variant, or all)."""
+    def evaluations(self, variant_id: str | None = None, after_id: int = 0) -> list[EvaluationRecord]:
+        """Evaluations in recording order (of one variant, or all of row id > ``after_id``)."""
         if variant_id is None:
-            rows = self._rows("SELECT * FROM evaluations ORDER BY id")
+            rows = self._rows("SELECT * FROM evaluations WHERE id > ? ORDER BY id", (after_id,))
         else:
             rows = self._rows(
                 "SELECT * FROM evaluations WHERE variant_id = ? ORDER BY id", (variant_id,)
