@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
@@ -252,13 +252,16 @@ _RUN_EVENTS = ("run_started", "run_resumed", "run_stopped", "run_error", "run_in
 _LLM_FIX = "check the model name, api_base, key and that the server is up"
 
 
-def run_state(index: Any, root: Path, finished: str | None) -> RunState:
+def run_state(
+    index: Any, root: Path, finished: str | None, holder: Callable[[Path], str | None] | None = None
+) -> RunState:
     """Whether a run is live (a process holds its lock), finished, or stopped, and why: the
     ``state``, the writer's ``pid``, the ``stop_reason`` and its ``fix`` (from its last start or
-    stop event; a run that stopped on repeated LLM errors says it once, with the fix)."""
+    stop event; a run that stopped on repeated LLM errors says it once, with the fix).
+    ``holder`` (default `doctor.lock_holder`) says who holds the lock."""
     from guided_evolution.runstore.doctor import lock_holder
 
-    pid = lock_holder(root)
+    pid = (holder or lock_holder)(root)
     if pid is not None:
         try:  # `ge stop` asked it to finish
             asked = (root / STOP_REQUEST).read_text(errors="replace").strip() == pid
