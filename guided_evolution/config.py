@@ -24,6 +24,7 @@ from guided_evolution.config_sections import (
     MateChoiceConfig,
     NoveltyConfig,
     PreloadConfig,
+    TrackingConfig,
 )
 from guided_evolution.errors import ConfigError
 
@@ -435,6 +436,7 @@ class GeConfig(_Model):
     evaluator: EvaluatorConfig
     executor: ExecutorConfig = ExecutorConfig()
     run: RunConfig = RunConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> GeConfig:

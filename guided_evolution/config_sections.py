@@ -1,10 +1,10 @@
 """The optional subsystems of `ge.toml`, each a table of its own and off by default.
 
 ``[evolution.islands]``, ``[evolution.mate_choice]``, ``[evolution.novelty]``,
-``[evolution.diff]``, ``[llm.bandit]``, ``[evaluator.preload]`` and ``[evaluator.limits]``: a
-subsystem's knobs and the rules between them live together, so a table validates itself and the
-parent model only checks what spans tables. ``config_moved`` maps the flat keys of earlier ge
-versions onto these tables.
+``[evolution.diff]``, ``[llm.bandit]``, ``[evaluator.preload]``, ``[evaluator.limits]`` and
+``[tracking]``: a subsystem's knobs and the rules between them live together, so a table
+validates itself and the parent model only checks what spans tables. ``config_moved`` maps the
+flat keys of earlier ge versions onto these tables.
 """
 
 from __future__ import annotations
@@ -159,3 +159,23 @@ class LimitsConfig(Section):
             if value < 0 or 0 < value < low:
                 raise ValueError(f'must be 0 (none), at least {low} (MB) or "auto"')
         return value
+
+
+class TrackingConfig(Section):
+    """``[tracking]``: the run logged to an experiment tracker as it goes (off: no URI)."""
+
+    mlflow: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        pattern=r"^\S+$",
+        description='an MLflow tracking URI ("file:./mlruns", "sqlite:///mlflow.db", '
+        '"http://host:5000"; a relative path is relative to where you run ge): one MLflow run '
+        "per variant under a parent run, logged off the critical path (needs `ge[mlflow]`)",
+    )
+    experiment: str | None = Field(
+        None, min_length=1, max_length=400, description="MLflow experiment (default: the run's name)"
+    )
+    interval_s: float = Field(
+        2.0, ge=0.1, le=3600, description="seconds between two looks at the run for new variants"
+    )
