@@ -101,18 +101,22 @@ def pareto_front(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -> 
     Exact in O(n log n + n f) (f: the front's size), not deap's O(n^2): in decreasing
     lexicographic order of the signed values, whatever dominates a member comes before it, and a
     dominated dominator is dominated by a front member, so each member is compared with the
-    front found so far only."""
+    front found so far only; a member equal to one on the front is on it (a run's front holds
+    thousands of such ties), so f counts distinct values."""
     weights = objective_weights(objectives)
     rows = [
         tuple(w * v for (_, w), v in zip(weights, objective_values(item, weights), strict=True))
         for item in pop
     ]
     front: list[tuple[float, ...]] = []
+    seen: set[tuple[float, ...]] = set()  # a tie of a front member is on the front: no sweep
     kept = []
     for i in sorted(range(len(rows)), key=rows.__getitem__, reverse=True):
         row = rows[i]
-        if not any(_signed_dominates(f, row) for f in front):
-            front.append(row)
+        if row in seen or not any(_signed_dominates(f, row) for f in front):
+            if row not in seen:
+                front.append(row)
+                seen.add(row)
             kept.append(i)
     return [pop[i] for i in sorted(kept)]
 
