@@ -14,6 +14,7 @@ of `random`.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -98,27 +99,27 @@ def _rank_and_crowd(inds: list[_Ind]) -> None:
 def pareto_front(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -> list[Scored]:
     """The non-dominated members of `pop`, in input order (ties in every objective all stay).
 
-    Exact in O(n log n + n f) (f: the front's size), not deap's O(n^2): in decreasing
-    lexicographic order of the signed values, whatever dominates a member comes before it, and a
-    dominated dominator is dominated by a front member, so each member is compared with the
-    front found so far only; a member equal to one on the front is on it (a run's front holds
-    thousands of such ties), so f counts distinct values."""
+    Exact in O(n log n + d f) (d distinct points, f: the front's distinct points), not deap's
+    O(n^2): in decreasing lexicographic order of the signed values, whatever dominates a point
+    comes before it, and a dominated dominator is dominated by a front point, so each distinct
+    point is compared with the front found so far only (with two objectives, with the best second
+    value seen so far). Members with equal values share their point's verdict."""
     weights = objective_weights(objectives)
     rows = [
         tuple(w * v for (_, w), v in zip(weights, objective_values(item, weights), strict=True))
         for item in pop
     ]
     front: list[tuple[float, ...]] = []
-    seen: set[tuple[float, ...]] = set()  # a tie of a front member is on the front: no sweep
-    kept = []
-    for i in sorted(range(len(rows)), key=rows.__getitem__, reverse=True):
-        row = rows[i]
-        if row in seen or not any(_signed_dominates(f, row) for f in front):
-            if row not in seen:
+    best_second = -math.inf
+    for row in sorted(set(rows), reverse=True):
+        if len(row) == 2:  # an earlier point is >= in the first value: dominates if >= in the 2nd
+            if row[1] > best_second:
                 front.append(row)
-                seen.add(row)
-            kept.append(i)
-    return [pop[i] for i in sorted(kept)]
+                best_second = row[1]
+        elif not any(_signed_dominates(f, row) for f in front):
+            front.append(row)
+    kept = set(front)
+    return [item for item, row in zip(pop, rows, strict=True) if row in kept]
 
 
 def _signed_dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
