@@ -26,6 +26,7 @@ LAYERS = {
     "guided_evolution.evaluation": 1,
     "guided_evolution.engine": 2,  # drives the stages
     "guided_evolution.inspection": 2,  # reads what runstore wrote
+    "guided_evolution.tracking": 2,  # follows a run as inspection reads it; the engine starts it
     "guided_evolution.seedinit": 3,  # the CLI and what only it uses
     "guided_evolution.cli": 3,
     "guided_evolution.__main__": 3,
