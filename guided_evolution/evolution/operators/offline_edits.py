@@ -16,7 +16,6 @@ from guided_evolution.evolution.operators.offline_source import (
     dotted_name,
     format_float,
     is_number,
-    parent_map,
     position,
     shorten,
 )
@@ -94,9 +93,9 @@ def _nudge_float(value: float, rng: random.Random, strength: float) -> str | Non
 
 
 def _op_nudge(src: Source, rng: random.Random, strength: float) -> tuple[str, str] | None:
-    parents = parent_map(src.tree)
+    parents = src.parents
     numbers = sorted(
-        (n for n in ast.walk(src.tree) if is_number(n)),
+        (n for n in src.nodes if is_number(n)),
         key=position,
     )
     candidates = [n for n in numbers if not _skip_literal(n, parents, rng)]  # type: ignore[arg-type]
@@ -187,7 +186,7 @@ def _op_statement(src: Source, rng: random.Random, strength: float) -> tuple[str
     if src.wrapped:
         return None
     options: list[tuple[str, ast.stmt, tuple[int, int]]] = []
-    for node in ast.walk(src.tree):
+    for node in src.nodes:
         for field in ("body", "orelse", "finalbody"):
             block = getattr(node, field, None)
             if not isinstance(block, list) or not block or not isinstance(block[0], ast.stmt):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import textwrap
 from collections.abc import Sequence
 
 
 class Source:
-    """A segment's code, dedented, and wrapped in brackets when it is a fragment of a literal."""
+    """A segment's code, dedented, and wrapped in brackets when it is a fragment of a literal.
+
+    Read-only once made: the edits return new text, never change the tree, so one parse (and
+    its node list and parent map, made on first use) serves every child of the same parent."""
 
     def __init__(self, text: str, wrap: tuple[str, str] = ("", "")) -> None:
         self.text = text
@@ -24,16 +28,26 @@ class Source:
     def wrapped(self) -> bool:
         return self.wrap != ("", "")
 
+    @functools.cached_property
+    def nodes(self) -> tuple[ast.AST, ...]:
+        """Every node of the tree, in ``ast.walk``'s order."""
+        return tuple(ast.walk(self.tree))
+
+    @functools.cached_property
+    def parents(self) -> dict[int, ast.AST]:
+        """``id(node)`` -> its parent node."""
+        out: dict[int, ast.AST] = {}
+        for node in self.nodes:
+            for child in ast.iter_child_nodes(node):
+                out[id(child)] = node
+        return out
+
     @staticmethod
     def parse(code: str) -> Source | None:
-        dedented = textwrap.dedent(code)
-        for prefix in ("", "(\n", "[\n", "{\n"):
-            for suffix in ("", "\n)", "\n]", "\n}"):
-                try:
-                    return Source(prefix + dedented + suffix, (prefix, suffix))
-                except (SyntaxError, ValueError):
-                    continue
-        return None
+        """The code as a Source (None where no wrapping parses), remembered for the last few
+        hundred texts: the parents of a generation are parsed once, not once per child."""
+        return _parse(code)
+
 
     def offset(self, row: int, col: int) -> int:
         """Char offset of an ast (1-based row, utf-8 byte col) position."""
@@ -63,12 +77,19 @@ class Source:
         return text[len(prefix) : len(text) - len(suffix)]
 
 
-def parent_map(tree: ast.AST) -> dict[int, ast.AST]:
-    out: dict[int, ast.AST] = {}
-    for node in ast.walk(tree):
-        for child in ast.iter_child_nodes(node):
-            out[id(child)] = node
-    return out
+@functools.lru_cache(maxsize=256)
+def _parse(code: str) -> Source | None:
+    """``Source.parse``: the code as it stands, else wrapped as a fragment of a literal."""
+    dedented = textwrap.dedent(code)
+    for prefix in ("", "(\n", "[\n", "{\n"):
+        for suffix in ("", "\n)", "\n]", "\n}"):
+            try:
+                return Source(prefix + dedented + suffix, (prefix, suffix))
+            except (SyntaxError, ValueError):
+                continue
+    return None
+
+
 
 
 def dotted_name(node: ast.AST) -> str | None:

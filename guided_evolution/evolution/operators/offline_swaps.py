@@ -201,13 +201,13 @@ def _swap_candidates(src: Source) -> list[tuple[ast.AST, str]]:
     """(node, family) for every swappable call or activation class reference."""
     out: list[tuple[ast.AST, str]] = []
     calls: set[int] = set()
-    for node in ast.walk(src.tree):
+    for node in src.nodes:
         if isinstance(node, ast.Call) and _simple_args(node):
             family = _call_family(dotted_name(node.func))
             if family:
                 out.append((node, family))
                 calls.add(id(node.func))
-    for node in ast.walk(src.tree):
+    for node in src.nodes:
         if isinstance(node, ast.Attribute) and id(node) not in calls:
             name = dotted_name(node)
             if name and _call_family(name) == "act_module":
