@@ -1,0 +1,279 @@
+"""A run watched live: the view data of `ge report` (`RunData`, `Point`, the Pareto front as
+`front_groups`, `failure_groups`, `isolation_info`, `run_state`), kept up to date by reading only
+what the run recorded since the last look.
+
+A `LiveRun` is shared by every browser that watches the run. It looks at the index's files
+(`stat`, no SQLite) at most every `CHECK_S`; only when they changed does it open the index
+read-only (``mode=ro``, ``query_only``; no lock is taken, so the engine is never blocked) and
+read the evaluations and events after the last ones it read. A client says how many points it
+already holds (its ``cursor``) and gets only the later ones: a 10,000-variant run's points travel
+once, not at every poll.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guided_evolution.evolution.scoring import Scored, scored
+from guided_evolution.evolution.selection import pareto_front
+from guided_evolution.inspection.run_data import RunData, failure_groups, open_run_index
+from guided_evolution.inspection.view_models import FrontRow
+from guided_evolution.inspection.views_data import (
+    front_groups,
+    isolation_info,
+    isolation_notes,
+    objective_rows,
+    run_state,
+)
+from guided_evolution.runstore.index_schema import connect
+from guided_evolution.runstore.records import META_FINISHED, META_SEED, EvaluationRecord
+from guided_evolution.runstore.rundir import INDEX_FILE, STOP_REQUEST
+from guided_evolution.serve.runs import holder
+
+# Only what the page shows: an ok evaluation's output tail is not read.
+_VARIANTS = "SELECT rowid, id, generation, operator, branch FROM variants WHERE rowid > ? ORDER BY rowid"
+_EVALUATIONS = (
+    "SELECT id, variant_id, attempt, stage, status, metrics, started_at, duration_s, failure_reason,"
+    " CASE WHEN status = 'ok' THEN NULL ELSE output_tail END AS output_tail"
+    " FROM evaluations WHERE id > ? ORDER BY id"
+)
+CHECK_S = 0.25  # the files are looked at no more often than this, whatever the number of clients
+
+
+def stamp(root: Path) -> tuple[Any, ...]:
+    """What changes whenever the run records something or its writer comes or goes: the index's
+    and its WAL's identity, size and time, the lock holder and a pending `ge stop`."""
+    out: list[Any] = []
+    for name in (INDEX_FILE, INDEX_FILE + "-wal"):
+        try:
+            st = os.stat(root / name)
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    out.append(holder(root))
+    out.append((root / STOP_REQUEST).exists())
+    return tuple(out)
+
+
+@dataclass
+class Progress:
+    """The best value of each selection objective after ``n`` successful evaluations (a row is
+    kept where a best improved): ``k`` is the point entry it came with."""
+
+    k: int
+    n: int
+    variant: str
+    best: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Born:
+    """What the page shows of a variant beside its scores (from the ``variants`` table)."""
+
+    generation: int
+    operator: str
+    branch: str | None
+
+
+@dataclass
+class Model:
+    """What has been read of the run so far."""
+
+    data: RunData  # its ``latest`` evaluations (the report's failure groups read them)
+    objectives: list[tuple[str, str]]
+    index_id: Any  # the index file's inode: a rebuilt index is read again from the start
+    born: dict[str, Born] = field(default_factory=dict)
+    variant_cursor: int = 0  # the last ``variants`` rowid read
+    eval_cursor: int = 0
+    event_cursor: int = 0
+    events: list[Any] = field(default_factory=list)
+    entries: list[list[Any]] = field(default_factory=list)  # [id, gen, op, scores] or [id, None…]
+    progress: list[Progress] = field(default_factory=list)
+    ok: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    points: dict[str, dict[str, float]] = field(default_factory=dict)  # id -> its scores
+
+    def add_evaluation(self, ev: Any) -> None:
+        """One more evaluation: the variant's point is added, moved or removed."""
+        vid = ev.variant_id
+        self.data.latest[vid] = ev
+        found = scored(vid, ev, self.objectives)
+        born = self.born.get(vid)
+        if found is None or born is None:
+            if self.points.pop(vid, None) is not None:
+                self.entries.append([vid, None, None, None])
+            return
+        scores = dict(found.metrics)
+        self.points[vid] = scores
+        self.entries.append([vid, born.generation, born.operator, [scores[n] for n, _ in self.objectives]])
+        self.ok += 1
+        improved = False
+        for name, direction in self.objectives:
+            old, value = self.best.get(name), scores[name]
+            if old is None or (value > old if direction == "max" else value < old):
+                self.best[name] = value
+                improved = True
+        if improved:
+            self.progress.append(Progress(len(self.entries) - 1, self.ok, vid, dict(self.best)))
+
+
+def front_of(model: Model) -> list[FrontRow]:
+    """The Pareto front over the current points, sorted as `views_data.front_rows` sorts it.
+
+    Points with equal scores are one candidate (a large run has thousands of such ties), so
+    `selection.pareto_front` compares each distinct point once."""
+    objectives = model.objectives
+    if not objectives:
+        return []
+    names = [n for n, _ in objectives]
+    ties: dict[tuple[float, ...], list[str]] = {}
+    for vid, scores in model.points.items():
+        ties.setdefault(tuple(scores[n] for n in names), []).append(vid)
+    distinct = [Scored(ids[0], dict(zip(names, key, strict=True))) for key, ids in ties.items()]
+    rows = []
+    for s in pareto_front(distinct, objectives):
+        for vid in ties[tuple(s.metrics[n] for n in names)]:
+            b = model.born[vid]
+            rows.append(FrontRow(vid, b.branch, b.generation, b.operator, model.data.latest[vid].metrics))
+    sign = -1.0 if objectives[0][1] == "max" else 1.0
+    rows.sort(key=lambda r: (sign * model.points[r.id][names[0]], r.generation or 0, r.id))
+    return rows
+
+
+class LiveRun:
+    """One run as its watchers see it; thread-safe (one lock, held while reading the index)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._lock = threading.Lock()
+        self._model: Model | None = None
+        self._stamp: tuple[Any, ...] | None = None
+        self._checked = 0.0
+        self._head: dict[str, Any] = {}
+        self.version = 0
+        self.epoch = 0
+
+    def head(self) -> dict[str, Any]:
+        """The run's state now, without its points."""
+        with self._lock:
+            self._refresh()
+            return {**self._head, "version": self.version}
+
+    def view(self, cursor: int, epoch: int | None = None) -> dict[str, Any]:
+        """The run's state now and the points after the client's first ``cursor`` of ``epoch``
+        (all of them, with ``reset``, when the client's count cannot be continued: another epoch,
+        as after the index was rebuilt, or a count beyond what there is)."""
+        with self._lock:
+            self._refresh()
+            assert self._model is not None
+            model, head = self._model, dict(self._head)
+            entries = model.entries
+            reset = epoch != self.epoch or not 0 <= cursor <= len(entries)
+            start = 0 if reset else cursor
+            head.update(
+                version=self.version,
+                epoch=self.epoch,
+                reset=reset,
+                cursor=len(entries),
+                points=entries[start:],
+                progress=[
+                    {"n": p.n, "variant": p.variant, "best": p.best}
+                    for p in model.progress
+                    if p.k >= start
+                ],
+            )
+        return head
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if self._model is not None and now - self._checked < CHECK_S:
+            return
+        self._checked = now
+        current = stamp(self.root)
+        if current == self._stamp and self._model is not None:
+            return
+        with open_run_index(self.root) as (index, resolved, paths):
+            model = self._model
+            if model is None or (current[0] is not None and model.index_id != current[0][0]):
+                model = self._fresh(index, resolved, paths, current)
+                self.epoch += 1
+            self._read(model, index)
+            self._head = self._summary(model, index, paths)
+            self._model = model
+        self._stamp = current
+        self.version += 1
+
+    @staticmethod
+    def _fresh(index: Any, resolved: Any, paths: Any, current: tuple[Any, ...]) -> Model:
+        data = RunData(
+            run_dir=str(paths.root),
+            config=resolved.config,
+            seed_id=index.get_meta(META_SEED),
+            variants={},
+            latest={},
+            finished=None,
+        )
+        return Model(data, data.objectives, current[0][0] if current[0] else None)
+
+    @staticmethod
+    def _read(model: Model, index: Any) -> None:
+        """The variants and evaluations recorded since the last read, in one read transaction
+        (a snapshot: an evaluation is never read before its variant), then the new events."""
+        conn, _version = connect(index.path, True, 10.0)
+        try:
+            conn.row_factory = None  # plain tuples: the columns are the queries' own
+            conn.execute("BEGIN")
+            for rowid, vid, generation, operator, branch in conn.execute(_VARIANTS, (model.variant_cursor,)):
+                model.born[vid] = Born(generation, operator, branch)
+                model.variant_cursor = rowid
+            evaluations = conn.execute(_EVALUATIONS, (model.eval_cursor,)).fetchall()
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        for eid, vid, attempt, stage, status, metrics, started, duration, reason, tail in evaluations:
+            metrics = json.loads(metrics) if metrics is not None else None
+            model.add_evaluation(
+                EvaluationRecord(vid, status, stage, attempt, metrics, started, duration, reason, tail, eid)
+            )
+            model.eval_cursor = eid
+        for event in index.events(after_id=model.event_cursor):
+            model.events.append(event)
+            model.event_cursor = event.id
+        model.data.finished = index.get_meta(META_FINISHED)
+        model.data.seed_id = model.data.seed_id or index.get_meta(META_SEED)
+
+    def _summary(self, model: Model, index: Any, paths: Any) -> dict[str, Any]:
+        data, cfg = model.data, model.data.config
+        last = index.last_generation()
+        rows = front_of(model)
+        groups = front_groups(rows, objective_rows(cfg))
+        info = isolation_info(index)
+        rejected = [e for e in model.events if e.kind == "proposal_rejected"]
+        return {
+            "run": paths.root.name,
+            "run_dir": str(paths.root),
+            "state": run_state(index, paths.root, data.finished, holder).to_json(),
+            "counts": {
+                **index.counts(),
+                "generation": last.generation if last else 0,
+                "generations": cfg.evolution.generations,
+            },
+            "models": [m.model for m in cfg.llm.models],
+            "objectives": [o.to_json() for o in objective_rows(cfg)],
+            "selected": [name for name, _ in data.objectives],
+            "seed": data.seed_id,
+            "front": [
+                {"id": g.row.id, "same": len(g.same), "operator": g.row.operator, "generation": g.row.generation}
+                for g in groups
+            ],
+            "front_size": len(rows),
+            "failures": [g.to_json() for g in failure_groups(data, rejected)],
+            "isolation": info.isolation,
+            "isolation_notes": isolation_notes(info),
+        }
