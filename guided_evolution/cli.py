@@ -1,4 +1,6 @@
-"""The `ge` command line (typer + rich). Heavy modules are imported inside the commands that need them.
+"""The `ge` command line (typer + rich): a thin layer over the Python API (`guided_evolution.api`),
+which starts, resumes and reads runs; the commands parse arguments and print. Heavy modules are
+imported inside the commands that need them.
 
 It is long because it declares every command with its arguments, options and help text (typer
 reads them from the signatures), and says which run a command means when none is given.
@@ -80,14 +82,9 @@ def _run_dir(value: str | None) -> Path:
     """The run directory given, or the latest run of the current directory (said on stderr)."""
     if value is not None:
         return _path(value, "RUN_DIR", "runs/NAME")
-    from guided_evolution.runstore.rundir import latest_run, runs_dir_of
+    from guided_evolution import api
 
-    runs = runs_dir_of(Path("."))
-    found = latest_run(runs)
-    if found is None:
-        raise GeError(
-            f"no run found in {runs}/", "pass a run directory, or start one with `ge run SEED_DIR`"
-        )
+    found = api.latest_run_dir(Path("."))
     Console(stderr=True, highlight=False).print(f"run: {inert(found)} (the latest)", markup=False)
     return found
 
@@ -95,10 +92,10 @@ def _run_dir(value: str | None) -> Path:
 def _run_and(words: list[str | None], usage: str) -> tuple[Path, list[str | None]]:
     """The run and the other positional words of a command whose RUN_DIR may be left out: the
     first word is the run when every word is given or it is a run directory."""
-    from guided_evolution.runstore.rundir import looks_like_run
+    from guided_evolution import api
 
     given = [w for w in words if w is not None]
-    if given and (len(given) == len(words) or looks_like_run(Path(given[0]))):
+    if given and (len(given) == len(words) or api.looks_like_run(Path(given[0]))):
         run, rest = _run_dir(given[0]), given[1:]
     else:
         run, rest = _run_dir(None), given
@@ -136,9 +133,9 @@ def init(
     The seed is a small Python predictor whose segments are marked with `# --OPTION--`; its
     evaluator writes two objectives. Run it with `ge run DIRECTORY` (offline, no LLM needed).
     """
-    from guided_evolution.seedinit import write_template
+    from guided_evolution import api
 
-    written = write_template(_path(directory, "DIRECTORY", "my_seed"), force=force)
+    written = api.init(_path(directory, "DIRECTORY", "my_seed"), force=force)
     console = _console()
     for path in written:
         console.print(f"wrote {path}")
@@ -188,27 +185,16 @@ def run(
     Example: [bold]ge run seeds/tiny_cnn[/bold] (offline) or
     [bold]ge run my_seed --model gpt-4o-mini --budget-usd 2[/bold].
     """
-    from guided_evolution.engine.session import start_run
+    from guided_evolution import api
 
-    overrides: dict[str, Any] = {
-        "llm.api_base": api_base,
-        "llm.budget_usd": budget_usd,
-        "llm.budget_tokens": budget_tokens,
-        "evolution.generations": generations,
-        "evolution.population": population,
-        "evolution.initial_population": initial_population,
-        "evolution.seed": seed,
-        "executor.slots": slots,
-        "executor.kind": executor,
-    }
-    if model:
-        overrides["llm.models"] = list(model)
-    if no_sandbox:
-        overrides["evaluator.sandbox"] = "none"
-    summary = start_run(
-        seed_dir, config, run_dir, overrides, json_mode=json_out, detach=detach, profile=profile
-    )
-    _finish(summary, json_out)
+    handle = api.run(
+        seed_dir, config=config, profile=profile, run_dir=run_dir, models=model or None,
+        api_base=api_base, generations=generations, population=population,
+        initial_population=initial_population, slots=slots, seed=seed, budget_usd=budget_usd,
+        budget_tokens=budget_tokens, executor=executor, no_sandbox=no_sandbox, detach=detach,
+        quiet=json_out,
+    )  # fmt: skip
+    _finish(handle.summary, json_out)
 
 
 @app.command()
@@ -239,24 +225,21 @@ def resume(
     redone once, and cached LLM replies are never paid for twice. A finished run says so;
     [bold]--generations N[/bold] extends it to N generations.
     """
-    from guided_evolution.engine.session import resume_run
+    from guided_evolution import api
 
-    summary = resume_run(
+    handle = api.resume(
         _run_dir(run_dir),
-        json_mode=json_out,
-        detach=detach,
-        no_sandbox=no_sandbox,
         generations=generations,
-        reload=reload_evaluator,
+        no_sandbox=no_sandbox,
+        reload_evaluator=reload_evaluator,
+        detach=detach,
+        quiet=json_out,
     )
-    _finish(summary, json_out)
+    _finish(handle.summary, json_out)
 
 
 def _finish(summary: Any, json_out: bool) -> None:
     """Print the run's summary with its Pareto front (read back from the run, as `ge best`)."""
-    from guided_evolution.inspection import views_data
-
-    summary.front = [row.to_json() for row in views_data.best(Path(summary.run_dir)).front]
     if json_out:
         _print_json(summary.as_dict())
         return
@@ -277,35 +260,26 @@ def stop(run_dir: LatestRunArg = None) -> None:
     Go on later with [bold]ge resume RUN --generations N[/bold]. To stop at once instead
     (resumable with `ge resume RUN`): Ctrl-C in the run's terminal, or `kill PID`.
     """
-    from guided_evolution.engine.stopping import request_stop
-    from guided_evolution.runstore.doctor import lock_holder
-    from guided_evolution.runstore.rundir import open_run
+    from guided_evolution import api
 
-    paths, _ = open_run(_run_dir(run_dir), check_damage=False)
-    pid = lock_holder(paths.root)
-    if pid is None:
-        raise GeError(
-            f"{paths.root} is not running (no ge process holds its lock)",
-            f"`ge status {paths.root}` says where it stands",
-        )
-    if not pid.isdigit():
-        raise GeError(f"{paths.root} is starting (its pid is not recorded yet)", "run `ge stop` again in a moment")
-    request_stop(paths.root, pid)
+    handle = api.open_run(_run_dir(run_dir))
+    pid = handle.stop()
+    root = handle.path.resolve()
     print(
         f"asked the run (pid {pid}) to finish after its current generation; "
-        f"`ge status {paths.root}` shows when it has; to stop at once: kill {pid}"
+        f"`ge status {root}` shows when it has; to stop at once: kill {pid}"
     )
 
 
 @app.command()
 def status(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
     """Progress of a run (live or finished): generation, children, evaluations, LLM calls, spend."""
+    from guided_evolution import api
     from guided_evolution.inspection import terminal as views
-    from guided_evolution.inspection import views_data as inspection
 
     # The text shows the last 10 generations' diversity: computing every generation's costs ~1 s
     # on a 30-generation paper-sized run, which a live `watch ge status` should not pay.
-    data = inspection.status(_run_dir(run_dir), diversity_last=None if json_out else 10)
+    data = api.open_run(_run_dir(run_dir)).status_view(diversity_last=None if json_out else 10)
     if json_out:
         _print_json(data.to_json())
     else:
@@ -327,10 +301,10 @@ def best(
     json_out: JsonFlag = False,
 ) -> None:
     """The Pareto front of a run on its selection objectives."""
+    from guided_evolution import api
     from guided_evolution.inspection import terminal as views
-    from guided_evolution.inspection import views_data as inspection
 
-    data = inspection.best(_run_dir(run_dir), island=island)
+    data = api.open_run(_run_dir(run_dir)).best(island=island)
     if json_out:
         _print_json(data.to_json())
     else:
@@ -344,11 +318,11 @@ def show(
     json_out: JsonFlag = False,
 ) -> None:
     """Everything about one variant: metrics, operator, prompt and reply, reflection, diff."""
+    from guided_evolution import api
     from guided_evolution.inspection import terminal as views
-    from guided_evolution.inspection import views_data as inspection
 
     run, (vid,) = _run_and([run_dir, variant], "ge show [RUN_DIR] VARIANT")
-    data = inspection.show(run, str(vid))
+    data = api.open_run(run).variant(str(vid)).view
     if json_out:
         _print_json(data.to_json())
     else:
@@ -371,31 +345,13 @@ def doctor(
     index.sqlite from the git repository. A run that stopped on damage is usable again once
     doctor finds nothing left to repair.
     """
-    from guided_evolution.runstore import doctor as doctor_mod
-    from guided_evolution.runstore.rundir import RunLock
+    from guided_evolution import api
 
-    run_dir = _run_dir(run_dir)
-    doctor_mod.require_run_dir(run_dir)  # before the lock: never create a lock file elsewhere
-    writer = None
-    if rebuild_index or repair:
-        with RunLock(run_dir):
-            rebuilt = doctor_mod.rebuild_index(run_dir).messages if rebuild_index else []
-            report = doctor_mod.check(run_dir, repair=repair, clear_record=True)
-            report.repaired[:0] = rebuilt
-    else:
-        writer = doctor_mod.lock_holder(run_dir)
-        report = doctor_mod.check(run_dir)
-    data = {
-        "ok": report.ok,
-        "repairable": report.repairable,
-        "problems": report.problems,
-        "repaired": report.repaired,
-        "writer_pid": writer,
-    }
+    report = api.doctor(_run_dir(run_dir), repair=repair, rebuild_index=rebuild_index)
     if json_out:
-        _print_json(data)
+        _print_json(report.to_json())
     else:
-        _print_doctor(report, writer, repair or rebuild_index)
+        _print_doctor(report, report.writer_pid, repair or rebuild_index)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -426,11 +382,11 @@ def lineage_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """The ancestry of a variant back to the seed, with the operator and metrics at each step."""
+    from guided_evolution import api
     from guided_evolution.inspection import terminal as views
-    from guided_evolution.inspection import views_data as inspection
 
     run, (vid,) = _run_and([run_dir, variant], "ge lineage [RUN_DIR] VARIANT")
-    data = inspection.lineage(run, str(vid))
+    data = api.open_run(run).lineage(str(vid))
     if json_out:
         _print_json(data.to_json())
     else:
@@ -445,11 +401,11 @@ def diff_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """What changed from variant B (default: the seed) to variant A."""
+    from guided_evolution import api
     from guided_evolution.inspection import terminal as views
-    from guided_evolution.inspection import views_data as inspection
 
     run, (to, base) = _run_and([run_dir, a, b], "ge diff [RUN_DIR] A [B]")
-    data = inspection.diff(run, str(to), base)
+    data = api.open_run(run).diff(str(to), base)
     if json_out:
         _print_json(data.to_json())
     else:
@@ -469,10 +425,10 @@ def log_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """The event log of a run (with every evaluation), its EoT reflections, failures or bandits."""
+    from guided_evolution import api
     from guided_evolution.inspection import terminal as views
-    from guided_evolution.inspection import views_data as inspection
 
-    data = inspection.log(_run_dir(run_dir), eot=eot, failures=failures, bandit=bandit)
+    data = api.open_run(_run_dir(run_dir)).log(eot=eot, failures=failures, bandit=bandit)
     if json_out:
         _print_json(data.to_json())
     else:
@@ -492,11 +448,12 @@ def export_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """Copy a variant's files into DEST (or write its patch against the seed) for your own project."""
-    from guided_evolution.inspection import export as inspection
+    from guided_evolution import api
     from guided_evolution.inspection import terminal as views
 
     run, (vid, out) = _run_and([run_dir, variant, dest], "ge export [RUN_DIR] VARIANT DEST")
-    data = inspection.export(run, str(vid), _path(str(out), "DEST", "./best"), patch=patch, force=force)
+    target = _path(str(out), "DEST", "./best")
+    data = api.open_run(run).export(str(vid), target, patch=patch, force=force).to_json()
     if json_out:
         _print_json(data)
     elif data.get("patch") is not None:
@@ -516,12 +473,12 @@ def report_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """One self-contained HTML report (opens offline): front, progress, operators, failures, lineage."""
-    from guided_evolution.inspection import html_report as report
+    from guided_evolution import api
 
     if output == "-":
         raise GeError("the report cannot go to standard output", "give an HTML file name, e.g. -o report.html")
     control = _path(compare, "--compare", "runs/NAME") if compare is not None else None
-    data = report.write_report(_run_dir(run_dir), _path(output, "-o", "report.html"), control)
+    data = api.open_run(_run_dir(run_dir)).report(_path(output, "-o", "report.html"), control)
     if json_out:
         _print_json(data.to_json())
     else:

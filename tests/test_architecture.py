@@ -28,6 +28,8 @@ LAYERS = {
     "guided_evolution.inspection": 2,  # reads what runstore wrote
     "guided_evolution.tracking": 2,  # follows a run as inspection reads it; the engine starts it
     "guided_evolution.seedinit": 3,  # the CLI and what only it uses
+    "guided_evolution.api": 3,  # the Python API, under the CLI
+    "guided_evolution": 3,  # the package's __init__ re-exports the API
     "guided_evolution.cli": 3,
     "guided_evolution.__main__": 3,
 }
@@ -236,6 +238,22 @@ def test_the_stages_and_inspection_never_import_the_engine() -> None:
         if _package_of(a) in readers and _package_of(b) == engine
     ]
     assert found == []
+
+
+def test_the_cli_is_a_thin_layer_over_the_api() -> None:
+    """cli.py reaches the engine, the store and the inspection readers only through
+    ``guided_evolution.api``; of inspection it renders with ``terminal`` only."""
+    modules = _modules()
+    used = _imports("guided_evolution.cli", modules["guided_evolution.cli"], modules)
+    assert "guided_evolution.api" in used
+    below = ("engine", "runstore", "evaluation", "llm", "evolution")
+    rendering = ("guided_evolution.inspection", "guided_evolution.inspection.terminal")
+    direct = sorted(
+        m for m in used
+        if _package_of(m) in {f"guided_evolution.{p}" for p in below}
+        or (_package_of(m) == "guided_evolution.inspection" and m not in rendering)
+    )  # fmt: skip
+    assert direct == [], "cli.py: go through guided_evolution.api"
 
 
 @pytest.mark.parametrize(
