@@ -36,7 +36,6 @@ from guided_evolution.errors import GeError
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunPaths, open_run
-from guided_evolution.tracking.spawn import tracking_uri
 from guided_evolution.tracking.snapshot import (
     MAX_PARAM,
     Snapshot,
@@ -45,6 +44,7 @@ from guided_evolution.tracking.snapshot import (
     clip_text,
     read_snapshot,
 )
+from guided_evolution.tracking.spawn import tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

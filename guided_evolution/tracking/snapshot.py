@@ -31,6 +31,7 @@ from guided_evolution.runstore.run_index import RunIndex
 MAX_KEY = 250  # MLflow's longest key
 MAX_PARAM = 6000  # ... longest parameter value
 MAX_TAG = 8000  # ... longest tag value
+VARIANT = "variant."  # before a variant's metric named like ge's own (``ge.*``)
 _BAD = re.compile(r"[^A-Za-z0-9_.\- ]+")
 
 
@@ -76,11 +77,12 @@ def safe_metrics(
 ) -> dict[str, float]:
     """A variant's numeric metrics under safe keys: the names in ``first`` (the objectives)
     first, then the others in name order, ``limit`` in all; values that are not finite numbers
-    are left out."""
+    are left out, and a name in ge's own ``ge.`` namespace gets ``VARIANT`` before it."""
     if not isinstance(reported, Mapping):
         return {}
     names = [n for n in first if n in reported]
-    names += sorted((n for n in reported if n not in set(names)), key=str)
+    chosen = set(names)
+    names += sorted((n for n in reported if n not in chosen), key=str)
     out: dict[str, float] = {}
     for name in names:
         value = finite(reported[name])
@@ -88,7 +90,8 @@ def safe_metrics(
             continue
         if len(out) >= limit:
             break
-        out[unique_key(str(name), taken)] = value
+        ours = clean_key(str(name)).lower().startswith(("ge.", "ge/"))  # ge's namespace
+        out[unique_key(str(name), taken, prefix=VARIANT if ours else "")] = value
     return out
 
 
