@@ -207,11 +207,10 @@ def test_a_live_writer_is_seen_and_never_blocked(template_run: Path, copy_run) -
 # --------------------------------------------------------------------------- hostile text
 
 
-@pytest.fixture()
-def hostile(template_run: Path, copy_run) -> Path:
-    """A run whose variant text (LLM reply, persona, reflection, feedback, a metric's name, the
-    output, a rejected proposal's reason, the isolation record) carries script and escapes."""
-    run = copy_run(template_run)
+def make_hostile(run: Path) -> str:
+    """Make the run's best variant's text (LLM reply, persona, reflection, feedback, a metric's
+    name, the output) and a rejected proposal's reason and the isolation record carry script
+    and escapes; the variant's id."""
     front = best(run).front[0].id
     index = RunIndex.open(run / "index.sqlite")
     try:
@@ -227,6 +226,13 @@ def hostile(template_run: Path, copy_run) -> Path:
         index.add_event("isolation", {k: PAYLOAD for k in ("backend", "filesystem", "network")} | {"layers": [PAYLOAD]})
     finally:
         index.close()
+    return front
+
+
+@pytest.fixture()
+def hostile(template_run: Path, copy_run) -> Path:
+    run = copy_run(template_run)
+    make_hostile(run)
     return run
 
 
