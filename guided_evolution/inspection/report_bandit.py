@@ -10,15 +10,18 @@ generation's choices were drawn from (its ``bandit`` events).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from guided_evolution.config import GeConfig
-from guided_evolution.evolution.bandit import per_dollar, state_dict, tally
+from guided_evolution.evolution.bandit import ArmStats, per_dollar, state_dict, tally
 from guided_evolution.evolution.bandit_history import operator_arms, read_history
 from guided_evolution.evolution.operators import registry
 from guided_evolution.inspection.html_parts import esc
 from guided_evolution.inspection.json_view import OMITTED_IF_NONE, JsonView
+from guided_evolution.runstore import tallies
 
 Arm = dict[str, float | int | str]  # one arm as `evolution.bandit.state_dict` writes it
 
@@ -56,42 +59,133 @@ class TokenView(JsonView):
 
 
 class _Spend:
-    """The records `read_history` reads, its LLM calls without their messages (the index's
-    ``call_costs``): a long run's prompts are never loaded to count its spend."""
+    """The records `read_history` reads, lean: its LLM calls without their messages (the index's
+    ``call_costs``), the variants without their text columns (``variant_briefs``), each latest
+    evaluation's status and selection objectives only (``latest_values``). With ``variants``,
+    ``latest`` and ``calls`` given, those (one generation's children); ``events``: whether the
+    events are read (the rejected and duplicate proposals' pulls)."""
 
-    def __init__(self, index: Any) -> None:
-        self._index = index
+    def __init__(
+        self, index: Any, objectives: list[str], variants: Any = None, latest: Any = None,
+        calls: Any = None, events: bool = True,
+    ) -> None:  # fmt: skip
+        self._index, self._objectives, self._events = index, objectives, events
+        self._variants, self._latest, self._calls = variants, latest, calls
 
     def latest_evaluations(self) -> Any:
-        return self._index.latest_evaluations()
+        if self._latest is not None:
+            return self._latest
+        return {
+            vid: Latest(status, values)
+            for vid, status, values in self._index.latest_values(self._objectives)
+        }
 
     def calls(self) -> Any:
-        return self._index.call_costs()
+        return self._index.call_costs() if self._calls is None else self._calls
 
     def variants(self) -> Any:
-        return self._index.variants()
+        return self._index.variant_briefs() if self._variants is None else self._variants
 
     def events(self, kind: str) -> Any:
-        return self._index.events(kind)
+        return self._index.events(kind) if self._events else []
+
+
+@dataclass(frozen=True)
+class Latest:
+    """A latest evaluation's status and selection objectives (what ``scoring.scored`` reads)."""
+
+    status: str
+    metrics: dict[str, Any]
 
 
 def bandit_view(index: Any, cfg: GeConfig, history: bool = False) -> BanditView:
     """The arms of both bandits now (and, with ``history``, the stored per-generation states)."""
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
     offline = cfg.llm.offline
-    found = read_history(_Spend(index), objectives, offline=offline)
-    models, personas = found.models, found.personas
-    if cfg.llm.bandit.per_dollar:
-        models, personas = per_dollar(models), per_dollar(personas)
+    model_weights = {} if offline else {m.model: m.weight for m in cfg.llm.models}
+    if cfg.llm.bandit.per_dollar:  # rewards per dollar need every pull's cost: read them all
+        found = read_history(_Spend(index, [n for n, _ in objectives]), objectives, offline=offline)
+        models = tally(model_weights, per_dollar(found.models))
+        personas = tally(operator_arms(cfg), per_dollar(found.personas))
+    else:
+        model_agg, persona_agg = _arm_tallies(index, objectives, offline)
+        models = _stats(model_weights, model_agg)
+        personas = _stats(operator_arms(cfg), persona_agg)
     return BanditView(
         algorithm=cfg.llm.bandit.kind,
         per_dollar=cfg.llm.bandit.per_dollar,
-        models=state_dict(
-            tally({} if offline else {m.model: m.weight for m in cfg.llm.models}, models)
-        ),
-        personas=state_dict(tally(operator_arms(cfg), personas)),
+        models=state_dict(models),
+        personas=state_dict(personas),
         generations=[e.data for e in index.events("bandit")] if history else None,
     )
+
+
+def _stats(weights: dict[str, float], agg: tallies.Agg) -> list[ArmStats]:
+    """``evolution.bandit.tally`` of the pulls summed in ``agg``."""
+    return [
+        replace(a, pulls=int(r[0]), rewards=float(r[1]), improvements=int(r[2]), cost=float(r[3]))
+        if (r := agg.get(a.arm)) is not None
+        else a
+        for a in tally(weights, [])
+    ]
+
+
+def _arm_tallies(
+    index: Any, objectives: list[tuple[str, str]], offline: bool
+) -> tuple[tallies.Agg, tallies.Agg]:
+    """Both bandits' pulls summed per arm: each generation's children from its stored tally
+    (``runstore.tallies``; computed and stored where there is none current), the rejected and
+    duplicate proposals from their events."""
+    names = [n for n, _ in objectives]
+    key = json.dumps([[list(o) for o in objectives], offline])
+    mark = index.query(tallies.mark)  # before reading: a later evaluation makes a row stale
+    counts = index.query(tallies.counts_per_generation)
+    have = index.query(lambda c: tallies.current(c, tallies.stored(c), counts, key))
+    missing = sorted(set(counts) - set(have))
+    if missing:
+        found = _compute(index, names, objectives, offline, missing, mark, key)
+        last = index.last_generation()
+        closed = [t for t in found if last is not None and t.generation <= last.generation]
+        tallies.store_lazily(Path(index.path), closed)
+        have.update((t.generation, t) for t in found)
+    events = read_history(_Spend(index, names, [], {}), objectives, offline=offline)
+    models = [t.models for t in have.values()] + [tallies.aggregate(events.models)]
+    personas = [t.personas for t in have.values()] + [tallies.aggregate(events.personas)]
+    return tallies.merge(models), tallies.merge(personas)
+
+
+def _compute(
+    index: Any, names: list[str], objectives: list[tuple[str, str]], offline: bool,
+    gens: list[int], mark: int, key: str,
+) -> list[tallies.GenerationTally]:  # fmt: skip
+    """The tallies of generations ``gens`` (``read_history`` over each one's children)."""
+    wanted = set(gens)
+    briefs = [b for b in index.variant_briefs(min(gens)) if b.generation in wanted]
+    parents = {p for b in briefs for p in b.parents}
+    ids = [b.id for b in briefs]
+    generation = {b.id: b.generation for b in briefs}
+    outside = [p for p in parents if p not in generation]
+    generation.update((v.id, v.generation) for v in index.variants_of(outside).values())
+    whole = len(gens) == len(index.query(tallies.counts_per_generation))
+    rows = index.latest_values(names, None if whole else [*ids, *outside])
+    latest = {vid: Latest(status, values) for vid, status, values in rows}
+    by_variant: dict[str, list[Any]] = {}
+    for call in index.call_costs():
+        if call.variant_id in generation:
+            by_variant.setdefault(call.variant_id, []).append(call)
+    by_gen: dict[int, list[Any]] = {g: [] for g in gens}
+    for b in briefs:
+        by_gen[b.generation].append(b)
+    out = []
+    for g, members in by_gen.items():
+        calls = [c for b in members for c in by_variant.get(b.id, ())]
+        found = read_history(_Spend(index, names, members, latest, calls, events=False), objectives, offline=offline)
+        spanned = [g, *(generation[p] for b in members for p in b.parents if p in generation)]
+        out.append(tallies.GenerationTally(
+            g, len(members), mark, min(spanned), max(spanned), key,
+            tallies.aggregate(found.models), tallies.aggregate(found.personas),
+        ))  # fmt: skip
+    return out
 
 
 def _mode(purpose: str) -> tuple[str, str]:

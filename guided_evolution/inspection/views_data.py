@@ -23,7 +23,7 @@ from typing import Any
 from guided_evolution.config import GeConfig
 from guided_evolution.evolution.scoring import scored
 from guided_evolution.inspection import report_islands
-from guided_evolution.inspection.report_bandit import bandit_view, token_view
+from guided_evolution.inspection.report_bandit import Latest, bandit_view, token_view
 from guided_evolution.inspection.report_diversity import diversity_per_generation
 from guided_evolution.inspection.run_data import (
     RunData,
@@ -75,18 +75,19 @@ _UNCONTAINED = {
 
 def front_rows(index: Any, cfg: GeConfig, only: set[str] | None = None) -> list[FrontRow]:
     """The Pareto front over every evaluated variant (or those in ``only``): id, branch,
-    generation, operator, metrics."""
+    generation, operator, metrics. Only the objectives of the other variants are read."""
     from guided_evolution.evolution.selection import pareto_front  # deap: only the front needs it
 
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
-    latest = index.latest_evaluations()
-    if only is not None:
-        latest = {vid: ev for vid, ev in latest.items() if vid in only}
-    valid = [s for vid, ev in latest.items() if (s := scored(vid, ev, objectives)) is not None]
+    latest = index.latest_values([name for name, _ in objectives])
+    checked = (scored(vid, Latest(status, values), objectives) for vid, status, values in latest)
+    valid = [s for s in checked if s is not None and (only is None or s.id in only)]
     front = pareto_front(valid, objectives) if valid else []
+    ids = [s.id for s in front]
+    variants, latest = index.variants_of(ids), index.latest_of(ids)
     rows = []
     for s in front:
-        v = index.get_variant(s.id)
+        v = variants.get(s.id)
         rows.append(
             FrontRow(
                 id=s.id,

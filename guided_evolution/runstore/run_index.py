@@ -14,10 +14,11 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from guided_evolution.errors import RunStateError
 from guided_evolution.llm.records import CachedReply, CallRecord
@@ -49,6 +50,21 @@ from guided_evolution.runstore.records import (
     ReflectionRecord,
     VariantRecord,
 )
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class VariantBrief:
+    """A variant's columns that tallies over every variant read (``RunIndex.variant_briefs``)."""
+
+    id: str
+    generation: int
+    parents: tuple[str, ...]
+    model: str | None
+    persona: str | None
+    eot_reflection: bool  # it has one (the text is not read)
+    status: str
 
 
 class RunIndex:
@@ -210,6 +226,26 @@ class RunIndex:
                 ),
             )
 
+    def variant_briefs(self, first_generation: int | None = None) -> list[VariantBrief]:
+        """Every variant's (from generation ``first_generation`` on) id, generation, parents,
+        model, persona and whether it has an EoT reflection, in creation order: what tallies over
+        all variants read (no text column)."""
+        rows = self._rows(
+            "SELECT id, generation, parents, model, persona, eot_reflection IS NOT NULL"
+            " AND eot_reflection != '', status FROM variants WHERE generation >= ?"
+            " ORDER BY created_at, rowid",
+            (-(2**62) if first_generation is None else first_generation,),
+        )
+        return [
+            VariantBrief(r[0], r[1], tuple(json.loads(r[2] or "[]")), r[3], r[4], bool(r[5]), r[6])
+            for r in rows
+        ]
+
+    def query(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """``read(connection)`` under the index's lock: a reading module's own queries."""
+        with self._lock:
+            return read(self._conn)
+
     def has_variant(self, variant_id: str) -> bool:
         """True when a variant with this id is known (dedup of identical children)."""
         return self._row("SELECT 1 FROM variants WHERE id = ?", (variant_id,)) is not None
@@ -331,6 +367,69 @@ class RunIndex:
             "SELECT * FROM evaluations WHERE id IN (SELECT max(id) FROM evaluations GROUP BY variant_id)"
         )
         return {row["variant_id"]: evaluation_from_row(row) for row in rows}
+
+    def latest_values(
+        self, names: Sequence[str], ids: Sequence[str] | None = None
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        """(variant, status, {name: value}) of every variant's latest evaluation, with only the
+        metrics ``names`` (read by SQLite out of the stored JSON: nothing else of a large run's
+        evaluations is loaded). A name the metrics lack is left out; a metrics text that SQLite
+        does not read as JSON (``NaN`` written by Python) is parsed here. ``ids``: of these
+        variants only."""
+        plain = not any('"' in n or "\\" in n for n in names)  # else SQLite's paths cannot name it
+        picks = "".join(
+            ", CASE WHEN json_valid(metrics) THEN json_extract(metrics, ?) END,"
+            " CASE WHEN json_valid(metrics) THEN json_type(metrics, ?) END"
+            for _ in (names if plain else ())
+        )
+        paths = [p for n in (names if plain else ()) for p in (_json_path(n),) * 2]
+        head = f"SELECT variant_id, status, json_valid(metrics), metrics{picks} FROM evaluations"
+        if ids is None:
+            chunks: list[tuple[str, tuple[Any, ...]]] = [(
+                f"{head} WHERE id IN (SELECT max(id) FROM evaluations GROUP BY variant_id)"
+                " ORDER BY id", tuple(paths),
+            )]  # fmt: skip
+        else:
+            chunks = [(
+                f"{head} WHERE id IN (SELECT max(id) FROM evaluations WHERE variant_id IN"
+                f" ({','.join('?' * len(c))}) GROUP BY variant_id) ORDER BY id", (*paths, *c),
+            ) for c in _chunks(ids)]  # fmt: skip
+        rows = [row for sql, args in chunks for row in self._rows(sql, args)]
+        out = []
+        for row in rows:
+            if plain and (row[2] or row[3] is None):
+                found = {
+                    n: _json_value(row[4 + 2 * i], row[5 + 2 * i])
+                    for i, n in enumerate(names)
+                    if row[5 + 2 * i] is not None
+                }
+            else:
+                loaded = json.loads(row[3]) if row[3] is not None else {}
+                found = {n: loaded[n] for n in names if isinstance(loaded, dict) and n in loaded}
+            out.append((row[0], row[1], found))
+        return out
+
+    def latest_of(self, ids: Sequence[str]) -> dict[str, EvaluationRecord]:
+        """The latest evaluation of each of ``ids`` that has one (indexed look-ups)."""
+        out: dict[str, EvaluationRecord] = {}
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self._rows(
+                "SELECT * FROM evaluations WHERE id IN (SELECT max(id) FROM evaluations"
+                f" WHERE variant_id IN ({marks}) GROUP BY variant_id)",
+                tuple(chunk),
+            )
+            out.update((row["variant_id"], evaluation_from_row(row)) for row in rows)
+        return out
+
+    def variants_of(self, ids: Sequence[str]) -> dict[str, VariantRecord]:
+        """The variants among ``ids`` that exist (indexed look-ups)."""
+        out: dict[str, VariantRecord] = {}
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self._rows(f"SELECT * FROM variants WHERE id IN ({marks})", tuple(chunk))
+            out.update((row["id"], variant_from_row(row)) for row in rows)
+        return out
 
     # ----------------------------------------------------------------- LLM calls and cache
 
@@ -579,3 +678,25 @@ class RunIndex:
         result: dict[str, Any] = {**dict(v), **dict(c)}
         result["cost_usd"] = float(result["cost_usd"])
         return result
+
+
+def _chunks(ids: Sequence[str], size: int = 500) -> Iterator[list[str]]:
+    """``ids`` without repeats in chunks under SQLite's limit of bound values."""
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), size):
+        yield unique[start : start + size]
+
+
+def _json_path(name: str) -> str:
+    """The JSON path of a top-level key (quoted: dots and brackets are part of the name)."""
+    return '$."' + name + '"'
+
+
+def _json_value(value: Any, kind: str | None) -> Any:
+    """A value ``json_extract`` returned as Python reads the JSON (true/false are bools, an
+    object or array its parsed text)."""
+    if kind in ("true", "false"):
+        return kind == "true"
+    if kind in ("object", "array"):
+        return json.loads(value)
+    return value
