@@ -33,7 +33,7 @@ from guided_evolution.evolution.selection import HallOfFame, nsga2_parents, spea
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import run_json
 from tests.support.openai_server import serve
-from tests.support.seeds import CodeWriter, template_seed
+from tests.support.seeds import CodeWriter, template_seed, with_statement
 
 OBJ = (("score", "max"), ("size", "min"))
 SEED = Scored("seed", {"score": 0.5, "size": 50.0})
@@ -365,11 +365,14 @@ def test_hall_of_fame_is_the_bounded_front_of_all_candidates() -> None:
 
 def test_initial_temperature_only_in_generation_zero(tmp_path: Path) -> None:
     """The LLM run sends generation 0's mutations at the initial temperature, later ones at the
-    mutation temperature (one-point ranges, so each call's temperature names its range)."""
+    mutation temperature (one-point ranges, so each call's temperature names its range). Every
+    reply is a new program (CodeWriter's default edit repeats itself every third request: two of
+    generation 0's four children could be one, and ge keeps a duplicate as no variant)."""
     seed = template_seed(tmp_path / "seed", generations=1)
     with (seed / "ge.toml").open("a") as toml:
         toml.write("\n[evolution.temperature]\ninitial = [1.5, 1.5]\nmutation = [0.3, 0.3]\n")
-    with serve(responder=CodeWriter()) as server:
+    writer = CodeWriter(edit=lambda code, n: with_statement(code, f"_revision = {n}"))
+    with serve(responder=writer) as server:
         run_json(
             "run",
             str(seed),
