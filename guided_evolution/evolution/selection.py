@@ -82,6 +82,28 @@ def _isolated_random(seed: int) -> Iterator[None]:
         random.setstate(state)
 
 
+def crowding_distances(rows: Sequence[tuple[float, ...]]) -> list[float]:
+    """deap's ``assignCrowdingDist`` over objective value rows (the same sorts, in the same
+    order, and the same sums: equal results), without making a deap individual per row, so
+    that a hall of fame trimmed one member at a time costs O(n log n) per removal in plain
+    tuples."""
+    distances = [0.0] * len(rows)
+    if not rows:
+        return distances
+    crowd = [(row, i) for i, row in enumerate(rows)]
+    nobj = len(rows[0])
+    for k in range(nobj):
+        crowd.sort(key=lambda element: element[0][k])
+        distances[crowd[0][1]] = math.inf
+        distances[crowd[-1][1]] = math.inf
+        if crowd[-1][0][k] == crowd[0][0][k]:
+            continue
+        norm = nobj * float(crowd[-1][0][k] - crowd[0][0][k])
+        for prev, cur, nxt in zip(crowd[:-2], crowd[1:-1], crowd[2:], strict=False):
+            distances[cur[1]] += (nxt[0][k] - prev[0][k]) / norm
+    return distances
+
+
 def _rank_and_crowd(inds: list[_Ind]) -> None:
     """Set `rank` (0 = first front) and `fitness.crowding_dist` on every individual."""
     from deap import tools
@@ -243,19 +265,18 @@ class HallOfFame:
 
     def update(self, pop: Sequence[Scored]) -> None:
         """Merge `pop` into the hall of fame."""
-        from deap.tools.emo import assignCrowdingDist
-
         merged: dict[str, Scored] = {item.id: item for item in self._items}
         for item in pop:
             merged.pop(item.id, None)  # re-inserted at the end: newest
             merged[item.id] = item
         front = pareto_front(list(merged.values()), self.objectives)
+        weights = objective_weights(self.objectives)
+        rows = [objective_values(item, weights) for item in front]
         while len(front) > self.maxsize:
-            inds = _wrap(front, self.objectives)
-            assignCrowdingDist(inds)
-            lowest = min(ind.fitness.crowding_dist for ind in inds)
-            drop = max(ind.index for ind in inds if ind.fitness.crowding_dist == lowest)
-            del front[drop]
+            distances = crowding_distances(rows)
+            lowest = min(distances)
+            drop = max(i for i, d in enumerate(distances) if d == lowest)
+            del front[drop], rows[drop]
         self._items = front
 
     @property
