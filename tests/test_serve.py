@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from guided_evolution.llm.records import CallRecord
 from guided_evolution.runstore.records import EvaluationRecord, ReflectionRecord
 from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunLock
+from guided_evolution.serve.live import CHECK_S, LOCK_CHECK_S
 from guided_evolution.serve.runs import target_of
 from guided_evolution.serve.server import encode, make_server
 
@@ -190,15 +192,13 @@ def test_a_live_writer_is_seen_and_never_blocked(template_run: Path, copy_run) -
                     assert s.json("/api/run/run/live")["failures"] == view["failures"]
             finally:
                 index.close()
-            import time
-
-            time.sleep(0.3)
+            time.sleep(CHECK_S + 0.1)
             later = s.json("/api/run/run/live")
             assert any(f["reason"] == "held" for f in later["failures"]) and later["version"] > view["version"]
             # the lock stays the writer's alone: a second locker fails, the server took nothing
             with pytest.raises(Exception, match="in use by another ge process"), RunLock(run):
                 pass
-        time.sleep(0.3)
+        time.sleep(LOCK_CHECK_S + 0.1)
         assert s.json("/api/run/run/live")["state"]["state"] == "finished"
     finally:
         s.close()

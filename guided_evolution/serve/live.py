@@ -23,9 +23,7 @@ from typing import Any
 from guided_evolution.evolution.scoring import Scored, scored
 from guided_evolution.evolution.selection import pareto_front
 from guided_evolution.inspection.run_data import RunData, failure_groups, open_run_index
-from guided_evolution.inspection.view_models import FrontRow
 from guided_evolution.inspection.views_data import (
-    front_groups,
     isolation_info,
     isolation_notes,
     objective_rows,
@@ -33,7 +31,7 @@ from guided_evolution.inspection.views_data import (
 )
 from guided_evolution.runstore.index_schema import connect
 from guided_evolution.runstore.records import META_FINISHED, META_SEED, EvaluationRecord
-from guided_evolution.runstore.rundir import INDEX_FILE, STOP_REQUEST
+from guided_evolution.runstore.rundir import CONFIG_FILE, INDEX_FILE, LOCK_FILE, STOP_REQUEST
 from guided_evolution.serve.runs import holder
 
 # Only what the page shows: an ok evaluation's output tail is not read.
@@ -43,20 +41,43 @@ _EVALUATIONS = (
     " CASE WHEN status = 'ok' THEN NULL ELSE output_tail END AS output_tail"
     " FROM evaluations WHERE id > ? ORDER BY id"
 )
-CHECK_S = 0.25  # the files are looked at no more often than this, whatever the number of clients
+CHECK_S = 0.5  # the files are looked at no more often than this, whatever the number of clients
+LOCK_CHECK_S = 2.0  # the lock table (/proc/locks) at least this often
 
 
-def stamp(root: Path) -> tuple[Any, ...]:
-    """What changes whenever the run records something or its writer comes or goes: the index's
-    and its WAL's identity, size and time, the lock holder and a pending `ge stop`."""
+def _alive(pid: str) -> bool:
+    if not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def _lock_key(root: Path) -> tuple[Any, ...] | None:
+    """What changes when the run's lock changes hands: the lock file's identity, time and the
+    pid written in it, and whether that process lives."""
+    lock = root / LOCK_FILE
+    try:
+        st = os.stat(lock)
+        pid = lock.read_text(errors="replace").strip()[:64]
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size, pid, _alive(pid))
+
+
+def _files(root: Path) -> tuple[Any, ...]:
+    """The index's, its WAL's and the config's identity, size and time, and a pending `ge stop`."""
     out: list[Any] = []
-    for name in (INDEX_FILE, INDEX_FILE + "-wal"):
+    for name in (INDEX_FILE, INDEX_FILE + "-wal", CONFIG_FILE):
         try:
             st = os.stat(root / name)
             out.append((st.st_ino, st.st_size, st.st_mtime_ns))
         except OSError:
             out.append(None)
-    out.append(holder(root))
     out.append((root / STOP_REQUEST).exists())
     return tuple(out)
 
@@ -87,7 +108,7 @@ class Model:
 
     data: RunData  # its ``latest`` evaluations (the report's failure groups read them)
     objectives: list[tuple[str, str]]
-    index_id: Any  # the index file's inode: a rebuilt index is read again from the start
+    index_id: Any  # the index's inode and config's stat: a rebuilt index is read again from the start
     born: dict[str, Born] = field(default_factory=dict)
     variant_cursor: int = 0  # the last ``variants`` rowid read
     eval_cursor: int = 0
@@ -97,7 +118,19 @@ class Model:
     progress: list[Progress] = field(default_factory=list)
     ok: int = 0
     best: dict[str, float] = field(default_factory=dict)
-    points: dict[str, dict[str, float]] = field(default_factory=dict)  # id -> its scores
+    points: dict[str, tuple[float, ...]] = field(default_factory=dict)  # id -> its scores
+    ties: dict[tuple[float, ...], set[str]] = field(default_factory=dict)  # scores -> ids
+    front: tuple[list[dict[str, Any]], int] | None = None  # `front_of`, until a point changes
+    failures: list[dict[str, Any]] | None = None  # until an evaluation or an event arrives
+
+    def _drop(self, vid: str) -> bool:
+        key = self.points.pop(vid, None)
+        if key is None:
+            return False
+        self.ties[key].discard(vid)
+        if not self.ties[key]:
+            del self.ties[key]
+        return True
 
     def add_evaluation(self, ev: Any) -> None:
         """One more evaluation: the variant's point is added, moved or removed."""
@@ -105,13 +138,17 @@ class Model:
         self.data.latest[vid] = ev
         found = scored(vid, ev, self.objectives)
         born = self.born.get(vid)
+        self.front = None
         if found is None or born is None:
-            if self.points.pop(vid, None) is not None:
+            if self._drop(vid):
                 self.entries.append([vid, None, None, None])
             return
+        self._drop(vid)
         scores = dict(found.metrics)
-        self.points[vid] = scores
-        self.entries.append([vid, born.generation, born.operator, [scores[n] for n, _ in self.objectives]])
+        key = tuple(scores[n] for n, _ in self.objectives)
+        self.points[vid] = key
+        self.ties.setdefault(key, set()).add(vid)
+        self.entries.append([vid, born.generation, born.operator, list(key)])
         self.ok += 1
         improved = False
         for name, direction in self.objectives:
@@ -123,27 +160,31 @@ class Model:
             self.progress.append(Progress(len(self.entries) - 1, self.ok, vid, dict(self.best)))
 
 
-def front_of(model: Model) -> list[FrontRow]:
-    """The Pareto front over the current points, sorted as `views_data.front_rows` sorts it.
+def front_of(model: Model) -> tuple[list[dict[str, Any]], int]:
+    """The Pareto front of the current points as `views_data.front_groups` shows it (variants
+    with equal scores are one group, its oldest member standing for it), ordered as
+    `views_data.front_rows` orders the front; and the number of variants on it.
 
-    Points with equal scores are one candidate (a large run has thousands of such ties), so
-    `selection.pareto_front` compares each distinct point once."""
+    Each distinct point is one candidate of `selection.pareto_front` (a large run has thousands
+    of ties), and the result is kept until a point changes."""
+    if model.front is not None:
+        return model.front
     objectives = model.objectives
-    if not objectives:
-        return []
     names = [n for n, _ in objectives]
-    ties: dict[tuple[float, ...], list[str]] = {}
-    for vid, scores in model.points.items():
-        ties.setdefault(tuple(scores[n] for n in names), []).append(vid)
-    distinct = [Scored(ids[0], dict(zip(names, key, strict=True))) for key, ids in ties.items()]
-    rows = []
-    for s in pareto_front(distinct, objectives):
-        for vid in ties[tuple(s.metrics[n] for n in names)]:
-            b = model.born[vid]
-            rows.append(FrontRow(vid, b.branch, b.generation, b.operator, model.data.latest[vid].metrics))
-    sign = -1.0 if objectives[0][1] == "max" else 1.0
-    rows.sort(key=lambda r: (sign * model.points[r.id][names[0]], r.generation or 0, r.id))
-    return rows
+    distinct = [Scored(str(n), dict(zip(names, key, strict=True))) for n, key in enumerate(model.ties)]
+    keys = list(model.ties)
+    groups, size = [], 0
+    for s in pareto_front(distinct, objectives) if objectives else []:
+        key = keys[int(s.id)]
+        members = sorted(model.ties[key], key=lambda vid: (model.born[vid].generation, vid))
+        first = model.born[members[0]]
+        size += len(members)
+        group = {"id": members[0], "same": len(members) - 1, "operator": first.operator, "generation": first.generation}
+        groups.append((key[0], group))
+    sign = -1.0 if objectives and objectives[0][1] == "max" else 1.0
+    groups.sort(key=lambda kg: (sign * kg[0], kg[1]["generation"], kg[1]["id"]))
+    model.front = ([g for _, g in groups], size)
+    return model.front
 
 
 class LiveRun:
@@ -154,6 +195,9 @@ class LiveRun:
         self._lock = threading.Lock()
         self._model: Model | None = None
         self._stamp: tuple[Any, ...] | None = None
+        self._lock_key: tuple[Any, ...] | None = None
+        self._holder: str | None = None  # who held the run's lock when last looked at
+        self._lock_checked = 0.0
         self._checked = 0.0
         self._head: dict[str, Any] = {}
         self.version = 0
@@ -195,12 +239,19 @@ class LiveRun:
         if self._model is not None and now - self._checked < CHECK_S:
             return
         self._checked = now
-        current = stamp(self.root)
+        key = _lock_key(self.root)
+        # The kernel's lock table is read when the lock may have changed hands, and every
+        # LOCK_CHECK_S (a process may release the lock and live on).
+        if key != self._lock_key or now - self._lock_checked >= LOCK_CHECK_S:
+            self._lock_key, self._holder = key, holder(self.root) if key else None
+            self._lock_checked = now
+        current = (*_files(self.root), self._holder)
         if current == self._stamp and self._model is not None:
             return
         with open_run_index(self.root) as (index, resolved, paths):
             model = self._model
-            if model is None or (current[0] is not None and model.index_id != current[0][0]):
+            identity = (current[0][0] if current[0] else None, current[2])  # index inode, config
+            if model is None or model.index_id != identity:
                 model = self._fresh(index, resolved, paths, current)
                 self.epoch += 1
             self._read(model, index)
@@ -219,7 +270,7 @@ class LiveRun:
             latest={},
             finished=None,
         )
-        return Model(data, data.objectives, current[0][0] if current[0] else None)
+        return Model(data, data.objectives, (current[0][0] if current[0] else None, current[2]))
 
     @staticmethod
     def _read(model: Model, index: Any) -> None:
@@ -245,20 +296,24 @@ class LiveRun:
         for event in index.events(after_id=model.event_cursor):
             model.events.append(event)
             model.event_cursor = event.id
+            model.failures = None
+        if evaluations:
+            model.failures = None
         model.data.finished = index.get_meta(META_FINISHED)
         model.data.seed_id = model.data.seed_id or index.get_meta(META_SEED)
 
     def _summary(self, model: Model, index: Any, paths: Any) -> dict[str, Any]:
         data, cfg = model.data, model.data.config
         last = index.last_generation()
-        rows = front_of(model)
-        groups = front_groups(rows, objective_rows(cfg))
+        groups, size = front_of(model)
         info = isolation_info(index)
-        rejected = [e for e in model.events if e.kind == "proposal_rejected"]
+        if model.failures is None:
+            rejected = [e for e in model.events if e.kind == "proposal_rejected"]
+            model.failures = [g.to_json() for g in failure_groups(data, rejected)]
         return {
             "run": paths.root.name,
             "run_dir": str(paths.root),
-            "state": run_state(index, paths.root, data.finished, holder).to_json(),
+            "state": run_state(index, paths.root, data.finished, lambda _root: self._holder).to_json(),
             "counts": {
                 **index.counts(),
                 "generation": last.generation if last else 0,
@@ -268,12 +323,9 @@ class LiveRun:
             "objectives": [o.to_json() for o in objective_rows(cfg)],
             "selected": [name for name, _ in data.objectives],
             "seed": data.seed_id,
-            "front": [
-                {"id": g.row.id, "same": len(g.same), "operator": g.row.operator, "generation": g.row.generation}
-                for g in groups
-            ],
-            "front_size": len(rows),
-            "failures": [g.to_json() for g in failure_groups(data, rejected)],
+            "front": groups,
+            "front_size": size,
+            "failures": model.failures,
             "isolation": info.isolation,
             "isolation_notes": isolation_notes(info),
         }

@@ -90,6 +90,14 @@
     setTimeout(poll, wait);
   }
 
+  const drawn = {};  // what each section was last drawn from: an unchanged section is left alone
+  function changed(part, value) {
+    const text = JSON.stringify(value);
+    if (drawn[part] === text) return false;
+    drawn[part] = text;
+    return true;
+  }
+
   function render(d) {
     document.title = 'ge serve: ' + d.run;
     document.getElementById('title').textContent = d.run;
@@ -97,12 +105,15 @@
     badge.textContent = d.state.state + (d.state.pid ? ` (pid ${d.state.pid})` : '');
     badge.className = 'badge ' + d.state.state;
     document.getElementById('reason').textContent = [d.state.stop_reason, d.state.fix && 'fix: ' + d.state.fix].filter(Boolean).join('; ');
-    renderCounts(d);
-    renderFront(d);
+    if (changed('counts', [d.counts, d.models, d.objectives])) renderCounts(d);
+    if (changed('front', [run.epoch, run.cursor, d.front, run.selected])) renderFront(d);
     if (!document.getElementById('variant')) section('variant', 'Variant').append(el('p', { class: 'muted' }, 'click a point of the plot, a front row or a failed variant'));
-    renderProgress(d);
-    renderFailures(d);
-    renderIsolation(d);
+    if (changed('progress', [run.epoch, run.progress.length, d.counts.evaluated])) renderProgress(d);
+    if (changed('failures', d.failures)) renderFailures(d);
+    if (changed('isolation', [d.isolation, d.isolation_notes])) renderIsolation(d);
+    if (!footer.dataset.paint) {  // ms from the navigation to the frame after the first drawing
+      requestAnimationFrame(() => requestAnimationFrame(() => { footer.dataset.paint = String(Math.round(performance.now())); }));
+    }
   }
 
   function renderCounts(d) {
@@ -223,7 +234,7 @@
   // ------------------------------------------------------------------ one variant
   async function select(id) {
     run.selected = id;
-    if (run.head) renderFront(run.head);
+    if (run.head && changed('front', [run.epoch, run.cursor, run.head.front, run.selected])) renderFront(run.head);
     const s = section('variant', 'Variant ' + short(id));
     s.append(el('p', { class: 'muted' }, 'loading…'));
     try {
