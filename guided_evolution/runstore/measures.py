@@ -171,6 +171,9 @@ def store_lazily(index_path: Path, found: Iterable[GenerationMeasures]) -> bool:
         conn.close()
 
 
+CACHED_SEGMENTS = 4096  # token sequences the Measurer keeps between generations at most
+
+
 class Measurer:
     """The engine's side: measure each generation it checkpoints and store the row (one
     transaction of its own, after the checkpoint's)."""
@@ -178,6 +181,7 @@ class Measurer:
     def __init__(self, store: GitStore, index: Any, cfg: GeConfig) -> None:
         self._index, self._cfg = index, cfg
         self._codes = MemberCodes(store, cfg, self._commit)
+        self._cache = diversity.DistanceCache()  # the elites' tokens carry over; bounded below
 
     def _commit(self, vid: str) -> str | None:
         v = self._index.get_variant(vid)
@@ -185,9 +189,11 @@ class Measurer:
 
     def record(self, generation: int, population: Sequence[str]) -> None:
         """Measure ``population`` (the checkpoint of ``generation``) and store it."""
+        if len(self._cache.sequences) > CACHED_SEGMENTS:
+            self._cache = diversity.DistanceCache()
         found = measure(
             generation, population, self._codes, self._index.latest_evaluation, self._cfg,
-            diversity.DistanceCache(),
+            self._cache,
         )  # fmt: skip
         self._codes.next_population()
         self._index.save_measures(found)
