@@ -225,6 +225,29 @@ def load_run_data(index: Any, resolved: ResolvedConfig, paths: Any) -> RunData:
     )
 
 
+def load_ancestry(
+    index: Any, resolved: ResolvedConfig, paths: Any, start: list[str], up: int | None = None
+) -> RunData:
+    """Like :func:`load_run_data`, with only ``start``, its ancestors (``up``: that many levels
+    of them; 1: the parents) and their latest evaluations (indexed look-ups, one query per level):
+    what a lineage reads, whatever the run's size."""
+    variants: dict[str, VariantRecord] = {}
+    wanted, level = list(start), 0
+    while wanted and (up is None or level <= up):
+        level += 1
+        found = index.variants_of(wanted)
+        variants.update(found)
+        wanted = [p for v in found.values() for p in v.parents if p not in variants]
+    return RunData(
+        run_dir=str(paths.root),
+        config=resolved.config,
+        seed_id=index.get_meta(META_SEED),
+        variants=variants,
+        latest=index.latest_of(list(variants)),
+        finished=index.get_meta(META_FINISHED),
+    )
+
+
 _ERROR_LINE = re.compile(
     r"(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Fault|Failure)\b(?::.*)?"
 )

@@ -10,11 +10,13 @@ best, show, lineage, diff, log, export and the run's summary) with these two rul
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.style import Style
 from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
@@ -467,19 +469,43 @@ def print_log(console: Console, data: LogView) -> None:
 
 
 def _print_events(console: Console, events: list[dict[str, Any]]) -> None:
-    """The event log as aligned lines, one Text printed once (a table measures every cell:
-    seconds for the ten thousand evaluations of a long run); a long line wraps in the terminal."""
+    """The event log as aligned lines, written at once (rich's own rendering of a Text measures
+    every line: seconds for the hundred thousand evaluations of a long run; a recording console,
+    as tests use, still gets it); a long line wraps in the terminal."""
     styles = {"evaluation_failed": "red", "proposal_rejected": "yellow", "evaluated": "green"}
     rows = [(row["kind"], _fmt(row["kind"]), _event_details(row), row["time"]) for row in events]
     width = max((len(name) for _, name, _, _ in rows), default=5)
-    out = Text()
-    out.append("events\n", style="italic")
-    for kind, name, details, when in rows:
-        out.append(_clock(when), style="dim")
-        out.append("  ")
-        out.append(name.ljust(width), style=styles.get(kind, ""))
-        out.append(f"  {details}\n")
-    console.print(out, soft_wrap=True, end="")
+    if console.record:
+        out = Text()
+        out.append("events\n", style="italic")
+        for kind, name, details, when in rows:
+            out.append(_clock(when), style="dim")
+            out.append("  ")
+            out.append(name.ljust(width), style=styles.get(kind, ""))
+            out.append(f"  {details}\n")
+        console.print(out, soft_wrap=True, end="")
+        return
+    paint = _painter(console)
+    lines = [paint("events", "italic")]
+    lines += [
+        f"{paint(_clock(when), 'dim')}  {paint(name.ljust(width), styles.get(kind, ''))}  {details}"
+        for kind, name, details, when in rows
+    ]
+    console.file.write("\n".join(lines) + "\n")
+    console.file.flush()
+
+
+def _painter(console: Console) -> Callable[[str, str], str]:
+    """``paint(text, style)``: the text with the ANSI codes of a rich style for this console's
+    colours (none when it has none: a pipe, NO_COLOR). The text is already inert (``_fmt``)."""
+    system = None if console.no_color else getattr(console, "_color_system", None)
+
+    def paint(text: str, style: str) -> str:
+        if not style or system is None:
+            return text
+        return Style.parse(style).render(text, color_system=system)
+
+    return paint
 
 
 def _print_failures(console: Console, failures: FailureSummary) -> None:

@@ -11,6 +11,7 @@ Every function opens the index read-only and never takes the run lock, so it can
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -30,7 +31,7 @@ from guided_evolution.inspection.run_data import (
     commit_of,
     diff_stats,
     failure_groups,
-    load_run_data,
+    load_ancestry,
     open_run_index,
     reflection_rows,
     resolve_id,
@@ -435,7 +436,7 @@ def lineage(run_dir: Path, variant: str) -> LineageView:
     """The ancestry of a variant back to the seed: one node per ancestor (deduplicated)."""
     with open_run_index(run_dir) as (index, resolved, paths):
         vid = resolve_id(index, variant, run_dir)
-        data = load_run_data(index, resolved, paths)
+        data = load_ancestry(index, resolved, paths, [vid])
         nodes = [_node(data, a) for a in data.ancestry([vid])]
         known = [n.id for n in nodes if isinstance(n, LineageNode)]
         marks = report_islands.lineage_marks(index, resolved.config, known)  # islands only
@@ -458,26 +459,24 @@ def diff(run_dir: Path, a: str, b: str | None = None) -> DiffView:
         return DiffView(from_id, to_id, files, added, removed, text)
 
 
-def _event_rows(index: Any, data: RunData) -> list[dict[str, Any]]:
+def _event_rows(index: Any) -> list[dict[str, Any]]:
     """Every event (its data as stored) and every evaluation, in time order."""
     rows = [{"time": e.time, "kind": e.kind, **e.data} for e in index.events()]
-    for ev in index.evaluations():
-        when = (ev.started_at or 0.0) + (ev.duration_s or 0.0)
-        if not when:
-            v = data.variants.get(ev.variant_id)
-            when = v.created_at if v else 0.0
+    for line in index.evaluation_lines():
+        ok = line["status"] == "ok"
         row: dict[str, Any] = {
-            "time": when,
-            "kind": "evaluated" if ev.status == "ok" else "evaluation_failed",
-            "variant": ev.variant_id,
-            "stage": ev.stage,
-            "attempt": ev.attempt,
-            "duration_s": ev.duration_s,
+            "time": ((line["started_at"] or 0.0) + (line["duration_s"] or 0.0))
+            or (line["created_at"] or 0.0),
+            "kind": "evaluated" if ok else "evaluation_failed",
+            "variant": line["variant_id"],
+            "stage": line["stage"],
+            "attempt": line["attempt"],
+            "duration_s": line["duration_s"],
         }
-        if ev.status == "ok":
-            row["metrics"] = ev.metrics
+        if ok:
+            row["metrics"] = json.loads(line["metrics"]) if line["metrics"] is not None else None
         else:
-            row["reason"] = ev.failure_reason
+            row["reason"] = line["failure_reason"]
         rows.append(row)
     rows.sort(key=lambda r: r["time"])
     return rows
@@ -488,12 +487,14 @@ def log(run_dir: Path, eot: bool = False, failures: bool = False, bandit: bool =
     failure reasons grouped and counted, with ``bandit`` the bandits' arms and per-generation
     states. Several flags together give several sections."""
     with open_run_index(run_dir) as (index, resolved, paths):
-        data = load_run_data(index, resolved, paths)
-        groups = failure_groups(data, index.events("proposal_rejected")) if failures else []
+        reflected = [r.variant_id for r in index.reflections()] if eot else []
+        authors = load_ancestry(index, resolved, paths, reflected, up=1)  # and their parents
+        failed = replace(authors, latest=index.latest_failed() if failures else {})  # latest failed
+        groups = failure_groups(failed, index.events("proposal_rejected")) if failures else []
         return LogView(
-            run_dir=data.run_dir,
-            events=_event_rows(index, data) if not (eot or failures or bandit) else None,
-            reflections=reflection_rows(index, data) if eot else None,
+            run_dir=str(paths.root),
+            events=_event_rows(index) if not (eot or failures or bandit) else None,
+            reflections=reflection_rows(index, authors) if eot else None,
             failures=FailureSummary(sum(g.count for g in groups), groups) if failures else None,
             bandit=bandit_view(index, resolved.config, history=True) if bandit else None,
         )

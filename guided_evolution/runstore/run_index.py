@@ -409,6 +409,24 @@ class RunIndex:
             out.append((row[0], row[1], found))
         return out
 
+    def latest_failed(self) -> dict[str, EvaluationRecord]:
+        """Variant id -> its latest evaluation, for the variants whose latest one failed."""
+        rows = self._rows(
+            "SELECT * FROM evaluations WHERE id IN (SELECT max(id) FROM evaluations GROUP BY"
+            " variant_id) AND status != 'ok' ORDER BY id"
+        )
+        return {row["variant_id"]: evaluation_from_row(row) for row in rows}
+
+    def evaluation_lines(self) -> list[sqlite3.Row]:
+        """Every evaluation in recording order, for an event log: variant_id, stage, attempt,
+        status, metrics (JSON text), failure_reason, started_at, duration_s and its variant's
+        created_at (no output is read)."""
+        return self._rows(
+            "SELECT e.variant_id, e.stage, e.attempt, e.status, e.metrics, e.failure_reason,"
+            " e.started_at, e.duration_s, v.created_at FROM evaluations e"
+            " LEFT JOIN variants v ON v.id = e.variant_id ORDER BY e.id"
+        )
+
     def latest_of(self, ids: Sequence[str]) -> dict[str, EvaluationRecord]:
         """The latest evaluation of each of ``ids`` that has one (indexed look-ups)."""
         out: dict[str, EvaluationRecord] = {}
