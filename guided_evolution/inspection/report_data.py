@@ -287,13 +287,13 @@ def _progress(
         tokens.append(tokens[-1] + c.prompt_tokens + c.completion_tokens)
     spend_axis = "usd" if cost[-1] > 0 else ("tokens" if tokens[-1] > 0 else None)
     found = []
-    for ev in index.evaluations():
-        scores = data.scores(ev.variant_id)
-        if ev.status != "ok" or scores is None:
+    for ev in index.evaluation_lines():  # the columns only: no metrics or output parsed
+        scores = data.scores(ev["variant_id"])
+        if ev["status"] != "ok" or scores is None:
             continue
-        when = (ev.started_at or start) + (ev.duration_s or 0.0)
+        when = (ev["started_at"] or start) + (ev["duration_s"] or 0.0)
         k = bisect.bisect_right(times, when)
-        found.append((max(when - start, 0.0), ev.variant_id, cost[k], tokens[k], scores, k))
+        found.append((max(when - start, 0.0), ev["variant_id"], cost[k], tokens[k], scores, k))
     found.sort(key=lambda r: r[0])
     rows = []
     best: dict[str, float] = {}

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +165,9 @@ class RunData:
     finished: str | None
     _scored: dict[str, Scored | None] = field(default_factory=dict, repr=False, compare=False)
 
-    @property
+    @cached_property
     def objectives(self) -> list[tuple[str, str]]:
-        """(name, direction) of the selection objectives."""
+        """(name, direction) of the selection objectives (read once: a report asks per variant)."""
         return [(o.name, o.direction) for o in self.config.selected_objectives]
 
     def scored(self, variant_id: str) -> Scored | None:
