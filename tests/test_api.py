@@ -98,7 +98,7 @@ def test_a_background_run_that_fails_raises_its_error_and_leaves_nothing(
 
 
 def test_a_background_run_is_its_own_live_process_then_finished(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, template_run: Path
 ) -> None:
     monkeypatch.chdir(tmp_path)
     template_seed(tmp_path / "seed", generations=2)
@@ -117,6 +117,10 @@ def test_a_background_run_is_its_own_live_process_then_finished(
     cli = json.loads(ge_cli("status", "runs/a", "--json", cwd=tmp_path).stdout)
     assert (cli["finished"], cli["evaluated"]) == (True, summary.evaluated)
     assert summary.front == [row.to_json() for row in run.front()]
+    isolation = run.status.isolation_info.isolation or {}
+    cli_run = ge.open_run(template_run).status.isolation_info.isolation or {}
+    assert isolation.get("backend") and isolation.get("backend") == cli_run.get("backend")  # sandboxed alike
+    assert isolation.get("layers") == cli_run.get("layers")
 
 
 def test_ge_stop_finishes_a_background_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,7 +93,8 @@ class Exported(JsonView):
 class Background:
     """The child process of a background run (``launch.child``: the very `ge run`/`ge resume`
     path, ``launch.run`` in the foreground, in the child's main thread), and where its outcome
-    and output go (a private temp directory: stdout.log, stderr.log, result.json).
+    and output go (a private temp directory: stdout.log, stderr.log, result.json; removed once
+    the outcome is read, kept when the child died without one: the error names its output).
 
     Why a process and not a thread: the run lock is an fcntl lock owned by a process, and its
     pid is what `ge stop`, `ge status` ("live", the writer's pid) and ``kill PID`` act on;
@@ -105,6 +107,7 @@ class Background:
 
     process: subprocess.Popen[bytes]
     folder: Path
+    result: dict[str, Any] | None = None  # the outcome, once read
 
     @classmethod
     def start(cls, spec: dict[str, Any]) -> Background:
@@ -119,10 +122,6 @@ class Background:
         return cls(process, folder)
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
     def stderr_path(self) -> Path:
         """The child's standard error (its progress notices, a traceback if it crashed)."""
         return self.folder / "stderr.log"
@@ -135,8 +134,9 @@ class Background:
         "exit_code"}``; a child that died without writing one is an error naming its output."""
         code = self.process.returncode
         try:
-            data: dict[str, Any] = json.loads((self.folder / RESULT).read_text(encoding="utf-8"))
-            return data
+            self.result = self.result or json.loads((self.folder / RESULT).read_text(encoding="utf-8"))
+            shutil.rmtree(self.folder, ignore_errors=True)  # the outcome says it all
+            return self.result
         except (OSError, ValueError):
             pass
         try:
@@ -389,8 +389,8 @@ class Run:
         ours = self._background
         if ours is not None and ours.alive() and (now or self._writer() is None):
             self._stopping = True
-            os.kill(ours.pid, signal.SIGTERM)
-            return str(ours.pid)
+            os.kill(ours.process.pid, signal.SIGTERM)
+            return str(ours.process.pid)
         from guided_evolution.engine.stopping import request_stop
         from guided_evolution.runstore.doctor import lock_holder
         from guided_evolution.runstore.rundir import open_run as open_dir
