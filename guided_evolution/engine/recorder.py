@@ -99,7 +99,7 @@ class Recorder:
         self.guard = reader.guard
         self._notes: dict[str, str] = {}
         self._compacted_at = 0
-        self._keys: dict[str, str] | None = None  # code_key -> the first variant with it
+        self._keys_complete = False  # every committed variant's code_key is in the index
         self.evaluator_files: EvaluatorFiles | None = None  # `--reload-evaluator` (engine.reload)
 
     @property
@@ -144,7 +144,7 @@ class Recorder:
     ) -> tuple[str, bool]:
         vid = variant_id(child.files, self.cfg.seed.files)
         key = code_key(child.files, self.cfg.seed.files)
-        twin = vid if self.index.get_variant(vid) is not None else self._code_keys().get(key)
+        twin = vid if self.index.get_variant(vid) is not None else self._twin(key)
         if twin is not None:
             where = {"generation": plan.generation, "plan": plan.index}
             same = {} if twin == vid else {"child": vid, "same": "up to comments and spacing"}
@@ -184,7 +184,7 @@ class Recorder:
             steps=steps,
         )
         self.reader.committed(vid, stored.commit_sha or "")
-        self._code_keys().setdefault(key, vid)
+        self.index.add_code_keys([(vid, key)])
         self.index.link_calls(vid, calls)
         if child.reflection:
             self.index.add_reflection(
@@ -198,19 +198,19 @@ class Recorder:
         self.progress.count("proposed", +1)
         return vid, True
 
-    def _code_keys(self) -> dict[str, str]:
-        """``code_key`` -> variant, over the run's variants (read from git once per process:
-        a resumed run knows the variants of its earlier sessions)."""
-        if self._keys is None:
-            keys: dict[str, str] = {}
-            names = self.cfg.seed.files
-            for v in sorted(self.index.variants(), key=lambda v: (v.created_at or 0.0, v.id)):
-                if v.commit_sha:
-                    data = self.store.read_files(v.commit_sha)
-                    text = {n: data[n].decode("utf-8", "replace") for n in names if n in data}
-                    keys.setdefault(code_key(text, names), v.id)
-            self._keys = keys
-        return self._keys
+    def _twin(self, key: str) -> str | None:
+        """The first variant whose program has ``code_key`` ``key`` (the index keeps each
+        variant's key; those of variants without one, from an earlier ge or a rebuilt index, are
+        read from git once per process)."""
+        if not self._keys_complete:
+            names, found = self.cfg.seed.files, []
+            for vid, sha in self.index.without_code_key():
+                data = self.store.read_files(sha)
+                text = {n: data[n].decode("utf-8", "replace") for n in names if n in data}
+                found.append((vid, code_key(text, names)))
+            self.index.add_code_keys(found)
+            self._keys_complete = True
+        return self.index.code_key_owner(key)
 
     def reject(self, plan: Plan, operator: str, reason: str, calls: list[int]) -> None:
         """A plan that made no child: one event with the reason and the LLM calls it cost."""

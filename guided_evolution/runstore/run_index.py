@@ -52,6 +52,10 @@ from guided_evolution.runstore.records import (
 )
 
 T = TypeVar("T")
+CODE_KEYS_TABLES = (  # variant -> its program's identity up to comments (engine.recorder.code_key)
+    "CREATE TABLE IF NOT EXISTS code_keys (variant_id TEXT PRIMARY KEY, key TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS code_keys_key ON code_keys (key)",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,8 @@ class RunIndex:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            for statement in CODE_KEYS_TABLES:  # kept by the writer from its first open on
+                conn.execute(statement)
             if version < SCHEMA_VERSION:  # new, or made by an earlier ge: add what it lacks
                 with index.transaction():
                     if prepare(conn):
@@ -245,6 +251,29 @@ class RunIndex:
         """``read(connection)`` under the index's lock: a reading module's own queries."""
         with self._lock:
             return read(self._conn)
+
+    def code_key_owner(self, key: str) -> str | None:
+        """The first variant (by creation) whose program has this ``code_key``, or None."""
+        row = self._row(
+            "SELECT c.variant_id FROM code_keys c JOIN variants v ON v.id = c.variant_id"
+            " WHERE c.key = ? ORDER BY v.created_at, v.id LIMIT 1",
+            (key,),
+        )
+        return None if row is None else str(row[0])
+
+    def add_code_keys(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Store (variant id, code_key) pairs (one transaction)."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO code_keys (variant_id, key) VALUES (?, ?)", keys)
+
+    def without_code_key(self) -> list[tuple[str, str]]:
+        """(id, commit) of the committed variants without a stored code_key (a run of an earlier
+        ge, an index rebuilt from git, a variant doctor added back), in creation order."""
+        rows = self._rows(
+            "SELECT id, commit_sha FROM variants WHERE commit_sha IS NOT NULL AND id NOT IN"
+            " (SELECT variant_id FROM code_keys) ORDER BY created_at, rowid"
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
 
     def has_variant(self, variant_id: str) -> bool:
         """True when a variant with this id is known (dedup of identical children)."""
