@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,20 @@ def test_leaving_the_block_on_an_error_stops_the_run_resumably(
     resumed = ge.resume("runs/r", generations=run.status.generation + 1, quiet=True)
     assert resumed.summary is not None and resumed.summary.finished
     assert resumed.status.run_state.state == "finished"
+
+
+def test_a_run_stopped_while_it_starts_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped before its run directory exists (the child starting, or evaluating the seed):
+    SIGTERM either way, ``wait`` says so with None, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    template_seed(tmp_path / "seed")
+    for delay in (0.0, 1.5):
+        run = ge.run("seed", run_dir=f"runs/s{delay}", background=True)
+        time.sleep(delay)
+        if (run.path / "config.json").exists():
+            continue  # this machine was quick: the seed was evaluated already
+        run.stop()
+        assert run.wait(timeout=60) is None and not run.live
+        assert not run.path.exists()
+    runs = tmp_path / "runs"
+    assert not runs.exists() or [p.name for p in runs.iterdir() if not p.name.startswith("s")] == []

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
         VariantView,
     )
 
-_INTERRUPTED = (130, 143)  # Ctrl-C, SIGTERM: the run stopped resumable
+_INTERRUPTED = (130, 143, -signal.SIGTERM)  # Ctrl-C, SIGTERM (also before its handler was set)
 RESULT = "result.json"
 _CHILD = "import sys; from guided_evolution.api.launch import child; sys.exit(child(sys.argv[1:]))"
 
@@ -376,7 +376,7 @@ class Run:
             self._summary = RunSummary(**outcome["summary"])
             return self._summary
         err = self._background.error(outcome)
-        if self._stopping and err.exit_code in _INTERRUPTED:
+        if self._stopping and (err.exit_code in _INTERRUPTED or self._background.process.returncode in _INTERRUPTED):
             return None
         raise err
 
