@@ -1,23 +1,25 @@
 """Does watching a run slow it? (issue 28 item 2: at most 2 % under heavy load)
 
-    python benchmarks/serve_overhead.py                  # 3 pairs, ~30 s runs
+    python benchmarks/serve_overhead.py                  # 3 pairs of ~30 s runs
     python benchmarks/serve_overhead.py --pairs 5 --work 0.3
 
 The same offline run of the template seed (fixed seed: the same children), whose evaluator burns
 ``--work`` s of CPU per child, with ``--slots`` = the CPU count (every core busy: heavy load), is
-timed alone and watched: ``python -m guided_evolution.serve RUN`` plus headless Chromium with
-the run's page open (it polls every second and redraws what changed) from the moment the run
-directory exists. Pairs alternate their order (alone first, then watched first) so a drift of
-the machine's load falls on both. Printed: each mode's median wall time of ``ge run``, the
-slowdown of the medians, and the CPU the watchers used (server, browser) as a share of the
-machine's CPU over the watched runs, the bound of their slowdown on a saturated machine.
+timed alone and watched. ``python -m guided_evolution.serve RUNS_DIR`` and headless Chromium are
+started once, before the runs (as a user's server and browser would be); a watched run's page is
+opened as soon as its directory exists (it polls every second and redraws what changed), an
+alone run's browser shows about:blank. Pairs alternate their order (alone first, then watched
+first) so that a drift of the machine's load falls on both. Printed: each mode's median wall
+time of ``ge run`` and their ratio, and the CPU the server and the browser used per second of
+run, watching and idle (/proc: the process and all its descendants). On a saturated machine the
+CPU that watching adds above idle, as a share of the machine's CPU, bounds the run's slowdown;
+on a machine shared with other work the wall times vary more than that.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -52,45 +54,49 @@ def _seed(directory: Path, work: float, generations: int, slots: int) -> Path:
     return seed
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def tree_cpu(root: int) -> float:
+    """CPU seconds of a live process, its live descendants and the children it reaped (/proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stats[int(entry)] = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            f = stats[pid]
+            total += (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / tick
+        todo.extend(children.get(pid, []))
+    return total
 
 
-def _waited_cpu(proc: subprocess.Popen[str]) -> float:
-    """Wait for ``proc``; its CPU seconds (and its reaped children's)."""
-    _pid, _status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = 0
-    return usage.ru_utime + usage.ru_stime
-
-
-def one_run(seed: Path, work: Path, watched: bool, binary: str) -> tuple[float, float, float]:
-    """(wall of ge run, CPU of ge serve, CPU of Chromium) for one run."""
-    run = work / f"run-{time.monotonic_ns()}"
-    start_cpu = _children_cpu()
+def one_run(seed: Path, runs: Path, browser: Browser, url: str, serve_pid: int, watched: bool) -> tuple[float, float, float]:
+    """(wall of ge run, CPU of ge serve, CPU of Chromium during it) for one run; alone, the
+    browser shows about:blank and the server waits (their idle cost)."""
+    run = runs / f"run-{time.monotonic_ns()}"
+    before = (tree_cpu(serve_pid), tree_cpu(browser.proc.pid))
     start = time.monotonic()
     ge = subprocess.Popen([sys.executable, "-m", "guided_evolution", "run", str(seed), "--run-dir", str(run)],
-                          cwd=work, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    serve = browser = None
+                          cwd=runs.parent, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     if watched:
-        while not (run / "index.sqlite").exists() and ge.poll() is None:
+        while not (run / "config.json").exists() and ge.poll() is None:
             time.sleep(0.01)
-        serve = subprocess.Popen([sys.executable, "-m", "guided_evolution.serve", str(run), "--port", "0"],
-                                 env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-        url = serve.stdout.readline().split(" at ", 1)[1].split(" ", 1)[0] if serve.stdout else ""
-        browser = Browser(binary)
-        browser.navigate(url.rstrip("/") + "/run/" + run.name)
-    ge_cpu = _waited_cpu(ge)
+        browser.navigate(url + "run/" + run.name)
+    ge.wait()
     wall = time.monotonic() - start
-    serve_cpu = chrome_cpu = 0.0
-    if serve is not None and browser is not None:
+    cpu = (tree_cpu(serve_pid) - before[0], tree_cpu(browser.proc.pid) - before[1])
+    if watched:
         time.sleep(1.5)  # the page sees the end of the run
-        browser.close()
-        serve.terminate()
-        serve_cpu = _waited_cpu(serve)
-        chrome_cpu = _children_cpu() - start_cpu - ge_cpu - serve_cpu
+        browser.navigate("about:blank")
     shutil.rmtree(run, ignore_errors=True)
-    return wall, serve_cpu, chrome_cpu
+    return wall, *cpu
 
 
 def main() -> None:
@@ -104,26 +110,41 @@ def main() -> None:
     if binary is None:
         raise SystemExit("no Chromium here (/usr/bin/chromium, or GE_CHROMIUM=PATH)")
     work = Path(tempfile.mkdtemp(prefix="ge-serve-overhead-"))
+    runs = work / "runs"
+    runs.mkdir()
+    serve = subprocess.Popen([sys.executable, "-m", "guided_evolution.serve", str(runs), "--port", "0"],
+                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     try:
-        seed = _seed(work / "seed", args.work, args.generations, args.slots)
-        alone, watched, serve_cpu, chrome_cpu = [], [], [], []
-        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; slots {args.slots}")
-        for i in range(args.pairs):
-            for mode in ((False, True) if i % 2 == 0 else (True, False)):
-                wall, s_cpu, c_cpu = one_run(seed, work, mode, binary)
-                (watched if mode else alone).append(wall)
-                if mode:
-                    serve_cpu.append(s_cpu)
-                    chrome_cpu.append(c_cpu)
-                print(f"  pair {i + 1}: {'watched' if mode else 'alone  '} {wall:.2f} s", flush=True)
-        a, w = statistics.median(alone), statistics.median(watched)
+        line = serve.stdout.readline() if serve.stdout else ""
+        url = line.split(" at ", 1)[1].split(" ", 1)[0]
+        with Browser(binary) as browser:
+            started = (tree_cpu(serve.pid), tree_cpu(browser.proc.pid))
+            seed = _seed(work / "seed", args.work, args.generations, args.slots)
+            walls: dict[bool, list[float]] = {False: [], True: []}
+            rates: dict[bool, list[tuple[float, float]]] = {False: [], True: []}  # CPU s per s
+            print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; slots {args.slots}")
+            print(f"started before the runs: ge serve {started[0]:.2f} s CPU, Chromium {started[1]:.2f} s CPU")
+            for i in range(args.pairs):
+                for watched in ((False, True) if i % 2 == 0 else (True, False)):
+                    wall, s_cpu, c_cpu = one_run(seed, runs, browser, url, serve.pid, watched)
+                    walls[watched].append(wall)
+                    rates[watched].append((s_cpu / wall, c_cpu / wall))
+                    print(f"  pair {i + 1}: {'watched' if watched else 'alone  '} {wall:.2f} s"
+                          f"  (ge serve {s_cpu:.2f} s CPU, Chromium {c_cpu:.2f} s CPU)", flush=True)  # fmt: skip
+        a, w = statistics.median(walls[False]), statistics.median(walls[True])
         print(f"ge run alone    {a:.2f} s median of {args.pairs}")
-        print(f"ge run watched  {w:.2f} s median of {args.pairs}  (slowdown {100 * (w / a - 1):+.1f} %)")
-        share = (sum(serve_cpu) + sum(chrome_cpu)) / (sum(watched) * (os.cpu_count() or 1))
-        print(f"watchers' CPU per watched run: ge serve {statistics.median(serve_cpu):.2f} s, "
-              f"Chromium {statistics.median(chrome_cpu):.2f} s median; {100 * share:.1f} % of the machine's CPU")  # fmt: skip
+        print(f"ge run watched  {w:.2f} s median of {args.pairs}  (slowdown of the medians {100 * (w / a - 1):+.1f} %)")
+        cores = os.cpu_count() or 1
+        for name, k in (("ge serve", 0), ("Chromium", 1)):
+            busy, idle = (statistics.median(r[k] for r in rates[m]) for m in (True, False))
+            print(f"{name}: {100 * busy:.2f} % of a CPU while watching, {100 * idle:.2f} % idle (about:blank)")
+        extra = sum(statistics.median(r[k] for r in rates[True]) - statistics.median(r[k] for r in rates[False]) for k in (0, 1))
+        print(f"watching costs {100 * extra / cores:.2f} % of the machine's CPU (medians, above idle):"
+              " on a saturated machine, the bound of the run's slowdown")  # fmt: skip
         print(f"load average {os.getloadavg()[0]:.1f}")
     finally:
+        serve.terminate()
+        serve.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -144,13 +144,17 @@ def test_runs_of_a_directory(template_run: Path, tmp_path: Path) -> None:
     shutil.copytree(template_run, tmp_path / "runs" / "a")
     shutil.copytree(template_run, tmp_path / "runs" / "b")
     (tmp_path / "runs" / "notes").mkdir()
+    broken = shutil.copytree(template_run, tmp_path / "runs" / "c")
+    (broken / "config.json").write_text("{")
     s = Served(tmp_path / "runs")
     try:
         status, _, page = s.get("/")
         assert status == 200 and b"app.js" in page
         listing = s.json("/api/runs")
-        assert [r["name"] for r in listing["runs"]] == ["b", "a"]
-        assert all(r["state"]["state"] == "finished" for r in listing["runs"])
+        assert [r["name"] for r in listing["runs"]] == ["c", "b", "a"]
+        assert listing["runs"][0]["error"].startswith("the run's frozen config is damaged")
+        assert all(r["state"]["state"] == "finished" for r in listing["runs"][1:])
+        assert listing["runs"][1]["counts"]["evaluated"] == s.json("/api/run/b/live")["counts"]["evaluated"]
         assert s.json("/api/run/a/live")["run"] == "a"
     finally:
         s.close()

@@ -57,7 +57,7 @@ def _alive(pid: str) -> bool:
     return True
 
 
-def _lock_key(root: Path) -> tuple[Any, ...] | None:
+def lock_key(root: Path) -> tuple[Any, ...] | None:
     """What changes when the run's lock changes hands: the lock file's identity, time and the
     pid written in it, and whether that process lives."""
     lock = root / LOCK_FILE
@@ -69,7 +69,7 @@ def _lock_key(root: Path) -> tuple[Any, ...] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size, pid, _alive(pid))
 
 
-def _files(root: Path) -> tuple[Any, ...]:
+def files(root: Path) -> tuple[Any, ...]:
     """The index's, its WAL's and the config's identity, size and time, and a pending `ge stop`."""
     out: list[Any] = []
     for name in (INDEX_FILE, INDEX_FILE + "-wal", CONFIG_FILE):
@@ -239,13 +239,13 @@ class LiveRun:
         if self._model is not None and now - self._checked < CHECK_S:
             return
         self._checked = now
-        key = _lock_key(self.root)
+        key = lock_key(self.root)
         # The kernel's lock table is read when the lock may have changed hands, and every
         # LOCK_CHECK_S (a process may release the lock and live on).
         if key != self._lock_key or now - self._lock_checked >= LOCK_CHECK_S:
             self._lock_key, self._holder = key, holder(self.root) if key else None
             self._lock_checked = now
-        current = (*_files(self.root), self._holder)
+        current = (*files(self.root), self._holder)
         if current == self._stamp and self._model is not None:
             return
         with open_run_index(self.root) as (index, resolved, paths):

@@ -19,6 +19,7 @@ import json
 import math
 import re
 import socket
+import sqlite3
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class App:
     token: str | None = None  # required when bound beyond the loopback interface
     quiet: bool = True
     lives: dict[Path, LiveRun] = field(default_factory=dict)
+    briefs: dict[Path, tuple[Any, dict[str, Any]]] = field(default_factory=dict)  # `run_rows`
     lock: threading.Lock = field(default_factory=threading.Lock)
     static: dict[str, bytes] = field(default_factory=dict)
 
@@ -116,6 +118,8 @@ class Handler(BaseHTTPRequestHandler):
             self._route(url.path, query)
         except GeError as err:
             self._json({"error": err.one_line()}, HTTPStatus.NOT_FOUND)
+        except sqlite3.Error as err:  # e.g. an index being rebuilt: the page asks again
+            self._json({"error": f"cannot read the run's index now ({err})"}, HTTPStatus.SERVICE_UNAVAILABLE)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -158,7 +162,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._static("page.html")
         if path == "/api/runs":
             return self._json({"dir": str(self.app.target.root), "single": self.app.target.single,
-                               "runs": run_rows(runs, self.app.live)})
+                               "runs": run_rows(runs, self.app.briefs)})
         api = _API.fullmatch(path)
         if api is None:
             return self._text(HTTPStatus.NOT_FOUND, "not found")

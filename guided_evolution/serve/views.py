@@ -1,17 +1,21 @@
-"""The JSON of `ge serve`'s other requests: the list of runs (from each run's `LiveRun`) and one
+"""The JSON of `ge serve`'s other requests: the list of runs (`brief`, without their points) and one
 variant: `views_data.show` (metrics, prompt, reply, reflection, feedback, output), its diff
 against each parent and against the seed (`views_data.diff`) and `views_data.lineage`; long
 texts are cut to `MAX_TEXT` characters (a variant may write megabytes), saying so."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from guided_evolution.errors import GeError
-from guided_evolution.inspection.views_data import diff, lineage, show
-from guided_evolution.serve.live import LiveRun
+from guided_evolution.inspection.run_data import open_run_index
+from guided_evolution.inspection.views_data import diff, lineage, run_state, show
+from guided_evolution.runstore.records import META_FINISHED
+from guided_evolution.serve.live import files as live_files
+from guided_evolution.serve.live import lock_key
+from guided_evolution.serve.runs import holder
 
 MAX_TEXT = 200_000
 MAX_LINEAGE = 400
@@ -24,24 +28,36 @@ def clipped(text: str | None) -> str | None:
     return text[:MAX_TEXT] + f"\n… ({len(text) - MAX_TEXT:,} more characters not shown; `ge show` has all)"
 
 
-def run_rows(runs: dict[str, Path], live: Callable[[Path], LiveRun]) -> list[dict[str, Any]]:
-    """One row per run: its state, counters and front size (or why it cannot be read)."""
+def brief(root: Path) -> dict[str, Any]:
+    """A run's line on the first page: its state (`views_data.run_state`) and counters, read
+    without its points."""
+    with open_run_index(root) as (index, resolved, paths):
+        last = index.last_generation()
+        return {
+            "state": run_state(index, paths.root, index.get_meta(META_FINISHED), holder).to_json(),
+            "counts": {
+                **index.counts(),
+                "generation": last.generation if last else 0,
+                "generations": resolved.config.evolution.generations,
+            },
+        }
+
+
+def run_rows(runs: dict[str, Path], cache: dict[Path, tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per run (or why it cannot be read), each read again only when its files or its
+    lock changed (``cache``: run -> (what was looked at, its row))."""
     rows = []
     for name, root in runs.items():
-        try:
-            head = live(root).head()
-        except GeError as err:
-            rows.append({"name": name, "error": err.one_line()})
-            continue
-        rows.append(
-            {
-                "name": name,
-                "state": head["state"],
-                "counts": head["counts"],
-                "front_size": head["front_size"],
-                "objectives": head["objectives"],
-            }
-        )
+        key = (live_files(root), lock_key(root))
+        if root not in cache or cache[root][0] != key:
+            try:
+                row = brief(root)
+            except GeError as err:
+                row = {"error": err.one_line()}
+            except sqlite3.Error as err:
+                row = {"error": f"cannot read its index now ({err})"}
+            cache[root] = (key, row)
+        rows.append({"name": name, **cache[root][1]})
     return rows
 
 

@@ -52,11 +52,11 @@
       document.getElementById('title').textContent = d.dir;
       const s = section('runs', 'Runs');
       if (!d.runs.length) s.append(el('p', { class: 'muted' }, 'no run here yet: start one with ge run SEED_DIR'));
-      else s.append(table(['run', 'state', 'generation', 'evaluated', 'failed', 'front'], d.runs.map((r) => [
+      else s.append(table(['run', 'state', 'generation', 'evaluated', 'failed', 'LLM calls'], d.runs.map((r) => [
         el('a', { href: '/run/' + encodeURIComponent(r.name) }, r.name),
         r.error ? el('span', { class: 'bad' }, r.error) : r.state.state + (r.state.stop_reason ? ': ' + r.state.stop_reason : ''),
         r.counts ? `${r.counts.generation} / ${r.counts.generations}` : '', r.counts ? r.counts.evaluated : '',
-        r.counts ? r.counts.failed : '', r.front_size ?? ''])));
+        r.counts ? r.counts.failed : '', r.counts ? r.counts.llm_calls : ''])));
       footer.dataset.ready = '1';
     } catch (err) { countError(); main.replaceChildren(el('p', { class: 'bad' }, String(err.message))); }
     setTimeout(listPage, 3000);
