@@ -27,6 +27,7 @@ LAYERS = {
     "guided_evolution.engine": 2,  # drives the stages
     "guided_evolution.inspection": 2,  # reads what runstore wrote
     "guided_evolution.tracking": 2,  # follows a run as inspection reads it; the engine starts it
+    "guided_evolution.serve": 2,  # `ge serve`: reads runs as inspection does
     "guided_evolution.seedinit": 3,  # the CLI and what only it uses
     "guided_evolution.api": 3,  # the Python API, under the CLI
     "guided_evolution": 3,  # the package's __init__ re-exports the API
@@ -231,7 +232,7 @@ def test_no_type_checking_import_points_back() -> None:
 
 def test_the_stages_and_inspection_never_import_the_engine() -> None:
     engine = "guided_evolution.engine"
-    readers = (*(f"guided_evolution.{p}" for p in STAGES), "guided_evolution.inspection")
+    readers = (*(f"guided_evolution.{p}" for p in STAGES), "guided_evolution.inspection", "guided_evolution.serve")
     found = [
         f"{a} -> {b}"
         for a, b in _edges()
