@@ -174,3 +174,19 @@ def test_a_run_stopped_while_it_starts_leaves_nothing(tmp_path: Path, monkeypatc
         assert not run.path.exists()
     runs = tmp_path / "runs"
     assert not runs.exists() or [p.name for p in runs.iterdir() if not p.name.startswith("s")] == []
+
+
+def test_a_run_another_process_writes_is_followed_to_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    template_seed(tmp_path / "seed", generations=2)
+    run = ge.run("seed", run_dir="runs/w", background=True)
+    while not (run.path / "config.json").exists():
+        assert run.live, "the run ended before it was created"
+        time.sleep(0.05)
+    watcher = ge.open_run("runs/w")  # knows nothing of the process: the lock says who writes
+    kinds = [event.kind for event in watcher.follow(poll_s=0.1)]
+    assert "run_finished" in kinds and not watcher.live and watcher.wait() is None
+    summary = run.wait()
+    assert summary is not None and kinds.count("evaluated") == len(watcher.events("evaluated"))

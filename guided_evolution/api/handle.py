@@ -1,7 +1,7 @@
 """``Run``: one run directory seen from Python (typed, read-only views; following, waiting for
-and stopping a live run), ``Variant``, one variant of it, and the API's own typed views
-(``VariantInfo``, ``Event``, ``Exported``: frozen, ``to_json`` as the inspection views'; the
-other views are the inspection views `--json` prints). ``Background``: a run's child process.
+and stopping a live run), ``Variant``, one of its variants, ``Background``, its child process,
+and the API's own typed views (``VariantInfo``, ``Event``, ``Exported``; the others are the
+inspection views `--json` prints).
 
 Every view opens the run's index read-only and never takes the run lock (the readers of
 `inspection/`, the very ones `ge status`, `ge best`, `ge show`... print), so a run can be read
@@ -158,13 +158,10 @@ class Background:
 
 
 class Run:
-    """A run directory: its views, and its process when this handle started it.
-
-    ``api.run``/``api.resume``/``api.open_run`` make one. ``path`` is the run directory
-    (absolute); ``summary`` what `ge run --json` prints, once a run started here has ended.
-    Used as a context manager, a background run still going when the block is left by an
-    exception is stopped at once (SIGTERM: resumable), so a failing script leaves no run behind.
-    """
+    """A run directory (``path``, absolute): its views, and its process when this handle started
+    it (``api.run``/``api.resume``; ``api.open_run`` opens any). As a context manager, a
+    background run still going when the block is left by an exception is stopped at once
+    (SIGTERM: resumable), so a failing script leaves no run behind."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).absolute()
@@ -326,13 +323,17 @@ class Run:
         """The run's events as they are recorded (those recorded before first): run events
         (``generation_started``, ``run_finished``, ...) and evaluations (``evaluated``,
         ``evaluation_failed``), until the run's process ends. A background run that failed
-        raises its one-line error at the end, as ``wait`` does."""
+        raises its one-line error at the end, as ``wait`` does. Another process's run ends
+        when its lock is found free twice, ``poll_s`` apart (a new run takes it just after it
+        is created)."""
+        free = 0
         while True:
             alive = self.live  # read after this, so the last read sees everything
             if (self.path / "config.json").is_file():
                 found, self._cursor = self._read_since(self._cursor)
                 yield from found
-            if not alive:
+            free = 0 if alive else free + 1
+            if free > (0 if self._background is not None else 1):
                 break
             time.sleep(poll_s)
         if self._background is not None:
@@ -413,8 +414,7 @@ class Run:
 
 
 def _variant_of(data: dict[str, Any]) -> str | None:
-    found = data.get("variant")
-    return found if isinstance(found, str) else None
+    return found if isinstance(found := data.get("variant"), str) else None
 
 
 def _evaluation_event(index: Any, ev: Any) -> Event:
