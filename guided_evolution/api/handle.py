@@ -356,10 +356,10 @@ class Run:
         """Block until the run's process ends (at most ``timeout`` seconds, else TimeoutError).
         A background run started here: its summary, None when ``stop(now=True)`` interrupted
         it, its one-line error (a GeError, as the CLI prints it) when it failed. A run written
-        by another process: None once that process lets go of it."""
+        by another process: None once its lock is found free twice, 0.2 s apart (``follow``)."""
         if self._background is None:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while self._writer() is not None:
+            deadline, free = (None if timeout is None else time.monotonic() + timeout), 0
+            while (free := 0 if self._writer() is not None else free + 1) < 2:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"{self.path} is still running after {timeout} s")
                 time.sleep(0.2)
