@@ -1,6 +1,6 @@
 """The follower process: ``python -m guided_evolution.tracking.follower RUN_DIR [--once]``.
 
-Started by ``spawn.follow`` for a live run (nice 10, its own session): every ``[tracking]
+Started by ``spawn.follow`` for a live run (nice 10 and SCHED_IDLE, its own session): every ``[tracking]
 interval_s`` (or four times as long as its last look took: at most a fifth of a core) it reads
 the run's index read-only and logs what is new to MLflow, until its stdin closes; then it looks
 once more and exits. ``--once`` logs a run (live, stopped or finished)
@@ -314,6 +314,8 @@ def follow(run_dir: Path, out: TextIO, stop: threading.Event, once: bool = False
     with GitStore.open(paths.repo) as store:
         while True:
             final = once or stop.is_set()
+            if final and not once:
+                background(False)
             started = time.process_time()
             made = tracker.look(store, final)
             if once and made is not None:
@@ -323,6 +325,19 @@ def follow(run_dir: Path, out: TextIO, stop: threading.Event, once: bool = False
             # at most a fifth of a core: a look at a 10,000-variant run takes ~0.5 s of CPU
             busy = time.process_time() - started
             stop.wait(max(resolved.config.tracking.interval_s, 4 * busy))
+
+
+def background(idle: bool) -> None:
+    """While the run goes: nice 10 and, on Linux, SCHED_IDLE (the follower runs only on a CPU
+    that nothing else wants, so it never takes one from ge or an evaluation); for the last look,
+    after the engine ended, back to the normal policy where the system lets it."""
+    if idle:
+        with contextlib.suppress(OSError):
+            os.nice(10)
+    policy = getattr(os, "SCHED_IDLE" if idle else "SCHED_OTHER", None)
+    if policy is not None and hasattr(os, "sched_setscheduler"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, policy, os.sched_param(0))
 
 
 def _quiet() -> None:
@@ -343,8 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     if not once:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # ge's Ctrl-C: this ends on stdin's EOF
-        with contextlib.suppress(OSError):
-            os.nice(10)
+        background(True)
 
         def wait_eof() -> None:
             with contextlib.suppress(OSError, ValueError):
