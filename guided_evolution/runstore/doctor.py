@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from guided_evolution.config import ResolvedConfig
 from guided_evolution.errors import GeError, RunStateError
@@ -296,9 +297,13 @@ def _check_variants(
     store: GitStore, index: RunIndex, repair: bool, report_problem: _Problem
 ) -> None:
     branches = {b: sha for b, sha in store.branches().items() if is_variant_branch(b)}
-    rows = {rec.id: rec for rec in index.variants()}
+    rows = {vid: _Ref(vid, b, sha, status) for vid, b, sha, status in index.variant_refs()}
+    recorded = {(r.branch, r.commit_sha): r.id for r in rows.values() if r.branch}
     git_ids: set[str] = set()
     for branch, sha in sorted(branches.items()):
+        if (branch, sha) in recorded:  # the commit ge recorded for that row: its trailers name it
+            git_ids.add(recorded[(branch, sha)])
+            continue
         rec = variant_from_commit(store, branch, sha)
         if rec is None:
             report_problem(f"branch {branch} has no Ge-Variant trailer")
@@ -351,15 +356,34 @@ def _check_variants(
             )
 
 
+@dataclass(frozen=True)
+class _Ref:
+    """A variant row's id, branch, commit and status (what the checks compare with git)."""
+
+    id: str
+    branch: str | None
+    commit_sha: str | None
+    status: str
+
+
 def _check_notes(store: GitStore, index: RunIndex, repair: bool, report_problem: _Problem) -> None:
-    notes = store.notes()
-    latest = index.latest_evaluations()
+    """Each committed variant's note against its latest evaluation in the index. A note whose
+    blob is the one the index's evaluation would write is that evaluation (nothing is read);
+    the others are read and compared."""
+    blobs = store.note_blobs()
+    latest = index.latest_without_output()
+    refs = [_Ref(*r) for r in index.variant_refs()]
+    gone = set(store.missing_objects([r.commit_sha for r in refs if r.commit_sha]))
     to_write: dict[str, str] = {}  # one notes commit for all the notes written
-    for rec in index.variants():
-        if rec.commit_sha is None or not store.has_commit(rec.commit_sha):
+    for rec in refs:
+        if rec.commit_sha is None or rec.commit_sha in gone:
             continue
-        text = notes.get(rec.commit_sha)
+        blob = blobs.get(rec.commit_sha)
         mine = latest.get(rec.id)
+        if mine is not None and blob == store.note_blob_id(mine.to_note()):
+            _check_status(index, rec, mine, repair, report_problem)
+            continue
+        text = store.note_text(blob) if blob is not None else None
         theirs = evaluation_from_note(rec.id, text, []) if text is not None else None
         if text is not None and theirs is None:
             report_problem(f"variant {rec.id}: its note is not an evaluation")
@@ -392,13 +416,22 @@ def _check_notes(store: GitStore, index: RunIndex, repair: bool, report_problem:
                 f"rewrote the note of variant {rec.id}",
                 kind="note-old",
             )
-        if final is not None and rec.status not in (NOTE_STATUS[final.status], "invalid"):
-            expected = NOTE_STATUS[final.status]
-            if repair:
-                index.set_variant_status(rec.id, expected)
-            report_problem(
-                f"variant {rec.id}: status {rec.status}, but its latest evaluation is {final.status}",
-                f"set the status of variant {rec.id} to {expected}",
-                kind="status",
-            )
+        if final is not None:
+            _check_status(index, rec, final, repair, report_problem)
     store.set_notes(to_write)
+
+
+def _check_status(
+    index: RunIndex, rec: _Ref, final: Any, repair: bool, report_problem: _Problem
+) -> None:
+    """The variant's status follows its latest evaluation."""
+    if rec.status in (NOTE_STATUS[final.status], "invalid"):
+        return
+    expected = NOTE_STATUS[final.status]
+    if repair:
+        index.set_variant_status(rec.id, expected)
+    report_problem(
+        f"variant {rec.id}: status {rec.status}, but its latest evaluation is {final.status}",
+        f"set the status of variant {rec.id} to {expected}",
+        kind="status",
+    )

@@ -725,6 +725,26 @@ class GitStore:
         data = self._object(blob, ObjectType.BLOB).data
         return data.decode("utf-8", "replace").removesuffix("\n")
 
+    def note_blobs(self) -> dict[str, str]:
+        """Commit sha -> the id of its note's blob, for every note (no note is read)."""
+        state = self._load_notes()
+        return {
+            bucket + rest: str(blob)
+            for bucket, entries in state.buckets.items()
+            for rest, blob in entries.items()
+        }
+
+    @staticmethod
+    def note_blob_id(text: str) -> str:
+        """The blob id :meth:`set_notes` gives the note ``text`` (nothing is written)."""
+        if not text.endswith("\n"):
+            text += "\n"
+        return str(pygit2.hash(text.encode()))
+
+    def note_text(self, blob: str) -> str:
+        """A note's text by its blob id (see :meth:`note_blobs`)."""
+        return self._note_text(pygit2.Oid(hex=blob))
+
     def notes(self) -> dict[str, str]:
         """Commit sha -> note text, for every note."""
         state = self._load_notes()

@@ -438,6 +438,20 @@ class RunIndex:
             out.append((row[0], row[1], found))
         return out
 
+    def latest_without_output(self) -> dict[str, EvaluationRecord]:
+        """As :meth:`latest_evaluations`, without the output tails (what a note holds)."""
+        rows = self._rows(
+            "SELECT id, variant_id, attempt, stage, status, metrics, started_at, duration_s,"
+            " failure_reason, NULL AS output_tail, feedback FROM evaluations WHERE id IN"
+            " (SELECT max(id) FROM evaluations GROUP BY variant_id)"
+        )
+        return {row["variant_id"]: evaluation_from_row(row) for row in rows}
+
+    def variant_refs(self) -> list[tuple[str, str | None, str | None, str]]:
+        """(id, branch, commit, status) of every variant, in creation order."""
+        rows = self._rows("SELECT id, branch, commit_sha, status FROM variants ORDER BY created_at, rowid")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     def latest_failed(self) -> dict[str, EvaluationRecord]:
         """Variant id -> its latest evaluation, for the variants whose latest one failed."""
         rows = self._rows(
