@@ -177,7 +177,7 @@ def test_a_failing_store_is_one_warning_and_the_run_finishes(
 
 
 @pytest.mark.slow
-def test_the_hint_without_mlflow_logs_the_run_once(
+def test_the_hint_without_mlflow_logs_the_run_and_replaces_a_half_logged_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = tmp_path / "mlruns"
@@ -198,27 +198,17 @@ def test_the_hint_without_mlflow_logs_the_run_once(
     assert hint == f"python -m guided_evolution.tracking.follower {run} --once"
     command = [sys.executable, *hint.split()[1:]]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_ALLOW_FILE_STORE"}  # as a user's
-    for _ in range(2):  # the second time finds everything logged
+
+    def once() -> str:
         done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith(f"logged 0 new variant run(s) of {run}")
-    check_logged(MlflowClient(tracking_uri=store.as_uri()), run)
+        return done.stdout
 
-
-def test_a_half_logged_variant_run_is_replaced_not_duplicated(tmp_path: Path) -> None:
-    store = tmp_path / "mlruns"
-    seed = tracked_seed(tmp_path, store.as_uri(), generations=1)
-    run = tmp_path / "run"
-    run_engine(seed, run, executor=FakeExecutor(size_score).factory)
+    assert once().startswith(f"logged {len(settled(run))} new variant run(s) of {run}")
     client = MlflowClient(tracking_uri=store.as_uri())
     _, runs = variant_runs(client, run.name)
     victim = runs[0]
     client.delete_tag(victim.info.run_id, "ge.logged")  # as a follower killed mid-way leaves it
-    done = subprocess.run(
-        [sys.executable, "-m", "guided_evolution.tracking.follower", str(run), "--once"],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("logged 1 new variant run(s)")
+    assert once().startswith("logged 1 new variant run(s)")
     check_logged(client, run)
     assert client.get_run(victim.info.run_id).info.lifecycle_stage == "deleted"
