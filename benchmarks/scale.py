@@ -1,32 +1,40 @@
-"""ge at scale (issue 29): build runs of 1,000 and 10,000 variants, time every inspection command.
+"""ge at scale (issue 29): runs of 1,000, 10,000 and 100,000 variants, and every inspection
+command, ``ge doctor`` and ``ge resume`` timed on them.
 
-    python benchmarks/scale.py --cache /tmp/ge-scale                 # 1,000 and 10,000
-    python benchmarks/scale.py --cache /tmp/ge-scale --sizes 1000     # only 1,000
-    python benchmarks/scale.py --cache /tmp/ge-scale --build-only     # build (or reuse), no timing
+    python benchmarks/scale.py --cache /tmp/ge-scale                    # 1,000, 10,000, 100,000
+    python benchmarks/scale.py --cache /tmp/ge-scale --sizes 1000        # only 1,000
+    python benchmarks/scale.py --cache /tmp/ge-scale --build-only        # build (or reuse), no timing
 
-A run is what a user makes: ``ge init`` 's template seed (its evaluator fits and scores a small
-model in a few milliseconds; the default preload runs each stage in a boxed fork of a warm
-worker), then ``ge run SEED --model offline --population 100 --initial-population 100
---generations G --slots 2`` (the seed's 100 children, then G generations of 100: G is chosen for
-about ``size`` children, as identical children are one variant), under the default sandbox. A built run is cached under ``--cache DIR`` (``DIR/nSIZE/run``
-with ``build.json``: wall and CPU of the whole ge process tree) and reused: the 10,000 run takes
-about ten minutes of CPU to build. The 100,000 case is not built by this script.
+The 1,000 and 10,000 runs are what a user makes: ``ge init`` 's template seed (its evaluator fits
+and scores a small model in a few milliseconds; the default preload runs each stage in a boxed
+fork of a warm worker), then ``ge run SEED --model offline --population 100
+--initial-population 100 --generations G --slots 2`` (G chosen for about ``size`` children, as
+identical children are one variant), under the default sandbox. The 100,000 run is NOT evaluated:
+it is the 1,000 run extended through ge's store and index writers by
+``benchmarks/scale_store.py`` (offline-operator children, a stand-in score computed in-process;
+said in its output), because evaluating 100,000 children takes hours here. A built run is cached
+under ``--cache DIR`` (``DIR/nSIZE/run`` with ``build.json``) and reused.
 
 Printed per size:
 
 * **build**: children, wall and CPU (ge, its sandboxes and workers: ``RUSAGE_CHILDREN``) per
   child, and the wall per child by thousand (from the variants' creation times in the index);
+  for the 100,000 run only how it was made;
 * **inspection**: each command's wall time, median of ``--repeat`` runs of a fresh
-  ``python -m guided_evolution`` process (start-up included, as a user sees it), and its CPU;
-  ``ge report``'s file size. The first ``ge status`` of a run whose index has no stored
-  generation measures yet (a run of an older ge) computes and stores them: it is timed apart as
-  ``status (first read)`` on a fresh copy of the index when ``--first-read`` is given.
+  ``python -m guided_evolution`` process (start-up included, as a user sees it; bytecode compiled
+  once first, as a pip install has it), its CPU and peak RSS; ``ge report``'s file size;
+  ``ge doctor``; ``ge resume`` of a copy with one more generation: the seconds until its first
+  child's evaluation starts; and the machine's load average (figures taken beside other work are
+  noisy: CPU seconds are the steadier ones). The first ``ge status`` of a run whose index has no
+  stored generation measures (an older ge's run) computes and stores them: timed apart as
+  ``status (first read)`` on a copy when ``--first-read`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import shutil
@@ -44,6 +52,7 @@ GE = [sys.executable, "-m", "guided_evolution"]
 def _env(code: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
     env["LITELLM_OFFLINE_MODE"] = "true"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiled once, as a pip-installed ge is
     env["PYTHONPATH"] = str(code) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -82,6 +91,49 @@ def build(cache: Path, size: int) -> dict:
     record["children"], record["by_thousand"] = _per_thousand(where / "run" / "index.sqlite")
     record_path.write_text(json.dumps(record, indent=1))
     return record
+
+
+RECORDED = 100_000  # sizes from here on are built by benchmarks/scale_store.py (no evaluations)
+RECORDED_NOTE = (
+    "built through ge's store and index writers WITHOUT evaluations (benchmarks/scale_store.py): "
+    "the 1,000-variant run, evaluated by ge, extended with offline-operator children whose "
+    "metrics are a stand-in computed in-process; its build time is not ge's cost per child"
+)
+
+
+def build_recorded(cache: Path, size: int) -> dict:
+    """The cached run of ``size`` variants made by ``benchmarks/scale_store.py`` from a copy of
+    the 1,000-variant run (see ``RECORDED_NOTE``), extended until it has ``size`` children."""
+    where = cache / f"n{size}"
+    record_path = where / "build.json"
+    if record_path.exists():
+        return json.loads(record_path.read_text())
+    small = build(cache, 1000)
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    shutil.copytree(cache / "n1000" / "run", where / "run", symlinks=True)
+    (where / "run" / "lock").unlink(missing_ok=True)
+    cpu0, wall0 = _children_cpu(), time.perf_counter()
+    generations = small["children"] // 100
+    while _children(where / "run" / "index.sqlite") < size:
+        generations += max((size - _children(where / "run" / "index.sqlite")) // 80, 1)
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "scale_store.py"), str(where / "run"),
+             str(generations)], env=_env(), check=True,
+        )  # fmt: skip
+    wall, cpu = time.perf_counter() - wall0, _children_cpu() - cpu0
+    record = {"size": size, "wall_s": wall, "cpu_s": cpu, "note": RECORDED_NOTE, "recorded": True}
+    record["children"], record["by_thousand"] = _per_thousand(where / "run" / "index.sqlite")
+    record_path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def _children(index: Path) -> int:
+    conn = sqlite3.connect(index.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM variants WHERE operator != 'seed'").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def _fake_score(files: dict[str, str]) -> dict[str, float | str] | str:
@@ -182,17 +234,26 @@ def _commands(run: Path, variant: str, out: Path) -> list[tuple[str, list[str]]]
     ]
 
 
-def _time(argv: list[str], repeat: int, code: Path = ROOT) -> tuple[float, float, int]:
+def _run_ge(argv: list[str], code: Path = ROOT) -> tuple[float, float, int, int]:
+    """Wall and CPU seconds, exit code and peak RSS (KB) of one ``ge ARGV`` process."""
+    wall0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [*GE, *argv], env=_env(code), cwd=code, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return (time.perf_counter() - wall0, usage.ru_utime + usage.ru_stime, proc.returncode,
+            usage.ru_maxrss)  # fmt: skip
+
+
+def _time(argv: list[str], repeat: int, code: Path = ROOT) -> tuple[float, float, int, int]:
     """Median wall and CPU seconds of ``repeat`` runs of ``ge ARGV`` (the package in ``code``),
-    and the last exit code."""
-    walls, cpus, rc = [], [], 0
-    for _ in range(repeat):
-        cpu0, wall0 = _children_cpu(), time.perf_counter()
-        done = subprocess.run([*GE, *argv], env=_env(code), cwd=code, capture_output=True)
-        walls.append(time.perf_counter() - wall0)
-        cpus.append(_children_cpu() - cpu0)
-        rc = rc or done.returncode
-    return statistics.median(walls), statistics.median(cpus), rc
+    the last exit code and the largest peak RSS (KB)."""
+    runs = [_run_ge(argv, code) for _ in range(repeat)]
+    wall = statistics.median(r[0] for r in runs)
+    cpu = statistics.median(r[1] for r in runs)
+    return wall, cpu, next((r[2] for r in runs if r[2]), 0), max(r[3] for r in runs)
 
 
 def _best_variant(run: Path) -> str:
@@ -214,13 +275,54 @@ def inspect(run: Path, repeat: int, first_read: bool, code: Path = ROOT) -> list
     variant = _best_variant(run)
     if code != ROOT:
         run = _as_schema_3(run, run.parent / "baseline-copy")
+    _run_ge(["status", str(run)], code)  # a first run compiles the package's bytecode
     for label, argv in _commands(run, variant, out):
-        wall, cpu, rc = _time(argv, repeat, code)
-        row = {"command": label, "wall_s": wall, "cpu_s": cpu, "rc": rc}
+        wall, cpu, rc, rss = _time(argv, repeat, code)
+        row = {"command": label, "wall_s": wall, "cpu_s": cpu, "rc": rc, "rss_kb": rss}
         if label == "ge report" and out.exists():
             row["bytes"] = out.stat().st_size
         rows.append(row)
+    wall, cpu, rc, rss = _time(["doctor", str(run)], 1, code)
+    rows.append({"command": "ge doctor", "wall_s": wall, "cpu_s": cpu, "rc": rc, "rss_kb": rss})
+    if code == ROOT:
+        rows.append(resume_start(run))
     return rows
+
+
+def resume_start(run: Path) -> dict:
+    """`ge resume` of a copy of ``run`` with one more generation: the seconds until its first
+    child's evaluation starts (its directory appears under ``work/``), then it is stopped
+    (SIGTERM: resumable); its CPU and peak RSS until then."""
+    copy = run.parent / "resume-copy"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run, copy, symlinks=True)
+    conn = sqlite3.connect(copy / "index.sqlite")
+    last = conn.execute("SELECT max(generation) FROM generations").fetchone()[0] or 0
+    conn.close()
+    work = copy / "work"
+    before = set(os.listdir(work)) if work.is_dir() else set()
+    argv = [*GE, "resume", str(copy), "--generations", str(last + 1)]
+    wall0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    started = None
+    while proc.poll() is None and time.perf_counter() - wall0 < 600:
+        if work.is_dir() and set(os.listdir(work)) - before:
+            started = time.perf_counter() - wall0
+            break
+        time.sleep(0.01)
+    if proc.poll() is None:
+        proc.terminate()
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    shutil.rmtree(copy, ignore_errors=True)
+    return {
+        "command": "ge resume: first evaluation starts",
+        "wall_s": started if started is not None else math.nan,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "rc": 0 if started is not None else (os.waitstatus_to_exitcode(status) or 1),
+        "rss_kb": usage.ru_maxrss,
+        "note": "" if started is not None else err[-300:],
+    }
 
 
 def _first_read(run: Path) -> dict:
@@ -256,6 +358,9 @@ def _print_build(record: dict) -> None:
         f"{record['cpu_s']:.0f} s CPU (ge, its sandboxes and workers): "
         f"{1000 * record['wall_s'] / n:.1f} ms wall, {1000 * record['cpu_s'] / n:.1f} ms CPU per child"
     )
+    if record.get("recorded"):  # not ge's per-child figures: nothing was evaluated
+        print(f"  {record['note']}")
+        return
     per = "  ".join(f"{1000 * x:.0f}" for x in record["by_thousand"])
     print(f"  wall per child (ms) by thousand children: {per}")
     if record.get("note"):
@@ -263,17 +368,20 @@ def _print_build(record: dict) -> None:
 
 
 def _print_rows(rows: list[dict]) -> None:
-    print(f"  {'command':42} {'wall s':>7} {'CPU s':>7}")
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"  machine load (1/5/15 min) after timing: {load} on {os.cpu_count()} CPUs")
+    print(f"  {'command':42} {'wall s':>7} {'CPU s':>7} {'peak RSS':>9}")
     for r in rows:
         extra = f"  {r['bytes'] / 1e6:.2f} MB" if "bytes" in r else ""
-        failed = f"  (exit {r['rc']})" if r["rc"] else ""
-        print(f"  {r['command']:42} {r['wall_s']:7.2f} {r['cpu_s']:7.2f}{extra}{failed}")
+        failed = f"  (exit {r['rc']}) {r.get('note', '')}" if r["rc"] else ""
+        rss = f"{r['rss_kb'] / 1024:.0f} MB" if r.get("rss_kb") else "-"
+        print(f"  {r['command']:42} {r['wall_s']:7.2f} {r['cpu_s']:7.2f} {rss:>9}{extra}{failed}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, required=True, help="where built runs are kept")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each command (median)")
     parser.add_argument(
@@ -298,7 +406,8 @@ def main() -> None:
         return
     for size in args.sizes:
         fake = args.evaluator == "fake"
-        record = (build_fake if fake else build)(args.cache.resolve(), size)
+        builder = build_recorded if size >= RECORDED else build_fake if fake else build
+        record = builder(args.cache.resolve(), size)
         name = f"n{size}-fake" if fake else f"n{size}"
         print(f"== {size} variants: {args.cache / name / 'run'}")
         _print_build(record)
