@@ -98,6 +98,8 @@ class Handler(BaseHTTPRequestHandler):
     """GET and HEAD only: nothing a request says is ever written."""
 
     server_version = "ge-serve"
+    protocol_version = "HTTP/1.1"  # kept-alive connections: a poll is not a new connection
+    timeout = 120  # an idle kept-alive connection is closed after this
     app: App  # set on the class `make_server` builds
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -136,6 +138,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(HTTPStatus.SEE_OTHER)
             self.send_header("Location", quote(path))
             self.send_header("Set-Cookie", f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/")
+            self.send_header("Content-Length", "0")
             self._common_headers()
             self.end_headers()
             return False

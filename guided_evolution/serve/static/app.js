@@ -67,7 +67,7 @@
 
   async function poll() {
     const base = '/api/run/' + encodeURIComponent(run.name);
-    let wait = 1000;
+    let wait = 1500;  // while live: a poll costs a browser ~10 ms of CPU, a redraw more
     try {
       const d = await getJson(`${base}/live?epoch=${run.epoch}&cursor=${run.cursor}`);
       if (d.reset) { run.points.clear(); run.progress = []; }
@@ -149,6 +149,7 @@
   }
 
   function renderFront(d) {
+    const oldRows = document.getElementById('front-rows');
     const s = section('front', `Pareto front (${d.front_size} variants, ${d.front.length} distinct points)`);
     const sel = d.selected, pts = [...run.points.values()];
     const two = sel.length >= 2;
@@ -184,7 +185,16 @@
     });
     run.plot = g;
     s.append(g, el('p', { class: 'muted' }, `${pts.length} valid variants; red: the front (click one)`));
-    s.append(table(['variant', 'generation', 'operator', ...sel, 'ties'], front.slice(0, 40).map(({ f, p }) => [
+    if (oldRows && !changed('front-rows', d.front)) return s.append(oldRows);  // the same rows
+    changed('front-rows', d.front);
+    const rows = el('div', { id: 'front-rows' });
+    s.append(rows);
+    renderFrontRows(d, rows);
+  }
+
+  function renderFrontRows(d, holder) {
+    const rows = d.front.map((f) => ({ f, p: run.points.get(f.id) })).filter((e) => e.p);
+    holder.replaceChildren(table(['variant', 'generation', 'operator', ...d.selected, 'ties'], rows.slice(0, 40).map(({ f, p }) => [
       el('button', { class: 'link', onclick: () => select(p.id), 'data-id': p.id }, short(p.id)), p.gen, p.op, ...p.s.map(fmt), f.same ? `+${f.same}` : ''])));
   }
 
