@@ -14,7 +14,7 @@ backoff waits.
 from __future__ import annotations
 
 import asyncio
-import importlib
+import contextlib
 import os
 import random
 import threading
@@ -75,29 +75,46 @@ def _load(kind: str) -> Backend:
 
 
 def import_in_background(settings: LLMSettings) -> threading.Thread:
-    """Start importing the client libraries of ``settings``' models in a daemon thread, now.
+    """Start importing the client libraries of ``settings``' models in a daemon thread, now,
+    and for the openai client do its first-call setup there too (``Backend.warm_up``: a
+    request answered in memory by a client of its own, closed after; nothing sent).
 
     ``ge run`` calls it once the preflight passed, so that the import (about 1 s for the openai
-    client, seconds for litellm) overlaps the run directory's creation, the engine's start and
-    the seed's evaluation instead of delaying the first generation. Nothing else changes:
-    ``LLMClient`` imports the libraries as before and finds them loaded (or waits for this
-    import to finish, under Python's import lock); an import that fails here fails there again,
-    with its error.
+    client, seconds for litellm) and the setup's lazy imports overlap the seed's evaluation
+    instead of delaying the first generation. Nothing else changes: ``LLMClient`` imports the
+    libraries and sets up as before and finds the work done (or waits for this import to
+    finish, under Python's import lock); a failure here is met there again, with its error.
     """
     kinds = {OPENAI if direct.uses_openai(m) else LITELLM for m in settings.models}
     if LITELLM in kinds:
         provider.offline_env()  # on this thread: the environment never changes under another
 
     def load() -> None:
-        for name in sorted("openai" if kind == OPENAI else "litellm" for kind in kinds):
+        for kind in sorted(kinds):
             try:
-                importlib.import_module(name)
+                backend = _load(kind)
             except Exception:  # LLMClient's own import reports it
                 continue
+            if kind == OPENAI:  # litellm may keep clients bound to this thread's event loop
+                models = [m for m in settings.models if direct.uses_openai(m)]
+                with contextlib.suppress(Exception):
+                    asyncio.run(_set_up_each(backend, settings, models))
 
     thread = threading.Thread(target=load, name="ge-llm-import", daemon=True)
     thread.start()
     return thread
+
+
+async def _set_up_each(backend: Backend, settings: LLMSettings, models: list[ModelSpec]) -> None:
+    """``backend``'s first-call setup for each distinct model, within ``WARM_UP_LIMIT_S``."""
+    distinct = {(m.model, m.api_base): m for m in models}.values()
+
+    async def each() -> None:
+        for model in distinct:
+            with contextlib.suppress(Exception):
+                await backend.warm_up(settings, model)
+
+    await asyncio.wait_for(each(), WARM_UP_LIMIT_S)
 
 
 @dataclass
