@@ -16,7 +16,8 @@ import pytest
 
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.harness import FakeExecutor, resume_engine, run_engine, size_score, view_json
-from tests.support.seeds import template_seed
+from tests.support.openai_server import serve
+from tests.support.seeds import CodeWriter, template_seed
 
 mlflow = pytest.importorskip(
     "mlflow", reason="the mlflow extra is not installed: pip install -e '.[mlflow]'"
@@ -79,38 +80,51 @@ def check_logged(client: MlflowClient, run: Path) -> list[Any]:
     return runs
 
 
+PRICED = 'models = [{ model = "openai/priced", input_cost_per_token = 0.001, output_cost_per_token = 0.001 }]'
+
+
 @pytest.mark.slow
 def test_a_tracked_run_logs_each_variant_once_and_resume_adds_none_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # "file:./mlruns" is relative to where ge runs
     seed = tracked_seed(tmp_path, "file:./mlruns", generations=1)
+    config = seed / "ge.toml"
+    config.write_text(config.read_text().replace('models = ["offline"]', PRICED))
     run = tmp_path / "run"
-    summary = run_engine(seed, run, executor=FakeExecutor(size_score).factory)
-    assert summary["warnings"] == []
-    store = (tmp_path / "mlruns").resolve()
-    client = MlflowClient(tracking_uri=store.as_uri())
-    runs = check_logged(client, run)
-    parent, _ = variant_runs(client, run.name)
-    assert parent.info.status == "FINISHED"
-    assert parent.data.params["evolution.generations"] == "1"
-    assert parent.data.metrics["ge.children"] == summary["children"]
-    assert "config.json" in [a.path for a in client.list_artifacts(parent.info.run_id)]
-    child = next(r for r in runs if r.data.params.get("parents"))
-    patch = client.download_artifacts(child.info.run_id, "diff.patch", str(tmp_path))
-    expected = view_json("diff", run, a=child.data.tags["ge.variant"],
-                         b=child.data.params["parents"].split(",")[0])["diff"]
-    assert Path(patch).read_text() == expected and expected.startswith("diff --git")
+    fake = FakeExecutor(size_score)
+    with serve(responder=CodeWriter()) as server:
+        summary = run_engine(seed, run, executor=fake.factory, api_base=server.base_url)
+        assert summary["warnings"] == [] and summary["cost_usd"] > 0
+        store = (tmp_path / "mlruns").resolve()
+        client = MlflowClient(tracking_uri=store.as_uri())
+        runs = check_logged(client, run)
+        parent, _ = variant_runs(client, run.name)
+        assert parent.info.status == "FINISHED"
+        assert parent.data.params["evolution.generations"] == "1"
+        assert parent.data.metrics["ge.children"] == summary["children"]
+        assert parent.data.metrics["ge.llm_cost_usd"] == pytest.approx(summary["cost_usd"])
+        assert "config.json" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+        child = next(r for r in runs if r.data.params.get("parents"))
+        assert child.data.params["model"] == "openai/priced" and child.data.params["persona"]
+        assert child.data.metrics["ge.llm_tokens"] > 0 and child.data.metrics["ge.llm_cost_usd"] > 0
+        patch = client.download_artifacts(child.info.run_id, "diff.patch", str(tmp_path))
+        expected = view_json(
+            "diff", run, a=child.data.tags["ge.variant"], b=child.data.params["parents"].split(",")[0]
+        )["diff"]
+        assert Path(patch).read_text() == expected and expected.startswith("diff --git")
 
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)  # the store resolved at the first start is kept
-    resumed = resume_engine(run, executor=FakeExecutor(size_score).factory, generations=3)
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)  # the store resolved at the first start is kept
+        resumed = resume_engine(run, executor=fake.factory, generations=3)
     assert resumed["children"] > summary["children"]
     assert not (elsewhere / "mlruns").exists()
     runs = check_logged(client, run)
     ids = [r.data.tags["ge.variant"] for r in runs]
     assert len(ids) == len(set(ids)) == len(settled(run))
+    parent, _ = variant_runs(client, run.name)
+    assert parent.data.metrics["ge.llm_cost_usd"] == pytest.approx(resumed["cost_usd"])
 
 
 HOSTILE: dict[str, Any] = {
