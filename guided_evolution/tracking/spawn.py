@@ -131,8 +131,8 @@ def follow(run_dir: Path, resolved: ResolvedConfig, warn: Callable[[str], None])
             )
         elif uri is not None:
             follower = Follower.start(run_dir, uri, warn)
-    except (OSError, ValueError) as err:
-        warn(f"MLflow tracking could not start ({err}); the run goes on untracked")
+    except Exception as err:  # tracking never stops a run
+        warn(f"MLflow tracking could not start ({type(err).__name__}: {err}); the run goes on")
     done = False
     try:
         yield
