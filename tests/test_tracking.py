@@ -137,6 +137,7 @@ HOSTILE: dict[str, Any] = {
     "naïve résumé": 7.0,
     "x" * 1000: 8.0,
     "ge.llm_cost_usd": 999.0,  # one of ge's own keys
+    "ge." + "y" * 247: 11.0,  # a valid 250-character key, too long once set apart from ge's
     "a:b": 9.0,
     "a_b": 10.0,  # what a:b would be cleaned to
     "nan": math.nan,
@@ -166,7 +167,7 @@ def test_hostile_metric_names_and_values_are_made_safe(tmp_path: Path) -> None:
         assert r.data.metrics["ge.llm_cost_usd"] == 0.0, "a variant's metric is not ge's cost"
         assert metrics["variant.ge.llm_cost_usd"] == 999.0  # ... it is kept, under its own key
         assert all(math.isfinite(v) for v in metrics.values())
-        assert {6.0, 7.0, 8.0, 9.0, 10.0, 1.0, 2.0, 3.0} <= set(metrics.values())
+        assert {6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 1.0, 2.0, 3.0} <= set(metrics.values())
         for key in metrics:
             assert mlflow.utils.validation.validate_param_and_metric_name(key), key
             assert not mlflow.utils.validation.path_not_unique(key), key

@@ -54,7 +54,7 @@ def unique_key(name: str, taken: set[str], prefix: str = "") -> str:
     result is taken; added to ``taken``."""
     cleaned = clean_key(name)
     key = prefix + cleaned
-    if not cleaned or cleaned != name or key in taken:
+    if not cleaned or cleaned != name or key in taken or len(key) > MAX_KEY:
         suffix = "_" + _digest(name)
         key = (prefix + (cleaned or "metric"))[: MAX_KEY - len(suffix)] + suffix
     taken.add(key)
