@@ -127,7 +127,7 @@ class Engine:
         await scheduler.evaluate_seed()
         await warm
         self.proposer.session.ready()
-        stops.load(self.parts.reader.scored(list(self.index.latest_evaluations())))
+        stops.load(self.parts.reader.all_scored())
         await self._strategy(scheduler, stops)
         spent = self.proposer.session.exhausted()
         if stops.reason is not None:

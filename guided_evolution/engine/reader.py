@@ -113,6 +113,16 @@ class RunReader:
                 out.append(item)
         return out
 
+    def all_scored(self) -> list[Scored]:
+        """Every selectable variant, in the order of their latest evaluations: one query that
+        reads only the objectives (``RunIndex.latest_values``), whatever the run's size."""
+        names = [name for name, _ in self.objectives]
+        return [
+            s
+            for vid, status, values in self.index.latest_values(names)
+            if (s := scored(vid, EvaluationRecord(vid, status, metrics=values), self.objectives))
+        ]
+
     def best_metrics(self, ids: Sequence[str]) -> Scored | None:
         """The first selectable member of ``ids`` (its id and objectives) for the progress's
         front, or None."""

@@ -34,7 +34,6 @@ from guided_evolution.engine.reload import check_evaluator, current, reload_eval
 from guided_evolution.errors import ConfigError, GeError, RunDamagedError
 from guided_evolution.evaluation.factory import check_sandbox
 from guided_evolution.evolution.prompts import PromptLibrary
-from guided_evolution.evolution.scoring import scored
 from guided_evolution.evolution.segments import parse_genome, variant_id
 from guided_evolution.llm.client import LLMClient, import_in_background
 from guided_evolution.llm.config_settings import check_budget_prices, llm_settings
@@ -268,8 +267,7 @@ def _drive(
         reader = RunReader(store, index, cfg, RecordGuard(watch))
         recorder = Recorder(store, index, cfg, progress, reader)
         recorder.evaluator_files = current(store)
-        latest = index.latest_evaluations().items()
-        progress.load(s for vid, ev in latest if (s := scored(vid, ev, objectives)) is not None)
+        progress.load(reader.all_scored())
         engine: Engine | None = None
         try:
             progress.notice(f"run: {paths.root}  (Ctrl-C stops it; `ge resume {paths.root}` goes on)")
