@@ -140,6 +140,15 @@ def test_variant_shows_diffs_against_parents_and_seed_and_lineage(served: Served
     assert status == 404 and "no run 'other'" in json.loads(body)["error"]
 
 
+def test_targets(template_run: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    shutil.copytree(template_run, runs / "r1")
+    (runs / "latest").write_text("r1")  # `latest` may be a file naming the run
+    assert target_of(runs / "latest") == target_of(runs / "r1")
+    assert target_of(runs / "r1").single and not target_of(runs).single
+    assert list(target_of(runs).runs()) == ["r1"]
+
+
 def test_runs_of_a_directory(template_run: Path, tmp_path: Path) -> None:
     shutil.copytree(template_run, tmp_path / "runs" / "a")
     shutil.copytree(template_run, tmp_path / "runs" / "b")

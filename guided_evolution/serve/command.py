@@ -41,6 +41,7 @@ def serve(
     target: Annotated[
         str | None,
         typer.Argument(
+            metavar="RUN|RUNS_DIR",
             help="A run directory (runs/NAME), or a directory of runs to list (default: the runs "
             "of the current directory: ./runs, or \\[run] dir of ./ge.toml).",
             show_default=False,

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guided_evolution.errors import GeError
-from guided_evolution.runstore.rundir import CONFIG_FILE, LATEST, LOCK_FILE, looks_like_run
+from guided_evolution.runstore.rundir import (
+    CONFIG_FILE,
+    LATEST,
+    LOCK_FILE,
+    latest_run,
+    looks_like_run,
+)
 
 PROC_LOCKS = Path("/proc/locks")
 
@@ -71,6 +77,9 @@ class Target:
 def target_of(path: Path) -> Target:
     """The run or runs directory at ``path``; a one-line GeError for anything else."""
     path = Path(path)
+    if path.name == LATEST and path.is_file():  # runs/latest as a file naming the run
+        found = latest_run(path.parent)
+        path = found if found is not None else path
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
         raise GeError(
