@@ -191,6 +191,20 @@ def test_never_writes_never_locks_never_holds_a_read(template_run: Path, copy_ru
         s.close()
 
 
+def test_no_lock_is_tried(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not even a shared lock for an instant (`doctor.lock_holder`'s way), which would make a
+    `ge resume` starting in that instant fail: the lock table is read instead."""
+    import fcntl
+
+    calls: list[object] = []
+    monkeypatch.setattr(fcntl, "flock", lambda *a: calls.append(a))
+    monkeypatch.setattr(fcntl, "lockf", lambda *a: calls.append(a))
+    view = served.json("/api/run/run/live")
+    served.json("/api/runs")
+    served.json(f"/api/run/run/variant/{view['points'][0][0]}")
+    assert view["state"]["state"] == "finished" and calls == []
+
+
 def test_a_live_writer_is_seen_and_never_blocked(template_run: Path, copy_run) -> None:
     run = copy_run(template_run)
     s = Served(run)

@@ -5,6 +5,7 @@ the page says when the run finished, and a hostile variant's text stays text."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -119,3 +120,30 @@ def test_hostile_text_stays_text_in_the_browser(browser: Browser, template_run: 
         assert browser.eval(f"{FOOTER}.errors") == "0" and not browser.console_errors()
     finally:
         served.close()
+
+
+def test_the_runs_page_links_each_run(browser: Browser, template_run: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        shutil.copytree(template_run, tmp_path / "runs" / name)
+    served = Served(tmp_path / "runs")
+    try:
+        browser.navigate(f"http://127.0.0.1:{served.port}/")
+        browser.wait_for("document.querySelectorAll('#runs a').length === 2")
+        assert browser.eval("[...document.querySelectorAll('#runs tbody tr')].map((r) => r.textContent)") == [
+            f"{n}finished: completed 1 generations1 / 1{e}{f}0" for n, e, f in [("b", *_counts(served, "b")), ("a", *_counts(served, "a"))]
+        ]
+        where = browser.eval(
+            "(() => { const r = document.querySelector('#runs a').getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        browser.click(*where)
+        browser.wait_for(f"location.pathname === '/run/b' && {FOOTER}.ready === '1' && Number({FOOTER}.points) > 0")
+        assert browser.eval("document.getElementById('title').textContent") == "b"
+        assert browser.eval(f"{FOOTER}.errors") == "0" and not browser.console_errors()
+    finally:
+        served.close()
+
+
+def _counts(served: Served, name: str) -> tuple[int, int]:
+    counts = served.json(f"/api/run/{name}/live")["counts"]
+    return counts["evaluated"], counts["failed"]
