@@ -5,10 +5,12 @@ that fails is one warning while the run finishes."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +229,34 @@ def test_the_hint_without_mlflow_logs_the_run_and_replaces_a_half_logged_one(
     assert once().startswith("logged 1 new variant run(s)")
     check_logged(client, run)
     assert client.get_run(victim.info.run_id).info.lifecycle_stage == "deleted"
+
+
+def test_a_variant_mlflow_refuses_is_left_out_and_holds_back_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were a variant's metric to get past the key cleaning (here: cleaning switched off), MLflow
+    refuses that variant alone: one line says so, the others and the parent run are logged."""
+    from guided_evolution.tracking import follower, snapshot
+
+    store = tmp_path / "mlruns"
+    seed = tracked_seed(tmp_path, store.as_uri(), generations=1)
+    seen: list[bool] = []
+
+    def one_hostile(files: dict[str, str]) -> dict[str, Any]:
+        seen.append(True)  # the first variant evaluated reports a name MLflow refuses
+        return {**size_score(files), **({"../escaped": 1.0} if len(seen) == 1 else {})}
+
+    run = tmp_path / "run"
+    run_engine(seed, run, executor=FakeExecutor(one_hostile).factory)
+    client = MlflowClient(tracking_uri=store.as_uri())
+    for found in client.search_runs([client.get_experiment_by_name(run.name).experiment_id]):
+        client.delete_run(found.info.run_id)  # start from an empty experiment
+    monkeypatch.setattr(snapshot, "clean_key", str)
+    out = io.StringIO()
+    assert follower.follow(run, out, threading.Event(), once=True) == 0
+    lines = out.getvalue().splitlines()
+    refused = [ln for ln in lines if ln.startswith("MLflow refused variant")]
+    assert len(refused) == 1 and "it is left out" in refused[0]
+    _, runs = variant_runs(client, run.name)
+    assert len(runs) == len(settled(run)) - 1
+    assert lines[-1].startswith(f"logged {len(runs)} new variant run(s)")

@@ -90,8 +90,11 @@ class MlflowSink:
 
     def __init__(self, client: MlflowClient, experiment_id: str, run_key: str) -> None:
         import mlflow.entities
+        import mlflow.exceptions
 
         self.entities = mlflow.entities
+        self.exceptions = mlflow.exceptions
+        self.refused: dict[str, str] = {}  # variant id -> why MLflow refused it
         self.client = client
         self.experiment_id = experiment_id
         self.run_key = run_key
@@ -174,9 +177,9 @@ class MlflowSink:
         for entry in snap.entries:
             front = entry.id in snap.front
             known = self.logged.get(entry.id)
+            if known is None and entry.id not in self.refused:
+                made += self._new_variant(entry, diff, front)
             if known is None:
-                self._variant(entry, diff(entry), front)
-                made += 1
                 continue
             if known.evaluation != entry.evaluation:
                 self._evaluated_again(known, entry)
@@ -190,6 +193,20 @@ class MlflowSink:
             self.totals = dict(snap.totals)
         return made
 
+    def _new_variant(
+        self, entry: VariantEntry, diff: Callable[[VariantEntry], str], front: bool
+    ) -> int:
+        """Log a new variant (1); one MLflow refuses as invalid is left out (0), not retried by
+        this follower, so that it cannot hold back the variants after it."""
+        try:
+            self._variant(entry, diff(entry), front)
+        except self.exceptions.MlflowException as err:
+            if getattr(err, "error_code", "") != "INVALID_PARAMETER_VALUE":
+                raise  # the store or the server: the next look retries everything
+            self.refused[entry.id] = " ".join(str(err).split())[:200]
+            return 0
+        return 1
+
     def _variant(self, entry: VariantEntry, diff: str, front: bool) -> None:
         tags = {**entry.tags, "mlflow.parentRunId": self.parent_id, FRONT: str(front).lower()}
         tags[EVALUATION] = entry.evaluation
@@ -199,7 +216,12 @@ class MlflowSink:
         run_id = run.info.run_id
         metrics = self._metrics(entry.metrics, entry.time_ms, entry.generation)
         params = [self.entities.Param(k, v) for k, v in entry.params.items()]
-        self.client.log_batch(run_id, metrics=metrics, params=params)
+        try:
+            self.client.log_batch(run_id, metrics=metrics, params=params)
+        except self.exceptions.MlflowException:
+            with contextlib.suppress(Exception):  # else the next sink deletes it, half-logged
+                self.client.delete_run(run_id)
+            raise
         if diff:
             self.client.log_text(run_id, diff, "diff.patch")
         self.client.set_terminated(run_id, "FAILED" if entry.failed else "FINISHED")
@@ -278,7 +300,10 @@ class Tracker:
             if self.sink is None:
                 experiment = cfg.tracking.experiment or self.paths.root.name
                 self.sink = MlflowSink.open(self.uri, experiment, snap, self.config)
+            refused = len(self.sink.refused)
             made = self.sink.sync(snap, lambda entry: _diff(store, entry))
+            for vid, why in list(self.sink.refused.items())[refused:]:
+                say(self.out, f"MLflow refused variant {vid} ({why}); it is left out")
             if final:
                 self.sink.end(snap.finished)
             self.failing = False
