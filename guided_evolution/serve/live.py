@@ -1,11 +1,13 @@
-"""A run watched live: the view data of `ge report` (`RunData`, `Point`, the Pareto front as
-`front_groups`, `failure_groups`, `isolation_info`, `run_state`), kept up to date by reading only
-what the run recorded since the last look.
+"""A run watched live: the view data of `ge report` (scores by `scoring.scored`, the Pareto front
+by `selection.pareto_front` grouped as `views_data.front_groups` groups it, `failure_groups`
+over `RunData`'s latest evaluations, `isolation_info`, `run_state`), kept up to date by reading
+only what the run recorded since the last look.
 
-A `LiveRun` is shared by every browser that watches the run. It looks at the index's files
-(`stat`, no SQLite) at most every `CHECK_S`; only when they changed does it open the index
-read-only (``mode=ro``, ``query_only``; no lock is taken, so the engine is never blocked) and
-read the evaluations and events after the last ones it read. A client says how many points it
+A `LiveRun` is shared by every browser that watches the run. It looks at the run's files
+(`stat`, no SQLite) at most every `CHECK_S`, and at the kernel's lock table when the lock file
+changed or every `LOCK_CHECK_S`; only when something changed does it open the index read-only
+(``mode=ro``, ``query_only``; no lock is taken, so the engine is never blocked) and read the
+variants, evaluations and events after the last ones it read. A client says how many points it
 already holds (its ``cursor``) and gets only the later ones: a 10,000-variant run's points travel
 once, not at every poll.
 """
@@ -202,12 +204,6 @@ class LiveRun:
         self._head: dict[str, Any] = {}
         self.version = 0
         self.epoch = 0
-
-    def head(self) -> dict[str, Any]:
-        """The run's state now, without its points."""
-        with self._lock:
-            self._refresh()
-            return {**self._head, "version": self.version}
 
     def view(self, cursor: int, epoch: int | None = None) -> dict[str, Any]:
         """The run's state now and the points after the client's first ``cursor`` of ``epoch``

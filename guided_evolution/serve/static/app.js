@@ -184,7 +184,8 @@
       if (best) select(best);
     });
     run.plot = g;
-    s.append(g, el('p', { class: 'muted' }, `${pts.length} valid variants; red: the front (click one)`));
+    const more = sel.length > 2 ? `; the front is on all ${sel.length} selection objectives, the plot shows the first two` : '';
+    s.append(g, el('p', { class: 'muted' }, `${pts.length} valid variants; red: the front (click one)${more}`));
     if (oldRows && !changed('front-rows', d.front)) return s.append(oldRows);  // the same rows
     changed('front-rows', d.front);
     const rows = el('div', { id: 'front-rows' });
