@@ -237,6 +237,10 @@ class MlflowSink:
         for chunk in _chunks(tags, BATCH):
             self.client.log_batch(known.run_id, tags=chunk)
         self.client.log_batch(known.run_id, metrics=metrics)
+        if "ge.failure" not in entry.tags:  # failed before, not now
+            with contextlib.suppress(self.exceptions.MlflowException):
+                self.client.delete_tag(known.run_id, "ge.failure")
+        self.client.update_run(known.run_id, status="FAILED" if entry.failed else "FINISHED")
         known.evaluation = entry.evaluation
 
     def _metrics(self, values: dict[str, float], time_ms: int, step: int) -> list[Any]:
