@@ -82,7 +82,8 @@ def test_a_live_run_updates_without_reload_and_a_click_shows_the_diff(browser: B
             f"{vid!r}) && document.querySelectorAll('#diff pre.diff span.add, #diff pre.diff span.del').length"
         )
         assert shown > 0
-        assert "against parent" in browser.eval("document.querySelector('#variant').textContent")
+        panel = browser.eval("document.querySelector('#variant').innerText")
+        assert "against parent" in panel and "null" not in panel and "undefined" not in panel
         assert proc.wait(timeout=240) == 0, proc.stderr.read()[-2000:]
         browser.wait_for("document.getElementById('state').textContent === 'finished'", timeout=15)
         assert "completed 5 generations" in browser.eval("document.getElementById('reason').textContent")

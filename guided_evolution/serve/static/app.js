@@ -140,10 +140,12 @@
   const clamp = (v, r) => Math.min(Math.max(v, r[0]), r[1]);
   function axes(g, W, H, M, xr, yr, xl, yl) {
     g.append(sv('line', { class: 'axis', x1: M.l, y1: H - M.b, x2: W - M.r, y2: H - M.b }), sv('line', { class: 'axis', x1: M.l, y1: M.t, x2: M.l, y2: H - M.b }));
+    // enough digits that the five ticks differ: a span of 1e-5 around -0.319 needs six
+    const tick = (v, r) => String(Number(v.toPrecision(Math.min(12, Math.max(3, Math.ceil(Math.log10(Math.max(Math.abs(r[0]), Math.abs(r[1])) / (r[1] - r[0]))) + 2)))));
     for (let i = 0; i <= 4; i++) {
       const xv = xr[0] + ((xr[1] - xr[0]) * i) / 4, yv = yr[0] + ((yr[1] - yr[0]) * i) / 4;
-      g.append(sv('text', { x: M.l + ((W - M.l - M.r) * i) / 4, y: H - M.b + 14, 'text-anchor': 'middle' }, fmt(Number(xv.toPrecision(4)))));
-      g.append(sv('text', { x: M.l - 4, y: H - M.b - ((H - M.t - M.b) * i) / 4 + 4, 'text-anchor': 'end' }, fmt(Number(yv.toPrecision(4)))));
+      g.append(sv('text', { x: M.l + ((W - M.l - M.r) * i) / 4, y: H - M.b + 14, 'text-anchor': 'middle' }, tick(xv, xr)));
+      g.append(sv('text', { x: M.l - 4, y: H - M.b - ((H - M.t - M.b) * i) / 4 + 4, 'text-anchor': 'end' }, tick(yv, yr)));
     }
     g.append(sv('text', { x: (W + M.l) / 2, y: H - 8, 'text-anchor': 'middle' }, xl), sv('text', { x: 12, y: M.t - 6 }, yl));
   }
@@ -287,8 +289,8 @@
     };
     s.append(el('h3', {}, 'Diff'), el('div', {}, tabs), holder);
     if (d.diffs.length) showDiff(0); else holder.append(el('p', { class: 'muted' }, 'the seed has no parent'));
-    s.append(block('Reflection (EoT)', v.eot_reflection, true), block('Evaluator feedback', v.feedback, true),
-      block('Prompt', v.prompt), block('Reply', v.reply), block('Evaluator output', v.output_tail, !!v.failure_reason));
+    s.append(...[block('Reflection (EoT)', v.eot_reflection, true), block('Evaluator feedback', v.feedback, true),
+      block('Prompt', v.prompt), block('Reply', v.reply), block('Evaluator output', v.output_tail, !!v.failure_reason)].filter(Boolean));
     const sel = run.head ? run.head.selected : [];
     const nodes = d.lineage.nodes;
     s.append(el('h3', {}, `Lineage (${nodes.length} ancestors${d.lineage.more ? `, ${d.lineage.more} more not shown` : ''})`),
