@@ -22,7 +22,7 @@ import pytest
 from guided_evolution.inspection.report_data import collect
 from guided_evolution.inspection.views_data import best
 from guided_evolution.llm.records import CallRecord
-from guided_evolution.runstore.records import EvaluationRecord, ReflectionRecord
+from guided_evolution.runstore.records import META_FINISHED, EvaluationRecord, ReflectionRecord
 from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunLock
 from guided_evolution.serve.live import CHECK_S, LOCK_CHECK_S
@@ -108,6 +108,28 @@ def test_live_view_is_the_reports_data(served: Served, template_run: Path) -> No
     assert view["isolation"] == report.isolation.isolation
     assert view["failures"] == [g.to_json() for g in report.failures]
     assert view["progress"][-1]["best"] == report.progress[-1].best
+
+
+def test_a_stopped_run_says_why_and_how_to_go_on(template_run: Path, copy_run) -> None:
+    run = copy_run(template_run)
+    with sqlite3.connect(run / "index.sqlite") as conn:
+        conn.execute("DELETE FROM meta WHERE key = ?", (META_FINISHED,))
+    index = RunIndex.open(run / "index.sqlite")
+    try:
+        index.add_event("run_interrupted", {"generation": 1})
+    finally:
+        index.close()
+    s = Served(run)
+    try:
+        state = s.json("/api/run/run/live")["state"]
+        assert state == {
+            "state": "stopped",
+            "pid": None,
+            "stop_reason": "interrupted (Ctrl-C) in generation 1",
+            "fix": f"continue with `ge resume {run.resolve()}`",
+        }
+    finally:
+        s.close()
 
 
 def test_points_travel_once(served: Served) -> None:
