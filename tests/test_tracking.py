@@ -260,3 +260,21 @@ def test_a_variant_mlflow_refuses_is_left_out_and_holds_back_no_other(
     _, runs = variant_runs(client, run.name)
     assert len(runs) == len(settled(run)) - 1
     assert lines[-1].startswith(f"logged {len(runs)} new variant run(s)")
+
+
+def test_two_runs_of_one_seed_in_one_experiment_keep_their_own_runs(tmp_path: Path) -> None:
+    store = tmp_path / "mlruns"
+    seed = tracked_seed(tmp_path, store.as_uri(), generations=1)
+    config = seed / "ge.toml"
+    config.write_text(config.read_text().replace("[tracking]\n", '[tracking]\nexperiment = "sweep"\n'))
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        run_engine(seed, run, executor=FakeExecutor(size_score).factory)
+    client = MlflowClient(tracking_uri=store.as_uri())
+    found = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+    parents = {r.data.tags["ge.run"]: r for r in found if r.data.tags.get("ge.role") == "run"}
+    assert sorted(p.info.run_name for p in parents.values()) == ["a", "b"]
+    for key, parent in parents.items():
+        mine = [r for r in found if r.data.tags.get("ge.run") == key and "ge.variant" in r.data.tags]
+        assert {r.data.tags["mlflow.parentRunId"] for r in mine} == {parent.info.run_id}
+        assert len(mine) == len(settled(tmp_path / parent.info.run_name))

@@ -45,7 +45,7 @@ from guided_evolution.tracking.snapshot import (
     clip_text,
     read_snapshot,
 )
-from guided_evolution.tracking.spawn import tracking_uri
+from guided_evolution.tracking.spawn import TrackingState, tracking_state
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -279,10 +279,12 @@ class Tracker:
     """One run followed: its index read each time, the MLflow sink opened once (again after a
     failure)."""
 
-    def __init__(self, paths: RunPaths, resolved: ResolvedConfig, uri: str, out: TextIO) -> None:
+    def __init__(
+        self, paths: RunPaths, resolved: ResolvedConfig, state: TrackingState, out: TextIO
+    ) -> None:
         self.paths = paths
         self.resolved = resolved
-        self.uri = uri
+        self.state = state
         self.config = json.loads(paths.config.read_text(encoding="utf-8"))
         self.out = out
         self.sink: MlflowSink | None = None
@@ -298,12 +300,12 @@ class Tracker:
                 counts = index.counts()  # unchanged: nothing new to log (a few ms)
                 if counts == self.counts and self.sink is not None and not final:
                     return 0
-                snap = read_snapshot(index, cfg, self.paths.root)
+                snap = read_snapshot(index, cfg, self.paths.root, self.state.key)
             if snap is None:
                 return 0
             if self.sink is None:
                 experiment = cfg.tracking.experiment or self.paths.root.name
-                self.sink = MlflowSink.open(self.uri, experiment, snap, self.config)
+                self.sink = MlflowSink.open(self.state.uri, experiment, snap, self.config)
             refused = len(self.sink.refused)
             made = self.sink.sync(snap, lambda entry: _diff(store, entry))
             for vid, why in list(self.sink.refused.items())[refused:]:
@@ -333,13 +335,14 @@ def follow(run_dir: Path, out: TextIO, stop: threading.Event, once: bool = False
     except GeError as err:
         say(out, f"MLflow tracking cannot read the run: {err.message}")
         return 1
-    uri = tracking_uri(paths.root, resolved, save=False)
-    if uri is None:
+    state = tracking_state(paths.root, resolved, save=True)  # --once: as the first start
+    if state is None:
         say(out, f"{run_dir} has no [tracking] mlflow URI in its config: nothing to log")
         return 1
-    if uri.startswith("file:"):
+    if state.uri.startswith("file:"):
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    tracker = Tracker(paths, resolved, uri, out)
+    tracker = Tracker(paths, resolved, state, out)
+    uri = state.uri
     with GitStore.open(paths.repo) as store:
         while True:
             final = once or stop.is_set()

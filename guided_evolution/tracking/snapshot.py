@@ -130,7 +130,7 @@ class VariantEntry:
 class Snapshot:
     """The run as the tracker sees it at one moment."""
 
-    run_key: str  # the seed's commit: the same run whatever its directory is called
+    run_key: str  # the run's tracking key (``spawn.TrackingState``), tag ``ge.run``
     name: str
     entries: list[VariantEntry]
     front: frozenset[str]
@@ -227,7 +227,7 @@ def _totals(index: RunIndex, cfg: GeConfig, front: list[Any]) -> dict[str, float
     return out
 
 
-def read_snapshot(index: RunIndex, cfg: GeConfig, run_dir: Path) -> Snapshot | None:
+def read_snapshot(index: RunIndex, cfg: GeConfig, run_dir: Path, key: str) -> Snapshot | None:
     """The run now, from its open (read-only) index; None before its seed is recorded."""
     seed = index.get_variant(index.get_meta(META_SEED) or "")
     if seed is None or not seed.commit_sha:
@@ -243,13 +243,13 @@ def read_snapshot(index: RunIndex, cfg: GeConfig, run_dir: Path) -> Snapshot | N
     entries = [
         _entry(
             v, latest.get(v.id), spend.get(v.id, (0.0, 0, 0)),
-            by_id.get(v.parents[0]) if v.parents else None, seed.commit_sha, objectives,
+            by_id.get(v.parents[0]) if v.parents else None, key, objectives,
         )
         for v in variants
         if v.status in SETTLED
     ]
     return Snapshot(
-        run_key=seed.commit_sha,
+        run_key=key,
         name=run_dir.name,
         entries=entries,
         front=frozenset(s.id for s in front),

@@ -13,10 +13,13 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
+import secrets
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from guided_evolution.config import ResolvedConfig
@@ -25,6 +28,7 @@ from guided_evolution.fsutil import atomic_write
 STATE_FILE = "tracking.json"  # in the run directory: the tracking URI resolved at the first start
 FINAL_WAIT_S = 30.0  # at the end of a run, time given to the follower's last look
 INSTALL = "pip install mlflow-skinny"
+_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 def resolve_uri(uri: str, cwd: Path) -> str:
@@ -39,21 +43,32 @@ def resolve_uri(uri: str, cwd: Path) -> str:
     return uri
 
 
-def tracking_uri(run_dir: Path, resolved: ResolvedConfig, *, save: bool) -> str | None:
-    """The run's MLflow URI: as resolved when it was first tracked (``STATE_FILE``), so that a
-    ``ge resume`` from another directory logs to the same store; None when tracking is off."""
+@dataclass(frozen=True)
+class TrackingState:
+    """Where a run is tracked and the key its MLflow runs carry (tag ``ge.run``)."""
+
+    uri: str
+    key: str
+
+
+def tracking_state(run_dir: Path, resolved: ResolvedConfig, *, save: bool) -> TrackingState | None:
+    """The run's MLflow URI as resolved when it was first tracked, and its key (``STATE_FILE``):
+    a ``ge resume`` from another directory logs to the same store, and two runs of one seed (a
+    sweep) never share MLflow runs. None when tracking is off."""
     configured = resolved.config.tracking.mlflow
     if configured is None:
         return None
     state = run_dir / STATE_FILE
-    with contextlib.suppress(OSError, ValueError, AttributeError):
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
         found = json.loads(state.read_text(encoding="utf-8"))
-        if found.get("configured") == configured and isinstance(found.get("resolved"), str):
-            return str(found["resolved"])
-    uri = resolve_uri(configured, Path.cwd())
+        uri, key = found.get("resolved"), found.get("key")
+        if found.get("configured") == configured and isinstance(uri, str) and _KEY.fullmatch(key):
+            return TrackingState(uri, key)
+    fresh = TrackingState(resolve_uri(configured, Path.cwd()), secrets.token_hex(16))
     if save:
-        atomic_write(state, json.dumps({"configured": configured, "resolved": uri}) + "\n")
-    return uri
+        text = json.dumps({"configured": configured, "resolved": fresh.uri, "key": fresh.key})
+        atomic_write(state, text + "\n")
+    return fresh
 
 
 def follower_env(uri: str) -> dict[str, str]:
@@ -122,15 +137,15 @@ def follow(run_dir: Path, resolved: ResolvedConfig, warn: Callable[[str], None])
     is set. Never raises for tracking: a problem is one warning, and the run goes on."""
     follower = None
     try:
-        uri = tracking_uri(run_dir, resolved, save=True)
-        if uri is not None and importlib.util.find_spec("mlflow") is None:
+        state = tracking_state(run_dir, resolved, save=True)
+        if state is not None and importlib.util.find_spec("mlflow") is None:
             warn(
                 f"[tracking] mlflow is set but MLflow is not installed, so this run is not "
                 f"tracked: `{INSTALL}`, then `python -m guided_evolution.tracking.follower "
                 f"{run_dir} --once` logs it"
             )
-        elif uri is not None:
-            follower = Follower.start(run_dir, uri, warn)
+        elif state is not None:
+            follower = Follower.start(run_dir, state.uri, warn)
     except Exception as err:  # tracking never stops a run
         warn(f"MLflow tracking could not start ({type(err).__name__}: {err}); the run goes on")
     done = False
