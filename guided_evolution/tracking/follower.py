@@ -9,8 +9,8 @@ on stdout (the launcher prints it as a ``warning:``), said again only after a su
 look retries, and what was missed is logged then.
 
 The MLflow side: one experiment, a parent run for the ge run (its configuration, its spend) and
-one nested MLflow run per variant. Every MLflow run of a ge run carries ``ge.run`` (the seed's
-commit); a variant's carries ``ge.variant`` and, once all of it is logged, ``ge.logged``.
+one nested MLflow run per variant. Every MLflow run of a ge run carries ``ge.run`` (its key in
+``tracking.json``); a variant's carries ``ge.variant`` and, once all of it is logged, ``ge.logged``.
 Opening the sink lists those runs, deletes the ones a stopped follower left half-logged, and logs
 only what is missing, so ``ge resume`` never makes a second MLflow run for a variant. ``mlflow``
 is imported here only, so the engine never loads it.
