@@ -194,8 +194,17 @@ def test_runs_of_a_directory(template_run: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- read-only, never blocking
 
 
-def test_never_writes_never_locks_never_holds_a_read(template_run: Path, copy_run) -> None:
+@pytest.mark.parametrize("closed", [False, True], ids=["wal", "checkpointed"])
+def test_never_writes_never_locks_never_holds_a_read(template_run: Path, copy_run, closed: bool) -> None:
+    """Every file of the run keeps its bytes and time (the -shm: its size; SQLite's shared memory
+    of read marks). A run whose index has no -wal and -shm (checkpointed and closed) gets them
+    empty, as from any reader (`ge status` too): SQLite creates them to read a WAL database."""
     run = copy_run(template_run)
+    if closed:
+        conn = sqlite3.connect(run / "index.sqlite")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()  # the last connection: SQLite removes the -wal and -shm
+        assert not (run / "index.sqlite-wal").exists()
     before = _files(run)
     s = Served(run)
     try:
@@ -203,8 +212,13 @@ def test_never_writes_never_locks_never_holds_a_read(template_run: Path, copy_ru
         for vid in [p[0] for p in view["points"]][:3]:
             s.json(f"/api/run/run/variant/{vid}")
         s.json(f"/api/run/run/live?epoch={view['epoch']}&cursor=0")
+        s.json("/api/runs")
         assert s.get("/api/run/run/live", method="POST")[0] == 405
-        assert _files(run) == before, "nothing written, nothing created (no -wal, -shm, lock)"
+        after = _files(run)
+        created = {k: after.pop(k) for k in set(after) - set(before)}
+        assert after == before, "nothing written"
+        assert set(created) <= {"index.sqlite-wal", "index.sqlite-shm"} and created.get("index.sqlite-wal", (0,))[0] == 0
+        assert created == {} or closed, "nothing created (no -wal, -shm, lock)"
         # a writer still checkpoints the whole WAL: no reader holds a snapshot between requests
         with sqlite3.connect(run / "index.sqlite") as conn:
             busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
