@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from guided_evolution.errors import GeError
+from guided_evolution.serve.command import serve as serve_command
 from guided_evolution.termsafe import inert
 
 app = typer.Typer(
@@ -460,6 +461,9 @@ def export_cmd(
         sys.stdout.write(data["patch"])
     else:
         views.print_export(_console(), data)
+
+
+app.command("serve")(serve_command)
 
 
 @app.command("report")
