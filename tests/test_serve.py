@@ -138,7 +138,7 @@ def test_points_travel_once(served: Served) -> None:
     again = served.json(f"/api/run/run/live?epoch={first['epoch']}&cursor={first['cursor']}")
     assert not again["reset"] and again["points"] == [] and again["progress"] == []
     assert again["front"] == first["front"]
-    other = served.json(f"/api/run/run/live?epoch={first['epoch'] + 1}&cursor={first['cursor']}")
+    other = served.json(f"/api/run/run/live?epoch=another.1&cursor={first['cursor']}")
     assert other["reset"] and other["points"] == first["points"], "another epoch: everything again"
     beyond = served.json(f"/api/run/run/live?epoch={first['epoch']}&cursor=99999")
     assert beyond["reset"] and len(beyond["points"]) == first["cursor"]

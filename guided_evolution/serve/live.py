@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -203,9 +204,15 @@ class LiveRun:
         self._checked = 0.0
         self._head: dict[str, Any] = {}
         self.version = 0
-        self.epoch = 0
+        self._epochs = 0
+        self._instance = secrets.token_hex(4)  # a restarted server's counts are not continued
 
-    def view(self, cursor: int, epoch: int | None = None) -> dict[str, Any]:
+    @property
+    def epoch(self) -> str:
+        """What the client's ``cursor`` counts in: this server's reading of this index."""
+        return f"{self._instance}.{self._epochs}"
+
+    def view(self, cursor: int, epoch: str | None = None) -> dict[str, Any]:
         """The run's state now and the points after the client's first ``cursor`` of ``epoch``
         (all of them, with ``reset``, when the client's count cannot be continued: another epoch,
         as after the index was rebuilt, or a count beyond what there is)."""
@@ -249,7 +256,7 @@ class LiveRun:
             identity = (current[0][0] if current[0] else None, current[2])  # index inode, config
             if model is None or model.index_id != identity:
                 model = self._fresh(index, resolved, paths, current)
-                self.epoch += 1
+                self._epochs += 1
             self._read(model, index)
             self._head = self._summary(model, index, paths)
             self._model = model

@@ -175,7 +175,7 @@ class Handler(BaseHTTPRequestHandler):
             raise GeError(f"no run {name!r} in {self.app.target.root}", "pick one on the first page")
         if api.group(2) == "live":
             number = lambda key: int(v) if (v := (query.get(key) or [""])[0]).isdigit() else None  # noqa: E731
-            view = self.app.live(root).view(number("cursor") or 0, number("epoch"))
+            view = self.app.live(root).view(number("cursor") or 0, (query.get("epoch") or [None])[0])
             return self._json(view)
         return self._json(variant_view(root, unquote(api.group(3))))
 
