@@ -317,6 +317,38 @@ def test_resume_reattaches_to_a_queued_job(slurm_cluster: SlurmCluster, tmp_path
     assert first.submitted == [job_id]
 
 
+def test_a_detach_while_sbatch_answers_records_the_job_id(
+    slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """An sbatch that answers 2 s after the job is queued (a busy controller): a detach in
+    between still leaves the job's id in the variant's record (it was left out before)."""
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    (slow / "sbatch").write_text(
+        f'#!/bin/sh\nout=$({shutil.which("sbatch")} "$@") || exit $?\nsleep 2\necho "$out"\n'
+    )
+    (slow / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{slow}{os.pathsep}{os.environ['PATH']}")
+    run_dir = unique_run_dir(tmp_path)
+    first = executor(slurm_cluster, run_dir, extra_sbatch=["--hold"])
+    vid = "ffff000000000003"
+    name = job_name(run_dir.name, vid)
+
+    async def submit_then_detach() -> str:
+        task = asyncio.create_task(first.evaluate(eval_request(run_dir, vid)))
+        jobs = await until(lambda: slurm_cluster.jobs(name), what="the held job")
+        task.cancel()  # sbatch has not answered yet
+        await asyncio.gather(task, return_exceptions=True)
+        await first.aclose(cancel=False)
+        return jobs[0][0]
+
+    job_id = run(submit_then_detach())
+    try:
+        assert json.loads((run_dir / "slurm" / f"{vid}.json").read_text())["job_id"] == job_id
+    finally:
+        slurm_cluster.run("scancel", job_id)
+
+
 def test_resume_resubmits_a_lost_job(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
     run_dir = unique_run_dir(tmp_path)
     vid = "ffff000000000002"

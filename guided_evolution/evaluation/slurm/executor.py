@@ -261,11 +261,26 @@ class SlurmExecutor:
         _write(job.dir / "job.sh", script)
         self._live[vid] = job
         _write(self.dir / f"{vid}.json", json.dumps(job.record()))
-        job.job_id = await self._sbatch(job)
-        _write(self.dir / f"{vid}.json", json.dumps(job.record()))
+        job.job_id = await self._sbatch_recorded(job)
         self.submitted.append(job.job_id)
         self._monitor.watched.add(job.job_id)
         return job
+
+    async def _sbatch_recorded(self, job: _Job) -> str:
+        """``_sbatch``, then the job id in the variant's record. A cancellation (``--detach``,
+        Ctrl-C) while sbatch runs waits for its answer (a second) and records the id first, so
+        that a resume finds the queued job by its id."""
+        submit = asyncio.ensure_future(self._sbatch(job))
+        try:
+            job_id = await asyncio.shield(submit)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                job.job_id = await submit
+                _write(self.dir / f"{job.variant_id}.json", json.dumps(job.record()))
+            raise
+        job.job_id = job_id
+        _write(self.dir / f"{job.variant_id}.json", json.dumps(job.record()))
+        return job_id
 
     async def _sbatch(self, job: _Job) -> str:
         argv = [
