@@ -8,8 +8,8 @@ Fixtures every test file may use:
   session in-process; read it, or ``copy_run`` it before writing into it.
 * ``copy_run``: a private copy of a run directory under the test's ``tmp_path``.
 
-With pytest-xdist installed (the `test` extra), the suite runs on every core by default: one
-worker per core, each test file on one worker (``--dist loadfile``: a file's module fixtures are
+With pytest-xdist installed (the `test` extra), the suite runs on every core by default: two
+workers more than there are cores (``workers_for``), each test file on one worker (``--dist loadfile``: a file's module fixtures are
 made once, and its tests never race each other); the files with a slow test go out first, and
 the threat table's rows are spread over the workers (``tests/support/scheduling.py``). ``-n 0`` (or ``-p no:xdist``) runs it in this
 process; ``-n N`` picks the workers; ``--pdb`` and ``--trace`` run in this process by themselves.
@@ -37,18 +37,31 @@ if TYPE_CHECKING:
     from guided_evolution.evaluation.sandbox.wrap import Sandbox
 
 
+EXTRA_WORKERS = 2
+"""Workers beyond one per core. A good part of the suite waits rather than computes (a `ge` child
+killed at a drawn moment, an evaluation run into its timeout, SLURM's polls, a served model's
+latency, a sleeping variant): with one worker per core, a core idled through those waits. On
+2 cores the suite took 654 s idle and only 1,020 s beside 2 busy loops that took half the CPU:
+by that, roughly 290 s of the 654 were waits."""
+
+
+def workers_for(cores: int) -> int:
+    """How many xdist workers the suite starts on ``cores`` usable cores."""
+    return max(cores, 1) + EXTRA_WORKERS
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
-    """``-n auto --dist loadfile`` unless the command line chose (or xdist is not installed);
-    ``-n N`` alone is ``--dist loadfile`` too (xdist's own default, ``load``, would make a file's
-    module fixtures on every worker that runs one of its tests)."""
+    """``-n workers_for(cores) --dist loadfile`` unless the command line chose (or xdist is not
+    installed); ``-n N`` alone is ``--dist loadfile`` too (xdist's own default, ``load``, would
+    make a file's module fixtures on every worker that runs one of its tests)."""
     option = config.option
     if not hasattr(option, "numprocesses"):  # no xdist
         return
     if option.usepdb or getattr(option, "trace", False) or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     if option.numprocesses is None:
-        option.numprocesses = "auto"
+        option.numprocesses = workers_for(len(os.sched_getaffinity(0)))
     if option.dist == "no" and option.numprocesses != 0:
         option.dist = "loadfile"
 
