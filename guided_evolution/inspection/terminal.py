@@ -327,36 +327,44 @@ def _metrics_text(metrics: dict[str, Any] | None, objectives: list[Objective]) -
 
 
 def _node_label(node: LineageNode | MissingNode, objectives: list[Objective]) -> Text:
-    text = Text()
-    text.append(_fmt(node.id), style="bold cyan")
+    return Text.assemble(*_label_parts(node, objectives))
+
+
+def _label_parts(node: LineageNode | MissingNode, objectives: list[Objective]) -> list[tuple[str, str]]:
+    """A lineage node's line as (text, style) pieces."""
+    parts = [(_fmt(node.id), "bold cyan")]
     if isinstance(node, MissingNode):
-        text.append("  (not in the index)", style="red")
-        return text
-    text.append(f"  gen {node.generation}  ", style="dim")
+        return [*parts, ("  (not in the index)", "red")]
+    parts.append((f"  gen {node.generation}  ", "dim"))
     if node.mark is not None and node.mark.island is not None:
-        text.append(f"island {node.mark.island}  ", style="blue")
-    op = _fmt(node.operator) + (f" ({_fmt(node.persona)})" if node.persona else "")
-    text.append(op, style="magenta")
+        parts.append((f"island {node.mark.island}  ", "blue"))
+    parts.append((_fmt(node.operator) + (f" ({_fmt(node.persona)})" if node.persona else ""), "magenta"))
     if node.status == "evaluated":
-        text.append("  " + _metrics_text(node.metrics, objectives))
+        parts.append(("  " + _metrics_text(node.metrics, objectives), ""))
         if node.improved:
-            text.append("  ▲ improved", style="green")
+            parts.append(("  ▲ improved", "green"))
     else:
-        text.append(
-            f"  {_fmt(node.status)}",
-            style="red" if node.status in ("failed", "invalid") else "yellow",
-        )
+        bad = node.status in ("failed", "invalid")
+        parts.append((f"  {_fmt(node.status)}", "red" if bad else "yellow"))
         if node.failure_reason:
-            text.append(f": {_fmt(node.failure_reason)}", style="red")
+            parts.append((f": {_fmt(node.failure_reason)}", "red"))
     if node.mark is not None and node.mark.migrations:
-        text.append(f"  ⇄ {_fmt(migration_words(node.mark.migrations))}", style="blue")
-    return text
+        parts.append((f"  ⇄ {_fmt(migration_words(node.mark.migrations))}", "blue"))
+    return parts
+
+
+TREE_NODES = 400  # a larger ancestry is listed, not drawn as a tree (its depth is the run's)
 
 
 def print_lineage(console: Console, data: LineageView) -> None:
-    """`ge lineage`: the ancestry as a tree; an ancestor reached twice is shown once."""
+    """`ge lineage`: the ancestry as a tree; an ancestor reached twice is shown once. An ancestry
+    of more than ``TREE_NODES`` variants (hundreds of generations deep, crossovers merging
+    lines) is listed newest first, each variant with its parents."""
     nodes = {n.id: n for n in data.nodes}
     objectives = data.objectives
+    if len(nodes) > TREE_NODES:
+        _print_ancestry_list(console, data, nodes)
+        return
     shown: set[str] = set()
 
     def grow(tree: Tree, vid: str) -> None:
@@ -374,6 +382,23 @@ def print_lineage(console: Console, data: LineageView) -> None:
     grow(tree, root_id)
     console.print(tree)
     console.print(f"[dim]{len(nodes)} variants in the ancestry; seed {_m(data.seed)}[/dim]")
+
+
+def _print_ancestry_list(
+    console: Console, data: LineageView, nodes: dict[str, LineageNode | MissingNode]
+) -> None:
+    """A large ancestry as lines, newest generation first: label, then ``<- parents``."""
+    order = sorted(
+        data.nodes, key=lambda n: -(n.generation if isinstance(n, LineageNode) else -1)
+    )
+    paint, lines = _painter(console), []
+    for node in order:
+        text = "".join(paint(part, style) for part, style in _label_parts(node, data.objectives))
+        parents = node.parents if isinstance(node, LineageNode) else []
+        lines.append(text + (paint("  <- " + ", ".join(_fmt(p) for p in parents), "dim") if parents else ""))
+    lines.append(paint(f"{len(nodes)} variants in the ancestry (listed newest first: too many to draw as a tree); seed {_fmt(data.seed)}", "dim"))
+    console.file.write("\n".join(lines) + "\n")
+    console.file.flush()
 
 
 def print_diff(console: Console, data: DiffView) -> None:
