@@ -14,13 +14,17 @@ PYTHONPATH so that every `ge` the tests start is the clone's). The busy conditio
 processes that spin (``while True: pass``, one per core is what ``--busy`` counts) before pytest
 and kills them (by pid) after it. Printed: each run's wall time, pytest's last line and exit
 status, the 1-minute load average before it (a machine that is not idle before the "idle" run
-gives a figure that means little), then the median per condition.
+gives a figure that means little), the CPU seconds of pytest's whole process tree (every
+process it waited for: its workers, each `ge` and sandbox they started; the spinners are not
+counted), then the median per condition. The CPU seconds depend little on the load: divided by
+the cores they bound the idle wall time from below; a wall time far above that bound is waiting.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -55,18 +59,24 @@ def clone_of_head(tmp: Path) -> Path:
     return dest
 
 
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of the child processes waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def one_run(
     repo: Path, pytest_args: list[str], busy: int, log: Path | None
-) -> tuple[float, int, str]:
-    """(wall seconds, exit status, pytest's last line) of one suite run under ``busy`` spinners;
-    pytest's output goes to ``log`` too."""
+) -> tuple[float, float, int, str]:
+    """(wall seconds, CPU seconds, exit status, pytest's last line) of one suite run under
+    ``busy`` spinners; pytest's output goes to ``log`` too."""
     paths = [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     env.pop("PYTEST_XDIST_WORKER", None)
     spinners = busy_loops(busy)
     try:
         time.sleep(0.5 if busy else 0)  # the spinners are running before pytest starts
-        start = time.monotonic()
+        start, cpu_before = time.monotonic(), children_cpu_s()
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", *pytest_args],
             cwd=repo,
@@ -75,13 +85,13 @@ def one_run(
             text=True,
             check=False,
         )
-        wall = time.monotonic() - start
+        wall, cpu = time.monotonic() - start, children_cpu_s() - cpu_before
     finally:
         stop(spinners)
     if log is not None:
         log.write_text(proc.stdout + proc.stderr)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    return wall, proc.returncode, (lines[-1] if lines else proc.stderr.strip()[-300:])
+    return wall, cpu, proc.returncode, (lines[-1] if lines else proc.stderr.strip()[-300:])
 
 
 def main() -> None:
@@ -108,10 +118,14 @@ def main() -> None:
                 busy = args.busy if condition == "busy" else 0
                 load = os.getloadavg()[0]
                 log = args.log / f"{condition}-{n}.txt" if args.log else None
-                wall, code, last = one_run(repo, args.pytest_args, busy, log)
+                wall, cpu, code, last = one_run(repo, args.pytest_args, busy, log)
                 walls[condition].append(wall)
                 label = f"{condition} ({busy} busy processes)" if busy else condition
-                print(f"{label}: {wall:.0f} s, exit {code}, load before {load:.2f}: {last}")
+                print(
+                    f"{label}: {wall:.0f} s, {cpu:.0f} CPU-s, exit {code}, "
+                    f"load before {load:.2f}: {last}",
+                    flush=True,
+                )
                 if args.clone:
                     shutil.rmtree(repo, ignore_errors=True)
     finally:
