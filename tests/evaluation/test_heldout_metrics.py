@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.cli import run_json
 from tests.support.openai_server import serve
-from tests.support.seeds import CodeWriter, template_seed
+from tests.support.seeds import CodeWriter, bump_first_integer, template_seed, with_statement
 
 HELDOUT = "heldout_accuracy"
 HELDOUT_VALUE = "0.917364"
@@ -86,7 +86,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]],
     """The requests the fake LLM received during one run, and the run directory."""
     tmp = tmp_path_factory.mktemp("heldout")
     seed = _seed(tmp / "seed")
-    with serve(responder=CodeWriter()) as server:
+    # Every reply a new program (its score changed as by CodeWriter's default edit, which alone
+    # repeats every third request: the duplicates left too few parents for a crossover in some
+    # runs).
+    writer = CodeWriter(
+        edit=lambda code, n: with_statement(bump_first_integer(code, n), f"_revision = {n}")
+    )
+    with serve(responder=writer) as server:
         summary = run_json(
             "run", str(seed), "--run-dir", str(tmp / "run"), "--model", "openai/test-model",
             "--api-base", server.base_url, cwd=tmp,
