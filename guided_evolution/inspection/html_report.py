@@ -12,15 +12,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from guided_evolution.errors import GeError
 from guided_evolution.inspection.export import write_atomic
 from guided_evolution.inspection.html_parts import better, esc, fmt_num
-from guided_evolution.inspection.json_view import JsonView
+from guided_evolution.inspection.json_view import OMITTED_IF_NONE, JsonView
 from guided_evolution.inspection.report_data import (
+    CompareRow,
     Comparison,
     FrontDetails,
     GroupRow,
@@ -539,7 +540,8 @@ def render(rep: Report, cmp: Comparison | None = None) -> str:
 
 @dataclass(frozen=True)
 class ReportSummary(JsonView):
-    """What `ge report` wrote: the file, its size, and how much of the run it shows."""
+    """What `ge report` wrote: the file, its size, how much of the run it shows, and with
+    ``--compare`` the comparison the page shows."""
 
     path: str
     bytes: int
@@ -548,6 +550,21 @@ class ReportSummary(JsonView):
     plots: int
     failure_groups: int
     reflections: int
+    comparison: ComparisonSummary | None = field(default=None, metadata=OMITTED_IF_NONE)
+
+
+@dataclass(frozen=True)
+class ComparisonSummary(JsonView):
+    """`ge report --compare`'s table: each selection objective's best so far in the run and in
+    the control after the same number of successful evaluations (the shorter run's count)."""
+
+    control: str  # the control run's directory
+    evaluations: int
+    objectives: list[CompareRow]
+
+    @classmethod
+    def of(cls, comparison: Comparison) -> ComparisonSummary:
+        return cls(comparison.control.run_dir, comparison.evaluations, list(comparison.rows))
 
 
 def write_report(run_dir: Path, output: Path, control: Path | None = None) -> ReportSummary:
@@ -571,4 +588,5 @@ def write_report(run_dir: Path, output: Path, control: Path | None = None) -> Re
         plots=page.count('<svg class="plot"'),
         failure_groups=len(rep.failures),
         reflections=len(rep.reflections),
+        comparison=ComparisonSummary.of(cmp) if cmp is not None else None,
     )
