@@ -95,8 +95,8 @@ class RunReader:
         """(id, island) of the children of ``generation`` that are not in ``population``."""
         held = set(population)
         return [
-            (v.id, v.island or 0) for v in self.index.variants()
-            if v.generation == generation and v.operator != "seed" and v.id not in held
+            (v.id, v.island or 0) for v in self.index.variants(generation=generation)
+            if v.operator != "seed" and v.id not in held
         ]  # fmt: skip
 
     # ----------------------------------------------------------------- evaluations
