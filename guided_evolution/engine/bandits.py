@@ -126,10 +126,15 @@ class Bandits:
             "personas": state_dict(tally(self.persona_weights, personas)),
         }
 
-    def model(self, generation: int, rng: random.Random) -> str | None:
-        """The model to ask (None: the bandit is off or there is one model)."""
+    def model(self, generation: int, rng: random.Random, plan: int = -1) -> str | None:
+        """The model to ask for plan ``plan`` (None: the bandit is off or there is one model).
+        UCB1 spreads a generation's children over the models as it does the arms
+        (``batch_ucb1``): from the generation's one state alone, every call of a generation
+        went to the same model."""
         if not self.on or len(self.model_weights) < 2:
             return None
+        if self.algorithm == "ucb1" and plan >= 0:
+            return batch_ucb1(self.state(generation).models, plan)
         return choose(self.algorithm, self.state(generation).models, rng)
 
     def persona(self, generation: int, rng: random.Random, plan: int = -1) -> str | None:

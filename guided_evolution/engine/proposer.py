@@ -498,7 +498,7 @@ class LLMProposer(_StepProposer):
         return float(value) if value is not None else None
 
     async def _ask(self, req: Any, rng: random.Random, plan: Plan, sample: int) -> Any:
-        model = self.llm.pick_model(rng, self.bandits.model(plan.generation, rng))
+        model = self.llm.pick_model(rng, self.bandits.model(plan.generation, rng, plan.index))
         stage = getattr(req, "stage", "final")
         purpose = f"{req.operator}:{stage}" if stage != "final" else req.operator
         if getattr(req, "edit", EDIT_WHOLE) == EDIT_DIFF:
