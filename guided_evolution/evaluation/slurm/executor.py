@@ -18,6 +18,9 @@ commands and the squeue/sacct monitoring are in ``commands``.
 A job that SLURM ends (time limit, out of memory, node failure, scancel) is a failed evaluation
 with that reason. Without accounting, the script's exit file says how it ended; a job that
 disappears from squeue without one is failed after ``grace_s``.
+
+The module is long because it holds a job's whole life in one class (submit, watch, re-attach
+on resume, end); SLURM's commands and the outcome rules are in modules of their own.
 """
 
 from __future__ import annotations
