@@ -8,7 +8,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from guided_evolution.evolution.operators import registry
 from guided_evolution.inspection.json_view import JsonView
 from guided_evolution.inspection.report_bandit import (
     BanditView,
+    Latest,
     TokenView,
     bandit_html,
     bandit_view,
@@ -30,7 +31,6 @@ from guided_evolution.inspection.run_data import (
     ReflectionRow,
     RunData,
     failure_groups,
-    load_run_data,
     open_run_index,
     reflection_rows,
 )
@@ -48,6 +48,7 @@ from guided_evolution.inspection.views_data import (
     objective_rows,
 )
 from guided_evolution.runstore.git_store import GitStore
+from guided_evolution.runstore.records import META_FINISHED, META_SEED
 
 MAX_FRONT_DIFFS = 60
 
@@ -321,7 +322,7 @@ def _counts(index: Any, cfg: Any) -> dict[str, int | float | str]:
 def collect(run_dir: Path) -> Report:
     """Read everything the report shows from the run (read-only, no lock)."""
     with open_run_index(run_dir) as (index, resolved, paths):
-        data = load_run_data(index, resolved, paths)
+        data = _lean_run_data(index, resolved, paths)
         cfg = resolved.config
         events = index.events()
         calls = index.call_costs()  # no messages: a long run's prompts are never loaded
@@ -336,8 +337,10 @@ def collect(run_dir: Path) -> Report:
         operators, personas = _group_stats(data, rejected)
         best_line = data.ancestry([rows[0].id]) if rows else []
         lineage_of = _distinct_front(data, rows)
+        drawn = data.ancestry(lineage_of)
+        detail = _detailed(data, index, [*(r.id for r in rows), *best_line, data.seed_id or ""], drawn)
         with GitStore.open(paths.repo) as store:
-            front = _front_details(rows, data, index, store)
+            front = _front_details(rows, detail, index, store)
         end = max([e.time for e in events] + [start])
         return Report(
             title=Path(data.run_dir).name,
@@ -357,11 +360,11 @@ def collect(run_dir: Path) -> Report:
             spend_axis=spend_axis,
             operators=operators,
             personas=personas,
-            failures=failure_groups(data, rejected),
-            graph=_graph(data, lineage_of, front_ids, set(best_line)),
+            failures=failure_groups(replace(data, latest=index.latest_failed()), rejected),
+            graph=_graph(detail, lineage_of, front_ids, set(best_line)),
             lineage_of=len(lineage_of),
             best_line=best_line,
-            reflections=_best_line_reflections(index, data, best_line),
+            reflections=_best_line_reflections(index, detail, best_line),
             seed_id=data.seed_id,
             time_span_s=max(end - start, progress[-1].t if progress else 0.0),
             children=children_per_generation(index, cfg.evolution),
@@ -369,6 +372,29 @@ def collect(run_dir: Path) -> Report:
             islands=report_view(index, cfg),
             strategy=cfg.evolution.strategy,
         )
+
+
+def _lean_run_data(index: Any, resolved: Any, paths: Any) -> RunData:
+    """The run's variants without their text columns and each latest evaluation's status and
+    selection objectives only (``_detailed`` adds the whole records of the few the report
+    shows): a large run is not loaded whole."""
+    names = [o.name for o in resolved.config.selected_objectives]
+    return RunData(
+        run_dir=str(paths.root),
+        config=resolved.config,
+        seed_id=index.get_meta(META_SEED),
+        variants={v.id: v for v in index.variant_briefs()},
+        latest={vid: Latest(status, values) for vid, status, values in index.latest_values(names)},
+        finished=index.get_meta(META_FINISHED),
+    )
+
+
+def _detailed(data: RunData, index: Any, shown: list[str], drawn: list[str]) -> RunData:
+    """``data`` with the whole variant records of ``shown`` and the whole latest evaluations of
+    ``shown`` and ``drawn`` (the front, the best line, the lineage graph)."""
+    wanted = [v for v in shown if v]
+    latest = {**data.latest, **index.latest_of([*wanted, *drawn])}
+    return replace(data, variants={**data.variants, **index.variants_of(wanted)}, latest=latest)
 
 
 def _points(data: RunData, front_ids: set[str]) -> list[Point]:

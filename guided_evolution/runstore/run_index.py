@@ -69,6 +69,12 @@ class VariantBrief:
     persona: str | None
     eot_reflection: bool  # it has one (the text is not read)
     status: str
+    operator: str = ""
+    created_at: float = 0.0
+
+    @property
+    def is_seed(self) -> bool:
+        return self.operator == "seed"
 
 
 class RunIndex:
@@ -238,12 +244,15 @@ class RunIndex:
         all variants read (no text column)."""
         rows = self._rows(
             "SELECT id, generation, parents, model, persona, eot_reflection IS NOT NULL"
-            " AND eot_reflection != '', status FROM variants WHERE generation >= ?"
+            " AND eot_reflection != '', status, operator, created_at FROM variants"
+            " WHERE generation >= ?"
             " ORDER BY created_at, rowid",
             (-(2**62) if first_generation is None else first_generation,),
         )
         return [
-            VariantBrief(r[0], r[1], tuple(json.loads(r[2] or "[]")), r[3], r[4], bool(r[5]), r[6])
+            VariantBrief(
+                r[0], r[1], tuple(json.loads(r[2] or "[]")), r[3], r[4], bool(r[5]), r[6], r[7], r[8]
+            )
             for r in rows
         ]
 
