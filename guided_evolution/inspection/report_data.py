@@ -297,14 +297,14 @@ def _progress(
         found.append((max(when - start, 0.0), ev["variant_id"], cost[k], tokens[k], scores, k))
     found.sort(key=lambda r: r[0])
     rows = []
-    best: dict[str, float] = {}
+    best: dict[str, float] = {}  # copied when it changes: rows between improvements share it
     for t, vid, usd, spent, scores, calls in found:
         for name, direction in data.objectives:
             value = scores[name]
             old = best.get(name)
             if old is None or (value > old if direction == "max" else value < old):
-                best[name] = value
-        rows.append(ProgressRow(vid, t, usd, spent, scores, dict(best), calls))
+                best = {**best, name: value}
+        rows.append(ProgressRow(vid, t, usd, spent, scores, best, calls))
     return rows, spend_axis
 
 

@@ -179,9 +179,10 @@ class RunData:
         return self._scored[variant_id]
 
     def scores(self, variant_id: str) -> dict[str, float] | None:
-        """The selection objectives of a successfully evaluated variant, or None."""
+        """The selection objectives of a successfully evaluated variant, or None (one dict per
+        variant, shared by every caller: not to be changed)."""
         found = self.scored(variant_id)
-        return dict(found.metrics) if found is not None else None
+        return found.metrics if found is not None else None  # type: ignore[return-value]
 
     def improved(self, variant_id: str) -> bool:
         """Valid, dominates at least one of its parents and is dominated by none of them."""
