@@ -303,17 +303,24 @@ def resume_start(run: Path) -> dict:
     before = set(os.listdir(work)) if work.is_dir() else set()
     argv = [*GE, "resume", str(copy), "--generations", str(last + 1)]
     wall0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    started = None
-    while proc.poll() is None and time.perf_counter() - wall0 < 600:
+    log = (run.parent / "resume-stderr.txt").open("w+b")  # a pipe could fill and stall it
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=log)
+    started, done = None, (0, 0, None)
+    while time.perf_counter() - wall0 < 600:
+        done = os.wait4(proc.pid, os.WNOHANG)
+        if done[0]:  # it ended before evaluating anything
+            break
         if work.is_dir() and set(os.listdir(work)) - before:
             started = time.perf_counter() - wall0
             break
         time.sleep(0.01)
-    if proc.poll() is None:
+    if not done[0]:
         proc.terminate()
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        done = os.wait4(proc.pid, 0)
+    _, status, usage = done
+    log.seek(0)
+    err = log.read().decode(errors="replace")
+    log.close()
     shutil.rmtree(copy, ignore_errors=True)
     return {
         "command": "ge resume: first evaluation starts",
