@@ -360,14 +360,14 @@ def _as_schema_3(run: Path, copy: Path) -> Path:
 
 def _print_build(record: dict) -> None:
     n = record["children"]
+    if record.get("recorded"):  # not ge's per-child figures: nothing was evaluated
+        print(f"build: {n} children, not evaluated: {record['note']}")
+        return
     print(
         f"build: {n} children ({record['size']} asked) in {record['wall_s']:.0f} s wall, "
         f"{record['cpu_s']:.0f} s CPU (ge, its sandboxes and workers): "
         f"{1000 * record['wall_s'] / n:.1f} ms wall, {1000 * record['cpu_s'] / n:.1f} ms CPU per child"
     )
-    if record.get("recorded"):  # not ge's per-child figures: nothing was evaluated
-        print(f"  {record['note']}")
-        return
     per = "  ".join(f"{1000 * x:.0f}" for x in record["by_thousand"])
     print(f"  wall per child (ms) by thousand children: {per}")
     if record.get("note"):
