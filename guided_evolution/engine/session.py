@@ -348,8 +348,9 @@ def _note(index: RunIndex, kind: str, data: dict[str, Any]) -> None:
 
 def _repair(paths: rd.RunPaths) -> None:
     """A kill between a git write and an index write leaves them out of step: repair first. A run
-    that stopped on damage goes on only once doctor's repair leaves nothing of it."""
-    doctor.check(paths.root, repair=True)
+    that stopped on damage goes on only once doctor's repair leaves nothing of it (with ``git
+    fsck`` then: a kill leaves no broken object, so a run that did not stop on damage skips it)."""
+    doctor.check(paths.root, repair=True, fsck=bool(damage.recorded(paths.damage)))
     recorded = damage.recorded(paths.damage)
     if recorded:
         raise damage.error(paths.root, recorded)

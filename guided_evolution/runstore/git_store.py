@@ -481,12 +481,13 @@ class GitStore:
         start = f"refs/heads/{prefix}"
         result = {}
         try:
-            names = [ref.name for ref in self._repo.references.iterator()]
+            refs = [(ref.name, ref) for ref in self._repo.references.iterator()]
         except (pygit2.GitError, OSError) as err:
             raise self._damaged(f"its refs cannot be read ({err})") from None
-        for name in names:
+        for name, ref in refs:
             if name.startswith(start):
-                sha = self._read_ref(name)
+                target = getattr(ref, "target", None)  # a branch points at its commit directly
+                sha = str(target) if isinstance(target, pygit2.Oid) else self._read_ref(name)
                 if sha is not None:
                     result[name[len("refs/heads/") :]] = sha
         return result
