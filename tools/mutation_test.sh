@@ -6,7 +6,8 @@
 # bandits, novelty rejection, SEARCH/REPLACE edits, the code distance), runs their fast unit tests
 # against each mutant (tests/evolution/: test_plan*.py, test_selection.py, test_mate_choice.py,
 # test_islands_pure.py, test_bandit.py, test_diffedit.py, test_diff_mode.py,
-# test_diff_structure.py, test_diversity.py, test_mate_partner.py, test_mutants_*.py, those
+# test_diff_structure.py, test_diversity.py, test_mate_partner.py, test_bandit_duplicates.py,
+# test_diversity_pairs.py, test_mutants_*.py, those
 # present; not the end-to-end runs in them, deselected by name below), and prints the mutants
 # that no test killed. docs/mutation-testing.md lists the survivors that are equivalent and why.
 # Runs in a scratch copy of the package and tests (mutmut writes a mutants/ folder and needs its
@@ -50,7 +51,8 @@ for test in tests/evolution/test_plan.py tests/evolution/test_plan_paper.py test
     tests/evolution/test_selection.py tests/evolution/test_mate_choice.py tests/evolution/test_islands_pure.py \
     tests/evolution/test_bandit.py tests/evolution/test_diffedit.py tests/evolution/test_diff_mode.py \
     tests/evolution/test_diff_structure.py tests/evolution/test_diversity.py \
-    tests/evolution/test_mate_partner.py "$root"/tests/evolution/test_mutants_*.py; do
+    tests/evolution/test_mate_partner.py tests/evolution/test_bandit_duplicates.py \
+    tests/evolution/test_diversity_pairs.py "$root"/tests/evolution/test_mutants_*.py; do
     test=${test#"$root"/}
     if [[ -f $root/$test ]]; then echo "    $test" >> "$work/setup.cfg"; fi
 done

@@ -30,3 +30,9 @@ def test_a_large_population_gets_a_fixed_uniform_sample_of_distinct_pairs(
 def test_a_population_up_to_exact_up_to_is_measured_on_every_pair(n: int) -> None:
     pairs, sampled = diversity._pairs(n, 24, 0)
     assert not sampled and pairs == list(itertools.combinations(range(n), 2))
+
+
+def test_a_statement_break_is_one_token_between_statements_only() -> None:
+    expected = ("a", "=", "1", "<newline>", "b", "=", "2")
+    assert diversity.tokens("a = 1; b = 2") == diversity.tokens("a = 1\nb = 2;;\n") == expected
+    assert diversity.tokens(";x = 1") == ("x", "=", "1")  # no break before the first statement
