@@ -181,6 +181,12 @@ class RunIndex:
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
 
+    def _each(self, sql: str, args: tuple[Any, ...] = ()) -> Iterator[sqlite3.Row]:
+        """The rows one at a time (a large result is never held whole; the lock is held until
+        the caller has read them all)."""
+        with self._lock:
+            yield from self._conn.execute(sql, args)
+
     def _row(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Row | None:
         with self._lock:
             return self._conn.execute(sql, args).fetchone()
@@ -242,7 +248,7 @@ class RunIndex:
         """Every variant's (from generation ``first_generation`` on) id, generation, parents,
         model, persona and whether it has an EoT reflection, in creation order: what tallies over
         all variants read (no text column)."""
-        rows = self._rows(
+        rows = self._each(
             "SELECT id, generation, parents, model, persona, eot_reflection IS NOT NULL"
             " AND eot_reflection != '', status, operator, created_at FROM variants"
             " WHERE generation >= ?"
@@ -432,7 +438,7 @@ class RunIndex:
                 f"{head} WHERE id IN (SELECT max(id) FROM evaluations WHERE variant_id IN"
                 f" ({','.join('?' * len(c))}) GROUP BY variant_id) ORDER BY id", (*paths, *c),
             ) for c in _chunks(ids)]  # fmt: skip
-        rows = [row for sql, args in chunks for row in self._rows(sql, args)]
+        rows = (row for sql, args in chunks for row in self._each(sql, args))
         out = []
         for row in rows:
             if plain and (row[2] or row[3] is None):
@@ -469,11 +475,11 @@ class RunIndex:
         )
         return {row["variant_id"]: evaluation_from_row(row) for row in rows}
 
-    def evaluation_lines(self) -> list[sqlite3.Row]:
+    def evaluation_lines(self) -> Iterator[sqlite3.Row]:
         """Every evaluation in recording order, for an event log: variant_id, stage, attempt,
         status, metrics (JSON text), failure_reason, started_at, duration_s and its variant's
-        created_at (no output is read)."""
-        return self._rows(
+        created_at (no output is read), one row at a time."""
+        return self._each(
             "SELECT e.variant_id, e.stage, e.attempt, e.status, e.metrics, e.failure_reason,"
             " e.started_at, e.duration_s, v.created_at FROM evaluations e"
             " LEFT JOIN variants v ON v.id = e.variant_id ORDER BY e.id"
