@@ -46,7 +46,7 @@ class RebuildReport:
 
 def seed_variant(store: GitStore) -> str | None:
     """The variant id on the seed branch, from its Ge-Variant trailer."""
-    sha = store.branches().get(SEED_BRANCH)
+    sha = store.branch_sha(SEED_BRANCH)  # one ref, not every branch listed
     rec = variant_from_commit(store, SEED_BRANCH, sha) if sha else None
     return rec.id if rec is not None else None
 
