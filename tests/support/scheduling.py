@@ -3,11 +3,11 @@
 With ``--dist loadfile`` a test file is one unit of work: its module fixtures are made once and
 its tests never race each other. xdist would hand out the files with the most tests first, which
 leaves the long files of few tests (a CNN trained end to end, the SLURM waits) for the end, where
-one worker runs them while the other has nothing left. Here the units go out in the order of the
+one worker runs them while the others have nothing left. Here the units go out in the order of the
 collection, which ``slow_files_first`` sorts: the files that hold a ``slow`` test first, then by
 their number of tests. A file listed in ``SPLIT_BY_PARAM`` is one unit per parameter of its tests
-(its module fixture is parametrized and made once per parameter anyway), so its rows run on both
-workers.
+(its module fixture is parametrized and made once per parameter anyway), so its rows are spread
+over the workers.
 """
 
 from __future__ import annotations
