@@ -27,6 +27,7 @@ from guided_evolution.evolution import diversity
 from guided_evolution.evolution.scoring import scored
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.index_schema import MEASURES_TABLE, dumps
+from guided_evolution.runstore.tallies import write_lazily
 
 Codes = dict[str, str]
 
@@ -149,26 +150,10 @@ def stored(conn: sqlite3.Connection, first: int = 0) -> dict[int, GenerationMeas
 
 
 def store_lazily(index_path: Path, found: Iterable[GenerationMeasures]) -> bool:
-    """Store measures an inspection computed (a reader's index is read-only: this opens the file
-    for one short write transaction, creating the table in an index of an earlier ge). Best
-    effort: False when the index cannot be written (read-only file system, permissions, a writer
-    holding it past the timeout); the caller has the measures anyway."""
-    rows = [to_row(m) for m in found]
-    if not rows:
-        return True
-    try:
-        conn = sqlite3.connect(index_path.resolve().as_uri() + "?mode=rw", uri=True, timeout=2.0)
-    except sqlite3.Error:
-        return False
-    try:
-        with conn:
-            conn.execute(MEASURES_TABLE)
-            conn.executemany(INSERT_SQL, rows)
-        return True
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.close()
+    """Store measures an inspection computed (``tallies.write_lazily``: one short write
+    transaction on a reader's read-only index, creating the table in an index of an earlier ge).
+    Best effort: False when the index cannot be written; the caller has the measures anyway."""
+    return write_lazily(index_path, MEASURES_TABLE, INSERT_SQL, [to_row(m) for m in found])
 
 
 CACHED_SEGMENTS = 4096  # token sequences the Measurer keeps between generations at most
