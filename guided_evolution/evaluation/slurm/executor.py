@@ -80,6 +80,8 @@ SQUEUE_OUTAGE_S = 600.0
 """How long squeue may keep failing before the evaluations waiting on it fail."""
 _DETERMINISTIC = frozenset({"TIMEOUT", "OUT_OF_MEMORY"})
 """Found on resume, these are this variant's failures; other unfinished jobs are resubmitted."""
+SBATCH_ANSWER_S = 5.0
+"""How long a cancelled submission waits for sbatch to print the job id it already queued."""
 
 
 @dataclass
@@ -271,14 +273,15 @@ class SlurmExecutor:
 
     async def _sbatch_recorded(self, job: _Job) -> str:
         """``_sbatch``, then the job id in the variant's record. A cancellation (``--detach``,
-        Ctrl-C) while sbatch runs waits for its answer (a second) and records the id first, so
-        that a resume finds the queued job by its id."""
+        Ctrl-C) while sbatch runs waits up to ``SBATCH_ANSWER_S`` for its answer and records
+        the id, so that a resume finds the queued job by its id; an sbatch slower than that is
+        cancelled (its job is found by its comment, as after a kill)."""
         submit = asyncio.ensure_future(self._sbatch(job))
         try:
             job_id = await asyncio.shield(submit)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                job.job_id = await submit
+                job.job_id = await asyncio.wait_for(submit, SBATCH_ANSWER_S)
                 _write(self.dir / f"{job.variant_id}.json", json.dumps(job.record()))
             raise
         job.job_id = job_id
