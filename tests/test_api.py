@@ -172,8 +172,8 @@ def test_a_run_stopped_while_it_starts_leaves_nothing(tmp_path: Path, monkeypatc
             run.stop()
         except GeError:  # this machine was quick: the run finished before the stop came
             assert run.wait(timeout=60) is not None and delay > 0
-        else:
-            assert run.wait(timeout=60) is None
+        else:  # None: stopped; a run in its last steps may still finish (quick machine only)
+            assert run.wait(timeout=60) is None or delay > 0
         assert not run.live
         if run.path.exists():  # created before the stop came: a stopped or finished run
             assert (run.path / "config.json").exists() and delay > 0
