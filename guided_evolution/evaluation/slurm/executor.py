@@ -312,6 +312,17 @@ class SlurmExecutor:
 
     # ------------------------------------------------------------------ re-attaching
 
+    async def _find_unrecorded(self, job: _Job) -> str | None:
+        """The queued job of a submission whose id was never recorded, looked up by its comment
+        for up to ``SBATCH_ANSWER_S``: the sbatch of a killed ge may still be queueing it (a
+        lookup at once missed it, and the variant was submitted twice)."""
+        deadline = time.monotonic() + SBATCH_ANSWER_S
+        while True:
+            found = await find_by_comment(job.name, f"ge:{job.token}")
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(0.5)
+
     async def _reattach(self, record: dict[str, Any]) -> _Job | EvalResult | None:
         """The live job of a persisted record, the result it left, or None when it is lost."""
         vid = str(record.get("variant_id", ""))
@@ -329,7 +340,7 @@ class SlurmExecutor:
             self.dir / vid / token,
         )
         if job.job_id is None:  # killed between sbatch and the record: look the job up
-            job.job_id = await find_by_comment(job.name, f"ge:{job.token}")
+            job.job_id = await self._find_unrecorded(job)
             if job.job_id is None:
                 self._forget(job)
                 return None
