@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from guided_evolution.evolution.scoring import Scored, dominates
+from guided_evolution.evolution.selection import distinct_front
 from guided_evolution.termsafe import inert
 
 
@@ -69,9 +70,9 @@ class Progress:
             self.refresh()
 
     def load(self, points: Iterable[Scored]) -> None:
-        """The variants a resumed run had evaluated before, into the front (no redraw)."""
-        for point in points:
-            self._add(point)
+        """The variants a resumed run had evaluated before, into the front (no redraw): what
+        adding them one by one leaves, computed at once (100,000 variants in well under 1 s)."""
+        self.front = distinct_front([*self.front, *points], self.objectives)
 
     def _add(self, point: Scored) -> bool:
         objectives, values = self.objectives, dict(point.metrics)

@@ -40,6 +40,7 @@ class RunReader:
         self._genomes: OrderedDict[str, Genome] = OrderedDict()
         self._kept: dict[str, str] | None = None  # names other seed files use
         self._commits: dict[str, str] = {}
+        self._all_scored: tuple[int, list[Scored]] | None = None  # (last evaluation id, list)
 
     # ----------------------------------------------------------------- variants
 
@@ -115,13 +116,17 @@ class RunReader:
 
     def all_scored(self) -> list[Scored]:
         """Every selectable variant, in the order of their latest evaluations: one query that
-        reads only the objectives (``RunIndex.latest_values``), whatever the run's size."""
-        names = [name for name, _ in self.objectives]
-        return [
-            s
-            for vid, status, values in self.index.latest_values(names)
-            if (s := scored(vid, EvaluationRecord(vid, status, metrics=values), self.objectives))
-        ]
+        reads only the objectives (``RunIndex.latest_values``), whatever the run's size; read
+        again only once an evaluation was recorded since (the start of a resumed run asks twice)."""
+        mark = self.index.last_evaluation_id()
+        if self._all_scored is None or self._all_scored[0] != mark:
+            names = [name for name, _ in self.objectives]
+            self._all_scored = (mark, [
+                s
+                for vid, status, values in self.index.latest_values(names)
+                if (s := scored(vid, EvaluationRecord(vid, status, metrics=values), self.objectives))
+            ])  # fmt: skip
+        return list(self._all_scored[1])
 
     def best_metrics(self, ids: Sequence[str]) -> Scored | None:
         """The first selectable member of ``ids`` (its id and objectives) for the progress's

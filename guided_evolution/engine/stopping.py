@@ -19,6 +19,7 @@ from pathlib import Path
 
 from guided_evolution.config import GeConfig
 from guided_evolution.evolution.scoring import Scored, dominates
+from guided_evolution.evolution.selection import distinct_front
 from guided_evolution.fsutil import atomic_write
 from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import STOP_REQUEST
@@ -61,7 +62,7 @@ class StopRules:
         reached a target finishes the run at once (a kill came before its finish was recorded,
         or the seed meets it); the front they make (the stale count restarts)."""
         self._targets(scored)
-        self._merge(scored)
+        self.front = distinct_front([*self.front, *scored], self.objectives)
 
     def requested(self) -> bool:
         """True once `ge stop` asked (the request is then consumed)."""

@@ -144,6 +144,20 @@ def pareto_front(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -> 
     return [item for item, row in zip(pop, rows, strict=True) if row in kept]
 
 
+def distinct_front(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -> list[Scored]:
+    """The non-dominated members of `pop` in input order, the first of equal points only: the
+    front that adding `pop` one by one (dropping a point equal to or dominated by a member,
+    pushing out what it dominates) leaves, found in O(n log n) (:func:`pareto_front`)."""
+    seen: set[tuple[float, ...]] = set()
+    out = []
+    for item in pareto_front(pop, objectives):
+        key = tuple(item.metrics[name] for name, _ in objective_weights(objectives))
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
 def _signed_dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     """``a`` is no smaller than ``b`` anywhere and larger somewhere (signed values: larger is
     better)."""

@@ -232,8 +232,11 @@ def _check_index(store: GitStore, paths: RunPaths, repair: bool, found: _Finding
             index = RunIndex.open(paths.index)
         try:
             with index:
-                _check_variants(store, index, repair, found)
-                _check_notes(store, index, repair, found)
+                refs = [_Ref(*r) for r in index.variant_refs()]
+                _check_variants(store, index, refs, repair, found)
+                if repair:  # the rows it repaired
+                    refs = [_Ref(*r) for r in index.variant_refs()]
+                _check_notes(store, index, refs, repair, found)
                 _check_seed(store, index, repair, found)
             return
         except (
@@ -297,10 +300,10 @@ _Problem = Callable[..., None]
 
 
 def _check_variants(
-    store: GitStore, index: RunIndex, repair: bool, report_problem: _Problem
+    store: GitStore, index: RunIndex, refs: list[_Ref], repair: bool, report_problem: _Problem
 ) -> None:
     branches = {b: sha for b, sha in store.branches().items() if is_variant_branch(b)}
-    rows = {vid: _Ref(vid, b, sha, status) for vid, b, sha, status in index.variant_refs()}
+    rows = {r.id: r for r in refs}
     recorded = {(r.branch, r.commit_sha): r.id for r in rows.values() if r.branch}
     git_ids = {recorded[key] for key in branches.items() if key in recorded}
     for branch, sha in sorted(branches.items()):
@@ -368,22 +371,34 @@ class _Ref:
     status: str
 
 
-def _check_notes(store: GitStore, index: RunIndex, repair: bool, report_problem: _Problem) -> None:
+def _check_notes(
+    store: GitStore, index: RunIndex, refs: list[_Ref], repair: bool, report_problem: _Problem
+) -> None:
     """Each committed variant's note against its latest evaluation in the index. A note whose
-    blob is the one the index's evaluation would write is that evaluation (nothing is read);
-    the others are read and compared."""
+    blob is the one the index recorded for that evaluation (``note_blobs``), or the one its
+    evaluation would write, is that evaluation (nothing is read); the others are read and
+    compared."""
     blobs = store.note_blobs()
-    latest = index.latest_without_output()
-    refs = [_Ref(*r) for r in index.variant_refs()]
+    known = index.latest_note_blobs()
     gone = set(store.missing_objects([r.commit_sha for r in refs if r.commit_sha]))
+    unsure = [
+        r.id for r in refs
+        if r.commit_sha and r.id in known and known[r.id][1] != blobs.get(r.commit_sha)
+    ]  # fmt: skip
+    latest = _latest(index, unsure)
     to_write: dict[str, str] = {}  # one notes commit for all the notes written
+    learned: list[tuple[int, str]] = []  # note blobs an earlier ge did not record
     for rec in refs:
         if rec.commit_sha is None or rec.commit_sha in gone:
             continue
         blob = blobs.get(rec.commit_sha)
+        if blob is not None and rec.id in known and known[rec.id][1] == blob:
+            _check_status(index, rec, known[rec.id][0], repair, report_problem)
+            continue
         mine = latest.get(rec.id)
         if mine is not None and blob == store.note_blob_id(mine.to_note()):
-            _check_status(index, rec, mine, repair, report_problem)
+            learned.append((mine.id or 0, blob))
+            _check_status(index, rec, mine.status, repair, report_problem)
             continue
         text = store.note_text(blob) if blob is not None else None
         theirs = evaluation_from_note(rec.id, text, []) if text is not None else None
@@ -419,21 +434,31 @@ def _check_notes(store: GitStore, index: RunIndex, repair: bool, report_problem:
                 kind="note-old",
             )
         if final is not None:
-            _check_status(index, rec, final, repair, report_problem)
+            _check_status(index, rec, final.status, repair, report_problem)
     store.set_notes(to_write)
+    if repair and learned:  # the next check reads them instead of hashing every evaluation
+        index.add_note_blobs(learned)
+
+
+def _latest(index: RunIndex, ids: list[str]) -> dict[str, Any]:
+    """The latest evaluations (without output) of ``ids``: one query over all variants when
+    they are many (an earlier ge's run records no note blobs), else one per variant."""
+    if len(ids) > 200:
+        return index.latest_without_output()
+    return {vid: e for vid in ids if (e := index.latest_evaluation(vid)) is not None}
 
 
 def _check_status(
-    index: RunIndex, rec: _Ref, final: Any, repair: bool, report_problem: _Problem
+    index: RunIndex, rec: _Ref, status: str, repair: bool, report_problem: _Problem
 ) -> None:
-    """The variant's status follows its latest evaluation."""
-    if rec.status in (NOTE_STATUS[final.status], "invalid"):
+    """The variant's status follows its latest evaluation (whose status is ``status``)."""
+    if rec.status in (NOTE_STATUS[status], "invalid"):
         return
-    expected = NOTE_STATUS[final.status]
+    expected = NOTE_STATUS[status]
     if repair:
         index.set_variant_status(rec.id, expected)
     report_problem(
-        f"variant {rec.id}: status {rec.status}, but its latest evaluation is {final.status}",
+        f"variant {rec.id}: status {rec.status}, but its latest evaluation is {status}",
         f"set the status of variant {rec.id} to {expected}",
         kind="status",
     )

@@ -10,6 +10,7 @@ field of its latest evaluation is in its note (:meth:`EvaluationRecord.to_note` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -33,6 +34,13 @@ _INT_TRAILERS = frozenset({"generation", "island"})
 _FLOAT_TRAILERS = frozenset({"temperature", "mating_preference"})
 _LIST_TRAILERS = frozenset({"parents"})
 _JSON_TRAILERS = frozenset({"reflection"})
+
+
+def note_blob_id(text: str) -> str:
+    """The git blob id of the note ``text`` as ``GitStore.set_notes`` stores it (with a final
+    newline): the SHA-1 of git's ``blob <size>\\0`` header and the bytes."""
+    data = (text if text.endswith("\n") else text + "\n").encode()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 def variant_branch(generation: int, variant_id: str) -> str:

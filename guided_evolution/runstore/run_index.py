@@ -49,12 +49,16 @@ from guided_evolution.runstore.records import (
     GenerationRecord,
     ReflectionRecord,
     VariantRecord,
+    note_blob_id,
 )
 
 T = TypeVar("T")
 CODE_KEYS_TABLES = (  # variant -> its program's identity up to comments (engine.recorder.code_key)
     "CREATE TABLE IF NOT EXISTS code_keys (variant_id TEXT PRIMARY KEY, key TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS code_keys_key ON code_keys (key)",
+    # evaluation -> the blob id of its git note (``records.note_blob_id``): `ge doctor` compares
+    # 100,000 notes with the index without reading or hashing an evaluation
+    "CREATE TABLE IF NOT EXISTS note_blobs (evaluation_id INTEGER PRIMARY KEY, blob TEXT NOT NULL)",
 )
 
 
@@ -386,7 +390,16 @@ class RunIndex:
                 ),
             )
             rec.id = int(cur.lastrowid or 0)
+            conn.execute(
+                "INSERT OR REPLACE INTO note_blobs (evaluation_id, blob) VALUES (?, ?)",
+                (rec.id, note_blob_id(rec.to_note())),
+            )
             return rec.id
+
+    def last_evaluation_id(self) -> int:
+        """The row id of the newest evaluation (0: none yet)."""
+        row = self._row("SELECT max(id) FROM evaluations")
+        return int(row[0] or 0) if row is not None else 0
 
     def latest_evaluation(self, variant_id: str) -> EvaluationRecord | None:
         """The most recently recorded evaluation of a variant, or None."""
@@ -461,6 +474,29 @@ class RunIndex:
             " (SELECT max(id) FROM evaluations GROUP BY variant_id)"
         )
         return {row["variant_id"]: evaluation_from_row(row) for row in rows}
+
+    def add_note_blobs(self, blobs: Sequence[tuple[int, str]]) -> None:
+        """Record (evaluation id, note blob id) pairs that `ge doctor` verified (one transaction)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO note_blobs (evaluation_id, blob) VALUES (?, ?)", blobs
+            )
+
+    def latest_note_blobs(self) -> dict[str, tuple[str, str | None]]:
+        """Variant id -> (status, note blob id) of its latest evaluation; the blob id is None
+        for an evaluation recorded by an earlier ge (no ``note_blobs`` row, or no such table)."""
+        try:
+            rows = self._rows(
+                "SELECT e.variant_id, e.status, n.blob FROM evaluations e LEFT JOIN note_blobs n"
+                " ON n.evaluation_id = e.id WHERE e.id IN"
+                " (SELECT max(id) FROM evaluations GROUP BY variant_id)"
+            )
+        except sqlite3.OperationalError:  # an earlier ge's index, opened read-only
+            rows = self._rows(
+                "SELECT variant_id, status, NULL FROM evaluations WHERE id IN"
+                " (SELECT max(id) FROM evaluations GROUP BY variant_id)"
+            )
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     def variant_refs(self) -> list[tuple[str, str | None, str | None, str]]:
         """(id, branch, commit, status) of every variant, in creation order."""
