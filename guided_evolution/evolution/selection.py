@@ -148,10 +148,11 @@ def distinct_front(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -
     """The non-dominated members of `pop` in input order, the first of equal points only: the
     front that adding `pop` one by one (dropping a point equal to or dominated by a member,
     pushing out what it dominates) leaves, found in O(n log n) (:func:`pareto_front`)."""
+    names = [name for name, _ in objective_weights(objectives)]
     seen: set[tuple[float, ...]] = set()
     out = []
     for item in pareto_front(pop, objectives):
-        key = tuple(item.metrics[name] for name, _ in objective_weights(objectives))
+        key = tuple(item.metrics[name] for name in names)
         if key not in seen:
             seen.add(key)
             out.append(item)
