@@ -90,7 +90,7 @@ class _Spend:
         return self._index.events(kind) if self._events else []
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Latest:
     """A latest evaluation's status and selection objectives (what ``scoring.scored`` reads)."""
 

@@ -95,7 +95,7 @@ class GroupRow(JsonView):
     improved_rate: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProgressRow(JsonView):
     """A successful evaluation: seconds since the start, LLM spend so far, its scores and the
     best score of each objective so far."""
@@ -109,7 +109,7 @@ class ProgressRow(JsonView):
     calls: int = 0  # LLM calls made before it finished
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Point(JsonView):
     """A successfully evaluated variant on the front plot."""
 
@@ -330,7 +330,7 @@ def collect(run_dir: Path) -> Report:
             [e.time for e in events] + [v.created_at for v in data.variants.values()]
             or [time.time()]
         )
-        rows = front_rows(index, cfg) if data.objectives else []
+        rows = front_rows(index, cfg, read=data.latest) if data.objectives else []
         front_ids = {r.id for r in rows}
         progress, spend_axis = _progress(data, index, calls, start)
         rejected = [e for e in events if e.kind == "proposal_rejected"]
@@ -391,10 +391,12 @@ def _lean_run_data(index: Any, resolved: Any, paths: Any) -> RunData:
 
 def _detailed(data: RunData, index: Any, shown: list[str], drawn: list[str]) -> RunData:
     """``data`` with the whole variant records of ``shown`` and the whole latest evaluations of
-    ``shown`` and ``drawn`` (the front, the best line, the lineage graph)."""
+    ``shown`` and ``drawn`` (the front, the best line, the lineage graph), added to its dicts in
+    place: a copy of a 100,000-variant run's dicts would cost ~20 MB at the report's peak."""
     wanted = [v for v in shown if v]
-    latest = {**data.latest, **index.latest_of([*wanted, *drawn])}
-    return replace(data, variants={**data.variants, **index.variants_of(wanted)}, latest=latest)
+    data.latest.update(index.latest_of([*wanted, *drawn]))
+    data.variants.update(index.variants_of(wanted))
+    return data
 
 
 def _points(data: RunData, front_ids: set[str]) -> list[Point]:

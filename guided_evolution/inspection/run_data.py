@@ -174,7 +174,10 @@ class RunData:
         """The variant's selection objectives if it can be selected (see `selection.scored`);
         remembered (a variant is scored again as the parent of each of its children)."""
         if variant_id not in self._scored:
-            found = scored(variant_id, self.latest.get(variant_id), self.objectives)
+            latest = self.latest.get(variant_id)
+            found = scored(variant_id, latest, self.objectives)
+            if found is not None and latest is not None and found.metrics == latest.metrics:
+                found = Scored(variant_id, latest.metrics)  # one dict, not two, per variant
             self._scored[variant_id] = found
         return self._scored[variant_id]
 

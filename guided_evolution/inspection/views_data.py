@@ -15,7 +15,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
@@ -74,14 +74,19 @@ _UNCONTAINED = {
 }
 
 
-def front_rows(index: Any, cfg: GeConfig, only: set[str] | None = None) -> list[FrontRow]:
+def front_rows(
+    index: Any, cfg: GeConfig, only: set[str] | None = None, read: Mapping[str, Latest] | None = None
+) -> list[FrontRow]:
     """The Pareto front over every evaluated variant (or those in ``only``): id, branch,
-    generation, operator, metrics. Only the objectives of the other variants are read."""
+    generation, operator, metrics. Only the objectives of the other variants are read (``read``:
+    already read, variant id -> its latest status and objectives)."""
     from guided_evolution.evolution.selection import pareto_front  # deap: only the front needs it
 
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
-    latest = index.latest_values([name for name, _ in objectives])
-    checked = (scored(vid, Latest(status, values), objectives) for vid, status, values in latest)
+    if read is None:
+        values = index.latest_values([name for name, _ in objectives])
+        read = {vid: Latest(status, metrics) for vid, status, metrics in values}
+    checked = (scored(vid, found, objectives) for vid, found in read.items())
     valid = [s for s in checked if s is not None and (only is None or s.id in only)]
     front = pareto_front(valid, objectives) if valid else []
     ids = [s.id for s in front]
