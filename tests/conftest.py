@@ -29,6 +29,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+# One OpenMP thread per torch/BLAS process (the sandbox lets OMP_NUM_THREADS through to evaluators
+# and workers): the suite runs more processes than cores, and torch's default of one thread per
+# core spun idle threads, e.g. an ExquisiteNetV2 CPU evaluation took 27 CPU-s instead of 3.3.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # ge's modules are imported inside the fixtures that need them: collecting a test file imports
 # only what that file does.
