@@ -18,7 +18,8 @@ they were recorded) are scored, so every configuration gets the same evaluation 
   different one;
 - ``duplicates``: byte-identical children (``duplicate`` events), never evaluated in any
   configuration (the baseline skips them too); ``rejected``: proposals novelty rejection caught
-  (``near_duplicate`` events: re-proposed or dropped);
+  (``near_duplicate`` events: re-proposed or dropped); both counted up to the generation of the
+  last scored evaluation, not what the run proposed after it before Ctrl-C stopped it;
 - ``genes``: with self-adaptive mate choice, the median and interquartile range of the
   ``mating_preference`` genes of generation 0 and of the last finished generation's population.
 - ``mean_dist``, ``distinct``, ``front``: the diversity measures of the last finished generation
@@ -181,8 +182,11 @@ def analyse(run_dir: Path, budget: int) -> dict[str, Any]:
                 near += found is not None and found[1] <= NEAR
             seen.append(mine)
     genes = _genes(conn, population_of(conn))
+    # Proposals up to the last scored generation: ge may propose more before Ctrl-C lands.
+    last = max((variants[vid]["generation"] for vid in order), default=0)
     kinds = [r[0] for r in conn.execute(
-        "SELECT kind FROM events WHERE kind IN ('duplicate', 'near_duplicate')")]  # fmt: skip
+        "SELECT kind, data FROM events WHERE kind IN ('duplicate', 'near_duplicate')")
+        if json.loads(r[1]).get("generation", 0) <= last]  # fmt: skip
     novelty, duplicates = kinds.count("near_duplicate"), kinds.count("duplicate")
     population = population_of(conn)
     with GitStore.open(run_dir / "repo.git") as store:
