@@ -68,7 +68,6 @@ from guided_evolution.runstore.records import EvaluationRecord
 from guided_evolution.runstore.run_index import RunIndex
 from tests.reliability.support import (
     PayloadWriter,
-    assert_store_intact,
     llm_config,
     set_config,
     stray_processes,
@@ -403,6 +402,15 @@ def _keyring_outside(scene: Scene, report: Path) -> str | None:
     return "; ".join(seen) or None
 
 
+def _read(path: str) -> bytes:
+    """A /proc file of up to 16 KB, in one read (a quarter of ``Path.read_text``'s CPU)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 16384)
+    finally:
+        os.close(fd)
+
+
 class ProcessWatch:
     """Every 0.1 s, the live processes whose name (comm) starts with ``prefix``: when they were
     seen, so that survivors of an evaluation can be told from processes killed in time."""
@@ -412,24 +420,32 @@ class ProcessWatch:
         self.seen: list[tuple[float, int, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Scan while the block runs: the sequence that makes such processes (scans all along
+        the row took ~1 CPU-s)."""
         self._thread.start()
+        try:
+            yield
+        finally:
+            self.stop()
 
     def scan(self) -> list[tuple[int, str]]:
         """(pid, name) of such processes that are alive and not being killed: SIGKILL pending
         means its sandbox is coming down (slowly on a busy machine); it runs no code again."""
-        found = []
+        found, prefix = [], b"(" + self.prefix.encode()
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                name, state = (
-                    stat[stat.find("(") + 1 : stat.rfind(")")],
-                    stat[stat.rfind(")") + 2 :],
-                )
-                if not name.startswith(self.prefix) or state.startswith(("Z", "X")):
+            try:  # a raw read of every process's stat: 10 scans a second of ~400 processes
+                stat = _read(f"/proc/{entry}/stat")
+                if not stat[stat.find(b"(") :].startswith(prefix):
                     continue
-                status = Path(f"/proc/{entry}/status").read_text()
+                name = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace")
+                if stat[stat.rfind(b")") + 2 :].startswith((b"Z", b"X")):
+                    continue
+                status = _read(f"/proc/{entry}/status").decode(errors="replace")
             except OSError:
                 continue
             pending = re.findall(r"^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$", status, re.M)
@@ -448,7 +464,8 @@ class ProcessWatch:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def kill_all(self) -> None:
         """Stop every such process (so none can fork), then kill them all."""
@@ -511,28 +528,98 @@ def _outside(
     return seen
 
 
+_GE_CALLS = r"""
+import json, os, sys, tempfile, traceback
+from guided_evolution.cli import main
+out = {}
+for label, args, merged in json.loads(sys.argv[1]):
+    with tempfile.TemporaryFile() as so, tempfile.TemporaryFile() as se:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(so.fileno(), 1)
+        os.dup2((so if merged else se).fileno(), 2)
+        sys.argv, code = ["ge", *args], 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd in (1, 2):
+                os.dup2(saved[fd - 1], fd)
+                os.close(saved[fd - 1])
+        so.seek(0)
+        se.seek(0)
+        out[label] = [code, so.read().decode(errors="replace"), se.read().decode(errors="replace")]
+print(json.dumps(out))
+"""
+"""``python -c _GE_CALLS JSON``: each ``[label, argv, merged]`` of JSON through ge's entry point,
+one after the other in this one process, its stdout and stderr (``merged``: stderr into stdout,
+as on a terminal) caught at the file descriptors; label -> [exit code, stdout, stderr] as JSON."""
+
+
+def ge_calls(cwd: Path, calls: dict[str, tuple[list[str], bool]]) -> dict[str, list]:
+    """Read-only `ge` commands in one process: one start-up (~0.4 CPU-s) instead of one each;
+    each prints all it prints alone (label -> [exit code, stdout, stderr])."""
+    argv = json.dumps([[label, args, merged] for label, (args, merged) in calls.items()])
+    proc = subprocess.run(
+        [sys.executable, "-c", _GE_CALLS, argv],
+        cwd=cwd,
+        env={**os.environ, "LITELLM_OFFLINE_MODE": "true"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def _store_problem(run_dir: Path, doctor: list) -> str | None:
+    """Why the run's store is not intact (git fsck, ``doctor``: `ge doctor --json`'s result),
+    or None."""
+    code, out, err = doctor
+    if code != 0 or not json.loads(out or "{}").get("ok"):
+        return f"`ge doctor` exited {code}: {(out + err)[-1000:]}"
+    fsck = subprocess.run(
+        ["git", "--git-dir", str(run_dir / "repo.git"), "fsck", "--strict"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return None if fsck.returncode == 0 else f"git fsck: {(fsck.stderr + fsck.stdout)[-1000:]}"
+
+
+def reads(
+    scene: Scene, found: dict[str, dict], run: subprocess.CompletedProcess[str], others: list[Path]
+) -> tuple[dict[str, str], dict[Path, str | None]]:
+    """ge's read-only commands on the finished runs, in one process: `ge show` of the two
+    escape-seq variants, `ge status` (``_terminal``) and `ge doctor` of the side-by-side run and
+    of ``others`` (those with an index). What ``_terminal`` saw, run dir -> ``_store_problem``."""
+    calls = {f"ge show {t}": (["show", str(scene.run_dir), found[t]["id"]], True) for t in ESCAPES}
+    calls["ge status"] = (["status", str(scene.run_dir)], True)
+    dirs = [scene.run_dir] + [d for d in others if (d / "index.sqlite").exists()]
+    calls |= {f"ge doctor {d}": (["doctor", str(d), "--json"], False) for d in dirs}
+    out = ge_calls(scene.root, calls)
+    problems = {d: _store_problem(d, out.pop(f"ge doctor {d}")) for d in dirs}
+    return _terminal(found, run, out), problems
+
+
 def _terminal(
-    run_dir: Path, cwd: Path, found: dict[str, dict], run: subprocess.CompletedProcess[str]
+    found: dict[str, dict], run: subprocess.CompletedProcess[str], out: dict[str, list]
 ) -> dict[str, str]:
-    """escape-seq-* -> where ge printed its escapes raw: `ge run` itself, `ge show` of the two
-    variants and `ge status` (run side by side; tests/inspection/test_terminal_escapes.py has the others)."""
-    commands = {f"ge show {t}": ["show", str(run_dir), found[t]["id"]] for t in ESCAPES}
-    commands["ge status"] = ["status", str(run_dir)]
-    env = {**os.environ, "LITELLM_OFFLINE_MODE": "true"}
-    procs = {
-        label: subprocess.Popen(
-            [sys.executable, "-m", "guided_evolution", *args],
-            cwd=cwd,
-            env=env,
-            text=True,
-            errors="replace",
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for label, args in commands.items()
-    }
-    texts = {"ge run": run.stdout + run.stderr}
-    texts |= {label: proc.communicate(timeout=120)[0] for label, proc in procs.items()}
+    """escape-seq-* -> where ge printed its escapes raw: `ge run` itself, and ``out``: `ge show`
+    of the two variants and `ge status` (tests/inspection/test_terminal_escapes.py has the
+    others), each of which must have worked."""
+    for label, (code, text, _) in out.items():
+        shown = label == "ge status" or found[label.split()[-1]]["id"] in text
+        assert code == 0 and shown, f"{label} exited {code}: {text[-2000:]}"
+    texts = {"ge run": run.stdout + run.stderr} | {label: v[1] for label, v in out.items()}
     seen: dict[str, list[str]] = {}
     for label, text in texts.items():
         for match in RAW_CONTROL.finditer(text):
@@ -556,13 +643,24 @@ def _kill_strays(scene: Scene, run_dirs: Iterable[Path]) -> None:
             continue
 
 
+def threat_seed(seed: Path, variants: int) -> None:
+    """The template seed with ``variants`` initial variants and no check stage: every payload
+    attacks in the evaluate stage only (``evaluate_stage_only``): a check stage would only add a
+    sandboxed process per variant (~1.5 of a row's ~15 CPU-s)."""
+    template_seed(seed, generations=0, initial_population=variants)
+    text = (seed / "ge.toml").read_text()
+    text, dropped = re.subn(r"^check = .*\n", "", text, flags=re.M)
+    assert dropped == 1, text
+    (seed / "ge.toml").write_text(text)
+
+
 def side_by_side(
     scene: Scene, ears: Listeners, setup: Setup, mode: str
 ) -> tuple[dict, dict, subprocess.CompletedProcess[str], dict]:
     """One `ge run` of every threat of ``THREATS`` (2 slots) in a session keyring with a planted
     key; threat -> inside (verdict, notes), threat -> what the host saw (but ge's later output,
     ``_terminal``), the run, payload -> its variant."""
-    template_seed(scene.seed, generations=0, initial_population=len(THREATS))
+    threat_seed(scene.seed, len(THREATS))
     set_config(scene.seed, "executor", slots=2)
     set_config(scene.seed, "evaluator", sandbox=setup.sandbox, timeout_s=30, **mode_config(mode))
     params = scene.params(ears)
@@ -645,7 +743,7 @@ def sequence(
     just below the free space for disk-fill)."""
     base = scene.root / f"seq-{name}"
     seed, run_dir = base / "seed", base / "run"
-    template_seed(seed, generations=0, initial_population=len(SEQUENCES[name]))
+    threat_seed(seed, len(SEQUENCES[name]))
     set_config(seed, "executor", slots=1)
     evaluator = {"sandbox": setup.sandbox, "timeout_s": 30, "max_processes": 1024}
     evaluator |= disk_floor(base) if "disk-fill" in SEQUENCES[name] else {}
@@ -661,8 +759,9 @@ def sequence(
     return Sequence(name, run_dir, proc, found, _results(run_dir, found), after)
 
 
-def judge_poison(seq: Sequence, cwd: Path) -> dict[str, tuple[bool, str]]:
-    """worker-poison and disk-fill -> (escaped, why), from what the host and the victims saw."""
+def judge_poison(seq: Sequence, cwd: Path, store: str | None) -> dict[str, tuple[bool, str]]:
+    """worker-poison and disk-fill -> (escaped, why), from what the host and the victims saw
+    (``store``: why the run's store is not intact, ``_store_problem``)."""
     why = []
     if seq.inside.get("worker-poison", ("",))[0] == "ESCAPED":
         why.append("it could set ge's own limits")
@@ -679,11 +778,8 @@ def judge_poison(seq: Sequence, cwd: Path) -> dict[str, tuple[bool, str]]:
         why.append(f"not failed for the disk: {what}{floor}")
     if problem := seq.failed_victim("victim-disk"):
         why.append(problem)
-    if (seq.run_dir / "index.sqlite").exists():
-        try:
-            assert_store_intact(seq.run_dir, cwd)
-        except AssertionError as exc:
-            why.append(f"the run's store is damaged: {str(exc)[:300]}")
+    if store:
+        why.append(f"the run's store is damaged: {store[:300]}")
     out["disk-fill"] = (bool(why), "; ".join(why))
     return out
 
@@ -729,13 +825,22 @@ def _disk_lock() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def judged_sequence(
+def run_sequence(
     scene: Scene, ears: Listeners, setup: Setup, mode: str, name: str, watch: ProcessWatch
+) -> Sequence:
+    """``sequence``, with the disk lock (disk-fill) and the process watch (survivor-chain)."""
+    with (
+        _disk_lock() if "disk-fill" in SEQUENCES[name] else contextlib.nullcontext(),
+        watch.watching() if "survivor-chain" in SEQUENCES[name] else contextlib.nullcontext(),
+    ):
+        return sequence(scene, ears, setup, mode, name, watch)
+
+
+def judged_sequence(
+    seq: Sequence, cwd: Path, watch: ProcessWatch, store: str | None
 ) -> tuple[dict[str, tuple[bool, str]], dict[str, tuple[str, str]]]:
     """One sequence, judged: threat -> (escaped, why), threat -> its RESULT (verdict, notes)."""
-    with _disk_lock() if "disk-fill" in SEQUENCES[name] else contextlib.nullcontext():
-        seq = sequence(scene, ears, setup, mode, name, watch)
-    judged = judge_poison(seq, scene.root) if name == "poison" else judge_chain(seq, watch)
+    judged = judge_poison(seq, cwd, store) if seq.name == "poison" else judge_chain(seq, watch)
     if order := seq.out_of_order():
         judged = {t: (True, f"ERROR: {order}") for t in judged}
     return judged, {t: v for t, v in seq.inside.items() if t in judged}
@@ -755,20 +860,20 @@ def measure(backend: str, mode: str, root: Path) -> Row:
         scene.build()
         inside, outside, proc, found = side_by_side(scene, ears, setup, mode)
         host: dict[str, tuple[bool, str]] = {}
-        # What only reads the finished run goes on beside the sequences (2 cores, 1 slot each).
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2 + len(SEQUENCES)) as pool:
-            terminal = pool.submit(_terminal, scene.run_dir, root, found, proc)
-            store = pool.submit(assert_store_intact, scene.run_dir, root)
-            pending = [
-                pool.submit(judged_sequence, scene, ears, setup, mode, name, watch)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(SEQUENCES)) as pool:
+            runs = {
+                name: pool.submit(run_sequence, scene, ears, setup, mode, name, watch)
                 for name in SEQUENCES
-            ]
-            for future in pending:
-                judged, results = future.result()
+            }
+            # The reads of the finished runs go on beside the chain (the longer sequence).
+            terminal, stores = reads(scene, found, proc, [runs["poison"].result().run_dir])
+            assert stores[scene.run_dir] is None, stores[scene.run_dir]
+            outside |= terminal
+            for future in runs.values():
+                seq = future.result()
+                judged, results = judged_sequence(seq, root, watch, stores.get(seq.run_dir))
                 host |= judged
                 inside |= results
-            outside |= terminal.result()
-            store.result()
     finally:
         watch.stop()
         ears.close()
