@@ -6,6 +6,7 @@ a fixed seed: no download. Training: a fixed, short schedule on one CPU thread.
 
     python evaluate.py [--metrics FILE] [--seed N]   # metrics go to $GE_METRICS (or FILE)
     python evaluate.py --check                       # build, one forward/backward, count params
+    python evaluate.py --epochs 1 --limit-train 500  # test-sized: fewer epochs / training images
 
 Metrics: val_accuracy (selects, max), params (selects, min), test_accuracy (reported only),
 train_seconds (reported only). Same code and seed give the same accuracies and params. Feedback
@@ -107,21 +108,30 @@ def accuracy(net, images, labels, torch) -> float:
     return correct / len(images)
 
 
-def train_and_score(model, torch, seed: int, curve: list[float] | None = None) -> dict[str, float]:
-    """The metrics; ``curve`` gets the validation accuracy after each epoch (not timed)."""
+def train_and_score(
+    model,
+    torch,
+    seed: int,
+    curve: list[float] | None = None,
+    epochs: int = EPOCHS,
+    limit_train: int = N_TRAIN,
+) -> dict[str, float]:
+    """The metrics; ``curve`` gets the validation accuracy after each epoch (not timed).
+    ``epochs`` and ``limit_train`` (the first N training images) shrink a run for tests; the
+    validation and test sets stay whole."""
     data = {k: (torch.from_numpy(x), torch.from_numpy(y)) for k, (x, y) in make_data().items()}
     torch.manual_seed(seed)
     net = model.Net()
     optimizer = model.get_optimizer(net.parameters())
-    x_train, y_train = data["train"]
-    steps = EPOCHS * math.ceil(len(x_train) / BATCH_SIZE)
+    x_train, y_train = (t[:limit_train] for t in data["train"])
+    steps = epochs * math.ceil(len(x_train) / BATCH_SIZE)
     # cosine decay of whatever learning rate the optimizer has, to zero at the last step
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
     )
     shuffler = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         net.train()
         order = torch.randperm(len(x_train), generator=shuffler)
         for start in range(0, len(x_train), BATCH_SIZE):
@@ -164,7 +174,13 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="quick build/forward/backward test")
     parser.add_argument("--metrics", default=os.environ.get("GE_METRICS", "metrics.json"))
     parser.add_argument("--seed", type=int, default=0, help="training seed (data are fixed)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="for quick tests only")
+    parser.add_argument(
+        "--limit-train", type=int, default=N_TRAIN, help="the first N training images (tests)"
+    )
     args = parser.parse_args()
+    if args.epochs < 1 or args.limit_train < 1:
+        parser.error("--epochs and --limit-train must be >= 1")
 
     import torch
 
@@ -177,7 +193,7 @@ def main() -> int:
     if args.check:
         return check(model, torch)
     curve: list[float] = []
-    metrics = train_and_score(model, torch, args.seed, curve)
+    metrics = train_and_score(model, torch, args.seed, curve, args.epochs, args.limit_train)
     Path(args.metrics).write_text(json.dumps(metrics), encoding="utf-8")
     write_feedback(model, curve)
     print(json.dumps(metrics))
