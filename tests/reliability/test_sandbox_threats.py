@@ -6,10 +6,10 @@ has it; ``preload``: confined forks of one worker per slot, ``preload = ["json"]
 `ge run`:
 
 * side by side (2 slots): one variant per threat of ``THREATS``. Each payload attacks at import
-  of `model.py` (evaluate stage) and prints ``RESULT <threat> ESCAPED|CONTAINED|TRIED <notes>``
-  to its log; where the outcome can be seen from the outside (files on the host, the test's
-  listeners, a process that outlived the run, the session keyring ge ran in, what ge printed and
-  recorded) that is checked too. ge runs in a session keyring of its own that holds a planted
+  of `model.py` (evaluate stage; the seeds have no check stage) and prints ``RESULT <threat>
+  ESCAPED|CONTAINED|TRIED <notes>`` to its log; where the outcome can be seen from the outside
+  (files on the host, the test's listeners, a process that outlived the run, the session keyring
+  ge ran in, what ge printed and recorded) that is checked too. ge runs in a session keyring of its own that holds a planted
   key (``_KEYRING``).
 * the ``SEQUENCES`` (1 slot each, in order): an attack, then a victim evaluated after it on the
   same slot (and a witness before them). ``worker-poison`` changes the limits, niceness,
@@ -235,7 +235,9 @@ def mode_config(mode: str) -> dict[str, object]:
     if mode == "preload":
         return {"preload": PRELOAD}
     try:
-        EvaluatorConfig.model_validate({"command": "python evaluate.py", "preload": {"enabled": False}})
+        EvaluatorConfig.model_validate(
+            {"command": "python evaluate.py", "preload": {"enabled": False}}
+        )
     except ValidationError:
         return {}  # a ge without `preload = false`: fresh processes are its default
     return {"preload": False}
@@ -615,10 +617,10 @@ def _terminal(
 ) -> dict[str, str]:
     """escape-seq-* -> where ge printed its escapes raw: `ge run` itself, and ``out``: `ge show`
     of the two variants and `ge status` (tests/inspection/test_terminal_escapes.py has the
-    others), each of which must have worked."""
+    others), each of which must have worked (printed its variant, printed something)."""
     for label, (code, text, _) in out.items():
-        shown = label == "ge status" or found[label.split()[-1]]["id"] in text
-        assert code == 0 and shown, f"{label} exited {code}: {text[-2000:]}"
+        what = "" if label == "ge status" else found[label.split()[-1]]["id"]
+        assert code == 0 and what in text and text.strip(), f"{label} exited {code}: {text[-2000:]}"
     texts = {"ge run": run.stdout + run.stderr} | {label: v[1] for label, v in out.items()}
     seen: dict[str, list[str]] = {}
     for label, text in texts.items():
@@ -794,7 +796,7 @@ def judge_chain(seq: Sequence, watch: ProcessWatch) -> dict[str, tuple[bool, str
     ):
         why, info = [], []
         ev = seq.evaluation(victim)
-        # a kill takes effect at once; 0.5 s for the scans and the victim's check stage
+        # a kill takes effect at once; 0.5 s for the scans (the seeds have no check stage)
         alive = watch.since(ev.started_at + 0.5, suffix) if ev and ev.started_at else []
         if alive:
             info.append(f"{len(alive)} of its processes were seen alive while {victim} ran")
