@@ -298,7 +298,7 @@ class Recorder:
             self.check()
             with self.guard.guarded():
                 # `git prune` would delete the commits of variants whose branch was deleted.
-                found = damage.branch_damage(self.store, self.index.variants())
+                found = damage.branch_damage(self.store, self.index.variant_refs())
                 if found:
                     self.guard.damaged = damage.error(self.index.path.parent, found)
                     raise self.guard.damaged

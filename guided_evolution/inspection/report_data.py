@@ -390,9 +390,7 @@ def _lean_run_data(index: Any, resolved: Any, paths: Any) -> RunData:
 
 
 def _detailed(data: RunData, index: Any, shown: list[str], drawn: list[str]) -> RunData:
-    """``data`` with the whole variant records of ``shown`` and the whole latest evaluations of
-    ``shown`` and ``drawn`` (the front, the best line, the lineage graph), added to its dicts in
-    place: a copy of a 100,000-variant run's dicts would cost ~20 MB at the report's peak."""
+    """``data`` plus the records of ``shown`` and evaluations of ``shown`` + ``drawn``, in place."""
     wanted = [v for v in shown if v]
     data.latest.update(index.latest_of([*wanted, *drawn]))
     data.variants.update(index.variants_of(wanted))

@@ -77,13 +77,12 @@ _UNCONTAINED = {
 def front_rows(
     index: Any, cfg: GeConfig, only: set[str] | None = None, read: Mapping[str, Latest] | None = None
 ) -> list[FrontRow]:
-    """The Pareto front over every evaluated variant (or those in ``only``): id, branch,
-    generation, operator, metrics. Only the objectives of the other variants are read (``read``:
-    already read, variant id -> its latest status and objectives)."""
+    """The Pareto front over every evaluated variant (or those in ``only``; ``read``: their
+    latest status and objectives, already read): id, branch, generation, operator, metrics."""
     from guided_evolution.evolution.selection import pareto_front  # deap: only the front needs it
 
     objectives = [(o.name, o.direction) for o in cfg.selected_objectives]
-    if read is None:
+    if read is None:  # only the objectives of the variants are read
         values = index.latest_values([name for name, _ in objectives])
         read = {vid: Latest(status, metrics) for vid, status, metrics in values}
     checked = (scored(vid, found, objectives) for vid, found in read.items())
@@ -91,18 +90,11 @@ def front_rows(
     front = pareto_front(valid, objectives) if valid else []
     ids = [s.id for s in front]
     variants, latest = index.variants_of(ids), index.latest_of(ids)
-    rows = []
-    for s in front:
-        v = variants.get(s.id)
-        rows.append(
-            FrontRow(
-                id=s.id,
-                branch=v.branch if v else None,
-                generation=v.generation if v else None,
-                operator=v.operator if v else None,
-                metrics=latest[s.id].metrics,
-            )
-        )
+    rows = [
+        FrontRow(s.id, v and v.branch, v and v.generation, v and v.operator, latest[s.id].metrics)
+        for s in front
+        for v in [variants.get(s.id)]
+    ]
     name, direction = objectives[0]
     sign = -1.0 if direction == "max" else 1.0
     # Ties (equal first objective) are ordered by generation and id, not by creation order,

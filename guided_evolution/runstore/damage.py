@@ -25,8 +25,8 @@ from guided_evolution.errors import GeError, RunDamagedError
 from guided_evolution.fsutil import atomic_write
 from guided_evolution.runstore.git_store import NOTES_REF, GitStore
 from guided_evolution.runstore.index_schema import connect
-from guided_evolution.runstore.records import SEED_BRANCH, VariantRecord
-from guided_evolution.runstore.run_index import RunIndex
+from guided_evolution.runstore.records import SEED_BRANCH
+from guided_evolution.runstore.run_index import RunIndex, VariantRef
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 REPAIR = "--repair"
@@ -121,7 +121,7 @@ def repo_damage(store: GitStore, seed_commit: str | None) -> Damage | None:
     return None
 
 
-def branch_damage(store: GitStore, variants: Iterable[VariantRecord]) -> list[Damage]:
+def branch_damage(store: GitStore, variants: Iterable[VariantRef]) -> list[Damage]:
     """Every committed variant of the index has its commit in git and its branch on it."""
     committed = [v for v in variants if v.commit_sha and v.branch]
     gone = set(store.missing_objects([v.commit_sha or "" for v in committed]))
@@ -149,7 +149,7 @@ def branch_damage(store: GitStore, variants: Iterable[VariantRecord]) -> list[Da
     return found
 
 
-def notes_damage(store: GitStore, variants: Iterable[VariantRecord]) -> Damage | None:
+def notes_damage(store: GitStore, variants: Iterable[VariantRef]) -> Damage | None:
     """At the end of a run every evaluation has its note: the notes ref must be there."""
     if not store.has_notes() and any(v.status in ("evaluated", "failed") for v in variants):
         return Damage(f"{store.path.name} lost {NOTES_REF} (the evaluations' notes)", REPAIR)
@@ -230,8 +230,8 @@ def verify_run(index_path: Path, watch: RunWatch) -> list[Damage]:
             GitStore.open(watch.store.path) as store,
             RunIndex.open(index_path, readonly=True) as index,
         ):
-            variants = index.variants()
-            return [*branch_damage(store, variants), *filter(None, [notes_damage(store, variants)])]
+            refs = index.variant_refs()
+            return [*branch_damage(store, refs), *filter(None, [notes_damage(store, refs)])]
     except RunDamagedError as err:
         return [Damage(err.what, err.flag)]
     except (GeError, sqlite3.DatabaseError) as err:

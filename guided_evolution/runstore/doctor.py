@@ -400,44 +400,53 @@ def _check_notes(
             learned.append((mine.id or 0, blob))
             _check_status(index, rec, mine.status, repair, report_problem)
             continue
-        text = store.note_text(blob) if blob is not None else None
-        theirs = evaluation_from_note(rec.id, text, []) if text is not None else None
-        if text is not None and theirs is None:
-            report_problem(f"variant {rec.id}: its note is not an evaluation")
-            continue
-        final = mine
-        if mine is not None and theirs is None:
-            if repair:
-                to_write[rec.commit_sha] = mine.to_note()
-            report_problem(
-                f"variant {rec.id}: evaluated in the index but has no git note",
-                f"wrote the note of variant {rec.id}",
-                kind="note",
-            )
-        elif theirs is not None and (
-            mine is None or (theirs.attempt >= mine.attempt and not same_evaluation(mine, theirs))
-        ):
-            final = theirs
-            if repair:
-                index.add_evaluation(theirs)
-            report_problem(
-                f"variant {rec.id}: its git note has an evaluation the index lacks",
-                f"added the evaluation of variant {rec.id} from its note",
-                kind="note-new",
-            )
-        elif mine is not None and theirs is not None and not same_evaluation(mine, theirs):
-            if repair:
-                to_write[rec.commit_sha] = mine.to_note()
-            report_problem(
-                f"variant {rec.id}: its git note is older than the index's evaluation",
-                f"rewrote the note of variant {rec.id}",
-                kind="note-old",
-            )
+        final = _reconcile(store, index, rec, blob, mine, repair, report_problem, to_write)
         if final is not None:
             _check_status(index, rec, final.status, repair, report_problem)
     store.set_notes(to_write)
     if repair and learned:  # the next check reads them instead of hashing every evaluation
         index.add_note_blobs(learned)
+
+
+def _reconcile(
+    store: GitStore, index: RunIndex, rec: _Ref, blob: str | None, mine: Any, repair: bool,
+    report_problem: _Problem, to_write: dict[str, str],
+) -> Any:  # fmt: skip
+    """A note that is not the index's latest evaluation of ``rec``: the problem it is (and, with
+    ``repair``, the note to write or the evaluation to add); the evaluation that stands."""
+    text = store.note_text(blob) if blob is not None else None
+    theirs = evaluation_from_note(rec.id, text, []) if text is not None else None
+    if text is not None and theirs is None:
+        report_problem(f"variant {rec.id}: its note is not an evaluation")
+        return None
+    if mine is not None and theirs is None:
+        if repair:
+            to_write[rec.commit_sha or ""] = mine.to_note()
+        report_problem(
+            f"variant {rec.id}: evaluated in the index but has no git note",
+            f"wrote the note of variant {rec.id}",
+            kind="note",
+        )
+    elif theirs is not None and (
+        mine is None or (theirs.attempt >= mine.attempt and not same_evaluation(mine, theirs))
+    ):
+        if repair:
+            index.add_evaluation(theirs)
+        report_problem(
+            f"variant {rec.id}: its git note has an evaluation the index lacks",
+            f"added the evaluation of variant {rec.id} from its note",
+            kind="note-new",
+        )
+        return theirs
+    elif mine is not None and theirs is not None and not same_evaluation(mine, theirs):
+        if repair:
+            to_write[rec.commit_sha or ""] = mine.to_note()
+        report_problem(
+            f"variant {rec.id}: its git note is older than the index's evaluation",
+            f"rewrote the note of variant {rec.id}",
+            kind="note-old",
+        )
+    return mine
 
 
 def _latest(index: RunIndex, ids: list[str]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from guided_evolution.errors import RunStateError
 from guided_evolution.llm.records import CachedReply, CallRecord
@@ -60,6 +60,15 @@ CODE_KEYS_TABLES = (  # variant -> its program's identity up to comments (engine
     # 100,000 notes with the index without reading or hashing an evaluation
     "CREATE TABLE IF NOT EXISTS note_blobs (evaluation_id INTEGER PRIMARY KEY, blob TEXT NOT NULL)",
 )
+
+
+class VariantRef(NamedTuple):
+    """A variant's id, branch, commit and status (``RunIndex.variant_refs``)."""
+
+    id: str
+    branch: str | None
+    commit_sha: str | None
+    status: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,10 +507,11 @@ class RunIndex:
             )
         return {r[0]: (r[1], r[2]) for r in rows}
 
-    def variant_refs(self) -> list[tuple[str, str | None, str | None, str]]:
-        """(id, branch, commit, status) of every variant, in creation order."""
+    def variant_refs(self) -> list[VariantRef]:
+        """(id, branch, commit, status) of every variant, in creation order: what the checks
+        compare with git (a fifth of a whole record's memory at 100,000 variants)."""
         rows = self._rows("SELECT id, branch, commit_sha, status FROM variants ORDER BY created_at, rowid")
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+        return [VariantRef(r[0], r[1], r[2], r[3]) for r in rows]
 
     def latest_failed(self) -> dict[str, EvaluationRecord]:
         """Variant id -> its latest evaluation, for the variants whose latest one failed."""
