@@ -15,7 +15,7 @@ from guided_evolution.config import GeConfig
 from guided_evolution.engine.guard import RecordGuard
 from guided_evolution.evolution.diversity import split_segments
 from guided_evolution.evolution.heldout import HeldOut, shown_metrics
-from guided_evolution.evolution.scoring import ObjectiveSpec, Scored, scored
+from guided_evolution.evolution.scoring import ObjectiveSpec, Scored, scored, scorer
 from guided_evolution.evolution.segments import Genome, kept_names, parse_genome
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.records import EvaluationRecord
@@ -123,11 +123,11 @@ class RunReader:
         if self._all_scored is not None and self._all_scored[0] == mark:
             found, self._all_scored = self._all_scored[1], None
             return found
-        names = [name for name, _ in self.objectives]
+        names, score = [name for name, _ in self.objectives], scorer(self.objectives)
         found = [
             s
             for vid, status, values in self.index.latest_values(names)
-            if (s := scored(vid, EvaluationRecord(vid, status, metrics=values), self.objectives))
+            if (s := score(vid, EvaluationRecord(vid, status, metrics=values)))
         ]
         self._all_scored = (mark, found)
         return list(found)

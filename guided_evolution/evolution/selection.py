@@ -127,10 +127,7 @@ def pareto_front(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -> 
     point is compared with the front found so far only (with two objectives, with the best second
     value seen so far). Members with equal values share their point's verdict."""
     weights = objective_weights(objectives)
-    rows = [
-        tuple(w * v for (_, w), v in zip(weights, objective_values(item, weights), strict=True))
-        for item in pop
-    ]
+    rows = [_signed(item, weights) for item in pop]
     front: list[tuple[float, ...]] = []
     best_second = -math.inf
     for row in sorted(set(rows), reverse=True):
@@ -157,6 +154,18 @@ def distinct_front(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -
             seen.add(key)
             out.append(item)
     return out
+
+
+def _signed(item: Scored, weights: tuple[tuple[str, float], ...]) -> tuple[float, ...]:
+    """The signed objective values of ``item`` (larger is better); plain finite floats are
+    taken as they are, anything else is checked (``objective_values``: ValueError)."""
+    try:
+        values = [item.metrics[name] for name, _ in weights]
+    except KeyError:
+        values = []
+    if len(values) != len(weights) or not all(type(v) is float and v - v == 0 for v in values):
+        values = list(objective_values(item, weights))
+    return tuple(w * v for (_, w), v in zip(weights, values, strict=True))
 
 
 def _signed_dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:

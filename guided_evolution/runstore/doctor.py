@@ -95,6 +95,10 @@ class _Findings:
         if fixed is None:
             self.unrepairable += 1
 
+    def told(self) -> int:
+        """How many problems (fixed or not) were told so far."""
+        return sum(len(items) for items in self.groups.values())
+
     def resolved(self, problem: str, fixed: str, kind: str | None = None) -> None:
         """A problem already fixed (``problem`` may be empty: a stale temp file needs no line)."""
         self.groups.setdefault(kind or f"one:{len(self.groups)}", []).append((problem, fixed))
@@ -233,8 +237,9 @@ def _check_index(store: GitStore, paths: RunPaths, repair: bool, found: _Finding
         try:
             with index:
                 refs = [_Ref(*r) for r in index.variant_refs()]
+                told = found.told()
                 _check_variants(store, index, refs, repair, found)
-                if repair:  # the rows it repaired
+                if repair and found.told() != told:  # it repaired rows: read them again
                     refs = [_Ref(*r) for r in index.variant_refs()]
                 _check_notes(store, index, refs, repair, found)
                 _check_seed(store, index, repair, found)
