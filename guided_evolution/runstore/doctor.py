@@ -424,15 +424,7 @@ def _reconcile(
     if text is not None and theirs is None:
         report_problem(f"variant {rec.id}: its note is not an evaluation")
         return None
-    if mine is not None and theirs is None:
-        if repair:
-            to_write[rec.commit_sha or ""] = mine.to_note()
-        report_problem(
-            f"variant {rec.id}: evaluated in the index but has no git note",
-            f"wrote the note of variant {rec.id}",
-            kind="note",
-        )
-    elif theirs is not None and (
+    if theirs is not None and (
         mine is None or (theirs.attempt >= mine.attempt and not same_evaluation(mine, theirs))
     ):
         if repair:
@@ -443,13 +435,16 @@ def _reconcile(
             kind="note-new",
         )
         return theirs
-    elif mine is not None and theirs is not None and not same_evaluation(mine, theirs):
+    if mine is not None and (theirs is None or not same_evaluation(mine, theirs)):
         if repair:
             to_write[rec.commit_sha or ""] = mine.to_note()
+        kind, problem, fixed = (
+            ("note", "evaluated in the index but has no git note", "wrote")
+            if theirs is None
+            else ("note-old", "its git note is older than the index's evaluation", "rewrote")
+        )
         report_problem(
-            f"variant {rec.id}: its git note is older than the index's evaluation",
-            f"rewrote the note of variant {rec.id}",
-            kind="note-old",
+            f"variant {rec.id}: {problem}", f"{fixed} the note of variant {rec.id}", kind=kind
         )
     return mine
 
