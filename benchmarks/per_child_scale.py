@@ -4,6 +4,7 @@
     python benchmarks/per_child_scale.py --cache /tmp/ge-scale                  # every size and mode
     python benchmarks/per_child_scale.py --cache /tmp/ge-scale --sizes 1000 --modes gen100
     python benchmarks/per_child_scale.py --cache /tmp/ge-scale --children 1000 --repeat 3
+    python benchmarks/per_child_scale.py --cache /tmp/ge-scale --sandbox landlock   # no bwrap
 
 The runs are those of ``benchmarks/scale.py`` (``--cache DIR``: ``DIR/nSIZE/run``; build them
 with ``python benchmarks/scale.py --cache DIR --build-only`` first). For each size and mode a
@@ -101,7 +102,7 @@ def _gen(data: str) -> int:
     return int(json.loads(data or "{}").get("generation", -1))
 
 
-def measure(run: Path, mode: str, children: int) -> dict:
+def measure(run: Path, mode: str, children: int, sandbox: str | None = None) -> dict:
     """Resume a copy of ``run`` in ``mode`` for about ``children`` children: ge's CPU and the
     wall seconds per child between the first new generation's start and the last one's end."""
     population, loop = MODES[mode]
@@ -113,6 +114,8 @@ def measure(run: Path, mode: str, children: int) -> dict:
         frozen = json.loads((copy / "config.json").read_text())
         evolution = frozen["config"]["evolution"]
         evolution["population"], evolution["mode"] = population, loop
+        if sandbox:  # e.g. "landlock": the pip-only path where bubblewrap is installed
+            frozen["config"]["evaluator"]["sandbox"] = sandbox
         (copy / "config.json").write_text(json.dumps(frozen, indent=1))
         last = _last_generation(copy / "index.sqlite")
         samples = _resume(copy, last + max(round(children / population), 1))
@@ -158,6 +161,7 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=1000, help="children per measurement")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write every measurement here too")
+    parser.add_argument("--sandbox", help="[evaluator] sandbox of the copies (default: the run's)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
@@ -168,7 +172,7 @@ def main() -> None:
             if not run.is_dir():
                 raise SystemExit(f"{run} is missing: python benchmarks/scale.py --cache "
                                  f"{args.cache} --sizes {size} --build-only")  # fmt: skip
-            runs = [measure(run, mode, args.children) for _ in range(args.repeat)]
+            runs = [measure(run, mode, args.children, args.sandbox) for _ in range(args.repeat)]
             row = {"mode": mode, "size": size, "runs": runs,
                    "children": statistics.median(r["children"] for r in runs),
                    "ge_cpu_ms": statistics.median(r["ge_cpu_ms"] for r in runs),
