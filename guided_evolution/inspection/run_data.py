@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,7 +18,7 @@ from typing import Any
 
 from guided_evolution.config import GeConfig, ResolvedConfig
 from guided_evolution.errors import GeError
-from guided_evolution.evolution.scoring import Scored, dominates, scored
+from guided_evolution.evolution.scoring import Scored, dominates, scorer
 from guided_evolution.inspection.json_view import JsonView
 from guided_evolution.runstore.records import (
     META_FINISHED,
@@ -170,12 +170,17 @@ class RunData:
         """(name, direction) of the selection objectives (read once: a report asks per variant)."""
         return [(o.name, o.direction) for o in self.config.selected_objectives]
 
+    @cached_property
+    def _score(self) -> Callable[[str, Any], Scored | None]:
+        """``scoring.scored`` for the run's objectives, checked once."""
+        return scorer(self.objectives)
+
     def scored(self, variant_id: str) -> Scored | None:
         """The variant's selection objectives if it can be selected (see `selection.scored`);
         remembered (a variant is scored again as the parent of each of its children)."""
         if variant_id not in self._scored:
             latest = self.latest.get(variant_id)
-            found = scored(variant_id, latest, self.objectives)
+            found = self._score(variant_id, latest)
             if found is not None and latest is not None and found.metrics == latest.metrics:
                 found = Scored(variant_id, latest.metrics)  # one dict, not two, per variant
             self._scored[variant_id] = found

@@ -34,7 +34,7 @@ from guided_evolution.runstore.rebuild import (
 )
 from guided_evolution.runstore.recording import record_variant
 from guided_evolution.runstore.records import META_SEED, SEED_BRANCH, is_variant_branch
-from guided_evolution.runstore.run_index import SCHEMA_VERSION, RunIndex
+from guided_evolution.runstore.run_index import SCHEMA_VERSION, RunIndex, VariantRef
 from guided_evolution.runstore.rundir import CONFIG_FILE, LOCK_FILE, RunPaths, require_run_dir
 from guided_evolution.runstore.salvage import recover_refs, what_is_left
 
@@ -236,11 +236,11 @@ def _check_index(store: GitStore, paths: RunPaths, repair: bool, found: _Finding
             index = RunIndex.open(paths.index)
         try:
             with index:
-                refs = [_Ref(*r) for r in index.variant_refs()]
+                refs = index.variant_refs()
                 told = found.told()
                 _check_variants(store, index, refs, repair, found)
                 if repair and found.told() != told:  # it repaired rows: read them again
-                    refs = [_Ref(*r) for r in index.variant_refs()]
+                    refs = index.variant_refs()
                 _check_notes(store, index, refs, repair, found)
                 _check_seed(store, index, repair, found)
             return
@@ -305,7 +305,7 @@ _Problem = Callable[..., None]
 
 
 def _check_variants(
-    store: GitStore, index: RunIndex, refs: list[_Ref], repair: bool, report_problem: _Problem
+    store: GitStore, index: RunIndex, refs: list[VariantRef], repair: bool, report_problem: _Problem
 ) -> None:
     branches = {b: sha for b, sha in store.branches().items() if is_variant_branch(b)}
     rows = {r.id: r for r in refs}
@@ -366,18 +366,8 @@ def _check_variants(
             )
 
 
-@dataclass(frozen=True)
-class _Ref:
-    """A variant row's id, branch, commit and status (what the checks compare with git)."""
-
-    id: str
-    branch: str | None
-    commit_sha: str | None
-    status: str
-
-
 def _check_notes(
-    store: GitStore, index: RunIndex, refs: list[_Ref], repair: bool, report_problem: _Problem
+    store: GitStore, index: RunIndex, refs: list[VariantRef], repair: bool, report_problem: _Problem
 ) -> None:
     """Each committed variant's note against its latest evaluation in the index. A note whose
     blob is the one the index recorded for that evaluation (``note_blobs``), or the one its
@@ -414,7 +404,7 @@ def _check_notes(
 
 
 def _reconcile(
-    store: GitStore, index: RunIndex, rec: _Ref, blob: str | None, mine: Any, repair: bool,
+    store: GitStore, index: RunIndex, rec: VariantRef, blob: str | None, mine: Any, repair: bool,
     report_problem: _Problem, to_write: dict[str, str],
 ) -> Any:  # fmt: skip
     """A note that is not the index's latest evaluation of ``rec``: the problem it is (and, with
@@ -458,7 +448,7 @@ def _latest(index: RunIndex, ids: list[str]) -> dict[str, Any]:
 
 
 def _check_status(
-    index: RunIndex, rec: _Ref, status: str, repair: bool, report_problem: _Problem
+    index: RunIndex, rec: VariantRef, status: str, repair: bool, report_problem: _Problem
 ) -> None:
     """The variant's status follows its latest evaluation (whose status is ``status``)."""
     if rec.status in (NOTE_STATUS[status], "invalid"):

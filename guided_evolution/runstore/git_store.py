@@ -40,7 +40,7 @@ import pygit2
 from pygit2.enums import ObjectType
 
 from guided_evolution.errors import GeError, RunDamagedError, RunStateError
-from guided_evolution.runstore.records import SEED_BRANCH
+from guided_evolution.runstore.records import SEED_BRANCH, note_blob_id
 
 _T = TypeVar("_T")
 
@@ -810,9 +810,7 @@ class GitStore:
     @staticmethod
     def note_blob_id(text: str) -> str:
         """The blob id :meth:`set_notes` gives the note ``text`` (nothing is written)."""
-        if not text.endswith("\n"):
-            text += "\n"
-        return str(pygit2.hash(text.encode()))
+        return note_blob_id(text)
 
     def note_text(self, blob: str) -> str:
         """A note's text by its blob id (see :meth:`note_blobs`)."""
