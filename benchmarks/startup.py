@@ -1,5 +1,10 @@
 """Start-up and memory of `ge`: medians over several runs of
 
+  (0) the CPU seconds (user + sys of the whole process tree: ge and what it starts, from
+      ``getrusage(RUSAGE_CHILDREN)`` around each run) of `ge --help`, the inspection commands
+      (`ge status`, `ge show`, `ge best`, `ge log`, `ge doctor`) on a small finished run, a
+      tiny offline `ge run` (`--generations 0 --initial-population 2`, with `--no-sandbox` and
+      with the default sandbox) and `ge resume` of the finished run (it says so and exits);
   (a) `ge --help`, wall seconds;
   (b) `ge run` of the tiny seed against the fake OpenAI-compatible server: seconds from the
       subprocess's start to the first LLM request arriving at the server, and to the run's end;
@@ -7,6 +12,7 @@
       evaluator processes it starts are not counted) for that run and for an offline run.
 
     python benchmarks/startup.py                        # this checkout, 5 runs each
+    python benchmarks/startup.py --cpu-only --runs 9    # only (0)
     python benchmarks/startup.py --tree /tmp/ge-before  # another checkout (e.g. a git worktree)
 
 The tree is put first on PYTHONPATH of the measured `python -m guided_evolution`; the fake server
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -104,6 +111,43 @@ def _run(tree: Path, work: Path, n: int, model: list[str]) -> dict[str, float]:
     return {"first_request_s": first[0] - start, "wall_s": end - start, "peak_mib": peak}
 
 
+def _cpu_s(args: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """CPU seconds (user + sys) of ``args`` and every process it waited for."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+TINY = ["--generations", "0", "--initial-population", "2", "--json"]
+CPU_COMMANDS = {
+    "ge --help": ["--help"],
+    "ge status": ["status", "RUN"],
+    "ge show": ["show", "RUN", "seed"],
+    "ge best": ["best", "RUN"],
+    "ge log": ["log", "RUN"],
+    "ge doctor": ["doctor", "RUN"],
+    "ge run tiny --no-sandbox": ["run", "demo", "--no-sandbox", *TINY],
+    "ge run tiny (sandbox)": ["run", "demo", *TINY],
+    "ge resume (finished run)": ["resume", "RUN"],
+}
+
+
+def _cpu_table(tree: Path, work: Path, runs: int) -> dict[str, float]:
+    """Median CPU seconds of each of ``CPU_COMMANDS`` (RUN: a finished tiny run of `ge init`'s
+    seed; each `ge run` makes a run of its own)."""
+    env, ge = _env(tree), [sys.executable, "-m", "guided_evolution"]
+    _cpu_s([*ge, "init", "demo"], work, env)
+    _cpu_s([*ge, "run", "demo", "--run-dir", "finished", "--no-sandbox", *TINY], work, env)
+    medians = {}
+    for name, words in CPU_COMMANDS.items():
+        args = [*ge, *(str(work / "finished") if w == "RUN" else w for w in words)]
+        medians[name] = statistics.median(_cpu_s(args, work, env) for _ in range(runs))
+    return medians
+
+
 def _median(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
@@ -115,14 +159,21 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout to measure")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--model", default="openai/bench-model")
+    parser.add_argument("--cpu-only", action="store_true", help="only the CPU seconds (0)")
     opts = parser.parse_args()
     tree = opts.tree.resolve()
+    with tempfile.TemporaryDirectory(prefix="ge-startup-") as tmp:
+        cpu = _cpu_table(tree, Path(tmp), opts.runs)
+    print(f"tree: {tree}  runs: {opts.runs} (medians)")
+    for name, seconds in cpu.items():
+        print(f"{name + ' CPU':<43}{seconds:6.2f} s")
+    if opts.cpu_only:
+        return
     with tempfile.TemporaryDirectory(prefix="ge-startup-") as tmp:
         work = Path(tmp)
         helps = [_help(tree, work) for _ in range(opts.runs)]
         online = [_run(tree, work, i, [opts.model]) for i in range(opts.runs)]
         offline = [_run(tree, work, 100 + i, []) for i in range(opts.runs)]
-    print(f"tree: {tree}  runs: {opts.runs} (medians)")
     print(f"ge --help                                  {statistics.median(helps):6.2f} s")
     print(f"ge run (OpenAI-compatible) first request   {_median(online, 'first_request_s'):6.2f} s")
     print(f"ge run (OpenAI-compatible) wall            {_median(online, 'wall_s'):6.2f} s")
