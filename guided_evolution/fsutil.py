@@ -11,7 +11,6 @@ levels deep nor a ``chmod 000`` directory can redirect, crash or stop them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -19,6 +18,10 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 TMP_PREFIX = ".ge-tmp-"  # a dot-file: git skips it when it scans loose refs; short: any name fits
 DIR_NOFOLLOW = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -268,6 +271,8 @@ def remove_tree_soon(path: Path) -> asyncio.Future[bool]:
     """``remove_tree`` in the running event loop's default thread pool, for the caller to await
     later: removing directories waits on the file system's journal (milliseconds each on a busy
     disk), time in which the loop serves others."""
+    import asyncio  # only the engine's loop calls this: the inspection commands need no asyncio
+
     return asyncio.get_running_loop().run_in_executor(None, remove_tree, path)
 
 

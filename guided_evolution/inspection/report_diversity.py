@@ -21,7 +21,6 @@ from guided_evolution.evolution import diversity
 from guided_evolution.inspection.html_parts import esc
 from guided_evolution.inspection.json_view import JsonView
 from guided_evolution.runstore import measures
-from guided_evolution.runstore.git_store import GitStore
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,8 @@ def _compute(
     def commit(vid: str) -> str | None:
         v = index.get_variant(vid)
         return v.commit_sha if v is not None else None
+
+    from guided_evolution.runstore.git_store import GitStore  # pygit2: only when measuring
 
     cache = diversity.DistanceCache()
     found = []

@@ -17,7 +17,6 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.style import Style
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -63,6 +62,13 @@ def _fmt(value: Any, digits: int = 6) -> str:
 def _block(value: Any) -> str:
     """A block of text (output, feedback, a reply, a diff) made inert, its lines kept."""
     return inert(value, multiline=True)
+
+
+def _diff_syntax(diff: str) -> Any:
+    """A diff, coloured (rich.syntax loads pygments: only `ge show` and `ge diff` pay for it)."""
+    from rich.syntax import Syntax
+
+    return Syntax(_block(diff), "diff", theme="ansi_dark", word_wrap=True)
 
 
 def print_wide(console: Console, renderable: Any) -> None:
@@ -313,7 +319,7 @@ def print_variant(console: Console, data: VariantView) -> None:
         console.print(_block(data.reply), markup=False)
     if data.diff:
         console.rule(Text(f"diff against parent {_fmt(data.diff_base or '')}".rstrip()))
-        console.print(Syntax(_block(data.diff), "diff", theme="ansi_dark", word_wrap=True))
+        console.print(_diff_syntax(data.diff))
     if data.status == "failed" and data.output_tail:
         console.rule("output tail")
         console.print(_block(data.output_tail), markup=False)
@@ -408,7 +414,7 @@ def print_diff(console: Console, data: DiffView) -> None:
         f"{len(data.files)} file(s)  [green]+{data.added}[/green] [red]-{data.removed}[/red]"
     )
     if data.diff:
-        console.print(Syntax(_block(data.diff), "diff", theme="ansi_dark", word_wrap=True))
+        console.print(_diff_syntax(data.diff))
     else:
         console.print("no difference")
 

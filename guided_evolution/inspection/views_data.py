@@ -56,7 +56,6 @@ from guided_evolution.inspection.view_models import (
     StatusView,
     VariantView,
 )
-from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.records import META_FINISHED
 from guided_evolution.runstore.rundir import STOP_REQUEST
 
@@ -384,6 +383,8 @@ def _parent_diff(index: Any, repo: Path, v: Any, parent_id: str | None) -> str:
     parent = index.get_variant(parent_id) if parent_id else None
     if parent is None or not parent.commit_sha:
         return ""
+    from guided_evolution.runstore.git_store import GitStore  # pygit2: only for a diff
+
     with GitStore.open(repo) as store:
         return store.diff(parent.commit_sha, v.commit_sha)
 
@@ -450,6 +451,8 @@ def diff(run_dir: Path, a: str, b: str | None = None) -> DiffView:
         to_id = resolve_id(index, a, run_dir)
         from_id = resolve_id(index, b if b is not None else "seed", run_dir)
         to_commit, from_commit = commit_of(index, to_id), commit_of(index, from_id)
+        from guided_evolution.runstore.git_store import GitStore  # pygit2: only for a diff
+
         with GitStore.open(paths.repo) as store:
             text = store.diff(from_commit, to_commit)
         files, added, removed = diff_stats(text)

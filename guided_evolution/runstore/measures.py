@@ -19,15 +19,17 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guided_evolution.config import GeConfig
 from guided_evolution.errors import GeError
 from guided_evolution.evolution import diversity
 from guided_evolution.evolution.scoring import scored
-from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.index_schema import MEASURES_TABLE, dumps
 from guided_evolution.runstore.tallies import write_lazily
+
+if TYPE_CHECKING:
+    from guided_evolution.runstore.git_store import GitStore  # pygit2: the callers open it
 
 Codes = dict[str, str]
 
