@@ -1,6 +1,7 @@
 """The `ge` command line (typer + rich): a thin layer over the Python API (`guided_evolution.api`),
 which starts, resumes and reads runs; the commands parse arguments and print. Heavy modules are
-imported inside the commands that need them.
+imported inside the commands that need them, and `ge CMD` builds only CMD's click command
+(``_app_for``): each `ge` process starts in as little CPU as it can.
 
 It is long because it declares every command with its arguments, options and help text (typer
 reads them from the signatures), and says which run a command means when none is given.
@@ -8,6 +9,7 @@ reads them from the signatures), and says which run a command means when none is
 
 from __future__ import annotations
 
+import copy
 import errno
 import inspect
 import json
@@ -21,10 +23,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from guided_evolution.errors import GeError
-from guided_evolution.serve.command import serve as serve_command
 from guided_evolution.termsafe import inert
 
-app = typer.Typer(
+_app = typer.Typer(
     name="ge",
     help=(
         "Guided Evolution: evolve marked segments of your code with LLMs.\n\n"
@@ -37,6 +38,48 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+"""The commands but `ge serve`, which ``_whole_app`` adds: ``app`` is the whole of them."""
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: the whole typer app (with `ge serve`), as tests and ``typer.main.get_command``
+    want it."""
+    if name == "app":
+        return _whole_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _whole_app() -> typer.Typer:
+    """Every command, `ge serve` in its place after `ge export` (its module loads ``socket``,
+    ``secrets`` and ``ipaddress``, which the other commands do without)."""
+    commands = _app.registered_commands
+    if not any(_command_name(c) == "serve" for c in commands):
+        from guided_evolution.serve.command import serve
+
+        _app.command("serve")(serve)
+        after = next(i for i, c in enumerate(commands) if _command_name(c) == "export")
+        commands.insert(after + 1, commands.pop())
+    return _app
+
+
+def _command_name(info: Any) -> str:
+    """A registered command's name, as typer derives it from its function when not given."""
+    return str(info.name or typer.main.get_command_name(info.callback.__name__))
+
+
+def _app_for(words: list[str]) -> typer.Typer:
+    """The app that runs ``ge WORDS``: when the first word names a command, an app of that
+    command alone (typer builds a click command per command from its signature, ~10 ms for
+    all of them at every start), else the whole app (`ge --help`, `ge --version`, a mistyped
+    command and its suggestions)."""
+    name = words[0] if words else ""
+    if name != "serve":
+        for info in _app.registered_commands:
+            if _command_name(info) == name:
+                one = copy.copy(_app)
+                one.registered_commands = [info]
+                return one
+    return _whole_app()
 
 def _version(value: bool) -> None:
     if value:
@@ -46,7 +89,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -124,7 +167,7 @@ def _path(value: str, what: str, example: str) -> Path:
 # --------------------------------------------------------------------------- init
 
 
-@app.command()
+@_app.command()
 def init(
     directory: Annotated[str, typer.Argument(help="Directory to create the seed in.")],
     force: Annotated[bool, typer.Option(help="Overwrite files that already exist.")] = False,
@@ -146,7 +189,7 @@ def init(
 # --------------------------------------------------------------------------- run / resume
 
 
-@app.command()
+@_app.command()
 def run(
     seed_dir: Annotated[
         Path | None, typer.Argument(help="Seed directory holding ge.toml (default: current dir).")
@@ -198,7 +241,7 @@ def run(
     _finish(handle.summary, json_out)
 
 
-@app.command()
+@_app.command()
 def resume(
     run_dir: LatestRunArg = None,
     generations: Annotated[
@@ -252,7 +295,7 @@ def _finish(summary: Any, json_out: bool) -> None:
 # --------------------------------------------------------------------------- inspection
 
 
-@app.command()
+@_app.command()
 def stop(run_dir: LatestRunArg = None) -> None:
     """Finish a live run from another terminal, gracefully.
 
@@ -272,7 +315,7 @@ def stop(run_dir: LatestRunArg = None) -> None:
     )
 
 
-@app.command()
+@_app.command()
 def status(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
     """Progress of a run (live or finished): generation, children, evaluations, LLM calls, spend."""
     from guided_evolution import api
@@ -287,7 +330,7 @@ def status(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
         views.print_status(_console(), data)
 
 
-@app.command()
+@_app.command()
 def best(
     run_dir: LatestRunArg = None,
     island: Annotated[
@@ -312,7 +355,7 @@ def best(
         views.print_front(_console(), data)
 
 
-@app.command()
+@_app.command()
 def show(
     run_dir: LatestRunArg = None,
     variant: Annotated[str | None, typer.Argument(help="Variant id (a unique prefix is enough).")] = None,
@@ -330,7 +373,7 @@ def show(
         views.print_variant(_console(), data)
 
 
-@app.command()
+@_app.command()
 def doctor(
     run_dir: LatestRunArg = None,
     repair: Annotated[bool, typer.Option(help="Repair what can be repaired.")] = False,
@@ -376,7 +419,7 @@ def _print_doctor(report: Any, writer: str | None, repairing: bool) -> None:
         console.print("[red]not ok[/red] (try --repair)")
 
 
-@app.command("lineage")
+@_app.command("lineage")
 def lineage_cmd(
     run_dir: LatestRunArg = None,
     variant: Annotated[str | None, typer.Argument(help="Variant id (a unique prefix is enough).")] = None,
@@ -394,7 +437,7 @@ def lineage_cmd(
         views.print_lineage(_console(), data)
 
 
-@app.command("diff")
+@_app.command("diff")
 def diff_cmd(
     run_dir: LatestRunArg = None,
     a: Annotated[str | None, typer.Argument(help="Variant id (or unique prefix) to show.")] = None,
@@ -413,7 +456,7 @@ def diff_cmd(
         views.print_diff(_console(), data)
 
 
-@app.command("log")
+@_app.command("log")
 def log_cmd(
     run_dir: LatestRunArg = None,
     eot: Annotated[bool, typer.Option("--eot", help="Show the EoT reflections.")] = False,
@@ -436,7 +479,7 @@ def log_cmd(
         views.print_log(_console(), data)
 
 
-@app.command("export")
+@_app.command("export")
 def export_cmd(
     run_dir: LatestRunArg = None,
     variant: Annotated[str | None, typer.Argument(help="Variant id (a unique prefix is enough).")] = None,
@@ -463,10 +506,8 @@ def export_cmd(
         views.print_export(_console(), data)
 
 
-app.command("serve")(serve_command)
 
-
-@app.command("report")
+@_app.command("report")
 def report_cmd(
     run_dir: LatestRunArg = None,
     output: Annotated[str, typer.Option("-o", "--output", help="The HTML file to write.")] = "report.html",
@@ -567,7 +608,8 @@ def main() -> None:
     # whose finalizers Python does not promise to run; atexit hooks and refcounts work as before.
     atexit.register(gc.freeze)
     try:
-        code = _readable(typer.main.get_command(app)).main(standalone_mode=False)
+        command = typer.main.get_command(_app_for(sys.argv[1:]))
+        code = _readable(command).main(standalone_mode=False)
         if isinstance(code, int):  # typer.Exit(N) (`--help`, `--version`: 0; doctor: 1)
             sys.exit(code)
     except typer.Abort:
