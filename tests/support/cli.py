@@ -70,17 +70,17 @@ def ge_here(
     from guided_evolution.cli import main
 
     out, err, code = io.StringIO(), io.StringIO(), 0
-    with _process_state(args, cwd, env or {}), contextlib.redirect_stdout(out):
-        with contextlib.redirect_stderr(err):
-            try:
-                main()
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
-                if isinstance(exc.code, str):
-                    print(exc.code, file=sys.stderr)
-            except Exception:
-                traceback.print_exc()
-                code = 1
+    swapped = (contextlib.redirect_stdout(out), contextlib.redirect_stderr(err))
+    with _process_state(args, cwd, env or {}), swapped[0], swapped[1]:
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+        except Exception:
+            traceback.print_exc()
+            code = 1
     return subprocess.CompletedProcess(["ge", *args], code, out.getvalue(), err.getvalue())
 
 
