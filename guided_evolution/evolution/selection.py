@@ -19,7 +19,7 @@ import random
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from guided_evolution.evolution.scoring import (
     ObjectiveSpec,
@@ -46,6 +46,22 @@ class _Ind:
         self.fitness = fitness
         self.index = index
         self.rank = 0
+
+
+class _Ranked(NamedTuple):
+    """A member of a population by position, with its NSGA-II rank and crowding distance."""
+
+    index: int
+    rank: int
+    crowd: float
+
+
+def _ranked(pop: Sequence[Scored], objectives: Sequence[ObjectiveSpec]) -> list[_Ranked]:
+    weights = objective_weights(objectives)
+    rows = [objective_values(item, weights) for item in pop]
+    signed = [tuple(w * v for (_, w), v in zip(weights, row, strict=True)) for row in rows]
+    ranks, crowding = ranks_and_crowding(rows, signed)
+    return [_Ranked(i, r, c) for i, (r, c) in enumerate(zip(ranks, crowding, strict=True))]
 
 
 def _wrap(
@@ -106,13 +122,68 @@ def crowding_distances(rows: Sequence[tuple[float, ...]]) -> list[float]:
 
 def _rank_and_crowd(inds: list[_Ind]) -> None:
     """Set `rank` (0 = first front) and `fitness.crowding_dist` on every individual."""
-    from deap import tools
-    from deap.tools.emo import assignCrowdingDist
+    ranks, crowding = ranks_and_crowding(
+        [ind.fitness.values for ind in inds], [ind.fitness.wvalues for ind in inds]
+    )
+    for ind, rank, crowd in zip(inds, ranks, crowding, strict=True):
+        ind.rank = rank
+        ind.fitness.crowding_dist = crowd
 
-    for rank, front in enumerate(tools.sortNondominated(inds, len(inds))):
-        assignCrowdingDist(front)
-        for ind in front:
-            ind.rank = rank
+
+def _dominance(fits: list[tuple[float, ...]]) -> tuple[list[int], list[list[int]]]:
+    """For each distinct signed row: how many others dominate it, and the ones it dominates in
+    ascending order (deap's ``sortNondominated`` pairs, visited in its order)."""
+    count = [0] * len(fits)
+    beaten: list[list[int]] = [[] for _ in fits]
+    two = bool(fits) and len(fits[0]) == 2
+    for i, a in enumerate(fits):
+        a0, a1 = a if two else (0.0, 0.0)
+        for j in range(i + 1, len(fits)):
+            b = fits[j]
+            if two:  # the common case, unrolled: 8x faster than the general test
+                b0, b1 = b
+                a_wins = a0 >= b0 and a1 >= b1
+                b_wins = not a_wins and a0 <= b0 and a1 <= b1
+            else:
+                a_wins, b_wins = _signed_dominates(a, b), _signed_dominates(b, a)
+            if a_wins:
+                count[j] += 1
+                beaten[i].append(j)
+            elif b_wins:
+                count[i] += 1
+                beaten[j].append(i)
+    return count, beaten
+
+
+def ranks_and_crowding(
+    rows: Sequence[tuple[float, ...]], signed: Sequence[tuple[float, ...]]
+) -> tuple[list[int], list[float]]:
+    """NSGA-II rank (0 = first front) and crowding distance of each row, equal to deap's
+    ``sortNondominated`` then ``assignCrowdingDist`` per front (the same fronts, members in the
+    same order, so the same ties at a front's ends), in plain tuples: a steady run ranks its
+    population for every child (6 ms with deap's fitness objects at 100 members).
+
+    ``rows`` are the objective values, ``signed`` the same signed so that larger is better
+    (distinct rows are compared once: equal rows share a front)."""
+    groups: dict[tuple[float, ...], list[int]] = {}
+    for i, row in enumerate(signed):
+        groups.setdefault(row, []).append(i)
+    fits = list(groups)
+    count, beaten = _dominance(fits)
+    ranks, crowding = [0] * len(rows), [0.0] * len(rows)
+    current, rank = [f for f in range(len(fits)) if count[f] == 0], 0
+    while current:
+        members = [i for f in current for i in groups[fits[f]]]
+        for i, crowd in zip(members, crowding_distances([rows[i] for i in members]), strict=True):
+            ranks[i], crowding[i] = rank, crowd
+        following = []
+        for f in current:
+            for d in beaten[f]:
+                count[d] -= 1
+                if count[d] == 0:
+                    following.append(d)
+        current, rank = following, rank + 1
+    return ranks, crowding
 
 
 # --------------------------------------------------------------------------- public API
@@ -205,22 +276,20 @@ def nsga2_parents(
     benchmarks/selection_tournament.py). Deterministic given the state of `rng`; the global
     `random` module is not used.
     """
-    inds = _wrap(pop, objectives)
+    inds = _ranked(pop, objectives)
     if n <= 0 or not inds:
         return []
     if len(inds) == 1:
         return [pop[0]] * n
-    _rank_and_crowd(inds)
 
-    def winner(a: _Ind, b: _Ind) -> _Ind:
+    def winner(a: _Ranked, b: _Ranked) -> _Ranked:
         if a.rank != b.rank:
             return a if a.rank < b.rank else b
-        crowd_a, crowd_b = a.fitness.crowding_dist, b.fitness.crowding_dist
-        if crowd_a != crowd_b:
-            return a if crowd_a > crowd_b else b
+        if a.crowd != b.crowd:
+            return a if a.crowd > b.crowd else b
         return a if rng.random() < 0.5 else b
 
-    queue: deque[_Ind] = deque()
+    queue: deque[_Ranked] = deque()
     chosen: list[Scored] = []
     while len(chosen) < n:
         if len(queue) < 2:
@@ -238,11 +307,8 @@ def rank_crowding_order(
 ) -> list[Scored]:
     """`pop` best first: NSGA-II Pareto rank, then crowding distance (larger first), then the
     order of `pop` (so the result depends only on the arguments)."""
-    inds = _wrap(pop, objectives)
-    if not inds:
-        return []
-    _rank_and_crowd(inds)
-    inds.sort(key=lambda ind: (ind.rank, -ind.fitness.crowding_dist, ind.index))
+    inds = _ranked(pop, objectives)
+    inds.sort(key=lambda ind: (ind.rank, -ind.crowd, ind.index))
     return [pop[ind.index] for ind in inds]
 
 
