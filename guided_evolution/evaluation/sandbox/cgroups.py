@@ -16,7 +16,7 @@ import contextlib
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MEMORY, PIDS = "memory", "pids"
@@ -49,6 +49,7 @@ class CgroupLease:
     """The cgroups of one evaluation."""
 
     dirs: list[Path]
+    _oom_files: tuple[list[Path], list[Path]] | None = field(default=None, repr=False)
 
     @property
     def procs_files(self) -> list[Path]:
@@ -70,12 +71,17 @@ class CgroupLease:
 
     def oom_kills(self) -> int:
         """How many processes the kernel killed for going over the memory cap (call before
-        ``release``)."""
-        total = 0
-        for directory in self.dirs:
-            for name in ("memory.events", "memory.oom_control"):  # cgroup v2, v1
-                total += _counter(directory / name, "oom_kill")
-        return total
+        ``release``). A worker's lease is asked after every stage: the files that exist (the
+        memory controller's, v2 or v1) are found once per set of ``dirs``."""
+        if self._oom_files is None or self._oom_files[0] != self.dirs:
+            found = [
+                d / name
+                for d in self.dirs
+                for name in ("memory.events", "memory.oom_control")  # cgroup v2, v1
+                if (d / name).exists()
+            ]
+            self._oom_files = (list(self.dirs), found)
+        return sum(_counter(path, "oom_kill") for path in self._oom_files[1])
 
 
 def _remove(directory: Path, tries: int) -> bool:
