@@ -1,6 +1,9 @@
 """Islands and the mating-preference gene as the user inspects them: `ge status` (text and JSON),
 `ge best --island`, `ge lineage` and `ge report`, on real offline runs of fast_exp (one with
-`islands = 2`, one without); the gene is written into a copy of a run through the run index."""
+`islands = 2`, one without); the gene is written into a copy of a run through the run index.
+The runs are made in-process (``run_engine``: the real engine, sandboxed evaluator) and the
+commands go through the CLI's entry point in-process (``ge_here``), whose output is the `ge`
+process's (tests/test_cli_here.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ import pytest
 
 from guided_evolution.evolution.scoring import Scored, scored
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
+from tests.support.harness import run_engine
 from tests.support.seeds import copy_seed
 
 SEED = Path(__file__).resolve().parents[2] / "seeds" / "fast_exp"
@@ -24,9 +28,7 @@ def _run(base: Path, extra: str, generations: int) -> Path:
     toml = seed / "ge.toml"
     toml.write_text(toml.read_text().replace("[evolution]\n", f"[evolution]\n{extra}", 1))
     run_dir = base / "run"
-    run_json(
-        "run", str(seed), "--generations", str(generations), "--run-dir", str(run_dir), cwd=base
-    )
+    run_engine(seed, run_dir, generations=generations)
     return run_dir
 
 
@@ -45,7 +47,7 @@ def plain_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _text(*args: str, cwd: Path) -> str:
-    proc = ge(*args, cwd=cwd, env={"COLUMNS": "250"})
+    proc = ge_here(*args, cwd=cwd, env={"COLUMNS": "250"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return " ".join(proc.stdout.split())
 
@@ -64,7 +66,7 @@ def _stored(run: Path) -> tuple[dict, dict, list[dict]]:
 
 
 def test_status_shows_each_island_and_the_last_migration(islands_run: Path) -> None:
-    data = run_json("status", str(islands_run), cwd=islands_run.parent)
+    data = here_json("status", str(islands_run), cwd=islands_run.parent)
     view = data["islands"]
     last = _checkpoints(islands_run)[-1]
     _, latest, migrations = _stored(islands_run)
@@ -94,7 +96,7 @@ def test_best_island_is_the_front_of_the_variants_that_lived_there(islands_run: 
     variants, latest, _ = _stored(islands_run)
     checkpoints = _checkpoints(islands_run)
     for k in (0, 1):
-        data = run_json("best", str(islands_run), "--island", str(k), cwd=islands_run.parent)
+        data = here_json("best", str(islands_run), "--island", str(k), cwd=islands_run.parent)
         lived = {v for v in variants if variants[v].island == k}
         lived |= {vid for rec in checkpoints for vid in rec.islands[k]}
         ids = [r["id"] for r in data["front"]]
@@ -110,7 +112,7 @@ def test_best_island_is_the_front_of_the_variants_that_lived_there(islands_run: 
         text = _text("best", str(islands_run), "--island", str(k), cwd=islands_run.parent)
         assert f"Pareto front on island {k}" in text and ids[0] in text
     for bad in ("2", "-1"):
-        proc = ge("best", str(islands_run), "--island", bad, cwd=islands_run.parent)
+        proc = ge_here("best", str(islands_run), "--island", bad, cwd=islands_run.parent)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert f"island {bad} does not exist in this run (islands 0–1)" in proc.stderr
 
@@ -126,7 +128,7 @@ def test_lineage_shows_islands_and_marks_migrants(islands_run: Path) -> None:
     ]
     assert moved
     vid, move, gen = moved[0]
-    data = run_json("lineage", str(islands_run), vid, cwd=islands_run.parent)
+    data = here_json("lineage", str(islands_run), vid, cwd=islands_run.parent)
     node = next(n for n in data["nodes"] if n["id"] == vid)
     assert node["island"] == variants[vid].island == move["from"]
     assert {"from": move["from"], "to": move["to"], "generation": gen} in node["migrations"]
@@ -141,7 +143,7 @@ def test_report_has_a_section_per_island_and_the_migrations(
     islands_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "report.html"
-    run_json("report", str(islands_run), "-o", str(out), cwd=islands_run.parent)
+    here_json("report", str(islands_run), "-o", str(out), cwd=islands_run.parent)
     page = out.read_text()
     _, _, migrations = _stored(islands_run)
     assert '<section id="islands">' in page and 'href="#islands"' in page
@@ -169,7 +171,7 @@ def test_status_follows_the_gene_of_a_self_adaptive_run(islands_run: Path) -> No
         v.id: v.mating_preference for v in variants.values() if v.mating_preference is not None
     }
     assert genes
-    rows = run_json("status", str(islands_run), cwd=islands_run.parent)["mating_preference"]
+    rows = here_json("status", str(islands_run), cwd=islands_run.parent)["mating_preference"]
     got = [(r["generation"], r["n"], r["median"], r["q1"], r["q3"]) for r in rows]
     assert got == [pytest.approx(row) for row in _gene_rows(islands_run, genes)]
     assert all(r["source"] == "population" for r in rows)
@@ -192,7 +194,7 @@ def _give_genes(run: Path, copy: Path) -> dict[str, float]:
 def test_the_gene_per_generation_in_status_and_report(plain_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     genes = _give_genes(plain_run, run)
-    rows = run_json("status", str(run), cwd=tmp_path)["mating_preference"]
+    rows = here_json("status", str(run), cwd=tmp_path)["mating_preference"]
     checkpoints = _checkpoints(run)
     assert [r["generation"] for r in rows] == [rec.generation for rec in checkpoints] == [0, 1]
     got = [(r["generation"], r["n"], r["median"], r["q1"], r["q3"]) for r in rows]
@@ -207,7 +209,7 @@ def test_the_gene_per_generation_in_status_and_report(plain_run: Path, tmp_path:
         f"[{rows[0]['q1']:.3f}–{rows[0]['q3']:.3f}] 1: {last['median']:.3f}"
     ) in text
     out = tmp_path / "report.html"
-    run_json("report", str(run), "-o", str(out), cwd=tmp_path)
+    here_json("report", str(run), "-o", str(out), cwd=tmp_path)
     page = out.read_text()
     assert '<section id="gene">' in page and f"<td class=num>{last['median']:.4f}</td>" in page
     assert '<section id="islands">' not in page  # genes without islands: no islands section
@@ -215,20 +217,20 @@ def test_the_gene_per_generation_in_status_and_report(plain_run: Path, tmp_path:
 
 def test_a_run_without_islands_or_genes_shows_none_of_it(plain_run: Path, tmp_path: Path) -> None:
     cwd = plain_run.parent
-    data = run_json("status", str(plain_run), cwd=cwd)
+    data = here_json("status", str(plain_run), cwd=cwd)
     assert data["islands"] is None and data["mating_preference"] == []
     status = _text("status", str(plain_run), cwd=cwd)
     assert "island" not in status and "mating" not in status and "migration" not in status
-    front = run_json("best", str(plain_run), cwd=cwd)
+    front = here_json("best", str(plain_run), cwd=cwd)
     assert "island" not in front
-    lineage = run_json("lineage", str(plain_run), front["front"][0]["id"], cwd=cwd)
+    lineage = here_json("lineage", str(plain_run), front["front"][0]["id"], cwd=cwd)
     assert all("island" not in n and "migrations" not in n for n in lineage["nodes"])
     assert "island" not in _text("lineage", str(plain_run), front["front"][0]["id"], cwd=cwd)
     out = tmp_path / "report.html"
-    run_json("report", str(plain_run), "-o", str(out), cwd=cwd)
+    here_json("report", str(plain_run), "-o", str(out), cwd=cwd)
     page = out.read_text()
     assert "island" not in page.lower() and "mating" not in page.lower()
-    proc = ge("best", str(plain_run), "--island", "0", cwd=cwd)
+    proc = ge_here("best", str(plain_run), "--island", "0", cwd=cwd)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "this run has no islands" in proc.stderr and "--island" in proc.stderr
 
@@ -241,9 +243,9 @@ def _dominates(a: Scored, b: Scored) -> bool:
 
 def test_best_island_of_islands_that_never_met_differs_from_the_run_front(tmp_path: Path) -> None:
     run = _run(tmp_path, "islands = { count = 2, migration_size = 0 }\n", 2)  # no migration: apart
-    everyone = {r["id"] for r in run_json("best", str(run), cwd=tmp_path)["front"]}
+    everyone = {r["id"] for r in here_json("best", str(run), cwd=tmp_path)["front"]}
     fronts = [
-        {r["id"] for r in run_json("best", str(run), "--island", str(k), cwd=tmp_path)["front"]}
+        {r["id"] for r in here_json("best", str(run), "--island", str(k), cwd=tmp_path)["front"]}
         for k in (0, 1)
     ]
     assert all(front <= everyone | _lived(run, k) for k, front in enumerate(fronts))
