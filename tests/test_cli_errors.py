@@ -1,6 +1,9 @@
 """Bad input to every `ge` command, through the real CLI: one line on stderr that names the problem
 and the fix, exit code 2 (1 for `ge doctor` finding problems), no traceback, nothing on stdout
-where the command failed, and nothing half-written."""
+where the command failed, and nothing half-written. `ge run`/`ge resume`, a disk that fills up
+(a file-size limit) and a lock held by another process go through a `ge` process; the other
+commands through the CLI's entry point in this process (``ge_here``: the same parsing, errors,
+exit codes and output, tests/test_cli_here.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ import pytest
 
 from guided_evolution.runstore.records import VariantRecord
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import ge
+from tests.support.cli import ge, ge_here
+from tests.support.harness import run_engine
 from tests.support.seeds import template_seed
 
 LONG = "x" * 300  # longer than a file name may be (255)
@@ -33,8 +37,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cli_errors")
     seed = template_seed(root / "seed", generations=1, initial_population=2, population=2)
     (seed / "table.txt").write_text("0.5\n" * 25_000)  # a 100 kB file: a disk can fill up while exporting it
-    proc = ge("run", str(seed), "--run-dir", str(root / "run"), "--json", cwd=root)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_engine(seed, root / "run")
     return root / "run"
 
 
@@ -101,7 +104,7 @@ def test_doctor_of_something_that_is_not_a_run(tmp_path: Path, kind: str, flags:
         target.mkdir()
     elif kind == "file":
         target.write_text("hello")
-    proc = ge("doctor", str(target), *flags, "--json", cwd=tmp_path)
+    proc = ge_here("doctor", str(target), *flags, "--json", cwd=tmp_path)
     one_line_exit_2(proc, expected[kind], "`ge run`")
     if kind == "plain-dir":
         assert list(target.iterdir()) == [], "doctor wrote into a directory that is not a run"
@@ -109,22 +112,22 @@ def test_doctor_of_something_that_is_not_a_run(tmp_path: Path, kind: str, flags:
 
 def test_a_run_dir_that_is_a_file_or_lost_its_parts(run: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
-    one_line_exit_2(ge("status", str(tmp_path / "file"), "--json", cwd=tmp_path), "is a file, not a run directory")
+    one_line_exit_2(ge_here("status", str(tmp_path / "file"), "--json", cwd=tmp_path), "is a file, not a run directory")
 
     no_index = Path(shutil.copytree(run, tmp_path / "no_index"))
     (no_index / "index.sqlite").unlink()
-    one_line_exit_2(ge("best", str(no_index), cwd=tmp_path), "no index.sqlite", "--rebuild-index")
+    one_line_exit_2(ge_here("best", str(no_index), cwd=tmp_path), "no index.sqlite", "--rebuild-index")
 
     shutil.rmtree(run / "repo.git")
-    line = one_line_exit_2(ge("status", str(run), cwd=tmp_path), "no repo.git", "backup")
+    line = one_line_exit_2(ge_here("status", str(run), cwd=tmp_path), "no repo.git", "backup")
     assert "--rebuild-index" not in line, "a rebuild needs repo.git: do not suggest it"
 
 
 def test_a_damaged_frozen_config_says_what_to_do(run: Path, tmp_path: Path) -> None:
     (run / "config.json").write_text("garbage{{")
     for args in (("status", str(run), "--json"), ("resume", str(run)), ("show", str(run), "seed")):
-        one_line_exit_2(ge(*args, cwd=tmp_path), "config.json", "restore")
-    proc = ge("doctor", str(run), "--json", cwd=tmp_path)
+        one_line_exit_2(ge_here(*args, cwd=tmp_path), "config.json", "restore")
+    proc = ge_here("doctor", str(run), "--json", cwd=tmp_path)
     assert proc.returncode == 1, "doctor said ok about a run no other command can open"
     assert any("config.json" in p for p in json.loads(proc.stdout)["problems"])
 
@@ -146,9 +149,9 @@ def test_resume_after_the_index_is_damaged(run: Path, tmp_path: Path, damage: st
     proc = ge("resume", str(run), "--json", cwd=tmp_path)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["run_dir"] == str(run)
-    diff = ge("diff", str(run), child_id(run), "--json", cwd=tmp_path)  # against the seed
+    diff = ge_here("diff", str(run), child_id(run), "--json", cwd=tmp_path)  # against the seed
     assert diff.returncode == 0, diff.stderr
-    doctor = ge("doctor", str(run), "--json", cwd=tmp_path)
+    doctor = ge_here("doctor", str(run), "--json", cwd=tmp_path)
     assert doctor.returncode == 0 and json.loads(doctor.stdout)["ok"], doctor.stdout + doctor.stderr
 
 
@@ -156,14 +159,14 @@ def test_a_missing_table_is_one_line_from_every_reader(run: Path, tmp_path: Path
     sql(run / "index.sqlite", "DROP TABLE evaluations")
     report = tmp_path / "r.html"
     for args in (("best",), ("log",), ("show", "seed"), ("lineage", "seed"), ("report", "-o", str(report))):
-        one_line_exit_2(ge(args[0], str(run), *args[1:], "--json", cwd=tmp_path), "damaged", "ge doctor")
+        one_line_exit_2(ge_here(args[0], str(run), *args[1:], "--json", cwd=tmp_path), "damaged", "ge doctor")
     assert not report.exists()
-    proc = ge("doctor", str(run), "--json", cwd=tmp_path)
+    proc = ge_here("doctor", str(run), "--json", cwd=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["problems"]
-    repaired = ge("doctor", str(run), "--repair", "--json", cwd=tmp_path)
+    repaired = ge_here("doctor", str(run), "--repair", "--json", cwd=tmp_path)
     assert repaired.returncode == 0 and json.loads(repaired.stdout)["ok"], repaired.stdout + repaired.stderr
-    assert ge("best", str(run), "--json", cwd=tmp_path).returncode == 0
+    assert ge_here("best", str(run), "--json", cwd=tmp_path).returncode == 0
 
 
 def test_doctor_never_rebuilds_over_an_index_of_a_newer_ge(run: Path, tmp_path: Path) -> None:
@@ -172,9 +175,9 @@ def test_doctor_never_rebuilds_over_an_index_of_a_newer_ge(run: Path, tmp_path: 
     index = run / "index.sqlite"
     sql(index, "PRAGMA user_version = 999")
     before = index.read_bytes()
-    proc = ge("doctor", str(run), "--repair", cwd=tmp_path, env={"COLUMNS": "300"})
+    proc = ge_here("doctor", str(run), "--repair", cwd=tmp_path, env={"COLUMNS": "300"})
     assert proc.returncode == 1 and "upgrade ge" in proc.stdout and "try --repair" not in proc.stdout, proc.stdout
-    one_line_exit_2(ge("doctor", str(run), "--rebuild-index", cwd=tmp_path), "newer", "upgrade ge")
+    one_line_exit_2(ge_here("doctor", str(run), "--rebuild-index", cwd=tmp_path), "newer", "upgrade ge")
     assert index.read_bytes() == before
 
 
@@ -195,15 +198,15 @@ def test_doctor_of_a_run_being_written_says_so(run: Path, tmp_path: Path) -> Non
 
 def test_variant_id_forms_and_mistakes(run: Path, tmp_path: Path) -> None:
     vid = child_id(run)
-    branch = f"v/{json.loads(ge('show', str(run), vid, '--json', cwd=tmp_path).stdout)['generation']}/{vid}"
+    branch = f"v/{json.loads(ge_here('show', str(run), vid, '--json', cwd=tmp_path).stdout)['generation']}/{vid}"
     for given in (branch, vid[:8].upper(), f"  {vid}  "):
-        proc = ge("show", str(run), given, "--json", cwd=tmp_path)
+        proc = ge_here("show", str(run), given, "--json", cwd=tmp_path)
         assert proc.returncode == 0 and json.loads(proc.stdout)["id"] == vid, (given, proc.stderr)
     # Odd characters were cut at the last '/' ('../' became an "empty variant id").
     for odd in ("../", "../../etc/passwd", "%s{}[/bold]"):
-        one_line_exit_2(ge("show", str(run), odd, cwd=tmp_path), f"no variant {odd!r}", f"ge best {run}")
-    one_line_exit_2(ge("lineage", str(run), "", cwd=tmp_path), "empty variant id")
-    line = one_line_exit_2(ge("diff", str(run), "a" * 100_000, "--json", cwd=tmp_path), "no variant")
+        one_line_exit_2(ge_here("show", str(run), odd, cwd=tmp_path), f"no variant {odd!r}", f"ge best {run}")
+    one_line_exit_2(ge_here("lineage", str(run), "", cwd=tmp_path), "empty variant id")
+    line = one_line_exit_2(ge_here("diff", str(run), "a" * 100_000, "--json", cwd=tmp_path), "no variant")
     assert len(line) < 400, "a huge argument is echoed in full"
 
 
@@ -212,14 +215,14 @@ def test_an_ambiguous_prefix_lists_the_candidates(run: Path, tmp_path: Path) -> 
     twin = real[:6] + ("0" if real[6] != "0" else "1") + real[7:]
     with RunIndex.open(run / "index.sqlite") as index:
         index.add_variant(VariantRecord(twin, 1, "mutation", status="invalid"))
-    line = one_line_exit_2(ge("export", str(run), real[:6], str(tmp_path / "out"), cwd=tmp_path), "ambiguous")
+    line = one_line_exit_2(ge_here("export", str(run), real[:6], str(tmp_path / "out"), cwd=tmp_path), "ambiguous")
     assert real in line and twin in line and "more characters" in line
     assert not (tmp_path / "out").exists()
 
 
 def test_diff_of_a_variant_with_itself_is_empty(run: Path, tmp_path: Path) -> None:
     vid = child_id(run)
-    data = json.loads(ge("diff", str(run), vid, vid, "--json", cwd=tmp_path).stdout)
+    data = json.loads(ge_here("diff", str(run), vid, vid, "--json", cwd=tmp_path).stdout)
     assert data["from"] == data["to"] == vid and data["diff"] == "" and data["files"] == []
 
 
@@ -248,45 +251,45 @@ def test_an_export_that_fails_half_way_leaves_nothing(made: Path, tmp_path: Path
     proc = ge_limited("export", str(made), vid, str(dest), cwd=tmp_path, max_file_bytes=60_000)
     one_line_exit_2(proc, "cannot export into", "File too large")
     assert list(tmp_path.iterdir()) == [], f"left behind: {sorted(p.name for p in tmp_path.rglob('*'))}"
-    ok = ge("export", str(made), vid, str(dest), "--json", cwd=tmp_path)
+    ok = ge_here("export", str(made), vid, str(dest), "--json", cwd=tmp_path)
     assert ok.returncode == 0 and (dest / "table.txt").stat().st_size == 100_000, ok.stderr
 
 
 def test_export_destination_mistakes(made: Path, tmp_path: Path) -> None:
     vid = child_id(made)
-    one_line_exit_2(ge("export", str(made), vid, "", cwd=tmp_path), "DEST is empty")
-    one_line_exit_2(ge("export", str(made), vid, str(tmp_path / LONG), "--json", cwd=tmp_path), "File name too long")
-    one_line_exit_2(ge("export", str(made), vid, str(tmp_path / LONG), "--patch", cwd=tmp_path), "File name too long")
-    line = one_line_exit_2(ge("export", str(made), vid, str(made / "repo.git"), "--force", cwd=tmp_path))
+    one_line_exit_2(ge_here("export", str(made), vid, "", cwd=tmp_path), "DEST is empty")
+    one_line_exit_2(ge_here("export", str(made), vid, str(tmp_path / LONG), "--json", cwd=tmp_path), "File name too long")
+    one_line_exit_2(ge_here("export", str(made), vid, str(tmp_path / LONG), "--patch", cwd=tmp_path), "File name too long")
+    line = one_line_exit_2(ge_here("export", str(made), vid, str(made / "repo.git"), "--force", cwd=tmp_path))
     assert "inside the run directory" in line
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "mine.txt").write_text("keep")
-    one_line_exit_2(ge("export", str(made), vid, str(tmp_path / "busy"), cwd=tmp_path), "not empty", "--force")
+    one_line_exit_2(ge_here("export", str(made), vid, str(tmp_path / "busy"), cwd=tmp_path), "not empty", "--force")
     (tmp_path / "plain").write_text("x")
-    one_line_exit_2(ge("export", str(made), vid, str(tmp_path / "plain"), cwd=tmp_path), "not a directory")
+    one_line_exit_2(ge_here("export", str(made), vid, str(tmp_path / "plain"), cwd=tmp_path), "not a directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "plain"]
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["mine.txt"]
     assert not list((made / "repo.git").glob("*.py"))
 
 
 def test_report_output_mistakes(made: Path, tmp_path: Path) -> None:
-    one_line_exit_2(ge("report", str(made), "-o", "", cwd=tmp_path), "-o is empty")
-    one_line_exit_2(ge("report", str(made), "-o", "-", "--json", cwd=tmp_path), "standard output")
-    one_line_exit_2(ge("report", str(made), "-o", str(tmp_path / f"{LONG}.html"), cwd=tmp_path), "too long")
-    one_line_exit_2(ge("report", str(made), "-o", str(tmp_path / "no" / "r.html"), cwd=tmp_path), "does not exist")
+    one_line_exit_2(ge_here("report", str(made), "-o", "", cwd=tmp_path), "-o is empty")
+    one_line_exit_2(ge_here("report", str(made), "-o", "-", "--json", cwd=tmp_path), "standard output")
+    one_line_exit_2(ge_here("report", str(made), "-o", str(tmp_path / f"{LONG}.html"), cwd=tmp_path), "too long")
+    one_line_exit_2(ge_here("report", str(made), "-o", str(tmp_path / "no" / "r.html"), cwd=tmp_path), "does not exist")
     assert list(tmp_path.iterdir()) == []
     # A name just under the file-system limit works: the temp file's name must not be longer.
     longest = tmp_path / ("r" * 250 + ".html")
-    proc = ge("report", str(made), "-o", str(longest), cwd=tmp_path)
+    proc = ge_here("report", str(made), "-o", str(longest), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == [longest.name]
 
 
 def test_init_path_mistakes(tmp_path: Path) -> None:
-    one_line_exit_2(ge("init", "", cwd=tmp_path), "DIRECTORY is empty")
-    one_line_exit_2(ge("init", LONG, cwd=tmp_path), "too long")
+    one_line_exit_2(ge_here("init", "", cwd=tmp_path), "DIRECTORY is empty")
+    one_line_exit_2(ge_here("init", LONG, cwd=tmp_path), "too long")
     (tmp_path / "file").write_text("x")
-    one_line_exit_2(ge("init", "file", cwd=tmp_path), "cannot write the seed")
+    one_line_exit_2(ge_here("init", "file", cwd=tmp_path), "cannot write the seed")
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
