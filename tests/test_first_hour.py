@@ -1,8 +1,11 @@
 """The first hour with ge (issue 13): Ctrl-C, finding the latest run, live/stopped status,
 extending a finished run, credentials checked before the run exists, readable failures and help.
 
-Every test drives the real `ge` entry point in a subprocess on the offline template seed (the
-finished run that several read is conftest's ``template_run``, made once in-process).
+Every test drives the real `ge` entry point on the offline template seed (the finished run that
+several read is conftest's ``template_run``, made once in-process): runs, resumes, signals and a
+status beside another process's lock in a `ge` process; the read-only commands (status, best,
+show, diff, lineage, log, each `--help`) through the CLI's entry point in this process
+(``ge_here``, whose output is the process's: tests/test_cli_here.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pytest
 from guided_evolution.runstore.records import EvaluationRecord, VariantRecord
 from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunLock
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge, ge_here, here_json, run_json
 from tests.support.openai_server import serve, status
 from tests.support.seeds import CodeWriter, template_seed
 
@@ -62,7 +65,7 @@ def test_ctrl_c_says_where_the_run_is_and_how_to_resume(tmp_path: Path, sig: int
     assert "interrupted in generation" in err and "children so far" in err, err
     assert f"ge resume {run}" in err, err
     assert "Traceback" not in err
-    state = run_json("status", str(run), cwd=tmp_path)
+    state = here_json("status", str(run), cwd=tmp_path)
     assert state["state"] == "stopped" and state["stop_reason"].startswith("interrupted"), state
     assert f"ge resume {run}" in state["fix"]
     done = run_json("resume", str(run), cwd=tmp_path)
@@ -89,7 +92,7 @@ def test_every_help_reads_as_written(tmp_path: Path) -> None:
     from rich.text import Text
 
     for words, help_text in _commands():
-        proc = ge(*words, "--help", cwd=tmp_path, env={"COLUMNS": "400"})
+        proc = ge_here(*words, "--help", cwd=tmp_path, env={"COLUMNS": "400"})
         assert proc.returncode == 0, proc.stderr
         out = proc.stdout
         assert "<bool>" not in out, words
@@ -133,7 +136,7 @@ def test_front_table_prints_enough_digits_to_tell_members_apart(
     a, b = _children(run)[:2]
     _evaluate(run, a.id, status="ok", metrics={"score": 10.00000041, "size": 216})
     _evaluate(run, b.id, status="ok", metrics={"score": 10.00000012, "size": 192})
-    out = ge("best", str(run), cwd=tmp_path, env={"COLUMNS": "200"}).stdout
+    out = ge_here("best", str(run), cwd=tmp_path, env={"COLUMNS": "200"}).stdout
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     assert rows[a.id][3] != rows[b.id][3], out  # 10.0000004 vs 10.0000001, not 10 and 10
 
@@ -170,14 +173,14 @@ def test_log_failures_groups_by_the_evaluators_own_error(
         failure_reason="exit code 1",
         output_tail=_crash("ValueError: bad learning rate"),
     )
-    groups = run_json("log", str(run), "--failures", cwd=tmp_path)["failures"]["groups"]
+    groups = here_json("log", str(run), "--failures", cwd=tmp_path)["failures"]["groups"]
     by_reason = {g["reason"]: g for g in groups}
     channels = [r for r in by_reason if r.startswith("RuntimeError: Given groups")]
     assert len(channels) == 1 and by_reason[channels[0]]["count"] == 3, groups
     assert by_reason[channels[0]]["details"] == ["exit code 1"]
     assert by_reason["ValueError: bad learning rate"]["count"] == 1
     assert not any(r.startswith("exit code") for r in by_reason)
-    text = ge("log", str(run), "--failures", cwd=tmp_path, env={"COLUMNS": "300"}).stdout
+    text = ge_here("log", str(run), "--failures", cwd=tmp_path, env={"COLUMNS": "300"}).stdout
     assert "ValueError: bad learning rate" in text and "exit code 1" in text
 
 
@@ -211,10 +214,10 @@ def test_status_says_once_why_a_run_stopped_and_the_fix(tmp_path: Path) -> None:
             env={"OPENAI_API_KEY": "sk-wrong"},
         )
     assert proc.returncode == 2, proc.stderr
-    data = run_json("status", str(run), cwd=tmp_path)
+    data = here_json("status", str(run), cwd=tmp_path)
     assert data["state"] == "stopped" and "authentication failed" in data["stop_reason"], data
     assert f"ge resume {run}" in data["fix"]
-    text = ge("status", str(run), cwd=tmp_path, env={"COLUMNS": "400"}).stdout
+    text = ge_here("status", str(run), cwd=tmp_path, env={"COLUMNS": "400"}).stdout
     assert text.count("authentication failed") == 1, text
     assert "stopped: " in text and "check the model name" in text
 
@@ -234,7 +237,7 @@ def test_resume_of_a_finished_run_says_so_and_extends_it(
     assert done["finished"] and done["generation"] == 2, done
     new = [v for v in _children(run) if v.id not in before]
     assert new and {v.generation for v in new} == {2}
-    status = run_json("status", str(run), cwd=tmp_path)
+    status = here_json("status", str(run), cwd=tmp_path)
     assert status["generations"] == 2 and status["state"] == "finished"
     later = ge("resume", str(run), cwd=tmp_path)  # the new total is kept
     assert "this run is finished" in later.stderr and "--generations 3" in later.stderr
@@ -247,21 +250,21 @@ def test_inspection_commands_default_to_the_latest_run(tmp_path: Path) -> None:
     latest = tmp_path / "runs" / "latest"
     assert latest.is_symlink() and latest.resolve() == (tmp_path / "runs" / "second").resolve()
     # wide: the notice names the run by its path, which rich would wrap at 80 columns
-    proc = ge("status", "--json", cwd=tmp_path, env={"COLUMNS": "400"})
+    proc = ge_here("status", "--json", cwd=tmp_path, env={"COLUMNS": "400"})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["run_dir"] == str((tmp_path / "runs" / "second").resolve())
     assert "(the latest)" in proc.stderr and "second" in proc.stderr
-    assert run_json("show", "seed", cwd=tmp_path)["operator"] == "seed"
-    assert run_json("diff", "seed", cwd=tmp_path)["files"] == []
-    assert run_json("best", cwd=tmp_path)["front"]
-    assert run_json("lineage", "seed", cwd=tmp_path)["nodes"]
-    assert "events" in run_json("log", cwd=tmp_path)
-    explicit = run_json("show", "runs/first", "seed", cwd=tmp_path)  # an explicit run still wins
-    assert explicit["id"] == run_json("show", "seed", cwd=tmp_path)["id"]
-    assert run_json("status", "runs/first", cwd=tmp_path)["run_dir"].endswith("first")
-    missing = ge("show", cwd=tmp_path)
+    assert here_json("show", "seed", cwd=tmp_path)["operator"] == "seed"
+    assert here_json("diff", "seed", cwd=tmp_path)["files"] == []
+    assert here_json("best", cwd=tmp_path)["front"]
+    assert here_json("lineage", "seed", cwd=tmp_path)["nodes"]
+    assert "events" in here_json("log", cwd=tmp_path)
+    explicit = here_json("show", "runs/first", "seed", cwd=tmp_path)  # an explicit run still wins
+    assert explicit["id"] == here_json("show", "seed", cwd=tmp_path)["id"]
+    assert here_json("status", "runs/first", cwd=tmp_path)["run_dir"].endswith("first")
+    missing = ge_here("show", cwd=tmp_path)
     assert missing.returncode == 2 and "missing VARIANT" in missing.stderr
-    empty = ge("status", cwd=seed)
+    empty = ge_here("status", cwd=seed)
     assert empty.returncode == 2 and "no run found" in empty.stderr
 
 
@@ -365,7 +368,7 @@ def test_live_progress_shows_the_front_with_each_best_variant(tmp_path: Path) ->
     assert "generation 0/0" not in text and "generation 1/1" in text, text[-3000:]
     lines = [line for line in text.splitlines() if "front: " in line]
     assert lines, text[-3000:]
-    front = run_json("best", "run", cwd=tmp_path)["front"]
+    front = here_json("best", "run", cwd=tmp_path)["front"]
     match = re.search(
         r"front: (\d+)  best score ↑ (\S+) \((\w+)\)  size ↓ (\S+) \((\w+)\)", lines[-1]
     )
