@@ -16,14 +16,17 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from guided_evolution.errors import GeError
 from guided_evolution.termsafe import inert
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from rich.console import Console
 
 _app = typer.Typer(
     name="ge",
@@ -129,7 +132,7 @@ def _run_dir(value: str | None) -> Path:
     from guided_evolution import api
 
     found = api.latest_run_dir(Path("."))
-    Console(stderr=True, highlight=False).print(f"run: {inert(found)} (the latest)", markup=False)
+    _console(json_mode=True).print(f"run: {inert(found)} (the latest)", markup=False)
     return found
 
 
@@ -150,7 +153,24 @@ def _run_and(words: list[str | None], usage: str) -> tuple[Path, list[str | None
 
 
 def _console(json_mode: bool = False) -> Console:
+    """rich's console (stderr when stdout is JSON); rich is imported only to print text."""
+    from rich.console import Console
+
     return Console(stderr=json_mode, highlight=False)
+
+
+def _stderr() -> Console:
+    """rich's console on stderr, highlighting as rich does by default."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _views() -> ModuleType:
+    """The terminal rendering of the views (rich): only for text, never for --json."""
+    from guided_evolution.inspection import terminal
+
+    return terminal
 
 
 def _print_json(data: Any) -> None:
@@ -287,9 +307,7 @@ def _finish(summary: Any, json_out: bool) -> None:
     if json_out:
         _print_json(summary.as_dict())
         return
-    from guided_evolution.inspection import terminal as views  # rich: only for the text
-
-    views.print_summary(_console(), summary)
+    _views().print_summary(_console(), summary)
 
 
 # --------------------------------------------------------------------------- inspection
@@ -319,7 +337,6 @@ def stop(run_dir: LatestRunArg = None) -> None:
 def status(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
     """Progress of a run (live or finished): generation, children, evaluations, LLM calls, spend."""
     from guided_evolution import api
-    from guided_evolution.inspection import terminal as views
 
     # The text shows the last 10 generations' diversity: computing every generation's costs ~1 s
     # on a 30-generation paper-sized run, which a live `watch ge status` should not pay.
@@ -327,7 +344,7 @@ def status(run_dir: LatestRunArg = None, json_out: JsonFlag = False) -> None:
     if json_out:
         _print_json(data.to_json())
     else:
-        views.print_status(_console(), data)
+        _views().print_status(_console(), data)
 
 
 @_app.command()
@@ -346,13 +363,12 @@ def best(
 ) -> None:
     """The Pareto front of a run on its selection objectives."""
     from guided_evolution import api
-    from guided_evolution.inspection import terminal as views
 
     data = api.open_run(_run_dir(run_dir)).best(island=island)
     if json_out:
         _print_json(data.to_json())
     else:
-        views.print_front(_console(), data)
+        _views().print_front(_console(), data)
 
 
 @_app.command()
@@ -363,14 +379,13 @@ def show(
 ) -> None:
     """Everything about one variant: metrics, operator, prompt and reply, reflection, diff."""
     from guided_evolution import api
-    from guided_evolution.inspection import terminal as views
 
     run, (vid,) = _run_and([run_dir, variant], "ge show [RUN_DIR] VARIANT")
     data = api.open_run(run).variant(str(vid)).view
     if json_out:
         _print_json(data.to_json())
     else:
-        views.print_variant(_console(), data)
+        _views().print_variant(_console(), data)
 
 
 @_app.command()
@@ -401,6 +416,8 @@ def doctor(
 
 
 def _print_doctor(report: Any, writer: str | None, repairing: bool) -> None:
+    from rich.markup import escape
+
     console = _console()
     for line in report.repaired:
         console.print(f"[green]repaired[/green] {escape(inert(line))}")
@@ -427,14 +444,13 @@ def lineage_cmd(
 ) -> None:
     """The ancestry of a variant back to the seed, with the operator and metrics at each step."""
     from guided_evolution import api
-    from guided_evolution.inspection import terminal as views
 
     run, (vid,) = _run_and([run_dir, variant], "ge lineage [RUN_DIR] VARIANT")
     data = api.open_run(run).lineage(str(vid))
     if json_out:
         _print_json(data.to_json())
     else:
-        views.print_lineage(_console(), data)
+        _views().print_lineage(_console(), data)
 
 
 @_app.command("diff")
@@ -446,14 +462,13 @@ def diff_cmd(
 ) -> None:
     """What changed from variant B (default: the seed) to variant A."""
     from guided_evolution import api
-    from guided_evolution.inspection import terminal as views
 
     run, (to, base) = _run_and([run_dir, a, b], "ge diff [RUN_DIR] A [B]")
     data = api.open_run(run).diff(str(to), base)
     if json_out:
         _print_json(data.to_json())
     else:
-        views.print_diff(_console(), data)
+        _views().print_diff(_console(), data)
 
 
 @_app.command("log")
@@ -470,13 +485,12 @@ def log_cmd(
 ) -> None:
     """The event log of a run (with every evaluation), its EoT reflections, failures or bandits."""
     from guided_evolution import api
-    from guided_evolution.inspection import terminal as views
 
     data = api.open_run(_run_dir(run_dir)).log(eot=eot, failures=failures, bandit=bandit)
     if json_out:
         _print_json(data.to_json())
     else:
-        views.print_log(_console(), data)
+        _views().print_log(_console(), data)
 
 
 @_app.command("export")
@@ -493,7 +507,6 @@ def export_cmd(
 ) -> None:
     """Copy a variant's files into DEST (or write its patch against the seed) for your own project."""
     from guided_evolution import api
-    from guided_evolution.inspection import terminal as views
 
     run, (vid, out) = _run_and([run_dir, variant, dest], "ge export [RUN_DIR] VARIANT DEST")
     target = _path(str(out), "DEST", "./best")
@@ -503,7 +516,7 @@ def export_cmd(
     elif data.get("patch") is not None:
         sys.stdout.write(data["patch"])
     else:
-        views.print_export(_console(), data)
+        _views().print_export(_console(), data)
 
 
 
@@ -586,8 +599,10 @@ def _fail(err: GeError) -> None:
     label = "[yellow]stopped:[/yellow]" if err.exit_code in (130, 143) else "[red]error:[/red]"
     # The message may quote a variant (the seed's last output line, a generation's failure
     # reason): its control characters are shown escaped, its markup as written.
+    from rich.markup import escape
+
     message = escape(inert(err.one_line()))
-    Console(stderr=True, highlight=False).print(f"{label} {message}", soft_wrap=True)
+    _console(json_mode=True).print(f"{label} {message}", soft_wrap=True)
     sys.exit(err.exit_code)
 
 
@@ -615,7 +630,7 @@ def main() -> None:
         if isinstance(code, int):  # typer.Exit(N) (`--help`, `--version`: 0; doctor: 1)
             sys.exit(code)
     except typer.Abort:
-        Console(stderr=True).print("aborted")
+        _stderr().print("aborted")
         sys.exit(1)
     except _command_line_errors() as err:
         if type(err).__name__ == "NoArgsIsHelpError":  # `ge` alone: its help is printed
@@ -636,5 +651,5 @@ def main() -> None:
             raise
         _fail(GeError(f"the run's git repository is damaged ({err})", "run `ge doctor RUN_DIR`"))
     except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted; continue with `ge resume RUN_DIR`")
+        _stderr().print("interrupted; continue with `ge resume RUN_DIR`")
         sys.exit(130)

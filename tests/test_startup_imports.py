@@ -60,6 +60,13 @@ def test_an_inspection_command_imports_neither_engine_nor_llm_clients(
     assert _loaded(modules, ("asyncio", "pygments", "click", "guided_evolution.serve")) == []
 
 
+def test_a_json_view_imports_no_rich(run: Path, tmp_path: Path) -> None:
+    """`--json` prints JSON: rich and the terminal rendering are left unloaded."""
+    modules, out = _imported(["status", str(run), "--json"], tmp_path)
+    assert '"generation' in out
+    assert _loaded(modules, ("rich", "guided_evolution.inspection.terminal")) == []
+
+
 def test_help_imports_no_config_store_or_api(tmp_path: Path) -> None:
     """`ge --help` is typer and rich: no pydantic config, git, API or engine."""
     modules, out = _imported(["--help"], tmp_path)
