@@ -15,7 +15,7 @@ from typing import Any
 
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import ge
+from tests.support.cli import ge_here
 from tests.support.openai_server import Action, reply
 from tests.support.seeds import CodeWriter
 
@@ -136,7 +136,7 @@ def assert_store_intact(run_dir: Path, cwd: Path) -> None:
         text=True,
     )
     assert fsck.returncode == 0, fsck.stderr + fsck.stdout
-    doctor = ge("doctor", str(run_dir), "--json", cwd=cwd)
+    doctor = ge_here("doctor", str(run_dir), "--json", cwd=cwd)
     assert doctor.returncode == 0 and json.loads(doctor.stdout)["ok"], doctor.stdout + doctor.stderr
 
 
