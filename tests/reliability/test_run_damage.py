@@ -6,6 +6,9 @@ that repairs it (no traceback, no Pareto table, non-zero exit); `ge status` / `b
 say the same instead of "not a ge run directory"; `ge doctor` explains it and repairs what can be
 repaired, after which the run reads again. Before this, each of these runs exited 0 with a Pareto
 table, and a deleted repository ended in a traceback.
+
+`ge run` is a `ge` process; status, best, show and doctor go through the CLI's entry point in
+this process (``ge_here``, whose output is the process's: tests/test_cli_here.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from tests.reliability.support import (
     llm_config,
     set_config,
 )
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge, ge_here, here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import template_seed
 
@@ -79,14 +82,14 @@ def error_line(proc: subprocess.CompletedProcess[str], *words: str) -> str:
 def readers_name_the_damage(run_dir: Path, cwd: Path, *words: str) -> None:
     """`ge status`, `ge best` and `ge show` say what is damaged, never "not a ge run directory"."""
     for args in (("status",), ("best",), ("show", "seed")):
-        proc = ge(args[0], str(run_dir), *args[1:], cwd=cwd, env={"COLUMNS": "300"})
+        proc = ge_here(args[0], str(run_dir), *args[1:], cwd=cwd, env={"COLUMNS": "300"})
         line = error_line(proc, *words)
         assert "not a ge run directory" not in line
         assert proc.stdout == ""
 
 
 def doctor_json(run_dir: Path, cwd: Path, *flags: str) -> tuple[int, dict]:
-    proc = ge("doctor", str(run_dir), *flags, "--json", cwd=cwd)
+    proc = ge_here("doctor", str(run_dir), *flags, "--json", cwd=cwd)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     return proc.returncode, json.loads(proc.stdout)
 
@@ -100,9 +103,9 @@ def test_an_overwritten_index_header_stops_the_run_and_a_rebuild_repairs_it(tmp_
     code, report = doctor_json(run_dir, tmp_path, "--rebuild-index")
     assert code == 0 and report["ok"], report
     assert any(line.startswith("rebuilt index.sqlite") for line in report["repaired"]), report
-    status = run_json("status", str(run_dir), cwd=tmp_path)
+    status = here_json("status", str(run_dir), cwd=tmp_path)
     assert not status["finished"] and status["children"] >= 1, status
-    run_json("best", str(run_dir), cwd=tmp_path)
+    here_json("best", str(run_dir), cwd=tmp_path)
     assert_store_intact(run_dir, tmp_path)
 
 
@@ -121,7 +124,7 @@ def test_deleted_refs_stop_the_run_and_repair_restores_the_branches(tmp_path: Pa
         committed = {v.branch: v.commit_sha for v in index.variants() if v.commit_sha}
     with GitStore.open(run_dir / "repo.git") as store:
         assert {b: store.branch_sha(b) for b in committed} == committed
-    assert run_json("status", str(run_dir), cwd=tmp_path)["children"] >= 1
+    assert here_json("status", str(run_dir), cwd=tmp_path)["children"] >= 1
     assert_store_intact(run_dir, tmp_path)
 
 
@@ -133,7 +136,7 @@ def test_deleted_variant_branches_are_found_by_the_end_of_run_check(tmp_path: Pa
     readers_name_the_damage(run_dir, tmp_path, "--repair")
     code, report = doctor_json(run_dir, tmp_path, "--repair")
     assert code == 0 and report["ok"], report
-    assert run_json("status", str(run_dir), cwd=tmp_path)["finished"]
+    assert here_json("status", str(run_dir), cwd=tmp_path)["finished"]
     assert_store_intact(run_dir, tmp_path)
 
 
@@ -141,7 +144,7 @@ def test_a_deleted_repository_stops_the_run_and_doctor_says_what_is_left(tmp_pat
     run_dir, proc = damaging_run(tmp_path, REPOSITORY)
     error_line(proc, "repo.git", f"ge doctor {run_dir}")
     readers_name_the_damage(run_dir, tmp_path, "repo.git")
-    text = ge("doctor", str(run_dir), cwd=tmp_path, env={"COLUMNS": "400"})
+    text = ge_here("doctor", str(run_dir), cwd=tmp_path, env={"COLUMNS": "400"})
     assert text.returncode == 1 and "Traceback" not in text.stderr, text.stderr
     problems = [line for line in text.stdout.splitlines() if line.startswith("problem")]
     assert len(problems) == 1, text.stdout
@@ -149,6 +152,6 @@ def test_a_deleted_repository_stops_the_run_and_doctor_says_what_is_left(tmp_pat
     assert "cannot be repaired" in text.stdout and "try --repair" not in text.stdout
     code, report = doctor_json(run_dir, tmp_path, "--repair")
     assert code == 1 and not report["ok"] and not report["repairable"], report
-    rebuild = ge("doctor", str(run_dir), "--rebuild-index", cwd=tmp_path, env={"COLUMNS": "300"})
+    rebuild = ge_here("doctor", str(run_dir), "--rebuild-index", cwd=tmp_path, env={"COLUMNS": "300"})
     error_line(rebuild, "cannot rebuild index.sqlite", "repo.git")
     assert (run_dir / "index.sqlite").is_file(), "a failed rebuild lost the index"
