@@ -1,10 +1,15 @@
 """Start-up and memory of `ge`: medians over several runs of
 
-  (0) the CPU seconds (user + sys of the whole process tree: ge and what it starts, from
-      ``getrusage(RUSAGE_CHILDREN)`` around each run) of `ge --help`, the inspection commands
-      (`ge status`, `ge show`, `ge best`, `ge log`, `ge doctor`) on a small finished run, a
-      tiny offline `ge run` (`--generations 0 --initial-population 2`, with `--no-sandbox` and
-      with the default sandbox) and `ge resume` of the finished run (it says so and exits);
+  (0) the CPU seconds (user + sys) of `ge --help`, the inspection commands (`ge status`,
+      `ge show`, `ge best`, `ge log`, `ge doctor`) on a small finished run, a tiny offline
+      `ge run` (`--generations 0 --initial-population 2`, with `--no-sandbox` and with the
+      default sandbox) and `ge resume` of the finished run (it says so and exits). Column
+      "waited": ``getrusage(RUSAGE_CHILDREN)`` around each run, i.e. ge and the processes that
+      were waited for; it misses the sandbox's processes that ge does not reap itself (a
+      sandboxed run's evaluations: ~0.4 s of its ~1.1 s). Column "tree", where ``perf`` works:
+      ``perf stat -e task-clock``, whose counters every descendant inherits, reaped or not.
+      The tree's ``.pyc`` files are refreshed first (``compileall``): with
+      PYTHONDONTWRITEBYTECODE set, a stale one is compiled again at every start;
   (a) `ge --help`, wall seconds;
   (b) `ge run` of the tiny seed against the fake OpenAI-compatible server: seconds from the
       subprocess's start to the first LLM request arriving at the server, and to the run's end;
@@ -22,8 +27,10 @@ and the seed come from this checkout's tests/support.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -111,14 +118,27 @@ def _run(tree: Path, work: Path, n: int, model: list[str]) -> dict[str, float]:
     return {"first_request_s": first[0] - start, "wall_s": end - start, "peak_mib": peak}
 
 
-def _cpu_s(args: list[str], cwd: Path, env: dict[str, str]) -> float:
-    """CPU seconds (user + sys) of ``args`` and every process it waited for."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+def _cpu_s(args: list[str], cwd: Path, env: dict[str, str], perf: bool = False) -> float:
+    """CPU seconds of ``args``: ge and every process it waited for, or with ``perf`` the
+    whole tree (perf's task-clock; its own process not counted)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".perf") as out:
+        prefix = ["perf", "stat", "-x,", "-e", "task-clock", "-o", out.name, "--"] if perf else []
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run([*prefix, *args], cwd=cwd, env=env, capture_output=True, text=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+        if perf:
+            line = next(x for x in out.read().splitlines() if "task-clock" in x)
+            return float(line.split(",")[0]) / 1000  # msec
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _perf_works() -> bool:
+    if shutil.which("perf") is None:
+        return False
+    probe = ["perf", "stat", "-x,", "-e", "task-clock", "--", "true"]
+    return subprocess.run(probe, capture_output=True).returncode == 0
 
 
 TINY = ["--generations", "0", "--initial-population", "2", "--json"]
@@ -135,17 +155,24 @@ CPU_COMMANDS = {
 }
 
 
-def _cpu_table(tree: Path, work: Path, runs: int) -> dict[str, float]:
-    """Median CPU seconds of each of ``CPU_COMMANDS`` (RUN: a finished tiny run of `ge init`'s
-    seed; each `ge run` makes a run of its own)."""
-    env, ge = _env(tree), [sys.executable, "-m", "guided_evolution"]
+def _cpu_table(tree: Path, work: Path, runs: int) -> dict[str, tuple[float, float]]:
+    """Median CPU seconds (waited, tree) of each of ``CPU_COMMANDS`` (RUN: a finished tiny run
+    of `ge init`'s seed; each `ge run` makes a run of its own), the runs of the commands
+    interleaved (a load that comes and goes hits each alike)."""
+    compileall.compile_dir(tree / "guided_evolution", quiet=1)
+    env, ge, perf = _env(tree), [sys.executable, "-m", "guided_evolution"], _perf_works()
     _cpu_s([*ge, "init", "demo"], work, env)
     _cpu_s([*ge, "run", "demo", "--run-dir", "finished", "--no-sandbox", *TINY], work, env)
-    medians = {}
-    for name, words in CPU_COMMANDS.items():
-        args = [*ge, *(str(work / "finished") if w == "RUN" else w for w in words)]
-        medians[name] = statistics.median(_cpu_s(args, work, env) for _ in range(runs))
-    return medians
+    found: dict[str, list[tuple[float, float]]] = {name: [] for name in CPU_COMMANDS}
+    for _ in range(runs):
+        for name, words in CPU_COMMANDS.items():
+            args = [*ge, *(str(work / "finished") if w == "RUN" else w for w in words)]
+            tree = _cpu_s(args, work, env, perf=True) if perf else float("nan")
+            found[name].append((_cpu_s(args, work, env), tree))
+    return {
+        name: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows))
+        for name, rows in found.items()
+    }
 
 
 def _median(rows: list[dict[str, float]], key: str) -> float:
@@ -165,8 +192,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ge-startup-") as tmp:
         cpu = _cpu_table(tree, Path(tmp), opts.runs)
     print(f"tree: {tree}  runs: {opts.runs} (medians)")
-    for name, seconds in cpu.items():
-        print(f"{name + ' CPU':<43}{seconds:6.2f} s")
+    print(f"{'CPU seconds':<43}{'waited':>7} {'tree':>6}")
+    for name, (waited, whole) in cpu.items():
+        print(f"{name:<43}{waited:7.3f} {whole:6.3f}")
     if opts.cpu_only:
         return
     with tempfile.TemporaryDirectory(prefix="ge-startup-") as tmp:
