@@ -95,9 +95,12 @@ class UnsafeFileError(OSError):
 
 
 def _parts(relpath: str | PurePosixPath | Path) -> list[str]:
-    parts = list(PurePosixPath(relpath).parts)
-    if not parts or PurePosixPath(relpath).is_absolute() or any(p in (".", "..") for p in parts):
-        raise ValueError(f"not a plain relative path: {str(relpath)!r}")
+    """The components of a plain relative path, as ``PurePosixPath(relpath).parts`` (empty and
+    "." components dropped), split as text: every evaluation asks this a dozen times."""
+    text = relpath if isinstance(relpath, str) else str(relpath)
+    parts = [p for p in text.split("/") if p and p != "."]
+    if not parts or text.startswith("/") or ".." in parts:
+        raise ValueError(f"not a plain relative path: {text!r}")
     return parts
 
 
@@ -110,9 +113,15 @@ def open_dir_beneath(
     followed: one that is a symlink or not a directory raises ``UnsafePathError``; a missing one
     raises ``FileNotFoundError`` (with ``create``, it is made).
     """
+    text = relpath if isinstance(relpath, str) else str(relpath)
+    return _open_dir_parts(base, _parts(text) if text not in ("", ".") else [], create)
+
+
+def _open_dir_parts(base: Path, parts: list[str], create: bool = False) -> int:
+    """``open_dir_beneath`` given the components of the relative path."""
     fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for part in _parts(relpath) if str(relpath) not in ("", ".") else []:
+        for part in parts:
             if create:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, dir_fd=fd)
@@ -136,7 +145,7 @@ def open_beneath(
     """``os.open(base/relpath, flags | O_NOFOLLOW | O_CLOEXEC)`` without following any link in
     ``relpath`` (see ``open_dir_beneath``); a final symlink raises ``ELOOP``."""
     parts = _parts(relpath)
-    dir_fd = open_dir_beneath(base, PurePosixPath(*parts[:-1]) if parts[1:] else "")
+    dir_fd = _open_dir_parts(base, parts[:-1])
     try:
         return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     finally:
@@ -161,7 +170,7 @@ def _open_beneath(
     """A read-only fd of the regular file ``base/relpath`` and its ``fstat``, checked before and
     after opening (see `read_beneath`); ``max_bytes`` None: any size."""
     parts = _parts(relpath)
-    dir_fd = open_dir_beneath(base, PurePosixPath(*parts[:-1]) if parts[1:] else "")
+    dir_fd = _open_dir_parts(base, parts[:-1])
     try:
         problem = _file_problem(os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False), max_bytes)
         if problem is not None:
@@ -231,7 +240,7 @@ def unlink_beneath(base: Path, relpath: str | PurePosixPath | Path) -> bool:
     """
     parts = _parts(relpath)
     try:
-        dir_fd = open_dir_beneath(base, PurePosixPath(*parts[:-1]) if parts[1:] else "")
+        dir_fd = _open_dir_parts(base, parts[:-1])
     except FileNotFoundError:
         return True
     try:

@@ -8,6 +8,7 @@ the metrics-file rules every executor applies, ``read_feedback`` the optional fe
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -53,10 +54,10 @@ class EvalRequest:
     env: dict[str, str] = field(default_factory=dict)
     feedback_max_chars: int = FEEDBACK_MAX_CHARS
 
-    @property
+    @functools.cached_property
     def feedback_path(self) -> Path:
         """Where the evaluator may write its feedback text (``GE_FEEDBACK``): beside the metrics."""
-        return Path(self.metrics_path).parent / FEEDBACK_NAME
+        return Path(os.path.dirname(self.metrics_path), FEEDBACK_NAME)
 
 
 @dataclass(frozen=True)
