@@ -37,7 +37,6 @@ from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import parse_genome, variant_id
 from guided_evolution.llm.client import LLMClient, import_in_background
 from guided_evolution.llm.config_settings import check_budget_prices, llm_settings
-from guided_evolution.llm.preflight import preflight
 from guided_evolution.runstore import damage, doctor
 from guided_evolution.runstore import rundir as rd
 from guided_evolution.runstore.git_store import GitStore
@@ -176,6 +175,8 @@ def _preflight(cfg: GeConfig, reach: bool = True) -> None:
         settings = llm_settings(cfg)
         if reach:  # a new run: a USD budget it could not count is refused before it exists
             check_budget_prices(settings)
+        from guided_evolution.llm.preflight import preflight  # urllib: only for LLM models
+
         preflight(settings.models, reach=reach)
         import_in_background(settings)
 

@@ -13,7 +13,6 @@ from guided_evolution.evaluation.local import LocalExecutor
 from guided_evolution.evaluation.sandbox.cgroups import own_memory_limit
 from guided_evolution.evaluation.sandbox.disk_reserve import MB, DiskReserve
 from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
-from guided_evolution.evaluation.slurm.executor import SlurmExecutor
 from guided_evolution.evaluation.workers.pool import WorkerPool
 from guided_evolution.evaluation.workers.preload import ZYGOTE_READS, preload_pool
 
@@ -162,6 +161,8 @@ def build_executor(resolved: ResolvedConfig, paths: RunPaths) -> Executor:
         # The sandbox is probed on each node (job), not on the submitting machine.
         ignored = ["worker"] * bool(ev.worker) + ["preload"] * bool(ev.preload.modules)
         warnings = [f"evaluator.{k} is ignored by the slurm executor" for k in ignored]
+        from guided_evolution.evaluation.slurm.executor import SlurmExecutor  # only for SLURM
+
         return SlurmExecutor(resolved, paths, sandbox, warnings=warnings)
     info = sandbox.probe()
     warnings = [info.warning] if info.warning else []
