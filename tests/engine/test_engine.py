@@ -1,9 +1,11 @@
 """End-to-end evolutions: offline, through the real LLM path, resume, errors.
 
-What the CLI itself does (exit codes, one-line messages, flags, `--json` output, a second process,
-kill -9) and what the real evaluator does (its failures, its environment) run `ge` in a
-subprocess; runs whose evaluation only has to give a score run in-process on the harness
-(tests/support/harness.py) with its ``FakeExecutor``."""
+What the CLI itself does (exit codes, one-line messages, flags, `--json` output) and what the
+real evaluator does (its failures, its environment) go through the CLI's entry point in this
+process (``ge_here``: parsing, the run, the one-line errors and exit codes as the `ge` process
+has them, without its start-up and litellm import); what needs a process of its own (kill -9, a
+second process on a run) starts `ge` in a subprocess; runs whose evaluation only has to give a
+score run in-process on the harness (tests/support/harness.py) with its ``FakeExecutor``."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import pytest
 
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.harness import FakeExecutor, resume_engine, run_engine, size_score, view_json
 from tests.support.openai_server import hang, reply, serve, status
 from tests.support.seeds import CodeWriter, template_seed, write_config
@@ -86,7 +88,7 @@ def test_llm_evolution_through_real_http(tmp_path: Path) -> None:
         generations=2,
     )
     with serve([status(429, retry_after=0)], responder=writer) as server:
-        summary = run_json(
+        summary = here_json(
             "run",
             str(seed),
             "--run-dir",
@@ -113,7 +115,7 @@ def test_llm_evolution_through_real_http(tmp_path: Path) -> None:
         assert index.reflections(eot.id)
     finally:
         index.close()
-    shown = run_json("show", str(tmp_path / "run"), eot.id, cwd=tmp_path)
+    shown = here_json("show", str(tmp_path / "run"), eot.id, cwd=tmp_path)
     assert shown["eot_reflection"] and shown["reply"] and shown["prompt"]
     assert shown["operator"] in ("eot", "crossover") and shown["parents"]
     # the API key reached the LLM client, never an evaluation log
@@ -179,7 +181,7 @@ def test_resume_after_kill_9_loses_nothing_and_repeats_nothing(tmp_path: Path) -
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    summary = run_json("resume", str(run_dir), cwd=tmp_path)
+    summary = here_json("resume", str(run_dir), cwd=tmp_path)
     assert summary["finished"]
     index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
     try:
@@ -200,7 +202,7 @@ def test_resume_after_kill_9_loses_nothing_and_repeats_nothing(tmp_path: Path) -
         ).returncode
         == 0
     )
-    doctor = ge("doctor", str(run_dir), "--json", cwd=tmp_path)
+    doctor = ge_here("doctor", str(run_dir), "--json", cwd=tmp_path)
     assert doctor.returncode == 0 and json.loads(doctor.stdout)["ok"], doctor.stdout
 
 
@@ -229,7 +231,7 @@ def test_second_process_on_same_run_refuses(tmp_path: Path) -> None:
         while not (run_dir / "lock").exists() and time.time() < deadline:
             time.sleep(0.1)
         time.sleep(0.3)
-        second = ge("resume", str(run_dir), cwd=tmp_path)
+        second = ge_here("resume", str(run_dir), cwd=tmp_path)
         assert second.returncode == 2
         assert "in use by another ge process" in second.stderr and "Traceback" not in second.stderr
     finally:
@@ -285,7 +287,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 ) -> None:
     seed = template_seed(tmp_path / "seed")
     mutate(seed)
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "runs" / "x"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "runs" / "x"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], proc.stderr
@@ -297,7 +299,7 @@ def test_unwritable_run_directory_is_a_clear_error(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed")
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    proc = ge("run", str(seed), "--run-dir", str(blocker / "run"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(blocker / "run"), cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "run directory" in proc.stderr
 
@@ -327,7 +329,7 @@ def test_budget_stops_the_run_cleanly(tmp_path: Path) -> None:
 
 def test_config_override_flags_win(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=3)
-    summary = run_json(
+    summary = here_json(
         "run",
         str(seed),
         "--run-dir",
@@ -377,7 +379,7 @@ def test_a_failing_seed_stops_with_one_line_before_the_run_and_a_new_run_succeed
             "        sys.exit('no data: put data.ok into the seed directory')\n    rng = random.Random(0)",
         )
     )
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode == 2 and "the seed failed its own evaluation: exit code 1" in proc.stderr
     # The evaluator's own last words are in the message: no need to open the log to see why.
     assert "(last output: no data: put data.ok into the seed directory)" in " ".join(
@@ -386,7 +388,7 @@ def test_a_failing_seed_stops_with_one_line_before_the_run_and_a_new_run_succeed
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()  # the seed is evaluated before the run is created
     (seed / "data.ok").write_text("")  # the user fixes the environment, not the seed's code
-    summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    summary = here_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert summary["finished"] and summary["evaluated"] > 1
 
 
@@ -408,7 +410,7 @@ def test_an_llm_error_that_repeats_on_every_call_stops_the_run_and_resume_contin
         return status(code) if failing else CodeWriter()(request)
 
     with serve(responder=responder) as server:
-        proc = ge(
+        proc = ge_here(
             "run",
             str(seed),
             "--run-dir",
@@ -444,7 +446,7 @@ def test_a_generation_whose_llm_calls_all_fail_stops_the_run_and_resume_continue
         return status(500) if failing else CodeWriter()(request)
 
     with serve(responder=responder) as server:
-        proc = ge(
+        proc = ge_here(
             "run",
             str(seed),
             "--run-dir",
@@ -471,7 +473,7 @@ def test_llm_calls_failing_for_longer_than_give_up_after_s_stop_the_run(tmp_path
         toml.replace("[llm]\n", "[llm]\ngive_up_after_s = 1.5\nconcurrency = 2\n", 1)
     )
     with serve(responder=lambda request: hang(0.2, then=status(503))) as server:
-        proc = ge(
+        proc = ge_here(
             "run",
             str(seed),
             "--run-dir",
@@ -510,7 +512,7 @@ def test_a_generation_whose_every_proposal_is_rejected_stops_the_run_and_resume_
 
     llm = ("--model", "openai/m", "--api-base")
     with serve(responder=responder) as server:
-        proc = ge("run", str(seed), "--run-dir", str(run_dir), *llm, server.base_url, cwd=tmp_path)
+        proc = ge_here("run", str(seed), "--run-dir", str(run_dir), *llm, server.base_url, cwd=tmp_path)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         message = " ".join(proc.stderr.split())
         assert "every proposal of generation 0 was rejected: no code block (4 of 4)" in message
@@ -555,14 +557,14 @@ def test_a_generation_whose_every_child_fails_evaluation_stops_and_resume_evalua
     seed = template_seed(tmp_path / "seed", generations=1)
     _evaluator_failing_children(seed, "all")
     run_dir = tmp_path / "run"
-    proc = ge("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     message = " ".join(proc.stderr.split())
     assert "every child of generation 0 failed its evaluation: exit code 1 (4 of 4)" in message
     assert f"ge resume {run_dir}" in message
     assert not view_json("status", run_dir)["finished"]
     (seed / "data.ok").write_text("")  # the user fixes the environment
-    summary = run_json("resume", str(run_dir), cwd=tmp_path)
+    summary = here_json("resume", str(run_dir), cwd=tmp_path)
     assert summary["finished"] and summary["evaluated"] >= 8, summary
     index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
     try:
@@ -577,7 +579,7 @@ def test_a_generation_whose_every_child_fails_evaluation_stops_and_resume_evalua
 def test_a_generation_where_some_children_succeed_goes_on(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=1)
     _evaluator_failing_children(seed, "half")
-    summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    summary = here_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert summary["finished"] and summary["failed"] > 0 and summary["evaluated"] > 1, summary
 
 
@@ -593,7 +595,7 @@ def test_mode_options_that_make_no_sense_are_a_one_line_config_error(
     tmp_path: Path, options: dict, words: str
 ) -> None:
     seed = template_seed(tmp_path / "seed", **options)
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert words in lines[0] and "Traceback" not in proc.stderr
@@ -628,7 +630,7 @@ def test_overlap_tail_plans_the_next_generation_while_the_last_children_evaluate
     """Opt-in (`overlap_tail`, not the paper's): generation g + 1 is planned while up to N
     children of g are still being evaluated; they join g + 1's population, and none is lost."""
     seed = _overlap_seed(tmp_path)
-    summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    summary = here_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert summary["finished"] and summary["generation"] == 2
     index = RunIndex.open(tmp_path / "run" / "index.sqlite", readonly=True)
     try:
@@ -656,7 +658,7 @@ def test_overlap_tail_resumes_after_a_kill_with_the_late_children(tmp_path: Path
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    summary = run_json("resume", str(run_dir), cwd=tmp_path)
+    summary = here_json("resume", str(run_dir), cwd=tmp_path)
     assert summary["finished"], summary
     index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
     try:
