@@ -2,10 +2,11 @@
 extending a finished run, credentials checked before the run exists, readable failures and help.
 
 Every test drives the real `ge` entry point on the offline template seed (the finished run that
-several read is conftest's ``template_run``, made once in-process): runs, resumes, signals and a
-status beside another process's lock in a `ge` process; the read-only commands (status, best,
-show, diff, lineage, log, each `--help`) through the CLI's entry point in this process
-(``ge_here``, whose output is the process's: tests/test_cli_here.py).
+several read is conftest's ``template_run``, made once in-process): Ctrl-C/SIGTERM, the live panel
+on a terminal, `ge run --help` and a status beside another process's lock in a `ge` process;
+the other commands (runs, resumes, status, best, show, diff, lineage, log, each `--help`)
+through the CLI's entry point in this process (``ge_here``: the same parsing, run, messages and
+exit codes, without the start-up; its output is the process's: tests/test_cli_here.py).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def test_ctrl_c_says_where_the_run_is_and_how_to_resume(tmp_path: Path, sig: int
     state = here_json("status", str(run), cwd=tmp_path)
     assert state["state"] == "stopped" and state["stop_reason"].startswith("interrupted"), state
     assert f"ge resume {run}" in state["fix"]
-    done = run_json("resume", str(run), cwd=tmp_path)
+    done = here_json("resume", str(run), cwd=tmp_path)
     assert done["finished"] and done["generation"] == 3
 
 
@@ -201,7 +202,7 @@ def test_status_says_once_why_a_run_stopped_and_the_fix(tmp_path: Path) -> None:
     run = tmp_path / "run"
     denied = {"error": {"message": "Incorrect API key", "type": "invalid_request_error"}}
     with serve(responder=lambda _request: status(401, denied)) as server:
-        proc = ge(
+        proc = ge_here(
             "run",
             str(seed),
             "--run-dir",
@@ -227,26 +228,26 @@ def test_resume_of_a_finished_run_says_so_and_extends_it(
 ) -> None:
     run = copy_run(template_run)
     before = {v.id for v in _children(run)}
-    again = ge("resume", str(run), cwd=tmp_path, env={"COLUMNS": "300"})
+    again = ge_here("resume", str(run), cwd=tmp_path, env={"COLUMNS": "300"})
     assert again.returncode == 0, again.stderr
     assert "this run is finished" in again.stderr and "--generations 2" in again.stderr
     assert {v.id for v in _children(run)} == before
-    too_few = ge("resume", str(run), "--generations", "1", cwd=tmp_path)
+    too_few = ge_here("resume", str(run), "--generations", "1", cwd=tmp_path)
     assert too_few.returncode == 2 and "already completed generation 1" in too_few.stderr
-    done = run_json("resume", str(run), "--generations", "2", cwd=tmp_path)
+    done = here_json("resume", str(run), "--generations", "2", cwd=tmp_path)
     assert done["finished"] and done["generation"] == 2, done
     new = [v for v in _children(run) if v.id not in before]
     assert new and {v.generation for v in new} == {2}
     status = here_json("status", str(run), cwd=tmp_path)
     assert status["generations"] == 2 and status["state"] == "finished"
-    later = ge("resume", str(run), cwd=tmp_path)  # the new total is kept
+    later = ge_here("resume", str(run), cwd=tmp_path)  # the new total is kept
     assert "this run is finished" in later.stderr and "--generations 3" in later.stderr
 
 
 def test_inspection_commands_default_to_the_latest_run(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=0)
     for name in ("first", "second"):
-        run_json("run", "seed", "--run-dir", f"runs/{name}", cwd=tmp_path)
+        here_json("run", "seed", "--run-dir", f"runs/{name}", cwd=tmp_path)
     latest = tmp_path / "runs" / "latest"
     assert latest.is_symlink() and latest.resolve() == (tmp_path / "runs" / "second").resolve()
     # wide: the notice names the run by its path, which rich would wrap at 80 columns
@@ -305,7 +306,7 @@ def test_a_missing_key_fails_before_the_run_directory_exists(tmp_path: Path) -> 
         ("gpt-4o-mini", "OPENAI_API_KEY"),
         ("anthropic/claude-x", "ANTHROPIC_API_KEY"),
     ):
-        proc = ge("run", str(seed), "--run-dir", "run", "--model", model, cwd=tmp_path,
+        proc = ge_here("run", str(seed), "--run-dir", "run", "--model", model, cwd=tmp_path,
                   env={**env, "ANTHROPIC_API_KEY": ""})  # fmt: skip
         assert proc.returncode == 2, proc.stderr
         assert f"{var} is not set" in proc.stderr and "Traceback" not in proc.stderr
@@ -316,13 +317,13 @@ def test_a_missing_key_fails_before_the_run_directory_exists(tmp_path: Path) -> 
 def test_an_api_base_server_is_asked_which_models_it_serves(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed")
     with _models_server(200, ["qwen-7b", "llama-3"]) as base:
-        proc = ge("run", str(seed), "--run-dir", "run", "--model", "openai/gpt-x",
+        proc = ge_here("run", str(seed), "--run-dir", "run", "--model", "openai/gpt-x",
                   "--api-base", base, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 2 and _no_run(tmp_path), proc.stderr
     assert "does not serve model 'gpt-x'" in proc.stderr and "qwen-7b, llama-3" in proc.stderr
     assert "openai/qwen-7b" in proc.stderr  # the fix names a model it has
     with _models_server(401, []) as base:
-        proc = ge("run", str(seed), "--run-dir", "run", "--model", "openai/qwen-7b",
+        proc = ge_here("run", str(seed), "--run-dir", "run", "--model", "openai/qwen-7b",
                   "--api-base", base, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 2 and "refuses the key (HTTP 401" in proc.stderr, proc.stderr
     assert _no_run(tmp_path)
@@ -332,7 +333,7 @@ def test_a_served_model_passes_the_preflight(tmp_path: Path) -> None:
     """The fake server (no /models listing) and a listed model both start the run."""
     seed = template_seed(tmp_path / "seed", generations=0, initial_population=1)
     with serve(responder=CodeWriter()) as server:
-        done = run_json("run", str(seed), "--run-dir", "run", "--model", "openai/any",
+        done = here_json("run", str(seed), "--run-dir", "run", "--model", "openai/any",
                         "--api-base", server.base_url, cwd=tmp_path)  # fmt: skip
     assert done["llm_calls"] >= 1
 
@@ -388,7 +389,7 @@ def test_a_seed_without_its_data_says_so_once(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     seed = tmp_path / "exquisitenet_v2"
     shutil.copytree(root / "seeds" / "exquisitenet_v2", seed, ignore=shutil.ignore_patterns("data"))
-    proc = ge(
+    proc = ge_here(
         "run", str(seed), "--model", "offline", "--run-dir", str(tmp_path / "run"), cwd=tmp_path
     )
     assert proc.returncode == 2, proc.stderr
