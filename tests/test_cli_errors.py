@@ -146,7 +146,7 @@ def test_resume_after_the_index_is_damaged(run: Path, tmp_path: Path, damage: st
         for suffix in ("", "-wal", "-shm"):
             Path(f"{index}{suffix}").unlink(missing_ok=True)
         index.write_bytes(b"" if damage == "empty" else os.urandom(5000))
-    proc = ge("resume", str(run), "--json", cwd=tmp_path)
+    proc = ge_here("resume", str(run), "--json", cwd=tmp_path)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["run_dir"] == str(run)
     diff = ge_here("diff", str(run), child_id(run), "--json", cwd=tmp_path)  # against the seed
@@ -190,7 +190,7 @@ def test_doctor_of_a_run_being_written_says_so(run: Path, tmp_path: Path) -> Non
         data = ge("doctor", str(run), "--json", cwd=tmp_path)
     assert text.returncode == 1 and "writes this run" in text.stdout and "try --repair" not in text.stdout
     assert json.loads(data.stdout)["writer_pid"] == str(os.getpid())
-    assert json.loads(ge("doctor", str(run), "--json", cwd=tmp_path).stdout)["writer_pid"] is None
+    assert json.loads(ge_here("doctor", str(run), "--json", cwd=tmp_path).stdout)["writer_pid"] is None
 
 
 # --------------------------------------------------------------------------- variant ids
@@ -297,7 +297,7 @@ def test_run_into_an_impossible_run_dir_is_not_called_a_full_disk(tmp_path: Path
     """Any OSError while creating the run counted as 'no space left' when the parent file system
     reported little free space, as /proc does."""
     seed = template_seed(tmp_path / "seed")
-    line = one_line_exit_2(ge("run", str(seed), "--run-dir", "/proc/ge-no-such", cwd=tmp_path), "/proc/ge-no-such")
+    line = one_line_exit_2(ge_here("run", str(seed), "--run-dir", "/proc/ge-no-such", cwd=tmp_path), "/proc/ge-no-such")
     assert "no space" not in line
-    one_line_exit_2(ge("run", str(seed), "--run-dir", str(tmp_path / LONG), "--json", cwd=tmp_path), "too long")
+    one_line_exit_2(ge_here("run", str(seed), "--run-dir", str(tmp_path / LONG), "--json", cwd=tmp_path), "too long")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seed"]
