@@ -7,7 +7,7 @@ say the same instead of "not a ge run directory"; `ge doctor` explains it and re
 repaired, after which the run reads again. Before this, each of these runs exited 0 with a Pareto
 table, and a deleted repository ended in a traceback.
 
-`ge run` is a `ge` process; status, best, show and doctor go through the CLI's entry point in
+`ge run`, status, best, show and doctor go through the CLI's entry point in
 this process (``ge_here``, whose output is the process's: tests/test_cli_here.py).
 """
 
@@ -28,7 +28,7 @@ from tests.reliability.support import (
     llm_config,
     set_config,
 )
-from tests.support.cli import ge, ge_here, here_json
+from tests.support.cli import ge_here, here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import template_seed
 
@@ -59,7 +59,7 @@ def damaging_run(
     run_dir = tmp_path / "run"
     with serve(responder=PayloadWriter([("damage", evaluate_stage_only(payload))])) as server:
         llm_config(seed, server.base_url)
-        proc = ge(
+        proc = ge_here(
             "run", str(seed), "--run-dir", str(run_dir), *flags,
             cwd=tmp_path, env={"OPENAI_API_KEY": "sk-damage-test", "COLUMNS": "300"},
         )  # fmt: skip
