@@ -1,9 +1,9 @@
 """Start-up and memory of `ge`: medians over several runs of
 
-  (0) the CPU seconds (user + sys) of `ge --help`, the inspection commands (`ge status`,
-      `ge show`, `ge best`, `ge log`, `ge doctor`) on a small finished run, a tiny offline
-      `ge run` (`--generations 0 --initial-population 2`, with `--no-sandbox` and with the
-      default sandbox) and `ge resume` of the finished run (it says so and exits). Column
+  (0) the CPU seconds (user + sys) of `ge --help`, the inspection commands (`ge status` and
+      `ge status --json`, `ge show`, `ge best`, `ge log`, `ge doctor`) on a small finished run,
+      a tiny offline `ge run` (`--generations 0 --initial-population 2`, with `--no-sandbox`
+      and with the default sandbox) and `ge resume` of the finished run (it says so). Column
       "waited": ``getrusage(RUSAGE_CHILDREN)`` around each run, i.e. ge and the processes that
       were waited for; it misses the sandbox's processes that ge does not reap itself (a
       sandboxed run's evaluations: ~0.4 s of its ~1.1 s). Column "tree", where ``perf`` works:
@@ -145,6 +145,7 @@ TINY = ["--generations", "0", "--initial-population", "2", "--json"]
 CPU_COMMANDS = {
     "ge --help": ["--help"],
     "ge status": ["status", "RUN"],
+    "ge status --json": ["status", "RUN", "--json"],
     "ge show": ["show", "RUN", "seed"],
     "ge best": ["best", "RUN"],
     "ge log": ["log", "RUN"],
