@@ -59,14 +59,16 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _cpu_of(pid: int) -> float | None:
-    """utime + stime of process ``pid`` alone (every thread), in seconds; None once it is gone."""
+def _cpu_of(pid: int) -> tuple[float, float] | None:
+    """(utime, stime) of process ``pid`` alone (every thread), in seconds; None once it is
+    gone. The kernel's share (file creation and removal above all) moves with what else the
+    machine's file system is doing; the user share much less."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
 def _last_generation(index: Path) -> int:
@@ -120,18 +122,21 @@ def measure(run: Path, mode: str, children: int, sandbox: str | None = None) -> 
         last = _last_generation(copy / "index.sqlite")
         samples = _resume(copy, last + max(round(children / population), 1))
         start, end, made = _window(copy / "index.sqlite", last + 1)
-    cpu = _at(samples, end) - _at(samples, start)
-    return {"mode": mode, "children": made, "ge_cpu_ms": 1000 * cpu / made,
+    user = _at(samples, end, 0) - _at(samples, start, 0)
+    system = _at(samples, end, 1) - _at(samples, start, 1)
+    return {"mode": mode, "children": made, "ge_cpu_ms": 1000 * (user + system) / made,
+            "ge_user_ms": 1000 * user / made, "ge_sys_ms": 1000 * system / made,
             "wall_ms": 1000 * (end - start) / made}  # fmt: skip
 
 
-def _resume(copy: Path, generations: int) -> list[tuple[float, float]]:
-    """``ge resume COPY --generations N`` to its end: (wall clock, ge's CPU seconds) samples."""
+def _resume(copy: Path, generations: int) -> list[tuple[float, tuple[float, float]]]:
+    """``ge resume COPY --generations N`` to its end: (wall clock, ge's (user, system) CPU
+    seconds) samples."""
     proc = subprocess.Popen(
         [*GE, "resume", str(copy), "--generations", str(generations), "--json"],
         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, tuple[float, float]]] = []
     while proc.poll() is None:
         cpu = _cpu_of(proc.pid)
         if cpu is not None:
@@ -143,10 +148,11 @@ def _resume(copy: Path, generations: int) -> list[tuple[float, float]]:
     return samples
 
 
-def _at(samples: list[tuple[float, float]], when: float) -> float:
-    """ge's CPU seconds at time ``when``, interpolated between the samples around it."""
-    before = [s for s in samples if s[0] <= when]
-    after = [s for s in samples if s[0] >= when]
+def _at(samples: list[tuple[float, tuple[float, float]]], when: float, part: int) -> float:
+    """ge's CPU seconds (``part`` 0: user, 1: system) at time ``when``, interpolated between the
+    samples around it."""
+    before = [(t, c[part]) for t, c in samples if t <= when]
+    after = [(t, c[part]) for t, c in samples if t >= when]
     if not before or not after:
         return (before or after)[-1 if before else 0][1]
     (t0, c0), (t1, c1) = before[-1], after[0]
@@ -176,11 +182,14 @@ def main() -> None:
             row = {"mode": mode, "size": size, "runs": runs,
                    "children": statistics.median(r["children"] for r in runs),
                    "ge_cpu_ms": statistics.median(r["ge_cpu_ms"] for r in runs),
+                   "ge_user_ms": statistics.median(r["ge_user_ms"] for r in runs),
+                   "ge_sys_ms": statistics.median(r["ge_sys_ms"] for r in runs),
                    "wall_ms": statistics.median(r["wall_ms"] for r in runs),
                    "load": os.getloadavg()[0]}  # fmt: skip
             rows.append(row)
             print(f"{mode:8s} {size:>7,d} variants: {row['children']:>5.0f} children, ge CPU "
-                  f"{row['ge_cpu_ms']:5.2f} ms/child, wall {row['wall_ms']:6.2f} ms/child "
+                  f"{row['ge_cpu_ms']:5.2f} ms/child (user {row['ge_user_ms']:.2f}, system "
+                  f"{row['ge_sys_ms']:.2f}), wall {row['wall_ms']:6.2f} ms/child "
                   f"(load {row['load']:.1f})", flush=True)  # fmt: skip
         mine = [r for r in rows if r["mode"] == mode]
         if len(mine) > 1:
