@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.harness import FakeExecutor, run_engine, size_score
 from tests.support.openai_server import serve, status
 from tests.support.seeds import CodeWriter, template_seed
@@ -56,7 +56,7 @@ def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
 
 def _seed_fails_then_rerun_works(tmp_path: Path, seed: Path, expect: list[str]) -> str:
     """`ge run SEED` fails at the seed with one line holding ``expect``; nothing is left."""
-    line = _one_line(ge("run", str(seed), cwd=tmp_path))
+    line = _one_line(ge_here("run", str(seed), cwd=tmp_path))
     for words in expect:
         assert words in line, line
     assert "run the same `ge run` again (no run directory was made)" in line
@@ -78,11 +78,11 @@ def test_a_misspelled_objective_names_what_was_written_and_leaves_no_run(tmp_pat
          f"rename the objective in [[objectives]] of {seed / 'ge.toml'}"],
     )  # fmt: skip
     (seed / "ge.toml").write_text(toml)  # the hint: rename the objective
-    summary = run_json("run", str(seed), cwd=tmp_path)
+    summary = here_json("run", str(seed), cwd=tmp_path)
     assert summary["finished"] and summary["evaluated"] > 1
     assert (tmp_path / "runs" / "latest").resolve() == Path(summary["run_dir"])
     (seed / "ge.toml").write_text(toml.replace('name = "size"', 'name = "sise"', 1))
-    line = _one_line(ge("run", str(seed), cwd=tmp_path))  # a second run, misspelled again
+    line = _one_line(ge_here("run", str(seed), cwd=tmp_path))  # a second run, misspelled again
     assert "wrote no metric 'sise'" in line and "(closest: 'size')" in line, line
     assert (tmp_path / "runs" / "latest").resolve() == Path(summary["run_dir"])  # not moved
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(
@@ -99,7 +99,7 @@ def test_a_seed_that_times_out_says_to_raise_timeout_s_and_leaves_no_run(tmp_pat
                          f"raise timeout_s in [evaluator] of {seed / 'ge.toml'}"]
     )  # fmt: skip
     _set_timeout(seed, 60)  # the hint: raise timeout_s
-    summary = run_json("run", str(seed), cwd=tmp_path)
+    summary = here_json("run", str(seed), cwd=tmp_path)
     assert summary["finished"] and summary["evaluated"] > 1
 
 
@@ -112,7 +112,7 @@ def test_a_failing_seed_evaluator_says_what_to_fix_and_leaves_no_run(tmp_path: P
     log = Path(re.search(r"see (\S+\.log);", line).group(1))  # the log outlives the scratch run
     assert "evaluator bug" in log.read_text()
     (seed / "evaluate.py").write_text(original)
-    assert run_json("run", str(seed), cwd=tmp_path)["finished"]
+    assert here_json("run", str(seed), cwd=tmp_path)["finished"]
 
 
 # --------------------------------------------------------------------------- in a generation
@@ -124,7 +124,7 @@ def _follow_resume_hint(tmp_path: Path, line: str, run: Path) -> dict:
     assert found is not None, line
     words = shlex.split(found.group(1))
     assert words == ["ge", "resume", str(run), "--reload-evaluator"], words
-    return run_json(*words[1:], cwd=tmp_path)
+    return here_json(*words[1:], cwd=tmp_path)
 
 
 def _children_fail(tmp_path: Path, seed: Path, expect: list[str]) -> tuple[Path, str]:
@@ -132,7 +132,7 @@ def _children_fail(tmp_path: Path, seed: Path, expect: list[str]) -> tuple[Path,
     (the frozen evaluator) stops the same way. The run and the last line."""
     run = tmp_path / "run"
     for command in (["run", str(seed), "--run-dir", str(run)], ["resume", str(run)]):
-        line = _one_line(ge(*command, cwd=tmp_path))
+        line = _one_line(ge_here(*command, cwd=tmp_path))
         assert "every child of generation 0 failed its evaluation" in line, line
         for words in expect:
             assert words in line, line
@@ -154,9 +154,9 @@ def _assert_reloaded(run: Path, summary: dict, files: list[str], setting: str | 
     frozen = json.loads((run / "config.json").read_text())["config"]["evaluator"]
     if setting:  # the run's config holds the reloaded value from now on
         assert [frozen[setting]] == data["settings"][setting][1:], (frozen, data)
-    shown = run_json("status", str(run), cwd=run.parent)["evaluator_reloads"]
+    shown = here_json("status", str(run), cwd=run.parent)["evaluator_reloads"]
     assert [r["files_changed"] for r in shown] == [files], shown
-    text = " ".join(ge("status", str(run), cwd=run.parent, env={"COLUMNS": "400"}).stdout.split())
+    text = " ".join(ge_here("status", str(run), cwd=run.parent, env={"COLUMNS": "400"}).stdout.split())
     assert f"(ge resume --reload-evaluator): files {data['files_before']} →" in text, text
     assert all(name in text for name in files) and (setting or "") in text, text
 
@@ -182,7 +182,7 @@ def test_children_that_time_out_run_after_the_hinted_reload(tmp_path: Path) -> N
     _set_timeout(seed, 60)  # the hint: raise timeout_s (the evaluator's files stay as they are)
     summary = _follow_resume_hint(tmp_path, line, run)
     _assert_reloaded(run, summary, ["ge.toml"], "timeout_s")  # ge.toml: a seed file
-    ge("report", str(run), "-o", str(tmp_path / "report.html"), cwd=tmp_path)
+    ge_here("report", str(run), "-o", str(tmp_path / "report.html"), cwd=tmp_path)
     report = (tmp_path / "report.html").read_text()
     assert "evaluator reloaded" in report and "timeout_s 1.0 → 60.0" in report
 
@@ -212,15 +212,15 @@ def test_the_run_summary_counts_retried_llm_faults(tmp_path: Path) -> None:
             api_base=server.base_url,
         )
     assert summary["finished"] and summary["llm_retries"] == 2, summary
-    status_json = json.loads(ge("status", str(tmp_path / "run"), "--json", cwd=tmp_path).stdout)
+    status_json = json.loads(ge_here("status", str(tmp_path / "run"), "--json", cwd=tmp_path).stdout)
     assert status_json["llm_retries"] == 2, status_json
-    text = ge("status", str(tmp_path / "run"), cwd=tmp_path).stdout
+    text = ge_here("status", str(tmp_path / "run"), cwd=tmp_path).stdout
     assert "errors, 2 retried)" in text, text
 
 
 def test_ge_run_on_a_file_names_its_folder(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=1)
-    line = _one_line(ge("run", str(seed / "model.py"), cwd=tmp_path))
+    line = _one_line(ge_here("run", str(seed / "model.py"), cwd=tmp_path))
     assert "model.py/ge.toml" not in line
     assert f"{seed / 'model.py'} is a file: `ge run` takes the seed's directory" in line
     assert f"pass its folder: `ge run {seed}` (it holds ge.toml)" in line
@@ -228,8 +228,8 @@ def test_ge_run_on_a_file_names_its_folder(tmp_path: Path) -> None:
 
 def test_ge_doctor_defaults_to_the_latest_run(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=1)
-    run = Path(run_json("run", str(seed), cwd=tmp_path)["run_dir"])
-    proc = ge("doctor", "--json", cwd=tmp_path, env={"COLUMNS": "400"})  # rich wraps at 80
+    run = Path(here_json("run", str(seed), cwd=tmp_path)["run_dir"])
+    proc = ge_here("doctor", "--json", cwd=tmp_path, env={"COLUMNS": "400"})  # rich wraps at 80
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ok"] and f"run: {run} (the latest)" in proc.stderr
 
