@@ -28,7 +28,7 @@ from tests.reliability.support import (
     tree_digest,
     variants_by_payload,
 )
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import template_seed
 
@@ -69,7 +69,7 @@ def _hostile_run(
         llm_config(seed, server.base_url, concurrency=2)
         before = tree_digest(seed, home, outside, skip=lambda p: "__pycache__" in p.parts)
         full_env = {"HOME": str(home), "OPENAI_API_KEY": "sk-reliability-test", **(env or {})}
-        summary = run_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path, env=full_env)
+        summary = here_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path, env=full_env)
     assert summary["finished"], summary
     after = tree_digest(seed, home, outside, skip=lambda p: "__pycache__" in p.parts)
     assert after == before, "files outside the variants' directories changed"
@@ -179,7 +179,7 @@ def test_bad_metrics_are_failed_with_a_reason(tmp_path: Path) -> None:
     for name in ("steal-a", "steal-b"):
         log = run_dir / "logs" / f"{found[name]['id']}.log"
         assert "steal running" in log.read_text(), "the payload ran"
-    best = run_json("best", str(run_dir), cwd=tmp_path)
+    best = here_json("best", str(run_dir), cwd=tmp_path)
     for row in best["front"]:
         assert isinstance(row["metrics"]["score"], float) and row["metrics"]["score"] < 1e9
 
@@ -365,7 +365,7 @@ def _run_in_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[i
 def test_without_a_sandbox_the_warning_is_printed_even_without_a_terminal(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=0, initial_population=1)
     set_config(seed, "evaluator", sandbox="none")
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--json", cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "sandbox: disabled" in proc.stderr
 
@@ -391,7 +391,7 @@ def test_prompt_injection_in_code_stays_fenced_as_data(tmp_path: Path) -> None:
     writer = PayloadWriter([(f"inject-{n}", _injection(n)) for n in range(3)])
     with serve(responder=writer) as server:
         llm_config(seed, server.base_url)
-        run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+        here_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     found = variants_by_payload(tmp_path / "run")
     assert any(v["status"] == "evaluated" for v in found.values()), found
     carrying = _requests_with_mark(writer.requests)
@@ -429,7 +429,7 @@ def test_prompt_injection_through_metrics_and_failure_reasons_stays_fenced(tmp_p
     writer = PayloadWriter([("extra-metric", extra), ("string-score", string_score)])
     with serve(responder=writer) as server:
         llm_config(seed, server.base_url, concurrency=1)
-        run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+        here_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     carrying = _requests_with_mark(writer.requests)
     assert carrying, "no later LLM call saw the hostile metrics"
     for request in carrying:
