@@ -10,9 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 from rich.console import Console, Group
-from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from guided_evolution.evolution.scoring import Scored, dominates
@@ -143,6 +141,8 @@ class LiveProgress(Progress):
     def __init__(
         self, objectives: Sequence[tuple[str, str]] = (), generations: int = 0
     ) -> None:
+        from rich.live import Live  # rich.live, rich.table: only on a terminal
+
         super().__init__(objectives, generations)
         self.console = Console(stderr=True)
         self.live = Live(
@@ -179,6 +179,8 @@ class LiveProgress(Progress):
         self.live.update(self._render(), refresh=True)
 
     def _render(self) -> Group:
+        from rich.table import Table
+
         c = self.counts
         table = Table.grid(padding=(0, 2))
         where = "seed" if self.gen is None else f"generation {self.gen}"
