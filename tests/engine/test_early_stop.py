@@ -5,6 +5,7 @@ recorded as the finish reason that `ge status` and the report show, and each res
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.harness import FakeExecutor, run_engine
 from tests.support.seeds import template_seed
 
@@ -48,7 +49,7 @@ def test_stop_at_finishes_the_run_when_a_child_reaches_the_target_and_resume_goe
     # A reference run (offline, seed 1: deterministic) says when a child first gets smaller than
     # the seed; the same run with that size as the target must finish at that generation.
     reference = template_seed(tmp_path / "ref", generations=3)
-    ref = run_json("run", str(reference), "--run-dir", str(tmp_path / "ref-run"), "--no-sandbox",
+    ref = here_json("run", str(reference), "--run-dir", str(tmp_path / "ref-run"), "--no-sandbox",
                    cwd=tmp_path)  # fmt: skip
     assert ref["finished"] and ref["generation"] == 3
     seed_size = 192.0
@@ -59,22 +60,22 @@ def test_stop_at_finishes_the_run_when_a_child_reaches_the_target_and_resume_goe
 
     seed = template_seed(tmp_path / "seed", generations=6, stop_at={"size": target})
     run = tmp_path / "run"
-    summary = run_json("run", str(seed), "--run-dir", str(run), "--no-sandbox", cwd=tmp_path)
+    summary = here_json("run", str(seed), "--run-dir", str(run), "--no-sandbox", cwd=tmp_path)
     assert summary["finished"] and summary["generation"] == gen, summary
     assert summary["stop_reason"].startswith(f"target reached: size = {target:g} <= {target:g}")
     assert _finishes(run) == [{"reason": summary["stop_reason"], "kind": "target", "targets": ["size"]}]
     assert max(g for g, _ in _children(run)) == gen  # nothing after the generation that reached it
 
-    status = run_json("status", str(run), cwd=tmp_path)
+    status = here_json("status", str(run), cwd=tmp_path)
     assert status["state"] == "finished" and status["stop_reason"] == summary["stop_reason"]
-    text = " ".join(ge("status", str(run), cwd=tmp_path).stdout.split())  # unwrapped
+    text = " ".join(ge_here("status", str(run), cwd=tmp_path).stdout.split())  # unwrapped
     assert f"finished: target reached: size = {target:g}" in text, text
     report = tmp_path / "report.html"
-    assert ge("report", str(run), "-o", str(report), cwd=tmp_path).returncode == 0
+    assert ge_here("report", str(run), "-o", str(report), cwd=tmp_path).returncode == 0
     assert "target reached: size" in report.read_text()
 
     # Extended, the run goes on: the target that stopped it once does not stop it again.
-    resumed = run_json("resume", str(run), "--generations", str(gen + 2), cwd=tmp_path)
+    resumed = here_json("resume", str(run), "--generations", str(gen + 2), cwd=tmp_path)
     assert resumed["finished"] and resumed["generation"] == gen + 2, resumed
     assert resumed["stop_reason"] == f"completed {gen + 2} generations"
     assert [f["kind"] for f in _finishes(run)] == ["target", "completed"]
@@ -94,7 +95,7 @@ def test_a_seed_that_meets_the_target_finishes_the_run_before_any_child(
 
 def test_stop_at_must_name_a_selection_objective(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", stop_at={"accuracy": 0.9})
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "stop_at names 'accuracy'" in lines[0] and "score, size" in lines[0]
@@ -140,8 +141,14 @@ def test_stop_after_stale_in_steady_mode_counts_population_sized_generations(tmp
     assert summary["finished"] and _finishes(run)[-1]["kind"] == "stale", summary
     assert "not changed for 2 generations" in summary["stop_reason"]
     assert 4 + 3 <= summary["children"] <= 4 + 3 + 4, summary
-    status = run_json("status", str(run), cwd=tmp_path)
+    status = here_json("status", str(run), cwd=tmp_path)
     assert status["state"] == "finished" and "Pareto front" in status["stop_reason"]
+
+
+def _committed(run: Path) -> int:
+    """How many children the live run has committed (0 while the index is not readable yet)."""
+    status = ge_here("status", str(run), "--json", cwd=run.parent)
+    return json.loads(status.stdout)["children"] if status.returncode == 0 else 0
 
 
 def _gated(seed: Path) -> Path:
@@ -178,16 +185,20 @@ def test_ge_stop_from_another_process_finishes_a_live_run_after_its_generation(
         while not (run / "lock").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert (run / "lock").exists(), live.stderr.read() if live.poll() is not None else ""
-        asked = ge("stop", str(run), cwd=tmp_path)
+        # Ask once generation 0's children are held: a request seen before the generation starts
+        # is consumed there, and status no longer shows it while the generation runs.
+        while _committed(run) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        asked = ge_here("stop", str(run), cwd=tmp_path)
         while "is starting" in asked.stderr and time.monotonic() < deadline:  # no pid yet
             time.sleep(0.05)
-            asked = ge("stop", str(run), cwd=tmp_path)
+            asked = ge_here("stop", str(run), cwd=tmp_path)
         assert asked.returncode == 0, asked.stderr
         assert f"pid {live.pid}" in asked.stdout and f"kill {live.pid}" in asked.stdout
         assert live.poll() is None  # generation 0's children are still held
-        status = run_json("status", str(run), cwd=tmp_path)
+        status = here_json("status", str(run), cwd=tmp_path)
         assert status["state"] == "live" and "finishing after the generation" in status["stop_reason"]
-        text = " ".join(ge("status", str(run), cwd=tmp_path).stdout.split())
+        text = " ".join(ge_here("status", str(run), cwd=tmp_path).stdout.split())
         assert f"live (pid {live.pid}), finishing after the generation under way" in text, text
         release.touch()
         _out, err = live.communicate(timeout=120)
@@ -195,17 +206,17 @@ def test_ge_stop_from_another_process_finishes_a_live_run_after_its_generation(
         live.kill()
         live.wait()
     assert live.returncode == 0, err
-    status = run_json("status", str(run), cwd=tmp_path)
+    status = here_json("status", str(run), cwd=tmp_path)
     assert status["state"] == "finished" and status["stop_reason"] == "stopped by `ge stop`"
     assert status["generation"] == 0 and status["evaluated"] == status["children"] + 1
     assert _finishes(run)[-1] == {"reason": "stopped by `ge stop`", "kind": "stop"}
     assert not (run / "stop-request").exists()
 
-    again = ge("stop", str(run), cwd=tmp_path)
+    again = ge_here("stop", str(run), cwd=tmp_path)
     lines = [line for line in again.stderr.splitlines() if line.strip()]
     assert again.returncode == 2 and len(lines) == 1 and "is not running" in lines[0], again.stderr
 
-    resumed = run_json("resume", str(run), "--generations", "2", cwd=tmp_path)
+    resumed = here_json("resume", str(run), "--generations", "2", cwd=tmp_path)
     assert resumed["finished"] and resumed["stop_reason"] == "completed 2 generations", resumed
 
 
