@@ -16,6 +16,7 @@ CASES = {
     "log": (["log", "{run}"], {"COLUMNS": "120"}),
     "bad-id": (["show", "{run}", "nosuchvariant"], {}),
     "not-a-run": (["status", "{parent}"], {}),
+    "no-such-command": (["nosuch"], {}),
 }
 
 
@@ -31,4 +32,4 @@ def test_in_process_ge_prints_what_the_ge_process_prints(case: str, template_run
         real.stderr,
     )
     assert real.stdout or real.stderr
-    assert (real.returncode != 0) == (case in ("bad-id", "not-a-run"))
+    assert (real.returncode != 0) == (case in ("bad-id", "not-a-run", "no-such-command"))

@@ -12,6 +12,7 @@ without repairs ...) whose output and exit code a test checks.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -47,10 +48,14 @@ def run_json(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: 
 
 @contextlib.contextmanager
 def _process_state(args: tuple[str, ...], cwd: Path, env: dict[str, str]) -> Iterator[None]:
-    """This process's argv, cwd and environment as a `ge ARGS` started in ``cwd`` would have
-    them, restored after."""
+    """This process's argv, cwd and environment as `python -m guided_evolution ARGS` started in
+    ``cwd`` would have them, restored after (click names the program from ``argv[0]`` and
+    ``__main__.__package__``: "python -m guided_evolution" in its usage lines)."""
+    main = sys.modules["__main__"]
     saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
-    sys.argv = ["ge", *args]
+    saved_package = getattr(main, "__package__", None)
+    sys.argv = [importlib.util.find_spec("guided_evolution.__main__").origin, *args]  # type: ignore[union-attr]
+    main.__package__ = "guided_evolution"
     os.environ.update({"LITELLM_OFFLINE_MODE": "true", **env})
     os.chdir(cwd)
     try:
@@ -60,6 +65,7 @@ def _process_state(args: tuple[str, ...], cwd: Path, env: dict[str, str]) -> Ite
         os.environ.clear()
         os.environ.update(saved_env)
         sys.argv = saved_argv
+        main.__package__ = saved_package
 
 
 def ge_here(
