@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.reliability.support import llm_config
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.openai_server import Action, reply, serve
 from tests.support.seeds import bump_first_integer, template_seed
 
@@ -105,7 +105,7 @@ def normalized_report(run_dir: Path, tmp_path: Path, cards: tuple[str, ...] = ()
     - the values of the counter ``cards`` named (for a resumed run, see the test).
     """
     out = tmp_path / f"{run_dir.name}.html"
-    proc = ge("report", str(run_dir), "-o", str(out), cwd=tmp_path)
+    proc = ge_here("report", str(run_dir), "-o", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     text = text.replace(str(run_dir.resolve()), "RUN").replace(str(run_dir), "RUN")
@@ -128,7 +128,7 @@ def operators(snap: dict[str, Any]) -> dict[int, list[str]]:
 
 
 def _llm_run(seed: Path, run_dir: Path, cwd: Path) -> dict[str, Any]:
-    return run_json(
+    return here_json(
         "run", str(seed), "--run-dir", str(run_dir), cwd=cwd, env={"OPENAI_API_KEY": "sk-x"}
     )
 
@@ -154,7 +154,7 @@ def _killed_then_resumed(seed: Path, run_dir: Path, cwd: Path) -> dict[str, Any]
     finally:
         db.close()
     assert saved == [0], f"killed in generation 1, not after generations {saved}"
-    return run_json("resume", str(run_dir), cwd=cwd, env={"OPENAI_API_KEY": "sk-x"})
+    return here_json("resume", str(run_dir), cwd=cwd, env={"OPENAI_API_KEY": "sk-x"})
 
 
 def test_llm_runs_with_eot_and_crossover_are_identical_and_resume_matches(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def test_offline_runs_are_identical(tmp_path: Path) -> None:
     runs = []
     for name in ("run_alpha", "run_beta"):
         seed = template_seed(tmp_path / f"seed_{name}", **EVOLUTION)
-        assert run_json("run", str(seed), "--run-dir", str(tmp_path / name), cwd=tmp_path)[
+        assert here_json("run", str(seed), "--run-dir", str(tmp_path / name), cwd=tmp_path)[
             "finished"
         ]
         runs.append(snapshot(tmp_path / name))
