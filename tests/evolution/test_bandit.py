@@ -21,7 +21,7 @@ from guided_evolution.config import EvolutionConfig
 from guided_evolution.evolution.bandit import ArmStats, Pull, choose, per_dollar, tally
 from guided_evolution.evolution.plan import EOT_BY_BANDIT, Step, plan_generation
 from guided_evolution.evolution.scoring import Scored
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.harness import FakeExecutor, resume_engine, run_engine, size_score
 from tests.support.openai_server import Action, reply, serve
 from tests.support.seeds import template_seed
@@ -161,17 +161,17 @@ def test_the_bandit_favours_the_model_whose_children_improve(tmp_path: Path) -> 
     assert _good_share_late(adaptive) > _good_share_late(fixed) + 0.15
     assert _good_share_late(adaptive) >= 0.75
 
-    status = run_json("status", str(adaptive), cwd=tmp_path)
+    status = here_json("status", str(adaptive), cwd=tmp_path)
     arms = {a["arm"]: a for a in status["bandit"]["models"]}
     assert status["bandit"]["algorithm"] == "thompson"
     assert arms["openai/good"]["improvements"] > 0 and arms["openai/bad"]["improvements"] == 0
     assert arms["openai/good"]["pulls"] > arms["openai/bad"]["pulls"]
     modes = {(r["operator"], r["mode"]) for r in status["tokens"]["by_operator"]}
     assert ("mutation", "whole") in modes and status["tokens"]["tokens_per_valid_child"] > 0
-    log = run_json("log", str(adaptive), "--bandit", cwd=tmp_path)
+    log = here_json("log", str(adaptive), "--bandit", cwd=tmp_path)
     assert [s["generation"] for s in log["bandit"]["generations"]] == [0, 1, 2, 3, 4]
     assert "bandit_rejected" not in {
-        e["kind"] for e in run_json("log", str(fixed), cwd=tmp_path)["events"]
+        e["kind"] for e in here_json("log", str(fixed), cwd=tmp_path)["events"]
     }
     with sqlite3.connect(fixed / "index.sqlite") as conn:
         assert not conn.execute("SELECT 1 FROM events WHERE kind = 'bandit'").fetchall()
@@ -195,11 +195,11 @@ def test_the_offline_operators_are_arms(tmp_path: Path) -> None:
     text = (seed / "ge.toml").read_text().replace("[llm]\n", '[llm]\nbandit = { kind = "ucb1" }\n')
     (seed / "ge.toml").write_text(text)
     run_engine(seed, tmp_path / "run", executor=FakeExecutor(size_score).factory)
-    status = run_json("status", str(tmp_path / "run"), cwd=tmp_path)
+    status = here_json("status", str(tmp_path / "run"), cwd=tmp_path)
     arms = {a["arm"]: a for a in status["bandit"]["personas"]}
     assert set(arms) == {"nudge", "swap", "statement"}
     assert sum(a["pulls"] for a in arms.values()) >= 6
-    text_status = ge("status", str(tmp_path / "run"), cwd=tmp_path).stdout
+    text_status = ge_here("status", str(tmp_path / "run"), cwd=tmp_path).stdout
     assert "edit class (offline) (bandit ucb1): nudge" in " ".join(text_status.split())
 
 
@@ -207,7 +207,7 @@ def test_an_unknown_bandit_is_one_clear_line(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed")
     text = (seed / "ge.toml").read_text().replace("[llm]\n", '[llm]\nbandit = { kind = "greedy" }\n')
     (seed / "ge.toml").write_text(text)
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode != 0 and "bandit" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -220,7 +220,7 @@ def test_steady_mode_draws_from_a_stored_state_per_virtual_generation(tmp_path: 
         )  # fmt: skip
         summary = _engine(seed, run_dir)
     assert summary["finished"]
-    states = run_json("log", str(run_dir), "--bandit", cwd=tmp_path)["bandit"]["generations"]
+    states = here_json("log", str(run_dir), "--bandit", cwd=tmp_path)["bandit"]["generations"]
     assert sorted(s["generation"] for s in states) == [0, 1, 2, 3, 4]
     assert _good_share_late(run_dir) >= 0.75
 
@@ -311,14 +311,14 @@ def test_the_bandit_chooses_eot_where_eot_children_improve(tmp_path: Path) -> No
     assert _eot_share_late(adaptive) > _eot_share_late(fixed) + 0.25
     assert _eot_share_late(adaptive) >= 0.6
 
-    status = run_json("status", str(adaptive), cwd=tmp_path)
+    status = here_json("status", str(adaptive), cwd=tmp_path)
     arms = {a["arm"]: a for a in status["bandit"]["personas"]}
     assert set(arms) == {f"mutation/{p}" for p in EvolutionConfig().personas} | {"eot/-"}
     assert arms["eot/-"]["improvements"] > 0 and arms["eot/-"]["rate"] == 1.0
     assert all(a["improvements"] == 0 for n, a in arms.items() if n != "eot/-")
-    states = run_json("log", str(adaptive), "--bandit", cwd=tmp_path)["bandit"]["generations"]
+    states = here_json("log", str(adaptive), "--bandit", cwd=tmp_path)["bandit"]["generations"]
     assert "eot/-" in {a["arm"] for a in states[-1]["personas"]}
-    assert "eot/-" in " ".join(ge("status", str(adaptive), cwd=tmp_path).stdout.split())
+    assert "eot/-" in " ".join(ge_here("status", str(adaptive), cwd=tmp_path).stdout.split())
 
 
 def test_a_resumed_run_makes_the_same_operator_choices(tmp_path: Path) -> None:
