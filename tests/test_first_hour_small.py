@@ -17,7 +17,7 @@ import pytest
 from guided_evolution.inspection.report_bandit import BanditView, TokenView, bandit_html
 from guided_evolution.runstore.records import META_FINISHED
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import ge
+from tests.support.cli import ge, ge_here
 from tests.support.seeds import template_seed
 
 
@@ -40,7 +40,7 @@ def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
     ],
 )
 def test_a_command_line_mistake_is_one_line(args: list[str], words: list[str], tmp_path: Path) -> None:
-    line = _one_line(ge(*args, cwd=tmp_path))
+    line = _one_line(ge_here(*args, cwd=tmp_path))
     for word in words:
         assert word in line, line
 
@@ -66,7 +66,7 @@ def test_a_bad_flag_value_names_the_flag_not_the_file(
     flags: list[str], expected: str, tmp_path: Path
 ) -> None:
     seed = template_seed(tmp_path / "seed")
-    line = _one_line(ge("run", str(seed), "--run-dir", str(tmp_path / "run"), *flags, cwd=tmp_path))
+    line = _one_line(ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), *flags, cwd=tmp_path))
     assert line.startswith(expected) and ("ge.toml" not in line or "table of" in expected), line
     assert not (tmp_path / "run").exists()
 
@@ -75,7 +75,7 @@ def test_a_union_keys_error_names_the_key_without_pydantics_tags(tmp_path: Path)
     seed = template_seed(tmp_path / "seed")
     toml = seed / "ge.toml"
     toml.write_text(toml.read_text().replace("slots = 2", "slots = 1.5"))
-    line = _one_line(ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path))
+    line = _one_line(ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path))
     assert "'executor.slots' = 1.5" in line and ".int" not in line, line
     assert "or 'auto'" in line
 
@@ -84,7 +84,7 @@ def test_the_summary_and_status_counts_add_up_and_name_the_seed(
     template_run: Path, copy_run: Any, tmp_path: Path
 ) -> None:
     run = copy_run(template_run)
-    summary = ge("resume", str(run), cwd=tmp_path)  # a finished run prints its summary again
+    summary = ge_here("resume", str(run), cwd=tmp_path)  # a finished run prints its summary again
     assert summary.returncode == 0, summary.stderr
     found = re.search(r"(\d+) children \+ seed: (\d+) evaluated, (\d+) failed,", summary.stdout)
     assert found, summary.stdout
@@ -94,7 +94,7 @@ def test_the_summary_and_status_counts_add_up_and_name_the_seed(
         index.set_meta(META_FINISHED, "")
         index.add_event("generation_started", {"generation": 2, "plans": 4})
         index.add_event("run_interrupted", {"generation": 2})
-    status = ge("status", str(run), cwd=tmp_path, env={"COLUMNS": "200"}).stdout
+    status = ge_here("status", str(run), cwd=tmp_path, env={"COLUMNS": "200"}).stdout
     assert "generation 1/1 completed, generation 2 unfinished" in status, status
     assert "interrupted (Ctrl-C) in generation 2" in status
     assert f"{children} children + seed: {evaluated} evaluated, {failed} failed" in status
@@ -103,7 +103,7 @@ def test_the_summary_and_status_counts_add_up_and_name_the_seed(
 def test_log_bandit_on_an_offline_run_says_why_it_shows_no_arm(
     template_run: Path, tmp_path: Path
 ) -> None:
-    proc = ge("log", str(template_run), "--bandit", cwd=tmp_path)
+    proc = ge_here("log", str(template_run), "--bandit", cwd=tmp_path)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert proc.returncode == 0 and len(lines) == 1, proc.stdout
     assert lines[0].startswith("no bandit arms to show: an offline run has no models"), lines
@@ -149,6 +149,6 @@ def test_a_marker_typo_gets_a_did_you_mean(typo: str, tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed")
     model = seed / "model.py"
     model.write_text(model.read_text().replace("# --OPTION--", typo))
-    line = _one_line(ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path))
+    line = _one_line(ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path))
     assert "has no segment marker" in line and f"did you mean '# --OPTION--'? line 7 is '{typo}'" in line
     assert not (tmp_path / "run").exists()
