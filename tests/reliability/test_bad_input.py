@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.support import set_config
-from tests.support.cli import ge
+from tests.support.cli import ge_here
 from tests.support.seeds import template_seed
 
 pytestmark = pytest.mark.timeout(120)
@@ -60,7 +60,7 @@ def test_full_disk_while_creating_the_run_leaves_no_run_dir(
             os.urandom(580_000)
         )  # incompressible: git cannot squeeze it, and it does not fit beside the config
     with tmpfs(tmp_path / "disk", f"size={size}") as disk:
-        proc = ge("run", str(seed), "--run-dir", str(disk / "runs" / "x"), cwd=tmp_path)
+        proc = ge_here("run", str(seed), "--run-dir", str(disk / "runs" / "x"), cwd=tmp_path)
         line = _one_line_exit_2(proc, "no space left")
         assert "free some disk space" in line
         leftovers = (
@@ -72,7 +72,7 @@ def test_full_disk_while_creating_the_run_leaves_no_run_dir(
 def test_read_only_file_system_is_a_clear_error(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed")
     with tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
-        proc = ge("run", str(seed), "--run-dir", str(ro / "runs" / "x"), cwd=tmp_path)
+        proc = ge_here("run", str(seed), "--run-dir", str(ro / "runs" / "x"), cwd=tmp_path)
         _one_line_exit_2(proc, "run directory")
         assert not (ro / "runs").exists()
 
@@ -97,7 +97,7 @@ def test_read_only_file_system_is_a_clear_error(tmp_path: Path) -> None:
 def test_more_bad_seeds_are_one_line_exit_2(tmp_path: Path, mutate, expected: str) -> None:
     seed = template_seed(tmp_path / "seed")
     mutate(seed)
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "runs" / "x"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "runs" / "x"), cwd=tmp_path)
     _one_line_exit_2(proc, expected)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
@@ -109,7 +109,7 @@ def test_resume_of_something_that_is_not_a_run(tmp_path: Path, target: str) -> N
         path.mkdir()
     elif target == "file":
         path.write_text("hello")
-    proc = ge("resume", str(path), cwd=tmp_path)
+    proc = ge_here("resume", str(path), cwd=tmp_path)
     _one_line_exit_2(proc, "run directory", "not a ge run")
     if target == "not-a-run":
         assert list(path.iterdir()) == [], "resume wrote into a directory that is not a run"
@@ -125,7 +125,7 @@ def test_a_disk_full_while_the_run_is_created_is_one_line_and_a_new_run_works(
     (seed / "blob.bin").write_bytes(os.urandom(400_000))  # the run fits in 600k, just
     with tmpfs(tmp_path / "disk", "size=600k") as disk:
         run_dir = disk / "runs" / "x"
-        proc = ge("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path)
+        proc = ge_here("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path)
         line = _one_line_exit_2(proc, "no space left")
         assert "free some disk space" in line
         assert list(disk.iterdir()) == [], list(disk.rglob("*"))
@@ -133,6 +133,6 @@ def test_a_disk_full_while_the_run_is_created_is_one_line_and_a_new_run_works(
             ["mount", "-o", "remount,size=20m", str(disk)], capture_output=True, text=True
         )
         assert remount.returncode == 0, remount.stderr
-        resumed = ge("run", str(seed), "--run-dir", str(run_dir), "--json", cwd=tmp_path)
+        resumed = ge_here("run", str(seed), "--run-dir", str(run_dir), "--json", cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert '"finished": true' in resumed.stdout
