@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.termsafe import inert
-from tests.support.cli import ge
+from tests.support.cli import ge_here
 from tests.support.seeds import template_seed, write_config
 
 # An OSC 52 clipboard write, a title change, a screen clear, a C1 CSI, a right-to-left override
@@ -95,7 +95,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("hostile")
     seed = _hostile_seed(root / "seed")
     run = root / "run"
-    proc = ge("run", str(seed), "--run-dir", str(run), cwd=root, env=WIDE)
+    proc = ge_here("run", str(seed), "--run-dir", str(run), cwd=root, env=WIDE)
     # A generation whose every child failed stops the run (exit 2): the record is there either way.
     stopped = proc.returncode == 2 and "every child of generation" in proc.stderr
     assert proc.returncode == 0 or stopped, proc.stderr[-3000:]
@@ -114,13 +114,13 @@ def test_run_prints_its_summary_inert(hostile: tuple[Path, str]) -> None:
 
 
 def _json(*args: str, cwd: Path) -> dict:
-    proc = ge(*args, "--json", cwd=cwd)
+    proc = ge_here(*args, "--json", cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
 
 def _text(*args: str, cwd: Path) -> str:
-    proc = ge(*args, cwd=cwd, env=WIDE)
+    proc = ge_here(*args, cwd=cwd, env=WIDE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_inert(proc.stdout + proc.stderr, "ge " + " ".join(args[:1]))
     return proc.stdout
@@ -161,7 +161,7 @@ def test_best_status_lineage_and_log_print_inert(hostile_run: Path) -> None:
 def test_a_failing_seeds_last_output_line_is_printed_inert(tmp_path: Path) -> None:
     seed = _hostile_seed(tmp_path / "seed", seed_fails=True)
     run = tmp_path / "run"
-    proc = ge("run", str(seed), "--run-dir", str(run), cwd=tmp_path, env=WIDE)
+    proc = ge_here("run", str(seed), "--run-dir", str(run), cwd=tmp_path, env=WIDE)
     assert proc.returncode == 2 and "the seed failed its own evaluation" in proc.stderr
     _assert_inert(proc.stdout + proc.stderr, "ge run")
     assert "(last output: boom \\x1b]52;c;cHduZWQ=\\x07" in proc.stderr
