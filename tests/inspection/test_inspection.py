@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.records import EvaluationRecord, ReflectionRecord
 from guided_evolution.runstore.run_index import RunIndex
 from guided_evolution.runstore.rundir import RunLock
-from tests.support.cli import run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.seeds import template_seed
 
 runner = CliRunner()
@@ -33,7 +32,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("inspect")
     seed = template_seed(root / "seed", generations=2, crossover_probability=1.0)
     run = root / "run"
-    run_json("run", str(seed), "--run-dir", str(run), cwd=root)
+    here_json("run", str(seed), "--run-dir", str(run), cwd=root)
     return seed, run
 
 
@@ -53,16 +52,6 @@ def ge_text(*args: str) -> str:
     result = runner.invoke(app, list(args), env={"COLUMNS": "200"})
     assert result.exit_code == 0, (result.output, result.exception)
     return result.stdout
-
-
-def ge_proc(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "guided_evolution", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def variants(run: Path) -> list:
@@ -251,7 +240,7 @@ def test_export_files_refuses_non_empty_dest_without_force(
         assert (dest / name).read_bytes() == content
     (dest / "mine.txt").write_text("keep me")
     (dest / "model.py").write_text("local edit")
-    proc = ge_proc("export", str(run), vid, str(dest), cwd=tmp_path)
+    proc = ge_here("export", str(run), vid, str(dest), cwd=tmp_path)
     assert proc.returncode == 2 and "not empty" in proc.stderr and "--force" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert (dest / "model.py").read_text() == "local edit"
@@ -283,7 +272,7 @@ def test_export_patch_applies_to_the_seed_with_git_apply(
     assert applied.returncode == 0, applied.stderr
     subprocess.run(["git", "apply", str(patch)], cwd=project, check=True)
     assert (project / "model.py").read_text() == (tmp_path / "variant" / "model.py").read_text()
-    proc = ge_proc("export", str(run), vid, str(patch), "--patch", cwd=tmp_path)
+    proc = ge_here("export", str(run), vid, str(patch), "--patch", cwd=tmp_path)
     assert proc.returncode == 2 and "already exists" in proc.stderr
     ge_json("export", str(run), vid, str(patch), "--patch", "--force")
     (tmp_path / "dir").mkdir()
@@ -331,7 +320,7 @@ def test_a_bad_variant_id_is_one_line_and_exit_2(
     made: tuple[Path, Path], tmp_path: Path, args: tuple[str, ...]
 ) -> None:
     _, run = made
-    proc = ge_proc(args[0], str(run), *args[1:], cwd=tmp_path)
+    proc = ge_here(args[0], str(run), *args[1:], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no variant") and "ge best" in lines[0]
@@ -339,7 +328,7 @@ def test_a_bad_variant_id_is_one_line_and_exit_2(
 
 
 def test_not_a_run_directory_is_a_clear_error(tmp_path: Path) -> None:
-    proc = ge_proc("log", str(tmp_path / "nope"), "--json", cwd=tmp_path)
+    proc = ge_here("log", str(tmp_path / "nope"), "--json", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().startswith("error: run directory not found")
 
