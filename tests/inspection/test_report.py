@@ -16,7 +16,7 @@ from guided_evolution.inspection.html_report import write_report
 from guided_evolution.llm.records import CallRecord
 from guided_evolution.runstore.records import ReflectionRecord
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.seeds import template_seed
 
 PAYLOAD = (
@@ -31,7 +31,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An offline run: template seed, no GPU, 2 generations, crossovers on."""
     root = tmp_path_factory.mktemp("report")
     seed = template_seed(root / "seed", generations=2, crossover_probability=1.0)
-    run_json("run", str(seed), "--run-dir", str(root / "run"), cwd=root)
+    here_json("run", str(seed), "--run-dir", str(root / "run"), cwd=root)
     return root / "run"
 
 
