@@ -22,7 +22,7 @@ from guided_evolution.evaluation.sandbox import landlock
 from guided_evolution.evaluation.sandbox.wrap import Sandbox, SandboxPolicy
 from guided_evolution.evaluation.workers.preload import preload_pool, python_command
 from tests.support import seccomp
-from tests.support.cli import ge, processes_with, run_json
+from tests.support.cli import ge_here, here_json, processes_with, run_json
 from tests.support.seeds import template_seed, write_config
 
 PRELOADED = "xml.dom.minidom"  # a stdlib module nothing imports at start-up
@@ -305,7 +305,7 @@ def _seed(tmp_path: Path, evaluator: dict) -> Path:
 
 def test_ge_run_with_preload_evaluates_in_forks(tmp_path: Path) -> None:
     seed = _seed(tmp_path, {"command": "python evaluate.py", "preload": [PRELOADED]})
-    summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    summary = here_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert summary["finished"] and summary["evaluated"] >= 3
     # score 1.0: the module was in sys.modules before evaluate.py ran, i.e. preloaded
     assert summary["front"] and all(r["metrics"]["score"] == 1.0 for r in summary["front"])
@@ -339,7 +339,7 @@ def test_preload_works_where_ge_itself_is_installed_under_a_hidden_path(tmp_path
 )
 def test_preload_config_errors_are_one_line(tmp_path: Path, evaluator: dict, message: str) -> None:
     seed = _seed(tmp_path, evaluator)
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
