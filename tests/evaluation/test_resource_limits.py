@@ -27,7 +27,7 @@ from tests.reliability.support import (
     set_config,
     variants_by_payload,
 )
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import template_seed
 
@@ -62,7 +62,7 @@ def test_by_default_each_evaluation_has_a_memory_bound_and_the_disk_a_reserve(
 ) -> None:
     seed = template_seed(tmp_path / "seed", generations=0, initial_population=1)
     set_config(seed, "executor", slots=2)
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--json", cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = _isolation(tmp_path / "run")
     text = data["resources"]
@@ -84,7 +84,7 @@ def test_by_default_each_evaluation_has_a_memory_bound_and_the_disk_a_reserve(
 def test_without_the_bounds_the_resources_aspect_warns(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=0, initial_population=1)
     set_config(seed, "evaluator", memory_mb=0, disk_reserve_mb=0)
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--json", cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = _isolation(tmp_path / "run")
     assert data["contained"]["resources"] is False, data
@@ -113,7 +113,7 @@ def test_a_variant_that_fills_the_disk_is_stopped_and_the_run_goes_on(tmp_path: 
     writer = PayloadWriter([("fill", fill), ("after", "print('after the filler')")])
     with serve(responder=writer) as server:
         llm_config(seed, server.base_url, concurrency=1)
-        summary = run_json(
+        summary = here_json(
             "run",
             str(seed),
             "--run-dir",
@@ -225,7 +225,7 @@ def test_a_variant_over_the_default_memory_bound_fails_with_a_clear_reason(
 def test_a_run_does_not_start_below_the_disk_reserve(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=0, initial_population=1)
     set_config(seed, "evaluator", disk_reserve_mb=_free(tmp_path) // MB + 100_000)
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "below the disk reserve of" in proc.stderr, proc.stderr
     assert "evaluator.limits.disk_reserve_mb" in proc.stderr, proc.stderr
