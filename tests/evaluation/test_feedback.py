@@ -39,7 +39,7 @@ from guided_evolution.runstore.index_schema import SCHEMA_VERSION
 from guided_evolution.runstore.records import EvaluationRecord
 from guided_evolution.runstore.rundir import RunPaths
 from tests.support.cifar import write_cifar
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, template_seed
 from tests.support.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
@@ -312,8 +312,8 @@ def _seed(directory: Path, **evolution: Any) -> Path:
 
 
 def _variant_with_feedback(run_dir: Path, cwd: Path) -> dict[str, Any]:
-    best = run_json("best", str(run_dir), cwd=cwd)
-    return run_json("show", str(run_dir), best["front"][0]["id"], cwd=cwd)
+    best = here_json("best", str(run_dir), cwd=cwd)
+    return here_json("show", str(run_dir), best["front"][0]["id"], cwd=cwd)
 
 
 CAP_100 = "[evaluator]\nfeedback_max_chars = 100\n"
@@ -324,7 +324,7 @@ def test_feedback_is_stored_and_shown_after_a_run(tmp_path: Path) -> None:
     config = seed / "ge.toml"
     config.write_text(config.read_text().replace("[evaluator]\n", CAP_100, 1))
     run_dir = tmp_path / "run"
-    assert run_json(
+    assert here_json(
         "run", str(seed), "--run-dir", str(run_dir), "--model", "offline", cwd=tmp_path
     )["finished"]
     shown = _variant_with_feedback(run_dir, tmp_path)
@@ -334,10 +334,10 @@ def test_feedback_is_stored_and_shown_after_a_run(tmp_path: Path) -> None:
         r"the file has \d+ bytes\]",
         shown["feedback"],
     )  # the configured cap
-    text = ge("show", str(run_dir), shown["id"], cwd=tmp_path)
+    text = ge_here("show", str(run_dir), shown["id"], cwd=tmp_path)
     assert "evaluator feedback" in text.stdout and "fit on 60 points" in text.stdout
     # The note carries it too: an index rebuilt from git still has it.
-    proc = ge("doctor", str(run_dir), "--rebuild-index", cwd=tmp_path)
+    proc = ge_here("doctor", str(run_dir), "--rebuild-index", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert _variant_with_feedback(run_dir, tmp_path)["feedback"] == shown["feedback"]
 
@@ -345,14 +345,14 @@ def test_feedback_is_stored_and_shown_after_a_run(tmp_path: Path) -> None:
 def test_an_index_from_before_the_feedback_column_is_migrated(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=1)
     run_dir = tmp_path / "run"
-    run_json("run", str(seed), "--run-dir", str(run_dir), "--model", "offline", cwd=tmp_path)
+    here_json("run", str(seed), "--run-dir", str(run_dir), "--model", "offline", cwd=tmp_path)
     db = sqlite3.connect(run_dir / "index.sqlite")  # as ge made it before schema version 2
     db.executescript("ALTER TABLE evaluations DROP COLUMN feedback; PRAGMA user_version = 1;")
     db.close()
     # Read-only views work on the old index as it is ...
     assert _variant_with_feedback(run_dir, tmp_path)["feedback"] is None
     # ... and the first writer adds the column.
-    summary = run_json("resume", str(run_dir), "--generations", "2", cwd=tmp_path)
+    summary = here_json("resume", str(run_dir), "--generations", "2", cwd=tmp_path)
     assert summary["finished"]
     db = sqlite3.connect(run_dir / "index.sqlite")
     try:
@@ -368,7 +368,7 @@ def test_feedback_reaches_the_next_prompts_fenced_without_withheld_values(
 ) -> None:
     seed = _seed(tmp_path / "seed", fix_attempts=1, generations=2)
     with serve(responder=CodeWriter()) as server:
-        summary = run_json(
+        summary = here_json(
             "run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/test-model",
             "--api-base", server.base_url, cwd=tmp_path,
         )  # fmt: skip
