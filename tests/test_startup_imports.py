@@ -76,7 +76,9 @@ def test_help_imports_no_config_store_or_api(tmp_path: Path) -> None:
 
 
 def test_an_offline_run_imports_no_llm_client(tmp_path: Path) -> None:
-    """The built-in offline proposer needs neither litellm nor the openai client (nor torch)."""
+    """The built-in offline proposer needs neither litellm nor the openai client (nor torch),
+    nor the LLM preflight; a local executor no SLURM modules; a progress that is no terminal's
+    panel no rich.live."""
     from tests.support.seeds import template_seed
 
     seed = template_seed(tmp_path / "seed", generations=0, initial_population=2)
@@ -85,3 +87,5 @@ def test_an_offline_run_imports_no_llm_client(tmp_path: Path) -> None:
     assert '"run_dir"' in out
     assert "guided_evolution.engine.session" in modules
     assert _loaded(modules, LLM_CLIENTS) == []
+    lazy = ("guided_evolution.llm.preflight", "guided_evolution.evaluation.slurm", "rich.live")
+    assert _loaded(modules, (*lazy, "click")) == []
