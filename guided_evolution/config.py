@@ -28,11 +28,6 @@ from guided_evolution.config_sections import (
 )
 from guided_evolution.errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 CONFIG_NAME = "ge.toml"
 TASK_FILE = "TASK.md"  # the task description beside ge.toml, read when [seed] task is absent
 TASK_MAX_CHARS = 8000
@@ -541,6 +536,10 @@ def read_toml(path: Path) -> dict[str, Any]:
             f"{path} is a directory, expected a ge.toml file",
             f"pass the file, e.g. --config {path / CONFIG_NAME}, or the directory as SEED_DIR",
         )
+    if sys.version_info >= (3, 11):  # imported here: only a ge.toml is TOML (~6 ms at start)
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:

@@ -51,13 +51,14 @@ def test_an_inspection_command_imports_neither_engine_nor_llm_clients(
 ) -> None:
     """The views read the index and git: no engine, executor, sandbox, LLM client or asyncio;
     no pygments but for a diff (`ge show` of a child prints one); not click itself (typer
-    vendors it), nor `ge serve`'s module."""
+    vendors it), nor `ge serve`'s module, nor tomllib."""
     args = [command, str(run)] + (["seed"] if command == "show" else [])
     modules, out = _imported(args, tmp_path)
     assert out.strip(), f"ge {command} printed nothing"
     assert "guided_evolution.inspection.terminal" in modules
     assert _loaded(modules, ENGINE_AND_EVALUATION + LLM_CLIENTS) == []
     assert _loaded(modules, ("asyncio", "pygments", "click", "guided_evolution.serve")) == []
+    assert "tomllib" not in modules, "the run's config is config.json: TOML is for ge.toml"
 
 
 def test_a_json_view_imports_no_rich(run: Path, tmp_path: Path) -> None:
