@@ -44,7 +44,7 @@ def test_ranks_and_crowding_are_deaps_with_ties_and_duplicates(objectives: int) 
             tuple(rng.randint(0, grid) / 7 for _ in range(objectives))
             for _ in range(rng.randint(1, 45))
         ]
-        signed = [tuple(w * v for w, v in zip(weights, row)) for row in rows]
+        signed = [tuple(w * v for w, v in zip(weights, row, strict=True)) for row in rows]
         assert ranks_and_crowding(rows, signed) == _deap(rows, weights), trial
 
 
