@@ -16,7 +16,7 @@ from guided_evolution.evolution import diversity
 from guided_evolution.evolution.segments import parse_genome
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.seeds import copy_seed
 
 SEED = Path(__file__).resolve().parents[2] / "seeds" / "fast_exp"
@@ -168,7 +168,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("diversity")
     seed = copy_seed(SEED, base / "fast_exp")
     run_dir = base / "run"
-    run_json(
+    here_json(
         "run",
         str(seed),
         "--model",
@@ -203,7 +203,7 @@ def _expected(run_dir: Path, generation: int) -> tuple[int, dict[str, int], floa
 
 
 def test_status_has_one_diversity_row_per_generation(run: Path) -> None:
-    rows = run_json("status", str(run), cwd=run.parent)["diversity"]
+    rows = here_json("status", str(run), cwd=run.parent)["diversity"]
     assert [r["generation"] for r in rows] == [0, 1, 2]
     for r in rows:
         size, distinct, mean = _expected(run, r["generation"])
@@ -211,7 +211,7 @@ def test_status_has_one_diversity_row_per_generation(run: Path) -> None:
         assert r["mean_distance"] == pytest.approx(mean) and 0.0 < r["mean_distance"] < 1.0
         assert 1 <= r["front"] <= r["valid"] <= r["population"] and not r["distance_sampled"]
         assert all(1 <= n <= size for n in distinct.values()) and max(distinct.values()) > 1
-    proc = ge("status", str(run), cwd=run.parent)
+    proc = ge_here("status", str(run), cwd=run.parent)
     assert proc.returncode == 0, proc.stderr
     text = " ".join(proc.stdout.split())  # rich wraps long lines
     last = rows[-1]
@@ -225,9 +225,9 @@ def test_status_has_one_diversity_row_per_generation(run: Path) -> None:
 
 
 def test_report_has_the_diversity_table(run: Path, tmp_path: Path) -> None:
-    rows = run_json("status", str(run), cwd=run.parent)["diversity"]
+    rows = here_json("status", str(run), cwd=run.parent)["diversity"]
     out = tmp_path / "report.html"
-    proc = ge("report", str(run), "-o", str(out), cwd=run.parent)
+    proc = ge_here("report", str(run), "-o", str(out), cwd=run.parent)
     assert proc.returncode == 0, proc.stderr
     page = out.read_text()
     section = page[page.index("<h3 id=diversity>") :]
@@ -247,10 +247,10 @@ def test_a_run_without_a_finished_generation_has_no_diversity_rows(
     copy = Path(shutil.copytree(run, tmp_path / "run"))
     with sqlite3.connect(copy / "index.sqlite") as conn:  # as in generation 0, before its end
         conn.execute("DELETE FROM generations")
-    assert run_json("status", str(copy), cwd=tmp_path)["diversity"] == []
-    proc = ge("status", str(copy), cwd=tmp_path)
+    assert here_json("status", str(copy), cwd=tmp_path)["diversity"] == []
+    proc = ge_here("status", str(copy), cwd=tmp_path)
     assert proc.returncode == 0 and "diversity" not in proc.stdout, proc.stderr
-    proc = ge("report", str(copy), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
+    proc = ge_here("report", str(copy), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     page = (tmp_path / "r.html").read_text()
     assert "<h3 id=diversity>diversity per generation</h3><p class=note>No finished" in page
