@@ -18,7 +18,7 @@ import pytest
 from guided_evolution.runstore.run_index import RunIndex
 from tests.engine.test_reproducibility import snapshot
 from tests.reliability.support import llm_config
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.harness import FakeExecutor, resume_engine, run_engine, size_score
 from tests.support.openai_server import serve, status
 from tests.support.seeds import CodeWriter, template_seed
@@ -83,7 +83,7 @@ def test_children_are_planned_before_their_generation_barrier_and_checkpointed(
     for v in variants.values():  # parents were evaluated members of the population
         for parent in v.parents:
             assert variants[parent].status == "evaluated", (v.id, parent)
-    status = run_json("status", str(run_dir), cwd=tmp_path)
+    status = here_json("status", str(run_dir), cwd=tmp_path)
     assert status["generation"] == 3 and status["finished"]
 
 
@@ -128,7 +128,7 @@ def test_a_kill_loses_nothing_and_evaluates_nothing_twice(tmp_path: Path) -> Non
         db.close()
     assert unevaluated, "the kill left a committed child without its evaluation"
     assert drawn[0] > 0
-    summary = run_json("resume", str(run_dir), cwd=tmp_path)
+    summary = here_json("resume", str(run_dir), cwd=tmp_path)
     assert summary["finished"], summary
     index = RunIndex.open(run_dir / "index.sqlite", readonly=True)
     try:
@@ -146,7 +146,7 @@ def test_a_kill_loses_nothing_and_evaluates_nothing_twice(tmp_path: Path) -> Non
         assert len(keys) == len(set(keys)) == 16, "each draw stored once: replayed, not redrawn"
     finally:
         index.close()
-    doctor = ge("doctor", str(run_dir), "--json", cwd=tmp_path)
+    doctor = ge_here("doctor", str(run_dir), "--json", cwd=tmp_path)
     assert doctor.returncode == 0 and json.loads(doctor.stdout)["ok"], doctor.stdout
 
 
@@ -160,7 +160,7 @@ def test_an_llm_error_stops_a_steady_run_and_resume_continues(tmp_path: Path) ->
 
     with serve(responder=responder) as server:
         llm_config(seed, server.base_url)
-        proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+        proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         message = " ".join(proc.stderr.split())
         assert "the LLM calls keep failing" in message and "ge resume" in message
