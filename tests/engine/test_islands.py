@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.seeds import copy_seed, evolution_lines
 
 pytest.importorskip("numpy")
@@ -68,7 +68,7 @@ def _seed(tmp_path: Path, name: str, **evolution: Any) -> Path:
 
 
 def _run(seed: Path, run_dir: Path) -> Path:
-    assert run_json("run", str(seed), "--run-dir", str(run_dir), cwd=seed.parent)["finished"]
+    assert here_json("run", str(seed), "--run-dir", str(run_dir), cwd=seed.parent)["finished"]
     return run_dir
 
 
@@ -192,7 +192,7 @@ def _killed_then_resumed(seed: Path, run_dir: Path) -> Path:
         assert children and all(index.latest_evaluation(v.id) for v in children)
     finally:
         index.close()
-    assert run_json("resume", str(run_dir), cwd=seed.parent)["finished"]
+    assert here_json("resume", str(run_dir), cwd=seed.parent)["finished"]
     return run_dir
 
 
