@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.harness import FakeExecutor, run_engine, size_score
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, template_seed
@@ -38,7 +38,7 @@ def test_usd_budget_on_an_unpriced_endpoint_is_refused_in_one_line(tmp_path: Pat
     seed = template_seed(tmp_path / "seed")
     writer = CodeWriter()
     with serve(responder=writer) as server:
-        proc = ge(
+        proc = ge_here(
             "run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/mystery-7b",
             "--api-base", server.base_url, "--budget-usd", "0.001", cwd=tmp_path,
         )  # fmt: skip
@@ -91,7 +91,7 @@ def test_following_the_hint_prices_per_million_tokens_and_the_budget_stops_the_r
 def test_both_price_units_for_one_side_is_a_one_line_error(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed")
     _models(seed, 'models = [{ model = "openai/m", input_price = 1, input_cost_per_token = 1e-6 }]')
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "input_price" in lines[0] and "input_cost_per_token" in lines[0] and "keep one" in lines[0]
@@ -101,7 +101,7 @@ def test_token_budget_flag_stops_a_run_on_an_unpriced_endpoint(tmp_path: Path) -
     seed = template_seed(tmp_path / "seed", generations=5)
     budget = 5 * TOKENS_PER_CALL
     with serve(responder=CodeWriter()) as server:
-        summary = run_json(
+        summary = here_json(
             "run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/mystery-7b",
             "--api-base", server.base_url, "--budget-tokens", str(budget), "--no-sandbox",
             cwd=tmp_path,
@@ -109,7 +109,7 @@ def test_token_budget_flag_stops_a_run_on_an_unpriced_endpoint(tmp_path: Path) -
     assert summary["finished"], summary
     assert f"token budget of {budget} reached" in summary["stop_reason"]
     assert summary["cost_usd"] == 0  # no price: the USD spend is unknown, the tokens are not
-    status = run_json("status", str(tmp_path / "run"), cwd=tmp_path)
+    status = here_json("status", str(tmp_path / "run"), cwd=tmp_path)
     used = status["prompt_tokens"] + status["completion_tokens"]
     # checked before each call: at most `concurrency` (4) calls in flight past the budget
     assert budget <= used <= budget + 4 * TOKENS_PER_CALL, used
@@ -120,7 +120,7 @@ def test_token_budget_flag_stops_a_run_on_an_unpriced_endpoint(tmp_path: Path) -
 
 def test_budget_tokens_flag_is_validated(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed")
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--budget-tokens", "0",
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), "--budget-tokens", "0",
               cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--budget-tokens 0" in proc.stderr and not (tmp_path / "run").exists()
