@@ -12,7 +12,7 @@ import pytest
 from guided_evolution.config import ResolvedConfig, parse_config
 from guided_evolution.config_moved import MOVED, migrate
 from guided_evolution.errors import ConfigError
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.seeds import template_seed
 
 BASE = {"objectives": [{"name": "score", "direction": "max"}], "evaluator": {"command": "true"}}
@@ -81,7 +81,7 @@ def test_an_old_key_in_ge_toml_is_one_line_and_leaves_no_run(tmp_path: Path) -> 
     seed = template_seed(tmp_path / "seed")
     text = (seed / "ge.toml").read_text().replace("[evolution]\n", "[evolution]\nislands = 2\n", 1)
     (seed / "ge.toml").write_text(text)
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "[evolution.islands]" in lines[0] and "count = 2" in lines[0], lines[0]
@@ -99,7 +99,7 @@ def test_a_run_stored_before_the_sections_reads_and_resumes(tmp_path: Path) -> N
     with the same settings, and the inspection commands read it."""
     seed = template_seed(tmp_path / "seed", generations=1, islands=2, mate_choice="dissimilar")
     run_dir = tmp_path / "run"
-    run_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path)
+    here_json("run", str(seed), "--run-dir", str(run_dir), cwd=tmp_path)
     path = run_dir / "config.json"
     data = json.loads(path.read_text())
     evo, ev = data["config"]["evolution"], data["config"]["evaluator"]
@@ -112,9 +112,9 @@ def test_a_run_stored_before_the_sections_reads_and_resumes(tmp_path: Path) -> N
     path.write_text(json.dumps(data))
     old = ResolvedConfig.load(path).config
     assert old.evolution.islands.count == 2 and old.evolution.mate_choice.kind == "dissimilar"
-    status = run_json("status", str(run_dir), cwd=tmp_path)
+    status = here_json("status", str(run_dir), cwd=tmp_path)
     assert status["finished"]
-    resumed = run_json("resume", str(run_dir), "--generations", "2", cwd=tmp_path)
+    resumed = here_json("resume", str(run_dir), "--generations", "2", cwd=tmp_path)
     assert resumed["finished"] and resumed["generation"] == 2, resumed
 
 
