@@ -12,7 +12,7 @@ from pathlib import Path
 
 from guided_evolution.engine.progress import LogProgress, make_progress
 from guided_evolution.evolution.scoring import Scored
-from tests.support.cli import ge
+from tests.support.cli import ge_here
 from tests.support.seeds import template_seed
 
 LONG = "held_out_validation_accuracy_top1_percent"  # a reported metric's name, 41 characters
@@ -37,7 +37,7 @@ def _progress_lines(stderr: str) -> list[str]:
 
 def test_a_run_into_a_file_prints_a_line_per_generation_and_its_table_whole(tmp_path: Path) -> None:
     seed = _seed(tmp_path)
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = _progress_lines(proc.stderr)
     started = [line for line in lines if " started " in line]
@@ -59,7 +59,7 @@ def test_a_run_into_a_file_prints_a_line_per_generation_and_its_table_whole(tmp_
 
 def test_steady_mode_prints_a_line_per_population_of_children(tmp_path: Path) -> None:
     seed = _seed(tmp_path, mode="steady")
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = _progress_lines(proc.stderr)
     started = [line.split()[2] for line in lines if " started " in line]
@@ -69,7 +69,7 @@ def test_steady_mode_prints_a_line_per_population_of_children(tmp_path: Path) ->
 
 def test_json_output_has_no_progress_lines(tmp_path: Path) -> None:
     seed = _seed(tmp_path)
-    proc = ge("run", str(seed), "--run-dir", str(tmp_path / "run"), "--json", cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / "run"), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["finished"] is True
     assert _progress_lines(proc.stderr) == []
