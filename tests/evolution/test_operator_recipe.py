@@ -22,7 +22,7 @@ from guided_evolution.evolution.operators.spec import ALTERNATIVE, SINGLE, Opera
 from guided_evolution.evolution.plan import EOT_BY_BANDIT, Plan, plan_child, plan_generation
 from guided_evolution.evolution.scoring import Scored
 from tests.support import toy_operator
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, template_seed
 
@@ -83,10 +83,10 @@ def test_the_toy_operators_children_are_committed_evaluated_and_listed(toy_run: 
     assert {v[2] for v in children if v[1] > 0} == {toy_operator.NAME}
     assert all(v[3] == "evaluated" and v[4] for v in toys)
     # the commit's trailers and the variant's view, read by plain `ge` (the toy not registered)
-    shown = run_json("show", str(run_dir), toys[0][0], cwd=tmp)
+    shown = here_json("show", str(run_dir), toys[0][0], cwd=tmp)
     assert shown["operator"] == toy_operator.NAME and shown["prompt_name"] == "toy"
     assert shown["status"] == "evaluated" and shown["commit"] == toys[0][4]
-    status = run_json("status", str(run_dir), cwd=tmp)
+    status = here_json("status", str(run_dir), cwd=tmp)
     rows = {r["operator"]: r for r in status["tokens"]["by_operator"]}
     assert list(rows) == ["mutation", toy_operator.NAME]  # the built-in first: registry order
     asked = [r for r in toy_run["requests"] if TOY_ASK in r["messages"][-1]["content"]]
