@@ -33,7 +33,7 @@ from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import Genome, differing_segments, parse_genome
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.openai_server import Action, reply, serve
 from tests.support.seeds import bump_first_integer, template_seed
 
@@ -295,7 +295,7 @@ def test_a_run_with_edit_mode_always_evolves_through_diffs(tmp_path: Path) -> No
     )
     writer = DiffWriter()
     with serve(responder=writer) as server:
-        summary = run_json(
+        summary = here_json(
             "run",
             str(seed),
             "--run-dir",
@@ -338,7 +338,7 @@ def test_a_bad_edit_mode_is_one_line_from_ge_run(tmp_path: Path) -> None:
         ("diff_min_chars", -1, ("diff.min_chars",)),
     ):
         seed = template_seed(tmp_path / f"seed-{key}", **{key: value})
-        proc = ge("run", str(seed), "--run-dir", str(tmp_path / f"run-{key}"), cwd=tmp_path)
+        proc = ge_here("run", str(seed), "--run-dir", str(tmp_path / f"run-{key}"), cwd=tmp_path)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr and lines[0].startswith("error: ")
