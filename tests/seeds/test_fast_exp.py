@@ -18,7 +18,7 @@ import pytest
 
 from guided_evolution.config import load_config
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, copy_seed
 
@@ -233,7 +233,7 @@ def _evaluated(run_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
 
 
 def test_offline_run_finishes_with_a_front_and_improves_the_seed(tmp_path: Path) -> None:
-    summary = run_json("run", str(SEED), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    summary = here_json("run", str(SEED), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     config = load_config(SEED / "ge.toml")
     assert summary["finished"] and summary["generation"] == config.evolution.generations
     assert summary["front"] and all("ops" in row["metrics"] for row in summary["front"])
@@ -279,7 +279,7 @@ def test_llm_run_changes_the_polynomial_degree(tmp_path: Path) -> None:
     (seed / "ge.toml").write_text(text)
     writer = CodeWriter(_ChangeDegree())
     with serve(responder=writer) as server:
-        summary = run_json(
+        summary = here_json(
             "run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/fake",
             "--api-base", server.base_url, cwd=tmp_path,
         )  # fmt: skip
