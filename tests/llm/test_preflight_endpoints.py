@@ -13,7 +13,7 @@ import pytest
 
 from guided_evolution.llm.preflight import plan, route_problem
 from guided_evolution.llm.settings import ModelSpec
-from tests.support.cli import ge
+from tests.support.cli import ge_here
 from tests.support.seeds import template_seed
 
 _NO_KEYS = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", "OPENAI_API_BASE": ""}
@@ -31,7 +31,7 @@ def _refused_run(tmp_path: Path, *flags: str) -> str:
     failed as a user error and left no run behind."""
     seed = template_seed(tmp_path / "seed", generations=1)
     env = {k: v for k, v in os.environ.items() if k not in _NO_KEYS}
-    proc = ge("run", str(seed), *flags, cwd=tmp_path, env={**env, **_NO_KEYS})
+    proc = ge_here("run", str(seed), *flags, cwd=tmp_path, env={**env, **_NO_KEYS})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists(), list((tmp_path / "runs").iterdir())
