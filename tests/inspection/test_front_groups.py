@@ -12,7 +12,7 @@ from guided_evolution.inspection.view_models import FrontRow, Objective
 from guided_evolution.inspection.views_data import column_numbers, front_groups
 from guided_evolution.runstore.records import EvaluationRecord
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 
 CopyRun = Callable[[Path], Path]
 A_SCORE, B_SCORE = 0.319056263, 0.3190562634  # 10 digits tell them apart; A's 10th is a 0
@@ -43,7 +43,7 @@ def test_best_shows_ties_once_with_their_count_and_json_keeps_them_all(
     template_run: Path, copy_run: CopyRun, tmp_path: Path
 ) -> None:
     run, tied, a, b = _tied_run(template_run, copy_run)
-    proc = ge("best", str(run), cwd=tmp_path, env={"COLUMNS": "200"})
+    proc = ge_here("best", str(run), cwd=tmp_path, env={"COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     rows = _rows(proc.stdout)
     assert set(rows) == {tied[0], a, b}, proc.stdout
@@ -52,7 +52,7 @@ def test_best_shows_ties_once_with_their_count_and_json_keeps_them_all(
     # one column, one number of digits: 0.3190562630, not 0.319056263
     assert "0.3190562630" in rows[a] and "0.3190562634" in rows[b]
     assert "0.5000000000" in rows[tied[0]]
-    front = run_json("best", str(run), cwd=tmp_path)["front"]
+    front = here_json("best", str(run), cwd=tmp_path)["front"]
     assert {r["id"] for r in front} == {*tied, a, b}
 
 
@@ -60,7 +60,7 @@ def test_the_run_summary_groups_the_front_too(
     template_run: Path, copy_run: CopyRun, tmp_path: Path
 ) -> None:
     run, tied, a, b = _tied_run(template_run, copy_run)
-    proc = ge("resume", str(run), cwd=tmp_path)  # a finished run prints its summary
+    proc = ge_here("resume", str(run), cwd=tmp_path)  # a finished run prints its summary
     assert proc.returncode == 0, proc.stderr
     rows = _rows(proc.stdout)
     assert set(rows) == {tied[0], a, b} and "×3" in rows[tied[0]], proc.stdout
@@ -70,7 +70,7 @@ def test_the_report_table_groups_ties_and_names_the_others(
     template_run: Path, copy_run: CopyRun, tmp_path: Path
 ) -> None:
     run, tied, *_ = _tied_run(template_run, copy_run)
-    run_json("report", str(run), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
+    here_json("report", str(run), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
     html = (tmp_path / "r.html").read_text()
     table = html[html.index('id="table"') :]
     assert table.count('<tr id="v-') == 3
