@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.support.cli import ge
+from tests.support.cli import ge_here
 from tests.support.harness import FakeExecutor, run_engine, size_score
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, template_seed
@@ -30,7 +30,7 @@ def test_report_overlays_the_control_run_and_compares_at_the_shorter_count(tmp_p
     evo = _run(tmp_path, "evo")
     ctl = _run(tmp_path, "ctl", strategy="best_of_n", initial_population=2)
     out = tmp_path / "report.html"
-    proc = ge("report", str(evo), "--compare", str(ctl), "-o", str(out), cwd=tmp_path)
+    proc = ge_here("report", str(evo), "--compare", str(ctl), "-o", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     html = out.read_text()
     labels = ("evolution (evo)", "best_of_n control (ctl)")
@@ -59,7 +59,7 @@ def test_report_overlays_the_control_run_and_compares_at_the_shorter_count(tmp_p
     assert "over LLM calls" not in html  # offline runs: no LLM calls to plot against
     # the control run reported on its own is unchanged: no comparison section
     plain = tmp_path / "plain.html"
-    assert ge("report", str(evo), "-o", str(plain), cwd=tmp_path).returncode == 0
+    assert ge_here("report", str(evo), "-o", str(plain), cwd=tmp_path).returncode == 0
     assert 'id="compare"' not in plain.read_text() and 'id="compare"' in html
 
 
@@ -86,7 +86,7 @@ def test_mismatched_objectives_are_refused_in_one_line(tmp_path: Path) -> None:
     other = tmp_path / "other"
     run_engine(seed, other, executor=FakeExecutor(size_score).factory, no_sandbox=True)
     out = tmp_path / "report.html"
-    proc = ge("report", str(evo), "--compare", str(other), "-o", str(out), cwd=tmp_path)
+    proc = ge_here("report", str(evo), "--compare", str(other), "-o", str(out), cwd=tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "objective size is min in evo but max in other" in lines[0]
@@ -102,7 +102,7 @@ def test_runs_with_llm_calls_are_also_overlaid_by_calls(tmp_path: Path) -> None:
                        model="openai/test-model", api_base=server.base_url, no_sandbox=True)  # fmt: skip
         runs.append(tmp_path / name)
     out = tmp_path / "report.html"
-    assert ge("report", str(runs[0]), "--compare", str(runs[1]), "-o", str(out), cwd=tmp_path).returncode == 0
+    assert ge_here("report", str(runs[0]), "--compare", str(runs[1]), "-o", str(out), cwd=tmp_path).returncode == 0
     html = out.read_text()
     svg = re.search(r'aria-label="best score over LLM calls, compared".*?</svg>', html, re.S)
     assert svg, "no plot by LLM calls"
