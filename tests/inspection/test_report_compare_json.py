@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from tests.support.cli import ge
+from tests.support.cli import ge_here
 from tests.support.harness import FakeExecutor, run_engine, size_score
 from tests.support.seeds import template_seed
 
@@ -23,7 +23,7 @@ def test_report_json_has_the_comparison_of_the_page(tmp_path: Path) -> None:
     evo = _run(tmp_path, "evo")
     ctl = _run(tmp_path, "ctl", strategy="best_of_n", initial_population=2)
     out = tmp_path / "report.html"
-    proc = ge("report", str(evo), "--compare", str(ctl), "-o", str(out), "--json", cwd=tmp_path)
+    proc = ge_here("report", str(evo), "--compare", str(ctl), "-o", str(out), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)["comparison"]
     assert data["control"] == str(ctl)
@@ -34,5 +34,5 @@ def test_report_json_has_the_comparison_of_the_page(tmp_path: Path) -> None:
     assert {r["direction"] for r in rows.values()} == {"max", "min"}
     for r in rows.values():
         assert isinstance(r["run"], float) and isinstance(r["control"], float)
-    plain = ge("report", str(evo), "-o", str(tmp_path / "plain.html"), "--json", cwd=tmp_path)
+    plain = ge_here("report", str(evo), "-o", str(tmp_path / "plain.html"), "--json", cwd=tmp_path)
     assert "comparison" not in json.loads(plain.stdout)  # no control, no key
