@@ -13,7 +13,7 @@ import pytest
 
 from guided_evolution.evolution.segments import Genome, differing_segments, parse_genome
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, cpu_exquisitenet_seed, template_seed, with_statement
 
@@ -79,7 +79,7 @@ def test_exquisitenet_evolves_with_an_llm_on_tiny_cifar(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     editor = CodeWriter(edit=safe_edit)
     with serve(responder=editor) as server:
-        summary = run_json(
+        summary = here_json(
             "run", str(seed), "--run-dir", str(run_dir), "--model", "openai/exquisite-test",
             "--api-base", server.base_url, "--generations", "1", "--initial-population", "4",
             "--population", "3", cwd=tmp_path,
@@ -107,7 +107,7 @@ def test_exquisitenet_evolves_with_an_llm_on_tiny_cifar(tmp_path: Path) -> None:
     assert {"mutation", "crossover", "eot"} <= set(by_operator), sorted(by_operator)
     ok = [vid for vid, ev in evaluations.items() if ev is not None and ev.status == "ok"]
     assert ok, {vid: ev and ev.failure_reason for vid, ev in evaluations.items()}
-    shown = run_json("show", str(run_dir), ok[0], cwd=tmp_path)
+    shown = here_json("show", str(run_dir), ok[0], cwd=tmp_path)
     assert {"val_accuracy", "params", "test_accuracy"} <= set(shown["metrics"])
 
     # A crossover child is a merge commit of its two parents.
@@ -135,10 +135,10 @@ def test_exquisitenet_evolves_with_an_llm_on_tiny_cifar(tmp_path: Path) -> None:
 
     # EoT: the reflection is recorded and shown by `ge log --eot`.
     assert reflections
-    logged = run_json("log", str(run_dir), "--eot", cwd=tmp_path)["reflections"]
+    logged = here_json("log", str(run_dir), "--eot", cwd=tmp_path)["reflections"]
     assert logged and all(row["text"].startswith("Lesson ") for row in logged)
     assert {row["elite"] for row in logged} <= {v.id for v in children}  # never the seed
-    eot = run_json("show", str(run_dir), by_operator["eot"][0].id, cwd=tmp_path)
+    eot = here_json("show", str(run_dir), by_operator["eot"][0].id, cwd=tmp_path)
     assert eot["eot_reflection"].startswith("Lesson ") and eot["parents"]
 
     # A mutation child changes exactly its own segment and keeps every NOTE block.
@@ -160,7 +160,7 @@ def test_eot_never_draws_the_seed_as_its_elite(tmp_path: Path) -> None:
         mutation_probability=1.0, eot_probability=1.0,
     )
     with serve(responder=CodeWriter()) as server:
-        run_json(
+        here_json(
             "run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/m",
             "--api-base", server.base_url, cwd=tmp_path,
         )
