@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, copy_seed
 
@@ -54,7 +54,7 @@ def _assert_evolved(run_dir: Path, summary: dict) -> None:
 @pytest.mark.slow
 def test_tiny_cnn_offline_smoke(tmp_path: Path) -> None:
     seed = _small_copy(tmp_path)
-    summary = run_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    summary = here_json("run", str(seed), "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     _assert_evolved(tmp_path / "run", summary)
 
 
@@ -63,7 +63,7 @@ def test_tiny_cnn_llm_smoke(tmp_path: Path) -> None:
     seed = _small_copy(tmp_path)
     writer = CodeWriter()
     with serve(responder=writer) as server:
-        summary = run_json(
+        summary = here_json(
             "run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/smoke",
             "--api-base", server.base_url, cwd=tmp_path,
         )
