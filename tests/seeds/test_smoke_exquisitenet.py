@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.seeds import cpu_exquisitenet_seed
 
 
@@ -15,7 +15,7 @@ from tests.support.seeds import cpu_exquisitenet_seed
 def test_exquisitenet_seed_evolves_offline_on_tiny_cifar(tmp_path: Path) -> None:
     # CPU-sized: one short epoch; the command and the worker keep reading data from GE_SEED_DIR.
     seed = cpu_exquisitenet_seed(tmp_path / "exquisitenet_v2")
-    summary = run_json(
+    summary = here_json(
         "run", str(seed), "--run-dir", str(tmp_path / "run"), "--generations", "0", "--initial-population", "2",
         cwd=tmp_path,
     )
@@ -34,7 +34,7 @@ def test_exquisitenet_seed_evolves_offline_on_tiny_cifar(tmp_path: Path) -> None
     log = next((tmp_path / "run" / "logs").glob(f"{index_seed}*.log")).read_text()
     assert "check via the worker of slot 0" in log and "evaluate via the worker of slot 0" in log
     # Where evaluations run is on record (and on a terminal, printed at the start).
-    events = run_json("log", str(tmp_path / "run"), cwd=tmp_path)["events"]
+    events = here_json("log", str(tmp_path / "run"), cwd=tmp_path)["events"]
     (executor,) = [e for e in events if e["kind"] == "executor"]
     assert executor["summary"] == "evaluating in 1 slot (no GPU); warm workers serve check and evaluate"
     assert executor["slots"] == 1 and executor["worker_stages"] == ["check", "evaluate"]
