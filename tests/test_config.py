@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from guided_evolution.cli import app
 from guided_evolution.config import ResolvedConfig, load_config, parse_config
 from guided_evolution.errors import ConfigError, GeError
-from tests.support.cli import ge
+from tests.support.cli import ge_here
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = {"objectives": [{"name": "acc", "direction": "max"}], "evaluator": {"command": "python evaluate.py"}}
@@ -134,7 +134,7 @@ def test_an_unknown_profile_on_the_command_line_writes_nothing(tmp_path: Path) -
     seed = tmp_path / "seed"
     seed.mkdir()
     (seed / "ge.toml").write_text(PROFILED)
-    proc = ge("run", str(seed), "--profile", "nope", "--run-dir", str(tmp_path / "r"), cwd=tmp_path)
+    proc = ge_here("run", str(seed), "--profile", "nope", "--run-dir", str(tmp_path / "r"), cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     # The hint keeps its brackets: error lines are never read as rich markup.
     assert "no profile 'nope' (defined: big)" in proc.stderr and "[profile.nope]" in proc.stderr
