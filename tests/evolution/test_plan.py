@@ -31,7 +31,7 @@ from guided_evolution.evolution.plan import (
 from guided_evolution.evolution.scoring import Scored, dominates
 from guided_evolution.evolution.selection import HallOfFame, nsga2_parents, spea2_elites
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, template_seed, with_statement
 
@@ -373,7 +373,7 @@ def test_initial_temperature_only_in_generation_zero(tmp_path: Path) -> None:
         toml.write("\n[evolution.temperature]\ninitial = [1.5, 1.5]\nmutation = [0.3, 0.3]\n")
     writer = CodeWriter(edit=lambda code, n: with_statement(code, f"_revision = {n}"))
     with serve(responder=writer) as server:
-        run_json(
+        here_json(
             "run",
             str(seed),
             "--run-dir",
