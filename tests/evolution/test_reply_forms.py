@@ -28,7 +28,7 @@ from guided_evolution.evolution.segments import (
 )
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import Action, reply, serve
 from tests.support.seeds import bump_first_integer, template_seed
 
@@ -256,7 +256,7 @@ class WholeFileEcho:
 def test_a_run_whose_model_echoes_the_whole_file_makes_children(tmp_path: Path) -> None:
     seed = template_seed(tmp_path / "seed", generations=1, crossover_probability=0.0)
     with serve(responder=WholeFileEcho()) as server:
-        summary = run_json(
+        summary = here_json(
             "run",
             str(seed),
             "--run-dir",
