@@ -27,7 +27,7 @@ from guided_evolution.evolution.heldout import (
     value_forms,
 )
 from guided_evolution.runstore.records import EvaluationRecord
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, template_seed
 
@@ -139,7 +139,7 @@ def _kind(user: str) -> str:
 def test_no_form_of_a_parents_held_out_value_reaches_any_prompt(tmp_path: Path) -> None:
     seed = _seed(tmp_path / "seed")
     with serve(responder=CodeWriter()) as server:
-        summary = run_json(
+        summary = here_json(
             "run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/test-model",
             "--api-base", server.base_url, cwd=tmp_path,
         )  # fmt: skip
