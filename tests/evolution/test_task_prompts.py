@@ -26,7 +26,7 @@ from guided_evolution.evolution.operators.common import objectives_of, objective
 from guided_evolution.evolution.prompts import PromptLibrary
 from guided_evolution.evolution.segments import parse_genome
 from guided_evolution.inspection.run_data import open_run_index
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, write_config
 
@@ -247,7 +247,7 @@ def test_every_prompt_of_a_run_states_the_task_and_the_objectives(
 ) -> None:
     seed = _sqrt_seed(tmp_path / "sqrt", **sections)
     with serve(responder=CodeWriter()) as server:
-        summary = run_json(
+        summary = here_json(
             "run", str(seed), "--run-dir", str(tmp_path / "run"), "--model", "openai/test-model",
             "--api-base", server.base_url, cwd=tmp_path,
         )  # fmt: skip
