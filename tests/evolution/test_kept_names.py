@@ -16,7 +16,7 @@ from guided_evolution.evolution.splice import SpliceError, splice
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
 from tests.reliability.support import llm_config
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, bump_first_integer, template_seed
 
@@ -48,7 +48,7 @@ def test_a_child_that_renames_a_class_evaluate_imports_is_rejected(tmp_path: Pat
     writer = CodeWriter(_rename_scaler)
     with serve(responder=writer) as server:
         llm_config(seed, server.base_url, concurrency=2)
-        summary = run_json(
+        summary = here_json(
             "run",
             str(seed),
             "--run-dir",
