@@ -20,7 +20,7 @@ import pytest
 
 from guided_evolution.evolution.diversity import code_distance
 from guided_evolution.evolution.novelty import NoveltyArchive, cosine_distance, new_keys
-from tests.support.cli import ge
+from tests.support.cli import ge_here
 from tests.support.harness import FakeExecutor, run_engine, size_score
 from tests.support.openai_server import Action, bag_of_words, reply, serve
 from tests.support.seeds import copy_seed, evolution_lines, template_seed
@@ -168,7 +168,7 @@ def _llm_run(
             )  # fmt: skip
             assert summary["finished"], summary
             return run_dir, server, ""
-        proc = ge(
+        proc = ge_here(
             "run", str(seed), "--run-dir", str(run_dir), "--model", "openai/test-model",
             "--api-base", server.base_url, cwd=tmp_path,
         )  # fmt: skip
