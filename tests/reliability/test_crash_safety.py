@@ -29,7 +29,7 @@ from tests.reliability.support import (
     set_config,
     stray_processes,
 )
-from tests.support.cli import ge, run_json
+from tests.support.cli import ge_here, here_json
 from tests.support.openai_server import Action, hang, serve
 from tests.support.seeds import CodeWriter, template_seed
 
@@ -165,15 +165,15 @@ def test_kill_9_many_times_then_resume_loses_and_repeats_nothing(tmp_path: Path)
             if not (run_dir / "index.sqlite").exists():
                 continue  # killed while the run directory was being created: nothing to check
             if point is not None and proc.returncode == -signal.SIGKILL:
-                check = ge("doctor", str(run_dir), "--json", cwd=tmp_path)
+                check = ge_here("doctor", str(run_dir), "--json", cwd=tmp_path)
                 doctor_found += json.loads(check.stdout)["problems"] if check.stdout else []
-                repaired = ge("doctor", str(run_dir), "--repair", "--json", cwd=tmp_path)
+                repaired = ge_here("doctor", str(run_dir), "--repair", "--json", cwd=tmp_path)
                 assert json.loads(repaired.stdout)["ok"], repaired.stdout + repaired.stderr
             done, finished = _completed(run_dir)
             seen_done |= done
             if finished:
                 break
-        summary = run_json("resume", str(run_dir), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-x"})
+        summary = here_json("resume", str(run_dir), cwd=tmp_path, env={"OPENAI_API_KEY": "sk-x"})
     total = sum(kills.values())
     print(f"kills survived: {total} {kills}; doctor found {len(doctor_found)} problems")
     assert summary["finished"], summary
@@ -241,7 +241,7 @@ def test_second_process_on_a_run_refuses_and_corrupts_nothing(tmp_path: Path) ->
             (["doctor", str(run_dir), "--rebuild-index"], "in use by another ge process"),
             (["run", str(seed), "--run-dir", str(run_dir)], "already exists"),
         ):
-            second = ge(*args, cwd=tmp_path)
+            second = ge_here(*args, cwd=tmp_path)
             lines = [line for line in second.stderr.splitlines() if line.strip()]
             assert second.returncode == 2, (args, second.stderr)
             assert len(lines) == 1 and expected in lines[0], (args, second.stderr)
