@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.seeds import copy_seed
 
 pytest.importorskip("numpy")
@@ -190,7 +190,7 @@ def test_the_candidate_sees_no_ge_variable(tmp_path: Path) -> None:
 
 
 def test_offline_run_finishes_with_evaluated_children(tmp_path: Path) -> None:
-    summary = run_json(
+    summary = here_json(
         "run", str(SEED), "--run-dir", str(tmp_path / "run"), "--generations", "1",
         "--population", "4", "--initial-population", "4", cwd=tmp_path,
     )  # fmt: skip
