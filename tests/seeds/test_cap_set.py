@@ -19,7 +19,7 @@ from types import ModuleType
 import pytest
 
 from guided_evolution.runstore.run_index import RunIndex
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.seeds import copy_seed
 
 np = pytest.importorskip("numpy")
@@ -215,7 +215,7 @@ def test_cheats_score_no_better_than_honest_code(tmp_path: Path, name: str) -> N
 
 
 def test_offline_run_finishes_with_evaluated_children(tmp_path: Path) -> None:
-    summary = run_json(
+    summary = here_json(
         "run", str(SEED), "--run-dir", str(tmp_path / "run"), "--generations", "1",
         "--population", "3", "--initial-population", "3", cwd=tmp_path,
     )  # fmt: skip
