@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from guided_evolution.evaluation.sandbox import landlock
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.seeds import copy_seed
 
 np = pytest.importorskip("numpy")
@@ -333,7 +333,7 @@ def test_offline_run_evaluates_every_variant_on_both_sets(tmp_path: Path) -> Non
     """One generation with the offline operators, sandboxed as ge runs it: the seed scores the
     published best-fit figures, every variant has both objectives and the worker was confined."""
     seed = _candidate(tmp_path)
-    summary = run_json(
+    summary = here_json(
         "run", str(seed), "--run-dir", str(tmp_path / "run"), "--generations", "1",
         "--population", "2", "--initial-population", "2", cwd=tmp_path,
     )  # fmt: skip
