@@ -43,7 +43,7 @@ from tests.reliability.support import (
     set_config,
     variants_by_payload,
 )
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import template_seed
 
@@ -370,7 +370,7 @@ def _run(
     try:
         with serve(responder=PayloadWriter(payloads)) as server:
             llm_config(seed, server.base_url, concurrency=2)
-            summary = run_json(
+            summary = here_json(
                 "run",
                 str(seed),
                 "--run-dir",
