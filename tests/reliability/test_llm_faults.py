@@ -10,7 +10,7 @@ import pytest
 
 from guided_evolution.runstore.run_index import RunIndex
 from tests.reliability.support import llm_config, set_config
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import empty, hang, huge, malformed, reply, reset, serve, status
 from tests.support.seeds import CodeWriter, template_seed
 
@@ -59,7 +59,7 @@ def test_fault_storm_is_survived_bounded_recorded_and_within_budget(tmp_path: Pa
             )
         )
         (seed / "ge.toml").write_text(text)
-        summary = run_json(
+        summary = here_json(
             "run",
             str(seed),
             "--run-dir",
