@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cli import run_json
+from tests.support.cli import here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, bump_first_integer, template_seed, with_statement
 
@@ -93,7 +93,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]],
         edit=lambda code, n: with_statement(bump_first_integer(code, n), f"_revision = {n}")
     )
     with serve(responder=writer) as server:
-        summary = run_json(
+        summary = here_json(
             "run", str(seed), "--run-dir", str(tmp / "run"), "--model", "openai/test-model",
             "--api-base", server.base_url, cwd=tmp,
         )  # fmt: skip
