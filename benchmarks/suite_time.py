@@ -18,6 +18,7 @@ gives a figure that means little), the CPU seconds of pytest's whole process tre
 process it waited for: its workers, each `ge` and sandbox they started; the spinners are not
 counted), then the median per condition. The CPU seconds depend little on the load: divided by
 the cores they bound the idle wall time from below; a wall time far above that bound is waiting.
+Which files and tests those CPU seconds go to: ``benchmarks/suite_cpu.py``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,10 @@ the threat table's rows are spread over the workers (``tests/support/scheduling.
 process; ``-n N`` picks the workers; ``--pdb`` and ``--trace`` run in this process by themselves.
 
 The harness that runs the engine in-process (fake executor, fake proposer) is
-``tests/support/harness.py``; the real CLI in a subprocess is ``tests/support/cli.py``.
+``tests/support/harness.py``; the real CLI is ``tests/support/cli.py``: ``ge`` in a subprocess
+where the process is what is tested (signals, kill -9, a second process, a pty), ``ge_here``
+through the CLI's entry point in the test's process elsewhere (no start-up, same output).
+Where the suite's CPU goes: ``-p tests.support.cpu_per_test``, then ``benchmarks/suite_cpu.py``.
 """
 
 from __future__ import annotations
