@@ -17,6 +17,7 @@ CASES = {
     "bad-id": (["show", "{run}", "nosuchvariant"], {}),
     "not-a-run": (["status", "{parent}"], {}),
     "no-such-command": (["nosuch"], {}),
+    "run-no-seed": (["run", "{parent}/no-seed", "--run-dir", "{parent}/never"], {}),
 }
 
 
@@ -32,4 +33,4 @@ def test_in_process_ge_prints_what_the_ge_process_prints(case: str, template_run
         real.stderr,
     )
     assert real.stdout or real.stderr
-    assert (real.returncode != 0) == (case in ("bad-id", "not-a-run", "no-such-command"))
+    assert (real.returncode != 0) == (case in ("bad-id", "not-a-run", "no-such-command", "run-no-seed"))
