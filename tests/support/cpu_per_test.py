@@ -9,7 +9,8 @@ Off by default; turn it on with ``-p tests.support.cpu_per_test`` and name a dir
 Each process that runs tests (this one, or each xdist worker) appends one JSON line per test to
 ``DIR/cpu-<pid>.jsonl``: the test's id, its file, and the user+system CPU seconds that the
 process and the children it waited for used during the test's whole protocol (setup, call,
-teardown: a module fixture's cost lands on the file's first test), with its wall seconds. A
+teardown: a module fixture's cost lands on the file's first test), with its wall seconds and
+when it started (epoch seconds: each worker's timeline, e.g. what runs in the suite's tail). A
 ``ge`` subprocess counts once it is waited for, i.e. within the test that started it; threads of
 the worker (the fake LLM server) count for the test during which they ran.
 """
@@ -38,7 +39,7 @@ def _cpu_s() -> float:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None]:
     """Time ``item``'s setup, call and teardown; append its line to the directory's JSONL."""
     out = os.environ.get(ENV)
-    cpu0, wall0 = _cpu_s(), time.perf_counter()
+    cpu0, wall0, started = _cpu_s(), time.perf_counter(), time.time()
     yield
     if not out:
         return
@@ -48,6 +49,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         "cpu_s": round(_cpu_s() - cpu0, 3),
         "wall_s": round(time.perf_counter() - wall0, 3),
         "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        "started": round(started, 3),  # epoch seconds: the suite's timeline per worker
     }
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
