@@ -345,6 +345,7 @@ def test_a_detach_while_sbatch_answers_records_the_job_id(
     job_id = run(submit_then_detach())
     try:
         assert json.loads((run_dir / "slurm" / f"{vid}.json").read_text())["job_id"] == job_id
+        assert first.submitted == [job_id]  # submitted by this instance (it was left out)
     finally:
         slurm_cluster.run("scancel", job_id)
 

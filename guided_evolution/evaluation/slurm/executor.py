@@ -283,6 +283,7 @@ class SlurmExecutor:
             with contextlib.suppress(Exception):
                 job.job_id = await asyncio.wait_for(submit, SBATCH_ANSWER_S)
                 _write(self.dir / f"{job.variant_id}.json", json.dumps(job.record()))
+                self.submitted.append(job.job_id)  # it was submitted, by this instance
             raise
         job.job_id = job_id
         _write(self.dir / f"{job.variant_id}.json", json.dumps(job.record()))
