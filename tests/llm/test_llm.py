@@ -182,7 +182,9 @@ def test_auth_failure_names_the_env_var() -> None:
 
 
 def test_hang_past_deadline_fails_within_bounded_time() -> None:
-    timeout, retries, max_backoff = 0.3, 1, 0.05
+    # A deadline long enough for each request to reach the server on a loaded machine (at 0.3 s
+    # the first attempt's deadline could pass before its request arrived, at load ~19).
+    timeout, retries, max_backoff = 1.5, 1, 0.05
     if os.environ[CLIENT_ENV] == "litellm":
         load_litellm()  # the one-off import is not part of the bound
     with serve(responder=lambda _: hang(30)) as server:
@@ -194,7 +196,7 @@ def test_hang_past_deadline_fails_within_bounded_time() -> None:
         # deadline (a client that waited would have got the reply the hang ends with)
         assert server.in_flight == retries + 1
     assert error.kind == "timeout" and error.attempts == retries + 1
-    assert error.reason.endswith("deadline of 0.3 s exceeded after 2 attempts")
+    assert error.reason.endswith("deadline of 1.5 s exceeded after 2 attempts")
 
 
 def test_malformed_json_is_retried_then_reported() -> None:
