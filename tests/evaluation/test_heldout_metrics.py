@@ -9,6 +9,7 @@ operator, and only where it is set.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import pytest
 from tests.support.cli import here_json
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, bump_first_integer, template_seed, with_statement
+
+_INT = re.compile(r"(?<![\w.])(\d+)(?![\w.])")  # an integer literal, as bump_first_integer finds
 
 HELDOUT = "heldout_accuracy"
 HELDOUT_VALUE = "0.917364"
@@ -81,17 +84,31 @@ def _kind(request: dict[str, Any]) -> str:
     return "mutation"
 
 
+def _edit(code: str, n: int) -> str:
+    """The fake LLM's change: a new program per request (CodeWriter's default edit alone repeats
+    every third request, and the duplicates left too few parents for a crossover in some runs),
+    inside the requested segment. A statement at the top of its function's body, and its first
+    integer literal raised where it has one (the score changes too). A statement after the
+    function, at the top level, was taken for the next segment's code: the proposal was rejected,
+    and a generation whose every proposal was (under load, about one run in six) stopped the
+    run."""
+    lines = code.split("\n")
+    body = next((i for i, line in enumerate(lines[1:], 1) if line.strip()), None)
+    if body is None or not lines[0].lstrip().startswith(("def ", "async def ")):
+        return with_statement(bump_first_integer(code, n), f"_revision = {n}")
+    if _INT.search("\n".join(lines[1:])):
+        lines = bump_first_integer(code, n).split("\n")
+    indent = lines[body][: len(lines[body]) - len(lines[body].lstrip())]
+    lines.insert(body, f"{indent}_revision = {n}")
+    return "\n".join(lines)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Path]:
     """The requests the fake LLM received during one run, and the run directory."""
     tmp = tmp_path_factory.mktemp("heldout")
     seed = _seed(tmp / "seed")
-    # Every reply a new program (its score changed as by CodeWriter's default edit, which alone
-    # repeats every third request: the duplicates left too few parents for a crossover in some
-    # runs).
-    writer = CodeWriter(
-        edit=lambda code, n: with_statement(bump_first_integer(code, n), f"_revision = {n}")
-    )
+    writer = CodeWriter(edit=_edit)
     with serve(responder=writer) as server:
         summary = here_json(
             "run", str(seed), "--run-dir", str(tmp / "run"), "--model", "openai/test-model",
