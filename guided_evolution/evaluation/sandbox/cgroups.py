@@ -49,7 +49,7 @@ class CgroupLease:
     """The cgroups of one evaluation."""
 
     dirs: list[Path]
-    _oom_files: tuple[list[Path], list[Path]] | None = field(default=None, repr=False)
+    _oom_files: tuple[list[Path], list[Path]] | None = field(default=None, init=False, repr=False)
 
     @property
     def procs_files(self) -> list[Path]:
