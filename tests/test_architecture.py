@@ -7,6 +7,7 @@ short functions, modules of one job."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,9 @@ EVOLUTION_NEVER = (
 )
 
 
+@functools.cache
 def _modules() -> dict[str, Path]:
+    """Module name -> source file of the package (one walk of the tree per session)."""
     out = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         if "templates" in path.parts:
@@ -62,17 +65,24 @@ def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
     return False
 
 
-def _import_statements(path: Path) -> list[tuple[ast.Import | ast.ImportFrom, bool]]:
+@functools.cache
+def _parsed(path: Path) -> ast.Module:
+    """The syntax tree of one source file, parsed once for all the checks (never changed)."""
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _import_statements(path: Path) -> tuple[tuple[ast.Import | ast.ImportFrom, bool], ...]:
     """Every absolute import statement of a module, wherever it stands, and whether it is only
     under ``if TYPE_CHECKING:``."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = _parsed(path)
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-    return [
+    return tuple(
         (node, _type_checking_only(node, parents))
         for node in ast.walk(tree)
         if isinstance(node, ast.Import)
         or (isinstance(node, ast.ImportFrom) and node.module and node.level == 0)
-    ]
+    )
 
 
 def _imports(
@@ -270,7 +280,7 @@ def test_evolution_does_no_io(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(_modules()))
 def test_functions_are_short(name: str) -> None:
-    tree = ast.parse(_modules()[name].read_text(encoding="utf-8"))
+    tree = _parsed(_modules()[name])
     long = [
         f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
         for node in ast.walk(tree)
@@ -285,5 +295,5 @@ def test_long_modules_say_why(name: str) -> None:
     text = _modules()[name].read_text(encoding="utf-8")
     if len(text.splitlines()) <= MAX_MODULE_LINES:
         return
-    docstring = ast.get_docstring(ast.parse(text)) or ""
+    docstring = ast.get_docstring(_parsed(_modules()[name])) or ""
     assert LONG_REASON in docstring, f"{name}: split it, or say in its docstring why it {LONG_REASON} ..."
