@@ -5,6 +5,7 @@ that fails is one warning while the run finishes."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import os
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,10 +22,12 @@ from tests.support.harness import FakeExecutor, resume_engine, run_engine, size_
 from tests.support.openai_server import serve
 from tests.support.seeds import CodeWriter, template_seed
 
-mlflow = pytest.importorskip(
-    "mlflow", reason="the mlflow extra is not installed: pip install -e '.[mlflow]'"
-)
-from mlflow import MlflowClient  # noqa: E402
+if importlib.util.find_spec("mlflow") is None:  # imported where used: not by every worker
+    pytest.skip(
+        "the mlflow extra is not installed: pip install -e '.[mlflow]'", allow_module_level=True
+    )
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 SETTLED = ("evaluated", "failed", "invalid")
 
@@ -42,6 +45,13 @@ def tracked_seed(root: Path, uri: str, **evolution: Any) -> Path:
         config.read_text() + f'\n[tracking]\nmlflow = "{uri}"\ninterval_s = 0.2\n'
     )
     return seed
+
+
+def client_of(store: Path) -> MlflowClient:
+    """An MLflow client of the file store ``store``."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=store.as_uri())
 
 
 def variant_runs(client: MlflowClient, experiment: str) -> tuple[Any, list[Any]]:
@@ -99,7 +109,7 @@ def test_a_tracked_run_logs_each_variant_once_and_resume_adds_none_twice(
         summary = run_engine(seed, run, executor=fake.factory, api_base=server.base_url)
         assert summary["warnings"] == [] and summary["cost_usd"] > 0
         store = (tmp_path / "mlruns").resolve()
-        client = MlflowClient(tracking_uri=store.as_uri())
+        client = client_of(store)
         runs = check_logged(client, run)
         parent, _ = variant_runs(client, run.name)
         assert parent.info.status == "FINISHED"
@@ -156,12 +166,14 @@ def hostile_score(files: dict[str, str]) -> dict[str, Any]:
 
 
 def test_hostile_metric_names_and_values_are_made_safe(tmp_path: Path) -> None:
+    from mlflow.utils import validation
+
     store = tmp_path / "mlruns"
     seed = tracked_seed(tmp_path, store.as_uri(), generations=1)
     run = tmp_path / "run"
     summary = run_engine(seed, run, executor=FakeExecutor(hostile_score).factory)
     assert summary["warnings"] == [] and summary["failed"] == 0
-    client = MlflowClient(tracking_uri=store.as_uri())
+    client = client_of(store)
     runs = check_logged(client, run)
     assert {p.name for p in tmp_path.iterdir()} == {"seed", "run", "mlruns"}, "nothing escaped"
     for r in runs:
@@ -171,8 +183,8 @@ def test_hostile_metric_names_and_values_are_made_safe(tmp_path: Path) -> None:
         assert all(math.isfinite(v) for v in metrics.values())
         assert {6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 1.0, 2.0, 3.0} <= set(metrics.values())
         for key in metrics:
-            assert mlflow.utils.validation.validate_param_and_metric_name(key), key
-            assert not mlflow.utils.validation.path_not_unique(key), key
+            assert validation.validate_param_and_metric_name(key), key
+            assert not validation.path_not_unique(key), key
             assert len(key) <= 250
         own = [k for k in metrics if not k.startswith("ge.")]
         assert len(own) == 100, "a variant's metrics are capped (objectives first)"
@@ -222,7 +234,7 @@ def test_the_hint_without_mlflow_logs_the_run_and_replaces_a_half_logged_one(
         return done.stdout
 
     assert once().startswith(f"logged {len(settled(run))} new variant run(s) of {run}")
-    client = MlflowClient(tracking_uri=store.as_uri())
+    client = client_of(store)
     _, runs = variant_runs(client, run.name)
     victim = runs[0]
     client.delete_tag(victim.info.run_id, "ge.logged")  # as a follower killed mid-way leaves it
@@ -248,7 +260,7 @@ def test_a_variant_mlflow_refuses_is_left_out_and_holds_back_no_other(
 
     run = tmp_path / "run"
     run_engine(seed, run, executor=FakeExecutor(one_hostile).factory)
-    client = MlflowClient(tracking_uri=store.as_uri())
+    client = client_of(store)
     for found in client.search_runs([client.get_experiment_by_name(run.name).experiment_id]):
         client.delete_run(found.info.run_id)  # start from an empty experiment
     monkeypatch.setattr(snapshot, "clean_key", str)
@@ -270,7 +282,7 @@ def test_two_runs_of_one_seed_in_one_experiment_keep_their_own_runs(tmp_path: Pa
     runs = [tmp_path / "a", tmp_path / "b"]
     for run in runs:
         run_engine(seed, run, executor=FakeExecutor(size_score).factory)
-    client = MlflowClient(tracking_uri=store.as_uri())
+    client = client_of(store)
     found = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
     parents = {r.data.tags["ge.run"]: r for r in found if r.data.tags.get("ge.role") == "run"}
     assert sorted(p.info.run_name for p in parents.values()) == ["a", "b"]
