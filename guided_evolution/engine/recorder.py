@@ -99,6 +99,7 @@ class Recorder:
         self.guard = reader.guard
         self._notes: dict[str, str] = {}
         self._compacted_at = 0
+        self._children: int | None = None  # the run's children: counted once, then kept
         self._keys_complete = False  # every committed variant's code_key is in the index
         self.evaluator_files: EvaluatorFiles | None = None  # `--reload-evaluator` (engine.reload)
 
@@ -137,7 +138,10 @@ class Recorder:
         """
         self.check()
         with self.guard.guarded():
-            return self._commit(plan, child, calls, fix_of)
+            vid, fresh = self._commit(plan, child, calls, fix_of)
+        if fresh and self._children is not None:
+            self._children += 1
+        return vid, fresh
 
     def _commit(
         self, plan: Plan, child: Child, calls: list[int], fix_of: str | None
@@ -174,27 +178,28 @@ class Recorder:
         )
         # A crossover that was then mutated names both steps; the segment is the last step's.
         steps = [s.op for s in plan.steps] if len(plan.steps) > 1 and fix_of is None else []
-        stored = record_variant(
-            self.store,
-            self.index,
-            record,
-            tree,
-            parent_commits,
-            description=child.description,
-            steps=steps,
-        )
-        self.reader.committed(vid, stored.commit_sha or "")
-        self.index.add_code_keys([(vid, key)])
-        self.index.link_calls(vid, calls)
-        if child.reflection:
-            self.index.add_reflection(
-                ReflectionRecord(
-                    variant_id=vid,
-                    text=child.reflection,
-                    elite_id=plan.steps[-1].other,
-                    segment=child.segment,
-                )
+        with self.index.transaction():  # the row, its code key and its calls: one commit
+            stored = record_variant(
+                self.store,
+                self.index,
+                record,
+                tree,
+                parent_commits,
+                description=child.description,
+                steps=steps,
             )
+            self.index.add_code_keys([(vid, key)])
+            self.index.link_calls(vid, calls)
+            if child.reflection:
+                self.index.add_reflection(
+                    ReflectionRecord(
+                        variant_id=vid,
+                        text=child.reflection,
+                        elite_id=plan.steps[-1].other,
+                        segment=child.segment,
+                    )
+                )
+        self.reader.committed(vid, stored.commit_sha or "")
         self.progress.count("proposed", +1)
         return vid, True
 
@@ -288,7 +293,9 @@ class Recorder:
 
         Safe here: no plan is in flight, and the run lock keeps other writers out.
         """
-        children = self.index.counts()["children"]
+        if self._children is None:  # once a process: a count scans every variant
+            self._children = int(self.index.counts()["children"])
+        children = self._children
         if not force and children - self._compacted_at >= COMPACT_EVERY:
             self.check()
             with self.guard.guarded():
