@@ -7,7 +7,8 @@ one worker runs them while the others have nothing left. Here the units go out i
 collection, which ``slow_files_first`` sorts: the files that hold a ``slow`` test first, then by
 their number of tests. A file listed in ``SPLIT_BY_PARAM`` is one unit per parameter of its tests
 (its module fixture is parametrized and made once per parameter anyway), so its rows are spread
-over the workers.
+over the workers. The files of one ``TOGETHER`` group are one unit (one worker pays their
+common heavy import).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from xdist.scheduler import LoadFileScheduling
 
 SPLIT_BY_PARAM = ("reliability/test_sandbox_threats.py",)
 """Files whose tests are grouped per parameter (a backend and mode of the threat table each)."""
+
+TOGETHER = {
+    "litellm": ("llm/test_llm.py", "llm/test_llm_direct.py", "engine/test_novelty.py"),
+}
+"""Files run one after the other on one worker, as one unit: those that import litellm in the
+test process (~4 CPU-s for each worker that does; spread, two or three workers did)."""
 
 
 class SlowFirstFileScheduling(LoadFileScheduling):
@@ -32,6 +39,9 @@ class SlowFirstFileScheduling(LoadFileScheduling):
         path, _, name = nodeid.partition("::")
         if path.endswith(SPLIT_BY_PARAM) and name.endswith("]") and "[" in name:
             return f"{path}::[{name[name.index('[') + 1 : -1]}]"
+        for group, files in TOGETHER.items():
+            if path.endswith(files):
+                return f"together:{group}"
         return path
 
 
