@@ -45,11 +45,12 @@ if TYPE_CHECKING:
 
 
 EXTRA_WORKERS = 2
-"""Workers beyond one per core. A good part of the suite waits rather than computes (a `ge` child
+"""Workers beyond one per core. Part of the suite waits rather than computes (a `ge` child
 killed at a drawn moment, an evaluation run into its timeout, SLURM's polls, a served model's
-latency, a sleeping variant): with one worker per core, a core idled through those waits. On
-2 cores the suite took 654 s idle and only 1,020 s beside 2 busy loops that took half the CPU:
-by that, roughly 290 s of the 654 were waits."""
+latency, a sleeping variant): with one worker per core, a core idled through those waits (at
+654 s, roughly 290 s of them). Since the suite's CPU was cut, a run keeps both cores 97 % busy:
+on 2 idle cores 4 workers took 420 s, 3 took 411 s and 6 took 436 s (single runs of
+``benchmarks/suite_time.py``; 3 and 4 within their noise)."""
 
 
 def workers_for(cores: int) -> int:
