@@ -3,30 +3,13 @@ bodies), any other layout git may have written (walked, then rewritten in ge's),
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from guided_evolution.errors import RunDamagedError
 from guided_evolution.runstore.git_store import NOTES_REF, GitStore
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    out = subprocess.run(
-        ["git", "--git-dir", str(repo), *args], capture_output=True, check=True, env=env
-    )
-    return out.stdout.decode()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[GitStore]:
-    s = GitStore.init(tmp_path / "repo.git")
-    yield s
-    s.close()
+from tests.support.gitcli import git
 
 
 def _commits(store: GitStore, n: int) -> list[str]:

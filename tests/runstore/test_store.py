@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from guided_evolution.errors import GeError, RunStateError
 from guided_evolution.runstore.git_store import NOTES_REF, GitStore
 from guided_evolution.runstore.records import format_message, format_trailers, parse_trailers
+from tests.support.gitcli import git
 
 SEED = {
     "main.py": b"x = 1\n",
@@ -21,21 +21,6 @@ SEED = {
     "lib.c": b"dot sorts before slash\n",
     "run.sh": b"#!/bin/sh\necho hi\n",
 }
-
-
-def git(repo: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    out = subprocess.run(
-        ["git", "--git-dir", str(repo), *args], capture_output=True, check=True, env=env
-    )
-    return out.stdout.decode()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[GitStore]:
-    s = GitStore.init(tmp_path / "repo.git")
-    yield s
-    s.close()
 
 
 def seed_commit(store: GitStore) -> str:
