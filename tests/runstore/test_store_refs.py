@@ -9,10 +9,11 @@ import pytest
 
 from guided_evolution.errors import RunStateError
 from guided_evolution.runstore.git_store import NOTES_REF, GitStore
-from tests.runstore.test_store import git, seed_commit, store  # noqa: F401
+from tests.runstore.test_store import seed_commit
+from tests.support.gitcli import git
 
 
-def test_branches_and_notes_written_are_what_git_reads(store: GitStore) -> None:  # noqa: F811
+def test_branches_and_notes_written_are_what_git_reads(store: GitStore) -> None:
     seed = seed_commit(store)
     child = store.commit({"a": b"1"}, [seed], "m", "v/1/x")
     store.set_note(child, '{"status": "ok"}')
@@ -22,7 +23,7 @@ def test_branches_and_notes_written_are_what_git_reads(store: GitStore) -> None:
     assert not list(store.path.rglob("*.lock"))
 
 
-def test_a_packed_branch_is_moved_by_a_loose_write(store: GitStore) -> None:  # noqa: F811
+def test_a_packed_branch_is_moved_by_a_loose_write(store: GitStore) -> None:
     seed = seed_commit(store)
     first = store.commit({"a": b"1"}, [seed], "m", "v/1/x")
     store.pack_refs()
@@ -35,7 +36,7 @@ def test_a_packed_branch_is_moved_by_a_loose_write(store: GitStore) -> None:  # 
     assert store.branch_sha("v/1/x") == second
 
 
-def test_a_stale_lock_of_a_killed_writer_is_replaced(store: GitStore) -> None:  # noqa: F811
+def test_a_stale_lock_of_a_killed_writer_is_replaced(store: GitStore) -> None:
     seed = seed_commit(store)
     lock = store.path / "refs/heads/v/1/x.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,7 @@ def test_a_stale_lock_of_a_killed_writer_is_replaced(store: GitStore) -> None:  
     assert store.branch_sha("v/1/x") == child and not lock.exists()
 
 
-def test_a_ref_path_taken_by_a_file_is_refused_in_one_line(store: GitStore) -> None:  # noqa: F811
+def test_a_ref_path_taken_by_a_file_is_refused_in_one_line(store: GitStore) -> None:
     seed = seed_commit(store)
     (store.path / "refs/heads/v").write_text("not a directory")
     with pytest.raises((RunStateError, OSError)) as err:
