@@ -23,17 +23,12 @@ import pytest
 from guided_evolution.runstore.git_store import GitStore
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge_here, here_json
+from tests.support.gitcli import git
 from tests.support.harness import FakeExecutor, resume_engine, run_engine, size_score, view_json
 from tests.support.openai_server import hang, reply, serve, status
 from tests.support.seeds import CodeWriter, template_seed, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "--git-dir", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout
 
 
 def test_offline_evolution_creates_evaluates_selects_and_merges(tmp_path: Path) -> None:

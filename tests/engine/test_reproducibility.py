@@ -22,6 +22,7 @@ import pytest
 
 from tests.reliability.support import llm_config
 from tests.support.cli import ge_here, here_json
+from tests.support.gitcli import git as _git
 from tests.support.openai_server import Action, reply, serve
 from tests.support.seeds import bump_first_integer, template_seed
 
@@ -58,12 +59,6 @@ def content_writer(request: dict[str, Any]) -> Action:
         return reply("I cannot help with that.")
     code = bump_first_integer(blocks[0], n)
     return reply(f"```python\n{code.rstrip()}\n# revision {n % 1000}\n```\n", 120, 80)
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "--git-dir", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout
 
 
 def snapshot(run_dir: Path) -> dict[str, Any]:

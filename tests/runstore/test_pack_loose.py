@@ -3,12 +3,12 @@ only, loses nothing (not even an unreachable commit) and leaves git's own view i
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from guided_evolution.runstore.git_store import GitStore
+from tests.support.gitcli import git as _git
 
 
 def _loose(repo: Path) -> list[str]:
@@ -17,12 +17,6 @@ def _loose(repo: Path) -> list[str]:
         for p in (repo / "objects").glob("??/*")
         if len(p.name) == 38
     ]
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "--git-dir", str(repo), *args], capture_output=True, text=True, check=True
-    ).stdout
 
 
 def test_pack_loose_packs_the_new_objects_and_keeps_everything(tmp_path: Path) -> None:
