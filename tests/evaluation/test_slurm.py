@@ -411,6 +411,72 @@ def test_ctrl_c_while_sbatch_answers_cancels_the_job(
     assert not slurm_cluster.jobs(name), "scancel'ed"
 
 
+def test_resume_waits_out_a_failing_squeue_for_an_unrecorded_job(
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ge stopped after SLURM queued a job but before sbatch printed its id, then a resume whose
+    squeue fails for 7 s (a busy controller): the queued job is found by its comment once squeue
+    answers, not submitted a second time (a failing squeue was taken for "not queued": the
+    flake of test_ge_resume_reattaches_after_kill_9)."""
+    real_sbatch, real_squeue = shutil.which("sbatch"), shutil.which("squeue")
+    assert real_sbatch is not None and real_squeue is not None
+    mute, flaky = tmp_path / "mute", tmp_path / "flaky"
+    mute.mkdir()
+    flaky.mkdir()
+    (mute / "sbatch").write_text(f'#!/bin/sh\n{real_sbatch} "$@" > /dev/null\nexec sleep 60\n')
+    first_call = tmp_path / "first-lookup"
+    (flaky / "squeue").write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" -n "*)\n'
+        f"  [ -f {first_call} ] || date +%s > {first_call}\n"
+        f'  if [ $(( $(date +%s) - $(cat {first_call}) )) -lt 7 ]; then\n'
+        '    echo "slurm_load_jobs error: Socket timed out on send/recv operation" >&2; exit 1\n'
+        "  fi;;\n"
+        "esac\n"
+        f'exec {real_squeue} "$@"\n'
+    )
+    for shim in (mute / "sbatch", flaky / "squeue"):
+        shim.chmod(0o755)
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", f"{mute}{os.pathsep}{path}")
+    run_dir = unique_run_dir(tmp_path)
+    first = executor(slurm_cluster, run_dir, extra_sbatch=["--hold"])
+    vid = "abab000000000003"
+    name = job_name(run_dir.name, vid)
+
+    async def stopped_before_the_answer() -> str:
+        task = asyncio.create_task(first.evaluate(eval_request(run_dir, vid)))
+        jobs = await until(lambda: slurm_cluster.jobs(name), what="the held job")
+        task.cancel()  # sbatch never answers: the record keeps no job id, as after kill -9
+        await asyncio.gather(task, return_exceptions=True)
+        await first.aclose(cancel=False)
+        return jobs[0][0]
+
+    job_id = run(stopped_before_the_answer())
+    try:
+        assert json.loads((run_dir / "slurm" / f"{vid}.json").read_text())["job_id"] is None
+        monkeypatch.setenv("PATH", f"{flaky}{os.pathsep}{path}")
+        second = executor(slurm_cluster, run_dir)
+
+        async def resume() -> EvalResult:
+            task = asyncio.create_task(second.evaluate(eval_request(run_dir, vid)))
+            await until(lambda: second.live_jobs, timeout=60, what="re-attachment")
+            slurm_cluster.run("scontrol", "release", job_id)
+            try:
+                return await task
+            finally:
+                await second.aclose(cancel=False)
+
+        result = run(resume())
+        assert first_call.exists(), "the resume looked the job up by its comment"
+        assert second.submitted == [], "submitted a second time while squeue failed"
+        assert result.status == "ok", result.failure_reason
+    finally:
+        slurm_cluster.run("scancel", job_id, check=False)
+
+
 def test_max_queued_bounds_the_jobs_in_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
     run_dir = unique_run_dir(tmp_path)
     ex = executor(slurm_cluster, run_dir, max_queued=2, extra_sbatch=["--hold"])

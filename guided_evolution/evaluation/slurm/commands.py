@@ -100,6 +100,7 @@ async def run_command(
     except asyncio.CancelledError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
+        await proc.wait()  # reaped here, not by a transport that outlives the event loop
         raise
     code = proc.returncode if proc.returncode is not None else -1
     return code, out.decode(errors="replace"), err.decode(errors="replace").strip()
@@ -204,14 +205,16 @@ async def scancel(*job_ids: str) -> None:
 
 
 async def find_by_comment(name: str, comment: str) -> str | None:
-    """The id of the queued job called ``name`` whose comment is ``comment``, if any."""
-    with contextlib.suppress(CommandFailed):
-        code, out, _err = await run_command(["squeue", "-h", "-n", name, "-o", "%i|%k"])
-        if code == 0:
-            for line in out.splitlines():
-                job_id, _, found = line.strip().partition("|")
-                if found.strip() == comment:
-                    return job_id
+    """The id of the queued job called ``name`` whose comment is ``comment``; None when squeue
+    answered without it. Raises ``CommandFailed`` when squeue failed: that is no answer, and
+    taking it for "not queued" submits the variant a second time."""
+    code, out, err = await run_command(["squeue", "-h", "-n", name, "-o", "%i|%k"])
+    if code != 0:
+        raise CommandFailed(f"squeue failed: {err or f'exit code {code}'}")
+    for line in out.splitlines():
+        job_id, _, found = line.strip().partition("|")
+        if found.strip() == comment:
+            return job_id
     return None
 
 

@@ -47,6 +47,7 @@ from guided_evolution.evaluation.sandbox.wrap import Sandbox
 from guided_evolution.evaluation.slurm.commands import (
     HOPELESS_PENDING,
     LIVE_STATES,
+    CommandFailed,
     JobMonitor,
     JobState,
     SbatchRefused,
@@ -114,6 +115,13 @@ class _Watch:
     gone: float | None = None  # unknown to squeue and sacct, no exit file
     failing: float | None = None  # squeue fails
     result: float | None = None  # result.json is there
+
+
+async def _lookup_once(job: _Job) -> str | None:
+    """The id of a job whose sbatch never answered, by its comment; None if squeue fails too."""
+    with contextlib.suppress(CommandFailed):
+        return await find_by_comment(job.name, f"ge:{job.token}")
+    return None
 
 
 class SlurmExecutor:
@@ -213,7 +221,7 @@ class SlurmExecutor:
         self._closed = True
         jobs = list(self._live.values())
         if cancel and jobs:
-            ids = [j.job_id or await find_by_comment(j.name, f"ge:{j.token}") for j in jobs]
+            ids = [j.job_id or await _lookup_once(j) for j in jobs]
             if ids := [i for i in ids if i]:
                 await scancel(*ids)
             for job in jobs:
@@ -315,14 +323,25 @@ class SlurmExecutor:
 
     async def _find_unrecorded(self, job: _Job) -> str | None:
         """The queued job of a submission whose id was never recorded, looked up by its comment
-        for up to ``SBATCH_ANSWER_S``: the sbatch of a killed ge may still be queueing it (a
-        lookup at once missed it, and the variant was submitted twice)."""
-        deadline = time.monotonic() + SBATCH_ANSWER_S
+        until squeue has answered for ``SBATCH_ANSWER_S`` without it: the sbatch of a killed ge
+        may still be queueing it (a lookup at once missed it, and the variant was submitted
+        twice). A failing squeue is no answer: it is asked again, for up to
+        ``SQUEUE_OUTAGE_S`` (a failure taken for "not queued" submitted the variant twice)."""
+        start = time.monotonic()
+        wait = 0.5
         while True:
-            found = await find_by_comment(job.name, f"ge:{job.token}")
-            if found is not None or time.monotonic() >= deadline:
+            try:
+                found = await find_by_comment(job.name, f"ge:{job.token}")
+            except CommandFailed:
+                if time.monotonic() - start > SQUEUE_OUTAGE_S:
+                    return None  # no answer for that long: submit it again
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 10.0)
+                continue
+            if found is not None or time.monotonic() - start >= SBATCH_ANSWER_S:
                 return found
-            await asyncio.sleep(0.5)
+            wait = 0.5
+            await asyncio.sleep(wait)
 
     async def _reattach(self, record: dict[str, Any]) -> _Job | EvalResult | None:
         """The live job of a persisted record, the result it left, or None when it is lost."""
