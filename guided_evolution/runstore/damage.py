@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -195,9 +196,12 @@ class RunWatch:
         self.seed_commit = seed_commit
         self._index_id = _file_id(self.index_path)
         self._repo_id = _file_id(store.path)
+        self._config_seen: tuple[int, ...] | None = None  # the ge config's stat, last verified
 
     def damage(self) -> list[Damage]:
         """What is damaged now (empty when nothing is); never raises."""
+        if self._whole():
+            return []
         found: list[Damage] = []
         name = self.index_path.name
         if _file_id(self.index_path) not in (self._index_id, None):
@@ -214,6 +218,46 @@ class RunWatch:
             except Exception as err:  # whatever libgit2 makes of it, it is damage
                 found.append(Damage(getattr(err, "message", None) or str(err)))
         return found
+
+    def _whole(self) -> bool:
+        """The usual answer in a few system calls: the same index file, with SQLite's header;
+        the same repository, with its objects, refs, HEAD and a config that said ``ge.version``
+        (read again only when its stat changed); the seed branch where it was. False when
+        anything differs: :meth:`damage` then looks as it always did and says what is wrong."""
+        repo = self.store.path
+        try:
+            fd = os.open(self.index_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                index = os.fstat(fd)
+                head = os.pread(fd, len(SQLITE_MAGIC), 0)
+            finally:
+                os.close(fd)
+            found = os.stat(repo)
+            objects = os.stat(repo / "objects")
+            config = os.stat(repo / "config")
+            os.stat(repo / "refs")
+            os.stat(repo / "HEAD")
+        except OSError:
+            return False
+        if (index.st_dev, index.st_ino) != self._index_id or head != SQLITE_MAGIC:
+            return False
+        if (found.st_dev, found.st_ino) != self._repo_id or not stat.S_ISDIR(found.st_mode):
+            return False
+        if not stat.S_ISDIR(objects.st_mode) or not stat.S_ISREG(config.st_mode):
+            return False
+        seen = (config.st_ino, config.st_size, config.st_mtime_ns, config.st_ctime_ns)
+        if seen != self._config_seen:
+            if not GitStore.layout_restorable(repo):
+                return False
+            # Kept only once the file has settled: two writes within one tick of the file
+            # system's clock can leave the same stat behind.
+            settled = time.time_ns() - config.st_ctime_ns > 2_000_000_000
+            self._config_seen = seen if settled else None
+        try:
+            sha = self.store.branch_sha(SEED_BRANCH)
+        except Exception:  # whatever libgit2 makes of it: look closer
+            return False
+        return sha is not None and (self.seed_commit is None or sha == self.seed_commit)
 
 
 def verify_run(index_path: Path, watch: RunWatch) -> list[Damage]:
