@@ -248,6 +248,7 @@ def _drive(
 ) -> RunSummary:
     with _term_as_interrupt(), rd.RunLock(paths.root):
         _repair(paths)
+        rd.spread_work(paths.work)
         if reload[0]:
             resolved = _reload(paths, resolved, reload[1])
         with RunIndex.open(paths.index) as index:
