@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -161,8 +162,13 @@ def test_leaving_the_block_on_an_error_stops_the_run_resumably(
 
 def test_a_run_stopped_while_it_starts_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stopped before its run directory exists (the child starting, or evaluating the seed):
-    SIGTERM either way, ``wait`` says so with None, and nothing is written."""
+    SIGTERM either way, ``wait`` says so with None, and nothing is written (not even the
+    child's output folder in the temp directory: it was left behind, empty, by a child stopped
+    before it could write its outcome)."""
     monkeypatch.chdir(tmp_path)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     template_seed(tmp_path / "seed")
     created = False  # a run that got past its seed before the stop: runs/latest names it
     for delay in (0.0, 1.5):
@@ -178,6 +184,7 @@ def test_a_run_stopped_while_it_starts_leaves_nothing(tmp_path: Path, monkeypatc
         if run.path.exists():  # created before the stop came: a stopped or finished run
             assert (run.path / "config.json").exists() and delay > 0
             created = True
+    assert not list(temp.glob("ge-background-*")), "the stopped children's output folders"
     runs = tmp_path / "runs"
     allowed = {"latest"} if created else set()
     assert not runs.exists() or {p.name for p in runs.iterdir() if not p.name.startswith("s")} <= allowed
