@@ -40,6 +40,7 @@ import pygit2
 from pygit2.enums import ObjectType
 
 from guided_evolution.errors import GeError, RunDamagedError, RunStateError
+from guided_evolution.runstore import packwrite
 from guided_evolution.runstore.records import SEED_BRANCH, note_blob_id
 
 _T = TypeVar("_T")
@@ -62,7 +63,9 @@ _HEX40 = re.compile(r"[0-9a-f]{40}\Z")
 _HEX2 = re.compile(r"[0-9a-f]{2}\Z")
 _REF_COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*\Z")
 _MAX_KNOWN = 500_000
+PACK_AT = 32  # objects of a notes batch from which it is written as one pack (not loose)
 _KIND = {ObjectType.COMMIT: "commit", ObjectType.TREE: "tree", ObjectType.BLOB: "blob"}
+_ODB_KIND = {name: kind for kind, name in _KIND.items()}
 
 # --------------------------------------------------------------------------- helpers
 
@@ -128,6 +131,14 @@ def _tree_body(entries: Iterable[tuple[bytes, int, pygit2.Oid]]) -> bytes:
     """A tree object's body: entries sorted as git does (a directory sorts as ``name/``)."""
     items = sorted(entries, key=lambda e: e[0] + b"/" if e[1] == MODE_TREE else e[0])
     return b"".join(b"%o %s\0%s" % (mode, name, oid.raw) for name, mode, oid in items)
+
+
+def _commit_body(tree: pygit2.Oid, message: str, timestamp: float | None) -> bytes:
+    """A parentless commit object's body by ge, as libgit2's ``create_commit`` writes it."""
+    when = int(time.time() if timestamp is None else timestamp)
+    who = f"{AUTHOR_NAME} <{AUTHOR_EMAIL}> {when} +0000".encode()
+    text = message if message.endswith("\n") else message + "\n"
+    return b"tree %s\nauthor %s\ncommitter %s\n\n%s" % (str(tree).encode(), who, who, text.encode())
 
 
 @dataclass(frozen=True)
@@ -248,6 +259,8 @@ class GitStore:
         self._known: set[pygit2.Oid] = set()  # objects known to be in the repository
         self._recent = _RecentFiles()
         self._notes: _NotesState | None = None
+        self._batch: list[tuple[bytes, str, bytes]] | None = None  # objects for one pack
+        self._packs: list[tuple[Path, list[str]]] = []  # notes packs written, their objects
 
     def _open_repo(self) -> pygit2.Repository:
         try:
@@ -368,7 +381,10 @@ class GitStore:
 
     def _write_blob(self, data: bytes) -> pygit2.Oid:
         oid = pygit2.hash(data)
-        if oid not in self._known:  # libgit2 writes a temporary file even for a known object
+        if self._batch is not None:
+            if oid not in self._known:
+                self._batch.append((oid.raw, "blob", data))
+        elif oid not in self._known:  # libgit2 writes a temporary file even for a known object
             self._repo.odb.write(ObjectType.BLOB, data)
             self._remember(oid)
         return oid
@@ -378,10 +394,33 @@ class GitStore:
 
     def _write_tree_body(self, body: bytes) -> pygit2.Oid:
         oid = pygit2.Oid(raw=hashlib.sha1(b"tree %d\0%s" % (len(body), body)).digest())
-        if oid not in self._known:
+        if self._batch is not None:
+            if oid not in self._known:
+                self._batch.append((oid.raw, "tree", body))
+        elif oid not in self._known:
             self._repo.odb.write(ObjectType.TREE, body)
             self._remember(oid)
         return oid
+
+    def _write_batch(self, objects: list[tuple[bytes, str, bytes]]) -> None:
+        """Write ``objects`` (raw id, kind, data) as one pack (``packwrite``), then know them; a
+        handful (a repair's notes, the seed's) loose, as each pack is one more to search until
+        :meth:`pack_loose` folds it in."""
+        if len(objects) < PACK_AT:
+            for oid, kind, data in objects:
+                self._repo.odb.write(_ODB_KIND[kind], data)
+                self._remember(pygit2.Oid(raw=oid))
+            return
+        try:
+            base = packwrite.write_pack(self.path / "objects" / "pack", objects, self._fsync)
+        except OSError as err:
+            raise RunStateError(
+                f"cannot write a pack in {self.path}: {err.strerror}", "run `ge doctor`"
+            ) from None
+        if base is not None:
+            self._packs.append((base, sorted({oid.hex() for oid, _kind, _data in objects})))
+        for oid, _kind, _data in objects:
+            self._remember(pygit2.Oid(raw=oid))
 
     def _get(self, sha: str | pygit2.Oid) -> pygit2.Object | None:
         """The object, or None when it does not exist."""
@@ -579,13 +618,15 @@ class GitStore:
         self._repo.free()
         self._repo = self._open_repo()  # the packs it had open are gone
         self._known.clear()
+        self._packs = []  # repacked with everything else
 
     def pack_loose(self) -> int:
         """Pack the loose objects into one new pack and delete their loose files; how many.
 
         No reachability walk (``git repack`` walks every branch: O(variants) each time, ~1 s at
         10,000): the loose objects are listed from ``objects/`` and handed to ``git
-        pack-objects``, so the cost is the new objects' only, flat over a long run. Unreachable
+        pack-objects``, with those of the notes packs this process wrote (:meth:`set_notes`),
+        whose packs then go; so the cost is the new objects' only, flat over a long run. Unreachable
         objects (replaced notes trees) are packed too; :meth:`compact` drops them at the end.
         Like :meth:`compact`, only while no other process writes this repository.
         """
@@ -597,17 +638,25 @@ class GitStore:
             for entry in os.scandir(sub.path)
             if len(entry.name) == 38 and _HEX40.match(sub.name + entry.name)
         ]
-        if not loose:
+        packs, self._packs = self._packs, []  # this process's notes packs: folded in
+        folded = [oid for _base, oids in packs for oid in oids]
+        if not loose and len(packs) < 2:
+            self._packs = packs
             return 0
         proc = subprocess.run(
             [self._git, "--git-dir", str(self.path), "pack-objects", "-q", str(objects / "pack" / "pack")],
-            input="".join(f"{oid}\n" for oid in loose).encode(),
+            input="".join(f"{oid}\n" for oid in loose + folded).encode(),
             capture_output=True,
             env=_git_env(),
         )  # fmt: skip
         if proc.returncode != 0:
+            self._packs = packs + self._packs
             detail = proc.stderr.decode(errors="replace").strip()
             raise RunStateError(f"git pack-objects failed in {self.path}: {detail}", "run `ge doctor`")
+        made = f"pack-{proc.stdout.decode(errors='replace').strip()}"
+        for base, _oids in packs:  # their objects are in the new pack: the index goes first
+            for suffix in (".idx", ".pack") if base.name != made else ():
+                base.with_suffix(suffix).unlink(missing_ok=True)
         self._run_git("prune-packed", "-q")
         self._repo.free()
         self._repo = self._open_repo()  # the loose files it knew are gone; the new pack is read
@@ -811,6 +860,7 @@ class GitStore:
             return
         state = self._load_notes()
         changed: set[str] = set()
+        self._batch = []
         try:
             for commit, text in notes.items():
                 sha = self.resolve(commit)
@@ -830,12 +880,18 @@ class GitStore:
                     state.bucket_trees[name] = self._write_tree_body(body)
             root = self._flat_tree(state.bucket_trees, MODE_TREE)
             # No parent: `git log --all` then shows one notes commit, not one per note.
-            note_commit = self._write_commit(root, [], NOTES_MESSAGE, timestamp)
-            self._write_ref(NOTES_REF, note_commit)
-            state.ref = note_commit
+            body = _commit_body(root, NOTES_MESSAGE, timestamp)
+            note_commit = packwrite.object_id("commit", body)
+            self._batch.append((note_commit, "commit", body))
+            batch, self._batch = self._batch, None
+            self._write_batch(batch)  # one pack, not ~2 loose objects a note
+            self._write_ref(NOTES_REF, note_commit.hex())
+            state.ref = note_commit.hex()
         except BaseException:
             self._notes = None
             raise
+        finally:
+            self._batch = None
 
     def get_note(self, commit: str) -> str | None:
         """The note text of ``commit`` (one trailing newline removed), or None."""
