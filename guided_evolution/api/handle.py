@@ -150,10 +150,6 @@ class Background:
             "exit_code": code if code else 1,
         }
 
-    def discard(self) -> None:
-        """Remove the output folder (a stop asked for: its outcome needs no file)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
-
     def error(self, outcome: dict[str, Any]) -> GeError:
         """The child's error as the GeError it raised (same message, hint and exit code)."""
         err = GeError(str(outcome.get("error")), outcome.get("hint"))
@@ -382,7 +378,7 @@ class Run:
             return self._summary
         err = self._background.error(outcome)
         if self._stopping and (err.exit_code in _INTERRUPTED or self._background.process.returncode in _INTERRUPTED):
-            self._background.discard()  # interrupted at our request: None says it all
+            shutil.rmtree(self._background.folder, ignore_errors=True)  # None says it all
             return None
         raise err
 
