@@ -42,13 +42,14 @@ class GenerationalLoop:
         """Each island planned from its whole evaluated previous population (its checkpoint's
         ``population``, or its ``islands``)."""
         session = self.parts.proposer.session
+        self.scheduler.generation = max(gen - 1, 0)  # the last one made, until `gen` begins
         if self.evo.overlap_tail and gen > 0:
             self._carry_late(gen - 1, dedup([v for members in islands for v in members]))
         try:
             while gen <= self.evo.generations:
-                self.scheduler.generation = gen
                 if session.exhausted() is not None or self.stops.requested():
-                    return
+                    return  # before `gen` began: the run's generation stays the last one made
+                self.scheduler.generation = gen
                 islands, hof, cut_short = await self._generation(gen, islands, hof)
                 if cut_short:
                     return

@@ -94,6 +94,7 @@ class SteadyLoop:
         """Run virtual generations ``start`` .. ``evolution.generations`` from the checkpoint
         of ``start - 1`` (its population and hall of fame)."""
         self.hof = hof
+        self.scheduler.generation = max(start - 1, 0)  # the last one made, until `start` begins
         first = self._archive(population) if start > 0 else []
         self.book = VirtualGenerations(self.evo, start, first)
         pending = self.scheduler.pending

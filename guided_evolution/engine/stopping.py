@@ -55,7 +55,8 @@ class StopRules:
         self.reason: str | None = None
         self.kind: str | None = None
         self.reached: list[str] = []
-        self._asked()  # a request to an earlier process is dropped here
+        if self._asked():  # `ge stop` while the run started (the lock drops earlier requests)
+            self._finish("stop", "stopped by `ge stop`")
 
     def load(self, scored: Sequence[Scored]) -> None:
         """The variants evaluated before this session (the seed's evaluation included): one that

@@ -173,7 +173,9 @@ class RunLock:
                 "wait for it to finish or stop it (Ctrl-C, or kill the pid), then try again",
             ) from None
         try:
-            os.ftruncate(fd, 0)
+            os.ftruncate(fd, 0)  # `ge stop` now says "starting" until the pid is written
+            with contextlib.suppress(FileNotFoundError):  # asked of an earlier holder: stale
+                (self.path.parent / STOP_REQUEST).unlink()
             os.write(fd, str(os.getpid()).encode())
         except OSError as err:  # a full disk, found before anything of the run is written
             os.close(fd)

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from guided_evolution.engine.stopping import request_stop
 from guided_evolution.runstore.run_index import RunIndex
 from tests.support.cli import ge_here, here_json
-from tests.support.harness import FakeExecutor, run_engine
+from tests.support.harness import FakeExecutor, resume_engine, run_engine, size_score
 from tests.support.seeds import template_seed
 
 
@@ -241,3 +242,30 @@ def test_ge_stop_in_steady_mode_stops_drawing_and_closes_what_was_drawn(tmp_path
     assert 5 <= summary["children"] <= 5 + 4 and summary["evaluated"] == summary["children"] + 1
     assert summary["generation"] < 3
     assert not (run / "stop-request").exists()
+
+
+def test_ge_stop_while_the_run_starts_is_kept_and_a_stale_request_is_not(tmp_path: Path) -> None:
+    """`ge stop` once the run's lock names its process but before its loop began (here: while
+    the run builds its executor) finishes the run before its next generation, "stopped by
+    `ge stop`". Such a request was dropped as if stale, and the run went on to its last
+    generation. A request left for an earlier process is still dropped."""
+    seed = template_seed(tmp_path / "seed", generations=1)
+    run = tmp_path / "run"
+    assert run_engine(seed, run, executor=FakeExecutor(size_score).factory)["generation"] == 1
+    fake = FakeExecutor(size_score)
+
+    def asked_while_starting(_resolved: Any, _paths: Any) -> FakeExecutor:
+        assert (run / "lock").read_text() == str(os.getpid())  # what `ge stop` reads
+        request_stop(run, str(os.getpid()))
+        return fake
+
+    stopped = resume_engine(run, executor=asked_while_starting, generations=4)
+    assert stopped["stop_reason"] == "stopped by `ge stop`", stopped
+    assert stopped["generation"] == 1 and _finishes(run)[-1]["kind"] == "stop"
+    assert not fake.requests, "no child of a later generation was evaluated"
+    assert not (run / "stop-request").exists()
+
+    request_stop(run, str(os.getpid()))  # asked after that session ended: nobody was running
+    resumed = resume_engine(run, executor=FakeExecutor(size_score).factory, generations=3)
+    assert resumed["finished"] and resumed["generation"] == 3, resumed
+    assert resumed["stop_reason"] == "completed 3 generations"
