@@ -113,6 +113,24 @@ async def until(condition: Callable[[], Any], timeout: float = 30, what: str = "
     raise AssertionError(f"timed out waiting for {what or condition}")
 
 
+def held_then_detached(cluster: SlurmCluster, run_dir: Path, vid: str) -> tuple[SlurmExecutor, str]:
+    """A held (``--hold``) job submitted for ``vid``, then its evaluation cancelled and the
+    executor closed without cancelling its jobs (as `--detach` does): the executor and the id
+    of the job left queued."""
+    first = executor(cluster, run_dir, extra_sbatch=["--hold"])
+    name = job_name(run_dir.name, vid)
+
+    async def submit_then_detach() -> str:
+        task = asyncio.create_task(first.evaluate(eval_request(run_dir, vid)))
+        jobs = await until(lambda: cluster.jobs(name), what="the held job")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await first.aclose(cancel=False)
+        return jobs[0][0]
+
+    return first, run(submit_then_detach())
+
+
 # --------------------------------------------------------------------------- the slow one, early
 
 
@@ -287,19 +305,9 @@ def test_scancel_from_outside_fails_the_evaluation(
 
 def test_resume_reattaches_to_a_queued_job(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:  # noqa: F811
     run_dir = unique_run_dir(tmp_path)
-    first = executor(slurm_cluster, run_dir, extra_sbatch=["--hold"])
     vid = "ffff000000000001"
     name = job_name(run_dir.name, vid)
-
-    async def submit_then_detach() -> str:
-        task = asyncio.create_task(first.evaluate(eval_request(run_dir, vid)))
-        jobs = await until(lambda: slurm_cluster.jobs(name), what="the held job")
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await first.aclose(cancel=False)  # `--detach`: the job stays queued
-        return jobs[0][0]
-
-    job_id = run(submit_then_detach())
+    first, job_id = held_then_detached(slurm_cluster, run_dir, vid)  # the job stays queued
     assert [j[2] for j in slurm_cluster.jobs(name)] == ["PENDING"]
     assert json.loads((run_dir / "slurm" / f"{vid}.json").read_text())["job_id"] == job_id
 
@@ -330,19 +338,8 @@ def test_a_detach_while_sbatch_answers_records_the_job_id(
     (slow / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{slow}{os.pathsep}{os.environ['PATH']}")
     run_dir = unique_run_dir(tmp_path)
-    first = executor(slurm_cluster, run_dir, extra_sbatch=["--hold"])
     vid = "ffff000000000003"
-    name = job_name(run_dir.name, vid)
-
-    async def submit_then_detach() -> str:
-        task = asyncio.create_task(first.evaluate(eval_request(run_dir, vid)))
-        jobs = await until(lambda: slurm_cluster.jobs(name), what="the held job")
-        task.cancel()  # sbatch has not answered yet
-        await asyncio.gather(task, return_exceptions=True)
-        await first.aclose(cancel=False)
-        return jobs[0][0]
-
-    job_id = run(submit_then_detach())
+    first, job_id = held_then_detached(slurm_cluster, run_dir, vid)  # before sbatch answered
     try:
         assert json.loads((run_dir / "slurm" / f"{vid}.json").read_text())["job_id"] == job_id
         assert first.submitted == [job_id]  # submitted by this instance (it was left out)
@@ -442,19 +439,9 @@ def test_resume_waits_out_a_failing_squeue_for_an_unrecorded_job(
     path = os.environ["PATH"]
     monkeypatch.setenv("PATH", f"{mute}{os.pathsep}{path}")
     run_dir = unique_run_dir(tmp_path)
-    first = executor(slurm_cluster, run_dir, extra_sbatch=["--hold"])
     vid = "abab000000000003"
-    name = job_name(run_dir.name, vid)
-
-    async def stopped_before_the_answer() -> str:
-        task = asyncio.create_task(first.evaluate(eval_request(run_dir, vid)))
-        jobs = await until(lambda: slurm_cluster.jobs(name), what="the held job")
-        task.cancel()  # sbatch never answers: the record keeps no job id, as after kill -9
-        await asyncio.gather(task, return_exceptions=True)
-        await first.aclose(cancel=False)
-        return jobs[0][0]
-
-    job_id = run(stopped_before_the_answer())
+    # sbatch never answers: the record keeps no job id, as after kill -9
+    _, job_id = held_then_detached(slurm_cluster, run_dir, vid)
     try:
         assert json.loads((run_dir / "slurm" / f"{vid}.json").read_text())["job_id"] is None
         monkeypatch.setenv("PATH", f"{flaky}{os.pathsep}{path}")
