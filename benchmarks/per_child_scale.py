@@ -26,6 +26,12 @@ process alone, every thread, sampled from ``/proc/PID/stat`` every 20 ms; its pr
 sandboxes, which do not depend on the run's size, are not in it), the wall seconds per child,
 and the children made. Printed per mode: each size's medians over ``--repeat`` runs, and the
 ratio of the largest size's CPU per child to the smallest's (issue 29 asks for at most 1.2).
+
+The copies are removed only once every measurement is done: on ext4 without a journal each new
+inode is looked for past every inode its group freed in the last ~30 s, so removing a copy (the
+100,000 run's holds ~200,000 files) would charge its removal to the next measurement's system
+time. For the same reason, leave ~30 s between two runs of this script, and expect the system
+share to move with what else the machine removes.
 """
 
 from __future__ import annotations
@@ -104,24 +110,28 @@ def _gen(data: str) -> int:
     return int(json.loads(data or "{}").get("generation", -1))
 
 
-def measure(run: Path, mode: str, children: int, sandbox: str | None = None) -> dict:
+def measure(
+    run: Path, mode: str, children: int, sandbox: str | None = None, *, copies: list[Path]
+) -> dict:
     """Resume a copy of ``run`` in ``mode`` for about ``children`` children: ge's CPU and the
-    wall seconds per child between the first new generation's start and the last one's end."""
+    wall seconds per child between the first new generation's start and the last one's end.
+    The copy's directory is added to ``copies`` (removed by the caller once all are measured)."""
     population, loop = MODES[mode]
-    with tempfile.TemporaryDirectory(prefix="ge-per-child-", dir=run.parent) as tmp:
-        copy = Path(tmp) / "run"
-        shutil.copytree(run, copy, symlinks=True)
-        (copy / "lock").unlink(missing_ok=True)
-        _resume(copy, _last_generation(copy / "index.sqlite") + 1)  # the one-time upgrades
-        frozen = json.loads((copy / "config.json").read_text())
-        evolution = frozen["config"]["evolution"]
-        evolution["population"], evolution["mode"] = population, loop
-        if sandbox:  # e.g. "landlock": the pip-only path where bubblewrap is installed
-            frozen["config"]["evaluator"]["sandbox"] = sandbox
-        (copy / "config.json").write_text(json.dumps(frozen, indent=1))
-        last = _last_generation(copy / "index.sqlite")
-        samples = _resume(copy, last + max(round(children / population), 1))
-        start, end, made = _window(copy / "index.sqlite", last + 1)
+    tmp = tempfile.mkdtemp(prefix="ge-per-child-", dir=run.parent)
+    copies.append(Path(tmp))
+    copy = Path(tmp) / "run"
+    shutil.copytree(run, copy, symlinks=True)
+    (copy / "lock").unlink(missing_ok=True)
+    _resume(copy, _last_generation(copy / "index.sqlite") + 1)  # the one-time upgrades
+    frozen = json.loads((copy / "config.json").read_text())
+    evolution = frozen["config"]["evolution"]
+    evolution["population"], evolution["mode"] = population, loop
+    if sandbox:  # e.g. "landlock": the pip-only path where bubblewrap is installed
+        frozen["config"]["evaluator"]["sandbox"] = sandbox
+    (copy / "config.json").write_text(json.dumps(frozen, indent=1))
+    last = _last_generation(copy / "index.sqlite")
+    samples = _resume(copy, last + max(round(children / population), 1))
+    start, end, made = _window(copy / "index.sqlite", last + 1)
     user = _at(samples, end, 0) - _at(samples, start, 0)
     system = _at(samples, end, 1) - _at(samples, start, 1)
     return {"mode": mode, "children": made, "ge_cpu_ms": 1000 * (user + system) / made,
@@ -170,15 +180,30 @@ def main() -> None:
     parser.add_argument("--sandbox", help="[evaluator] sandbox of the copies (default: the run's)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    rows = []
+    rows: list[dict] = []
+    copies: list[Path] = []  # removed at the end: see the module doc
     print(f"load average before: {os.getloadavg()[0]:.1f}")
+    try:
+        _measure_all(args, sizes, rows, copies)
+    finally:
+        for tmp in copies:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def _measure_all(
+    args: argparse.Namespace, sizes: list[int], rows: list[dict], copies: list[Path]
+) -> None:
+    """Measure every mode at every size, printing each row as it comes (added to ``rows``)."""
     for mode in args.modes.split(","):
         for size in sizes:
             run = args.cache / f"n{size}" / "run"
             if not run.is_dir():
                 raise SystemExit(f"{run} is missing: python benchmarks/scale.py --cache "
                                  f"{args.cache} --sizes {size} --build-only")  # fmt: skip
-            runs = [measure(run, mode, args.children, args.sandbox) for _ in range(args.repeat)]
+            runs = [measure(run, mode, args.children, args.sandbox, copies=copies)
+                    for _ in range(args.repeat)]  # fmt: skip
             row = {"mode": mode, "size": size, "runs": runs,
                    "children": statistics.median(r["children"] for r in runs),
                    "ge_cpu_ms": statistics.median(r["ge_cpu_ms"] for r in runs),
@@ -196,8 +221,6 @@ def main() -> None:
             ratio = mine[-1]["ge_cpu_ms"] / mine[0]["ge_cpu_ms"]
             print(f"{mode:8s} ge CPU per child, {mine[-1]['size']:,} / {mine[0]['size']:,}: "
                   f"{ratio:.2f}x", flush=True)  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
