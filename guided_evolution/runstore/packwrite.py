@@ -19,6 +19,8 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from guided_evolution.fsutil import atomic_write
+
 KINDS = {"commit": 1, "tree": 2, "blob": 3}
 _MAX_OFFSET = 1 << 31  # the idx's 4-byte offsets (a notes pack is far smaller)
 
@@ -82,18 +84,8 @@ def write_pack(
         return None
     pack, idx, checksum = pack_bytes(unique.values())
     base = pack_dir / f"pack-{checksum.hex()}"
-    for suffix, data in ((".pack", pack), (".idx", idx)):
-        tmp = pack_dir / f"tmp_ge_{os.getpid()}_{checksum.hex()[:12]}{suffix}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o444)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, base.with_suffix(suffix))
+    for suffix, data in ((".pack", pack), (".idx", idx)):  # the .idx last: then git sees it
+        atomic_write(base.with_suffix(suffix), data, prefix="tmp_ge_", mode=0o444, fsync=fsync)
     if fsync:
         dir_fd = os.open(pack_dir, os.O_RDONLY)
         try:
