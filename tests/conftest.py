@@ -23,6 +23,7 @@ Where the suite's CPU goes: ``-p tests.support.cpu_per_test``, then ``benchmarks
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from collections.abc import Callable
@@ -36,6 +37,10 @@ os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 # and workers): the suite runs more processes than cores, and torch's default of one thread per
 # core spun idle threads, e.g. an ExquisiteNetV2 CPU evaluation took 27 CPU-s instead of 3.3.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The collector's thresholds of `python -m guided_evolution` (guided_evolution/__main__.py): the
+# harness's in-process runs collect as the CLI's do, and a worker (torch, litellm, every test
+# module imported) no longer walks its whole heap every few hundred thousand allocations.
+gc.set_threshold(10_000, 20, 20)
 
 # ge's modules are imported inside the fixtures that need them: collecting a test file imports
 # only what that file does.
