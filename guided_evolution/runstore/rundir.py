@@ -148,6 +148,23 @@ def extend_generations(paths: RunPaths, resolved: ResolvedConfig, generations: i
     return extended
 
 
+GONE_HOLDER_WAIT_S = 5.0
+"""How long a run lock whose recorded holder has exited is waited for (``RunLock``)."""
+
+
+def _pid_alive(owner: str) -> bool:
+    """Whether the lock file's pid names a live process ("unknown": one starting, so yes)."""
+    if not owner.isdigit():
+        return True
+    try:
+        os.kill(int(owner), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        return True
+    return True
+
+
 class RunLock:
     """An exclusive, non-blocking lock on a run directory (fcntl; released when the process dies)."""
 
@@ -163,15 +180,7 @@ class RunLock:
                 f"cannot open {self.path}: {err.strerror}",
                 "check that the run directory is writable",
             ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunStateError(
-                f"{self.path.parent} is in use by another ge process (pid {owner})",
-                "wait for it to finish or stop it (Ctrl-C, or kill the pid), then try again",
-            ) from None
+        self._take(fd)
         try:
             os.ftruncate(fd, 0)  # `ge stop` now says "starting" until the pid is written
             with contextlib.suppress(FileNotFoundError):  # asked of an earlier holder: stale
@@ -189,6 +198,25 @@ class RunLock:
             ) from None
         self._fd = fd
         return self
+
+    def _take(self, fd: int) -> None:
+        """The lock, or RunStateError naming its holder. A holder whose recorded pid has exited
+        is waited for (``GONE_HOLDER_WAIT_S``): a child of a killed ge, caught between fork and
+        exec, holds the lock's descriptor a moment longer (a resume at once was refused)."""
+        deadline = time.monotonic() + GONE_HOLDER_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            if _pid_alive(owner) or time.monotonic() >= deadline:
+                os.close(fd)
+                raise RunStateError(
+                    f"{self.path.parent} is in use by another ge process (pid {owner})",
+                    "wait for it to finish or stop it (Ctrl-C, or kill the pid), then try again",
+                )
+            time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
