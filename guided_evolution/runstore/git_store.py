@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import hashlib
 import os
 import re
 import shutil
@@ -379,28 +378,26 @@ class GitStore:
             self._known.clear()
         self._known.add(oid)
 
-    def _write_blob(self, data: bytes) -> pygit2.Oid:
-        oid = pygit2.hash(data)
+    def _put(self, oid: pygit2.Oid, kind: str, data: bytes) -> pygit2.Oid:
+        """Store an object unless known: into the open notes batch, else written now (libgit2
+        writes a temporary file even for a known object)."""
+        if oid in self._known:
+            return oid
         if self._batch is not None:
-            if oid not in self._known:
-                self._batch.append((oid.raw, "blob", data))
-        elif oid not in self._known:  # libgit2 writes a temporary file even for a known object
-            self._repo.odb.write(ObjectType.BLOB, data)
+            self._batch.append((oid.raw, kind, data))
+        else:
+            self._repo.odb.write(_ODB_KIND[kind], data)
             self._remember(oid)
         return oid
+
+    def _write_blob(self, data: bytes) -> pygit2.Oid:
+        return self._put(pygit2.hash(data), "blob", data)
 
     def _write_tree_entries(self, entries: Iterable[tuple[bytes, int, pygit2.Oid]]) -> pygit2.Oid:
         return self._write_tree_body(_tree_body(entries))
 
     def _write_tree_body(self, body: bytes) -> pygit2.Oid:
-        oid = pygit2.Oid(raw=hashlib.sha1(b"tree %d\0%s" % (len(body), body)).digest())
-        if self._batch is not None:
-            if oid not in self._known:
-                self._batch.append((oid.raw, "tree", body))
-        elif oid not in self._known:
-            self._repo.odb.write(ObjectType.TREE, body)
-            self._remember(oid)
-        return oid
+        return self._put(pygit2.Oid(raw=packwrite.object_id("tree", body)), "tree", body)
 
     def _write_batch(self, objects: list[tuple[bytes, str, bytes]]) -> None:
         """Write ``objects`` (raw id, kind, data) as one pack (``packwrite``), then know them; a
