@@ -22,7 +22,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GE_THRESHOLDS = "import gc; gc.set_threshold(10_000, 20, 20); "
+sys.path.insert(0, str(ROOT))
+
+from guided_evolution.__main__ import GC_THRESHOLDS  # noqa: E402
+
+GE_THRESHOLDS = f"import gc; gc.set_threshold(*{GC_THRESHOLDS}); "
 CASES = {
     "import litellm (Python's thresholds)": "import litellm",
     "load_litellm() (Python's thresholds)": (

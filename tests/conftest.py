@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from guided_evolution.__main__ import GC_THRESHOLDS
+
 os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
 # One OpenMP thread per torch/BLAS process (the sandbox lets OMP_NUM_THREADS through to evaluators
 # and workers): the suite runs more processes than cores, and torch's default of one thread per
@@ -40,7 +42,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # The collector's thresholds of `python -m guided_evolution` (guided_evolution/__main__.py): the
 # harness's in-process runs collect as the CLI's do, and a worker (torch, litellm, every test
 # module imported) no longer walks its whole heap every few hundred thousand allocations.
-gc.set_threshold(10_000, 20, 20)
+gc.set_threshold(*GC_THRESHOLDS)
 
 # ge's modules are imported inside the fixtures that need them: collecting a test file imports
 # only what that file does.
