@@ -25,6 +25,7 @@ from guided_evolution.engine.progress import Progress
 from guided_evolution.engine.reader import RunReader
 from guided_evolution.errors import RunDamagedError
 from guided_evolution.evaluation.contract import EvalResult
+from guided_evolution.evolution import pytokens
 from guided_evolution.evolution.operators import Child
 from guided_evolution.evolution.plan import Plan, dedup
 from guided_evolution.evolution.segments import variant_id
@@ -59,16 +60,25 @@ def _python_tokens(text: str) -> str | None:
     spacing and indentation width (INDENT/DEDENT kept, so the structure stays), every string
     literal untouched. A shebang and a coding declaration stay (they change how the file is run
     or read). None where the file does not tokenize."""
-    out = []
     try:
-        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-            if tok.type in _SKIPPED and not (tok.type == tokenize.COMMENT and _kept_comment(tok)):
-                continue
-            keep = "" if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE) else tok.string
-            out.append((tok.type, keep))
+        if "#" in "\n".join(text.split("\n", 2)[:2]):  # a shebang or coding line may be there
+            found = _with_kept_comments(text)
+        else:
+            found = pytokens.code_tokens(text)
     except (tokenize.TokenError, SyntaxError):
         return None
-    return json.dumps(out, ensure_ascii=False)
+    return json.dumps(found, ensure_ascii=False)
+
+
+def _with_kept_comments(text: str) -> list[tuple[int, str]]:
+    """:func:`pytokens.code_tokens` of ``text`` with its shebang and coding comments kept."""
+    out = []
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if tok.type in _SKIPPED and not (tok.type == tokenize.COMMENT and _kept_comment(tok)):
+            continue
+        keep = "" if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE) else tok.string
+        out.append((tok.type, keep))
+    return out
 
 
 def code_key(files: Mapping[str, str], evolvable: Sequence[str]) -> str:

@@ -16,7 +16,6 @@ child changes one) costs little.
 
 from __future__ import annotations
 
-import io
 import itertools
 import random
 import re
@@ -25,13 +24,13 @@ import tokenize
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from guided_evolution.evolution import pytokens
 from guided_evolution.evolution.segments import Genome
 
 Codes = Mapping[str, str]  # segment key -> code
 EXACT_PAIRS_UP_TO = 24  # members (276 pairs); above, the mean pairwise distance is over a sample
 SAMPLE_SEED = 0
 
-_DROPPED = {tokenize.COMMENT, tokenize.NL, tokenize.ENDMARKER, tokenize.ENCODING}
 _BREAK = "<newline>"  # NEWLINE and ";" alike: one statement break
 _BLOCK = {tokenize.INDENT: "<indent>", tokenize.DEDENT: "<dedent>"}  # the width is not kept
 _FALLBACK = re.compile(r"\w+|[^\w\s]")
@@ -84,15 +83,15 @@ def tokens(code: str) -> tuple[str, ...]:
     """
     out: list[str] = []
     try:
-        for tok in tokenize.generate_tokens(io.StringIO(textwrap.dedent(code)).readline):
-            if tok.type in _DROPPED:
+        for kind, string in pytokens.code_tokens(textwrap.dedent(code)):
+            if kind == tokenize.ENDMARKER:
                 continue
-            if tok.type == tokenize.NEWLINE or tok.string == ";":
+            if kind == tokenize.NEWLINE or string == ";":
                 if out and out[-1] != _BREAK:
                     out.append(_BREAK)
                 continue
-            out.append(_BLOCK.get(tok.type, tok.string))
-    except (tokenize.TokenError, SyntaxError, IndentationError):
+            out.append(_BLOCK.get(kind, string))
+    except (tokenize.TokenError, SyntaxError):
         return tuple(_FALLBACK.findall(code))
     while out and out[-1] == _BREAK:
         out.pop()
