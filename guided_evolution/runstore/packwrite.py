@@ -6,8 +6,8 @@ past recently freed inodes for every new one (ext4 without a journal) that is mo
 cost. One pack is two files. The format is git's (pack version 2, idx version 2, whole objects,
 no deltas); libgit2 and git read it as any pack. Trees are stored uncompressed (zlib level 0: a
 notes bucket is mostly 20-byte ids, and compressing ~85 buckets of 26 KB took ~70 % of a later
-batch's CPU at 100,000 notes; they take ~30 % more bytes until the compaction, ``git pack-
-objects``, compresses them again). Blobs and commits get zlib's fastest level, as libgit2's
+batch's CPU at 100,000 notes; they take ~30 % more bytes until the compaction, ``git
+pack-objects``, compresses them again). Blobs and commits get zlib's fastest level, as libgit2's
 loose objects. Both files are written under temporary names in ``objects/pack`` (``tmp_*``: what
 a killed writer leaves, ``GitStore.stale_temp_files``) and renamed into place, the ``.idx``
 last: git sees a pack only once its index is there.
