@@ -12,7 +12,6 @@ more is written and every failure names the damage.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import tokenize
@@ -45,7 +44,6 @@ if TYPE_CHECKING:
     from guided_evolution.engine.reload import EvaluatorFiles
 
 COMPACT_EVERY = 2000  # children between repository compactions
-_SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING}
 _CODING = re.compile(r"^#.*?coding[:=]")  # PEP 263's declaration (lines 1 and 2)
 
 
@@ -62,23 +60,12 @@ def _python_tokens(text: str) -> str | None:
     or read). None where the file does not tokenize."""
     try:
         if "#" in "\n".join(text.split("\n", 2)[:2]):  # a shebang or coding line may be there
-            found = _with_kept_comments(text)
+            found = list(pytokens.pure_code_tokens(text, keep_comment=_kept_comment))
         else:
             found = pytokens.code_tokens(text)
     except (tokenize.TokenError, SyntaxError):
         return None
     return json.dumps(found, ensure_ascii=False)
-
-
-def _with_kept_comments(text: str) -> list[tuple[int, str]]:
-    """:func:`pytokens.code_tokens` of ``text`` with its shebang and coding comments kept."""
-    out = []
-    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-        if tok.type in _SKIPPED and not (tok.type == tokenize.COMMENT and _kept_comment(tok)):
-            continue
-        keep = "" if tok.type in (tokenize.INDENT, tokenize.DEDENT, tokenize.NEWLINE) else tok.string
-        out.append((tok.type, keep))
-    return out
 
 
 def code_key(files: Mapping[str, str], evolvable: Sequence[str]) -> str:

@@ -67,10 +67,15 @@ def code_tokens(text: str) -> list[Token]:
     return list(pure_code_tokens(text))
 
 
-def pure_code_tokens(text: str) -> Iterator[Token]:
-    """:func:`code_tokens` from ``tokenize`` alone (the reference the fast path must equal)."""
+def pure_code_tokens(
+    text: str, keep_comment: Callable[[tokenize.TokenInfo], bool] | None = None
+) -> Iterator[Token]:
+    """:func:`code_tokens` from ``tokenize`` alone (the reference the fast path must equal);
+    with ``keep_comment``, the COMMENT tokens it accepts too."""
     for tok in tokenize.generate_tokens(io.StringIO(text).readline):
-        if tok.type not in _SKIPPED:
+        if tok.type not in _SKIPPED or (
+            keep_comment is not None and tok.type == tokenize.COMMENT and keep_comment(tok)
+        ):
             yield tok.type, "" if tok.type in _NO_STRING else tok.string
 
 
